@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Install what the tests need (scripts/setup_env.sh), then run the whole suite offline.
+# Extra arguments go to pytest, e.g. `bash scripts/test.sh -k metrics -x`.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup_env.sh || exit 1
+# shellcheck disable=SC1091
+. "${SPURBENCH_VENV:-.venv}/bin/activate"
+export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+python -m pytest "$@"
+rc=$?
+if [ "$rc" -eq 5 ]; then
+  echo "error: pytest collected no tests; that is a failure, not a pass" >&2
+  exit 1
+fi
+exit "$rc"

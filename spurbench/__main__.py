@@ -1,0 +1,5 @@
+import sys
+
+from spurbench.cli import main
+
+sys.exit(main())

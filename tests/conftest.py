@@ -1,0 +1,103 @@
+"""Shared fixtures. Everything runs offline (HF_HUB_OFFLINE=1) on real photos that scikit-image and
+scikit-learn ship; no model or dataset hub is reached."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from spurbench import imagenet
+from spurbench.dataset import DatasetCard, write_dataset
+
+
+def _photo(name: str) -> np.ndarray:
+    if name in ("china", "flower"):
+        from sklearn.datasets import load_sample_images
+
+        images = load_sample_images()
+        return images.images[[Path(f).stem for f in images.filenames].index(name)]
+    import skimage.data
+
+    img = getattr(skimage.data, name)()
+    if img.ndim == 2:
+        img = np.stack([img] * 3, axis=-1)
+    return img[..., :3]
+
+
+def _variants(img: np.ndarray) -> list[np.ndarray]:
+    """The photo, its mirror image and a central crop: three distinct real images of one scene."""
+    h, w = img.shape[:2]
+    return [img, img[:, ::-1].copy(), img[h // 8 : h - h // 8, w // 8 : w - w // 8].copy()]
+
+
+# class index the photo is labelled as spurious *for* -> photos. Chosen so that a real ImageNet
+# classifier is fooled on some (a cat photo "spurious for" Egyptian cat) and not on others
+# (an astronaut "spurious for" tench), which exercises both sides of every metric.
+PHOTO_CLASSES: dict[int, list[str]] = {
+    285: ["chelsea"],  # Egyptian cat
+    967: ["coffee"],  # espresso
+    657: ["rocket"],  # missile
+    0: ["astronaut", "grass"],  # tench: nothing fish-like, should rarely fool
+}
+# real in-class images ("positives") for the spurious score, by WordNet id; tench has none on purpose
+POSITIVE_PHOTOS: dict[int, list[str]] = {285: ["chelsea"], 967: ["coffee"], 657: ["rocket"]}
+
+
+@dataclass
+class PhotoDataset:
+    path: Path  # Hub-layout dataset folder (split "test")
+    positives: Path  # image folder by WordNet id
+    labels: list[int]  # label of each row, in row order
+
+
+def make_photo_dataset(root: Path) -> PhotoDataset:
+    rows, labels = [], []
+    for label, names in PHOTO_CLASSES.items():
+        for name in names:
+            for i, img in enumerate(_variants(_photo(name))):
+                rows.append(
+                    dict(
+                        image=img,
+                        label=label,
+                        class_name=imagenet.class_name(label),
+                        spurious_feature=f"photo of {name}",
+                        component=-1,
+                        source="reference",
+                        builder="photos",
+                        prompt="",
+                        seed=-1,
+                    )
+                )
+                labels.append(label)
+    path = write_dataset(
+        root / "photos",
+        {"test": rows},
+        DatasetCard(pretty_name="spurbench test photos", body="Real photos from scikit-image, for tests."),
+    )
+    positives = root / "positives"
+    for label, names in POSITIVE_PHOTOS.items():
+        folder = positives / imagenet.wnids()[label]
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            img = _photo(name)
+            h, w = img.shape[:2]
+            # different crops than the spurious rows, so positives and negatives are distinct images
+            Image.fromarray(img[: h * 3 // 4, : w * 3 // 4]).save(folder / f"{name}_tl.png")
+            Image.fromarray(img[h // 4 :, w // 4 :]).save(folder / f"{name}_br.png")
+    return PhotoDataset(path=path, positives=positives, labels=labels)
+
+
+@pytest.fixture(scope="session")
+def photo_dataset(tmp_path_factory) -> PhotoDataset:
+    """A small dataset in the contract format, made from real photos, exported as Parquet + card."""
+    return make_photo_dataset(tmp_path_factory.mktemp("photo_dataset"))
