@@ -1,0 +1,124 @@
+"""A tiny Stable Diffusion built and saved locally, for CPU smoke builds and tests.
+
+It has the architecture of Stable Diffusion (UNet2DConditionModel with cross-attention, AutoencoderKL,
+CLIP text encoder and tokenizer, a DDPM-family scheduler) at toy width, with random weights. It is saved
+with `save_pretrained`, so everything downstream loads it through the same `from_pretrained(folder)`
+path a real checkpoint takes. Its images are noise-like: it tests the machinery, not image quality.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+# Numbers follow the tiny configs of diffusers' own pipeline tests (see DESIGN.md).
+TEXT_HIDDEN = 32
+
+
+def _byte_level_vocab() -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """A CLIP BPE vocabulary over single byte-level characters (plus their end-of-word forms)
+    and a few merges, so any prompt, including rare identifiers like "sks", tokenizes."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    chars = [chr(c) for c in cs]
+    tokens = chars + [c + "</w>" for c in chars]
+    merges = [("s", "k"), ("sk", "s</w>"), ("o", "f</w>"), ("t", "h"), ("th", "e</w>")]
+    tokens += ["".join(m) for m in merges]
+    tokens += ["<|startoftext|>", "<|endoftext|>"]
+    return {t: i for i, t in enumerate(dict.fromkeys(tokens))}, merges
+
+
+def make_tiny_stable_diffusion(
+    out_dir: str | Path,
+    prediction_type: str = "epsilon",
+    seed: int = 0,
+    image_size: int = 64,
+) -> Path:
+    """Build a randomly initialised tiny Stable Diffusion and save it in diffusers layout.
+
+    `prediction_type` is "epsilon" or "v_prediction" (SD 2.x style). Deterministic in `seed`.
+    Returns `out_dir`, loadable with `StableDiffusionPipeline.from_pretrained(out_dir)`.
+    """
+    import torch
+    from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    if prediction_type not in ("epsilon", "v_prediction"):
+        raise ValueError(f"prediction_type must be 'epsilon' or 'v_prediction', got {prediction_type!r}")
+    out_dir = Path(out_dir)
+    latent_size = image_size // 2  # the VAE below downsamples once (two blocks)
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        sample_size=latent_size,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=TEXT_HIDDEN,
+        norm_num_groups=2,
+        attention_head_dim=2,
+    )
+    torch.manual_seed(seed + 1)
+    vae = AutoencoderKL(
+        block_out_channels=[4, 8],
+        in_channels=3,
+        out_channels=3,
+        down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
+        up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"],
+        latent_channels=4,
+        norm_num_groups=2,
+        sample_size=image_size,
+    )
+    torch.manual_seed(seed + 2)
+    vocab, merges = _byte_level_vocab()
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            bos_token_id=vocab["<|startoftext|>"],
+            eos_token_id=vocab["<|endoftext|>"],
+            pad_token_id=vocab["<|endoftext|>"],
+            hidden_size=TEXT_HIDDEN,
+            intermediate_size=37,
+            layer_norm_eps=1e-05,
+            num_attention_heads=4,
+            num_hidden_layers=2,
+            vocab_size=max(1000, len(vocab)),
+            max_position_embeddings=77,
+        )
+    )
+    tok_dir = out_dir / "_tokenizer_src"
+    tok_dir.mkdir(parents=True, exist_ok=True)
+    (tok_dir / "vocab.json").write_text(json.dumps(vocab))
+    (tok_dir / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
+    tokenizer = CLIPTokenizer.from_pretrained(str(tok_dir), model_max_length=77)
+    scheduler = DDPMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        num_train_timesteps=1000,
+        prediction_type=prediction_type,
+        clip_sample=False,
+        steps_offset=1,
+    )
+    pipe = StableDiffusionPipeline(
+        unet=unet,
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.save_pretrained(str(out_dir), safe_serialization=True)
+    for f in tok_dir.iterdir():
+        f.unlink()
+    tok_dir.rmdir()
+    return out_dir
