@@ -26,7 +26,7 @@ Definitions (f a classifier with softmax p(x); D_k the images whose label is k):
 from __future__ import annotations
 
 import math
-from typing import Any, Hashable, Mapping, Sequence
+from typing import Any, Hashable, Sequence
 
 import numpy as np
 
