@@ -361,6 +361,14 @@ class DreamBoothTrainer:
     # ----------------------------------------------------------------------------------- one step
     def step(self) -> dict[str, float]:
         """One optimisation step; returns the losses of this step as floats."""
+        losses = self.compute_losses()
+        self.backward_and_update(losses["loss"])
+        self.global_step += 1
+        return {name: float(v) for name, v in zip(losses, torch.stack([v.detach().float() for v in losses.values()]).tolist())}
+
+    def compute_losses(self) -> dict[str, torch.Tensor]:
+        """Draw the next batch, noise and timesteps and return the loss terms (with their graphs):
+        "instance", "prior" (with prior preservation), "sfsl" (when sfsl_weight > 0) and the total "loss"."""
         if not self._prepared:
             raise RuntimeError("call prepare() before step()")
         config = self.config
@@ -400,10 +408,7 @@ class DreamBoothTrainer:
                 losses["sfsl"] = self.sfsl_term(noisy_latents[:bsz], pred[:bsz], timesteps[:bsz], instance_index)
                 loss = loss + config.sfsl_weight * losses["sfsl"]
         losses["loss"] = loss
-
-        self.backward_and_update(loss)
-        self.global_step += 1
-        return {name: float(value) for name, value in zip(losses, torch.stack([v.detach().float() for v in losses.values()]).tolist())}
+        return losses
 
     def sfsl_term(
         self, noisy_latents: torch.Tensor, pred: torch.Tensor, timesteps: torch.Tensor, instance_index: torch.Tensor
