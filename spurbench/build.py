@@ -1,0 +1,585 @@
+"""Build a spurious-image dataset from a recipe: for every class, fine-tune Stable Diffusion on the
+class's reference spurious images (DreamBooth on UNet and text encoder, with prior preservation and
+the spurious-feature similarity loss), sample new images with fixed seeds, and export everything as a
+Hugging Face dataset (Parquet shards + dataset card) that `datasets.load_dataset(<out>)` reads.
+
+Stages, each resumable (kill the build at any moment and re-run the same command; finished work is
+kept, finished classes are not redone, and the export is byte-identical to an uninterrupted build):
+1 references, 2 class-prior images (once per noun, shared), 3 fine-tune per class, 4 generate per
+class, 5 export. State lives in the work dir (default `<out>.work`).
+
+Several processes: `accelerate launch --num_processes N -m spurbench build ...` gives process i the
+classes i, i+N, ...; the main process exports once all are done.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import re
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from spurbench.errors import SpurbenchError
+
+#: per-class completion marker, written (atomically) only once all its images are on disk
+CLASS_MARKER = "done.json"
+STATE_FILE = "state.json"
+_HUB_REPO = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
+# how long processes wait for each other at the end (the slowest process may still be fine-tuning)
+_BARRIER_TIMEOUT = datetime.timedelta(hours=48)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--recipe", required=True, metavar="NAME|PATH",
+                        help="build recipe: a shipped name (smoke, spurious_imagenet) or a path to a YAML file like builders/smoke.yaml")
+    parser.add_argument("--out", required=True, metavar="DIR",
+                        help="folder to export the dataset to (Parquet shards + README.md card); replaced whole at the end")
+    parser.add_argument("--work-dir", default=None, metavar="DIR",
+                        help="folder for resumable state: references, class priors, fine-tuned models, generated images (default: <out>.work)")
+    parser.add_argument("--classes", nargs="+", default=None, metavar="K",
+                        help="build and export only these ImageNet class indices of the recipe (space- or comma-separated)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="where to train and sample; auto: CUDA if available (under `accelerate launch`, each process's GPU)")
+    parser.add_argument("--keep-weights", action=argparse.BooleanOptionalAction, default=None,
+                        help="keep each class's fine-tuned pipeline in <work>/classes/<k>/model (diffusers layout, safetensors) "
+                        "or delete it after generation (default: the recipe's keep_weights)")
+    parser.add_argument("--spurious-imagenet", default=None, metavar="DIR",
+                        help="where the Spurious ImageNet download is (folder holding images/); overrides the recipe's references root")
+    parser.add_argument("--push-to-hub", default=None, metavar="ORG/NAME",
+                        help="after exporting, upload the dataset folder to this Hub dataset repo (token from `hf auth login`)")
+    parser.add_argument("--private", action="store_true", help="with --push-to-hub: create the Hub repo as private")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars (stage messages are still printed)")
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Context:
+    """Everything one process of a build needs."""
+
+    recipe: Any  # spurbench.recipe.Recipe
+    recipe_path: Path
+    recipe_sha256: str
+    classes: list  # ClassEntry, the selection of this run, recipe order
+    out: Path
+    work: Path
+    rank: int
+    world: int
+    device: Any  # torch.device
+    mixed_precision: str
+    keep_weights: bool
+    spurious_root: str | None
+    progress: bool
+    command: str
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def log(self, msg: str) -> None:
+        prefix = f"[build {self.rank}/{self.world}]" if self.world > 1 else "[build]"
+        print(f"{prefix} {msg}", file=sys.stderr, flush=True)
+
+    def class_dir(self, index: int) -> Path:
+        return self.work / "classes" / str(index)
+
+
+def run(args: argparse.Namespace) -> int:
+    from spurbench.recipe import load_recipe, recipe_hash
+
+    recipe_path, recipe = load_recipe(args.recipe)
+    classes = _select_classes(recipe, args.classes)
+    if args.push_to_hub is not None and not _HUB_REPO.match(args.push_to_hub):
+        raise SpurbenchError(f"--push-to-hub {args.push_to_hub!r} is not a Hub repo id; use ORG/NAME, e.g. my-org/spurious-imagenet-sfsl")
+    out = Path(args.out).expanduser()
+    work = Path(args.work_dir).expanduser() if args.work_dir else out.with_name(out.name + ".work")
+    if out.resolve() == work.resolve() or work.resolve() in out.resolve().parents:
+        raise SpurbenchError("--work-dir must not be --out or inside it (the export replaces --out whole); pick another folder")
+    if out.exists() and not (out / "README.md").is_file() and any(out.iterdir()):
+        raise SpurbenchError(f"--out '{out}' exists and is not a dataset folder; the export would replace it whole, so give a new or dataset folder")
+
+    try:
+        import torch
+        from accelerate import PartialState
+    except ImportError as err:
+        raise SpurbenchError(f"`spurbench build` needs the builder stack ({err.name} is missing); install it with: pip install \"spurbench[build]\"") from None
+
+    cpu = args.device == "cpu" or not torch.cuda.is_available()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SpurbenchError("--device cuda but no CUDA GPU is visible; use --device cpu (slow) or run on a GPU machine")
+    state = PartialState(cpu=cpu, timeout=_BARRIER_TIMEOUT)
+    mixed_precision = recipe.mixed_precision
+    if cpu and mixed_precision == "fp16":
+        mixed_precision = "no"  # fp16 autocast is a GPU feature; on CPU train in float32
+    command = " ".join(["spurbench", "build", "--recipe", args.recipe, "--out", args.out] + (["--classes", *[str(c.index) for c in classes]] if args.classes else []))
+    ctx = Context(
+        recipe=recipe, recipe_path=recipe_path, recipe_sha256=recipe_hash(recipe), classes=classes, out=out, work=work,
+        rank=state.process_index, world=state.num_processes, device=state.device, mixed_precision=mixed_precision,
+        keep_weights=recipe.keep_weights if args.keep_weights is None else args.keep_weights,
+        spurious_root=args.spurious_imagenet, progress=not args.no_progress, command=command,
+    )
+    if ctx.mixed_precision != recipe.mixed_precision:
+        ctx.log(f"note: mixed_precision {recipe.mixed_precision} needs a GPU; training in float32 on CPU")
+    started = time.perf_counter()
+    created = _init_work_dir(ctx)
+    mine = ctx.classes[ctx.rank :: ctx.world]
+    ctx.log(
+        f"recipe {recipe.name} (sha256 {ctx.recipe_sha256[:12]}), {len(ctx.classes)} classes"
+        + (f", this process: {', '.join(str(c.index) for c in mine) or 'none'}" if ctx.world > 1 else "")
+        + f", work dir {work}, device {ctx.device}"
+    )
+
+    base_model, base_revision = _base_model(ctx)
+    refs = stage_references(ctx, mine)
+    pending = [c for c in mine if not _class_done(ctx, c.index)]
+    _cleanup_weights(ctx, [c for c in mine if c not in pending])
+    priors = stage_priors(ctx, pending, base_model, base_revision)
+    stage_classes(ctx, pending, refs, priors, base_model, base_revision)
+
+    if ctx.world > 1:
+        ctx.log("waiting for the other processes to finish their classes")
+        state.wait_for_everyone()
+    if ctx.main:
+        stage_export(ctx, base_revision, created)
+        ctx.log(f"exported {out} in {time.perf_counter() - started:.1f} s")
+        if args.push_to_hub:
+            push_to_hub(out, args.push_to_hub, private=args.private, message=f"spurbench build {recipe.name} (recipe sha256 {ctx.recipe_sha256[:12]})")
+            ctx.log(f"pushed to https://huggingface.co/datasets/{args.push_to_hub}")
+    if ctx.world > 1:
+        state.wait_for_everyone()  # nobody leaves before the export is in place
+    return 0
+
+
+def _select_classes(recipe, wanted: list[str] | None) -> list:
+    if not wanted:
+        return list(recipe.classes)
+    by_index = recipe.class_by_index()
+    picked: list[int] = []
+    for token in (t for w in wanted for t in w.split(",") if t.strip()):
+        try:
+            k = int(token)
+        except ValueError:
+            raise SpurbenchError(f"--classes: {token!r} is not an ImageNet class index; give integers like 309 or 309,324") from None
+        if k not in by_index:
+            raise SpurbenchError(f"--classes: class {k} is not in the recipe; its classes are {', '.join(str(i) for i in by_index)}")
+        if k not in picked:
+            picked.append(k)
+    return [c for c in recipe.classes if c.index in picked]  # recipe order, whatever the flag's order
+
+
+# ---------------------------------------------------------------------------------------------
+# Work dir and base model
+
+
+def _init_work_dir(ctx: Context) -> str:
+    """Create or check `<work>/state.json`; return the `created` date of the build.
+
+    The date is fixed at the first start, so a resumed build writes the same card."""
+    from filelock import FileLock
+
+    from spurbench.generation import write_json
+
+    ctx.work.mkdir(parents=True, exist_ok=True)
+    path = ctx.work / STATE_FILE
+    with FileLock(str(ctx.work / ".state.lock")):
+        if path.is_file():
+            try:
+                state = json.loads(path.read_text())
+            except ValueError:
+                raise SpurbenchError(f"work dir state '{path}' is corrupt; delete the work dir '{ctx.work}' to start over") from None
+            if state.get("recipe_sha256") != ctx.recipe_sha256:
+                raise SpurbenchError(
+                    f"work dir '{ctx.work}' belongs to a build of recipe {state.get('recipe')!r} with sha256 {str(state.get('recipe_sha256'))[:12]}, "
+                    f"but this recipe hashes to {ctx.recipe_sha256[:12]}; use another --work-dir (or delete that one) for a changed recipe"
+                )
+        else:
+            state = {
+                "recipe": ctx.recipe.name,
+                "recipe_sha256": ctx.recipe_sha256,
+                "created": datetime.datetime.now(datetime.timezone.utc).date().isoformat(),
+            }
+            write_json(path, state)
+    return ctx.recipe.created or state["created"]
+
+
+def _base_model(ctx: Context) -> tuple[str, str | None]:
+    """Local folder of the base pipeline, and its resolved revision (a commit for Hub models)."""
+    from filelock import FileLock
+
+    b = ctx.recipe.base_model
+    if b.tiny is not None:
+        folder = ctx.work / "base"
+        with FileLock(str(folder) + ".lock"):
+            if not (folder / "model_index.json").is_file():
+                from spurbench.tiny_sd import make_tiny_stable_diffusion
+
+                ctx.log(f"building the tiny Stable Diffusion ({b.tiny.prediction_type}, seed {b.tiny.seed}) into {folder}")
+                tmp = folder.with_name("base.tmp")
+                shutil.rmtree(tmp, ignore_errors=True)
+                make_tiny_stable_diffusion(tmp, prediction_type=b.tiny.prediction_type, seed=b.tiny.seed, image_size=ctx.recipe.resolution)
+                shutil.rmtree(folder, ignore_errors=True)
+                os.replace(tmp, folder)
+        return str(folder), None
+    local = Path(b.id).expanduser()
+    if not local.is_absolute():
+        local = (Path.cwd() / local)
+    if local.is_dir():
+        if not (local / "model_index.json").is_file():
+            raise SpurbenchError(f"base_model.id '{b.id}' is a folder without model_index.json; give a diffusers pipeline folder or a Hub id")
+        return str(local), b.revision
+    from diffusers import DiffusionPipeline
+
+    try:
+        path = Path(DiffusionPipeline.download(b.id, revision=b.revision))
+    except Exception as err:  # offline, gated, typo: all fixable by the user
+        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+        raise SpurbenchError(
+            f"cannot get base model '{b.id}' (revision {b.revision}) from the Hugging Face Hub "
+            f"({'HF_HUB_OFFLINE is set' if offline else err.__class__.__name__}); check the id, your login and network, "
+            "or set base_model.id to a local diffusers folder"
+        ) from None
+    # The snapshot folder is named after the commit: record it, so `main` still pins what was used.
+    revision = path.name if path.parent.name == "snapshots" else b.revision
+    return str(path), revision
+
+
+def _feature_spec(ctx: Context) -> dict | None:
+    """The recipe's feature model, with a local weights file taken relative to the recipe file."""
+    spec = ctx.recipe.feature_model
+    if spec is None:
+        return None
+    spec = json.loads(json.dumps(spec))
+    w = spec.get("weights")
+    if isinstance(w, dict) and "file" in w and "package" not in w and "hub" not in w and not Path(w["file"]).expanduser().is_absolute():
+        w["file"] = str((ctx.recipe_path.parent / w["file"]).resolve())
+    return spec
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage 1: references
+
+
+def stage_references(ctx: Context, mine: list) -> dict[int, Any]:
+    from tqdm.auto import tqdm
+
+    from spurbench.generation import write_json
+    from spurbench.references import ClassReferences, resolve_class
+
+    folder = ctx.work / "references"
+    folder.mkdir(parents=True, exist_ok=True)
+    out: dict[int, ClassReferences] = {}
+    scan_cache: dict = {}
+    ctx.log(f"stage 1/5 references: {len(mine)} classes")
+    for entry in tqdm(mine, desc="1/5 references", unit="class", disable=not ctx.progress, leave=False):
+        manifest = folder / f"{entry.index}.json"
+        if manifest.is_file():
+            out[entry.index] = ClassReferences.from_json(manifest.read_text())
+            continue
+        refs = resolve_class(ctx.recipe, entry, folder / "samples", spurious_root=ctx.spurious_root, _scan_cache=scan_cache)
+        write_json(manifest, json.loads(refs.to_json()))
+        out[entry.index] = refs
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage 2: class priors
+
+
+def _prior_settings(ctx: Context) -> tuple[bool, int]:
+    from spurbench.recipe import train_config_dict
+
+    prior = bool(train_config_dict(ctx.recipe).get("with_prior_preservation", True))
+    return prior, ctx.recipe.num_class_images if prior else 0
+
+
+def stage_priors(ctx: Context, pending: list, base_model: str, base_revision: str | None) -> dict[str, list[Path]]:
+    from tqdm.auto import tqdm
+
+    from spurbench.generation import class_prior_images, load_pipeline, torch_dtype
+
+    use_prior, n = _prior_settings(ctx)
+    nouns = list(dict.fromkeys(c.noun for c in pending))
+    if not use_prior or not nouns:
+        return {}
+    r = ctx.recipe
+    pipe = None
+
+    def get_pipeline():
+        nonlocal pipe
+        if pipe is None:
+            pipe = load_pipeline(base_model, ctx.device, torch_dtype(ctx.mixed_precision, ctx.device),
+                                 scheduler=r.generation.scheduler, safety_checker=r.generation.safety_checker)
+        return pipe
+
+    ctx.log(f"stage 2/5 class priors: {n} images for each of {len(nouns)} noun(s) ({', '.join(nouns)})")
+    out = {}
+    for noun in tqdm(nouns, desc="2/5 class priors", unit="noun", disable=not ctx.progress, leave=False):
+        out[noun] = class_prior_images(
+            ctx.work / "priors", noun, r.prior_prompt(noun), n, r.seed, get_pipeline,
+            batch_size=r.generation.batch_size, num_inference_steps=r.generation.num_inference_steps,
+            guidance_scale=r.generation.guidance_scale, resolution=r.resolution, progress=ctx.progress,
+        )
+    del pipe
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Stages 3 and 4: fine-tune and generate, one class at a time
+
+
+def class_jobs(ctx: Context, entry) -> list:
+    """Every image of a class: prompt by prompt, image by image, each with its own seed."""
+    from spurbench.generation import Job, image_seed
+
+    r = ctx.recipe
+    images = ctx.class_dir(entry.index) / "images"
+    return [
+        Job(prompt, image_seed(r.seed, "class", entry.index, p, i), images / f"p{p}_{i:04d}.png")
+        for p, prompt in enumerate(r.generation_prompts(entry))
+        for i in range(r.generation.images_per_prompt)
+    ]
+
+
+def _class_done(ctx: Context, index: int) -> bool:
+    marker = ctx.class_dir(index) / CLASS_MARKER
+    if not marker.is_file():
+        return False
+    try:
+        done = json.loads(marker.read_text())
+    except ValueError:
+        return False
+    return done.get("recipe_sha256") == ctx.recipe_sha256 and all(
+        (ctx.class_dir(index) / "images" / im["file"]).is_file() for im in done.get("images", [])
+    )
+
+
+def _cleanup_weights(ctx: Context, done: list) -> None:
+    if ctx.keep_weights:
+        return
+    for entry in done:  # a build killed between a class's marker and the deletion of its weights
+        shutil.rmtree(ctx.class_dir(entry.index) / "model", ignore_errors=True)
+
+
+def _train_seed(ctx: Context, index: int) -> int:
+    from spurbench.generation import image_seed
+
+    return int(ctx.recipe.training.get("seed", image_seed(ctx.recipe.seed, "train", index)))
+
+
+def stage_classes(ctx: Context, pending: list, refs: dict, priors: dict, base_model: str, base_revision: str | None) -> None:
+    from tqdm.auto import tqdm
+
+    from spurbench.generation import load_pipeline, sample, torch_dtype, write_json
+    from spurbench.recipe import train_config_dict
+    from spurbench.references import load_image
+    from spurbench.training import TrainConfig, finetune_class, make_accelerator
+
+    if not pending:
+        ctx.log("stages 3-4: every class of this process is already done")
+        return
+    r = ctx.recipe
+    accelerator = make_accelerator(ctx.mixed_precision)
+    feature_model = None
+    if r.sfsl_weight != 0:
+        from spurbench.features import load_feature_model
+
+        feature_model = load_feature_model(_feature_spec(ctx), accelerator.device)
+    ctx.log(f"stages 3-4/5 fine-tune and generate: {len(pending)} class(es)")
+    bar = tqdm(pending, desc="3-4/5 classes", unit="class", disable=not ctx.progress, leave=False)
+    for entry in bar:
+        bar.set_postfix_str(f"class {entry.index} ({entry.noun})")
+        folder = ctx.class_dir(entry.index)
+        model_dir = folder / "model"
+        if not (model_dir / "model_index.json").is_file():
+            cfg = train_config_dict(r)
+            cfg["mixed_precision"] = ctx.mixed_precision
+            cfg["seed"] = _train_seed(ctx, entry.index)
+            config = TrainConfig.from_dict(cfg)
+            instance = [load_image(p) for p in refs[entry.index].images]
+            class_images = [load_image(p) for p in priors.get(entry.noun, [])]
+            finetune_class(
+                base_model, instance, r.instance_prompt(entry), class_images, r.prior_prompt(entry.noun),
+                entry.index, config, model_dir, feature_model=feature_model, accelerator=accelerator, progress=ctx.progress,
+            )
+        pipe = load_pipeline(model_dir, accelerator.device, torch_dtype(ctx.mixed_precision, accelerator.device),
+                             scheduler=r.generation.scheduler, safety_checker=r.generation.safety_checker)
+        jobs = class_jobs(ctx, entry)
+        flagged = sample(pipe, jobs, batch_size=r.generation.batch_size, num_inference_steps=r.generation.num_inference_steps,
+                         guidance_scale=r.generation.guidance_scale, resolution=r.resolution, progress=ctx.progress,
+                         desc=f"generate class {entry.index}")
+        del pipe
+        write_json(folder / CLASS_MARKER, {
+            "index": entry.index,
+            "recipe_sha256": ctx.recipe_sha256,
+            "rank": ctx.rank,
+            "world_size": ctx.world,
+            "component": refs[entry.index].component,
+            "images": [{"file": j.path.name, "prompt": j.prompt, "seed": j.seed} for j in jobs],
+            "nsfw_flagged": flagged,
+            "model": str(model_dir) if ctx.keep_weights else None,
+        })
+        if not ctx.keep_weights:
+            shutil.rmtree(model_dir, ignore_errors=True)
+    bar.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage 5: export
+
+
+def stage_export(ctx: Context, base_revision: str | None, created: str) -> Path:
+    from tqdm.auto import tqdm
+
+    from spurbench import imagenet
+    from spurbench.dataset import DatasetCard, write_dataset
+    from spurbench.references import ClassReferences, verify_unchanged
+
+    missing = [c.index for c in ctx.classes if not _class_done(ctx, c.index)]
+    if missing:
+        raise SpurbenchError(
+            f"classes {', '.join(map(str, missing))} are not finished in '{ctx.work}'; re-run the same command to finish them"
+        )
+    r = ctx.recipe
+    markers = {c.index: json.loads((ctx.class_dir(c.index) / CLASS_MARKER).read_text()) for c in ctx.classes}
+    refs = {c.index: ClassReferences.from_json((ctx.work / "references" / f"{c.index}.json").read_text()) for c in ctx.classes}
+    for c in ctx.classes:
+        verify_unchanged(refs[c.index])
+
+    def common(entry) -> dict:
+        return dict(label=entry.index, class_name=imagenet.class_name(entry.index), spurious_feature=entry.spurious_feature,
+                    component=int(refs[entry.index].component), builder=r.builder)
+
+    def test_rows() -> Iterator[dict]:
+        for entry in ctx.classes:
+            for im in markers[entry.index]["images"]:
+                yield dict(image=str(ctx.class_dir(entry.index) / "images" / im["file"]), source="generated",
+                           prompt=im["prompt"], seed=int(im["seed"]), **common(entry))
+
+    def reference_rows() -> Iterator[dict]:
+        for entry in ctx.classes:
+            for path in refs[entry.index].images:
+                yield dict(image=path, source="reference", prompt="", seed=-1, **common(entry))
+
+    n_test = sum(len(m["images"]) for m in markers.values())
+    n_ref = sum(len(x.images) for x in refs.values())
+    ctx.log(f"stage 5/5 export: {n_test} generated + {n_ref} reference images -> {ctx.out}")
+    card = DatasetCard(
+        pretty_name=f"spurbench {r.name}: spurious images ({r.builder})",
+        body=card_body(ctx, base_revision, created, markers, refs, n_test, n_ref),
+        license=r.dataset_license,
+        provenance={
+            "recipe": r.name,
+            "recipe_sha256": ctx.recipe_sha256,
+            "builder": r.builder,
+            "base_model": r.base_model_name,
+            "base_model_revision": base_revision,
+            "feature_model": r.feature_model,
+            "classes": [c.index for c in ctx.classes],
+            "created": created,
+            "command": ctx.command,
+            "spurbench_version": _version(),
+        },
+    )
+    bar = tqdm(total=n_test + n_ref, desc="5/5 export", unit="img", disable=not ctx.progress, leave=False)
+
+    def counted(rows: Iterator[dict]) -> Iterator[dict]:
+        for row in rows:
+            yield row
+            bar.update()
+
+    write_dataset(ctx.out, {"test": counted(test_rows()), "reference": counted(reference_rows())}, card)
+    bar.close()
+    return ctx.out
+
+
+def _version() -> str:
+    from spurbench import __version__
+
+    return __version__
+
+
+def card_body(ctx: Context, base_revision: str | None, created: str, markers: dict, refs: dict, n_test: int, n_ref: int) -> str:
+    """The dataset card's text: deterministic (no clock, no local paths), so exports compare byte for byte."""
+    import yaml
+
+    from spurbench import imagenet
+
+    r = ctx.recipe
+    flagged = sum(len(m.get("nsfw_flagged", [])) for m in markers.values())
+    lines = [
+        f"Spurious images generated by `spurbench build` with the recipe **{r.name}**"
+        + (f": {r.description.strip()}" if r.description.strip() else "."),
+        "",
+        "Each image in split `test` was sampled from Stable Diffusion fine-tuned on reference images of a spurious "
+        "feature of one ImageNet class k (`label`), with DreamBooth"
+        + (" plus the spurious-feature similarity loss (SFSL)" if r.builder == "sfsl" else "")
+        + ". The images are meant to make classifiers predict k without showing k. Split `reference` holds the "
+        "reference images the models were fine-tuned on.",
+        "",
+        "## Provenance",
+        "",
+        f"- Recipe: `{r.name}`, sha256 of its canonical JSON: `{ctx.recipe_sha256}`",
+        f"- Base model: `{r.base_model_name}`, revision `{base_revision}`",
+        f"- Feature model (SFSL): `{json.dumps(r.feature_model, sort_keys=True) if r.feature_model else 'none'}`"
+        + ("" if r.builder == "sfsl" else " (unused: sfsl_weight is 0)"),
+        f"- Created: {created}; spurbench {_version()}",
+        f"- Images: {n_test} generated ({len(ctx.classes)} classes x {len(r.prompts.generation)} prompts x "
+        f"{r.generation.images_per_prompt} images), {n_ref} reference"
+        + (f"; {flagged} generated images were blacked out by the safety checker" if flagged else ""),
+        "",
+        "Reproduce (same machine and thread count give byte-identical images):",
+        "",
+        "```",
+        ctx.command,
+        "```",
+        "",
+        "## Licences of the inputs",
+        "",
+        *[f"- {k}: {v}" for k, v in r.licenses.items()],
+        f"- this dataset: {r.dataset_license}",
+        "",
+        "## Classes",
+        "",
+        "| k | class | spurious feature | component | noun | references | generated |",
+        "|---|---|---|---|---|---|---|",
+        *[
+            f"| {c.index} | {imagenet.class_name(c.index)} | {c.spurious_feature} | {refs[c.index].component} | {c.noun} | "
+            f"{len(refs[c.index].images)} ({refs[c.index].source}) | {len(markers[c.index]['images'])} |"
+            for c in ctx.classes
+        ],
+        "",
+        "## Recipe",
+        "",
+        "```yaml",
+        yaml.safe_dump(r.to_dict(), sort_keys=False, allow_unicode=True, width=1000).strip(),
+        "```",
+    ]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def push_to_hub(folder: Path, repo_id: str, private: bool = False, message: str = "spurbench build") -> None:
+    """Upload the exported folder as a Hub dataset repo (token from the usual login; never printed)."""
+    try:
+        from huggingface_hub import HfApi
+
+        api = HfApi()
+        api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+        api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="dataset", commit_message=message)
+    except Exception as err:
+        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+        why = "HF_HUB_OFFLINE is set" if offline else err.__class__.__name__
+        raise SpurbenchError(
+            f"could not push '{folder}' to the Hub dataset repo {repo_id} ({why}); the export is complete on disk: "
+            "log in with `hf auth login`, check the repo name and network, and re-run the same command"
+        ) from None

@@ -1,0 +1,460 @@
+"""Build recipes: what `spurbench build` makes, as data (`builders/*.yaml`).
+
+A recipe names the base Stable Diffusion, the frozen feature model behind the spurious-feature
+similarity loss, the classes with their reference images, the prompts, the training
+hyperparameters, how many images to sample, the seeds and the licences of every input. It is
+validated when it is loaded: every error names the offending key (`classes[2].index`,
+`prompts.generation[1]`, ...) and says what is expected.
+
+Prompt templates use two placeholders, in `str.format` syntax:
+
+- `{token}`: the rare identifier token the fine-tuned model binds the class's reference images to
+  (DreamBooth's "[V]", e.g. `sks`);
+- `{noun}`:  the class's noun, the word for what the reference images show (for "bee" with its
+  spurious feature "violet flowers" the noun is `flower`).
+
+So `"a photo of a {token} {noun} on the beach"` renders to "a photo of a sks flower on the beach".
+Instance and generation templates must contain `{token}`; the prior (class) template must contain
+`{noun}` and must not contain `{token}`. Literal braces are written `{{` and `}}`.
+
+`recipe_hash(recipe)` is the sha256 of the canonical JSON of the *validated* recipe (defaults filled
+in), so two files that differ only in comments, key order or spelled-out defaults hash the same.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+import json
+import re
+import string
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Union
+
+from spurbench import imagenet
+from spurbench.errors import SpurbenchError
+
+#: the placeholders a prompt template may use
+PLACEHOLDERS = ("token", "noun")
+#: mixed-precision modes (the `accelerate` names)
+MIXED_PRECISION = ("no", "fp16", "bf16")
+#: built-in sample photos a class may use as references (scikit-image's `data` and scikit-learn's
+#: `load_sample_images`), each optionally with a variant suffix (`flower:mirror`, `flower:crop`)
+SAMPLE_PHOTOS = (
+    "astronaut", "brick", "chelsea", "coffee", "colorwheel", "grass", "gravel", "hubble_deep_field",
+    "motorcycle_left", "retina", "rocket", "china", "flower",
+)
+SAMPLE_VARIANTS = ("mirror", "crop")
+
+# Where Spurious ImageNet (Neuhaus et al., ICCV 2023) is downloaded from, as its repository's
+# setup_download.sh has it; the zip unpacks into `images/<...>_<class>_..._<component>/`.
+SPURIOUS_IMAGENET_URL = "https://nc.mlcloud.uni-tuebingen.de/index.php/s/xBtTG9jnACJDxSg/download/images_100_classes.zip"
+
+
+# ---------------------------------------------------------------------------------------------
+# Schema. Field order is the order keys are documented in; every field without a default is required.
+
+
+@dataclass(frozen=True)
+class TinyBase:
+    """Build spurbench's tiny random Stable Diffusion (spurbench.tiny_sd) into the work dir."""
+
+    prediction_type: str = "epsilon"
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class BaseModel:
+    """The Stable Diffusion every class is fine-tuned from: a Hub id or a local diffusers folder
+    (`id`, with `revision` for a Hub id), or `tiny` for the locally built toy model."""
+
+    id: str | None = None
+    revision: str | None = None
+    tiny: TinyBase | None = None
+
+
+@dataclass(frozen=True)
+class ReferenceSource:
+    """Where one class's reference images come from: exactly one of
+    `spurious_imagenet: true` (the class's folder in the Spurious ImageNet download),
+    `folder: <path>` (every image in a plain folder) or `samples: [flower, flower:mirror, ...]`."""
+
+    spurious_imagenet: bool = False
+    folder: str | None = None
+    samples: list[str] | None = None
+
+
+@dataclass(frozen=True)
+class ClassEntry:
+    """One class k: the images generated for it must make classifiers say k without showing k."""
+
+    index: int
+    noun: str
+    references: ReferenceSource
+    #: defaults to the feature listed for the class in Spurious ImageNet's 100 classes
+    spurious_feature: str | None = None
+    #: Spurious ImageNet neural-PCA component; None: from the reference folder's name, else -1
+    component: int | None = None
+
+
+@dataclass(frozen=True)
+class SpuriousImageNetSource:
+    #: folder holding the unpacked download (`<root>/images/...`); relative to the working directory
+    root: str = "data/spurious_imagenet"
+    url: str = SPURIOUS_IMAGENET_URL
+
+
+@dataclass(frozen=True)
+class References:
+    spurious_imagenet: SpuriousImageNetSource = field(default_factory=SpuriousImageNetSource)
+    #: use at most this many reference images per class (the first ones by file name); None: all
+    max_per_class: int | None = None
+
+
+@dataclass(frozen=True)
+class Prompts:
+    instance: str = "a photo of a {token} {noun}"
+    prior: str = "a photo of a {noun}"
+    generation: list[str] = field(default_factory=lambda: ["a photo of a {token} {noun}"])
+
+
+@dataclass(frozen=True)
+class Generation:
+    images_per_prompt: int
+    num_inference_steps: int = 50
+    guidance_scale: float = 7.5
+    #: images per pipeline call; results depend on it (see generation.py), so it is part of the recipe
+    batch_size: int = 8
+    #: a diffusers scheduler class to sample with (e.g. DPMSolverMultistepScheduler); None: the model's own
+    scheduler: str | None = None
+    #: run the base model's safety checker (flagged images come back black and are counted in the card)
+    safety_checker: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class Recipe:
+    name: str
+    description: str = ""
+    base_model: BaseModel
+    resolution: int
+    #: the classifier spec ({model, weights}) of the frozen SFSL feature model; None only without SFSL
+    feature_model: dict | None = None
+    token: str
+    prompts: Prompts = field(default_factory=Prompts)
+    references: References = field(default_factory=References)
+    classes: list[ClassEntry]
+    training: dict
+    num_class_images: int
+    generation: Generation
+    seed: int = 0
+    mixed_precision: str = "no"
+    gradient_checkpointing: bool = False
+    #: keep each class's fine-tuned pipeline (diffusers layout, safetensors) after generation
+    keep_weights: bool = False
+    licenses: dict
+    #: licence of the exported dataset (the card's `license:`)
+    dataset_license: str = "other"
+    #: date for the card's provenance; None: the date the build was first started (kept in the work dir)
+    created: str | None = None
+
+    # -- derived -------------------------------------------------------------------------------
+    def class_by_index(self) -> dict[int, ClassEntry]:
+        return {c.index: c for c in self.classes}
+
+    def instance_prompt(self, entry: ClassEntry) -> str:
+        return render(self.prompts.instance, self.token, entry.noun)
+
+    def prior_prompt(self, noun: str) -> str:
+        return render(self.prompts.prior, self.token, noun)
+
+    def generation_prompts(self, entry: ClassEntry) -> list[str]:
+        return [render(t, self.token, entry.noun) for t in self.prompts.generation]
+
+    @property
+    def sfsl_weight(self) -> float:
+        return float(self.training.get("sfsl_weight", 0.0) or 0.0)
+
+    @property
+    def builder(self) -> str:
+        """The `builder` column: plain DreamBooth when the SFSL term is off."""
+        return "sfsl" if self.sfsl_weight != 0 else "dreambooth"
+
+    @property
+    def base_model_name(self) -> str:
+        b = self.base_model
+        if b.tiny is not None:
+            return f"spurbench.tiny_sd(prediction_type={b.tiny.prediction_type}, seed={b.tiny.seed}, image_size={self.resolution})"
+        return str(b.id)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(self)
+
+
+def render(template: str, token: str, noun: str) -> str:
+    return template.format(token=token, noun=noun)
+
+
+def recipe_hash(recipe: Recipe) -> str:
+    """sha256 of the canonical JSON of the validated recipe."""
+    text = json.dumps(recipe.to_dict(), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading and validation
+
+
+def load_recipe(name_or_path: str | Path) -> tuple[Path, Recipe]:
+    """Resolve a recipe by name or path, parse and validate it. Errors name the file and the key."""
+    from spurbench import resources
+
+    path, data = resources.load_yaml("recipe", name_or_path)
+    try:
+        return path, recipe_from_dict(data)
+    except SpurbenchError as err:
+        raise SpurbenchError(f"recipe '{path}': {err}") from None
+
+
+def recipe_from_dict(data: Mapping[str, Any]) -> Recipe:
+    data = dict(data)
+    if isinstance(data.get("created"), datetime.date):  # YAML reads an unquoted 2025-01-31 as a date
+        data["created"] = data["created"].isoformat()
+    recipe = _convert(Recipe, data, "")
+    _check_semantics(recipe)
+    return _with_defaults(recipe)
+
+
+def _with_defaults(recipe: Recipe) -> Recipe:
+    """Fill per-class defaults from the Spurious ImageNet table, so the hash covers what is used."""
+    known = {c.index: c for c in imagenet.spurious_imagenet_classes()}
+    classes = []
+    for entry in recipe.classes:
+        if entry.spurious_feature is None:
+            entry = dataclasses.replace(entry, spurious_feature=known[entry.index].spurious_feature)
+        if entry.component is None and not entry.references.spurious_imagenet:
+            entry = dataclasses.replace(entry, component=-1)
+        classes.append(entry)
+    return dataclasses.replace(recipe, classes=classes)
+
+
+def _check_semantics(r: Recipe) -> None:
+    if not r.name.strip() or not re.fullmatch(r"[\w.-]+", r.name):
+        raise SpurbenchError(f"key 'name' must be a short identifier of letters, digits, '_', '-', '.', got {r.name!r}")
+    b = r.base_model
+    if (b.id is None) == (b.tiny is None):
+        raise SpurbenchError("key 'base_model' needs exactly one of `id` (Hub id or local folder) or `tiny` (built locally)")
+    if b.tiny is not None:
+        if b.revision is not None:
+            raise SpurbenchError("key 'base_model.revision' only applies to a Hub `id`, not to `tiny`")
+        if b.tiny.prediction_type not in ("epsilon", "v_prediction"):
+            raise SpurbenchError(f"key 'base_model.tiny.prediction_type' must be 'epsilon' or 'v_prediction', got {b.tiny.prediction_type!r}")
+    elif not b.id.strip():
+        raise SpurbenchError("key 'base_model.id' must be a Hub id like org/name or a local folder")
+    if r.resolution <= 0 or r.resolution % 8:
+        raise SpurbenchError(f"key 'resolution' must be a positive multiple of 8 (pixels), got {r.resolution}")
+    if not re.fullmatch(r"\S+", r.token):
+        raise SpurbenchError(f"key 'token' must be one rare word without spaces (e.g. sks), got {r.token!r}")
+    if r.mixed_precision not in MIXED_PRECISION:
+        raise SpurbenchError(f"key 'mixed_precision' must be one of {', '.join(MIXED_PRECISION)}, got {r.mixed_precision!r}")
+    _check_template(r.prompts.instance, "prompts.instance", need_token=True)
+    _check_template(r.prompts.prior, "prompts.prior", need_token=False)
+    if not r.prompts.generation:
+        raise SpurbenchError("key 'prompts.generation' must list at least one prompt template")
+    for i, t in enumerate(r.prompts.generation):
+        _check_template(t, f"prompts.generation[{i}]", need_token=True)
+    if len(set(r.prompts.generation)) != len(r.prompts.generation):
+        raise SpurbenchError("key 'prompts.generation' lists a template twice; each template must be distinct")
+    for key in ("num_class_images",):
+        if getattr(r, key) < 0:
+            raise SpurbenchError(f"key '{key}' must be >= 0, got {getattr(r, key)}")
+    g = r.generation
+    for key in ("images_per_prompt", "num_inference_steps", "batch_size"):
+        if getattr(g, key) < 1:
+            raise SpurbenchError(f"key 'generation.{key}' must be >= 1, got {getattr(g, key)}")
+    if r.references.max_per_class is not None and r.references.max_per_class < 1:
+        raise SpurbenchError(f"key 'references.max_per_class' must be >= 1 or null, got {r.references.max_per_class}")
+    if not r.classes:
+        raise SpurbenchError("key 'classes' must list at least one class")
+    known = {c.index for c in imagenet.spurious_imagenet_classes()}
+    seen: set[int] = set()
+    for i, c in enumerate(r.classes):
+        where = f"classes[{i}]"
+        try:
+            imagenet.check_index(c.index)
+        except SpurbenchError as err:
+            raise SpurbenchError(f"key '{where}.index': {err}") from None
+        if c.index in seen:
+            raise SpurbenchError(f"key '{where}.index': class {c.index} is listed twice; each class appears once")
+        seen.add(c.index)
+        if not c.noun.strip():
+            raise SpurbenchError(f"key '{where}.noun' must be a word naming what the reference images show (e.g. flower)")
+        if c.spurious_feature is None and c.index not in known:
+            raise SpurbenchError(
+                f"key '{where}.spurious_feature' is required: class {c.index} is not one of Spurious ImageNet's 100 classes"
+            )
+        if c.component is not None and c.component < -1:
+            raise SpurbenchError(f"key '{where}.component' must be a component id >= 0, or -1 for none, got {c.component}")
+        ref = c.references
+        given = [k for k, v in (("spurious_imagenet", ref.spurious_imagenet), ("folder", ref.folder), ("samples", ref.samples)) if v]
+        if len(given) != 1:
+            raise SpurbenchError(
+                f"key '{where}.references' needs exactly one of spurious_imagenet: true, folder: <path>, samples: [<photo>, ...]"
+                + (f"; got {', '.join(given)}" if given else "")
+            )
+        for j, s in enumerate(ref.samples or []):
+            photo, _, variant = s.partition(":")
+            if photo not in SAMPLE_PHOTOS or (variant and variant not in SAMPLE_VARIANTS):
+                raise SpurbenchError(
+                    f"key '{where}.references.samples[{j}]': unknown sample photo {s!r}; use one of {', '.join(SAMPLE_PHOTOS)}, "
+                    f"optionally with :{' or :'.join(SAMPLE_VARIANTS)}"
+                )
+    if r.feature_model is not None:
+        from spurbench.classifiers import ClassifierSpec
+
+        try:
+            ClassifierSpec.from_dict(r.feature_model)
+        except SpurbenchError as err:
+            raise SpurbenchError(f"key 'feature_model': {err}") from None
+    _check_training(r)
+    if r.sfsl_weight != 0 and r.feature_model is None:
+        raise SpurbenchError("key 'feature_model' is required when training.sfsl_weight is not 0 (the SFSL needs a classifier)")
+    needed = ["base_model", "references"] + (["feature_model"] if r.sfsl_weight != 0 else [])
+    missing = [k for k in needed if not str(r.licenses.get(k) or "").strip()]
+    if missing:
+        raise SpurbenchError(
+            f"key 'licenses' must state the licence of every input: missing {', '.join(f'licenses.{k}' for k in missing)}"
+        )
+    for k, v in r.licenses.items():
+        if not isinstance(k, str) or not isinstance(v, str):
+            raise SpurbenchError(f"key 'licenses.{k}' must be a string (the licence's name), got {type(v).__name__}")
+    if r.created is not None and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", r.created):
+        raise SpurbenchError(f"key 'created' must be a date YYYY-MM-DD (quote it in YAML) or null, got {r.created!r}")
+
+
+def _check_template(template: str, key: str, need_token: bool) -> None:
+    try:
+        names = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except ValueError as err:
+        raise SpurbenchError(f"key '{key}': template {template!r} is malformed ({err}); write literal braces as {{{{ }}}}") from None
+    bad = [n for n in names if n not in PLACEHOLDERS]
+    if bad:
+        raise SpurbenchError(
+            f"key '{key}': unknown placeholder {{{bad[0]}}} in {template!r}; use {{token}} (the identifier) and {{noun}}"
+        )
+    if need_token and "token" not in names:
+        raise SpurbenchError(f"key '{key}': template {template!r} must contain {{token}}, the rare identifier the model learns")
+    if not need_token and "token" in names:
+        raise SpurbenchError(f"key '{key}': the prior template {template!r} must not contain {{token}}; it describes the plain noun")
+    if not need_token and "noun" not in names:
+        raise SpurbenchError(f"key '{key}': template {template!r} must contain {{noun}}")
+
+
+# Recipe-level settings that are training knobs too: passed into TrainConfig unless the
+# `training:` block sets them itself.
+_SHARED_TRAINING_KEYS = ("resolution", "mixed_precision", "gradient_checkpointing", "seed")
+
+
+def train_config_dict(recipe: Recipe, class_index: int | None = None) -> dict[str, Any]:
+    """The dict given to TrainConfig.from_dict: the `training:` block plus the recipe-level knobs
+    TrainConfig knows about (resolution, mixed precision, gradient checkpointing, seed)."""
+    from spurbench.training import TrainConfig
+
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    out = dict(recipe.training)
+    for key in _SHARED_TRAINING_KEYS:
+        if key in known and key not in out:
+            out[key] = getattr(recipe, key)
+    return out
+
+
+def _check_training(r: Recipe) -> None:
+    try:
+        from spurbench.training import TrainConfig
+    except ImportError:  # the builder stack is not installed; `build` reports that itself
+        return
+    try:
+        TrainConfig.from_dict(train_config_dict(r))
+    except SpurbenchError as err:
+        raise SpurbenchError(f"key 'training': {err}") from None
+    except (TypeError, ValueError) as err:
+        raise SpurbenchError(f"key 'training': {err}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Generic conversion of parsed YAML into the dataclasses above, with key paths in every error.
+
+_TYPE_WORDS = {str: "a string", int: "an integer", float: "a number", bool: "true or false", dict: "a mapping", list: "a list"}
+
+
+def _convert(tp: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            if len(args) != len(typing.get_args(tp)):
+                return None
+            raise SpurbenchError(f"key '{where}' must not be empty")
+        return _convert(args[0], value, where)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, Mapping):
+            raise SpurbenchError(f"key '{where or '<top level>'}' must be a mapping, got {_describe(value)}")
+        hints = typing.get_type_hints(tp)
+        fields = {f.name: f for f in dataclasses.fields(tp)}
+        unknown = [k for k in value if k not in fields]
+        if unknown:
+            raise SpurbenchError(
+                f"unknown key '{_join(where, str(unknown[0]))}'; allowed keys there: {', '.join(fields)}"
+            )
+        kwargs = {}
+        for name, f in fields.items():
+            key = _join(where, name)
+            if name not in value:
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                    raise SpurbenchError(f"missing key '{key}'")
+                continue
+            kwargs[name] = _convert(hints[name], value[name], key)
+        return tp(**kwargs)
+    if origin is list:
+        if not isinstance(value, list):
+            raise SpurbenchError(f"key '{where}' must be a list, got {_describe(value)}")
+        (item,) = typing.get_args(tp)
+        return [_convert(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if tp is dict:
+        if not isinstance(value, Mapping):
+            raise SpurbenchError(f"key '{where}' must be a mapping, got {_describe(value)}")
+        return dict(value)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise SpurbenchError(f"key '{where}' must be a number, got {_describe(value)}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise SpurbenchError(f"key '{where}' must be an integer, got {_describe(value)}")
+        return value
+    if tp in (str, bool):
+        if type(value) is not tp:
+            raise SpurbenchError(f"key '{where}' must be {_TYPE_WORDS[tp]}, got {_describe(value)}")
+        return value
+    raise TypeError(f"unsupported schema type {tp!r}")  # a bug in the schema, not a user mistake
+
+
+def _join(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key
+
+
+def _describe(value: Any) -> str:
+    return f"{type(value).__name__} {value!r}" if not isinstance(value, (dict, list)) else type(value).__name__
+
+
+def _plain(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj):
+        return {f.name: _plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, Mapping):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj

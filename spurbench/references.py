@@ -1,0 +1,287 @@
+"""Stage 1 of a build: the reference images each class's model learns its spurious feature from.
+
+Three sources (a class's `references:` in the recipe picks one):
+
+- **Spurious ImageNet** (`spurious_imagenet: true`). The download unpacks into
+  `<root>/images/<folder>/`, one folder per class/component pair. Split by `_`, a folder's name
+  carries the ImageNet class at position 2 (an index, as in the release, or a WordNet id) and the
+  neural-PCA component id as its last part, e.g. `class_spurious_309_..._2` -> class 309, component 2.
+- **A plain folder** (`folder: <path>`): every image file directly inside it, by file name.
+- **Built-in sample photos** (`samples: [flower, flower:mirror, astronaut:crop]`): the photos that
+  scikit-image and scikit-learn ship, optionally mirrored or centre-cropped, for offline smoke builds.
+
+Every image is decoded in full before anything trains on it: a corrupt or unreadable file is a
+`SpurbenchError` naming the file. The result per class is a manifest (`<work>/references/<k>.json`)
+listing the files with their sha256, which the export checks again, so a reference image changed
+between stages is caught instead of silently exported.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable
+
+from spurbench import imagenet
+from spurbench.errors import SpurbenchError
+
+if TYPE_CHECKING:
+    import numpy as np
+    from PIL import Image
+
+    from spurbench.recipe import ClassEntry, Recipe
+
+#: file name endings taken as images in a folder (case-insensitive)
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm")
+_WNID = re.compile(r"^n\d{8}$")
+
+
+@dataclass(frozen=True)
+class SpuriousFolder:
+    """One class/component folder of the Spurious ImageNet download."""
+
+    path: Path
+    index: int
+    component: int
+
+
+@dataclass
+class ClassReferences:
+    """The reference images of one class, as recorded in its manifest."""
+
+    index: int
+    component: int
+    source: str  # human-readable: where the images came from
+    images: list[str]  # absolute paths, in training order
+    sha256: list[str]
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ClassReferences":
+        return cls(**json.loads(text))
+
+
+# ---------------------------------------------------------------------------------------------
+# Spurious ImageNet
+
+
+def parse_spurious_folder_name(name: str) -> tuple[int, int]:
+    """(ImageNet index, component id) from a Spurious ImageNet folder name; ValueError if it does not parse."""
+    parts = name.split("_")
+    if len(parts) < 4:
+        raise ValueError("too few '_'-separated parts")
+    cls, comp = parts[2], parts[-1]
+    if _WNID.match(cls):
+        index = imagenet.wnid_to_index(cls)
+    elif cls.isdigit():
+        index = imagenet.check_index(int(cls))
+    else:
+        raise ValueError(f"part 3 {cls!r} is neither an ImageNet index nor a WordNet id")
+    if not comp.isdigit():
+        raise ValueError(f"last part {comp!r} is not a component id")
+    return index, int(comp)
+
+
+def images_dir(root: str | Path, url: str) -> Path:
+    """The `images/` folder of a Spurious ImageNet download (`root` may be it, or hold it)."""
+    root = Path(root).expanduser()
+    for candidate in (root / "images", root if root.name == "images" else None):
+        if candidate is not None and candidate.is_dir() and any(p.is_dir() for p in candidate.iterdir()):
+            return candidate
+    raise SpurbenchError(
+        f"Spurious ImageNet not found at '{root}' (expected {root}/images/<...>_<...>_<class>_..._<component>/); "
+        f"download {url} and unzip it into {root}, or point references.spurious_imagenet.root (or --spurious-imagenet) at it"
+    )
+
+
+def scan_spurious_imagenet(root: str | Path, url: str) -> list[SpuriousFolder]:
+    """Every class/component folder of the download, sorted by class then component."""
+    base = images_dir(root, url)
+    out = []
+    for sub in sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith((".", "__"))):
+        try:
+            index, component = parse_spurious_folder_name(sub.name)
+        except (ValueError, SpurbenchError) as err:
+            raise SpurbenchError(
+                f"folder '{sub}' does not follow Spurious ImageNet's naming (<..>_<..>_<class>_..._<component>): {err}; "
+                "remove it or fix the references root"
+            ) from None
+        out.append(SpuriousFolder(sub, index, component))
+    return sorted(out, key=lambda f: (f.index, f.component, f.path.name))
+
+
+def spurious_folder_for(folders: list[SpuriousFolder], index: int, component: int | None, root: str | Path) -> SpuriousFolder:
+    matches = [f for f in folders if f.index == index and (component is None or f.component == component)]
+    if not matches:
+        have = sorted({f.index for f in folders})
+        what = f"class {index}" + ("" if component is None else f" with component {component}")
+        raise SpurbenchError(
+            f"the Spurious ImageNet download at '{root}' has no folder for {what} "
+            f"(it has {len(have)} classes: {', '.join(map(str, have[:12]))}{' ...' if len(have) > 12 else ''}); "
+            "check the class index and component in the recipe"
+        )
+    if len(matches) > 1:
+        comps = ", ".join(str(f.component) for f in matches)
+        raise SpurbenchError(
+            f"class {index} has several Spurious ImageNet folders (components {comps}); set the class's `component` in the recipe"
+        )
+    return matches[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# Plain folders and built-in photos
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """Image files directly inside `folder`, sorted by name (hidden files skipped)."""
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise SpurbenchError(f"reference folder '{folder}' does not exist; create it with the class's reference images or fix the path")
+    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise SpurbenchError(f"reference folder '{folder}' holds no image files ({', '.join(IMAGE_SUFFIXES)})")
+    return files
+
+
+def sample_photo(spec: str) -> "np.ndarray":
+    """A built-in photo as an RGB uint8 array: `name` or `name:mirror` / `name:crop` (central 3/4)."""
+    import numpy as np
+
+    name, _, variant = spec.partition(":")
+    if name in ("china", "flower"):
+        from sklearn.datasets import load_sample_images
+
+        bunch = load_sample_images()
+        img = bunch.images[[Path(f).stem for f in bunch.filenames].index(name)]
+    else:
+        import skimage.data
+
+        img = skimage.data.stereo_motorcycle()[0] if name == "motorcycle_left" else getattr(skimage.data, name)()
+    img = np.asarray(img)
+    if img.dtype != np.uint8:
+        img = (img.astype(np.float64) * (255.0 if img.max() <= 1 else 1.0)).clip(0, 255).astype(np.uint8)
+    if img.ndim == 2:
+        img = np.stack([img] * 3, axis=-1)
+    img = img[..., :3]
+    if variant == "mirror":
+        img = img[:, ::-1]
+    elif variant == "crop":
+        h, w = img.shape[:2]
+        img = img[h // 8 : h - h // 8, w // 8 : w - w // 8]
+    return np.ascontiguousarray(img)
+
+
+def materialise_samples(specs: Iterable[str], out_dir: str | Path) -> list[Path]:
+    """Write built-in photos as PNG files (deterministic bytes) so later stages read files only."""
+    from PIL import Image
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for spec in specs:
+        path = out_dir / (spec.replace(":", "_") + ".png")
+        if not path.is_file():
+            tmp = path.with_name(path.name + ".tmp")
+            Image.fromarray(sample_photo(spec)).save(tmp, format="PNG")
+            os.replace(tmp, path)
+        paths.append(path)
+    return paths
+
+
+# ---------------------------------------------------------------------------------------------
+# Checking and loading
+
+
+def check_image(path: str | Path) -> str:
+    """Decode an image fully; return its file's sha256. Unreadable -> SpurbenchError naming the file."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise SpurbenchError(f"cannot read reference image '{path}': {err.strerror or err}; fix its permissions or remove it") from None
+    import io
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()  # verify() alone misses truncated pixel data
+            if im.width < 1 or im.height < 1:
+                raise ValueError("empty image")
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+        raise SpurbenchError(
+            f"reference image '{path}' is corrupt or not an image ({err.__class__.__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
+            "replace or remove the file"
+        ) from None
+    return hashlib.sha256(data).hexdigest()
+
+
+def load_image(path: str | Path) -> "Image.Image":
+    """An RGB PIL image (decoded in memory, the file handle closed)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except Exception as err:
+        raise SpurbenchError(f"cannot read image '{path}' ({err.__class__.__name__}); replace or remove the file") from None
+
+
+def resolve_class(
+    recipe: "Recipe",
+    entry: "ClassEntry",
+    samples_dir: str | Path,
+    spurious_root: str | Path | None = None,
+    base_dir: str | Path | None = None,
+    _scan_cache: dict | None = None,
+) -> ClassReferences:
+    """Find and check one class's reference images.
+
+    `spurious_root` overrides the recipe's Spurious ImageNet root; relative folders are taken
+    relative to `base_dir` (the working directory when None)."""
+    base = Path(base_dir) if base_dir is not None else Path.cwd()
+    ref = entry.references
+    component = entry.component
+    if ref.spurious_imagenet:
+        root = Path(spurious_root or recipe.references.spurious_imagenet.root).expanduser()
+        root = root if root.is_absolute() else base / root
+        cache = _scan_cache if _scan_cache is not None else {}
+        if str(root) not in cache:
+            cache[str(root)] = scan_spurious_imagenet(root, recipe.references.spurious_imagenet.url)
+        folder = spurious_folder_for(cache[str(root)], entry.index, entry.component, root)
+        component = folder.component
+        files = list_images(folder.path)
+        source = f"Spurious ImageNet {folder.path.name}"
+    elif ref.folder is not None:
+        folder = Path(ref.folder).expanduser()
+        folder = folder if folder.is_absolute() else base / folder
+        files = list_images(folder)
+        source = f"folder {ref.folder}"
+    else:
+        files = materialise_samples(ref.samples or [], samples_dir)
+        source = "sample photos " + ", ".join(ref.samples or [])
+    if recipe.references.max_per_class is not None:
+        files = files[: recipe.references.max_per_class]
+    hashes = [check_image(f) for f in files]
+    return ClassReferences(
+        index=entry.index,
+        component=-1 if component is None else int(component),
+        source=source,
+        images=[str(Path(f).resolve()) for f in files],
+        sha256=hashes,
+    )
+
+
+def verify_unchanged(refs: ClassReferences) -> None:
+    """The files still hold the bytes recorded in the manifest (else the export would not match stage 1)."""
+    for path, sha in zip(refs.images, refs.sha256):
+        if check_image(path) != sha:
+            raise SpurbenchError(
+                f"reference image '{path}' changed since the build recorded it; restore it, or delete the work dir to start over"
+            )
