@@ -71,7 +71,8 @@ class FeatureModel(nn.Module):
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         """[-1, 1] images -> the classifier's normalised input, differentiably (no PIL)."""
-        x = (images + 1) / 2
+        # float32: antialiased resizing has no half-precision kernels, and it is cheap next to the model
+        x = (images.float() + 1) / 2
         if tuple(x.shape[-2:]) != self.input_size:
             x = F.interpolate(x, size=self.input_size, mode=self.interpolation, antialias=True, align_corners=False)
         return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)

@@ -271,7 +271,9 @@ class DreamBoothTrainer:
         if config.gradient_checkpointing:
             self.unet.enable_gradient_checkpointing()
             if config.train_text_encoder:
-                self.text_encoder.gradient_checkpointing_enable()
+                # transformers >= 5 renamed it; older releases only have the first name
+                enable = getattr(self.text_encoder, "activation_checkpointing_enable", None)
+                (enable or self.text_encoder.gradient_checkpointing_enable)()
             if self.use_sfsl:  # the decoder's activations dominate SFSL's memory at 512 px
                 self.vae.enable_gradient_checkpointing()
 

