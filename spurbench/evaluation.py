@@ -1,0 +1,671 @@
+"""Score timm ImageNet-1k classifiers on a spurious-image dataset and record them in a leaderboard.
+
+For every image of the split (each labelled with the class k it is spurious for, i.e. whose object
+it does NOT contain), the classifier's softmax gives p_k and the top 5. The spurious rate of class k
+is the fraction of its images with top-1 = k (lower is better); with --positives (real images of
+the classes), the spurious score AP/AUROC says how well p_k separates real k from spurious k
+(higher is better). Per-image predictions go to <leaderboard folder>/predictions/<model>.csv and the
+model's entry is added to (or replaced in) the leaderboard JSON, whose cross-classifier consistency
+is recomputed over every model in it.
+
+Images are preprocessed exactly as timm evaluates each model (its resolved data config and eval
+transform) unless --preprocessing spurious-imagenet asks for the released Spurious ImageNet code's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import math
+import os
+import platform
+import shlex
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+
+from spurbench import dataset as ds_contract
+from spurbench import imagenet
+from spurbench.classifiers import ClassifierSpec, LoadedClassifier, check_model_name, create_classifier, load_panel
+from spurbench.errors import SpurbenchError
+
+PREPROCESSING = ("timm", "spurious-imagenet")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+TOPK = 5
+#: worker processes decoding images by default: a few, never more than the machine has cores
+DEFAULT_WORKERS = max(1, min(4, (os.cpu_count() or 2)))
+
+
+# ---------------------------------------------------------------------------------------------
+# inputs: the spurious split and the optional positives
+
+
+@dataclass
+class SpuriousSet:
+    """One split of a spurious-image dataset, opened and checked, with its leaderboard identity."""
+
+    source: str  # what the user passed (hub id or folder)
+    folder: Path
+    split: str
+    revision: str | None
+    rows: Any  # datasets.Dataset with columns image (undecoded bytes) and label, after --limit
+    labels: np.ndarray  # label of every row in `rows`
+    info: dict  # leaderboard "dataset" block (fingerprint and classes over the whole split)
+
+
+def open_dataset(source: str | Path, split: str = ds_contract.DEFAULT_SPLIT, revision: str | None = None, limit: int | None = None) -> SpuriousSet:
+    """Resolve, load and check a spurious-image split (columns, ImageNet labels); nothing is decoded yet."""
+    from datasets import ClassLabel, Image, Value
+
+    folder = ds_contract.resolve_dataset(source, revision)
+    full = ds_contract.load_split(folder, split)
+    label_feature = full.features["label"]
+    if isinstance(label_feature, ClassLabel):
+        if list(label_feature.names) != list(imagenet.wnids()):
+            raise SpurbenchError(
+                f"dataset '{source}' column `label` is a ClassLabel over {label_feature.num_classes} names, not the 1000 "
+                "ImageNet-1k WordNet ids in index order; spurbench datasets label images with ImageNet-1k classes"
+            )
+    elif not (isinstance(label_feature, Value) and label_feature.dtype.startswith(("int", "uint"))):
+        raise SpurbenchError(f"dataset '{source}' column `label` has type {label_feature}; expected ImageNet-1k class indices")
+    if not isinstance(full.features["image"], Image):
+        raise SpurbenchError(f"dataset '{source}' column `image` has type {full.features['image']}; expected an Image column")
+    all_labels = np.asarray(full["label"], dtype=np.int64)
+    if len(all_labels) == 0:
+        raise SpurbenchError(f"dataset '{source}' split '{split}' has no rows; nothing to evaluate")
+    bad = np.flatnonzero((all_labels < 0) | (all_labels >= imagenet.NUM_CLASSES))
+    if bad.size:
+        raise SpurbenchError(f"dataset '{source}' row {int(bad[0])} has label {int(all_labels[bad[0]])}, not an ImageNet-1k class index 0..999")
+    if limit is not None and limit < 1:
+        raise SpurbenchError(f"--limit must be a positive number of images, got {limit}")
+    # decode=False: workers get the raw bytes and decode them themselves, so a bad image is named, not fatal
+    rows = full.select_columns(["image", "label"]).cast_column("image", Image(decode=False))
+    if limit is not None and limit < len(rows):
+        rows = rows.select(range(limit))
+    info = {
+        "id": str(source),
+        "revision": revision,
+        "split": split,
+        "fingerprint": ds_contract.fingerprint(folder, split),
+        "num_images": int(len(all_labels)),
+        "classes": sorted(int(k) for k in np.unique(all_labels)),
+        "provenance": ds_contract.read_provenance(folder),
+    }
+    return SpuriousSet(str(source), folder, split, revision, rows, all_labels[: len(rows)], info)
+
+
+@dataclass
+class Positives:
+    """Real in-class images ("positives" of the spurious score): an image folder or a dataset."""
+
+    source: str
+    labels: np.ndarray  # ImageNet class of every item
+    paths: list[Path] | None = None  # image-folder form
+    rows: Any = None  # dataset form: datasets.Dataset (image undecoded, label), already filtered
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def open_positives(source: str | Path, classes: Iterable[int], split: str | None = None, revision: str | None = None) -> Positives:
+    """Positives for `classes`: a folder of `<wnid>/<image>` files, or a dataset folder / hub id with ImageNet `label`s.
+
+    Images of other classes are skipped (they do not enter any class's score).
+    """
+    wanted = set(int(k) for k in classes)
+    path = Path(source).expanduser()
+    if path.is_dir() and not any(path.glob("**/*.parquet")) and not (path / "dataset_info.json").exists():
+        class_dirs = sorted(p for p in path.iterdir() if p.is_dir())
+        if not class_dirs:
+            raise SpurbenchError(
+                f"positives folder '{source}' has no class sub-folders; expected <folder>/<WordNet id>/<image>, e.g. n01440764/x.jpg"
+            )
+        paths, labels = [], []
+        for d in class_dirs:
+            try:
+                k = imagenet.wnid_to_index(d.name)
+            except SpurbenchError:
+                raise SpurbenchError(
+                    f"positives sub-folder '{d}' is not named by an ImageNet-1k WordNet id (like n01440764); rename or remove it"
+                ) from None
+            if k not in wanted:
+                continue
+            for f in sorted(d.iterdir()):
+                if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS:
+                    paths.append(f)
+                    labels.append(k)
+        return Positives(str(source), np.asarray(labels, dtype=np.int64), paths=paths)
+
+    # a dataset with ImageNet labels (a local Parquet folder or a hub id), e.g. ImageNet's validation split
+    from datasets import ClassLabel, Image, get_dataset_split_names, load_dataset
+
+    if not path.is_dir() and not ds_contract._HUB_ID.match(str(source)):
+        raise SpurbenchError(f"positives '{source}' is neither a folder nor a hub dataset id; give <folder>/<WordNet id>/<image> or a dataset with ImageNet labels")
+    where = str(path) if path.is_dir() else str(source)
+    try:
+        if split is None:
+            names = get_dataset_split_names(where, revision=revision)
+            split = next((s for s in ("validation", "val", "test") if s in names), names[0] if len(names) == 1 else None)
+            if split is None:
+                raise SpurbenchError(f"positives dataset '{source}' has splits {', '.join(names)}; pick one with --positives-split")
+        data = load_dataset(where, split=split, revision=revision)
+    except SpurbenchError:
+        raise
+    except Exception as err:
+        raise SpurbenchError(
+            f"cannot load positives dataset '{source}' ({err.__class__.__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}); "
+            "check the folder / hub id and --positives-split"
+        ) from None
+    ds_contract.check_columns(data.column_names, f"'{source}' (positives, split {split})")
+    feature = data.features["label"]
+    if isinstance(feature, ClassLabel) and feature.num_classes != imagenet.NUM_CLASSES:
+        raise SpurbenchError(f"positives dataset '{source}' labels {feature.num_classes} classes, not ImageNet-1k's 1000")
+    all_labels = np.asarray(data["label"], dtype=np.int64)
+    keep = np.flatnonzero(np.isin(all_labels, sorted(wanted)))
+    rows = data.select_columns(["image", "label"]).cast_column("image", Image(decode=False)).select(keep)
+    return Positives(str(source), all_labels[keep], rows=rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# decoding and preprocessing (runs inside the DataLoader workers)
+
+
+def build_transforms(data_config: dict, preprocessing: str = "timm") -> tuple[Callable, Callable]:
+    """(transform for spurious images, transform for positives).
+
+    `timm`: timm's eval transform for the model's resolved data config, for both.
+    `spurious-imagenet`: as the released Spurious ImageNet code: spurious images resized to the test
+    size with no crop; positives resized to size*256/224 then center-cropped; both bicubic, then
+    normalised with the model's mean/std.
+    """
+    import timm.data
+
+    if preprocessing == "timm":
+        t = timm.data.create_transform(**data_config)
+        return t, t
+    if preprocessing != "spurious-imagenet":
+        raise SpurbenchError(f"unknown preprocessing '{preprocessing}'; use one of {', '.join(PREPROCESSING)}")
+    from torchvision import transforms as T
+
+    h, w = data_config["input_size"][-2:]
+    tail = [T.ToTensor(), T.Normalize(mean=data_config["mean"], std=data_config["std"])]
+    bicubic = T.InterpolationMode.BICUBIC
+    spurious = T.Compose([T.Resize((h, w), interpolation=bicubic), *tail])
+    positive = T.Compose([T.Resize(int(min(h, w) * 256 / 224), interpolation=bicubic), T.CenterCrop((h, w)), *tail])
+    return spurious, positive
+
+
+class _ImageItems(torch.utils.data.Dataset):
+    """Items (tensor, label, index, error) decoded on demand, so only the current batches are in memory.
+
+    A failed decode yields a zero tensor and the error text; the main process names the image and stops.
+    """
+
+    def __init__(self, transform: Callable, labels: np.ndarray, rows: Any = None, paths: Sequence[Path] | None = None, size=(224, 224)):
+        self.transform, self.labels, self.rows, self.paths, self.size = transform, labels, rows, paths, tuple(size)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        from PIL import Image
+
+        try:
+            if self.paths is not None:
+                with Image.open(self.paths[i]) as im:
+                    img = im.convert("RGB")
+            else:
+                cell = self.rows[i]["image"]
+                if cell.get("bytes") is not None:
+                    img = Image.open(io.BytesIO(cell["bytes"]))
+                else:  # a row that points to a file instead of embedding it
+                    img = Image.open(cell["path"])
+                img = img.convert("RGB")
+            return self.transform(img), int(self.labels[i]), i, ""
+        except Exception as err:  # corrupt / truncated / missing image: reported by the main process
+            return torch.zeros(3, *self.size), int(self.labels[i]), i, f"{err.__class__.__name__}: {err}"
+
+    def describe(self, i: int) -> str:
+        if self.paths is not None:
+            return f"'{self.paths[i]}'"
+        path = self.rows[i]["image"].get("path")
+        return f"row {i}" + (f" (path '{path}')" if path else "")
+
+
+# ---------------------------------------------------------------------------------------------
+# the prediction loop
+
+
+@dataclass
+class Predictions:
+    """Per-image results, small arrays only (a few numbers per image)."""
+
+    index: np.ndarray  # int[N] row index in the split
+    label: np.ndarray  # int[N]
+    target_prob: np.ndarray  # float[N] p_label
+    top5: np.ndarray  # int[N, 5]
+    top5_probs: np.ndarray  # float[N, 5]
+    seconds: float = 0.0
+
+    @property
+    def fooled_top1(self) -> np.ndarray:
+        return self.top5[:, 0] == self.label
+
+    @property
+    def fooled_top5(self) -> np.ndarray:
+        return (self.top5 == self.label[:, None]).any(axis=1)
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise SpurbenchError(f"--device '{device}' is not a torch device; use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise SpurbenchError(f"--device {device} asked for, but this torch sees no CUDA GPU; use --device cpu")
+    return dev
+
+
+def predict(
+    classifier: LoadedClassifier,
+    items: _ImageItems,
+    *,
+    batch_size: int = 32,
+    workers: int = DEFAULT_WORKERS,
+    device: torch.device | str | None = None,
+    amp: bool = True,
+    what: str = "images",
+    desc: str | None = None,
+) -> Predictions:
+    """Run the classifier over `items` in batches; workers decode while the model runs."""
+    from tqdm.auto import tqdm
+
+    device = resolve_device(device)
+    cuda = device.type == "cuda"
+    model = classifier.model.to(device)
+    if cuda or device.type == "cpu":
+        model = model.to(memory_format=torch.channels_last)
+    loader = torch.utils.data.DataLoader(
+        items, batch_size=batch_size, shuffle=False, num_workers=workers, pin_memory=cuda,
+        persistent_workers=False, prefetch_factor=4 if workers > 0 else None,
+    )
+    n = len(items)
+    out_index = np.empty(n, dtype=np.int64)
+    out_label = np.empty(n, dtype=np.int64)
+    out_target = np.empty(n, dtype=np.float64)
+    out_top = np.empty((n, TOPK), dtype=np.int64)
+    out_topp = np.empty((n, TOPK), dtype=np.float64)
+    pos = 0
+    start = time.perf_counter()
+    with torch.inference_mode(), tqdm(total=n, desc=desc or classifier.spec.display_name, unit="img", disable=None, leave=False) as bar:
+        for x, y, idx, errors in loader:
+            bad = next((j for j, e in enumerate(errors) if e), None)
+            if bad is not None:
+                i = int(idx[bad])
+                raise SpurbenchError(f"cannot decode {what} {items.describe(i)}: {errors[bad].splitlines()[0][:200]}; replace or remove that image")
+            x = x.to(device, non_blocking=cuda).contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=cuda and amp):
+                logits = model(x)
+            probs = logits.float().softmax(dim=-1)
+            top_p, top_i = probs.topk(TOPK, dim=-1)
+            target = probs.gather(1, y.to(device).view(-1, 1)).squeeze(1)
+            b = len(y)
+            out_index[pos : pos + b] = idx.numpy()
+            out_label[pos : pos + b] = y.numpy()
+            out_target[pos : pos + b] = target.cpu().numpy()
+            out_top[pos : pos + b] = top_i.cpu().numpy()
+            out_topp[pos : pos + b] = top_p.cpu().numpy()
+            pos += b
+            bar.update(b)
+    if cuda:
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - start
+    return Predictions(out_index, out_label, out_target, out_top, out_topp, seconds)
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluation of one classifier -> leaderboard entry
+
+
+def evaluate(
+    classifier: ClassifierSpec | LoadedClassifier,
+    data: SpuriousSet | str | Path,
+    *,
+    positives: Positives | str | Path | None = None,
+    split: str = ds_contract.DEFAULT_SPLIT,
+    revision: str | None = None,
+    preprocessing: str = "timm",
+    batch_size: int = 32,
+    workers: int = DEFAULT_WORKERS,
+    device: str | torch.device | None = None,
+    limit: int | None = None,
+    amp: bool = True,
+    command: str | None = None,
+) -> tuple[dict, Predictions]:
+    """Score one classifier on a spurious-image split; returns (leaderboard entry, per-image predictions).
+
+    Nothing is written: see `record` for the predictions CSV and the leaderboard.
+    """
+    from spurbench import metrics
+    from spurbench.leaderboard import predictions_relpath
+
+    if preprocessing not in PREPROCESSING:
+        raise SpurbenchError(f"unknown preprocessing '{preprocessing}'; use one of {', '.join(PREPROCESSING)}")
+    if batch_size < 1:
+        raise SpurbenchError(f"--batch-size must be at least 1, got {batch_size}")
+    if workers < 0:
+        raise SpurbenchError(f"--workers must be 0 (decode in the main process) or more, got {workers}")
+    dev = resolve_device(device)
+    if not isinstance(data, SpuriousSet):
+        data = open_dataset(data, split=split, revision=revision, limit=limit)
+    if positives is not None and not isinstance(positives, Positives):
+        positives = open_positives(positives, data.info["classes"])
+    clf = classifier if isinstance(classifier, LoadedClassifier) else create_classifier(classifier, "cpu")
+    name = clf.spec.display_name
+
+    spurious_tf, positive_tf = build_transforms(clf.data_config, preprocessing)
+    size = tuple(clf.data_config["input_size"][-2:])
+    preds = predict(clf, _ImageItems(spurious_tf, data.labels, rows=data.rows, size=size), batch_size=batch_size,
+                    workers=workers, device=dev, amp=amp, what=f"image of dataset '{data.source}' split '{data.split}'")
+    rates = metrics.spurious_rates(preds.label, preds.top5, preds.target_prob)
+    pos_preds = None
+    if positives is not None and len(positives):
+        items = _ImageItems(positive_tf, positives.labels, rows=positives.rows, paths=positives.paths, size=size)
+        pos_preds = predict(clf, items, batch_size=batch_size, workers=workers, device=dev, amp=amp,
+                            what=f"positive image of '{positives.source}'", desc=f"{name} (positives)")
+    if pos_preds is not None:
+        score = metrics.spurious_score_per_class(preds.label, preds.target_prob, pos_preds.label, pos_preds.target_prob)
+    else:
+        score = {"per_class": {}, "ap": None, "auroc": None}
+
+    per_class = {}
+    for k, c in rates["per_class"].items():
+        s = score["per_class"].get(k, {})
+        per_class[str(k)] = {
+            "n": c["n"],
+            "spurious_rate": c["spurious_rate"],
+            "spurious_rate_top5": c["spurious_rate_top5"],
+            "mean_target_prob": c["mean_target_prob"],
+            "spurious_score_ap": s.get("ap"),
+            "spurious_score_auroc": s.get("auroc"),
+            "num_positives": s.get("num_positives", 0),
+        }
+    entry = {
+        "model": name,
+        "architecture": clf.spec.model,
+        "weights": dict(clf.weights),
+        "num_params": int(clf.num_params),
+        "data_config": _jsonable(clf.data_config),
+        "preprocessing": preprocessing,
+        "metrics": {
+            "spurious_rate": rates["macro"]["spurious_rate"],
+            "spurious_rate_micro": rates["micro"]["spurious_rate"],
+            "spurious_rate_top5": rates["macro"]["spurious_rate_top5"],
+            "spurious_rate_top5_micro": rates["micro"]["spurious_rate_top5"],
+            "mean_target_prob": rates["macro"]["mean_target_prob"],
+            "spurious_score_ap": score["ap"],
+            "spurious_score_auroc": score["auroc"],
+            "num_images": int(rates["num_images"]),
+            "num_positives": int(len(pos_preds.label)) if pos_preds is not None else 0,
+        },
+        "per_class": per_class,
+        "predictions": predictions_relpath(name),
+        "positives": positives.source if positives is not None else None,
+        "env": _env(dev),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "images_per_second": round(len(preds.label) / preds.seconds, 3) if preds.seconds > 0 else None,
+        "command": command,
+    }
+    return entry, preds
+
+
+def write_predictions(path: str | Path, preds: Predictions) -> Path:
+    """The predictions CSV (columns `leaderboard.PREDICTION_COLUMNS`), written atomically."""
+    from spurbench.leaderboard import PREDICTION_COLUMNS
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    f1, f5 = preds.fooled_top1, preds.fooled_top5
+    try:
+        with open(tmp, "w", newline="") as fh:
+            fh.write(",".join(PREDICTION_COLUMNS) + "\n")
+            for r in range(len(preds.index)):
+                fh.write(
+                    f"{preds.index[r]},{preds.label[r]},{preds.target_prob[r]:.6g},{preds.top5[r, 0]},{int(f1[r])},{int(f5[r])},"
+                    f"{' '.join(str(int(v)) for v in preds.top5[r])},{' '.join(f'{v:.6g}' for v in preds.top5_probs[r])}\n"
+                )
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def record(leaderboard: str | Path, dataset_info: dict, entry: dict, preds: Predictions) -> dict:
+    """Write the predictions CSV next to the leaderboard, then add/replace the entry (under its lock).
+
+    If the leaderboard refuses the entry (another dataset, corrupt file), the model's previous
+    predictions file is put back, so nothing that was there is damaged.
+    """
+    from spurbench.leaderboard import record_entry
+
+    leaderboard = Path(leaderboard)
+    csv_path = leaderboard.parent / entry["predictions"]
+    backup = csv_path.with_name(csv_path.name + f".bak-{os.getpid()}")
+    had_old = csv_path.exists()
+    if had_old:
+        os.replace(csv_path, backup)
+    try:
+        write_predictions(csv_path, preds)
+        board = record_entry(leaderboard, dataset_info, entry)
+    except BaseException:
+        if had_old:
+            os.replace(backup, csv_path)
+        elif csv_path.exists():
+            csv_path.unlink()
+        raise
+    if had_old:
+        backup.unlink()
+    return board
+
+
+# ---------------------------------------------------------------------------------------------
+# printing
+
+
+def format_table(entry: dict) -> str:
+    """Per-class table and a summary line for one model, as plain text."""
+    with_score = entry["metrics"].get("spurious_score_ap") is not None
+    head = f"{'class':>5}  {'name':<24} {'n':>5} {'rate':>6} {'top-5':>6} {'mean p_k':>8}"
+    if with_score:
+        head += f" {'pos':>4} {'AP':>6} {'AUROC':>6}"
+    lines = [f"== {entry['model']} ==", head]
+    for k, c in sorted(entry["per_class"].items(), key=lambda kv: int(kv[0])):
+        line = f"{int(k):>5}  {imagenet.class_name(int(k))[:24]:<24} {c['n']:>5} {c['spurious_rate']:>6.3f} {c['spurious_rate_top5']:>6.3f} {c['mean_target_prob']:>8.4f}"
+        if with_score:
+            line += f" {c['num_positives']:>4} {_f(c['spurious_score_ap']):>6} {_f(c['spurious_score_auroc']):>6}"
+        lines.append(line)
+    lines.append(summary_line(entry))
+    return "\n".join(lines)
+
+
+def summary_line(entry: dict) -> str:
+    m = entry["metrics"]
+    text = (
+        f"{entry['model']}: spurious rate {m['spurious_rate']:.3f} (micro {m['spurious_rate_micro']:.3f}), "
+        f"top-5 {m['spurious_rate_top5']:.3f}, mean p_k {m['mean_target_prob']:.4f}"
+    )
+    if m.get("spurious_score_ap") is not None:
+        text += f", spurious score AP {m['spurious_score_ap']:.3f} AUROC {m['spurious_score_auroc']:.3f}"
+    ips = entry.get("images_per_second")
+    return text + f"; {m['num_images']} images" + (f", {ips:.1f} img/s" if ips else "")
+
+
+def _f(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from spurbench.leaderboard import DEFAULT_LEADERBOARD
+
+    g = parser.add_argument_group("classifiers (at least one --model or a --panel)")
+    g.add_argument("--model", action="append", default=[], metavar="NAME",
+                   help="timm model to score, repeatable: an architecture (resnet50), arch.tag (resnet50.a1_in1k) or "
+                        "hf-hub:org/repo; weights are timm's pretrained ones from the Hugging Face Hub unless --weights")
+    g.add_argument("--weights", metavar="FILE", default=None,
+                   help="local state dict for the single --model: .safetensors, or a torch file loadable with weights_only=True")
+    g.add_argument("--key-map", default="none", metavar="MAP",
+                   help="how --weights' tensor names map onto the timm model: none, positional, or strip_prefix:<prefix> "
+                        "(e.g. strip_prefix:module.model. for a robustness-library checkpoint)")
+    g.add_argument("--name", default=None,
+                   help="name to record the single --model under (default: the model name, plus '+<file stem>' with --weights)")
+    g.add_argument("--panel", metavar="NAME|FILE", default=None,
+                   help="score every classifier of a panel: a shipped name (offline, default) or a YAML file like classifiers/offline.yaml")
+    d = parser.add_argument_group("data")
+    d.add_argument("--dataset", required=True, metavar="ID|FOLDER", help="spurious-image dataset: a local folder or a Hugging Face Hub id")
+    d.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit) of --dataset")
+    d.add_argument("--split", default=ds_contract.DEFAULT_SPLIT, help="split of --dataset to score")
+    d.add_argument("--positives", default=None, metavar="FOLDER|ID",
+                   help="real images of the classes, for the spurious score (AP, AUROC): a folder of <WordNet id>/<image> "
+                        "or a dataset (folder or Hub id) with an ImageNet-1k `label` column")
+    d.add_argument("--positives-split", default=None,
+                   help="split of a --positives dataset (default: validation/val/test, or its only split)")
+    d.add_argument("--limit", type=int, default=None, metavar="N", help="score only the first N images of the split (quick checks)")
+    r = parser.add_argument_group("run")
+    r.add_argument("--leaderboard", default=DEFAULT_LEADERBOARD, metavar="FILE",
+                   help="leaderboard JSON to add the entries to (a folder means FOLDER/leaderboard.json); predictions go to "
+                        "<its folder>/predictions/")
+    r.add_argument("--preprocessing", choices=PREPROCESSING, default="timm",
+                   help="timm: each model's own eval transform; spurious-imagenet: the released Spurious ImageNet code's "
+                        "(spurious images resized to the test size without crop, positives resize x256/224 + center crop, bicubic)")
+    r.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
+    r.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="DataLoader worker processes decoding images (0: in the main process)")
+    r.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+    r.add_argument("--no-amp", action="store_true", help="on CUDA, run in float32 instead of float16 autocast (CPU always runs float32)")
+
+
+def _specs_from_args(args: argparse.Namespace) -> list[ClassifierSpec]:
+    if args.weights is not None and len(args.model) != 1:
+        raise SpurbenchError("--weights applies to exactly one --model; give a single --model NAME with it (or use a --panel file)")
+    if args.key_map != "none" and args.weights is None:
+        raise SpurbenchError("--key-map applies to --weights; add --weights FILE")
+    if args.name is not None and len(args.model) != 1:
+        raise SpurbenchError("--name applies to exactly one --model")
+    specs: list[ClassifierSpec] = []
+    for model in args.model:
+        weights, name = None, args.name
+        if args.weights is not None:
+            weights = {"file": args.weights, "key_map": args.key_map}
+            name = name or f"{model}+{Path(args.weights).stem}"
+        specs.append(ClassifierSpec(model=model, weights=weights, name=name))
+    if args.panel is not None:
+        specs.extend(load_panel(args.panel))
+    if not specs:
+        raise SpurbenchError("no classifier given; pass --model NAME (repeatable) and/or --panel NAME|FILE")
+    names = [s.display_name for s in specs]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise SpurbenchError(f"classifier {', '.join(dupes)} given more than once; drop the repeat or give --name")
+    return specs
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from spurbench.leaderboard import load_leaderboard
+
+    if not sys.stderr.isatty():
+        # piped / logged runs: no progress bars from `datasets`, so stderr holds only what matters
+        import datasets
+
+        datasets.disable_progress_bars()
+    # Everything that can be wrong with the inputs is checked before anything is written.
+    if args.batch_size < 1:
+        raise SpurbenchError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.workers < 0:
+        raise SpurbenchError(f"--workers must be 0 or more, got {args.workers}")
+    device = resolve_device(args.device)
+    specs = _specs_from_args(args)
+    for spec in specs:  # cheap name check first: a typo should not wait for the dataset to load
+        if not spec.model.startswith(("hf-hub:", "hf_hub:")):
+            check_model_name(spec.model, pretrained=spec.weights is None)
+    leaderboard = Path(args.leaderboard)
+    if leaderboard.is_dir():
+        leaderboard = leaderboard / "leaderboard.json"
+    board = load_leaderboard(leaderboard)  # corrupt -> SpurbenchError, file untouched
+    data = open_dataset(args.dataset, split=args.split, revision=args.revision, limit=args.limit)
+    held = board.get("dataset")
+    if held and board["entries"] and held.get("fingerprint") != data.info["fingerprint"]:
+        raise SpurbenchError(
+            f"leaderboard '{leaderboard}' holds results for dataset {held.get('id')!r} (fingerprint {str(held.get('fingerprint'))[:12]}...), "
+            f"not for '{args.dataset}' split '{args.split}' (fingerprint {data.info['fingerprint'][:12]}...); pass another --leaderboard file"
+        )
+    positives = None
+    if args.positives is not None:
+        positives = open_positives(args.positives, data.info["classes"], split=args.positives_split, revision=None)
+        if not len(positives):
+            raise SpurbenchError(
+                f"--positives '{args.positives}' has no images of the dataset's classes ({', '.join(map(str, data.info['classes'][:10]))}"
+                f"{' ...' if len(data.info['classes']) > 10 else ''}); point it at real images of those classes"
+            )
+    classifiers = [create_classifier(s, "cpu") for s in tqdm(specs, desc="loading classifiers", disable=None, leave=False)]
+
+    command = "spurbench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    total = data.info["num_images"]
+    subset = f" (first {len(data.labels)} of {total})" if len(data.labels) < total else ""
+    print(f"dataset {data.source} split {data.split}: {len(data.labels)} images{subset}, {len(data.info['classes'])} classes"
+          + (f"; {len(positives)} positives" if positives is not None else ""))
+    summaries = []
+    for clf in classifiers:
+        entry, preds = evaluate(clf, data, positives=positives, preprocessing=args.preprocessing, batch_size=args.batch_size,
+                                workers=args.workers, device=device, amp=not args.no_amp, command=command)
+        clf.model.to("cpu")  # one model on the accelerator at a time
+        record(leaderboard, data.info, entry, preds)
+        print(format_table(entry))
+        print()
+        summaries.append(summary_line(entry))
+        del clf.model
+    if len(summaries) > 1:
+        print("summary:")
+        for s in summaries:
+            print(f"  {s}")
+    print(f"leaderboard: {leaderboard}")
+    return 0
+
+
+def _env(device: torch.device) -> dict[str, Any]:
+    import timm
+
+    import spurbench
+
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine() or "cpu")
+    return {
+        "spurbench": spurbench.__version__,
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+        "python": platform.python_version(),
+        "device": f"{device.type}: {name}",
+    }
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
