@@ -27,7 +27,7 @@ Choices that make a step cheap and reproducible:
   timesteps. On CPU, same inputs and seed give bitwise identical weights; on GPU some kernels are
   non-deterministic unless `torch.use_deterministic_algorithms(True)` is set by the caller.
 
-Accelerate supplies the device and mixed precision (its autocast and, for fp16, its GradScaler). The
+Accelerate supplies the device and the mixed-precision autocast (fp16 adds a GradScaler). The
 models and the optimizer are deliberately NOT passed through `accelerator.prepare`: in a build launched
 with `accelerate launch --num_processes N`, every process fine-tunes *different* classes, and prepare()
 would wrap the UNet in DistributedDataParallel, averaging gradients of unrelated classes across
@@ -78,14 +78,14 @@ class TrainConfig:
     train_batch_size: int = 1  # instance images per step (same number of prior images added)
     with_prior_preservation: bool = True
     prior_loss_weight: float = 1.0
-    sfsl_weight: float = 0.0
-    sfsl_max_timestep: int | None = None
-    train_text_encoder: bool = True
+    sfsl_weight: float = 0.0  # lambda_sfsl; 0 = plain DreamBooth, bit for bit
+    sfsl_max_timestep: int | None = None  # SFSL only on samples with t < this (None: every t)
+    train_text_encoder: bool = True  # False: frozen text encoder, prompt states computed once
     mixed_precision: str = "no"  # "no" | "fp16" | "bf16"
     gradient_checkpointing: bool = False
     max_grad_norm: float = 1.0
     resolution: int = 512
-    seed: int = 0
+    seed: int = 0  # image order, noise and timesteps all derive from it
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> "TrainConfig":
@@ -218,6 +218,10 @@ def _load_components(base_model: str | Path, revision: str | None) -> dict[str, 
         ) from e
 
 
+def _always_save(is_main_process: bool = True) -> bool:
+    return True
+
+
 class DreamBoothTrainer:
     """DreamBooth + SFSL on one class. Usage: `trainer.prepare(...)`, then `trainer.step()` per step,
     then `trainer.save(folder)` (or use `finetune_class`, which does all of it)."""
@@ -283,7 +287,9 @@ class DreamBoothTrainer:
         self.params = [p for g in groups for p in g["params"]]
         # AdamW with the hyperparameters of diffusers' DreamBooth example.
         self.optimizer = torch.optim.AdamW(groups, betas=(0.9, 0.999), weight_decay=1e-2, eps=1e-8)
-        self.scaler = accelerator.scaler  # a GradScaler for fp16, else None
+        # fp16 needs loss scaling. One scaler per trainer (not the Accelerator's shared one), so a class's
+        # run does not depend on the scale the previous class ended with.
+        self.scaler = torch.amp.GradScaler(self.device.type) if accelerator.mixed_precision == "fp16" else None
 
         self.order_generator = torch.Generator().manual_seed(config.seed)
         self.noise_generator = torch.Generator().manual_seed(config.seed + 1)
@@ -473,7 +479,15 @@ class DreamBoothTrainer:
         # Everything not trained (VAE, tokenizer, sampling scheduler, safety checker) comes unchanged
         # from the base model, in its original dtype.
         pipe = StableDiffusionPipeline.from_pretrained(str(base_model), revision=revision, **components)
+        for component in pipe.components.values():
+            # transformers >= 5 writes a model only on rank 0 once torch.distributed is initialised (as
+            # under `accelerate launch`); here every process saves its own class's model, so it must write.
+            if hasattr(component, "should_save_on_this_rank"):
+                component.should_save_on_this_rank = _always_save
         pipe.save_pretrained(str(tmp), safe_serialization=True)
+        missing = [name for name in ("unet", "text_encoder", "vae") if not any((tmp / name).glob("*.safetensors"))]
+        if missing:  # never let an incomplete model look finished
+            raise RuntimeError(f"saving the fine-tuned pipeline wrote no weights for {', '.join(missing)} in {tmp}")
         if output_dir.exists():
             old = output_dir.with_name(output_dir.name + ".old")
             if old.exists():

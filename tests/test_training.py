@@ -348,6 +348,32 @@ def test_save_is_atomic(tiny_eps, images, tmp_path, monkeypatch):
     assert (out / "unet" / "diffusion_pytorch_model.safetensors").exists()
 
 
+@pytest.fixture
+def as_rank_1_of_2():
+    """torch.distributed initialised as rank 1 of 2, as in one process of `accelerate launch
+    --num_processes 2` (torch's in-process fake backend: no second process needed)."""
+    import torch.distributed as dist
+
+    fake_pg = pytest.importorskip("torch.testing._internal.distributed.fake_pg")
+    dist.init_process_group("fake", store=fake_pg.FakeStore(), rank=1, world_size=2)
+    yield
+    dist.destroy_process_group()
+
+
+def test_every_process_saves_its_own_model(tiny_eps, images, tmp_path, as_rank_1_of_2):
+    # transformers 5 skips writing models on ranks != 0; each build process trains different classes,
+    # so a non-zero rank must still write a complete pipeline.
+    trainer = _trainer(tiny_eps, images, _config(max_train_steps=1))
+    trainer.train(progress=False)
+    out = trainer.save(tmp_path / "rank1", tiny_eps)
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(str(out))
+    for saved, trained in ((pipe.text_encoder, trainer.text_encoder), (pipe.unet, trainer.unet)):
+        trained_params = dict(trained.named_parameters())
+        assert all(torch.equal(p, trained_params[n]) for n, p in saved.named_parameters())
+
+
 # ------------------------------------------------------------------------------------------------
 def test_config_errors_name_the_problem(tiny_eps, images):
     assert TrainConfig.from_dict({"sfsl_weight": 0.5, "max_train_steps": 10}).sfsl_weight == 0.5
