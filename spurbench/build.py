@@ -15,7 +15,6 @@ classes i, i+N, ...; the main process exports once all are done.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
 import json
 import os
@@ -139,7 +138,10 @@ def run(args: argparse.Namespace) -> int:
     )
 
     refs = stage_references(ctx, mine)  # first: a bad reference image should fail fast
-    base_model, base_revision = _base_model(ctx)
+    # The main process makes (tiny) or downloads (Hub) the base model first, the others then find it:
+    # transformers >= 5 writes weights only on rank 0, and one download is enough.
+    with state.main_process_first():
+        base_model, base_revision = _base_model(ctx)
     pending = [c for c in mine if not _class_done(ctx, c.index)]
     _cleanup_weights(ctx, [c for c in mine if c not in pending])
     priors = stage_priors(ctx, pending, base_model, base_revision)
@@ -225,8 +227,7 @@ def _base_model(ctx: Context) -> tuple[str, str | None]:
                 ctx.log(f"building the tiny Stable Diffusion ({b.tiny.prediction_type}, seed {b.tiny.seed}) into {folder}")
                 tmp = folder.with_name("base.tmp")
                 shutil.rmtree(tmp, ignore_errors=True)
-                with _every_process_saves(ctx):
-                    make_tiny_stable_diffusion(tmp, prediction_type=b.tiny.prediction_type, seed=b.tiny.seed, image_size=ctx.recipe.resolution)
+                make_tiny_stable_diffusion(tmp, prediction_type=b.tiny.prediction_type, seed=b.tiny.seed, image_size=ctx.recipe.resolution)
                 shutil.rmtree(folder, ignore_errors=True)
                 os.replace(tmp, folder)
         return str(folder), None
@@ -251,30 +252,6 @@ def _base_model(ctx: Context) -> tuple[str, str | None]:
     # The snapshot folder is named after the commit: record it, so `main` still pins what was used.
     revision = path.name if path.parent.name == "snapshots" else b.revision
     return str(path), revision
-
-
-@contextlib.contextmanager
-def _every_process_saves(ctx: Context) -> Iterator[None]:
-    """Let this process write transformers weights although it is not rank 0.
-
-    transformers >= 5 `save_pretrained` silently writes no weights on ranks other than 0 of an
-    initialised process group (it assumes data-parallel copies of one model). In a sharded build
-    every process saves its *own* models (the tiny base, each class's fine-tuned text encoder), so
-    that check must not apply; without this, rank 1's pipelines lack text_encoder/model.safetensors."""
-    try:
-        from transformers import PreTrainedModel
-    except ImportError:
-        yield
-        return
-    original = getattr(PreTrainedModel, "should_save_on_this_rank", None)
-    if ctx.world == 1 or original is None:
-        yield
-        return
-    PreTrainedModel.should_save_on_this_rank = lambda self, is_main_process: is_main_process
-    try:
-        yield
-    finally:
-        PreTrainedModel.should_save_on_this_rank = original
 
 
 def _feature_spec(ctx: Context) -> dict | None:
@@ -431,11 +408,10 @@ def stage_classes(ctx: Context, pending: list, refs: dict, priors: dict, base_mo
             config = TrainConfig.from_dict(cfg)
             instance = [load_image(p) for p in refs[entry.index].images]
             class_images = [load_image(p) for p in priors.get(entry.noun, [])]
-            with _every_process_saves(ctx):
-                finetune_class(
-                    base_model, instance, r.instance_prompt(entry), class_images, r.prior_prompt(entry.noun),
-                    entry.index, config, model_dir, feature_model=feature_model, accelerator=accelerator, progress=ctx.progress,
-                )
+            finetune_class(
+                base_model, instance, r.instance_prompt(entry), class_images, r.prior_prompt(entry.noun),
+                entry.index, config, model_dir, feature_model=feature_model, accelerator=accelerator, progress=ctx.progress,
+            )
         pipe = load_pipeline(model_dir, accelerator.device, torch_dtype(ctx.mixed_precision, accelerator.device),
                              scheduler=r.generation.scheduler, safety_checker=r.generation.safety_checker)
         jobs = class_jobs(ctx, entry)
