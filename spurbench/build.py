@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib
 import json
 import os
 import re
@@ -129,6 +130,7 @@ def run(args: argparse.Namespace) -> int:
     if ctx.mixed_precision != recipe.mixed_precision:
         ctx.log(f"note: mixed_precision {recipe.mixed_precision} needs a GPU; training in float32 on CPU")
     started = time.perf_counter()
+    _quiet_libraries()
     created = _init_work_dir(ctx)
     mine = ctx.classes[ctx.rank :: ctx.world]
     ctx.log(
@@ -386,7 +388,7 @@ def stage_classes(ctx: Context, pending: list, refs: dict, priors: dict, base_mo
     from spurbench.training import TrainConfig, finetune_class, make_accelerator
 
     if not pending:
-        ctx.log("stages 3-4: every class of this process is already done")
+        ctx.log("stages 3-4/5: every class of this process is already done" if ctx.classes[ctx.rank :: ctx.world] else "stages 3-4/5: no classes for this process")
         return
     r = ctx.recipe
     accelerator = make_accelerator(ctx.mixed_precision)
@@ -419,6 +421,7 @@ def stage_classes(ctx: Context, pending: list, refs: dict, priors: dict, base_mo
                          guidance_scale=r.generation.guidance_scale, resolution=r.resolution, progress=ctx.progress,
                          desc=f"generate class {entry.index}")
         del pipe
+        _free_accelerator_memory()
         write_json(folder / CLASS_MARKER, {
             "index": entry.index,
             "recipe_sha256": ctx.recipe_sha256,
@@ -432,6 +435,26 @@ def stage_classes(ctx: Context, pending: list, refs: dict, priors: dict, base_mo
         if not ctx.keep_weights:
             shutil.rmtree(model_dir, ignore_errors=True)
     bar.close()
+
+
+def _free_accelerator_memory() -> None:
+    """Drop the finished class's models before the next one is loaded (GPU memory is per process)."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _quiet_libraries() -> None:
+    """Libraries' own per-file bars (loading components, writing shards) would drown the stage bars."""
+    for module in ("diffusers.utils.logging", "transformers.utils.logging", "datasets.utils.logging"):
+        try:
+            importlib.import_module(module).disable_progress_bar()
+        except (ImportError, AttributeError):
+            pass
 
 
 # ---------------------------------------------------------------------------------------------

@@ -83,12 +83,12 @@ def load_pipeline(
     from diffusers import StableDiffusionPipeline
 
     kwargs: dict[str, Any] = {}
+    if dtype is not None and dtype != torch.float32:  # (newer diffusers warn about the keyword even for float32)
+        kwargs["torch_dtype"] = dtype
     if not safety_checker:
         kwargs.update(safety_checker=None, requires_safety_checker=False)
     try:
-        pipe = StableDiffusionPipeline.from_pretrained(
-            str(model), revision=revision, torch_dtype=dtype or torch.float32, **kwargs
-        )
+        pipe = StableDiffusionPipeline.from_pretrained(str(model), revision=revision, **kwargs)
     except (OSError, ValueError) as err:
         raise SpurbenchError(
             f"cannot load Stable Diffusion from '{model}' (revision {revision}): {str(err).splitlines()[0]}; "
