@@ -146,8 +146,10 @@ def run(args: argparse.Namespace) -> int:
         base_model, base_revision = _base_model(ctx)
     pending = [c for c in mine if not _class_done(ctx, c.index)]
     _cleanup_weights(ctx, [c for c in mine if c not in pending])
+    # Loaded before the priors are made, so missing weights fail the build before minutes of sampling.
+    feature_model = _load_feature_model(ctx) if pending and recipe.sfsl_weight != 0 else None
     priors = stage_priors(ctx, pending, base_model, base_revision)
-    stage_classes(ctx, pending, refs, priors, base_model, base_revision)
+    stage_classes(ctx, pending, refs, priors, base_model, base_revision, feature_model)
 
     if ctx.world > 1:
         ctx.log("waiting for the other processes to finish their classes")
@@ -379,7 +381,15 @@ def _train_seed(ctx: Context, index: int) -> int:
     return int(ctx.recipe.training.get("seed", image_seed(ctx.recipe.seed, "train", index)))
 
 
-def stage_classes(ctx: Context, pending: list, refs: dict, priors: dict, base_model: str, base_revision: str | None) -> None:
+def _load_feature_model(ctx: Context):
+    from spurbench.features import load_feature_model
+
+    return load_feature_model(_feature_spec(ctx), ctx.device)
+
+
+def stage_classes(
+    ctx: Context, pending: list, refs: dict, priors: dict, base_model: str, base_revision: str | None, feature_model=None
+) -> None:
     from tqdm.auto import tqdm
 
     from spurbench.generation import load_pipeline, sample, torch_dtype, write_json
@@ -392,11 +402,6 @@ def stage_classes(ctx: Context, pending: list, refs: dict, priors: dict, base_mo
         return
     r = ctx.recipe
     accelerator = make_accelerator(ctx.mixed_precision)
-    feature_model = None
-    if r.sfsl_weight != 0:
-        from spurbench.features import load_feature_model
-
-        feature_model = load_feature_model(_feature_spec(ctx), accelerator.device)
     ctx.log(f"stages 3-4/5 fine-tune and generate: {len(pending)} class(es)")
     bar = tqdm(pending, desc="3-4/5 classes", unit="class", disable=not ctx.progress, leave=False)
     for entry in bar:

@@ -160,8 +160,13 @@ def sample_photo(spec: str) -> "np.ndarray":
         bunch = load_sample_images()
         img = bunch.images[[Path(f).stem for f in bunch.filenames].index(name)]
     else:
-        import skimage.data
-
+        try:
+            import skimage.data
+        except ImportError:
+            raise SpurbenchError(
+                f"sample photo '{name}' ships with scikit-image, which is not installed; `pip install scikit-image`, "
+                "or use scikit-learn's sample photos (china, flower)"
+            ) from None
         img = skimage.data.stereo_motorcycle()[0] if name == "motorcycle_left" else getattr(skimage.data, name)()
     img = np.asarray(img)
     if img.dtype != np.uint8:

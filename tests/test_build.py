@@ -357,9 +357,11 @@ def test_smoke_export_loads_with_datasets(smoke_build):
     assert len(ref) == 7 and set(ref["source"]) == {"reference"} and set(ref["seed"]) == {-1} and set(ref["prompt"]) == {""}
     from spurbench.references import sample_photo
 
-    tench = [np.asarray(r["image"]) for r in ref if r["label"] == 0]
-    assert [t.shape for t in tench] == [(512, 512, 3), (512, 512, 3), (384, 384, 3)]
-    assert np.array_equal(tench[0], sample_photo("astronaut")) and np.array_equal(tench[1], sample_photo("astronaut")[:, ::-1])
+    gondola = [np.asarray(r["image"]) for r in ref if r["label"] == 576]
+    assert [g.shape for g in gondola] == [(427, 640, 3), (427, 640, 3), (321, 480, 3)]
+    china = sample_photo("china")
+    assert np.array_equal(gondola[0], china) and np.array_equal(gondola[1], china[:, ::-1])
+    assert np.array_equal(gondola[2], china[53:374, 80:560])
 
 
 @pytest.mark.slow
@@ -370,7 +372,7 @@ def test_smoke_export_reads_with_timm(smoke_build):
     assert len(ds) == 12
     image, label = ds[0]
     assert image.size == (32, 32) and label == 309
-    assert sorted(ds[i][1] for i in range(len(ds))) == [0] * 4 + [309] * 4 + [324] * 4
+    assert sorted(ds[i][1] for i in range(len(ds))) == [309] * 4 + [324] * 4 + [576] * 4
 
 
 @pytest.mark.slow
@@ -384,7 +386,7 @@ def test_smoke_card_states_provenance(smoke_build):
     assert prov["created"] == state["created"] and prov["command"] == "spurbench build --recipe smoke --out data"
     from spurbench import __version__
 
-    assert prov["spurbench_version"] == __version__ and prov["classes"] == [309, 324, 0]
+    assert prov["spurbench_version"] == __version__ and prov["classes"] == [309, 324, 576]
     card = (smoke_build.out / "README.md").read_text()
     assert recipe_hash(recipe) in card and "spurbench build --recipe smoke --out data" in card
     for licence in recipe.licenses.values():
@@ -395,10 +397,10 @@ def test_smoke_card_states_provenance(smoke_build):
 def test_smoke_work_dir_shares_priors_and_drops_weights(smoke_build):
     work = smoke_build.work
     priors = sorted(p.name for p in (work / "priors").iterdir() if p.is_dir())
-    assert priors == ["flower", "man"]  # bee and cabbage butterfly share the noun "flower"
+    assert priors == ["flower", "house"]  # bee and cabbage butterfly share the noun "flower"
     assert all(len(list((work / "priors" / n).glob("*.png"))) == 2 for n in priors)
-    assert "class priors: 2 images for each of 2 noun(s) (flower, man)" in smoke_build.proc.stderr
-    for k in (309, 324, 0):
+    assert "class priors: 2 images for each of 2 noun(s) (flower, house)" in smoke_build.proc.stderr
+    for k in (309, 324, 576):
         marker = json.loads((work / "classes" / str(k) / "done.json").read_text())
         assert (marker["rank"], marker["world_size"], len(marker["images"])) == (0, 1, 4)
         assert not (work / "classes" / str(k) / "model").exists()  # keep_weights: false
