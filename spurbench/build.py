@@ -38,23 +38,25 @@ _BARRIER_TIMEOUT = datetime.timedelta(hours=48)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--recipe", required=True, metavar="NAME|PATH",
+    # Flags without a meaningful default use SUPPRESS, so --help does not print "(default: None)".
+    none = argparse.SUPPRESS
+    parser.add_argument("--recipe", required=True, metavar="NAME|PATH", default=none,
                         help="build recipe: a shipped name (smoke, spurious_imagenet) or a path to a YAML file like builders/smoke.yaml")
-    parser.add_argument("--out", required=True, metavar="DIR",
+    parser.add_argument("--out", required=True, metavar="DIR", default=none,
                         help="folder to export the dataset to (Parquet shards + README.md card); replaced whole at the end")
-    parser.add_argument("--work-dir", default=None, metavar="DIR",
+    parser.add_argument("--work-dir", default=none, metavar="DIR",
                         help="folder for resumable state: references, class priors, fine-tuned models, generated images (default: <out>.work)")
-    parser.add_argument("--classes", nargs="+", default=None, metavar="K",
-                        help="build and export only these ImageNet class indices of the recipe (space- or comma-separated)")
+    parser.add_argument("--classes", nargs="+", default=none, metavar="K",
+                        help="build and export only these ImageNet class indices of the recipe, space- or comma-separated (default: all)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="where to train and sample; auto: CUDA if available (under `accelerate launch`, each process's GPU)")
-    parser.add_argument("--keep-weights", action=argparse.BooleanOptionalAction, default=None,
+    parser.add_argument("--keep-weights", action=argparse.BooleanOptionalAction, default=none,
                         help="keep each class's fine-tuned pipeline in <work>/classes/<k>/model (diffusers layout, safetensors) "
                         "or delete it after generation (default: the recipe's keep_weights)")
-    parser.add_argument("--spurious-imagenet", default=None, metavar="DIR",
-                        help="where the Spurious ImageNet download is (folder holding images/); overrides the recipe's references root")
-    parser.add_argument("--push-to-hub", default=None, metavar="ORG/NAME",
-                        help="after exporting, upload the dataset folder to this Hub dataset repo (token from `hf auth login`)")
+    parser.add_argument("--spurious-imagenet", default=none, metavar="DIR",
+                        help="where the Spurious ImageNet download is (the folder holding images/); overrides the recipe's references root")
+    parser.add_argument("--push-to-hub", default=none, metavar="ORG/NAME",
+                        help="after exporting, upload the dataset folder to this Hub dataset repo (token from `hf auth login`, never printed)")
     parser.add_argument("--private", action="store_true", help="with --push-to-hub: create the Hub repo as private")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars (stage messages are still printed)")
 
@@ -95,6 +97,13 @@ class Context:
 
 def run(args: argparse.Namespace) -> int:
     from spurbench.recipe import load_recipe, recipe_hash
+
+    for name in ("work_dir", "classes", "keep_weights", "spurious_imagenet", "push_to_hub"):
+        if not hasattr(args, name):  # suppressed defaults (see add_arguments)
+            setattr(args, name, None)
+    for name, value in (("device", "auto"), ("private", False), ("no_progress", False)):
+        if not hasattr(args, name):  # a caller building its own Namespace
+            setattr(args, name, value)
 
     recipe_path, recipe = load_recipe(args.recipe)
     classes = _select_classes(recipe, args.classes)
