@@ -80,6 +80,7 @@ def _positives_probs(clf, folder: Path) -> tuple[np.ndarray, np.ndarray]:
 # the end-to-end CLI run
 
 
+@pytest.mark.slow
 def test_cli_writes_leaderboard_entries(cli_run, photo_dataset):
     proc, lb = cli_run
     board = json.loads(lb.read_text())
@@ -107,6 +108,7 @@ def test_cli_writes_leaderboard_entries(cli_run, photo_dataset):
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_predictions_csvs_are_consistent(cli_run, photo_dataset):
     _, lb = cli_run
     for name in OFFLINE:
@@ -126,6 +128,7 @@ def test_predictions_csvs_are_consistent(cli_run, photo_dataset):
                 assert float(r["target_prob"]) <= probs[-1]
 
 
+@pytest.mark.slow
 def test_per_class_metrics_equal_independent_recomputation(cli_run, photo_dataset, offline_models):
     _, lb = cli_run
     board = json.loads(lb.read_text())
@@ -163,6 +166,7 @@ def test_per_class_metrics_equal_independent_recomputation(cli_run, photo_datase
         assert met["num_images"] == 15 and met["num_positives"] == 6
 
 
+@pytest.mark.slow
 def test_real_models_are_fooled_by_real_photos(cli_run, photo_dataset):
     _, lb = cli_run
     fooled = np.array([[r["fooled_top1"] == "1" for r in _read_csv(lb.parent / "predictions" / f"{m}.csv")] for m in OFFLINE]).T
@@ -180,6 +184,7 @@ def test_real_models_are_fooled_by_real_photos(cli_run, photo_dataset):
             assert c["pairwise_kappa"][f"{OFFLINE[i]} vs {OFFLINE[j]}"] == pytest.approx(cohen_kappa_score(fooled[:, i], fooled[:, j]))
 
 
+@pytest.mark.slow
 def test_loader_predictions_equal_direct_model_calls(cli_run, photo_dataset, offline_models):
     """The CSV's numbers are the model's softmax on each row's image, in row order (checks decoding, order, transform)."""
     from datasets import load_dataset
@@ -234,6 +239,7 @@ def _assert_one_line_error(returncode: int, stderr: str, pattern: str) -> None:
     assert lines[0].startswith("spurbench eval: error: ") and re.search(pattern, lines[0]), lines[0]
 
 
+@pytest.mark.slow
 def test_cli_errors_in_subprocess(board_copy, photo_dataset, tmp_path):
     before = _snapshot(board_copy.parent)
     data = ["--dataset", str(photo_dataset.path)]
@@ -326,6 +332,9 @@ def test_rescoring_replaces_the_entry(board_copy, photo_dataset, capsys):
     assert new["weights"]["sha256"] == old["weights"]["sha256"] and new["weights"]["source"] == "file:" + Path(_lite0_file()).name
     assert new["metrics"]["spurious_score_ap"] is None  # scored without --positives this time
     assert new["metrics"]["spurious_rate"] == pytest.approx(old["metrics"]["spurious_rate"])
+    # the recorded command reproduces the run, whatever entry point started it
+    assert new["command"] == (f"spurbench eval --model tf_efficientnet_lite0 --weights {_lite0_file()} --key-map positional "
+                              f"--name tf_efficientnet_lite0 --dataset {photo_dataset.path} --leaderboard {board_copy}")
 
 
 def test_workers_and_limit_keep_row_order(photo_dataset, offline_models):
