@@ -52,8 +52,10 @@ TINY_RECIPE = {
     "prompts": {"generation": ["a photo of a {token} {noun}", "a photo of a {token} {noun} in a market"]},
     "classes": [
         {"index": 309, "noun": "flower", "references": {"samples": ["flower", "flower:mirror"]}},
-        {"index": 0, "noun": "man", "references": {"samples": ["astronaut"]}},
+        # references from a Spurious-ImageNet-layout folder made next to the recipe (component 7)
+        {"index": 0, "noun": "man", "references": {"spurious_imagenet": True}},
     ],
+    "references": {"spurious_imagenet": {"root": "spur"}},
     "training": {"max_train_steps": 2, "learning_rate_unet": 1e-4, "learning_rate_text_encoder": 5e-5, "sfsl_weight": 0.1},
     "num_class_images": 1,
     "generation": {"images_per_prompt": 1, "num_inference_steps": 2, "batch_size": 2},
@@ -81,6 +83,9 @@ def _tiny_dir(root: Path) -> Path:
     command (`--recipe tiny.yaml --out data`) is the same wherever the folder is."""
     root.mkdir(parents=True)
     (root / "tiny.yaml").write_text(yaml.safe_dump(TINY_RECIPE, sort_keys=False))
+    folder = root / "spur" / "images" / "spurious_imagenet_0_comp_7"
+    folder.mkdir(parents=True)
+    Image.fromarray(_photo("astronaut")).save(folder / "000_astronaut.png")
     return root
 
 
@@ -270,6 +275,21 @@ def tiny_pipe(tmp_path_factory):
     from spurbench.tiny_sd import make_tiny_stable_diffusion
 
     return load_pipeline(make_tiny_stable_diffusion(tmp_path_factory.mktemp("tiny_sd") / "m", image_size=32))
+
+
+def test_sampling_works_for_v_prediction_models(tmp_path):
+    from spurbench.generation import Job, load_pipeline, sample
+    from spurbench.tiny_sd import make_tiny_stable_diffusion
+
+    pipe = load_pipeline(make_tiny_stable_diffusion(tmp_path / "v", prediction_type="v_prediction", image_size=32),
+                         scheduler="DDIMScheduler")
+    assert pipe.scheduler.config.prediction_type == "v_prediction" and type(pipe.scheduler).__name__ == "DDIMScheduler"
+    jobs = [Job("a photo of a sks flower", s, tmp_path / f"{s}.png") for s in (1, 2)]
+    sample(pipe, jobs, batch_size=2, num_inference_steps=2, guidance_scale=7.5, resolution=32, progress=False)
+    a, b = (np.asarray(Image.open(j.path)) for j in jobs)
+    assert a.shape == (32, 32, 3) and a.std() > 0 and not np.array_equal(a, b)
+    with pytest.raises(SpurbenchError, match="'NoSuchScheduler' is not a diffusers scheduler class"):
+        load_pipeline(tmp_path / "v", scheduler="NoSuchScheduler")
 
 
 def test_image_seeds_are_stable_and_distinct():
@@ -468,8 +488,10 @@ def test_rebuild_is_byte_identical_and_keeps_weights_on_request(tiny_reference, 
     proc = _run(_build_cmd("tiny.yaml", "--keep-weights"), cwd, OMP_NUM_THREADS="1")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert _export_files(cwd / "data") == _export_files(tiny_reference.out)
-    exported = next((cwd / "data" / "data").glob("test-*.parquet"))
-    assert len(exported.read_bytes()) > 1000  # a real export was compared, not two empty folders
+    import datasets
+
+    test = datasets.load_dataset(str(cwd / "data"), split="test")  # a real export was compared
+    assert len(test) == 4 and dict(zip(test["label"], test["component"])) == {309: -1, 0: 7}
     # the kept per-class pipelines are safetensors in diffusers layout and sample the exported images
     import torch
     from diffusers import StableDiffusionPipeline
