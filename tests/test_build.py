@@ -250,6 +250,7 @@ def test_corrupt_reference_image_is_named(tmp_path):
         resolve_class(recipe, recipe.classes[0], tmp_path / "samples")
 
 
+@pytest.mark.slow
 def test_corrupt_reference_stops_the_cli_before_any_export(tmp_path):
     folder = tmp_path / "refs"
     folder.mkdir()
@@ -301,6 +302,7 @@ def test_image_seeds_are_stable_and_distinct():
     assert image_seed(1, "class", 309, 0, 0) != image_seed(0, "class", 309, 0, 0)
 
 
+@pytest.mark.slow
 def test_sampling_resumes_whole_batches_with_identical_bytes(tiny_pipe, tmp_path):
     from spurbench.generation import Job, image_seed, sample
 
