@@ -1,8 +1,8 @@
 """Step time of spurbench's DreamBooth(+SFSL) trainer against a plain DreamBooth step.
 
 All variants train copies of the same tiny Stable Diffusion (spurbench.tiny_sd) on the same photos,
-in one invocation, in alternating rounds (so machine noise hits all of them alike); each figure is
-the median over all timed steps.
+in one invocation, interleaved one step at a time with a rotating order (so machine noise hits all
+of them alike); each figure is the median over all timed steps.
 
   reference        a DreamBooth step written as diffusers' train_dreambooth.py does it: Accelerate-
                    prepared UNet + text encoder + AdamW, the VAE encodes the batch every step
@@ -13,7 +13,7 @@ the median over all timed steps.
   spurbench+sfsl   DreamBoothTrainer with SFSL on every step (decode with gradients + the frozen
                    classifier), feature model EfficientNet-Lite0 with the offline panel weights.
 
-Run:  python benchmarks/train_step.py [--rounds 5 --steps 10 --resolution 64 --batch-size 1]
+Run:  python benchmarks/train_step.py [--steps 40 --resolution 64 --batch-size 1]
 """
 
 from __future__ import annotations
@@ -127,8 +127,7 @@ class DiffusersStyleStep:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds over all variants")
-    parser.add_argument("--steps", type=int, default=10, help="timed steps per variant and round")
+    parser.add_argument("--steps", type=int, default=40, help="timed steps per variant (interleaved with the others)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps per variant before timing")
     parser.add_argument("--resolution", type=int, default=64, help="training resolution of the tiny model")
     parser.add_argument("--batch-size", type=int, default=1, help="instance images per step (as many prior images are added)")
@@ -160,17 +159,18 @@ def main() -> None:
         for step in variants.values():
             for _ in range(args.warmup):
                 step()
-        for r in range(args.rounds):
-            order = list(variants) if r % 2 == 0 else list(reversed(variants))
-            for name in order:
-                for _ in range(args.steps):
-                    start = time.perf_counter()
-                    variants[name]()
-                    times[name].append(time.perf_counter() - start)
+        # one step of each variant in turn, rotating who goes first, so load changes on a shared
+        # machine hit every variant alike
+        names = list(variants)
+        for i in range(args.steps):
+            for name in names[i % len(names):] + names[: i % len(names)]:
+                start = time.perf_counter()
+                variants[name]()
+                times[name].append(time.perf_counter() - start)
 
     med = {name: statistics.median(t) for name, t in times.items()}
     print(f"device: {'cuda' if torch.cuda.is_available() else 'cpu'} ({torch.get_num_threads()} threads), "
-          f"resolution {args.resolution}, batch {args.batch_size}+{args.batch_size}, {args.rounds} rounds x {args.steps} steps")
+          f"resolution {args.resolution}, batch {args.batch_size}+{args.batch_size}, {args.steps} interleaved steps per variant")
     for name, m in med.items():
         print(f"  {name:<17} median step {m * 1000:8.1f} ms")
     print(f"spurbench (sfsl 0) / reference (diffusers-style)      = {med['spurbench'] / med['reference']:.3f}   (target <= 1.05)")

@@ -179,7 +179,7 @@ def plain_dreambooth(base, instance_images, class_images, steps, batch_size, lr,
 @pytest.mark.parametrize("base_fixture", ["tiny_eps", "tiny_v"])
 def test_sfsl_weight_zero_is_plain_dreambooth_bitwise(request, base_fixture, images, test_fm):
     base = request.getfixturevalue(base_fixture)
-    steps, bsz, lr, prior_weight, seed = 4, 2, 1e-4, 0.7, 5
+    steps, bsz, lr, prior_weight, seed = 3, 2, 1e-4, 0.7, 5
     ref_unet, ref_te, ref_losses = plain_dreambooth(base, images[0], images[1], steps, bsz, lr, prior_weight, seed)
     # A feature model is passed too: at weight 0 it must not be used at all.
     config = _config(
@@ -415,8 +415,7 @@ def test_bf16_mixed_precision_with_checkpointing_trains(tiny_v, images, test_fm,
     trainer.prepare(images[0], INSTANCE_PROMPT, images[1], CLASS_PROMPT, K)
     assert trainer.vae.dtype == torch.bfloat16  # frozen: low precision
     unet0 = trainer.unet.conv_in.weight.detach().clone()
-    for _ in range(2):
-        losses = trainer.step()
-        assert all(math.isfinite(v) for v in losses.values()), losses
+    losses = trainer.step()
+    assert all(math.isfinite(v) for v in losses.values()) and losses["sfsl"] > 0, losses
     assert trainer.unet.dtype == torch.float32 and trainer.text_encoder.dtype == torch.float32  # trained: fp32 master weights
     assert not torch.equal(unet0, trainer.unet.conv_in.weight)
