@@ -110,10 +110,13 @@ class Build:
 
 @pytest.fixture(scope="session")
 def smoke_build(tmp_path_factory) -> Build:
-    """The shipped smoke recipe, built once through the CLI as a user would (default threads, progress bars)."""
+    """The shipped smoke recipe, built once through the CLI as a user would (with progress bars).
+
+    One thread: the tiny models gain nothing from two, and on a busy 2-core machine two spinning
+    OpenMP threads made this build several times slower."""
     cwd = tmp_path_factory.mktemp("smoke")
     start = time.perf_counter()
-    proc = _run([sys.executable, "-m", "spurbench", "build", "--recipe", "smoke", "--out", "data"], cwd)
+    proc = _run([sys.executable, "-m", "spurbench", "build", "--recipe", "smoke", "--out", "data"], cwd, OMP_NUM_THREADS="1")
     seconds = time.perf_counter() - start
     assert proc.returncode == 0, proc.stderr[-4000:]
     print(f"\nsmoke build: {seconds:.1f} s wall")
