@@ -269,7 +269,10 @@ def _num(x: Any, digits: int = 3) -> str:
         v = float(x)
     except (TypeError, ValueError):
         return "–"
-    return f"{v:.{digits}f}" if math.isfinite(v) else "–"
+    if not math.isfinite(v):
+        return "–"
+    text = f"{v:.{digits}f}"
+    return text[1:] if text.startswith("-") and float(text) == 0 else text  # no "-0.000"
 
 
 def _pct(x: Any) -> str:
@@ -533,7 +536,7 @@ def _figure(s: Shot, with_mark: bool, lazy: bool) -> str:
     return (
         f'<figure class="shot" data-index="{s.index}"' + (f' data-fooled="{n}"' if with_mark else ' data-reference="1"')
         + f' title="{esc(tip)}"><img src="{esc(s.src)}" alt="{esc(alt)}"{loading} decoding="async">{mark}'
-        f"<figcaption>#{s.index}</figcaption></figure>"
+        f"<figcaption>{'' if with_mark else 'ref '}#{s.index}</figcaption></figure>"
     )
 
 
@@ -583,10 +586,13 @@ def _contact_sheets(p: _Page) -> str:
 
 _KNOWN_PROVENANCE = [
     ("recipe", "recipe"),
+    ("recipe_sha256", "recipe hash (sha256)"),
     ("recipe_hash", "recipe hash"),
+    ("builder", "builder"),
     ("base_model", "base model"),
+    ("base_model_revision", "base model revision"),
     ("base_models", "base models"),
-    ("feature_model", "feature model"),
+    ("feature_model", "feature model (SFSL)"),
     ("created", "date"),
     ("date", "date"),
     ("spurbench_version", "spurbench version"),
@@ -596,7 +602,7 @@ _KNOWN_PROVENANCE = [
 def _value_html(v: Any) -> str:
     if isinstance(v, (dict, list)):
         return f"<pre>{esc(yaml.safe_dump(v, sort_keys=False, allow_unicode=True, width=100).strip())}</pre>"
-    return f"<code>{esc(v)}</code>"
+    return f"<code>{esc(v)}</code>" if v is not None and v != "" else "—"
 
 
 def _provenance_section(p: _Page) -> str:
