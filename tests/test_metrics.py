@@ -222,9 +222,17 @@ def test_fleiss_kappa_degenerate_and_invalid():
         M.fleiss_kappa([[2, 0], [1, 0]])  # unequal numbers of raters
 
 
-def test_fleiss_kappa_statsmodels_extra_check():
-    sm = pytest.importorskip("statsmodels.stats.inter_rater")  # optional: not a dependency
+def test_fleiss_kappa_against_statsmodels():
+    from statsmodels.stats import inter_rater as sm  # in the test extra: an independent implementation
+
     assert M.fleiss_kappa(FLEISS_TABLE) == pytest.approx(sm.fleiss_kappa(np.array(FLEISS_TABLE), method="fleiss"))
+    rng = np.random.default_rng(1)
+    for _ in range(50):
+        raters = int(rng.integers(2, 7))
+        table = rng.multinomial(raters, [0.3, 0.7], size=int(rng.integers(3, 30)))
+        ours = M.fleiss_kappa(table)
+        if ours is not None:
+            assert ours == pytest.approx(sm.fleiss_kappa(table, method="fleiss"))
 
 
 # ------------------------------------------------------------------------------------- consistency
