@@ -481,7 +481,8 @@ def _consistency_section(p: _Page) -> str:
 
     per_class = c.get("per_class") or {}
     cols = [
-        _Column("class", "class", "ImageNet class the images are spurious for", "text", lambda v: v, None),
+        _Column("class", "class", "ImageNet class the images are spurious for (sorts by class index)", "num",
+                lambda k: f'<a href="#{_anchor(k)}">{esc(_class_label(k))}</a>', None),
         _Column("n", "images", "images of this class", "num", lambda v: str(int(v)), None),
         _Column("all_fooled_rate", "fooled by all", "fraction of the class's images fooling every model", "num", _pct, None),
         _Column("at_least_half_rate", "≥ half", "fraction fooling at least half of the models", "num", _pct, None),
@@ -492,7 +493,7 @@ def _consistency_section(p: _Page) -> str:
     for k in p.classes:
         block = per_class.get(str(k)) or {}
         n = block.get("num_images", len(p.shots.get(k, [])) or None)
-        trs.append([f'<a href="#{_anchor(k)}">{esc(_class_label(k))}</a>', n] + [block.get(col.key) for col in cols[2:]])
+        trs.append([k, n] + [block.get(col.key) for col in cols[2:]])
     table = _sortable_table(cols, trs, "consistency-per-class", "Per class (click a header to sort)")
     notes = ""
     if c.get("note"):
@@ -532,7 +533,12 @@ def _figure(s: Shot, with_mark: bool, lazy: bool) -> str:
     tip = "\n".join(bits)
     alt = f"image {s.index} of class {s.label}" + (f", fools {n} of {m} classifiers" if with_mark else "")
     loading = ' loading="lazy"' if lazy else ""
-    mark = f'<span class="mark {_mark_class(n, m)}" title="fools {n} of {m}">{n}/{m}</span>' if with_mark else ""
+    if not with_mark:
+        mark = ""
+    elif m == 0:  # e.g. scored with --limit: no panel model has a prediction for this image
+        mark = '<span class="mark f-none" title="not scored by the panel">n/a</span>'
+    else:
+        mark = f'<span class="mark {_mark_class(n, m)}" title="fools {n} of {m}">{n}/{m}</span>'
     return (
         f'<figure class="shot" data-index="{s.index}"' + (f' data-fooled="{n}"' if with_mark else ' data-reference="1"')
         + f' title="{esc(tip)}"><img src="{esc(s.src)}" alt="{esc(alt)}"{loading} decoding="async">{mark}'

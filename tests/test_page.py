@@ -232,6 +232,22 @@ def test_page_without_the_dataset_still_renders(board, tmp_path):
     assert _parse(out).ranking_rows == 3 and _parse(out).imgs == []
 
 
+def test_images_a_model_did_not_score_are_marked_as_such(board, photo_dataset, tmp_path):
+    """As after `spurbench eval --limit N`: predictions CSVs that cover only the first rows."""
+    copy = tmp_path / "board" / "leaderboard.json"
+    shutil.copytree(board.parent, copy.parent)
+    for csv_path in (copy.parent / "predictions").glob("*.csv"):
+        lines = csv_path.read_text().splitlines(keepends=True)
+        csv_path.write_text("".join(lines[:5]))  # header + images 0..3
+    out = render_page(copy, tmp_path / "site", dataset_folder=photo_dataset.path)
+    counts = _fool_counts(copy)
+    shots = {int(f["data-index"]): f for f in _parse(out).figures if "data-fooled" in f}
+    assert len(shots) == len(photo_dataset.labels)
+    assert {i: int(shots[i]["data-fooled"]) for i in range(4)} == {i: counts[i] for i in range(4)}
+    text = out.read_text()
+    assert text.count('title="not scored by the panel">n/a<') == len(photo_dataset.labels) - 4
+
+
 def test_user_mistakes_are_clear_and_leave_the_old_page(board, page, photo_dataset, tmp_path):
     before = page.read_bytes()
     # a different dataset than the one scored: refused by fingerprint, old page untouched
