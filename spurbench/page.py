@@ -25,7 +25,7 @@ import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import yaml
 
@@ -816,19 +816,3 @@ def render_page(leaderboard_path: str | Path, out_dir: str | Path, dataset_folde
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return out_dir / "index.html"
-
-
-def _main(argv: Iterable[str] | None = None) -> int:  # pragma: no cover - developer convenience
-    import argparse
-
-    ap = argparse.ArgumentParser(description="render a leaderboard page (same as `spurbench leaderboard --format html`)")
-    ap.add_argument("leaderboard")
-    ap.add_argument("out")
-    ap.add_argument("--dataset")
-    a = ap.parse_args(list(argv) if argv is not None else None)
-    print(render_page(a.leaderboard, a.out, a.dataset))
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(_main())
