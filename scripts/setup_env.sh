@@ -15,17 +15,26 @@ fi
 # shellcheck disable=SC1091
 . "$VENV/bin/activate"
 export PIP_DISABLE_PIP_VERSION_CHECK=1
+# pip, quietly; drops the "Location ... is ignored" lines some machines' pip configurations print per package
+pip_install() {
+  local log rc=0
+  log=$(mktemp)
+  python -m pip install -q "$@" >"$log" 2>&1 || rc=$?
+  grep -v "^WARNING: Location '.*' is ignored" "$log" || true
+  rm -f "$log"
+  return "$rc"
+}
 if ! python -c "import torch, torchvision" >/dev/null 2>&1; then
   # torch and torchvision must come as a matching pair; this pair is the one this workplace has on disk.
   echo "[setup] installing ${SPURBENCH_TORCH:-torch==2.14.1 torchvision==0.29.1} (a few minutes the first time)"
   # shellcheck disable=SC2086
-  python -m pip install -q ${SPURBENCH_TORCH:-torch==2.14.1 torchvision==0.29.1}
+  pip_install ${SPURBENCH_TORCH:-torch==2.14.1 torchvision==0.29.1}
 fi
 stamp="$VENV/.spurbench-installed"
 want="$(cat pyproject.toml | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] || ! python -c "import spurbench" >/dev/null 2>&1; then
   echo "[setup] installing spurbench[test] (editable) and its dependencies"
-  python -m pip install -q -e ".[test]"
+  pip_install -e ".[test]"
   echo "$want" > "$stamp"
 fi
 echo "[setup] ready: $(python -c 'import torch, timm, datasets; print(f"torch {torch.__version__}, timm {timm.__version__}, datasets {datasets.__version__}")')"

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from spurbench.errors import SpurbenchError
+from spurbench.errors import SpurbenchError, hub_failure_reason
 
 #: per-class completion marker, written (atomically) only once all its images are on disk
 CLASS_MARKER = "done.json"
@@ -256,10 +256,9 @@ def _base_model(ctx: Context) -> tuple[str, str | None]:
     try:
         path = Path(DiffusionPipeline.download(b.id, revision=b.revision))
     except Exception as err:  # offline, gated, typo: all fixable by the user
-        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
         raise SpurbenchError(
             f"cannot get base model '{b.id}' (revision {b.revision}) from the Hugging Face Hub "
-            f"({'HF_HUB_OFFLINE is set' if offline else err.__class__.__name__}); check the id, your login and network, "
+            f"({hub_failure_reason(err)}); check the id, your login and network, "
             "or set base_model.id to a local diffusers folder"
         ) from None
     # The snapshot folder is named after the commit: record it, so `main` still pins what was used.
@@ -620,9 +619,7 @@ def push_to_hub(folder: Path, repo_id: str, private: bool = False, message: str 
         api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
         api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="dataset", commit_message=message)
     except Exception as err:
-        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
-        why = "HF_HUB_OFFLINE is set" if offline else err.__class__.__name__
         raise SpurbenchError(
-            f"could not push '{folder}' to the Hub dataset repo {repo_id} ({why}); the export is complete on disk: "
+            f"could not push '{folder}' to the Hub dataset repo {repo_id} ({hub_failure_reason(err)}); the export is complete on disk: "
             "log in with `hf auth login`, check the repo name and network, and re-run the same command"
         ) from None

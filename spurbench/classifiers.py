@@ -20,7 +20,7 @@ from typing import Any, Mapping
 
 import torch
 
-from spurbench.errors import SpurbenchError
+from spurbench.errors import SpurbenchError, hub_failure_reason
 from spurbench.imagenet import NUM_CLASSES
 
 #: keys a `weights` mapping may carry
@@ -253,10 +253,9 @@ def _create_pretrained(spec: ClassifierSpec) -> tuple[torch.nn.Module, dict]:
     try:
         model = timm.create_model(spec.model, pretrained=True)
     except Exception as err:  # offline, not in the cache, or a Hub error: the user fixes all by giving a local file
-        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
         raise SpurbenchError(
             f"the weights of '{spec.model}' cannot be fetched from the Hugging Face Hub "
-            f"({'HF_HUB_OFFLINE is set' if offline else _short(err)}); pass --weights FILE (a local state dict) "
+            f"({hub_failure_reason(err, _short(err))}); pass --weights FILE (a local state dict) "
             "or use a panel entry whose weights name a local file or package (e.g. --panel offline)"
         ) from None
     source, path = _pretrained_location(model.pretrained_cfg)
@@ -312,10 +311,9 @@ def _weights_file(spec: ClassifierSpec) -> tuple[Path, str]:
         try:
             path = Path(hf_hub_download(repo_id=w["hub"], filename=w["file"], revision=w.get("revision")))
         except Exception as err:
-            offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
             raise SpurbenchError(
                 f"cannot fetch '{w['file']}' from Hub repo '{w['hub']}' for '{spec.display_name}' "
-                f"({'HF_HUB_OFFLINE is set' if offline else _short(err)}); download it where there is network and pass "
+                f"({hub_failure_reason(err, _short(err))}); download it where there is network and pass "
                 f"--weights FILE --key-map {w.get('key_map', 'none')}, or a panel entry with that local file"
             ) from None
         rev = f"@{w['revision']}" if w.get("revision") else ""

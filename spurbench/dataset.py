@@ -20,7 +20,7 @@ from typing import Any, Iterable, Iterator, Mapping
 import yaml
 
 from spurbench import imagenet
-from spurbench.errors import SpurbenchError
+from spurbench.errors import SpurbenchError, hub_failure_reason
 
 #: split holding the generated (or otherwise spurious) images that `eval` scores by default
 DEFAULT_SPLIT = "test"
@@ -215,10 +215,8 @@ def resolve_dataset(source: str | Path, revision: str | None = None) -> Path:
 
         return Path(snapshot_download(repo_id=str(source), repo_type="dataset", revision=revision))
     except Exception as err:  # offline, private, or a typo: all are user-fixable
-        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
-        why = "HF_HUB_OFFLINE is set" if offline else err.__class__.__name__
         raise SpurbenchError(
-            f"dataset '{source}' is not a local folder and cannot be fetched from the Hugging Face Hub ({why}); "
+            f"dataset '{source}' is not a local folder and cannot be fetched from the Hugging Face Hub ({hub_failure_reason(err)}); "
             "check the path, or the Hub id, your login (`hf auth login`) and network"
         ) from None
 

