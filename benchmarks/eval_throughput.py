@@ -3,7 +3,7 @@
 Builds a contract dataset of real photos (scikit-image / scikit-learn samples, flipped, cropped and
 rotated into distinct images of varied sizes), then times, alternating and repeated:
 
-- spurbench: `spurbench.evaluation.predict` (the loop `spurbench eval` runs: DataLoader workers decoding
+- spurbench: `spurbench.evaluate.evaluation.predict` (the loop `spurbench eval` runs: DataLoader workers decoding
   the Parquet image bytes, timm eval transform, batched inference_mode, channels-last, softmax + top-5 +
   target probability kept per image);
 - timm: `timm.data.create_dataset('hfds/<folder>', root=None, split='test')` + `timm.data.create_loader(...,
@@ -64,7 +64,7 @@ def make_dataset(root: Path, n: int) -> Path:
 
 
 def time_spurbench(clf, data, batch_size: int, workers: int) -> float:
-    from spurbench.evaluation import _ImageItems, build_transforms, predict
+    from spurbench.evaluate.evaluation import _ImageItems, build_transforms, predict
 
     tf, _ = build_transforms(clf.data_config, "timm")
     start = time.perf_counter()
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     import copy
 
     from spurbench.classifiers import create_classifier, load_panel
-    from spurbench.evaluation import DEFAULT_WORKERS, open_dataset
+    from spurbench.evaluate.evaluation import DEFAULT_WORKERS, open_dataset
 
     workers = DEFAULT_WORKERS if args.workers is None else args.workers
     with tempfile.TemporaryDirectory() as tmp:

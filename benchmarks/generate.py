@@ -1,7 +1,7 @@
 """Images/s of spurbench's batched sampling against one pipeline call per image, same model, same
 prompts, same seeds, one invocation.
 
-  batched     `spurbench.generation.sample` (what `spurbench build` runs in stages 2 and 4): one
+  batched     `spurbench.build.sampling.sample` (what `spurbench build` runs in stages 2 and 4): one
               StableDiffusionPipeline call per batch of `--batch-size` images, a CPU
               torch.Generator per image, PNGs written atomically.
   per-image   the same pipeline called once per image (prompt, generator of that image's seed),
@@ -36,8 +36,8 @@ def main() -> None:
 
     import torch
 
-    from spurbench.generation import Job, image_seed, load_pipeline, sample, save_png
-    from spurbench.tiny_sd import make_tiny_stable_diffusion
+    from spurbench.build.sampling import Job, image_seed, load_pipeline, sample, save_png
+    from spurbench.build.tiny_sd import make_tiny_stable_diffusion
 
     root = Path(tempfile.mkdtemp(prefix="spurbench-bench-gen-"))
     try:

@@ -17,9 +17,9 @@ from spurbench.errors import SpurbenchError
 
 # name -> (module, one-line summary)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "build": ("spurbench.build", "build a spurious-image dataset from a recipe (fine-tune, sample, export)"),
-    "eval": ("spurbench.evaluation", "score timm classifiers on a spurious-image dataset and record them in a leaderboard"),
-    "leaderboard": ("spurbench.leaderboard", "print or render a leaderboard (markdown, JSON or a static HTML page)"),
+    "build": ("spurbench.build.stages", "build a spurious-image dataset from a recipe (fine-tune, sample, export)"),
+    "eval": ("spurbench.evaluate.evaluation", "score timm classifiers on a spurious-image dataset and record them in a leaderboard"),
+    "leaderboard": ("spurbench.evaluate.report", "print or render a leaderboard (markdown, JSON or a static HTML page)"),
 }
 
 

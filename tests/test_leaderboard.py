@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import cohen_kappa_score
 
-from spurbench import leaderboard as lb
+from spurbench.evaluate import leaderboard as lb
 from spurbench.errors import SpurbenchError
 
 DATASET = {
@@ -264,11 +264,11 @@ def test_markdown_lists_every_model_in_rank_order(tmp_path):
 # ------------------------------------------------------------------------------ parallel writers
 
 
-# Each writer is a separate interpreter that imports only spurbench.leaderboard, waits for a common
+# Each writer is a separate interpreter that imports only spurbench.evaluate.leaderboard, waits for a common
 # start signal, then records its model `rounds` times (different metrics each round).
 WRITER = """
 import json, os, sys, time
-from spurbench import leaderboard as lb
+from spurbench.evaluate import leaderboard as lb
 path, entry_file, go, rounds = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 dataset, entry = json.load(open(entry_file))
 while not os.path.exists(go):
@@ -357,7 +357,7 @@ def test_cli_errors_are_one_line(tmp_path):
 
 
 def test_cli_html_calls_the_page_renderer(tmp_path):
-    pytest.importorskip("spurbench.page")  # owned by another part of the project
+    pytest.importorskip("spurbench.evaluate.page")  # owned by another part of the project
     path = tmp_path / "leaderboard.json"
     record(path, "a", [1] * 12)
     record(path, "b", [0, 1] * 6)

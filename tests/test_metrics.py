@@ -1,4 +1,4 @@
-"""spurbench.metrics against independent computations: scikit-learn, exact fractions worked by hand,
+"""spurbench.evaluate.metrics against independent computations: scikit-learn, exact fractions worked by hand,
 and (only as an extra check, if installed) statsmodels."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, cohen_kappa_score, roc_auc_score
 
-from spurbench import metrics as M
+from spurbench.evaluate import metrics as M
 
 # ------------------------------------------------------------------------------------------ rates
 

@@ -1,4 +1,4 @@
-"""The leaderboard page (spurbench.page): rendered from a real leaderboard (the offline panel's three
+"""The leaderboard page (spurbench.evaluate.page): rendered from a real leaderboard (the offline panel's three
 real ImageNet classifiers scored by `spurbench eval` on real photos), checked as HTML and in a real
 headless Chromium (Debian's `chromium`, driven by Playwright).
 
@@ -23,8 +23,8 @@ import pytest
 from spurbench import cli
 from spurbench.dataset import DatasetCard, fingerprint, load_split, write_dataset
 from spurbench.errors import SpurbenchError
-from spurbench.leaderboard import ranked_entries
-from spurbench.page import esc, render_page
+from spurbench.evaluate.leaderboard import ranked_entries
+from spurbench.evaluate.page import esc, render_page
 
 CHROMIUM = os.environ.get("SPURBENCH_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 BUILD_COMMAND = "spurbench build --recipe photos --out 'a folder' # <b>&\"quoted\"</b>"

@@ -9,7 +9,7 @@ import yaml
 
 from spurbench import cli, imagenet
 from spurbench.errors import SpurbenchError
-from spurbench.recipe import load_recipe, recipe_from_dict, recipe_hash
+from spurbench.build.recipe import load_recipe, recipe_from_dict, recipe_hash
 from spurbench.resources import resolve
 
 

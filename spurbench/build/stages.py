@@ -68,7 +68,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 class Context:
     """Everything one process of a build needs."""
 
-    recipe: Any  # spurbench.recipe.Recipe
+    recipe: Any  # spurbench.build.recipe.Recipe
     recipe_path: Path
     recipe_sha256: str
     classes: list  # ClassEntry, the selection of this run, recipe order
@@ -96,7 +96,7 @@ class Context:
 
 
 def run(args: argparse.Namespace) -> int:
-    from spurbench.recipe import load_recipe, recipe_hash
+    from spurbench.build.recipe import load_recipe, recipe_hash
 
     for name in ("work_dir", "classes", "keep_weights", "spurious_imagenet", "push_to_hub"):
         if not hasattr(args, name):  # suppressed defaults (see add_arguments)
@@ -201,7 +201,7 @@ def _init_work_dir(ctx: Context) -> str:
     The date is fixed at the first start, so a resumed build writes the same card."""
     from filelock import FileLock
 
-    from spurbench.generation import write_json
+    from spurbench.build.sampling import write_json
 
     ctx.work.mkdir(parents=True, exist_ok=True)
     path = ctx.work / STATE_FILE
@@ -235,7 +235,7 @@ def _base_model(ctx: Context) -> tuple[str, str | None]:
         folder = ctx.work / "base"
         with FileLock(str(folder) + ".lock"):
             if not (folder / "model_index.json").is_file():
-                from spurbench.tiny_sd import make_tiny_stable_diffusion
+                from spurbench.build.tiny_sd import make_tiny_stable_diffusion
 
                 ctx.log(f"building the tiny Stable Diffusion ({b.tiny.prediction_type}, seed {b.tiny.seed}) into {folder}")
                 tmp = folder.with_name("base.tmp")
@@ -285,8 +285,8 @@ def _feature_spec(ctx: Context) -> dict | None:
 def stage_references(ctx: Context, mine: list) -> dict[int, Any]:
     from tqdm.auto import tqdm
 
-    from spurbench.generation import write_json
-    from spurbench.references import ClassReferences, resolve_class
+    from spurbench.build.sampling import write_json
+    from spurbench.build.references import ClassReferences, resolve_class
 
     folder = ctx.work / "references"
     folder.mkdir(parents=True, exist_ok=True)
@@ -309,7 +309,7 @@ def stage_references(ctx: Context, mine: list) -> dict[int, Any]:
 
 
 def _prior_settings(ctx: Context) -> tuple[bool, int]:
-    from spurbench.recipe import train_config_dict
+    from spurbench.build.recipe import train_config_dict
 
     prior = bool(train_config_dict(ctx.recipe).get("with_prior_preservation", True))
     return prior, ctx.recipe.num_class_images if prior else 0
@@ -318,7 +318,7 @@ def _prior_settings(ctx: Context) -> tuple[bool, int]:
 def stage_priors(ctx: Context, pending: list, base_model: str, base_revision: str | None) -> dict[str, list[Path]]:
     from tqdm.auto import tqdm
 
-    from spurbench.generation import class_prior_images, load_pipeline, torch_dtype
+    from spurbench.build.sampling import class_prior_images, load_pipeline, torch_dtype
 
     use_prior, n = _prior_settings(ctx)
     nouns = list(dict.fromkeys(c.noun for c in pending))
@@ -352,7 +352,7 @@ def stage_priors(ctx: Context, pending: list, base_model: str, base_revision: st
 
 def class_jobs(ctx: Context, entry) -> list:
     """Every image of a class: prompt by prompt, image by image, each with its own seed."""
-    from spurbench.generation import Job, image_seed
+    from spurbench.build.sampling import Job, image_seed
 
     r = ctx.recipe
     images = ctx.class_dir(entry.index) / "images"
@@ -384,13 +384,13 @@ def _cleanup_weights(ctx: Context, done: list) -> None:
 
 
 def _train_seed(ctx: Context, index: int) -> int:
-    from spurbench.generation import image_seed
+    from spurbench.build.sampling import image_seed
 
     return int(ctx.recipe.training.get("seed", image_seed(ctx.recipe.seed, "train", index)))
 
 
 def _load_feature_model(ctx: Context):
-    from spurbench.features import load_feature_model
+    from spurbench.build.features import load_feature_model
 
     return load_feature_model(_feature_spec(ctx), ctx.device)
 
@@ -400,10 +400,10 @@ def stage_classes(
 ) -> None:
     from tqdm.auto import tqdm
 
-    from spurbench.generation import load_pipeline, sample, torch_dtype, write_json
-    from spurbench.recipe import train_config_dict
-    from spurbench.references import load_image
-    from spurbench.training import TrainConfig, finetune_class, make_accelerator
+    from spurbench.build.sampling import load_pipeline, sample, torch_dtype, write_json
+    from spurbench.build.recipe import train_config_dict
+    from spurbench.build.references import load_image
+    from spurbench.build.dreambooth import TrainConfig, finetune_class, make_accelerator
 
     if not pending:
         ctx.log("stages 3-4/5: every class of this process is already done" if ctx.classes[ctx.rank :: ctx.world] else "stages 3-4/5: no classes for this process")
@@ -479,7 +479,7 @@ def stage_export(ctx: Context, base_revision: str | None, created: str) -> Path:
 
     from spurbench import imagenet
     from spurbench.dataset import DatasetCard, write_dataset
-    from spurbench.references import ClassReferences, verify_unchanged
+    from spurbench.build.references import ClassReferences, verify_unchanged
 
     missing = [c.index for c in ctx.classes if not _class_done(ctx, c.index)]
     if missing:

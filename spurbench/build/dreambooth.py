@@ -48,8 +48,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 
-from .errors import SpurbenchError
-from .features import FeatureModel, sfsl_loss
+from spurbench.errors import SpurbenchError
+from spurbench.build.features import FeatureModel, sfsl_loss
 
 if TYPE_CHECKING:
     from PIL import Image

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     import numpy as np
     from PIL import Image
 
-    from spurbench.recipe import ClassEntry, Recipe
+    from spurbench.build.recipe import ClassEntry, Recipe
 
 #: file name endings taken as images in a folder (case-insensitive)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm")

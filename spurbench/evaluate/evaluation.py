@@ -355,8 +355,8 @@ def evaluate(
 
     Nothing is written: see `record` for the predictions CSV and the leaderboard.
     """
-    from spurbench import metrics
-    from spurbench.leaderboard import predictions_relpath
+    from spurbench.evaluate import metrics
+    from spurbench.evaluate.leaderboard import predictions_relpath
 
     if preprocessing not in PREPROCESSING:
         raise SpurbenchError(f"unknown preprocessing '{preprocessing}'; use one of {', '.join(PREPROCESSING)}")
@@ -430,7 +430,7 @@ def evaluate(
 
 def write_predictions(path: str | Path, preds: Predictions) -> Path:
     """The predictions CSV (columns `leaderboard.PREDICTION_COLUMNS`), written atomically."""
-    from spurbench.leaderboard import PREDICTION_COLUMNS
+    from spurbench.evaluate.leaderboard import PREDICTION_COLUMNS
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -457,7 +457,7 @@ def record(leaderboard: str | Path, dataset_info: dict, entry: dict, preds: Pred
     If the leaderboard refuses the entry (another dataset, corrupt file), the model's previous
     predictions file is put back, so nothing that was there is damaged.
     """
-    from spurbench.leaderboard import record_entry
+    from spurbench.evaluate.leaderboard import record_entry
 
     leaderboard = Path(leaderboard)
     csv_path = leaderboard.parent / entry["predictions"]
@@ -520,7 +520,7 @@ def _f(x: float | None) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from spurbench.leaderboard import DEFAULT_LEADERBOARD
+    from spurbench.evaluate.leaderboard import DEFAULT_LEADERBOARD
 
     g = parser.add_argument_group("classifiers (at least one --model or a --panel)")
     g.add_argument("--model", action="append", default=[], metavar="NAME",
@@ -605,7 +605,7 @@ def command_line(args: argparse.Namespace) -> str:
 def run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
-    from spurbench.leaderboard import load_leaderboard
+    from spurbench.evaluate.leaderboard import load_leaderboard
 
     if not sys.stderr.isatty():
         # piped / logged runs: no progress bars from `datasets`, so stderr holds only what matters

@@ -83,7 +83,7 @@ class _Page:
 
 
 def _load_board(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    from spurbench.leaderboard import load_leaderboard, ranked_entries
+    from spurbench.evaluate.leaderboard import load_leaderboard, ranked_entries
 
     board = load_leaderboard(path)
     return board, list(ranked_entries(board))
@@ -174,7 +174,7 @@ def _has_split(folder: Path, split: str) -> bool:
 
 def _mark(shots: list[Shot], entries: Sequence[Mapping[str, Any]], panel: Sequence[str], board_dir: Path, folder: Path, split: str) -> None:
     """Mark each image with the panel models it fools, from the per-image prediction files (by `index`)."""
-    from spurbench.leaderboard import read_predictions
+    from spurbench.evaluate.leaderboard import read_predictions
 
     for entry in entries:
         model = entry.get("model")

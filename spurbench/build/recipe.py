@@ -61,7 +61,7 @@ SPURIOUS_IMAGENET_URL = "https://nc.mlcloud.uni-tuebingen.de/index.php/s/xBtTG9j
 
 @dataclass(frozen=True)
 class TinyBase:
-    """Build spurbench's tiny random Stable Diffusion (spurbench.tiny_sd) into the work dir."""
+    """Build spurbench's tiny random Stable Diffusion (spurbench.build.tiny_sd) into the work dir."""
 
     prediction_type: str = "epsilon"
     seed: int = 0
@@ -187,6 +187,8 @@ class Recipe:
     def base_model_name(self) -> str:
         b = self.base_model
         if b.tiny is not None:
+            # The name is part of exported cards; it stays as it was before the build/ subpackage existed,
+            # so existing recipes keep exporting byte-identical datasets.
             return f"spurbench.tiny_sd(prediction_type={b.tiny.prediction_type}, seed={b.tiny.seed}, image_size={self.resolution})"
         return str(b.id)
 
@@ -361,7 +363,7 @@ _SHARED_TRAINING_KEYS = ("resolution", "mixed_precision", "gradient_checkpointin
 def train_config_dict(recipe: Recipe, class_index: int | None = None) -> dict[str, Any]:
     """The dict given to TrainConfig.from_dict: the `training:` block plus the recipe-level knobs
     TrainConfig knows about (resolution, mixed precision, gradient checkpointing, seed)."""
-    from spurbench.training import TrainConfig
+    from spurbench.build.dreambooth import TrainConfig
 
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     out = dict(recipe.training)
@@ -373,7 +375,7 @@ def train_config_dict(recipe: Recipe, class_index: int | None = None) -> dict[st
 
 def _check_training(r: Recipe) -> None:
     try:
-        from spurbench.training import TrainConfig
+        from spurbench.build.dreambooth import TrainConfig
     except ImportError:  # the builder stack is not installed; `build` reports that itself
         return
     try:

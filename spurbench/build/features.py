@@ -20,10 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import SpurbenchError
+from spurbench.errors import SpurbenchError
 
 if TYPE_CHECKING:  # classifiers.py is owned by the "eval" helper
-    from .classifiers import ClassifierSpec
+    from spurbench.classifiers import ClassifierSpec
 
 __all__ = ["FeatureModel", "load_feature_model", "sfsl_loss"]
 
@@ -130,7 +130,7 @@ def sfsl_loss(
 def load_feature_model(spec: "dict | ClassifierSpec", device: str | torch.device = "cpu") -> FeatureModel:
     """Build the frozen SFSL feature model from a classifier spec (a dict as in a recipe, or a
     ClassifierSpec), loading weights exactly as `spurbench eval` does."""
-    from . import classifiers
+    from spurbench import classifiers
 
     if isinstance(spec, dict):
         spec = classifiers.ClassifierSpec.from_dict(spec)
