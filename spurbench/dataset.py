@@ -33,16 +33,28 @@ REQUIRED_COLUMNS = (
 )
 SOURCES = ("generated", "reference")
 PROVENANCE_KEY = "spurbench"
+#: what a set promises (DESIGN.md, "Kinds of set"): `spurious` = the class object is absent, predicting
+#: `label` is the failure; `shift` = the object is present (context changed, or a group-labelled set such
+#: as Waterbirds), predicting `label` is the success. Cards without a kind are `spurious` (the only kind
+#: spurbench made before kinds existed).
+KINDS = ("spurious", "shift")
+DEFAULT_KIND = "spurious"
+#: the label set every spurbench set used before label sets were named: ClassLabel over the 1000
+#: ImageNet-1k WordNet ids in index order
+IMAGENET_LABEL_SET = "imagenet-1k"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 
 
-def features(extra: Mapping[str, Any] | None = None):
-    """`datasets.Features` of the contract; builders may append columns (e.g. `background`, `group`)."""
+def features(extra: Mapping[str, Any] | None = None, label_names: Iterable[str] | None = None):
+    """`datasets.Features` of the contract; builders may append columns (e.g. `background`, `group`).
+
+    `label_names`: the ClassLabel names of a set whose labels are not ImageNet-1k (e.g. Waterbirds'
+    two classes); None means the 1000 ImageNet-1k WordNet ids."""
     from datasets import ClassLabel, Features, Image, Value
 
     feats = {
         "image": Image(),
-        "label": ClassLabel(names=list(imagenet.wnids())),
+        "label": ClassLabel(names=list(imagenet.wnids()) if label_names is None else list(label_names)),
         "class_name": Value("string"),
         "spurious_feature": Value("string"),
         "component": Value("int32"),
@@ -98,15 +110,22 @@ class DatasetCard:
     #: recipe name/hash, base models with revisions, input licences, created date, reproduce command, ...
     provenance: dict[str, Any] = field(default_factory=dict)
     tags: list[str] = field(default_factory=lambda: ["spurious-correlations", "robustness", "synthetic", "imagenet"])
+    #: one of KINDS, recorded in the provenance block as `kind`
+    kind: str = DEFAULT_KIND
+    #: name of the label set; anything but IMAGENET_LABEL_SET needs `label_names` in write_dataset
+    label_set: str = IMAGENET_LABEL_SET
 
 
-def _row_for(row: Mapping[str, Any], column_names: Iterable[str]) -> dict[str, Any]:
+def _row_for(row: Mapping[str, Any], column_names: Iterable[str], num_labels: int | None = None) -> dict[str, Any]:
     missing = [c for c in REQUIRED_COLUMNS if c not in row]
     if missing:
         raise ValueError(f"row is missing contract columns {missing}")
     if row["source"] not in SOURCES:
         raise ValueError(f"source must be one of {SOURCES}, got {row['source']!r}")
-    imagenet.check_index(int(row["label"]))
+    if num_labels is None:
+        imagenet.check_index(int(row["label"]))
+    elif not 0 <= int(row["label"]) < num_labels:
+        raise ValueError(f"label {row['label']} is outside the label set's {num_labels} classes")
     out = {c: row.get(c) for c in column_names}
     out["image"] = encode_image(row["image"]) if not (isinstance(row["image"], dict) and "bytes" in row["image"]) else row["image"]
     return out
@@ -118,6 +137,7 @@ def write_dataset(
     card: DatasetCard,
     extra_features: Mapping[str, Any] | None = None,
     rows_per_shard: int = 1000,
+    label_names: Iterable[str] | None = None,
 ) -> Path:
     """Write a Hub-layout dataset folder. Rows stream in; shards are written as they fill.
 
@@ -127,7 +147,12 @@ def write_dataset(
     from datasets import Dataset, DatasetInfo
 
     out_dir = Path(out_dir)
-    feats = features(extra_features)
+    if card.kind not in KINDS:
+        raise ValueError(f"card kind must be one of {KINDS}, got {card.kind!r}")
+    if (label_names is None) != (card.label_set == IMAGENET_LABEL_SET):
+        raise ValueError(f"label set {card.label_set!r} and label_names disagree: name the label set exactly when giving label_names")
+    label_names = None if label_names is None else list(label_names)
+    feats = features(extra_features, label_names)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     try:
@@ -137,7 +162,7 @@ def write_dataset(
             shard_files: list[Path] = []
             n = 0
             for chunk in _chunks(rows, rows_per_shard):
-                encoded = [_row_for(r, feats) for r in chunk]
+                encoded = [_row_for(r, feats, None if label_names is None else len(label_names)) for r in chunk]
                 ds = Dataset.from_list(encoded, features=feats)
                 shard = tmp / "data" / f"{split}-{len(shard_files):05d}.parquet.part"
                 ds.to_parquet(str(shard))
@@ -189,8 +214,8 @@ def _card_text(card: DatasetCard, info, counts: Mapping[str, tuple[int, int]]) -
             "splits": [{"name": s, "num_bytes": b, "num_examples": n} for s, (n, b) in counts.items()],
         },
     }
-    if card.provenance:
-        meta[PROVENANCE_KEY] = card.provenance
+    if card.provenance or card.kind != DEFAULT_KIND or card.label_set != IMAGENET_LABEL_SET:
+        meta[PROVENANCE_KEY] = {**card.provenance, "kind": card.kind, "label_set": card.label_set}
     header = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, width=1000)
     return f"---\n{header}---\n\n# {card.pretty_name}\n\n{card.body.strip()}\n"
 
@@ -275,3 +300,11 @@ def read_provenance(folder: str | Path) -> dict[str, Any]:
     except yaml.YAMLError:
         return {}
     return dict(meta.get(PROVENANCE_KEY) or {})
+
+
+def read_kind(folder: str | Path) -> str:
+    """The set's kind from its card (`spurious` for cards written before kinds existed)."""
+    kind = read_provenance(folder).get("kind", DEFAULT_KIND)
+    if kind not in KINDS:
+        raise SpurbenchError(f"dataset '{folder}' declares kind {kind!r} in its card; spurbench knows {', '.join(KINDS)}")
+    return kind

@@ -406,7 +406,7 @@ def test_smoke_card_states_provenance(smoke_build):
     prov = read_provenance(smoke_build.out)
     state = json.loads((smoke_build.work / "state.json").read_text())
     assert prov["recipe"] == "smoke" and prov["recipe_sha256"] == recipe_hash(recipe) == state["recipe_sha256"]
-    assert prov["base_model"].startswith("spurbench.build.tiny_sd(prediction_type=epsilon") and prov["base_model_revision"] is None
+    assert prov["base_model"].startswith("spurbench.tiny_sd(prediction_type=epsilon") and prov["base_model_revision"] is None
     assert prov["feature_model"] == recipe.feature_model and prov["builder"] == "sfsl"
     assert prov["created"] == state["created"] and prov["command"] == "spurbench build --recipe smoke --out data"
     from spurbench import __version__
