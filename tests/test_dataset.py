@@ -57,7 +57,8 @@ def test_round_trip_through_load_dataset(tmp_path, pixels):
     for got, want in zip(test["image"], pixels):
         assert np.array_equal(np.asarray(got.convert("RGB")), want)
     assert test[0]["seed"] == 7 and test[0]["component"] == 3
-    assert sd.read_provenance(out) == {"recipe_sha256": "abc"}
+    assert sd.read_provenance(out) == {"recipe_sha256": "abc", "kind": "spurious", "label_set": "imagenet-1k"}
+    assert sd.read_kind(out) == "spurious"
     card = (out / "README.md").read_text()
     assert "configs:" in card and "dataset_info:" in card and "num_examples: 5" in card
 

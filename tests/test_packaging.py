@@ -25,9 +25,16 @@ def _run(*args: str, cwd: Path | None = None, **kw) -> subprocess.CompletedProce
 def test_every_flag_has_help(command):
     parser = cli.build_parser([command])
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
-    undocumented = [a.option_strings or a.dest for a in sub._actions if not isinstance(a, argparse._HelpAction) and not a.help]
-    assert not undocumented, f"`spurbench {command}` flags without help: {undocumented}"
-    assert sub.description and len(sub.description) > 40
+    # commands with sub-commands of their own (`spurbench import <source>`) are checked all the way down
+    todo = [(f"spurbench {command}", sub)]
+    while todo:
+        name, p = todo.pop()
+        undocumented = [a.option_strings or a.dest for a in p._actions if not isinstance(a, argparse._HelpAction) and not a.help]
+        assert not undocumented, f"`{name}` flags without help: {undocumented}"
+        assert p.description and len(p.description) > 40, name
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                todo += [(f"{name} {child}", q) for child, q in action.choices.items()]
 
 
 def test_top_level_help_lists_commands(tmp_path):

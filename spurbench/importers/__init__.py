@@ -18,7 +18,7 @@ IMPORTERS: dict[str, tuple[str, str]] = {}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="source", metavar="<source>")
+    sub = parser.add_subparsers(dest="source", metavar="<source>", help="the dataset to import; `spurbench import <source> --help` for its flags")
     for name, (module_name, summary) in IMPORTERS.items():
         module = importlib.import_module(module_name)
         p = sub.add_parser(name, help=summary, description=module.__doc__ or summary,
