@@ -40,6 +40,8 @@ REQUIRED_COLUMNS = (
     "image", "label", "class_name", "spurious_feature", "component", "source", "builder", "prompt", "seed",
 )
 SOURCES = ("generated", "reference")
+#: file name endings taken as images in a folder (case-insensitive)
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm")
 PROVENANCE_KEY = "spurbench"
 #: what a set promises (DESIGN.md, "Kinds of set"): `spurious` = the class object is absent, predicting
 #: `label` is the failure; `shift` = the object is present (context changed, or a group-labelled set such
