@@ -47,7 +47,7 @@ def make_tiny_stable_diffusion(
     """
     import torch
     from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from transformers import CLIPTextConfig, CLIPTextModel
 
     if prediction_type not in ("epsilon", "v_prediction"):
         raise ValueError(f"prediction_type must be 'epsilon' or 'v_prediction', got {prediction_type!r}")
@@ -93,11 +93,7 @@ def make_tiny_stable_diffusion(
             max_position_embeddings=77,
         )
     )
-    tok_dir = out_dir / "_tokenizer_src"
-    tok_dir.mkdir(parents=True, exist_ok=True)
-    (tok_dir / "vocab.json").write_text(json.dumps(vocab))
-    (tok_dir / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
-    tokenizer = CLIPTokenizer.from_pretrained(str(tok_dir), model_max_length=77)
+    tokenizer = tiny_clip_tokenizer(out_dir, model_max_length=77)
     scheduler = DDPMScheduler(
         beta_start=0.00085,
         beta_end=0.012,
@@ -118,7 +114,22 @@ def make_tiny_stable_diffusion(
         requires_safety_checker=False,
     )
     pipe.save_pretrained(str(out_dir), safe_serialization=True)
-    for f in tok_dir.iterdir():
-        f.unlink()
-    tok_dir.rmdir()
     return out_dir
+
+
+def tiny_clip_tokenizer(scratch_dir: str | Path, model_max_length: int = 77):
+    """A CLIPTokenizer over the byte-level vocabulary above, loaded with `from_pretrained` from files
+    written into a scratch folder under `scratch_dir` (removed again). Shared with the tiny detectors."""
+    from transformers import CLIPTokenizer
+
+    vocab, merges = _byte_level_vocab()
+    tok_dir = Path(scratch_dir) / "_tokenizer_src"
+    tok_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        (tok_dir / "vocab.json").write_text(json.dumps(vocab))
+        (tok_dir / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
+        return CLIPTokenizer.from_pretrained(str(tok_dir), model_max_length=model_max_length)
+    finally:
+        for f in tok_dir.iterdir():
+            f.unlink()
+        tok_dir.rmdir()
