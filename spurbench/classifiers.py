@@ -155,8 +155,16 @@ class LoadedClassifier:
     spec: ClassifierSpec = field(repr=False)
 
 
-def create_classifier(spec: ClassifierSpec, device: str | torch.device = "cpu") -> LoadedClassifier:
-    """Build the timm model of `spec`, load its weights, check it has an ImageNet-1k head."""
+class HeadMismatch(SpurbenchError):
+    """The classifier's number of outputs is not the number of classes asked for."""
+
+
+def create_classifier(spec: ClassifierSpec, device: str | torch.device = "cpu", num_classes: int = NUM_CLASSES) -> LoadedClassifier:
+    """Build the timm model of `spec`, load its weights, check its head has `num_classes` outputs.
+
+    `num_classes` is ImageNet-1k's 1000 unless the dataset names another label set (e.g. a classifier
+    fine-tuned on Waterbirds' two classes); a head of another size raises `HeadMismatch`.
+    """
     import timm
 
     hub_model = spec.model.startswith(("hf-hub:", "hf_hub:"))
@@ -167,6 +175,8 @@ def create_classifier(spec: ClassifierSpec, device: str | torch.device = "cpu") 
         check_model_name(spec.model, pretrained=spec.weights is None)
 
     if spec.weights is None:
+        if num_classes != NUM_CLASSES:
+            raise HeadMismatch(_head_message(spec.display_name, NUM_CLASSES, num_classes))
         model, weights_info = _create_pretrained(spec)
     else:
         path, source = _weights_file(spec)
@@ -177,19 +187,19 @@ def create_classifier(spec: ClassifierSpec, device: str | torch.device = "cpu") 
                 "replace the file or update the panel's sha256"
             )
         try:
-            model = timm.create_model(spec.model, pretrained=False)
+            model = timm.create_model(spec.model, pretrained=False, num_classes=num_classes)
         except Exception as err:  # hf-hub:... needs config.json from the Hub even without weights
             raise SpurbenchError(
                 f"cannot build '{spec.model}' ({_short(err)}); a hf-hub: model needs its config from the Hub, "
                 "so offline use a plain timm architecture name with --weights"
             ) from None
-        _check_head(model, spec)
+        _check_head(model, spec, num_classes)
         state = _read_state_dict(path)
         mapped = map_state_dict(state, model, spec.key_map, where=f"weights '{path}' for '{spec.model}'")
         model.load_state_dict(mapped, strict=True)
         weights_info = {"source": source, "sha256": sha}
 
-    _check_head(model, spec)
+    _check_head(model, spec, num_classes)
     model.eval().requires_grad_(False)
     model.to(device)
     data_config = timm.data.resolve_data_config(model=model)
@@ -375,6 +385,9 @@ def map_state_dict(
             )
         mapped = {}
         for i, ((src, tensor), (dst, ref)) in enumerate(zip(state.items(), target.items())):
+            head = _classifier_prefix(model)
+            if tensor.shape != ref.shape and head and dst.startswith(head + ".") and tensor.ndim >= 1:
+                raise HeadMismatch(f"{where}: the classifier head has {tensor.shape[0]} outputs, the model {ref.shape[0]}")
             if tensor.shape != ref.shape:
                 raise SpurbenchError(
                     f"{where}: tensor #{i} '{src}' has shape {tuple(tensor.shape)} but the model's '{dst}' has {tuple(ref.shape)}; "
@@ -402,9 +415,12 @@ def map_state_dict(
         if state[k].shape != ref.shape:
             head = _classifier_prefix(model)
             if head and k.startswith(head + ".") and state[k].ndim >= 1:
-                raise SpurbenchError(
+                n = int(ref.shape[0])
+                raise HeadMismatch(
                     f"{where}: the classifier head has {state[k].shape[0]} classes, not ImageNet-1k's {NUM_CLASSES}; "
-                    "spurbench scores ImageNet-1k classifiers only"
+                    "spurbench scores ImageNet-1k classifiers on ImageNet-labelled sets" if n == NUM_CLASSES else
+                    f"{where}: the classifier head has {state[k].shape[0]} outputs, not the {n} classes of the dataset's "
+                    "label set; use a classifier trained on that label set (e.g. `spurbench finetune`)"
                 )
             raise SpurbenchError(f"{where}: '{k}' has shape {tuple(state[k].shape)} in the file but {tuple(ref.shape)} in the model")
     return {k: state[k] for k in target}
@@ -416,13 +432,18 @@ def _classifier_prefix(model: torch.nn.Module) -> str | None:
     return head[0] if isinstance(head, (tuple, list)) else head
 
 
-def _check_head(model: torch.nn.Module, spec: ClassifierSpec) -> None:
+def _check_head(model: torch.nn.Module, spec: ClassifierSpec, num_classes: int = NUM_CLASSES) -> None:
     n = getattr(model, "num_classes", None)
-    if n != NUM_CLASSES:
-        raise SpurbenchError(_head_message(spec.display_name, n))
+    if n != num_classes:
+        raise HeadMismatch(_head_message(spec.display_name, n, num_classes))
 
 
-def _head_message(name: str, n: Any) -> str:
+def _head_message(name: str, n: Any, wanted: int = NUM_CLASSES) -> str:
+    if wanted != NUM_CLASSES:
+        return (
+            f"'{name}' has {n} outputs but the dataset's label set has {wanted} classes; score it with a classifier "
+            "trained on that label set (e.g. the model.safetensors of `spurbench finetune`)"
+        )
     return (
         f"'{name}' has a {n}-class head, not ImageNet-1k's {NUM_CLASSES} classes; pick an ImageNet-1k checkpoint "
         "(timm tags ending in _in1k, e.g. vit_base_patch16_224.augreg_in21k_ft_in1k rather than .augreg_in21k)"

@@ -350,3 +350,31 @@ def test_outputs_are_plain_python_for_json():
         text = json.dumps(obj, allow_nan=False)  # no numpy types, no NaN
         assert "NaN" not in text
     assert not math.isnan(c["fleiss_kappa"])
+
+
+def test_pooled_and_train_weighted_group_accuracy_on_a_hand_worked_table():
+    from spurbench.evaluate.metrics import group_accuracy, train_weighted_accuracy
+
+    # Waterbirds' training group sizes; a test table of 25 images worked by hand:
+    #   group            images  correct  accuracy   train images
+    #   landbird/land      10       9       0.90        3498
+    #   landbird/water      5       2       0.40         184
+    #   waterbird/land      4       1       0.25          56
+    #   waterbird/water     6       6       1.00        1057
+    # pooled = 18 / 25 = 0.72; unweighted mean = (0.9 + 0.4 + 0.25 + 1.0) / 4 = 0.6375
+    # train-weighted = (0.9*3498 + 0.4*184 + 0.25*56 + 1.0*1057) / 4795 = 4292.8 / 4795
+    groups = ["landbird/land"] * 10 + ["landbird/water"] * 5 + ["waterbird/land"] * 4 + ["waterbird/water"] * 6
+    correct = [1] * 9 + [0] + [1] * 2 + [0] * 3 + [1] + [0] * 3 + [1] * 6
+    train = {"landbird/land": 3498, "landbird/water": 184, "waterbird/land": 56, "waterbird/water": 1057}
+    g = group_accuracy(correct, groups)
+    assert g["overall_accuracy"] == pytest.approx(0.72)
+    assert g["average_accuracy"] == pytest.approx(0.6375)
+    assert g["worst_group"] == "waterbird/land" and g["worst_group_accuracy"] == pytest.approx(0.25)
+    w = train_weighted_accuracy(g["per_group"], train)
+    assert w["train_weighted_accuracy"] == pytest.approx(4292.8 / 4795)
+    assert w["weights"]["waterbird/land"] == pytest.approx(56 / 4795) and w["groups_without_training_images"] == []
+    # a group never seen in training gets weight 0 and is named; the rest renormalise
+    w = train_weighted_accuracy({**g["per_group"], "other/place": {"n": 3, "accuracy": 0.0}}, train)
+    assert w["train_weighted_accuracy"] == pytest.approx(4292.8 / 4795)
+    assert w["groups_without_training_images"] == ["other/place"]
+    assert train_weighted_accuracy({"a": 1.0}, {"b": 3})["train_weighted_accuracy"] is None

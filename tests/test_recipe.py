@@ -146,3 +146,21 @@ def test_cli_reports_the_bad_key_and_writes_nothing(tmp_path, capsys):
     rc = cli.main(["build", "--recipe", "no-such-recipe", "--out", str(out)])
     err = capsys.readouterr().err
     assert rc == 2 and "unknown recipe 'no-such-recipe'" in err and "smoke" in err and "spurious_imagenet" in err
+
+
+def test_method_key_picks_the_method_and_sfsl_is_the_default():
+    from spurbench.build.methods import METHODS, get_method
+
+    d = _smoke()
+    h = recipe_hash(recipe_from_dict(d))
+    # recipes written before methods existed are sfsl; spelling the default out changes nothing
+    assert recipe_from_dict({**d, "method": "sfsl"}).method == "sfsl"
+    assert recipe_hash(recipe_from_dict({**d, "method": "sfsl"})) == h
+    # dreambooth is sfsl without the similarity loss: same module, builder column "dreambooth"
+    assert get_method("dreambooth") is get_method("sfsl") and set(METHODS) >= {"sfsl", "dreambooth"}
+    plain = _edit("training.sfsl_weight", 0)
+    assert recipe_from_dict({**plain, "method": "dreambooth"}).builder == "dreambooth"
+    with pytest.raises(SpurbenchError, match=r"method dreambooth is sfsl without the similarity loss, but training\.sfsl_weight is 0\.1"):
+        recipe_from_dict({**d, "method": "dreambooth"})
+    with pytest.raises(SpurbenchError, match=r"key 'method' must be one of sfsl, dreambooth.*'dreamboot'"):
+        recipe_from_dict({**d, "method": "dreamboot"})

@@ -161,6 +161,9 @@ class Recipe:
     #: date for the card's provenance; None: the date the build was first started (kept in the work dir)
     created: str | None = None
 
+    #: the method module (spurbench.build.methods); not a field, so recipes written before methods hash the same
+    method: typing.ClassVar[str] = "sfsl"
+
     # -- derived -------------------------------------------------------------------------------
     def class_by_index(self) -> dict[int, ClassEntry]:
         return {c.index: c for c in self.classes}
@@ -210,8 +213,9 @@ def recipe_hash(recipe: Recipe) -> str:
 # Loading and validation
 
 
-def load_recipe(name_or_path: str | Path) -> tuple[Path, Recipe]:
-    """Resolve a recipe by name or path, parse and validate it. Errors name the file and the key."""
+def load_recipe(name_or_path: str | Path) -> tuple[Path, Any]:
+    """Resolve a recipe by name or path, parse and validate it (by its method's schema).
+    Errors name the file and the key."""
     from spurbench import resources
 
     path, data = resources.load_yaml("recipe", name_or_path)
@@ -221,11 +225,19 @@ def load_recipe(name_or_path: str | Path) -> tuple[Path, Recipe]:
         raise SpurbenchError(f"recipe '{path}': {err}") from None
 
 
-def recipe_from_dict(data: Mapping[str, Any]) -> Recipe:
+def recipe_from_dict(data: Mapping[str, Any]) -> Any:
+    """Parse and validate a recipe of any method (`method:`, default sfsl) with that method's schema."""
+    from spurbench.build.methods import get_method, method_name
+
     data = dict(data)
     if isinstance(data.get("created"), datetime.date):  # YAML reads an unquoted 2025-01-31 as a date
         data["created"] = data["created"].isoformat()
-    recipe = _convert(Recipe, data, "")
+    return get_method(method_name(data)).recipe_from_dict(data)
+
+
+def sfsl_recipe_from_dict(data: Mapping[str, Any]) -> Recipe:
+    """The sfsl/dreambooth schema (`Recipe`), without the `method` key."""
+    recipe = convert(Recipe, data, "")
     _check_semantics(recipe)
     return _with_defaults(recipe)
 
@@ -392,7 +404,8 @@ def _check_training(r: Recipe) -> None:
 _TYPE_WORDS = {str: "a string", int: "an integer", float: "a number", bool: "true or false", dict: "a mapping", list: "a list"}
 
 
-def _convert(tp: Any, value: Any, where: str) -> Any:
+def convert(tp: Any, value: Any, where: str) -> Any:
+    """Parsed YAML -> the schema dataclass `tp`, every error naming its key path (`where`)."""
     origin = typing.get_origin(tp)
     if origin in (Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
@@ -400,7 +413,7 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
             if len(args) != len(typing.get_args(tp)):
                 return None
             raise SpurbenchError(f"key '{where}' must not be empty")
-        return _convert(args[0], value, where)
+        return convert(args[0], value, where)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, Mapping):
             raise SpurbenchError(f"key '{where or '<top level>'}' must be a mapping, got {_describe(value)}")
@@ -418,13 +431,13 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
                 if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                     raise SpurbenchError(f"missing key '{key}'")
                 continue
-            kwargs[name] = _convert(hints[name], value[name], key)
+            kwargs[name] = convert(hints[name], value[name], key)
         return tp(**kwargs)
     if origin is list:
         if not isinstance(value, list):
             raise SpurbenchError(f"key '{where}' must be a list, got {_describe(value)}")
         (item,) = typing.get_args(tp)
-        return [_convert(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return [convert(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
     if tp is dict:
         if not isinstance(value, Mapping):
             raise SpurbenchError(f"key '{where}' must be a mapping, got {_describe(value)}")

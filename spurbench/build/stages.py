@@ -1,12 +1,14 @@
-"""Build a spurious-image dataset from a recipe: for every class, fine-tune Stable Diffusion on the
-class's reference spurious images (DreamBooth on UNet and text encoder, with prior preservation and
-the spurious-feature similarity loss), sample new images with fixed seeds, and export everything as a
-Hugging Face dataset (Parquet shards + dataset card) that `datasets.load_dataset(<out>)` reads.
+"""Build a dataset from a recipe: the stages every generation method shares.
 
-Stages, each resumable (kill the build at any moment and re-run the same command; finished work is
-kept, finished classes are not redone, and the export is byte-identical to an uninterrupted build):
-1 references, 2 class-prior images (once per noun, shared), 3 fine-tune per class, 4 generate per
-class, 5 export. State lives in the work dir (default `<out>.work`).
+The recipe's `method:` (spurbench.build.methods: `sfsl`, its alias `dreambooth`, `d3s`, ...) says what
+is made per class and how one image is made; this module does the rest, the same for every method:
+the work dir (bound to the recipe's hash), the base model, each class's reference images (stage 1),
+sharding classes over processes, a completion marker per class, and the export (Parquet shards +
+dataset card) that `datasets.load_dataset(<out>)` reads.
+
+Every stage is resumable: kill the build at any moment and re-run the same command; finished work is
+kept, finished classes are not redone, and the export is byte-identical to an uninterrupted build.
+State lives in the work dir (default `<out>.work`).
 
 Several processes: `accelerate launch --num_processes N -m spurbench build ...` gives process i the
 classes i, i+N, ...; the main process exports once all are done.
@@ -82,6 +84,10 @@ class Context:
     spurious_root: str | None
     progress: bool
     command: str
+    #: the method's module (spurbench.build.methods)
+    method: Any = None
+    #: local folder of the base pipeline, once stage "base model" has run
+    base_model: str | None = None
 
     @property
     def main(self) -> bool:
@@ -104,6 +110,8 @@ def run(args: argparse.Namespace) -> int:
     for name, value in (("device", "auto"), ("private", False), ("no_progress", False)):
         if not hasattr(args, name):  # a caller building its own Namespace
             setattr(args, name, value)
+
+    from spurbench.build.methods import get_method
 
     recipe_path, recipe = load_recipe(args.recipe)
     classes = _select_classes(recipe, args.classes)
@@ -134,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
         recipe=recipe, recipe_path=recipe_path, recipe_sha256=recipe_hash(recipe), classes=classes, out=out, work=work,
         rank=state.process_index, world=state.num_processes, device=state.device, mixed_precision=mixed_precision,
         keep_weights=recipe.keep_weights if args.keep_weights is None else args.keep_weights,
-        spurious_root=args.spurious_imagenet, progress=not args.no_progress, command=command,
+        spurious_root=args.spurious_imagenet, progress=not args.no_progress, command=command, method=get_method(recipe.method),
     )
     if ctx.mixed_precision != recipe.mixed_precision:
         ctx.log(f"note: mixed_precision {recipe.mixed_precision} needs a GPU; training in float32 on CPU")
@@ -152,13 +160,10 @@ def run(args: argparse.Namespace) -> int:
     # The main process makes (tiny) or downloads (Hub) the base model first, the others then find it:
     # transformers >= 5 writes weights only on rank 0, and one download is enough.
     with state.main_process_first():
-        base_model, base_revision = _base_model(ctx)
+        ctx.base_model, base_revision = _base_model(ctx)
     pending = [c for c in mine if not _class_done(ctx, c.index)]
-    _cleanup_weights(ctx, [c for c in mine if c not in pending])
-    # Loaded before the priors are made, so missing weights fail the build before minutes of sampling.
-    feature_model = _load_feature_model(ctx) if pending and recipe.sfsl_weight != 0 else None
-    priors = stage_priors(ctx, pending, base_model, base_revision)
-    stage_classes(ctx, pending, refs, priors, base_model, base_revision, feature_model)
+    prepared = ctx.method.prepare(ctx, pending, refs, ctx.base_model, base_revision)
+    stage_classes(ctx, pending, refs, prepared)
 
     if ctx.world > 1:
         ctx.log("waiting for the other processes to finish their classes")
@@ -266,18 +271,6 @@ def _base_model(ctx: Context) -> tuple[str, str | None]:
     return str(path), revision
 
 
-def _feature_spec(ctx: Context) -> dict | None:
-    """The recipe's feature model, with a local weights file taken relative to the recipe file."""
-    spec = ctx.recipe.feature_model
-    if spec is None:
-        return None
-    spec = json.loads(json.dumps(spec))
-    w = spec.get("weights")
-    if isinstance(w, dict) and "file" in w and "package" not in w and "hub" not in w and not Path(w["file"]).expanduser().is_absolute():
-        w["file"] = str((ctx.recipe_path.parent / w["file"]).resolve())
-    return spec
-
-
 # ---------------------------------------------------------------------------------------------
 # Stage 1: references
 
@@ -286,7 +279,7 @@ def stage_references(ctx: Context, mine: list) -> dict[int, Any]:
     from tqdm.auto import tqdm
 
     from spurbench.build.sampling import write_json
-    from spurbench.build.references import ClassReferences, resolve_class
+    from spurbench.build.references import ClassReferences
 
     folder = ctx.work / "references"
     folder.mkdir(parents=True, exist_ok=True)
@@ -298,69 +291,14 @@ def stage_references(ctx: Context, mine: list) -> dict[int, Any]:
         if manifest.is_file():
             out[entry.index] = ClassReferences.from_json(manifest.read_text())
             continue
-        refs = resolve_class(ctx.recipe, entry, folder / "samples", spurious_root=ctx.spurious_root, _scan_cache=scan_cache)
+        refs = ctx.method.resolve_references(ctx, entry, folder / "samples", scan_cache)
         write_json(manifest, json.loads(refs.to_json()))
         out[entry.index] = refs
     return out
 
 
 # ---------------------------------------------------------------------------------------------
-# Stage 2: class priors
-
-
-def _prior_settings(ctx: Context) -> tuple[bool, int]:
-    from spurbench.build.recipe import train_config_dict
-
-    prior = bool(train_config_dict(ctx.recipe).get("with_prior_preservation", True))
-    return prior, ctx.recipe.num_class_images if prior else 0
-
-
-def stage_priors(ctx: Context, pending: list, base_model: str, base_revision: str | None) -> dict[str, list[Path]]:
-    from tqdm.auto import tqdm
-
-    from spurbench.build.sampling import class_prior_images, load_pipeline, torch_dtype
-
-    use_prior, n = _prior_settings(ctx)
-    nouns = list(dict.fromkeys(c.noun for c in pending))
-    if not use_prior or not nouns:
-        return {}
-    r = ctx.recipe
-    pipe = None
-
-    def get_pipeline():
-        nonlocal pipe
-        if pipe is None:
-            pipe = load_pipeline(base_model, ctx.device, torch_dtype(ctx.mixed_precision, ctx.device),
-                                 scheduler=r.generation.scheduler, safety_checker=r.generation.safety_checker)
-        return pipe
-
-    ctx.log(f"stage 2/5 class priors: {n} images for each of {len(nouns)} noun(s) ({', '.join(nouns)})")
-    out = {}
-    for noun in tqdm(nouns, desc="2/5 class priors", unit="noun", disable=not ctx.progress, leave=False):
-        out[noun] = class_prior_images(
-            ctx.work / "priors", noun, r.prior_prompt(noun), n, r.seed, get_pipeline,
-            batch_size=r.generation.batch_size, num_inference_steps=r.generation.num_inference_steps,
-            guidance_scale=r.generation.guidance_scale, resolution=r.resolution, progress=ctx.progress,
-        )
-    del pipe
-    return out
-
-
-# ---------------------------------------------------------------------------------------------
-# Stages 3 and 4: fine-tune and generate, one class at a time
-
-
-def class_jobs(ctx: Context, entry) -> list:
-    """Every image of a class: prompt by prompt, image by image, each with its own seed."""
-    from spurbench.build.sampling import Job, image_seed
-
-    r = ctx.recipe
-    images = ctx.class_dir(entry.index) / "images"
-    return [
-        Job(prompt, image_seed(r.seed, "class", entry.index, p, i), images / f"p{p}_{i:04d}.png")
-        for p, prompt in enumerate(r.generation_prompts(entry))
-        for i in range(r.generation.images_per_prompt)
-    ]
+# The method's per-class stage, one class at a time
 
 
 def _class_done(ctx: Context, index: int) -> bool:
@@ -376,77 +314,29 @@ def _class_done(ctx: Context, index: int) -> bool:
     )
 
 
-def _cleanup_weights(ctx: Context, done: list) -> None:
-    if ctx.keep_weights:
-        return
-    for entry in done:  # a build killed between a class's marker and the deletion of its weights
-        shutil.rmtree(ctx.class_dir(entry.index) / "model", ignore_errors=True)
-
-
-def _train_seed(ctx: Context, index: int) -> int:
-    from spurbench.build.sampling import image_seed
-
-    return int(ctx.recipe.training.get("seed", image_seed(ctx.recipe.seed, "train", index)))
-
-
-def _load_feature_model(ctx: Context):
-    from spurbench.build.features import load_feature_model
-
-    return load_feature_model(_feature_spec(ctx), ctx.device)
-
-
-def stage_classes(
-    ctx: Context, pending: list, refs: dict, priors: dict, base_model: str, base_revision: str | None, feature_model=None
-) -> None:
+def stage_classes(ctx: Context, pending: list, refs: dict, prepared: Any) -> None:
+    """Run the method's `make_class` for every unfinished class, then write the class's marker."""
     from tqdm.auto import tqdm
 
-    from spurbench.build.sampling import load_pipeline, sample, torch_dtype, write_json
-    from spurbench.build.recipe import train_config_dict
-    from spurbench.build.references import load_image
-    from spurbench.build.dreambooth import TrainConfig, finetune_class, make_accelerator
+    from spurbench.build.sampling import write_json
 
+    m = ctx.method
     if not pending:
-        ctx.log("stages 3-4/5: every class of this process is already done" if ctx.classes[ctx.rank :: ctx.world] else "stages 3-4/5: no classes for this process")
+        ctx.log(f"stages {m.STAGES}: every class of this process is already done" if ctx.classes[ctx.rank :: ctx.world] else f"stages {m.STAGES}: no classes for this process")
         return
-    r = ctx.recipe
-    accelerator = make_accelerator(ctx.mixed_precision)
-    ctx.log(f"stages 3-4/5 fine-tune and generate: {len(pending)} class(es)")
-    bar = tqdm(pending, desc="3-4/5 classes", unit="class", disable=not ctx.progress, leave=False)
+    number, _, what = m.STAGES.partition(" ")
+    ctx.log(f"stages {m.STAGES}: {len(pending)} class(es)")
+    bar = tqdm(pending, desc=f"{number} classes", unit="class", disable=not ctx.progress, leave=False)
     for entry in bar:
-        bar.set_postfix_str(f"class {entry.index} ({entry.noun})")
-        folder = ctx.class_dir(entry.index)
-        model_dir = folder / "model"
-        if not (model_dir / "model_index.json").is_file():
-            cfg = train_config_dict(r)
-            cfg["mixed_precision"] = ctx.mixed_precision
-            cfg["seed"] = _train_seed(ctx, entry.index)
-            config = TrainConfig.from_dict(cfg)
-            instance = [load_image(p) for p in refs[entry.index].images]
-            class_images = [load_image(p) for p in priors.get(entry.noun, [])]
-            finetune_class(
-                base_model, instance, r.instance_prompt(entry), class_images, r.prior_prompt(entry.noun),
-                entry.index, config, model_dir, feature_model=feature_model, accelerator=accelerator, progress=ctx.progress,
-            )
-        pipe = load_pipeline(model_dir, accelerator.device, torch_dtype(ctx.mixed_precision, accelerator.device),
-                             scheduler=r.generation.scheduler, safety_checker=r.generation.safety_checker)
-        jobs = class_jobs(ctx, entry)
-        flagged = sample(pipe, jobs, batch_size=r.generation.batch_size, num_inference_steps=r.generation.num_inference_steps,
-                         guidance_scale=r.generation.guidance_scale, resolution=r.resolution, progress=ctx.progress,
-                         desc=f"generate class {entry.index}")
-        del pipe
+        bar.set_postfix_str(f"class {entry.index}")
+        fields = m.make_class(ctx, entry, refs, prepared)
         _free_accelerator_memory()
-        write_json(folder / CLASS_MARKER, {
-            "index": entry.index,
-            "recipe_sha256": ctx.recipe_sha256,
-            "rank": ctx.rank,
-            "world_size": ctx.world,
-            "component": refs[entry.index].component,
-            "images": [{"file": j.path.name, "prompt": j.prompt, "seed": j.seed} for j in jobs],
-            "nsfw_flagged": flagged,
-            "model": str(model_dir) if ctx.keep_weights else None,
+        write_json(ctx.class_dir(entry.index) / CLASS_MARKER, {
+            "index": entry.index, "recipe_sha256": ctx.recipe_sha256, "rank": ctx.rank, "world_size": ctx.world, **fields,
         })
-        if not ctx.keep_weights:
-            shutil.rmtree(model_dir, ignore_errors=True)
+        after = getattr(m, "after_marker", None)
+        if after is not None:
+            after(ctx, entry)
     bar.close()
 
 
@@ -477,7 +367,6 @@ def _quiet_libraries() -> None:
 def stage_export(ctx: Context, base_revision: str | None, created: str) -> Path:
     from tqdm.auto import tqdm
 
-    from spurbench import imagenet
     from spurbench.dataset import DatasetCard, write_dataset
     from spurbench.build.references import ClassReferences, verify_unchanged
 
@@ -491,28 +380,13 @@ def stage_export(ctx: Context, base_revision: str | None, created: str) -> Path:
     refs = {c.index: ClassReferences.from_json((ctx.work / "references" / f"{c.index}.json").read_text()) for c in ctx.classes}
     for c in ctx.classes:
         verify_unchanged(refs[c.index])
-
-    def common(entry) -> dict:
-        return dict(label=entry.index, class_name=imagenet.class_name(entry.index), spurious_feature=entry.spurious_feature,
-                    component=int(refs[entry.index].component), builder=r.builder)
-
-    def test_rows() -> Iterator[dict]:
-        for entry in ctx.classes:
-            for im in markers[entry.index]["images"]:
-                yield dict(image=str(ctx.class_dir(entry.index) / "images" / im["file"]), source="generated",
-                           prompt=im["prompt"], seed=int(im["seed"]), **common(entry))
-
-    def reference_rows() -> Iterator[dict]:
-        for entry in ctx.classes:
-            for path in refs[entry.index].images:
-                yield dict(image=path, source="reference", prompt="", seed=-1, **common(entry))
-
-    n_test = sum(len(m["images"]) for m in markers.values())
-    n_ref = sum(len(x.images) for x in refs.values())
-    ctx.log(f"stage 5/5 export: {n_test} generated + {n_ref} reference images -> {ctx.out}")
+    splits, extra_features, counts = ctx.method.export_splits(ctx, markers, refs)
+    parts = ctx.method.card_parts(ctx, markers, refs, counts)
+    total = sum(counts.values())
+    ctx.log(f"stage 5/5 export: {' + '.join(f'{n} {s}' for s, n in counts.items())} images -> {ctx.out}")
     card = DatasetCard(
-        pretty_name=f"spurbench {r.name}: spurious images ({r.builder})",
-        body=card_body(ctx, base_revision, created, markers, refs, n_test, n_ref),
+        pretty_name=parts.pretty_name,
+        body=card_body(ctx, parts, base_revision, created),
         license=r.dataset_license,
         provenance={
             "recipe": r.name,
@@ -520,14 +394,15 @@ def stage_export(ctx: Context, base_revision: str | None, created: str) -> Path:
             "builder": r.builder,
             "base_model": r.base_model_name,
             "base_model_revision": base_revision,
-            "feature_model": r.feature_model,
+            **ctx.method.provenance(r),
             "classes": [c.index for c in ctx.classes],
             "created": created,
             "command": ctx.command,
             "spurbench_version": _version(),
         },
+        kind=ctx.method.KIND,
     )
-    bar = tqdm(total=n_test + n_ref, desc="5/5 export", unit="img", disable=not ctx.progress, leave=False)
+    bar = tqdm(total=total, desc="5/5 export", unit="img", disable=not ctx.progress, leave=False)
 
     def counted(rows: Iterator[dict]) -> Iterator[dict]:
         for row in rows:
@@ -537,7 +412,7 @@ def stage_export(ctx: Context, base_revision: str | None, created: str) -> Path:
     # A build killed during a previous export leaves write_dataset's temporary siblings behind.
     for stale in [*ctx.out.parent.glob(f".{ctx.out.name}.tmp-*"), *ctx.out.parent.glob(f".{ctx.out.name}.old-*")]:
         shutil.rmtree(stale, ignore_errors=True)
-    write_dataset(ctx.out, {"test": counted(test_rows()), "reference": counted(reference_rows())}, card)
+    write_dataset(ctx.out, {split: counted(rows) for split, rows in splits.items()}, card, extra_features=extra_features)
     bar.close()
     return ctx.out
 
@@ -548,34 +423,26 @@ def _version() -> str:
     return __version__
 
 
-def card_body(ctx: Context, base_revision: str | None, created: str, markers: dict, refs: dict, n_test: int, n_ref: int) -> str:
-    """The dataset card's text: deterministic (no clock, no local paths), so exports compare byte for byte."""
+def card_body(ctx: Context, parts, base_revision: str | None, created: str) -> str:
+    """The dataset card's text: deterministic (no clock, no local paths), so exports compare byte for byte.
+
+    The skeleton is shared; `parts` (a methods.CardParts) holds what the method says."""
     import yaml
 
-    from spurbench import imagenet
-
     r = ctx.recipe
-    flagged = sum(len(m.get("nsfw_flagged", [])) for m in markers.values())
     lines = [
-        f"Spurious images generated by `spurbench build` with the recipe **{r.name}**"
+        f"{parts.headline} generated by `spurbench build` with the recipe **{r.name}**"
         + (f": {r.description.strip()}" if r.description.strip() else "."),
         "",
-        "Each image in split `test` was sampled from Stable Diffusion fine-tuned on reference images of a spurious "
-        "feature of one ImageNet class k (`label`), with DreamBooth"
-        + (" plus the spurious-feature similarity loss (SFSL)" if r.builder == "sfsl" else "")
-        + ". The images are meant to make classifiers predict k without showing k. Split `reference` holds the "
-        "reference images the models were fine-tuned on.",
+        parts.intro,
         "",
         "## Provenance",
         "",
         f"- Recipe: `{r.name}`, sha256 of its canonical JSON: `{ctx.recipe_sha256}`",
         f"- Base model: `{r.base_model_name}`, revision `{base_revision}`",
-        f"- Feature model (SFSL): `{json.dumps(r.feature_model, sort_keys=True) if r.feature_model else 'none'}`"
-        + ("" if r.builder == "sfsl" else " (unused: sfsl_weight is 0)"),
+        *parts.provenance_lines,
         f"- Created: {created}; spurbench {_version()}",
-        f"- Images: {n_test} generated ({len(ctx.classes)} classes x {len(r.prompts.generation)} prompts x "
-        f"{r.generation.images_per_prompt} images), {n_ref} reference"
-        + (f"; {flagged} generated images were blacked out by the safety checker" if flagged else ""),
+        parts.images_line,
         "",
         "Reproduce (same machine and thread count give byte-identical images):",
         "",
@@ -590,13 +457,7 @@ def card_body(ctx: Context, base_revision: str | None, created: str, markers: di
         "",
         "## Classes",
         "",
-        "| k | class | spurious feature | component | noun | references | generated |",
-        "|---|---|---|---|---|---|---|",
-        *[
-            f"| {c.index} | {imagenet.class_name(c.index)} | {c.spurious_feature} | {refs[c.index].component} | {c.noun} | "
-            f"{len(refs[c.index].images)} ({refs[c.index].source}) | {len(markers[c.index]['images'])} |"
-            for c in ctx.classes
-        ],
+        *parts.classes_table,
         "",
         "## Recipe",
         "",

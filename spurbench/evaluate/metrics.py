@@ -20,7 +20,10 @@ Definitions (f a classifier with softmax p(x); D_k the images whose label is k):
   at-least-half rate (fooled by >= ceil(m/2) classifiers), Cohen's kappa per pair of classifiers on the
   binary fooled vectors, Fleiss' kappa over the m raters with categories fooled / not fooled.
 - group metrics: accuracy per group, worst-group accuracy, average (mean over groups) accuracy, overall
-  accuracy, and the accuracy drop of shifted images against the original ones.
+  accuracy, and the accuracy drop of shifted images against the original ones. Two averages are
+  named for what they are: pooled accuracy (over all images: `overall_accuracy`, what DDB's code
+  reports) and the train-weighted group accuracy (sum over groups of accuracy_g x n_train_g / n_train,
+  what Waterbirds papers call "average accuracy").
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ __all__ = [
     "consistency",
     "group_accuracy",
     "accuracy_drop",
+    "train_weighted_accuracy",
 ]
 
 
@@ -415,3 +419,30 @@ def accuracy_drop(correct_shifted: Any, correct_original: Any, groups: Any | Non
         out["max_drop"] = (orig - g["worst_group_accuracy"]) if orig is not None and g["per_group"] else None
     return out
 
+
+
+def train_weighted_accuracy(per_group: Any, train_counts: Any) -> dict[str, Any]:
+    """Mean of group accuracies weighted by the training split's group proportions.
+
+    Args:
+        per_group: {group: accuracy} or {group: {"accuracy": ...}} (e.g. `group_accuracy(...)["per_group"]`).
+        train_counts: {group: number of training images}.
+
+    Returns:
+        ``{"train_weighted_accuracy", "weights": {g: w}, "groups_without_training_images": [g, ...]}``:
+        sum_g acc_g * n_g / sum_g n_g over the evaluated groups that have training images (the weights are
+        renormalised over those groups); evaluated groups with no training images get weight 0 and are
+        listed. None when no evaluated group has training images.
+    """
+    acc = {g: float(v["accuracy"] if isinstance(v, dict) else v) for g, v in dict(per_group).items()}
+    counts = {g: int(n) for g, n in dict(train_counts).items()}
+    if any(n < 0 for n in counts.values()):
+        raise ValueError("training counts must be >= 0")
+    missing = sorted((g for g in acc if counts.get(g, 0) == 0), key=str)
+    total = sum(counts.get(g, 0) for g in acc)
+    weights = {g: (counts.get(g, 0) / total if total else 0.0) for g in acc}
+    return {
+        "train_weighted_accuracy": sum(acc[g] * weights[g] for g in acc) if total else None,
+        "weights": weights,
+        "groups_without_training_images": missing,
+    }

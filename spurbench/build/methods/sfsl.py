@@ -1,0 +1,251 @@
+"""Method `sfsl` (and its alias `dreambooth`): spurious images of class k with the object absent.
+
+Per class: fine-tune Stable Diffusion with DreamBooth (UNet and text encoder, prior preservation) on the
+class's reference spurious images, plus the spurious-feature similarity loss (SFSL) of a frozen
+classifier (spurbench.build.dreambooth, spurbench.build.features); then sample the recipe's prompts
+text-to-image with one seed per image. `training.sfsl_weight: 0` is plain DreamBooth (`method:
+dreambooth`, builder column `dreambooth`). Class-prior images are made once per noun with the base model.
+The recipe schema is spurbench.build.recipe.Recipe. Kind `spurious`: predicting k is the failure.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from typing import Any, Mapping
+
+from spurbench.build.methods import CardParts
+from spurbench.errors import SpurbenchError
+
+KIND = "spurious"
+STAGES = "3-4/5 fine-tune and generate"
+
+
+def recipe_from_dict(data: Mapping[str, Any]):
+    from spurbench.build.recipe import sfsl_recipe_from_dict
+
+    data = dict(data)
+    method = data.pop("method", "sfsl")
+    recipe = sfsl_recipe_from_dict(data)
+    if method == "dreambooth" and recipe.sfsl_weight != 0:
+        raise SpurbenchError(
+            f"method dreambooth is sfsl without the similarity loss, but training.sfsl_weight is {recipe.sfsl_weight}; "
+            "set it to 0 (or leave it out), or use method: sfsl"
+        )
+    return recipe
+
+
+def provenance(recipe) -> dict[str, Any]:
+    return {"feature_model": recipe.feature_model}
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage 1: reference spurious images
+
+
+def resolve_references(ctx, entry, samples_dir, cache: dict):
+    from spurbench.build.references import resolve_class
+
+    return resolve_class(ctx.recipe, entry, samples_dir, spurious_root=ctx.spurious_root, _scan_cache=cache)
+
+
+# ---------------------------------------------------------------------------------------------
+# Per process: weights of finished classes, the feature model, class priors (stage 2)
+
+
+def prepare(ctx, pending: list, refs: dict, base_model: str, base_revision: str | None) -> dict[str, Any]:
+    if not ctx.keep_weights:
+        for entry in ctx.classes[ctx.rank :: ctx.world]:
+            if entry not in pending:  # a build killed between a class's marker and the deletion of its weights
+                shutil.rmtree(ctx.class_dir(entry.index) / "model", ignore_errors=True)
+    # Loaded before the priors are made, so missing weights fail the build before minutes of sampling.
+    feature_model = None
+    if pending and ctx.recipe.sfsl_weight != 0:
+        from spurbench.build.features import load_feature_model
+
+        feature_model = load_feature_model(_feature_spec(ctx), ctx.device)
+    priors = stage_priors(ctx, pending, base_model)
+    return {"feature_model": feature_model, "priors": priors, "accelerator": None}
+
+
+def _feature_spec(ctx) -> dict | None:
+    """The recipe's feature model, with a local weights file taken relative to the recipe file."""
+    from pathlib import Path
+
+    spec = ctx.recipe.feature_model
+    if spec is None:
+        return None
+    spec = json.loads(json.dumps(spec))
+    w = spec.get("weights")
+    if isinstance(w, dict) and "file" in w and "package" not in w and "hub" not in w and not Path(w["file"]).expanduser().is_absolute():
+        w["file"] = str((ctx.recipe_path.parent / w["file"]).resolve())
+    return spec
+
+
+def _prior_settings(ctx) -> tuple[bool, int]:
+    from spurbench.build.recipe import train_config_dict
+
+    prior = bool(train_config_dict(ctx.recipe).get("with_prior_preservation", True))
+    return prior, ctx.recipe.num_class_images if prior else 0
+
+
+def stage_priors(ctx, pending: list, base_model: str) -> dict[str, list]:
+    from tqdm.auto import tqdm
+
+    from spurbench.build.sampling import class_prior_images, load_pipeline, torch_dtype
+
+    use_prior, n = _prior_settings(ctx)
+    nouns = list(dict.fromkeys(c.noun for c in pending))
+    if not use_prior or not nouns:
+        return {}
+    r = ctx.recipe
+    pipe = None
+
+    def get_pipeline():
+        nonlocal pipe
+        if pipe is None:
+            pipe = load_pipeline(base_model, ctx.device, torch_dtype(ctx.mixed_precision, ctx.device),
+                                 scheduler=r.generation.scheduler, safety_checker=r.generation.safety_checker)
+        return pipe
+
+    ctx.log(f"stage 2/5 class priors: {n} images for each of {len(nouns)} noun(s) ({', '.join(nouns)})")
+    out = {}
+    for noun in tqdm(nouns, desc="2/5 class priors", unit="noun", disable=not ctx.progress, leave=False):
+        out[noun] = class_prior_images(
+            ctx.work / "priors", noun, r.prior_prompt(noun), n, r.seed, get_pipeline,
+            batch_size=r.generation.batch_size, num_inference_steps=r.generation.num_inference_steps,
+            guidance_scale=r.generation.guidance_scale, resolution=r.resolution, progress=ctx.progress,
+        )
+    del pipe
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Stages 3 and 4: fine-tune and generate one class
+
+
+def class_jobs(ctx, entry) -> list:
+    """Every image of a class: prompt by prompt, image by image, each with its own seed."""
+    from spurbench.build.sampling import Job, image_seed
+
+    r = ctx.recipe
+    images = ctx.class_dir(entry.index) / "images"
+    return [
+        Job(prompt, image_seed(r.seed, "class", entry.index, p, i), images / f"p{p}_{i:04d}.png")
+        for p, prompt in enumerate(r.generation_prompts(entry))
+        for i in range(r.generation.images_per_prompt)
+    ]
+
+
+def _train_seed(ctx, index: int) -> int:
+    from spurbench.build.sampling import image_seed
+
+    return int(ctx.recipe.training.get("seed", image_seed(ctx.recipe.seed, "train", index)))
+
+
+def make_class(ctx, entry, refs: dict, state: dict) -> dict[str, Any]:
+    from spurbench.build.dreambooth import TrainConfig, finetune_class, make_accelerator
+    from spurbench.build.recipe import train_config_dict
+    from spurbench.build.references import load_image
+    from spurbench.build.sampling import load_pipeline, sample, torch_dtype
+
+    r = ctx.recipe
+    if state["accelerator"] is None:
+        state["accelerator"] = make_accelerator(ctx.mixed_precision)
+    accelerator = state["accelerator"]
+    model_dir = ctx.class_dir(entry.index) / "model"
+    if not (model_dir / "model_index.json").is_file():
+        cfg = train_config_dict(r)
+        cfg["mixed_precision"] = ctx.mixed_precision
+        cfg["seed"] = _train_seed(ctx, entry.index)
+        config = TrainConfig.from_dict(cfg)
+        instance = [load_image(p) for p in refs[entry.index].images]
+        class_images = [load_image(p) for p in state["priors"].get(entry.noun, [])]
+        finetune_class(
+            ctx.base_model, instance, r.instance_prompt(entry), class_images, r.prior_prompt(entry.noun),
+            entry.index, config, model_dir, feature_model=state["feature_model"], accelerator=accelerator, progress=ctx.progress,
+        )
+    pipe = load_pipeline(model_dir, accelerator.device, torch_dtype(ctx.mixed_precision, accelerator.device),
+                         scheduler=r.generation.scheduler, safety_checker=r.generation.safety_checker)
+    jobs = class_jobs(ctx, entry)
+    flagged = sample(pipe, jobs, batch_size=r.generation.batch_size, num_inference_steps=r.generation.num_inference_steps,
+                     guidance_scale=r.generation.guidance_scale, resolution=r.resolution, progress=ctx.progress,
+                     desc=f"generate class {entry.index}")
+    del pipe
+    fields = {
+        "component": refs[entry.index].component,
+        "images": [{"file": j.path.name, "prompt": j.prompt, "seed": j.seed} for j in jobs],
+        "nsfw_flagged": flagged,
+        "model": str(model_dir) if ctx.keep_weights else None,
+    }
+    return fields
+
+
+def after_marker(ctx, entry) -> None:
+    """Once the class's marker is written, its fine-tuned weights can go."""
+    if not ctx.keep_weights:
+        shutil.rmtree(ctx.class_dir(entry.index) / "model", ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage 5: export
+
+
+def export_splits(ctx, markers: dict, refs: dict):
+    from spurbench import imagenet
+
+    r = ctx.recipe
+
+    def common(entry) -> dict:
+        return dict(label=entry.index, class_name=imagenet.class_name(entry.index), spurious_feature=entry.spurious_feature,
+                    component=int(refs[entry.index].component), builder=r.builder)
+
+    def test_rows():
+        for entry in ctx.classes:
+            for im in markers[entry.index]["images"]:
+                yield dict(image=str(ctx.class_dir(entry.index) / "images" / im["file"]), source="generated",
+                           prompt=im["prompt"], seed=int(im["seed"]), **common(entry))
+
+    def reference_rows():
+        for entry in ctx.classes:
+            for path in refs[entry.index].images:
+                yield dict(image=path, source="reference", prompt="", seed=-1, **common(entry))
+
+    counts = {"test": sum(len(m["images"]) for m in markers.values()), "reference": sum(len(x.images) for x in refs.values())}
+    return {"test": test_rows(), "reference": reference_rows()}, None, counts
+
+
+def card_parts(ctx, markers: dict, refs: dict, counts: dict) -> CardParts:
+    from spurbench import imagenet
+
+    r = ctx.recipe
+    flagged = sum(len(m.get("nsfw_flagged", [])) for m in markers.values())
+    return CardParts(
+        pretty_name=f"spurbench {r.name}: spurious images ({r.builder})",
+        headline="Spurious images",
+        intro=(
+            "Each image in split `test` was sampled from Stable Diffusion fine-tuned on reference images of a spurious "
+            "feature of one ImageNet class k (`label`), with DreamBooth"
+            + (" plus the spurious-feature similarity loss (SFSL)" if r.builder == "sfsl" else "")
+            + ". The images are meant to make classifiers predict k without showing k. Split `reference` holds the "
+            "reference images the models were fine-tuned on."
+        ),
+        provenance_lines=[
+            f"- Feature model (SFSL): `{json.dumps(r.feature_model, sort_keys=True) if r.feature_model else 'none'}`"
+            + ("" if r.builder == "sfsl" else " (unused: sfsl_weight is 0)"),
+        ],
+        images_line=(
+            f"- Images: {counts['test']} generated ({len(ctx.classes)} classes x {len(r.prompts.generation)} prompts x "
+            f"{r.generation.images_per_prompt} images), {counts['reference']} reference"
+            + (f"; {flagged} generated images were blacked out by the safety checker" if flagged else "")
+        ),
+        classes_table=[
+            "| k | class | spurious feature | component | noun | references | generated |",
+            "|---|---|---|---|---|---|---|",
+            *[
+                f"| {c.index} | {imagenet.class_name(c.index)} | {c.spurious_feature} | {refs[c.index].component} | {c.noun} | "
+                f"{len(refs[c.index].images)} ({refs[c.index].source}) | {len(markers[c.index]['images'])} |"
+                for c in ctx.classes
+            ],
+        ],
+    )

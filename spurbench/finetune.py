@@ -1,0 +1,449 @@
+"""Balanced fine-tuning of a timm classifier on a group-labelled set plus DDB counterfactuals.
+
+`spurbench finetune --model NAME --data DIR [--counterfactuals DIR] --out DIR` trains on the `train`
+split of --data together with the kept counterfactuals (the `train` split of a `method: ddb` swap
+build), with DDB's loss
+
+    L = CE(original rows) + gamma1 * CE(counterfactuals of the first minority group)
+                          + gamma2 * CE(counterfactuals of the second minority group)
+
+(each CE a mean over its rows in the batch; a term with no rows in the batch is 0; counterfactuals of
+other groups count as original rows). The minority groups are `--minority-groups G1 G2`, by default the
+two rarest groups of the training split, the commoner of the two first (so the rarest gets gamma2, the
+larger weight, as DDB weights Waterbirds' waterbird-on-land group). Defaults are DDB's: gamma1 6,
+gamma2 10, Adam lr 5e-6, 200 epochs, batch 32. After every epoch the model is scored on the `val`
+split and the epoch with the best worst-group accuracy is kept.
+
+Writes to --out: `model.safetensors` (the chosen epoch's state dict, timm key names: score it with
+`spurbench eval --model NAME --weights <out>/model.safetensors`), `train_log.jsonl` (one line per
+epoch: losses, validation per-group / worst-group / pooled accuracy), `finetune.json` (settings,
+label set, chosen epoch) and `checkpoint.pt` (resume state). Interrupted runs resume from the last
+finished epoch with the same command and reach the same weights as an uninterrupted run.
+
+Images go through the classifier's timm eval transform (no random augmentation, so runs repeat
+exactly). A dataset whose label set is not ImageNet-1k (e.g. Waterbirds) gets a new head of its size,
+initialised from --seed, unless --weights already has one. Runs on several devices with
+`accelerate launch -m spurbench finetune ...` (each process takes its share of every epoch's batches).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from spurbench.errors import SpurbenchError
+
+CHECKPOINT = "checkpoint.pt"
+WEIGHTS = "model.safetensors"
+LOG = "train_log.jsonl"
+SUMMARY = "finetune.json"
+#: loss terms: 0 original rows, 1 and 2 the counterfactuals of the first and second minority group
+TERM_NAMES = ("original", "minority1", "minority2")
+
+
+@dataclass
+class FinetuneConfig:
+    """DDB's defaults; every field has a flag."""
+
+    epochs: int = 200
+    lr: float = 5e-6
+    batch_size: int = 32
+    gamma1: float = 6.0
+    gamma2: float = 10.0
+    seed: int = 0
+    minority_groups: list[str] | None = None
+    group_column: str = "group"
+    train_split: str = "train"
+    val_split: str = "val"
+    counterfactual_split: str = "train"
+
+    def validate(self) -> None:
+        for name in ("epochs", "batch_size"):
+            if int(getattr(self, name)) < 1:
+                raise SpurbenchError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise SpurbenchError(f"--lr must be positive, got {self.lr}")
+        for name in ("gamma1", "gamma2"):
+            if getattr(self, name) < 0:
+                raise SpurbenchError(f"--{name} must be >= 0, got {getattr(self, name)}")
+        if self.minority_groups is not None and (len(self.minority_groups) != 2 or len(set(self.minority_groups)) != 2):
+            raise SpurbenchError(f"--minority-groups takes two different group names, got {self.minority_groups}")
+
+
+# ---------------------------------------------------------------------------------------------
+# data
+
+
+@dataclass
+class GroupSplit:
+    """One split: undecoded images, labels and group names."""
+
+    rows: Any  # datasets.Dataset with `image` undecoded
+    labels: np.ndarray
+    groups: list[str]
+    label_names: list[str]
+    where: str
+
+
+def open_group_split(folder: str | Path, split: str, group_column: str) -> GroupSplit:
+    from datasets import ClassLabel, Image
+
+    from spurbench import dataset as ds_contract
+
+    folder = ds_contract.resolve_dataset(folder)
+    ds = ds_contract.load_split(folder, split)
+    where = f"'{folder}' split '{split}'"
+    if group_column not in ds.column_names:
+        raise SpurbenchError(
+            f"dataset {where} has no `{group_column}` column; fine-tuning needs group labels "
+            "(e.g. `spurbench import waterbirds`, or a `method: ddb` swap build), or name the column with --group-column"
+        )
+    feature = ds.features["label"]
+    if not isinstance(feature, ClassLabel):
+        raise SpurbenchError(f"dataset {where} column `label` is {feature}, not a ClassLabel; its label set is unknown")
+    if len(ds) == 0:
+        raise SpurbenchError(f"dataset {where} has no rows")
+    return GroupSplit(
+        rows=ds.select_columns(["image"]).cast_column("image", Image(decode=False)),
+        labels=np.asarray(ds["label"], dtype=np.int64),
+        groups=[str(g) for g in ds[group_column]],
+        label_names=list(feature.names),
+        where=where,
+    )
+
+
+class _Images(torch.utils.data.Dataset):
+    """(image tensor, label, loss term) for rows of several splits; decoding happens in the workers."""
+
+    def __init__(self, parts: Sequence[tuple[GroupSplit, np.ndarray]], transform):
+        self.index = [(p, i, int(term[i])) for p, term in parts for i in range(len(p.labels))]
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, k: int):
+        import io
+
+        from PIL import Image
+
+        part, i, term = self.index[k]
+        item = part.rows[i]["image"]
+        with Image.open(io.BytesIO(item["bytes"]) if item.get("bytes") else item["path"]) as im:
+            x = self.transform(im.convert("RGB"))
+        return x, int(part.labels[i]), term
+
+
+def default_minority_groups(groups: Sequence[str]) -> list[str]:
+    """The two rarest groups of the training split (ties by name), the commoner of the two first."""
+    names, counts = np.unique(np.asarray(groups), return_counts=True)
+    if len(names) < 2:
+        raise SpurbenchError(f"the training split has {len(names)} group(s); balanced fine-tuning needs at least two, or give --minority-groups")
+    rarest = sorted(zip(counts.tolist(), names.tolist()))[:2]
+    return [rarest[1][1], rarest[0][1]]
+
+
+def loss_terms(cf_groups: Sequence[str], minority: Sequence[str]) -> np.ndarray:
+    """Loss term of each counterfactual row: 1 (gamma1), 2 (gamma2) or 0 (counted with the originals)."""
+    return np.asarray([1 if g == minority[0] else 2 if g == minority[1] else 0 for g in cf_groups], dtype=np.int64)
+
+
+def balanced_loss(logits: torch.Tensor, labels: torch.Tensor, terms: torch.Tensor, gamma1: float, gamma2: float) -> tuple[torch.Tensor, dict]:
+    """CE(term 0) + gamma1 * CE(term 1) + gamma2 * CE(term 2); each CE the mean over its rows, 0 when it has none."""
+    total = logits.new_zeros(())
+    parts = {}
+    for term, weight in ((0, 1.0), (1, gamma1), (2, gamma2)):
+        sel = terms == term
+        if bool(sel.any()):
+            ce = torch.nn.functional.cross_entropy(logits[sel].float(), labels[sel])
+            total = total + weight * ce
+            parts[term] = float(ce.detach())
+    return total, parts
+
+
+def group_accuracies(pred: np.ndarray, labels: np.ndarray, groups: Sequence[str]) -> dict[str, float]:
+    """Accuracy of each group, by group name."""
+    groups = np.asarray(groups)
+    return {g: float(np.mean(pred[groups == g] == labels[groups == g])) for g in sorted(set(groups.tolist()))}
+
+
+# ---------------------------------------------------------------------------------------------
+# model
+
+
+def load_trainable(spec, num_classes: int, seed: int):
+    """The classifier of `spec` with a `num_classes` head, in train mode with gradients on.
+
+    A checkpoint whose head has another size (an ImageNet-1k model for a two-class set) gets a new
+    head, initialised from `seed`."""
+    from spurbench.classifiers import HeadMismatch, create_classifier
+    from spurbench.imagenet import NUM_CLASSES
+
+    new_head = False
+    try:
+        clf = create_classifier(spec, num_classes=num_classes)
+    except HeadMismatch:
+        if num_classes == NUM_CLASSES:
+            raise
+        clf = create_classifier(spec)
+        torch.manual_seed(seed)
+        clf.model.reset_classifier(num_classes)
+        new_head = True
+    clf.model.requires_grad_(True)
+    return clf, new_head
+
+
+@torch.no_grad()
+def predict_labels(model: torch.nn.Module, loader, device) -> np.ndarray:
+    model.eval()
+    out = []
+    for x, _, _ in loader:
+        out.append(model(x.to(device)).argmax(dim=-1).cpu())
+    return torch.cat(out).numpy()
+
+
+# ---------------------------------------------------------------------------------------------
+# the run
+
+
+@dataclass
+class RunInputs:
+    spec: Any  # ClassifierSpec
+    data: str
+    counterfactuals: str | None
+    out: str
+    workers: int = 0
+    command: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+def _atomic_write(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _run_identity(cfg: FinetuneConfig, inputs: RunInputs, minority: list[str]) -> dict:
+    """What a resumed run must share with the run it continues."""
+    return {
+        "config": {**asdict(cfg), "epochs": None, "minority_groups": minority},  # more epochs may be asked for later
+        "model": inputs.spec.to_dict(),
+        "data": str(Path(inputs.data).resolve()),
+        "counterfactuals": str(Path(inputs.counterfactuals).resolve()) if inputs.counterfactuals else None,
+    }
+
+
+def finetune(cfg: FinetuneConfig, inputs: RunInputs, restart: bool = False, progress: bool = True,
+             stop_after_epochs: int | None = None) -> dict:
+    """Run (or resume) a balanced fine-tune; returns the summary written to finetune.json.
+
+    `stop_after_epochs` ends this call after that many epochs of this invocation, as an interruption
+    would (for tests of resuming)."""
+    from safetensors.torch import save_file
+    from timm.data import create_transform
+    from tqdm.auto import tqdm
+
+    from accelerate import Accelerator
+
+    cfg.validate()
+    out = Path(inputs.out)
+    train = open_group_split(inputs.data, cfg.train_split, cfg.group_column)
+    val = open_group_split(inputs.data, cfg.val_split, cfg.group_column)
+    parts = [(train, np.zeros(len(train.labels), dtype=np.int64))]
+    minority = list(cfg.minority_groups) if cfg.minority_groups else default_minority_groups(train.groups)
+    known = set(train.groups)
+    missing = [g for g in minority if g not in known]
+    if missing:
+        raise SpurbenchError(f"minority group(s) {', '.join(missing)} are not groups of {train.where}; its groups: {', '.join(sorted(known))}")
+    if val.label_names != train.label_names:
+        raise SpurbenchError(f"{val.where} and {train.where} have different label sets")
+    num_cf = {}
+    if inputs.counterfactuals:
+        cf = open_group_split(inputs.counterfactuals, cfg.counterfactual_split, cfg.group_column)
+        if cf.label_names != train.label_names:
+            raise SpurbenchError(
+                f"counterfactuals {cf.where} label {len(cf.label_names)} classes, {train.where} {len(train.label_names)}; "
+                "they must share one label set (build the counterfactuals from the same data)"
+            )
+        terms = loss_terms(cf.groups, minority)
+        parts.append((cf, terms))
+        num_cf = {"gamma1": int((terms == 1).sum()), "gamma2": int((terms == 2).sum()), "other": int((terms == 0).sum())}
+
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    clf, new_head = load_trainable(inputs.spec, len(train.label_names), cfg.seed)
+    model = clf.model
+    transform = create_transform(**clf.data_config)
+    train_set = _Images(parts, transform)
+    val_set = _Images([(val, np.zeros(len(val.labels), dtype=np.int64))], transform)
+    val_loader = torch.utils.data.DataLoader(val_set, batch_size=cfg.batch_size, num_workers=inputs.workers)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+
+    identity = _run_identity(cfg, inputs, minority)
+    start, best, log = 0, {"epoch": None, "worst_group_accuracy": -1.0}, []
+    ckpt_path = out / CHECKPOINT
+    if ckpt_path.exists() and not restart:
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        if json.loads(state["identity"]) != json.loads(json.dumps(identity)):
+            raise SpurbenchError(
+                f"'{out}' holds a fine-tune with other settings, model or data; use another --out, or --restart to discard it"
+            )
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start, best, log = int(state["epoch"]), json.loads(state["best"]), json.loads(state["log"])
+    model, optimizer = accelerator.prepare(model, optimizer)
+    device = accelerator.device
+    rank, world = accelerator.process_index, accelerator.num_processes
+    out.mkdir(parents=True, exist_ok=True)
+
+    done_now = 0
+    epochs = tqdm(range(start, cfg.epochs), initial=start, total=cfg.epochs, desc="finetune", unit="epoch",
+                  disable=not progress or not accelerator.is_main_process)
+    for epoch in epochs:
+        if stop_after_epochs is not None and done_now >= stop_after_epochs:
+            break
+        # everything random in an epoch comes from (seed, epoch): a resumed run repeats it exactly
+        torch.manual_seed(cfg.seed * 100_003 + epoch)
+        order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)).tolist()
+        per_rank = len(order) // world
+        mine = order[rank * per_rank : (rank + 1) * per_rank] if world > 1 else order
+        loader = torch.utils.data.DataLoader(torch.utils.data.Subset(train_set, mine), batch_size=cfg.batch_size,
+                                             shuffle=False, num_workers=inputs.workers)
+        model.train()
+        sums, batches = {"loss": 0.0}, 0
+        for x, y, term in tqdm(loader, desc=f"epoch {epoch + 1}", leave=False, disable=not progress or not accelerator.is_main_process):
+            x, y, term = x.to(device), y.to(device), term.to(device)
+            optimizer.zero_grad(set_to_none=True)
+            loss, parts_ce = balanced_loss(model(x), y, term, cfg.gamma1, cfg.gamma2)
+            accelerator.backward(loss)
+            optimizer.step()
+            sums["loss"] += float(loss.detach())
+            for term, ce in parts_ce.items():
+                key = f"ce_{TERM_NAMES[term]}"
+                sums[key] = sums.get(key, 0.0) + ce
+            batches += 1
+        pred = predict_labels(model, val_loader, device)
+        accs = group_accuracies(pred, val.labels, val.groups)
+        row = {
+            "epoch": epoch + 1,
+            **{k: v / max(batches, 1) for k, v in sums.items()},
+            "val_worst_group_accuracy": min(accs.values()),
+            "val_pooled_accuracy": float(np.mean(pred == val.labels)),
+            "val_group_accuracy": accs,
+        }
+        log.append(row)
+        state_dict = {k: v.detach().cpu().contiguous() for k, v in accelerator.unwrap_model(model).state_dict().items()}
+        if row["val_worst_group_accuracy"] > best["worst_group_accuracy"]:
+            best = {"epoch": epoch + 1, "worst_group_accuracy": row["val_worst_group_accuracy"],
+                    "pooled_accuracy": row["val_pooled_accuracy"]}
+            if accelerator.is_main_process:
+                _atomic_write(out / WEIGHTS, lambda p: save_file(state_dict, str(p), metadata={"format": "pt"}))
+        if accelerator.is_main_process:
+            ckpt = {"model": state_dict, "optimizer": optimizer.state_dict(),
+                    "epoch": epoch + 1, "best": json.dumps(best), "log": json.dumps(log), "identity": json.dumps(identity)}
+            _atomic_write(ckpt_path, lambda p: torch.save(ckpt, p))
+            _atomic_write(out / LOG, lambda p: p.write_text("".join(json.dumps(r) + "\n" for r in log)))
+        accelerator.wait_for_everyone()
+        epochs.set_postfix(loss=f"{row['loss']:.3f}", val_wga=f"{row['val_worst_group_accuracy']:.3f}", best=best["epoch"])
+        done_now += 1
+    epochs.close()
+
+    summary = {
+        "model": inputs.spec.model,
+        "weights_in": inputs.spec.to_dict().get("weights"),
+        "new_head": new_head,
+        "label_names": train.label_names if len(train.label_names) <= 50 else f"{len(train.label_names)} classes",
+        "epochs_done": len(log),
+        "chosen_epoch": best["epoch"],
+        "chosen_by": f"worst-group accuracy on split '{cfg.val_split}'",
+        "val_worst_group_accuracy": best["worst_group_accuracy"] if best["epoch"] else None,
+        "val_pooled_accuracy": best.get("pooled_accuracy"),
+        "minority_groups": {"gamma1": minority[0], "gamma2": minority[1]},
+        "num_counterfactuals": num_cf,
+        "config": asdict(cfg),
+        "data": str(inputs.data),
+        "counterfactuals": inputs.counterfactuals,
+        "weights": WEIGHTS,
+        "command": inputs.command,
+    }
+    if accelerator.is_main_process:
+        _atomic_write(out / SUMMARY, lambda p: p.write_text(json.dumps(summary, indent=2) + "\n"))
+    return summary
+
+
+# ---------------------------------------------------------------------------------------------
+# command line
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    defaults = FinetuneConfig()
+    m = parser.add_argument_group("classifier")
+    m.add_argument("--model", required=True, metavar="NAME", help="timm model name (e.g. resnet50.a1_in1k), or the name of an entry of --panel")
+    m.add_argument("--weights", default=None, metavar="FILE", help="local state dict to start from (.safetensors or torch file); unset: timm's pretrained weights")
+    m.add_argument("--key-map", default="none", metavar="MAP", help="how --weights' tensor names map onto the timm model: none, positional, strip_prefix:<prefix>")
+    m.add_argument("--panel", default=None, metavar="NAME|FILE", help="take --model's weights from this panel's entry of that name (e.g. --panel offline --model tf_efficientnet_lite0)")
+    d = parser.add_argument_group("data")
+    d.add_argument("--data", required=True, metavar="DIR", help="group-labelled dataset with train and val splits (e.g. from `spurbench import waterbirds`)")
+    d.add_argument("--counterfactuals", default=None, metavar="DIR", help="kept counterfactuals: a `method: ddb` swap build (its train split), same label set as --data")
+    d.add_argument("--out", required=True, metavar="DIR", help="folder for model.safetensors, train_log.jsonl, finetune.json and the resume checkpoint")
+    d.add_argument("--group-column", default=defaults.group_column, help="column naming each row's group")
+    d.add_argument("--train-split", default=defaults.train_split, help="split of --data to train on")
+    d.add_argument("--val-split", default=defaults.val_split, help="split of --data whose worst-group accuracy picks the epoch")
+    d.add_argument("--counterfactual-split", default=defaults.counterfactual_split, help="split of --counterfactuals holding the kept rows")
+    t = parser.add_argument_group("training (DDB's defaults)")
+    t.add_argument("--epochs", type=int, default=defaults.epochs, help="epochs in all (a resumed run continues up to this)")
+    t.add_argument("--lr", type=float, default=defaults.lr, help="Adam learning rate")
+    t.add_argument("--batch-size", type=int, default=defaults.batch_size, help="images per batch (per device)")
+    t.add_argument("--gamma1", type=float, default=defaults.gamma1, help="weight of the CE of the first minority group's counterfactuals")
+    t.add_argument("--gamma2", type=float, default=defaults.gamma2, help="weight of the CE of the second minority group's counterfactuals")
+    t.add_argument("--minority-groups", nargs=2, default=None, metavar=("G1", "G2"),
+                   help="the groups gamma1 and gamma2 weigh; unset: the two rarest training groups, the commoner first")
+    t.add_argument("--seed", type=int, default=defaults.seed, help="seed of the shuffling, dropout and a new head")
+    t.add_argument("--workers", type=int, default=0, help="DataLoader worker processes decoding images")
+    t.add_argument("--restart", action="store_true", help="discard a run already in --out instead of resuming it")
+
+
+def _spec(args: argparse.Namespace):
+    from spurbench.classifiers import ClassifierSpec, load_panel
+
+    if args.panel:
+        if args.weights:
+            raise SpurbenchError("give either --panel (its entry's weights) or --weights, not both")
+        specs = load_panel(args.panel)
+        found = [s for s in specs if s.display_name == args.model]
+        if not found:
+            raise SpurbenchError(f"panel '{args.panel}' has no entry named '{args.model}'; its entries: {', '.join(s.display_name for s in specs)}")
+        return found[0]
+    if args.key_map != "none" and args.weights is None:
+        raise SpurbenchError("--key-map applies to --weights; add --weights FILE")
+    weights = {"file": args.weights, "key_map": args.key_map} if args.weights else None
+    return ClassifierSpec(model=args.model, weights=weights)
+
+
+def run(args: argparse.Namespace) -> int:
+    import shlex
+
+    cfg = FinetuneConfig(
+        epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, gamma1=args.gamma1, gamma2=args.gamma2,
+        seed=args.seed, minority_groups=args.minority_groups, group_column=args.group_column,
+        train_split=args.train_split, val_split=args.val_split, counterfactual_split=args.counterfactual_split,
+    )
+    inputs = RunInputs(spec=_spec(args), data=args.data, counterfactuals=args.counterfactuals, out=args.out,
+                       workers=args.workers, command="spurbench finetune " + shlex.join(sys.argv[2:] if len(sys.argv) > 2 else []))
+    summary = finetune(cfg, inputs, restart=args.restart)
+    print(
+        f"chose epoch {summary['chosen_epoch']} of {summary['epochs_done']} (validation worst-group accuracy "
+        f"{summary['val_worst_group_accuracy']:.4f}); weights: {Path(args.out) / WEIGHTS}"
+    )
+    return 0

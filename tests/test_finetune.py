@@ -1,0 +1,106 @@
+"""`spurbench finetune`: DDB's balanced loss, the minority groups, resuming, and the weights it writes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import _photo
+from spurbench import finetune as ft
+from spurbench.classifiers import ClassifierSpec, create_classifier, load_panel
+from spurbench.cli import main
+from spurbench.dataset import DatasetCard, write_dataset
+from spurbench.importers import waterbirds
+from test_waterbirds import make_waterbirds_tree
+
+
+def test_balanced_loss_against_a_hand_computation():
+    logits = torch.tensor([[2.0, 0.0], [0.5, 1.5], [0.0, 0.0], [1.0, -1.0], [-2.0, 3.0]])
+    labels = torch.tensor([0, 0, 1, 1, 1])
+    terms = torch.tensor([0, 0, 1, 2, 2])
+
+    def ce(row: int) -> float:  # -log softmax by hand
+        z = logits[row].tolist()
+        return float(np.log(np.exp(z[0]) + np.exp(z[1])) - z[labels[row]])
+
+    expected = (ce(0) + ce(1)) / 2 + 6 * ce(2) + 10 * (ce(3) + ce(4)) / 2
+    loss, parts = ft.balanced_loss(logits, labels, terms, 6.0, 10.0)
+    assert float(loss) == pytest.approx(expected, rel=1e-6)
+    assert parts[1] == pytest.approx(ce(2), rel=1e-6)
+    # a term with no rows in the batch adds nothing (not NaN, as a mean over no rows would)
+    loss, parts = ft.balanced_loss(logits[:2], labels[:2], terms[:2], 6.0, 10.0)
+    assert float(loss) == pytest.approx((ce(0) + ce(1)) / 2, rel=1e-6) and set(parts) == {0}
+
+
+def test_minority_groups_and_loss_terms():
+    groups = ["a/x"] * 5 + ["a/y"] * 2 + ["b/x"] * 1 + ["b/y"] * 7
+    assert ft.default_minority_groups(groups) == ["a/y", "b/x"]  # the rarest (b/x) gets gamma2
+    assert ft.loss_terms(["b/x", "a/y", "b/y", "a/y"], ["a/y", "b/x"]).tolist() == [2, 1, 0, 1]
+    with pytest.raises(Exception, match="at least two"):
+        ft.default_minority_groups(["a/x", "a/x"])
+
+
+@pytest.fixture(scope="module")
+def group_data(tmp_path_factory):
+    """A Waterbirds-layout import and a few counterfactual rows in the same label set."""
+    from datasets import Value
+
+    root = tmp_path_factory.mktemp("ft")
+    data = waterbirds.import_waterbirds(make_waterbirds_tree(root / "wb_src"), root / "wb")
+    rows = []
+    for i, (photo, label, group) in enumerate([("chelsea", 1, "waterbird/land"), ("coffee", 0, "landbird/water"),
+                                               ("rocket", 1, "waterbird/land")]):
+        rows.append(dict(image=_photo(photo)[:80, :100], label=label, class_name=waterbirds.LABEL_NAMES[label],
+                         spurious_feature="", component=-1, source="generated", builder="ddb", prompt="p", seed=i, group=group))
+    cf = write_dataset(root / "cf", {"train": rows},
+                       DatasetCard(pretty_name="cf for finetune test", kind="shift", label_set=waterbirds.LABEL_SET),
+                       extra_features={"group": Value("string")}, label_names=waterbirds.LABEL_NAMES)
+    return data, cf
+
+
+def _inputs(group_data, out: Path) -> ft.RunInputs:
+    return ft.RunInputs(spec=load_panel("offline")[0], data=str(group_data[0]), counterfactuals=str(group_data[1]), out=str(out))
+
+
+@pytest.mark.slow
+def test_resumed_finetune_equals_an_uninterrupted_one(group_data, tmp_path):
+    cfg = dict(epochs=3, lr=1e-3, batch_size=4, seed=3)
+    whole = ft.finetune(ft.FinetuneConfig(**cfg), _inputs(group_data, tmp_path / "whole"), progress=False)
+    part = ft.finetune(ft.FinetuneConfig(**cfg), _inputs(group_data, tmp_path / "resumed"), progress=False, stop_after_epochs=1)
+    assert part["epochs_done"] == 1
+    resumed = ft.finetune(ft.FinetuneConfig(**cfg), _inputs(group_data, tmp_path / "resumed"), progress=False)
+    assert resumed["epochs_done"] == 3 and resumed["chosen_epoch"] == whole["chosen_epoch"]
+    a, b = (tmp_path / "whole" / ft.WEIGHTS).read_bytes(), (tmp_path / "resumed" / ft.WEIGHTS).read_bytes()
+    assert a == b
+    la = [json.loads(x) for x in (tmp_path / "whole" / ft.LOG).read_text().splitlines()]
+    lb = [json.loads(x) for x in (tmp_path / "resumed" / ft.LOG).read_text().splitlines()]
+    assert la == lb and [r["epoch"] for r in la] == [1, 2, 3]
+    assert all(r["ce_minority1"] > 0 for r in la)  # the counterfactuals entered the loss
+    # training moved the weights, and the written file loads as a 2-class classifier
+    from safetensors.torch import load_file
+
+    trained = load_file(str(tmp_path / "whole" / ft.WEIGHTS))
+    clf = create_classifier(ClassifierSpec("tf_efficientnet_lite0", weights={"file": str(tmp_path / "whole" / ft.WEIGHTS)}), num_classes=2)
+    assert clf.model.num_classes == 2
+    start = create_classifier(load_panel("offline")[0]).model.state_dict()
+    assert not torch.equal(trained["conv_stem.weight"], start["conv_stem.weight"])
+    # a resumed run with other settings is refused, not mixed
+    with pytest.raises(Exception, match="other settings"):
+        ft.finetune(ft.FinetuneConfig(**{**cfg, "lr": 1e-4}), _inputs(group_data, tmp_path / "whole"), progress=False)
+
+
+def test_cli_one_line_errors(group_data, tmp_path, capsys):
+    data, cf = group_data
+    base = ["finetune", "--panel", "offline", "--model", "tf_efficientnet_lite0", "--data", str(data), "--out", str(tmp_path / "o"), "--epochs", "1"]
+    assert main(base + ["--minority-groups", "waterbird/land", "nosuch/group"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "nosuch/group" in err and "its groups:" in err
+    assert main(base[:4] + ["nosuch_model"] + base[5:]) == 2
+    assert "no entry named 'nosuch_model'" in capsys.readouterr().err
+    assert main(base + ["--group-column", "place_x"]) == 2
+    assert "no `place_x` column" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
