@@ -72,7 +72,8 @@ def open_dataset(source: str | Path, split: str = ds_contract.DEFAULT_SPLIT, rev
     if limit is not None and limit < 1:
         raise SpurbenchError(f"--limit must be a positive number of images, got {limit}")
     folder = ds_contract.resolve_dataset(source, revision)
-    full = ds_contract.load_split(folder, split)
+    # the rows come from the very Parquet bytes the fingerprint is computed over (never a stale cache)
+    full, fingerprint = ds_contract.read_split(folder, split)
     label_feature = full.features["label"]
     if isinstance(label_feature, ClassLabel):
         if list(label_feature.names) != list(imagenet.wnids()):
@@ -101,7 +102,7 @@ def open_dataset(source: str | Path, split: str = ds_contract.DEFAULT_SPLIT, rev
         "id": str(source),
         "revision": revision,
         "split": split,
-        "fingerprint": ds_contract.fingerprint(folder, split),
+        "fingerprint": fingerprint,
         "num_images": int(len(all_labels)),
         "classes": sorted(int(k) for k in np.unique(all_labels)),
         "provenance": ds_contract.read_provenance(folder),
@@ -171,13 +172,15 @@ def open_positives(source: str | Path, classes: Iterable[int], split: str | None
     if not path.is_dir() and not ds_contract._HUB_ID.match(str(source)):
         raise SpurbenchError(f"positives '{source}' is neither a folder nor a hub dataset id; give <folder>/<WordNet id>/<image> or a dataset with ImageNet labels")
     where = str(path) if path.is_dir() else str(source)
+    local = path.is_dir() and any(path.glob("data/*.parquet"))
     try:
         if split is None:
-            names = get_dataset_split_names(where, revision=revision)
+            names = ds_contract.split_names(path) if local else get_dataset_split_names(where, revision=revision)
             split = next((s for s in ("validation", "val", "test") if s in names), names[0] if len(names) == 1 else None)
             if split is None:
                 raise SpurbenchError(f"positives dataset '{source}' has splits {', '.join(names)}; pick one with --positives-split")
-        data = load_dataset(where, split=split, revision=revision)
+        # a local Hub-layout folder is read from its files, never from `load_dataset`'s folder-name cache
+        data = ds_contract.load_split(path, split) if local else load_dataset(where, split=split, revision=revision)
     except SpurbenchError:
         raise
     except Exception as err:
