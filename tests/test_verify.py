@@ -163,11 +163,14 @@ def _eval(folder: Path, board: Path, *extra: str) -> dict:
     return entry
 
 
-def test_eval_leaves_out_present_objects_in_a_spurious_set(verified, tmp_path):
+def test_eval_leaves_out_present_objects_in_a_spurious_set(verified, tmp_path, capsys):
     folder, _ = verified
     present = _table(folder).column(PRESENT).to_pylist()
     kept = [i for i, p in enumerate(present) if not p]
+    capsys.readouterr()
     e = _eval(folder, tmp_path / "a" / "lb.json")
+    first = capsys.readouterr().out.splitlines()[0]
+    assert f"split test: {len(kept)} images, " in first and f"; {sum(present)} left out by verification" in first
     assert e["metrics"]["num_excluded"] == sum(present) and e["metrics"]["num_images"] == len(kept)
     assert e["_rows"] == kept  # predictions name the split's own rows
     e = _eval(folder, tmp_path / "b" / "lb.json", "--include-unverified")

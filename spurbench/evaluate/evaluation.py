@@ -94,8 +94,9 @@ def open_dataset(source: str | Path, split: str = ds_contract.DEFAULT_SPLIT, rev
     # decode=False: workers get the raw bytes and decode them themselves, so a bad image is named, not fatal
     rows = full.select_columns(["image", "label"]).cast_column("image", Image(decode=False))
     row_index, excluded = _verified_rows(full, folder, include_unverified)
+    scored = all_labels if row_index is None else all_labels[row_index]
     if row_index is not None:
-        rows, all_labels = rows.select(row_index), all_labels[row_index]
+        rows = rows.select(row_index)
     if limit is not None and limit < len(rows):
         rows = rows.select(range(limit))
     info = {
@@ -107,7 +108,7 @@ def open_dataset(source: str | Path, split: str = ds_contract.DEFAULT_SPLIT, rev
         "classes": sorted(int(k) for k in np.unique(all_labels)),
         "provenance": ds_contract.read_provenance(folder),
     }
-    return SpuriousSet(str(source), folder, split, revision, rows, all_labels[: len(rows)], info,
+    return SpuriousSet(str(source), folder, split, revision, rows, scored[: len(rows)], info,
                        row_index=None if row_index is None else row_index[: len(rows)], num_excluded=excluded)
 
 
