@@ -58,10 +58,16 @@ class SpuriousSet:
     rows: Any  # datasets.Dataset with columns image (undecoded bytes) and label, after --limit
     labels: np.ndarray  # label of every row in `rows`
     info: dict  # leaderboard "dataset" block (fingerprint and classes over the whole split)
+    row_index: np.ndarray | None = None  # split row of each item of `rows` when verification left some out
+    num_excluded: int = 0  # rows left out because their verification check failed (spurbench.verify)
 
 
-def open_dataset(source: str | Path, split: str = ds_contract.DEFAULT_SPLIT, revision: str | None = None, limit: int | None = None) -> SpuriousSet:
-    """Resolve, load and check a spurious-image split (columns, ImageNet labels); nothing is decoded yet."""
+def open_dataset(source: str | Path, split: str = ds_contract.DEFAULT_SPLIT, revision: str | None = None, limit: int | None = None,
+                 include_unverified: bool = False) -> SpuriousSet:
+    """Resolve, load and check a spurious-image split (columns, ImageNet labels); nothing is decoded yet.
+
+    On a verified set (`spurbench verify`) the rows whose check failed are left out unless
+    `include_unverified`; a person's keep/drop decisions override the detector's."""
     from datasets import ClassLabel, Image, Value
 
     if limit is not None and limit < 1:
@@ -88,6 +94,10 @@ def open_dataset(source: str | Path, split: str = ds_contract.DEFAULT_SPLIT, rev
         raise SpurbenchError(f"dataset '{source}' row {int(bad[0])} has label {int(all_labels[bad[0]])}, not an ImageNet-1k class index 0..999")
     # decode=False: workers get the raw bytes and decode them themselves, so a bad image is named, not fatal
     rows = full.select_columns(["image", "label"]).cast_column("image", Image(decode=False))
+    row_index, excluded = _verified_rows(full, folder, include_unverified)
+    scored = all_labels if row_index is None else all_labels[row_index]
+    if row_index is not None:
+        rows = rows.select(row_index)
     if limit is not None and limit < len(rows):
         rows = rows.select(range(limit))
     info = {
@@ -99,7 +109,21 @@ def open_dataset(source: str | Path, split: str = ds_contract.DEFAULT_SPLIT, rev
         "classes": sorted(int(k) for k in np.unique(all_labels)),
         "provenance": ds_contract.read_provenance(folder),
     }
-    return SpuriousSet(str(source), folder, split, revision, rows, all_labels[: len(rows)], info)
+    return SpuriousSet(str(source), folder, split, revision, rows, scored[: len(rows)], info,
+                       row_index=None if row_index is None else row_index[: len(rows)], num_excluded=excluded)
+
+
+def _verified_rows(full: Any, folder: Path, include_unverified: bool) -> tuple[np.ndarray | None, int]:
+    """(split rows to score, number left out) on a verified set; (None, 0) when all rows are scored."""
+    from spurbench import verify
+
+    if include_unverified or not verify.is_verified(full.column_names):
+        return None, 0
+    reviewed = full[verify.REVIEWED] if verify.REVIEWED in full.column_names else None
+    out = verify.excluded_rows(ds_contract.read_kind(folder), full[verify.PRESENT], reviewed)
+    if out.all():
+        raise SpurbenchError(f"every image of '{folder}' failed its verification check; nothing to score (--include-unverified scores them anyway)")
+    return np.flatnonzero(~out), int(out.sum())
 
 
 @dataclass
@@ -387,6 +411,8 @@ def evaluate(
     run = dict(batch_size=batch_size, workers=workers, device=dev, amp=amp, data_config=data_config)
     preds = predict(clf, _ImageItems(spurious_tf, data.labels, rows=data.rows, size=size), **run,
                     what=f"image of dataset '{data.source}' split '{data.split}'")
+    if data.row_index is not None:  # predictions name split rows, also when verification left some out
+        preds.index = data.row_index[preds.index]
     rates = metrics.spurious_rates(preds.label, preds.top5, preds.target_prob)
     pos_preds = None
     if positives is not None and len(positives):
@@ -429,6 +455,7 @@ def evaluate(
             "spurious_score_auroc": score["auroc"],
             "num_images": int(rates["num_images"]),
             "num_positives": int(len(pos_preds.label)) if pos_preds is not None else 0,
+            "num_excluded": data.num_excluded,
         },
         "per_class": per_class,
         "predictions": predictions_relpath(name),
@@ -565,6 +592,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     d.add_argument("--positives-split", default=None,
                    help="split of a --positives dataset; unset: validation, val or test, or its only split")
     d.add_argument("--limit", type=int, default=None, metavar="N", help="score only the first N images of the split (quick checks)")
+    d.add_argument("--include-unverified", action="store_true",
+                   help="on a verified set (`spurbench verify`), also score the images whose check failed (spurious set: object "
+                        "present; shift set: object absent) and those a person dropped; by default they are left out and counted")
     r = parser.add_argument_group("run")
     r.add_argument("--leaderboard", default=DEFAULT_LEADERBOARD, metavar="FILE",
                    help="leaderboard JSON to add the entries to (a folder means FOLDER/leaderboard.json); predictions go to "
@@ -634,6 +664,8 @@ def command_line(args: argparse.Namespace, model: str | None = None) -> str:
             parts += [flag, str(value)]
     if args.amp:
         parts.append("--amp")
+    if getattr(args, "include_unverified", False):
+        parts.append("--include-unverified")
     return " ".join(shlex.quote(p) for p in parts)
 
 
@@ -677,7 +709,8 @@ def run(args: argparse.Namespace) -> int:
     if leaderboard.is_dir():
         leaderboard = leaderboard / "leaderboard.json"
     board = load_leaderboard(leaderboard)  # corrupt -> SpurbenchError, file untouched
-    data = open_dataset(args.dataset, split=args.split, revision=args.revision, limit=args.limit)
+    data = open_dataset(args.dataset, split=args.split, revision=args.revision, limit=args.limit,
+                        include_unverified=args.include_unverified)
     held = board.get("dataset")
     if held and board["entries"] and held.get("fingerprint") != data.info["fingerprint"]:
         raise SpurbenchError(
@@ -697,11 +730,12 @@ def run(args: argparse.Namespace) -> int:
 
     mine = sweep.my_share(specs, rank, world)
     precision = precision_for(device, args.amp)[0]
-    total = data.info["num_images"]
+    total = data.info["num_images"] - data.num_excluded
     subset = f" (first {len(data.labels)} of {total})" if len(data.labels) < total else ""
     share = f"; process {rank} of {world}: {len(mine)} of {len(specs)} models" if world > 1 else ""
     print(f"dataset {data.source} split {data.split}: {len(data.labels)} images{subset}, {len(data.info['classes'])} classes"
-          + (f"; {len(positives)} positives" if positives is not None else "") + share)
+          + (f"; {len(positives)} positives" if positives is not None else "")
+          + (f"; {data.num_excluded} left out by verification (--include-unverified keeps them)" if data.num_excluded else "") + share)
     summaries, skipped, failed = [], [], {}
     for item in mine:
         spec = item.spec if isinstance(item, LoadedClassifier) else item
