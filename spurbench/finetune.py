@@ -9,8 +9,8 @@ build), with DDB's loss
 
 (each CE a mean over its rows in the batch; a term with no rows in the batch is 0; counterfactuals of
 other groups count as original rows). The minority groups are `--minority-groups G1 G2`, by default the
-two rarest groups of the training split, the commoner of the two first (so the rarest gets gamma2, the
-larger weight, as DDB weights Waterbirds' waterbird-on-land group). Defaults are DDB's: gamma1 6,
+two counterfactual groups rarest in the training split, the commoner of the two first (so the rarest
+gets gamma2, the larger weight, as DDB weights Waterbirds' waterbird-on-land group). Defaults are DDB's: gamma1 6,
 gamma2 10, Adam lr 5e-6, 200 epochs, batch 32. After every epoch the model is scored on the `val`
 split and the epoch with the best worst-group accuracy is kept.
 
@@ -142,12 +142,21 @@ class _Images(torch.utils.data.Dataset):
         return x, int(part.labels[i]), term
 
 
-def default_minority_groups(groups: Sequence[str]) -> list[str]:
-    """The two rarest groups of the training split (ties by name), the commoner of the two first."""
-    names, counts = np.unique(np.asarray(groups), return_counts=True)
-    if len(names) < 2:
-        raise SpurbenchError(f"the training split has {len(names)} group(s); balanced fine-tuning needs at least two, or give --minority-groups")
-    rarest = sorted(zip(counts.tolist(), names.tolist()))[:2]
+def default_minority_groups(train_groups: Sequence[str], cf_groups: Sequence[str] | None = None) -> list[str]:
+    """The two rarest groups in training (ties by name), the commoner of the two first.
+
+    With counterfactuals, the candidates are the counterfactuals' groups (a group the training split
+    lacks counts 0); without, the training split's groups."""
+    counts: dict[str, int] = {}
+    for g in train_groups:
+        counts[g] = counts.get(g, 0) + 1
+    candidates = sorted(set(cf_groups)) if cf_groups else sorted(counts)
+    if len(candidates) < 2:
+        raise SpurbenchError(
+            f"found {len(candidates)} candidate minority group(s) ({', '.join(candidates)}); balanced fine-tuning weighs two, "
+            "name them with --minority-groups"
+        )
+    rarest = sorted((counts.get(g, 0), g) for g in candidates)[:2]
     return [rarest[1][1], rarest[0][1]]
 
 
@@ -262,21 +271,21 @@ def finetune(cfg: FinetuneConfig, inputs: RunInputs, restart: bool = False, prog
     train = open_group_split(inputs.data, cfg.train_split, cfg.group_column)
     val = open_group_split(inputs.data, cfg.val_split, cfg.group_column)
     parts = [(train, np.zeros(len(train.labels), dtype=np.int64))]
-    minority = list(cfg.minority_groups) if cfg.minority_groups else default_minority_groups(train.groups)
-    known = set(train.groups)
-    missing = [g for g in minority if g not in known]
-    if missing:
-        raise SpurbenchError(f"minority group(s) {', '.join(missing)} are not groups of {train.where}; its groups: {', '.join(sorted(known))}")
     if val.label_names != train.label_names:
         raise SpurbenchError(f"{val.where} and {train.where} have different label sets")
+    cf = open_group_split(inputs.counterfactuals, cfg.counterfactual_split, cfg.group_column) if inputs.counterfactuals else None
+    if cf is not None and cf.label_names != train.label_names:
+        raise SpurbenchError(
+            f"counterfactuals {cf.where} label {len(cf.label_names)} classes, {train.where} {len(train.label_names)}; "
+            "they must share one label set (build the counterfactuals from the same data)"
+        )
+    minority = list(cfg.minority_groups) if cfg.minority_groups else default_minority_groups(train.groups, cf.groups if cf else None)
+    known = set(train.groups) | set(cf.groups if cf else [])
+    missing = [g for g in minority if g not in known]
+    if missing:
+        raise SpurbenchError(f"minority group(s) {', '.join(missing)} are not groups of the training data; its groups: {', '.join(sorted(known))}")
     num_cf = {}
-    if inputs.counterfactuals:
-        cf = open_group_split(inputs.counterfactuals, cfg.counterfactual_split, cfg.group_column)
-        if cf.label_names != train.label_names:
-            raise SpurbenchError(
-                f"counterfactuals {cf.where} label {len(cf.label_names)} classes, {train.where} {len(train.label_names)}; "
-                "they must share one label set (build the counterfactuals from the same data)"
-            )
+    if cf is not None:
         terms = loss_terms(cf.groups, minority)
         parts.append((cf, terms))
         num_cf = {"gamma1": int((terms == 1).sum()), "gamma2": int((terms == 2).sum()), "other": int((terms == 0).sum())}
@@ -408,7 +417,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--gamma1", type=float, default=defaults.gamma1, help="weight of the CE of the first minority group's counterfactuals")
     t.add_argument("--gamma2", type=float, default=defaults.gamma2, help="weight of the CE of the second minority group's counterfactuals")
     t.add_argument("--minority-groups", nargs=2, default=None, metavar=("G1", "G2"),
-                   help="the groups gamma1 and gamma2 weigh; unset: the two rarest training groups, the commoner first")
+                   help="the groups gamma1 and gamma2 weigh; unset: the two counterfactual groups rarest in training, the commoner first")
     t.add_argument("--seed", type=int, default=defaults.seed, help="seed of the shuffling, dropout and a new head")
     t.add_argument("--workers", type=int, default=0, help="DataLoader worker processes decoding images")
     t.add_argument("--restart", action="store_true", help="discard a run already in --out instead of resuming it")
