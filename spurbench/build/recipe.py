@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Union
 
-from spurbench import imagenet
+from spurbench import imagenet, spurious_imagenet
 from spurbench.errors import SpurbenchError
 
 #: the placeholders a prompt template may use
@@ -52,7 +52,7 @@ SAMPLE_VARIANTS = ("mirror", "crop")
 
 # Where Spurious ImageNet (Neuhaus et al., ICCV 2023) is downloaded from, as its repository's
 # setup_download.sh has it; the zip unpacks into `images/<...>_<class>_..._<component>/`.
-SPURIOUS_IMAGENET_URL = "https://nc.mlcloud.uni-tuebingen.de/index.php/s/xBtTG9jnACJDxSg/download/images_100_classes.zip"
+SPURIOUS_IMAGENET_URL = spurious_imagenet.RELEASE_URL
 
 
 # ---------------------------------------------------------------------------------------------

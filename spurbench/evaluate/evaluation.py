@@ -57,16 +57,23 @@ class SpuriousSet:
     rows: Any  # datasets.Dataset with columns image (undecoded bytes) and label, after --limit
     labels: np.ndarray  # label of every row in `rows`
     info: dict  # leaderboard "dataset" block (fingerprint and classes over the whole split)
+    row_index: np.ndarray | None = None  # split row of each item of `rows` when verification left some out
+    num_excluded: int = 0  # rows left out because their verification check failed (spurbench.verify)
 
 
-def open_dataset(source: str | Path, split: str = ds_contract.DEFAULT_SPLIT, revision: str | None = None, limit: int | None = None) -> SpuriousSet:
-    """Resolve, load and check a spurious-image split (columns, ImageNet labels); nothing is decoded yet."""
+def open_dataset(source: str | Path, split: str = ds_contract.DEFAULT_SPLIT, revision: str | None = None, limit: int | None = None,
+                 include_unverified: bool = False) -> SpuriousSet:
+    """Resolve, load and check a spurious-image split (columns, ImageNet labels); nothing is decoded yet.
+
+    On a verified set (`spurbench verify`) the rows whose check failed are left out unless
+    `include_unverified`; a person's keep/drop decisions override the detector's."""
     from datasets import ClassLabel, Image, Value
 
     if limit is not None and limit < 1:
         raise SpurbenchError(f"--limit must be a positive number of images, got {limit}")
     folder = ds_contract.resolve_dataset(source, revision)
-    full = ds_contract.load_split(folder, split)
+    # the rows come from the very Parquet bytes the fingerprint is computed over (never a stale cache)
+    full, fingerprint = ds_contract.read_split(folder, split)
     label_feature = full.features["label"]
     if isinstance(label_feature, ClassLabel):
         if list(label_feature.names) != list(imagenet.wnids()):
@@ -86,18 +93,36 @@ def open_dataset(source: str | Path, split: str = ds_contract.DEFAULT_SPLIT, rev
         raise SpurbenchError(f"dataset '{source}' row {int(bad[0])} has label {int(all_labels[bad[0]])}, not an ImageNet-1k class index 0..999")
     # decode=False: workers get the raw bytes and decode them themselves, so a bad image is named, not fatal
     rows = full.select_columns(["image", "label"]).cast_column("image", Image(decode=False))
+    row_index, excluded = _verified_rows(full, folder, include_unverified)
+    scored = all_labels if row_index is None else all_labels[row_index]
+    if row_index is not None:
+        rows = rows.select(row_index)
     if limit is not None and limit < len(rows):
         rows = rows.select(range(limit))
     info = {
         "id": str(source),
         "revision": revision,
         "split": split,
-        "fingerprint": ds_contract.fingerprint(folder, split),
+        "fingerprint": fingerprint,
         "num_images": int(len(all_labels)),
         "classes": sorted(int(k) for k in np.unique(all_labels)),
         "provenance": ds_contract.read_provenance(folder),
     }
-    return SpuriousSet(str(source), folder, split, revision, rows, all_labels[: len(rows)], info)
+    return SpuriousSet(str(source), folder, split, revision, rows, scored[: len(rows)], info,
+                       row_index=None if row_index is None else row_index[: len(rows)], num_excluded=excluded)
+
+
+def _verified_rows(full: Any, folder: Path, include_unverified: bool) -> tuple[np.ndarray | None, int]:
+    """(split rows to score, number left out) on a verified set; (None, 0) when all rows are scored."""
+    from spurbench import verify
+
+    if include_unverified or not verify.is_verified(full.column_names):
+        return None, 0
+    reviewed = full[verify.REVIEWED] if verify.REVIEWED in full.column_names else None
+    out = verify.excluded_rows(ds_contract.read_kind(folder), full[verify.PRESENT], reviewed)
+    if out.all():
+        raise SpurbenchError(f"every image of '{folder}' failed its verification check; nothing to score (--include-unverified scores them anyway)")
+    return np.flatnonzero(~out), int(out.sum())
 
 
 @dataclass
@@ -148,13 +173,15 @@ def open_positives(source: str | Path, classes: Iterable[int], split: str | None
     if not path.is_dir() and not ds_contract._HUB_ID.match(str(source)):
         raise SpurbenchError(f"positives '{source}' is neither a folder nor a hub dataset id; give <folder>/<WordNet id>/<image> or a dataset with ImageNet labels")
     where = str(path) if path.is_dir() else str(source)
+    local = path.is_dir() and any(path.glob("data/*.parquet"))
     try:
         if split is None:
-            names = get_dataset_split_names(where, revision=revision)
+            names = ds_contract.split_names(path) if local else get_dataset_split_names(where, revision=revision)
             split = next((s for s in ("validation", "val", "test") if s in names), names[0] if len(names) == 1 else None)
             if split is None:
                 raise SpurbenchError(f"positives dataset '{source}' has splits {', '.join(names)}; pick one with --positives-split")
-        data = load_dataset(where, split=split, revision=revision)
+        # a local Hub-layout folder is read from its files, never from `load_dataset`'s folder-name cache
+        data = ds_contract.load_split(path, split) if local else load_dataset(where, split=split, revision=revision)
     except SpurbenchError:
         raise
     except Exception as err:
@@ -376,6 +403,8 @@ def evaluate(
     size = tuple(clf.data_config["input_size"][-2:])
     preds = predict(clf, _ImageItems(spurious_tf, data.labels, rows=data.rows, size=size), batch_size=batch_size,
                     workers=workers, device=dev, amp=amp, what=f"image of dataset '{data.source}' split '{data.split}'")
+    if data.row_index is not None:  # predictions name split rows, also when verification left some out
+        preds.index = data.row_index[preds.index]
     rates = metrics.spurious_rates(preds.label, preds.top5, preds.target_prob)
     pos_preds = None
     if positives is not None and len(positives):
@@ -416,6 +445,7 @@ def evaluate(
             "spurious_score_auroc": score["auroc"],
             "num_images": int(rates["num_images"]),
             "num_positives": int(len(pos_preds.label)) if pos_preds is not None else 0,
+            "num_excluded": data.num_excluded,
         },
         "per_class": per_class,
         "predictions": predictions_relpath(name),
@@ -545,6 +575,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     d.add_argument("--positives-split", default=None,
                    help="split of a --positives dataset; unset: validation, val or test, or its only split")
     d.add_argument("--limit", type=int, default=None, metavar="N", help="score only the first N images of the split (quick checks)")
+    d.add_argument("--include-unverified", action="store_true",
+                   help="on a verified set (`spurbench verify`), also score the images whose check failed (spurious set: object "
+                        "present; shift set: object absent) and those a person dropped; by default they are left out and counted")
     r = parser.add_argument_group("run")
     r.add_argument("--leaderboard", default=DEFAULT_LEADERBOARD, metavar="FILE",
                    help="leaderboard JSON to add the entries to (a folder means FOLDER/leaderboard.json); predictions go to "
@@ -599,6 +632,8 @@ def command_line(args: argparse.Namespace) -> str:
             parts += [flag, str(value)]
     if args.no_amp:
         parts.append("--no-amp")
+    if getattr(args, "include_unverified", False):
+        parts.append("--include-unverified")
     return " ".join(shlex.quote(p) for p in parts)
 
 
@@ -626,7 +661,8 @@ def run(args: argparse.Namespace) -> int:
     if leaderboard.is_dir():
         leaderboard = leaderboard / "leaderboard.json"
     board = load_leaderboard(leaderboard)  # corrupt -> SpurbenchError, file untouched
-    data = open_dataset(args.dataset, split=args.split, revision=args.revision, limit=args.limit)
+    data = open_dataset(args.dataset, split=args.split, revision=args.revision, limit=args.limit,
+                        include_unverified=args.include_unverified)
     held = board.get("dataset")
     if held and board["entries"] and held.get("fingerprint") != data.info["fingerprint"]:
         raise SpurbenchError(
@@ -644,10 +680,11 @@ def run(args: argparse.Namespace) -> int:
     classifiers = [create_classifier(s, "cpu") for s in tqdm(specs, desc="loading classifiers", disable=None, leave=False)]
 
     command = command_line(args)
-    total = data.info["num_images"]
+    total = data.info["num_images"] - data.num_excluded
     subset = f" (first {len(data.labels)} of {total})" if len(data.labels) < total else ""
     print(f"dataset {data.source} split {data.split}: {len(data.labels)} images{subset}, {len(data.info['classes'])} classes"
-          + (f"; {len(positives)} positives" if positives is not None else ""))
+          + (f"; {len(positives)} positives" if positives is not None else "")
+          + (f"; {data.num_excluded} left out by verification (--include-unverified keeps them)" if data.num_excluded else ""))
     summaries = []
     for clf in classifiers:
         entry, preds = evaluate(clf, data, positives=positives, preprocessing=args.preprocessing, batch_size=args.batch_size,
