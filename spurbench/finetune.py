@@ -16,7 +16,7 @@ split and the epoch with the best worst-group accuracy is kept.
 
 Writes to --out: `model.safetensors` (the chosen epoch's state dict, timm key names: score it with
 `spurbench eval --model NAME --weights <out>/model.safetensors`), `train_log.jsonl` (one line per
-epoch: losses, validation per-group / worst-group / pooled accuracy), `finetune.json` (settings,
+epoch: losses, validation per-group / worst-group / pooled accuracy; epoch 0 is the starting model), `finetune.json` (settings,
 label set, chosen epoch) and `checkpoint.pt` (resume state). Interrupted runs resume from the last
 finished epoch with the same command and reach the same weights as an uninterrupted run.
 
@@ -219,6 +219,13 @@ def predict_labels(model: torch.nn.Module, loader, device) -> np.ndarray:
     return torch.cat(out).numpy()
 
 
+def _validation_row(epoch: int, model, loader, val: GroupSplit, device) -> dict:
+    pred = predict_labels(model, loader, device)
+    accs = group_accuracies(pred, val.labels, val.groups)
+    return {"epoch": epoch, "val_worst_group_accuracy": min(accs.values()), "val_pooled_accuracy": float(np.mean(pred == val.labels)),
+            "val_group_accuracy": accs}
+
+
 # ---------------------------------------------------------------------------------------------
 # the run
 
@@ -316,6 +323,8 @@ def finetune(cfg: FinetuneConfig, inputs: RunInputs, restart: bool = False, prog
     rank, world = accelerator.process_index, accelerator.num_processes
     out.mkdir(parents=True, exist_ok=True)
 
+    if not log:  # epoch 0: the starting model on the validation split, the "before" of the run
+        log.append(_validation_row(0, model, val_loader, val, device))
     done_now = 0
     epochs = tqdm(range(start, cfg.epochs), initial=start, total=cfg.epochs, desc="finetune", unit="epoch",
                   disable=not progress or not accelerator.is_main_process)
@@ -342,15 +351,7 @@ def finetune(cfg: FinetuneConfig, inputs: RunInputs, restart: bool = False, prog
                 key = f"ce_{TERM_NAMES[term]}"
                 sums[key] = sums.get(key, 0.0) + ce
             batches += 1
-        pred = predict_labels(model, val_loader, device)
-        accs = group_accuracies(pred, val.labels, val.groups)
-        row = {
-            "epoch": epoch + 1,
-            **{k: v / max(batches, 1) for k, v in sums.items()},
-            "val_worst_group_accuracy": min(accs.values()),
-            "val_pooled_accuracy": float(np.mean(pred == val.labels)),
-            "val_group_accuracy": accs,
-        }
+        row = {**_validation_row(epoch + 1, model, val_loader, val, device), **{k: v / max(batches, 1) for k, v in sums.items()}}
         log.append(row)
         state_dict = {k: v.detach().cpu().contiguous() for k, v in accelerator.unwrap_model(model).state_dict().items()}
         if row["val_worst_group_accuracy"] > best["worst_group_accuracy"]:
@@ -373,11 +374,12 @@ def finetune(cfg: FinetuneConfig, inputs: RunInputs, restart: bool = False, prog
         "weights_in": inputs.spec.to_dict().get("weights"),
         "new_head": new_head,
         "label_names": train.label_names if len(train.label_names) <= 50 else f"{len(train.label_names)} classes",
-        "epochs_done": len(log),
+        "epochs_done": len(log) - 1,
         "chosen_epoch": best["epoch"],
         "chosen_by": f"worst-group accuracy on split '{cfg.val_split}'",
         "val_worst_group_accuracy": best["worst_group_accuracy"] if best["epoch"] else None,
         "val_pooled_accuracy": best.get("pooled_accuracy"),
+        "before": {k: log[0][k] for k in ("val_worst_group_accuracy", "val_pooled_accuracy", "val_group_accuracy")},
         "minority_groups": {"gamma1": minority[0], "gamma2": minority[1]},
         "num_counterfactuals": num_cf,
         "config": asdict(cfg),
@@ -443,6 +445,11 @@ def _spec(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     import shlex
 
+    if not sys.stderr.isatty():  # logged runs: stderr holds what matters, not `datasets`' bars
+        import datasets
+
+        datasets.disable_progress_bars()
+
     cfg = FinetuneConfig(
         epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, gamma1=args.gamma1, gamma2=args.gamma2,
         seed=args.seed, minority_groups=args.minority_groups, group_column=args.group_column,
@@ -452,7 +459,8 @@ def run(args: argparse.Namespace) -> int:
                        workers=args.workers, command="spurbench finetune " + shlex.join(sys.argv[2:] if len(sys.argv) > 2 else []))
     summary = finetune(cfg, inputs, restart=args.restart)
     print(
-        f"chose epoch {summary['chosen_epoch']} of {summary['epochs_done']} (validation worst-group accuracy "
-        f"{summary['val_worst_group_accuracy']:.4f}); weights: {Path(args.out) / WEIGHTS}"
+        f"chose epoch {summary['chosen_epoch']} of {summary['epochs_done']}: validation worst-group accuracy "
+        f"{summary['before']['val_worst_group_accuracy']:.4f} before, {summary['val_worst_group_accuracy']:.4f} after "
+        f"(pooled {summary['before']['val_pooled_accuracy']:.4f} -> {summary['val_pooled_accuracy']:.4f}); weights: {Path(args.out) / WEIGHTS}"
     )
     return 0

@@ -66,13 +66,13 @@ def test_lowest_loss_order():
     assert ddb.lowest_loss([0.2, 0.2], None) == [0, 1]
 
 
-def _check_build(out: Path, work: Path, kept_split: str) -> dict:
+def _check_build(out: Path, kept_split: str, ig_threshold: float) -> dict:
     """Shared checks of a DDB export against the work dir's markers and the reference photos."""
     from datasets import load_dataset
 
     ds = load_dataset(str(out))
     prov = yaml.safe_load((out / "README.md").read_text().split("---")[1])["spurbench"]
-    assert prov["ig_threshold"] == yaml.safe_load(SMOKE.read_text())["pruning"]["ig_threshold"]
+    assert prov["ig_threshold"] == ig_threshold
     assert prov["classifier"]["model"] == "tf_efficientnet_lite0"
     refs = ds["reference"]
     gen_rows = [r for s in (kept_split, "pruned") if s in ds for r in ds[s]]
@@ -100,7 +100,7 @@ def test_swap_build_gives_a_group_labelled_shift_set(tmp_path, monkeypatch):
     monkeypatch.setenv("SPURBENCH_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "ddb"
     assert main(["build", "--recipe", "ddb_smoke", "--out", str(out), "--no-progress"]) == 0
-    got = _check_build(out, tmp_path / "ddb.work", "train")
+    got = _check_build(out, "train", yaml.safe_load(SMOKE.read_text())["pruning"]["ig_threshold"])
     ds, prov = got["ds"], got["prov"]
     assert prov["kind"] == "shift" and prov["mode"] == "swap"
     names = {285: "Egyptian cat", 967: "espresso"}
@@ -124,7 +124,7 @@ def test_remove_build_gives_a_spurious_set(tmp_path, monkeypatch):
     data["classes"] = [{k: v for k, v in c.items() if k != "swap_to"} for c in data["classes"][:1]]
     out = tmp_path / "ddb_remove"
     assert main(["build", "--recipe", str(_write(tmp_path, data)), "--out", str(out), "--no-progress"]) == 0
-    got = _check_build(out, tmp_path / "ddb_remove.work", "test")
+    got = _check_build(out, "test", -9.0)
     ds, prov = got["ds"], got["prov"]
     assert prov["kind"] == "spurious" and "group" not in ds["reference"].column_names
     assert all(r["label"] == 285 and r["prompt"] == "a photo of the empty background" for s in ("test", "pruned") if s in ds for r in ds[s])

@@ -80,8 +80,9 @@ def test_resumed_finetune_equals_an_uninterrupted_one(group_data, tmp_path):
     assert a == b
     la = [json.loads(x) for x in (tmp_path / "whole" / ft.LOG).read_text().splitlines()]
     lb = [json.loads(x) for x in (tmp_path / "resumed" / ft.LOG).read_text().splitlines()]
-    assert la == lb and [r["epoch"] for r in la] == [1, 2, 3]
-    assert all(r["ce_minority1"] > 0 for r in la)  # the counterfactuals entered the loss
+    assert la == lb and [r["epoch"] for r in la] == [0, 1, 2, 3]  # epoch 0: the starting model
+    assert all(r["ce_minority1"] > 0 for r in la[1:])  # the counterfactuals entered the loss
+    assert whole["before"]["val_worst_group_accuracy"] == la[0]["val_worst_group_accuracy"]
     # training moved the weights, and the written file loads as a 2-class classifier
     from safetensors.torch import load_file
 
