@@ -408,3 +408,63 @@ def read_kind(folder: str | Path) -> str:
     if kind not in KINDS:
         raise SpurbenchError(f"dataset '{folder}' declares kind {kind!r} in its card; spurbench knows {', '.join(KINDS)}")
     return kind
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading a folder back whole (for commands that rewrite a dataset: `spurbench verify`)
+
+
+def split_names(folder: str | Path) -> list[str]:
+    """The splits of a dataset folder, in the card's order (then any others found on disk)."""
+    on_disk = sorted({p.name.rsplit("-", 4)[0] for p in Path(folder).glob("data/*-*-of-*.parquet")})
+    order = [s["name"] for s in (_card_meta(folder).get("dataset_info") or {}).get("splits") or [] if isinstance(s, dict)]
+    return [s for s in order if s in on_disk] + [s for s in on_disk if s not in order]
+
+
+def _card_meta(folder: str | Path) -> dict[str, Any]:
+    card = Path(folder) / "README.md"
+    text = card.read_text() if card.is_file() else ""
+    if not text.startswith("---"):
+        return {}
+    try:
+        return yaml.safe_load(text.split("---", 2)[1]) or {}
+    except yaml.YAMLError:
+        return {}
+
+
+def read_card(folder: str | Path) -> DatasetCard:
+    """The card of a dataset folder as a DatasetCard (title, body, licence, tags, provenance, kind, label set),
+    so a command that rewrites the data can write the same card back with its own additions."""
+    meta = _card_meta(folder)
+    prov = dict(meta.get(PROVENANCE_KEY) or {})
+    kind = prov.pop("kind", DEFAULT_KIND)
+    label_set = prov.pop("label_set", IMAGENET_LABEL_SET)
+    title = str(meta.get("pretty_name") or Path(folder).name)
+    text = (Path(folder) / "README.md").read_text() if (Path(folder) / "README.md").is_file() else ""
+    body = text.split("---", 2)[2] if text.startswith("---") and text.count("---") >= 2 else text
+    body = body.lstrip("\n")
+    if body.startswith(f"# {title}\n"):
+        body = body[len(f"# {title}\n"):]
+    card = DatasetCard(pretty_name=title, body=body.strip(), license=str(meta.get("license") or "other"),
+                       provenance=prov, kind=kind, label_set=label_set)
+    if meta.get("tags"):
+        card.tags = list(meta["tags"])
+    return card
+
+
+def read_split_table(folder: str | Path, split: str):
+    """(pyarrow Table, datasets.Features) of one split, read straight from its Parquet shards: exactly the
+    bytes on disk, never a `datasets` cache entry (which is keyed by name and card, not content)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from datasets import Features
+
+    files = data_files(folder, split)
+    try:
+        tables = [pq.read_table(f) for f in files]
+        table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+        feats = Features.from_arrow_schema(tables[0].schema)
+    except Exception as err:
+        raise SpurbenchError(f"cannot read split '{split}' of '{folder}' ({err.__class__.__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}); "
+                             "the Parquet shards are damaged: rebuild or re-download the dataset") from None
+    return table, feats

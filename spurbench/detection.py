@@ -140,7 +140,10 @@ class LoadedModel:
 
     def describe(self) -> dict[str, Any]:
         """What a dataset card records about it."""
-        return {"name": self.spec.name, "family": self.family, "model": self.source, "revision": self.revision}
+        model = self.source
+        if self.spec.builder is not None and Path(self.source).parent == tiny_cache_dir():
+            model = f"spurbench {self.spec.builder.__name__} ({_TINY_VERSION}, random weights)"  # not a path on this machine
+        return {"name": self.spec.name, "family": self.family, "model": model, "revision": self.revision}
 
 
 def default_device() -> str:

@@ -80,6 +80,7 @@ class _Page:
     leaderboard_path: Path
     out_dir: Path
     render_command: str
+    review: str = ""  # the review section of a verified dataset (spurbench.evaluate.review), else empty
 
 
 def _load_board(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -225,6 +226,9 @@ def _gather(leaderboard_path: Path, out_dir: Path, dataset_folder: str | Path | 
             for s in _split_shots(folder, REFERENCE_SPLIT, images_dir):
                 references.setdefault(s.label, []).append(s)
         _mark(shots, entries, panel, leaderboard_path.parent, folder, split)
+    from spurbench.evaluate.review import review_block
+
+    review = review_block(folder, images_dir) if folder is not None else ""
 
     by_class: dict[int, list[Shot]] = {}
     for s in shots:
@@ -253,6 +257,7 @@ def _gather(leaderboard_path: Path, out_dir: Path, dataset_folder: str | Path | 
         leaderboard_path=leaderboard_path,
         out_dir=out_dir,
         render_command=shlex.join(cmd),
+        review=review,
     )
 
 
@@ -781,12 +786,13 @@ def _html(p: _Page) -> str:
         f"<title>{esc(title)}</title><style>{_CSS}</style></head><body>"
         f"<header><h1>{esc(title)}</h1><p>{subtitle}</p>"
         '<nav><a href="#models">models</a><a href="#per-class">per-class rates</a><a href="#consistency">consistency</a>'
-        '<a href="#images">images</a><a href="#provenance">provenance</a><a href="#reproduce">reproduce</a></nav></header>'
+        '<a href="#images">images</a>' + ('<a href="#review">review</a>' if p.review else "") + '<a href="#provenance">provenance</a><a href="#reproduce">reproduce</a></nav></header>'
         "<main>"
         + _ranking_section(p)
         + _chart_section(p)
         + _consistency_section(p)
         + _contact_sheets(p)
+        + p.review
         + _provenance_section(p)
         + _reproduce_section(p)
         + "</main>"
