@@ -413,7 +413,7 @@ def record_failure(path: str | Path, dataset: Mapping[str, Any], failure: Mappin
                 board["dataset"] = _jsonable(dataset)
             board["failures"] = [f for f in board["failures"] if f.get("model") != new["model"] and f.get("fingerprint") == dataset["fingerprint"]]
             board["failures"].append(new)
-            _write_atomic(path, json.dumps(board, indent=2, allow_nan=False) + "\n")
+            _write_atomic(path, dumps_board(board))
             return board
     except Timeout:
         raise SpurbenchError(f"another process has held '{path}.lock' for {LOCK_TIMEOUT_S:.0f} s; wait for it to finish and re-run") from None
