@@ -121,6 +121,18 @@ class Consistency(TypedDict, total=False):
     note: str | None  #: human-readable remark (e.g. the intersection was used), else None
 
 
+class Failure(TypedDict, total=False):
+    """`board["failures"][i]`: a model a sweep could not score (its later success removes it)."""
+
+    model: str  #: the name it would have been recorded under
+    reason: str  #: one line: why (no weights, unknown name, out of memory, ...)
+    fingerprint: str  #: the dataset it was tried on
+    preprocessing: str
+    precision: str
+    date: str  #: ISO 8601 UTC time of the attempt
+    command: str
+
+
 class Board(TypedDict):
     """The whole leaderboard file."""
 
@@ -128,6 +140,7 @@ class Board(TypedDict):
     dataset: DatasetInfo | None  #: None only in an empty board
     entries: list[Entry]  #: in insertion order (see `ranked_entries` for the ranking)
     consistency: Consistency | None  #: None while there is no entry
+    failures: list[Failure]  #: models that failed to be scored (absent in older files: read as [])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -207,7 +220,7 @@ def read_predictions(csv_path: str | Path, optional: Iterable[str] | None = None
 
 def empty_board() -> Board:
     """A leaderboard with no dataset and no entry (what a missing file reads as)."""
-    return {"schema_version": SCHEMA_VERSION, "dataset": None, "entries": [], "consistency": None}
+    return {"schema_version": SCHEMA_VERSION, "dataset": None, "entries": [], "consistency": None, "failures": []}
 
 
 def _invalid(path: Path, why: str) -> SpurbenchError:
@@ -236,6 +249,8 @@ def _validate(board: Any, path: Path) -> Board:
             raise _invalid(path, f"has two entries for model '{e['model']}'")
         names.add(e["model"])
     board.setdefault("consistency", None)
+    if not isinstance(board.setdefault("failures", []), list):
+        raise _invalid(path, "has a 'failures' that is not a list")
     return board  # type: ignore[return-value]
 
 
@@ -392,6 +407,8 @@ def record_entry(path: str | Path, dataset: Mapping[str, Any], entry: Mapping[st
                 )
             if held is None or not board["entries"]:
                 board["dataset"] = _jsonable(dataset)
+            board["failures"] = [f for f in board["failures"]
+                                 if f.get("model") != new_entry["model"] and f.get("fingerprint") == dataset["fingerprint"]]
             entries = board["entries"]
             for i, e in enumerate(entries):
                 if e["model"] == new_entry["model"]:
@@ -406,6 +423,48 @@ def record_entry(path: str | Path, dataset: Mapping[str, Any], entry: Mapping[st
         raise SpurbenchError(
             f"another process has held '{path}.lock' for {LOCK_TIMEOUT_S:.0f} s; wait for it to finish and re-run"
         ) from None
+
+
+def record_failure(path: str | Path, dataset: Mapping[str, Any], failure: Mapping[str, Any]) -> Board:
+    """Record (or replace) `failure` (a `Failure` with at least `model` and `reason`) under the board's lock.
+
+    The model's entry, if any, stays. Refuses a dataset other than the board's as `record_entry` does.
+    """
+    from filelock import FileLock, Timeout
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    new = _jsonable({**failure, "fingerprint": dataset["fingerprint"]})
+    try:
+        with FileLock(str(path) + ".lock", timeout=LOCK_TIMEOUT_S):
+            board = load_leaderboard(path)
+            held = board["dataset"]
+            if held is not None and board["entries"] and held.get("fingerprint") != dataset["fingerprint"]:
+                raise SpurbenchError(
+                    f"leaderboard '{path}' holds dataset {held.get('id')!r}; use another --leaderboard file for dataset {dataset.get('id')!r}"
+                )
+            if not board["entries"]:
+                board["dataset"] = _jsonable(dataset)
+            board["failures"] = [f for f in board["failures"] if f.get("model") != new["model"] and f.get("fingerprint") == dataset["fingerprint"]]
+            board["failures"].append(new)
+            _write_atomic(path, json.dumps(board, indent=2, allow_nan=False) + "\n")
+            return board
+    except Timeout:
+        raise SpurbenchError(f"another process has held '{path}.lock' for {LOCK_TIMEOUT_S:.0f} s; wait for it to finish and re-run") from None
+
+
+def already_scored(board: Mapping[str, Any], model: str, *, fingerprint: str, preprocessing: str, precision: str, num_images: int,
+                   positives: str | None) -> bool:
+    """Whether `board` holds an entry for `model` scored on the same data (fingerprint, number of images,
+    positives) with the same preprocessing and precision: what a resumed sweep skips."""
+    held = board.get("dataset") or {}
+    if held.get("fingerprint") != fingerprint:
+        return False
+    for e in board.get("entries", []):
+        if e.get("model") == model:
+            return (e.get("preprocessing", "timm") == preprocessing and e.get("precision", "float32") == precision
+                    and (e.get("metrics") or {}).get("num_images") == num_images and e.get("positives") == positives)
+    return False
 
 
 # --------------------------------------------------------------------------------------------------
