@@ -55,9 +55,12 @@ def test_two_class_classifier_is_scored_on_a_two_class_set(wb, tmp_path):
 
 
 def test_imagenet_classifier_on_a_two_class_set_is_one_line(wb, tmp_path, capsys):
+    from spurbench.classifiers import _weights_file
+
     _, data = wb
-    assert main(["eval", "--panel", "offline", "--dataset", str(data), "--split", "train",
-                 "--leaderboard", str(tmp_path / "b.json"), "--workers", "0"]) == 2
+    lite0_file, _ = _weights_file(load_panel("offline")[0])  # the real ImageNet-1k Lite0 weights
+    assert main(["eval", "--model", "tf_efficientnet_lite0", "--weights", str(lite0_file), "--key-map", "positional",
+                 "--dataset", str(data), "--split", "train", "--leaderboard", str(tmp_path / "b.json"), "--workers", "0"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "label set 'waterbirds'" in err and "2 classes" in err, err
     assert not (tmp_path / "b.json").exists()

@@ -232,6 +232,10 @@ def recipe_from_dict(data: Mapping[str, Any]) -> Any:
     data = dict(data)
     if isinstance(data.get("created"), datetime.date):  # YAML reads an unquoted 2025-01-31 as a date
         data["created"] = data["created"].isoformat()
+    # `verify:` is checked here but is not part of any method's recipe (nor its hash): see build/verify_stage.py
+    from spurbench.build.verify_stage import SECTION, parse_verify_section
+
+    parse_verify_section(data.pop(SECTION, None))
     return get_method(method_name(data)).recipe_from_dict(data)
 
 
