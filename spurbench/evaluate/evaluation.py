@@ -497,9 +497,13 @@ def record(leaderboard: str | Path, dataset_info: dict, entry: dict, preds: Pred
     If the leaderboard refuses the entry (another dataset, corrupt file), the model's previous
     predictions file is put back, so nothing that was there is damaged.
     """
-    from spurbench.evaluate.leaderboard import record_entry
+    from spurbench.evaluate.leaderboard import load_leaderboard, predictions_relpath, record_entry
 
     leaderboard = Path(leaderboard)
+    if (leaderboard.parent / entry["predictions"]).exists():
+        # this model's earlier file, or (a board from before names were made distinct) another model's
+        taken = {e.get("predictions") for e in load_leaderboard(leaderboard)["entries"] if e["model"] != entry["model"]}
+        entry = {**entry, "predictions": predictions_relpath(entry["model"], taken)}
     csv_path = leaderboard.parent / entry["predictions"]
     backup = csv_path.with_name(csv_path.name + f".bak-{os.getpid()}")
     had_old = csv_path.exists()
