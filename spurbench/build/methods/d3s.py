@@ -277,6 +277,7 @@ def check_inputs(ctx) -> None:
     """Every selected class's foreground folder and every background folder exist (one clear line if not)."""
     from spurbench import imagenet
     from spurbench.build.backgrounds import folder_templates
+    from spurbench.build.references import check_image
 
     r = ctx.recipe
     if r.backgrounds.folder is not None:
@@ -284,7 +285,8 @@ def check_inputs(ctx) -> None:
         if not root.is_dir():
             raise SpurbenchError(f"backgrounds folder '{root}' does not exist; give a folder holding one folder per background word")
         for word in r.background_words:
-            folder_templates(root, word)
+            for f in folder_templates(root, word):
+                check_image(f)  # an unreadable template: one line naming it, before anything is written
     for entry in ctx.classes:
         if entry.foregrounds is None:
             root = _path(ctx.foregrounds_root or r.foregrounds.folder)
@@ -340,18 +342,12 @@ def background_templates(ctx) -> dict[str, list[Path]]:
 
 
 def prepare(ctx, pending: list, refs: dict, base_model: str, base_revision: str | None) -> dict[str, Any]:
-    from spurbench.build.references import check_image
-
     import diffusers
 
     # D3S's prompts carry a WordNet gloss and may pass CLIP's 77 tokens; the pipeline then warns once per
     # batch that it truncates them. That is expected here (D3S's own code truncated them the same way).
     diffusers.utils.logging.get_logger("diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion_img2img").setLevel(40)
-    templates = background_templates(ctx)
-    for files in templates.values():
-        for f in files:
-            check_image(f)  # an unreadable template: one line naming it, before any image is made
-    return {"templates": templates, "pipe": None}
+    return {"templates": background_templates(ctx), "pipe": None}
 
 
 def class_jobs(ctx, entry, refs: dict, templates: dict) -> list[dict]:
@@ -423,6 +419,7 @@ def extra_features() -> dict:
 
 def export_splits(ctx, markers: dict, refs: dict):
     from spurbench import imagenet
+    from spurbench.dataset import encode_image
 
     r = ctx.recipe
     offset, first = 0, {}
@@ -439,7 +436,8 @@ def export_splits(ctx, markers: dict, refs: dict):
             for im in markers[entry.index]["images"]:
                 yield dict(image=str(folder / im["file"]), source="generated", prompt=im["prompt"], seed=int(im["seed"]),
                            spurious_feature=r.backgrounds.phrases[im["background"]], background=im["background"],
-                           fg_scale=r.fg_scale, init_image=str(folder / im["init"]), init_box=im["init_box"],
+                           fg_scale=r.fg_scale, init_box=im["init_box"],
+                           init_image=encode_image(folder / im["init"]),  # embedded bytes, like `image`
                            reference_index=first[entry.index] + im["foreground"], **common(entry))
 
     def reference_rows():
