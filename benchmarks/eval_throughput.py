@@ -64,9 +64,9 @@ def make_dataset(root: Path, n: int) -> Path:
 
 
 def time_spurbench(clf, data, batch_size: int, workers: int) -> float:
-    from spurbench.evaluate.evaluation import _ImageItems, build_transforms, predict
+    from spurbench.evaluate.evaluation import _ImageItems, build_uint8_transforms, predict
 
-    tf, _ = build_transforms(clf.data_config, "timm")
+    tf, _ = build_uint8_transforms(clf.data_config, "timm")
     start = time.perf_counter()
     items = _ImageItems(tf, data.labels, rows=data.rows, size=clf.data_config["input_size"][-2:])
     preds = predict(clf, items, batch_size=batch_size, workers=workers, device="cpu")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -24,9 +25,9 @@ from spurbench.errors import SpurbenchError, hub_failure_reason
 from spurbench.imagenet import NUM_CLASSES
 
 #: keys a `weights` mapping may carry
-WEIGHT_SOURCES = ("file", "package", "hub")
-_WEIGHT_KEYS = {"file", "package", "hub", "revision", "key_map", "sha256"}
-_SPEC_KEYS = {"model", "weights", "name"}
+WEIGHT_SOURCES = ("file", "package", "hub", "url")
+_WEIGHT_KEYS = {"file", "package", "hub", "url", "revision", "key_map", "sha256"}
+_SPEC_KEYS = {"model", "weights", "name", "temperature", "note"}
 _HF_HUB_MODEL = re.compile(r"^hf[-_]hub:[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
 # checkpoint containers seen in the wild: timm train (`state_dict`), robustness/Madry (`model`), others
 _CONTAINER_KEYS = ("state_dict", "model", "model_state_dict", "state_dict_ema", "module")
@@ -38,13 +39,18 @@ class ClassifierSpec:
 
     `weights` is None (timm's pretrained weights from the Hub) or one of
     `{"file": path}`, `{"package": dist, "file": path inside it}`, `{"hub": "org/repo", "file": name}`,
+    `{"url": "https://...", "file": name}` (downloaded once into torch's hub cache, `checkpoints/<file>`),
     each with an optional `key_map` ("none", "positional", "strip_prefix:<prefix>"), an optional
     `sha256` the file must match, and for `hub` an optional `revision`.
+    `temperature` (> 0) divides the logits before the softmax (a calibrated checkpoint's T);
+    `note` is free text recorded with the entry (e.g. whether a published figure exists).
     """
 
     model: str
     weights: dict | None = None
     name: str | None = None
+    temperature: float | None = None
+    note: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or not self.model.strip():
@@ -53,6 +59,13 @@ class ClassifierSpec:
             raise SpurbenchError(f"classifier name for '{self.model}' must be a non-empty string, got {self.name!r}")
         if self.weights is not None:
             self.weights = _check_weights(self.weights, self.model)
+        if self.temperature is not None:
+            t = self.temperature
+            if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t <= 0:
+                raise SpurbenchError(f"temperature of classifier '{self.display_name}' must be a positive number, got {t!r}")
+            self.temperature = float(t)
+        if self.note is not None and not isinstance(self.note, str):
+            raise SpurbenchError(f"note of classifier '{self.display_name}' must be a string, got {self.note!r}")
 
     @property
     def display_name(self) -> str:
@@ -76,14 +89,16 @@ class ClassifierSpec:
             )
         if "model" not in d:
             raise SpurbenchError(f"classifier entry {dict(d)!r} lacks the `model` key (a timm model name)")
-        return cls(model=d["model"], weights=dict(d["weights"]) if isinstance(d.get("weights"), Mapping) else d.get("weights"), name=d.get("name"))
+        weights = dict(d["weights"]) if isinstance(d.get("weights"), Mapping) else d.get("weights")
+        return cls(model=d["model"], weights=weights, name=d.get("name"), temperature=d.get("temperature"), note=d.get("note"))
 
     def to_dict(self) -> dict:
         out: dict[str, Any] = {"model": self.model}
         if self.weights is not None:
             out["weights"] = dict(self.weights)
-        if self.name is not None:
-            out["name"] = self.name
+        for key in ("name", "temperature", "note"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
         return out
 
 
@@ -100,9 +115,10 @@ def _check_weights(weights: Any, model: str) -> dict:
     if "file" not in weights or not isinstance(weights["file"], (str, os.PathLike)) or not str(weights["file"]):
         raise SpurbenchError(f"{where} need a `file` (a local path, a path inside `package`, or a file name in the `hub` repo)")
     weights["file"] = str(weights["file"])
-    if "package" in weights and "hub" in weights:
-        raise SpurbenchError(f"{where} name both `package` and `hub`; give one source")
-    for key in ("package", "hub", "revision", "sha256"):
+    sources = [k for k in ("package", "hub", "url") if k in weights]
+    if len(sources) > 1:
+        raise SpurbenchError(f"{where} name {'both ' if len(sources) == 2 else ''}{' and '.join(f'`{k}`' for k in sources)}; give one source")
+    for key in ("package", "hub", "url", "revision", "sha256"):
         if key in weights and not isinstance(weights[key], str):
             raise SpurbenchError(f"{where}: `{key}` must be a string, got {weights[key]!r}")
     if "revision" in weights and "hub" not in weights:
@@ -136,7 +152,7 @@ def load_panel(name_or_path: str | Path) -> list[ClassifierSpec]:
         except SpurbenchError as err:
             raise SpurbenchError(f"panel file '{path}', models[{i}]: {err}") from None
         w = spec.weights
-        if w and "package" not in w and "hub" not in w and not Path(w["file"]).expanduser().is_absolute():
+        if w and not any(k in w for k in ("package", "hub", "url")) and not Path(w["file"]).expanduser().is_absolute():
             w["file"] = str((path.parent / w["file"]).resolve())
         specs.append(spec)
     names = [s.display_name for s in specs]
@@ -153,6 +169,7 @@ class LoadedClassifier:
     weights: dict  # {"source": ..., "sha256": ...}
     num_params: int
     spec: ClassifierSpec = field(repr=False)
+    temperature: float = 1.0  # logits are divided by it before the softmax
 
 
 class HeadMismatch(SpurbenchError):
@@ -209,6 +226,7 @@ def create_classifier(spec: ClassifierSpec, device: str | torch.device = "cpu", 
         weights=weights_info,
         num_params=sum(p.numel() for p in model.parameters()),
         spec=spec,
+        temperature=spec.temperature or 1.0,
     )
 
 
@@ -328,10 +346,30 @@ def _weights_file(spec: ClassifierSpec) -> tuple[Path, str]:
             ) from None
         rev = f"@{w['revision']}" if w.get("revision") else ""
         return path, f"hf-hub:{w['hub']}{rev}/{w['file']}"
+    if "url" in w:
+        return _download(w["url"], w["file"], spec.display_name), w["url"]
     path = Path(w["file"]).expanduser()
     if not path.is_file():
         raise SpurbenchError(f"weights file '{path}' of '{spec.display_name}' does not exist; check the --weights path / the panel's `file`")
     return path, f"file:{path.name}"
+
+
+def _download(url: str, file_name: str, name: str) -> Path:
+    """The file at `url`, downloaded once (with a progress bar) into torch's hub cache as `checkpoints/<file_name>`."""
+    if Path(file_name).name != file_name:
+        raise SpurbenchError(f"weights of '{name}': with a `url`, `file` is the cache file name (no folders), got '{file_name}'")
+    path = Path(torch.hub.get_dir()) / "checkpoints" / file_name
+    if path.is_file():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        torch.hub.download_url_to_file(url, str(path), progress=True)  # writes a temp file, then moves it into place
+    except Exception as err:
+        raise SpurbenchError(
+            f"cannot download the weights of '{name}' from {url} ({_short(err)}); download the file where there is network "
+            f"and put it at '{path}', or pass --weights FILE"
+        ) from None
+    return path
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:

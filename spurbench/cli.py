@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "finetune": ("spurbench.finetune", "balanced fine-tuning of a timm classifier on a group-labelled set plus DDB counterfactuals"),
     "import": ("spurbench.importers", "turn a published dataset (Spurious ImageNet, Waterbirds, ...) into a dataset in spurbench's contract"),
     "leaderboard": ("spurbench.evaluate.report", "print or render a leaderboard (markdown, JSON or a static HTML page)"),
+    "verify": ("spurbench.verify", "check with an open-vocabulary detector that each image's object is really absent (or present), and review the doubtful ones"),
 }
 
 

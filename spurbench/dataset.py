@@ -1,8 +1,16 @@
 """The dataset contract shared by `build` (writer) and `eval` (reader).
 
-A Hub-layout folder: `data/<split>-NNNNN-of-NNNNN.parquet` shards with embedded image bytes and a
-`README.md` card whose YAML carries `configs`, `dataset_info` and spurbench's provenance. It loads
-with `datasets.load_dataset(folder)` offline and uploads unchanged to the Hub. See DESIGN.md.
+A Hub-layout folder: `data/<split>-NNNNN-of-NNNNN-<content>.parquet` shards with embedded image bytes
+(`<content>`: the first 16 hex digits of the shard's sha256), a `README.md` card whose YAML carries
+`configs` (listing those exact files), `dataset_info` and spurbench's provenance, and an `eval.yaml`
+naming the benchmark's tasks for the Hub's evaluation results. It loads with
+`datasets.load_dataset(folder)` offline and uploads unchanged to the Hub. See DESIGN.md.
+
+Why content in the names: `datasets` caches a local folder by its folder name, its card and the files'
+modification times, not their bytes, so two folders `a/ds` and `b/ds` with the same card could load
+each other's rows. A card that lists content-named files changes whenever the content does, so
+`load_dataset(folder)` is safe; spurbench itself never goes through that cache (`load_split` reads
+the Parquet files it has just fingerprinted).
 """
 
 from __future__ import annotations
@@ -32,6 +40,8 @@ REQUIRED_COLUMNS = (
     "image", "label", "class_name", "spurious_feature", "component", "source", "builder", "prompt", "seed",
 )
 SOURCES = ("generated", "reference")
+#: file name endings taken as images in a folder (case-insensitive)
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm")
 PROVENANCE_KEY = "spurbench"
 #: what a set promises (DESIGN.md, "Kinds of set"): `spurious` = the class object is absent, predicting
 #: `label` is the failure; `shift` = the object is present (context changed, or a group-labelled set such
@@ -42,6 +52,17 @@ DEFAULT_KIND = "spurious"
 #: the label set every spurbench set used before label sets were named: ClassLabel over the 1000
 #: ImageNet-1k WordNet ids in index order
 IMAGENET_LABEL_SET = "imagenet-1k"
+#: Hub `size_categories` buckets: (upper bound exclusive, name)
+SIZE_CATEGORIES = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
+                   (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"))
+#: the benchmark's tasks (one per headline metric) by kind of set: `eval.yaml` lists them and
+#: `spurbench leaderboard --format eval-results` reports one value per task
+EVAL_TASKS: dict[str, tuple[str, ...]] = {
+    "spurious": ("spurious_rate", "spurious_score_ap"),
+    "shift": ("accuracy", "worst_group_accuracy"),
+}
+EVAL_FILE = "eval.yaml"
+_CONTENT_DIGITS = 16
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 
 
@@ -114,6 +135,11 @@ class DatasetCard:
     kind: str = DEFAULT_KIND
     #: name of the label set; anything but IMAGENET_LABEL_SET needs `label_names` in write_dataset
     label_set: str = IMAGENET_LABEL_SET
+    #: Hub card metadata: who made the labels (crowdsourced, expert-generated, found, machine-generated)
+    annotations_creators: list[str] = field(default_factory=lambda: ["machine-generated"])
+    #: Hub card metadata: `original`, or `extended|<dataset>` for sets made from another
+    source_datasets: list[str] = field(default_factory=lambda: ["original"])
+    task_ids: list[str] = field(default_factory=lambda: ["multi-class-image-classification"])
 
 
 def _row_for(row: Mapping[str, Any], column_names: Iterable[str], num_labels: int | None = None) -> dict[str, Any]:
@@ -158,6 +184,7 @@ def write_dataset(
     try:
         (tmp / "data").mkdir()
         counts: dict[str, tuple[int, int]] = {}  # split -> (rows, bytes on disk)
+        files: dict[str, list[str]] = {}  # split -> its shard files, relative to the folder
         for split, rows in splits.items():
             shard_files: list[Path] = []
             n = 0
@@ -168,11 +195,13 @@ def write_dataset(
                 ds.to_parquet(str(shard))
                 shard_files.append(shard)
                 n += len(encoded)
-            for i, shard in enumerate(shard_files):
-                shard.rename(tmp / "data" / f"{split}-{i:05d}-of-{len(shard_files):05d}.parquet")
-            counts[split] = (n, sum(p.stat().st_size for p in (tmp / "data").glob(f"{split}-*.parquet")))
+            named = [shard.rename(tmp / "data" / shard_name(split, i, len(shard_files), _sha256(shard)))
+                     for i, shard in enumerate(shard_files)]
+            counts[split] = (n, sum(p.stat().st_size for p in named))
+            files[split] = [f"data/{p.name}" for p in named]
         info = DatasetInfo(features=feats)
-        (tmp / "README.md").write_text(_card_text(card, info, counts))
+        (tmp / "README.md").write_text(_card_text(card, info, counts, files))
+        (tmp / EVAL_FILE).write_text(eval_yaml_text(card, counts))
         if out_dir.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
             out_dir.rename(old / out_dir.name)
@@ -186,6 +215,38 @@ def write_dataset(
     return out_dir
 
 
+def shard_name(split: str, i: int, n: int, sha256: str) -> str:
+    """`<split>-NNNNN-of-NNNNN-<first 16 hex of the shard's sha256>.parquet`."""
+    return f"{split}-{i:05d}-of-{n:05d}-{sha256[:_CONTENT_DIGITS]}.parquet"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def size_category(n: int) -> str:
+    """The Hub's `size_categories` bucket for a dataset of n rows."""
+    return next((name for bound, name in SIZE_CATEGORIES if n < bound), "n>1T")
+
+
+def eval_yaml_text(card: DatasetCard, counts: Mapping[str, Any]) -> str:
+    """`eval.yaml` at the dataset root: the benchmark and its tasks (one per headline metric), each
+    naming the config and split it is scored on, for the Hub's evaluation results."""
+    split = DEFAULT_SPLIT if DEFAULT_SPLIT in counts else next(iter(counts))
+    body = card.body.strip().split("\n\n")[0].strip() if card.body.strip() else card.pretty_name
+    meta = {
+        "name": card.pretty_name,
+        "description": body,
+        "evaluation_framework": "spurbench",
+        "tasks": [{"id": t, "config": "default", "split": split} for t in EVAL_TASKS[card.kind]],
+    }
+    return yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, width=1000)
+
+
 def _chunks(rows: Iterable[Mapping[str, Any]], size: int) -> Iterator[list[Mapping[str, Any]]]:
     chunk: list[Mapping[str, Any]] = []
     for row in rows:
@@ -197,16 +258,21 @@ def _chunks(rows: Iterable[Mapping[str, Any]], size: int) -> Iterator[list[Mappi
         yield chunk
 
 
-def _card_text(card: DatasetCard, info, counts: Mapping[str, tuple[int, int]]) -> str:
+def _card_text(card: DatasetCard, info, counts: Mapping[str, tuple[int, int]], files: Mapping[str, list[str]]) -> str:
     meta: dict[str, Any] = {
         "license": card.license,
         "pretty_name": card.pretty_name,
         "task_categories": ["image-classification"],
+        "task_ids": list(card.task_ids),
+        "annotations_creators": list(card.annotations_creators),
+        "source_datasets": list(card.source_datasets),
+        "size_categories": [size_category(sum(n for n, _ in counts.values()))],
         "tags": card.tags,
         "configs": [
             {
                 "config_name": "default",
-                "data_files": [{"split": s, "path": f"data/{s}-*"} for s in counts],
+                # the exact, content-named files (not a glob): the card changes when the content does
+                "data_files": [{"split": s, "path": files[s]} for s in counts],
             }
         ],
         "dataset_info": {
@@ -246,25 +312,59 @@ def resolve_dataset(source: str | Path, revision: str | None = None) -> Path:
         ) from None
 
 
+def split_names(folder: str | Path) -> list[str]:
+    """The splits of a Hub-layout folder, from its `data/<split>-*.parquet` file names."""
+    return sorted({p.name.split("-")[0] for p in Path(folder).glob("data/*.parquet")})
+
+
 def data_files(folder: str | Path, split: str) -> list[Path]:
     files = sorted(Path(folder).glob(f"data/{split}-*.parquet"))
     if not files:
-        splits = sorted({p.name.split("-")[0] for p in Path(folder).glob("data/*.parquet")})
+        splits = split_names(folder)
         raise SpurbenchError(f"dataset '{folder}' has no split '{split}'; available splits: {', '.join(splits) or 'none'}")
     return files
 
 
 def load_split(folder: str | Path, split: str = DEFAULT_SPLIT):
-    """Load one split with `datasets` and check it carries the contract's columns."""
-    from datasets import load_dataset
+    """Load one split from the Parquet files on disk and check it carries the contract's columns."""
+    return read_split(folder, split)[0]
 
+
+def read_split(folder: str | Path, split: str = DEFAULT_SPLIT) -> tuple[Any, str]:
+    """(the split's rows as a `datasets.Dataset`, its fingerprint), read from exactly the bytes on disk.
+
+    Never through `load_dataset(folder)`'s cache, which is keyed by folder name, card and file times and
+    so can hand back another folder's rows. The Parquet files are read into a cache folder named by
+    their content fingerprint; the files must not change while they are read (size and modification
+    time before and after) and the rows read must number what the files' own metadata says.
+    """
+    import datasets
+    import pyarrow.parquet as pq
+
+    folder = Path(folder)
     files = data_files(folder, split)
+    before = [_stat(f) for f in files]
+    digest = fingerprint(folder, split)
+    cache = Path(datasets.config.HF_DATASETS_CACHE) / "spurbench-parquet" / digest[:32]
+    where = f"'{folder}' split '{split}'"
     try:
-        ds = load_dataset(str(folder), split=split)
+        ds = datasets.Dataset.from_parquet([str(f) for f in files], cache_dir=str(cache), split=split)
+        expected = sum(pq.read_metadata(f).num_rows for f in files)
     except Exception as err:
-        raise SpurbenchError(f"cannot load dataset '{folder}' split '{split}': {err.__class__.__name__}: {str(err).splitlines()[0] if str(err) else ''}") from None
+        shutil.rmtree(cache, ignore_errors=True)
+        raise SpurbenchError(
+            f"cannot read dataset {where}: {err.__class__.__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        ) from None
+    if [_stat(f) for f in files] != before or len(ds) != expected:
+        shutil.rmtree(cache, ignore_errors=True)
+        raise SpurbenchError(f"dataset {where} changed while it was being read; wait for whatever writes it to finish and re-run")
     check_columns(ds.column_names, f"{folder} (split {split}, {len(files)} shard(s))")
-    return ds
+    return ds, digest
+
+
+def _stat(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns
 
 
 def check_columns(columns: Iterable[str], where: str) -> None:
@@ -308,3 +408,63 @@ def read_kind(folder: str | Path) -> str:
     if kind not in KINDS:
         raise SpurbenchError(f"dataset '{folder}' declares kind {kind!r} in its card; spurbench knows {', '.join(KINDS)}")
     return kind
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading a folder back whole (for commands that rewrite a dataset: `spurbench verify`)
+
+
+def split_names(folder: str | Path) -> list[str]:
+    """The splits of a dataset folder, in the card's order (then any others found on disk)."""
+    on_disk = sorted({p.name.rsplit("-", 4)[0] for p in Path(folder).glob("data/*-*-of-*.parquet")})
+    order = [s["name"] for s in (_card_meta(folder).get("dataset_info") or {}).get("splits") or [] if isinstance(s, dict)]
+    return [s for s in order if s in on_disk] + [s for s in on_disk if s not in order]
+
+
+def _card_meta(folder: str | Path) -> dict[str, Any]:
+    card = Path(folder) / "README.md"
+    text = card.read_text() if card.is_file() else ""
+    if not text.startswith("---"):
+        return {}
+    try:
+        return yaml.safe_load(text.split("---", 2)[1]) or {}
+    except yaml.YAMLError:
+        return {}
+
+
+def read_card(folder: str | Path) -> DatasetCard:
+    """The card of a dataset folder as a DatasetCard (title, body, licence, tags, provenance, kind, label set),
+    so a command that rewrites the data can write the same card back with its own additions."""
+    meta = _card_meta(folder)
+    prov = dict(meta.get(PROVENANCE_KEY) or {})
+    kind = prov.pop("kind", DEFAULT_KIND)
+    label_set = prov.pop("label_set", IMAGENET_LABEL_SET)
+    title = str(meta.get("pretty_name") or Path(folder).name)
+    text = (Path(folder) / "README.md").read_text() if (Path(folder) / "README.md").is_file() else ""
+    body = text.split("---", 2)[2] if text.startswith("---") and text.count("---") >= 2 else text
+    body = body.lstrip("\n")
+    if body.startswith(f"# {title}\n"):
+        body = body[len(f"# {title}\n"):]
+    card = DatasetCard(pretty_name=title, body=body.strip(), license=str(meta.get("license") or "other"),
+                       provenance=prov, kind=kind, label_set=label_set)
+    if meta.get("tags"):
+        card.tags = list(meta["tags"])
+    return card
+
+
+def read_split_table(folder: str | Path, split: str):
+    """(pyarrow Table, datasets.Features) of one split, read straight from its Parquet shards: exactly the
+    bytes on disk, never a `datasets` cache entry (which is keyed by name and card, not content)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from datasets import Features
+
+    files = data_files(folder, split)
+    try:
+        tables = [pq.read_table(f) for f in files]
+        table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+        feats = Features.from_arrow_schema(tables[0].schema)
+    except Exception as err:
+        raise SpurbenchError(f"cannot read split '{split}' of '{folder}' ({err.__class__.__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}); "
+                             "the Parquet shards are damaged: rebuild or re-download the dataset") from None
+    return table, feats

@@ -230,7 +230,10 @@ def test_spec_validation_and_round_trip():
         ({"model": "m", "weights": {"file": "f", "key_map": "strip_prefix:"}}, "is not one of"),
         ({"model": "m", "weights": {"hub": "a/b"}}, "need a `file`"),
         ({"model": "m", "weights": {"hub": "a/b", "package": "p", "file": "f"}}, "both `package` and `hub`"),
-        ({"model": "m", "weights": {"file": "f", "url": "http://x"}}, "unknown key.* url"),
+        ({"model": "m", "weights": {"file": "f", "url": "http://x", "hub": "a/b"}}, "both `hub` and `url`"),
+        ({"model": "m", "weights": {"file": "f", "mirror": "http://x"}}, "unknown key.* mirror"),
+        ({"model": "m", "temperature": 0}, "temperature of classifier 'm' must be a positive number"),
+        ({"model": "m", "temperature": "warm"}, "temperature of classifier 'm' must be a positive number"),
         ({"model": "m", "weights": {"file": "f", "revision": "main"}}, "`revision` only applies to `hub`"),
         (["m"], "must be a mapping"),
     ]:

@@ -40,12 +40,15 @@ def test_round_trip_through_load_dataset(tmp_path, pixels):
         tmp_path / "ds", {"test": rows, "reference": rows[:1]}, sd.DatasetCard("t", provenance={"recipe_sha256": "abc"}), rows_per_shard=2
     )
     names = sorted(p.name for p in (out / "data").iterdir())
-    assert names == [
-        "reference-00000-of-00001.parquet",
-        "test-00000-of-00003.parquet",
-        "test-00001-of-00003.parquet",
-        "test-00002-of-00003.parquet",
+    # <split>-NNNNN-of-NNNNN-<first 16 hex digits of the shard's sha256>.parquet
+    assert [n.rsplit("-", 1)[0] for n in names] == [
+        "reference-00000-of-00001",
+        "test-00000-of-00003",
+        "test-00001-of-00003",
+        "test-00002-of-00003",
     ]
+    for p in (out / "data").iterdir():
+        assert p.name.endswith(f"-{hashlib.sha256(p.read_bytes()).hexdigest()[:16]}.parquet")
     loaded = datasets.load_dataset(str(out))
     assert set(loaded) == {"test", "reference"}
     test = loaded["test"]
@@ -132,3 +135,27 @@ def test_reader_errors_are_clear(tmp_path, pixels, monkeypatch):
     )
     with pytest.raises(SpurbenchError, match="label"):
         sd.load_split(plain, "test")
+
+
+def test_card_hub_metadata_and_eval_yaml(tmp_path, pixels):
+    """The card carries the Hub's size/task/annotation/source fields; eval.yaml names one task per
+    headline metric on the scored split, and the shift kind gets its own tasks."""
+    import yaml
+
+    out = sd.write_dataset(tmp_path / "ds", {"test": [_row(p) for p in pixels]}, sd.DatasetCard("Tiny set", body="One line.\n\nMore."))
+    meta = yaml.safe_load((out / "README.md").read_text().split("---")[1])
+    assert meta["size_categories"] == ["n<1K"]
+    assert meta["task_ids"] == ["multi-class-image-classification"]
+    assert meta["annotations_creators"] == ["machine-generated"] and meta["source_datasets"] == ["original"]
+    ev = yaml.safe_load((out / sd.EVAL_FILE).read_text())
+    assert ev == {
+        "name": "Tiny set", "description": "One line.", "evaluation_framework": "spurbench",
+        "tasks": [{"id": "spurious_rate", "config": "default", "split": "test"},
+                  {"id": "spurious_score_ap", "config": "default", "split": "test"}],
+    }
+    shift = sd.write_dataset(tmp_path / "shift", {"train": [_row(p) for p in pixels]}, sd.DatasetCard("s", kind="shift"))
+    ev = yaml.safe_load((shift / sd.EVAL_FILE).read_text())
+    assert [t["id"] for t in ev["tasks"]] == list(sd.EVAL_TASKS["shift"]) and ev["tasks"][0]["split"] == "train"
+    assert [sd.size_category(n) for n in (0, 999, 1000, 9999, 10_000, 250_000)] == ["n<1K", "n<1K", "1K<n<10K", "1K<n<10K", "10K<n<100K", "100K<n<1M"]
+    # eval.yaml does not disturb `datasets`
+    assert len(datasets.load_dataset(str(out), split="test")) == len(pixels)

@@ -349,33 +349,6 @@ def test_workers_and_limit_keep_row_order(photo_dataset, offline_models):
     assert e0["metrics"]["num_images"] == 7 and e0["metrics"]["spurious_score_ap"] is None
 
 
-def test_spurious_imagenet_preprocessing(photo_dataset, offline_models):
-    import torchvision.transforms.functional as F
-
-    clf = offline_models["tf_efficientnet_lite1"]
-    spurious_tf, positive_tf = build_transforms(clf.data_config, "spurious-imagenet")
-    img = Image.open(photo_dataset.positives / "n02124075" / "chelsea_tl.png").convert("RGB")
-    size = clf.data_config["input_size"][-1]  # 240
-    mean, std = torch.tensor(clf.data_config["mean"])[:, None, None], torch.tensor(clf.data_config["std"])[:, None, None]
-    # spurious images: the whole image squeezed to size x size, bicubic, no crop
-    expect = (F.pil_to_tensor(img.resize((size, size), Image.BICUBIC)).float() / 255 - mean) / std
-    assert torch.allclose(spurious_tf(img), expect, atol=1e-5)
-    # positives: shorter side to size*256/224, then the central size x size
-    short = int(size * 256 / 224)
-    w, h = img.size
-    big = img.resize((int(w * short / h), short) if w >= h else (short, int(h * short / w)), Image.BICUBIC)  # torchvision truncates
-    left, top = round((big.width - size) / 2), round((big.height - size) / 2)
-    expect = (F.pil_to_tensor(big.crop((left, top, left + size, top + size))).float() / 255 - mean) / std
-    assert torch.allclose(positive_tf(img), expect, atol=1e-5)
-    # timm: exactly timm's eval transform for the model
-    t, p = build_transforms(clf.data_config, "timm")
-    assert torch.equal(t(img), timm.data.create_transform(**timm.data.resolve_data_config(model=clf.model))(img)) and t is p
-
-    entry, preds = evaluate(clf, photo_dataset.path, positives=photo_dataset.positives, preprocessing="spurious-imagenet", workers=0, limit=3)
-    assert entry["preprocessing"] == "spurious-imagenet" and entry["metrics"]["num_images"] == 3
-    assert entry["per_class"]["285"]["num_positives"] == 2 and entry["metrics"]["spurious_score_ap"] is not None
-
-
 def test_positives_as_a_dataset(photo_dataset, tmp_path):
     # positives can also come as a dataset with ImageNet labels (e.g. ImageNet's validation split)
     rows = []

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Union
 
-from spurbench import imagenet
+from spurbench import imagenet, spurious_imagenet
 from spurbench.errors import SpurbenchError
 
 #: the placeholders a prompt template may use
@@ -52,7 +52,7 @@ SAMPLE_VARIANTS = ("mirror", "crop")
 
 # Where Spurious ImageNet (Neuhaus et al., ICCV 2023) is downloaded from, as its repository's
 # setup_download.sh has it; the zip unpacks into `images/<...>_<class>_..._<component>/`.
-SPURIOUS_IMAGENET_URL = "https://nc.mlcloud.uni-tuebingen.de/index.php/s/xBtTG9jnACJDxSg/download/images_100_classes.zip"
+SPURIOUS_IMAGENET_URL = spurious_imagenet.RELEASE_URL
 
 
 # ---------------------------------------------------------------------------------------------
@@ -236,6 +236,10 @@ def recipe_from_dict(data: Mapping[str, Any]) -> Any:
     data = dict(data)
     if isinstance(data.get("created"), datetime.date):  # YAML reads an unquoted 2025-01-31 as a date
         data["created"] = data["created"].isoformat()
+    # `verify:` is checked here but is not part of any method's recipe (nor its hash): see build/verify_stage.py
+    from spurbench.build.verify_stage import SECTION, parse_verify_section
+
+    parse_verify_section(data.pop(SECTION, None))
     return get_method(method_name(data)).recipe_from_dict(data)
 
 

@@ -3,9 +3,8 @@
 Three sources (a class's `references:` in the recipe picks one):
 
 - **Spurious ImageNet** (`spurious_imagenet: true`). The download unpacks into
-  `<root>/images/<folder>/`, one folder per class/component pair. Split by `_`, a folder's name
-  carries the ImageNet class at position 2 (an index, as in the release, or a WordNet id) and the
-  neural-PCA component id as its last part, e.g. `class_spurious_309_..._2` -> class 309, component 2.
+  `<root>/images/<folder>/`, one folder per class/component pair, named as `spurbench.spurious_imagenet`
+  describes (class at `_`-position 2, component last).
 - **A plain folder** (`folder: <path>`): every image file directly inside it, by file name.
 - **Built-in sample photos** (`samples: [flower, flower:mirror, astronaut:crop]`): the photos that
   scikit-image and scikit-learn ship, optionally mirrored or centre-cropped, for offline smoke builds.
@@ -21,13 +20,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
-from spurbench import imagenet
+from spurbench.dataset import IMAGE_SUFFIXES
 from spurbench.errors import SpurbenchError
+from spurbench.spurious_imagenet import SpuriousFolder, parse_folder_name, scan
 
 if TYPE_CHECKING:
     import numpy as np
@@ -35,18 +34,6 @@ if TYPE_CHECKING:
 
     from spurbench.build.recipe import ClassEntry, Recipe
 
-#: file name endings taken as images in a folder (case-insensitive)
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm")
-_WNID = re.compile(r"^n\d{8}$")
-
-
-@dataclass(frozen=True)
-class SpuriousFolder:
-    """One class/component folder of the Spurious ImageNet download."""
-
-    path: Path
-    index: int
-    component: int
 
 
 @dataclass
@@ -71,49 +58,13 @@ class ClassReferences:
 # Spurious ImageNet
 
 
-def parse_spurious_folder_name(name: str) -> tuple[int, int]:
-    """(ImageNet index, component id) from a Spurious ImageNet folder name; ValueError if it does not parse."""
-    parts = name.split("_")
-    if len(parts) < 4:
-        raise ValueError("too few '_'-separated parts")
-    cls, comp = parts[2], parts[-1]
-    if _WNID.match(cls):
-        index = imagenet.wnid_to_index(cls)
-    elif cls.isdigit():
-        index = imagenet.check_index(int(cls))
-    else:
-        raise ValueError(f"part 3 {cls!r} is neither an ImageNet index nor a WordNet id")
-    if not comp.isdigit():
-        raise ValueError(f"last part {comp!r} is not a component id")
-    return index, int(comp)
-
-
-def images_dir(root: str | Path, url: str) -> Path:
-    """The `images/` folder of a Spurious ImageNet download (`root` may be it, or hold it)."""
-    root = Path(root).expanduser()
-    for candidate in (root / "images", root if root.name == "images" else None):
-        if candidate is not None and candidate.is_dir() and any(p.is_dir() for p in candidate.iterdir()):
-            return candidate
-    raise SpurbenchError(
-        f"Spurious ImageNet not found at '{root}' (expected {root}/images/<...>_<...>_<class>_..._<component>/); "
-        f"download {url} and unzip it into {root}, or point references.spurious_imagenet.root (or --spurious-imagenet) at it"
-    )
+#: the release's naming rule and scanner live in the shared `spurbench.spurious_imagenet` (the importer uses them too)
+parse_spurious_folder_name = parse_folder_name
 
 
 def scan_spurious_imagenet(root: str | Path, url: str) -> list[SpuriousFolder]:
     """Every class/component folder of the download, sorted by class then component."""
-    base = images_dir(root, url)
-    out = []
-    for sub in sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith((".", "__"))):
-        try:
-            index, component = parse_spurious_folder_name(sub.name)
-        except (ValueError, SpurbenchError) as err:
-            raise SpurbenchError(
-                f"folder '{sub}' does not follow Spurious ImageNet's naming (<..>_<..>_<class>_..._<component>): {err}; "
-                "remove it or fix the references root"
-            ) from None
-        out.append(SpuriousFolder(sub, index, component))
-    return sorted(out, key=lambda f: (f.index, f.component, f.path.name))
+    return scan(root, url)
 
 
 def spurious_folder_for(folders: list[SpuriousFolder], index: int, component: int | None, root: str | Path) -> SpuriousFolder:

@@ -178,7 +178,12 @@ def run(args: argparse.Namespace) -> int:
         ctx.log("waiting for the other processes to finish their classes")
         state.wait_for_everyone()
     if ctx.main:
-        stage_export(ctx, base_revision, created)
+        from spurbench.build.verify_stage import load_verify_section, stage_verify
+
+        check = load_verify_section(recipe_path)  # a recipe's `verify:` section: the check runs last, on the export
+        exported = stage_export(ctx, base_revision, created, out=ctx.work / "unverified" if check else None)
+        if check is not None:
+            stage_verify(ctx, check, exported)
         ctx.log(f"exported {out} in {time.perf_counter() - started:.1f} s")
         if args.push_to_hub:
             push_to_hub(out, args.push_to_hub, private=args.private, message=f"spurbench build {recipe.name} (recipe sha256 {ctx.recipe_sha256[:12]})")
@@ -375,7 +380,8 @@ def _quiet_libraries() -> None:
 # Stage 5: export
 
 
-def stage_export(ctx: Context, base_revision: str | None, created: str) -> Path:
+def stage_export(ctx: Context, base_revision: str | None, created: str, out: Path | None = None) -> Path:
+    """Write the dataset to `out` (default ctx.out; the verify stage exports into the work dir first)."""
     from tqdm.auto import tqdm
 
     from spurbench.dataset import DatasetCard, write_dataset
@@ -394,7 +400,7 @@ def stage_export(ctx: Context, base_revision: str | None, created: str) -> Path:
     splits, extra_features, counts = ctx.method.export_splits(ctx, markers, refs)
     parts = ctx.method.card_parts(ctx, markers, refs, counts)
     total = sum(counts.values())
-    ctx.log(f"stage 5/5 export: {' + '.join(f'{n} {s}' for s, n in counts.items())} images -> {ctx.out}")
+    ctx.log(f"stage 5/5 export: {' + '.join(f'{n} {s}' for s, n in counts.items())} images -> {out or ctx.out}")
     card = DatasetCard(
         pretty_name=parts.pretty_name,
         body=card_body(ctx, parts, base_revision, created),
@@ -421,11 +427,12 @@ def stage_export(ctx: Context, base_revision: str | None, created: str) -> Path:
             bar.update()
 
     # A build killed during a previous export leaves write_dataset's temporary siblings behind.
-    for stale in [*ctx.out.parent.glob(f".{ctx.out.name}.tmp-*"), *ctx.out.parent.glob(f".{ctx.out.name}.old-*")]:
+    out = out or ctx.out
+    for stale in [*out.parent.glob(f".{out.name}.tmp-*"), *out.parent.glob(f".{out.name}.old-*")]:
         shutil.rmtree(stale, ignore_errors=True)
-    write_dataset(ctx.out, {split: counted(rows) for split, rows in splits.items()}, card, extra_features=extra_features)
+    write_dataset(out, {split: counted(rows) for split, rows in splits.items()}, card, extra_features=extra_features)
     bar.close()
-    return ctx.out
+    return out
 
 
 def _version() -> str:

@@ -34,8 +34,9 @@ from spurbench import dataset as ds_contract
 from spurbench import imagenet
 from spurbench.classifiers import ClassifierSpec, LoadedClassifier, check_model_name, create_classifier, load_panel
 from spurbench.errors import SpurbenchError
-
-PREPROCESSING = ("timm", "spurious-imagenet")
+from spurbench.evaluate.preprocessing import (  # noqa: F401  (build_transforms: the float per-image form, re-exported)
+    PREPROCESSING, build_transforms, build_uint8_transforms, collate_by_shape, data_config_for, normalise_batch,
+)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 TOPK = 5
 #: worker processes decoding images by default: a few, never more than the machine has cores
@@ -57,16 +58,23 @@ class SpuriousSet:
     rows: Any  # datasets.Dataset with columns image (undecoded bytes) and label, after --limit
     labels: np.ndarray  # label of every row in `rows`
     info: dict  # leaderboard "dataset" block (fingerprint and classes over the whole split)
+    row_index: np.ndarray | None = None  # split row of each item of `rows` when verification left some out
+    num_excluded: int = 0  # rows left out because their verification check failed (spurbench.verify)
 
 
-def open_dataset(source: str | Path, split: str = ds_contract.DEFAULT_SPLIT, revision: str | None = None, limit: int | None = None) -> SpuriousSet:
-    """Resolve, load and check a spurious-image split (columns, ImageNet labels); nothing is decoded yet."""
+def open_dataset(source: str | Path, split: str = ds_contract.DEFAULT_SPLIT, revision: str | None = None, limit: int | None = None,
+                 include_unverified: bool = False) -> SpuriousSet:
+    """Resolve, load and check a spurious-image split (columns, ImageNet labels); nothing is decoded yet.
+
+    On a verified set (`spurbench verify`) the rows whose check failed are left out unless
+    `include_unverified`; a person's keep/drop decisions override the detector's."""
     from datasets import ClassLabel, Image, Value
 
     if limit is not None and limit < 1:
         raise SpurbenchError(f"--limit must be a positive number of images, got {limit}")
     folder = ds_contract.resolve_dataset(source, revision)
-    full = ds_contract.load_split(folder, split)
+    # the rows come from the very Parquet bytes the fingerprint is computed over (never a stale cache)
+    full, fingerprint = ds_contract.read_split(folder, split)
     label_feature = full.features["label"]
     if isinstance(label_feature, ClassLabel):
         if list(label_feature.names) != list(imagenet.wnids()):
@@ -86,18 +94,36 @@ def open_dataset(source: str | Path, split: str = ds_contract.DEFAULT_SPLIT, rev
         raise SpurbenchError(f"dataset '{source}' row {int(bad[0])} has label {int(all_labels[bad[0]])}, not an ImageNet-1k class index 0..999")
     # decode=False: workers get the raw bytes and decode them themselves, so a bad image is named, not fatal
     rows = full.select_columns(["image", "label"]).cast_column("image", Image(decode=False))
+    row_index, excluded = _verified_rows(full, folder, include_unverified)
+    scored = all_labels if row_index is None else all_labels[row_index]
+    if row_index is not None:
+        rows = rows.select(row_index)
     if limit is not None and limit < len(rows):
         rows = rows.select(range(limit))
     info = {
         "id": str(source),
         "revision": revision,
         "split": split,
-        "fingerprint": ds_contract.fingerprint(folder, split),
+        "fingerprint": fingerprint,
         "num_images": int(len(all_labels)),
         "classes": sorted(int(k) for k in np.unique(all_labels)),
         "provenance": ds_contract.read_provenance(folder),
     }
-    return SpuriousSet(str(source), folder, split, revision, rows, all_labels[: len(rows)], info)
+    return SpuriousSet(str(source), folder, split, revision, rows, scored[: len(rows)], info,
+                       row_index=None if row_index is None else row_index[: len(rows)], num_excluded=excluded)
+
+
+def _verified_rows(full: Any, folder: Path, include_unverified: bool) -> tuple[np.ndarray | None, int]:
+    """(split rows to score, number left out) on a verified set; (None, 0) when all rows are scored."""
+    from spurbench import verify
+
+    if include_unverified or not verify.is_verified(full.column_names):
+        return None, 0
+    reviewed = full[verify.REVIEWED] if verify.REVIEWED in full.column_names else None
+    out = verify.excluded_rows(ds_contract.read_kind(folder), full[verify.PRESENT], reviewed)
+    if out.all():
+        raise SpurbenchError(f"every image of '{folder}' failed its verification check; nothing to score (--include-unverified scores them anyway)")
+    return np.flatnonzero(~out), int(out.sum())
 
 
 @dataclass
@@ -148,13 +174,15 @@ def open_positives(source: str | Path, classes: Iterable[int], split: str | None
     if not path.is_dir() and not ds_contract._HUB_ID.match(str(source)):
         raise SpurbenchError(f"positives '{source}' is neither a folder nor a hub dataset id; give <folder>/<WordNet id>/<image> or a dataset with ImageNet labels")
     where = str(path) if path.is_dir() else str(source)
+    local = path.is_dir() and any(path.glob("data/*.parquet"))
     try:
         if split is None:
-            names = get_dataset_split_names(where, revision=revision)
+            names = ds_contract.split_names(path) if local else get_dataset_split_names(where, revision=revision)
             split = next((s for s in ("validation", "val", "test") if s in names), names[0] if len(names) == 1 else None)
             if split is None:
                 raise SpurbenchError(f"positives dataset '{source}' has splits {', '.join(names)}; pick one with --positives-split")
-        data = load_dataset(where, split=split, revision=revision)
+        # a local Hub-layout folder is read from its files, never from `load_dataset`'s folder-name cache
+        data = ds_contract.load_split(path, split) if local else load_dataset(where, split=split, revision=revision)
     except SpurbenchError:
         raise
     except Exception as err:
@@ -176,33 +204,8 @@ def open_positives(source: str | Path, classes: Iterable[int], split: str | None
 # decoding and preprocessing (runs inside the DataLoader workers)
 
 
-def build_transforms(data_config: dict, preprocessing: str = "timm") -> tuple[Callable, Callable]:
-    """(transform for spurious images, transform for positives).
-
-    `timm`: timm's eval transform for the model's resolved data config, for both.
-    `spurious-imagenet`: as the released Spurious ImageNet code: spurious images resized to the test
-    size with no crop; positives resized to size*256/224 then center-cropped; both bicubic, then
-    normalised with the model's mean/std.
-    """
-    import timm.data
-
-    if preprocessing == "timm":
-        t = timm.data.create_transform(**data_config)
-        return t, t
-    if preprocessing != "spurious-imagenet":
-        raise SpurbenchError(f"unknown preprocessing '{preprocessing}'; use one of {', '.join(PREPROCESSING)}")
-    from torchvision import transforms as T
-
-    h, w = data_config["input_size"][-2:]
-    tail = [T.ToTensor(), T.Normalize(mean=data_config["mean"], std=data_config["std"])]
-    bicubic = T.InterpolationMode.BICUBIC
-    spurious = T.Compose([T.Resize((h, w), interpolation=bicubic), *tail])
-    positive = T.Compose([T.Resize(int(min(h, w) * 256 / 224), interpolation=bicubic), T.CenterCrop((h, w)), *tail])
-    return spurious, positive
-
-
 class _ImageItems(torch.utils.data.Dataset):
-    """Items (tensor, label, index, error) decoded on demand, so only the current batches are in memory.
+    """Items (uint8 tensor, label, index, error) decoded on demand, so only the current batches are in memory.
 
     A failed decode yields a zero tensor and the error text; the main process names the image and stops.
     """
@@ -229,7 +232,7 @@ class _ImageItems(torch.utils.data.Dataset):
                 img = img.convert("RGB")
             return self.transform(img), int(self.labels[i]), i, ""
         except Exception as err:  # corrupt / truncated / missing image: reported by the main process
-            return torch.zeros(3, *self.size), int(self.labels[i]), i, f"{err.__class__.__name__}: {err}"
+            return torch.zeros(3, *self.size, dtype=torch.uint8), int(self.labels[i]), i, f"{err.__class__.__name__}: {err}"
 
     def describe(self, i: int) -> str:
         if self.paths is not None:
@@ -274,6 +277,18 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return dev
 
 
+class ImageDecodeError(SpurbenchError):
+    """An image of the data cannot be decoded: a problem of the data, not of the classifier being scored."""
+
+
+def precision_for(device: torch.device, amp: bool) -> tuple[str, torch.dtype | None]:
+    """(name recorded in the entry, autocast dtype or None). float32 unless --amp on CUDA (float16, as
+    timm's validate.py --amp); CPU always runs float32."""
+    if amp and device.type == "cuda":
+        return "amp-float16", torch.float16
+    return "float32", None
+
+
 def predict(
     classifier: LoadedClassifier,
     items: _ImageItems,
@@ -281,19 +296,28 @@ def predict(
     batch_size: int = 32,
     workers: int = DEFAULT_WORKERS,
     device: torch.device | str | None = None,
-    amp: bool = True,
+    amp: bool = False,
     what: str = "images",
     desc: str | None = None,
+    data_config: dict | None = None,
 ) -> Predictions:
-    """Run the classifier over `items` in batches; workers decode while the model runs."""
+    """Run the classifier over `items` in batches; workers decode while the model runs.
+
+    Workers hand over uint8 images grouped by shape (`collate_by_shape`); each group is normalised on
+    the device and classified; logits are divided by the classifier's temperature before the softmax.
+    `data_config` gives the mean/std to normalise with (default: the classifier's).
+    """
     from tqdm.auto import tqdm
 
     device = resolve_device(device)
     cuda = device.type == "cuda"
+    _, autocast_dtype = precision_for(device, amp)
+    temperature = float(getattr(classifier, "temperature", 1.0) or 1.0)
+    data_config = data_config or classifier.data_config
     # channels-last: faster convolutions on CUDA (tensor cores) and, measured here, on CPU (oneDNN) too
     model = classifier.model.to(device).to(memory_format=torch.channels_last)
     loader = torch.utils.data.DataLoader(
-        items, batch_size=batch_size, shuffle=False, num_workers=workers, pin_memory=cuda,
+        items, batch_size=batch_size, shuffle=False, num_workers=workers, pin_memory=cuda, collate_fn=collate_by_shape,
         persistent_workers=False, prefetch_factor=4 if workers > 0 else None,
     )
     n = len(items)
@@ -305,20 +329,28 @@ def predict(
     pos = 0
     start = time.perf_counter()
     with torch.inference_mode(), tqdm(total=n, desc=desc or classifier.spec.display_name, unit="img", disable=None, leave=False) as bar:
-        for x, y, idx, errors in loader:
+        for groups, y, idx, errors in loader:
             bad = next((j for j, e in enumerate(errors) if e), None)
             if bad is not None:
                 i = int(idx[bad])
-                raise SpurbenchError(f"cannot decode {what} {items.describe(i)}: {errors[bad].splitlines()[0][:200]}; replace or remove that image")
-            x = x.to(device, non_blocking=cuda).contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=cuda and amp):
-                logits = model(x)
-            probs = logits.float().softmax(dim=-1)
-            top_p, top_i = probs.topk(TOPK, dim=-1)
-            target = probs.gather(1, y.to(device).view(-1, 1))
-            # one small device-to-host copy per batch: [p_label, top-5 probs, top-5 indices (exact in float32)]
-            packed = torch.cat([target, top_p, top_i.float()], dim=1).cpu().numpy()
+                raise ImageDecodeError(f"cannot decode {what} {items.describe(i)}: {errors[bad].splitlines()[0][:200]}; replace or remove that image")
             b = len(y)
+            y_dev = y.to(device, non_blocking=cuda)
+            packed = torch.empty(b, 1 + 2 * TOPK, device=device)
+            for x, where in groups:  # one forward per image shape in the batch (one group unless shapes differ)
+                x = normalise_batch(x.to(device, non_blocking=cuda), data_config).contiguous(memory_format=torch.channels_last)
+                with torch.autocast(device_type=device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+                    logits = model(x)
+                logits = logits.float()
+                if temperature != 1.0:
+                    logits = logits / temperature
+                probs = logits.softmax(dim=-1)
+                top_p, top_i = probs.topk(TOPK, dim=-1)
+                where = where.to(device)
+                target = probs.gather(1, y_dev[where].view(-1, 1))
+                # [p_label, top-5 probs, top-5 indices (exact in float32)]
+                packed[where] = torch.cat([target, top_p, top_i.float()], dim=1)
+            packed = packed.cpu().numpy()  # one small device-to-host copy per batch
             out_index[pos : pos + b] = idx.numpy()
             out_label[pos : pos + b] = y.numpy()
             out_target[pos : pos + b] = packed[:, 0]
@@ -348,7 +380,7 @@ def evaluate(
     workers: int = DEFAULT_WORKERS,
     device: str | torch.device | None = None,
     limit: int | None = None,
-    amp: bool = True,
+    amp: bool = False,
     command: str | None = None,
 ) -> tuple[dict, Predictions]:
     """Score one classifier on a spurious-image split; returns (leaderboard entry, per-image predictions).
@@ -372,16 +404,20 @@ def evaluate(
     clf = classifier if isinstance(classifier, LoadedClassifier) else create_classifier(classifier, "cpu")
     name = clf.spec.display_name
 
-    spurious_tf, positive_tf = build_transforms(clf.data_config, preprocessing)
-    size = tuple(clf.data_config["input_size"][-2:])
-    preds = predict(clf, _ImageItems(spurious_tf, data.labels, rows=data.rows, size=size), batch_size=batch_size,
-                    workers=workers, device=dev, amp=amp, what=f"image of dataset '{data.source}' split '{data.split}'")
+    # the size actually used: for spurious-imagenet the model's test_input_size when declared
+    data_config = data_config_for(clf.model, preprocessing)
+    spurious_tf, positive_tf = build_uint8_transforms(data_config, preprocessing)
+    size = tuple(data_config["input_size"][-2:])
+    run = dict(batch_size=batch_size, workers=workers, device=dev, amp=amp, data_config=data_config)
+    preds = predict(clf, _ImageItems(spurious_tf, data.labels, rows=data.rows, size=size), **run,
+                    what=f"image of dataset '{data.source}' split '{data.split}'")
+    if data.row_index is not None:  # predictions name split rows, also when verification left some out
+        preds.index = data.row_index[preds.index]
     rates = metrics.spurious_rates(preds.label, preds.top5, preds.target_prob)
     pos_preds = None
     if positives is not None and len(positives):
         items = _ImageItems(positive_tf, positives.labels, rows=positives.rows, paths=positives.paths, size=size)
-        pos_preds = predict(clf, items, batch_size=batch_size, workers=workers, device=dev, amp=amp,
-                            what=f"positive image of '{positives.source}'", desc=f"{name} (positives)")
+        pos_preds = predict(clf, items, **run, what=f"positive image of '{positives.source}'", desc=f"{name} (positives)")
     if pos_preds is not None:
         score = metrics.spurious_score_per_class(preds.label, preds.target_prob, pos_preds.label, pos_preds.target_prob)
     else:
@@ -404,8 +440,11 @@ def evaluate(
         "architecture": clf.spec.model,
         "weights": dict(clf.weights),
         "num_params": int(clf.num_params),
-        "data_config": _jsonable(clf.data_config),
+        "data_config": _jsonable(data_config),
         "preprocessing": preprocessing,
+        "precision": precision_for(dev, amp)[0],
+        **({"temperature": clf.temperature} if clf.temperature != 1.0 else {}),
+        **({"note": clf.spec.note} if clf.spec.note else {}),
         "metrics": {
             "spurious_rate": rates["macro"]["spurious_rate"],
             "spurious_rate_micro": rates["micro"]["spurious_rate"],
@@ -416,12 +455,13 @@ def evaluate(
             "spurious_score_auroc": score["auroc"],
             "num_images": int(rates["num_images"]),
             "num_positives": int(len(pos_preds.label)) if pos_preds is not None else 0,
+            "num_excluded": data.num_excluded,
         },
         "per_class": per_class,
         "predictions": predictions_relpath(name),
         "positives": positives.source if positives is not None else None,
         "env": _env(dev),
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "date": _now(),
         "images_per_second": round(len(preds.label) / preds.seconds, 3) if preds.seconds > 0 else None,
         "command": command,
     }
@@ -457,9 +497,13 @@ def record(leaderboard: str | Path, dataset_info: dict, entry: dict, preds: Pred
     If the leaderboard refuses the entry (another dataset, corrupt file), the model's previous
     predictions file is put back, so nothing that was there is damaged.
     """
-    from spurbench.evaluate.leaderboard import record_entry
+    from spurbench.evaluate.leaderboard import load_leaderboard, predictions_relpath, record_entry
 
     leaderboard = Path(leaderboard)
+    if (leaderboard.parent / entry["predictions"]).exists():
+        # this model's earlier file, or (a board from before names were made distinct) another model's
+        taken = {e.get("predictions") for e in load_leaderboard(leaderboard)["entries"] if e["model"] != entry["model"]}
+        entry = {**entry, "predictions": predictions_relpath(entry["model"], taken)}
     csv_path = leaderboard.parent / entry["predictions"]
     backup = csv_path.with_name(csv_path.name + f".bak-{os.getpid()}")
     had_old = csv_path.exists()
@@ -522,21 +566,28 @@ def _f(x: float | None) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from spurbench.evaluate.leaderboard import DEFAULT_LEADERBOARD
 
-    g = parser.add_argument_group("classifiers (at least one --model or a --panel)")
-    g.add_argument("--model", action="append", default=[], metavar="NAME",
-                   help="timm model to score, repeatable: an architecture (resnet50), arch.tag (resnet50.a1_in1k) or "
-                        "hf-hub:org/repo; weights are timm's pretrained ones from the Hugging Face Hub unless --weights")
+    g = parser.add_argument_group("classifiers (at least one --model, a --models-file or a --panel)")
+    g.add_argument("--model", action="append", default=[], metavar="NAME|PATTERN",
+                   help="timm model to score, repeatable: an architecture (resnet50), arch.tag (resnet50.a1_in1k), hf-hub:org/repo, "
+                        "or a quoted wildcard pattern ('convnext*') expanded like timm.list_models(pattern, pretrained=True) to its "
+                        "ImageNet-1k classifiers; weights are timm's pretrained ones from the Hugging Face Hub unless --weights")
+    g.add_argument("--models-file", metavar="FILE", default=None,
+                   help="text file of model names or patterns, one per line (# comments and blank lines ignored)")
+    g.add_argument("--list", action="store_true", help="print the models this command would score (patterns expanded) and exit")
     g.add_argument("--weights", metavar="FILE", default=None,
                    help="local state dict for the single --model: .safetensors, or a torch file loadable with weights_only=True")
     g.add_argument("--key-map", default="none", metavar="MAP",
                    help="how --weights' tensor names map onto the timm model: none, positional, or strip_prefix:<prefix> "
                         "(e.g. strip_prefix:module.model. for a robustness-library checkpoint)")
+    g.add_argument("--temperature", type=float, default=None, metavar="T",
+                   help="divide the single --model's logits by T before the softmax (a temperature-calibrated checkpoint)")
     g.add_argument("--name", default=None,
                    help="name to record the single --model under; unset: the model name, plus '+<file stem>' with --weights")
     g.add_argument("--panel", metavar="NAME|FILE", default=None,
-                   help="score every classifier of a panel: a shipped name (offline, default) or a YAML file like classifiers/offline.yaml")
+                   help="score every classifier of a panel: a shipped name (offline, default, spurious-imagenet) or a YAML file "
+                        "like classifiers/offline.yaml")
     d = parser.add_argument_group("data")
-    d.add_argument("--dataset", required=True, metavar="ID|FOLDER", help="spurious-image dataset: a local folder or a Hugging Face Hub id")
+    d.add_argument("--dataset", default=None, metavar="ID|FOLDER", help="spurious-image dataset: a local folder or a Hugging Face Hub id (required unless --list)")
     d.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit) of --dataset")
     d.add_argument("--split", default=ds_contract.DEFAULT_SPLIT, help="split of --dataset to score")
     d.add_argument("--positives", default=None, metavar="FOLDER|ID",
@@ -545,67 +596,93 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     d.add_argument("--positives-split", default=None,
                    help="split of a --positives dataset; unset: validation, val or test, or its only split")
     d.add_argument("--limit", type=int, default=None, metavar="N", help="score only the first N images of the split (quick checks)")
+    d.add_argument("--include-unverified", action="store_true",
+                   help="on a verified set (`spurbench verify`), also score the images whose check failed (spurious set: object "
+                        "present; shift set: object absent) and those a person dropped; by default they are left out and counted")
     r = parser.add_argument_group("run")
     r.add_argument("--leaderboard", default=DEFAULT_LEADERBOARD, metavar="FILE",
                    help="leaderboard JSON to add the entries to (a folder means FOLDER/leaderboard.json); predictions go to "
                         "<its folder>/predictions/")
     r.add_argument("--preprocessing", choices=PREPROCESSING, default="timm",
                    help="timm: each model's own eval transform; spurious-imagenet: the released Spurious ImageNet code's "
-                        "(spurious images resized to the test size without crop, positives resize x256/224 + center crop, bicubic)")
+                        "(size = the model's test_input_size if declared, else input_size; spurious images: shorter side to that "
+                        "size, no crop; positives: resize x256/224 + center crop; bicubic)")
+    r.add_argument("--force", action="store_true",
+                   help="re-score models already on the leaderboard for the same data, preprocessing and precision (default: skip them)")
     r.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
     r.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="DataLoader worker processes decoding images (0: in the main process); default min(8, CPU cores)")
-    r.add_argument("--device", default=None, help="torch device; unset: cuda when available, else cpu")
-    r.add_argument("--no-amp", action="store_true", help="on CUDA, run in float32 instead of float16 autocast (CPU always runs float32)")
+    r.add_argument("--device", default=None, help="torch device; unset: cuda (cuda:LOCAL_RANK under torchrun / accelerate launch) when available, else cpu")
+    r.add_argument("--amp", action="store_true",
+                   help="on CUDA, run the model under float16 autocast (faster; default float32, as timm's validate.py and the "
+                        "published numbers); CPU always runs float32. The entry records its `precision`")
 
 
-def _specs_from_args(args: argparse.Namespace) -> list[ClassifierSpec]:
-    if args.weights is not None and len(args.model) != 1:
-        raise SpurbenchError("--weights applies to exactly one --model; give a single --model NAME with it (or use a --panel file)")
+def _specs_from_args(args: argparse.Namespace) -> tuple[list[ClassifierSpec], dict[str, list[str]], int]:
+    """The classifiers to score (patterns expanded, --models-file read, panel appended); per pattern, the
+    matches left out because they are not ImageNet-1k classifiers; how many of the specs come before the panel's."""
+    from spurbench.evaluate.sweep import expand_models, is_pattern, read_models_file
+
+    single_flags = [f for f, v in (("--weights", args.weights), ("--name", args.name), ("--temperature", args.temperature)) if v is not None]
+    if single_flags and (len(args.model) != 1 or is_pattern(args.model[0]) or args.models_file):
+        raise SpurbenchError(f"{single_flags[0]} applies to exactly one --model (not a pattern or --models-file); "
+                             "give a single --model NAME with it (or use a --panel file)")
     if args.key_map != "none" and args.weights is None:
         raise SpurbenchError("--key-map applies to --weights; add --weights FILE")
-    if args.name is not None and len(args.model) != 1:
-        raise SpurbenchError("--name applies to exactly one --model")
+    names = list(args.model) + (read_models_file(args.models_file) if args.models_file else [])
+    expanded, left_out = expand_models(names)
     specs: list[ClassifierSpec] = []
-    for model in args.model:
+    for model in expanded:
         weights, name = None, args.name
         if args.weights is not None:
             weights = {"file": args.weights, "key_map": args.key_map}
             name = name or f"{model}+{Path(args.weights).stem}"
-        specs.append(ClassifierSpec(model=model, weights=weights, name=name))
+        specs.append(ClassifierSpec(model=model, weights=weights, name=name, temperature=args.temperature))
+    n_named = len(specs)
     if args.panel is not None:
         specs.extend(load_panel(args.panel))
     if not specs:
-        raise SpurbenchError("no classifier given; pass --model NAME (repeatable) and/or --panel NAME|FILE")
+        raise SpurbenchError("no classifier given; pass --model NAME|PATTERN (repeatable), --models-file FILE and/or --panel NAME|FILE")
     names = [s.display_name for s in specs]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise SpurbenchError(f"classifier {', '.join(dupes)} given more than once; drop the repeat or give --name")
-    return specs
+    return specs, left_out, n_named
 
 
-def command_line(args: argparse.Namespace) -> str:
-    """The `spurbench eval ...` command that reproduces this run (flags that change results, as given)."""
+def command_line(args: argparse.Namespace, model: str | None = None) -> str:
+    """The `spurbench eval ...` command that reproduces this run (flags that change results, as given);
+    with `model`, the command for that one model of a sweep."""
     parts = ["spurbench", "eval"]
-    for model in args.model:
-        parts += ["--model", model]
+    for m in [model] if model is not None else args.model:
+        parts += ["--model", m]
+    sweep_only = model is not None
     for flag, value, default in (
-        ("--weights", args.weights, None), ("--key-map", args.key_map, "none"), ("--name", args.name, None),
-        ("--panel", args.panel, None), ("--dataset", args.dataset, None), ("--revision", args.revision, None),
-        ("--split", args.split, ds_contract.DEFAULT_SPLIT), ("--positives", args.positives, None),
+        ("--models-file", None if sweep_only else args.models_file, None),
+        ("--weights", args.weights, None), ("--key-map", args.key_map, "none"), ("--temperature", args.temperature, None),
+        ("--name", args.name, None), ("--panel", None if sweep_only else args.panel, None), ("--dataset", args.dataset, None),
+        ("--revision", args.revision, None), ("--split", args.split, ds_contract.DEFAULT_SPLIT), ("--positives", args.positives, None),
         ("--positives-split", args.positives_split, None), ("--limit", args.limit, None),
         ("--preprocessing", args.preprocessing, "timm"), ("--leaderboard", args.leaderboard, None),
     ):
         if value is not None and value != default:
             parts += [flag, str(value)]
-    if args.no_amp:
-        parts.append("--no-amp")
+    if args.amp:
+        parts.append("--amp")
+    if getattr(args, "include_unverified", False):
+        parts.append("--include-unverified")
     return " ".join(shlex.quote(p) for p in parts)
 
 
-def run(args: argparse.Namespace) -> int:
-    from tqdm.auto import tqdm
+def _sweep_device(requested: str | None, world: int, local_rank: int) -> torch.device:
+    """The device of this process: --device if given, else cuda:LOCAL_RANK when several processes share GPUs."""
+    if requested is None and world > 1 and torch.cuda.is_available():
+        return resolve_device(f"cuda:{local_rank % torch.cuda.device_count()}")
+    return resolve_device(requested)
 
-    from spurbench.evaluate.leaderboard import load_leaderboard
+
+def run(args: argparse.Namespace) -> int:
+    from spurbench.evaluate import sweep
+    from spurbench.evaluate.leaderboard import already_scored, load_leaderboard, record_failure
 
     if not sys.stderr.isatty():
         # piped / logged runs: no progress bars from `datasets`, so stderr holds only what matters
@@ -617,16 +694,27 @@ def run(args: argparse.Namespace) -> int:
         raise SpurbenchError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.workers < 0:
         raise SpurbenchError(f"--workers must be 0 or more, got {args.workers}")
-    device = resolve_device(args.device)
-    specs = _specs_from_args(args)
-    for spec in specs:  # cheap name check first: a typo should not wait for the dataset to load
-        if not spec.model.startswith(("hf-hub:", "hf_hub:")):
-            check_model_name(spec.model, pretrained=spec.weights is None)
+    specs, left_out, n_named = _specs_from_args(args)
+    named = {s.display_name for s in specs[:n_named]}
+    if args.list:
+        for pattern, names in left_out.items():
+            print(f"# {pattern}: {len(names)} match(es) left out, their pretrained head is not ImageNet-1k's", file=sys.stderr)
+        print("\n".join(s.display_name for s in specs))
+        return 0
+    if args.dataset is None:
+        raise SpurbenchError("--dataset is required (a local folder or a Hugging Face Hub id); only --list runs without it")
+    rank, world, local_rank = sweep.process_share()
+    device = _sweep_device(args.device, world, local_rank)
+    # one model named: its mistakes are input errors (exit 2, nothing written); a sweep records them and goes on
+    single = len(specs) == 1 and not args.models_file and not any(sweep.is_pattern(m) for m in args.model)
+    if single and not specs[0].model.startswith(("hf-hub:", "hf_hub:")):
+        check_model_name(specs[0].model, pretrained=specs[0].weights is None)  # a typo should not wait for the dataset
     leaderboard = Path(args.leaderboard)
     if leaderboard.is_dir():
         leaderboard = leaderboard / "leaderboard.json"
     board = load_leaderboard(leaderboard)  # corrupt -> SpurbenchError, file untouched
-    data = open_dataset(args.dataset, split=args.split, revision=args.revision, limit=args.limit)
+    data = open_dataset(args.dataset, split=args.split, revision=args.revision, limit=args.limit,
+                        include_unverified=args.include_unverified)
     held = board.get("dataset")
     if held and board["entries"] and held.get("fingerprint") != data.info["fingerprint"]:
         raise SpurbenchError(
@@ -641,29 +729,68 @@ def run(args: argparse.Namespace) -> int:
                 f"--positives '{args.positives}' has no images of the dataset's classes ({', '.join(map(str, data.info['classes'][:10]))}"
                 f"{' ...' if len(data.info['classes']) > 10 else ''}); point it at real images of those classes"
             )
-    classifiers = [create_classifier(s, "cpu") for s in tqdm(specs, desc="loading classifiers", disable=None, leave=False)]
+    if single:  # loaded before anything is written, so a bad checkpoint is an input error
+        specs = [create_classifier(specs[0], "cpu")]
 
-    command = command_line(args)
-    total = data.info["num_images"]
+    mine = sweep.my_share(specs, rank, world)
+    precision = precision_for(device, args.amp)[0]
+    total = data.info["num_images"] - data.num_excluded
     subset = f" (first {len(data.labels)} of {total})" if len(data.labels) < total else ""
+    share = f"; process {rank} of {world}: {len(mine)} of {len(specs)} models" if world > 1 else ""
     print(f"dataset {data.source} split {data.split}: {len(data.labels)} images{subset}, {len(data.info['classes'])} classes"
-          + (f"; {len(positives)} positives" if positives is not None else ""))
-    summaries = []
-    for clf in classifiers:
-        entry, preds = evaluate(clf, data, positives=positives, preprocessing=args.preprocessing, batch_size=args.batch_size,
-                                workers=args.workers, device=device, amp=not args.no_amp, command=command)
-        clf.model.to("cpu")  # one model on the accelerator at a time
+          + (f"; {len(positives)} positives" if positives is not None else "")
+          + (f"; {data.num_excluded} left out by verification (--include-unverified keeps them)" if data.num_excluded else "") + share)
+    summaries, skipped, failed = [], [], {}
+    for item in mine:
+        spec = item.spec if isinstance(item, LoadedClassifier) else item
+        name = spec.display_name
+        if not args.force and already_scored(board, name, fingerprint=data.info["fingerprint"], preprocessing=args.preprocessing,
+                                             precision=precision, num_images=len(data.labels),
+                                             positives=positives.source if positives is not None else None):
+            print(f"skip {name}: already on the leaderboard for this data, positives, preprocessing and precision (--force re-scores it)")
+            skipped.append(name)
+            continue
+        # a model named on the command line (or matched by a pattern) gets its own one-model command
+        command = command_line(args, spec.model) if not single and name in named else command_line(args)
+        try:
+            clf = item if isinstance(item, LoadedClassifier) else create_classifier(spec, "cpu")
+            entry, preds = evaluate(clf, data, positives=positives, preprocessing=args.preprocessing, batch_size=args.batch_size,
+                                    workers=args.workers, device=device, amp=args.amp, command=command)
+        except (ImageDecodeError, KeyboardInterrupt):
+            raise  # the data is broken, or the user stopped: not this model's failure
+        except Exception as err:
+            reason = sweep.failure_reason(err)
+            if single:
+                raise SpurbenchError(f"cannot score '{name}': {reason}") from None
+            failed[name] = reason
+            print(f"FAILED {name}: {reason}", file=sys.stderr)
+            record_failure(leaderboard, data.info, {"model": name, "reason": reason, "preprocessing": args.preprocessing,
+                                                    "precision": precision, "date": _now(), "command": command})
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            continue
+        finally:
+            clf = None  # one model in memory at a time  # noqa: F841
+        if world > 1:
+            entry["process"] = {"rank": rank, "world_size": world}
         record(leaderboard, data.info, entry, preds)
         print(format_table(entry))
         print()
         summaries.append(summary_line(entry))
-        del clf.model
-    if len(summaries) > 1:
+    if len(summaries) > 1 or skipped or failed:
         print("summary:")
         for s in summaries:
             print(f"  {s}")
+        if skipped:
+            print(f"  skipped {len(skipped)} already scored: {', '.join(skipped)}")
+        for name, reason in failed.items():
+            print(f"  FAILED {name}: {reason}")
     print(f"leaderboard: {leaderboard}")
-    return 0
+    return 1 if failed else 0
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def _env(device: torch.device) -> dict[str, Any]:

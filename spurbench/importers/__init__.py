@@ -15,6 +15,7 @@ from spurbench.errors import SpurbenchError
 
 #: source name -> (module, one-line summary)
 IMPORTERS: dict[str, tuple[str, str]] = {
+    "spurious-imagenet": ("spurbench.importers.spurious_imagenet", "the Spurious ImageNet release (images/<class>_<component> folders, or --download) as a spurious set"),
     "waterbirds": ("spurbench.importers.waterbirds", "the Waterbirds folder (metadata.csv + images) as a group-labelled two-class set"),
 }
 

@@ -1,0 +1,94 @@
+"""Image preprocessing for evaluation: which size, which resize/crop, and how batches are formed.
+
+Workers only decode and resize/crop (PIL), and hand over uint8 CHW tensors: 4x less to copy between
+processes than float32, and the float conversion plus mean/std normalisation then runs once per batch
+in the main process (`normalise_batch`), with exactly the arithmetic of torchvision's `ToTensor` +
+`Normalize` (divide by 255, subtract the mean, divide by the std), so results are bit-identical to the
+per-image float transforms.
+
+Two preprocessings:
+- `timm`: timm's eval transform for the model's resolved data config (what timm's `validate.py` does);
+  with `use_prefetcher=True` timm itself ends that transform in a uint8 tensor.
+- `spurious-imagenet`: the released Spurious ImageNet code's (`dataset/spurious_score.py`): size = the
+  model's `test_input_size` when its timm config declares one, else `input_size`; spurious images
+  resized so the shorter side is `size` (aspect kept, no crop), real images ("positives") resized to
+  `int(256 / 224 * size)` then center-cropped to `size`; both bicubic on PIL images.
+  Spurious images of different aspect ratios then have different shapes: `collate_by_shape` groups the
+  images of a batch by shape and the model runs once per group (no padding, so no pixel is invented and
+  every image is scored exactly as it would be alone).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import torch
+
+from spurbench.errors import SpurbenchError
+
+PREPROCESSING = ("timm", "spurious-imagenet")
+
+
+def data_config_for(model: torch.nn.Module, preprocessing: str) -> dict:
+    """timm's resolved data config of `model`; for `spurious-imagenet` at its test size when declared."""
+    import timm.data
+
+    if preprocessing not in PREPROCESSING:
+        raise SpurbenchError(f"unknown preprocessing '{preprocessing}'; use one of {', '.join(PREPROCESSING)}")
+    return dict(timm.data.resolve_data_config(model=model, use_test_size=preprocessing == "spurious-imagenet"))
+
+
+def build_uint8_transforms(data_config: dict, preprocessing: str = "timm") -> tuple[Callable, Callable]:
+    """(transform for spurious images, transform for positives), PIL image -> uint8 CHW tensor.
+
+    `data_config` is the one `data_config_for` resolved (its `input_size` is the size used).
+    """
+    from torchvision import transforms as T
+
+    if preprocessing == "timm":
+        import timm.data
+
+        # use_prefetcher=True: timm's eval transform without ToTensor/Normalize, ending in a uint8 tensor
+        t = timm.data.create_transform(**data_config, use_prefetcher=True)
+        return t, t
+    if preprocessing != "spurious-imagenet":
+        raise SpurbenchError(f"unknown preprocessing '{preprocessing}'; use one of {', '.join(PREPROCESSING)}")
+    h, w = data_config["input_size"][-2:]
+    if h != w:
+        raise SpurbenchError(f"--preprocessing spurious-imagenet needs a square input size, the model's is {h}x{w}; use --preprocessing timm")
+    bicubic = T.InterpolationMode.BICUBIC
+    spurious = T.Compose([T.Resize(h, interpolation=bicubic), T.PILToTensor()])
+    positive = T.Compose([T.Resize(int(256 / 224 * h), interpolation=bicubic), T.CenterCrop(h), T.PILToTensor()])
+    return spurious, positive
+
+
+def normalise_batch(x: torch.Tensor, data_config: dict) -> torch.Tensor:
+    """uint8 [B, 3, H, W] -> float32 normalised, the same arithmetic as ToTensor + Normalize."""
+    mean = torch.as_tensor(data_config["mean"], dtype=torch.float32, device=x.device).view(-1, 1, 1)
+    std = torch.as_tensor(data_config["std"], dtype=torch.float32, device=x.device).view(-1, 1, 1)
+    return x.to(torch.float32).div_(255).sub_(mean).div_(std)
+
+
+def build_transforms(data_config: dict, preprocessing: str = "timm") -> tuple[Callable, Callable]:
+    """Float versions of `build_uint8_transforms` (PIL -> normalised float tensor), one image at a time."""
+    spurious, positive = build_uint8_transforms(data_config, preprocessing)
+
+    def finish(t: Callable) -> Callable:
+        return lambda img: normalise_batch(t(img).unsqueeze(0), data_config)[0]
+
+    return finish(spurious), finish(positive)
+
+
+def collate_by_shape(batch: Sequence[tuple[torch.Tensor, int, int, str]]) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor, torch.Tensor, list[str]]:
+    """DataLoader collate: ([(images of one shape stacked, their positions in the batch)], labels, indices, errors).
+
+    Runs in the worker, so the stacking happens there, as with the default collate.
+    """
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for pos, item in enumerate(batch):
+        groups.setdefault(tuple(item[0].shape), []).append(pos)
+    stacked = [(torch.stack([batch[p][0] for p in ps]), torch.tensor(ps, dtype=torch.long)) for ps in groups.values()]
+    labels = torch.tensor([b[1] for b in batch], dtype=torch.long)
+    index = torch.tensor([b[2] for b in batch], dtype=torch.long)
+    return stacked, labels, index, [b[3] for b in batch]
+

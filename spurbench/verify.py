@@ -1,0 +1,526 @@
+"""`spurbench verify`: is the object really absent? An open-vocabulary detector checks every image.
+
+A spurious image of class k is only a test if the object k is NOT in it (a classifier that says
+"hummingbird" for a picture with a hummingbird is right, not fooled); a background-shift image (kind
+`shift`) is only a test if the object IS in it. `spurbench verify` runs a text-prompted detector (OWLv2 or
+Grounding DINO, see spurbench.detection) over every image with its class's names as queries and writes
+the dataset again, same rows and same bytes in every existing column, with these columns added:
+
+  object_score    the highest detection score over the class's queries (float)
+  object_present  object_score >= threshold (bool)
+  object_boxes    the boxes behind the score, JSON [{"box": [x0, y0, x1, y1], "score": s, "query": q}, ...]
+  reviewed        a person's decision: keep, drop, or empty (set with --decisions)
+
+and the detector, its revision, the threshold and where it comes from in the card. `spurbench eval` then
+leaves out the images whose check failed (spurious set: object present; shift set: object absent) unless
+a person kept them, and counts them (`metrics.num_excluded`).
+
+Doubtful cases go to a person: `--page DIR` renders the review page (flagged images and borderline ones,
+with scores and boxes, keep/drop buttons, a decisions.csv download); `--decisions decisions.csv`
+(columns index,split,decision) applies the decisions. A verified set is not checked again unless asked
+(--redetect, or another --detector / --detector-model): --threshold alone re-thresholds the stored scores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import shlex
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from spurbench import dataset as ds_contract
+from spurbench.errors import SpurbenchError
+
+#: columns `verify` adds (or replaces on a verified set), in order
+SCORE, PRESENT, BOXES, REVIEWED = "object_score", "object_present", "object_boxes", "reviewed"
+VERIFY_COLUMNS = (SCORE, PRESENT, BOXES, REVIEWED)
+#: values of `reviewed` (empty: nobody looked)
+DECISIONS = ("keep", "drop")
+#: card provenance key of the verification record
+CARD_KEY = "verification"
+#: images whose score lies within this distance of the threshold are shown for review as borderline
+DEFAULT_MARGIN = 0.05
+#: boxes kept per image in object_boxes (for the review page), best first
+BOXES_KEPT = 5
+#: boxes scoring below this fraction of the threshold are not worth drawing
+BOX_FLOOR = 0.5
+DECISION_COLUMNS = ("index", "split", "decision")
+
+
+# ---------------------------------------------------------------------------------------------
+# The rule `spurbench eval` applies (no detector needed: pure data)
+
+
+def failed_check(kind: str, present: bool | None) -> bool:
+    """Did the image fail its set's promise? spurious: the object is there; shift: it is not.
+    Unchecked images (None) never fail."""
+    if present is None:
+        return False
+    return bool(present) if kind == "spurious" else not bool(present)
+
+
+def excluded_rows(kind: str, present: Sequence[bool | None], reviewed: Sequence[str | None] | None = None) -> np.ndarray:
+    """Boolean mask of the rows `spurbench eval` leaves out: a person's `drop` always, a person's `keep`
+    never, otherwise the rows whose check failed."""
+    reviewed = reviewed if reviewed is not None else [None] * len(present)
+    out = np.zeros(len(present), dtype=bool)
+    for i, (p, r) in enumerate(zip(present, reviewed)):
+        out[i] = r == "drop" or (r != "keep" and failed_check(kind, p))
+    return out
+
+
+def is_verified(columns: Iterable[str]) -> bool:
+    return PRESENT in set(columns)
+
+
+# ---------------------------------------------------------------------------------------------
+# Decisions (decisions.csv: index,split,decision)
+
+
+def read_decisions(path: str | Path, split_sizes: Mapping[str, int]) -> dict[tuple[str, int], str]:
+    """{(split, row index): decision} from a decisions CSV, every line checked against the dataset."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpurbenchError(f"decisions file '{path}' does not exist; download it from the review page (`spurbench verify --page DIR`)")
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            missing = [c for c in DECISION_COLUMNS if c not in (reader.fieldnames or [])]
+            if missing:
+                raise SpurbenchError(f"decisions file '{path}' lacks column(s) {', '.join(missing)}; it needs the header index,split,decision")
+            lines = list(reader)
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise SpurbenchError(f"cannot read decisions file '{path}' as CSV ({err.__class__.__name__}); use the decisions.csv the review page downloads") from None
+    out: dict[tuple[str, int], str] = {}
+    for n, line in enumerate(lines, start=2):
+        split, raw, decision = (line.get("split") or "").strip(), (line.get("index") or "").strip(), (line.get("decision") or "").strip().lower()
+        where = f"decisions file '{path}' line {n}"
+        if split not in split_sizes:
+            raise SpurbenchError(f"{where} names split {split!r}, which the dataset does not have (splits: {', '.join(split_sizes)})")
+        try:
+            index = int(raw)
+        except ValueError:
+            raise SpurbenchError(f"{where} has index {raw!r}; expected a row number") from None
+        if not 0 <= index < split_sizes[split]:
+            raise SpurbenchError(f"{where} names row {index} of split '{split}', which has {split_sizes[split]} rows (0..{split_sizes[split] - 1}); is this the right dataset?")
+        if decision not in DECISIONS + ("",):
+            raise SpurbenchError(f"{where} has decision {decision!r}; expected keep, drop or empty (clear)")
+        if out.get((split, index), decision) != decision:
+            raise SpurbenchError(f"{where} decides row {index} of split '{split}' twice, differently; keep one line per image")
+        out[(split, index)] = decision
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Queries per label
+
+
+def label_queries(label_names: Sequence[str] | None, family: str) -> dict[int, list[str]]:
+    """Queries for every label: ImageNet-1k classes (`label_names` None) by their lemmas from timm, any
+    other label set by its ClassLabel names (e.g. Waterbirds' `landbird`, `waterbird`)."""
+    from spurbench import detection, imagenet
+
+    if label_names is None:
+        return {k: detection.class_queries(k, family) for k in range(imagenet.NUM_CLASSES)}
+    return {k: detection.queries_for_names([name.replace("_", " ")], family) for k, name in enumerate(label_names)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading and writing the dataset
+
+
+class _Split:
+    """One split read straight from its Parquet shards."""
+
+    def __init__(self, folder: Path, name: str):
+        self.name = name
+        self.table, self.features = ds_contract.read_split_table(folder, name)
+        self.columns = list(self.table.column_names)
+
+    def __len__(self) -> int:
+        return self.table.num_rows
+
+    def column(self, name: str) -> list[Any]:
+        return self.table.column(name).to_pylist() if name in self.columns else [None] * len(self)
+
+    def image_bytes(self, start: int, stop: int) -> list[bytes]:
+        cells = self.table.column("image").slice(start, stop - start).to_pylist()
+        return [c["bytes"] if c.get("bytes") is not None else Path(c["path"]).read_bytes() for c in cells]
+
+    def rows(self, added: Mapping[str, Sequence[Any]]) -> Iterable[dict[str, Any]]:
+        # in chunks, so a large split never sits in Python objects whole
+        for start in range(0, len(self), 256):
+            chunk = self.table.slice(start, 256).to_pylist()
+            for j, row in enumerate(chunk):
+                yield {**row, **{c: v[start + j] for c, v in added.items()}}
+
+
+def _check_contract(folder: Path, splits: Sequence[_Split]) -> tuple[list[str] | None, str]:
+    """(label names for write_dataset or None for ImageNet-1k, the card's label set); one line on what is wrong."""
+    from datasets import ClassLabel
+
+    from spurbench import imagenet
+
+    card = ds_contract.read_card(folder)
+    names = None
+    for s in splits:
+        ds_contract.check_columns(s.columns, f"'{folder}' (split {s.name})")
+        missing = [c for c in ds_contract.REQUIRED_COLUMNS if c not in s.columns]
+        if missing:
+            raise SpurbenchError(
+                f"dataset '{folder}' split '{s.name}' lacks contract column(s) {', '.join(missing)}; `spurbench verify` rewrites "
+                "datasets in spurbench's contract (import other layouts first with `spurbench import`)"
+            )
+        feat = s.features["label"]
+        if not isinstance(feat, ClassLabel):
+            raise SpurbenchError(f"dataset '{folder}' split '{s.name}' column `label` is {feat}, not a ClassLabel; verify needs class names to build queries")
+        if names is not None and list(feat.names) != names:
+            raise SpurbenchError(f"dataset '{folder}' splits disagree on the label names; every split must share one label set")
+        names = list(feat.names)
+    assert names is not None
+    is_imagenet = names == list(imagenet.wnids())
+    if is_imagenet != (card.label_set == ds_contract.IMAGENET_LABEL_SET):
+        raise SpurbenchError(f"dataset '{folder}' card names label set {card.label_set!r} but its `label` column has {len(names)} names; fix the card")
+    return (None if is_imagenet else names), card.label_set
+
+
+def _verify_features(splits: Sequence[_Split]) -> dict[str, Any]:
+    """Extra features of the output: the set's own extra columns, then the verification columns."""
+    from datasets import Value
+
+    extra = {c: splits[0].features[c] for c in splits[0].columns if c not in ds_contract.REQUIRED_COLUMNS and c not in VERIFY_COLUMNS}
+    extra.update({SCORE: Value("float32"), PRESENT: Value("bool"), BOXES: Value("string"), REVIEWED: Value("string")})
+    return extra
+
+
+def _boxes_json(boxes: list[dict[str, Any]], threshold: float) -> str:
+    kept = [b for b in boxes if b["score"] >= BOX_FLOOR * threshold] or boxes[:1]
+    return json.dumps(kept, separators=(",", ":"))
+
+
+class DetectionCache:
+    """Detections already made, by image content and queries, in a JSON-lines file: a killed verification
+    (e.g. the build's verify stage) resumes where it stopped. The first line names the detector; a cache
+    made by another detector is started afresh."""
+
+    def __init__(self, path: str | Path | None, identity: Mapping[str, Any]):
+        self.path = None if path is None else Path(path)
+        self.identity = dict(identity)
+        self.entries: dict[str, tuple[float, list]] = {}
+        if self.path is None:
+            return
+        lines = self.path.read_text().splitlines() if self.path.is_file() else []
+        header = json.dumps({"detector": self.identity})
+        good = 0
+        try:
+            if lines and json.loads(lines[0]) == {"detector": self.identity}:
+                good = 1
+                for line in lines[1:]:
+                    e = json.loads(line)
+                    self.entries[e["key"]] = (float(e["score"]), e["boxes"])
+                    good += 1
+        except (ValueError, KeyError, TypeError):  # a line cut short by a kill: keep what parsed before it
+            pass
+        if good != len(lines) or not lines:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            kept = lines[1:good] if good else []
+            self.path.write_text("\n".join([header, *kept]) + "\n")
+
+    @staticmethod
+    def key(image: bytes, queries: Sequence[str]) -> str:
+        import hashlib
+
+        return hashlib.sha256(image + b"\x00" + "\x1f".join(queries).encode()).hexdigest()
+
+    def add(self, items: list[tuple[str, float, list]]) -> None:
+        for key, score, boxes in items:
+            self.entries[key] = (score, boxes)
+        if self.path is not None and items:
+            with open(self.path, "a") as fh:
+                fh.write("".join(json.dumps({"key": k, "score": sc, "boxes": b}) + "\n" for k, sc, b in items))
+                fh.flush()
+
+
+def _detect_split(split: _Split, detector, queries: Mapping[int, list[str]], batch_size: int, bar,
+                  cache: DetectionCache) -> tuple[list[float], list[list]]:
+    """(score, boxes) of every row: from the cache where known, else from the detector (cached as it goes)."""
+    from PIL import Image
+
+    from spurbench import detection
+
+    labels = split.column("label")
+    scores: list[float] = []
+    boxes: list[list] = []
+    chunk = max(batch_size * 4, 32)  # decode a few batches at a time, never the whole split
+    for start in range(0, len(split), chunk):
+        stop = min(len(split), start + chunk)
+        data = split.image_bytes(start, stop)
+        keys = [cache.key(d, queries[int(k)]) for d, k in zip(data, labels[start:stop])]
+        todo = [j for j, key in enumerate(keys) if key not in cache.entries]
+        images = []
+        for j in todo:
+            try:
+                with Image.open(io.BytesIO(data[j])) as im:
+                    images.append(im.convert("RGB"))
+            except Exception as err:
+                raise SpurbenchError(f"cannot decode the image of row {start + j} of split '{split.name}' ({err.__class__.__name__}); replace or remove it") from None
+        if todo:
+            found = detection.detect(detector, images, [queries[int(labels[start + j])] for j in todo], batch_size=batch_size, progress=False)
+            cache.add([(keys[j], d.score, d.to_json()[:BOXES_KEPT]) for j, d in zip(todo, found)])
+        for key in keys:
+            score, b = cache.entries[key]
+            scores.append(score)
+            boxes.append(b)
+        bar.update(stop - start)
+    return scores, boxes
+
+
+def _card_section(record: Mapping[str, Any], kind: str) -> str:
+    failed = "the object is present" if kind == "spurious" else "the object is absent"
+    lines = [
+        "## Verification",
+        "",
+        f"Every checked image was searched for its class's object with the open-vocabulary detector `{record['detector']}` "
+        f"(`{record['model']}`" + (f" at revision `{record['revision']}`" if record.get("revision") else "") + "), with the "
+        f"class's names as text queries. `object_score` is the highest score over those queries; `object_present` is "
+        f"`object_score >= {record['threshold']}` (threshold: {record['threshold_source']}). In this `{kind}` set an image fails the "
+        f"check when {failed}; `spurbench eval` leaves such images out unless a person kept them (`reviewed` = keep), and always "
+        "leaves out the ones a person dropped (`reviewed` = drop).",
+        "",
+    ]
+    for split, c in record["splits"].items():
+        lines.append(f"- `{split}`: {c['checked']} checked, {c['failed']} failed the check, {c['keep']} kept and {c['drop']} dropped by a person")
+    return "\n".join(lines) + "\n"
+
+
+def _with_section(body: str, section: str) -> str:
+    head = body.split("\n## Verification\n")[0] if "\n## Verification\n" in "\n" + body else body
+    if head.startswith("## Verification\n"):
+        head = ""
+    return (head.rstrip() + "\n\n" + section).strip()
+
+
+def verify_dataset(
+    source: str | Path,
+    out: str | Path,
+    *,
+    detector: str | None = None,
+    detector_model: str | None = None,
+    detector_revision: str | None = None,
+    threshold: float | None = None,
+    splits: Sequence[str] | None = None,
+    decisions: str | Path | None = None,
+    redetect: bool = False,
+    batch_size: int = 8,
+    device: str | None = None,
+    command: str | None = None,
+    progress: bool = True,
+    cache: str | Path | None = None,
+) -> dict[str, Any]:
+    """Check a dataset and write it again to `out` with the verification columns; returns the card's record.
+
+    Everything that can be wrong with the inputs (splits, columns, label set, decisions file, detector
+    name, threshold) is checked before any model runs, and nothing is written unless all of it passes.
+    `cache`: a JSON-lines file of detections already made (see DetectionCache), for resumable runs.
+    """
+    from tqdm.auto import tqdm
+
+    from spurbench import __version__, detection
+
+    if threshold is not None and not 0.0 <= threshold <= 1.0:
+        raise SpurbenchError(f"--threshold must be a score between 0 and 1, got {threshold}")
+    if batch_size < 1:
+        raise SpurbenchError(f"--batch-size must be at least 1, got {batch_size}")
+    if detector is not None:
+        detection.detector_spec(detector)
+    folder = ds_contract.resolve_dataset(source)
+    kind = ds_contract.read_kind(folder)
+    names = ds_contract.split_names(folder)
+    if not names:
+        raise SpurbenchError(f"dataset '{source}' has no data/<split>-NNNNN-of-NNNNN.parquet shards; is it a dataset folder?")
+    unknown = [s for s in (splits or []) if s not in names]
+    if unknown:
+        raise SpurbenchError(f"dataset '{source}' has no split {', '.join(map(repr, unknown))}; its splits: {', '.join(names)}")
+    data = [_Split(folder, n) for n in names]
+    label_names, label_set = _check_contract(folder, data)
+    chosen = [s for s in data if splits is None or s.name in splits]
+    chosen_decisions = read_decisions(decisions, {s.name: len(s) for s in data}) if decisions is not None else {}
+
+    card = ds_contract.read_card(folder)
+    previous = dict(card.provenance.get(CARD_KEY) or {})
+    verified = previous and all(is_verified(s.columns) for s in data)
+    same_detector = (detector is None or detector == previous.get("detector")) and (
+        detector_model is None or detector_model == previous.get("model"))
+    detect_now = redetect or not verified or not same_detector
+    if not detect_now and splits is not None and set(splits) != set(previous.get("splits") or {}):
+        detect_now = True
+
+    name = detector or previous.get("detector") or "owlv2"
+    spec = detection.detector_spec(name)
+    if threshold is not None:
+        thr, thr_source = threshold, "given on the command line (--threshold)"
+    elif previous.get("detector") == name and "threshold" in previous:
+        thr, thr_source = float(previous["threshold"]), previous.get("threshold_source", "")
+    else:
+        thr, thr_source = spec.default_threshold, spec.threshold_source
+    if detect_now:
+        model, revision = detector_model, detector_revision
+        if model is None and detector is None and spec.builder is None and previous.get("model") not in (None, spec.model_id):
+            model, revision = previous["model"], revision or previous.get("revision")  # the weights it was checked with
+        det = detection.load_detector(name, model=model, revision=revision, device=device)
+        queries = label_queries(label_names, det.family)
+        store = DetectionCache(cache, det.describe())
+        record_base = {"detector": name, **{k: v for k, v in det.describe().items() if k in ("model", "revision")}}
+        record_base["queries"] = ("ImageNet-1k lemmas from timm (imagenet_synset_to_lemma.txt), lower-cased" if label_names is None
+                                  else "the label names") + (", as 'a photo of a {name}'" if det.family == "owlv2" else ", one phrase each")
+    else:
+        record_base = {k: previous.get(k) for k in ("detector", "model", "revision", "queries")}
+
+    added: dict[str, dict[str, list[Any]]] = {}
+    counts: dict[str, dict[str, int]] = {}
+    total = sum(len(s) for s in chosen) if detect_now else 0
+    with tqdm(total=total, desc="verifying", unit="img", disable=not progress or not detect_now) as bar:
+        for s in data:
+            checked = s in chosen
+            if detect_now and checked:
+                scores, found = _detect_split(s, det, queries, batch_size, bar, store)
+                boxes = [_boxes_json(b, thr) for b in found]
+            elif detect_now:
+                scores, boxes = [None] * len(s), [None] * len(s)
+            else:
+                scores, boxes = s.column(SCORE), s.column(BOXES)
+            present = [None if v is None else bool(v >= thr) for v in scores]
+            reviewed = [r or "" for r in s.column(REVIEWED)]
+            for (split, index), decision in chosen_decisions.items():
+                if split == s.name:
+                    reviewed[index] = decision
+            added[s.name] = {SCORE: scores, PRESENT: present, BOXES: boxes, REVIEWED: reviewed}
+            if any(v is not None for v in scores):
+                counts[s.name] = {
+                    "checked": sum(v is not None for v in scores),
+                    "failed": sum(failed_check(kind, p) for p in present),
+                    "keep": reviewed.count("keep"),
+                    "drop": reviewed.count("drop"),
+                }
+    record = {
+        **record_base,
+        "threshold": thr,
+        "threshold_source": thr_source,
+        "margin": float(previous.get("margin", DEFAULT_MARGIN)),
+        "splits": counts,
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "spurbench_version": __version__,
+    }
+    if command:
+        record["command"] = command
+    card.provenance[CARD_KEY] = record
+    card.body = _with_section(card.body, _card_section(record, kind))
+    ds_contract.write_dataset(
+        out,
+        {s.name: s.rows(added[s.name]) for s in data},
+        card,
+        extra_features=_verify_features(data),
+        label_names=label_names,
+    )
+    return record
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from spurbench.detection import DETECTORS
+
+    d = parser.add_argument_group("data")
+    d.add_argument("--dataset", required=True, metavar="DIR|HUB_ID", help="dataset in spurbench's contract: a local folder or a Hugging Face Hub id")
+    d.add_argument("--split", action="append", default=None, metavar="S",
+                   help="split to check, repeatable; unset: every split (rows of other splits get empty scores and are never excluded)")
+    d.add_argument("--out", metavar="DIR", default=None,
+                   help="folder to write the verified dataset to (may be --dataset itself: it is replaced whole at the end)")
+    m = parser.add_argument_group("detector")
+    m.add_argument("--detector", default=None, metavar="NAME",
+                   help=f"open-vocabulary detector: {', '.join(DETECTORS)}; unset: owlv2, or the one a verified set was checked with. "
+                        "`tiny` is a random-weight OWLv2 built locally (plumbing only: its scores mean nothing)")
+    m.add_argument("--detector-model", default=None, metavar="ID|DIR",
+                   help="other weights for the detector's family: a Hub id or a local save_pretrained folder")
+    m.add_argument("--detector-revision", default=None, metavar="REV", help="Hub revision of --detector-model (the default models are pinned)")
+    m.add_argument("--threshold", type=float, default=None, metavar="X",
+                   help="object_present = object_score >= X; unset: the detector's documented default (owlv2 0.1, grounding-dino 0.35), "
+                        "or the threshold a verified set was checked with")
+    m.add_argument("--redetect", action="store_true", help="run the detector again on a verified set (otherwise its stored scores are reused)")
+    m.add_argument("--batch-size", type=int, default=8, help="images per detector forward pass")
+    m.add_argument("--device", default=None, help="torch device; unset: cuda when available, else cpu")
+    r = parser.add_argument_group("review")
+    r.add_argument("--decisions", metavar="CSV", default=None,
+                   help="decisions.csv from the review page (columns index,split,decision; decision keep, drop or empty) to record in "
+                        "the `reviewed` column; needs --out")
+    r.add_argument("--page", metavar="DIR", default=None,
+                   help="write the review page (flagged and borderline images with scores and boxes, keep/drop, decisions.csv "
+                        "download) to DIR/index.html: of --out when given, else of --dataset (which must be verified)")
+    r.add_argument("--margin", type=float, default=None, metavar="M",
+                   help=f"review page: images whose score is within M of the threshold are shown as borderline (default {DEFAULT_MARGIN})")
+
+
+def command_line(args: argparse.Namespace) -> str:
+    parts = ["spurbench", "verify", "--dataset", str(args.dataset)]
+    for s in args.split or []:
+        parts += ["--split", s]
+    for flag, value in (("--detector", args.detector), ("--detector-model", args.detector_model),
+                        ("--detector-revision", args.detector_revision), ("--threshold", args.threshold),
+                        ("--decisions", args.decisions), ("--out", args.out)):
+        if value is not None:
+            parts += [flag, str(value)]
+    if args.redetect:
+        parts.append("--redetect")
+    return shlex.join(parts)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.out is None and args.page is None:
+        raise SpurbenchError("nothing to do: give --out DIR (write the verified dataset) and/or --page DIR (the review page)")
+    if args.decisions is not None and args.out is None:
+        raise SpurbenchError("--decisions records decisions in a new copy of the dataset: add --out DIR (it may be --dataset itself)")
+    if args.margin is not None and not 0 <= args.margin <= 1:
+        raise SpurbenchError(f"--margin must be between 0 and 1, got {args.margin}")
+    if args.out is None and any(v is not None for v in (args.detector, args.detector_model, args.threshold)):
+        raise SpurbenchError("--detector, --detector-model and --threshold change the dataset: add --out DIR")
+    if not sys.stderr.isatty():
+        import datasets
+
+        datasets.disable_progress_bars()
+    try:
+        import transformers
+
+        transformers.utils.logging.disable_progress_bar()
+    except ImportError:
+        pass
+    target = args.dataset
+    if args.out is not None:
+        try:
+            import transformers  # noqa: F401,F811
+        except ImportError:
+            raise SpurbenchError("`spurbench verify` runs a detector from transformers: pip install \"spurbench[build]\"") from None
+        record = verify_dataset(
+            args.dataset, args.out, detector=args.detector, detector_model=args.detector_model,
+            detector_revision=args.detector_revision, threshold=args.threshold, splits=args.split,
+            decisions=args.decisions, redetect=args.redetect, batch_size=args.batch_size, device=args.device,
+            command=command_line(args),
+        )
+        for split, c in record["splits"].items():
+            print(f"{split}: {c['checked']} checked, {c['failed']} failed the check, {c['keep']} kept / {c['drop']} dropped by a person")
+        print(f"verified dataset: {args.out} (detector {record['detector']}, threshold {record['threshold']})")
+        target = args.out
+    if args.page is not None:
+        from spurbench.evaluate.review import render_review_page
+
+        written = render_review_page(target, args.page, margin=args.margin)
+        print(f"review page: {written}")
+    return 0
