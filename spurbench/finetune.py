@@ -142,15 +142,17 @@ class _Images(torch.utils.data.Dataset):
         return x, int(part.labels[i]), term
 
 
-def default_minority_groups(train_groups: Sequence[str], cf_groups: Sequence[str] | None = None) -> list[str]:
+def default_minority_groups(train_groups: Sequence[str], cf_groups: Sequence[str] | None = None) -> list[str | None]:
     """The two rarest groups in training (ties by name), the commoner of the two first.
 
     With counterfactuals, the candidates are the counterfactuals' groups (a group the training split
-    lacks counts 0); without, the training split's groups."""
+    lacks counts 0; when they all share one group, the second is None); without, the training split's groups."""
     counts: dict[str, int] = {}
     for g in train_groups:
         counts[g] = counts.get(g, 0) + 1
     candidates = sorted(set(cf_groups)) if cf_groups else sorted(counts)
+    if cf_groups and len(candidates) == 1:  # every kept counterfactual is in one group: gamma2 weighs nothing
+        return [candidates[0], None]
     if len(candidates) < 2:
         raise SpurbenchError(
             f"found {len(candidates)} candidate minority group(s) ({', '.join(candidates)}); balanced fine-tuning weighs two, "
@@ -288,7 +290,7 @@ def finetune(cfg: FinetuneConfig, inputs: RunInputs, restart: bool = False, prog
         )
     minority = list(cfg.minority_groups) if cfg.minority_groups else default_minority_groups(train.groups, cf.groups if cf else None)
     known = set(train.groups) | set(cf.groups if cf else [])
-    missing = [g for g in minority if g not in known]
+    missing = [g for g in minority if g is not None and g not in known]
     if missing:
         raise SpurbenchError(f"minority group(s) {', '.join(missing)} are not groups of the training data; its groups: {', '.join(sorted(known))}")
     num_cf = {}

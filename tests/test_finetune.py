@@ -41,6 +41,7 @@ def test_minority_groups_and_loss_terms():
     assert ft.default_minority_groups(groups) == ["a/y", "b/x"]  # the rarest (b/x) gets gamma2
     # with counterfactuals, their groups are the candidates; one the training split lacks is the rarest
     assert ft.default_minority_groups(groups, ["b/y", "c/x", "b/y"]) == ["b/y", "c/x"]
+    assert ft.default_minority_groups(groups, ["c/x", "c/x"]) == ["c/x", None]  # one group kept: gamma2 unused
     assert ft.loss_terms(["b/x", "a/y", "b/y", "a/y"], ["a/y", "b/x"]).tolist() == [2, 1, 0, 1]
     with pytest.raises(Exception, match="weighs two"):
         ft.default_minority_groups(["a/x", "a/x"])
