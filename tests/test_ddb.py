@@ -122,10 +122,22 @@ def test_remove_build_gives_a_spurious_set(tmp_path, monkeypatch):
     monkeypatch.setenv("SPURBENCH_CACHE", str(tmp_path / "cache"))
     data = _smoke(mode="remove", name="ddb_smoke_remove", pruning={"ig_threshold": -9.0, "ig_steps": 4})
     data["classes"] = [{k: v for k, v in c.items() if k != "swap_to"} for c in data["classes"][:1]]
+    data["verify"] = {"detector": "tiny"}  # the shared verification stage: is the object really gone?
     out = tmp_path / "ddb_remove"
     assert main(["build", "--recipe", str(_write(tmp_path, data)), "--out", str(out), "--no-progress"]) == 0
     got = _check_build(out, "test", -9.0)
     ds, prov = got["ds"], got["prov"]
     assert prov["kind"] == "spurious" and "group" not in ds["reference"].column_names
+    from spurbench import verify
+
+    assert verify.CARD_KEY in prov and verify.PRESENT in ds["test"].column_names
     assert all(r["label"] == 285 and r["prompt"] == "a photo of the empty background" for s in ("test", "pruned") if s in ds for r in ds[s])
     assert not (tmp_path / "ddb_remove.work" / "tokens").exists()  # remove mode learns no token
+
+
+def test_recipe_hash_is_stable():
+    from spurbench.build.recipe import recipe_hash
+
+    _, a = load_recipe("ddb_smoke")
+    _, b = load_recipe(str(SMOKE))
+    assert recipe_hash(a) == recipe_hash(b) and json.dumps(a.to_dict())  # canonical form is plain JSON

@@ -152,9 +152,9 @@ class DDBRecipe:
         return str(i.id)
 
     def to_dict(self) -> dict[str, Any]:
-        from spurbench.build.recipe import _plain
+        from spurbench.build.recipe import plain
 
-        return _plain(self)
+        return plain(self)
 
 
 def recipe_from_dict(data: Mapping[str, Any]) -> DDBRecipe:
