@@ -425,6 +425,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--seed", type=int, default=defaults.seed, help="seed of the shuffling, dropout and a new head")
     t.add_argument("--workers", type=int, default=0, help="DataLoader worker processes decoding images")
     t.add_argument("--restart", action="store_true", help="discard a run already in --out instead of resuming it")
+    t.add_argument("--no-progress", action="store_true", help="no progress bars (logs)")
 
 
 def _spec(args: argparse.Namespace):
@@ -459,7 +460,11 @@ def run(args: argparse.Namespace) -> int:
     )
     inputs = RunInputs(spec=_spec(args), data=args.data, counterfactuals=args.counterfactuals, out=args.out,
                        workers=args.workers, command="spurbench finetune " + shlex.join(sys.argv[2:] if len(sys.argv) > 2 else []))
-    summary = finetune(cfg, inputs, restart=args.restart)
+    summary = finetune(cfg, inputs, restart=args.restart, progress=not args.no_progress)
+    from accelerate import PartialState
+
+    if not PartialState().is_main_process:  # under `accelerate launch`, one report
+        return 0
     print(
         f"chose epoch {summary['chosen_epoch']} of {summary['epochs_done']}: validation worst-group accuracy "
         f"{summary['before']['val_worst_group_accuracy']:.4f} before, {summary['val_worst_group_accuracy']:.4f} after "
