@@ -108,3 +108,25 @@ def test_cli_one_line_errors(group_data, tmp_path, capsys):
     assert main(base + ["--group-column", "place_x"]) == 2
     assert "no `place_x` column" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_two_processes_under_accelerate_launch(group_data, tmp_path):
+    """Two real CPU processes (gloo, DESIGN.md "Distributed"): each takes half of every epoch, one writes."""
+    import os
+    import subprocess
+    import sys
+
+    accelerate = Path(sys.executable).with_name("accelerate")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "HF_DATASETS_CACHE": str(tmp_path / "hf")}
+    out = tmp_path / "ft"
+    proc = subprocess.run(
+        [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "-m", "spurbench", "finetune", "--panel", "offline",
+         "--model", "tf_efficientnet_lite0", "--data", str(group_data[0]), "--counterfactuals", str(group_data[1]),
+         "--epochs", "1", "--batch-size", "2", "--lr", "1e-3", "--out", str(out), "--no-progress"],
+        capture_output=True, text=True, env=env, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count("chose epoch") == 1
+    summary = json.loads((out / ft.SUMMARY).read_text())
+    assert summary["epochs_done"] == 1 and (out / ft.WEIGHTS).is_file()
