@@ -130,3 +130,19 @@ def test_two_processes_under_accelerate_launch(group_data, tmp_path):
     assert proc.stdout.count("chose epoch") == 1
     summary = json.loads((out / ft.SUMMARY).read_text())
     assert summary["epochs_done"] == 1 and (out / ft.WEIGHTS).is_file()
+
+
+def test_settings_come_from_defaults_then_config_then_flags(tmp_path):
+    from spurbench.cli import build_parser
+
+    def cfg(*extra):
+        args = build_parser(["finetune"]).parse_args(["finetune", "--model", "m", "--data", "d", "--out", "o", *extra])
+        return ft.config_from(args)
+
+    assert (cfg().gamma1, cfg().gamma2, cfg().lr, cfg().epochs, cfg().batch_size) == (6.0, 10.0, 5e-6, 200, 32)  # DDB's
+    (tmp_path / "c.yaml").write_text("epochs: 3\nlr: 1.0e-4\nminority_groups: [a/x, b/y]\n")
+    c = cfg("--config", str(tmp_path / "c.yaml"), "--epochs", "5")
+    assert (c.epochs, c.lr, c.minority_groups, c.gamma2) == (5, 1e-4, ["a/x", "b/y"], 10.0)
+    (tmp_path / "bad.yaml").write_text("epoch: 3\n")
+    with pytest.raises(Exception, match="unknown setting"):
+        cfg("--config", str(tmp_path / "bad.yaml"))
