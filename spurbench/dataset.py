@@ -312,11 +312,6 @@ def resolve_dataset(source: str | Path, revision: str | None = None) -> Path:
         ) from None
 
 
-def split_names(folder: str | Path) -> list[str]:
-    """The splits of a Hub-layout folder, from its `data/<split>-*.parquet` file names."""
-    return sorted({p.name.split("-")[0] for p in Path(folder).glob("data/*.parquet")})
-
-
 def data_files(folder: str | Path, split: str) -> list[Path]:
     files = sorted(Path(folder).glob(f"data/{split}-*.parquet"))
     if not files:
@@ -414,9 +409,13 @@ def read_kind(folder: str | Path) -> str:
 # Reading a folder back whole (for commands that rewrite a dataset: `spurbench verify`)
 
 
+_SHARD_NAME = re.compile(r"^(?P<split>.+?)-\d{5}-of-\d{5}(-[0-9a-f]+)?\.parquet$")
+
+
 def split_names(folder: str | Path) -> list[str]:
-    """The splits of a dataset folder, in the card's order (then any others found on disk)."""
-    on_disk = sorted({p.name.rsplit("-", 4)[0] for p in Path(folder).glob("data/*-*-of-*.parquet")})
+    """The splits of a Hub-layout folder (from its `data/<split>-NNNNN-of-NNNNN[-<content>].parquet` file
+    names), in the card's order, then any others found on disk."""
+    on_disk = sorted({m["split"] for p in Path(folder).glob("data/*.parquet") if (m := _SHARD_NAME.match(p.name))})
     order = [s["name"] for s in (_card_meta(folder).get("dataset_info") or {}).get("splits") or [] if isinstance(s, dict)]
     return [s for s in order if s in on_disk] + [s for s in on_disk if s not in order]
 

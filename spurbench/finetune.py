@@ -9,14 +9,14 @@ build), with DDB's loss
 
 (each CE a mean over its rows in the batch; a term with no rows in the batch is 0; counterfactuals of
 other groups count as original rows). The minority groups are `--minority-groups G1 G2`, by default the
-two rarest groups of the training split, the commoner of the two first (so the rarest gets gamma2, the
-larger weight, as DDB weights Waterbirds' waterbird-on-land group). Defaults are DDB's: gamma1 6,
+two counterfactual groups rarest in the training split, the commoner of the two first (so the rarest
+gets gamma2, the larger weight, as DDB weights Waterbirds' waterbird-on-land group). Defaults are DDB's: gamma1 6,
 gamma2 10, Adam lr 5e-6, 200 epochs, batch 32. After every epoch the model is scored on the `val`
 split and the epoch with the best worst-group accuracy is kept.
 
 Writes to --out: `model.safetensors` (the chosen epoch's state dict, timm key names: score it with
 `spurbench eval --model NAME --weights <out>/model.safetensors`), `train_log.jsonl` (one line per
-epoch: losses, validation per-group / worst-group / pooled accuracy), `finetune.json` (settings,
+epoch: losses, validation per-group / worst-group / pooled accuracy; epoch 0 is the starting model), `finetune.json` (settings,
 label set, chosen epoch) and `checkpoint.pt` (resume state). Interrupted runs resume from the last
 finished epoch with the same command and reach the same weights as an uninterrupted run.
 
@@ -142,12 +142,23 @@ class _Images(torch.utils.data.Dataset):
         return x, int(part.labels[i]), term
 
 
-def default_minority_groups(groups: Sequence[str]) -> list[str]:
-    """The two rarest groups of the training split (ties by name), the commoner of the two first."""
-    names, counts = np.unique(np.asarray(groups), return_counts=True)
-    if len(names) < 2:
-        raise SpurbenchError(f"the training split has {len(names)} group(s); balanced fine-tuning needs at least two, or give --minority-groups")
-    rarest = sorted(zip(counts.tolist(), names.tolist()))[:2]
+def default_minority_groups(train_groups: Sequence[str], cf_groups: Sequence[str] | None = None) -> list[str | None]:
+    """The two rarest groups in training (ties by name), the commoner of the two first.
+
+    With counterfactuals, the candidates are the counterfactuals' groups (a group the training split
+    lacks counts 0; when they all share one group, the second is None); without, the training split's groups."""
+    counts: dict[str, int] = {}
+    for g in train_groups:
+        counts[g] = counts.get(g, 0) + 1
+    candidates = sorted(set(cf_groups)) if cf_groups else sorted(counts)
+    if cf_groups and len(candidates) == 1:  # every kept counterfactual is in one group: gamma2 weighs nothing
+        return [candidates[0], None]
+    if len(candidates) < 2:
+        raise SpurbenchError(
+            f"found {len(candidates)} candidate minority group(s) ({', '.join(candidates)}); balanced fine-tuning weighs two, "
+            "name them with --minority-groups"
+        )
+    rarest = sorted((counts.get(g, 0), g) for g in candidates)[:2]
     return [rarest[1][1], rarest[0][1]]
 
 
@@ -210,6 +221,13 @@ def predict_labels(model: torch.nn.Module, loader, device) -> np.ndarray:
     return torch.cat(out).numpy()
 
 
+def _validation_row(epoch: int, model, loader, val: GroupSplit, device) -> dict:
+    pred = predict_labels(model, loader, device)
+    accs = group_accuracies(pred, val.labels, val.groups)
+    return {"epoch": epoch, "val_worst_group_accuracy": min(accs.values()), "val_pooled_accuracy": float(np.mean(pred == val.labels)),
+            "val_group_accuracy": accs}
+
+
 # ---------------------------------------------------------------------------------------------
 # the run
 
@@ -262,21 +280,21 @@ def finetune(cfg: FinetuneConfig, inputs: RunInputs, restart: bool = False, prog
     train = open_group_split(inputs.data, cfg.train_split, cfg.group_column)
     val = open_group_split(inputs.data, cfg.val_split, cfg.group_column)
     parts = [(train, np.zeros(len(train.labels), dtype=np.int64))]
-    minority = list(cfg.minority_groups) if cfg.minority_groups else default_minority_groups(train.groups)
-    known = set(train.groups)
-    missing = [g for g in minority if g not in known]
-    if missing:
-        raise SpurbenchError(f"minority group(s) {', '.join(missing)} are not groups of {train.where}; its groups: {', '.join(sorted(known))}")
     if val.label_names != train.label_names:
         raise SpurbenchError(f"{val.where} and {train.where} have different label sets")
+    cf = open_group_split(inputs.counterfactuals, cfg.counterfactual_split, cfg.group_column) if inputs.counterfactuals else None
+    if cf is not None and cf.label_names != train.label_names:
+        raise SpurbenchError(
+            f"counterfactuals {cf.where} label {len(cf.label_names)} classes, {train.where} {len(train.label_names)}; "
+            "they must share one label set (build the counterfactuals from the same data)"
+        )
+    minority = list(cfg.minority_groups) if cfg.minority_groups else default_minority_groups(train.groups, cf.groups if cf else None)
+    known = set(train.groups) | set(cf.groups if cf else [])
+    missing = [g for g in minority if g is not None and g not in known]
+    if missing:
+        raise SpurbenchError(f"minority group(s) {', '.join(missing)} are not groups of the training data; its groups: {', '.join(sorted(known))}")
     num_cf = {}
-    if inputs.counterfactuals:
-        cf = open_group_split(inputs.counterfactuals, cfg.counterfactual_split, cfg.group_column)
-        if cf.label_names != train.label_names:
-            raise SpurbenchError(
-                f"counterfactuals {cf.where} label {len(cf.label_names)} classes, {train.where} {len(train.label_names)}; "
-                "they must share one label set (build the counterfactuals from the same data)"
-            )
+    if cf is not None:
         terms = loss_terms(cf.groups, minority)
         parts.append((cf, terms))
         num_cf = {"gamma1": int((terms == 1).sum()), "gamma2": int((terms == 2).sum()), "other": int((terms == 0).sum())}
@@ -307,6 +325,8 @@ def finetune(cfg: FinetuneConfig, inputs: RunInputs, restart: bool = False, prog
     rank, world = accelerator.process_index, accelerator.num_processes
     out.mkdir(parents=True, exist_ok=True)
 
+    if not log:  # epoch 0: the starting model on the validation split, the "before" of the run
+        log.append(_validation_row(0, model, val_loader, val, device))
     done_now = 0
     epochs = tqdm(range(start, cfg.epochs), initial=start, total=cfg.epochs, desc="finetune", unit="epoch",
                   disable=not progress or not accelerator.is_main_process)
@@ -333,15 +353,7 @@ def finetune(cfg: FinetuneConfig, inputs: RunInputs, restart: bool = False, prog
                 key = f"ce_{TERM_NAMES[term]}"
                 sums[key] = sums.get(key, 0.0) + ce
             batches += 1
-        pred = predict_labels(model, val_loader, device)
-        accs = group_accuracies(pred, val.labels, val.groups)
-        row = {
-            "epoch": epoch + 1,
-            **{k: v / max(batches, 1) for k, v in sums.items()},
-            "val_worst_group_accuracy": min(accs.values()),
-            "val_pooled_accuracy": float(np.mean(pred == val.labels)),
-            "val_group_accuracy": accs,
-        }
+        row = {**_validation_row(epoch + 1, model, val_loader, val, device), **{k: v / max(batches, 1) for k, v in sums.items()}}
         log.append(row)
         state_dict = {k: v.detach().cpu().contiguous() for k, v in accelerator.unwrap_model(model).state_dict().items()}
         if row["val_worst_group_accuracy"] > best["worst_group_accuracy"]:
@@ -364,11 +376,12 @@ def finetune(cfg: FinetuneConfig, inputs: RunInputs, restart: bool = False, prog
         "weights_in": inputs.spec.to_dict().get("weights"),
         "new_head": new_head,
         "label_names": train.label_names if len(train.label_names) <= 50 else f"{len(train.label_names)} classes",
-        "epochs_done": len(log),
+        "epochs_done": len(log) - 1,
         "chosen_epoch": best["epoch"],
         "chosen_by": f"worst-group accuracy on split '{cfg.val_split}'",
         "val_worst_group_accuracy": best["worst_group_accuracy"] if best["epoch"] else None,
         "val_pooled_accuracy": best.get("pooled_accuracy"),
+        "before": {k: log[0][k] for k in ("val_worst_group_accuracy", "val_pooled_accuracy", "val_group_accuracy")},
         "minority_groups": {"gamma1": minority[0], "gamma2": minority[1]},
         "num_counterfactuals": num_cf,
         "config": asdict(cfg),
@@ -387,7 +400,9 @@ def finetune(cfg: FinetuneConfig, inputs: RunInputs, restart: bool = False, prog
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    defaults = FinetuneConfig()
+    d0 = FinetuneConfig()
+    # settings flags default to "not given", so that --config's values apply unless a flag overrides them
+    unset = argparse.SUPPRESS
     m = parser.add_argument_group("classifier")
     m.add_argument("--model", required=True, metavar="NAME", help="timm model name (e.g. resnet50.a1_in1k), or the name of an entry of --panel")
     m.add_argument("--weights", default=None, metavar="FILE", help="local state dict to start from (.safetensors or torch file); unset: timm's pretrained weights")
@@ -397,21 +412,45 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     d.add_argument("--data", required=True, metavar="DIR", help="group-labelled dataset with train and val splits (e.g. from `spurbench import waterbirds`)")
     d.add_argument("--counterfactuals", default=None, metavar="DIR", help="kept counterfactuals: a `method: ddb` swap build (its train split), same label set as --data")
     d.add_argument("--out", required=True, metavar="DIR", help="folder for model.safetensors, train_log.jsonl, finetune.json and the resume checkpoint")
-    d.add_argument("--group-column", default=defaults.group_column, help="column naming each row's group")
-    d.add_argument("--train-split", default=defaults.train_split, help="split of --data to train on")
-    d.add_argument("--val-split", default=defaults.val_split, help="split of --data whose worst-group accuracy picks the epoch")
-    d.add_argument("--counterfactual-split", default=defaults.counterfactual_split, help="split of --counterfactuals holding the kept rows")
-    t = parser.add_argument_group("training (DDB's defaults)")
-    t.add_argument("--epochs", type=int, default=defaults.epochs, help="epochs in all (a resumed run continues up to this)")
-    t.add_argument("--lr", type=float, default=defaults.lr, help="Adam learning rate")
-    t.add_argument("--batch-size", type=int, default=defaults.batch_size, help="images per batch (per device)")
-    t.add_argument("--gamma1", type=float, default=defaults.gamma1, help="weight of the CE of the first minority group's counterfactuals")
-    t.add_argument("--gamma2", type=float, default=defaults.gamma2, help="weight of the CE of the second minority group's counterfactuals")
-    t.add_argument("--minority-groups", nargs=2, default=None, metavar=("G1", "G2"),
-                   help="the groups gamma1 and gamma2 weigh; unset: the two rarest training groups, the commoner first")
-    t.add_argument("--seed", type=int, default=defaults.seed, help="seed of the shuffling, dropout and a new head")
+    d.add_argument("--group-column", default=unset, help=f"column naming each row's group (default: {d0.group_column})")
+    d.add_argument("--train-split", default=unset, help=f"split of --data to train on (default: {d0.train_split})")
+    d.add_argument("--val-split", default=unset, help=f"split of --data whose worst-group accuracy picks the epoch (default: {d0.val_split})")
+    d.add_argument("--counterfactual-split", default=unset, help=f"split of --counterfactuals holding the kept rows (default: {d0.counterfactual_split})")
+    t = parser.add_argument_group("training (DDB's defaults; a --config file, then flags, override them)")
+    t.add_argument("--config", default=None, metavar="FILE", help="YAML mapping of these settings by their names (epochs, lr, batch_size, gamma1, gamma2, minority_groups, seed, ...)")
+    t.add_argument("--epochs", type=int, default=unset, help=f"epochs in all; a resumed run continues up to this (default: {d0.epochs})")
+    t.add_argument("--lr", type=float, default=unset, help=f"Adam learning rate (default: {d0.lr})")
+    t.add_argument("--batch-size", type=int, default=unset, help=f"images per batch, per device (default: {d0.batch_size})")
+    t.add_argument("--gamma1", type=float, default=unset, help=f"weight of the CE of the first minority group's counterfactuals (default: {d0.gamma1})")
+    t.add_argument("--gamma2", type=float, default=unset, help=f"weight of the CE of the second minority group's counterfactuals (default: {d0.gamma2})")
+    t.add_argument("--minority-groups", nargs=2, default=unset, metavar=("G1", "G2"),
+                   help="the groups gamma1 and gamma2 weigh (default: the two counterfactual groups rarest in training, the commoner first)")
+    t.add_argument("--seed", type=int, default=unset, help=f"seed of the shuffling, dropout and a new head (default: {d0.seed})")
     t.add_argument("--workers", type=int, default=0, help="DataLoader worker processes decoding images")
     t.add_argument("--restart", action="store_true", help="discard a run already in --out instead of resuming it")
+    t.add_argument("--no-progress", action="store_true", help="no progress bars (logs)")
+
+
+def config_from(args: argparse.Namespace) -> FinetuneConfig:
+    """DDB's defaults, then the --config file's values, then the flags given."""
+    import yaml
+
+    fields = [f for f in FinetuneConfig.__dataclass_fields__]
+    values: dict = {}
+    if args.config:
+        path = Path(args.config).expanduser()
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError) as err:
+            raise SpurbenchError(f"cannot read --config '{path}' ({err.__class__.__name__}); give a YAML file of finetune settings") from None
+        if not isinstance(data, dict):
+            raise SpurbenchError(f"--config '{path}' must be a YAML mapping of settings, e.g. `epochs: 200`")
+        unknown = sorted(set(data) - set(fields))
+        if unknown:
+            raise SpurbenchError(f"--config '{path}' has unknown setting(s) {', '.join(map(str, unknown))}; known: {', '.join(fields)}")
+        values.update(data)
+    values.update({f: getattr(args, f) for f in fields if hasattr(args, f)})
+    return FinetuneConfig(**values)
 
 
 def _spec(args: argparse.Namespace):
@@ -434,16 +473,22 @@ def _spec(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     import shlex
 
-    cfg = FinetuneConfig(
-        epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, gamma1=args.gamma1, gamma2=args.gamma2,
-        seed=args.seed, minority_groups=args.minority_groups, group_column=args.group_column,
-        train_split=args.train_split, val_split=args.val_split, counterfactual_split=args.counterfactual_split,
-    )
+    if not sys.stderr.isatty():  # logged runs: stderr holds what matters, not `datasets`' bars
+        import datasets
+
+        datasets.disable_progress_bars()
+
+    cfg = config_from(args)
     inputs = RunInputs(spec=_spec(args), data=args.data, counterfactuals=args.counterfactuals, out=args.out,
                        workers=args.workers, command="spurbench finetune " + shlex.join(sys.argv[2:] if len(sys.argv) > 2 else []))
-    summary = finetune(cfg, inputs, restart=args.restart)
+    summary = finetune(cfg, inputs, restart=args.restart, progress=not args.no_progress)
+    from accelerate import PartialState
+
+    if not PartialState().is_main_process:  # under `accelerate launch`, one report
+        return 0
     print(
-        f"chose epoch {summary['chosen_epoch']} of {summary['epochs_done']} (validation worst-group accuracy "
-        f"{summary['val_worst_group_accuracy']:.4f}); weights: {Path(args.out) / WEIGHTS}"
+        f"chose epoch {summary['chosen_epoch']} of {summary['epochs_done']}: validation worst-group accuracy "
+        f"{summary['before']['val_worst_group_accuracy']:.4f} before, {summary['val_worst_group_accuracy']:.4f} after "
+        f"(pooled {summary['before']['val_pooled_accuracy']:.4f} -> {summary['val_pooled_accuracy']:.4f}); weights: {Path(args.out) / WEIGHTS}"
     )
     return 0

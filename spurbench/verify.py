@@ -200,31 +200,84 @@ def _verify_features(splits: Sequence[_Split]) -> dict[str, Any]:
     return extra
 
 
-def _boxes_json(det, threshold: float) -> str:
-    kept = [b for b in det.to_json()[:BOXES_KEPT] if b["score"] >= BOX_FLOOR * threshold] or det.to_json()[:1]
+def _boxes_json(boxes: list[dict[str, Any]], threshold: float) -> str:
+    kept = [b for b in boxes if b["score"] >= BOX_FLOOR * threshold] or boxes[:1]
     return json.dumps(kept, separators=(",", ":"))
 
 
-def _detect_split(split: _Split, detector, queries: Mapping[int, list[str]], batch_size: int, bar) -> tuple[list[float], list[str]]:
+class DetectionCache:
+    """Detections already made, by image content and queries, in a JSON-lines file: a killed verification
+    (e.g. the build's verify stage) resumes where it stopped. The first line names the detector; a cache
+    made by another detector is started afresh."""
+
+    def __init__(self, path: str | Path | None, identity: Mapping[str, Any]):
+        self.path = None if path is None else Path(path)
+        self.identity = dict(identity)
+        self.entries: dict[str, tuple[float, list]] = {}
+        if self.path is None:
+            return
+        lines = self.path.read_text().splitlines() if self.path.is_file() else []
+        header = json.dumps({"detector": self.identity})
+        good = 0
+        try:
+            if lines and json.loads(lines[0]) == {"detector": self.identity}:
+                good = 1
+                for line in lines[1:]:
+                    e = json.loads(line)
+                    self.entries[e["key"]] = (float(e["score"]), e["boxes"])
+                    good += 1
+        except (ValueError, KeyError, TypeError):  # a line cut short by a kill: keep what parsed before it
+            pass
+        if good != len(lines) or not lines:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            kept = lines[1:good] if good else []
+            self.path.write_text("\n".join([header, *kept]) + "\n")
+
+    @staticmethod
+    def key(image: bytes, queries: Sequence[str]) -> str:
+        import hashlib
+
+        return hashlib.sha256(image + b"\x00" + "\x1f".join(queries).encode()).hexdigest()
+
+    def add(self, items: list[tuple[str, float, list]]) -> None:
+        for key, score, boxes in items:
+            self.entries[key] = (score, boxes)
+        if self.path is not None and items:
+            with open(self.path, "a") as fh:
+                fh.write("".join(json.dumps({"key": k, "score": sc, "boxes": b}) + "\n" for k, sc, b in items))
+                fh.flush()
+
+
+def _detect_split(split: _Split, detector, queries: Mapping[int, list[str]], batch_size: int, bar,
+                  cache: DetectionCache) -> tuple[list[float], list[list]]:
+    """(score, boxes) of every row: from the cache where known, else from the detector (cached as it goes)."""
     from PIL import Image
 
     from spurbench import detection
 
     labels = split.column("label")
-    scores, boxes = [], []
+    scores: list[float] = []
+    boxes: list[list] = []
     chunk = max(batch_size * 4, 32)  # decode a few batches at a time, never the whole split
     for start in range(0, len(split), chunk):
         stop = min(len(split), start + chunk)
+        data = split.image_bytes(start, stop)
+        keys = [cache.key(d, queries[int(k)]) for d, k in zip(data, labels[start:stop])]
+        todo = [j for j, key in enumerate(keys) if key not in cache.entries]
         images = []
-        for i, data in enumerate(split.image_bytes(start, stop), start=start):
+        for j in todo:
             try:
-                with Image.open(io.BytesIO(data)) as im:
+                with Image.open(io.BytesIO(data[j])) as im:
                     images.append(im.convert("RGB"))
             except Exception as err:
-                raise SpurbenchError(f"cannot decode the image of row {i} of split '{split.name}' ({err.__class__.__name__}); replace or remove it") from None
-        found = detection.detect(detector, images, [queries[int(k)] for k in labels[start:stop]], batch_size=batch_size, progress=False)
-        scores += [d.score for d in found]
-        boxes += found
+                raise SpurbenchError(f"cannot decode the image of row {start + j} of split '{split.name}' ({err.__class__.__name__}); replace or remove it") from None
+        if todo:
+            found = detection.detect(detector, images, [queries[int(labels[start + j])] for j in todo], batch_size=batch_size, progress=False)
+            cache.add([(keys[j], d.score, d.to_json()[:BOXES_KEPT]) for j, d in zip(todo, found)])
+        for key in keys:
+            score, b = cache.entries[key]
+            scores.append(score)
+            boxes.append(b)
         bar.update(stop - start)
     return scores, boxes
 
@@ -269,11 +322,13 @@ def verify_dataset(
     device: str | None = None,
     command: str | None = None,
     progress: bool = True,
+    cache: str | Path | None = None,
 ) -> dict[str, Any]:
     """Check a dataset and write it again to `out` with the verification columns; returns the card's record.
 
     Everything that can be wrong with the inputs (splits, columns, label set, decisions file, detector
     name, threshold) is checked before any model runs, and nothing is written unless all of it passes.
+    `cache`: a JSON-lines file of detections already made (see DetectionCache), for resumable runs.
     """
     from tqdm.auto import tqdm
 
@@ -321,6 +376,7 @@ def verify_dataset(
             model, revision = previous["model"], revision or previous.get("revision")  # the weights it was checked with
         det = detection.load_detector(name, model=model, revision=revision, device=device)
         queries = label_queries(label_names, det.family)
+        store = DetectionCache(cache, det.describe())
         record_base = {"detector": name, **{k: v for k, v in det.describe().items() if k in ("model", "revision")}}
         record_base["queries"] = ("ImageNet-1k lemmas from timm (imagenet_synset_to_lemma.txt), lower-cased" if label_names is None
                                   else "the label names") + (", as 'a photo of a {name}'" if det.family == "owlv2" else ", one phrase each")
@@ -334,8 +390,8 @@ def verify_dataset(
         for s in data:
             checked = s in chosen
             if detect_now and checked:
-                scores, found = _detect_split(s, det, queries, batch_size, bar)
-                boxes = [_boxes_json(d, thr) for d in found]
+                scores, found = _detect_split(s, det, queries, batch_size, bar, store)
+                boxes = [_boxes_json(b, thr) for b in found]
             elif detect_now:
                 scores, boxes = [None] * len(s), [None] * len(s)
             else:

@@ -8,6 +8,8 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# locally built tiny models (spurbench.detection's `tiny` detector) go to a scratch folder, not ~/.cache
+os.environ.setdefault("SPURBENCH_CACHE", __import__("tempfile").mkdtemp(prefix="spurbench-test-cache-"))
 
 from dataclasses import dataclass
 from pathlib import Path

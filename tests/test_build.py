@@ -32,6 +32,7 @@ from spurbench import cli, imagenet
 from spurbench.dataset import REQUIRED_COLUMNS, read_provenance
 from spurbench.errors import SpurbenchError
 from spurbench.build.recipe import load_recipe, recipe_from_dict, recipe_hash
+from spurbench.verify import VERIFY_COLUMNS
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
 
@@ -364,7 +365,8 @@ def test_smoke_export_loads_with_datasets(smoke_build):
     _, recipe = load_recipe("smoke")
     n_prompts, per_prompt = len(recipe.prompts.generation), recipe.generation.images_per_prompt
     test, ref = ds["test"], ds["reference"]
-    assert list(test.column_names) == list(REQUIRED_COLUMNS)
+    # the smoke recipe's `verify:` stage adds the verification columns (spurbench.verify)
+    assert list(test.column_names) == list(REQUIRED_COLUMNS) + list(VERIFY_COLUMNS)
     assert len(test) == len(recipe.classes) * n_prompts * per_prompt == 12
     assert test.features["label"].names == list(imagenet.wnids())
     for entry in recipe.classes:

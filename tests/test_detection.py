@@ -225,4 +225,4 @@ def test_tiny_names_build_once_into_the_cache(tmp_path, monkeypatch):
     stamp = (folder / "config.json").stat().st_mtime_ns
     assert D.load_detector("tiny", device="cpu").source == str(folder)
     assert (folder / "config.json").stat().st_mtime_ns == stamp  # reused, not rebuilt
-    assert det.describe() == {"name": "tiny", "family": "owlv2", "model": "spurbench make_tiny_owlv2 (v1, random weights)", "revision": None}
+    assert det.describe() == {"name": "tiny", "family": "owlv2", "model": "spurbench make_tiny_owlv2 (v2, random weights)", "revision": None}

@@ -92,7 +92,8 @@ def test_round_trip(tmp_path):
     assert loaded["dataset"] == DATASET
     assert [e["model"] for e in loaded["entries"]] == ["model/a", "b"]
     e = loaded["entries"][0]
-    assert e["predictions"] == "predictions/model_a.csv" and (path.parent / e["predictions"]).is_file()
+    # a name that needed replacing carries its hash: no other name can share the file
+    assert e["predictions"] == "predictions/model_a-d4111726.csv" and (path.parent / e["predictions"]).is_file()
     assert sorted(e["per_class"]) == ["1", "2", "3"]
     assert e["metrics"]["spurious_score_ap"] is None
     assert loaded["consistency"]["models"] == ["model/a", "b"] and loaded["consistency"]["num_images"] == 12

@@ -273,3 +273,61 @@ def test_bad_input_is_one_line_and_writes_nothing(verified, photo_dataset, tmp_p
     assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists() and not (tmp_path / "p" / "index.html").exists()
     assert fingerprint(folder) == before
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no half-written temporary folders
+
+
+# ---------------------------------------------------------------------------------------------
+# the build's verify stage (a recipe's `verify:` section)
+
+
+@pytest.mark.slow
+def test_build_runs_the_check_last_and_resumes_from_its_cache(tmp_path):
+    import yaml
+
+    from spurbench.build.recipe import load_recipe, recipe_hash
+    from test_build import TINY_RECIPE, _build_cmd, _run, _tiny_dir
+
+    cwd = _tiny_dir(tmp_path / "b")
+    plain = recipe_hash(load_recipe(cwd / "tiny.yaml")[1])
+    (cwd / "tiny.yaml").write_text(yaml.safe_dump({**TINY_RECIPE, "verify": {"detector": "tiny", "threshold": 0.7}}, sort_keys=False))
+    assert recipe_hash(load_recipe(cwd / "tiny.yaml")[1]) == plain  # the check never invalidates generated images
+    proc = _run(_build_cmd("tiny.yaml"), cwd, OMP_NUM_THREADS="1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "stage verify: test: 4 checked" in proc.stderr
+    out, unverified = cwd / "data", cwd / "data.work" / "unverified"
+    for split in ("test", "reference"):
+        a, b = _table(out, split), _table(unverified, split)
+        assert a.column_names == b.column_names + [SCORE, PRESENT, BOXES, REVIEWED]
+        for name in b.column_names:
+            assert a.column(name).equals(b.column(name)), (split, name)
+        assert a.column(PRESENT).to_pylist() == [s >= 0.7 for s in a.column(SCORE).to_pylist()]
+    rec = read_provenance(out)["verification"]
+    assert rec["detector"] == "tiny" and rec["threshold"] == 0.7 and rec["command"] == "spurbench build --recipe tiny.yaml --out data"
+    assert read_provenance(out)["recipe_sha256"] == plain
+
+    # resume: a kill left the cache with one good entry, edited here to a marker score, and a cut line.
+    # The re-run reuses the cached entry (the marker shows up in the export) and re-detects the rest.
+    cache = cwd / "data.work" / "verify" / "detections.jsonl"
+    header, first, *rest = cache.read_text().splitlines()
+    entry = json.loads(first)
+    entry["score"] = 0.123456
+    cache.write_text("\n".join([header, json.dumps(entry), rest[0][: len(rest[0]) // 2]]) + "\n")
+    scores_before = _table(out).column(SCORE).to_pylist() + _table(out, "reference").column(SCORE).to_pylist()
+    proc = _run(_build_cmd("tiny.yaml"), cwd, OMP_NUM_THREADS="1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    scores_after = _table(out).column(SCORE).to_pylist() + _table(out, "reference").column(SCORE).to_pylist()
+    changed = [i for i, (x, y) in enumerate(zip(scores_before, scores_after)) if abs(x - y) > 1e-6]
+    assert len(changed) == 1 and scores_after[changed[0]] == pytest.approx(0.123456)
+    assert len(cache.read_text().splitlines()) == 1 + len(scores_before)  # cut line dropped, the rest re-cached
+
+
+def test_recipe_verify_section_errors_name_the_key(tmp_path):
+    from spurbench.build.recipe import recipe_from_dict
+    from spurbench.errors import SpurbenchError
+    from test_build import TINY_RECIPE
+
+    for section, message in (({"detector": "yolo"}, "key 'verify.detector': unknown detector 'yolo'"),
+                             ({"threshold": 2}, "key 'verify.threshold' must be a score between 0 and 1"),
+                             ({"detectr": "tiny"}, "unknown key 'verify.detectr'"),
+                             ("tiny", "key 'verify' must be a mapping")):
+        with pytest.raises(SpurbenchError, match=message.replace("(", r"\(").replace(".", r"\.")):
+            recipe_from_dict({**TINY_RECIPE, "verify": section})

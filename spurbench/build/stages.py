@@ -43,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     # Flags without a meaningful default use SUPPRESS, so --help does not print "(default: None)".
     none = argparse.SUPPRESS
     parser.add_argument("--recipe", required=True, metavar="NAME|PATH", default=none,
-                        help="build recipe: a shipped name (smoke, spurious_imagenet) or a path to a YAML file like builders/smoke.yaml")
+                        help="build recipe: a shipped name (smoke, spurious_imagenet, d3s, d3s_smoke) or a path to a YAML file like builders/smoke.yaml")
     parser.add_argument("--out", required=True, metavar="DIR", default=none,
                         help="folder to export the dataset to (Parquet shards + README.md card); replaced whole at the end")
     parser.add_argument("--work-dir", default=none, metavar="DIR",
@@ -57,6 +57,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "or delete it after generation (default: the recipe's keep_weights)")
     parser.add_argument("--spurious-imagenet", default=none, metavar="DIR",
                         help="where the Spurious ImageNet download is (the folder holding images/); overrides the recipe's references root")
+    parser.add_argument("--foregrounds", default=none, metavar="DIR",
+                        help="method d3s: the folder of class photos, one folder per WordNet id (e.g. ImageNet train); overrides the recipe's foregrounds.folder")
+    parser.add_argument("--backgrounds", default=none, metavar="DIR",
+                        help="method d3s: the folder of background templates, one folder per background word; overrides the recipe's backgrounds.folder")
     parser.add_argument("--push-to-hub", default=none, metavar="ORG/NAME",
                         help="after exporting, upload the dataset folder to this Hub dataset repo (token from `hf auth login`, never printed)")
     parser.add_argument("--private", action="store_true", help="with --push-to-hub: create the Hub repo as private")
@@ -88,6 +92,8 @@ class Context:
     method: Any = None
     #: local folder of the base pipeline, once stage "base model" has run
     base_model: str | None = None
+    foregrounds_root: str | None = None
+    backgrounds_root: str | None = None
 
     @property
     def main(self) -> bool:
@@ -104,7 +110,7 @@ class Context:
 def run(args: argparse.Namespace) -> int:
     from spurbench.build.recipe import load_recipe, recipe_hash
 
-    for name in ("work_dir", "classes", "keep_weights", "spurious_imagenet", "push_to_hub"):
+    for name in ("work_dir", "classes", "keep_weights", "spurious_imagenet", "foregrounds", "backgrounds", "push_to_hub"):
         if not hasattr(args, name):  # suppressed defaults (see add_arguments)
             setattr(args, name, None)
     for name, value in (("device", "auto"), ("private", False), ("no_progress", False)):
@@ -143,7 +149,10 @@ def run(args: argparse.Namespace) -> int:
         rank=state.process_index, world=state.num_processes, device=state.device, mixed_precision=mixed_precision,
         keep_weights=recipe.keep_weights if args.keep_weights is None else args.keep_weights,
         spurious_root=args.spurious_imagenet, progress=not args.no_progress, command=command, method=get_method(recipe.method),
+        foregrounds_root=args.foregrounds, backgrounds_root=args.backgrounds,
     )
+    if hasattr(ctx.method, "check_inputs"):
+        ctx.method.check_inputs(ctx)  # before anything is written
     if ctx.mixed_precision != recipe.mixed_precision:
         ctx.log(f"note: mixed_precision {recipe.mixed_precision} needs a GPU; training in float32 on CPU")
     started = time.perf_counter()
@@ -169,7 +178,12 @@ def run(args: argparse.Namespace) -> int:
         ctx.log("waiting for the other processes to finish their classes")
         state.wait_for_everyone()
     if ctx.main:
-        stage_export(ctx, base_revision, created)
+        from spurbench.build.verify_stage import load_verify_section, stage_verify
+
+        check = load_verify_section(recipe_path)  # a recipe's `verify:` section: the check runs last, on the export
+        exported = stage_export(ctx, base_revision, created, out=ctx.work / "unverified" if check else None)
+        if check is not None:
+            stage_verify(ctx, check, exported)
         ctx.log(f"exported {out} in {time.perf_counter() - started:.1f} s")
         if args.push_to_hub:
             push_to_hub(out, args.push_to_hub, private=args.private, message=f"spurbench build {recipe.name} (recipe sha256 {ctx.recipe_sha256[:12]})")
@@ -190,7 +204,9 @@ def _select_classes(recipe, wanted: list[str] | None) -> list:
         except ValueError:
             raise SpurbenchError(f"--classes: {token!r} is not an ImageNet class index; give integers like 309 or 309,324") from None
         if k not in by_index:
-            raise SpurbenchError(f"--classes: class {k} is not in the recipe; its classes are {', '.join(str(i) for i in by_index)}")
+            known = [str(i) for i in by_index]
+            listed = ", ".join(known) if len(known) <= 20 else ", ".join(known[:10]) + f", ... ({len(known)} classes)"
+            raise SpurbenchError(f"--classes: class {k} is not in the recipe; its classes are {listed}")
         if k not in picked:
             picked.append(k)
     return [c for c in recipe.classes if c.index in picked]  # recipe order, whatever the flag's order
@@ -364,7 +380,8 @@ def _quiet_libraries() -> None:
 # Stage 5: export
 
 
-def stage_export(ctx: Context, base_revision: str | None, created: str) -> Path:
+def stage_export(ctx: Context, base_revision: str | None, created: str, out: Path | None = None) -> Path:
+    """Write the dataset to `out` (default ctx.out; the verify stage exports into the work dir first)."""
     from tqdm.auto import tqdm
 
     from spurbench.dataset import DatasetCard, write_dataset
@@ -383,7 +400,9 @@ def stage_export(ctx: Context, base_revision: str | None, created: str) -> Path:
     splits, extra_features, counts = ctx.method.export_splits(ctx, markers, refs)
     parts = ctx.method.card_parts(ctx, markers, refs, counts)
     total = sum(counts.values())
-    ctx.log(f"stage 5/5 export: {' + '.join(f'{n} {s}' for s, n in counts.items())} images -> {ctx.out}")
+    ctx.log(f"stage 5/5 export: {' + '.join(f'{n} {s}' for s, n in counts.items())} images -> {out or ctx.out}")
+    # (name, class names) of a set labelled with another label set than ImageNet-1k (ddb from a Waterbirds import)
+    label_set = ctx.method.label_set(r) if hasattr(ctx.method, "label_set") else None
     card = DatasetCard(
         pretty_name=parts.pretty_name,
         body=card_body(ctx, parts, base_revision, created),
@@ -400,7 +419,8 @@ def stage_export(ctx: Context, base_revision: str | None, created: str) -> Path:
             "command": ctx.command,
             "spurbench_version": _version(),
         },
-        kind=ctx.method.KIND,
+        kind=ctx.method.kind_of(r) if hasattr(ctx.method, "kind_of") else ctx.method.KIND,
+        **({"label_set": label_set[0]} if label_set else {}),
     )
     bar = tqdm(total=total, desc="5/5 export", unit="img", disable=not ctx.progress, leave=False)
 
@@ -410,11 +430,13 @@ def stage_export(ctx: Context, base_revision: str | None, created: str) -> Path:
             bar.update()
 
     # A build killed during a previous export leaves write_dataset's temporary siblings behind.
-    for stale in [*ctx.out.parent.glob(f".{ctx.out.name}.tmp-*"), *ctx.out.parent.glob(f".{ctx.out.name}.old-*")]:
+    out = out or ctx.out
+    for stale in [*out.parent.glob(f".{out.name}.tmp-*"), *out.parent.glob(f".{out.name}.old-*")]:
         shutil.rmtree(stale, ignore_errors=True)
-    write_dataset(ctx.out, {split: counted(rows) for split, rows in splits.items()}, card, extra_features=extra_features)
+    write_dataset(out, {split: counted(rows) for split, rows in splits.items()}, card, extra_features=extra_features,
+                  label_names=label_set[1] if label_set else None)
     bar.close()
-    return ctx.out
+    return out
 
 
 def _version() -> str:

@@ -4,23 +4,26 @@
 A leaderboard is one JSON file per dataset (default `leaderboard/leaderboard.json`) that
 `spurbench eval --leaderboard FILE` creates and updates: one entry per classifier, plus the
 cross-classifier consistency of the whole panel, recomputed from the per-image predictions that
-`spurbench eval` writes next to it (`predictions/<model>.csv`). Ranking: by spurious score AP
-(higher is better) when every entry has one, else by spurious rate (lower is better).
+`spurbench eval` writes next to it (`predictions/<model>.csv`), through the compact per-model store
+in `spurbench.evaluate.hitstore` (`hits/`), so recording an entry reads only the new model's CSV.
+Ranking: by spurious score AP (higher is better) when every entry has one, else by spurious rate
+(lower is better).
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
 import os
 import re
 from pathlib import Path
-from typing import Any, Iterable, Mapping, TypedDict
+from typing import Any, Iterable, Mapping, Sequence, TypedDict
 
 import numpy as np
 
-from spurbench.evaluate import metrics
+from spurbench.evaluate import hitstore
 from spurbench.errors import SpurbenchError
 
 #: version of the JSON layout below; a file with another version is refused, never rewritten
@@ -149,13 +152,23 @@ class Board(TypedDict):
 
 
 def slugify(model: str) -> str:
-    """File-name-safe form of a model name: every char outside [A-Za-z0-9._-] becomes `_`."""
-    return _SLUG.sub("_", model)
+    """File-name-safe form of a model name, distinct for distinct names: every char outside
+    [A-Za-z0-9._-] becomes `_`, and a name that needed that (or has capitals, which case-insensitive
+    file systems fold) gets the first 8 hex digits of its SHA-256 appended, so `a+b` and `a b` (and
+    `a_b`) never share a file."""
+    slug = _SLUG.sub("_", model)
+    if slug != model or model != model.lower():
+        slug += "-" + hashlib.sha256(model.encode()).hexdigest()[:8]
+    return slug
 
 
-def predictions_relpath(model: str) -> str:
-    """Where a model's predictions CSV lives, relative to the leaderboard's folder."""
-    return f"predictions/{slugify(model)}.csv"
+def predictions_relpath(model: str, taken: Iterable[str] = ()) -> str:
+    """Where a model's predictions CSV lives, relative to the leaderboard's folder; `taken`: paths other
+    entries already use (a board written before names were made distinct), which are never reused."""
+    rel = f"predictions/{slugify(model)}.csv"
+    if rel in set(taken):
+        rel = f"predictions/{slugify(model)}-{hashlib.sha256(model.encode()).hexdigest()[:8]}.csv"
+    return rel
 
 
 def read_predictions(csv_path: str | Path, optional: Iterable[str] | None = None) -> dict[str, np.ndarray]:
@@ -261,12 +274,20 @@ def load_leaderboard(path: str | Path) -> Board:
     and for a schema_version other than SCHEMA_VERSION.
     """
     path = Path(path)
+    text = _read_text(path)
+    return empty_board() if text is None else _parse(text, path)
+
+
+def _read_text(path: Path) -> str | None:
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        return empty_board()
+        return None
     except (OSError, UnicodeDecodeError) as err:
         raise _invalid(path, f"cannot be read ({err.__class__.__name__})") from None
+
+
+def _parse(text: str, path: Path) -> Board:
     try:
         board = json.loads(text)
     except json.JSONDecodeError as err:
@@ -274,65 +295,21 @@ def load_leaderboard(path: str | Path) -> Board:
     return _validate(board, path)
 
 
-# --------------------------------------------------------------------------------------------------
-# consistency from the predictions CSVs
-# --------------------------------------------------------------------------------------------------
-
-
-def _str_keys(d: Mapping[Any, Any]) -> dict[str, Any]:
-    return {str(k): v for k, v in d.items()}
-
-
-def compute_consistency(entries: Iterable[Mapping[str, Any]], root: str | Path) -> Consistency:
-    """Cross-classifier consistency of `entries` from their predictions CSVs (paths relative to `root`).
-
-    Images are aligned by `index`, fooled = the CSV's `fooled_top1`. Entries without a usable CSV,
-    or whose labels disagree with the first usable entry's on shared images, are listed in `excluded`.
-    """
-    root = Path(root)
-    excluded: dict[str, str] = {}
-    tables: dict[str, dict[int, tuple[int, bool]]] = {}
-    for e in entries:
-        model, rel = e["model"], e.get("predictions")
-        if not rel:
-            excluded[model] = "entry names no predictions file"
-            continue
-        try:
-            p = read_predictions(root / rel, optional=())
-        except SpurbenchError as err:
-            excluded[model] = str(err)
-            continue
-        table = {int(i): (int(lab), bool(f)) for i, lab, f in zip(p["index"], p["label"], p["fooled_top1"])}
-        if len(table) != len(p["index"]):
-            excluded[model] = f"predictions file '{root / rel}' repeats an image index"
-            continue
-        if tables:
-            ref_model, ref = next(iter(tables.items()))
-            if any(ref[i][0] != table[i][0] for i in ref.keys() & table.keys()):
-                excluded[model] = f"its labels disagree with {ref_model}'s on the same images (stale predictions file?)"
-                continue
-        tables[model] = table
-
-    models = list(tables)
-    common = sorted(set.intersection(*(set(t) for t in tables.values()))) if tables else []
-    counts = {m: len(t) for m, t in tables.items()}
-    note = None
-    if tables and any(c != len(common) for c in counts.values()):
-        note = (f"only the {len(common)} images that every model's predictions cover are compared "
-                f"(images per model: {', '.join(f'{m} {c}' for m, c in counts.items())})")
-    if models:
-        fooled = np.array([[tables[m][i][1] for m in models] for i in common], dtype=bool).reshape(len(common), len(models))
-        labels = np.array([tables[models[0]][i][0] for i in common], dtype=np.int64)
-        c = metrics.consistency(fooled, labels, models)
-    else:
-        c = {"models": [], "num_images": 0, "all_fooled_rate": None, "at_least_half_rate": None,
-             "mean_pairwise_kappa": None, "pairwise_kappa": {}, "fleiss_kappa": None, "per_class": {}}
-    out: dict[str, Any] = dict(c)
-    out["per_class"] = _str_keys(c["per_class"])
-    out["images_per_model"] = counts
-    out["excluded"] = excluded
-    out["note"] = note
-    return out  # type: ignore[return-value]
+def _entry_lines(text: str, entries: Sequence[Mapping[str, Any]]) -> dict[int, str]:
+    """{id(entry): its JSON text} from a file `dumps_board` wrote (one entry per line), so unchanged
+    entries are written back as they were instead of being encoded again; {} for any other layout."""
+    lines = text.split("\n")
+    try:
+        start = lines.index('  "entries": [') + 1
+    except ValueError:
+        return {}
+    chunk, end = lines[start : start + len(entries)], start + len(entries)
+    if len(chunk) != len(entries) or end >= len(lines) or lines[end] not in ("  ],", "  ]"):
+        return {}
+    chunk = [line[4:-1] if i < len(chunk) - 1 else line[4:] for i, line in enumerate(chunk)]
+    if not all(c.startswith("{") and c.endswith("}") for c in chunk):
+        return {}
+    return {id(e): c for e, c in zip(entries, chunk)}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -374,12 +351,29 @@ def _write_atomic(path: Path, text: str) -> None:
             tmp.unlink()
 
 
+def dumps_board(board: Mapping[str, Any], known: Mapping[int, str] | None = None) -> str:
+    """The board as JSON text: indented, but each entry on one line. Entries are most of the file (their
+    per-class tables), and one line each keeps the text diff of a re-scored model to one line, lets
+    the fast C encoder write them, and lets `record_entry` copy the lines of unchanged entries
+    (`known`: {id(entry): text}, see `_entry_lines`) instead of encoding them again."""
+    known = known or {}
+    parts = []
+    for key, value in board.items():
+        if key == "entries" and value:
+            text = "[\n" + ",\n".join("    " + (known.get(id(e)) or json.dumps(e, allow_nan=False)) for e in value) + "\n  ]"
+        else:
+            text = json.dumps(value, indent=2, allow_nan=False).replace("\n", "\n  ")
+        parts.append(f"  {json.dumps(key)}: {text}")
+    return "{\n" + ",\n".join(parts) + "\n}\n"
+
+
 def record_entry(path: str | Path, dataset: Mapping[str, Any], entry: Mapping[str, Any]) -> Board:
     """Add `entry` to the leaderboard at `path` (created if missing), or replace the entry of the same model.
 
     Under an exclusive `filelock.FileLock` on `<path>.lock` it re-reads the file, refuses a dataset whose
-    fingerprint differs from the board's, replaces or appends the entry, recomputes `consistency` from
-    every entry's predictions CSV, and writes `<path>.tmp-<pid>` then `os.replace`s it over `path`.
+    fingerprint differs from the board's, replaces or appends the entry, updates `consistency` through the
+    store (`hitstore`: only new or changed predictions CSVs are read), and writes `<path>.tmp-<pid>` then
+    `os.replace`s it over `path`.
     Returns the board as written. Raises SpurbenchError (nothing written) on a fingerprint mismatch or a
     corrupt / other-version file.
     """
@@ -397,7 +391,9 @@ def record_entry(path: str | Path, dataset: Mapping[str, Any], entry: Mapping[st
     lock = FileLock(str(path) + ".lock", timeout=LOCK_TIMEOUT_S)
     try:
         with lock:
-            board = load_leaderboard(path)
+            text = _read_text(path)
+            board = empty_board() if text is None else _parse(text, path)
+            known = _entry_lines(text, board["entries"]) if text else {}
             held = board["dataset"]
             # a board without entries has nothing to protect: it takes the new dataset
             if held is not None and board["entries"] and held.get("fingerprint") != dataset["fingerprint"]:
@@ -416,8 +412,8 @@ def record_entry(path: str | Path, dataset: Mapping[str, Any], entry: Mapping[st
                     break
             else:
                 entries.append(new_entry)
-            board["consistency"] = _jsonable(compute_consistency(entries, path.parent))
-            _write_atomic(path, json.dumps(board, indent=2, allow_nan=False) + "\n")
+            board["consistency"] = _jsonable(hitstore.update(path.parent, board))
+            _write_atomic(path, dumps_board(board, known))
             return board
     except Timeout:
         raise SpurbenchError(
@@ -447,7 +443,7 @@ def record_failure(path: str | Path, dataset: Mapping[str, Any], failure: Mappin
                 board["dataset"] = _jsonable(dataset)
             board["failures"] = [f for f in board["failures"] if f.get("model") != new["model"] and f.get("fingerprint") == dataset["fingerprint"]]
             board["failures"].append(new)
-            _write_atomic(path, json.dumps(board, indent=2, allow_nan=False) + "\n")
+            _write_atomic(path, dumps_board(board))
             return board
     except Timeout:
         raise SpurbenchError(f"another process has held '{path}.lock' for {LOCK_TIMEOUT_S:.0f} s; wait for it to finish and re-run") from None
@@ -473,23 +469,62 @@ def already_scored(board: Mapping[str, Any], model: str, *, fingerprint: str, pr
 
 
 def ranked_by_score(board: Mapping[str, Any]) -> bool:
-    """True when the board ranks by spurious score AP (every entry has one), False for spurious rate."""
-    entries = board["entries"]
+    """True when the board's entries rank by spurious score AP (every entry has one), False for spurious rate."""
+    return _by_score(board["entries"])
+
+
+def _by_score(entries: Sequence[Mapping[str, Any]]) -> bool:
     return bool(entries) and all(e["metrics"].get("spurious_score_ap") is not None for e in entries)
 
 
-def ranked_entries(board: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Entries best first: by `spurious_score_ap` descending when every entry has it, else by
-    `spurious_rate` ascending (entries without one last). Ties by spurious rate, then by model name."""
+def _rank(entries: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Best first: by `spurious_score_ap` descending when every entry has it, else by `spurious_rate`
+    ascending (entries without one last). Ties by spurious rate, then by model name."""
     def rate(e: Mapping[str, Any]) -> float:
         r = e["metrics"].get("spurious_rate")
         return math.inf if r is None else float(r)
 
-    if ranked_by_score(board):
+    if _by_score(entries):
         key = lambda e: (-float(e["metrics"]["spurious_score_ap"]), rate(e), e["model"])  # noqa: E731
     else:
         key = lambda e: (rate(e), e["model"])  # noqa: E731
-    return sorted(board["entries"], key=key)
+    return sorted(entries, key=key)  # type: ignore[arg-type]
+
+
+def comparable_key(entry: Mapping[str, Any]) -> tuple[str, int | None]:
+    """What must agree for two entries to be ranked against each other: the preprocessing and the
+    images scored (`--limit` scores the first N of the split, so the count identifies the subset)."""
+    return str(entry.get("preprocessing") or "timm"), entry["metrics"].get("num_images")
+
+
+def comparable_groups(board: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Entries split into groups that were scored alike (`comparable_key`), the largest group first
+    (ties: the group whose first entry came first), each ranked on its own:
+    `[{"id", "preprocessing", "num_images", "description", "ranked_by", "entries"}]`."""
+    groups: dict[tuple[str, int | None], list[Mapping[str, Any]]] = {}
+    for e in board["entries"]:
+        groups.setdefault(comparable_key(e), []).append(e)
+    total = (board.get("dataset") or {}).get("num_images")
+    out = []
+    for i, ((prep, n), members) in enumerate(sorted(groups.items(), key=lambda kv: -len(kv[1]))):
+        if n is None or total is None or n == total:
+            images = f"all {_fmt(n)} images" if n is not None else "an unknown number of images"
+        else:
+            images = f"the first {_fmt(n)} of {_fmt(total)} images (--limit)"
+        out.append({
+            "id": i + 1, "preprocessing": prep, "num_images": n, "description": f"{prep} preprocessing, {images}",
+            "ranked_by": "spurious_score_ap" if _by_score(members) else "spurious_rate", "entries": _rank(members),
+        })
+    return out
+
+
+def ranked_entries(board: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Entries best first within each comparable group (`comparable_groups`), the groups one after the other."""
+    return [e for g in comparable_groups(board) for e in g["entries"]]
+
+
+GROUPS_NOTE = ("Entries scored on different images (`--limit`) or with different preprocessing are not ranked against "
+               "each other: each group below is ranked on its own.")
 
 
 def _fmt(x: Any, digits: int = 3) -> str:
@@ -515,26 +550,24 @@ def to_markdown(board: Mapping[str, Any]) -> str:
             f"{_fmt(ds.get('num_images'))} images, {len(classes)} classes, fingerprint `{str(ds.get('fingerprint'))[:12]}`."
         )
         lines.append("")
-    entries = ranked_entries(board)
-    if not entries:
+    groups = comparable_groups(board)
+    if not groups:
         lines.append("No entries yet: add one with `spurbench eval --model NAME --dataset FOLDER`.")
         return "\n".join(lines) + "\n"
-    lines.append(
-        "Ranked by spurious score AP (higher = less reliance on spurious features)."
-        if ranked_by_score(board)
-        else "Ranked by spurious rate (macro top-1; lower = fooled less often)."
-    )
-    lines.append("")
-    lines.append("| rank | model | spurious rate | micro | top-5 | mean p_k | AP | AUROC | images | params | img/s | preprocessing |")
-    lines.append("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
-    for rank, e in enumerate(entries, 1):
-        m = e["metrics"]
-        lines.append("| " + " | ".join([
-            str(rank), _fmt(e["model"]), _fmt(m.get("spurious_rate")), _fmt(m.get("spurious_rate_micro")),
-            _fmt(m.get("spurious_rate_top5")), _fmt(m.get("mean_target_prob")), _fmt(m.get("spurious_score_ap")),
-            _fmt(m.get("spurious_score_auroc")), _fmt(m.get("num_images")), _fmt(e.get("num_params")),
-            _fmt(e.get("images_per_second"), 1), _fmt(e.get("preprocessing", "timm")),
-        ]) + " |")
+    if len(groups) > 1:
+        lines += [GROUPS_NOTE, ""]
+    for g in groups:
+        if len(groups) > 1:
+            lines += [f"### Group {g['id']}: {g['description']} ({len(g['entries'])} model(s))", ""]
+        lines.append(
+            "Ranked by spurious score AP (higher = less reliance on spurious features)."
+            if g["ranked_by"] == "spurious_score_ap"
+            else "Ranked by spurious rate (macro top-1; lower = fooled less often)."
+        )
+        lines.append("")
+        lines += _ranking_table(g["entries"])
+        lines.append("")
+    lines.pop()
     c = board.get("consistency")
     if c:
         n_models = len(c.get("models") or [])
@@ -555,9 +588,28 @@ def to_markdown(board: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _ranking_table(entries: Sequence[Mapping[str, Any]]) -> list[str]:
+    lines = ["| rank | model | spurious rate | micro | top-5 | mean p_k | AP | AUROC | images | params | img/s | preprocessing |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for rank, e in enumerate(entries, 1):
+        m = e["metrics"]
+        lines.append("| " + " | ".join([
+            str(rank), _fmt(e["model"]), _fmt(m.get("spurious_rate")), _fmt(m.get("spurious_rate_micro")),
+            _fmt(m.get("spurious_rate_top5")), _fmt(m.get("mean_target_prob")), _fmt(m.get("spurious_score_ap")),
+            _fmt(m.get("spurious_score_auroc")), _fmt(m.get("num_images")), _fmt(e.get("num_params")),
+            _fmt(e.get("images_per_second"), 1), _fmt(e.get("preprocessing", "timm")),
+        ]) + " |")
+    return lines
+
+
 def to_ranked_json(board: Mapping[str, Any]) -> dict[str, Any]:
-    """The board with its entries in ranked order, each with a 1-based `rank`, and `ranked_by`."""
+    """The board with its entries ranked within comparable groups: each entry with a 1-based `rank` in
+    its group and the group's `group` id; `groups` describes them (and says why there are several);
+    `ranked_by` is the first (largest) group's."""
     out = dict(board)
-    out["ranked_by"] = "spurious_score_ap" if ranked_by_score(board) else "spurious_rate"
-    out["entries"] = [{"rank": i, **e} for i, e in enumerate(ranked_entries(board), 1)]
+    groups = comparable_groups(board)
+    out["ranked_by"] = groups[0]["ranked_by"] if groups else "spurious_rate"
+    out["groups"] = [{k: v for k, v in g.items() if k != "entries"} | {"models": [e["model"] for e in g["entries"]]} for g in groups]
+    out["groups_note"] = GROUPS_NOTE if len(groups) > 1 else None
+    out["entries"] = [{"rank": i, "group": g["id"], **e} for g in groups for i, e in enumerate(g["entries"], 1)]
     return out

@@ -367,13 +367,26 @@ def _sortable_table(cols: Sequence[_Column], rows: Sequence[Sequence[Any]], tabl
 
 
 def _ranking_section(p: _Page) -> str:
+    from spurbench.evaluate.leaderboard import GROUPS_NOTE, comparable_groups
+
+    groups = comparable_groups(p.board)
     cols = _columns(p.entries)
+    if len(groups) > 1:  # ranks restart in each group of entries scored alike
+        cols.insert(1, _Column("group", "group", "entries are ranked only within a group scored alike (same images, same preprocessing)", "num", lambda v: str(v), None))
+    lead = 2 if len(groups) > 1 else 1  # columns filled here, not by the entry: rank (and group)
     rows = []
-    for rank, e in enumerate(p.entries, 1):
-        rows.append([rank] + [c.get(e) for c in cols[1:]])
-    by_ap = bool(p.entries) and all(_is_num((e.get("metrics") or {}).get("spurious_score_ap")) for e in p.entries)
-    how = "spurious score AP (higher first)" if by_ap else "spurious rate (lower first)"
-    table = _sortable_table(cols, rows, "ranking", f"{len(p.entries)} model(s), ranked by {how}. Click a column header to sort.", "rank")
+    for g in groups:
+        for rank, e in enumerate(g["entries"], 1):
+            rows.append([rank, g["id"]][:lead] + [c.get(e) for c in cols[lead:]])
+    if len(groups) > 1:
+        parts = "; ".join(f"group {g['id']}: {esc(g['description'])}, {len(g['entries'])} model(s), ranked by "
+                          + ("spurious score AP" if g["ranked_by"] == "spurious_score_ap" else "spurious rate") for g in groups)
+        caption = f"{len(p.entries)} model(s). {esc(GROUPS_NOTE.replace('`', ''))} ({parts}). Click a column header to sort."
+    else:
+        by_ap = bool(groups) and groups[0]["ranked_by"] == "spurious_score_ap"
+        how = "spurious score AP (higher first)" if by_ap else "spurious rate (lower first)"
+        caption = f"{len(p.entries)} model(s), ranked by {how}. Click a column header to sort."
+    table = _sortable_table(cols, rows, "ranking", caption, "rank" if len(groups) <= 1 else None)
     if not p.entries:
         table += '<p class="note">No model has been scored on this dataset yet: run <code>spurbench eval</code> (see Reproduce below).</p>'
     return f'<section id="models"><h2>Models</h2>{table}</section>'

@@ -1,5 +1,5 @@
 """`spurbench leaderboard`: print a leaderboard of classifiers scored on one dataset, ranked, as a
-markdown table, JSON or a static HTML page.
+markdown table, JSON, timm's results CSV, a static HTML page, or the Hub's evaluation-results files.
 
 Imports flow one way: this command uses the store (`leaderboard`) and the page (`page`); the page
 uses the store; the store uses neither.
@@ -26,11 +26,16 @@ from spurbench.evaluate.leaderboard import (
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--leaderboard", default=DEFAULT_LEADERBOARD, metavar="FILE",
                         help="leaderboard JSON written by `spurbench eval` (a folder means FOLDER/leaderboard.json)")
-    parser.add_argument("--format", choices=("md", "json", "html"), default="md",
-                        help="md: ranked markdown table; json: the board with ranked entries; html: a static page written into --out")
+    parser.add_argument("--format", choices=("md", "json", "csv", "html", "eval-results"), default="md",
+                        help="md: ranked markdown table; json: the board with ranked entries; csv: one row per model in timm's "
+                             "results-CSV convention; html: a static page written into --out; eval-results: the Hub's "
+                             "`.eval_results/<dataset>.yaml` for every model, under --out/<model>/")
     parser.add_argument("--out", metavar="DIR", default=None,
-                        help="html: folder for the page (default: <leaderboard folder>/site); md/json: write "
-                             "DIR/leaderboard.md or DIR/leaderboard-ranked.json instead of printing")
+                        help="html: folder for the page (default: <leaderboard folder>/site); eval-results: folder for the "
+                             "per-model files (required); md/json/csv: write DIR/leaderboard.md, leaderboard-ranked.json or "
+                             "leaderboard.csv instead of printing")
+    parser.add_argument("--dataset-id", metavar="ORG/NAME", default=None,
+                        help="eval-results only: the dataset's Hub id, when the board was scored on a local folder")
     parser.add_argument("--dataset", metavar="FOLDER", default=None,
                         help="html only: local dataset folder, so the page can show the images")
 
@@ -45,7 +50,18 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.dataset is not None and args.format != "html":
         raise SpurbenchError("--dataset is only used by --format html; drop it or add --format html")
+    if args.dataset_id is not None and args.format != "eval-results":
+        raise SpurbenchError("--dataset-id is only used by --format eval-results; drop it or add --format eval-results")
+    if args.format == "eval-results" and not args.out:
+        raise SpurbenchError("--format eval-results writes one folder per model: add --out DIR")
     board = load_leaderboard(path)
+
+    if args.format == "eval-results":
+        from spurbench.evaluate.hub_results import write_eval_results
+
+        for written in write_eval_results(board, args.out, args.dataset_id):
+            print(written)
+        return 0
 
     if args.format == "html":
         if args.dataset is not None and not Path(args.dataset).is_dir():
@@ -61,6 +77,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.format == "md":
         text, name = to_markdown(board), "leaderboard.md"
+    elif args.format == "csv":
+        from spurbench.evaluate.hub_results import to_csv
+
+        text, name = to_csv(board), "leaderboard.csv"
     else:
         text, name = json.dumps(to_ranked_json(board), indent=2, allow_nan=False) + "\n", "leaderboard-ranked.json"
     if args.out:

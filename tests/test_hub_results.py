@@ -1,0 +1,127 @@
+"""`spurbench leaderboard --format csv` (timm's results-CSV convention) and `--format eval-results`
+(the Hub's `.eval_results/*.yaml`, task ids matching the `eval.yaml` every export writes), with the
+mistakes a user makes: one clear line, exit 2, nothing written, the leaderboard unchanged."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from test_leaderboard import DATASET, make_entry, write_csv
+
+from spurbench import dataset as sd
+from spurbench.cli import main
+from spurbench.evaluate import leaderboard as lb
+
+HUB_DATASET = {**DATASET, "id": "org/spurious-set", "revision": "abc123"}
+
+
+@pytest.fixture()
+def board(tmp_path) -> Path:
+    path = tmp_path / "lb" / "leaderboard.json"
+    for model, rate, ap in (("resnet50.a1_in1k", 0.4, 0.7), ("vit_b+x", 0.2, 0.9), ("convnext", 0.3, 0.8)):
+        rel = write_csv(path.parent, model, np.ones(12, bool))
+        e = make_entry(model, rate, ap, rel)
+        e["num_params"] = {"resnet50.a1_in1k": 25_557_032, "vit_b+x": 86_567_656, "convnext": 88_591_464}[model]
+        e["positives"] = "imagenet/val"
+        lb.record_entry(path, HUB_DATASET, e)
+    rel = write_csv(path.parent, "limited", np.ones(12, bool), indices=np.arange(6))
+    e = make_entry("limited", 0.01, 0.99, rel)
+    e["metrics"]["num_images"] = 6
+    lb.record_entry(path, HUB_DATASET, e)
+    return path
+
+
+def test_csv_is_timm_results_convention(board, capsys):
+    assert main(["leaderboard", "--leaderboard", str(board), "--format", "csv"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert list(rows[0])[:1] == ["model"] and list(rows[0])[-7:-3] == ["param_count", "img_size", "crop_pct", "interpolation"]
+    # ranked by AP within the comparable group; the --limit entry after, in its own group
+    assert [(r["model"], r["group"]) for r in rows] == [("vit_b+x", "1"), ("convnext", "1"), ("resnet50.a1_in1k", "1"), ("limited", "2")]
+    entries = {e["model"]: e for e in lb.load_leaderboard(board)["entries"]}
+    for r in rows:
+        e = entries[r["model"]]
+        for k in ("spurious_rate", "spurious_rate_top5", "mean_target_prob", "spurious_score_ap", "spurious_score_auroc"):
+            assert float(r[k]) == pytest.approx(e["metrics"][k], rel=1e-6)
+        assert float(r["param_count"]) == round(e["num_params"] / 1e6, 2)
+        assert (int(r["img_size"]), float(r["crop_pct"]), r["interpolation"]) == (224, 0.875, "bicubic")
+    assert rows[0]["param_count"] == "86.57" and rows[-1]["num_images"] == "6"
+    # --out writes the same text to DIR/leaderboard.csv
+    out = board.parent / "export"
+    assert main(["leaderboard", "--leaderboard", str(board), "--format", "csv", "--out", str(out)]) == 0
+    assert list(csv.DictReader((out / "leaderboard.csv").open()))[0]["model"] == "vit_b+x"
+
+
+def test_eval_results_per_model_match_the_exports_eval_yaml(board, tmp_path, capsys):
+    # the task ids a spurbench export declares in its eval.yaml
+    export = sd.write_dataset(tmp_path / "ds", {"test": [dict(image=np.zeros((8, 8, 3), np.uint8), label=1, class_name="x",
+                              spurious_feature="f", component=-1, source="reference", builder="t", prompt="", seed=-1)]},
+                              sd.DatasetCard("t"))
+    declared = {t["id"] for t in yaml.safe_load((export / sd.EVAL_FILE).read_text())["tasks"]}
+    out = tmp_path / "results"
+    assert main(["leaderboard", "--leaderboard", str(board), "--format", "eval-results", "--out", str(out)]) == 0
+    written = capsys.readouterr().out.split()
+    assert len(written) == 4
+    entries = {e["model"]: e for e in lb.load_leaderboard(board)["entries"]}
+    for model, e in entries.items():
+        path = out / lb.slugify(model) / ".eval_results" / "org__spurious-set.yaml"
+        items = yaml.safe_load(path.read_text())
+        assert [i["dataset"]["task_id"] for i in items] == ["spurious_rate", "spurious_score_ap"]
+        assert {i["dataset"]["task_id"] for i in items} <= declared
+        for i in items:
+            assert i["dataset"]["id"] == "org/spurious-set" and i["dataset"]["revision"] == "abc123"
+            assert i["value"] == e["metrics"][i["dataset"]["task_id"]] and i["date"] == "2025-01-01"
+            assert i["source"]["name"].startswith("spurbench")
+    limited = yaml.safe_load((out / "limited" / ".eval_results" / "org__spurious-set.yaml").read_text())
+    assert "first 6 of 12 images" in limited[0]["notes"]
+
+
+def test_eval_results_for_a_local_dataset_need_its_hub_id(tmp_path, capsys):
+    path = tmp_path / "leaderboard.json"
+    rel = write_csv(tmp_path, "m", np.ones(12, bool))
+    lb.record_entry(path, DATASET, make_entry("m", 0.5, None, rel))  # dataset id "data/toy", no AP
+    (tmp_path / "data" / "toy").mkdir(parents=True)
+    before = path.read_bytes()
+    out = tmp_path / "results"
+    cmd = ["leaderboard", "--leaderboard", str(path), "--format", "eval-results", "--out", str(out)]
+    import os
+
+    cwd = os.getcwd()
+    os.chdir(tmp_path)  # "data/toy" is now a local folder: not a Hub id
+    try:
+        assert main(cmd) == 2
+    finally:
+        os.chdir(cwd)
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--dataset-id" in err and not out.exists()
+    assert main(cmd + ["--dataset-id", "org/toy"]) == 0
+    items = yaml.safe_load((out / "m" / ".eval_results" / "org__toy.yaml").read_text())
+    assert [i["dataset"]["task_id"] for i in items] == ["spurious_rate"]  # no AP without positives: left out
+    assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--format", "eval-results"], "--out"),
+    (["--format", "csv", "--dataset-id", "org/x"], "--dataset-id"),
+    (["--format", "eval-results", "--dataset-id", "not a hub id", "--out", "OUT"], "Hub id"),
+    (["--format", "eval-results", "--out", "FILE"], "is a file"),
+    (["--format", "xlsx"], "invalid choice"),
+])
+def test_bad_input_is_one_line_and_changes_nothing(board, tmp_path, capsys, args, says):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    args = [{"FILE": str(a_file), "OUT": str(tmp_path / "out")}.get(a, a) for a in args]
+    before = {p: p.read_bytes() for p in board.parent.rglob("*") if p.is_file()}
+    try:
+        code = main(["leaderboard", "--leaderboard", str(board), *args])
+    except SystemExit as exit_:  # argparse rejects an unknown choice itself
+        code = exit_.code
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert says in err.splitlines()[-1]
+    assert {p: p.read_bytes() for p in board.parent.rglob("*") if p.is_file()} == before
+    assert a_file.read_text() == "x" and not (tmp_path / "out").exists()
