@@ -417,7 +417,7 @@ def stage_export(ctx: Context, base_revision: str | None, created: str, out: Pat
             "command": ctx.command,
             "spurbench_version": _version(),
         },
-        kind=ctx.method.KIND,
+        kind=ctx.method.kind_of(r) if hasattr(ctx.method, "kind_of") else ctx.method.KIND,
     )
     bar = tqdm(total=total, desc="5/5 export", unit="img", disable=not ctx.progress, leave=False)
 

@@ -94,8 +94,9 @@ def _f(x: Any, digits: int = 3) -> str:
     return "n/a" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.{digits}f}"
 
 
-def format_table(entry: Mapping[str, Any]) -> str:
-    """Per-group and per-class accuracy tables and a summary line for one model, as plain text."""
+def format_table(entry: Mapping[str, Any], label_names: Sequence[str] | None = None) -> str:
+    """Per-group and per-class accuracy tables and a summary line for one model, as plain text
+    (`label_names`: the class names of a label set other than ImageNet-1k)."""
     g = entry["metrics"].get("group_by") or "group"
     lines = [f"== {entry['model']} ==", f"{g[:16]:<16} {'n':>5} {'acc':>6} {'top-5':>6} {'ref':>6} {'drop':>6}"]
     for name, v in sorted(entry.get("per_group", {}).items(), key=lambda kv: kv[1]["accuracy"]):
@@ -105,7 +106,8 @@ def format_table(entry: Mapping[str, Any]) -> str:
     from spurbench import imagenet
 
     for k, c in sorted(entry["per_class"].items(), key=lambda kv: int(kv[0])):
-        lines.append(f"{int(k):>5}  {imagenet.class_name(int(k))[:24]:<24} {c['n']:>5} {_f(c['accuracy']):>6} "
+        name = label_names[int(k)] if label_names is not None else imagenet.class_name(int(k))
+        lines.append(f"{int(k):>5}  {name[:24]:<24} {c['n']:>5} {_f(c['accuracy']):>6} "
                      f"{_f(c['accuracy_top5']):>6} {_f(c.get('reference_accuracy')):>6}")
     lines.append(summary_line(entry))
     return "\n".join(lines)

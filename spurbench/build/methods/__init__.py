@@ -9,7 +9,8 @@ per-class completion markers that make a killed build resume, seeded batched sam
 
 The method interface (module-level names; `ctx` is a `spurbench.build.stages.Context`):
 
-- `KIND: str` -- the set's kind for the card (`spurbench.dataset.KINDS`: "spurious" or "shift").
+- `KIND: str` -- the set's kind for the card (`spurbench.dataset.KINDS`: "spurious" or "shift"); a method
+  whose kind depends on the recipe also has `kind_of(recipe) -> str` (ddb: remove -> spurious, swap -> shift).
 - `STAGES: str` -- how the log names the per-class stage, e.g. "3-4/5 fine-tune and generate".
 - `recipe_from_dict(data: Mapping) -> recipe` -- parse and validate the recipe (errors name the key).
   The recipe object needs: `name`, `description`, `seed`, `classes` (each with `.index`, recipe order),
@@ -50,6 +51,7 @@ METHODS: dict[str, str] = {
     "sfsl": "spurbench.build.methods.sfsl",
     "dreambooth": "spurbench.build.methods.sfsl",
     "d3s": "spurbench.build.methods.d3s",
+    "ddb": "spurbench.build.methods.ddb",
 }
 DEFAULT_METHOD = "sfsl"
 
