@@ -139,10 +139,9 @@ class DDBRecipe:
 
     @property
     def base_model_name(self) -> str:
-        b = self.base_model
-        if b.tiny is not None:
-            return f"spurbench.tiny_sd(prediction_type={b.tiny.prediction_type}, seed={b.tiny.seed}, image_size={self.resolution})"
-        return str(b.id)
+        from spurbench.build.recipe import base_model_name
+
+        return base_model_name(self.base_model, self.resolution)
 
     @property
     def inpainting_name(self) -> str:
@@ -223,7 +222,7 @@ def recipe_from_dict(data: Mapping[str, Any]) -> DDBRecipe:
         mask_prompt = c.mask_prompt or _first_lemma(c.index)
         c = dataclasses.replace(
             c, mask_prompt=mask_prompt, initializer=c.initializer or mask_prompt.split()[-1],
-            spurious_feature=c.spurious_feature or _feature(r.mode, c, mask_prompt),
+            spurious_feature=c.spurious_feature or _feature(r.mode, mask_prompt),
         )
         classes.append(c)
     return dataclasses.replace(r, classes=classes)
@@ -243,7 +242,7 @@ def _first_lemma(index: int) -> str:
     return class_lemmas(index)[0]
 
 
-def _feature(mode: str, c: DDBClass, mask_prompt: str) -> str:
+def _feature(mode: str, mask_prompt: str) -> str:
     return f"context of the {mask_prompt}, object painted out" if mode == "remove" else f"context of the {mask_prompt}"
 
 
@@ -305,26 +304,34 @@ def _relative_to_recipe(ctx, spec: dict) -> dict:
     return spec
 
 
-def _inpainting_model(ctx) -> tuple[str, str | None]:
-    """Local folder (tiny: built once into the work dir) or Hub id of the inpainting pipeline."""
+def _build_once(folder: Path, done_file: str, build) -> Path:
+    """`build(tmp)` into a temporary sibling and rename it to `folder`, once, under a lock (several
+    processes may need the same folder; a killed build leaves only the temporary one behind)."""
     import os
     import shutil
 
     from filelock import FileLock
 
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(folder) + ".lock"):
+        if not (folder / done_file).is_file():
+            tmp = folder.with_name(folder.name + ".tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            build(tmp)
+            shutil.rmtree(folder, ignore_errors=True)
+            os.replace(tmp, folder)
+    return folder
+
+
+def _inpainting_model(ctx) -> tuple[str, str | None]:
+    """Local folder (tiny: built once into the work dir) or Hub id of the inpainting pipeline."""
+    from spurbench.build.inpainting import make_tiny_inpainting
+
     i = ctx.recipe.inpainting
     if i.tiny is None:
         return str(i.id), i.revision
-    from spurbench.build.inpainting import make_tiny_inpainting
-
-    folder = ctx.work / "inpainting"
-    with FileLock(str(folder) + ".lock"):
-        if not (folder / "model_index.json").is_file():
-            tmp = folder.with_name("inpainting.tmp")
-            shutil.rmtree(tmp, ignore_errors=True)
-            make_tiny_inpainting(tmp, prediction_type=i.tiny.prediction_type, seed=i.tiny.seed, image_size=ctx.recipe.resolution)
-            shutil.rmtree(folder, ignore_errors=True)
-            os.replace(tmp, folder)
+    folder = _build_once(ctx.work / "inpainting", "model_index.json", lambda tmp: make_tiny_inpainting(
+        tmp, prediction_type=i.tiny.prediction_type, seed=i.tiny.seed, image_size=ctx.recipe.resolution))
     return str(folder), None
 
 
@@ -334,30 +341,21 @@ def token_name(index: int) -> str:
 
 def _learned_token(ctx, index: int, refs: dict, state: dict) -> str:
     """Folder of class `index`'s learned token (trained once, under a lock, on the class's photos)."""
-    import os
-    import shutil
-
-    from filelock import FileLock
-
     from spurbench.build.references import load_image, resolve_class
     from spurbench.build.sampling import image_seed
     from spurbench.build.textual_inversion import EMBEDDINGS_FILE, InversionConfig, learn_token
 
     r = ctx.recipe
-    folder = ctx.work / "tokens" / str(index)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(folder) + ".lock"):
-        if not (folder / EMBEDDINGS_FILE).is_file():
-            entry = r.class_by_index()[index]
-            class_refs = refs.get(index) or resolve_class(r, entry, ctx.work / "references" / "samples")
-            cfg = InversionConfig.from_dict({"resolution": r.resolution, "seed": image_seed(r.seed, "token", index), **r.textual_inversion})
-            tmp = folder.with_name(f"{index}.tmp")
-            shutil.rmtree(tmp, ignore_errors=True)
-            learn_token(state["base_model"], [load_image(p) for p in class_refs.images], token_name(index), entry.initializer,
-                        tmp, cfg, revision=state["base_revision"], device=ctx.device, progress=ctx.progress)
-            shutil.rmtree(folder, ignore_errors=True)
-            os.replace(tmp, folder)
-    return str(folder)
+    entry = r.class_by_index()[index]
+
+    def learn(tmp: Path) -> None:
+        # the target class may belong to another process: its photos are resolved here if needed
+        class_refs = refs.get(index) or resolve_class(r, entry, ctx.work / "references" / "samples")
+        cfg = InversionConfig.from_dict({"resolution": r.resolution, "seed": image_seed(r.seed, "token", index), **r.textual_inversion})
+        learn_token(state["base_model"], [load_image(p) for p in class_refs.images], token_name(index), entry.initializer,
+                    tmp, cfg, revision=state["base_revision"], device=ctx.device, progress=ctx.progress)
+
+    return str(_build_once(ctx.work / "tokens" / str(index), EMBEDDINGS_FILE, learn))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -372,7 +370,6 @@ def lowest_loss(losses, k: int | None) -> list[int]:
 
 def make_class(ctx, entry, refs: dict, state: dict) -> dict[str, Any]:
     import numpy as np
-    import torch
     from PIL import Image
 
     from spurbench import detection
@@ -435,7 +432,6 @@ def make_class(ctx, entry, refs: dict, state: dict) -> dict[str, Any]:
         ig.append(float(pruning.ig_in_mask(clf.model, x, x0, mt, entry.index, n_steps=r.pruning.ig_steps)[0]))
         p_gen.append(float(pruning.class_probabilities(clf.model, x, entry.index)[0]))
     keep = pruning.keep_mask(ig, p_gen, p_mean, r.pruning.ig_threshold) if jobs else np.zeros(0, dtype=bool)
-    del torch
     return {
         "images": [
             {"file": files[i], "mask_file": f"s{s:04d}.png", "source": s, "prompt": prompt, "seed": seed,
