@@ -9,14 +9,14 @@ build), with DDB's loss
 
 (each CE a mean over its rows in the batch; a term with no rows in the batch is 0; counterfactuals of
 other groups count as original rows). The minority groups are `--minority-groups G1 G2`, by default the
-two rarest groups of the training split, the commoner of the two first (so the rarest gets gamma2, the
-larger weight, as DDB weights Waterbirds' waterbird-on-land group). Defaults are DDB's: gamma1 6,
+two counterfactual groups rarest in the training split, the commoner of the two first (so the rarest
+gets gamma2, the larger weight, as DDB weights Waterbirds' waterbird-on-land group). Defaults are DDB's: gamma1 6,
 gamma2 10, Adam lr 5e-6, 200 epochs, batch 32. After every epoch the model is scored on the `val`
 split and the epoch with the best worst-group accuracy is kept.
 
 Writes to --out: `model.safetensors` (the chosen epoch's state dict, timm key names: score it with
 `spurbench eval --model NAME --weights <out>/model.safetensors`), `train_log.jsonl` (one line per
-epoch: losses, validation per-group / worst-group / pooled accuracy), `finetune.json` (settings,
+epoch: losses, validation per-group / worst-group / pooled accuracy; epoch 0 is the starting model), `finetune.json` (settings,
 label set, chosen epoch) and `checkpoint.pt` (resume state). Interrupted runs resume from the last
 finished epoch with the same command and reach the same weights as an uninterrupted run.
 
@@ -142,12 +142,21 @@ class _Images(torch.utils.data.Dataset):
         return x, int(part.labels[i]), term
 
 
-def default_minority_groups(groups: Sequence[str]) -> list[str]:
-    """The two rarest groups of the training split (ties by name), the commoner of the two first."""
-    names, counts = np.unique(np.asarray(groups), return_counts=True)
-    if len(names) < 2:
-        raise SpurbenchError(f"the training split has {len(names)} group(s); balanced fine-tuning needs at least two, or give --minority-groups")
-    rarest = sorted(zip(counts.tolist(), names.tolist()))[:2]
+def default_minority_groups(train_groups: Sequence[str], cf_groups: Sequence[str] | None = None) -> list[str]:
+    """The two rarest groups in training (ties by name), the commoner of the two first.
+
+    With counterfactuals, the candidates are the counterfactuals' groups (a group the training split
+    lacks counts 0); without, the training split's groups."""
+    counts: dict[str, int] = {}
+    for g in train_groups:
+        counts[g] = counts.get(g, 0) + 1
+    candidates = sorted(set(cf_groups)) if cf_groups else sorted(counts)
+    if len(candidates) < 2:
+        raise SpurbenchError(
+            f"found {len(candidates)} candidate minority group(s) ({', '.join(candidates)}); balanced fine-tuning weighs two, "
+            "name them with --minority-groups"
+        )
+    rarest = sorted((counts.get(g, 0), g) for g in candidates)[:2]
     return [rarest[1][1], rarest[0][1]]
 
 
@@ -210,6 +219,13 @@ def predict_labels(model: torch.nn.Module, loader, device) -> np.ndarray:
     return torch.cat(out).numpy()
 
 
+def _validation_row(epoch: int, model, loader, val: GroupSplit, device) -> dict:
+    pred = predict_labels(model, loader, device)
+    accs = group_accuracies(pred, val.labels, val.groups)
+    return {"epoch": epoch, "val_worst_group_accuracy": min(accs.values()), "val_pooled_accuracy": float(np.mean(pred == val.labels)),
+            "val_group_accuracy": accs}
+
+
 # ---------------------------------------------------------------------------------------------
 # the run
 
@@ -262,21 +278,21 @@ def finetune(cfg: FinetuneConfig, inputs: RunInputs, restart: bool = False, prog
     train = open_group_split(inputs.data, cfg.train_split, cfg.group_column)
     val = open_group_split(inputs.data, cfg.val_split, cfg.group_column)
     parts = [(train, np.zeros(len(train.labels), dtype=np.int64))]
-    minority = list(cfg.minority_groups) if cfg.minority_groups else default_minority_groups(train.groups)
-    known = set(train.groups)
-    missing = [g for g in minority if g not in known]
-    if missing:
-        raise SpurbenchError(f"minority group(s) {', '.join(missing)} are not groups of {train.where}; its groups: {', '.join(sorted(known))}")
     if val.label_names != train.label_names:
         raise SpurbenchError(f"{val.where} and {train.where} have different label sets")
+    cf = open_group_split(inputs.counterfactuals, cfg.counterfactual_split, cfg.group_column) if inputs.counterfactuals else None
+    if cf is not None and cf.label_names != train.label_names:
+        raise SpurbenchError(
+            f"counterfactuals {cf.where} label {len(cf.label_names)} classes, {train.where} {len(train.label_names)}; "
+            "they must share one label set (build the counterfactuals from the same data)"
+        )
+    minority = list(cfg.minority_groups) if cfg.minority_groups else default_minority_groups(train.groups, cf.groups if cf else None)
+    known = set(train.groups) | set(cf.groups if cf else [])
+    missing = [g for g in minority if g not in known]
+    if missing:
+        raise SpurbenchError(f"minority group(s) {', '.join(missing)} are not groups of the training data; its groups: {', '.join(sorted(known))}")
     num_cf = {}
-    if inputs.counterfactuals:
-        cf = open_group_split(inputs.counterfactuals, cfg.counterfactual_split, cfg.group_column)
-        if cf.label_names != train.label_names:
-            raise SpurbenchError(
-                f"counterfactuals {cf.where} label {len(cf.label_names)} classes, {train.where} {len(train.label_names)}; "
-                "they must share one label set (build the counterfactuals from the same data)"
-            )
+    if cf is not None:
         terms = loss_terms(cf.groups, minority)
         parts.append((cf, terms))
         num_cf = {"gamma1": int((terms == 1).sum()), "gamma2": int((terms == 2).sum()), "other": int((terms == 0).sum())}
@@ -307,6 +323,8 @@ def finetune(cfg: FinetuneConfig, inputs: RunInputs, restart: bool = False, prog
     rank, world = accelerator.process_index, accelerator.num_processes
     out.mkdir(parents=True, exist_ok=True)
 
+    if not log:  # epoch 0: the starting model on the validation split, the "before" of the run
+        log.append(_validation_row(0, model, val_loader, val, device))
     done_now = 0
     epochs = tqdm(range(start, cfg.epochs), initial=start, total=cfg.epochs, desc="finetune", unit="epoch",
                   disable=not progress or not accelerator.is_main_process)
@@ -333,15 +351,7 @@ def finetune(cfg: FinetuneConfig, inputs: RunInputs, restart: bool = False, prog
                 key = f"ce_{TERM_NAMES[term]}"
                 sums[key] = sums.get(key, 0.0) + ce
             batches += 1
-        pred = predict_labels(model, val_loader, device)
-        accs = group_accuracies(pred, val.labels, val.groups)
-        row = {
-            "epoch": epoch + 1,
-            **{k: v / max(batches, 1) for k, v in sums.items()},
-            "val_worst_group_accuracy": min(accs.values()),
-            "val_pooled_accuracy": float(np.mean(pred == val.labels)),
-            "val_group_accuracy": accs,
-        }
+        row = {**_validation_row(epoch + 1, model, val_loader, val, device), **{k: v / max(batches, 1) for k, v in sums.items()}}
         log.append(row)
         state_dict = {k: v.detach().cpu().contiguous() for k, v in accelerator.unwrap_model(model).state_dict().items()}
         if row["val_worst_group_accuracy"] > best["worst_group_accuracy"]:
@@ -364,11 +374,12 @@ def finetune(cfg: FinetuneConfig, inputs: RunInputs, restart: bool = False, prog
         "weights_in": inputs.spec.to_dict().get("weights"),
         "new_head": new_head,
         "label_names": train.label_names if len(train.label_names) <= 50 else f"{len(train.label_names)} classes",
-        "epochs_done": len(log),
+        "epochs_done": len(log) - 1,
         "chosen_epoch": best["epoch"],
         "chosen_by": f"worst-group accuracy on split '{cfg.val_split}'",
         "val_worst_group_accuracy": best["worst_group_accuracy"] if best["epoch"] else None,
         "val_pooled_accuracy": best.get("pooled_accuracy"),
+        "before": {k: log[0][k] for k in ("val_worst_group_accuracy", "val_pooled_accuracy", "val_group_accuracy")},
         "minority_groups": {"gamma1": minority[0], "gamma2": minority[1]},
         "num_counterfactuals": num_cf,
         "config": asdict(cfg),
@@ -408,7 +419,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--gamma1", type=float, default=defaults.gamma1, help="weight of the CE of the first minority group's counterfactuals")
     t.add_argument("--gamma2", type=float, default=defaults.gamma2, help="weight of the CE of the second minority group's counterfactuals")
     t.add_argument("--minority-groups", nargs=2, default=None, metavar=("G1", "G2"),
-                   help="the groups gamma1 and gamma2 weigh; unset: the two rarest training groups, the commoner first")
+                   help="the groups gamma1 and gamma2 weigh; unset: the two counterfactual groups rarest in training, the commoner first")
     t.add_argument("--seed", type=int, default=defaults.seed, help="seed of the shuffling, dropout and a new head")
     t.add_argument("--workers", type=int, default=0, help="DataLoader worker processes decoding images")
     t.add_argument("--restart", action="store_true", help="discard a run already in --out instead of resuming it")
@@ -434,6 +445,11 @@ def _spec(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     import shlex
 
+    if not sys.stderr.isatty():  # logged runs: stderr holds what matters, not `datasets`' bars
+        import datasets
+
+        datasets.disable_progress_bars()
+
     cfg = FinetuneConfig(
         epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, gamma1=args.gamma1, gamma2=args.gamma2,
         seed=args.seed, minority_groups=args.minority_groups, group_column=args.group_column,
@@ -443,7 +459,8 @@ def run(args: argparse.Namespace) -> int:
                        workers=args.workers, command="spurbench finetune " + shlex.join(sys.argv[2:] if len(sys.argv) > 2 else []))
     summary = finetune(cfg, inputs, restart=args.restart)
     print(
-        f"chose epoch {summary['chosen_epoch']} of {summary['epochs_done']} (validation worst-group accuracy "
-        f"{summary['val_worst_group_accuracy']:.4f}); weights: {Path(args.out) / WEIGHTS}"
+        f"chose epoch {summary['chosen_epoch']} of {summary['epochs_done']}: validation worst-group accuracy "
+        f"{summary['before']['val_worst_group_accuracy']:.4f} before, {summary['val_worst_group_accuracy']:.4f} after "
+        f"(pooled {summary['before']['val_pooled_accuracy']:.4f} -> {summary['val_pooled_accuracy']:.4f}); weights: {Path(args.out) / WEIGHTS}"
     )
     return 0

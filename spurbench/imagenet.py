@@ -71,3 +71,31 @@ def spurious_imagenet_classes() -> tuple[SpuriousClass, ...]:
     return tuple(
         SpuriousClass(int(r["imagenet_index"]), r["wnid"], r["class_name"], r["spurious_feature"]) for r in rows
     )
+
+
+@lru_cache(maxsize=2)
+def _timm_synset_table(kind: str) -> dict[str, str]:
+    """timm's `imagenet_synset_to_<kind>.txt` (kind: lemma or definition) as {wnid: text}.
+
+    Read from the installed timm, which ships WordNet lemmas and glosses for every synset it knows."""
+    from pathlib import Path
+
+    import timm
+
+    path = Path(timm.__file__).parent / "data" / "_info" / f"imagenet_synset_to_{kind}.txt"
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        raise SpurbenchError(f"the installed timm lacks '{path}'; install a timm that ships it (>= 0.9)") from None
+    return {wnid: text.strip() for wnid, _, text in (line.partition("\t") for line in lines) if text.strip()}
+
+
+def class_lemmas(index: int) -> list[str]:
+    """WordNet lemmas of ImageNet class `index`, in timm's order ("tench", "Tinca tinca")."""
+    wnid = wnids()[check_index(index)]
+    return [lemma.strip() for lemma in _timm_synset_table("lemma")[wnid].split(",") if lemma.strip()]
+
+
+def class_definition(index: int) -> str:
+    """The WordNet gloss of ImageNet class `index` ("a domestic cat of Egypt")."""
+    return _timm_synset_table("definition")[wnids()[check_index(index)]]

@@ -39,8 +39,10 @@ def test_balanced_loss_against_a_hand_computation():
 def test_minority_groups_and_loss_terms():
     groups = ["a/x"] * 5 + ["a/y"] * 2 + ["b/x"] * 1 + ["b/y"] * 7
     assert ft.default_minority_groups(groups) == ["a/y", "b/x"]  # the rarest (b/x) gets gamma2
+    # with counterfactuals, their groups are the candidates; one the training split lacks is the rarest
+    assert ft.default_minority_groups(groups, ["b/y", "c/x", "b/y"]) == ["b/y", "c/x"]
     assert ft.loss_terms(["b/x", "a/y", "b/y", "a/y"], ["a/y", "b/x"]).tolist() == [2, 1, 0, 1]
-    with pytest.raises(Exception, match="at least two"):
+    with pytest.raises(Exception, match="weighs two"):
         ft.default_minority_groups(["a/x", "a/x"])
 
 
@@ -78,8 +80,9 @@ def test_resumed_finetune_equals_an_uninterrupted_one(group_data, tmp_path):
     assert a == b
     la = [json.loads(x) for x in (tmp_path / "whole" / ft.LOG).read_text().splitlines()]
     lb = [json.loads(x) for x in (tmp_path / "resumed" / ft.LOG).read_text().splitlines()]
-    assert la == lb and [r["epoch"] for r in la] == [1, 2, 3]
-    assert all(r["ce_minority1"] > 0 for r in la)  # the counterfactuals entered the loss
+    assert la == lb and [r["epoch"] for r in la] == [0, 1, 2, 3]  # epoch 0: the starting model
+    assert all(r["ce_minority1"] > 0 for r in la[1:])  # the counterfactuals entered the loss
+    assert whole["before"]["val_worst_group_accuracy"] == la[0]["val_worst_group_accuracy"]
     # training moved the weights, and the written file loads as a 2-class classifier
     from safetensors.torch import load_file
 
@@ -98,7 +101,7 @@ def test_cli_one_line_errors(group_data, tmp_path, capsys):
     base = ["finetune", "--panel", "offline", "--model", "tf_efficientnet_lite0", "--data", str(data), "--out", str(tmp_path / "o"), "--epochs", "1"]
     assert main(base + ["--minority-groups", "waterbird/land", "nosuch/group"]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "nosuch/group" in err and "its groups:" in err
+    assert len(err.splitlines()) == 1 and "nosuch/group" in err and "its groups:" in err, err
     assert main(base[:4] + ["nosuch_model"] + base[5:]) == 2
     assert "no entry named 'nosuch_model'" in capsys.readouterr().err
     assert main(base + ["--group-column", "place_x"]) == 2

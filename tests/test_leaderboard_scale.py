@@ -203,3 +203,42 @@ def test_cli_on_a_corrupt_board_is_one_line_and_leaves_it(tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "two entries" in r.stderr
     assert path.read_bytes() == before
+
+
+def test_unchanged_entries_are_written_back_byte_for_byte(tmp_path):
+    """record_entry copies the lines of entries it did not touch; the file stays what a full dump gives."""
+    path = tmp_path / "leaderboard.json"
+    fooled = _fooled(3, seed=8)
+    _record(path, "a", fooled[:, 0])
+    _record(path, "b", fooled[:, 1])
+    line_a = next(line for line in path.read_text().splitlines() if line.startswith('    {"model": "a"'))
+    board = _record(path, "c", fooled[:, 2], rate=0.1)
+    text = path.read_text()
+    assert line_a in text.splitlines()
+    assert json.loads(text) == board and text == lb.dumps_board(board)
+    # an indented file from an older spurbench is read and rewritten in the one-entry-per-line layout
+    path.write_text(json.dumps(board, indent=2))
+    board = _record(path, "b", fooled[:, 1], rate=0.9)
+    assert path.read_text() == lb.dumps_board(board) and [e["model"] for e in board["entries"]] == ["a", "b", "c"]
+
+
+def test_eval_record_never_takes_another_entrys_file(tmp_path):
+    """On a board from before names were made distinct, "x y" owns predictions/x_y.csv; recording the
+    plain name "x_y" (whose file name would be the same) must leave that file alone. The per-image
+    arrays below stand in for a classifier run only to test the file naming."""
+    from spurbench.evaluate.evaluation import Predictions, record
+
+    path = tmp_path / "leaderboard.json"
+    fooled = _fooled(2, seed=9)
+    old_rel = write_csv(tmp_path, "x_y", fooled[:, 0])  # the old slug of "x y"
+    assert old_rel == "predictions/x_y.csv"
+    lb.record_entry(path, DATASET, make_entry("x y", 0.5, predictions=old_rel))
+    before = (tmp_path / old_rel).read_bytes()
+    top1 = np.where(fooled[:, 1], LABELS, 500)
+    preds = Predictions(np.arange(12), LABELS.copy(), np.full(12, 0.5), np.stack([top1] + [np.full(12, 600 + i) for i in range(4)], 1),
+                        np.tile([0.5, 0.2, 0.1, 0.05, 0.01], (12, 1)))
+    board = record(path, DATASET, make_entry("x_y", 0.3, predictions=lb.predictions_relpath("x_y")), preds)
+    files = {e["model"]: e["predictions"] for e in board["entries"]}
+    assert files["x y"] == old_rel and files["x_y"] != old_rel
+    assert (tmp_path / old_rel).read_bytes() == before
+    _assert_matches(board["consistency"], fooled, ["x y", "x_y"])

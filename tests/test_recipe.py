@@ -157,7 +157,7 @@ def test_method_key_picks_the_method_and_sfsl_is_the_default():
     assert recipe_from_dict({**d, "method": "sfsl"}).method == "sfsl"
     assert recipe_hash(recipe_from_dict({**d, "method": "sfsl"})) == h
     # dreambooth is sfsl without the similarity loss: same module, builder column "dreambooth"
-    assert get_method("dreambooth") is get_method("sfsl") and set(METHODS) >= {"sfsl", "dreambooth"}
+    assert get_method("dreambooth") is get_method("sfsl") and set(METHODS) >= {"sfsl", "dreambooth", "d3s"}
     plain = _edit("training.sfsl_weight", 0)
     assert recipe_from_dict({**plain, "method": "dreambooth"}).builder == "dreambooth"
     with pytest.raises(SpurbenchError, match=r"method dreambooth is sfsl without the similarity loss, but training\.sfsl_weight is 0\.1"):

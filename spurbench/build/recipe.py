@@ -188,15 +188,19 @@ class Recipe:
 
     @property
     def base_model_name(self) -> str:
-        b = self.base_model
-        if b.tiny is not None:
-            # The name is part of exported cards; it stays as it was before the build/ subpackage existed,
-            # so existing recipes keep exporting byte-identical datasets.
-            return f"spurbench.tiny_sd(prediction_type={b.tiny.prediction_type}, seed={b.tiny.seed}, image_size={self.resolution})"
-        return str(b.id)
+        return base_model_name(self.base_model, self.resolution)
 
     def to_dict(self) -> dict[str, Any]:
-        return _plain(self)
+        return plain(self)
+
+
+def base_model_name(b: BaseModel, resolution: int) -> str:
+    """How the card names the base model."""
+    if b.tiny is not None:
+        # The name is part of exported cards; it stays as it was before the build/ subpackage existed,
+        # so existing recipes keep exporting byte-identical datasets.
+        return f"spurbench.tiny_sd(prediction_type={b.tiny.prediction_type}, seed={b.tiny.seed}, image_size={resolution})"
+    return str(b.id)
 
 
 def render(template: str, token: str, noun: str) -> str:
@@ -259,7 +263,8 @@ def _with_defaults(recipe: Recipe) -> Recipe:
     return dataclasses.replace(recipe, classes=classes)
 
 
-def _check_semantics(r: Recipe) -> None:
+def check_common(r: Any) -> None:
+    """Checks every method's recipe shares: name, base model, resolution, mixed precision, licences, date."""
     if not r.name.strip() or not re.fullmatch(r"[\w.-]+", r.name):
         raise SpurbenchError(f"key 'name' must be a short identifier of letters, digits, '_', '-', '.', got {r.name!r}")
     b = r.base_model
@@ -274,10 +279,19 @@ def _check_semantics(r: Recipe) -> None:
         raise SpurbenchError("key 'base_model.id' must be a Hub id like org/name or a local folder")
     if r.resolution <= 0 or r.resolution % 8:
         raise SpurbenchError(f"key 'resolution' must be a positive multiple of 8 (pixels), got {r.resolution}")
-    if not re.fullmatch(r"\S+", r.token):
-        raise SpurbenchError(f"key 'token' must be one rare word without spaces (e.g. sks), got {r.token!r}")
     if r.mixed_precision not in MIXED_PRECISION:
         raise SpurbenchError(f"key 'mixed_precision' must be one of {', '.join(MIXED_PRECISION)}, got {r.mixed_precision!r}")
+    for k, v in r.licenses.items():
+        if not isinstance(k, str) or not isinstance(v, str):
+            raise SpurbenchError(f"key 'licenses.{k}' must be a string (the licence's name), got {type(v).__name__}")
+    if r.created is not None and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", r.created):
+        raise SpurbenchError(f"key 'created' must be a date YYYY-MM-DD (quote it in YAML) or null, got {r.created!r}")
+
+
+def _check_semantics(r: Recipe) -> None:
+    check_common(r)
+    if not re.fullmatch(r"\S+", r.token):
+        raise SpurbenchError(f"key 'token' must be one rare word without spaces (e.g. sks), got {r.token!r}")
     _check_template(r.prompts.instance, "prompts.instance", need_token=True)
     _check_template(r.prompts.prior, "prompts.prior", need_token=False)
     if not r.prompts.generation:
@@ -346,11 +360,6 @@ def _check_semantics(r: Recipe) -> None:
         raise SpurbenchError(
             f"key 'licenses' must state the licence of every input: missing {', '.join(f'licenses.{k}' for k in missing)}"
         )
-    for k, v in r.licenses.items():
-        if not isinstance(k, str) or not isinstance(v, str):
-            raise SpurbenchError(f"key 'licenses.{k}' must be a string (the licence's name), got {type(v).__name__}")
-    if r.created is not None and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", r.created):
-        raise SpurbenchError(f"key 'created' must be a date YYYY-MM-DD (quote it in YAML) or null, got {r.created!r}")
 
 
 def _check_template(template: str, key: str, need_token: bool) -> None:
@@ -469,11 +478,11 @@ def _describe(value: Any) -> str:
     return f"{type(value).__name__} {value!r}" if not isinstance(value, (dict, list)) else type(value).__name__
 
 
-def _plain(obj: Any) -> Any:
+def plain(obj: Any) -> Any:
     if dataclasses.is_dataclass(obj):
-        return {f.name: _plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        return {f.name: plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if isinstance(obj, Mapping):
-        return {str(k): _plain(v) for k, v in obj.items()}
+        return {str(k): plain(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
+        return [plain(v) for v in obj]
     return obj

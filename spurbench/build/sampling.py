@@ -52,11 +52,13 @@ def slug(text: str) -> str:
 
 @dataclass(frozen=True)
 class Job:
-    """One image to make: its prompt, its seed and where it goes."""
+    """One image to make: its prompt, its seed and where it goes (and, for img2img, its init image)."""
 
     prompt: str
     seed: int
     path: Path
+    #: the init image ("image guide") of an img2img job; None: text-to-image
+    init: Path | None = None
 
 
 def torch_dtype(mixed_precision: str, device: "torch.device | str") -> "torch.dtype":
@@ -75,12 +77,14 @@ def load_pipeline(
     revision: str | None = None,
     scheduler: str | None = None,
     safety_checker: bool = False,
+    img2img: bool = False,
 ):
-    """A StableDiffusionPipeline ready to sample: on `device`, progress bar off (the caller shows one),
-    optionally with another diffusers scheduler class (configured from the model's own)."""
+    """A StableDiffusionPipeline (or, with `img2img`, a StableDiffusionImg2ImgPipeline from the same
+    folder) ready to sample: on `device`, progress bar off (the caller shows one), optionally with
+    another diffusers scheduler class (configured from the model's own)."""
     import diffusers
     import torch
-    from diffusers import StableDiffusionPipeline
+    from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionPipeline
 
     kwargs: dict[str, Any] = {}
     if dtype is not None and dtype != torch.float32:  # (newer diffusers warn about the keyword even for float32)
@@ -88,7 +92,8 @@ def load_pipeline(
     if not safety_checker:
         kwargs.update(safety_checker=None, requires_safety_checker=False)
     try:
-        pipe = StableDiffusionPipeline.from_pretrained(str(model), revision=revision, **kwargs)
+        cls = StableDiffusionImg2ImgPipeline if img2img else StableDiffusionPipeline
+        pipe = cls.from_pretrained(str(model), revision=revision, **kwargs)
     except (OSError, ValueError) as err:
         raise SpurbenchError(
             f"cannot load Stable Diffusion from '{model}' (revision {revision}): {str(err).splitlines()[0]}; "
@@ -121,9 +126,13 @@ def sample(
     progress: bool = True,
     desc: str = "generate",
     position: int | None = None,
+    strength: float | None = None,
+    eta: float | None = None,
 ) -> list[str]:
     """Make every job's image (batched, skipping batches already complete on disk).
 
+    Jobs with an `init` image run img2img (`pipe` an img2img pipeline, `strength` its noise strength:
+    int(strength x steps) denoising steps); the others text-to-image at `resolution`. `eta`: DDIM's eta.
     Returns the file names the safety checker blacked out (empty when it is off)."""
     import torch
     from tqdm.auto import tqdm
@@ -136,15 +145,21 @@ def sample(
                 continue
             # CPU generators: the initial noise of an image is the same whatever the device.
             generators = [torch.Generator("cpu").manual_seed(j.seed) for j in batch]
+            if batch[0].init is not None:
+                from spurbench.build.references import load_image
+
+                size = dict(image=[load_image(j.init) for j in batch], strength=strength)
+            else:
+                size = dict(height=resolution, width=resolution)
             with torch.inference_mode():
                 out = pipe(
                     prompt=[j.prompt for j in batch],
                     generator=generators,
                     num_inference_steps=num_inference_steps,
                     guidance_scale=guidance_scale,
-                    height=resolution,
-                    width=resolution,
                     output_type="pil",
+                    **size,
+                    **({} if eta is None else {"eta": eta}),
                 )
             nsfw = getattr(out, "nsfw_content_detected", None) or [False] * len(batch)
             for job, image, bad in zip(batch, out.images, nsfw):

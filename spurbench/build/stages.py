@@ -43,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     # Flags without a meaningful default use SUPPRESS, so --help does not print "(default: None)".
     none = argparse.SUPPRESS
     parser.add_argument("--recipe", required=True, metavar="NAME|PATH", default=none,
-                        help="build recipe: a shipped name (smoke, spurious_imagenet) or a path to a YAML file like builders/smoke.yaml")
+                        help="build recipe: a shipped name (smoke, spurious_imagenet, d3s, d3s_smoke) or a path to a YAML file like builders/smoke.yaml")
     parser.add_argument("--out", required=True, metavar="DIR", default=none,
                         help="folder to export the dataset to (Parquet shards + README.md card); replaced whole at the end")
     parser.add_argument("--work-dir", default=none, metavar="DIR",
@@ -57,6 +57,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "or delete it after generation (default: the recipe's keep_weights)")
     parser.add_argument("--spurious-imagenet", default=none, metavar="DIR",
                         help="where the Spurious ImageNet download is (the folder holding images/); overrides the recipe's references root")
+    parser.add_argument("--foregrounds", default=none, metavar="DIR",
+                        help="method d3s: the folder of class photos, one folder per WordNet id (e.g. ImageNet train); overrides the recipe's foregrounds.folder")
+    parser.add_argument("--backgrounds", default=none, metavar="DIR",
+                        help="method d3s: the folder of background templates, one folder per background word; overrides the recipe's backgrounds.folder")
     parser.add_argument("--push-to-hub", default=none, metavar="ORG/NAME",
                         help="after exporting, upload the dataset folder to this Hub dataset repo (token from `hf auth login`, never printed)")
     parser.add_argument("--private", action="store_true", help="with --push-to-hub: create the Hub repo as private")
@@ -88,6 +92,8 @@ class Context:
     method: Any = None
     #: local folder of the base pipeline, once stage "base model" has run
     base_model: str | None = None
+    foregrounds_root: str | None = None
+    backgrounds_root: str | None = None
 
     @property
     def main(self) -> bool:
@@ -104,7 +110,7 @@ class Context:
 def run(args: argparse.Namespace) -> int:
     from spurbench.build.recipe import load_recipe, recipe_hash
 
-    for name in ("work_dir", "classes", "keep_weights", "spurious_imagenet", "push_to_hub"):
+    for name in ("work_dir", "classes", "keep_weights", "spurious_imagenet", "foregrounds", "backgrounds", "push_to_hub"):
         if not hasattr(args, name):  # suppressed defaults (see add_arguments)
             setattr(args, name, None)
     for name, value in (("device", "auto"), ("private", False), ("no_progress", False)):
@@ -143,7 +149,10 @@ def run(args: argparse.Namespace) -> int:
         rank=state.process_index, world=state.num_processes, device=state.device, mixed_precision=mixed_precision,
         keep_weights=recipe.keep_weights if args.keep_weights is None else args.keep_weights,
         spurious_root=args.spurious_imagenet, progress=not args.no_progress, command=command, method=get_method(recipe.method),
+        foregrounds_root=args.foregrounds, backgrounds_root=args.backgrounds,
     )
+    if hasattr(ctx.method, "check_inputs"):
+        ctx.method.check_inputs(ctx)  # before anything is written
     if ctx.mixed_precision != recipe.mixed_precision:
         ctx.log(f"note: mixed_precision {recipe.mixed_precision} needs a GPU; training in float32 on CPU")
     started = time.perf_counter()
@@ -195,7 +204,9 @@ def _select_classes(recipe, wanted: list[str] | None) -> list:
         except ValueError:
             raise SpurbenchError(f"--classes: {token!r} is not an ImageNet class index; give integers like 309 or 309,324") from None
         if k not in by_index:
-            raise SpurbenchError(f"--classes: class {k} is not in the recipe; its classes are {', '.join(str(i) for i in by_index)}")
+            known = [str(i) for i in by_index]
+            listed = ", ".join(known) if len(known) <= 20 else ", ".join(known[:10]) + f", ... ({len(known)} classes)"
+            raise SpurbenchError(f"--classes: class {k} is not in the recipe; its classes are {listed}")
         if k not in picked:
             picked.append(k)
     return [c for c in recipe.classes if c.index in picked]  # recipe order, whatever the flag's order
@@ -406,7 +417,7 @@ def stage_export(ctx: Context, base_revision: str | None, created: str, out: Pat
             "command": ctx.command,
             "spurbench_version": _version(),
         },
-        kind=ctx.method.KIND,
+        kind=ctx.method.kind_of(r) if hasattr(ctx.method, "kind_of") else ctx.method.KIND,
     )
     bar = tqdm(total=total, desc="5/5 export", unit="img", disable=not ctx.progress, leave=False)
 

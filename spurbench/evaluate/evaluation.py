@@ -32,7 +32,7 @@ import torch
 
 from spurbench import dataset as ds_contract
 from spurbench import imagenet
-from spurbench.classifiers import ClassifierSpec, LoadedClassifier, check_model_name, create_classifier, load_panel
+from spurbench.classifiers import ClassifierSpec, HeadMismatch, LoadedClassifier, check_model_name, create_classifier, load_panel
 from spurbench.errors import SpurbenchError
 from spurbench.evaluate.preprocessing import (  # noqa: F401  (build_transforms: the float per-image form, re-exported)
     PREPROCESSING, build_transforms, build_uint8_transforms, collate_by_shape, data_config_for, normalise_batch,
@@ -60,6 +60,13 @@ class SpuriousSet:
     info: dict  # leaderboard "dataset" block (fingerprint and classes over the whole split)
     row_index: np.ndarray | None = None  # split row of each item of `rows` when verification left some out
     num_excluded: int = 0  # rows left out because their verification check failed (spurbench.verify)
+    #: names of the label set's classes when it is not ImageNet-1k (e.g. Waterbirds' two); None: ImageNet-1k
+    label_names: list[str] | None = None
+
+    @property
+    def num_classes(self) -> int:
+        """How many outputs a classifier of this set must have."""
+        return imagenet.NUM_CLASSES if self.label_names is None else len(self.label_names)
 
 
 def open_dataset(source: str | Path, split: str = ds_contract.DEFAULT_SPLIT, revision: str | None = None, limit: int | None = None,
@@ -76,11 +83,14 @@ def open_dataset(source: str | Path, split: str = ds_contract.DEFAULT_SPLIT, rev
     # the rows come from the very Parquet bytes the fingerprint is computed over (never a stale cache)
     full, fingerprint = ds_contract.read_split(folder, split)
     label_feature = full.features["label"]
+    label_names = _other_label_set(source, folder, label_feature)
+    num_classes = imagenet.NUM_CLASSES if label_names is None else len(label_names)
     if isinstance(label_feature, ClassLabel):
-        if list(label_feature.names) != list(imagenet.wnids()):
+        if label_names is None and list(label_feature.names) != list(imagenet.wnids()):
             raise SpurbenchError(
                 f"dataset '{source}' column `label` is a ClassLabel over {label_feature.num_classes} names, not the 1000 "
-                "ImageNet-1k WordNet ids in index order; spurbench datasets label images with ImageNet-1k classes"
+                "ImageNet-1k WordNet ids in index order, and its card names no other label set (`label_set` in the "
+                "card's spurbench block, as `spurbench import` writes it)"
             )
     elif not (isinstance(label_feature, Value) and label_feature.dtype.startswith(("int", "uint"))):
         raise SpurbenchError(f"dataset '{source}' column `label` has type {label_feature}; expected ImageNet-1k class indices")
@@ -89,9 +99,9 @@ def open_dataset(source: str | Path, split: str = ds_contract.DEFAULT_SPLIT, rev
     all_labels = np.asarray(full["label"], dtype=np.int64)
     if len(all_labels) == 0:
         raise SpurbenchError(f"dataset '{source}' split '{split}' has no rows; nothing to evaluate")
-    bad = np.flatnonzero((all_labels < 0) | (all_labels >= imagenet.NUM_CLASSES))
+    bad = np.flatnonzero((all_labels < 0) | (all_labels >= num_classes))
     if bad.size:
-        raise SpurbenchError(f"dataset '{source}' row {int(bad[0])} has label {int(all_labels[bad[0]])}, not an ImageNet-1k class index 0..999")
+        raise SpurbenchError(f"dataset '{source}' row {int(bad[0])} has label {int(all_labels[bad[0]])}, not a class index 0..{num_classes - 1} of its label set")
     # decode=False: workers get the raw bytes and decode them themselves, so a bad image is named, not fatal
     rows = full.select_columns(["image", "label"]).cast_column("image", Image(decode=False))
     row_index, excluded = _verified_rows(full, folder, include_unverified)
@@ -109,8 +119,34 @@ def open_dataset(source: str | Path, split: str = ds_contract.DEFAULT_SPLIT, rev
         "classes": sorted(int(k) for k in np.unique(all_labels)),
         "provenance": ds_contract.read_provenance(folder),
     }
+    if label_names is not None:
+        info["label_set"] = ds_contract.read_provenance(folder).get("label_set")
     return SpuriousSet(str(source), folder, split, revision, rows, scored[: len(rows)], info,
-                       row_index=None if row_index is None else row_index[: len(rows)], num_excluded=excluded)
+                       row_index=None if row_index is None else row_index[: len(rows)], num_excluded=excluded,
+                       label_names=label_names)
+
+
+def _other_label_set(source: Any, folder: Path, label_feature: Any) -> list[str] | None:
+    """The class names of a set whose card names a label set other than ImageNet-1k; None for ImageNet-1k."""
+    from datasets import ClassLabel
+
+    named = ds_contract.read_provenance(folder).get("label_set", ds_contract.IMAGENET_LABEL_SET)
+    if named == ds_contract.IMAGENET_LABEL_SET:
+        return None
+    if not isinstance(label_feature, ClassLabel):
+        raise SpurbenchError(f"dataset '{source}' names label set {named!r} in its card but its `label` column is {label_feature}, not a ClassLabel of its names")
+    return list(label_feature.names)
+
+
+def check_outputs(clf: LoadedClassifier, data: SpuriousSet) -> None:
+    """One line when the classifier's number of outputs is not the size of the dataset's label set."""
+    n = getattr(clf.model, "num_classes", None)
+    if n != data.num_classes:
+        what = f"label set {data.info.get('label_set')!r}" if data.label_names is not None else "ImageNet-1k"
+        raise SpurbenchError(
+            f"classifier '{clf.spec.display_name}' has {n} outputs but dataset '{data.source}' is labelled with {what} "
+            f"({data.num_classes} classes); score it with a classifier of that label set (e.g. from `spurbench finetune`)"
+        )
 
 
 def _verified_rows(full: Any, folder: Path, include_unverified: bool) -> tuple[np.ndarray | None, int]:
@@ -345,7 +381,10 @@ def predict(
                 if temperature != 1.0:
                     logits = logits / temperature
                 probs = logits.softmax(dim=-1)
-                top_p, top_i = probs.topk(TOPK, dim=-1)
+                top_p, top_i = probs.topk(min(TOPK, probs.shape[-1]), dim=-1)
+                if top_i.shape[-1] < TOPK:  # a label set of fewer than 5 classes: pad with class -1 at probability 0
+                    top_p = torch.nn.functional.pad(top_p, (0, TOPK - top_i.shape[-1]))
+                    top_i = torch.nn.functional.pad(top_i, (0, TOPK - top_i.shape[-1]), value=-1)
                 where = where.to(device)
                 target = probs.gather(1, y_dev[where].view(-1, 1))
                 # [p_label, top-5 probs, top-5 indices (exact in float32)]
@@ -401,8 +440,9 @@ def evaluate(
         data = open_dataset(data, split=split, revision=revision, limit=limit)
     if positives is not None and not isinstance(positives, Positives):
         positives = open_positives(positives, data.info["classes"])
-    clf = classifier if isinstance(classifier, LoadedClassifier) else create_classifier(classifier, "cpu")
+    clf = classifier if isinstance(classifier, LoadedClassifier) else create_classifier(classifier, "cpu", num_classes=data.num_classes)
     name = clf.spec.display_name
+    check_outputs(clf, data)
 
     # the size actually used: for spurious-imagenet the model's test_input_size when declared
     data_config = data_config_for(clf.model, preprocessing)
@@ -527,15 +567,16 @@ def record(leaderboard: str | Path, dataset_info: dict, entry: dict, preds: Pred
 # printing
 
 
-def format_table(entry: dict) -> str:
-    """Per-class table and a summary line for one model, as plain text."""
+def format_table(entry: dict, label_names: Sequence[str] | None = None) -> str:
+    """Per-class table and a summary line for one model, as plain text (`label_names`: a non-ImageNet label set's)."""
     with_score = entry["metrics"].get("spurious_score_ap") is not None
     head = f"{'class':>5}  {'name':<24} {'n':>5} {'rate':>6} {'top-5':>6} {'mean p_k':>8}"
     if with_score:
         head += f" {'pos':>4} {'AP':>6} {'AUROC':>6}"
     lines = [f"== {entry['model']} ==", head]
     for k, c in sorted(entry["per_class"].items(), key=lambda kv: int(kv[0])):
-        line = f"{int(k):>5}  {imagenet.class_name(int(k))[:24]:<24} {c['n']:>5} {c['spurious_rate']:>6.3f} {c['spurious_rate_top5']:>6.3f} {c['mean_target_prob']:>8.4f}"
+        cname = label_names[int(k)] if label_names is not None else imagenet.class_name(int(k))
+        line = f"{int(k):>5}  {cname[:24]:<24} {c['n']:>5} {c['spurious_rate']:>6.3f} {c['spurious_rate_top5']:>6.3f} {c['mean_target_prob']:>8.4f}"
         if with_score:
             line += f" {c['num_positives']:>4} {_f(c['spurious_score_ap']):>6} {_f(c['spurious_score_auroc']):>6}"
         lines.append(line)
@@ -730,7 +771,15 @@ def run(args: argparse.Namespace) -> int:
                 f"{' ...' if len(data.info['classes']) > 10 else ''}); point it at real images of those classes"
             )
     if single:  # loaded before anything is written, so a bad checkpoint is an input error
-        specs = [create_classifier(specs[0], "cpu")]
+        try:
+            specs = [create_classifier(specs[0], "cpu", num_classes=data.num_classes)]
+        except HeadMismatch as err:
+            if data.label_names is None:
+                raise
+            raise HeadMismatch(
+                f"{err}; dataset '{args.dataset}' is labelled with label set {data.info.get('label_set')!r} "
+                f"({data.num_classes} classes: {', '.join(data.label_names[:5])})"
+            ) from None
 
     mine = sweep.my_share(specs, rank, world)
     precision = precision_for(device, args.amp)[0]
@@ -753,7 +802,7 @@ def run(args: argparse.Namespace) -> int:
         # a model named on the command line (or matched by a pattern) gets its own one-model command
         command = command_line(args, spec.model) if not single and name in named else command_line(args)
         try:
-            clf = item if isinstance(item, LoadedClassifier) else create_classifier(spec, "cpu")
+            clf = item if isinstance(item, LoadedClassifier) else create_classifier(spec, "cpu", num_classes=data.num_classes)
             entry, preds = evaluate(clf, data, positives=positives, preprocessing=args.preprocessing, batch_size=args.batch_size,
                                     workers=args.workers, device=device, amp=args.amp, command=command)
         except (ImageDecodeError, KeyboardInterrupt):
@@ -774,7 +823,7 @@ def run(args: argparse.Namespace) -> int:
         if world > 1:
             entry["process"] = {"rank": rank, "world_size": world}
         record(leaderboard, data.info, entry, preds)
-        print(format_table(entry))
+        print(format_table(entry, data.label_names))
         print()
         summaries.append(summary_line(entry))
     if len(summaries) > 1 or skipped or failed:

@@ -102,7 +102,7 @@ def _pair_kappas(others: np.ndarray, new: np.ndarray, segments) -> tuple[np.ndar
     order, starts, _ = segments
     x, y = others[:, order], new[order]
     both = x & y
-    per = lambda v: np.add.reduceat(v.astype(np.int64), starts, axis=-1) if v.shape[-1] else np.zeros(v.shape[:-1] + (0,), np.int64)  # noqa: E731
+    per = lambda v: np.add.reduceat(v, starts, axis=-1, dtype=np.int64) if v.shape[-1] else np.zeros(v.shape[:-1] + (0,), np.int64)  # noqa: E731
     a_k, b_k, n11_k = per(x), per(y), per(both)
     n_k = np.diff(np.append(starts, len(order)))
     overall = _kappas_from_counts(len(order), a_k.sum(-1), b_k.sum(), n11_k.sum(-1))
@@ -125,12 +125,10 @@ def _load_state(root: Path, fingerprint: str, kind: str, num_images: int) -> _St
                 return fresh
             m = len(meta["models"])
             fail_bits, scored_bits = z["hits_bits"], z["scored_bits"]
-            hit = np.unpackbits(fail_bits, axis=1, count=num_images).astype(bool) if m else np.zeros((0, num_images), bool)
-            scored = np.unpackbits(scored_bits, axis=1, count=num_images).astype(bool) if m else np.zeros((0, num_images), bool)
-            models = [
-                _Model(d["model"], d["csv"], list(d["sig"]), np.where(scored[j], hit[j].astype(np.int8), np.int8(-1)))
-                for j, d in enumerate(meta["models"])
-            ]
+            hit = np.unpackbits(fail_bits, axis=1, count=num_images) if m else np.zeros((0, num_images), np.uint8)
+            scored = np.unpackbits(scored_bits, axis=1, count=num_images) if m else np.zeros((0, num_images), np.uint8)
+            rows = np.where(scored.astype(bool), hit.astype(np.int8), np.int8(-1))  # one pass for all models
+            models = [_Model(d["model"], d["csv"], list(d["sig"]), rows[j]) for j, d in enumerate(meta["models"])]
             return _State(fingerprint, kind, num_images, models, meta["excluded"], z["labels"].astype(np.int64),
                           z["kappa"].astype(np.float64).reshape(m, m), {int(k): v for k, v in meta["class_sums"].items()},
                           int(meta["common_count"]))
@@ -197,6 +195,14 @@ def _write_hits(root: Path, csv_rel: str, hits: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
+def _labels_of(models: Sequence[_Model], known: np.ndarray, n_img: int) -> np.ndarray:
+    """The labels of the images these (store-held) models scored, from the store's labels."""
+    labels = np.full(n_img, -1, np.int64)
+    for m in models:
+        labels = np.where(m.hits >= 0, known, labels)
+    return labels
+
+
 def update(root: str | Path, board: Mapping[str, Any]) -> dict[str, Any]:
     """Bring the store at `root` in line with `board`'s entries and return its `consistency` block.
 
@@ -209,8 +215,10 @@ def update(root: str | Path, board: Mapping[str, Any]) -> dict[str, Any]:
     kind = str((ds.get("provenance") or {}).get("kind", "spurious"))
     old = _load_state(root, str(ds.get("fingerprint")), kind, n_img)
     known = {m.name: m for m in old.models}
-    labels = np.full(n_img, -1, np.int64)
     models: list[_Model] = []
+    # while the entries start with the store's models, unchanged and in order, their labels are old.labels
+    prefix_ok = old.labels is not None and old.kappa is not None
+    labels = old.labels.copy() if prefix_ok else np.full(n_img, -1, np.int64)
     excluded: dict[str, dict[str, Any]] = {}
     csv_owner: dict[str, str] = {}
     for e in board["entries"]:
@@ -225,12 +233,18 @@ def update(root: str | Path, board: Mapping[str, Any]) -> dict[str, Any]:
         csv_owner[rel] = name
         sig = _sig(root / rel)
         prev, prev_ex = known.get(name), old.excluded.get(name)
-        if prev is not None and prev.csv == rel and prev.sig == sig:
-            hits = prev.hits
-            row_labels = np.where(hits >= 0, old.labels, -1) if old.labels is not None else None
-        elif prev_ex is not None and prev_ex.get("csv") == rel and prev_ex.get("sig") == sig and sig is not None:
+        reuse = prev is not None and prev.csv == rel and prev.sig == sig
+        if not reuse and prev_ex is not None and prev_ex.get("csv") == rel and prev_ex.get("sig") == sig and sig is not None:
             excluded[name] = prev_ex
             continue
+        if prefix_ok and reuse and len(models) < len(old.models) and old.models[len(models)] is prev:
+            models.append(prev)  # unchanged and in its place: its labels are in old.labels already
+            continue
+        if prefix_ok and len(models) < len(old.models):
+            prefix_ok = False  # the entries leave the store's order here: labels model by model from now on
+            labels = _labels_of(models, old.labels, n_img)
+        if reuse:
+            hits, row_labels = prev.hits, np.where(prev.hits >= 0, old.labels, -1)
         else:
             try:
                 hits, row_labels = _hits_from_csv(root / rel, n_img)
@@ -247,6 +261,8 @@ def update(root: str | Path, board: Mapping[str, Any]) -> dict[str, Any]:
             labels = np.where(labels >= 0, labels, row_labels)
         models.append(_Model(name, rel, sig, hits))
 
+    if prefix_ok and len(models) < len(old.models):  # models removed at the end: drop their labels
+        labels = _labels_of(models, old.labels, n_img)
     st = _State(old.fingerprint, kind, n_img, models, excluded, labels)
     scored = np.stack([m.hits >= 0 for m in models]) if models else np.zeros((0, n_img), bool)
     common = scored.all(axis=0) if models else np.zeros(n_img, bool)
@@ -284,7 +300,7 @@ def update(root: str | Path, board: Mapping[str, Any]) -> dict[str, Any]:
             s[0] += float(defined.sum())
             s[1] += int(defined.size)
     _save_state(root, st)
-    return _consistency_json(st, fail, common, segments, per_class_pairs if small else None)
+    return _consistency_json(st, fail, scored, common, segments, per_class_pairs if small else None)
 
 
 def _block(votes: np.ndarray, m: int) -> dict[str, Any]:
@@ -308,11 +324,12 @@ def _pairs_dict(names: Sequence[str], values: Sequence[np.ndarray]) -> dict[str,
     return out
 
 
-def _consistency_json(st: _State, fail: np.ndarray, common: np.ndarray, segments, per_class_pairs) -> dict[str, Any]:
+def _consistency_json(st: _State, fail: np.ndarray, scored: np.ndarray, common: np.ndarray, segments, per_class_pairs) -> dict[str, Any]:
     names = [m.name for m in st.models]
     m = len(names)
-    counts = {mm.name: int((mm.hits >= 0).sum()) for mm in st.models}
-    votes = fail[:, common].sum(axis=0) if m else np.zeros(0, np.int64)
+    counts = dict(zip(names, scored.sum(axis=1).tolist()))
+    all_votes = fail.sum(axis=0)  # failures per image, over every model (on common images: all m voted)
+    votes = all_votes[common]
     upper = st.kappa[np.triu_indices(m, 1)] if m else np.zeros(0)
     defined = upper[~np.isnan(upper)]
     out: dict[str, Any] = {"models": names}
@@ -324,7 +341,7 @@ def _consistency_json(st: _State, fail: np.ndarray, common: np.ndarray, segments
     out["pairwise_kappa"] = _pairs_dict(names, [st.kappa[j] for j in range(m)]) if per_class_pairs is not None else {}
     order, starts, classes = segments
     ends = np.append(starts, len(order))
-    lab_votes = fail[:, order].sum(axis=0) if m else np.zeros(0, np.int64)
+    lab_votes = all_votes[order]
     per_class: dict[str, Any] = {}
     for c, (k, s, e) in enumerate(zip(classes, ends[:-1], ends[1:])):
         block = _block(lab_votes[s:e], m)

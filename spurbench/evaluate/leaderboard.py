@@ -274,17 +274,42 @@ def load_leaderboard(path: str | Path) -> Board:
     and for a schema_version other than SCHEMA_VERSION.
     """
     path = Path(path)
+    text = _read_text(path)
+    return empty_board() if text is None else _parse(text, path)
+
+
+def _read_text(path: Path) -> str | None:
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        return empty_board()
+        return None
     except (OSError, UnicodeDecodeError) as err:
         raise _invalid(path, f"cannot be read ({err.__class__.__name__})") from None
+
+
+def _parse(text: str, path: Path) -> Board:
     try:
         board = json.loads(text)
     except json.JSONDecodeError as err:
         raise _invalid(path, f"is not valid JSON (line {err.lineno}, column {err.colno})") from None
     return _validate(board, path)
+
+
+def _entry_lines(text: str, entries: Sequence[Mapping[str, Any]]) -> dict[int, str]:
+    """{id(entry): its JSON text} from a file `dumps_board` wrote (one entry per line), so unchanged
+    entries are written back as they were instead of being encoded again; {} for any other layout."""
+    lines = text.split("\n")
+    try:
+        start = lines.index('  "entries": [') + 1
+    except ValueError:
+        return {}
+    chunk, end = lines[start : start + len(entries)], start + len(entries)
+    if len(chunk) != len(entries) or end >= len(lines) or lines[end] not in ("  ],", "  ]"):
+        return {}
+    chunk = [line[4:-1] if i < len(chunk) - 1 else line[4:] for i, line in enumerate(chunk)]
+    if not all(c.startswith("{") and c.endswith("}") for c in chunk):
+        return {}
+    return {id(e): c for e, c in zip(entries, chunk)}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -326,14 +351,16 @@ def _write_atomic(path: Path, text: str) -> None:
             tmp.unlink()
 
 
-def dumps_board(board: Mapping[str, Any]) -> str:
+def dumps_board(board: Mapping[str, Any], known: Mapping[int, str] | None = None) -> str:
     """The board as JSON text: indented, but each entry on one line. Entries are most of the file (their
-    per-class tables), and one line each keeps the text diff of a re-scored model to one line and lets
-    the fast C encoder write them (a 1,000-entry board in well under a second, not seconds)."""
+    per-class tables), and one line each keeps the text diff of a re-scored model to one line, lets
+    the fast C encoder write them, and lets `record_entry` copy the lines of unchanged entries
+    (`known`: {id(entry): text}, see `_entry_lines`) instead of encoding them again."""
+    known = known or {}
     parts = []
     for key, value in board.items():
         if key == "entries" and value:
-            text = "[\n" + ",\n".join("    " + json.dumps(e, allow_nan=False) for e in value) + "\n  ]"
+            text = "[\n" + ",\n".join("    " + (known.get(id(e)) or json.dumps(e, allow_nan=False)) for e in value) + "\n  ]"
         else:
             text = json.dumps(value, indent=2, allow_nan=False).replace("\n", "\n  ")
         parts.append(f"  {json.dumps(key)}: {text}")
@@ -344,8 +371,9 @@ def record_entry(path: str | Path, dataset: Mapping[str, Any], entry: Mapping[st
     """Add `entry` to the leaderboard at `path` (created if missing), or replace the entry of the same model.
 
     Under an exclusive `filelock.FileLock` on `<path>.lock` it re-reads the file, refuses a dataset whose
-    fingerprint differs from the board's, replaces or appends the entry, recomputes `consistency` from
-    every entry's predictions CSV, and writes `<path>.tmp-<pid>` then `os.replace`s it over `path`.
+    fingerprint differs from the board's, replaces or appends the entry, updates `consistency` through the
+    store (`hitstore`: only new or changed predictions CSVs are read), and writes `<path>.tmp-<pid>` then
+    `os.replace`s it over `path`.
     Returns the board as written. Raises SpurbenchError (nothing written) on a fingerprint mismatch or a
     corrupt / other-version file.
     """
@@ -363,7 +391,9 @@ def record_entry(path: str | Path, dataset: Mapping[str, Any], entry: Mapping[st
     lock = FileLock(str(path) + ".lock", timeout=LOCK_TIMEOUT_S)
     try:
         with lock:
-            board = load_leaderboard(path)
+            text = _read_text(path)
+            board = empty_board() if text is None else _parse(text, path)
+            known = _entry_lines(text, board["entries"]) if text else {}
             held = board["dataset"]
             # a board without entries has nothing to protect: it takes the new dataset
             if held is not None and board["entries"] and held.get("fingerprint") != dataset["fingerprint"]:
@@ -383,7 +413,7 @@ def record_entry(path: str | Path, dataset: Mapping[str, Any], entry: Mapping[st
             else:
                 entries.append(new_entry)
             board["consistency"] = _jsonable(hitstore.update(path.parent, board))
-            _write_atomic(path, dumps_board(board))
+            _write_atomic(path, dumps_board(board, known))
             return board
     except Timeout:
         raise SpurbenchError(

@@ -446,3 +446,55 @@ def train_weighted_accuracy(per_group: Any, train_counts: Any) -> dict[str, Any]
         "weights": weights,
         "groups_without_training_images": missing,
     }
+
+
+def shift_metrics(labels: Any, topk_indices: Any, groups: Any, reference_correct: Any | None = None,
+                  paired_reference_correct: Any | None = None) -> dict[str, Any]:
+    """What a `shift` set (object present, context changed) reports for one classifier.
+
+    Args:
+        labels: int[N], the class of the object in each image.
+        topk_indices: int[N, k], the classifier's top-k classes (column 0 = top-1), k >= 1.
+        groups: hashable[N], each image's group (e.g. its background).
+        reference_correct: optional bool[M], top-1 correct on the un-shifted reference images.
+        paired_reference_correct: optional bool[N], top-1 correct on the reference image each shifted
+            image was made from (D3S's pasted photo); gives each group its own reference accuracy.
+
+    Returns:
+        ``{"accuracy", "accuracy_top5", "worst_group", "worst_group_accuracy", "mean_group_accuracy",
+        "reference_accuracy", "accuracy_drop", "per_group": {g: {"n", "accuracy", "accuracy_top5",
+        "reference_accuracy", "accuracy_drop"}}}``. Top-5 uses the first min(5, k) columns. Drop = reference
+        - shifted accuracy (positive: the shift hurts). A group's reference accuracy is over the reference
+        images its images were made from (paired) when given, else the whole reference split's; None
+        without reference images. Mean group accuracy is the unweighted mean over groups.
+    """
+    labels = _as_1d("labels", labels, np.int64)
+    top = np.asarray(topk_indices)
+    if top.ndim != 2 or top.shape[0] != labels.size:
+        raise ValueError(f"topk_indices must be [N, k] with N = {labels.size}, got shape {top.shape}")
+    hit1 = top[:, 0] == labels
+    hit5 = (top[:, :5] == labels[:, None]).any(axis=1)
+    groups = _as_1d("groups", groups)
+    g = group_accuracy(hit1, groups)
+    ref = None if reference_correct is None else _as_1d("reference_correct", reference_correct).astype(bool)
+    ref_acc = float(ref.mean()) if ref is not None and ref.size else None
+    paired = None if paired_reference_correct is None else _as_1d("paired_reference_correct", paired_reference_correct).astype(bool)
+    if paired is not None and paired.size != labels.size:
+        raise ValueError(f"{paired.size} paired reference flags for {labels.size} images")
+    acc = float(hit1.mean()) if hit1.size else None
+    per_group: dict[Hashable, dict[str, Any]] = {}
+    for key, v in g["per_group"].items():
+        m = groups == key
+        r = float(paired[m].mean()) if paired is not None else ref_acc
+        per_group[key] = {"n": v["n"], "accuracy": v["accuracy"], "accuracy_top5": float(hit5[m].mean()),
+                          "reference_accuracy": r, "accuracy_drop": (r - v["accuracy"]) if r is not None else None}
+    return {
+        "accuracy": acc,
+        "accuracy_top5": float(hit5.mean()) if hit5.size else None,
+        "worst_group": g["worst_group"],
+        "worst_group_accuracy": g["worst_group_accuracy"],
+        "mean_group_accuracy": g["average_accuracy"],
+        "reference_accuracy": ref_acc,
+        "accuracy_drop": (ref_acc - acc) if ref_acc is not None and acc is not None else None,
+        "per_group": per_group,
+    }

@@ -9,13 +9,15 @@ per-class completion markers that make a killed build resume, seeded batched sam
 
 The method interface (module-level names; `ctx` is a `spurbench.build.stages.Context`):
 
-- `KIND: str` -- the set's kind for the card (`spurbench.dataset.KINDS`: "spurious" or "shift").
+- `KIND: str` -- the set's kind for the card (`spurbench.dataset.KINDS`: "spurious" or "shift"); a method
+  whose kind depends on the recipe also has `kind_of(recipe) -> str` (ddb: remove -> spurious, swap -> shift).
 - `STAGES: str` -- how the log names the per-class stage, e.g. "3-4/5 fine-tune and generate".
 - `recipe_from_dict(data: Mapping) -> recipe` -- parse and validate the recipe (errors name the key).
   The recipe object needs: `name`, `description`, `seed`, `classes` (each with `.index`, recipe order),
   `base_model` (`spurbench.build.recipe.BaseModel`), `resolution`, `mixed_precision`, `keep_weights`,
   `created`, `licenses`, `dataset_license`, `builder` (the `builder` column), `base_model_name`,
   `to_dict()` (its canonical form: hashed, and printed in the card). Reuse recipe.py's `convert`.
+- `check_inputs(ctx) -> None` (optional) -- check the method's inputs before anything is written.
 - `resolve_references(ctx, entry, samples_dir, cache) -> ClassReferences` -- find and check one class's
   reference images (the `reference` split); the shared stage 1 records them in a manifest.
 - `prepare(ctx, pending, refs, base_model, base_revision) -> state` -- once per process before the
@@ -30,6 +32,7 @@ The method interface (module-level names; `ctx` is a `spurbench.build.stages.Con
   columns, whose `datasets` features go in `extra_features`), and the number of rows per split.
 - `card_parts(ctx, markers, refs, counts) -> CardParts` -- the method's words in the shared card.
 - `provenance(recipe) -> dict` -- method-specific entries of the card's machine-readable provenance.
+- `after_marker(ctx, entry) -> None` (optional) -- clean-up once a class's marker is written.
 
 Adding a method: write `spurbench/build/methods/<name>.py` with these names, add one line to
 `METHODS`, and ship a recipe in builders/. Nothing in the other methods changes.
@@ -47,6 +50,8 @@ from spurbench.errors import SpurbenchError
 METHODS: dict[str, str] = {
     "sfsl": "spurbench.build.methods.sfsl",
     "dreambooth": "spurbench.build.methods.sfsl",
+    "d3s": "spurbench.build.methods.d3s",
+    "ddb": "spurbench.build.methods.ddb",
 }
 DEFAULT_METHOD = "sfsl"
 

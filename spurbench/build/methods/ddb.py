@@ -1,0 +1,554 @@
+"""Method `ddb` (Parast, Azam, Akhtar, "DDB: Diffusion Driven Balancing", ICCV 2025; code ArianYp/DDB):
+counterfactuals made from *real* photos by repainting only the class object.
+
+Per class k (its real photos are the `reference` split):
+1. Source images: the `sources_per_class` photos with the lowest cross-entropy loss for k under the
+   recipe's classifier (DDB repaints the ERM model's most confident images).
+2. Masks: text-prompted segmentation of the object (spurbench.detection: detector boxes -> SAM masks),
+   prompt `mask_prompt` (default the class's first lemma). No mask -> the image is skipped and counted.
+3. Inpainting inside the mask grown by `feather` pixels (StableDiffusionInpaintPipeline), then
+   compositing onto the full-size photo: every pixel farther than `feather` px from the mask is the
+   photo's own (spurbench.build.compositing).
+   - `mode: remove` paints the object out with a background prompt -> a *spurious* set: `label` = k,
+     object absent, context kept. Kept rows go to `test`.
+   - `mode: swap` (DDB's own) paints another class's token, learned by textual inversion on that
+     class's photos (spurbench.build.textual_inversion), into the mask -> a group-labelled *shift* set:
+     `label` = the painted class, `group` = "<label>/<context class>". Kept rows go to `train`
+     (the counterfactuals `spurbench finetune` balances with).
+4. Pruning, both conditions as DDB's code (spurbench.build.pruning): integrated gradients of the
+   classifier's k logit, baseline = the original photo, summed inside the mask, > `pruning.ig_threshold`;
+   and p(k | repainted) < the mean p(k) over the class's source images. Pruned rows go to split `pruned`
+   with their scores.
+Columns added: source_index (row of `reference` that was repainted), mask (white = repainted, before
+the feather margin), feather, mask_prompt, ig_score, p_source, p_source_mean, and group (swap).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from spurbench.build.methods import CardParts
+from spurbench.build.recipe import BaseModel, ReferenceSource, References, TinyBase
+from spurbench.errors import SpurbenchError
+
+KIND = "spurious"  # of `mode: remove`; `swap` sets are `shift` (see kind_of)
+STAGES = "3-4/5 segment, repaint and prune"
+MODES = ("remove", "swap")
+KIND_OF_MODE = {"remove": "spurious", "swap": "shift"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Recipe schema
+
+
+@dataclass(frozen=True)
+class DDBClass:
+    """One class k: its real photos are repainted."""
+
+    index: int
+    #: the class's real photos (folder: or samples:, as in other recipes)
+    references: ReferenceSource
+    #: what the segmenter looks for; None: the class's first ImageNet lemma
+    mask_prompt: str | None = None
+    #: word the textual-inversion token starts from (swap targets); None: the last word of mask_prompt
+    initializer: str | None = None
+    #: swap mode: the recipe class whose learned token is painted into this class's photos
+    swap_to: int | None = None
+    #: remove mode: what replaces the object ({background} of prompts.remove)
+    background: str = "the empty background"
+    spurious_feature: str | None = None
+    component: int | None = -1
+
+
+@dataclass(frozen=True)
+class Segmentation:
+    detector: str = "owlv2"
+    segmenter: str = "sam"
+    #: detector score a box needs; None: the detector's presence threshold
+    threshold: float | None = None
+
+
+@dataclass(frozen=True)
+class Inpainting:
+    """The inpainting model (DDB: stabilityai/stable-diffusion-2-inpainting) and how it samples."""
+
+    id: str | None = None
+    revision: str | None = None
+    #: spurbench's tiny random inpainting pipeline (spurbench.build.inpainting), built into the work dir
+    tiny: TinyBase | None = None
+    num_inference_steps: int = 50
+    guidance_scale: float = 7.5
+    batch_size: int = 4
+
+
+@dataclass(frozen=True)
+class DDBPrompts:
+    remove: str = "a photo of {background}"
+    swap: str = "a photo of a {token}"
+
+
+@dataclass(frozen=True)
+class Pruning:
+    ig_threshold: float = 0.3
+    ig_steps: int = 50
+
+
+@dataclass(frozen=True, kw_only=True)
+class DDBRecipe:
+    name: str
+    description: str = ""
+    mode: str
+    #: the text-to-image model textual inversion trains on (DDB: stabilityai/stable-diffusion-2-base)
+    base_model: BaseModel
+    inpainting: Inpainting
+    #: the classifier that picks source images and prunes (a classifier spec as in classifiers/*.yaml)
+    classifier: dict
+    segmentation: Segmentation = field(default_factory=Segmentation)
+    textual_inversion: dict = field(default_factory=dict)
+    prompts: DDBPrompts = field(default_factory=DDBPrompts)
+    references: References = field(default_factory=References)
+    #: k: photos repainted per class (the lowest-loss ones); None: all
+    sources_per_class: int | None = None
+    images_per_source: int = 1
+    #: pixels around the mask where the repainted image blends into the photo
+    feather: int = 8
+    pruning: Pruning = field(default_factory=Pruning)
+    resolution: int = 512
+    seed: int = 0
+    mixed_precision: str = "no"
+    keep_weights: bool = False
+    classes: list[DDBClass]
+    licenses: dict
+    dataset_license: str = "other"
+    created: str | None = None
+
+    #: the method module (spurbench.build.methods); not a field
+    method: typing.ClassVar[str] = "ddb"
+
+    def class_by_index(self) -> dict[int, DDBClass]:
+        return {c.index: c for c in self.classes}
+
+    @property
+    def builder(self) -> str:
+        return "ddb"
+
+    @property
+    def base_model_name(self) -> str:
+        b = self.base_model
+        if b.tiny is not None:
+            return f"spurbench.tiny_sd(prediction_type={b.tiny.prediction_type}, seed={b.tiny.seed}, image_size={self.resolution})"
+        return str(b.id)
+
+    @property
+    def inpainting_name(self) -> str:
+        i = self.inpainting
+        if i.tiny is not None:
+            return f"spurbench.inpainting.make_tiny_inpainting(prediction_type={i.tiny.prediction_type}, seed={i.tiny.seed}, image_size={self.resolution})"
+        return str(i.id)
+
+    def to_dict(self) -> dict[str, Any]:
+        from spurbench.build.recipe import plain
+
+        return plain(self)
+
+
+def recipe_from_dict(data: Mapping[str, Any]) -> DDBRecipe:
+    from spurbench import imagenet
+    from spurbench.build.recipe import convert
+    from spurbench.build.textual_inversion import InversionConfig
+
+    data = dict(data)
+    data.pop("method", None)
+    r = convert(DDBRecipe, data, "")
+    if r.mode not in MODES:
+        raise SpurbenchError(f"key 'mode' must be one of {', '.join(MODES)} (remove: spurious set; swap: group-labelled set), got {r.mode!r}")
+    _check_models(r)
+    if r.resolution <= 0 or r.resolution % 8:
+        raise SpurbenchError(f"key 'resolution' must be a positive multiple of 8 (pixels), got {r.resolution}")
+    for key, low in (("images_per_source", 1), ("feather", 0)):
+        if getattr(r, key) < low:
+            raise SpurbenchError(f"key '{key}' must be >= {low}, got {getattr(r, key)}")
+    if r.sources_per_class is not None and r.sources_per_class < 1:
+        raise SpurbenchError(f"key 'sources_per_class' must be >= 1 or null (all photos), got {r.sources_per_class}")
+    if r.pruning.ig_steps < 1:
+        raise SpurbenchError(f"key 'pruning.ig_steps' must be >= 1, got {r.pruning.ig_steps}")
+    for key in ("num_inference_steps", "batch_size"):
+        if getattr(r.inpainting, key) < 1:
+            raise SpurbenchError(f"key 'inpainting.{key}' must be >= 1, got {getattr(r.inpainting, key)}")
+    if "{background}" not in r.prompts.remove:
+        raise SpurbenchError("key 'prompts.remove' must contain {background} (what replaces the object)")
+    if "{token}" not in r.prompts.swap:
+        raise SpurbenchError("key 'prompts.swap' must contain {token} (the painted class's learned token)")
+    try:
+        InversionConfig.from_dict(r.textual_inversion)
+    except SpurbenchError as err:
+        raise SpurbenchError(f"key 'textual_inversion': {err}") from None
+    from spurbench.classifiers import ClassifierSpec
+    from spurbench.detection import detector_spec, segmenter_spec
+
+    try:
+        ClassifierSpec.from_dict(r.classifier)
+        detector_spec(r.segmentation.detector)
+        segmenter_spec(r.segmentation.segmenter)
+    except SpurbenchError as err:
+        raise SpurbenchError(f"key 'classifier' / 'segmentation': {err}") from None
+    if not r.classes:
+        raise SpurbenchError("key 'classes' must list at least one class")
+    indices = [c.index for c in r.classes]
+    classes = []
+    for i, c in enumerate(r.classes):
+        where = f"classes[{i}]"
+        try:
+            imagenet.check_index(c.index)
+        except SpurbenchError as err:
+            raise SpurbenchError(f"key '{where}.index': {err}") from None
+        if indices.count(c.index) > 1:
+            raise SpurbenchError(f"key '{where}.index': class {c.index} is listed twice; each class appears once")
+        ref = c.references
+        given = [k for k, v in (("folder", ref.folder), ("samples", ref.samples)) if v]
+        if len(given) != 1 or ref.spurious_imagenet:
+            raise SpurbenchError(f"key '{where}.references' needs exactly one of folder: <path> or samples: [<photo>, ...] (the class's real photos)")
+        if r.mode == "swap":
+            if c.swap_to is None:
+                raise SpurbenchError(f"key '{where}.swap_to' is required in mode swap: the recipe class whose token is painted in")
+            if c.swap_to not in indices or c.swap_to == c.index:
+                raise SpurbenchError(
+                    f"key '{where}.swap_to': {c.swap_to} is not another class of the recipe (its classes: {', '.join(map(str, indices))})"
+                )
+        mask_prompt = c.mask_prompt or _first_lemma(c.index)
+        c = dataclasses.replace(
+            c, mask_prompt=mask_prompt, initializer=c.initializer or mask_prompt.split()[-1],
+            spurious_feature=c.spurious_feature or _feature(r.mode, c, mask_prompt),
+        )
+        classes.append(c)
+    return dataclasses.replace(r, classes=classes)
+
+
+def _check_models(r: DDBRecipe) -> None:
+    for key, m in (("base_model", r.base_model), ("inpainting", r.inpainting)):
+        if (m.id is None) == (m.tiny is None):
+            raise SpurbenchError(f"key '{key}' needs exactly one of `id` (Hub id or local folder) or `tiny` (built locally)")
+        if m.tiny is not None and m.revision is not None:
+            raise SpurbenchError(f"key '{key}.revision' only applies to a Hub `id`, not to `tiny`")
+
+
+def _first_lemma(index: int) -> str:
+    from spurbench.detection import class_lemmas
+
+    return class_lemmas(index)[0]
+
+
+def _feature(mode: str, c: DDBClass, mask_prompt: str) -> str:
+    return f"context of the {mask_prompt}, object painted out" if mode == "remove" else f"context of the {mask_prompt}"
+
+
+def kind_of(recipe: DDBRecipe) -> str:
+    return KIND_OF_MODE[recipe.mode]
+
+
+def provenance(recipe: DDBRecipe) -> dict[str, Any]:
+    return {
+        "mode": recipe.mode,
+        "classifier": recipe.classifier,
+        "ig_threshold": recipe.pruning.ig_threshold,
+        "ig_steps": recipe.pruning.ig_steps,
+        "feather": recipe.feather,
+        "inpainting_model": recipe.inpainting_name,
+        "inpainting_revision": recipe.inpainting.revision,
+        "segmentation": dataclasses.asdict(recipe.segmentation),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage 1: the class's real photos
+
+
+def resolve_references(ctx, entry, samples_dir, cache: dict):
+    from spurbench.build.references import resolve_class
+
+    return resolve_class(ctx.recipe, entry, samples_dir, _scan_cache=cache)
+
+
+# ---------------------------------------------------------------------------------------------
+# Per process: classifier, segmentation models, inpainting pipeline
+
+
+def prepare(ctx, pending: list, refs: dict, base_model: str, base_revision: str | None) -> dict[str, Any]:
+    state: dict[str, Any] = {"base_model": base_model, "base_revision": base_revision, "tokens_loaded": set()}
+    if not pending:
+        return state
+    from spurbench import detection
+    from spurbench.build.inpainting import load_inpainting
+    from spurbench.build.sampling import torch_dtype
+    from spurbench.classifiers import ClassifierSpec, create_classifier
+
+    r = ctx.recipe
+    state["classifier"] = create_classifier(ClassifierSpec.from_dict(_relative_to_recipe(ctx, r.classifier)), ctx.device)
+    state["detector"] = detection.load_detector(r.segmentation.detector, device=str(ctx.device))
+    state["segmenter"] = detection.load_segmenter(r.segmentation.segmenter, device=str(ctx.device))
+    source, revision = _inpainting_model(ctx)
+    state["pipe"] = load_inpainting(source, ctx.device, torch_dtype(ctx.mixed_precision, ctx.device), revision)
+    return state
+
+
+def _relative_to_recipe(ctx, spec: dict) -> dict:
+    """A classifier spec whose local weights file is taken relative to the recipe file."""
+    spec = json.loads(json.dumps(spec))
+    w = spec.get("weights")
+    if isinstance(w, dict) and "file" in w and "package" not in w and "hub" not in w and not Path(w["file"]).expanduser().is_absolute():
+        w["file"] = str((ctx.recipe_path.parent / w["file"]).resolve())
+    return spec
+
+
+def _inpainting_model(ctx) -> tuple[str, str | None]:
+    """Local folder (tiny: built once into the work dir) or Hub id of the inpainting pipeline."""
+    import os
+    import shutil
+
+    from filelock import FileLock
+
+    i = ctx.recipe.inpainting
+    if i.tiny is None:
+        return str(i.id), i.revision
+    from spurbench.build.inpainting import make_tiny_inpainting
+
+    folder = ctx.work / "inpainting"
+    with FileLock(str(folder) + ".lock"):
+        if not (folder / "model_index.json").is_file():
+            tmp = folder.with_name("inpainting.tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            make_tiny_inpainting(tmp, prediction_type=i.tiny.prediction_type, seed=i.tiny.seed, image_size=ctx.recipe.resolution)
+            shutil.rmtree(folder, ignore_errors=True)
+            os.replace(tmp, folder)
+    return str(folder), None
+
+
+def token_name(index: int) -> str:
+    return f"<ddb-{index}>"
+
+
+def _learned_token(ctx, index: int, refs: dict, state: dict) -> str:
+    """Folder of class `index`'s learned token (trained once, under a lock, on the class's photos)."""
+    import os
+    import shutil
+
+    from filelock import FileLock
+
+    from spurbench.build.references import load_image, resolve_class
+    from spurbench.build.sampling import image_seed
+    from spurbench.build.textual_inversion import EMBEDDINGS_FILE, InversionConfig, learn_token
+
+    r = ctx.recipe
+    folder = ctx.work / "tokens" / str(index)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(folder) + ".lock"):
+        if not (folder / EMBEDDINGS_FILE).is_file():
+            entry = r.class_by_index()[index]
+            class_refs = refs.get(index) or resolve_class(r, entry, ctx.work / "references" / "samples")
+            cfg = InversionConfig.from_dict({"resolution": r.resolution, "seed": image_seed(r.seed, "token", index), **r.textual_inversion})
+            tmp = folder.with_name(f"{index}.tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            learn_token(state["base_model"], [load_image(p) for p in class_refs.images], token_name(index), entry.initializer,
+                        tmp, cfg, revision=state["base_revision"], device=ctx.device, progress=ctx.progress)
+            shutil.rmtree(folder, ignore_errors=True)
+            os.replace(tmp, folder)
+    return str(folder)
+
+
+# ---------------------------------------------------------------------------------------------
+# Stages 3 and 4: one class
+
+
+def lowest_loss(losses, k: int | None) -> list[int]:
+    """Indices of the k smallest losses, smallest first (ties: lower index first)."""
+    order = sorted(range(len(losses)), key=lambda i: (float(losses[i]), i))
+    return order if k is None else order[:k]
+
+
+def make_class(ctx, entry, refs: dict, state: dict) -> dict[str, Any]:
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from spurbench import detection
+    from spurbench.build import compositing, pruning
+    from spurbench.build.inpainting import repaint
+    from spurbench.build.references import load_image
+    from spurbench.build.sampling import image_seed
+
+    r = ctx.recipe
+    clf = state["classifier"]
+    cdir = ctx.class_dir(entry.index)
+    (cdir / "images").mkdir(parents=True, exist_ok=True)
+    (cdir / "masks").mkdir(parents=True, exist_ok=True)
+    photos = [load_image(p) for p in refs[entry.index].images]
+
+    # 1. source images: lowest loss for k under the classifier
+    inputs = pruning.classifier_input(photos, clf.data_config)
+    p_all = pruning.class_probabilities(clf.model, inputs, entry.index)
+    sources = lowest_loss(-np.log(np.clip(p_all, 1e-30, None)), r.sources_per_class)
+    p_mean = float(np.mean(p_all[sources]))
+
+    # 2. masks
+    masks = detection.segment([photos[i] for i in sources], [entry.mask_prompt] * len(sources), state["detector"],
+                              state["segmenter"], r.segmentation.threshold, progress=False)
+    with_mask = [(s, m) for s, m in zip(sources, masks) if m.any()]
+    skipped = [s for s, m in zip(sources, masks) if not m.any()]
+
+    # 3. prompts and seeds; swap mode paints the target's learned token
+    if r.mode == "swap":
+        token_dir = _learned_token(ctx, entry.swap_to, refs, state)
+        if entry.swap_to not in state["tokens_loaded"]:
+            state["pipe"].load_textual_inversion(token_dir)
+            state["tokens_loaded"].add(entry.swap_to)
+        prompt = r.prompts.swap.format(token=token_name(entry.swap_to))
+    else:
+        prompt = r.prompts.remove.format(background=entry.background)
+    jobs = [(s, m, j, image_seed(r.seed, "ddb", entry.index, s, j)) for s, m in with_mask for j in range(r.images_per_source)]
+    files = [f"s{s:04d}_{j}.png" for s, _, j, _ in jobs]
+    todo = [i for i, f in enumerate(files) if not (cdir / "images" / f).is_file()]
+    if todo:
+        grown = [compositing.grow_mask(jobs[i][1], r.feather) for i in todo]
+        painted = repaint(state["pipe"], [photos[jobs[i][0]] for i in todo], grown, [prompt] * len(todo), [jobs[i][3] for i in todo],
+                          r.resolution, r.inpainting.num_inference_steps, r.inpainting.guidance_scale, r.inpainting.batch_size)
+        for i, gen in zip(todo, painted):
+            s, m, _, _ = jobs[i]
+            out = compositing.composite(photos[s], gen, m, r.feather)
+            tmp = cdir / "images" / f".{files[i]}.tmp.png"
+            out.save(tmp)
+            tmp.replace(cdir / "images" / files[i])
+    for s, m in with_mask:
+        Image.fromarray(m.astype(np.uint8) * 255).save(cdir / "masks" / f"s{s:04d}.png")
+
+    # 4. pruning: IG in the mask (baseline: the photo) and p(k) against the class mean
+    ig, p_gen = [], []
+    for i, (s, m, _, _) in enumerate(jobs):
+        gen = load_image(cdir / "images" / files[i])
+        x = pruning.classifier_input([gen], clf.data_config)
+        x0 = pruning.classifier_input([photos[s]], clf.data_config)
+        mt = pruning.mask_input([m], clf.data_config)
+        ig.append(float(pruning.ig_in_mask(clf.model, x, x0, mt, entry.index, n_steps=r.pruning.ig_steps)[0]))
+        p_gen.append(float(pruning.class_probabilities(clf.model, x, entry.index)[0]))
+    keep = pruning.keep_mask(ig, p_gen, p_mean, r.pruning.ig_threshold) if jobs else np.zeros(0, dtype=bool)
+    del torch
+    return {
+        "images": [
+            {"file": files[i], "mask_file": f"s{s:04d}.png", "source": s, "prompt": prompt, "seed": seed,
+             "ig_score": ig[i], "p_source": p_gen[i], "kept": bool(keep[i])}
+            for i, (s, _, _, seed) in enumerate(jobs)
+        ],
+        "sources": sources,
+        "p_source_reference": [float(p) for p in p_all],
+        "p_source_mean": p_mean,
+        "skipped_no_mask": skipped,
+        "mask_prompt": entry.mask_prompt,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage 5: export
+
+
+def export_splits(ctx, markers: dict, refs: dict):
+    from datasets import Image, Value
+
+    from spurbench import imagenet
+
+    r = ctx.recipe
+    offsets, n = {}, 0
+    for entry in ctx.classes:
+        offsets[entry.index] = n
+        n += len(refs[entry.index].images)
+    swap = r.mode == "swap"
+
+    def base(entry, label: int) -> dict:
+        row = dict(label=label, class_name=imagenet.class_name(label), spurious_feature=entry.spurious_feature, component=-1,
+                   builder="ddb", feather=r.feather, mask_prompt=entry.mask_prompt,
+                   p_source_mean=float(markers[entry.index]["p_source_mean"]))
+        if swap:
+            row["group"] = f"{imagenet.class_name(label)}/{imagenet.class_name(entry.index)}"
+        return row
+
+    def generated(kept: bool):
+        for entry in ctx.classes:
+            cdir = ctx.class_dir(entry.index)
+            label = entry.swap_to if swap else entry.index
+            for im in markers[entry.index]["images"]:
+                if im["kept"] != kept:
+                    continue
+                yield dict(image=str(cdir / "images" / im["file"]), source="generated", prompt=im["prompt"], seed=int(im["seed"]),
+                           source_index=offsets[entry.index] + int(im["source"]), mask=str(cdir / "masks" / im["mask_file"]),
+                           ig_score=float(im["ig_score"]), p_source=float(im["p_source"]), **base(entry, label))
+
+    def reference_rows():
+        for entry in ctx.classes:
+            p_ref = markers[entry.index]["p_source_reference"]
+            for i, path in enumerate(refs[entry.index].images):
+                yield dict(image=path, source="reference", prompt="", seed=-1, source_index=offsets[entry.index] + i, mask=None,
+                           ig_score=None, p_source=float(p_ref[i]), **base(entry, entry.index))
+
+    kept_split = "train" if swap else "test"
+    counts = {
+        kept_split: sum(im["kept"] for m in markers.values() for im in m["images"]),
+        "pruned": sum(not im["kept"] for m in markers.values() for im in m["images"]),
+        "reference": n,
+    }
+    extra = {
+        "source_index": Value("int64"), "mask": Image(), "feather": Value("int32"), "mask_prompt": Value("string"),
+        "ig_score": Value("float64"), "p_source": Value("float64"), "p_source_mean": Value("float64"),
+    }
+    if swap:
+        extra["group"] = Value("string")
+    splits = {kept_split: generated(True), "pruned": generated(False), "reference": reference_rows()}
+    # a split with no rows would be listed in the card without a file, which `load_dataset` refuses
+    return {s: rows for s, rows in splits.items() if counts[s]}, extra, {s: n for s, n in counts.items() if n}
+
+
+def card_parts(ctx, markers: dict, refs: dict, counts: dict) -> CardParts:
+    from spurbench import imagenet
+
+    r = ctx.recipe
+    swap = r.mode == "swap"
+    kept_split = "train" if swap else "test"
+    skipped = sum(len(m["skipped_no_mask"]) for m in markers.values())
+    return CardParts(
+        pretty_name=f"spurbench {r.name}: DDB counterfactuals ({r.mode})",
+        headline="Counterfactuals of real photos",
+        intro=(
+            "DDB-style counterfactuals (Parast et al., ICCV 2025): each generated image is a real photo of class k (split "
+            "`reference`) whose object, found by text-prompted segmentation (`mask`), was repainted with Stable Diffusion "
+            f"inpainting; every pixel farther than {r.feather} px (`feather`) from the mask is the photo's own. "
+            + ("The object is painted out, so `label` is the class the image must NOT show (a spurious set). " if not swap else
+               "Another class's token, learned by textual inversion, is painted in: `label` is the painted class and `group` is "
+               "`<label>/<context class>` (a group-labelled set for `spurbench finetune`). ")
+            + f"Kept images (split `{kept_split}`) pass DDB's pruning: integrated gradients of the classifier's source-class "
+            f"logit inside the mask, against the original photo, above {r.pruning.ig_threshold} (`ig_score`), and p(source) below "
+            "the class's mean over its source images (`p_source` < `p_source_mean`); the rest are in split `pruned`."
+        ),
+        provenance_lines=[
+            f"- Inpainting model: `{r.inpainting_name}`, revision `{r.inpainting.revision}`",
+            f"- Classifier (source selection, pruning): `{json.dumps(r.classifier, sort_keys=True)}`",
+            f"- Segmentation: detector `{r.segmentation.detector}`, segmenter `{r.segmentation.segmenter}`, threshold {r.segmentation.threshold}",
+            f"- Pruning: IG threshold {r.pruning.ig_threshold} ({r.pruning.ig_steps} steps), feather {r.feather} px, mode `{r.mode}`",
+        ],
+        images_line=(
+            f"- Images: {counts.get(kept_split, 0)} kept, {counts.get('pruned', 0)} pruned, {counts.get('reference', 0)} reference photos; "
+            f"{skipped} source photo(s) skipped because no mask was found"
+        ),
+        classes_table=[
+            "| k | class | mask prompt | " + ("painted class | " if swap else "") + "sources | no mask | kept | pruned |",
+            "|---|---|---|" + ("---|" if swap else "") + "---|---|---|---|",
+            *[
+                f"| {c.index} | {imagenet.class_name(c.index)} | {c.mask_prompt} | "
+                + (f"{c.swap_to} {imagenet.class_name(c.swap_to)} | " if swap else "")
+                + f"{len(markers[c.index]['sources'])} | {len(markers[c.index]['skipped_no_mask'])} | "
+                f"{sum(im['kept'] for im in markers[c.index]['images'])} | {sum(not im['kept'] for im in markers[c.index]['images'])} |"
+                for c in ctx.classes
+            ],
+        ],
+    )

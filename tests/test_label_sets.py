@@ -1,0 +1,66 @@
+"""Datasets whose labels are not ImageNet-1k (Waterbirds' two classes): `spurbench eval` scores a
+classifier with a head of that size and refuses one of another size in one line."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from spurbench.classifiers import load_panel
+from spurbench.cli import main
+from spurbench.importers import waterbirds
+from test_waterbirds import ROWS, make_waterbirds_tree
+
+
+@pytest.fixture()
+def wb(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf"))
+    root = make_waterbirds_tree(tmp_path / "src")
+    return root, waterbirds.import_waterbirds(root, tmp_path / "wb")
+
+
+@pytest.mark.slow
+def test_two_class_classifier_is_scored_on_a_two_class_set(wb, tmp_path):
+    import timm.data
+    from safetensors.torch import save_file
+
+    from spurbench.finetune import load_trainable
+
+    root, data = wb
+    clf, new_head = load_trainable(load_panel("offline")[0], 2, seed=0)  # Lite0 with a fresh 2-class head
+    assert new_head
+    weights = tmp_path / "two.safetensors"
+    save_file({k: v.contiguous() for k, v in clf.model.state_dict().items()}, str(weights))
+    board = tmp_path / "board" / "leaderboard.json"
+    assert main(["eval", "--model", "tf_efficientnet_lite0", "--weights", str(weights), "--dataset", str(data),
+                 "--split", "train", "--leaderboard", str(board), "--workers", "0"]) == 0
+    # independent: the same model run directly on the image files with timm's eval transform
+    model = clf.model.eval()
+    tf = timm.data.create_transform(**clf.data_config)
+    train = [r for r in ROWS if r[2] == 0]
+    with torch.no_grad():
+        direct = [int(model(tf(Image.open(root / r[0]).convert("RGB"))[None]).argmax()) for r in train]
+    pred_csv = next((tmp_path / "board" / "predictions").glob("*.csv"))
+    rows = list(csv.DictReader(open(pred_csv)))
+    top1 = {int(r["index"]): int(r["top1"]) for r in rows}
+    assert [top1[i] for i in range(len(train))] == direct
+    labels = np.array([r[1] for r in train])
+    # top-5 of a two-class head: both classes, padded with -1
+    assert all(sorted(int(v) for v in r["top5"].split())[:3] == [-1, -1, -1] for r in rows)
+    assert len(rows) == len(labels)
+
+
+def test_imagenet_classifier_on_a_two_class_set_is_one_line(wb, tmp_path, capsys):
+    from spurbench.classifiers import _weights_file
+
+    _, data = wb
+    lite0_file, _ = _weights_file(load_panel("offline")[0])  # the real ImageNet-1k Lite0 weights
+    assert main(["eval", "--model", "tf_efficientnet_lite0", "--weights", str(lite0_file), "--key-map", "positional",
+                 "--dataset", str(data), "--split", "train", "--leaderboard", str(tmp_path / "b.json"), "--workers", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "label set 'waterbirds'" in err and "2 classes" in err, err
+    assert not (tmp_path / "b.json").exists()
