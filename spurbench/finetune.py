@@ -142,15 +142,17 @@ class _Images(torch.utils.data.Dataset):
         return x, int(part.labels[i]), term
 
 
-def default_minority_groups(train_groups: Sequence[str], cf_groups: Sequence[str] | None = None) -> list[str]:
+def default_minority_groups(train_groups: Sequence[str], cf_groups: Sequence[str] | None = None) -> list[str | None]:
     """The two rarest groups in training (ties by name), the commoner of the two first.
 
     With counterfactuals, the candidates are the counterfactuals' groups (a group the training split
-    lacks counts 0); without, the training split's groups."""
+    lacks counts 0; when they all share one group, the second is None); without, the training split's groups."""
     counts: dict[str, int] = {}
     for g in train_groups:
         counts[g] = counts.get(g, 0) + 1
     candidates = sorted(set(cf_groups)) if cf_groups else sorted(counts)
+    if cf_groups and len(candidates) == 1:  # every kept counterfactual is in one group: gamma2 weighs nothing
+        return [candidates[0], None]
     if len(candidates) < 2:
         raise SpurbenchError(
             f"found {len(candidates)} candidate minority group(s) ({', '.join(candidates)}); balanced fine-tuning weighs two, "
@@ -288,7 +290,7 @@ def finetune(cfg: FinetuneConfig, inputs: RunInputs, restart: bool = False, prog
         )
     minority = list(cfg.minority_groups) if cfg.minority_groups else default_minority_groups(train.groups, cf.groups if cf else None)
     known = set(train.groups) | set(cf.groups if cf else [])
-    missing = [g for g in minority if g not in known]
+    missing = [g for g in minority if g is not None and g not in known]
     if missing:
         raise SpurbenchError(f"minority group(s) {', '.join(missing)} are not groups of the training data; its groups: {', '.join(sorted(known))}")
     num_cf = {}
@@ -398,7 +400,9 @@ def finetune(cfg: FinetuneConfig, inputs: RunInputs, restart: bool = False, prog
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    defaults = FinetuneConfig()
+    d0 = FinetuneConfig()
+    # settings flags default to "not given", so that --config's values apply unless a flag overrides them
+    unset = argparse.SUPPRESS
     m = parser.add_argument_group("classifier")
     m.add_argument("--model", required=True, metavar="NAME", help="timm model name (e.g. resnet50.a1_in1k), or the name of an entry of --panel")
     m.add_argument("--weights", default=None, metavar="FILE", help="local state dict to start from (.safetensors or torch file); unset: timm's pretrained weights")
@@ -408,21 +412,45 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     d.add_argument("--data", required=True, metavar="DIR", help="group-labelled dataset with train and val splits (e.g. from `spurbench import waterbirds`)")
     d.add_argument("--counterfactuals", default=None, metavar="DIR", help="kept counterfactuals: a `method: ddb` swap build (its train split), same label set as --data")
     d.add_argument("--out", required=True, metavar="DIR", help="folder for model.safetensors, train_log.jsonl, finetune.json and the resume checkpoint")
-    d.add_argument("--group-column", default=defaults.group_column, help="column naming each row's group")
-    d.add_argument("--train-split", default=defaults.train_split, help="split of --data to train on")
-    d.add_argument("--val-split", default=defaults.val_split, help="split of --data whose worst-group accuracy picks the epoch")
-    d.add_argument("--counterfactual-split", default=defaults.counterfactual_split, help="split of --counterfactuals holding the kept rows")
-    t = parser.add_argument_group("training (DDB's defaults)")
-    t.add_argument("--epochs", type=int, default=defaults.epochs, help="epochs in all (a resumed run continues up to this)")
-    t.add_argument("--lr", type=float, default=defaults.lr, help="Adam learning rate")
-    t.add_argument("--batch-size", type=int, default=defaults.batch_size, help="images per batch (per device)")
-    t.add_argument("--gamma1", type=float, default=defaults.gamma1, help="weight of the CE of the first minority group's counterfactuals")
-    t.add_argument("--gamma2", type=float, default=defaults.gamma2, help="weight of the CE of the second minority group's counterfactuals")
-    t.add_argument("--minority-groups", nargs=2, default=None, metavar=("G1", "G2"),
-                   help="the groups gamma1 and gamma2 weigh; unset: the two counterfactual groups rarest in training, the commoner first")
-    t.add_argument("--seed", type=int, default=defaults.seed, help="seed of the shuffling, dropout and a new head")
+    d.add_argument("--group-column", default=unset, help=f"column naming each row's group (default: {d0.group_column})")
+    d.add_argument("--train-split", default=unset, help=f"split of --data to train on (default: {d0.train_split})")
+    d.add_argument("--val-split", default=unset, help=f"split of --data whose worst-group accuracy picks the epoch (default: {d0.val_split})")
+    d.add_argument("--counterfactual-split", default=unset, help=f"split of --counterfactuals holding the kept rows (default: {d0.counterfactual_split})")
+    t = parser.add_argument_group("training (DDB's defaults; a --config file, then flags, override them)")
+    t.add_argument("--config", default=None, metavar="FILE", help="YAML mapping of these settings by their names (epochs, lr, batch_size, gamma1, gamma2, minority_groups, seed, ...)")
+    t.add_argument("--epochs", type=int, default=unset, help=f"epochs in all; a resumed run continues up to this (default: {d0.epochs})")
+    t.add_argument("--lr", type=float, default=unset, help=f"Adam learning rate (default: {d0.lr})")
+    t.add_argument("--batch-size", type=int, default=unset, help=f"images per batch, per device (default: {d0.batch_size})")
+    t.add_argument("--gamma1", type=float, default=unset, help=f"weight of the CE of the first minority group's counterfactuals (default: {d0.gamma1})")
+    t.add_argument("--gamma2", type=float, default=unset, help=f"weight of the CE of the second minority group's counterfactuals (default: {d0.gamma2})")
+    t.add_argument("--minority-groups", nargs=2, default=unset, metavar=("G1", "G2"),
+                   help="the groups gamma1 and gamma2 weigh (default: the two counterfactual groups rarest in training, the commoner first)")
+    t.add_argument("--seed", type=int, default=unset, help=f"seed of the shuffling, dropout and a new head (default: {d0.seed})")
     t.add_argument("--workers", type=int, default=0, help="DataLoader worker processes decoding images")
     t.add_argument("--restart", action="store_true", help="discard a run already in --out instead of resuming it")
+    t.add_argument("--no-progress", action="store_true", help="no progress bars (logs)")
+
+
+def config_from(args: argparse.Namespace) -> FinetuneConfig:
+    """DDB's defaults, then the --config file's values, then the flags given."""
+    import yaml
+
+    fields = [f for f in FinetuneConfig.__dataclass_fields__]
+    values: dict = {}
+    if args.config:
+        path = Path(args.config).expanduser()
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError) as err:
+            raise SpurbenchError(f"cannot read --config '{path}' ({err.__class__.__name__}); give a YAML file of finetune settings") from None
+        if not isinstance(data, dict):
+            raise SpurbenchError(f"--config '{path}' must be a YAML mapping of settings, e.g. `epochs: 200`")
+        unknown = sorted(set(data) - set(fields))
+        if unknown:
+            raise SpurbenchError(f"--config '{path}' has unknown setting(s) {', '.join(map(str, unknown))}; known: {', '.join(fields)}")
+        values.update(data)
+    values.update({f: getattr(args, f) for f in fields if hasattr(args, f)})
+    return FinetuneConfig(**values)
 
 
 def _spec(args: argparse.Namespace):
@@ -450,14 +478,14 @@ def run(args: argparse.Namespace) -> int:
 
         datasets.disable_progress_bars()
 
-    cfg = FinetuneConfig(
-        epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, gamma1=args.gamma1, gamma2=args.gamma2,
-        seed=args.seed, minority_groups=args.minority_groups, group_column=args.group_column,
-        train_split=args.train_split, val_split=args.val_split, counterfactual_split=args.counterfactual_split,
-    )
+    cfg = config_from(args)
     inputs = RunInputs(spec=_spec(args), data=args.data, counterfactuals=args.counterfactuals, out=args.out,
                        workers=args.workers, command="spurbench finetune " + shlex.join(sys.argv[2:] if len(sys.argv) > 2 else []))
-    summary = finetune(cfg, inputs, restart=args.restart)
+    summary = finetune(cfg, inputs, restart=args.restart, progress=not args.no_progress)
+    from accelerate import PartialState
+
+    if not PartialState().is_main_process:  # under `accelerate launch`, one report
+        return 0
     print(
         f"chose epoch {summary['chosen_epoch']} of {summary['epochs_done']}: validation worst-group accuracy "
         f"{summary['before']['val_worst_group_accuracy']:.4f} before, {summary['val_worst_group_accuracy']:.4f} after "

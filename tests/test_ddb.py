@@ -50,6 +50,7 @@ def test_shipped_recipes_load():
         ({"classes": [{"index": 285, "references": {"samples": ["chelsea"]}}]}, "classes[0].swap_to' is required"),
         ({"prompts": {"swap": "a photo"}}, "prompts.swap' must contain {token}"),
         ({"segmentation": {"detector": "nosuch"}}, "unknown detector 'nosuch'"),
+        ({"source": {"dataset": "/no/such/folder"}}, "key 'source.dataset': folder '/no/such/folder' does not exist"),
     ],
 )
 def test_bad_recipes_are_one_line_errors_and_write_nothing(tmp_path, capsys, change, needle):
@@ -141,3 +142,44 @@ def test_recipe_hash_is_stable():
     _, a = load_recipe("ddb_smoke")
     _, b = load_recipe(str(SMOKE))
     assert recipe_hash(a) == recipe_hash(b) and json.dumps(a.to_dict())  # canonical form is plain JSON
+
+
+@pytest.mark.slow
+def test_swap_build_from_a_waterbirds_import_feeds_finetune(tmp_path, monkeypatch):
+    """DDB's own loop on a Waterbirds-layout import: counterfactuals in the set's two-class label set, then
+    `spurbench finetune` balances with them (the classifier: Lite0 with a fresh two-class head)."""
+    from safetensors.torch import save_file
+
+    from spurbench.classifiers import load_panel
+    from spurbench.finetune import load_trainable
+    from spurbench.importers import waterbirds
+    from test_waterbirds import make_waterbirds_tree
+
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setenv("SPURBENCH_CACHE", str(tmp_path / "cache"))
+    wb = waterbirds.import_waterbirds(make_waterbirds_tree(tmp_path / "src"), tmp_path / "wb")
+    clf, _ = load_trainable(load_panel("offline")[0], 2, seed=0)
+    erm = tmp_path / "erm.safetensors"
+    save_file({k: v.contiguous() for k, v in clf.model.state_dict().items()}, str(erm))
+    data = _smoke(name="ddb_waterbirds", source={"dataset": str(wb), "split": "train"},
+                  classifier={"model": "tf_efficientnet_lite0", "weights": {"file": str(erm)}},
+                  pruning={"ig_threshold": -1000.0, "ig_steps": 4}, sources_per_class=1)
+    data["classes"] = [{"index": 1, "source_group": "waterbird/water", "mask_prompt": "bird", "swap_to": 0},
+                       {"index": 0, "source_group": "landbird/land", "mask_prompt": "bird", "swap_to": 1}]
+    out = tmp_path / "cf"
+    assert main(["build", "--recipe", str(_write(tmp_path, data)), "--out", str(out), "--no-progress"]) == 0
+    from datasets import load_dataset
+
+    ds = load_dataset(str(out))
+    prov = yaml.safe_load((out / "README.md").read_text().split("---")[1])["spurbench"]
+    assert prov["label_set"] == "waterbirds" and ds["reference"].features["label"].names == ["landbird", "waterbird"]
+    # the reference split holds exactly the source groups' photos
+    assert sorted(ds["reference"]["class_name"]) == ["landbird", "landbird", "waterbird"]
+    groups = set(ds["train"]["group"]) if "train" in ds else set()
+    assert groups <= {"landbird/waterbird", "waterbird/landbird"} and groups
+    ft_out = tmp_path / "ft"
+    assert main(["finetune", "--model", "tf_efficientnet_lite0", "--weights", str(erm), "--data", str(wb),
+                 "--counterfactuals", str(out), "--epochs", "1", "--batch-size", "4", "--lr", "1e-3", "--out", str(ft_out),
+                 "--no-progress"]) == 0
+    summary = json.loads((ft_out / "finetune.json").read_text())
+    assert summary["num_counterfactuals"]["gamma1"] + summary["num_counterfactuals"]["gamma2"] == len(ds["train"])

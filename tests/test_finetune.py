@@ -41,6 +41,7 @@ def test_minority_groups_and_loss_terms():
     assert ft.default_minority_groups(groups) == ["a/y", "b/x"]  # the rarest (b/x) gets gamma2
     # with counterfactuals, their groups are the candidates; one the training split lacks is the rarest
     assert ft.default_minority_groups(groups, ["b/y", "c/x", "b/y"]) == ["b/y", "c/x"]
+    assert ft.default_minority_groups(groups, ["c/x", "c/x"]) == ["c/x", None]  # one group kept: gamma2 unused
     assert ft.loss_terms(["b/x", "a/y", "b/y", "a/y"], ["a/y", "b/x"]).tolist() == [2, 1, 0, 1]
     with pytest.raises(Exception, match="weighs two"):
         ft.default_minority_groups(["a/x", "a/x"])
@@ -107,3 +108,41 @@ def test_cli_one_line_errors(group_data, tmp_path, capsys):
     assert main(base + ["--group-column", "place_x"]) == 2
     assert "no `place_x` column" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_two_processes_under_accelerate_launch(group_data, tmp_path):
+    """Two real CPU processes (gloo, DESIGN.md "Distributed"): each takes half of every epoch, one writes."""
+    import os
+    import subprocess
+    import sys
+
+    accelerate = Path(sys.executable).with_name("accelerate")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "HF_DATASETS_CACHE": str(tmp_path / "hf")}
+    out = tmp_path / "ft"
+    proc = subprocess.run(
+        [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "-m", "spurbench", "finetune", "--panel", "offline",
+         "--model", "tf_efficientnet_lite0", "--data", str(group_data[0]), "--counterfactuals", str(group_data[1]),
+         "--epochs", "1", "--batch-size", "2", "--lr", "1e-3", "--out", str(out), "--no-progress"],
+        capture_output=True, text=True, env=env, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count("chose epoch") == 1
+    summary = json.loads((out / ft.SUMMARY).read_text())
+    assert summary["epochs_done"] == 1 and (out / ft.WEIGHTS).is_file()
+
+
+def test_settings_come_from_defaults_then_config_then_flags(tmp_path):
+    from spurbench.cli import build_parser
+
+    def cfg(*extra):
+        args = build_parser(["finetune"]).parse_args(["finetune", "--model", "m", "--data", "d", "--out", "o", *extra])
+        return ft.config_from(args)
+
+    assert (cfg().gamma1, cfg().gamma2, cfg().lr, cfg().epochs, cfg().batch_size) == (6.0, 10.0, 5e-6, 200, 32)  # DDB's
+    (tmp_path / "c.yaml").write_text("epochs: 3\nlr: 1.0e-4\nminority_groups: [a/x, b/y]\n")
+    c = cfg("--config", str(tmp_path / "c.yaml"), "--epochs", "5")
+    assert (c.epochs, c.lr, c.minority_groups, c.gamma2) == (5, 1e-4, ["a/x", "b/y"], 10.0)
+    (tmp_path / "bad.yaml").write_text("epoch: 3\n")
+    with pytest.raises(Exception, match="unknown setting"):
+        cfg("--config", str(tmp_path / "bad.yaml"))

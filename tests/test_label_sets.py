@@ -64,3 +64,17 @@ def test_imagenet_classifier_on_a_two_class_set_is_one_line(wb, tmp_path, capsys
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "label set 'waterbirds'" in err and "2 classes" in err, err
     assert not (tmp_path / "b.json").exists()
+
+
+def test_training_group_counts_come_from_the_train_split(wb, tmp_path):
+    from spurbench.evaluate.group_weights import training_group_counts
+
+    _, data = wb
+    names, places = ["landbird", "waterbird"], ["land", "water"]
+    expected: dict[str, int] = {}
+    for _, y, split, place in ROWS:  # counted by hand from the metadata rows
+        if split == 0:
+            expected[f"{names[y]}/{places[place]}"] = expected.get(f"{names[y]}/{places[place]}", 0) + 1
+    assert training_group_counts(data, "group") == dict(sorted(expected.items()))
+    assert training_group_counts(data, "no_such_column") is None
+    assert training_group_counts(data, "group", split="nosplit") is None

@@ -46,3 +46,174 @@ def test_shift_metrics_match_a_hand_computation():
     # no reference images at all
     n = metrics.shift_metrics(labels, top5, groups)
     assert n["reference_accuracy"] is None and n["accuracy_drop"] is None and n["per_group"]["snow"]["accuracy_drop"] is None
+
+
+# ---------------------------------------------------------------------------------------------
+# `spurbench eval` on a shift set made of real photos, with the real offline panel
+
+import csv  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from PIL import Image  # noqa: E402
+
+from spurbench import imagenet  # noqa: E402
+
+# class of the object -> photo; the groups are what is done to the photo
+SHIFT_PHOTOS = {285: "chelsea", 967: "coffee", 657: "rocket", 698: "china"}
+SHIFTS = {
+    "plain": lambda a: a,
+    "mirror": lambda a: a[:, ::-1],
+    "crop": lambda a: a[a.shape[0] // 4 : -a.shape[0] // 4, a.shape[1] // 4 : -a.shape[1] // 4],
+    "gray": lambda a: np.repeat(a.mean(axis=2, keepdims=True), 3, axis=2).astype(np.uint8),
+}
+
+
+def _photo(name: str) -> np.ndarray:
+    from spurbench.build.references import sample_photo
+
+    return sample_photo(name)
+
+
+def _shift_set(root: Path) -> Path:
+    from spurbench.dataset import DatasetCard, write_dataset
+
+    def row(img, k, source, **extra):
+        return dict(image=Image.fromarray(np.ascontiguousarray(img)), label=k, class_name=imagenet.class_name(k), spurious_feature="",
+                    component=-1, source=source, builder="photos", prompt="", seed=-1, **extra)
+
+    test, ref = [], []
+    for r, (k, name) in enumerate(SHIFT_PHOTOS.items()):
+        a = _photo(name)
+        ref.append(row(a, k, "reference", background=None, weather=None, init_image=None, init_box=None, reference_index=r))
+        for shift_name, shift in SHIFTS.items():
+            guide = Image.fromarray(a).resize((32, 32))
+            test.append(row(shift(a), k, "generated", background=shift_name, weather="dry" if shift_name in ("plain", "gray") else "wet",
+                            init_image=guide, init_box=[4, 4, 20, 20], reference_index=r))
+    from datasets import Image as ImageFeature, Sequence, Value
+
+    extra = {"background": Value("string"), "weather": Value("string"), "init_image": ImageFeature(),
+             "init_box": Sequence(Value("int32"), length=4), "reference_index": Value("int64")}
+    card = DatasetCard(pretty_name="spurbench shift photos", body="Real photos, shifted by hand, for tests.", kind="shift")
+    return write_dataset(root / "shift", {"test": test, "reference": ref}, card, extra_features=extra)
+
+
+def _eval(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    return subprocess.run([sys.executable, "-m", "spurbench", "eval", *args, "--workers", "0"], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def shift_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("shift")
+    folder = _shift_set(root)
+    proc = _eval(["--panel", "offline", "--dataset", str(folder), "--leaderboard", str(root / "lb" / "leaderboard.json")], root)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    board = json.loads((root / "lb" / "leaderboard.json").read_text())
+    return root, folder, board, proc
+
+
+def _csv_top1(path: Path) -> dict[int, int]:
+    with open(path) as fh:
+        return {int(r["index"]): int(r["top1"]) for r in csv.DictReader(fh)}
+
+
+@pytest.mark.slow
+def test_eval_reports_a_shift_set_by_accuracy_per_background(shift_run):
+    root, folder, board, proc = shift_run
+    assert board["dataset"]["provenance"]["kind"] == "shift" and "kind shift; groups by `background`" in proc.stdout
+    labels = [k for k in SHIFT_PHOTOS for _ in SHIFTS]
+    groups = [g for _ in SHIFT_PHOTOS for g in SHIFTS]
+    for e in board["entries"]:
+        assert e["kind"] == "shift" and "spurious_rate" not in e["metrics"]
+        top1 = _csv_top1(root / "lb" / e["predictions"])
+        # by hand, from the per-image predictions: right = top-1 is the class of the object
+        right = [top1[i] == labels[i] for i in range(len(labels))]
+        for g in SHIFTS:
+            idx = [i for i in range(len(labels)) if groups[i] == g]
+            assert e["per_group"][g]["n"] == len(idx) == 4
+            assert e["per_group"][g]["accuracy"] == pytest.approx(sum(right[i] for i in idx) / len(idx))
+        accs = {g: e["per_group"][g]["accuracy"] for g in SHIFTS}
+        m = e["metrics"]
+        assert m["accuracy"] == pytest.approx(sum(right) / len(right))
+        assert m["worst_group_accuracy"] == pytest.approx(min(accs.values())) and m["worst_group"] in SHIFTS
+        assert m["mean_group_accuracy"] == pytest.approx(sum(accs.values()) / 4)
+        assert m["group_by"] == "background" and m["num_reference"] == 4
+        for k in SHIFT_PHOTOS:
+            assert e["per_class"][str(k)]["accuracy"] == pytest.approx(np.mean([right[i] for i in range(len(labels)) if labels[i] == k]))
+            assert set(e["per_class_group"][str(k)]) == set(SHIFTS)
+    assert any(line.split()[:3] == ["background", "n", "acc"] for line in proc.stdout.splitlines())  # the per-group table
+
+
+@pytest.mark.slow
+def test_reference_accuracy_and_drop_match_direct_timm_calls(shift_run):
+    import timm
+    import torch
+
+    from spurbench.classifiers import create_classifier, load_panel
+
+    root, folder, board, _ = shift_run
+    clf = create_classifier(load_panel("offline")[0])
+    e = next(x for x in board["entries"] if x["model"] == clf.spec.display_name)
+    transform = timm.data.create_transform(**timm.data.resolve_data_config(model=clf.model))
+    with torch.inference_mode():
+        ref_right = [int(clf.model(transform(Image.fromarray(_photo(n))).unsqueeze(0)).argmax()) == k for k, n in SHIFT_PHOTOS.items()]
+    m = e["metrics"]
+    assert m["reference_accuracy"] == pytest.approx(np.mean(ref_right))
+    assert m["accuracy_drop"] == pytest.approx(m["reference_accuracy"] - m["accuracy"])
+    # every group holds one image per photo, so its paired reference accuracy is the split's
+    for g in SHIFTS:
+        assert e["per_group"][g]["reference_accuracy"] == pytest.approx(np.mean(ref_right))
+    assert ref_right[list(SHIFT_PHOTOS).index(967)]  # EfficientNet-Lite0 knows an espresso when it sees one
+
+
+@pytest.mark.slow
+def test_shift_board_ranks_by_worst_group_and_counts_wrong_predictions(shift_run):
+    from spurbench.evaluate.leaderboard import to_markdown, to_ranked_json
+
+    root, folder, board, _ = shift_run
+    ranked = to_ranked_json(board)
+    assert ranked["ranked_by"] == "worst_group_accuracy"
+    keys = [(-e["metrics"]["worst_group_accuracy"], -e["metrics"]["accuracy"], e["model"]) for e in ranked["entries"]]
+    assert keys == sorted(keys) and [e["rank"] for e in ranked["entries"]] == [1, 2, 3]
+    md = to_markdown(board)
+    assert "Ranked by worst-group accuracy" in md and "| all wrong |" in md
+    # consistency: the fraction of images every model gets wrong, from the CSVs by hand
+    labels = [k for k in SHIFT_PHOTOS for _ in SHIFTS]
+    wrong = np.array([[_csv_top1(root / "lb" / e["predictions"])[i] != labels[i] for i in range(len(labels))] for e in board["entries"]])
+    c = board["consistency"]
+    assert c["all_fooled_rate"] == pytest.approx(wrong.all(axis=0).mean())
+    assert c["at_least_half_rate"] == pytest.approx((wrong.sum(axis=0) >= 2).mean())
+
+
+@pytest.mark.slow
+def test_group_by_names_any_column_and_a_missing_one_is_one_line(shift_run, tmp_path):
+    root, folder, _, _ = shift_run
+    lb = tmp_path / "lb.json"
+    proc = _eval(["--panel", "offline", "--dataset", str(folder), "--group-by", "weather", "--leaderboard", str(lb)], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    e = json.loads(lb.read_text())["entries"][0]
+    assert set(e["per_group"]) == {"dry", "wet"} and e["metrics"]["group_by"] == "weather"
+    assert e["per_group"]["dry"]["n"] == e["per_group"]["wet"]["n"] == 8
+    assert "--group-by weather" in e["command"]
+    bad = _eval(["--panel", "offline", "--dataset", str(folder), "--group-by", "wether", "--leaderboard", str(tmp_path / "x.json")], tmp_path)
+    err = bad.stderr.strip().splitlines()
+    assert bad.returncode == 2 and len(err) == 1 and "--group-by 'wether': dataset" in err[0] and "weather" in err[0]
+    assert not (tmp_path / "x.json").exists()
+
+
+@pytest.mark.slow
+def test_page_of_a_shift_set_has_the_heatmap_and_guide_pairs(shift_run, tmp_path):
+    from spurbench.evaluate.page import render_page
+
+    root, folder, board, _ = shift_run
+    page = render_page(root / "lb" / "leaderboard.json", tmp_path / "site", folder)
+    html = page.read_text()
+    assert "Accuracy per class and background" in html and 'class="acc"' in html
+    assert html.count('<figure class="pair"') == len(SHIFT_PHOTOS) * len(SHIFTS)
+    assert len(list((tmp_path / "site" / "images" / "guides").glob("*.jpg"))) == len(SHIFT_PHOTOS) * len(SHIFTS)
+    assert "ranked by worst-group accuracy" in html and "wrong for all" in html and "fooled by all" not in html

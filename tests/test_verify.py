@@ -331,3 +331,26 @@ def test_recipe_verify_section_errors_name_the_key(tmp_path):
                              ("tiny", "key 'verify' must be a mapping")):
         with pytest.raises(SpurbenchError, match=message.replace("(", r"\(").replace(".", r"\.")):
             recipe_from_dict({**TINY_RECIPE, "verify": section})
+
+
+def test_spurious_imagenet_imported_into_the_contract_verifies(tmp_path):
+    """Any set in the contract: Spurious ImageNet's release layout, imported, keeps its own extra columns."""
+    from PIL import Image
+
+    from conftest import _photo
+
+    for folder, photos in (("spurious_class_309_bee_leaves_7", ["coffee", "rocket"]), ("spurious_class_0_tench_hands_3", ["astronaut"])):
+        (tmp_path / "release" / "images" / folder).mkdir(parents=True)
+        for i, name in enumerate(photos):
+            Image.fromarray(_photo(name)).save(tmp_path / "release" / "images" / folder / f"{i:03d}_{name}.jpg", quality=90)
+    imported = tmp_path / "si-imported"
+    assert cli.main(["import", "spurious-imagenet", str(tmp_path / "release"), "--out", str(imported)]) == 0
+    out = tmp_path / "si-verified"
+    assert _verify("--dataset", str(imported), "--detector", "tiny", "--out", str(out)) == 0
+    before, after = _table(imported), _table(out)
+    assert after.column_names == before.column_names + [SCORE, PRESENT, BOXES, REVIEWED]
+    for name in before.column_names:  # the importer's own columns (e.g. `file`) included
+        assert after.column(name).equals(before.column(name)), name
+    assert after.column("label").to_pylist() == [0, 309, 309]
+    prov_before, prov_after = read_provenance(imported), read_provenance(out)
+    assert {k: v for k, v in prov_after.items() if k != "verification"} == prov_before

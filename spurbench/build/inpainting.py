@@ -58,7 +58,7 @@ def load_inpainting(source: str | Path, device: Any = "cpu", dtype: Any = None, 
 
     try:
         pipe = StableDiffusionInpaintPipeline.from_pretrained(
-            str(source), revision=None if Path(str(source)).is_dir() else revision, torch_dtype=dtype or torch.float32,
+            str(source), revision=None if Path(str(source)).is_dir() else revision, dtype=dtype or torch.float32,
             safety_checker=None, requires_safety_checker=False,
         )
     except (OSError, ValueError) as err:

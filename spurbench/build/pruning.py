@@ -9,6 +9,12 @@ A repainted image is kept when both hold (strict inequalities, as DDB's code):
 
 Images go to the classifier resized to its input size with no crop (so the whole mask counts) and
 normalised with its mean/std; masks are resized with nearest-neighbour to the same grid.
+
+A property worth knowing when reading `ig_score`: by IG's completeness, the attributions over the whole
+image sum to logit_k(repainted) - logit_k(original). A repaint that takes the class away lowers that
+logit, so the sum over the *whole* image is negative; the rule keeps repaints whose *masked* part still
+adds to the k logit more than the threshold while p(k) drops overall. This is the rule of DDB's code
+(inputs = repainted, baselines = original, target = source class, `score > threshold`), reproduced as is.
 """
 
 from __future__ import annotations

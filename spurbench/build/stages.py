@@ -401,6 +401,8 @@ def stage_export(ctx: Context, base_revision: str | None, created: str, out: Pat
     parts = ctx.method.card_parts(ctx, markers, refs, counts)
     total = sum(counts.values())
     ctx.log(f"stage 5/5 export: {' + '.join(f'{n} {s}' for s, n in counts.items())} images -> {out or ctx.out}")
+    # (name, class names) of a set labelled with another label set than ImageNet-1k (ddb from a Waterbirds import)
+    label_set = ctx.method.label_set(r) if hasattr(ctx.method, "label_set") else None
     card = DatasetCard(
         pretty_name=parts.pretty_name,
         body=card_body(ctx, parts, base_revision, created),
@@ -418,6 +420,7 @@ def stage_export(ctx: Context, base_revision: str | None, created: str, out: Pat
             "spurbench_version": _version(),
         },
         kind=ctx.method.kind_of(r) if hasattr(ctx.method, "kind_of") else ctx.method.KIND,
+        **({"label_set": label_set[0]} if label_set else {}),
     )
     bar = tqdm(total=total, desc="5/5 export", unit="img", disable=not ctx.progress, leave=False)
 
@@ -430,7 +433,8 @@ def stage_export(ctx: Context, base_revision: str | None, created: str, out: Pat
     out = out or ctx.out
     for stale in [*out.parent.glob(f".{out.name}.tmp-*"), *out.parent.glob(f".{out.name}.old-*")]:
         shutil.rmtree(stale, ignore_errors=True)
-    write_dataset(out, {split: counted(rows) for split, rows in splits.items()}, card, extra_features=extra_features)
+    write_dataset(out, {split: counted(rows) for split, rows in splits.items()}, card, extra_features=extra_features,
+                  label_names=label_set[1] if label_set else None)
     bar.close()
     return out
 

@@ -60,6 +60,10 @@ class SpuriousSet:
     info: dict  # leaderboard "dataset" block (fingerprint and classes over the whole split)
     row_index: np.ndarray | None = None  # split row of each item of `rows` when verification left some out
     num_excluded: int = 0  # rows left out because their verification check failed (spurbench.verify)
+    kind: str = ds_contract.DEFAULT_KIND  # the card's kind: spurious (object absent) or shift (object present)
+    group_by: str | None = None  # the group column (shift sets: `background` unless --group-by)
+    groups: np.ndarray | None = None  # str group of every split row (over the whole split)
+    reference_index: np.ndarray | None = None  # int reference-split row behind every split row (D3S), else None
     #: names of the label set's classes when it is not ImageNet-1k (e.g. Waterbirds' two); None: ImageNet-1k
     label_names: list[str] | None = None
 
@@ -70,12 +74,15 @@ class SpuriousSet:
 
 
 def open_dataset(source: str | Path, split: str = ds_contract.DEFAULT_SPLIT, revision: str | None = None, limit: int | None = None,
-                 include_unverified: bool = False) -> SpuriousSet:
+                 include_unverified: bool = False, group_by: str | None = None) -> SpuriousSet:
     """Resolve, load and check a spurious-image split (columns, ImageNet labels); nothing is decoded yet.
 
     On a verified set (`spurbench verify`) the rows whose check failed are left out unless
-    `include_unverified`; a person's keep/drop decisions override the detector's."""
+    `include_unverified`; a person's keep/drop decisions override the detector's. `group_by`: the
+    column whose values group the images (default on a shift set: `background`, see evaluate/shift.py)."""
     from datasets import ClassLabel, Image, Value
+
+    from spurbench.evaluate import shift
 
     if limit is not None and limit < 1:
         raise SpurbenchError(f"--limit must be a positive number of images, got {limit}")
@@ -121,9 +128,15 @@ def open_dataset(source: str | Path, split: str = ds_contract.DEFAULT_SPLIT, rev
     }
     if label_names is not None:
         info["label_set"] = ds_contract.read_provenance(folder).get("label_set")
+    kind = ds_contract.read_kind(folder)
+    # the reference split (un-shifted photos) has no groups of its own unless asked
+    column = shift.group_column(full.column_names, kind if split != ds_contract.REFERENCE_SPLIT else ds_contract.DEFAULT_KIND,
+                                group_by, str(source))
+    groups = shift.group_values(full[column], column, str(source)) if column else None
+    ref_index = np.asarray(full["reference_index"], dtype=np.int64) if kind == "shift" and "reference_index" in full.column_names else None
     return SpuriousSet(str(source), folder, split, revision, rows, scored[: len(rows)], info,
                        row_index=None if row_index is None else row_index[: len(rows)], num_excluded=excluded,
-                       label_names=label_names)
+                       label_names=label_names, kind=kind, group_by=column, groups=groups, reference_index=ref_index)
 
 
 def _other_label_set(source: Any, folder: Path, label_feature: Any) -> list[str] | None:
@@ -421,8 +434,12 @@ def evaluate(
     limit: int | None = None,
     amp: bool = False,
     command: str | None = None,
+    group_by: str | None = None,
 ) -> tuple[dict, Predictions]:
-    """Score one classifier on a spurious-image split; returns (leaderboard entry, per-image predictions).
+    """Score one classifier on a split; returns (leaderboard entry, per-image predictions).
+
+    A `spurious` set gets spurious rates (and scores with positives); a `shift` set accuracy per group
+    against its `reference` split (evaluate/shift.py). `group_by` applies when `data` is opened here.
 
     Nothing is written: see `record` for the predictions CSV and the leaderboard.
     """
@@ -437,7 +454,7 @@ def evaluate(
         raise SpurbenchError(f"--workers must be 0 (decode in the main process) or more, got {workers}")
     dev = resolve_device(device)
     if not isinstance(data, SpuriousSet):
-        data = open_dataset(data, split=split, revision=revision, limit=limit)
+        data = open_dataset(data, split=split, revision=revision, limit=limit, group_by=group_by)
     if positives is not None and not isinstance(positives, Positives):
         positives = open_positives(positives, data.info["classes"])
     clf = classifier if isinstance(classifier, LoadedClassifier) else create_classifier(classifier, "cpu", num_classes=data.num_classes)
@@ -505,7 +522,53 @@ def evaluate(
         "images_per_second": round(len(preds.label) / preds.seconds, 3) if preds.seconds > 0 else None,
         "command": command,
     }
+    if data.kind != ds_contract.DEFAULT_KIND:
+        entry["kind"] = data.kind
+    if data.kind == "shift":
+        entry.update(_shift_blocks(clf, data, preds, run, positive_tf, size, entry["metrics"]))
+    elif data.groups is not None:  # --group-by on a spurious set: spurious rates per group
+        entry["per_group"] = _spurious_groups(preds, data)
     return entry, preds
+
+
+def _shift_blocks(clf: LoadedClassifier, data: SpuriousSet, preds: Predictions, run: dict, transform: Any, size: tuple,
+                  counts: dict) -> dict[str, Any]:
+    """A shift set's metrics, per_group, per_class and per_class_group (evaluate/shift.py): the model is
+    also run on the set's `reference` split (the un-shifted photos), when there is one."""
+    from spurbench.evaluate import shift
+
+    reference, paired = None, None
+    if data.split != ds_contract.REFERENCE_SPLIT and ds_contract.REFERENCE_SPLIT in ds_contract.split_names(data.folder):
+        ref = open_dataset(data.folder, split=ds_contract.REFERENCE_SPLIT)
+        ref_preds = predict(clf, _ImageItems(transform, ref.labels, rows=ref.rows, size=size), **run,
+                            what=f"image of dataset '{data.source}' split '{ref.split}'", desc=f"{clf.spec.display_name} (reference)")
+        rows = ref_preds.index if ref.row_index is None else ref.row_index[ref_preds.index]
+        reference = {"labels": ref_preds.label, "top1": ref_preds.top5[:, 0]}
+        if data.reference_index is not None:
+            n_ref = ref.info["num_images"]
+            behind = data.reference_index[preds.index]
+            bad = np.flatnonzero((behind < 0) | (behind >= n_ref))
+            if bad.size:
+                raise SpurbenchError(f"dataset '{data.source}' row {int(preds.index[bad[0]])} names reference_index {int(behind[bad[0]])}, "
+                                     f"but split '{ref.split}' has {n_ref} rows; the set is damaged: rebuild or re-export it")
+            hit = np.full(n_ref, -1, np.int8)
+            hit[rows] = ref_preds.top5[:, 0] == ref_preds.label
+            if (hit[behind] >= 0).all():  # every photo behind a scored image was scored (not left out by verification)
+                paired = hit[behind] == 1
+    groups = data.groups[preds.index] if data.groups is not None else None
+    parts = shift.entry_parts(preds.label, preds.top5, preds.target_prob, groups, data.group_by, reference, paired)
+    keep = {k: counts[k] for k in ("num_images", "num_positives", "num_excluded")}
+    return {**parts, "metrics": {**parts["metrics"], **keep}}
+
+
+def _spurious_groups(preds: Predictions, data: SpuriousSet) -> dict[str, Any]:
+    """Per group of a spurious set: images, top-1 and top-5 spurious rate (fraction predicting the label)."""
+    from spurbench.evaluate import metrics
+
+    groups = data.groups[preds.index]
+    top1 = metrics.group_accuracy(preds.fooled_top1, groups)["per_group"]
+    top5 = metrics.group_accuracy(preds.fooled_top5, groups)["per_group"]
+    return {str(g): {"n": v["n"], "spurious_rate": v["accuracy"], "spurious_rate_top5": top5[g]["accuracy"]} for g, v in top1.items()}
 
 
 def write_predictions(path: str | Path, preds: Predictions) -> Path:
@@ -569,6 +632,10 @@ def record(leaderboard: str | Path, dataset_info: dict, entry: dict, preds: Pred
 
 def format_table(entry: dict, label_names: Sequence[str] | None = None) -> str:
     """Per-class table and a summary line for one model, as plain text (`label_names`: a non-ImageNet label set's)."""
+    if entry.get("kind") == "shift":
+        from spurbench.evaluate import shift
+
+        return shift.format_table(entry, label_names)
     with_score = entry["metrics"].get("spurious_score_ap") is not None
     head = f"{'class':>5}  {'name':<24} {'n':>5} {'rate':>6} {'top-5':>6} {'mean p_k':>8}"
     if with_score:
@@ -585,6 +652,10 @@ def format_table(entry: dict, label_names: Sequence[str] | None = None) -> str:
 
 
 def summary_line(entry: dict) -> str:
+    if entry.get("kind") == "shift":
+        from spurbench.evaluate import shift
+
+        return shift.summary_line(entry)
     m = entry["metrics"]
     text = (
         f"{entry['model']}: spurious rate {m['spurious_rate']:.3f} (micro {m['spurious_rate_micro']:.3f}), "
@@ -636,6 +707,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "or a dataset (folder or Hub id) with an ImageNet-1k `label` column")
     d.add_argument("--positives-split", default=None,
                    help="split of a --positives dataset; unset: validation, val or test, or its only split")
+    d.add_argument("--group-by", default=None, metavar="COLUMN",
+                   help="report accuracy (shift sets) or spurious rate (spurious sets) per value of this column; default on a "
+                        "shift set: its `background` column. Shift sets rank by the worst group's accuracy")
     d.add_argument("--limit", type=int, default=None, metavar="N", help="score only the first N images of the split (quick checks)")
     d.add_argument("--include-unverified", action="store_true",
                    help="on a verified set (`spurbench verify`), also score the images whose check failed (spurious set: object "
@@ -702,7 +776,7 @@ def command_line(args: argparse.Namespace, model: str | None = None) -> str:
         ("--weights", args.weights, None), ("--key-map", args.key_map, "none"), ("--temperature", args.temperature, None),
         ("--name", args.name, None), ("--panel", None if sweep_only else args.panel, None), ("--dataset", args.dataset, None),
         ("--revision", args.revision, None), ("--split", args.split, ds_contract.DEFAULT_SPLIT), ("--positives", args.positives, None),
-        ("--positives-split", args.positives_split, None), ("--limit", args.limit, None),
+        ("--positives-split", args.positives_split, None), ("--group-by", getattr(args, "group_by", None), None), ("--limit", args.limit, None),
         ("--preprocessing", args.preprocessing, "timm"), ("--leaderboard", args.leaderboard, None),
     ):
         if value is not None and value != default:
@@ -755,7 +829,7 @@ def run(args: argparse.Namespace) -> int:
         leaderboard = leaderboard / "leaderboard.json"
     board = load_leaderboard(leaderboard)  # corrupt -> SpurbenchError, file untouched
     data = open_dataset(args.dataset, split=args.split, revision=args.revision, limit=args.limit,
-                        include_unverified=args.include_unverified)
+                        include_unverified=args.include_unverified, group_by=args.group_by)
     held = board.get("dataset")
     if held and board["entries"] and held.get("fingerprint") != data.info["fingerprint"]:
         raise SpurbenchError(
@@ -787,6 +861,8 @@ def run(args: argparse.Namespace) -> int:
     subset = f" (first {len(data.labels)} of {total})" if len(data.labels) < total else ""
     share = f"; process {rank} of {world}: {len(mine)} of {len(specs)} models" if world > 1 else ""
     print(f"dataset {data.source} split {data.split}: {len(data.labels)} images{subset}, {len(data.info['classes'])} classes"
+          + (f"; kind {data.kind}" if data.kind != ds_contract.DEFAULT_KIND else "")
+          + (f"; groups by `{data.group_by}`" if data.group_by else "")
           + (f"; {len(positives)} positives" if positives is not None else "")
           + (f"; {data.num_excluded} left out by verification (--include-unverified keeps them)" if data.num_excluded else "") + share)
     summaries, skipped, failed = [], [], {}

@@ -23,7 +23,7 @@ from typing import Any, Iterable, Mapping, Sequence, TypedDict
 
 import numpy as np
 
-from spurbench.evaluate import hitstore
+from spurbench.evaluate import hitstore, shift
 from spurbench.errors import SpurbenchError
 
 #: version of the JSON layout below; a file with another version is refused, never rewritten
@@ -468,6 +468,11 @@ def already_scored(board: Mapping[str, Any], model: str, *, fingerprint: str, pr
 # --------------------------------------------------------------------------------------------------
 
 
+def board_kind(board: Mapping[str, Any]) -> str:
+    """The kind of the set the board was scored on (its card's, recorded in the dataset block)."""
+    return str(((board.get("dataset") or {}).get("provenance") or {}).get("kind", "spurious"))
+
+
 def ranked_by_score(board: Mapping[str, Any]) -> bool:
     """True when the board's entries rank by spurious score AP (every entry has one), False for spurious rate."""
     return _by_score(board["entries"])
@@ -484,6 +489,8 @@ def _rank(entries: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         r = e["metrics"].get("spurious_rate")
         return math.inf if r is None else float(r)
 
+    if shift.is_shift_entries(entries):  # shift sets: worst-group accuracy, higher first
+        return shift.rank(entries)
     if _by_score(entries):
         key = lambda e: (-float(e["metrics"]["spurious_score_ap"]), rate(e), e["model"])  # noqa: E731
     else:
@@ -513,9 +520,15 @@ def comparable_groups(board: Mapping[str, Any]) -> list[dict[str, Any]]:
             images = f"the first {_fmt(n)} of {_fmt(total)} images (--limit)"
         out.append({
             "id": i + 1, "preprocessing": prep, "num_images": n, "description": f"{prep} preprocessing, {images}",
-            "ranked_by": "spurious_score_ap" if _by_score(members) else "spurious_rate", "entries": _rank(members),
+            "ranked_by": _ranked_by(members), "entries": _rank(members),
         })
     return out
+
+
+def _ranked_by(entries: Sequence[Mapping[str, Any]]) -> str:
+    if shift.is_shift_entries(entries):
+        return shift.RANKED_BY
+    return "spurious_score_ap" if _by_score(entries) else "spurious_rate"
 
 
 def ranked_entries(board: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -560,27 +573,31 @@ def to_markdown(board: Mapping[str, Any]) -> str:
         if len(groups) > 1:
             lines += [f"### Group {g['id']}: {g['description']} ({len(g['entries'])} model(s))", ""]
         lines.append(
-            "Ranked by spurious score AP (higher = less reliance on spurious features)."
+            shift.RANKING_NOTE if g["ranked_by"] == shift.RANKED_BY
+            else "Ranked by spurious score AP (higher = less reliance on spurious features)."
             if g["ranked_by"] == "spurious_score_ap"
             else "Ranked by spurious rate (macro top-1; lower = fooled less often)."
         )
         lines.append("")
-        lines += _ranking_table(g["entries"])
+        lines += shift.ranking_table(g["entries"], _fmt) if g["ranked_by"] == shift.RANKED_BY else _ranking_table(g["entries"])
         lines.append("")
     lines.pop()
     c = board.get("consistency")
+    is_shift = board_kind(board) == "shift"
     if c:
         n_models = len(c.get("models") or [])
         half = math.ceil(n_models / 2)
         lines += ["", f"## Consistency across {n_models} classifier(s), {_fmt(c.get('num_images'))} images", ""]
-        lines.append(f"| all fooled | at least half (>= {half} of {n_models}) | mean pairwise Cohen's kappa | Fleiss' kappa |")
+        failed = "wrong" if is_shift else "fooled"  # a shift set's failure is a wrong prediction
+        lines.append(f"| all {failed} | at least half (>= {half} of {n_models}) | mean pairwise Cohen's kappa | Fleiss' kappa |")
         lines.append("|---:|---:|---:|---:|")
         lines.append("| " + " | ".join(_fmt(c.get(k)) for k in ("all_fooled_rate", "at_least_half_rate", "mean_pairwise_kappa", "fleiss_kappa")) + " |")
         if c.get("pairwise_kappa"):
             lines += ["", "| pair | Cohen's kappa |", "|---|---:|"]
             lines += [f"| {_fmt(pair)} | {_fmt(k)} |" for pair, k in c["pairwise_kappa"].items()]
         lines.append("")
-        lines.append("Kappa is n/a where it is undefined (every rating the same). Fooled = top-1 is the image's label.")
+        lines.append("Kappa is n/a where it is undefined (every rating the same). "
+                     + (shift.CONSISTENCY_NOTE if is_shift else "Fooled = top-1 is the image's label."))
         if c.get("note"):
             lines += ["", f"Note: {c['note']}."]
         for model, why in (c.get("excluded") or {}).items():
@@ -608,7 +625,7 @@ def to_ranked_json(board: Mapping[str, Any]) -> dict[str, Any]:
     `ranked_by` is the first (largest) group's."""
     out = dict(board)
     groups = comparable_groups(board)
-    out["ranked_by"] = groups[0]["ranked_by"] if groups else "spurious_rate"
+    out["ranked_by"] = groups[0]["ranked_by"] if groups else (shift.RANKED_BY if board_kind(board) == "shift" else "spurious_rate")
     out["groups"] = [{k: v for k, v in g.items() if k != "entries"} | {"models": [e["model"] for e in g["entries"]]} for g in groups]
     out["groups_note"] = GROUPS_NOTE if len(groups) > 1 else None
     out["entries"] = [{"rank": i, "group": g["id"], **e} for g in groups for i, e in enumerate(g["entries"], 1)]

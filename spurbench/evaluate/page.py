@@ -81,6 +81,8 @@ class _Page:
     out_dir: Path
     render_command: str
     review: str = ""  # the review section of a verified dataset (spurbench.evaluate.review), else empty
+    kind: str = "spurious"  # the set's kind (shift: accuracy heatmap and guide | result pairs, evaluate/shift_page.py)
+    guides: dict[int, dict[str, Any]] = field(default_factory=dict)  # shift sets: row -> guide thumbnail
 
 
 def _load_board(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -229,6 +231,14 @@ def _gather(leaderboard_path: Path, out_dir: Path, dataset_folder: str | Path | 
     from spurbench.evaluate.review import review_block
 
     review = review_block(folder, images_dir) if folder is not None else ""
+    from spurbench.evaluate.leaderboard import board_kind
+
+    kind = board_kind(board)
+    guides = {}
+    if kind == "shift" and folder is not None:
+        from spurbench.evaluate.shift_page import guide_thumbnails
+
+        guides = guide_thumbnails(folder, split, images_dir, THUMB_SIZE)
 
     by_class: dict[int, list[Shot]] = {}
     for s in shots:
@@ -258,6 +268,8 @@ def _gather(leaderboard_path: Path, out_dir: Path, dataset_folder: str | Path | 
         out_dir=out_dir,
         render_command=shlex.join(cmd),
         review=review,
+        kind=kind,
+        guides=guides,
     )
 
 
@@ -324,6 +336,10 @@ def _columns(entries: Sequence[Mapping[str, Any]]) -> list[_Column]:
     def metric(name: str):
         return lambda e: (e.get("metrics") or {}).get(name)
 
+    from spurbench.evaluate import shift
+
+    if shift.is_shift_entries(entries):
+        return _shift_columns(metric)
     cols = [
         _Column("rank", "#", "rank on this leaderboard", "num", lambda v: str(v), None),
         _Column("model", "model", "timm model name", "text", esc, lambda e: e.get("model")),
@@ -342,6 +358,27 @@ def _columns(entries: Sequence[Mapping[str, Any]]) -> list[_Column]:
         _Column("preprocessing", "preprocessing", "timm: the model's own eval transform; spurious-imagenet: the released Spurious ImageNet code's", "text", esc, lambda e: e.get("preprocessing")),
     ]
     return cols
+
+
+def _shift_columns(metric) -> list[_Column]:
+    """The ranking columns of a shift set (accuracy; evaluate/shift.py)."""
+    def worst(e: Mapping[str, Any]) -> Any:
+        return (e.get("metrics") or {}).get("worst_group_accuracy")
+
+    return [
+        _Column("rank", "#", "rank on this leaderboard (by worst-group accuracy)", "num", lambda v: str(v), None),
+        _Column("model", "model", "timm model name", "text", esc, lambda e: e.get("model")),
+        _Column("worst_group_accuracy", "worst group", "top-1 accuracy on the group (e.g. background) where the model does worst; higher is better", "num", _pct, worst),
+        _Column("worst_group", "which", "the worst group", "text", esc, metric("worst_group")),
+        _Column("mean_group_accuracy", "mean group", "top-1 accuracy averaged over the groups", "num", _pct, metric("mean_group_accuracy")),
+        _Column("accuracy", "accuracy", "top-1 accuracy over all images", "num", _pct, metric("accuracy")),
+        _Column("accuracy_top5", "top-5", "fraction of images whose class is among the top 5", "num", _pct, metric("accuracy_top5")),
+        _Column("reference_accuracy", "reference", "top-1 accuracy on the reference split (the un-shifted photos)", "num", _pct, metric("reference_accuracy")),
+        _Column("accuracy_drop", "drop", "reference accuracy minus accuracy (positive: the shift hurts)", "num", _pct, metric("accuracy_drop")),
+        _Column("images_per_second", "images/s", "evaluation throughput on the device named in the entry", "num", lambda v: _num(v, 1), lambda e: e.get("images_per_second")),
+        _Column("num_params", "params", "number of parameters", "num", _params, lambda e: e.get("num_params")),
+        _Column("preprocessing", "preprocessing", "timm: the model's own eval transform; spurious-imagenet: the released Spurious ImageNet code's", "text", esc, lambda e: e.get("preprocessing")),
+    ]
 
 
 def _sortable_table(cols: Sequence[_Column], rows: Sequence[Sequence[Any]], table_id: str, caption: str, first_sorted: str | None = None) -> str:
@@ -384,7 +421,8 @@ def _ranking_section(p: _Page) -> str:
         caption = f"{len(p.entries)} model(s). {esc(GROUPS_NOTE.replace('`', ''))} ({parts}). Click a column header to sort."
     else:
         by_ap = bool(groups) and groups[0]["ranked_by"] == "spurious_score_ap"
-        how = "spurious score AP (higher first)" if by_ap else "spurious rate (lower first)"
+        how = ("worst-group accuracy (higher first)" if groups and groups[0]["ranked_by"] == "worst_group_accuracy"
+               else "spurious score AP (higher first)" if by_ap else "spurious rate (lower first)")
         caption = f"{len(p.entries)} model(s), ranked by {how}. Click a column header to sort."
     table = _sortable_table(cols, rows, "ranking", caption, "rank" if len(groups) <= 1 else None)
     if not p.entries:
@@ -458,6 +496,10 @@ def _heatmap(p: _Page) -> str:
 
 
 def _chart_section(p: _Page) -> str:
+    if p.kind == "shift":
+        from spurbench.evaluate.shift_page import heatmap_section
+
+        return heatmap_section(p)
     return (
         '<section id="per-class"><h2>Per-class spurious rates</h2>'
         "<p>Fraction of the images of class <i>k</i> that each model classifies as <i>k</i> (top-1), although the "
@@ -518,12 +560,17 @@ def _consistency_section(p: _Page) -> str:
         notes += f'<p class="note">Note: {esc(c["note"])}.</p>'
     for model, why in (c.get("excluded") or {}).items():
         notes += f'<p class="note">Left out of the consistency: {esc(model)}: {esc(why)}</p>'
-    return (
+    section = (
         f'<section id="consistency"><h2>Cross-classifier consistency</h2>'
         f"<p>Over the panel of {m} models ({esc(', '.join(models))}) and {esc(c.get('num_images', ''))} images: how many of the "
         "models each image fools (top-1 = the class it is spurious for).</p>"
         f'<div class="cards">{stats}</div>{notes}{matrix}{table}</section>'
     )
+    if p.kind == "shift":  # the store counts wrong predictions as the failure on a shift set: say so
+        from spurbench.evaluate.shift_page import reword_consistency
+
+        section = reword_consistency(section)
+    return section
 
 
 def _mark_class(n_fooled: int, m: int) -> str:
@@ -573,6 +620,10 @@ def _contact_sheets(p: _Page) -> str:
     )
     if p.dataset_folder is None:
         return f'<section id="images"><h2>Images</h2><p class="note">{esc(p.dataset_note)}</p></section>'
+    if p.kind == "shift":
+        from spurbench.evaluate.shift_page import pairs_section
+
+        return pairs_section(p, lazy=sum(len(v) for v in p.shots.values()) * 2 > EAGER_IMAGES)
     split = (p.board.get("dataset") or {}).get("split") or DEFAULT_SPLIT
     # Small pages load every thumbnail at once; big ones (100 classes x 75 images) only as they scroll in.
     total = sum(len(v) for v in p.shots.values()) + sum(len(v) for v in p.references.values())
@@ -783,7 +834,7 @@ def _html(p: _Page) -> str:
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         # data: icon, so no browser asks the server (or the disk) for /favicon.ico
         '<link rel="icon" href="data:,">'
-        f"<title>{esc(title)}</title><style>{_CSS}</style></head><body>"
+        f"<title>{esc(title)}</title><style>{_CSS}{_shift_css(p)}</style></head><body>"
         f"<header><h1>{esc(title)}</h1><p>{subtitle}</p>"
         '<nav><a href="#models">models</a><a href="#per-class">per-class rates</a><a href="#consistency">consistency</a>'
         '<a href="#images">images</a>' + ('<a href="#review">review</a>' if p.review else "") + '<a href="#provenance">provenance</a><a href="#reproduce">reproduce</a></nav></header>'
@@ -800,6 +851,14 @@ def _html(p: _Page) -> str:
         "(schema version " + esc(p.board.get("schema_version")) + "). Self-contained: nothing on this page is fetched from the network.</footer>"
         f"<script>{_JS}</script></body></html>\n"
     )
+
+
+def _shift_css(p: _Page) -> str:
+    if p.kind != "shift":
+        return ""
+    from spurbench.evaluate.shift_page import CSS
+
+    return CSS
 
 
 def render_page(leaderboard_path: str | Path, out_dir: str | Path, dataset_folder: str | Path | None = None) -> Path:

@@ -10,7 +10,8 @@ per-class completion markers that make a killed build resume, seeded batched sam
 The method interface (module-level names; `ctx` is a `spurbench.build.stages.Context`):
 
 - `KIND: str` -- the set's kind for the card (`spurbench.dataset.KINDS`: "spurious" or "shift"); a method
-  whose kind depends on the recipe also has `kind_of(recipe) -> str` (ddb: remove -> spurious, swap -> shift).
+  whose kind depends on the recipe also has `kind_of(recipe) -> str` (ddb: remove -> spurious, swap -> shift),
+  and one whose rows may carry another label set than ImageNet-1k has `label_set(recipe) -> (name, class names) | None`.
 - `STAGES: str` -- how the log names the per-class stage, e.g. "3-4/5 fine-tune and generate".
 - `recipe_from_dict(data: Mapping) -> recipe` -- parse and validate the recipe (errors name the key).
   The recipe object needs: `name`, `description`, `seed`, `classes` (each with `.index`, recipe order),

@@ -19,6 +19,9 @@ Per class k (its real photos are the `reference` split):
    classifier's k logit, baseline = the original photo, summed inside the mask, > `pruning.ig_threshold`;
    and p(k | repainted) < the mean p(k) over the class's source images. Pruned rows go to split `pruned`
    with their scores.
+With `source: {dataset, split}` the photos are the rows of a dataset in spurbench's contract (e.g. a
+Waterbirds import; `source_group` picks one group's rows), the classes are its labels and the export
+keeps its label set, so `spurbench finetune --data <that set> --counterfactuals <this build>` follows.
 Columns added: source_index (row of `reference` that was repainted), mask (white = repainted, before
 the feather margin), feather, mask_prompt, ig_score, p_source, p_source_mean, and group (swap).
 """
@@ -26,6 +29,7 @@ the feather margin), feather, mask_prompt, ig_score, p_source, p_source_mean, an
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import typing
 from dataclasses import dataclass, field
@@ -50,10 +54,13 @@ KIND_OF_MODE = {"remove": "spurious", "swap": "shift"}
 class DDBClass:
     """One class k: its real photos are repainted."""
 
+    #: the class: an ImageNet-1k index, or with `source:` a label index of that dataset's label set
     index: int
-    #: the class's real photos (folder: or samples:, as in other recipes)
-    references: ReferenceSource
-    #: what the segmenter looks for; None: the class's first ImageNet lemma
+    #: the class's real photos (folder: or samples:, as in other recipes); with `source:`, leave it out
+    references: ReferenceSource | None = None
+    #: with `source:`, only the rows of this `group` (e.g. waterbird/water: DDB repaints majority-group images)
+    source_group: str | None = None
+    #: what the segmenter looks for; None: the class's first ImageNet lemma (with `source:`, its label name)
     mask_prompt: str | None = None
     #: word the textual-inversion token starts from (swap targets); None: the last word of mask_prompt
     initializer: str | None = None
@@ -93,6 +100,15 @@ class DDBPrompts:
 
 
 @dataclass(frozen=True)
+class SourceDataset:
+    """Take the photos from a dataset in spurbench's contract (e.g. `spurbench import waterbirds`) instead of
+    per-class references; the classes are then its labels and the export keeps its label set."""
+
+    dataset: str
+    split: str = "train"
+
+
+@dataclass(frozen=True)
 class Pruning:
     ig_threshold: float = 0.3
     ig_steps: int = 50
@@ -112,6 +128,7 @@ class DDBRecipe:
     textual_inversion: dict = field(default_factory=dict)
     prompts: DDBPrompts = field(default_factory=DDBPrompts)
     references: References = field(default_factory=References)
+    source: SourceDataset | None = None
     #: k: photos repainted per class (the lowest-loss ones); None: all
     sources_per_class: int | None = None
     images_per_source: int = 1
@@ -139,10 +156,9 @@ class DDBRecipe:
 
     @property
     def base_model_name(self) -> str:
-        b = self.base_model
-        if b.tiny is not None:
-            return f"spurbench.tiny_sd(prediction_type={b.tiny.prediction_type}, seed={b.tiny.seed}, image_size={self.resolution})"
-        return str(b.id)
+        from spurbench.build.recipe import base_model_name
+
+        return base_model_name(self.base_model, self.resolution)
 
     @property
     def inpainting_name(self) -> str:
@@ -200,18 +216,27 @@ def recipe_from_dict(data: Mapping[str, Any]) -> DDBRecipe:
     if not r.classes:
         raise SpurbenchError("key 'classes' must list at least one class")
     indices = [c.index for c in r.classes]
+    names = source_label_names(r.source) if r.source else None
     classes = []
     for i, c in enumerate(r.classes):
         where = f"classes[{i}]"
-        try:
-            imagenet.check_index(c.index)
-        except SpurbenchError as err:
-            raise SpurbenchError(f"key '{where}.index': {err}") from None
+        if names is not None:
+            if not 0 <= c.index < len(names):
+                raise SpurbenchError(f"key '{where}.index': {c.index} is not a label of '{r.source.dataset}' (0..{len(names) - 1}: {', '.join(names[:10])})")
+        else:
+            try:
+                imagenet.check_index(c.index)
+            except SpurbenchError as err:
+                raise SpurbenchError(f"key '{where}.index': {err}") from None
         if indices.count(c.index) > 1:
             raise SpurbenchError(f"key '{where}.index': class {c.index} is listed twice; each class appears once")
         ref = c.references
-        given = [k for k, v in (("folder", ref.folder), ("samples", ref.samples)) if v]
-        if len(given) != 1 or ref.spurious_imagenet:
+        if names is not None:
+            if ref is not None:
+                raise SpurbenchError(f"key '{where}.references': the photos come from `source:`; leave references out")
+        elif c.source_group is not None:
+            raise SpurbenchError(f"key '{where}.source_group' applies only with `source:` (a dataset with a group column)")
+        elif ref is None or len([v for v in (ref.folder, ref.samples) if v]) != 1 or ref.spurious_imagenet:
             raise SpurbenchError(f"key '{where}.references' needs exactly one of folder: <path> or samples: [<photo>, ...] (the class's real photos)")
         if r.mode == "swap":
             if c.swap_to is None:
@@ -220,10 +245,10 @@ def recipe_from_dict(data: Mapping[str, Any]) -> DDBRecipe:
                 raise SpurbenchError(
                     f"key '{where}.swap_to': {c.swap_to} is not another class of the recipe (its classes: {', '.join(map(str, indices))})"
                 )
-        mask_prompt = c.mask_prompt or _first_lemma(c.index)
+        mask_prompt = c.mask_prompt or (names[c.index] if names is not None else _first_lemma(c.index))
         c = dataclasses.replace(
             c, mask_prompt=mask_prompt, initializer=c.initializer or mask_prompt.split()[-1],
-            spurious_feature=c.spurious_feature or _feature(r.mode, c, mask_prompt),
+            spurious_feature=c.spurious_feature or _feature(r.mode, mask_prompt),
         )
         classes.append(c)
     return dataclasses.replace(r, classes=classes)
@@ -243,12 +268,49 @@ def _first_lemma(index: int) -> str:
     return class_lemmas(index)[0]
 
 
-def _feature(mode: str, c: DDBClass, mask_prompt: str) -> str:
+def _feature(mode: str, mask_prompt: str) -> str:
     return f"context of the {mask_prompt}, object painted out" if mode == "remove" else f"context of the {mask_prompt}"
 
 
 def kind_of(recipe: DDBRecipe) -> str:
     return KIND_OF_MODE[recipe.mode]
+
+
+def source_label_names(source: SourceDataset) -> list[str]:
+    """The class names of the `source:` dataset's label set (its `label` ClassLabel)."""
+    from datasets import ClassLabel
+
+    from spurbench import dataset as ds_contract
+
+    folder = Path(source.dataset).expanduser()
+    if not folder.is_dir():
+        raise SpurbenchError(f"key 'source.dataset': folder '{source.dataset}' does not exist; give a dataset folder such as `spurbench import waterbirds` writes")
+    if source.split not in ds_contract.split_names(folder):
+        raise SpurbenchError(f"key 'source.split': '{source.dataset}' has no split '{source.split}'; its splits: {', '.join(ds_contract.split_names(folder))}")
+    _, feats = ds_contract.read_split_table(folder, source.split)
+    if not isinstance(feats.get("label"), ClassLabel):
+        raise SpurbenchError(f"key 'source.dataset': '{source.dataset}' has no ClassLabel `label` column; give a dataset in spurbench's contract")
+    return list(feats["label"].names)
+
+
+def label_set(recipe: DDBRecipe) -> tuple[str, list[str]] | None:
+    """(name, class names) of the `source:` dataset's label set when it is not ImageNet-1k; None otherwise."""
+    return None if recipe.source is None else _source_label_set(recipe.source)
+
+
+@functools.lru_cache(maxsize=8)
+def _source_label_set(source: SourceDataset) -> tuple[str, list[str]] | None:
+    from spurbench import dataset as ds_contract
+
+    name = ds_contract.read_provenance(Path(source.dataset).expanduser()).get("label_set", ds_contract.IMAGENET_LABEL_SET)
+    return None if name == ds_contract.IMAGENET_LABEL_SET else (name, source_label_names(source))
+
+
+def class_name(recipe: DDBRecipe, k: int) -> str:
+    from spurbench import imagenet
+
+    names = label_set(recipe)
+    return names[1][k] if names else imagenet.class_name(k)
 
 
 def provenance(recipe: DDBRecipe) -> dict[str, Any]:
@@ -271,7 +333,47 @@ def provenance(recipe: DDBRecipe) -> dict[str, Any]:
 def resolve_references(ctx, entry, samples_dir, cache: dict):
     from spurbench.build.references import resolve_class
 
+    if ctx.recipe.source is not None:
+        return _dataset_references(ctx.recipe, entry, Path(samples_dir).parent / "source")
     return resolve_class(ctx.recipe, entry, samples_dir, _scan_cache=cache)
+
+
+def _dataset_references(r: DDBRecipe, entry: DDBClass, folder: Path):
+    """The class's rows of the `source:` split (of `source_group` when given), their image bytes written
+    as files under `folder/<index>/` (named by split row) so the shared stages track them like references."""
+    import io
+
+    from PIL import Image
+
+    from spurbench import dataset as ds_contract
+    from spurbench.build.references import ClassReferences, check_image
+
+    table, _ = ds_contract.read_split_table(Path(r.source.dataset).expanduser(), r.source.split)
+    labels = table.column("label").to_pylist()
+    groups = table.column("group").to_pylist() if "group" in table.column_names else None
+    if entry.source_group is not None and groups is None:
+        raise SpurbenchError(f"'{r.source.dataset}' has no `group` column for source_group {entry.source_group!r} of class {entry.index}")
+    rows = [i for i, k in enumerate(labels) if k == entry.index and (entry.source_group is None or groups[i] == entry.source_group)]
+    if not rows:
+        raise SpurbenchError(f"'{r.source.dataset}' split '{r.source.split}' has no rows of class {entry.index}"
+                             + (f" in group {entry.source_group!r}" if entry.source_group else ""))
+    out = folder / str(entry.index)
+    out.mkdir(parents=True, exist_ok=True)
+    images = table.column("image").to_pylist()
+    files = []
+    for i in rows:
+        data = images[i]["bytes"]
+        with Image.open(io.BytesIO(data)) as im:
+            ext = {"JPEG": ".jpg", "PNG": ".png"}.get(im.format, ".img")
+        path = out / f"{i:07d}{ext}"
+        if not path.is_file():
+            tmp = path.with_name(f".{path.name}.tmp")
+            tmp.write_bytes(data)
+            tmp.replace(path)
+        files.append(path)
+    return ClassReferences(index=entry.index, component=-1, source=f"dataset {r.source.dataset} split {r.source.split}"
+                           + (f" group {entry.source_group}" if entry.source_group else ""),
+                           images=[str(f.resolve()) for f in files], sha256=[check_image(f) for f in files])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -288,7 +390,9 @@ def prepare(ctx, pending: list, refs: dict, base_model: str, base_revision: str 
     from spurbench.classifiers import ClassifierSpec, create_classifier
 
     r = ctx.recipe
-    state["classifier"] = create_classifier(ClassifierSpec.from_dict(_relative_to_recipe(ctx, r.classifier)), ctx.device)
+    names = label_set(r)
+    state["classifier"] = create_classifier(ClassifierSpec.from_dict(_relative_to_recipe(ctx, r.classifier)), ctx.device,
+                                            **({"num_classes": len(names[1])} if names else {}))
     state["detector"] = detection.load_detector(r.segmentation.detector, device=str(ctx.device))
     state["segmenter"] = detection.load_segmenter(r.segmentation.segmenter, device=str(ctx.device))
     source, revision = _inpainting_model(ctx)
@@ -305,26 +409,34 @@ def _relative_to_recipe(ctx, spec: dict) -> dict:
     return spec
 
 
-def _inpainting_model(ctx) -> tuple[str, str | None]:
-    """Local folder (tiny: built once into the work dir) or Hub id of the inpainting pipeline."""
+def _build_once(folder: Path, done_file: str, build) -> Path:
+    """`build(tmp)` into a temporary sibling and rename it to `folder`, once, under a lock (several
+    processes may need the same folder; a killed build leaves only the temporary one behind)."""
     import os
     import shutil
 
     from filelock import FileLock
 
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(folder) + ".lock"):
+        if not (folder / done_file).is_file():
+            tmp = folder.with_name(folder.name + ".tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            build(tmp)
+            shutil.rmtree(folder, ignore_errors=True)
+            os.replace(tmp, folder)
+    return folder
+
+
+def _inpainting_model(ctx) -> tuple[str, str | None]:
+    """Local folder (tiny: built once into the work dir) or Hub id of the inpainting pipeline."""
+    from spurbench.build.inpainting import make_tiny_inpainting
+
     i = ctx.recipe.inpainting
     if i.tiny is None:
         return str(i.id), i.revision
-    from spurbench.build.inpainting import make_tiny_inpainting
-
-    folder = ctx.work / "inpainting"
-    with FileLock(str(folder) + ".lock"):
-        if not (folder / "model_index.json").is_file():
-            tmp = folder.with_name("inpainting.tmp")
-            shutil.rmtree(tmp, ignore_errors=True)
-            make_tiny_inpainting(tmp, prediction_type=i.tiny.prediction_type, seed=i.tiny.seed, image_size=ctx.recipe.resolution)
-            shutil.rmtree(folder, ignore_errors=True)
-            os.replace(tmp, folder)
+    folder = _build_once(ctx.work / "inpainting", "model_index.json", lambda tmp: make_tiny_inpainting(
+        tmp, prediction_type=i.tiny.prediction_type, seed=i.tiny.seed, image_size=ctx.recipe.resolution))
     return str(folder), None
 
 
@@ -334,30 +446,21 @@ def token_name(index: int) -> str:
 
 def _learned_token(ctx, index: int, refs: dict, state: dict) -> str:
     """Folder of class `index`'s learned token (trained once, under a lock, on the class's photos)."""
-    import os
-    import shutil
-
-    from filelock import FileLock
-
-    from spurbench.build.references import load_image, resolve_class
+    from spurbench.build.references import load_image
     from spurbench.build.sampling import image_seed
     from spurbench.build.textual_inversion import EMBEDDINGS_FILE, InversionConfig, learn_token
 
     r = ctx.recipe
-    folder = ctx.work / "tokens" / str(index)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(folder) + ".lock"):
-        if not (folder / EMBEDDINGS_FILE).is_file():
-            entry = r.class_by_index()[index]
-            class_refs = refs.get(index) or resolve_class(r, entry, ctx.work / "references" / "samples")
-            cfg = InversionConfig.from_dict({"resolution": r.resolution, "seed": image_seed(r.seed, "token", index), **r.textual_inversion})
-            tmp = folder.with_name(f"{index}.tmp")
-            shutil.rmtree(tmp, ignore_errors=True)
-            learn_token(state["base_model"], [load_image(p) for p in class_refs.images], token_name(index), entry.initializer,
-                        tmp, cfg, revision=state["base_revision"], device=ctx.device, progress=ctx.progress)
-            shutil.rmtree(folder, ignore_errors=True)
-            os.replace(tmp, folder)
-    return str(folder)
+    entry = r.class_by_index()[index]
+
+    def learn(tmp: Path) -> None:
+        # the target class may belong to another process: its photos are resolved here if needed
+        class_refs = refs.get(index) or resolve_references(ctx, entry, ctx.work / "references" / "samples", {})
+        cfg = InversionConfig.from_dict({"resolution": r.resolution, "seed": image_seed(r.seed, "token", index), **r.textual_inversion})
+        learn_token(state["base_model"], [load_image(p) for p in class_refs.images], token_name(index), entry.initializer,
+                    tmp, cfg, revision=state["base_revision"], device=ctx.device, progress=ctx.progress)
+
+    return str(_build_once(ctx.work / "tokens" / str(index), EMBEDDINGS_FILE, learn))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -372,7 +475,6 @@ def lowest_loss(losses, k: int | None) -> list[int]:
 
 def make_class(ctx, entry, refs: dict, state: dict) -> dict[str, Any]:
     import numpy as np
-    import torch
     from PIL import Image
 
     from spurbench import detection
@@ -435,7 +537,6 @@ def make_class(ctx, entry, refs: dict, state: dict) -> dict[str, Any]:
         ig.append(float(pruning.ig_in_mask(clf.model, x, x0, mt, entry.index, n_steps=r.pruning.ig_steps)[0]))
         p_gen.append(float(pruning.class_probabilities(clf.model, x, entry.index)[0]))
     keep = pruning.keep_mask(ig, p_gen, p_mean, r.pruning.ig_threshold) if jobs else np.zeros(0, dtype=bool)
-    del torch
     return {
         "images": [
             {"file": files[i], "mask_file": f"s{s:04d}.png", "source": s, "prompt": prompt, "seed": seed,
@@ -457,8 +558,6 @@ def make_class(ctx, entry, refs: dict, state: dict) -> dict[str, Any]:
 def export_splits(ctx, markers: dict, refs: dict):
     from datasets import Image, Value
 
-    from spurbench import imagenet
-
     r = ctx.recipe
     offsets, n = {}, 0
     for entry in ctx.classes:
@@ -467,11 +566,11 @@ def export_splits(ctx, markers: dict, refs: dict):
     swap = r.mode == "swap"
 
     def base(entry, label: int) -> dict:
-        row = dict(label=label, class_name=imagenet.class_name(label), spurious_feature=entry.spurious_feature, component=-1,
+        row = dict(label=label, class_name=class_name(r, label), spurious_feature=entry.spurious_feature, component=-1,
                    builder="ddb", feather=r.feather, mask_prompt=entry.mask_prompt,
                    p_source_mean=float(markers[entry.index]["p_source_mean"]))
         if swap:
-            row["group"] = f"{imagenet.class_name(label)}/{imagenet.class_name(entry.index)}"
+            row["group"] = f"{class_name(r, label)}/{class_name(r, entry.index)}"
         return row
 
     def generated(kept: bool):
@@ -510,8 +609,6 @@ def export_splits(ctx, markers: dict, refs: dict):
 
 
 def card_parts(ctx, markers: dict, refs: dict, counts: dict) -> CardParts:
-    from spurbench import imagenet
-
     r = ctx.recipe
     swap = r.mode == "swap"
     kept_split = "train" if swap else "test"
@@ -544,8 +641,8 @@ def card_parts(ctx, markers: dict, refs: dict, counts: dict) -> CardParts:
             "| k | class | mask prompt | " + ("painted class | " if swap else "") + "sources | no mask | kept | pruned |",
             "|---|---|---|" + ("---|" if swap else "") + "---|---|---|---|",
             *[
-                f"| {c.index} | {imagenet.class_name(c.index)} | {c.mask_prompt} | "
-                + (f"{c.swap_to} {imagenet.class_name(c.swap_to)} | " if swap else "")
+                f"| {c.index} | {class_name(r, c.index)} | {c.mask_prompt} | "
+                + (f"{c.swap_to} {class_name(r, c.swap_to)} | " if swap else "")
                 + f"{len(markers[c.index]['sources'])} | {len(markers[c.index]['skipped_no_mask'])} | "
                 f"{sum(im['kept'] for im in markers[c.index]['images'])} | {sum(not im['kept'] for im in markers[c.index]['images'])} |"
                 for c in ctx.classes

@@ -1,0 +1,188 @@
+"""The page's sections for `shift` sets (evaluate/page.py calls these when the board's kind is `shift`).
+
+- A class x group (background) accuracy heatmap: each cell the mean top-1 accuracy of the ranked
+  models on that class's images of that group (from the entries' `per_class_group`), the models'
+  own figures in the cell's tooltip.
+- Guide | result pairs per class: the init image a D3S image was made from (`init_image`, the pasted
+  photo outlined by `init_box`) next to the generated image, marked by how many panel models get it
+  right, so a person can check the object is really there.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+if TYPE_CHECKING:
+    from spurbench.evaluate.page import Shot, _Page
+
+
+def guide_thumbnails(folder: Path, split: str, images_dir: Path, thumb_size: int) -> dict[int, dict[str, Any]]:
+    """Thumbnails of the split's `init_image` column with the `init_box` outlined: {row: {"src", "group"}}.
+
+    Empty when the split has no guides (a shift set made otherwise, e.g. an imported group-labelled set)."""
+    from datasets import Image as ImageFeature
+    from PIL import Image, ImageDraw
+
+    from spurbench.dataset import load_split
+
+    ds = load_split(folder, split)
+    if "init_image" not in ds.column_names:
+        return {}
+    ds = ds.select_columns([c for c in ("init_image", "init_box", "background") if c in ds.column_names])
+    ds = ds.cast_column("init_image", ImageFeature(decode=False))
+    out_dir = images_dir / "guides"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out: dict[int, dict[str, Any]] = {}
+    for i, row in enumerate(ds):
+        img = row["init_image"]
+        if not img or img.get("bytes") is None:
+            continue
+        with Image.open(io.BytesIO(img["bytes"])) as im:
+            im = im.convert("RGB")
+            box = row.get("init_box")
+            if box:  # outline the pasted photo, drawn at full size so the line stays thin after shrinking
+                ImageDraw.Draw(im).rectangle([box[0], box[1], box[2] - 1, box[3] - 1], outline=(255, 200, 0), width=max(1, im.width // 64))
+            scale = thumb_size / max(im.size)
+            if scale < 1:
+                im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))), Image.Resampling.LANCZOS)
+            elif im.width < thumb_size // 2:  # tiny smoke images: enlarge without smoothing, so pixels stay visible
+                f = (thumb_size // 2) // im.width
+                im = im.resize((im.width * f, im.height * f), Image.Resampling.NEAREST)
+            name = f"{i:06d}.jpg"
+            im.save(out_dir / name, format="JPEG", quality=85, optimize=True)
+        out[i] = {"src": f"images/guides/{name}", "group": row.get("background")}
+    return out
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def heatmap_section(p: "_Page") -> str:
+    """Class x group accuracy, mean over the ranked models (inline SVG)."""
+    from spurbench.evaluate.page import _anchor, _class_label, _color, _is_num, _pct, esc
+
+    group_by = next((e["metrics"].get("group_by") for e in p.entries if e.get("metrics", {}).get("group_by")), None) or "group"
+    groups = sorted({g for e in p.entries for per in (e.get("per_class_group") or {}).values() for g in per})
+    title = f'<section id="per-class"><h2>Accuracy per class and {esc(group_by)}</h2>'
+    if not p.entries or not groups:
+        return title + '<p class="note">Nothing to chart yet.</p></section>'
+
+    def cell(k: int, g: str) -> tuple[float | None, list[str]]:
+        vals, tips = [], []
+        for e in p.entries:
+            v = ((e.get("per_class_group") or {}).get(str(k)) or {}).get(g)
+            if _is_num(v):
+                vals.append(v)
+                tips.append(f"{e.get('model')}: {_pct(v)}")
+        return _mean(vals), tips
+
+    classes = sorted(p.classes, key=lambda k: (_mean([v for g in groups if (v := cell(k, g)[0]) is not None]) or 0.0, k))
+    cell_w, cell_h, left, top = 70, 22, 250, 70
+    width = left + cell_w * len(groups) + 150
+    height = top + max(cell_h * len(classes), 160) + 10
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="heatmap" width="{width}" height="{height}" '
+             f'viewBox="0 0 {width} {height}" role="img" aria-label="accuracy per class and {esc(group_by)}">']
+    for j, g in enumerate(groups):
+        x = left + cell_w * j + cell_w / 2
+        parts.append(f'<text class="colhead" transform="translate({x:.0f},{top - 6}) rotate(-45)">{esc(g)}</text>')
+    for i, k in enumerate(classes):
+        y = top + cell_h * i
+        parts.append(f'<a href="#{_anchor(k)}"><text class="rowhead" x="{left - 8}" y="{y + cell_h * 0.68:.0f}" text-anchor="end">'
+                     f'{esc(_class_label(k))}</text></a>')
+        for j, g in enumerate(groups):
+            v, tips = cell(k, g)
+            x = left + cell_w * j
+            # red = often wrong: the scale is the error rate, so the same colours mean "bad" as on spurious pages
+            fill = _color(1.0 - v) if v is not None else "#eee"
+            ink = "light" if v is not None and v < 0.45 else "dark"
+            parts.append(f'<g class="acc"><title>{esc(_class_label(k))} / {esc(g)}: accuracy {_pct(v)} (mean over {len(tips)} model(s))\n'
+                         f'{esc(chr(10).join(tips))}</title><rect x="{x}" y="{y}" width="{cell_w - 2}" height="{cell_h - 2}" fill="{fill}" '
+                         f'stroke="#dde1e8"/><text x="{x + cell_w / 2 - 1:.0f}" y="{y + cell_h * 0.68:.0f}" text-anchor="middle" '
+                         f'class="{ink}">{esc(_pct(v))}</text></g>')
+    lx = left + cell_w * len(groups) + 24
+    for t in range(11):
+        parts.append(f'<rect x="{lx}" y="{top + 12 * t}" width="16" height="12" fill="{_color(t / 10)}"/>')
+    parts.append(f'<text x="{lx + 22}" y="{top + 10}">100%</text><text x="{lx + 22}" y="{top + 130}">0%</text>')
+    parts.append(f'<text x="{lx}" y="{top + 150}" class="small">accuracy</text></svg>')
+    return (title + f"<p>Top-1 accuracy of each class's images per {esc(group_by)}, the mean over the {len(p.entries)} "
+            "ranked model(s) (hover a cell for each model's). The object is in every image: red cells are where the "
+            "models lose it. Classes with the lowest accuracy first.</p>"
+            f'<div class="scroll">{"".join(parts)}</div></section>')
+
+
+def _pair(s: "Shot", guide: Mapping[str, Any] | None, m: int, lazy: bool) -> str:
+    from spurbench.evaluate.page import _class_label, esc
+
+    right = len(s.fooled_by)  # on a shift set the store's "hit" is a correct prediction
+    n = len(s.scored_by)
+    loading = ' loading="lazy"' if lazy else ""
+    tip = "\n".join([f"image {s.index}", _class_label(s.label)] + ([f"prompt: {s.prompt}"] if s.prompt else [])
+                    + [f"right by {right} of {n} panel classifiers"] + s.predictions)
+    group = (guide or {}).get("group") or s.spurious_feature
+    mark = f'<span class="mark {"f-0" if n and right == n else "f-all" if n and right == 0 else "f-some"}">{right}/{n}</span>' if n else ""
+    guide_html = (f'<img src="{esc(guide["src"])}" alt="guide of image {s.index}"{loading} decoding="async">' if guide
+                  else '<span class="note">no guide</span>')
+    return (f'<figure class="pair" data-index="{s.index}" data-right="{right}" title="{esc(tip)}">{guide_html}'
+            f'<img src="{esc(s.src)}" alt="image {s.index} of class {s.label}"{loading} decoding="async">{mark}'
+            f"<figcaption>{esc(group)} · #{s.index}</figcaption></figure>")
+
+
+def pairs_section(p: "_Page", lazy: bool) -> str:
+    """Per class: the reference photos, then guide | result pairs, hardest first (fewest models right)."""
+    from spurbench.evaluate.page import _anchor, _class_label, _figure, _pct, _wnid, esc
+
+    m = len(p.panel)
+    intro = (f"<p>Each pair is the image guide (the class photo pasted on the background template, outlined) and the "
+             f"image made from it; the mark counts the {m} panel classifiers that recognise the class "
+             '(<span class="mark f-0">all</span> <span class="mark f-some">some</span> <span class="mark f-all">none</span>). '
+             "Check that the object is really there: an image without it is not a test of the shift.</p>")
+    nav = " · ".join(f'<a href="#{_anchor(k)}">{esc(_class_label(k))}</a>' for k in p.classes)
+    out = [f'<section id="images"><h2>Guides and results by class</h2>{intro}<nav class="classnav">{nav}</nav>']
+    for k in p.classes:
+        shots = sorted(p.shots.get(k, []), key=lambda s: (len(s.fooled_by), s.index))
+        acc = " · ".join(f"{esc(e.get('model'))}: {_pct(((e.get('per_class') or {}).get(str(k)) or {}).get('accuracy'))}" for e in p.entries)
+        out.append(f'<section class="cls" id="{_anchor(k)}"><h3>{esc(_class_label(k))} <small>{esc(_wnid(k))}</small></h3>'
+                   f'<p class="small">accuracy — {acc}</p>')
+        refs = p.references.get(k, [])
+        if refs:
+            out.append(f'<h4>Reference photos ({len(refs)})</h4><div class="sheet refs">'
+                       + "".join(_figure(s, with_mark=False, lazy=lazy) for s in refs) + "</div>")
+        out.append(f'<h4>Guide | result: {len(shots)} image(s)</h4><div class="sheet pairs">'
+                   + ("".join(_pair(s, p.guides.get(s.index), m, lazy) for s in shots) or '<p class="note">no images of this class</p>')
+                   + "</div></section>")
+    out.append("</section>")
+    return "".join(out)
+
+
+#: the consistency section's words for a spurious set -> for a shift set (a wrong prediction is the failure)
+_SHIFT_WORDS = {
+    "how many of the models each image fools (top-1 = the class it is spurious for)":
+        "how many of the models get each image wrong (top-1 is not the class of the object in it)",
+    "images whose top-1 is the class for all": "images whose top-1 is wrong for all",
+    "images whose top-1 is the class for at least": "images whose top-1 is wrong for at least",
+    "fooled by at least half": "wrong for at least half",
+    "fooled by all": "wrong for all",
+    "fooled / not fooled": "wrong / right",
+    "fooling every model": "every model gets wrong",
+    "fooling at least half of the models": "at least half of the models get wrong",
+    "ImageNet class the images are spurious for": "ImageNet class of the object in the images",
+}
+
+
+def reword_consistency(section_html: str) -> str:
+    """The consistency section of a shift set: the same figures, counting wrong predictions."""
+    for old, new in _SHIFT_WORDS.items():
+        section_html = section_html.replace(old, new)
+    return section_html
+
+
+CSS = """
+.pair { display: inline-flex; gap: 2px; position: relative; margin: 4px; }
+.pair img { width: 96px; height: 96px; object-fit: cover; image-rendering: pixelated; border: 1px solid #dde1e8; }
+.pair .mark { position: absolute; top: 4px; right: 4px; }
+.pair figcaption { position: absolute; bottom: -16px; left: 0; font-size: 11px; color: #555; }
+.sheet.pairs { row-gap: 20px; }
+"""
