@@ -354,3 +354,23 @@ def test_spurious_imagenet_imported_into_the_contract_verifies(tmp_path):
     assert after.column("label").to_pylist() == [0, 309, 309]
     prov_before, prov_after = read_provenance(imported), read_provenance(out)
     assert {k: v for k, v in prov_after.items() if k != "verification"} == prov_before
+
+
+def test_checking_one_split_keeps_the_others(photo_dataset, tmp_path):
+    """`--split` checks only that split; on a verified set the other splits keep their scores (re-thresholded),
+    on an unverified one they stay unchecked (empty) and are never excluded."""
+    t = _table(photo_dataset.path)
+    rows = t.to_pylist()
+    two = write_dataset(tmp_path / "two-splits", {"test": rows, "reference": rows[:4]}, DatasetCard(pretty_name="two splits"))
+    assert _verify("--dataset", str(two), "--detector", "tiny", "--split", "test", "--out", str(tmp_path / "only-test")) == 0
+    assert _table(tmp_path / "only-test", "reference").column(SCORE).to_pylist() == [None] * 4
+    assert _table(tmp_path / "only-test", "reference").column(PRESENT).to_pylist() == [None] * 4
+    assert list(read_provenance(tmp_path / "only-test")["verification"]["splits"]) == ["test"]
+    assert _verify("--dataset", str(tmp_path / "only-test"), "--split", "reference", "--out", str(tmp_path / "both")) == 0
+    both = read_provenance(tmp_path / "both")["verification"]["splits"]
+    assert set(both) == {"test", "reference"}
+    ref_scores = _table(tmp_path / "both", "reference").column(SCORE).to_pylist()
+    assert ref_scores == _table(tmp_path / "both").column(SCORE).to_pylist()[:4]  # same images, same queries
+    assert _verify("--dataset", str(tmp_path / "both"), "--split", "test", "--threshold", "0.0", "--out", str(tmp_path / "rethr")) == 0
+    assert _table(tmp_path / "rethr", "reference").column(SCORE).to_pylist() == ref_scores
+    assert all(_table(tmp_path / "rethr", "reference").column(PRESENT).to_pylist())

@@ -558,7 +558,21 @@ def _shift_blocks(clf: LoadedClassifier, data: SpuriousSet, preds: Predictions, 
     groups = data.groups[preds.index] if data.groups is not None else None
     parts = shift.entry_parts(preds.label, preds.top5, preds.target_prob, groups, data.group_by, reference, paired)
     keep = {k: counts[k] for k in ("num_images", "num_positives", "num_excluded")}
-    return {**parts, "metrics": {**parts["metrics"], **keep}}
+    return {**parts, "metrics": {**parts["metrics"], **_train_weighted(data, parts["per_group"]), **keep}}
+
+
+def _train_weighted(data: SpuriousSet, per_group: dict) -> dict[str, Any]:
+    """The mean of group accuracies weighted by the training split's group proportions (what Waterbirds
+    papers call average accuracy; `accuracy` is the pooled one); {} without a training split carrying the
+    group column."""
+    from spurbench.evaluate import metrics
+    from spurbench.evaluate.group_weights import TRAIN_SPLIT, training_group_counts
+
+    counts = training_group_counts(data.folder, data.group_by) if data.group_by else None
+    if counts is None:
+        return {}
+    w = metrics.train_weighted_accuracy(per_group, counts)
+    return {"train_weighted_group_accuracy": w["train_weighted_accuracy"], "group_weights_from": TRAIN_SPLIT}
 
 
 def _spurious_groups(preds: Predictions, data: SpuriousSet) -> dict[str, Any]:
