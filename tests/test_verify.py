@@ -118,6 +118,7 @@ def test_score_is_the_max_over_the_class_queries_and_present_follows_the_thresho
     assert rec["splits"]["test"] == {"checked": len(labels), "failed": sum(present), "keep": 0, "drop": 0}
 
 
+@pytest.mark.slow
 def test_rethreshold_reuses_scores_and_redetect_reproduces_them(verified, tmp_path):
     folder, threshold = verified
     assert _verify("--dataset", str(folder), "--threshold", "0.0", "--out", str(tmp_path / "all")) == 0
@@ -128,6 +129,7 @@ def test_rethreshold_reuses_scores_and_redetect_reproduces_them(verified, tmp_pa
     assert read_provenance(tmp_path / "again")["verification"]["threshold"] == threshold  # the recorded one
 
 
+@pytest.mark.slow
 def test_grounding_dino_from_a_local_folder(photo_dataset, tmp_path):
     model = detection.make_tiny_grounding_dino(tmp_path / "gdino")
     out = tmp_path / "v-gdino"
@@ -163,6 +165,7 @@ def _eval(folder: Path, board: Path, *extra: str) -> dict:
     return entry
 
 
+@pytest.mark.slow
 def test_eval_leaves_out_present_objects_in_a_spurious_set(verified, tmp_path, capsys):
     folder, _ = verified
     present = _table(folder).column(PRESENT).to_pylist()
@@ -178,6 +181,7 @@ def test_eval_leaves_out_present_objects_in_a_spurious_set(verified, tmp_path, c
     assert e["command"].endswith("--include-unverified")
 
 
+@pytest.mark.slow
 def test_eval_leaves_out_absent_objects_in_a_shift_set(verified, tmp_path):
     """The same rows declared a `shift` set: now the images WITHOUT the object fail."""
     folder, _ = verified
@@ -210,6 +214,7 @@ def _write_decisions(path: Path, lines: list[tuple[int, str, str]]) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_decisions_override_the_detector(verified, tmp_path):
     folder, _ = verified
     present = _table(folder).column(PRESENT).to_pylist()
@@ -333,6 +338,7 @@ def test_recipe_verify_section_errors_name_the_key(tmp_path):
             recipe_from_dict({**TINY_RECIPE, "verify": section})
 
 
+@pytest.mark.slow
 def test_spurious_imagenet_imported_into_the_contract_verifies(tmp_path):
     """Any set in the contract: Spurious ImageNet's release layout, imported, keeps its own extra columns."""
     from PIL import Image
@@ -356,6 +362,7 @@ def test_spurious_imagenet_imported_into_the_contract_verifies(tmp_path):
     assert {k: v for k, v in prov_after.items() if k != "verification"} == prov_before
 
 
+@pytest.mark.slow
 def test_checking_one_split_keeps_the_others(photo_dataset, tmp_path):
     """`--split` checks only that split; on a verified set the other splits keep their scores (re-thresholded),
     on an unverified one they stay unchecked (empty) and are never excluded."""
