@@ -59,7 +59,8 @@ def _detector(name: str, root: Path, device: str):
 
         torch.manual_seed(0)
         folder = root / "owlv2-base"
-        Owlv2ForObjectDetection(Owlv2Config()).save_pretrained(str(folder))  # ViT-B/16 at 960 px, CLIP text
+        config = Owlv2Config(vision_config={"image_size": 960, "patch_size": 16})  # ViT-B/16 at 960 px, CLIP text
+        Owlv2ForObjectDetection(config).save_pretrained(str(folder))
         # the real tokenizer needs the Hub; a byte-level one costs the same per call at this size
         tok: CLIPTokenizer = tiny_clip_tokenizer(folder, model_max_length=16)
         Owlv2Processor(image_processor=Owlv2ImageProcessor(), tokenizer=tok).save_pretrained(str(folder))

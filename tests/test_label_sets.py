@@ -78,3 +78,42 @@ def test_training_group_counts_come_from_the_train_split(wb, tmp_path):
     assert training_group_counts(data, "group") == dict(sorted(expected.items()))
     assert training_group_counts(data, "no_such_column") is None
     assert training_group_counts(data, "group", split="nosplit") is None
+
+
+@pytest.mark.slow
+def test_group_eval_reports_pooled_and_train_weighted_accuracy(wb, tmp_path):
+    """`spurbench eval --group-by group` on a Waterbirds import: both averages, recomputed by hand from the
+    per-image predictions and the training split's group sizes."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from spurbench.finetune import load_trainable
+
+    root, data = wb
+    clf, _ = load_trainable(load_panel("offline")[0], 2, seed=1)
+    weights = tmp_path / "two.safetensors"
+    save_file({k: v.contiguous() for k, v in clf.model.state_dict().items()}, str(weights))
+    board = tmp_path / "board" / "leaderboard.json"
+    assert main(["eval", "--model", "tf_efficientnet_lite0", "--weights", str(weights), "--dataset", str(data), "--split", "val",
+                 "--group-by", "group", "--leaderboard", str(board), "--workers", "0"]) == 0
+    entry = json.loads(board.read_text())["entries"][0]
+    m = entry["metrics"]
+    rows = list(csv.DictReader(open(next((tmp_path / "board" / "predictions").glob("*.csv")))))
+    names, places = ["landbird", "waterbird"], ["land", "water"]
+    val = [r for r in ROWS if r[2] == 1]
+    group_of = [f"{names[r[1]]}/{places[r[3]]}" for r in val]
+    hit = {int(r["index"]): int(r["top1"]) == int(r["label"]) for r in rows}
+    per_group: dict[str, list[bool]] = {}
+    for i, g in enumerate(group_of):
+        per_group.setdefault(g, []).append(hit[i])
+    pooled = sum(hit.values()) / len(hit)
+    n_train: dict[str, int] = {}  # the weights: group sizes of the *training* split, counted from the metadata
+    for _, y, split, place in ROWS:
+        if split == 0:
+            n_train[f"{names[y]}/{places[place]}"] = n_train.get(f"{names[y]}/{places[place]}", 0) + 1
+    assert {g: n_train[g] for g in per_group} == {"waterbird/water": 1, "landbird/land": 2}  # unequal: weighted != mean
+    weighted = sum(np.mean(v) * n_train[g] for g, v in per_group.items()) / sum(n_train[g] for g in per_group)
+    assert m["accuracy"] == pytest.approx(pooled)
+    assert m["train_weighted_group_accuracy"] == pytest.approx(weighted)
+    assert m["worst_group_accuracy"] == pytest.approx(min(np.mean(v) for v in per_group.values()))

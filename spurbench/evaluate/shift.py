@@ -116,8 +116,10 @@ def format_table(entry: Mapping[str, Any], label_names: Sequence[str] | None = N
 def summary_line(entry: Mapping[str, Any]) -> str:
     m = entry["metrics"]
     text = (f"{entry['model']}: worst-group accuracy {_f(m['worst_group_accuracy'])} ({m.get('worst_group')}), "
-            f"mean over {m.get('num_groups')} groups {_f(m['mean_group_accuracy'])}, accuracy {_f(m['accuracy'])} "
+            f"mean over {m.get('num_groups')} groups {_f(m['mean_group_accuracy'])}, pooled accuracy {_f(m['accuracy'])} "
             f"(top-5 {_f(m['accuracy_top5'])})")
+    if m.get("train_weighted_group_accuracy") is not None:
+        text += f", train-weighted group accuracy {_f(m['train_weighted_group_accuracy'])}"
     if m.get("reference_accuracy") is not None:
         text += f", reference {_f(m['reference_accuracy'])} (drop {_f(m['accuracy_drop'])})"
     ips = entry.get("images_per_second")
