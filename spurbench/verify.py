@@ -358,9 +358,8 @@ def verify_dataset(
     verified = previous and all(is_verified(s.columns) for s in data)
     same_detector = (detector is None or detector == previous.get("detector")) and (
         detector_model is None or detector_model == previous.get("model"))
-    detect_now = redetect or not verified or not same_detector
-    if not detect_now and splits is not None and set(splits) != set(previous.get("splits") or {}):
-        detect_now = True
+    # detect again only when asked, with another detector, or for splits never checked
+    detect_now = redetect or not verified or not same_detector or not {s.name for s in chosen} <= set(previous.get("splits") or {})
 
     name = detector or previous.get("detector") or "owlv2"
     spec = detection.detector_spec(name)
@@ -392,8 +391,8 @@ def verify_dataset(
             if detect_now and checked:
                 scores, found = _detect_split(s, det, queries, batch_size, bar, store)
                 boxes = [_boxes_json(b, thr) for b in found]
-            elif detect_now:
-                scores, boxes = [None] * len(s), [None] * len(s)
+            elif detect_now and not (verified and same_detector):
+                scores, boxes = [None] * len(s), [None] * len(s)  # not checked (by this detector)
             else:
                 scores, boxes = s.column(SCORE), s.column(BOXES)
             present = [None if v is None else bool(v >= thr) for v in scores]

@@ -276,3 +276,17 @@ def test_two_accelerate_processes_take_alternate_models(photo_dataset, tmp_path)
     assert [f["model"] for f in board["failures"]] == ["resnet_not_a_model"]
     assert "process 0 of 2: 2 of 3 models" in proc.stdout and "process 1 of 2: 1 of 3 models" in proc.stdout
     assert set(board["consistency"]["models"]) == {"tf_efficientnet_lite0", "tf_efficientnet_lite1"}
+
+
+def test_run_flag_mistakes_are_one_line(photo_dataset, tmp_path, capsys):
+    data = ["--dataset", str(photo_dataset.path), "--leaderboard", str(tmp_path / "lb.json")]
+    for args, message in [
+        (["--model", "tf_efficientnet_lite0", "--threads", "0", *data], "--threads must be at least 1, got 0"),
+        (["--model", "convnext_atto*", "--weights", "w.pth", *data], r"--weights applies to exactly one --model \(not a pattern"),
+        (["--model", "tf_efficientnet_lite0"], "--dataset is required"),
+        (["--models-file", str(tmp_path / "none.txt"), *data], "--models-file '.*none.txt' does not exist"),
+    ]:
+        assert cli.main(["eval", *args]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and __import__("re").search(message, err[0]), err
+    assert not (tmp_path / "lb.json").exists()

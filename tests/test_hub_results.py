@@ -125,3 +125,23 @@ def test_bad_input_is_one_line_and_changes_nothing(board, tmp_path, capsys, args
     assert says in err.splitlines()[-1]
     assert {p: p.read_bytes() for p in board.parent.rglob("*") if p.is_file()} == before
     assert a_file.read_text() == "x" and not (tmp_path / "out").exists()
+
+
+def test_shift_board_reports_its_own_headline_metrics(tmp_path, capsys):
+    """On a `shift` set the headline metrics are accuracies (the eval.yaml of a shift export lists them)."""
+    path = tmp_path / "leaderboard.json"
+    shift = {**HUB_DATASET, "provenance": {"kind": "shift"}}
+    for model, acc in (("a", 0.6), ("b", 0.8)):
+        rel = write_csv(tmp_path, model, np.ones(12, bool))
+        e = make_entry(model, 0.5, None, rel)
+        e["metrics"].update(accuracy=acc, accuracy_top5=0.9, worst_group_accuracy=acc - 0.2, mean_group_accuracy=acc - 0.1, accuracy_drop=0.05)
+        lb.record_entry(path, shift, e)
+    assert main(["leaderboard", "--leaderboard", str(path), "--format", "csv"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert list(rows[0])[1:6] == ["accuracy", "accuracy_top5", "worst_group_accuracy", "mean_group_accuracy", "accuracy_drop"]
+    assert {r["model"]: float(r["accuracy"]) for r in rows} == {"a": 0.6, "b": 0.8}
+    out = tmp_path / "res"
+    assert main(["leaderboard", "--leaderboard", str(path), "--format", "eval-results", "--out", str(out)]) == 0
+    items = yaml.safe_load((out / "b" / ".eval_results" / "org__spurious-set.yaml").read_text())
+    assert [(i["dataset"]["task_id"], i["value"]) for i in items] == [("accuracy", 0.8), ("worst_group_accuracy", pytest.approx(0.6))]
+    assert [i["dataset"]["task_id"] for i in items] == list(sd.EVAL_TASKS["shift"])

@@ -118,6 +118,7 @@ def test_score_is_the_max_over_the_class_queries_and_present_follows_the_thresho
     assert rec["splits"]["test"] == {"checked": len(labels), "failed": sum(present), "keep": 0, "drop": 0}
 
 
+@pytest.mark.slow
 def test_rethreshold_reuses_scores_and_redetect_reproduces_them(verified, tmp_path):
     folder, threshold = verified
     assert _verify("--dataset", str(folder), "--threshold", "0.0", "--out", str(tmp_path / "all")) == 0
@@ -128,6 +129,7 @@ def test_rethreshold_reuses_scores_and_redetect_reproduces_them(verified, tmp_pa
     assert read_provenance(tmp_path / "again")["verification"]["threshold"] == threshold  # the recorded one
 
 
+@pytest.mark.slow
 def test_grounding_dino_from_a_local_folder(photo_dataset, tmp_path):
     model = detection.make_tiny_grounding_dino(tmp_path / "gdino")
     out = tmp_path / "v-gdino"
@@ -163,6 +165,7 @@ def _eval(folder: Path, board: Path, *extra: str) -> dict:
     return entry
 
 
+@pytest.mark.slow
 def test_eval_leaves_out_present_objects_in_a_spurious_set(verified, tmp_path, capsys):
     folder, _ = verified
     present = _table(folder).column(PRESENT).to_pylist()
@@ -178,6 +181,7 @@ def test_eval_leaves_out_present_objects_in_a_spurious_set(verified, tmp_path, c
     assert e["command"].endswith("--include-unverified")
 
 
+@pytest.mark.slow
 def test_eval_leaves_out_absent_objects_in_a_shift_set(verified, tmp_path):
     """The same rows declared a `shift` set: now the images WITHOUT the object fail."""
     folder, _ = verified
@@ -210,6 +214,7 @@ def _write_decisions(path: Path, lines: list[tuple[int, str, str]]) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_decisions_override_the_detector(verified, tmp_path):
     folder, _ = verified
     present = _table(folder).column(PRESENT).to_pylist()
@@ -333,6 +338,7 @@ def test_recipe_verify_section_errors_name_the_key(tmp_path):
             recipe_from_dict({**TINY_RECIPE, "verify": section})
 
 
+@pytest.mark.slow
 def test_spurious_imagenet_imported_into_the_contract_verifies(tmp_path):
     """Any set in the contract: Spurious ImageNet's release layout, imported, keeps its own extra columns."""
     from PIL import Image
@@ -354,3 +360,24 @@ def test_spurious_imagenet_imported_into_the_contract_verifies(tmp_path):
     assert after.column("label").to_pylist() == [0, 309, 309]
     prov_before, prov_after = read_provenance(imported), read_provenance(out)
     assert {k: v for k, v in prov_after.items() if k != "verification"} == prov_before
+
+
+@pytest.mark.slow
+def test_checking_one_split_keeps_the_others(photo_dataset, tmp_path):
+    """`--split` checks only that split; on a verified set the other splits keep their scores (re-thresholded),
+    on an unverified one they stay unchecked (empty) and are never excluded."""
+    t = _table(photo_dataset.path)
+    rows = t.to_pylist()
+    two = write_dataset(tmp_path / "two-splits", {"test": rows, "reference": rows[:4]}, DatasetCard(pretty_name="two splits"))
+    assert _verify("--dataset", str(two), "--detector", "tiny", "--split", "test", "--out", str(tmp_path / "only-test")) == 0
+    assert _table(tmp_path / "only-test", "reference").column(SCORE).to_pylist() == [None] * 4
+    assert _table(tmp_path / "only-test", "reference").column(PRESENT).to_pylist() == [None] * 4
+    assert list(read_provenance(tmp_path / "only-test")["verification"]["splits"]) == ["test"]
+    assert _verify("--dataset", str(tmp_path / "only-test"), "--split", "reference", "--out", str(tmp_path / "both")) == 0
+    both = read_provenance(tmp_path / "both")["verification"]["splits"]
+    assert set(both) == {"test", "reference"}
+    ref_scores = _table(tmp_path / "both", "reference").column(SCORE).to_pylist()
+    assert ref_scores == _table(tmp_path / "both").column(SCORE).to_pylist()[:4]  # same images, same queries
+    assert _verify("--dataset", str(tmp_path / "both"), "--split", "test", "--threshold", "0.0", "--out", str(tmp_path / "rethr")) == 0
+    assert _table(tmp_path / "rethr", "reference").column(SCORE).to_pylist() == ref_scores
+    assert all(_table(tmp_path / "rethr", "reference").column(PRESENT).to_pylist())

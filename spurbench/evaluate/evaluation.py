@@ -387,7 +387,10 @@ def predict(
             y_dev = y.to(device, non_blocking=cuda)
             packed = torch.empty(b, 1 + 2 * TOPK, device=device)
             for x, where in groups:  # one forward per image shape in the batch (one group unless shapes differ)
-                x = normalise_batch(x.to(device, non_blocking=cuda), data_config).contiguous(memory_format=torch.channels_last)
+                x = x.to(device, non_blocking=cuda)
+                if x.dtype == torch.uint8:  # float items (build_transforms) come normalised already
+                    x = normalise_batch(x, data_config)
+                x = x.contiguous(memory_format=torch.channels_last)
                 with torch.autocast(device_type=device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
                     logits = model(x)
                 logits = logits.float()
@@ -740,6 +743,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="re-score models already on the leaderboard for the same data, preprocessing and precision (default: skip them)")
     r.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
     r.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="DataLoader worker processes decoding images (0: in the main process); default min(8, CPU cores)")
+    r.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="torch threads of the scoring process (unset: torch's default, one per core); on a CPU shared with "
+                        "decoding --workers or other jobs, fewer threads avoid oversubscription (see benchmarks/eval_throughput.py)")
     r.add_argument("--device", default=None, help="torch device; unset: cuda (cuda:LOCAL_RANK under torchrun / accelerate launch) when available, else cpu")
     r.add_argument("--amp", action="store_true",
                    help="on CUDA, run the model under float16 autocast (faster; default float32, as timm's validate.py and the "
@@ -823,6 +829,10 @@ def run(args: argparse.Namespace) -> int:
         raise SpurbenchError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.workers < 0:
         raise SpurbenchError(f"--workers must be 0 or more, got {args.workers}")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise SpurbenchError(f"--threads must be at least 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
     specs, left_out, n_named = _specs_from_args(args)
     named = {s.display_name for s in specs[:n_named]}
     if args.list:

@@ -1,7 +1,7 @@
 """A leaderboard in the formats other tools read: timm's results CSV and the Hub's evaluation results.
 
 - `to_csv`: one row per model in rank order, timm's `results-*.csv` convention (`model`, the
-  headline metrics, `param_count` in millions, `img_size`, `crop_pct`, `interpolation`), plus the
+  headline metrics of the board's kind of set, `param_count` in millions, `img_size`, `crop_pct`, `interpolation`), plus the
   `group` an entry is ranked in and what makes groups differ (`preprocessing`, `num_images`).
 - `write_eval_results`: for each model, `<out>/<model slug>/.eval_results/<dataset slug>.yaml`, the
   file a model repository on the Hub carries (upload `<out>/<model slug>/.eval_results` into the
@@ -23,8 +23,11 @@ from spurbench.dataset import _HUB_ID, EVAL_TASKS
 from spurbench.errors import SpurbenchError
 from spurbench.evaluate.leaderboard import _write_atomic, comparable_groups, slugify
 
-#: the headline metrics of a spurious board, in the CSV's column order
-CSV_METRICS = ("spurious_rate", "spurious_rate_top5", "mean_target_prob", "spurious_score_ap", "spurious_score_auroc")
+#: the headline metrics in the CSV, by kind of set (the metric names the entries carry)
+CSV_METRICS: dict[str, tuple[str, ...]] = {
+    "spurious": ("spurious_rate", "spurious_rate_top5", "mean_target_prob", "spurious_score_ap", "spurious_score_auroc"),
+    "shift": ("accuracy", "accuracy_top5", "worst_group_accuracy", "mean_group_accuracy", "accuracy_drop"),
+}
 
 
 def _cell(x: Any) -> Any:
@@ -37,15 +40,17 @@ def _cell(x: Any) -> Any:
 
 def to_csv(board: Mapping[str, Any]) -> str:
     """The ranked board as timm's results CSV (headline metrics as fractions, as in the JSON)."""
+    kind = str(((board.get("dataset") or {}).get("provenance") or {}).get("kind", "spurious"))
+    columns = CSV_METRICS.get(kind, CSV_METRICS["spurious"])
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["model", *CSV_METRICS, "param_count", "img_size", "crop_pct", "interpolation", "group", "preprocessing", "num_images"])
+    w.writerow(["model", *columns, "param_count", "img_size", "crop_pct", "interpolation", "group", "preprocessing", "num_images"])
     for g in comparable_groups(board):
         for e in g["entries"]:
             m, dc = e["metrics"], e.get("data_config") or {}
             size = (dc.get("input_size") or [None])[-1]
             params = e.get("num_params")
-            w.writerow([e["model"], *(_cell(m.get(k)) for k in CSV_METRICS),
+            w.writerow([e["model"], *(_cell(m.get(k)) for k in columns),
                         "" if params is None else round(params / 1e6, 2), _cell(size), _cell(dc.get("crop_pct")),
                         _cell(dc.get("interpolation")), g["id"], g["preprocessing"], _cell(g["num_images"])])
     return buf.getvalue()
