@@ -10,7 +10,6 @@ file it loaded, and the parameter count. Every user mistake raises `SpurbenchErr
 from __future__ import annotations
 
 import difflib
-import hashlib
 import math
 import os
 import re
@@ -21,6 +20,7 @@ from typing import Any, Mapping
 
 import torch
 
+from spurbench.download import sha256_file
 from spurbench.errors import SpurbenchError, hub_failure_reason
 from spurbench.imagenet import NUM_CLASSES
 
@@ -197,7 +197,7 @@ def create_classifier(spec: ClassifierSpec, device: str | torch.device = "cpu", 
         model, weights_info = _create_pretrained(spec)
     else:
         path, source = _weights_file(spec)
-        sha = _sha256(path)
+        sha = sha256_file(path)
         if spec.weights.get("sha256") and spec.weights["sha256"].lower() != sha:
             raise SpurbenchError(
                 f"weights file '{path}' of '{spec.display_name}' has sha256 {sha}, not the {spec.weights['sha256']} the panel expects; "
@@ -287,7 +287,7 @@ def _create_pretrained(spec: ClassifierSpec) -> tuple[torch.nn.Module, dict]:
             "or use a panel entry whose weights name a local file or package (e.g. --panel offline)"
         ) from None
     source, path = _pretrained_location(model.pretrained_cfg)
-    return model, {"source": source, "sha256": _sha256(path) if path else None}
+    return model, {"source": source, "sha256": sha256_file(path) if path else None}
 
 
 def _pretrained_location(cfg: Mapping[str, Any]) -> tuple[str, Path | None]:
@@ -486,14 +486,6 @@ def _head_message(name: str, n: Any, wanted: int = NUM_CLASSES) -> str:
         f"'{name}' has a {n}-class head, not ImageNet-1k's {NUM_CLASSES} classes; pick an ImageNet-1k checkpoint "
         "(timm tags ending in _in1k, e.g. vit_base_patch16_224.augreg_in21k_ft_in1k rather than .augreg_in21k)"
     )
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _short(err: BaseException) -> str:

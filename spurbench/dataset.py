@@ -28,6 +28,7 @@ from typing import Any, Iterable, Iterator, Mapping
 import yaml
 
 from spurbench import imagenet
+from spurbench.download import sha256_file
 from spurbench.errors import SpurbenchError, hub_failure_reason
 
 #: split holding the generated (or otherwise spurious) images that `eval` scores by default
@@ -195,7 +196,7 @@ def write_dataset(
                 ds.to_parquet(str(shard))
                 shard_files.append(shard)
                 n += len(encoded)
-            named = [shard.rename(tmp / "data" / shard_name(split, i, len(shard_files), _sha256(shard)))
+            named = [shard.rename(tmp / "data" / shard_name(split, i, len(shard_files), sha256_file(shard)))
                      for i, shard in enumerate(shard_files)]
             counts[split] = (n, sum(p.stat().st_size for p in named))
             files[split] = [f"data/{p.name}" for p in named]
@@ -218,14 +219,6 @@ def write_dataset(
 def shard_name(split: str, i: int, n: int, sha256: str) -> str:
     """`<split>-NNNNN-of-NNNNN-<first 16 hex of the shard's sha256>.parquet`."""
     return f"{split}-{i:05d}-of-{n:05d}-{sha256[:_CONTENT_DIGITS]}.parquet"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def size_category(n: int) -> str:

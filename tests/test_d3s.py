@@ -163,7 +163,7 @@ def tiny_img2img(tmp_path_factory):
     return load_pipeline(folder, "cpu", scheduler="DDIMScheduler", img2img=True)
 
 
-@pytest.mark.parametrize("strength, steps, expected", [(0.9, 50, 45), (0.5, 10, 5)])
+@pytest.mark.parametrize("strength, steps, expected", [pytest.param(0.9, 50, 45, marks=pytest.mark.slow), (0.5, 10, 5)])
 def test_img2img_runs_strength_times_steps_denoising_steps(tiny_img2img, tmp_path, strength, steps, expected):
     from spurbench.build.sampling import Job, sample, save_png
 

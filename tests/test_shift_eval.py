@@ -192,10 +192,14 @@ def test_shift_board_ranks_by_worst_group_and_counts_wrong_predictions(shift_run
 
 @pytest.mark.slow
 def test_group_by_names_any_column_and_a_missing_one_is_one_line(shift_run, tmp_path):
+    import shutil
+
     root, folder, _, _ = shift_run
-    lb = tmp_path / "lb.json"
+    shutil.copytree(root / "lb", tmp_path / "lb")  # a board grouped by background: another --group-by re-scores
+    lb = tmp_path / "lb" / "leaderboard.json"
     proc = _eval(["--panel", "offline", "--dataset", str(folder), "--group-by", "weather", "--leaderboard", str(lb)], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "skip" not in proc.stdout
     e = json.loads(lb.read_text())["entries"][0]
     assert set(e["per_group"]) == {"dry", "wet"} and e["metrics"]["group_by"] == "weather"
     assert e["per_group"]["dry"]["n"] == e["per_group"]["wet"]["n"] == 8

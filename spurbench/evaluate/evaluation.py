@@ -895,7 +895,8 @@ def run(args: argparse.Namespace) -> int:
         name = spec.display_name
         if not args.force and already_scored(board, name, fingerprint=data.info["fingerprint"], preprocessing=args.preprocessing,
                                              precision=precision, num_images=len(data.labels),
-                                             positives=positives.source if positives is not None else None):
+                                             positives=positives.source if positives is not None else None) \
+                and _same_groups(board, name, data.group_by):
             print(f"skip {name}: already on the leaderboard for this data, positives, preprocessing and precision (--force re-scores it)")
             skipped.append(name)
             continue
@@ -936,6 +937,12 @@ def run(args: argparse.Namespace) -> int:
             print(f"  FAILED {name}: {reason}")
     print(f"leaderboard: {leaderboard}")
     return 1 if failed else 0
+
+
+def _same_groups(board: dict, model: str, group_by: str | None) -> bool:
+    """Whether the model's entry was grouped by the same column (another --group-by re-scores it)."""
+    entry = next((e for e in board.get("entries", []) if e.get("model") == model), {})
+    return (entry.get("metrics") or {}).get("group_by") == group_by
 
 
 def _now() -> str:

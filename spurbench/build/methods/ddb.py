@@ -13,7 +13,8 @@ Per class k (its real photos are the `reference` split):
      object absent, context kept. Kept rows go to `test`.
    - `mode: swap` (DDB's own) paints another class's token, learned by textual inversion on that
      class's photos (spurbench.build.textual_inversion), into the mask -> a group-labelled *shift* set:
-     `label` = the painted class, `group` = "<label>/<context class>". Kept rows go to `train`
+     `label` = the painted class, `group` = "<label>/<context>" (context: the source class, or with
+     `source_group` that group's context, e.g. waterbird/land). Kept rows go to `train`
      (the counterfactuals `spurbench finetune` balances with).
 4. Pruning, both conditions as DDB's code (spurbench.build.pruning): integrated gradients of the
    classifier's k logit, baseline = the original photo, summed inside the mask, > `pruning.ig_threshold`;
@@ -313,6 +314,15 @@ def class_name(recipe: DDBRecipe, k: int) -> str:
     return names[1][k] if names else imagenet.class_name(k)
 
 
+def context_name(recipe: DDBRecipe, entry: DDBClass) -> str:
+    """The context part of a swap row's group: the source group's context when the photos come from one
+    group of a `<label>/<context>` set (a waterbird painted into landbird/land photos: waterbird/land, one of
+    Waterbirds' own groups), else the source class's name."""
+    if recipe.source is not None and entry.source_group and "/" in entry.source_group:
+        return entry.source_group.split("/", 1)[1]
+    return class_name(recipe, entry.index)
+
+
 def provenance(recipe: DDBRecipe) -> dict[str, Any]:
     return {
         "mode": recipe.mode,
@@ -570,7 +580,7 @@ def export_splits(ctx, markers: dict, refs: dict):
                    builder="ddb", feather=r.feather, mask_prompt=entry.mask_prompt,
                    p_source_mean=float(markers[entry.index]["p_source_mean"]))
         if swap:
-            row["group"] = f"{class_name(r, label)}/{class_name(r, entry.index)}"
+            row["group"] = f"{class_name(r, label)}/{context_name(r, entry)}"
         return row
 
     def generated(kept: bool):
