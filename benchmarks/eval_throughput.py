@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=192, help="images in the generated dataset")
     parser.add_argument("--repeats", type=int, default=5, help="timed passes of each loop (rotating order)")
     parser.add_argument("--batch-size", type=int, default=32, help="batch size of every loop")
-    parser.add_argument("--workers", type=int, default=None, help="DataLoader workers of spurbench and timm (default: spurbench's default)")
+    parser.add_argument("--workers", type=int, default=None, help="DataLoader workers of spurbench and timm (default: spurbench's CPU default)")
     parser.add_argument("--encoding", choices=("png", "jpeg"), default="png", help="how the images are stored in the Parquet shards")
     parser.add_argument("--no-ablations", action="store_true", help="time only forward-only, spurbench and timm")
     args = parser.parse_args(argv)
@@ -197,9 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     import copy
 
     from spurbench.classifiers import create_classifier, load_panel
-    from spurbench.evaluate.evaluation import DEFAULT_WORKERS, open_dataset
+    from spurbench.evaluate.evaluation import default_workers, open_dataset
 
-    workers = DEFAULT_WORKERS if args.workers is None else args.workers
+    workers = default_workers(torch.device("cpu")) if args.workers is None else args.workers
     threads = torch.get_num_threads()
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
