@@ -315,13 +315,7 @@ def _check_semantics(r: Recipe) -> None:
     seen: set[int] = set()
     for i, c in enumerate(r.classes):
         where = f"classes[{i}]"
-        try:
-            imagenet.check_index(c.index)
-        except SpurbenchError as err:
-            raise SpurbenchError(f"key '{where}.index': {err}") from None
-        if c.index in seen:
-            raise SpurbenchError(f"key '{where}.index': class {c.index} is listed twice; each class appears once")
-        seen.add(c.index)
+        check_class_index(where, c.index, seen)
         if not c.noun.strip():
             raise SpurbenchError(f"key '{where}.noun' must be a word naming what the reference images show (e.g. flower)")
         if c.spurious_feature is None and c.index not in known:
@@ -360,6 +354,19 @@ def _check_semantics(r: Recipe) -> None:
         raise SpurbenchError(
             f"key 'licenses' must state the licence of every input: missing {', '.join(f'licenses.{k}' for k in missing)}"
         )
+
+
+def check_class_index(where: str, index: int, seen: set[int], num_labels: int | None = None) -> None:
+    """`<where>.index` names a class of the label set (ImageNet-1k unless `num_labels` is given) not
+    already in `seen`; adds it. Every method's recipe checks its class list with this."""
+    if num_labels is None:
+        try:
+            imagenet.check_index(index)
+        except SpurbenchError as err:
+            raise SpurbenchError(f"key '{where}.index': {err}") from None
+    if index in seen:
+        raise SpurbenchError(f"key '{where}.index': class {index} is listed twice; each class appears once")
+    seen.add(index)
 
 
 def _check_template(template: str, key: str, need_token: bool) -> None:

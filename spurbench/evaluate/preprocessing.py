@@ -20,7 +20,7 @@ Two preprocessings:
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import torch
 

@@ -123,6 +123,10 @@ def import_waterbirds(root: str | Path, out: str | Path) -> Path:
         tags=["spurious-correlations", "robustness", "waterbirds", "group-shift"],
         kind="shift",
         label_set=LABEL_SET,
+        # labels come from the bird species (CUB-200-2011's expert annotations) grouped by Sagawa et al.;
+        # the images are composites of CUB birds on Places backgrounds, so the set extends both
+        annotations_creators=["expert-generated"],
+        source_datasets=["extended"],
     )
     return write_dataset(
         out, splits, card, extra_features={"group": Value("string"), "place": Value("string")}, label_names=LABEL_NAMES

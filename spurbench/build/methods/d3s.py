@@ -165,7 +165,7 @@ def recipe_from_dict(data: Mapping[str, Any]) -> D3SRecipe:
 
 
 def _check(r: D3SRecipe) -> None:
-    from spurbench import imagenet
+    from spurbench.build.recipe import check_class_index
 
     if not 0 < r.fg_scale <= 1:
         raise SpurbenchError(f"key 'fg_scale' must be in (0, 1] (the foreground's side over the resolution), got {r.fg_scale}")
@@ -207,13 +207,7 @@ def _check(r: D3SRecipe) -> None:
         raise SpurbenchError("key 'classes' must list at least one class, or be `all`")
     seen: set[int] = set()
     for i, c in enumerate(r.classes):
-        try:
-            imagenet.check_index(c.index)
-        except SpurbenchError as err:
-            raise SpurbenchError(f"key 'classes[{i}].index': {err}") from None
-        if c.index in seen:
-            raise SpurbenchError(f"key 'classes[{i}].index': class {c.index} is listed twice; each class appears once")
-        seen.add(c.index)
+        check_class_index(f"classes[{i}]", c.index, seen)
         src = c.foregrounds
         if src is not None:
             given = [k for k, v in (("folder", src.folder), ("samples", src.samples)) if v]

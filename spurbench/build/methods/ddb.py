@@ -175,8 +175,7 @@ class DDBRecipe:
 
 
 def recipe_from_dict(data: Mapping[str, Any]) -> DDBRecipe:
-    from spurbench import imagenet
-    from spurbench.build.recipe import convert
+    from spurbench.build.recipe import check_class_index, convert
     from spurbench.build.textual_inversion import InversionConfig
 
     data = dict(data)
@@ -218,19 +217,14 @@ def recipe_from_dict(data: Mapping[str, Any]) -> DDBRecipe:
         raise SpurbenchError("key 'classes' must list at least one class")
     indices = [c.index for c in r.classes]
     names = source_label_names(r.source) if r.source else None
+    seen: set[int] = set()
     classes = []
     for i, c in enumerate(r.classes):
         where = f"classes[{i}]"
         if names is not None:
             if not 0 <= c.index < len(names):
                 raise SpurbenchError(f"key '{where}.index': {c.index} is not a label of '{r.source.dataset}' (0..{len(names) - 1}: {', '.join(names[:10])})")
-        else:
-            try:
-                imagenet.check_index(c.index)
-            except SpurbenchError as err:
-                raise SpurbenchError(f"key '{where}.index': {err}") from None
-        if indices.count(c.index) > 1:
-            raise SpurbenchError(f"key '{where}.index': class {c.index} is listed twice; each class appears once")
+        check_class_index(where, c.index, seen, None if names is None else len(names))
         ref = c.references
         if names is not None:
             if ref is not None:
