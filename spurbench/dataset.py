@@ -355,6 +355,16 @@ def _stat(path: Path) -> tuple[int, int]:
     return st.st_size, st.st_mtime_ns
 
 
+def label_names_of(features: Mapping[str, Any], where: str, why: str) -> list[str]:
+    """The names of a split's `label` ClassLabel; one line saying `why` they are needed when it has none."""
+    from datasets import ClassLabel
+
+    feature = features["label"]
+    if not isinstance(feature, ClassLabel):
+        raise SpurbenchError(f"dataset {where} column `label` is {feature}, not a ClassLabel; {why}")
+    return list(feature.names)
+
+
 def check_columns(columns: Iterable[str], where: str) -> None:
     missing = [c for c in ("image", "label") if c not in set(columns)]
     if missing:

@@ -94,7 +94,7 @@ class GroupSplit:
 
 
 def open_group_split(folder: str | Path, split: str, group_column: str) -> GroupSplit:
-    from datasets import ClassLabel, Image
+    from datasets import Image
 
     from spurbench import dataset as ds_contract
 
@@ -106,16 +106,14 @@ def open_group_split(folder: str | Path, split: str, group_column: str) -> Group
             f"dataset {where} has no `{group_column}` column; fine-tuning needs group labels "
             "(e.g. `spurbench import waterbirds`, or a `method: ddb` swap build), or name the column with --group-column"
         )
-    feature = ds.features["label"]
-    if not isinstance(feature, ClassLabel):
-        raise SpurbenchError(f"dataset {where} column `label` is {feature}, not a ClassLabel; its label set is unknown")
+    names = ds_contract.label_names_of(ds.features, where, "its label set is unknown")
     if len(ds) == 0:
         raise SpurbenchError(f"dataset {where} has no rows")
     return GroupSplit(
         rows=ds.select_columns(["image"]).cast_column("image", Image(decode=False)),
         labels=np.asarray(ds["label"], dtype=np.int64),
         groups=[str(g) for g in ds[group_column]],
-        label_names=list(feature.names),
+        label_names=names,
         where=where,
     )
 

@@ -164,8 +164,6 @@ class _Split:
 
 def _check_contract(folder: Path, splits: Sequence[_Split]) -> tuple[list[str] | None, str]:
     """(label names for write_dataset or None for ImageNet-1k, the card's label set); one line on what is wrong."""
-    from datasets import ClassLabel
-
     from spurbench import imagenet
 
     card = ds_contract.read_card(folder)
@@ -178,12 +176,10 @@ def _check_contract(folder: Path, splits: Sequence[_Split]) -> tuple[list[str] |
                 f"dataset '{folder}' split '{s.name}' lacks contract column(s) {', '.join(missing)}; `spurbench verify` rewrites "
                 "datasets in spurbench's contract (import other layouts first with `spurbench import`)"
             )
-        feat = s.features["label"]
-        if not isinstance(feat, ClassLabel):
-            raise SpurbenchError(f"dataset '{folder}' split '{s.name}' column `label` is {feat}, not a ClassLabel; verify needs class names to build queries")
-        if names is not None and list(feat.names) != names:
+        split_names = ds_contract.label_names_of(s.features, f"'{folder}' split '{s.name}'", "verify needs class names to build queries")
+        if names is not None and split_names != names:
             raise SpurbenchError(f"dataset '{folder}' splits disagree on the label names; every split must share one label set")
-        names = list(feat.names)
+        names = split_names
     assert names is not None
     is_imagenet = names == list(imagenet.wnids())
     if is_imagenet != (card.label_set == ds_contract.IMAGENET_LABEL_SET):

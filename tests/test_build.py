@@ -16,7 +16,6 @@ import hashlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -513,18 +512,12 @@ def test_rebuild_is_byte_identical_and_keeps_weights_on_request(tiny_reference, 
     assert moved  # fine-tuning changed the UNet
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
-def test_two_accelerate_processes_split_the_classes(tiny_reference, tmp_path):
+def test_two_accelerate_processes_split_the_classes(tiny_reference, tmp_path, free_port):
     cwd = _tiny_dir(tmp_path / "two")
     cmd = [
         sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
+        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port),
         "-m", "spurbench", "build", "--recipe", "tiny.yaml", "--out", "data", "--no-progress",
     ]
     proc = _run(cmd, cwd, CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1")

@@ -8,9 +8,7 @@ only a timm config matters (the test input size), timm's resnet18 architecture w
 from __future__ import annotations
 
 import importlib.metadata as md
-import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -251,18 +249,12 @@ def test_sweep_records_failures_goes_on_and_resumes(photo_dataset, tmp_path, cap
     assert load_leaderboard(lb)["entries"][0]["metrics"]["num_images"] == 5
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
-def test_two_accelerate_processes_take_alternate_models(photo_dataset, tmp_path):
+def test_two_accelerate_processes_take_alternate_models(photo_dataset, tmp_path, free_port):
     lb = tmp_path / "lb.json"
     cmd = [
         sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
+        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port),
         "-m", "spurbench", "eval", "--panel", str(_lite_panel(tmp_path, 2)), "--model", "resnet_not_a_model",
         "--dataset", str(photo_dataset.path), "--leaderboard", str(lb), "--limit", "3", "--workers", "0",
     ]
