@@ -147,12 +147,12 @@ def materialise_builtin(word: str, out_dir: str | Path) -> list[Path]:
 
 def folder_templates(root: str | Path, word: str) -> list[Path]:
     """The template images of background `word` in a folder of folders; a missing one is one clear line."""
-    from spurbench.build.references import IMAGE_SUFFIXES
+    from spurbench.build.references import image_files
 
     folder = Path(root) / word
     if not folder.is_dir():
         raise SpurbenchError(f"backgrounds folder '{root}' has no folder '{word}/' for background '{word}'; add its template images there")
-    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES)
+    files = image_files(folder)
     if not files:
         raise SpurbenchError(f"background folder '{folder}' holds no image files; add template images of '{word}'")
     return files

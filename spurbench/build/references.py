@@ -94,10 +94,15 @@ def list_images(folder: str | Path) -> list[Path]:
     folder = Path(folder).expanduser()
     if not folder.is_dir():
         raise SpurbenchError(f"reference folder '{folder}' does not exist; create it with the class's reference images or fix the path")
-    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES)
+    files = image_files(folder)
     if not files:
         raise SpurbenchError(f"reference folder '{folder}' holds no image files ({', '.join(IMAGE_SUFFIXES)})")
     return files
+
+
+def image_files(folder: Path) -> list[Path]:
+    """Image files (by suffix) directly inside an existing folder, sorted by name, hidden files skipped."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def sample_photo(spec: str) -> "np.ndarray":
