@@ -55,7 +55,7 @@ def _detector(name: str, root: Path, device: str):
         import torch
         from transformers import CLIPTokenizer, Owlv2Config, Owlv2ForObjectDetection, Owlv2ImageProcessor, Owlv2Processor
 
-        from spurbench.build.tiny_sd import tiny_clip_tokenizer
+        from spurbench.generate.tiny_sd import tiny_clip_tokenizer
 
         torch.manual_seed(0)
         folder = root / "owlv2-base"

@@ -1,7 +1,7 @@
 """Images/s of spurbench's batched sampling against one pipeline call per image, same model, same
 prompts, same seeds, one invocation.
 
-  batched     `spurbench.build.sampling.sample` (what `spurbench build` runs in stages 2 and 4): one
+  batched     `spurbench.generate.sampling.sample` (what `spurbench build` runs in stages 2 and 4): one
               StableDiffusionPipeline call per batch of `--batch-size` images, a CPU
               torch.Generator per image, PNGs written atomically.
   per-image   the same pipeline called once per image (prompt, generator of that image's seed),
@@ -9,7 +9,7 @@ prompts, same seeds, one invocation.
 
 With `--mode img2img` both variants run what the d3s method runs instead: a
 StableDiffusionImg2ImgPipeline (DDIM, eta 0, guidance 5) from D3S image guides (a real photo pasted on a
-background template, spurbench.build.methods.d3s.make_guide) at `--strength` (0.9: int(0.9 x steps)
+background template, spurbench.generate.methods.d3s.make_guide) at `--strength` (0.9: int(0.9 x steps)
 denoising steps).
 
 The model is spurbench's tiny Stable Diffusion (random weights; the point is the pipeline overhead
@@ -45,8 +45,8 @@ def main() -> None:
 
     import torch
 
-    from spurbench.build.sampling import Job, image_seed, load_pipeline, sample, save_png
-    from spurbench.build.tiny_sd import make_tiny_stable_diffusion
+    from spurbench.generate.sampling import Job, image_seed, load_pipeline, sample, save_png
+    from spurbench.generate.tiny_sd import make_tiny_stable_diffusion
 
     root = Path(tempfile.mkdtemp(prefix="spurbench-bench-gen-"))
     try:
@@ -68,7 +68,7 @@ def main() -> None:
                    resolution=args.resolution, progress=False, **call)
 
         def per_image(out: Path) -> None:
-            from spurbench.build.references import load_image
+            from spurbench.generate.references import load_image
 
             for job in jobs(out):
                 size = dict(image=load_image(job.init), **call) if img2img else dict(height=args.resolution, width=args.resolution)
@@ -106,10 +106,10 @@ def _guides(folder: Path, n: int, resolution: int) -> list[Path]:
     import numpy as np
     from PIL import Image
 
-    from spurbench.build.backgrounds import BUILTIN
-    from spurbench.build.methods.d3s import make_guide
-    from spurbench.build.references import sample_photo
-    from spurbench.build.sampling import save_png
+    from spurbench.generate.backgrounds import BUILTIN
+    from spurbench.generate.methods.d3s import make_guide
+    from spurbench.generate.references import sample_photo
+    from spurbench.generate.sampling import save_png
 
     photos = [Image.fromarray(sample_photo(name)) for name in ("chelsea", "coffee")]
     backgrounds = [Image.fromarray(make()) for make in BUILTIN.values()]

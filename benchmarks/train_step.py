@@ -1,6 +1,6 @@
 """Step time of spurbench's DreamBooth(+SFSL) trainer against a plain DreamBooth step.
 
-All variants train copies of the same tiny Stable Diffusion (spurbench.build.tiny_sd) on the same photos,
+All variants train copies of the same tiny Stable Diffusion (spurbench.generate.tiny_sd) on the same photos,
 in one invocation, interleaved one step at a time with a rotating order (so machine noise hits all
 of them alike); each figure is the median over all timed steps.
 
@@ -131,9 +131,9 @@ def main() -> None:
     parser.add_argument("--sfsl-weight", type=float, default=1.0, help="SFSL weight of the spurbench+sfsl variant")
     args = parser.parse_args()
 
-    from spurbench.build.features import load_feature_model
-    from spurbench.build.tiny_sd import make_tiny_stable_diffusion
-    from spurbench.build.dreambooth import DreamBoothTrainer, TrainConfig
+    from spurbench.generate.features import load_feature_model
+    from spurbench.generate.tiny_sd import make_tiny_stable_diffusion
+    from spurbench.generate.dreambooth import DreamBoothTrainer, TrainConfig
 
     instance, prior = photos()
     with tempfile.TemporaryDirectory() as tmp:

@@ -474,7 +474,7 @@ def make_tiny_owlv2(out_dir: str | Path, seed: int = 0) -> Path:
     import torch
     from transformers import Owlv2Config, Owlv2ForObjectDetection, Owlv2ImageProcessor, Owlv2Processor
 
-    from spurbench.build.tiny_sd import tiny_clip_tokenizer
+    from spurbench.generate.tiny_sd import tiny_clip_tokenizer
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

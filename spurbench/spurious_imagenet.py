@@ -1,6 +1,6 @@
 """The Spurious ImageNet release (Neuhaus et al., ICCV 2023): where it is, how its folders are named.
 
-Shared by the build side (reference images for a recipe, `spurbench.build.references`) and the
+Shared by the build side (reference images for a recipe, `spurbench.generate.references`) and the
 importer (`spurbench import spurious-imagenet`), so it needs neither diffusers nor torch.
 
 The download (`RELEASE_URL`, as the release repository's `setup_download.sh` names it) unpacks into

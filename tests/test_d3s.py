@@ -2,7 +2,7 @@
 bad inputs as one clear line, and the shipped d3s_smoke recipe built through the CLI, killed and resumed
 to the same bytes.
 
-Real parts: the tiny Stable Diffusion of spurbench.build.tiny_sd loaded as a diffusers
+Real parts: the tiny Stable Diffusion of spurbench.generate.tiny_sd loaded as a diffusers
 StableDiffusionImg2ImgPipeline (random weights: its images mean nothing, the machinery is real), real
 photos from scikit-image/scikit-learn, timm's own lemma and definition files, real Parquet read back with
 `datasets`. Subprocess builds use one thread so their exports compare byte for byte.
@@ -23,8 +23,8 @@ import yaml
 from PIL import Image
 
 from spurbench import cli
-from spurbench.build.methods.d3s import make_guide, square_crop
-from spurbench.build.recipe import load_recipe, recipe_from_dict, recipe_hash
+from spurbench.generate.methods.d3s import make_guide, square_crop
+from spurbench.generate.recipe import load_recipe, recipe_from_dict, recipe_hash
 from spurbench.errors import SpurbenchError
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
@@ -82,7 +82,7 @@ def test_guide_pastes_the_squared_foreground_at_the_seeded_box():
 
 
 def test_guide_content_is_the_resized_photo():
-    from spurbench.build.references import sample_photo
+    from spurbench.generate.references import sample_photo
 
     photo = Image.fromarray(sample_photo("chelsea"))  # 451 x 300
     bg = Image.fromarray(sample_photo("grass"))
@@ -156,8 +156,8 @@ def test_d3s_recipe_mistakes_name_the_key(edit, message):
 
 @pytest.fixture(scope="module")
 def tiny_img2img(tmp_path_factory):
-    from spurbench.build.sampling import load_pipeline
-    from spurbench.build.tiny_sd import make_tiny_stable_diffusion
+    from spurbench.generate.sampling import load_pipeline
+    from spurbench.generate.tiny_sd import make_tiny_stable_diffusion
 
     folder = make_tiny_stable_diffusion(tmp_path_factory.mktemp("tiny") / "sd", image_size=32)
     return load_pipeline(folder, "cpu", scheduler="DDIMScheduler", img2img=True)
@@ -165,7 +165,7 @@ def tiny_img2img(tmp_path_factory):
 
 @pytest.mark.parametrize("strength, steps, expected", [pytest.param(0.9, 50, 45, marks=pytest.mark.slow), (0.5, 10, 5)])
 def test_img2img_runs_strength_times_steps_denoising_steps(tiny_img2img, tmp_path, strength, steps, expected):
-    from spurbench.build.sampling import Job, sample, save_png
+    from spurbench.generate.sampling import Job, sample, save_png
 
     calls = []
     hook = tiny_img2img.unet.register_forward_hook(lambda module, args, out: calls.append(args[1]))
@@ -204,7 +204,7 @@ def _folder_recipe(tmp_path: Path, classes=(285,)) -> Path:
 
 
 def test_missing_background_class_or_bad_file_is_one_line_and_writes_nothing(tmp_path, capsys):
-    from spurbench.build.references import sample_photo
+    from spurbench.generate.references import sample_photo
 
     recipe = _folder_recipe(tmp_path)
     out = tmp_path / "out"
@@ -283,7 +283,7 @@ def test_d3s_smoke_export_is_a_shift_set_with_guides(d3s_reference, tmp_path):
 
 
 def _smoke_words() -> list[str]:
-    from spurbench.build.backgrounds import D3S_BACKGROUNDS
+    from spurbench.generate.backgrounds import D3S_BACKGROUNDS
 
     return list(D3S_BACKGROUNDS)
 

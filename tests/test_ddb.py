@@ -11,9 +11,9 @@ import pytest
 import yaml
 from PIL import Image
 
-from spurbench.build import compositing, pruning
-from spurbench.build.methods import ddb
-from spurbench.build.recipe import load_recipe
+from spurbench.generate import compositing, pruning
+from spurbench.generate.methods import ddb
+from spurbench.generate.recipe import load_recipe
 from spurbench.cli import main
 
 SMOKE = Path(__file__).resolve().parents[1] / "builders" / "ddb_smoke.yaml"
@@ -137,7 +137,7 @@ def test_remove_build_gives_a_spurious_set(tmp_path, monkeypatch):
 
 
 def test_recipe_hash_is_stable():
-    from spurbench.build.recipe import recipe_hash
+    from spurbench.generate.recipe import recipe_hash
 
     _, a = load_recipe("ddb_smoke")
     _, b = load_recipe(str(SMOKE))

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from conftest import _photo
-from spurbench.build import compositing, pruning
+from spurbench.generate import compositing, pruning
 
 
 # --------------------------------------------------------------------------------------------

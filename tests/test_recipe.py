@@ -9,7 +9,7 @@ import yaml
 
 from spurbench import cli, imagenet
 from spurbench.errors import SpurbenchError
-from spurbench.build.recipe import load_recipe, recipe_from_dict, recipe_hash
+from spurbench.generate.recipe import load_recipe, recipe_from_dict, recipe_hash
 from spurbench.resources import resolve
 
 
@@ -149,7 +149,7 @@ def test_cli_reports_the_bad_key_and_writes_nothing(tmp_path, capsys):
 
 
 def test_method_key_picks_the_method_and_sfsl_is_the_default():
-    from spurbench.build.methods import METHODS, get_method
+    from spurbench.generate.methods import METHODS, get_method
 
     d = _smoke()
     h = recipe_hash(recipe_from_dict(d))

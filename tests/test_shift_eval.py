@@ -73,7 +73,7 @@ SHIFTS = {
 
 
 def _photo(name: str) -> np.ndarray:
-    from spurbench.build.references import sample_photo
+    from spurbench.generate.references import sample_photo
 
     return sample_photo(name)
 

@@ -8,8 +8,8 @@ import torch
 from PIL import Image
 
 from conftest import _photo
-from spurbench.build import textual_inversion as ti
-from spurbench.build.tiny_sd import make_tiny_stable_diffusion
+from spurbench.generate import textual_inversion as ti
+from spurbench.generate.tiny_sd import make_tiny_stable_diffusion
 from spurbench.errors import SpurbenchError
 
 

@@ -1,6 +1,6 @@
 """DreamBooth + SFSL fine-tuning on a real (tiny, random) Stable Diffusion built locally.
 
-The plain-DreamBooth reference below is written independently of spurbench.build.dreambooth, the way
+The plain-DreamBooth reference below is written independently of spurbench.generate.dreambooth, the way
 diffusers' train_dreambooth.py does a step (Accelerate-prepared models and optimizer, one AdamW
 over UNet + text encoder, prior images concatenated into the batch, MSE on each half). It shares
 with spurbench only the documented data protocol (posterior-mean latents computed once, the
@@ -24,9 +24,9 @@ pytest.importorskip("diffusers")
 
 from spurbench.classifiers import load_panel  # noqa: E402
 from spurbench.errors import SpurbenchError  # noqa: E402
-from spurbench.build.features import FeatureModel, sfsl_loss  # noqa: E402
-from spurbench.build.tiny_sd import make_tiny_stable_diffusion  # noqa: E402
-from spurbench.build.dreambooth import (  # noqa: E402
+from spurbench.generate.features import FeatureModel, sfsl_loss  # noqa: E402
+from spurbench.generate.tiny_sd import make_tiny_stable_diffusion  # noqa: E402
+from spurbench.generate.dreambooth import (  # noqa: E402
     DreamBoothTrainer,
     TrainConfig,
     finetune_class,
@@ -273,7 +273,7 @@ def test_sfsl_max_timestep_masks_samples(tiny_eps, images, test_fm):
         ref = test_fm.class_features(trainer_pixels[index[i]][None], K)
         return sfsl_loss(test_fm, x_hat, ref, K)
 
-    from spurbench.build.dreambooth import pixel_tensor
+    from spurbench.generate.dreambooth import pixel_tensor
 
     trainer_pixels = torch.stack([pixel_tensor(im, RES) for im in images[0]])
     with torch.no_grad():
@@ -298,7 +298,7 @@ def test_finetune_class_saves_loadable_pipeline_deterministically(tiny_eps, imag
     from diffusers import StableDiffusionPipeline
     from safetensors.torch import load_file
 
-    from spurbench.build.features import load_feature_model
+    from spurbench.generate.features import load_feature_model
 
     feature_model = load_feature_model(LITE0)
     config = _config(max_train_steps=2, sfsl_weight=1.0)
@@ -400,7 +400,7 @@ def fresh_accelerate_state():
 
 @pytest.mark.slow
 def test_bf16_mixed_precision_with_checkpointing_trains(tiny_v, images, test_fm, fresh_accelerate_state):
-    from spurbench.build.dreambooth import make_accelerator
+    from spurbench.generate.dreambooth import make_accelerator
 
     accelerator = make_accelerator("bf16")  # CPU autocast in bfloat16: the mixed-precision code path
     with pytest.raises(SpurbenchError, match="mixed precision 'bf16'"):

@@ -288,7 +288,7 @@ def test_bad_input_is_one_line_and_writes_nothing(verified, photo_dataset, tmp_p
 def test_build_runs_the_check_last_and_resumes_from_its_cache(tmp_path):
     import yaml
 
-    from spurbench.build.recipe import load_recipe, recipe_hash
+    from spurbench.generate.recipe import load_recipe, recipe_hash
     from test_build import TINY_RECIPE, _build_cmd, _run, _tiny_dir
 
     cwd = _tiny_dir(tmp_path / "b")
@@ -326,7 +326,7 @@ def test_build_runs_the_check_last_and_resumes_from_its_cache(tmp_path):
 
 
 def test_recipe_verify_section_errors_name_the_key(tmp_path):
-    from spurbench.build.recipe import recipe_from_dict
+    from spurbench.generate.recipe import recipe_from_dict
     from spurbench.errors import SpurbenchError
     from test_build import TINY_RECIPE
 

@@ -1,3 +1,3 @@
 """The evaluating side: scoring classifiers on a dataset, metrics, the leaderboard and its page
-(`spurbench eval`, `spurbench leaderboard`). Runs without diffusers; never imports `spurbench.build`.
+(`spurbench eval`, `spurbench leaderboard`). Runs without diffusers; never imports `spurbench.generate`.
 """

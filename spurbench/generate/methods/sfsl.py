@@ -2,10 +2,10 @@
 
 Per class: fine-tune Stable Diffusion with DreamBooth (UNet and text encoder, prior preservation) on the
 class's reference spurious images, plus the spurious-feature similarity loss (SFSL) of a frozen
-classifier (spurbench.build.dreambooth, spurbench.build.features); then sample the recipe's prompts
+classifier (spurbench.generate.dreambooth, spurbench.generate.features); then sample the recipe's prompts
 text-to-image with one seed per image. `training.sfsl_weight: 0` is plain DreamBooth (`method:
 dreambooth`, builder column `dreambooth`). Class-prior images are made once per noun with the base model.
-The recipe schema is spurbench.build.recipe.Recipe. Kind `spurious`: predicting k is the failure.
+The recipe schema is spurbench.generate.recipe.Recipe. Kind `spurious`: predicting k is the failure.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import json
 import shutil
 from typing import Any, Mapping
 
-from spurbench.build.methods import CardParts
+from spurbench.generate.methods import CardParts
 from spurbench.errors import SpurbenchError
 
 KIND = "spurious"
@@ -22,7 +22,7 @@ STAGES = "3-4/5 fine-tune and generate"
 
 
 def recipe_from_dict(data: Mapping[str, Any]):
-    from spurbench.build.recipe import sfsl_recipe_from_dict
+    from spurbench.generate.recipe import sfsl_recipe_from_dict
 
     data = dict(data)
     method = data.pop("method", "sfsl")
@@ -44,7 +44,7 @@ def provenance(recipe) -> dict[str, Any]:
 
 
 def resolve_references(ctx, entry, samples_dir, cache: dict):
-    from spurbench.build.references import resolve_class
+    from spurbench.generate.references import resolve_class
 
     return resolve_class(ctx.recipe, entry, samples_dir, spurious_root=ctx.spurious_root, _scan_cache=cache)
 
@@ -61,7 +61,7 @@ def prepare(ctx, pending: list, refs: dict, base_model: str, base_revision: str 
     # Loaded before the priors are made, so missing weights fail the build before minutes of sampling.
     feature_model = None
     if pending and ctx.recipe.sfsl_weight != 0:
-        from spurbench.build.features import load_feature_model
+        from spurbench.generate.features import load_feature_model
 
         feature_model = load_feature_model(_feature_spec(ctx), ctx.device)
     priors = stage_priors(ctx, pending, base_model)
@@ -83,7 +83,7 @@ def _feature_spec(ctx) -> dict | None:
 
 
 def _prior_settings(ctx) -> tuple[bool, int]:
-    from spurbench.build.recipe import train_config_dict
+    from spurbench.generate.recipe import train_config_dict
 
     prior = bool(train_config_dict(ctx.recipe).get("with_prior_preservation", True))
     return prior, ctx.recipe.num_class_images if prior else 0
@@ -92,7 +92,7 @@ def _prior_settings(ctx) -> tuple[bool, int]:
 def stage_priors(ctx, pending: list, base_model: str) -> dict[str, list]:
     from tqdm.auto import tqdm
 
-    from spurbench.build.sampling import class_prior_images, load_pipeline, torch_dtype
+    from spurbench.generate.sampling import class_prior_images, load_pipeline, torch_dtype
 
     use_prior, n = _prior_settings(ctx)
     nouns = list(dict.fromkeys(c.noun for c in pending))
@@ -126,7 +126,7 @@ def stage_priors(ctx, pending: list, base_model: str) -> dict[str, list]:
 
 def class_jobs(ctx, entry) -> list:
     """Every image of a class: prompt by prompt, image by image, each with its own seed."""
-    from spurbench.build.sampling import Job, image_seed
+    from spurbench.generate.sampling import Job, image_seed
 
     r = ctx.recipe
     images = ctx.class_dir(entry.index) / "images"
@@ -138,16 +138,16 @@ def class_jobs(ctx, entry) -> list:
 
 
 def _train_seed(ctx, index: int) -> int:
-    from spurbench.build.sampling import image_seed
+    from spurbench.generate.sampling import image_seed
 
     return int(ctx.recipe.training.get("seed", image_seed(ctx.recipe.seed, "train", index)))
 
 
 def make_class(ctx, entry, refs: dict, state: dict) -> dict[str, Any]:
-    from spurbench.build.dreambooth import TrainConfig, finetune_class, make_accelerator
-    from spurbench.build.recipe import train_config_dict
-    from spurbench.build.references import load_image
-    from spurbench.build.sampling import load_pipeline, sample, torch_dtype
+    from spurbench.generate.dreambooth import TrainConfig, finetune_class, make_accelerator
+    from spurbench.generate.recipe import train_config_dict
+    from spurbench.generate.references import load_image
+    from spurbench.generate.sampling import load_pipeline, sample, torch_dtype
 
     r = ctx.recipe
     if state["accelerator"] is None:

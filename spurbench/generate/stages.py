@@ -1,6 +1,6 @@
 """Build a dataset from a recipe: the stages every generation method shares.
 
-The recipe's `method:` (spurbench.build.methods: `sfsl`, its alias `dreambooth`, `d3s`, ...) says what
+The recipe's `method:` (spurbench.generate.methods: `sfsl`, its alias `dreambooth`, `d3s`, ...) says what
 is made per class and how one image is made; this module does the rest, the same for every method:
 the work dir (bound to the recipe's hash), the base model, each class's reference images (stage 1),
 sharding classes over processes, a completion marker per class, and the export (Parquet shards +
@@ -74,7 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 class Context:
     """Everything one process of a build needs."""
 
-    recipe: Any  # spurbench.build.recipe.Recipe
+    recipe: Any  # spurbench.generate.recipe.Recipe
     recipe_path: Path
     recipe_sha256: str
     classes: list  # ClassEntry, the selection of this run, recipe order
@@ -88,7 +88,7 @@ class Context:
     spurious_root: str | None
     progress: bool
     command: str
-    #: the method's module (spurbench.build.methods)
+    #: the method's module (spurbench.generate.methods)
     method: Any = None
     #: local folder of the base pipeline, once stage "base model" has run
     base_model: str | None = None
@@ -108,7 +108,7 @@ class Context:
 
 
 def run(args: argparse.Namespace) -> int:
-    from spurbench.build.recipe import load_recipe, recipe_hash
+    from spurbench.generate.recipe import load_recipe, recipe_hash
 
     for name in ("work_dir", "classes", "keep_weights", "spurious_imagenet", "foregrounds", "backgrounds", "push_to_hub"):
         if not hasattr(args, name):  # suppressed defaults (see add_arguments)
@@ -117,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
         if not hasattr(args, name):  # a caller building its own Namespace
             setattr(args, name, value)
 
-    from spurbench.build.methods import get_method
+    from spurbench.generate.methods import get_method
 
     recipe_path, recipe = load_recipe(args.recipe)
     classes = _select_classes(recipe, args.classes)
@@ -178,7 +178,7 @@ def run(args: argparse.Namespace) -> int:
         ctx.log("waiting for the other processes to finish their classes")
         state.wait_for_everyone()
     if ctx.main:
-        from spurbench.build.verify_stage import load_verify_section, stage_verify
+        from spurbench.generate.verify_stage import load_verify_section, stage_verify
 
         check = load_verify_section(recipe_path)  # a recipe's `verify:` section: the check runs last, on the export
         exported = stage_export(ctx, base_revision, created, out=ctx.work / "unverified" if check else None)
@@ -222,7 +222,7 @@ def _init_work_dir(ctx: Context) -> str:
     The date is fixed at the first start, so a resumed build writes the same card."""
     from filelock import FileLock
 
-    from spurbench.build.sampling import write_json
+    from spurbench.generate.sampling import write_json
 
     ctx.work.mkdir(parents=True, exist_ok=True)
     path = ctx.work / STATE_FILE
@@ -256,7 +256,7 @@ def _base_model(ctx: Context) -> tuple[str, str | None]:
         folder = ctx.work / "base"
         with FileLock(str(folder) + ".lock"):
             if not (folder / "model_index.json").is_file():
-                from spurbench.build.tiny_sd import make_tiny_stable_diffusion
+                from spurbench.generate.tiny_sd import make_tiny_stable_diffusion
 
                 ctx.log(f"building the tiny Stable Diffusion ({b.tiny.prediction_type}, seed {b.tiny.seed}) into {folder}")
                 tmp = folder.with_name("base.tmp")
@@ -294,8 +294,8 @@ def _base_model(ctx: Context) -> tuple[str, str | None]:
 def stage_references(ctx: Context, mine: list) -> dict[int, Any]:
     from tqdm.auto import tqdm
 
-    from spurbench.build.sampling import write_json
-    from spurbench.build.references import ClassReferences
+    from spurbench.generate.sampling import write_json
+    from spurbench.generate.references import ClassReferences
 
     folder = ctx.work / "references"
     folder.mkdir(parents=True, exist_ok=True)
@@ -334,7 +334,7 @@ def stage_classes(ctx: Context, pending: list, refs: dict, prepared: Any) -> Non
     """Run the method's `make_class` for every unfinished class, then write the class's marker."""
     from tqdm.auto import tqdm
 
-    from spurbench.build.sampling import write_json
+    from spurbench.generate.sampling import write_json
 
     m = ctx.method
     if not pending:
@@ -385,7 +385,7 @@ def stage_export(ctx: Context, base_revision: str | None, created: str, out: Pat
     from tqdm.auto import tqdm
 
     from spurbench.dataset import DatasetCard, write_dataset
-    from spurbench.build.references import ClassReferences, verify_unchanged
+    from spurbench.generate.references import ClassReferences, verify_unchanged
 
     missing = [c.index for c in ctx.classes if not _class_done(ctx, c.index)]
     if missing:

@@ -146,7 +146,7 @@ def sample(
             # CPU generators: the initial noise of an image is the same whatever the device.
             generators = [torch.Generator("cpu").manual_seed(j.seed) for j in batch]
             if batch[0].init is not None:
-                from spurbench.build.references import load_image
+                from spurbench.generate.references import load_image
 
                 size = dict(image=[load_image(j.init) for j in batch], strength=strength)
             else:

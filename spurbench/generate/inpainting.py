@@ -2,11 +2,11 @@
 
 `repaint` runs a `StableDiffusionInpaintPipeline` on (photo, mask, prompt, seed) jobs at the recipe's
 resolution, one generator per image, so an image depends only on its own seed. The result is later
-composited onto the full-size original (spurbench.build.compositing), so the context stays the photo.
+composited onto the full-size original (spurbench.generate.compositing), so the context stays the photo.
 
 `make_tiny_inpainting` builds an SD-2-style inpainting pipeline at toy width with random weights (a
 9-channel UNet: latents, mask, masked-image latents) for CPU smoke builds and tests. Its text encoder
-and tokenizer are the tiny text-to-image model's of the same seed (spurbench.build.tiny_sd), as SD-2
+and tokenizer are the tiny text-to-image model's of the same seed (spurbench.generate.tiny_sd), as SD-2
 inpainting shares SD-2-base's: a token learned by textual inversion on one loads into the other.
 """
 
@@ -27,7 +27,7 @@ def make_tiny_inpainting(out_dir: str | Path, prediction_type: str = "v_predicti
     import torch
     from diffusers import StableDiffusionInpaintPipeline, StableDiffusionPipeline, UNet2DConditionModel
 
-    from spurbench.build.tiny_sd import TEXT_HIDDEN, make_tiny_stable_diffusion
+    from spurbench.generate.tiny_sd import TEXT_HIDDEN, make_tiny_stable_diffusion
 
     scratch = Path(tempfile.mkdtemp(prefix=".tiny-inpaint-"))
     try:

@@ -147,7 +147,7 @@ def materialise_builtin(word: str, out_dir: str | Path) -> list[Path]:
 
 def folder_templates(root: str | Path, word: str) -> list[Path]:
     """The template images of background `word` in a folder of folders; a missing one is one clear line."""
-    from spurbench.build.references import image_files
+    from spurbench.generate.references import image_files
 
     folder = Path(root) / word
     if not folder.is_dir():

@@ -61,7 +61,7 @@ SPURIOUS_IMAGENET_URL = spurious_imagenet.RELEASE_URL
 
 @dataclass(frozen=True)
 class TinyBase:
-    """Build spurbench's tiny random Stable Diffusion (spurbench.build.tiny_sd) into the work dir."""
+    """Build spurbench's tiny random Stable Diffusion (spurbench.generate.tiny_sd) into the work dir."""
 
     prediction_type: str = "epsilon"
     seed: int = 0
@@ -161,7 +161,7 @@ class Recipe:
     #: date for the card's provenance; None: the date the build was first started (kept in the work dir)
     created: str | None = None
 
-    #: the method module (spurbench.build.methods); not a field, so recipes written before methods hash the same
+    #: the method module (spurbench.generate.methods); not a field, so recipes written before methods hash the same
     method: typing.ClassVar[str] = "sfsl"
 
     # -- derived -------------------------------------------------------------------------------
@@ -197,7 +197,7 @@ class Recipe:
 def base_model_name(b: BaseModel, resolution: int) -> str:
     """How the card names the base model."""
     if b.tiny is not None:
-        # The name is part of exported cards; it stays as it was before the build/ subpackage existed,
+        # The name is part of exported cards; it stays as it was before the building side became a subpackage,
         # so existing recipes keep exporting byte-identical datasets.
         return f"spurbench.tiny_sd(prediction_type={b.tiny.prediction_type}, seed={b.tiny.seed}, image_size={resolution})"
     return str(b.id)
@@ -231,13 +231,13 @@ def load_recipe(name_or_path: str | Path) -> tuple[Path, Any]:
 
 def recipe_from_dict(data: Mapping[str, Any]) -> Any:
     """Parse and validate a recipe of any method (`method:`, default sfsl) with that method's schema."""
-    from spurbench.build.methods import get_method, method_name
+    from spurbench.generate.methods import get_method, method_name
 
     data = dict(data)
     if isinstance(data.get("created"), datetime.date):  # YAML reads an unquoted 2025-01-31 as a date
         data["created"] = data["created"].isoformat()
-    # `verify:` is checked here but is not part of any method's recipe (nor its hash): see build/verify_stage.py
-    from spurbench.build.verify_stage import SECTION, parse_verify_section
+    # `verify:` is checked here but is not part of any method's recipe (nor its hash): see generate/verify_stage.py
+    from spurbench.generate.verify_stage import SECTION, parse_verify_section
 
     parse_verify_section(data.pop(SECTION, None))
     return get_method(method_name(data)).recipe_from_dict(data)
@@ -395,7 +395,7 @@ _SHARED_TRAINING_KEYS = ("resolution", "mixed_precision", "gradient_checkpointin
 def train_config_dict(recipe: Recipe, class_index: int | None = None) -> dict[str, Any]:
     """The dict given to TrainConfig.from_dict: the `training:` block plus the recipe-level knobs
     TrainConfig knows about (resolution, mixed precision, gradient checkpointing, seed)."""
-    from spurbench.build.dreambooth import TrainConfig
+    from spurbench.generate.dreambooth import TrainConfig
 
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     out = dict(recipe.training)
@@ -407,7 +407,7 @@ def train_config_dict(recipe: Recipe, class_index: int | None = None) -> dict[st
 
 def _check_training(r: Recipe) -> None:
     try:
-        from spurbench.build.dreambooth import TrainConfig
+        from spurbench.generate.dreambooth import TrainConfig
     except ImportError:  # the builder stack is not installed; `build` reports that itself
         return
     try:

@@ -49,7 +49,7 @@ import torch
 import torch.nn.functional as F
 
 from spurbench.errors import SpurbenchError
-from spurbench.build.features import FeatureModel, sfsl_loss
+from spurbench.generate.features import FeatureModel, sfsl_loss
 
 if TYPE_CHECKING:
     from PIL import Image

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     import numpy as np
     from PIL import Image
 
-    from spurbench.build.recipe import ClassEntry, Recipe
+    from spurbench.generate.recipe import ClassEntry, Recipe
 
 
 

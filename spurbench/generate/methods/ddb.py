@@ -8,15 +8,15 @@ Per class k (its real photos are the `reference` split):
    prompt `mask_prompt` (default the class's first lemma). No mask -> the image is skipped and counted.
 3. Inpainting inside the mask grown by `feather` pixels (StableDiffusionInpaintPipeline), then
    compositing onto the full-size photo: every pixel farther than `feather` px from the mask is the
-   photo's own (spurbench.build.compositing).
+   photo's own (spurbench.generate.compositing).
    - `mode: remove` paints the object out with a background prompt -> a *spurious* set: `label` = k,
      object absent, context kept. Kept rows go to `test`.
    - `mode: swap` (DDB's own) paints another class's token, learned by textual inversion on that
-     class's photos (spurbench.build.textual_inversion), into the mask -> a group-labelled *shift* set:
+     class's photos (spurbench.generate.textual_inversion), into the mask -> a group-labelled *shift* set:
      `label` = the painted class, `group` = "<label>/<context>" (context: the source class, or with
      `source_group` that group's context, e.g. waterbird/land). Kept rows go to `train`
      (the counterfactuals `spurbench finetune` balances with).
-4. Pruning, both conditions as DDB's code (spurbench.build.pruning): integrated gradients of the
+4. Pruning, both conditions as DDB's code (spurbench.generate.pruning): integrated gradients of the
    classifier's k logit, baseline = the original photo, summed inside the mask, > `pruning.ig_threshold`;
    and p(k | repainted) < the mean p(k) over the class's source images. Pruned rows go to split `pruned`
    with their scores.
@@ -37,8 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from spurbench.build.methods import CardParts
-from spurbench.build.recipe import BaseModel, ReferenceSource, References, TinyBase
+from spurbench.generate.methods import CardParts
+from spurbench.generate.recipe import BaseModel, ReferenceSource, References, TinyBase
 from spurbench.errors import SpurbenchError
 
 KIND = "spurious"  # of `mode: remove`; `swap` sets are `shift` (see kind_of)
@@ -87,7 +87,7 @@ class Inpainting:
 
     id: str | None = None
     revision: str | None = None
-    #: spurbench's tiny random inpainting pipeline (spurbench.build.inpainting), built into the work dir
+    #: spurbench's tiny random inpainting pipeline (spurbench.generate.inpainting), built into the work dir
     tiny: TinyBase | None = None
     num_inference_steps: int = 50
     guidance_scale: float = 7.5
@@ -145,7 +145,7 @@ class DDBRecipe:
     dataset_license: str = "other"
     created: str | None = None
 
-    #: the method module (spurbench.build.methods); not a field
+    #: the method module (spurbench.generate.methods); not a field
     method: typing.ClassVar[str] = "ddb"
 
     def class_by_index(self) -> dict[int, DDBClass]:
@@ -157,7 +157,7 @@ class DDBRecipe:
 
     @property
     def base_model_name(self) -> str:
-        from spurbench.build.recipe import base_model_name
+        from spurbench.generate.recipe import base_model_name
 
         return base_model_name(self.base_model, self.resolution)
 
@@ -169,14 +169,14 @@ class DDBRecipe:
         return str(i.id)
 
     def to_dict(self) -> dict[str, Any]:
-        from spurbench.build.recipe import plain
+        from spurbench.generate.recipe import plain
 
         return plain(self)
 
 
 def recipe_from_dict(data: Mapping[str, Any]) -> DDBRecipe:
-    from spurbench.build.recipe import check_class_index, convert
-    from spurbench.build.textual_inversion import InversionConfig
+    from spurbench.generate.recipe import check_class_index, convert
+    from spurbench.generate.textual_inversion import InversionConfig
 
     data = dict(data)
     data.pop("method", None)
@@ -335,7 +335,7 @@ def provenance(recipe: DDBRecipe) -> dict[str, Any]:
 
 
 def resolve_references(ctx, entry, samples_dir, cache: dict):
-    from spurbench.build.references import resolve_class
+    from spurbench.generate.references import resolve_class
 
     if ctx.recipe.source is not None:
         return _dataset_references(ctx.recipe, entry, Path(samples_dir).parent / "source")
@@ -350,7 +350,7 @@ def _dataset_references(r: DDBRecipe, entry: DDBClass, folder: Path):
     from PIL import Image
 
     from spurbench import dataset as ds_contract
-    from spurbench.build.references import ClassReferences, check_image
+    from spurbench.generate.references import ClassReferences, check_image
 
     table, _ = ds_contract.read_split_table(Path(r.source.dataset).expanduser(), r.source.split)
     labels = table.column("label").to_pylist()
@@ -389,8 +389,8 @@ def prepare(ctx, pending: list, refs: dict, base_model: str, base_revision: str 
     if not pending:
         return state
     from spurbench import detection
-    from spurbench.build.inpainting import load_inpainting
-    from spurbench.build.sampling import torch_dtype
+    from spurbench.generate.inpainting import load_inpainting
+    from spurbench.generate.sampling import torch_dtype
     from spurbench.classifiers import ClassifierSpec, create_classifier
 
     r = ctx.recipe
@@ -434,7 +434,7 @@ def _build_once(folder: Path, done_file: str, build) -> Path:
 
 def _inpainting_model(ctx) -> tuple[str, str | None]:
     """Local folder (tiny: built once into the work dir) or Hub id of the inpainting pipeline."""
-    from spurbench.build.inpainting import make_tiny_inpainting
+    from spurbench.generate.inpainting import make_tiny_inpainting
 
     i = ctx.recipe.inpainting
     if i.tiny is None:
@@ -450,9 +450,9 @@ def token_name(index: int) -> str:
 
 def _learned_token(ctx, index: int, refs: dict, state: dict) -> str:
     """Folder of class `index`'s learned token (trained once, under a lock, on the class's photos)."""
-    from spurbench.build.references import load_image
-    from spurbench.build.sampling import image_seed
-    from spurbench.build.textual_inversion import EMBEDDINGS_FILE, InversionConfig, learn_token
+    from spurbench.generate.references import load_image
+    from spurbench.generate.sampling import image_seed
+    from spurbench.generate.textual_inversion import EMBEDDINGS_FILE, InversionConfig, learn_token
 
     r = ctx.recipe
     entry = r.class_by_index()[index]
@@ -482,10 +482,10 @@ def make_class(ctx, entry, refs: dict, state: dict) -> dict[str, Any]:
     from PIL import Image
 
     from spurbench import detection
-    from spurbench.build import compositing, pruning
-    from spurbench.build.inpainting import repaint
-    from spurbench.build.references import load_image
-    from spurbench.build.sampling import image_seed
+    from spurbench.generate import compositing, pruning
+    from spurbench.generate.inpainting import repaint
+    from spurbench.generate.references import load_image
+    from spurbench.generate.sampling import image_seed
 
     r = ctx.recipe
     clf = state["classifier"]

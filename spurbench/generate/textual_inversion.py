@@ -123,7 +123,7 @@ def learn_token(
     from safetensors.torch import save_file
     from tqdm.auto import tqdm
 
-    from spurbench.build.dreambooth import _load_components, pixel_tensor, training_target
+    from spurbench.generate.dreambooth import _load_components, pixel_tensor, training_target
 
     config = config or InversionConfig()
     if not images:

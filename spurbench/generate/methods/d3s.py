@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
-from spurbench.build.methods import CardParts
-from spurbench.build.recipe import BaseModel, ReferenceSource
+from spurbench.generate.methods import CardParts
+from spurbench.generate.recipe import BaseModel, ReferenceSource
 from spurbench.errors import SpurbenchError
 
 if TYPE_CHECKING:
@@ -44,7 +44,7 @@ DEFAULT_PROMPT = "a photo of a {name}, {definition}, {background}"
 
 
 def _default_phrases() -> dict:
-    from spurbench.build.backgrounds import D3S_BACKGROUNDS
+    from spurbench.generate.backgrounds import D3S_BACKGROUNDS
 
     return dict(D3S_BACKGROUNDS)
 
@@ -121,7 +121,7 @@ class D3SRecipe:
 
     @property
     def base_model_name(self) -> str:
-        from spurbench.build.recipe import base_model_name
+        from spurbench.generate.recipe import base_model_name
 
         return base_model_name(self.base_model, self.resolution)
 
@@ -139,7 +139,7 @@ class D3SRecipe:
                                   background=self.backgrounds.phrases[background])
 
     def to_dict(self) -> dict[str, Any]:
-        from spurbench.build.recipe import plain
+        from spurbench.generate.recipe import plain
 
         d = plain(self)
         del d["all_classes"]
@@ -150,7 +150,7 @@ class D3SRecipe:
 
 def recipe_from_dict(data: Mapping[str, Any]) -> D3SRecipe:
     from spurbench import imagenet
-    from spurbench.build.recipe import check_common, convert
+    from spurbench.generate.recipe import check_common, convert
 
     data = dict(data)
     data.pop("all_classes", None)  # not a user key
@@ -165,7 +165,7 @@ def recipe_from_dict(data: Mapping[str, Any]) -> D3SRecipe:
 
 
 def _check(r: D3SRecipe) -> None:
-    from spurbench.build.recipe import check_class_index
+    from spurbench.generate.recipe import check_class_index
 
     if not 0 < r.fg_scale <= 1:
         raise SpurbenchError(f"key 'fg_scale' must be in (0, 1] (the foreground's side over the resolution), got {r.fg_scale}")
@@ -270,8 +270,8 @@ def make_guide(background: "Image.Image", foreground: "Image.Image", resolution:
 def check_inputs(ctx) -> None:
     """Every selected class's foreground folder and every background folder exist (one clear line if not)."""
     from spurbench import imagenet
-    from spurbench.build.backgrounds import folder_templates
-    from spurbench.build.references import check_image
+    from spurbench.generate.backgrounds import folder_templates
+    from spurbench.generate.references import check_image
 
     r = ctx.recipe
     if r.backgrounds.folder is not None:
@@ -299,7 +299,7 @@ def _path(p: str | Path) -> Path:
 
 def resolve_references(ctx, entry, samples_dir, cache: dict):
     from spurbench import imagenet
-    from spurbench.build.references import ClassReferences, check_image, list_images, materialise_samples
+    from spurbench.generate.references import ClassReferences, check_image, list_images, materialise_samples
 
     r = ctx.recipe
     src = entry.foregrounds
@@ -318,7 +318,7 @@ def resolve_references(ctx, entry, samples_dir, cache: dict):
 
 def background_templates(ctx) -> dict[str, list[Path]]:
     """Each background word's template files (built-in ones written into the work dir first)."""
-    from spurbench.build.backgrounds import folder_templates, materialise_builtin
+    from spurbench.generate.backgrounds import folder_templates, materialise_builtin
 
     r = ctx.recipe
     out = {}
@@ -348,7 +348,7 @@ def class_jobs(ctx, entry, refs: dict, templates: dict) -> list[dict]:
     """Every image of a class, background by background: its seed, foreground, template and paste position."""
     import numpy as np
 
-    from spurbench.build.sampling import image_seed
+    from spurbench.generate.sampling import image_seed
 
     r = ctx.recipe
     fgs = refs[entry.index].images
@@ -368,8 +368,8 @@ def class_jobs(ctx, entry, refs: dict, templates: dict) -> list[dict]:
 
 
 def make_class(ctx, entry, refs: dict, state: dict) -> dict[str, Any]:
-    from spurbench.build.references import load_image
-    from spurbench.build.sampling import Job, load_pipeline, sample, save_png, torch_dtype
+    from spurbench.generate.references import load_image
+    from spurbench.generate.sampling import Job, load_pipeline, sample, save_png, torch_dtype
 
     r = ctx.recipe
     g = r.generation
