@@ -7,7 +7,7 @@ as the Spurious ImageNet release ships them), then times, alternating and repeat
 - forward-only: the model (channels-last, inference_mode) on batches decoded, transformed and normalised
   beforehand, with torch's default threads and with one thread: the better of the two is the most any
   loop can reach on this machine, the reference of the headline ratio;
-- spurbench: `spurbench.evaluate.evaluation.predict`, the loop `spurbench eval` runs (DataLoader workers
+- spurbench: `spurbench.evaluate.predict.predict`, the loop `spurbench eval` runs (DataLoader workers
   decoding the Parquet bytes with timm's eval transform, uint8 tensors grouped by shape, normalised per
   batch in the main process, softmax + top-5 + target probability kept per image), from creating the
   loader (worker start included) to the last prediction;
@@ -84,7 +84,7 @@ def forward_batches(clf, data, batch_size: int) -> list[torch.Tensor]:
     """The whole split decoded, transformed and normalised beforehand, in channels-last batches."""
     from PIL import Image
 
-    from spurbench.evaluate.evaluation import build_transforms
+    from spurbench.evaluate.preprocessing import build_transforms
 
     tf, _ = build_transforms(clf.data_config, "timm")
     images = [tf(Image.open(io.BytesIO(r["image"]["bytes"])).convert("RGB")) for r in data.rows]
@@ -110,14 +110,15 @@ def _one_thread(fn):
 
 
 def time_spurbench(clf, data, batch_size: int, workers: int, threads: int, transfer: str = "uint8") -> float:
-    from spurbench.evaluate.evaluation import _ImageItems, build_transforms, build_uint8_transforms, predict
+    from spurbench.evaluate.predict import ImageItems, predict
+    from spurbench.evaluate.preprocessing import build_transforms, build_uint8_transforms
 
     tf, _ = (build_uint8_transforms if transfer == "uint8" else build_transforms)(clf.data_config, "timm")
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         start = time.perf_counter()
-        items = _ImageItems(tf, data.labels, rows=data.rows, size=clf.data_config["input_size"][-2:])
+        items = ImageItems(tf, data.labels, rows=data.rows, size=clf.data_config["input_size"][-2:])
         preds = predict(clf, items, batch_size=batch_size, workers=workers, device="cpu")
         elapsed = time.perf_counter() - start
     finally:
@@ -150,7 +151,7 @@ def cpu_costs(clf, data, batches: list[torch.Tensor]) -> dict[str, float]:
     """
     from PIL import Image
 
-    from spurbench.evaluate.evaluation import build_uint8_transforms
+    from spurbench.evaluate.preprocessing import build_uint8_transforms
 
     tf, _ = build_uint8_transforms(clf.data_config, "timm")
     raw = [r["image"]["bytes"] for r in data.rows]
@@ -175,7 +176,7 @@ def cpu_costs(clf, data, batches: list[torch.Tensor]) -> dict[str, float]:
 
 def import_seconds() -> float:
     """Wall time of a fresh interpreter importing what `spurbench eval` needs (median of 3)."""
-    code = "import torch, timm, datasets, spurbench.evaluate.evaluation"
+    code = "import torch, timm, datasets, spurbench.evaluate.cli"
     runs = []
     for _ in range(3):
         start = time.perf_counter()
@@ -197,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     import copy
 
     from spurbench.classifiers import create_classifier, load_panel
-    from spurbench.evaluate.evaluation import default_workers, open_dataset
+    from spurbench.evaluate.inputs import open_dataset
+    from spurbench.evaluate.predict import default_workers
 
     workers = default_workers(torch.device("cpu")) if args.workers is None else args.workers
     threads = torch.get_num_threads()

@@ -27,6 +27,7 @@ import numpy as np
 
 from spurbench.evaluate import hitstore
 from spurbench.evaluate import leaderboard as lb
+from spurbench.evaluate import predictions_csv
 
 CLASSES = 100
 
@@ -40,7 +41,7 @@ def write_csv(root: Path, model: str, labels: np.ndarray, rng: np.random.Generat
     rel = lb.predictions_relpath(model)
     hit = rng.random(len(labels)) < rng.uniform(0.1, 0.6)
     top1 = np.where(hit, labels, (labels + 1) % 1000)
-    lines = [",".join(lb.PREDICTION_COLUMNS)]
+    lines = [",".join(predictions_csv.PREDICTION_COLUMNS)]
     for i, (lab, t, h) in enumerate(zip(labels.tolist(), top1.tolist(), hit.tolist())):
         lines.append(f"{i},{lab},{0.5 if h else 0.01:.6g},{t},{int(h)},1,{t} {lab + 1} {lab + 2} {lab + 3} {lab + 4},0.5 0.2 0.1 0.05 0.01")
     (root / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -121,7 +122,7 @@ def main() -> None:
         reads = []
         for _ in range(5):
             t = time.perf_counter()
-            lb.read_predictions(large.csv, optional=())
+            predictions_csv.read_predictions(large.csv, optional=())
             reads.append(time.perf_counter() - t)
         size_kb = {k: b.path.stat().st_size / 1024 for k, b in (("small", small), ("large", large))}
 

@@ -18,7 +18,7 @@ from spurbench.errors import SpurbenchError
 # name -> (module, one-line summary)
 COMMANDS: dict[str, tuple[str, str]] = {
     "build": ("spurbench.generate.stages", "build a spurious-image dataset from a recipe (fine-tune, sample, export)"),
-    "eval": ("spurbench.evaluate.evaluation", "score timm classifiers on a spurious-image dataset and record them in a leaderboard"),
+    "eval": ("spurbench.evaluate.cli", "score timm classifiers on a spurious-image dataset and record them in a leaderboard"),
     "finetune": ("spurbench.finetune", "balanced fine-tuning of a timm classifier on a group-labelled set plus DDB counterfactuals"),
     "import": ("spurbench.importers", "turn a published dataset (Spurious ImageNet, Waterbirds, ...) into a dataset in spurbench's contract"),
     "leaderboard": ("spurbench.evaluate.report", "print or render a leaderboard (markdown, JSON or a static HTML page)"),

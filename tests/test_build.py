@@ -31,7 +31,7 @@ from spurbench import cli, imagenet
 from spurbench.dataset import REQUIRED_COLUMNS, read_provenance
 from spurbench.errors import SpurbenchError
 from spurbench.generate.recipe import load_recipe, recipe_from_dict, recipe_hash
-from spurbench.verify import VERIFY_COLUMNS
+from spurbench.verification import VERIFY_COLUMNS
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
 

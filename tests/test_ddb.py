@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from PIL import Image
 
 from spurbench.generate import compositing, pruning
 from spurbench.generate.methods import ddb
@@ -129,7 +128,7 @@ def test_remove_build_gives_a_spurious_set(tmp_path, monkeypatch):
     got = _check_build(out, "test", -9.0)
     ds, prov = got["ds"], got["prov"]
     assert prov["kind"] == "spurious" and "group" not in ds["reference"].column_names
-    from spurbench import verify
+    from spurbench import verification as verify
 
     assert verify.CARD_KEY in prov and verify.PRESENT in ds["test"].column_names
     assert all(r["label"] == 285 and r["prompt"] == "a photo of the empty background" for s in ("test", "pruned") if s in ds for r in ds[s])

@@ -22,7 +22,9 @@ from PIL import Image
 
 from spurbench import cli
 from spurbench.classifiers import ClassifierSpec, LoadedClassifier, create_classifier, load_panel
-from spurbench.evaluate.evaluation import _ImageItems, evaluate, open_dataset, open_positives, predict
+from spurbench.evaluate.entry import evaluate
+from spurbench.evaluate.inputs import open_dataset, open_positives
+from spurbench.evaluate.predict import ImageItems, predict
 from spurbench.evaluate.leaderboard import load_leaderboard
 from spurbench.evaluate.preprocessing import build_uint8_transforms, data_config_for, normalise_batch
 from spurbench.evaluate.sweep import expand_models, my_share, read_models_file
@@ -140,8 +142,8 @@ def test_temperature_divides_the_logits(photo_dataset, lite0):
     data = open_dataset(photo_dataset.path, limit=5)
     cfg = data_config_for(lite0.model, "timm")
     t, _ = build_uint8_transforms(cfg, "timm")
-    plain = predict(lite0, _ImageItems(t, data.labels, rows=data.rows), workers=0)
-    scaled = predict(hot, _ImageItems(t, data.labels, rows=data.rows), workers=0)
+    plain = predict(lite0, ImageItems(t, data.labels, rows=data.rows), workers=0)
+    scaled = predict(hot, ImageItems(t, data.labels, rows=data.rows), workers=0)
     # independent: the model's logits on timm's own float transform, divided by T, softmaxed
     transform = timm.data.create_transform(**cfg)
     with torch.inference_mode():

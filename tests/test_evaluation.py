@@ -26,8 +26,9 @@ from sklearn.metrics import average_precision_score, cohen_kappa_score, roc_auc_
 from spurbench import cli, imagenet
 from spurbench.classifiers import create_classifier, load_panel
 from spurbench.dataset import DatasetCard, fingerprint, write_dataset
-from spurbench.evaluate.evaluation import build_transforms, evaluate, open_dataset, open_positives
-from spurbench.evaluate.leaderboard import PREDICTION_COLUMNS
+from spurbench.evaluate.entry import evaluate
+from spurbench.evaluate.inputs import open_dataset, open_positives
+from spurbench.evaluate.predictions_csv import PREDICTION_COLUMNS
 
 OFFLINE = ["tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2"]
 REPO = Path(__file__).resolve().parents[1]

@@ -20,6 +20,7 @@ import pytest
 from sklearn.metrics import cohen_kappa_score
 
 from spurbench.evaluate import leaderboard as lb
+from spurbench.evaluate import predictions_csv
 from spurbench.errors import SpurbenchError
 
 DATASET = {
@@ -37,7 +38,7 @@ def write_csv(root: Path, model: str, fooled: np.ndarray, indices: np.ndarray | 
     rel = lb.predictions_relpath(model)
     path = root / rel
     path.parent.mkdir(parents=True, exist_ok=True)
-    lines = [",".join(lb.PREDICTION_COLUMNS)]
+    lines = [",".join(predictions_csv.PREDICTION_COLUMNS)]
     for i in indices:
         label = int(labels[i])
         top1 = label if fooled[i] else 500
@@ -222,13 +223,13 @@ def test_stale_csv_with_other_labels_is_excluded(tmp_path):
 
 def test_read_predictions_parses_all_columns(tmp_path):
     rel = write_csv(tmp_path, "m", np.array([1, 0, 1]), labels=np.array([7, 8, 9]))
-    p = lb.read_predictions(tmp_path / rel)
+    p = predictions_csv.read_predictions(tmp_path / rel)
     assert p["index"].tolist() == [0, 1, 2] and p["label"].tolist() == [7, 8, 9]
     assert p["fooled_top1"].tolist() == [True, False, True] and p["top1"].tolist() == [7, 500, 9]
     assert p["top5"].shape == (3, 5) and p["top5_probs"].shape == (3, 5)
     assert p["target_prob"][0] == pytest.approx(0.5)
     with pytest.raises(SpurbenchError, match="missing"):
-        lb.read_predictions(tmp_path / "nope.csv")
+        predictions_csv.read_predictions(tmp_path / "nope.csv")
 
 
 # ------------------------------------------------------------------------------- ranking, markdown

@@ -67,8 +67,10 @@ def test_store_reads_only_the_new_csv(tmp_path, monkeypatch):
     for j in range(5):
         _record(path, names[j], fooled[:, j])
     reads = []
-    real = lb.read_predictions
-    monkeypatch.setattr(lb, "read_predictions", lambda p, optional=None: reads.append(Path(p).name) or real(p, optional))
+    from spurbench.evaluate import predictions_csv
+
+    real = predictions_csv.read_predictions
+    monkeypatch.setattr(predictions_csv, "read_predictions", lambda p, optional=None: reads.append(Path(p).name) or real(p, optional))
     board = _record(path, names[5], fooled[:, 5])
     assert reads == [Path(lb.predictions_relpath(names[5])).name]
     _assert_matches(board["consistency"], fooled, names)
@@ -226,7 +228,8 @@ def test_eval_record_never_takes_another_entrys_file(tmp_path):
     """On a board from before names were made distinct, "x y" owns predictions/x_y.csv; recording the
     plain name "x_y" (whose file name would be the same) must leave that file alone. The per-image
     arrays below stand in for a classifier run only to test the file naming."""
-    from spurbench.evaluate.evaluation import Predictions, record
+    from spurbench.evaluate.predict import Predictions
+    from spurbench.evaluate.record import record
 
     path = tmp_path / "leaderboard.json"
     fooled = _fooled(2, seed=9)

@@ -53,7 +53,7 @@ def test_evaluation_side_imports_without_the_builder_stack(tmp_path):
         "        if name.split('.')[0] in ('diffusers', 'transformers', 'accelerate'):\n"
         "            raise ImportError('blocked: ' + name)\n"
         "sys.meta_path.insert(0, Block())\n"
-        "import spurbench.evaluate.evaluation, spurbench.evaluate.leaderboard, spurbench.evaluate.metrics, spurbench.classifiers, spurbench.dataset\n"
+        "import spurbench.evaluate.cli, spurbench.evaluate.leaderboard, spurbench.evaluate.metrics, spurbench.classifiers, spurbench.dataset\n"
         "from spurbench.cli import main\n"
         "sys.argv = ['spurbench', 'eval', '--help']\n"
         "try:\n"

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from spurbench import cli
-from spurbench.verify import BOXES, PRESENT, REVIEWED, SCORE
+from spurbench.verification import BOXES, PRESENT, REVIEWED, SCORE
 
 from test_page import _browser_or_skip
 

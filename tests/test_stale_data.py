@@ -17,7 +17,7 @@ import yaml
 from spurbench import dataset as sd
 from spurbench import imagenet
 from spurbench.errors import SpurbenchError
-from spurbench.evaluate.evaluation import open_dataset
+from spurbench.evaluate.inputs import open_dataset
 
 
 @pytest.fixture()

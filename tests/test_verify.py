@@ -23,7 +23,7 @@ import torch
 
 from spurbench import cli, detection
 from spurbench.dataset import DatasetCard, fingerprint, read_kind, read_provenance, write_dataset
-from spurbench.verify import BOXES, PRESENT, REVIEWED, SCORE, excluded_rows
+from spurbench.verification import BOXES, PRESENT, REVIEWED, SCORE, excluded_rows
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -172,9 +172,9 @@ def _sig(path: Path) -> list[int] | None:
 def _hits_from_csv(path: Path, num_images: int) -> tuple[np.ndarray, np.ndarray]:
     """(int8 hits[N] with -1 = not scored, int64 labels[N] with -1 = unknown) from a predictions CSV."""
     from spurbench.errors import SpurbenchError
-    from spurbench.evaluate.leaderboard import read_predictions
+    from spurbench.evaluate import predictions_csv
 
-    p = read_predictions(path, optional=())
+    p = predictions_csv.read_predictions(path, optional=())
     idx = p["index"]
     if len(np.unique(idx)) != len(idx):
         raise SpurbenchError(f"predictions file '{path}' repeats an image index")

@@ -12,7 +12,6 @@ Ranking: by spurious score AP (higher is better) when every entry has one, else 
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import math
@@ -23,15 +22,13 @@ from typing import Any, Iterable, Mapping, Sequence, TypedDict
 
 import numpy as np
 
-from spurbench.evaluate import hitstore, shift
 from spurbench.errors import SpurbenchError
+from spurbench.evaluate import hitstore, shift
 
 #: version of the JSON layout below; a file with another version is refused, never rewritten
 SCHEMA_VERSION = 1
 #: where `spurbench eval` and `spurbench leaderboard` look by default
 DEFAULT_LEADERBOARD = "leaderboard/leaderboard.json"
-#: columns of a predictions CSV (written by `spurbench eval`, one row per image of the split)
-PREDICTION_COLUMNS = ("index", "label", "target_prob", "top1", "fooled_top1", "fooled_top5", "top5", "top5_probs")
 #: how long `record_entry` waits for another process holding the lock before giving up
 LOCK_TIMEOUT_S = 600.0
 
@@ -169,66 +166,6 @@ def predictions_relpath(model: str, taken: Iterable[str] = ()) -> str:
     if rel in set(taken):
         rel = f"predictions/{slugify(model)}-{hashlib.sha256(model.encode()).hexdigest()[:8]}.csv"
     return rel
-
-
-def read_predictions(csv_path: str | Path, optional: Iterable[str] | None = None) -> dict[str, np.ndarray]:
-    """Read a predictions CSV into arrays: index, label, fooled_top1 (required), and target_prob, top1,
-    fooled_top5 (int/float[N]), top5 (int[N, 5]), top5_probs (float[N, 5]) when present.
-
-    `optional` limits which of the optional columns are parsed (default: all present); the consistency
-    only needs the required ones, and skipping the rest makes reading several times faster.
-
-    Raises SpurbenchError naming the file when it is missing, lacks a required column or has a bad value.
-    """
-    path = Path(csv_path)
-    try:
-        with open(path, newline="") as fh:
-            reader = csv.DictReader(fh)
-            fields = reader.fieldnames or []
-            missing = [c for c in ("index", "label", "fooled_top1") if c not in fields]
-            if missing:
-                raise SpurbenchError(f"predictions file '{path}' lacks column(s) {', '.join(missing)}; re-run `spurbench eval` for that model")
-            rows = list(reader)
-    except FileNotFoundError:
-        raise SpurbenchError(f"predictions file '{path}' is missing; re-run `spurbench eval` for that model") from None
-    except (OSError, UnicodeDecodeError, csv.Error) as err:
-        raise SpurbenchError(f"cannot read predictions file '{path}': {err}; re-run `spurbench eval` for that model") from None
-
-    def col(name: str, conv: Any) -> np.ndarray:
-        try:
-            return np.array([conv(r[name]) for r in rows])
-        except (TypeError, ValueError):
-            raise SpurbenchError(f"predictions file '{path}' has a bad value in column '{name}'; re-run `spurbench eval` for that model") from None
-
-    def flag(v: str) -> int:
-        v = v.strip().lower()
-        if v in ("1", "true"):
-            return 1
-        if v in ("0", "false"):
-            return 0
-        raise ValueError(v)
-
-    out: dict[str, np.ndarray] = {
-        "index": col("index", int).astype(np.int64).reshape(-1),
-        "label": col("label", int).astype(np.int64).reshape(-1),
-        "fooled_top1": col("fooled_top1", flag).astype(bool).reshape(-1),
-    }
-    wanted = set(PREDICTION_COLUMNS if optional is None else optional)
-    for name, conv in {"target_prob": float, "top1": int, "fooled_top5": flag}.items():
-        if name in fields and name in wanted:
-            out[name] = col(name, conv).reshape(-1)
-    if "fooled_top5" in out:
-        out["fooled_top5"] = out["fooled_top5"].astype(bool)
-    for name, conv in (("top5", int), ("top5_probs", float)):
-        if name in fields and name in wanted:
-            arr = col(name, lambda v, c=conv: [c(x) for x in v.split()])
-            out[name] = arr.reshape(len(rows), -1) if rows else arr.reshape(0, 5)
-    return out
-
-
-# --------------------------------------------------------------------------------------------------
-# load / validate
-# --------------------------------------------------------------------------------------------------
 
 
 def empty_board() -> Board:

@@ -73,7 +73,7 @@ def collect_review(folder: str | Path, images_dir: Path, rel_prefix: str = "imag
     from PIL import Image
 
     from spurbench import imagenet
-    from spurbench.verify import BOXES, CARD_KEY, DEFAULT_MARGIN, PRESENT, REVIEWED, SCORE, failed_check
+    from spurbench.verification import BOXES, CARD_KEY, DEFAULT_MARGIN, PRESENT, REVIEWED, SCORE, failed_check
 
     folder = Path(folder)
     record = ds_contract.read_provenance(folder).get(CARD_KEY)

@@ -9,7 +9,7 @@ a group's reference accuracy is over the reference photos its images were made f
 worst-group accuracy, higher first, and count a wrong prediction as an image's failure in the
 consistency figures.
 
-The functions here are pure reading and formatting; evaluation.py runs the models.
+The functions here are pure reading and formatting; evaluate/entry.py runs the models.
 """
 
 from __future__ import annotations

@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
-if TYPE_CHECKING:
-    from spurbench.evaluate.page import Shot, _Page
+from spurbench.evaluate.page_common import PageData, Shot, class_anchor, class_label, esc, fmt_pct, is_num, rate_color, shot_figure, wnid_of
 
 
 def guide_thumbnails(folder: Path, split: str, images_dir: Path, thumb_size: int) -> dict[int, dict[str, Any]]:
@@ -60,9 +59,8 @@ def _mean(values: Sequence[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def heatmap_section(p: "_Page") -> str:
+def heatmap_section(p: PageData) -> str:
     """Class x group accuracy, mean over the ranked models (inline SVG)."""
-    from spurbench.evaluate.page import _anchor, _class_label, _color, _is_num, _pct, esc
 
     group_by = next((e["metrics"].get("group_by") for e in p.entries if e.get("metrics", {}).get("group_by")), None) or "group"
     groups = sorted({g for e in p.entries for per in (e.get("per_class_group") or {}).values() for g in per})
@@ -74,9 +72,9 @@ def heatmap_section(p: "_Page") -> str:
         vals, tips = [], []
         for e in p.entries:
             v = ((e.get("per_class_group") or {}).get(str(k)) or {}).get(g)
-            if _is_num(v):
+            if is_num(v):
                 vals.append(v)
-                tips.append(f"{e.get('model')}: {_pct(v)}")
+                tips.append(f"{e.get('model')}: {fmt_pct(v)}")
         return _mean(vals), tips
 
     classes = sorted(p.classes, key=lambda k: (_mean([v for g in groups if (v := cell(k, g)[0]) is not None]) or 0.0, k))
@@ -90,21 +88,21 @@ def heatmap_section(p: "_Page") -> str:
         parts.append(f'<text class="colhead" transform="translate({x:.0f},{top - 6}) rotate(-45)">{esc(g)}</text>')
     for i, k in enumerate(classes):
         y = top + cell_h * i
-        parts.append(f'<a href="#{_anchor(k)}"><text class="rowhead" x="{left - 8}" y="{y + cell_h * 0.68:.0f}" text-anchor="end">'
-                     f'{esc(_class_label(k))}</text></a>')
+        parts.append(f'<a href="#{class_anchor(k)}"><text class="rowhead" x="{left - 8}" y="{y + cell_h * 0.68:.0f}" text-anchor="end">'
+                     f'{esc(class_label(k))}</text></a>')
         for j, g in enumerate(groups):
             v, tips = cell(k, g)
             x = left + cell_w * j
             # red = often wrong: the scale is the error rate, so the same colours mean "bad" as on spurious pages
-            fill = _color(1.0 - v) if v is not None else "#eee"
+            fill = rate_color(1.0 - v) if v is not None else "#eee"
             ink = "light" if v is not None and v < 0.45 else "dark"
-            parts.append(f'<g class="acc"><title>{esc(_class_label(k))} / {esc(g)}: accuracy {_pct(v)} (mean over {len(tips)} model(s))\n'
+            parts.append(f'<g class="acc"><title>{esc(class_label(k))} / {esc(g)}: accuracy {fmt_pct(v)} (mean over {len(tips)} model(s))\n'
                          f'{esc(chr(10).join(tips))}</title><rect x="{x}" y="{y}" width="{cell_w - 2}" height="{cell_h - 2}" fill="{fill}" '
                          f'stroke="#dde1e8"/><text x="{x + cell_w / 2 - 1:.0f}" y="{y + cell_h * 0.68:.0f}" text-anchor="middle" '
-                         f'class="{ink}">{esc(_pct(v))}</text></g>')
+                         f'class="{ink}">{esc(fmt_pct(v))}</text></g>')
     lx = left + cell_w * len(groups) + 24
     for t in range(11):
-        parts.append(f'<rect x="{lx}" y="{top + 12 * t}" width="16" height="12" fill="{_color(t / 10)}"/>')
+        parts.append(f'<rect x="{lx}" y="{top + 12 * t}" width="16" height="12" fill="{rate_color(t / 10)}"/>')
     parts.append(f'<text x="{lx + 22}" y="{top + 10}">100%</text><text x="{lx + 22}" y="{top + 130}">0%</text>')
     parts.append(f'<text x="{lx}" y="{top + 150}" class="small">accuracy</text></svg>')
     return (title + f"<p>Top-1 accuracy of each class's images per {esc(group_by)}, the mean over the {len(p.entries)} "
@@ -113,13 +111,12 @@ def heatmap_section(p: "_Page") -> str:
             f'<div class="scroll">{"".join(parts)}</div></section>')
 
 
-def _pair(s: "Shot", guide: Mapping[str, Any] | None, m: int, lazy: bool) -> str:
-    from spurbench.evaluate.page import _class_label, esc
+def _pair(s: Shot, guide: Mapping[str, Any] | None, m: int, lazy: bool) -> str:
 
     right = len(s.fooled_by)  # on a shift set the store's "hit" is a correct prediction
     n = len(s.scored_by)
     loading = ' loading="lazy"' if lazy else ""
-    tip = "\n".join([f"image {s.index}", _class_label(s.label)] + ([f"prompt: {s.prompt}"] if s.prompt else [])
+    tip = "\n".join([f"image {s.index}", class_label(s.label)] + ([f"prompt: {s.prompt}"] if s.prompt else [])
                     + [f"right by {right} of {n} panel classifiers"] + s.predictions)
     group = (guide or {}).get("group") or s.spurious_feature
     mark = f'<span class="mark {"f-0" if n and right == n else "f-all" if n and right == 0 else "f-some"}">{right}/{n}</span>' if n else ""
@@ -130,26 +127,25 @@ def _pair(s: "Shot", guide: Mapping[str, Any] | None, m: int, lazy: bool) -> str
             f"<figcaption>{esc(group)} · #{s.index}</figcaption></figure>")
 
 
-def pairs_section(p: "_Page", lazy: bool) -> str:
+def pairs_section(p: PageData, lazy: bool) -> str:
     """Per class: the reference photos, then guide | result pairs, hardest first (fewest models right)."""
-    from spurbench.evaluate.page import _anchor, _class_label, _figure, _pct, _wnid, esc
 
     m = len(p.panel)
     intro = (f"<p>Each pair is the image guide (the class photo pasted on the background template, outlined) and the "
              f"image made from it; the mark counts the {m} panel classifiers that recognise the class "
              '(<span class="mark f-0">all</span> <span class="mark f-some">some</span> <span class="mark f-all">none</span>). '
              "Check that the object is really there: an image without it is not a test of the shift.</p>")
-    nav = " · ".join(f'<a href="#{_anchor(k)}">{esc(_class_label(k))}</a>' for k in p.classes)
+    nav = " · ".join(f'<a href="#{class_anchor(k)}">{esc(class_label(k))}</a>' for k in p.classes)
     out = [f'<section id="images"><h2>Guides and results by class</h2>{intro}<nav class="classnav">{nav}</nav>']
     for k in p.classes:
         shots = sorted(p.shots.get(k, []), key=lambda s: (len(s.fooled_by), s.index))
-        acc = " · ".join(f"{esc(e.get('model'))}: {_pct(((e.get('per_class') or {}).get(str(k)) or {}).get('accuracy'))}" for e in p.entries)
-        out.append(f'<section class="cls" id="{_anchor(k)}"><h3>{esc(_class_label(k))} <small>{esc(_wnid(k))}</small></h3>'
+        acc = " · ".join(f"{esc(e.get('model'))}: {fmt_pct(((e.get('per_class') or {}).get(str(k)) or {}).get('accuracy'))}" for e in p.entries)
+        out.append(f'<section class="cls" id="{class_anchor(k)}"><h3>{esc(class_label(k))} <small>{esc(wnid_of(k))}</small></h3>'
                    f'<p class="small">accuracy — {acc}</p>')
         refs = p.references.get(k, [])
         if refs:
             out.append(f'<h4>Reference photos ({len(refs)})</h4><div class="sheet refs">'
-                       + "".join(_figure(s, with_mark=False, lazy=lazy) for s in refs) + "</div>")
+                       + "".join(shot_figure(s, with_mark=False, lazy=lazy) for s in refs) + "</div>")
         out.append(f'<h4>Guide | result: {len(shots)} image(s)</h4><div class="sheet pairs">'
                    + ("".join(_pair(s, p.guides.get(s.index), m, lazy) for s in shots) or '<p class="note">no images of this class</p>')
                    + "</div></section>")

@@ -37,7 +37,7 @@ class VerifySection:
 def parse_verify_section(value: Any) -> VerifySection | None:
     """The recipe's `verify:` section, checked (errors name the key); None when absent."""
     from spurbench import detection
-    from spurbench.generate.recipe import convert
+    from spurbench.generate.schema import convert
 
     if value is None:
         return None

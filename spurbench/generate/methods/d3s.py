@@ -139,7 +139,7 @@ class D3SRecipe:
                                   background=self.backgrounds.phrases[background])
 
     def to_dict(self) -> dict[str, Any]:
-        from spurbench.generate.recipe import plain
+        from spurbench.generate.schema import plain
 
         d = plain(self)
         del d["all_classes"]
@@ -150,7 +150,8 @@ class D3SRecipe:
 
 def recipe_from_dict(data: Mapping[str, Any]) -> D3SRecipe:
     from spurbench import imagenet
-    from spurbench.generate.recipe import check_common, convert
+    from spurbench.generate.recipe import check_common
+    from spurbench.generate.schema import convert
 
     data = dict(data)
     data.pop("all_classes", None)  # not a user key

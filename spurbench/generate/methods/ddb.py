@@ -169,13 +169,14 @@ class DDBRecipe:
         return str(i.id)
 
     def to_dict(self) -> dict[str, Any]:
-        from spurbench.generate.recipe import plain
+        from spurbench.generate.schema import plain
 
         return plain(self)
 
 
 def recipe_from_dict(data: Mapping[str, Any]) -> DDBRecipe:
-    from spurbench.generate.recipe import check_class_index, convert
+    from spurbench.generate.recipe import check_class_index
+    from spurbench.generate.schema import convert
     from spurbench.generate.textual_inversion import InversionConfig
 
     data = dict(data)

@@ -1,0 +1,292 @@
+"""Score timm ImageNet-1k classifiers on a spurious-image dataset and record them in a leaderboard.
+
+For every image of the split (each labelled with the class k it is spurious for, i.e. whose object
+it does NOT contain), the classifier's softmax gives p_k and the top 5. The spurious rate of class k
+is the fraction of its images with top-1 = k (lower is better); with --positives (real images of
+the classes), the spurious score AP/AUROC says how well p_k separates real k from spurious k
+(higher is better). Per-image predictions go to <leaderboard folder>/predictions/<model>.csv and the
+model's entry is added to (or replaced in) the leaderboard JSON, whose cross-classifier consistency
+is recomputed over every model in it.
+
+Images are preprocessed exactly as timm evaluates each model (its resolved data config and eval
+transform) unless --preprocessing spurious-imagenet asks for the released Spurious ImageNet code's.
+"""
+
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+import torch
+
+from spurbench import dataset as ds_contract
+from spurbench.classifiers import ClassifierSpec, HeadMismatch, LoadedClassifier, check_model_name, create_classifier, load_panel
+from spurbench.errors import SpurbenchError
+from spurbench.evaluate.entry import utc_now, evaluate, format_table, summary_line
+from spurbench.evaluate.inputs import open_dataset, open_positives
+from spurbench.evaluate.predict import ImageDecodeError, default_workers, precision_for, resolve_device
+from spurbench.evaluate.preprocessing import (
+    PREPROCESSING,
+)
+from spurbench.evaluate.record import record
+
+# ---------------------------------------------------------------------------------------------
+# CLI
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from spurbench.evaluate.leaderboard import DEFAULT_LEADERBOARD
+
+    g = parser.add_argument_group("classifiers (at least one --model, a --models-file or a --panel)")
+    g.add_argument("--model", action="append", default=[], metavar="NAME|PATTERN",
+                   help="timm model to score, repeatable: an architecture (resnet50), arch.tag (resnet50.a1_in1k), hf-hub:org/repo, "
+                        "or a quoted wildcard pattern ('convnext*') expanded like timm.list_models(pattern, pretrained=True) to its "
+                        "ImageNet-1k classifiers; weights are timm's pretrained ones from the Hugging Face Hub unless --weights")
+    g.add_argument("--models-file", metavar="FILE", default=None,
+                   help="text file of model names or patterns, one per line (# comments and blank lines ignored)")
+    g.add_argument("--list", action="store_true", help="print the models this command would score (patterns expanded) and exit")
+    g.add_argument("--weights", metavar="FILE", default=None,
+                   help="local state dict for the single --model: .safetensors, or a torch file loadable with weights_only=True")
+    g.add_argument("--key-map", default="none", metavar="MAP",
+                   help="how --weights' tensor names map onto the timm model: none, positional, or strip_prefix:<prefix> "
+                        "(e.g. strip_prefix:module.model. for a robustness-library checkpoint)")
+    g.add_argument("--temperature", type=float, default=None, metavar="T",
+                   help="divide the single --model's logits by T before the softmax (a temperature-calibrated checkpoint)")
+    g.add_argument("--name", default=None,
+                   help="name to record the single --model under; unset: the model name, plus '+<file stem>' with --weights")
+    g.add_argument("--panel", metavar="NAME|FILE", default=None,
+                   help="score every classifier of a panel: a shipped name (offline, default, spurious-imagenet) or a YAML file "
+                        "like classifiers/offline.yaml")
+    d = parser.add_argument_group("data")
+    d.add_argument("--dataset", default=None, metavar="ID|FOLDER", help="spurious-image dataset: a local folder or a Hugging Face Hub id (required unless --list)")
+    d.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit) of --dataset")
+    d.add_argument("--split", default=ds_contract.DEFAULT_SPLIT, help="split of --dataset to score")
+    d.add_argument("--positives", default=None, metavar="FOLDER|ID",
+                   help="real images of the classes, for the spurious score (AP, AUROC): a folder of <WordNet id>/<image> "
+                        "or a dataset (folder or Hub id) with an ImageNet-1k `label` column")
+    d.add_argument("--positives-split", default=None,
+                   help="split of a --positives dataset; unset: validation, val or test, or its only split")
+    d.add_argument("--group-by", default=None, metavar="COLUMN",
+                   help="report accuracy (shift sets) or spurious rate (spurious sets) per value of this column; default on a "
+                        "shift set: its `background` column. Shift sets rank by the worst group's accuracy")
+    d.add_argument("--limit", type=int, default=None, metavar="N", help="score only the first N images of the split (quick checks)")
+    d.add_argument("--include-unverified", action="store_true",
+                   help="on a verified set (`spurbench verify`), also score the images whose check failed (spurious set: object "
+                        "present; shift set: object absent) and those a person dropped; by default they are left out and counted")
+    r = parser.add_argument_group("run")
+    r.add_argument("--leaderboard", default=DEFAULT_LEADERBOARD, metavar="FILE",
+                   help="leaderboard JSON to add the entries to (a folder means FOLDER/leaderboard.json); predictions go to "
+                        "<its folder>/predictions/")
+    r.add_argument("--preprocessing", choices=PREPROCESSING, default="timm",
+                   help="timm: each model's own eval transform; spurious-imagenet: the released Spurious ImageNet code's "
+                        "(size = the model's test_input_size if declared, else input_size; spurious images: shorter side to that "
+                        "size, no crop; positives: resize x256/224 + center crop; bicubic)")
+    r.add_argument("--force", action="store_true",
+                   help="re-score models already on the leaderboard for the same data, preprocessing and precision (default: skip them)")
+    r.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
+    r.add_argument("--workers", type=int, default=None, help="DataLoader worker processes decoding images (0: in the main process); unset: min(8, CPU cores), or 0 on a CPU run with 2 cores or fewer")
+    r.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="torch threads of the scoring process (unset: torch's default, one per core); on a CPU shared with "
+                        "decoding --workers or other jobs, fewer threads avoid oversubscription (see benchmarks/eval_throughput.py)")
+    r.add_argument("--device", default=None, help="torch device; unset: cuda (cuda:LOCAL_RANK under torchrun / accelerate launch) when available, else cpu")
+    r.add_argument("--amp", action="store_true",
+                   help="on CUDA, run the model under float16 autocast (faster; default float32, as timm's validate.py and the "
+                        "published numbers); CPU always runs float32. The entry records its `precision`")
+
+
+def _specs_from_args(args: argparse.Namespace) -> tuple[list[ClassifierSpec], dict[str, list[str]], int]:
+    """The classifiers to score (patterns expanded, --models-file read, panel appended); per pattern, the
+    matches left out because they are not ImageNet-1k classifiers; how many of the specs come before the panel's."""
+    from spurbench.evaluate.sweep import expand_models, is_pattern, read_models_file
+
+    single_flags = [f for f, v in (("--weights", args.weights), ("--name", args.name), ("--temperature", args.temperature)) if v is not None]
+    if single_flags and (len(args.model) != 1 or is_pattern(args.model[0]) or args.models_file):
+        raise SpurbenchError(f"{single_flags[0]} applies to exactly one --model (not a pattern or --models-file); "
+                             "give a single --model NAME with it (or use a --panel file)")
+    if args.key_map != "none" and args.weights is None:
+        raise SpurbenchError("--key-map applies to --weights; add --weights FILE")
+    names = list(args.model) + (read_models_file(args.models_file) if args.models_file else [])
+    expanded, left_out = expand_models(names)
+    specs: list[ClassifierSpec] = []
+    for model in expanded:
+        weights, name = None, args.name
+        if args.weights is not None:
+            weights = {"file": args.weights, "key_map": args.key_map}
+            name = name or f"{model}+{Path(args.weights).stem}"
+        specs.append(ClassifierSpec(model=model, weights=weights, name=name, temperature=args.temperature))
+    n_named = len(specs)
+    if args.panel is not None:
+        specs.extend(load_panel(args.panel))
+    if not specs:
+        raise SpurbenchError("no classifier given; pass --model NAME|PATTERN (repeatable), --models-file FILE and/or --panel NAME|FILE")
+    names = [s.display_name for s in specs]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise SpurbenchError(f"classifier {', '.join(dupes)} given more than once; drop the repeat or give --name")
+    return specs, left_out, n_named
+
+
+def command_line(args: argparse.Namespace, model: str | None = None) -> str:
+    """The `spurbench eval ...` command that reproduces this run (flags that change results, as given);
+    with `model`, the command for that one model of a sweep."""
+    parts = ["spurbench", "eval"]
+    for m in [model] if model is not None else args.model:
+        parts += ["--model", m]
+    sweep_only = model is not None
+    for flag, value, default in (
+        ("--models-file", None if sweep_only else args.models_file, None),
+        ("--weights", args.weights, None), ("--key-map", args.key_map, "none"), ("--temperature", args.temperature, None),
+        ("--name", args.name, None), ("--panel", None if sweep_only else args.panel, None), ("--dataset", args.dataset, None),
+        ("--revision", args.revision, None), ("--split", args.split, ds_contract.DEFAULT_SPLIT), ("--positives", args.positives, None),
+        ("--positives-split", args.positives_split, None), ("--group-by", getattr(args, "group_by", None), None), ("--limit", args.limit, None),
+        ("--preprocessing", args.preprocessing, "timm"), ("--leaderboard", args.leaderboard, None),
+    ):
+        if value is not None and value != default:
+            parts += [flag, str(value)]
+    if args.amp:
+        parts.append("--amp")
+    if getattr(args, "include_unverified", False):
+        parts.append("--include-unverified")
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def _sweep_device(requested: str | None, world: int, local_rank: int) -> torch.device:
+    """The device of this process: --device if given, else cuda:LOCAL_RANK when several processes share GPUs."""
+    if requested is None and world > 1 and torch.cuda.is_available():
+        return resolve_device(f"cuda:{local_rank % torch.cuda.device_count()}")
+    return resolve_device(requested)
+
+
+def run(args: argparse.Namespace) -> int:
+    from spurbench.evaluate import sweep
+    from spurbench.evaluate.leaderboard import already_scored, load_leaderboard, record_failure
+
+    if not sys.stderr.isatty():
+        # piped / logged runs: no progress bars from `datasets`, so stderr holds only what matters
+        import datasets
+
+        datasets.disable_progress_bars()
+    # Everything that can be wrong with the inputs is checked before anything is written.
+    if args.batch_size < 1:
+        raise SpurbenchError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.workers is not None and args.workers < 0:
+        raise SpurbenchError(f"--workers must be 0 or more, got {args.workers}")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise SpurbenchError(f"--threads must be at least 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    specs, left_out, n_named = _specs_from_args(args)
+    named = {s.display_name for s in specs[:n_named]}
+    if args.list:
+        for pattern, names in left_out.items():
+            print(f"# {pattern}: {len(names)} match(es) left out, their pretrained head is not ImageNet-1k's", file=sys.stderr)
+        print("\n".join(s.display_name for s in specs))
+        return 0
+    if args.dataset is None:
+        raise SpurbenchError("--dataset is required (a local folder or a Hugging Face Hub id); only --list runs without it")
+    rank, world, local_rank = sweep.process_share()
+    device = _sweep_device(args.device, world, local_rank)
+    if args.workers is None:
+        args.workers = default_workers(device)
+    # one model named: its mistakes are input errors (exit 2, nothing written); a sweep records them and goes on
+    single = len(specs) == 1 and not args.models_file and not any(sweep.is_pattern(m) for m in args.model)
+    if single and not specs[0].model.startswith(("hf-hub:", "hf_hub:")):
+        check_model_name(specs[0].model, pretrained=specs[0].weights is None)  # a typo should not wait for the dataset
+    leaderboard = Path(args.leaderboard)
+    if leaderboard.is_dir():
+        leaderboard = leaderboard / "leaderboard.json"
+    board = load_leaderboard(leaderboard)  # corrupt -> SpurbenchError, file untouched
+    data = open_dataset(args.dataset, split=args.split, revision=args.revision, limit=args.limit,
+                        include_unverified=args.include_unverified, group_by=args.group_by)
+    held = board.get("dataset")
+    if held and board["entries"] and held.get("fingerprint") != data.info["fingerprint"]:
+        raise SpurbenchError(
+            f"leaderboard '{leaderboard}' holds results for dataset {held.get('id')!r} (fingerprint {str(held.get('fingerprint'))[:12]}...), "
+            f"not for '{args.dataset}' split '{args.split}' (fingerprint {data.info['fingerprint'][:12]}...); pass another --leaderboard file"
+        )
+    positives = None
+    if args.positives is not None:
+        positives = open_positives(args.positives, data.info["classes"], split=args.positives_split, revision=None)
+        if not len(positives):
+            raise SpurbenchError(
+                f"--positives '{args.positives}' has no images of the dataset's classes ({', '.join(map(str, data.info['classes'][:10]))}"
+                f"{' ...' if len(data.info['classes']) > 10 else ''}); point it at real images of those classes"
+            )
+    if single:  # loaded before anything is written, so a bad checkpoint is an input error
+        try:
+            specs = [create_classifier(specs[0], "cpu", num_classes=data.num_classes)]
+        except HeadMismatch as err:
+            if data.label_names is None:
+                raise
+            raise HeadMismatch(
+                f"{err}; dataset '{args.dataset}' is labelled with label set {data.info.get('label_set')!r} "
+                f"({data.num_classes} classes: {', '.join(data.label_names[:5])})"
+            ) from None
+
+    mine = sweep.my_share(specs, rank, world)
+    precision = precision_for(device, args.amp)[0]
+    total = data.info["num_images"] - data.num_excluded
+    subset = f" (first {len(data.labels)} of {total})" if len(data.labels) < total else ""
+    share = f"; process {rank} of {world}: {len(mine)} of {len(specs)} models" if world > 1 else ""
+    print(f"dataset {data.source} split {data.split}: {len(data.labels)} images{subset}, {len(data.info['classes'])} classes"
+          + (f"; kind {data.kind}" if data.kind != ds_contract.DEFAULT_KIND else "")
+          + (f"; groups by `{data.group_by}`" if data.group_by else "")
+          + (f"; {len(positives)} positives" if positives is not None else "")
+          + (f"; {data.num_excluded} left out by verification (--include-unverified keeps them)" if data.num_excluded else "") + share)
+    summaries, skipped, failed = [], [], {}
+    for item in mine:
+        spec = item.spec if isinstance(item, LoadedClassifier) else item
+        name = spec.display_name
+        if not args.force and already_scored(board, name, fingerprint=data.info["fingerprint"], preprocessing=args.preprocessing,
+                                             precision=precision, num_images=len(data.labels),
+                                             positives=positives.source if positives is not None else None) \
+                and _same_groups(board, name, data.group_by):
+            print(f"skip {name}: already on the leaderboard for this data, positives, preprocessing and precision (--force re-scores it)")
+            skipped.append(name)
+            continue
+        # a model named on the command line (or matched by a pattern) gets its own one-model command
+        command = command_line(args, spec.model) if not single and name in named else command_line(args)
+        try:
+            clf = item if isinstance(item, LoadedClassifier) else create_classifier(spec, "cpu", num_classes=data.num_classes)
+            entry, preds = evaluate(clf, data, positives=positives, preprocessing=args.preprocessing, batch_size=args.batch_size,
+                                    workers=args.workers, device=device, amp=args.amp, command=command)
+        except (ImageDecodeError, KeyboardInterrupt):
+            raise  # the data is broken, or the user stopped: not this model's failure
+        except Exception as err:
+            reason = sweep.failure_reason(err)
+            if single:
+                raise SpurbenchError(f"cannot score '{name}': {reason}") from None
+            failed[name] = reason
+            print(f"FAILED {name}: {reason}", file=sys.stderr)
+            record_failure(leaderboard, data.info, {"model": name, "reason": reason, "preprocessing": args.preprocessing,
+                                                    "precision": precision, "date": utc_now(), "command": command})
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            continue
+        finally:
+            clf = None  # one model in memory at a time  # noqa: F841
+        if world > 1:
+            entry["process"] = {"rank": rank, "world_size": world}
+        record(leaderboard, data.info, entry, preds)
+        print(format_table(entry, data.label_names))
+        print()
+        summaries.append(summary_line(entry))
+    if len(summaries) > 1 or skipped or failed:
+        print("summary:")
+        for s in summaries:
+            print(f"  {s}")
+        if skipped:
+            print(f"  skipped {len(skipped)} already scored: {', '.join(skipped)}")
+        for name, reason in failed.items():
+            print(f"  FAILED {name}: {reason}")
+    print(f"leaderboard: {leaderboard}")
+    return 1 if failed else 0
+
+
+def _same_groups(board: dict, model: str, group_by: str | None) -> bool:
+    """Whether the model's entry was grouped by the same column (another --group-by re-scores it)."""
+    entry = next((e for e in board.get("entries", []) if e.get("model") == model), {})
+    return (entry.get("metrics") or {}).get("group_by") == group_by

@@ -1,0 +1,273 @@
+"""One classifier on one split -> a leaderboard entry (metrics, per class, per group, what it was computed on).
+
+Nothing is written here: evaluate/record.py writes the predictions CSV and adds the entry to the board.
+A `spurious` set gets spurious rates (and scores with positives); a `shift` set accuracy per group against
+its `reference` split (evaluate/shift.py).
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from spurbench import dataset as ds_contract
+from spurbench import imagenet
+from spurbench.classifiers import ClassifierSpec, LoadedClassifier, create_classifier
+from spurbench.errors import SpurbenchError
+from spurbench.evaluate.inputs import Positives, SpuriousSet, check_outputs, open_dataset, open_positives
+from spurbench.evaluate.predict import DEFAULT_WORKERS, Predictions, ImageItems, precision_for, predict, resolve_device
+from spurbench.evaluate.preprocessing import (
+    PREPROCESSING,
+    build_uint8_transforms,
+    data_config_for,
+)
+
+# ---------------------------------------------------------------------------------------------
+# evaluation of one classifier -> leaderboard entry
+
+
+def evaluate(
+    classifier: ClassifierSpec | LoadedClassifier,
+    data: SpuriousSet | str | Path,
+    *,
+    positives: Positives | str | Path | None = None,
+    split: str = ds_contract.DEFAULT_SPLIT,
+    revision: str | None = None,
+    preprocessing: str = "timm",
+    batch_size: int = 32,
+    workers: int = DEFAULT_WORKERS,
+    device: str | torch.device | None = None,
+    limit: int | None = None,
+    amp: bool = False,
+    command: str | None = None,
+    group_by: str | None = None,
+) -> tuple[dict, Predictions]:
+    """Score one classifier on a split; returns (leaderboard entry, per-image predictions).
+
+    A `spurious` set gets spurious rates (and scores with positives); a `shift` set accuracy per group
+    against its `reference` split (evaluate/shift.py). `group_by` applies when `data` is opened here.
+
+    Nothing is written: see `record` for the predictions CSV and the leaderboard.
+    """
+    from spurbench.evaluate import metrics
+    from spurbench.evaluate.leaderboard import predictions_relpath
+
+    if preprocessing not in PREPROCESSING:
+        raise SpurbenchError(f"unknown preprocessing '{preprocessing}'; use one of {', '.join(PREPROCESSING)}")
+    if batch_size < 1:
+        raise SpurbenchError(f"--batch-size must be at least 1, got {batch_size}")
+    if workers < 0:
+        raise SpurbenchError(f"--workers must be 0 (decode in the main process) or more, got {workers}")
+    dev = resolve_device(device)
+    if not isinstance(data, SpuriousSet):
+        data = open_dataset(data, split=split, revision=revision, limit=limit, group_by=group_by)
+    if positives is not None and not isinstance(positives, Positives):
+        positives = open_positives(positives, data.info["classes"])
+    clf = classifier if isinstance(classifier, LoadedClassifier) else create_classifier(classifier, "cpu", num_classes=data.num_classes)
+    name = clf.spec.display_name
+    check_outputs(clf, data)
+
+    # the size actually used: for spurious-imagenet the model's test_input_size when declared
+    data_config = data_config_for(clf.model, preprocessing)
+    spurious_tf, positive_tf = build_uint8_transforms(data_config, preprocessing)
+    size = tuple(data_config["input_size"][-2:])
+    run = dict(batch_size=batch_size, workers=workers, device=dev, amp=amp, data_config=data_config)
+    preds = predict(clf, ImageItems(spurious_tf, data.labels, rows=data.rows, size=size), **run,
+                    what=f"image of dataset '{data.source}' split '{data.split}'")
+    if data.row_index is not None:  # predictions name split rows, also when verification left some out
+        preds.index = data.row_index[preds.index]
+    rates = metrics.spurious_rates(preds.label, preds.top5, preds.target_prob)
+    pos_preds = None
+    if positives is not None and len(positives):
+        items = ImageItems(positive_tf, positives.labels, rows=positives.rows, paths=positives.paths, size=size)
+        pos_preds = predict(clf, items, **run, what=f"positive image of '{positives.source}'", desc=f"{name} (positives)")
+    if pos_preds is not None:
+        score = metrics.spurious_score_per_class(preds.label, preds.target_prob, pos_preds.label, pos_preds.target_prob)
+    else:
+        score = {"per_class": {}, "ap": None, "auroc": None}
+
+    per_class = {}
+    for k, c in rates["per_class"].items():
+        s = score["per_class"].get(k, {})
+        per_class[str(k)] = {
+            "n": c["n"],
+            "spurious_rate": c["spurious_rate"],
+            "spurious_rate_top5": c["spurious_rate_top5"],
+            "mean_target_prob": c["mean_target_prob"],
+            "spurious_score_ap": s.get("ap"),
+            "spurious_score_auroc": s.get("auroc"),
+            "num_positives": s.get("num_positives", 0),
+        }
+    entry = {
+        "model": name,
+        "architecture": clf.spec.model,
+        "weights": dict(clf.weights),
+        "num_params": int(clf.num_params),
+        "data_config": _jsonable(data_config),
+        "preprocessing": preprocessing,
+        "precision": precision_for(dev, amp)[0],
+        **({"temperature": clf.temperature} if clf.temperature != 1.0 else {}),
+        **({"note": clf.spec.note} if clf.spec.note else {}),
+        "metrics": {
+            "spurious_rate": rates["macro"]["spurious_rate"],
+            "spurious_rate_micro": rates["micro"]["spurious_rate"],
+            "spurious_rate_top5": rates["macro"]["spurious_rate_top5"],
+            "spurious_rate_top5_micro": rates["micro"]["spurious_rate_top5"],
+            "mean_target_prob": rates["macro"]["mean_target_prob"],
+            "spurious_score_ap": score["ap"],
+            "spurious_score_auroc": score["auroc"],
+            "num_images": int(rates["num_images"]),
+            "num_positives": int(len(pos_preds.label)) if pos_preds is not None else 0,
+            "num_excluded": data.num_excluded,
+        },
+        "per_class": per_class,
+        "predictions": predictions_relpath(name),
+        "positives": positives.source if positives is not None else None,
+        "env": _env(dev),
+        "date": utc_now(),
+        "images_per_second": round(len(preds.label) / preds.seconds, 3) if preds.seconds > 0 else None,
+        "command": command,
+    }
+    if data.kind != ds_contract.DEFAULT_KIND:
+        entry["kind"] = data.kind
+    if data.kind == "shift":
+        entry.update(_shift_blocks(clf, data, preds, run, positive_tf, size, entry["metrics"]))
+    elif data.groups is not None:  # --group-by on a spurious set: spurious rates per group
+        entry["per_group"] = _spurious_groups(preds, data)
+    return entry, preds
+
+
+def _shift_blocks(clf: LoadedClassifier, data: SpuriousSet, preds: Predictions, run: dict, transform: Any, size: tuple,
+                  counts: dict) -> dict[str, Any]:
+    """A shift set's metrics, per_group, per_class and per_class_group (evaluate/shift.py): the model is
+    also run on the set's `reference` split (the un-shifted photos), when there is one."""
+    from spurbench.evaluate import shift
+
+    reference, paired = None, None
+    if data.split != ds_contract.REFERENCE_SPLIT and ds_contract.REFERENCE_SPLIT in ds_contract.split_names(data.folder):
+        ref = open_dataset(data.folder, split=ds_contract.REFERENCE_SPLIT)
+        ref_preds = predict(clf, ImageItems(transform, ref.labels, rows=ref.rows, size=size), **run,
+                            what=f"image of dataset '{data.source}' split '{ref.split}'", desc=f"{clf.spec.display_name} (reference)")
+        rows = ref_preds.index if ref.row_index is None else ref.row_index[ref_preds.index]
+        reference = {"labels": ref_preds.label, "top1": ref_preds.top5[:, 0]}
+        if data.reference_index is not None:
+            n_ref = ref.info["num_images"]
+            behind = data.reference_index[preds.index]
+            bad = np.flatnonzero((behind < 0) | (behind >= n_ref))
+            if bad.size:
+                raise SpurbenchError(f"dataset '{data.source}' row {int(preds.index[bad[0]])} names reference_index {int(behind[bad[0]])}, "
+                                     f"but split '{ref.split}' has {n_ref} rows; the set is damaged: rebuild or re-export it")
+            hit = np.full(n_ref, -1, np.int8)
+            hit[rows] = ref_preds.top5[:, 0] == ref_preds.label
+            if (hit[behind] >= 0).all():  # every photo behind a scored image was scored (not left out by verification)
+                paired = hit[behind] == 1
+    groups = data.groups[preds.index] if data.groups is not None else None
+    parts = shift.entry_parts(preds.label, preds.top5, preds.target_prob, groups, data.group_by, reference, paired)
+    keep = {k: counts[k] for k in ("num_images", "num_positives", "num_excluded")}
+    return {**parts, "metrics": {**parts["metrics"], **_train_weighted(data, parts["per_group"]), **keep}}
+
+
+def _train_weighted(data: SpuriousSet, per_group: dict) -> dict[str, Any]:
+    """The mean of group accuracies weighted by the training split's group proportions (what Waterbirds
+    papers call average accuracy; `accuracy` is the pooled one); {} without a training split carrying the
+    group column."""
+    from spurbench.evaluate import metrics
+    from spurbench.evaluate.group_weights import TRAIN_SPLIT, training_group_counts
+
+    counts = training_group_counts(data.folder, data.group_by) if data.group_by else None
+    if counts is None:
+        return {}
+    w = metrics.train_weighted_accuracy(per_group, counts)
+    return {"train_weighted_group_accuracy": w["train_weighted_accuracy"], "group_weights_from": TRAIN_SPLIT}
+
+
+def _spurious_groups(preds: Predictions, data: SpuriousSet) -> dict[str, Any]:
+    """Per group of a spurious set: images, top-1 and top-5 spurious rate (fraction predicting the label)."""
+    from spurbench.evaluate import metrics
+
+    groups = data.groups[preds.index]
+    top1 = metrics.group_accuracy(preds.fooled_top1, groups)["per_group"]
+    top5 = metrics.group_accuracy(preds.fooled_top5, groups)["per_group"]
+    return {str(g): {"n": v["n"], "spurious_rate": v["accuracy"], "spurious_rate_top5": top5[g]["accuracy"]} for g, v in top1.items()}
+
+
+
+# ---------------------------------------------------------------------------------------------
+# printing
+
+
+def format_table(entry: dict, label_names: Sequence[str] | None = None) -> str:
+    """Per-class table and a summary line for one model, as plain text (`label_names`: a non-ImageNet label set's)."""
+    if entry.get("kind") == "shift":
+        from spurbench.evaluate import shift
+
+        return shift.format_table(entry, label_names)
+    with_score = entry["metrics"].get("spurious_score_ap") is not None
+    head = f"{'class':>5}  {'name':<24} {'n':>5} {'rate':>6} {'top-5':>6} {'mean p_k':>8}"
+    if with_score:
+        head += f" {'pos':>4} {'AP':>6} {'AUROC':>6}"
+    lines = [f"== {entry['model']} ==", head]
+    for k, c in sorted(entry["per_class"].items(), key=lambda kv: int(kv[0])):
+        cname = label_names[int(k)] if label_names is not None else imagenet.class_name(int(k))
+        line = f"{int(k):>5}  {cname[:24]:<24} {c['n']:>5} {c['spurious_rate']:>6.3f} {c['spurious_rate_top5']:>6.3f} {c['mean_target_prob']:>8.4f}"
+        if with_score:
+            line += f" {c['num_positives']:>4} {_f(c['spurious_score_ap']):>6} {_f(c['spurious_score_auroc']):>6}"
+        lines.append(line)
+    lines.append(summary_line(entry))
+    return "\n".join(lines)
+
+
+def summary_line(entry: dict) -> str:
+    if entry.get("kind") == "shift":
+        from spurbench.evaluate import shift
+
+        return shift.summary_line(entry)
+    m = entry["metrics"]
+    text = (
+        f"{entry['model']}: spurious rate {m['spurious_rate']:.3f} (micro {m['spurious_rate_micro']:.3f}), "
+        f"top-5 {m['spurious_rate_top5']:.3f}, mean p_k {m['mean_target_prob']:.4f}"
+    )
+    if m.get("spurious_score_ap") is not None:
+        text += f", spurious score AP {m['spurious_score_ap']:.3f} AUROC {m['spurious_score_auroc']:.3f}"
+    ips = entry.get("images_per_second")
+    return text + f"; {m['num_images']} images" + (f", {ips:.1f} img/s" if ips else "")
+
+
+def _f(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
+
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _env(device: torch.device) -> dict[str, Any]:
+    import timm
+
+    import spurbench
+
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine() or "cpu")
+    return {
+        "spurbench": spurbench.__version__,
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+        "python": platform.python_version(),
+        "device": f"{device.type}: {name}",
+    }
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x

@@ -1,0 +1,227 @@
+"""What `spurbench eval` scores: one split of a dataset, opened and checked, and the optional positives.
+
+`open_dataset` reads the split's Parquet (the bytes its fingerprint is computed over), checks the label set
+and leaves out rows whose verification check failed; `open_positives` gathers real in-class images for
+the spurious score. Nothing is decoded here: evaluate/predict.py decodes in its workers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from spurbench import dataset as ds_contract
+from spurbench import imagenet
+from spurbench.classifiers import LoadedClassifier
+from spurbench.errors import SpurbenchError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+
+
+# ---------------------------------------------------------------------------------------------
+# inputs: the spurious split and the optional positives
+
+
+@dataclass
+class SpuriousSet:
+    """One split of a spurious-image dataset, opened and checked, with its leaderboard identity."""
+
+    source: str  # what the user passed (hub id or folder)
+    folder: Path
+    split: str
+    revision: str | None
+    rows: Any  # datasets.Dataset with columns image (undecoded bytes) and label, after --limit
+    labels: np.ndarray  # label of every row in `rows`
+    info: dict  # leaderboard "dataset" block (fingerprint and classes over the whole split)
+    row_index: np.ndarray | None = None  # split row of each item of `rows` when verification left some out
+    num_excluded: int = 0  # rows left out because their verification check failed (spurbench.verify)
+    kind: str = ds_contract.DEFAULT_KIND  # the card's kind: spurious (object absent) or shift (object present)
+    group_by: str | None = None  # the group column (shift sets: `background` unless --group-by)
+    groups: np.ndarray | None = None  # str group of every split row (over the whole split)
+    reference_index: np.ndarray | None = None  # int reference-split row behind every split row (D3S), else None
+    #: names of the label set's classes when it is not ImageNet-1k (e.g. Waterbirds' two); None: ImageNet-1k
+    label_names: list[str] | None = None
+
+    @property
+    def num_classes(self) -> int:
+        """How many outputs a classifier of this set must have."""
+        return imagenet.NUM_CLASSES if self.label_names is None else len(self.label_names)
+
+
+def open_dataset(source: str | Path, split: str = ds_contract.DEFAULT_SPLIT, revision: str | None = None, limit: int | None = None,
+                 include_unverified: bool = False, group_by: str | None = None) -> SpuriousSet:
+    """Resolve, load and check a spurious-image split (columns, ImageNet labels); nothing is decoded yet.
+
+    On a verified set (`spurbench verify`) the rows whose check failed are left out unless
+    `include_unverified`; a person's keep/drop decisions override the detector's. `group_by`: the
+    column whose values group the images (default on a shift set: `background`, see evaluate/shift.py)."""
+    from datasets import ClassLabel, Image, Value
+
+    from spurbench.evaluate import shift
+
+    if limit is not None and limit < 1:
+        raise SpurbenchError(f"--limit must be a positive number of images, got {limit}")
+    folder = ds_contract.resolve_dataset(source, revision)
+    # the rows come from the very Parquet bytes the fingerprint is computed over (never a stale cache)
+    full, fingerprint = ds_contract.read_split(folder, split)
+    label_feature = full.features["label"]
+    label_names = _other_label_set(source, folder, label_feature)
+    num_classes = imagenet.NUM_CLASSES if label_names is None else len(label_names)
+    if isinstance(label_feature, ClassLabel):
+        if label_names is None and list(label_feature.names) != list(imagenet.wnids()):
+            raise SpurbenchError(
+                f"dataset '{source}' column `label` is a ClassLabel over {label_feature.num_classes} names, not the 1000 "
+                "ImageNet-1k WordNet ids in index order, and its card names no other label set (`label_set` in the "
+                "card's spurbench block, as `spurbench import` writes it)"
+            )
+    elif not (isinstance(label_feature, Value) and label_feature.dtype.startswith(("int", "uint"))):
+        raise SpurbenchError(f"dataset '{source}' column `label` has type {label_feature}; expected ImageNet-1k class indices")
+    if not isinstance(full.features["image"], Image):
+        raise SpurbenchError(f"dataset '{source}' column `image` has type {full.features['image']}; expected an Image column")
+    all_labels = np.asarray(full["label"], dtype=np.int64)
+    if len(all_labels) == 0:
+        raise SpurbenchError(f"dataset '{source}' split '{split}' has no rows; nothing to evaluate")
+    bad = np.flatnonzero((all_labels < 0) | (all_labels >= num_classes))
+    if bad.size:
+        raise SpurbenchError(f"dataset '{source}' row {int(bad[0])} has label {int(all_labels[bad[0]])}, not a class index 0..{num_classes - 1} of its label set")
+    # decode=False: workers get the raw bytes and decode them themselves, so a bad image is named, not fatal
+    rows = full.select_columns(["image", "label"]).cast_column("image", Image(decode=False))
+    row_index, excluded = _verified_rows(full, folder, include_unverified)
+    scored = all_labels if row_index is None else all_labels[row_index]
+    if row_index is not None:
+        rows = rows.select(row_index)
+    if limit is not None and limit < len(rows):
+        rows = rows.select(range(limit))
+    info = {
+        "id": str(source),
+        "revision": revision,
+        "split": split,
+        "fingerprint": fingerprint,
+        "num_images": int(len(all_labels)),
+        "classes": sorted(int(k) for k in np.unique(all_labels)),
+        "provenance": ds_contract.read_provenance(folder),
+    }
+    if label_names is not None:
+        info["label_set"] = ds_contract.read_provenance(folder).get("label_set")
+    kind = ds_contract.read_kind(folder)
+    # the reference split (un-shifted photos) has no groups of its own unless asked
+    column = shift.group_column(full.column_names, kind if split != ds_contract.REFERENCE_SPLIT else ds_contract.DEFAULT_KIND,
+                                group_by, str(source))
+    groups = shift.group_values(full[column], column, str(source)) if column else None
+    ref_index = np.asarray(full["reference_index"], dtype=np.int64) if kind == "shift" and "reference_index" in full.column_names else None
+    return SpuriousSet(str(source), folder, split, revision, rows, scored[: len(rows)], info,
+                       row_index=None if row_index is None else row_index[: len(rows)], num_excluded=excluded,
+                       label_names=label_names, kind=kind, group_by=column, groups=groups, reference_index=ref_index)
+
+
+def _other_label_set(source: Any, folder: Path, label_feature: Any) -> list[str] | None:
+    """The class names of a set whose card names a label set other than ImageNet-1k; None for ImageNet-1k."""
+    from datasets import ClassLabel
+
+    named = ds_contract.read_provenance(folder).get("label_set", ds_contract.IMAGENET_LABEL_SET)
+    if named == ds_contract.IMAGENET_LABEL_SET:
+        return None
+    if not isinstance(label_feature, ClassLabel):
+        raise SpurbenchError(f"dataset '{source}' names label set {named!r} in its card but its `label` column is {label_feature}, not a ClassLabel of its names")
+    return list(label_feature.names)
+
+
+def check_outputs(clf: LoadedClassifier, data: SpuriousSet) -> None:
+    """One line when the classifier's number of outputs is not the size of the dataset's label set."""
+    n = getattr(clf.model, "num_classes", None)
+    if n != data.num_classes:
+        what = f"label set {data.info.get('label_set')!r}" if data.label_names is not None else "ImageNet-1k"
+        raise SpurbenchError(
+            f"classifier '{clf.spec.display_name}' has {n} outputs but dataset '{data.source}' is labelled with {what} "
+            f"({data.num_classes} classes); score it with a classifier of that label set (e.g. from `spurbench finetune`)"
+        )
+
+
+def _verified_rows(full: Any, folder: Path, include_unverified: bool) -> tuple[np.ndarray | None, int]:
+    """(split rows to score, number left out) on a verified set; (None, 0) when all rows are scored."""
+    from spurbench import verification as verify
+
+    if include_unverified or not verify.is_verified(full.column_names):
+        return None, 0
+    reviewed = full[verify.REVIEWED] if verify.REVIEWED in full.column_names else None
+    out = verify.excluded_rows(ds_contract.read_kind(folder), full[verify.PRESENT], reviewed)
+    if out.all():
+        raise SpurbenchError(f"every image of '{folder}' failed its verification check; nothing to score (--include-unverified scores them anyway)")
+    return np.flatnonzero(~out), int(out.sum())
+
+
+@dataclass
+class Positives:
+    """Real in-class images ("positives" of the spurious score): an image folder or a dataset."""
+
+    source: str
+    labels: np.ndarray  # ImageNet class of every item
+    paths: list[Path] | None = None  # image-folder form
+    rows: Any = None  # dataset form: datasets.Dataset (image undecoded, label), already filtered
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def open_positives(source: str | Path, classes: Iterable[int], split: str | None = None, revision: str | None = None) -> Positives:
+    """Positives for `classes`: a folder of `<wnid>/<image>` files, or a dataset folder / hub id with ImageNet `label`s.
+
+    Images of other classes are skipped (they do not enter any class's score).
+    """
+    wanted = set(int(k) for k in classes)
+    path = Path(source).expanduser()
+    if path.is_dir() and not any(path.glob("**/*.parquet")) and not (path / "dataset_info.json").exists():
+        class_dirs = sorted(p for p in path.iterdir() if p.is_dir())
+        if not class_dirs:
+            raise SpurbenchError(
+                f"positives folder '{source}' has no class sub-folders; expected <folder>/<WordNet id>/<image>, e.g. n01440764/x.jpg"
+            )
+        paths, labels = [], []
+        for d in class_dirs:
+            try:
+                k = imagenet.wnid_to_index(d.name)
+            except SpurbenchError:
+                raise SpurbenchError(
+                    f"positives sub-folder '{d}' is not named by an ImageNet-1k WordNet id (like n01440764); rename or remove it"
+                ) from None
+            if k not in wanted:
+                continue
+            for f in sorted(d.iterdir()):
+                if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS:
+                    paths.append(f)
+                    labels.append(k)
+        return Positives(str(source), np.asarray(labels, dtype=np.int64), paths=paths)
+
+    # a dataset with ImageNet labels (a local Parquet folder or a hub id), e.g. ImageNet's validation split
+    from datasets import ClassLabel, Image, get_dataset_split_names, load_dataset
+
+    if not path.is_dir() and not ds_contract._HUB_ID.match(str(source)):
+        raise SpurbenchError(f"positives '{source}' is neither a folder nor a hub dataset id; give <folder>/<WordNet id>/<image> or a dataset with ImageNet labels")
+    where = str(path) if path.is_dir() else str(source)
+    local = path.is_dir() and any(path.glob("data/*.parquet"))
+    try:
+        if split is None:
+            names = ds_contract.split_names(path) if local else get_dataset_split_names(where, revision=revision)
+            split = next((s for s in ("validation", "val", "test") if s in names), names[0] if len(names) == 1 else None)
+            if split is None:
+                raise SpurbenchError(f"positives dataset '{source}' has splits {', '.join(names)}; pick one with --positives-split")
+        # a local Hub-layout folder is read from its files, never from `load_dataset`'s folder-name cache
+        data = ds_contract.load_split(path, split) if local else load_dataset(where, split=split, revision=revision)
+    except SpurbenchError:
+        raise
+    except Exception as err:
+        raise SpurbenchError(
+            f"cannot load positives dataset '{source}' ({err.__class__.__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}); "
+            "check the folder / hub id and --positives-split"
+        ) from None
+    ds_contract.check_columns(data.column_names, f"'{source}' (positives, split {split})")
+    feature = data.features["label"]
+    if isinstance(feature, ClassLabel) and feature.num_classes != imagenet.NUM_CLASSES:
+        raise SpurbenchError(f"positives dataset '{source}' labels {feature.num_classes} classes, not ImageNet-1k's 1000")
+    all_labels = np.asarray(data["label"], dtype=np.int64)
+    keep = np.flatnonzero(np.isin(all_labels, sorted(wanted)))
+    rows = data.select_columns(["image", "label"]).cast_column("image", Image(decode=False)).select(keep)
+    return Positives(str(source), all_labels[keep], rows=rows)

@@ -1,0 +1,148 @@
+"""What both kinds of leaderboard page share: the gathered page data, thumbnails, number and class formatting, image figures.
+
+evaluate/page_sections.py (every set) and evaluate/shift_page.py (shift sets) build their sections from these.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from spurbench import imagenet
+from spurbench.errors import SpurbenchError
+
+#: longest side of a contact-sheet thumbnail, in pixels (shown at half that on screen; sharp on HiDPI)
+THUMB_SIZE = 192
+
+JPEG_QUALITY = 85
+
+#: pages with at most this many thumbnails load them all at once; larger ones load them lazily
+EAGER_IMAGES = 400
+
+def esc(value: Any) -> str:
+    """HTML-escape any value as text (quotes too, so the result is also safe inside attributes)."""
+    return html.escape("" if value is None else str(value), quote=True)
+
+@dataclass
+class Shot:
+    """One dataset image as shown on a contact sheet."""
+
+    index: int  # row index in its split
+    label: int
+    src: str  # path of the thumbnail relative to index.html
+    spurious_feature: str = ""
+    source: str = ""
+    builder: str = ""
+    prompt: str = ""
+    seed: int = -1
+    scored_by: list[str] = field(default_factory=list)  # panel models with a prediction for it
+    fooled_by: list[str] = field(default_factory=list)  # panel models whose top-1 is the label
+    predictions: list[str] = field(default_factory=list)  # one line per model for the tooltip
+
+@dataclass
+class PageData:
+    board: dict[str, Any]
+    entries: list[dict[str, Any]]  # ranked
+    panel: list[str]  # models counted in the fool marks (the consistency panel)
+    classes: list[int]
+    dataset_folder: Path | None
+    dataset_note: str
+    shots: dict[int, list[Shot]]  # class -> images of the scored split
+    references: dict[int, list[Shot]]  # class -> reference images
+    provenance: dict[str, Any]
+    leaderboard_path: Path
+    out_dir: Path
+    render_command: str
+    review: str = ""  # the review section of a verified dataset (spurbench.evaluate.review), else empty
+    kind: str = "spurious"  # the set's kind (shift: accuracy heatmap and guide | result pairs, evaluate/shift_page.py)
+    guides: dict[int, dict[str, Any]] = field(default_factory=dict)  # shift sets: row -> guide thumbnail
+
+def thumbnail(image_bytes: bytes, dest: Path) -> None:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(image_bytes)) as im:
+        im = im.convert("RGB")
+        im.thumbnail((THUMB_SIZE, THUMB_SIZE), Image.Resampling.LANCZOS)
+        im.save(dest, format="JPEG", quality=JPEG_QUALITY, optimize=True)
+
+def is_num(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+def fmt_num(x: Any, digits: int = 3) -> str:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return "–"
+    if not math.isfinite(v):
+        return "–"
+    text = f"{v:.{digits}f}"
+    return text[1:] if text.startswith("-") and float(text) == 0 else text  # no "-0.000"
+
+def fmt_pct(x: Any) -> str:
+    return f"{100 * x:.1f}%" if is_num(x) else "–"
+
+def fmt_params(x: Any) -> str:
+    return f"{x / 1e6:.2f} M" if is_num(x) else "–"
+
+def class_label(k: int) -> str:
+    try:
+        return f"{imagenet.class_name(k)} ({k})"
+    except SpurbenchError:
+        return str(k)
+
+def wnid_of(k: int) -> str:
+    try:
+        return imagenet.wnids()[k]
+    except (IndexError, TypeError):
+        return ""
+
+def class_anchor(k: int) -> str:
+    return f"class-{k}"
+
+def rate_color(v: float) -> str:
+    """White (0) to deep red (1): how often a class fools the model."""
+    v = min(max(v, 0.0), 1.0)
+    r = round(255 - 75 * v)
+    g = round(255 - 230 * v)
+    b = round(255 - 215 * v)
+    return f"rgb({r},{g},{b})"
+
+def mark_class(n_fooled: int, m: int) -> str:
+    if m == 0:
+        return "f-none"
+    if n_fooled == 0:
+        return "f-0"
+    if n_fooled == m:
+        return "f-all"
+    return "f-some"
+
+def shot_figure(s: Shot, with_mark: bool, lazy: bool) -> str:
+    n, m = len(s.fooled_by), len(s.scored_by)  # m < panel size only for images a model did not score (--limit)
+    bits = [f"image {s.index}", class_label(s.label)]
+    if s.spurious_feature:
+        bits.append(f"feature: {s.spurious_feature}")
+    if s.prompt:
+        bits.append(f"prompt: {s.prompt}")
+    if s.seed >= 0:
+        bits.append(f"seed: {s.seed}")
+    if with_mark:
+        bits.append(f"fools {n} of {m} panel classifiers" + (f" ({', '.join(s.fooled_by)})" if s.fooled_by else ""))
+        bits += s.predictions
+    tip = "\n".join(bits)
+    alt = f"image {s.index} of class {s.label}" + (f", fools {n} of {m} classifiers" if with_mark else "")
+    loading = ' loading="lazy"' if lazy else ""
+    if not with_mark:
+        mark = ""
+    elif m == 0:  # e.g. scored with --limit: no panel model has a prediction for this image
+        mark = '<span class="mark f-none" title="not scored by the panel">n/a</span>'
+    else:
+        mark = f'<span class="mark {mark_class(n, m)}" title="fools {n} of {m}">{n}/{m}</span>'
+    return (
+        f'<figure class="shot" data-index="{s.index}"' + (f' data-fooled="{n}"' if with_mark else ' data-reference="1"')
+        + f' title="{esc(tip)}"><img src="{esc(s.src)}" alt="{esc(alt)}"{loading} decoding="async">{mark}'
+        f"<figcaption>{'' if with_mark else 'ref '}#{s.index}</figcaption></figure>"
+    )

@@ -1,0 +1,195 @@
+"""Gathering what the page shows: the ranked board, the dataset behind it (checked by fingerprint), thumbnails of
+its images marked by the predictions files, the review block of a verified set.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from spurbench.dataset import DEFAULT_SPLIT, REFERENCE_SPLIT
+from spurbench.errors import SpurbenchError
+from spurbench.evaluate.page_common import (
+    THUMB_SIZE,
+    PageData,
+    Shot,
+    class_label,
+    fmt_num,
+    thumbnail,
+)
+
+
+def _load_board(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    from spurbench.evaluate.leaderboard import load_leaderboard, ranked_entries
+
+    board = load_leaderboard(path)
+    return board, list(ranked_entries(board))
+
+def _find_dataset(board: Mapping[str, Any], leaderboard_path: Path, dataset_folder: str | Path | None) -> tuple[Path | None, str]:
+    """The local dataset folder whose images the page shows, or None with the reason why not."""
+    from spurbench.dataset import fingerprint, resolve_dataset
+
+    info = board.get("dataset") or {}
+    split = info.get("split") or DEFAULT_SPLIT
+    if dataset_folder is not None:
+        folder = Path(dataset_folder).expanduser()
+        if not folder.is_dir():
+            raise SpurbenchError(f"--dataset '{dataset_folder}' is not a folder; give the dataset folder the leaderboard was scored on")
+        folder = resolve_dataset(folder)
+    else:
+        given = info.get("id")
+        if not given:
+            return None, "the leaderboard names no dataset; pass --dataset FOLDER to show its images"
+        # The id is recorded as given to `spurbench eval`: relative to where that ran, or a Hub id.
+        candidates = [Path(given).expanduser(), leaderboard_path.parent / given]
+        folder = next((c for c in candidates if c.is_dir()), None)
+        if folder is None:
+            try:
+                folder = resolve_dataset(given, info.get("revision"))
+            except SpurbenchError as err:
+                note = f"the images of dataset '{given}' are not available here ({err}); pass --dataset FOLDER to show them"
+                print(f"spurbench leaderboard: warning: {note}", file=sys.stderr)
+                return None, note
+    want = info.get("fingerprint")
+    if want:
+        have = fingerprint(folder, split)
+        if have != want:
+            raise SpurbenchError(
+                f"dataset folder '{folder}' (split {split}) is not the data this leaderboard was scored on "
+                f"(fingerprint {have[:12]}... != {want[:12]}...); pass the folder given to `spurbench eval --dataset`"
+            )
+    return folder, ""
+
+def _split_shots(folder: Path, split: str, images_dir: Path) -> list[Shot]:
+    """Thumbnails of every row of one split, written to images_dir/<split>/ (in row order)."""
+    from datasets import Image as ImageFeature
+    from tqdm.auto import tqdm
+
+    from spurbench.dataset import load_split
+
+    ds = load_split(folder, split).cast_column("image", ImageFeature(decode=False))
+    out = images_dir / split
+    out.mkdir(parents=True, exist_ok=True)
+    shots = []
+    cols = set(ds.column_names)
+    for i, row in enumerate(tqdm(ds, desc=f"thumbnails ({split})", unit="img", disable=None)):
+        img = row["image"]
+        data = img.get("bytes")
+        if data is None and img.get("path"):
+            data = Path(img["path"]).read_bytes()
+        name = f"{i:06d}.jpg"
+        thumbnail(data, out / name)
+        shots.append(
+            Shot(
+                index=i,
+                label=int(row["label"]),
+                src=f"images/{split}/{name}",
+                spurious_feature=str(row.get("spurious_feature") or "") if "spurious_feature" in cols else "",
+                source=str(row.get("source") or "") if "source" in cols else "",
+                builder=str(row.get("builder") or "") if "builder" in cols else "",
+                prompt=str(row.get("prompt") or "") if "prompt" in cols else "",
+                seed=int(row["seed"]) if "seed" in cols and row.get("seed") is not None else -1,
+            )
+        )
+    return shots
+
+def _has_split(folder: Path, split: str) -> bool:
+    return any(folder.glob(f"data/{split}-*.parquet"))
+
+def _mark(shots: list[Shot], entries: Sequence[Mapping[str, Any]], panel: Sequence[str], board_dir: Path, folder: Path, split: str) -> None:
+    """Mark each image with the panel models it fools, from the per-image prediction files (by `index`)."""
+    from spurbench.evaluate.predictions_csv import read_predictions
+
+    for entry in entries:
+        model = entry.get("model")
+        if model not in panel and not entry.get("predictions"):
+            continue
+        try:
+            preds = read_predictions(board_dir / entry["predictions"]) if entry.get("predictions") else None
+        except SpurbenchError:
+            if model in panel:
+                raise
+            preds = None  # left out of the consistency already; the page says why
+        if preds is None:
+            continue
+        for j, i in enumerate(preds["index"].tolist()):
+            if not 0 <= i < len(shots) or int(preds["label"][j]) != shots[i].label:
+                raise SpurbenchError(
+                    f"predictions of '{model}' do not match split '{split}' of '{folder}' at image {i}; "
+                    "pass the dataset folder the leaderboard was scored on, or re-run `spurbench eval` on this one"
+                )
+            shot = shots[i]
+            if model in panel:
+                shot.scored_by.append(model)
+                if preds["fooled_top1"][j]:
+                    shot.fooled_by.append(model)
+            line = f"{model}: "
+            if "top1" in preds:
+                top1 = int(preds["top1"][j])
+                line += f"top-1 {class_label(top1)}"
+            if "target_prob" in preds:
+                line += f", p(label) = {fmt_num(preds['target_prob'][j], 3)}"
+            shot.predictions.append(line)
+
+def gather(leaderboard_path: Path, out_dir: Path, dataset_folder: str | Path | None, images_dir: Path) -> PageData:
+    board, entries = _load_board(leaderboard_path)
+    info = board.get("dataset") or {}
+    split = info.get("split") or DEFAULT_SPLIT
+    consistency = board.get("consistency") or {}
+    names = [e.get("model") for e in entries]
+    panel = [m for m in (consistency.get("models") or names) if m in names]
+
+    folder, note = _find_dataset(board, leaderboard_path, dataset_folder)
+    shots: list[Shot] = []
+    references: dict[int, list[Shot]] = {}
+    if folder is not None:
+        shots = _split_shots(folder, split, images_dir)
+        if split != REFERENCE_SPLIT and _has_split(folder, REFERENCE_SPLIT):
+            for s in _split_shots(folder, REFERENCE_SPLIT, images_dir):
+                references.setdefault(s.label, []).append(s)
+        _mark(shots, entries, panel, leaderboard_path.parent, folder, split)
+    from spurbench.evaluate.review import review_block
+
+    review = review_block(folder, images_dir) if folder is not None else ""
+    from spurbench.evaluate.leaderboard import board_kind
+
+    kind = board_kind(board)
+    guides = {}
+    if kind == "shift" and folder is not None:
+        from spurbench.evaluate.shift_page import guide_thumbnails
+
+        guides = guide_thumbnails(folder, split, images_dir, THUMB_SIZE)
+
+    by_class: dict[int, list[Shot]] = {}
+    for s in shots:
+        by_class.setdefault(s.label, []).append(s)
+    classes = sorted({int(c) for c in (info.get("classes") or [])} | set(by_class) | {int(k) for e in entries for k in (e.get("per_class") or {})})
+
+    provenance = dict(info.get("provenance") or {})
+    if not provenance and folder is not None:
+        from spurbench.dataset import read_provenance
+
+        provenance = read_provenance(folder)
+
+    cmd = ["spurbench", "leaderboard", "--leaderboard", str(leaderboard_path), "--format", "html", "--out", str(out_dir)]
+    if dataset_folder is not None:
+        cmd += ["--dataset", str(dataset_folder)]
+    return PageData(
+        board=board,
+        entries=entries,
+        panel=panel,
+        classes=classes,
+        dataset_folder=folder,
+        dataset_note=note,
+        shots=by_class,
+        references=references,
+        provenance=provenance,
+        leaderboard_path=leaderboard_path,
+        out_dir=out_dir,
+        render_command=shlex.join(cmd),
+        review=review,
+        kind=kind,
+        guides=guides,
+    )

@@ -1,0 +1,378 @@
+"""The sections of the leaderboard page: ranking table, per-class heatmap, consistency, contact sheets,
+provenance and the commands that reproduce it. Each takes the gathered PageData and returns HTML.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import yaml
+
+from spurbench.dataset import DEFAULT_SPLIT
+from spurbench.evaluate.page_common import (
+    EAGER_IMAGES,
+    PageData,
+    class_anchor,
+    class_label,
+    esc,
+    fmt_num,
+    fmt_params,
+    fmt_pct,
+    is_num,
+    rate_color,
+    shot_figure,
+    wnid_of,
+)
+
+
+@dataclass
+class _Column:
+    key: str
+    title: str
+    help: str
+    kind: str  # "num" | "text"
+    fmt: Any
+    get: Any
+
+def _columns(entries: Sequence[Mapping[str, Any]]) -> list[_Column]:
+    def metric(name: str):
+        return lambda e: (e.get("metrics") or {}).get(name)
+
+    from spurbench.evaluate import shift
+
+    if shift.is_shift_entries(entries):
+        return _shift_columns(metric)
+    cols = [
+        _Column("rank", "#", "rank on this leaderboard", "num", lambda v: str(v), None),
+        _Column("model", "model", "timm model name", "text", esc, lambda e: e.get("model")),
+        _Column("spurious_rate", "spurious rate", "fraction of images of class k predicted as k (top-1), mean over classes; lower is better", "num", fmt_pct, metric("spurious_rate")),
+        _Column("spurious_rate_micro", "micro", "top-1 spurious rate pooled over all images", "num", fmt_pct, metric("spurious_rate_micro")),
+        _Column("spurious_rate_top5", "top-5", "fraction of images of class k with k among the top 5, mean over classes", "num", fmt_pct, metric("spurious_rate_top5")),
+        _Column("mean_target_prob", "mean p(k)", "mean probability of the class the image is spurious for, mean over classes", "num", lambda v: fmt_num(v, 3), metric("mean_target_prob")),
+    ]
+    if any(is_num((e.get("metrics") or {}).get("spurious_score_ap")) for e in entries):
+        cols.append(_Column("spurious_score_ap", "spurious score AP", "average precision of p(k) separating real class-k images (positives) from the spurious ones; higher is better", "num", lambda v: fmt_num(v, 3), metric("spurious_score_ap")))
+    if any(is_num((e.get("metrics") or {}).get("spurious_score_auroc")) for e in entries):
+        cols.append(_Column("spurious_score_auroc", "AUROC", "area under the ROC curve of the same separation; higher is better", "num", lambda v: fmt_num(v, 3), metric("spurious_score_auroc")))
+    cols += [
+        _Column("images_per_second", "images/s", "evaluation throughput on the device named in the entry", "num", lambda v: fmt_num(v, 1), lambda e: e.get("images_per_second")),
+        _Column("num_params", "params", "number of parameters", "num", fmt_params, lambda e: e.get("num_params")),
+        _Column("preprocessing", "preprocessing", "timm: the model's own eval transform; spurious-imagenet: the released Spurious ImageNet code's", "text", esc, lambda e: e.get("preprocessing")),
+    ]
+    return cols
+
+def _shift_columns(metric) -> list[_Column]:
+    """The ranking columns of a shift set (accuracy; evaluate/shift.py)."""
+    def worst(e: Mapping[str, Any]) -> Any:
+        return (e.get("metrics") or {}).get("worst_group_accuracy")
+
+    return [
+        _Column("rank", "#", "rank on this leaderboard (by worst-group accuracy)", "num", lambda v: str(v), None),
+        _Column("model", "model", "timm model name", "text", esc, lambda e: e.get("model")),
+        _Column("worst_group_accuracy", "worst group", "top-1 accuracy on the group (e.g. background) where the model does worst; higher is better", "num", fmt_pct, worst),
+        _Column("worst_group", "which", "the worst group", "text", esc, metric("worst_group")),
+        _Column("mean_group_accuracy", "mean group", "top-1 accuracy averaged over the groups", "num", fmt_pct, metric("mean_group_accuracy")),
+        _Column("accuracy", "accuracy", "top-1 accuracy over all images", "num", fmt_pct, metric("accuracy")),
+        _Column("accuracy_top5", "top-5", "fraction of images whose class is among the top 5", "num", fmt_pct, metric("accuracy_top5")),
+        _Column("reference_accuracy", "reference", "top-1 accuracy on the reference split (the un-shifted photos)", "num", fmt_pct, metric("reference_accuracy")),
+        _Column("accuracy_drop", "drop", "reference accuracy minus accuracy (positive: the shift hurts)", "num", fmt_pct, metric("accuracy_drop")),
+        _Column("images_per_second", "images/s", "evaluation throughput on the device named in the entry", "num", lambda v: fmt_num(v, 1), lambda e: e.get("images_per_second")),
+        _Column("num_params", "params", "number of parameters", "num", fmt_params, lambda e: e.get("num_params")),
+        _Column("preprocessing", "preprocessing", "timm: the model's own eval transform; spurious-imagenet: the released Spurious ImageNet code's", "text", esc, lambda e: e.get("preprocessing")),
+    ]
+
+def _sortable_table(cols: Sequence[_Column], rows: Sequence[Sequence[Any]], table_id: str, caption: str, first_sorted: str | None = None) -> str:
+    """A table the inline script sorts by clicking a header; cells carry their raw value in data-v."""
+    head = []
+    for c in cols:
+        sort = ' aria-sort="ascending"' if c.key == first_sorted else ""
+        head.append(
+            f'<th scope="col" data-key="{esc(c.key)}" data-type="{c.kind}" title="{esc(c.help)}"{sort}>'
+            f'<button type="button">{esc(c.title)}<span class="arrow" aria-hidden="true"></span></button></th>'
+        )
+    body = []
+    for i, values in enumerate(rows):
+        cells = []
+        for c, v in zip(cols, values):
+            raw = (repr(float(v)) if is_num(v) else "") if c.kind == "num" else ("" if v is None else str(v))
+            cells.append(f'<td data-v="{esc(raw)}" class="{c.kind}">{c.fmt(v) if v is not None or c.kind == "text" else "–"}</td>')
+        body.append(f'<tr data-i="{i}">' + "".join(cells) + "</tr>")
+    return (
+        f'<table class="sortable" id="{esc(table_id)}"><caption>{caption}</caption>'
+        f'<thead><tr>{"".join(head)}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+    )
+
+def ranking_section(p: PageData) -> str:
+    from spurbench.evaluate.leaderboard import GROUPS_NOTE, comparable_groups
+
+    groups = comparable_groups(p.board)
+    cols = _columns(p.entries)
+    if len(groups) > 1:  # ranks restart in each group of entries scored alike
+        cols.insert(1, _Column("group", "group", "entries are ranked only within a group scored alike (same images, same preprocessing)", "num", lambda v: str(v), None))
+    lead = 2 if len(groups) > 1 else 1  # columns filled here, not by the entry: rank (and group)
+    rows = []
+    for g in groups:
+        for rank, e in enumerate(g["entries"], 1):
+            rows.append([rank, g["id"]][:lead] + [c.get(e) for c in cols[lead:]])
+    if len(groups) > 1:
+        parts = "; ".join(f"group {g['id']}: {esc(g['description'])}, {len(g['entries'])} model(s), ranked by "
+                          + ("spurious score AP" if g["ranked_by"] == "spurious_score_ap" else "spurious rate") for g in groups)
+        caption = f"{len(p.entries)} model(s). {esc(GROUPS_NOTE.replace('`', ''))} ({parts}). Click a column header to sort."
+    else:
+        by_ap = bool(groups) and groups[0]["ranked_by"] == "spurious_score_ap"
+        how = ("worst-group accuracy (higher first)" if groups and groups[0]["ranked_by"] == "worst_group_accuracy"
+               else "spurious score AP (higher first)" if by_ap else "spurious rate (lower first)")
+        caption = f"{len(p.entries)} model(s), ranked by {how}. Click a column header to sort."
+    table = _sortable_table(cols, rows, "ranking", caption, "rank" if len(groups) <= 1 else None)
+    if not p.entries:
+        table += '<p class="note">No model has been scored on this dataset yet: run <code>spurbench eval</code> (see Reproduce below).</p>'
+    return f'<section id="models"><h2>Models</h2>{table}</section>'
+
+def heatmap(p: PageData) -> str:
+    """Inline SVG: one row per class, one column per model, cell = top-1 spurious rate of that class."""
+    models = [e.get("model") for e in p.entries]
+    if not models or not p.classes:
+        return '<p class="note">Nothing to chart yet.</p>'
+
+    def rate(e: Mapping[str, Any], k: int) -> Any:
+        return ((e.get("per_class") or {}).get(str(k)) or {}).get("spurious_rate")
+
+    # Most spurious classes first (mean rate over the models), so the chart reads top-down.
+    def mean_rate(k: int) -> float:
+        vals = [rate(e, k) for e in p.entries if is_num(rate(e, k))]
+        return sum(vals) / len(vals) if vals else -1.0
+
+    classes = sorted(p.classes, key=lambda k: (-mean_rate(k), k))
+    cell_w, cell_h, left = 86, 22, 250
+    short = [m if len(m) <= 34 else m[:32] + "…" for m in models]
+    top = 24 + int(6.2 * max(len(s) for s in short) * 0.72)  # room for names rotated by 45 degrees
+    width = left + cell_w * len(models) + 150
+    height = top + max(cell_h * len(classes), 160) + 10  # at least the colour scale's height
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="heatmap" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" role="img" aria-label="per-class spurious rate of each model">'
+    ]
+    for j, (m, s) in enumerate(zip(models, short)):
+        x = left + cell_w * j + cell_w / 2
+        parts.append(f'<text class="colhead" transform="translate({x:.0f},{top - 6}) rotate(-45)"><title>{esc(m)}</title>{esc(s)}</text>')
+    for i, k in enumerate(classes):
+        y = top + cell_h * i
+        parts.append(
+            f'<a href="#{class_anchor(k)}"><text class="rowhead" x="{left - 8}" y="{y + cell_h * 0.68:.0f}" text-anchor="end">{esc(class_label(k))}</text></a>'
+        )
+        for j, e in enumerate(p.entries):
+            v = rate(e, k)
+            x = left + cell_w * j
+            n = ((e.get("per_class") or {}).get(str(k)) or {}).get("n")
+            fill = rate_color(v) if is_num(v) else "#eee"
+            ink = "light" if is_num(v) and v > 0.55 else "dark"
+            label = fmt_pct(v)
+            parts.append(
+                f'<g><title>{esc(models[j])} on {esc(class_label(k))}: spurious rate {label}'
+                f'{f" of {n} images" if is_num(n) else ""}</title>'
+                f'<rect x="{x}" y="{y}" width="{cell_w - 2}" height="{cell_h - 2}" fill="{fill}" stroke="#dde1e8"/>'
+                f'<text x="{x + cell_w / 2 - 1:.0f}" y="{y + cell_h * 0.68:.0f}" text-anchor="middle" class="{ink}">{esc(label)}</text></g>'
+            )
+    # colour scale
+    lx = left + cell_w * len(models) + 24
+    for t in range(11):
+        v = t / 10
+        parts.append(f'<rect x="{lx}" y="{top + 12 * (10 - t)}" width="16" height="12" fill="{rate_color(v)}"/>')
+    parts.append(f'<text x="{lx + 22}" y="{top + 10}">100%</text><text x="{lx + 22}" y="{top + 130}">0%</text>')
+    parts.append(f'<text x="{lx}" y="{top + 150}" class="small">spurious rate</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+def chart_section(p: PageData) -> str:
+    if p.kind == "shift":
+        from spurbench.evaluate.shift_page import heatmap_section
+
+        return heatmap_section(p)
+    return (
+        '<section id="per-class"><h2>Per-class spurious rates</h2>'
+        "<p>Fraction of the images of class <i>k</i> that each model classifies as <i>k</i> (top-1), although the "
+        "object is not in them. Classes are ordered by their mean rate over the models; click a class for its images.</p>"
+        f'<div class="scroll">{heatmap(p)}</div></section>'
+    )
+
+def consistency_section(p: PageData) -> str:
+    c = p.board.get("consistency") or {}
+    if not c or len(c.get("models") or []) < 2:
+        return (
+            '<section id="consistency"><h2>Cross-classifier consistency</h2>'
+            '<p class="note">Consistency needs at least two models scored on this dataset.</p></section>'
+        )
+    m = len(c.get("models") or [])
+    cards = [
+        ("fooled by all", fmt_pct(c.get("all_fooled_rate")), f"images whose top-1 is the class for all {m} models"),
+        ("fooled by at least half", fmt_pct(c.get("at_least_half_rate")), f"images whose top-1 is the class for at least {math.ceil(m / 2)} of {m} models"),
+        ("Fleiss' kappa", fmt_num(c.get("fleiss_kappa")), "agreement of the models on fooled / not fooled, beyond chance"),
+        ("mean pairwise Cohen's kappa", fmt_num(c.get("mean_pairwise_kappa")), "mean over pairs of models"),
+    ]
+    stats = "".join(
+        f'<div class="card" title="{esc(h)}"><div class="big">{esc(v)}</div><div>{esc(t)}</div></div>' for t, v, h in cards
+    )
+    # pairwise kappa as a matrix
+    models = list(c.get("models") or [])
+    pk = c.get("pairwise_kappa") or {}
+
+    def kappa(a: str, b: str) -> Any:
+        return pk.get(f"{a} vs {b}", pk.get(f"{b} vs {a}"))
+
+    head = "".join(f"<th scope=\"col\">{esc(b)}</th>" for b in models)
+    rows = []
+    for a in models:
+        cells = "".join("<td class=\"num\">—</td>" if a == b else f'<td class="num">{fmt_num(kappa(a, b))}</td>' for b in models)
+        rows.append(f'<tr><th scope="row">{esc(a)}</th>{cells}</tr>')
+    matrix = f'<table class="matrix"><caption>Pairwise Cohen\'s kappa (fooled / not fooled)</caption><thead><tr><th></th>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+
+    per_class = c.get("per_class") or {}
+    cols = [
+        _Column("class", "class", "ImageNet class the images are spurious for (sorts by class index)", "num",
+                lambda k: f'<a href="#{class_anchor(k)}">{esc(class_label(k))}</a>', None),
+        _Column("n", "images", "images of this class", "num", lambda v: str(int(v)), None),
+        _Column("all_fooled_rate", "fooled by all", "fraction of the class's images fooling every model", "num", fmt_pct, None),
+        _Column("at_least_half_rate", "≥ half", "fraction fooling at least half of the models", "num", fmt_pct, None),
+        _Column("fleiss_kappa", "Fleiss' κ", "Fleiss' kappa within the class", "num", fmt_num, None),
+        _Column("mean_pairwise_kappa", "mean Cohen's κ", "mean pairwise Cohen's kappa within the class", "num", fmt_num, None),
+    ]
+    trs = []
+    for k in p.classes:
+        block = per_class.get(str(k)) or {}
+        n = block.get("num_images", len(p.shots.get(k, [])) or None)
+        trs.append([k, n] + [block.get(col.key) for col in cols[2:]])
+    table = _sortable_table(cols, trs, "consistency-per-class", "Per class (click a header to sort)")
+    notes = ""
+    if c.get("note"):
+        notes += f'<p class="note">Note: {esc(c["note"])}.</p>'
+    for model, why in (c.get("excluded") or {}).items():
+        notes += f'<p class="note">Left out of the consistency: {esc(model)}: {esc(why)}</p>'
+    section = (
+        f'<section id="consistency"><h2>Cross-classifier consistency</h2>'
+        f"<p>Over the panel of {m} models ({esc(', '.join(models))}) and {esc(c.get('num_images', ''))} images: how many of the "
+        "models each image fools (top-1 = the class it is spurious for).</p>"
+        f'<div class="cards">{stats}</div>{notes}{matrix}{table}</section>'
+    )
+    if p.kind == "shift":  # the store counts wrong predictions as the failure on a shift set: say so
+        from spurbench.evaluate.shift_page import reword_consistency
+
+        section = reword_consistency(section)
+    return section
+
+def contact_sheets(p: PageData) -> str:
+    m = len(p.panel)
+    intro = (
+        f"<p>Each image is marked by how many of the {m} panel classifiers it fools (their top-1 prediction is the class "
+        'although the object is not there): <span class="mark f-all">all</span> <span class="mark f-some">some</span> '
+        '<span class="mark f-0">none</span>. Hover an image for its prompt and every model\'s prediction.</p>'
+    )
+    if p.dataset_folder is None:
+        return f'<section id="images"><h2>Images</h2><p class="note">{esc(p.dataset_note)}</p></section>'
+    if p.kind == "shift":
+        from spurbench.evaluate.shift_page import pairs_section
+
+        return pairs_section(p, lazy=sum(len(v) for v in p.shots.values()) * 2 > EAGER_IMAGES)
+    split = (p.board.get("dataset") or {}).get("split") or DEFAULT_SPLIT
+    # Small pages load every thumbnail at once; big ones (100 classes x 75 images) only as they scroll in.
+    total = sum(len(v) for v in p.shots.values()) + sum(len(v) for v in p.references.values())
+    lazy = total > EAGER_IMAGES
+    nav = " · ".join(f'<a href="#{class_anchor(k)}">{esc(class_label(k))}</a>' for k in p.classes)
+    out = [f'<section id="images"><h2>Images by class</h2>{intro}<nav class="classnav">{nav}</nav>']
+    for k in p.classes:
+        shots = sorted(p.shots.get(k, []), key=lambda s: (-len(s.fooled_by), s.index))
+        feats = Counter(s.spurious_feature for s in shots + p.references.get(k, []) if s.spurious_feature)
+        feature = feats.most_common(1)[0][0] if feats else ""
+        rates = " · ".join(
+            f"{esc(e.get('model'))}: {fmt_pct(((e.get('per_class') or {}).get(str(k)) or {}).get('spurious_rate'))}" for e in p.entries
+        )
+        cblock = ((p.board.get("consistency") or {}).get("per_class") or {}).get(str(k)) or {}
+        out.append(
+            f'<section class="cls" id="{class_anchor(k)}"><h3>{esc(class_label(k))} <small>{esc(wnid_of(k))}</small></h3>'
+            + (f'<p class="feature">spurious feature: <b>{esc(feature)}</b></p>' if feature else "")
+            + f'<p class="small">spurious rate — {rates}' + (f" · fooled by all: {fmt_pct(cblock.get('all_fooled_rate'))}" if cblock else "") + "</p>"
+        )
+        refs = p.references.get(k, [])
+        if refs:
+            out.append(
+                f'<h4>Reference images ({len(refs)})</h4><div class="sheet refs">'
+                + "".join(shot_figure(s, with_mark=False, lazy=lazy) for s in refs)
+                + "</div>"
+            )
+        out.append(
+            f'<h4>{esc(split)} split: {len(shots)} image(s)</h4><div class="sheet">'
+            + ("".join(shot_figure(s, with_mark=True, lazy=lazy) for s in shots) or '<p class="note">no images of this class</p>')
+            + "</div></section>"
+        )
+    out.append("</section>")
+    return "".join(out)
+
+_KNOWN_PROVENANCE = [
+    ("recipe", "recipe"),
+    ("recipe_sha256", "recipe hash (sha256)"),
+    ("recipe_hash", "recipe hash"),
+    ("builder", "builder"),
+    ("base_model", "base model"),
+    ("base_model_revision", "base model revision"),
+    ("base_models", "base models"),
+    ("feature_model", "feature model (SFSL)"),
+    ("created", "date"),
+    ("date", "date"),
+    ("spurbench_version", "spurbench version"),
+]
+
+def _value_html(v: Any) -> str:
+    if isinstance(v, (dict, list)):
+        return f"<pre>{esc(yaml.safe_dump(v, sort_keys=False, allow_unicode=True, width=100).strip())}</pre>"
+    return f"<code>{esc(v)}</code>" if v is not None and v != "" else "—"
+
+def provenance_section(p: PageData) -> str:
+    info = p.board.get("dataset") or {}
+    ds_rows = [
+        ("dataset", info.get("id")),
+        ("revision", info.get("revision") or "—"),
+        ("split", info.get("split") or DEFAULT_SPLIT),
+        ("images", info.get("num_images")),
+        ("fingerprint (sha256 of the split's Parquet shards)", info.get("fingerprint")),
+        ("images shown from", str(p.dataset_folder) if p.dataset_folder else "— (not available)"),
+    ]
+    dl = "".join(f"<dt>{esc(a)}</dt><dd>{_value_html(b)}</dd>" for a, b in ds_rows)
+    prov = p.provenance
+    if prov:
+        shown = set()
+        items = []
+        for key, title in _KNOWN_PROVENANCE:
+            if key in prov:
+                items.append(f"<dt>{esc(title)}</dt><dd>{_value_html(prov[key])}</dd>")
+                shown.add(key)
+        for key, value in prov.items():
+            if key not in shown and key != "command":
+                items.append(f"<dt>{esc(key)}</dt><dd>{_value_html(value)}</dd>")
+        prov_html = f'<dl class="prov">{"".join(items)}</dl>'
+    else:
+        prov_html = (
+            '<p class="note">This dataset carries no spurbench provenance (its card has no <code>spurbench:</code> block), '
+            "so it was not made by <code>spurbench build</code>: no recipe, hash or base models to show.</p>"
+        )
+    return f'<section id="provenance"><h2>Dataset and provenance</h2><dl class="prov">{dl}</dl><h3>Build provenance</h3>{prov_html}</section>'
+
+def reproduce_section(p: PageData) -> str:
+    lines = []
+    build = p.provenance.get("command") if p.provenance else None
+    lines.append("# 1. build the dataset")
+    lines.append(str(build) if build else "#    (not recorded: the dataset has no spurbench provenance)")
+    lines.append("# 2. score the models (each line adds or replaces one leaderboard entry)")
+    cmds = []
+    for e in p.entries:
+        c = e.get("command")
+        if c and c not in cmds:
+            cmds.append(str(c))
+    lines += cmds or ["#    (no entries yet)"]
+    lines.append("# 3. render this page")
+    lines.append(p.render_command)
+    return (
+        '<section id="reproduce"><h2>Reproduce</h2><p>The exact commands behind every number and image on this page:</p>'
+        f'<pre class="cmd">{esc(chr(10).join(lines))}</pre></section>'
+    )
