@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 
@@ -27,7 +27,7 @@ from spurbench.imagenet import NUM_CLASSES
 #: keys a `weights` mapping may carry
 WEIGHT_SOURCES = ("file", "package", "hub", "url")
 _WEIGHT_KEYS = {"file", "package", "hub", "url", "revision", "key_map", "sha256"}
-_SPEC_KEYS = {"model", "weights", "name", "temperature", "note"}
+_SPEC_KEYS = {"model", "weights", "name", "temperature", "note", "templates", "classnames"}
 _HF_HUB_MODEL = re.compile(r"^hf[-_]hub:[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
 # checkpoint containers seen in the wild: timm train (`state_dict`), robustness/Madry (`model`), others
 _CONTAINER_KEYS = ("state_dict", "model", "model_state_dict", "state_dict_ema", "module")
@@ -44,6 +44,8 @@ class ClassifierSpec:
     `sha256` the file must match, and for `hub` an optional `revision`.
     `temperature` (> 0) divides the logits before the softmax (a calibrated checkpoint's T);
     `note` is free text recorded with the entry (e.g. whether a published figure exists).
+    `model` may also name another zoo's model (`open_clip:...`, `transformers:...`, spurbench/zoo/); for
+    zero-shot ones `templates` (openai, simple or a JSON file) and `classnames` (a JSON file) choose the prompts.
     """
 
     model: str
@@ -51,14 +53,26 @@ class ClassifierSpec:
     name: str | None = None
     temperature: float | None = None
     note: str | None = None
+    templates: str | None = None
+    classnames: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or not self.model.strip():
             raise SpurbenchError(f"classifier model must be a non-empty timm model name, got {self.model!r}")
         if self.name is not None and (not isinstance(self.name, str) or not self.name.strip()):
             raise SpurbenchError(f"classifier name for '{self.model}' must be a non-empty string, got {self.name!r}")
+        from spurbench.zoo import zoo_of
+
+        if self.weights is not None and zoo_of(self.model):
+            raise SpurbenchError(f"weights apply to timm models; '{self.model}' loads its own (give a local folder in its name instead)")
         if self.weights is not None:
             self.weights = _check_weights(self.weights, self.model)
+        for key in ("templates", "classnames"):
+            value = getattr(self, key)
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise SpurbenchError(f"{key} of classifier '{self.model}' must be a name or a file path, got {value!r}")
+            if value is not None and not zoo_of(self.model):
+                raise SpurbenchError(f"{key} apply to zero-shot models (open_clip:..., transformers: CLIP / SigLIP); '{self.model}' is a timm classifier")
         if self.temperature is not None:
             t = self.temperature
             if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t <= 0:
@@ -69,8 +83,13 @@ class ClassifierSpec:
 
     @property
     def display_name(self) -> str:
-        """The name results are recorded under (leaderboard entry, predictions file)."""
-        return self.name or self.model
+        """The name results are recorded under (leaderboard entry, predictions file); a zero-shot model with
+        other than the default templates / class names gets them appended (`+templates:simple`)."""
+        if self.name:
+            return self.name
+        extra = [f"+{k}:{Path(v).stem if k == 'classnames' or v not in ('openai', 'simple') else v}"
+                 for k, v in (("templates", self.templates), ("classnames", self.classnames)) if v is not None and v != "openai"]
+        return self.model + "".join(extra)
 
     @property
     def key_map(self) -> str:
@@ -90,13 +109,14 @@ class ClassifierSpec:
         if "model" not in d:
             raise SpurbenchError(f"classifier entry {dict(d)!r} lacks the `model` key (a timm model name)")
         weights = dict(d["weights"]) if isinstance(d.get("weights"), Mapping) else d.get("weights")
-        return cls(model=d["model"], weights=weights, name=d.get("name"), temperature=d.get("temperature"), note=d.get("note"))
+        return cls(model=d["model"], weights=weights, name=d.get("name"), temperature=d.get("temperature"), note=d.get("note"),
+                   templates=d.get("templates"), classnames=d.get("classnames"))
 
     def to_dict(self) -> dict:
         out: dict[str, Any] = {"model": self.model}
         if self.weights is not None:
             out["weights"] = dict(self.weights)
-        for key in ("name", "temperature", "note"):
+        for key in ("name", "temperature", "note", "templates", "classnames"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
         return out
@@ -151,6 +171,10 @@ def load_panel(name_or_path: str | Path) -> list[ClassifierSpec]:
             spec = ClassifierSpec.from_dict(entry)
         except SpurbenchError as err:
             raise SpurbenchError(f"panel file '{path}', models[{i}]: {err}") from None
+        for key in ("templates", "classnames"):  # a relative file in a panel is relative to the panel's folder
+            value = getattr(spec, key)
+            if value is not None and value not in ("openai", "simple") and not Path(value).expanduser().is_absolute():
+                setattr(spec, key, str((path.parent / value).resolve()))
         w = spec.weights
         if w and not any(k in w for k in ("package", "hub", "url")) and not Path(w["file"]).expanduser().is_absolute():
             w["file"] = str((path.parent / w["file"]).resolve())
@@ -170,19 +194,35 @@ class LoadedClassifier:
     num_params: int
     spec: ClassifierSpec = field(repr=False)
     temperature: float = 1.0  # logits are divided by it before the softmax
+    # other zoos (spurbench/zoo/): the library's own eval preprocessing, PIL -> uint8 (normalised with
+    # data_config) or float tensor, used instead of timm's transform; and what the entry records as `zoo`
+    transform: Callable | None = field(default=None, repr=False)
+    info: dict | None = None
 
 
 class HeadMismatch(SpurbenchError):
     """The classifier's number of outputs is not the number of classes asked for."""
 
 
-def create_classifier(spec: ClassifierSpec, device: str | torch.device = "cpu", num_classes: int = NUM_CLASSES) -> LoadedClassifier:
+def create_classifier(spec: ClassifierSpec, device: str | torch.device = "cpu", num_classes: int = NUM_CLASSES,
+                      label_names: list[str] | None = None) -> LoadedClassifier:
     """Build the timm model of `spec`, load its weights, check its head has `num_classes` outputs.
 
     `num_classes` is ImageNet-1k's 1000 unless the dataset names another label set (e.g. a classifier
     fine-tuned on Waterbirds' two classes); a head of another size raises `HeadMismatch`.
+    Another zoo's model (`open_clip:...`, `transformers:...`) is loaded by spurbench/zoo/ for the label set
+    (`label_names`: the dataset's, None for ImageNet-1k).
     """
     import timm
+
+    from spurbench.zoo import load_zoo_model, zoo_of
+
+    if zoo_of(spec.model):
+        if num_classes != NUM_CLASSES and (label_names is None or len(label_names) != num_classes):
+            raise SpurbenchError(f"'{spec.model}' needs the label set's class names to score {num_classes} classes")
+        zm = load_zoo_model(spec.model, device, label_names if num_classes != NUM_CLASSES else None, spec.templates, spec.classnames)
+        return LoadedClassifier(model=zm.model, data_config=dict(zm.data_config), weights=zm.weights, num_params=int(zm.num_params),
+                                spec=spec, temperature=spec.temperature or 1.0, transform=zm.transform, info=zm.info)
 
     hub_model = spec.model.startswith(("hf-hub:", "hf_hub:"))
     if hub_model:
@@ -249,6 +289,11 @@ def check_model_name(name: str, pretrained: bool = True) -> None:
     """
     import timm
 
+    from spurbench.zoo import check_zoo_name, zoo_of
+
+    if zoo_of(name):
+        check_zoo_name(name)
+        return
     everything, with_weights = _timm_names()
     arch, _, tag = name.partition(".")
     if not timm.is_model(arch):

@@ -44,7 +44,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--model", action="append", default=[], metavar="NAME|PATTERN",
                    help="timm model to score, repeatable: an architecture (resnet50), arch.tag (resnet50.a1_in1k), hf-hub:org/repo, "
                         "or a quoted wildcard pattern ('convnext*') expanded like timm.list_models(pattern, pretrained=True) to its "
-                        "ImageNet-1k classifiers; weights are timm's pretrained ones from the Hugging Face Hub unless --weights")
+                        "ImageNet-1k classifiers; weights are timm's pretrained ones from the Hugging Face Hub unless --weights. "
+                        "Other zoos: open_clip:ARCH/TAG (patterns like 'open_clip:ViT-B-32/*' expand over open_clip.list_pretrained()), "
+                        "open_clip:hf-hub:org/repo, open_clip:local-dir:DIR (zero-shot), transformers:org/repo or transformers:DIR "
+                        "(an image classifier, or CLIP / SigLIP zero-shot)")
     g.add_argument("--models-file", metavar="FILE", default=None,
                    help="text file of model names or patterns, one per line (# comments and blank lines ignored)")
     g.add_argument("--list", action="store_true", help="print the models this command would score (patterns expanded) and exit")
@@ -60,6 +63,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--panel", metavar="NAME|FILE", default=None,
                    help="score every classifier of a panel: a shipped name (offline, default, spurious-imagenet) or a YAML file "
                         "like classifiers/offline.yaml")
+    z = parser.add_argument_group("zero-shot models (open_clip:..., transformers: CLIP / SigLIP)")
+    z.add_argument("--templates", default=None, metavar="openai|simple|FILE",
+                   help="prompt templates: open_clip's OPENAI_IMAGENET_TEMPLATES (openai, the default, 80), SIMPLE_IMAGENET_TEMPLATES "
+                        "(simple), or a JSON file in CLIP_benchmark's format (a list of templates holding {c}, or dataset -> list)")
+    z.add_argument("--classnames", default=None, metavar="FILE",
+                   help="class names: a JSON list (or CLIP_benchmark's dataset -> list), one per class in label order; default "
+                        "open_clip's IMAGENET_CLASSNAMES for ImageNet-1k, the dataset's label names for another label set")
     d = parser.add_argument_group("data")
     d.add_argument("--dataset", default=None, metavar="ID|FOLDER", help="spurious-image dataset: a local folder or a Hugging Face Hub id (required unless --list)")
     d.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit) of --dataset")
@@ -76,6 +86,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     d.add_argument("--include-unverified", action="store_true",
                    help="on a verified set (`spurbench verify`), also score the images whose check failed (spurious set: object "
                         "present; shift set: object absent) and those a person dropped; by default they are left out and counted")
+    d.add_argument("--class-subset", default=None, metavar="FILE|spurious-imagenet",
+                   help="restrict the softmax and the top 5 to these ImageNet classes (timm validate.py's --valid-labels): "
+                        "spurious-imagenet (its 100 classes) or a text file, one ImageNet index or WordNet id per line; "
+                        "entries with another subset (or none) are ranked apart")
     r = parser.add_argument_group("run")
     r.add_argument("--leaderboard", default=DEFAULT_LEADERBOARD, metavar="FILE",
                    help="leaderboard JSON to add the entries to (a folder means FOLDER/leaderboard.json); predictions go to "
@@ -120,6 +134,7 @@ def _specs_from_args(args: argparse.Namespace) -> tuple[list[ClassifierSpec], di
     n_named = len(specs)
     if args.panel is not None:
         specs.extend(load_panel(args.panel))
+    _zero_shot_flags(args, specs)
     if not specs:
         raise SpurbenchError("no classifier given; pass --model NAME|PATTERN (repeatable), --models-file FILE and/or --panel NAME|FILE")
     names = [s.display_name for s in specs]
@@ -127,6 +142,23 @@ def _specs_from_args(args: argparse.Namespace) -> tuple[list[ClassifierSpec], di
     if dupes:
         raise SpurbenchError(f"classifier {', '.join(dupes)} given more than once; drop the repeat or give --name")
     return specs, left_out, n_named
+
+
+def _zero_shot_flags(args: argparse.Namespace, specs: list[ClassifierSpec]) -> None:
+    """--templates / --classnames go to every zoo model whose panel entry does not set its own."""
+    from spurbench.zoo import zoo_of
+
+    given = [(f, k, getattr(args, k, None)) for f, k in (("--templates", "templates"), ("--classnames", "classnames"))]
+    given = [g for g in given if g[2] is not None]
+    if not given:
+        return
+    zoo_specs = [s for s in specs if zoo_of(s.model)]
+    if not zoo_specs:
+        raise SpurbenchError(f"{given[0][0]} applies to zero-shot models (open_clip:..., transformers: CLIP / SigLIP); no such --model given")
+    for spec in zoo_specs:
+        for _, key, value in given:
+            if getattr(spec, key) is None:
+                setattr(spec, key, value)
 
 
 def command_line(args: argparse.Namespace, model: str | None = None) -> str:
@@ -143,6 +175,8 @@ def command_line(args: argparse.Namespace, model: str | None = None) -> str:
         ("--revision", args.revision, None), ("--split", args.split, ds_contract.DEFAULT_SPLIT), ("--positives", args.positives, None),
         ("--positives-split", args.positives_split, None), ("--group-by", getattr(args, "group_by", None), None), ("--limit", args.limit, None),
         ("--preprocessing", args.preprocessing, "timm"), ("--leaderboard", args.leaderboard, None),
+        ("--templates", getattr(args, "templates", None), None), ("--classnames", getattr(args, "classnames", None), None),
+        ("--class-subset", getattr(args, "class_subset", None), None),
     ):
         if value is not None and value != default:
             parts += [flag, str(value)]
@@ -179,6 +213,11 @@ def run(args: argparse.Namespace) -> int:
             raise SpurbenchError(f"--threads must be at least 1, got {args.threads}")
         torch.set_num_threads(args.threads)
     specs, left_out, n_named = _specs_from_args(args)
+    class_subset = None
+    if getattr(args, "class_subset", None) is not None:
+        from spurbench.evaluate.class_subset import load_class_subset
+
+        class_subset = load_class_subset(args.class_subset)
     named = {s.display_name for s in specs[:n_named]}
     if args.list:
         for pattern, names in left_out.items():
@@ -217,7 +256,7 @@ def run(args: argparse.Namespace) -> int:
             )
     if single:  # loaded before anything is written, so a bad checkpoint is an input error
         try:
-            specs = [create_classifier(specs[0], "cpu", num_classes=data.num_classes)]
+            specs = [create_classifier(specs[0], "cpu", num_classes=data.num_classes, label_names=data.label_names)]
         except HeadMismatch as err:
             if data.label_names is None:
                 raise
@@ -242,7 +281,8 @@ def run(args: argparse.Namespace) -> int:
         name = spec.display_name
         if not args.force and already_scored(board, name, fingerprint=data.info["fingerprint"], preprocessing=args.preprocessing,
                                              precision=precision, num_images=len(data.labels),
-                                             positives=positives.source if positives is not None else None) \
+                                             positives=positives.source if positives is not None else None,
+                                             class_subset=class_subset.sha256 if class_subset is not None else None) \
                 and _same_groups(board, name, data.group_by):
             print(f"skip {name}: already on the leaderboard for this data, positives, preprocessing and precision (--force re-scores it)")
             skipped.append(name)
@@ -250,9 +290,10 @@ def run(args: argparse.Namespace) -> int:
         # a model named on the command line (or matched by a pattern) gets its own one-model command
         command = command_line(args, spec.model) if not single and name in named else command_line(args)
         try:
-            clf = item if isinstance(item, LoadedClassifier) else create_classifier(spec, "cpu", num_classes=data.num_classes)
+            clf = item if isinstance(item, LoadedClassifier) else create_classifier(spec, "cpu", num_classes=data.num_classes,
+                                                                                     label_names=data.label_names)
             entry, preds = evaluate(clf, data, positives=positives, preprocessing=args.preprocessing, batch_size=args.batch_size,
-                                    workers=args.workers, device=device, amp=args.amp, command=command)
+                                    workers=args.workers, device=device, amp=args.amp, command=command, class_subset=class_subset)
         except (ImageDecodeError, KeyboardInterrupt):
             raise  # the data is broken, or the user stopped: not this model's failure
         except Exception as err:

@@ -47,11 +47,14 @@ def evaluate(
     amp: bool = False,
     command: str | None = None,
     group_by: str | None = None,
+    class_subset: Any = None,
 ) -> tuple[dict, Predictions]:
     """Score one classifier on a split; returns (leaderboard entry, per-image predictions).
 
     A `spurious` set gets spurious rates (and scores with positives); a `shift` set accuracy per group
     against its `reference` split (evaluate/shift.py). `group_by` applies when `data` is opened here.
+
+    `class_subset` (evaluate/class_subset.py) restricts the softmax and the top 5 to its classes.
 
     Nothing is written: see `record` for the predictions CSV and the leaderboard.
     """
@@ -69,15 +72,30 @@ def evaluate(
         data = open_dataset(data, split=split, revision=revision, limit=limit, group_by=group_by)
     if positives is not None and not isinstance(positives, Positives):
         positives = open_positives(positives, data.info["classes"])
-    clf = classifier if isinstance(classifier, LoadedClassifier) else create_classifier(classifier, "cpu", num_classes=data.num_classes)
+    clf = classifier if isinstance(classifier, LoadedClassifier) else create_classifier(
+        classifier, "cpu", num_classes=data.num_classes, label_names=data.label_names)
     name = clf.spec.display_name
     check_outputs(clf, data)
+    class_mask = None
+    if class_subset is not None:
+        if data.label_names is not None:
+            raise SpurbenchError(f"--class-subset names ImageNet classes, but dataset '{data.source}' has its own label set "
+                                 f"{data.info.get('label_set')!r}; drop --class-subset")
+        class_subset.check_labels(data.labels, f"dataset '{data.source}' split '{data.split}'")
+        if positives is not None:
+            class_subset.check_labels(positives.labels, f"positives '{positives.source}'")
+        class_mask = class_subset.mask()
 
-    # the size actually used: for spurious-imagenet the model's test_input_size when declared
-    data_config = data_config_for(clf.model, preprocessing)
-    spurious_tf, positive_tf = build_uint8_transforms(data_config, preprocessing)
+    if clf.transform is not None and preprocessing == "timm":
+        # another zoo's model: the library's own eval preprocessing (spurbench/zoo/), uint8 or float items
+        data_config = dict(clf.data_config)
+        spurious_tf = positive_tf = clf.transform
+    else:
+        # the size actually used: for spurious-imagenet the model's test_input_size when declared
+        data_config = dict(clf.data_config) if clf.transform is not None else data_config_for(clf.model, preprocessing)
+        spurious_tf, positive_tf = build_uint8_transforms(data_config, preprocessing)
     size = tuple(data_config["input_size"][-2:])
-    run = dict(batch_size=batch_size, workers=workers, device=dev, amp=amp, data_config=data_config)
+    run = dict(batch_size=batch_size, workers=workers, device=dev, amp=amp, data_config=data_config, class_mask=class_mask)
     preds = predict(clf, ImageItems(spurious_tf, data.labels, rows=data.rows, size=size), **run,
                     what=f"image of dataset '{data.source}' split '{data.split}'")
     if data.row_index is not None:  # predictions name split rows, also when verification left some out
@@ -114,6 +132,8 @@ def evaluate(
         "precision": precision_for(dev, amp)[0],
         **({"temperature": clf.temperature} if clf.temperature != 1.0 else {}),
         **({"note": clf.spec.note} if clf.spec.note else {}),
+        **({"zoo": clf.info} if clf.info else {}),
+        **({"class_subset": class_subset.record()} if class_subset is not None else {}),
         "metrics": {
             "spurious_rate": rates["macro"]["spurious_rate"],
             "spurious_rate_micro": rates["micro"]["spurious_rate"],

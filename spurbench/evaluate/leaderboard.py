@@ -387,7 +387,7 @@ def record_failure(path: str | Path, dataset: Mapping[str, Any], failure: Mappin
 
 
 def already_scored(board: Mapping[str, Any], model: str, *, fingerprint: str, preprocessing: str, precision: str, num_images: int,
-                   positives: str | None) -> bool:
+                   positives: str | None, class_subset: str | None = None) -> bool:
     """Whether `board` holds an entry for `model` scored on the same data (fingerprint, number of images,
     positives) with the same preprocessing and precision: what a resumed sweep skips."""
     held = board.get("dataset") or {}
@@ -396,7 +396,8 @@ def already_scored(board: Mapping[str, Any], model: str, *, fingerprint: str, pr
     for e in board.get("entries", []):
         if e.get("model") == model:
             return (e.get("preprocessing", "timm") == preprocessing and e.get("precision", "float32") == precision
-                    and (e.get("metrics") or {}).get("num_images") == num_images and e.get("positives") == positives)
+                    and (e.get("metrics") or {}).get("num_images") == num_images and e.get("positives") == positives
+                    and (e.get("class_subset") or {}).get("sha256") == class_subset)
     return False
 
 
@@ -435,28 +436,30 @@ def _rank(entries: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return sorted(entries, key=key)  # type: ignore[arg-type]
 
 
-def comparable_key(entry: Mapping[str, Any]) -> tuple[str, int | None]:
-    """What must agree for two entries to be ranked against each other: the preprocessing and the
-    images scored (`--limit` scores the first N of the split, so the count identifies the subset)."""
-    return str(entry.get("preprocessing") or "timm"), entry["metrics"].get("num_images")
+def comparable_key(entry: Mapping[str, Any]) -> tuple[str, int | None, str | None]:
+    """What must agree for two entries to be ranked against each other: the preprocessing, the
+    images scored (`--limit` scores the first N of the split, so the count identifies the subset) and
+    the classes the softmax ran over (`--class-subset`: its sha256; None for the whole label set)."""
+    return str(entry.get("preprocessing") or "timm"), entry["metrics"].get("num_images"), (entry.get("class_subset") or {}).get("sha256")
 
 
 def comparable_groups(board: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Entries split into groups that were scored alike (`comparable_key`), the largest group first
     (ties: the group whose first entry came first), each ranked on its own:
     `[{"id", "preprocessing", "num_images", "description", "ranked_by", "entries"}]`."""
-    groups: dict[tuple[str, int | None], list[Mapping[str, Any]]] = {}
+    groups: dict[tuple[str, int | None, str | None], list[Mapping[str, Any]]] = {}
     for e in board["entries"]:
         groups.setdefault(comparable_key(e), []).append(e)
     total = (board.get("dataset") or {}).get("num_images")
     out = []
-    for i, ((prep, n), members) in enumerate(sorted(groups.items(), key=lambda kv: -len(kv[1]))):
+    for i, ((prep, n, subset), members) in enumerate(sorted(groups.items(), key=lambda kv: -len(kv[1]))):
         if n is None or total is None or n == total:
             images = f"all {_fmt(n)} images" if n is not None else "an unknown number of images"
         else:
             images = f"the first {_fmt(n)} of {_fmt(total)} images (--limit)"
         out.append({
-            "id": i + 1, "preprocessing": prep, "num_images": n, "description": f"{prep} preprocessing, {images}",
+            "id": i + 1, "preprocessing": prep, "num_images": n, "description": f"{prep} preprocessing, {images}" + (
+                f", softmax over class subset {members[0]['class_subset'].get('name')}" if subset else ""),
             "ranked_by": _ranked_by(members), "entries": _rank(members),
         })
     return out
@@ -473,7 +476,7 @@ def ranked_entries(board: Mapping[str, Any]) -> list[dict[str, Any]]:
     return [e for g in comparable_groups(board) for e in g["entries"]]
 
 
-GROUPS_NOTE = ("Entries scored on different images (`--limit`) or with different preprocessing are not ranked against "
+GROUPS_NOTE = ("Entries scored on different images (`--limit`), with different preprocessing or class subsets (`--class-subset`) are not ranked against "
                "each other: each group below is ranked on its own.")
 
 

@@ -138,12 +138,15 @@ def predict(
     what: str = "images",
     desc: str | None = None,
     data_config: dict | None = None,
+    class_mask: torch.Tensor | None = None,
 ) -> Predictions:
     """Run the classifier over `items` in batches; workers decode while the model runs.
 
     Workers hand over uint8 images grouped by shape (`collate_by_shape`); each group is normalised on
     the device and classified; logits are divided by the classifier's temperature before the softmax.
-    `data_config` gives the mean/std to normalise with (default: the classifier's).
+    `data_config` gives the mean/std to normalise with (default: the classifier's). `class_mask` (bool over
+    the outputs, `--class-subset`) restricts the softmax and the top 5 to those classes; top-5 places past
+    the subset's size are class -1 at probability 0.
     """
     from tqdm.auto import tqdm
 
@@ -154,6 +157,7 @@ def predict(
     data_config = data_config or classifier.data_config
     # channels-last: faster convolutions on CUDA (tensor cores) and, measured here, on CPU (oneDNN) too
     model = classifier.model.to(device).to(memory_format=torch.channels_last)
+    mask = class_mask.to(device) if class_mask is not None else None
     loader = torch.utils.data.DataLoader(
         items, batch_size=batch_size, shuffle=False, num_workers=workers, pin_memory=cuda, collate_fn=collate_by_shape,
         persistent_workers=False, prefetch_factor=4 if workers > 0 else None,
@@ -185,8 +189,12 @@ def predict(
                 logits = logits.float()
                 if temperature != 1.0:
                     logits = logits / temperature
+                if mask is not None:
+                    logits = logits.masked_fill(~mask, float("-inf"))
                 probs = logits.softmax(dim=-1)
                 top_p, top_i = probs.topk(min(TOPK, probs.shape[-1]), dim=-1)
+                if mask is not None:
+                    top_i = torch.where(mask[top_i], top_i, -1)
                 if top_i.shape[-1] < TOPK:  # a label set of fewer than 5 classes: pad with class -1 at probability 0
                     top_p = torch.nn.functional.pad(top_p, (0, TOPK - top_i.shape[-1]))
                     top_i = torch.nn.functional.pad(top_i, (0, TOPK - top_i.shape[-1]), value=-1)

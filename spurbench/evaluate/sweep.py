@@ -27,6 +27,17 @@ def expand_pattern(pattern: str) -> tuple[list[str], list[str]]:
     the matches left out because their pretrained head is not ImageNet-1k's: in21k/in22k heads, headless towers)."""
     import timm
 
+    if pattern.startswith("open_clip:"):  # over open_clip.list_pretrained(), ARCH/TAG (zero-shot: every one qualifies)
+        from spurbench.zoo.open_clip import list_models
+
+        found = list_models(pattern[len("open_clip:"):])
+        if not found:
+            raise SpurbenchError(f"model pattern '{pattern}' matches no open_clip ARCH/TAG; list them with "
+                                 "`python -c \"import open_clip; print(open_clip.list_pretrained())\"`")
+        return found, []
+    if pattern.startswith("transformers:"):
+        raise SpurbenchError(f"model pattern '{pattern}': transformers: models cannot be listed offline; name each one "
+                             "(transformers:org/repo), or list them in a --models-file or a panel")
     matches = timm.list_models(pattern, pretrained=True)
     keep, other = [], []
     for name in matches:

@@ -1,0 +1,205 @@
+"""transformers models: `transformers:org/repo` or `transformers:DIR`, loaded with `from_pretrained`.
+
+- An image classifier (`AutoModelForImageClassification`): its `id2label` must name the label set, in
+  order or as a permutation that is checked class by class: ImageNet-1k by WordNet id or by name (the
+  Hub's "tench, Tinca tinca", or the short "tench" where unique), another label set by its label names.
+- A dual encoder (a config with `text_config` and `vision_config`: CLIP, SigLIP): scored zero-shot like
+  open_clip's (zoo/zero_shot.py), text embedded with the checkpoint's tokenizer.
+
+Preprocessing is the checkpoint's `AutoImageProcessor`, run as is on each image in the workers (it hands
+over the normalised float tensor), so the model sees exactly what the processor gives.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from spurbench import imagenet
+from spurbench.download import sha256_file
+from spurbench.errors import SpurbenchError, hub_failure_reason
+from spurbench.zoo import ZooModel, short_error, weights_in_folder
+from spurbench.zoo import zero_shot
+
+_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+def _where(rest: str) -> tuple[str, bool]:
+    """(what from_pretrained gets, whether it is a local folder)."""
+    folder = Path(rest).expanduser()
+    if folder.is_dir():
+        return str(folder), True
+    if rest.startswith((".", "/", "~")) or rest.count("/") != 1:
+        raise SpurbenchError(f"'transformers:{rest}' is neither a folder nor a Hub model id (org/repo)")
+    return rest, False
+
+
+def _weights_record(rest: str, where: str, local: bool) -> dict:
+    if local:
+        path = weights_in_folder(Path(where), _WEIGHT_FILES)
+        return {"source": f"transformers:{Path(where).name}" + (f"/{path.name}" if path else ""), "sha256": sha256_file(path) if path else None}
+    from huggingface_hub import try_to_load_from_cache
+
+    for name in _WEIGHT_FILES:
+        found = try_to_load_from_cache(where, name)
+        if isinstance(found, str) and Path(found).is_file():
+            return {"source": f"hf-hub:{where}/{name}", "sha256": sha256_file(found)}
+    return {"source": f"hf-hub:{where}", "sha256": None}
+
+
+def _norm(text: str) -> str:
+    return " ".join(str(text).lower().replace("_", " ").split())
+
+
+def label_order(id2label: dict, label_names: list[str] | None, model: str) -> list[int]:
+    """For each class of the label set, the model output that scores it; one clear error when `id2label`
+    does not name the label set (ImageNet-1k when `label_names` is None)."""
+    labels = [id2label.get(i, id2label.get(str(i))) for i in range(len(id2label))]
+    wanted = imagenet.NUM_CLASSES if label_names is None else len(label_names)
+    what = "ImageNet-1k" if label_names is None else f"the dataset's label set ({', '.join(label_names[:4])}{' ...' if wanted > 4 else ''})"
+    if len(labels) != wanted or any(label is None for label in labels):
+        raise SpurbenchError(f"'{model}' has {len(labels)} outputs (config id2label) but {what} has {wanted} classes; "
+                             "pick a checkpoint trained on that label set")
+    # ways of naming a class, most specific first; a label is taken at the first way that names one class
+    levels: list[dict[str, set[int]]] = []
+    if label_names is None:
+        from timm.data import ImageNetInfo
+
+        info = ImageNetInfo("imagenet-1k")
+        for text_of in (lambda k: imagenet.wnids()[k], info.index_to_description, imagenet.class_name):
+            level: dict[str, set[int]] = {}
+            for k in range(wanted):
+                level.setdefault(_norm(text_of(k)), set()).add(k)
+            levels.append(level)
+    else:
+        levels.append({})
+        for k, name in enumerate(label_names):
+            levels[0].setdefault(_norm(name), set()).add(k)
+
+    def matches(label: str) -> set[int]:
+        found: set[int] = set()
+        for level in levels:
+            found = level.get(_norm(label), set())
+            if len(found) == 1:
+                return found
+        return found
+
+    # in order: output i names class i (a name may be shared, e.g. the two "crane"s)
+    if all(i in set().union(*(level.get(_norm(label), set()) for level in levels)) for i, label in enumerate(labels)):
+        return list(range(wanted))
+    order = [-1] * wanted
+    for i, label in enumerate(labels):
+        match = matches(label)
+        if len(match) != 1:
+            how = "names no class of" if not match else f"is ambiguous in ({len(match)} classes)"
+            raise SpurbenchError(f"'{model}': output {i} label {label!r} {how} {what}; its id2label must name every class "
+                                 "(ImageNet-1k: WordNet ids or names like 'tench, Tinca tinca')")
+        k = next(iter(match))
+        if order[k] >= 0:
+            raise SpurbenchError(f"'{model}': outputs {order[k]} and {i} both name class {k} of {what}; its id2label is not a mapping of the label set")
+        order[k] = i
+    return order
+
+
+class ImageClassifier(torch.nn.Module):
+    """pixel_values -> logits, columns in the label set's order."""
+
+    def __init__(self, model: torch.nn.Module, order: list[int]):
+        super().__init__()
+        self.model = model
+        self.register_buffer("order", torch.tensor(order, dtype=torch.long))
+        self.identity = order == list(range(len(order)))
+        self.num_classes = len(order)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.model(pixel_values=x).logits
+        return logits if self.identity else logits[:, self.order]
+
+
+def _features(out: Any) -> torch.Tensor:
+    """get_*_features returns the projected embeddings as a tensor, or (newer transformers) as pooler_output."""
+    return out if isinstance(out, torch.Tensor) else out.pooler_output
+
+
+def processor_transform(image_processor: Any):
+    """PIL image -> the processor's normalised float CHW tensor, one image as the processor sees it."""
+    def transform(img):
+        return image_processor(images=img, return_tensors="pt")["pixel_values"][0]
+
+    return transform
+
+
+def _data_config(image_processor: Any) -> dict:
+    size = getattr(image_processor, "crop_size", None) if getattr(image_processor, "do_center_crop", False) else None
+    size = size or getattr(image_processor, "size", None) or {}
+    size = dict(size) if not isinstance(size, int) else {"height": size, "width": size}
+    h = size.get("height") or size.get("shortest_edge") or 224
+    w = size.get("width") or size.get("shortest_edge") or h
+    resample = getattr(image_processor, "resample", None)
+    return {"input_size": (3, int(h), int(w)), "mean": tuple(map(float, image_processor.image_mean)),
+            "std": tuple(map(float, image_processor.image_std)), "interpolation": str(getattr(resample, "name", resample)).lower(),
+            "crop_pct": None, "image_processor": type(image_processor).__name__}
+
+
+def load(rest: str, device: str | torch.device, label_names: list[str] | None, templates: str | None,
+         classnames: str | None) -> ZooModel:
+    import transformers
+    from transformers import AutoConfig, AutoImageProcessor
+
+    where, local = _where(rest)
+    name = f"transformers:{rest}"
+    try:
+        config = AutoConfig.from_pretrained(where)
+        dual = hasattr(config, "text_config") and hasattr(config, "vision_config")
+        if dual:
+            from transformers import AutoModel, AutoProcessor
+
+            model = AutoModel.from_pretrained(where)
+            processor = AutoProcessor.from_pretrained(where)
+            image_processor, tokenizer = processor.image_processor, processor.tokenizer
+        else:
+            from transformers import AutoModelForImageClassification
+
+            model = AutoModelForImageClassification.from_pretrained(where)
+            image_processor = AutoImageProcessor.from_pretrained(where)
+        weights = _weights_record(rest, where, local)
+    except SpurbenchError:
+        raise
+    except Exception as err:
+        raise SpurbenchError(f"cannot load '{name}' ({hub_failure_reason(err, short_error(err))}); offline, use transformers:FOLDER "
+                             "with the files save_pretrained writes (config, weights, preprocessor_config.json)") from None
+    model.eval().requires_grad_(False)
+    info: dict[str, Any] = {"library": "transformers", "version": transformers.__version__, "model_class": type(model).__name__,
+                            "image_processor": type(image_processor).__name__}
+    if dual:
+        if not (hasattr(model, "get_text_features") and hasattr(model, "get_image_features")):
+            raise SpurbenchError(f"'{name}' ({type(model).__name__}) has no get_text_features / get_image_features; only dual "
+                                 "encoders like CLIP and SigLIP are scored zero-shot")
+        names, names_from = zero_shot.load_classnames(classnames, label_names)
+        prompts, prompts_from = zero_shot.load_templates(templates)
+        siglip = "siglip" in str(getattr(config, "model_type", "")).lower()
+        dev = zero_shot.head_device(device)
+        model.to(dev)
+
+        def encode_text(texts: list[str]) -> torch.Tensor:
+            pad = {"padding": "max_length", "max_length": 64, "truncation": True} if siglip else {"padding": True}
+            inputs = tokenizer(texts, return_tensors="pt", **pad).to(dev)
+            return _features(model.get_text_features(**inputs))
+
+        key = {"library": "transformers", "model": rest if not local else "local", "weights_sha256": weights["sha256"],
+               "templates": zero_shot.text_sha256(prompts), "classnames": zero_shot.text_sha256(names)}
+        head, _ = zero_shot.cached_head(key, lambda: zero_shot.build_head(encode_text, names, prompts, desc=f"{name} head"))
+        model.to(device)
+        clf: torch.nn.Module = zero_shot.ZeroShotClassifier(model, lambda m, x: _features(m.get_image_features(pixel_values=x)), head.to(device))
+        info["zero_shot"] = zero_shot.describe(prompts, prompts_from, names, names_from)
+    else:
+        if templates is not None or classnames is not None:
+            raise SpurbenchError(f"--templates / --classnames apply to zero-shot models; '{name}' is an image classifier with its own head")
+        order = label_order(dict(model.config.id2label), label_names, name)
+        clf = ImageClassifier(model, order).to(device)
+        if not clf.identity:
+            info["label_order"] = "permuted (id2label mapped onto the label set)"
+    return ZooModel(model=clf, data_config=_data_config(image_processor), transform=processor_transform(image_processor),
+                    weights=weights, num_params=sum(p.numel() for p in model.parameters()), info=info)
