@@ -11,17 +11,16 @@ Zero-shot: a head of class embeddings built from class names and templates (zoo/
 An adapter returns a `ZooModel`: a module mapping a normalised image batch to logits over the label set
 (with a `num_classes` attribute), a data config (input size, mean, std), the library's own eval
 preprocessing as a PIL -> tensor transform, the weights record, and what the entry records about it.
-This package never imports `spurbench.classifiers` (which imports it), so imports keep flowing one way.
+This package never imports `spurbench.classifiers` (which imports it), so imports keep flowing one way;
+the adapters import only zoo/common.py and zoo/zero_shot.py, never this module.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Callable
-
 import torch
 
 from spurbench.errors import SpurbenchError
+from spurbench.zoo.common import ZooModel
 
 ZOOS = ("open_clip", "transformers")
 
@@ -30,16 +29,6 @@ def zoo_of(model: str) -> str | None:
     """`open_clip` or `transformers` for a zoo model name (`open_clip:...`, `transformers:...`), else None (timm)."""
     head, sep, _ = model.partition(":")
     return head if sep and head in ZOOS else None
-
-
-@dataclass
-class ZooModel:
-    model: torch.nn.Module  # eval mode, frozen; normalised batch -> logits over the label set; has `num_classes`
-    data_config: dict  # input_size, mean, std, interpolation, crop_pct (as far as the library defines them)
-    transform: Callable  # PIL image -> uint8 CHW tensor (normalised with data_config's mean/std) or a float tensor
-    weights: dict  # {"source": ..., "sha256": ...}
-    num_params: int
-    info: dict = field(default_factory=dict)  # recorded in the entry as `zoo`
 
 
 def check_zoo_name(model: str) -> None:
@@ -70,16 +59,3 @@ def load_zoo_model(model: str, device: str | torch.device, label_names: list[str
     from spurbench.zoo.transformers import load
 
     return load(rest, device, label_names, templates, classnames)
-
-
-def short_error(err: BaseException) -> str:
-    msg = str(err).strip().splitlines()
-    return f"{err.__class__.__name__}: {msg[0][:200]}" if msg else err.__class__.__name__
-
-
-def weights_in_folder(folder: Any, names: tuple[str, ...]) -> Any:
-    """The first of `names` present in `folder` (a pathlib.Path), or None."""
-    for name in names:
-        if (folder / name).is_file():
-            return folder / name
-    return None

@@ -19,7 +19,7 @@ import torch
 
 from spurbench.download import sha256_file
 from spurbench.errors import SpurbenchError, hub_failure_reason
-from spurbench.zoo import ZooModel, short_error, weights_in_folder
+from spurbench.zoo.common import ZooModel, short_error, weights_in_folder
 from spurbench.zoo import zero_shot
 
 _WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
