@@ -121,6 +121,13 @@ def tiny_hf_clip(tmp_path_factory):
     return folder
 
 
+def _image(cell: dict) -> Image.Image:
+    """A row's image cell as spurbench reads it (bytes, or a path), decoded with PIL."""
+    import io
+
+    return (Image.open(io.BytesIO(cell["bytes"])) if cell.get("bytes") is not None else Image.open(cell["path"])).convert("RGB")
+
+
 def _library_probs(logits: torch.Tensor, labels: np.ndarray):
     probs = logits.double().softmax(-1).numpy()
     return probs[np.arange(len(labels)), labels], np.argsort(-probs, axis=1, kind="stable")[:, :5]
@@ -391,3 +398,81 @@ def test_clip_panel_names_known_open_clip_models():
     for spec in specs:
         if spec.model.startswith("open_clip:"):
             check_zoo_name(spec.model)  # in open_clip.list_pretrained()
+
+
+# ------------------------------------------------------------------------------------------------
+# every kind of set, the default templates, Hub names offline
+
+
+@pytest.mark.slow
+def test_transformers_classifier_on_a_shift_set(tiny_vits, tmp_path):
+    """A shift set (accuracy per background, against its reference split): the zoo model's top-1 on both
+    splits is the processor + logits argmax, image by image."""
+    from test_shift_eval import _shift_set
+
+    from transformers import AutoImageProcessor
+
+    by_wnid, _, _ = tiny_vits
+    folder = _shift_set(tmp_path)
+    entry, preds = evaluate(ClassifierSpec(model=f"transformers:{by_wnid}"), folder, workers=0)
+    assert entry["kind"] == "shift" and entry["per_group"] and entry["zoo"]["library"] == "transformers"
+    data = open_dataset(folder)
+    images = [_image(data.rows[int(i)]["image"]) for i in preds.index]
+    top1 = _processor_logits(by_wnid, images).argmax(-1).numpy()
+    assert (preds.top5[:, 0] == top1).all()
+    ref = open_dataset(folder, split="reference")
+    ref_top1 = _processor_logits(by_wnid, [_image(ref.rows[i]["image"]) for i in range(len(ref.labels))]).argmax(-1).numpy()
+    assert entry["metrics"]["reference_accuracy"] == pytest.approx(float(np.mean(ref_top1 == ref.labels)))
+    assert AutoImageProcessor.from_pretrained(by_wnid).__class__.__name__ == entry["zoo"]["image_processor"]
+
+
+@pytest.mark.slow
+def test_open_clip_zero_shot_on_a_two_class_group_set(tiny_open_clip, templates_file, tmp_path, monkeypatch):
+    """Waterbirds' two classes: the class names are the set's label names; p_k equals open_clip's own
+    zero-shot classifier over those names."""
+    from test_waterbirds import make_waterbirds_tree
+
+    from spurbench.importers import waterbirds
+
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf"))
+    folder = waterbirds.import_waterbirds(make_waterbirds_tree(tmp_path / "src"), tmp_path / "wb")
+    data = open_dataset(folder, split="test")
+    entry, preds = evaluate(ClassifierSpec(model=f"open_clip:local-dir:{tiny_open_clip}", templates=str(templates_file)), data,
+                            workers=0)
+    assert entry["zoo"]["zero_shot"]["classnames"] == {"source": "the dataset's label names", "count": 2,
+                                                      "sha256": entry["zoo"]["zero_shot"]["classnames"]["sha256"]}
+    model, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{tiny_open_clip}")
+    tokenizer = open_clip.get_tokenizer(f"local-dir:{tiny_open_clip}")
+    images = [_image(data.rows[int(i)]["image"]) for i in preds.index]
+    with torch.inference_mode():
+        head = open_clip.build_zero_shot_classifier(model.eval(), tokenizer, data.label_names,
+                                                    [lambda c, t=t: t.replace("{c}", c) for t in TEMPLATES])
+        feats = model.encode_image(torch.stack([preprocess(im) for im in images]), normalize=True)
+    probs = (100.0 * feats @ head).double().softmax(-1).numpy()
+    np.testing.assert_allclose(preds.target_prob, probs[np.arange(len(images)), preds.label], rtol=REL, atol=ABS)
+    assert (preds.top5[:, 0] == probs.argmax(1)).all() and (preds.top5[:, 2:] == -1).all()
+
+
+@pytest.mark.slow
+def test_default_templates_head_equals_open_clip(tiny_open_clip):
+    """The default: open_clip's 80 OPENAI_IMAGENET_TEMPLATES x its 1000 IMAGENET_CLASSNAMES (80,000 prompts,
+    about 35 s with one thread); held against build_zero_shot_classifier on 40 classes spread over the 1000."""
+    clf = create_classifier(ClassifierSpec(model=f"open_clip:local-dir:{tiny_open_clip}"))
+    zs = clf.info["zero_shot"]
+    assert zs["templates"]["count"] == 80 and zs["templates"]["source"] == "open_clip OPENAI_IMAGENET_TEMPLATES"
+    assert clf.spec.display_name == f"open_clip:local-dir:{tiny_open_clip}"
+    model, _, _ = open_clip.create_model_and_transforms(f"local-dir:{tiny_open_clip}")
+    tokenizer = open_clip.get_tokenizer(f"local-dir:{tiny_open_clip}")
+    some = list(range(0, 1000, 25))
+    with torch.inference_mode():
+        ref = open_clip.build_zero_shot_classifier(model.eval(), tokenizer, [open_clip.IMAGENET_CLASSNAMES[k] for k in some],
+                                                   open_clip.OPENAI_IMAGENET_TEMPLATES)
+    torch.testing.assert_close(clf.model.head[:, some], ref, rtol=1e-5, atol=1e-6)
+
+
+def test_hub_names_offline_are_one_line_errors():
+    for model, pattern in [("open_clip:hf-hub:nosuch-org/nosuch-model", r"cannot load open_clip model 'hf-hub:nosuch-org/nosuch-model'"),
+                           ("transformers:nosuch-org/nosuch-model", r"cannot load 'transformers:nosuch-org/nosuch-model'")]:
+        with pytest.raises(SpurbenchError, match=pattern) as err:
+            create_classifier(ClassifierSpec(model=model, templates="simple"))
+        assert "\n" not in str(err.value)
