@@ -87,9 +87,11 @@ class ClassifierSpec:
         other than the default templates / class names gets them appended (`+templates:simple`)."""
         if self.name:
             return self.name
+        from spurbench.zoo import public_name
+
         extra = [f"+{k}:{Path(v).stem if k == 'classnames' or v not in ('openai', 'simple') else v}"
                  for k, v in (("templates", self.templates), ("classnames", self.classnames)) if v is not None and v != "openai"]
-        return self.model + "".join(extra)
+        return public_name(self.model) + "".join(extra)
 
     @property
     def key_map(self) -> str:

@@ -27,6 +27,7 @@ from spurbench.evaluate.preprocessing import (
     build_uint8_transforms,
     data_config_for,
 )
+from spurbench.zoo import public_name
 
 # ---------------------------------------------------------------------------------------------
 # evaluation of one classifier -> leaderboard entry
@@ -124,7 +125,7 @@ def evaluate(
         }
     entry = {
         "model": name,
-        "architecture": clf.spec.model,
+        "architecture": clf.spec.model if clf.info is None else public_name(clf.spec.model),  # zoo: no local paths
         "weights": dict(clf.weights),
         "num_params": int(clf.num_params),
         "data_config": _jsonable(data_config),

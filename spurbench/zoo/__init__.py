@@ -31,6 +31,19 @@ def zoo_of(model: str) -> str | None:
     return head if sep and head in ZOOS else None
 
 
+def public_name(model: str) -> str:
+    """`model` with a local folder reduced to its name (`open_clip:local-dir:/a/b/tiny` -> `open_clip:local-dir:tiny`,
+    `transformers:/a/b/vit` -> `transformers:vit`), so recorded names and exported files hold no local paths."""
+    from pathlib import Path
+
+    zoo, _, rest = model.partition(":")
+    if zoo == "open_clip" and rest.startswith("local-dir:"):
+        return f"open_clip:local-dir:{Path(rest[len('local-dir:'):]).name or rest}"
+    if zoo == "transformers" and (rest.startswith(("/", ".", "~")) or rest.count("/") != 1 or Path(rest).expanduser().is_dir()):
+        return f"transformers:{Path(rest).name or rest}"
+    return model
+
+
 def check_zoo_name(model: str) -> None:
     """Raise SpurbenchError unless `model` is a well-formed zoo name (whether it exists is known on loading)."""
     zoo = zoo_of(model)
