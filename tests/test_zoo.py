@@ -148,15 +148,18 @@ def test_open_clip_preprocessing_is_bit_identical(tiny_open_clip, photos):
     clf = create_classifier(ClassifierSpec(model=f"open_clip:local-dir:{tiny_open_clip}", templates="simple"))
     _, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{tiny_open_clip}")
     assert clf.data_config["mean"] == pytest.approx((0.5, 0.4, 0.3)) and clf.data_config["input_size"] == (3, 32, 32)
+    import pickle
+
+    transform = pickle.loads(pickle.dumps(clf.transform))  # workers receive it pickled (spawn / forkserver)
     for img in photos[0]:
-        x = clf.transform(img)
+        x = transform(img)
         assert x.dtype == torch.uint8
         assert torch.equal(normalise_batch(x.unsqueeze(0), clf.data_config)[0], preprocess(img))
 
 
 def test_open_clip_zero_shot_equals_build_zero_shot_classifier(tiny_open_clip, templates_file, photo_dataset, photos):
     spec = ClassifierSpec(model=f"open_clip:local-dir:{tiny_open_clip}", templates=str(templates_file))
-    entry, preds = evaluate(spec, photo_dataset.path, workers=0, batch_size=5)
+    entry, preds = evaluate(spec, photo_dataset.path, workers=1, batch_size=5)  # decoded in a worker process
 
     images, labels = photos
     model, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{tiny_open_clip}")
@@ -244,7 +247,8 @@ def _processor_logits(folder, images):
 def test_transformers_classifier_equals_image_processor_and_logits(tiny_vits, photo_dataset, photos):
     by_wnid, shuffled, perm = tiny_vits
     images, labels = photos
-    entry, preds = evaluate(ClassifierSpec(model=f"transformers:{by_wnid}"), photo_dataset.path, workers=0, batch_size=4)
+    # one decoding worker process: the processor runs there, pickled over
+    entry, preds = evaluate(ClassifierSpec(model=f"transformers:{by_wnid}"), photo_dataset.path, workers=1, batch_size=4)
     _check_against(preds, *_library_probs(_processor_logits(by_wnid, images), labels))
     assert entry["zoo"]["library"] == "transformers" and entry["zoo"]["image_processor"].startswith("ViTImageProcessor")
     assert entry["weights"]["source"] == "transformers:vit-wnids/model.safetensors" and len(entry["weights"]["sha256"]) == 64

@@ -123,12 +123,18 @@ def _features(out: Any) -> torch.Tensor:
     return out if isinstance(out, torch.Tensor) else out.pooler_output
 
 
-def processor_transform(image_processor: Any):
-    """PIL image -> the processor's normalised float CHW tensor, one image as the processor sees it."""
-    def transform(img):
-        return image_processor(images=img, return_tensors="pt")["pixel_values"][0]
+class ProcessorTransform:
+    """PIL image -> the processor's normalised float CHW tensor, one image as the processor sees it
+    (a class, not a closure, so DataLoader workers can receive it under any start method)."""
 
-    return transform
+    def __init__(self, image_processor: Any):
+        self.image_processor = image_processor
+
+    def __call__(self, img: Any) -> torch.Tensor:
+        return self.image_processor(images=img, return_tensors="pt")["pixel_values"][0]
+
+    def __repr__(self) -> str:
+        return f"ProcessorTransform({type(self.image_processor).__name__})"
 
 
 def _data_config(image_processor: Any) -> dict:
@@ -201,5 +207,5 @@ def load(rest: str, device: str | torch.device, label_names: list[str] | None, t
         clf = ImageClassifier(model, order).to(device)
         if not clf.identity:
             info["label_order"] = "permuted (id2label mapped onto the label set)"
-    return ZooModel(model=clf, data_config=_data_config(image_processor), transform=processor_transform(image_processor),
+    return ZooModel(model=clf, data_config=_data_config(image_processor), transform=ProcessorTransform(image_processor),
                     weights=weights, num_params=sum(p.numel() for p in model.parameters()), info=info)
