@@ -275,6 +275,8 @@ def test_transformers_label_set_mismatch_is_one_clear_error(tmp_path, photo_data
         with pytest.raises(SpurbenchError, match=pattern) as err:
             create_classifier(ClassifierSpec(model=f"transformers:{folder}"))
         assert "\n" not in str(err.value)
+    with pytest.raises(SpurbenchError, match=r"apply to zero-shot models; 'transformers:.*ten' is an image classifier"):
+        create_classifier(ClassifierSpec(model=f"transformers:{ten}", templates="simple"))
     with pytest.raises(SpurbenchError, match=r"neither a folder nor a Hub model id"):
         create_classifier(ClassifierSpec(model=f"transformers:{tmp_path / 'missing'}"))
 
@@ -480,3 +482,24 @@ def test_hub_names_offline_are_one_line_errors():
         with pytest.raises(SpurbenchError, match=pattern) as err:
             create_classifier(ClassifierSpec(model=model, templates="simple"))
         assert "\n" not in str(err.value)
+
+
+def test_panel_of_zoos_records_a_failure_and_goes_on(tiny_open_clip, tiny_vits, templates_file, photo_dataset, tmp_path, capsys):
+    """A panel mixing zoos: a relative `templates:` file is read next to the panel; a model that cannot be
+    loaded (a Hub id, offline) is recorded in `failures` with its reason and the others are scored."""
+    import shutil
+
+    by_wnid, _, _ = tiny_vits
+    panel = tmp_path / "panel" / "zoos.yaml"
+    panel.parent.mkdir()
+    shutil.copy(templates_file, panel.parent / "prompts.json")
+    panel.write_text(f"name: zoos\nmodels:\n  - model: open_clip:local-dir:{tiny_open_clip}\n    templates: prompts.json\n"
+                     f"  - transformers:{by_wnid}\n  - transformers:nosuch-org/nosuch-model\n")
+    lb = tmp_path / "lb.json"
+    code = cli.main(["eval", "--panel", str(panel), "--dataset", str(photo_dataset.path), "--leaderboard", str(lb), "--workers", "0"])
+    assert code == 1
+    board = json.loads(lb.read_text())
+    assert sorted(e["model"] for e in board["entries"]) == ["open_clip:local-dir:tiny-clip+templates:prompts", "transformers:vit-wnids"]
+    failure = board["failures"][0]
+    assert failure["model"] == "transformers:nosuch-org/nosuch-model" and "cannot load" in failure["reason"]
+    assert "FAILED transformers:nosuch-org/nosuch-model" in capsys.readouterr().err
