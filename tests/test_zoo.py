@@ -503,3 +503,36 @@ def test_panel_of_zoos_records_a_failure_and_goes_on(tiny_open_clip, tiny_vits, 
     failure = board["failures"][0]
     assert failure["model"] == "transformers:nosuch-org/nosuch-model" and "cannot load" in failure["reason"]
     assert "FAILED transformers:nosuch-org/nosuch-model" in capsys.readouterr().err
+
+
+def _hub_cache(cache, repo: str, folder) -> None:
+    """Put `folder`'s files in a Hugging Face Hub cache as if `repo` had been downloaded (refs/main -> a snapshot)."""
+    import shutil
+
+    commit = "0" * 40
+    base = cache / f"models--{repo.replace('/', '--')}"
+    (base / "refs").mkdir(parents=True)
+    (base / "refs" / "main").write_text(commit)
+    shutil.copytree(folder, base / "snapshots" / commit)
+
+
+def test_hub_names_load_from_the_hub_cache_offline(tiny_open_clip, tiny_vits, templates_file, tmp_path, monkeypatch, photo_dataset):
+    """`open_clip:hf-hub:org/repo` and `transformers:org/repo` go through the Hub download path (served
+    from the cache, offline) and give the same predictions as the same files loaded from their folder."""
+    import huggingface_hub.constants
+
+    by_wnid, _, _ = tiny_vits
+    cache = tmp_path / "hub"
+    _hub_cache(cache, "spurbench-test/tiny-clip", tiny_open_clip)
+    _hub_cache(cache, "spurbench-test/tiny-vit", by_wnid)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    data = open_dataset(photo_dataset.path)
+    for hub, local in [(ClassifierSpec(model="open_clip:hf-hub:spurbench-test/tiny-clip", templates=str(templates_file)),
+                        ClassifierSpec(model=f"open_clip:local-dir:{tiny_open_clip}", templates=str(templates_file))),
+                       (ClassifierSpec(model="transformers:spurbench-test/tiny-vit"), ClassifierSpec(model=f"transformers:{by_wnid}"))]:
+        entry, preds = evaluate(hub, data, workers=0)
+        local_entry, local_preds = evaluate(local, data, workers=0)
+        assert entry["weights"]["source"].startswith("hf-hub:spurbench-test/tiny-")
+        assert entry["weights"]["sha256"] == local_entry["weights"]["sha256"]
+        np.testing.assert_array_equal(preds.top5, local_preds.top5)
+        np.testing.assert_allclose(preds.target_prob, local_preds.target_prob, rtol=1e-6, atol=1e-9)
