@@ -14,19 +14,18 @@ import math
 import re
 
 import numpy as np
+import open_clip  # the [zoo] extra, part of [test]
 import pytest
 import torch
 from PIL import Image
 
-open_clip = pytest.importorskip("open_clip")
-
-from spurbench import cli, imagenet  # noqa: E402
-from spurbench.classifiers import ClassifierSpec, create_classifier, load_panel  # noqa: E402
-from spurbench.errors import SpurbenchError  # noqa: E402
-from spurbench.evaluate.class_subset import load_class_subset  # noqa: E402
-from spurbench.evaluate.entry import evaluate  # noqa: E402
-from spurbench.evaluate.inputs import open_dataset  # noqa: E402
-from spurbench.evaluate.preprocessing import normalise_batch  # noqa: E402
+from spurbench import cli, imagenet
+from spurbench.classifiers import ClassifierSpec, create_classifier, load_panel
+from spurbench.errors import SpurbenchError
+from spurbench.evaluate.class_subset import load_class_subset
+from spurbench.evaluate.entry import evaluate
+from spurbench.evaluate.inputs import open_dataset
+from spurbench.evaluate.preprocessing import normalise_batch
 
 TEMPLATES = ["a photo of a {c}.", "a drawing of the {c}."]
 # preds vs the library's own computation: the same float32 operations, batched differently
@@ -415,7 +414,6 @@ def test_transformers_classifier_on_a_shift_set(tiny_vits, tmp_path):
     """A shift set (accuracy per background, against its reference split): the zoo model's top-1 on both
     splits is the processor + logits argmax, image by image."""
     from test_shift_eval import _shift_set
-
     from transformers import AutoImageProcessor
 
     by_wnid, _, _ = tiny_vits

@@ -19,8 +19,8 @@ import torch
 
 from spurbench.download import sha256_file
 from spurbench.errors import SpurbenchError, hub_failure_reason
-from spurbench.zoo.common import ZooModel, short_error, weights_in_folder
 from spurbench.zoo import zero_shot
+from spurbench.zoo.common import ZooModel, short_error, weights_in_folder
 
 _WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 
@@ -122,7 +122,7 @@ def load(rest: str, device: str | torch.device, label_names: list[str] | None, t
 
     key = {"library": "open_clip", "model": rest if not rest.startswith("local-dir:") else "local-dir",
            "weights_sha256": weights["sha256"], "templates": zero_shot.text_sha256(prompts), "classnames": zero_shot.text_sha256(names)}
-    head, from_cache = zero_shot.cached_head(key, lambda: zero_shot.build_head(encode_text, names, prompts, desc=f"open_clip:{rest} head"))
+    head, _ = zero_shot.cached_head(key, lambda: zero_shot.build_head(encode_text, names, prompts, desc=f"open_clip:{rest} head"))
     model.to(device)
     transform, norm = split_transform(preprocess)
     size = model.visual.image_size

@@ -20,8 +20,8 @@ import torch
 from spurbench import imagenet
 from spurbench.download import sha256_file
 from spurbench.errors import SpurbenchError, hub_failure_reason
-from spurbench.zoo.common import ZooModel, short_error, weights_in_folder
 from spurbench.zoo import zero_shot
+from spurbench.zoo.common import ZooModel, short_error, weights_in_folder
 
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
