@@ -156,6 +156,7 @@ def test_open_clip_preprocessing_is_bit_identical(tiny_open_clip, photos):
         assert torch.equal(normalise_batch(x.unsqueeze(0), clf.data_config)[0], preprocess(img))
 
 
+@pytest.mark.slow
 def test_open_clip_zero_shot_equals_build_zero_shot_classifier(tiny_open_clip, templates_file, photo_dataset, photos):
     spec = ClassifierSpec(model=f"open_clip:local-dir:{tiny_open_clip}", templates=str(templates_file))
     entry, preds = evaluate(spec, photo_dataset.path, workers=1, batch_size=5)  # decoded in a worker process
@@ -178,6 +179,7 @@ def test_open_clip_zero_shot_equals_build_zero_shot_classifier(tiny_open_clip, t
     assert str(tiny_open_clip.parent) not in json.dumps({k: v for k, v in entry.items() if k != "command"})  # no local path
 
 
+@pytest.mark.slow
 def test_zero_shot_head_is_cached_on_disk(tiny_open_clip, templates_file, monkeypatch, tmp_path):
     monkeypatch.setenv("SPURBENCH_CACHE", str(tmp_path / "cache"))
     calls = []
@@ -514,6 +516,7 @@ def _hub_cache(cache, repo: str, folder) -> None:
     shutil.copytree(folder, base / "snapshots" / commit)
 
 
+@pytest.mark.slow
 def test_hub_names_load_from_the_hub_cache_offline(tiny_open_clip, tiny_vits, templates_file, tmp_path, monkeypatch, photo_dataset):
     """`open_clip:hf-hub:org/repo` and `transformers:org/repo` go through the Hub download path (served
     from the cache, offline) and give the same predictions as the same files loaded from their folder."""

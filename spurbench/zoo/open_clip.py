@@ -122,6 +122,8 @@ def load(rest: str, device: str | torch.device, label_names: list[str] | None, t
 
     key = {"library": "open_clip", "model": rest if not rest.startswith("local-dir:") else "local-dir",
            "weights_sha256": weights["sha256"], "templates": zero_shot.text_sha256(prompts), "classnames": zero_shot.text_sha256(names)}
+    if rest.startswith("local-dir:"):  # a folder is known by its files: the config (text tower, tokenizer) and the weights
+        key["config_sha256"] = sha256_file(Path(model_name[len("local-dir:"):]) / "open_clip_config.json")
     head, _ = zero_shot.cached_head(key, lambda: zero_shot.build_head(encode_text, names, prompts, desc=f"open_clip:{rest} head"))
     model.to(device)
     transform, norm = split_transform(preprocess)

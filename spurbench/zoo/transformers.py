@@ -158,7 +158,9 @@ def load(rest: str, device: str | torch.device, label_names: list[str] | None, t
     name = f"transformers:{rest}"
     try:
         config = AutoConfig.from_pretrained(where)
-        dual = hasattr(config, "text_config") and hasattr(config, "vision_config")
+        # a dual encoder, unless its checkpoint is a classifier built on one (CLIPForImageClassification)
+        dual = hasattr(config, "text_config") and hasattr(config, "vision_config") and not any(
+            str(a).endswith("ForImageClassification") for a in (getattr(config, "architectures", None) or []))
         if dual:
             from transformers import AutoModel, AutoProcessor
 
@@ -196,6 +198,9 @@ def load(rest: str, device: str | torch.device, label_names: list[str] | None, t
 
         key = {"library": "transformers", "model": rest if not local else "local", "weights_sha256": weights["sha256"],
                "templates": zero_shot.text_sha256(prompts), "classnames": zero_shot.text_sha256(names)}
+        if local:  # a folder is known by its files: the config and the tokenizer's, with the weights
+            key["files_sha256"] = {p.name: sha256_file(p) for p in sorted(Path(where).iterdir())
+                                   if p.is_file() and p.suffix in (".json", ".txt", ".model")}
         head, _ = zero_shot.cached_head(key, lambda: zero_shot.build_head(encode_text, names, prompts, desc=f"{name} head"))
         model.to(device)
         clf: torch.nn.Module = zero_shot.ZeroShotClassifier(model, lambda m, x: _features(m.get_image_features(pixel_values=x)), head.to(device))
