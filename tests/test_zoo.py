@@ -537,3 +537,55 @@ def test_hub_names_load_from_the_hub_cache_offline(tiny_open_clip, tiny_vits, te
         assert entry["weights"]["sha256"] == local_entry["weights"]["sha256"]
         np.testing.assert_array_equal(preds.top5, local_preds.top5)
         np.testing.assert_allclose(preds.target_prob, local_preds.target_prob, rtol=1e-6, atol=1e-9)
+
+
+@pytest.fixture(scope="module")
+def tiny_siglip(tmp_path_factory):
+    """A tiny transformers SiglipModel + SiglipProcessor (a word-level tokenizer over the ImageNet class names'
+    words), via save_pretrained; logit_scale 0 and logit_bias 0, so the pipeline's sigmoid scores are the
+    sigmoid of the plain cosine, from which CLIP_benchmark's softmax of 100 x cosine follows."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast, SiglipConfig, SiglipImageProcessor, SiglipModel, SiglipProcessor
+
+    folder = tmp_path_factory.mktemp("siglip") / "tiny-siglip"
+    words = sorted({w for n in open_clip.IMAGENET_CLASSNAMES for w in n.lower().replace(",", " ").split()} | {"this", "is", "a", "photo", "of"})
+    vocab = {"<pad>": 0, "<unk>": 1, "</s>": 2, **{w: i + 3 for i, w in enumerate(words)}}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", unk_token="<unk>", eos_token="</s>", model_max_length=64)
+    text = {"vocab_size": len(vocab), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+            "max_position_embeddings": 64, "pad_token_id": 0, "eos_token_id": 2, "bos_token_id": None}
+    vision = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "image_size": 32, "patch_size": 8}
+    torch.manual_seed(0)
+    model = SiglipModel(SiglipConfig(text_config=text, vision_config=vision))
+    with torch.no_grad():
+        model.logit_scale.zero_()
+        model.logit_bias.zero_()
+    model.save_pretrained(folder)
+    SiglipProcessor(image_processor=SiglipImageProcessor(size={"height": 32, "width": 32}), tokenizer=tokenizer).save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.slow
+def test_transformers_siglip_equals_zero_shot_pipeline(tiny_siglip, tmp_path, photo_dataset, photos):
+    from transformers import pipeline
+
+    template = tmp_path / "pipeline.json"
+    template.write_text(json.dumps(["This is a photo of {c}."]))
+    entry, preds = evaluate(ClassifierSpec(model=f"transformers:{tiny_siglip}", templates=str(template)), photo_dataset.path, workers=0)
+    assert entry["zoo"]["model_class"] == "SiglipModel"
+    images, labels = photos
+    names = list(open_clip.IMAGENET_CLASSNAMES)
+    classify = pipeline("zero-shot-image-classification", model=str(tiny_siglip), device="cpu")
+    order = np.argsort(preds.index)
+    for i in (0, 7, 14):
+        cos = np.zeros(1000)
+        for s in classify(images[i], candidate_labels=names):
+            k = names.index(s["label"])
+            while cos[k] != 0:
+                k = names.index(s["label"], k + 1)
+            cos[k] = math.log(s["score"] / (1 - s["score"]))  # sigmoid(cosine) -> cosine (logit_scale 0, bias 0)
+        p = torch.as_tensor(100.0 * cos).softmax(-1).numpy()
+        j = order[i]
+        assert preds.target_prob[j] == pytest.approx(p[labels[i]], rel=1e-3, abs=1e-6)
+        assert list(preds.top5[j]) == list(np.argsort(-p, kind="stable")[:5])
