@@ -55,7 +55,8 @@ DEFAULT_KIND = "spurious"
 IMAGENET_LABEL_SET = "imagenet-1k"
 #: Hub `size_categories` buckets: (upper bound exclusive, name)
 SIZE_CATEGORIES = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
-                   (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"))
+                   (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"), (1_000_000_000, "100M<n<1B"),
+                   (10_000_000_000, "1B<n<10B"), (100_000_000_000, "10B<n<100B"), (1_000_000_000_000, "100B<n<1T"))
 #: the benchmark's tasks (one per headline metric) by kind of set: `eval.yaml` lists them and
 #: `spurbench leaderboard --format eval-results` reports one value per task
 EVAL_TASKS: dict[str, tuple[str, ...]] = {

@@ -33,12 +33,25 @@ def test_shift_metrics_match_a_hand_computation():
     assert m["accuracy"] == pytest.approx(3 / 6) and m["accuracy_top5"] == pytest.approx(5 / 6)
     assert m["worst_group"] == "snow" and m["worst_group_accuracy"] == pytest.approx(1 / 3)
     assert m["mean_group_accuracy"] == pytest.approx((1 / 3 + 2 / 3) / 2)
-    assert m["reference_accuracy"] == pytest.approx(0.75) and m["accuracy_drop"] == pytest.approx(0.25)
+    # paired image by image: the reference figure is over the photos behind the 6 scored images (4 of 6 right),
+    # not the whole reference split (3 of 4), and the drop over the same 6 images
+    assert m["reference_accuracy"] == pytest.approx(4 / 6) and m["accuracy_drop"] == pytest.approx(4 / 6 - 3 / 6)
+    assert m["num_paired"] == 6 and m["worst_groups"] == ["snow"]
     # paired: snow's images came from photos the model gets right (3 of 3), grass's from 1 of 3
     assert m["per_group"]["snow"]["reference_accuracy"] == pytest.approx(1.0)
     assert m["per_group"]["snow"]["accuracy_drop"] == pytest.approx(2 / 3)
     assert m["per_group"]["grass"]["reference_accuracy"] == pytest.approx(1 / 3)
     assert m["per_group"]["grass"]["accuracy_drop"] == pytest.approx(-1 / 3)
+    # the overall drop is the image-weighted mean of the per-group drops
+    assert m["accuracy_drop"] == pytest.approx((3 * (2 / 3) + 3 * (-1 / 3)) / 6)
+    # image 1's photo was not scored (-1): it leaves the paired figures, in its group and overall
+    h = metrics.shift_metrics(labels, top5, groups, reference, [1, -1, 0, 1, 1, 0])
+    assert h["per_group"]["snow"]["num_paired"] == 2 and h["per_group"]["snow"]["reference_accuracy"] == 1.0
+    assert h["per_group"]["snow"]["accuracy_drop"] == pytest.approx(1 - 1 / 2)  # rows 0, 4: 1 of 2 right
+    assert h["num_paired"] == 5 and h["reference_accuracy"] == pytest.approx(3 / 5)
+    assert h["accuracy_drop"] == pytest.approx(3 / 5 - 3 / 5) == pytest.approx((2 * (1 / 2) + 3 * (-1 / 3)) / 5)
+    with pytest.raises(ValueError):
+        metrics.shift_metrics(labels, top5, groups, reference, [2, 1, 0, 1, 1, 0])
     # unpaired: every group is held against the whole reference split
     u = metrics.shift_metrics(labels, top5, groups, reference)
     assert u["per_group"]["grass"]["reference_accuracy"] == pytest.approx(0.75)

@@ -127,6 +127,7 @@ def evaluate(
             "num_excluded": data.num_excluded,
         },
         "per_class": per_class,
+        "rows": rows_block(data),
         "predictions": predictions_relpath(name),
         "positives": positives.source if positives is not None else None,
         "env": _env(dev),
@@ -141,6 +142,24 @@ def evaluate(
     elif data.groups is not None:  # --group-by on a spurious set: spurious rates per group
         entry["per_group"] = _spurious_groups(preds, data)
     return entry, preds
+
+
+def rows_block(data: SpuriousSet) -> dict[str, Any]:
+    """The `rows` an entry records (leaderboard.rows_identity): the split rows scored, known before scoring."""
+    from spurbench.evaluate.leaderboard import rows_identity
+
+    rows = data.row_index if data.row_index is not None else np.arange(len(data.labels))
+    return rows_identity(data.split, rows, limit=data.limit, num_excluded=data.num_excluded,
+                         include_unverified=data.include_unverified)
+
+
+def probe_entry(data: SpuriousSet, positives: Positives | None, preprocessing: str, precision: str) -> dict[str, Any]:
+    """What an entry of this data would record that decides comparability (leaderboard.comparability_key),
+    before anything is scored: the resume-skip compares it with the board's entry."""
+    return {"rows": rows_block(data), "preprocessing": preprocessing, "precision": precision,
+            "positives": positives.source if positives is not None else None, "fingerprint": data.info["fingerprint"],
+            "metrics": {"num_images": len(data.labels), "num_positives": len(positives) if positives is not None else 0,
+                        **({"group_by": data.group_by} if data.kind == "shift" else {})}}
 
 
 def _shift_blocks(clf: LoadedClassifier, data: SpuriousSet, preds: Predictions, run: dict, transform: Any, size: tuple,

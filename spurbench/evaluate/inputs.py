@@ -44,6 +44,8 @@ class SpuriousSet:
     reference_index: np.ndarray | None = None  # int reference-split row behind every split row (D3S), else None
     #: names of the label set's classes when it is not ImageNet-1k (e.g. Waterbirds' two); None: ImageNet-1k
     label_names: list[str] | None = None
+    limit: int | None = None  # --limit as given (the first N rows of those verification keeps)
+    include_unverified: bool = False  # --include-unverified as given
 
     @property
     def num_classes(self) -> int:
@@ -114,7 +116,8 @@ def open_dataset(source: str | Path, split: str = ds_contract.DEFAULT_SPLIT, rev
     ref_index = np.asarray(full["reference_index"], dtype=np.int64) if kind == "shift" and "reference_index" in full.column_names else None
     return SpuriousSet(str(source), folder, split, revision, rows, scored[: len(rows)], info,
                        row_index=None if row_index is None else row_index[: len(rows)], num_excluded=excluded,
-                       label_names=label_names, kind=kind, group_by=column, groups=groups, reference_index=ref_index)
+                       label_names=label_names, kind=kind, group_by=column, groups=groups, reference_index=ref_index,
+                       limit=limit, include_unverified=include_unverified)
 
 
 def _other_label_set(source: Any, folder: Path, label_feature: Any) -> list[str] | None:
