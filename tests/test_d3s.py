@@ -123,6 +123,8 @@ def test_shipped_d3s_recipes_validate():
     assert (g.scheduler, g.eta, g.num_inference_steps, g.strength, g.guidance_scale) == ("DDIMScheduler", 0.0, 50, 0.9, 5.0)
     assert full.base_model.id == "CompVis/stable-diffusion-v1-4" and len(full.base_model.revision) == 40
     assert full.fg_scale == 0.4 and full.resolution == 512 and full.builder == "d3s"
+    # held-out foregrounds (ImageNet val, not the train photos the classifiers learnt), exactly those pasted
+    assert Path(full.foregrounds.folder).name == "val" and full.foregrounds.per_class == full.images_per_background
     _, smoke = load_recipe("d3s_smoke")
     assert smoke.backgrounds.builtin and len(smoke.background_words) == 10
     # the method is part of the hash; `classes: all` hashes as written
