@@ -82,6 +82,7 @@ def evaluate(
                     what=f"image of dataset '{data.source}' split '{data.split}'")
     if data.row_index is not None:  # predictions name split rows, also when verification left some out
         preds.index = data.row_index[preds.index]
+    preds.split = data.split
     rates = metrics.spurious_rates(preds.label, preds.top5, preds.target_prob)
     pos_preds = None
     if positives is not None and len(positives):
