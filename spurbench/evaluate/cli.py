@@ -237,10 +237,11 @@ def run(args: argparse.Namespace) -> int:
           + (f"; {len(positives)} positives" if positives is not None else "")
           + (f"; {data.num_excluded} left out by verification (--include-unverified keeps them)" if data.num_excluded else "") + share)
     summaries, skipped, failed = [], [], {}
+    probe = probe_entry(data, positives, args.preprocessing, precision)  # what decides "already scored"
     for item in mine:
         spec = item.spec if isinstance(item, LoadedClassifier) else item
         name = spec.display_name
-        if not args.force and already_scored(board, name, probe_entry(data, positives, args.preprocessing, precision)) \
+        if not args.force and already_scored(board, name, probe) \
                 and _same_groups(board, name, data.group_by):
             print(f"skip {name}: already on the leaderboard for these rows, positives, preprocessing and precision (--force re-scores it)")
             skipped.append(name)

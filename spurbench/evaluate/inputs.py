@@ -25,6 +25,14 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".
 # inputs: the spurious split and the optional positives
 
 
+class NothingVerified(SpurbenchError):
+    """Every row of a split failed its verification check (`num_excluded` of them): nothing to score."""
+
+    def __init__(self, message: str, num_excluded: int):
+        super().__init__(message)
+        self.num_excluded = num_excluded
+
+
 @dataclass
 class SpuriousSet:
     """One split of a spurious-image dataset, opened and checked, with its leaderboard identity."""
@@ -152,7 +160,8 @@ def _verified_rows(full: Any, folder: Path, include_unverified: bool) -> tuple[n
     reviewed = full[verify.REVIEWED] if verify.REVIEWED in full.column_names else None
     out = verify.excluded_rows(ds_contract.read_kind(folder), full[verify.PRESENT], reviewed)
     if out.all():
-        raise SpurbenchError(f"every image of '{folder}' failed its verification check; nothing to score (--include-unverified scores them anyway)")
+        raise NothingVerified(f"every image of '{folder}' failed its verification check; nothing to score (--include-unverified scores them anyway)",
+                              int(out.sum()))
     return np.flatnonzero(~out), int(out.sum())
 
 

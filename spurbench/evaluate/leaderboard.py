@@ -421,15 +421,16 @@ def comparability_key(entry: Mapping[str, Any], dataset: Mapping[str, Any] | Non
     skipped as already scored and exported to the Hub under one group: the dataset fingerprint (`dataset`:
     the board's block), the split and the identity of the rows scored (`rows`; an entry from before rows were
     recorded falls back to its number of images), the preprocessing, the precision, the positives (source and
-    count: the AP is over them), the group column, and the label subset (None: every class). The one place
-    that decides "same data": add a field here and every use follows."""
+    count: the AP is over them), the group column, the label subset (None: every class), and on a shift set
+    the identity of the reference rows scored with it (`reference_rows`: the paired drop is over them). The one
+    place that decides "same data": add a field here and every use follows."""
     m = entry.get("metrics") or {}
     rows = entry.get("rows") or {}
     ident = rows.get("sha256") or f"count:{m.get('num_images')}"
     positives = (entry.get("positives"), int(m.get("num_positives") or 0)) if entry.get("positives") else None
     return ((dataset or {}).get("fingerprint"), rows.get("split") or (dataset or {}).get("split"), ident,
             str(entry.get("preprocessing") or "timm"), str(entry.get("precision") or "float32"), positives,
-            m.get("group_by"), entry.get("label_subset"))
+            m.get("group_by"), entry.get("label_subset"), (entry.get("reference_rows") or {}).get("sha256"))
 
 
 def describe_rows(entry: Mapping[str, Any], dataset: Mapping[str, Any] | None = None) -> str:
