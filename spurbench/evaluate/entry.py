@@ -150,8 +150,9 @@ def _shift_blocks(clf: LoadedClassifier, data: SpuriousSet, preds: Predictions, 
     from spurbench.evaluate import shift
 
     reference, paired = None, None
-    if data.split != ds_contract.REFERENCE_SPLIT and ds_contract.REFERENCE_SPLIT in ds_contract.split_names(data.folder):
-        ref = open_dataset(data.folder, split=ds_contract.REFERENCE_SPLIT)
+    opened = ds_contract.open_dataset_folder(data.dataset if data.dataset is not None else data.folder)
+    if data.split != ds_contract.REFERENCE_SPLIT and opened.reference_split is not None:
+        ref = open_dataset(opened, split=opened.reference_split)  # read once, for every model of the run
         ref_preds = predict(clf, ImageItems(transform, ref.labels, rows=ref.rows, size=size), **run,
                             what=f"image of dataset '{data.source}' split '{ref.split}'", desc=f"{clf.spec.display_name} (reference)")
         rows = ref_preds.index if ref.row_index is None else ref.row_index[ref_preds.index]
@@ -180,7 +181,7 @@ def _train_weighted(data: SpuriousSet, per_group: dict) -> dict[str, Any]:
     from spurbench.evaluate import metrics
     from spurbench.evaluate.group_weights import TRAIN_SPLIT, training_group_counts
 
-    counts = training_group_counts(data.folder, data.group_by) if data.group_by else None
+    counts = training_group_counts(data.dataset if data.dataset is not None else data.folder, data.group_by) if data.group_by else None
     if counts is None:
         return {}
     w = metrics.train_weighted_accuracy(per_group, counts)
