@@ -181,10 +181,11 @@ def reference_rows(data: SpuriousSet) -> tuple[SpuriousSet | None, np.ndarray, i
     Returns (the split or None, reference split rows to score, reference rows left out by verification);
     (None, [], 0) without a reference split, (None, [], n) when verification leaves none of its n rows."""
     none = np.zeros(0, np.int64)
-    if data.split == ds_contract.REFERENCE_SPLIT or ds_contract.REFERENCE_SPLIT not in ds_contract.split_names(data.folder):
+    opened = ds_contract.open_dataset_folder(data.dataset if data.dataset is not None else data.folder)
+    if data.split == ds_contract.REFERENCE_SPLIT or opened.reference_split is None:
         return None, none, 0
-    try:
-        ref = open_dataset(data.folder, split=ds_contract.REFERENCE_SPLIT, include_unverified=data.include_unverified)
+    try:  # read once, for every model of the run
+        ref = open_dataset(opened, split=opened.reference_split, include_unverified=data.include_unverified)
     except NothingVerified as err:
         return None, none, err.num_excluded
     kept = ref.row_index if ref.row_index is not None else np.arange(len(ref.labels))
@@ -240,7 +241,7 @@ def _train_weighted(data: SpuriousSet, per_group: dict) -> dict[str, Any]:
     from spurbench.evaluate import metrics
     from spurbench.evaluate.group_weights import TRAIN_SPLIT, training_group_counts
 
-    counts = training_group_counts(data.folder, data.group_by) if data.group_by else None
+    counts = training_group_counts(data.dataset if data.dataset is not None else data.folder, data.group_by) if data.group_by else None
     if counts is None:
         return {}
     w = metrics.train_weighted_accuracy(per_group, counts)
