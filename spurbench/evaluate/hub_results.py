@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -25,7 +26,7 @@ import yaml
 
 from spurbench.dataset import _HUB_ID, EVAL_TASKS
 from spurbench.errors import SpurbenchError
-from spurbench.evaluate.leaderboard import _SLUG, _write_atomic, comparable_groups, slugify
+from spurbench.evaluate.leaderboard import _write_atomic, comparable_groups, slugify
 
 #: the preprocessing and precision of the canonical group (what `spurbench eval` does by default)
 DEFAULT_PREPROCESSING, DEFAULT_PRECISION = "timm", "float32"
@@ -179,7 +180,7 @@ def write_eval_results(board: Mapping[str, Any], out: str | Path, dataset_id: st
         raise SpurbenchError(f"no canonical group to export (every entry was scored on other rows or settings: {why}); "
                              "pass --groups all or a group id to export those under task ids naming their group")
     # a Hub id keeps its readable name (capitals and all): it is one file per dataset in the model's repo
-    name = _SLUG.sub("_", dataset_id.replace("/", "__"))
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", dataset_id.replace("/", "__"))
     files: dict[Path, str] = {}
     for g in chosen:
         for e in g["entries"]:

@@ -12,7 +12,6 @@ from typing import Any, Mapping, Sequence
 import yaml
 
 from spurbench.dataset import DEFAULT_SPLIT
-from spurbench.evaluate.shift import worst_names
 from spurbench.evaluate.page_common import (
     EAGER_IMAGES,
     PageData,
@@ -27,6 +26,7 @@ from spurbench.evaluate.page_common import (
     shot_figure,
     wnid_of,
 )
+from spurbench.evaluate.shift import worst_names
 
 
 @dataclass
