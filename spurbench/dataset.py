@@ -15,6 +15,7 @@ the Parquet files it has just fingerprinted).
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import io
 import os
@@ -55,7 +56,8 @@ DEFAULT_KIND = "spurious"
 IMAGENET_LABEL_SET = "imagenet-1k"
 #: Hub `size_categories` buckets: (upper bound exclusive, name)
 SIZE_CATEGORIES = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
-                   (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"))
+                   (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"), (1_000_000_000, "100M<n<1B"),
+                   (10_000_000_000, "1B<n<10B"), (100_000_000_000, "10B<n<100B"), (1_000_000_000_000, "100B<n<1T"))
 #: the benchmark's tasks (one per headline metric) by kind of set: `eval.yaml` lists them and
 #: `spurbench leaderboard --format eval-results` reports one value per task
 EVAL_TASKS: dict[str, tuple[str, ...]] = {
@@ -387,22 +389,16 @@ def fingerprint(folder: str | Path, split: str = DEFAULT_SPLIT) -> str:
 
 def read_provenance(folder: str | Path) -> dict[str, Any]:
     """The `spurbench:` block of the card's YAML header ({} when absent or unreadable)."""
-    card = Path(folder) / "README.md"
-    if not card.is_file():
-        return {}
-    text = card.read_text()
-    if not text.startswith("---"):
-        return {}
-    try:
-        meta = yaml.safe_load(text.split("---", 2)[1]) or {}
-    except yaml.YAMLError:
-        return {}
-    return dict(meta.get(PROVENANCE_KEY) or {})
+    return dict(_card_meta(folder).get(PROVENANCE_KEY) or {})
 
 
 def read_kind(folder: str | Path) -> str:
     """The set's kind from its card (`spurious` for cards written before kinds existed)."""
-    kind = read_provenance(folder).get("kind", DEFAULT_KIND)
+    return _checked_kind(read_provenance(folder), folder)
+
+
+def _checked_kind(provenance: Mapping[str, Any], folder: str | Path) -> str:
+    kind = provenance.get("kind", DEFAULT_KIND)
     if kind not in KINDS:
         raise SpurbenchError(f"dataset '{folder}' declares kind {kind!r} in its card; spurbench knows {', '.join(KINDS)}")
     return kind
@@ -418,14 +414,23 @@ _SHARD_NAME = re.compile(r"^(?P<split>.+?)-\d{5}-of-\d{5}(-[0-9a-f]+)?\.parquet$
 def split_names(folder: str | Path) -> list[str]:
     """The splits of a Hub-layout folder (from its `data/<split>-NNNNN-of-NNNNN[-<content>].parquet` file
     names), in the card's order, then any others found on disk."""
+    return _split_names(folder, _card_meta(folder))
+
+
+def _split_names(folder: str | Path, meta: Mapping[str, Any]) -> list[str]:
     on_disk = sorted({m["split"] for p in Path(folder).glob("data/*.parquet") if (m := _SHARD_NAME.match(p.name))})
-    order = [s["name"] for s in (_card_meta(folder).get("dataset_info") or {}).get("splits") or [] if isinstance(s, dict)]
+    order = [s["name"] for s in (meta.get("dataset_info") or {}).get("splits") or [] if isinstance(s, dict)]
     return [s for s in order if s in on_disk] + [s for s in on_disk if s not in order]
 
 
-def _card_meta(folder: str | Path) -> dict[str, Any]:
+def _read_card_text(folder: str | Path) -> str:
+    """The folder's README.md as text ("" without one): the one place a card is read from disk."""
     card = Path(folder) / "README.md"
-    text = card.read_text() if card.is_file() else ""
+    return card.read_text() if card.is_file() else ""
+
+
+def _parse_card_meta(text: str) -> dict[str, Any]:
+    """The YAML header of a card's text ({} when absent or unreadable)."""
     if not text.startswith("---"):
         return {}
     try:
@@ -434,15 +439,22 @@ def _card_meta(folder: str | Path) -> dict[str, Any]:
         return {}
 
 
+def _card_meta(folder: str | Path) -> dict[str, Any]:
+    return _parse_card_meta(_read_card_text(folder))
+
+
 def read_card(folder: str | Path) -> DatasetCard:
     """The card of a dataset folder as a DatasetCard (title, body, licence, tags, provenance, kind, label set),
     so a command that rewrites the data can write the same card back with its own additions."""
-    meta = _card_meta(folder)
+    text = _read_card_text(folder)
+    return _card_from(folder, _parse_card_meta(text), text)
+
+
+def _card_from(folder: str | Path, meta: Mapping[str, Any], text: str) -> DatasetCard:
     prov = dict(meta.get(PROVENANCE_KEY) or {})
     kind = prov.pop("kind", DEFAULT_KIND)
     label_set = prov.pop("label_set", IMAGENET_LABEL_SET)
     title = str(meta.get("pretty_name") or Path(folder).name)
-    text = (Path(folder) / "README.md").read_text() if (Path(folder) / "README.md").is_file() else ""
     body = text.split("---", 2)[2] if text.startswith("---") and text.count("---") >= 2 else text
     body = body.lstrip("\n")
     if body.startswith(f"# {title}\n"):
@@ -470,3 +482,123 @@ def read_split_table(folder: str | Path, split: str):
         raise SpurbenchError(f"cannot read split '{split}' of '{folder}' ({err.__class__.__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}); "
                              "the Parquet shards are damaged: rebuild or re-download the dataset") from None
     return table, feats
+
+
+def read_split_column(folder: str | Path, split: str, column: str) -> list[Any] | None:
+    """One column of a split, read straight from its Parquet shards (only that column's bytes); None when the
+    split has no such column."""
+    import pyarrow.parquet as pq
+
+    files = data_files(folder, split)
+    try:
+        if column not in pq.read_schema(files[0]).names:
+            return None
+        return [v for f in files for v in pq.read_table(f, columns=[column]).column(column).to_pylist()]
+    except Exception as err:
+        raise SpurbenchError(f"cannot read split '{split}' of '{folder}' ({err.__class__.__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}); "
+                             "the Parquet shards are damaged: rebuild or re-download the dataset") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# A dataset opened once
+
+
+@dataclass
+class OpenDataset:
+    """A dataset folder opened once: its card read and parsed at opening, each split's Parquet read on first use
+    and kept, so every reader downstream (`eval`'s split and reference split, the group weights, the page,
+    `verify`, `finetune`) shares one read of the bytes on disk. Open with `open_dataset_folder`.
+
+    A split's rows (`split`, `read`) come from `read_split`: the very bytes its fingerprint is computed over,
+    never `datasets`' folder-name cache. `table` gives the same split as a pyarrow table (the rows already read
+    when there are some), `column` one column (read alone when the split is not read whole)."""
+
+    source: str  # what the user gave (a folder or a Hub id)
+    folder: Path  # the local folder it resolved to
+    revision: str | None
+    card_text: str  # README.md as read ("" without one)
+    meta: dict[str, Any]  # the card's YAML header ({} when absent or unreadable)
+    split_names: list[str]  # the card's order, then any others found on disk
+    _read: dict[str, tuple[Any, str]] = field(default_factory=dict, repr=False)  # split -> (Dataset, fingerprint)
+    _tables: dict[str, tuple[Any, Any]] = field(default_factory=dict, repr=False)  # split -> (pyarrow Table, Features)
+    _columns: dict[tuple[str, str], list[Any] | None] = field(default_factory=dict, repr=False)
+
+    @property
+    def provenance(self) -> dict[str, Any]:
+        """The card's `spurbench:` block (a copy: {} when absent)."""
+        return copy.deepcopy(dict(self.meta.get(PROVENANCE_KEY) or {}))
+
+    @property
+    def kind(self) -> str:
+        """One of KINDS (`spurious` for cards written before kinds existed); one line on an unknown kind."""
+        return _checked_kind(self.meta.get(PROVENANCE_KEY) or {}, self.folder)
+
+    @property
+    def label_set(self) -> str:
+        """The name of the label set the card declares (IMAGENET_LABEL_SET when it names none)."""
+        return (self.meta.get(PROVENANCE_KEY) or {}).get("label_set", IMAGENET_LABEL_SET)
+
+    @property
+    def verification(self) -> dict[str, Any] | None:
+        """The card's record of `spurbench verify` (None on a set never verified)."""
+        from spurbench.verification import CARD_KEY
+
+        record = self.provenance.get(CARD_KEY)
+        return dict(record) if record else None
+
+    @property
+    def reference_split(self) -> str | None:
+        """REFERENCE_SPLIT when the set has one (the un-shifted photos of a shift set), else None."""
+        return REFERENCE_SPLIT if REFERENCE_SPLIT in self.split_names else None
+
+    def card(self) -> DatasetCard:
+        """The card as a fresh DatasetCard (see `read_card`), for a command that writes the set back."""
+        return _card_from(self.folder, copy.deepcopy(self.meta), self.card_text)
+
+    def read(self, split: str) -> tuple[Any, str]:
+        """(the split's rows as a `datasets.Dataset`, its fingerprint), read once (`read_split`)."""
+        if split not in self._read:
+            self._read[split] = read_split(self.folder, split)
+        return self._read[split]
+
+    def split(self, split: str) -> Any:
+        """The split's rows as a `datasets.Dataset` (read once)."""
+        return self.read(split)[0]
+
+    def fingerprint(self, split: str) -> str:
+        """sha256 over the split's Parquet shards, computed over the bytes its rows were read from."""
+        return self.read(split)[1]
+
+    def table(self, split: str) -> tuple[Any, Any]:
+        """(pyarrow Table, datasets.Features) of the split: the rows already read when there are some, else read
+        once from the shards (`read_split_table`)."""
+        if split not in self._tables:
+            if split in self._read:
+                ds = self._read[split][0]
+                self._tables[split] = (ds.data.table, ds.features)
+            else:
+                self._tables[split] = read_split_table(self.folder, split)
+        return self._tables[split]
+
+    def column(self, split: str, column: str) -> list[Any] | None:
+        """One column of the split as a list (None when it has no such column): from the rows already read, or
+        that column alone read from the shards (`read_split_column`), once."""
+        key = (split, column)
+        if key not in self._columns:
+            if split in self._tables or split in self._read:
+                table = self.table(split)[0]
+                self._columns[key] = table.column(column).to_pylist() if column in table.column_names else None
+            else:
+                self._columns[key] = read_split_column(self.folder, split, column)
+        return self._columns[key]
+
+
+def open_dataset_folder(source: str | Path | OpenDataset, revision: str | None = None) -> OpenDataset:
+    """Open a dataset (a local folder or a Hub id, see `resolve_dataset`): its card is read here, once; its
+    splits when first asked for. An OpenDataset is returned as it is."""
+    if isinstance(source, OpenDataset):
+        return source
+    folder = resolve_dataset(source, revision)
+    text = _read_card_text(folder)
+    meta = _parse_card_meta(text)
+    return OpenDataset(str(source), folder, revision, text, meta, _split_names(folder, meta))

@@ -123,6 +123,8 @@ def test_shipped_d3s_recipes_validate():
     assert (g.scheduler, g.eta, g.num_inference_steps, g.strength, g.guidance_scale) == ("DDIMScheduler", 0.0, 50, 0.9, 5.0)
     assert full.base_model.id == "CompVis/stable-diffusion-v1-4" and len(full.base_model.revision) == 40
     assert full.fg_scale == 0.4 and full.resolution == 512 and full.builder == "d3s"
+    # held-out foregrounds (ImageNet val, not the train photos the classifiers learnt), exactly those pasted
+    assert Path(full.foregrounds.folder).name == "val" and full.foregrounds.per_class == full.images_per_background
     _, smoke = load_recipe("d3s_smoke")
     assert smoke.backgrounds.builtin and len(smoke.background_words) == 10
     # the method is part of the hash; `classes: all` hashes as written
@@ -306,3 +308,43 @@ def test_killed_d3s_build_resumes_to_identical_bytes(d3s_reference, tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "guides and img2img: 1 class(es)" in resumed.stderr  # the finished class is not redone
     assert _export_files(tmp_path / "data") == _export_files(d3s_reference)
+
+
+@pytest.mark.slow
+def test_d3s_smoke_drop_is_paired_and_recomputes_from_the_predictions(d3s_reference, tmp_path):
+    """Issue 14 §1 on the real smoke build: each background has one image per class, made from the first photo of
+    the class; the second photo of each class is never pasted, so it must not enter the reference figure. Every
+    number is recomputed from the predictions CSV (which holds the reference rows scored)."""
+    import csv
+    import json
+
+    import datasets
+
+    lb = tmp_path / "lb" / "leaderboard.json"
+    proc = subprocess.run([sys.executable, "-m", "spurbench", "eval", "--panel", "offline", "--dataset", str(d3s_reference),
+                           "--leaderboard", str(lb), "--workers", "0"], cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=900,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    test = datasets.load_dataset(str(d3s_reference), cache_dir=str(tmp_path / "cache"))["test"]
+    behind, background = test["reference_index"], test["background"]
+    assert sorted(set(behind)) == [0, 2]  # photos 1 and 3 are never pasted
+    for e in json.loads(lb.read_text())["entries"]:
+        with open(lb.parent / e["predictions"]) as fh:
+            rows = list(csv.DictReader(fh))
+        right = {(r["split"], int(r["index"])): r["top1"] == r["label"] for r in rows}
+        assert sorted(i for s, i in right if s == "reference") == [0, 2]  # only the photos behind scored images
+        pairs = [(right[("reference", behind[i])], right[("test", i)], background[i]) for i in range(len(behind))]
+        m = e["metrics"]
+        assert m["num_paired"] == len(pairs) == 20 and m["num_reference"] == 2
+        assert m["reference_accuracy"] == pytest.approx(np.mean([a for a, _, _ in pairs]))
+        assert m["accuracy_drop"] == pytest.approx(np.mean([a for a, _, _ in pairs]) - np.mean([b for _, b, _ in pairs]))
+        drops = {}
+        for g in set(background):
+            mine = [(a, b) for a, b, h in pairs if h == g]
+            drops[g] = np.mean([a for a, _ in mine]) - np.mean([b for _, b in mine])
+            assert e["per_group"][g]["accuracy_drop"] == pytest.approx(drops[g])
+        # the overall drop can never lie outside its parts (each background has 2 images: a plain mean)
+        assert min(drops.values()) - 1e-9 <= m["accuracy_drop"] <= max(drops.values()) + 1e-9
+        assert m["accuracy_drop"] == pytest.approx(np.mean(list(drops.values())))
+        worst = min(e["per_group"][g]["accuracy"] for g in drops)
+        assert m["worst_groups"] == sorted(g for g in drops if e["per_group"][g]["accuracy"] == worst)

@@ -64,9 +64,12 @@ def test_eval_results_per_model_match_the_exports_eval_yaml(board, tmp_path, cap
     declared = {t["id"] for t in yaml.safe_load((export / sd.EVAL_FILE).read_text())["tasks"]}
     out = tmp_path / "results"
     assert main(["leaderboard", "--leaderboard", str(board), "--format", "eval-results", "--out", str(out)]) == 0
-    written = capsys.readouterr().out.split()
-    assert len(written) == 4
-    entries = {e["model"]: e for e in lb.load_leaderboard(board)["entries"]}
+    printed = capsys.readouterr()
+    written = printed.out.split()
+    # the canonical group only: the --limit entry is left out, and said so
+    assert len(written) == 3 and not (out / "limited").exists()
+    assert "left out limited: 6 of 12 images (--limit)" in printed.err
+    entries = {e["model"]: e for e in lb.load_leaderboard(board)["entries"] if e["model"] != "limited"}
     for model, e in entries.items():
         path = out / lb.slugify(model) / ".eval_results" / "org__spurious-set.yaml"
         items = yaml.safe_load(path.read_text())
@@ -75,9 +78,58 @@ def test_eval_results_per_model_match_the_exports_eval_yaml(board, tmp_path, cap
         for i in items:
             assert i["dataset"]["id"] == "org/spurious-set" and i["dataset"]["revision"] == "abc123"
             assert i["value"] == e["metrics"][i["dataset"]["task_id"]] and i["date"] == "2025-01-01"
-            assert i["source"]["name"].startswith("spurbench")
-    limited = yaml.safe_load((out / "limited" / ".eval_results" / "org__spurious-set.yaml").read_text())
+            assert i["source"]["name"].startswith("spurbench") and i["source"]["url"].startswith("https://")
+    # asked for: every group, the non-canonical one under task ids naming it; no two groups share (id, task, split)
+    every = tmp_path / "every"
+    assert main(["leaderboard", "--leaderboard", str(board), "--format", "eval-results", "--out", str(every), "--groups", "all"]) == 0
+    limited = yaml.safe_load((every / "limited" / ".eval_results" / "org__spurious-set.yaml").read_text())
     assert "first 6 of 12 images" in limited[0]["notes"]
+    key = lb.comparable_groups(lb.load_leaderboard(board))[1]["key"]
+    assert [i["dataset"]["task_id"] for i in limited] == [f"spurious_rate--group-{key}", f"spurious_score_ap--group-{key}"]
+    seen = {}
+    for f in every.rglob("*.yaml"):
+        for i in yaml.safe_load(f.read_text()):
+            seen.setdefault((i["dataset"]["id"], i["dataset"]["task_id"]), set()).add(i["notes"].split(", split")[0])
+    assert all(len(v) == 1 for v in seen.values())  # one group per (dataset id, task id)
+    capsys.readouterr()
+    assert main(["leaderboard", "--leaderboard", str(board), "--format", "eval-results", "--out", str(every), "--groups", "7"]) == 2
+    assert "--groups 7" in capsys.readouterr().err
+
+
+def test_eval_results_canonical_group_is_the_default_rows_preprocessing_and_precision(tmp_path):
+    """A --limit entry, a parity-preprocessing entry and an fp16 entry never share the canonical export."""
+    from spurbench.evaluate.hub_results import canonical_group, write_eval_results
+
+    path = tmp_path / "leaderboard.json"
+    for model, extra in (("a", {}), ("b", {}), ("lim", {"rows": lb.rows_identity("test", range(5), limit=5)}),
+                         ("si", {"preprocessing": "spurious-imagenet"}), ("half", {"precision": "float16"})):
+        rel = write_csv(tmp_path, model, np.ones(12, bool), indices=np.arange(5) if model == "lim" else None)
+        e = {**make_entry(model, 0.3, None, rel), "rows": lb.rows_identity("test", range(12)), **extra}
+        if model == "lim":
+            e["metrics"]["num_images"] = 5
+        lb.record_entry(path, {**HUB_DATASET, "id": "Org/Spurious-Set"}, e)
+    board = lb.load_leaderboard(path)
+    group, left_out = canonical_group(board)
+    assert [e["model"] for e in group["entries"]] == ["a", "b"]
+    assert set(left_out) == {"lim", "si", "half"} and "--limit 5" in left_out["lim"]
+    assert "spurious-imagenet" in left_out["si"] and "float16" in left_out["half"]
+    files, _ = write_eval_results(board, tmp_path / "out")
+    # a dataset id with capitals keeps its readable file name
+    assert sorted(f.relative_to(tmp_path / "out").as_posix() for f in files) == [
+        "a/.eval_results/Org__Spurious-Set.yaml", "b/.eval_results/Org__Spurious-Set.yaml"]
+    text = to_csv_of(board)
+    assert text["si"]["crop_pct"] == "" and text["a"]["crop_pct"] == "0.875"  # the parity transform never crops
+
+
+def to_csv_of(board) -> dict:
+    from spurbench.evaluate.hub_results import to_csv
+
+    return {r["model"]: r for r in csv.DictReader(io.StringIO(to_csv(board)))}
+
+
+def test_size_categories_cover_every_hub_bucket():
+    assert [sd.size_category(n) for n in (10**8, 10**9 + 1, 5 * 10**10, 10**11, 10**12)] == [
+        "100M<n<1B", "1B<n<10B", "10B<n<100B", "100B<n<1T", "n>1T"]
 
 
 def test_eval_results_for_a_local_dataset_need_its_hub_id(tmp_path, capsys):

@@ -46,7 +46,7 @@ def write_csv(root: Path, model: str, fooled: np.ndarray, indices: np.ndarray | 
         probs = [0.5, 0.2, 0.1, 0.05, 0.01]
         p_label = probs[top5.index(label)] if label in top5 else 0.001
         lines.append(f"{i},{label},{p_label:.6g},{top1},{int(top1 == label)},{int(label in top5)},"
-                     f"{' '.join(map(str, top5))},{' '.join(f'{p:.6g}' for p in probs)}")
+                     f"{' '.join(map(str, top5))},{' '.join(f'{p:.6g}' for p in probs)},test")
     path.write_text("\n".join(lines) + "\n")
     return rel
 

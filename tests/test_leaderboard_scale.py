@@ -245,3 +245,27 @@ def test_eval_record_never_takes_another_entrys_file(tmp_path):
     assert files["x y"] == old_rel and files["x_y"] != old_rel
     assert (tmp_path / old_rel).read_bytes() == before
     _assert_matches(board["consistency"], fooled, ["x y", "x_y"])
+
+
+def test_positives_and_precision_are_part_of_comparability(tmp_path):
+    """Entries scored with other positives (the AP is over other images) or another precision are never ranked
+    together, and one comparability_key decides it everywhere (groups, resume-skip)."""
+    path = tmp_path / "leaderboard.json"
+    full = np.ones(12, bool)
+    pos = {"positives": "imagenet/val"}
+    _record(path, "p1", full, rate=0.4, extra=pos)
+    _record(path, "p2", full, rate=0.3, extra=pos)
+    _record(path, "other", full, rate=0.1, extra={"positives": "my/photos"})
+    _record(path, "half", full, rate=0.2, extra={**pos, "precision": "float16"})
+    board = _record(path, "none", full, rate=0.05)
+    groups = lb.comparable_groups(board)
+    assert [[e["model"] for e in g["entries"]] for g in groups] == [["p2", "p1"], ["other"], ["half"], ["none"]]
+    assert "positives my/photos" in groups[1]["description"] and "float16" in groups[2]["description"]
+    by = {e["model"]: e for e in board["entries"]}
+    ds = board["dataset"]
+    assert lb.comparability_key(by["p1"], ds) == lb.comparability_key(by["p2"], ds)
+    probe = {k: by["p1"][k] for k in ("preprocessing", "metrics", "positives")}
+    assert lb.already_scored(board, "p1", probe)
+    assert not lb.already_scored(board, "p1", {**probe, "positives": "my/photos"})
+    assert not lb.already_scored(board, "p1", {**probe, "precision": "bfloat16"})
+    assert not lb.already_scored(board, "p1", {**probe, "fingerprint": "f" * 64})

@@ -320,13 +320,14 @@ def test_group_accuracy_hand_counts():
         "water": {"n": 3, "accuracy": pytest.approx(2 / 3)},
     }
     assert g["worst_group"] == "land" and g["worst_group_accuracy"] == 0.5  # tie: first in sorted order
+    assert g["worst_groups"] == ["land", "sky"]  # every tied group is reported
     assert g["average_accuracy"] == pytest.approx((2 / 3 + 0.5 + 0.5) / 3)
     assert g["overall_accuracy"] == pytest.approx(4 / 7)
     assert all(type(k) is str for k in g["per_group"])
     ints = M.group_accuracy([1, 0], np.array([3, 4]))
     assert all(type(k) is int for k in ints["per_group"])
     empty = M.group_accuracy([], [])
-    assert empty["worst_group"] is None and empty["average_accuracy"] is None
+    assert empty["worst_group"] is None and empty["average_accuracy"] is None and empty["worst_groups"] == []
 
 
 def test_accuracy_drop_hand_counts():

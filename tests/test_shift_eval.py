@@ -33,12 +33,25 @@ def test_shift_metrics_match_a_hand_computation():
     assert m["accuracy"] == pytest.approx(3 / 6) and m["accuracy_top5"] == pytest.approx(5 / 6)
     assert m["worst_group"] == "snow" and m["worst_group_accuracy"] == pytest.approx(1 / 3)
     assert m["mean_group_accuracy"] == pytest.approx((1 / 3 + 2 / 3) / 2)
-    assert m["reference_accuracy"] == pytest.approx(0.75) and m["accuracy_drop"] == pytest.approx(0.25)
+    # paired image by image: the reference figure is over the photos behind the 6 scored images (4 of 6 right),
+    # not the whole reference split (3 of 4), and the drop over the same 6 images
+    assert m["reference_accuracy"] == pytest.approx(4 / 6) and m["accuracy_drop"] == pytest.approx(4 / 6 - 3 / 6)
+    assert m["num_paired"] == 6 and m["worst_groups"] == ["snow"]
     # paired: snow's images came from photos the model gets right (3 of 3), grass's from 1 of 3
     assert m["per_group"]["snow"]["reference_accuracy"] == pytest.approx(1.0)
     assert m["per_group"]["snow"]["accuracy_drop"] == pytest.approx(2 / 3)
     assert m["per_group"]["grass"]["reference_accuracy"] == pytest.approx(1 / 3)
     assert m["per_group"]["grass"]["accuracy_drop"] == pytest.approx(-1 / 3)
+    # the overall drop is the image-weighted mean of the per-group drops
+    assert m["accuracy_drop"] == pytest.approx((3 * (2 / 3) + 3 * (-1 / 3)) / 6)
+    # image 1's photo was not scored (-1): it leaves the paired figures, in its group and overall
+    h = metrics.shift_metrics(labels, top5, groups, reference, [1, -1, 0, 1, 1, 0])
+    assert h["per_group"]["snow"]["num_paired"] == 2 and h["per_group"]["snow"]["reference_accuracy"] == 1.0
+    assert h["per_group"]["snow"]["accuracy_drop"] == pytest.approx(1 - 1 / 2)  # rows 0, 4: 1 of 2 right
+    assert h["num_paired"] == 5 and h["reference_accuracy"] == pytest.approx(3 / 5)
+    assert h["accuracy_drop"] == pytest.approx(3 / 5 - 3 / 5) == pytest.approx((2 * (1 / 2) + 3 * (-1 / 3)) / 5)
+    with pytest.raises(ValueError):
+        metrics.shift_metrics(labels, top5, groups, reference, [2, 1, 0, 1, 1, 0])
     # unpaired: every group is held against the whole reference split
     u = metrics.shift_metrics(labels, top5, groups, reference)
     assert u["per_group"]["grass"]["reference_accuracy"] == pytest.approx(0.75)
@@ -117,9 +130,10 @@ def shift_run(tmp_path_factory):
     return root, folder, board, proc
 
 
-def _csv_top1(path: Path) -> dict[int, int]:
+def _csv_top1(path: Path, split: str = "test") -> dict[int, int]:
+    """{row: top-1} of one split's rows in a predictions CSV (the reference rows follow the test rows)."""
     with open(path) as fh:
-        return {int(r["index"]): int(r["top1"]) for r in csv.DictReader(fh)}
+        return {int(r["index"]): int(r["top1"]) for r in csv.DictReader(fh) if r["split"] == split}
 
 
 @pytest.mark.slow
@@ -163,7 +177,12 @@ def test_reference_accuracy_and_drop_match_direct_timm_calls(shift_run):
     with torch.inference_mode():
         ref_right = [int(clf.model(transform(Image.fromarray(_photo(n))).unsqueeze(0)).argmax()) == k for k, n in SHIFT_PHOTOS.items()]
     m = e["metrics"]
-    assert m["reference_accuracy"] == pytest.approx(np.mean(ref_right))
+    # the predictions CSV holds the reference rows scored, and they are the model's own predictions
+    ref_top1 = _csv_top1(root / "lb" / e["predictions"], "reference")
+    assert sorted(ref_top1) == [0, 1, 2, 3]
+    assert [ref_top1[r] == k for r, k in enumerate(SHIFT_PHOTOS)] == ref_right
+    assert m["reference_accuracy"] == pytest.approx(np.mean(ref_right)) and m["num_reference"] == 4
+    assert m["num_paired"] == len(SHIFT_PHOTOS) * len(SHIFTS) and m["num_reference_excluded"] == 0
     assert m["accuracy_drop"] == pytest.approx(m["reference_accuracy"] - m["accuracy"])
     # every group holds one image per photo, so its paired reference accuracy is the split's
     for g in SHIFTS:
@@ -221,3 +240,117 @@ def test_page_of_a_shift_set_has_the_heatmap_and_guide_pairs(shift_run, tmp_path
     assert html.count('<figure class="pair"') == len(SHIFT_PHOTOS) * len(SHIFTS)
     assert len(list((tmp_path / "site" / "images" / "guides").glob("*.jpg"))) == len(SHIFT_PHOTOS) * len(SHIFTS)
     assert "ranked by worst-group accuracy" in html and "wrong for all" in html and "fooled by all" not in html
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 14 §2: the reference split follows the same verification rules as the test split
+
+REF_PHOTOS = {285: "chelsea", 967: "coffee", 657: "rocket", 698: "china", 670: "motorcycle_left"}
+
+
+def _verified_shift_set(root: Path, ref_present: list, ref_reviewed: list) -> Path:
+    """5 reference photos, each pasted (here: shown plain and in gray) into 2 test images; every test image
+    passes its check; the reference rows carry the given check results and a person's decisions."""
+    from datasets import Value
+
+    from spurbench.dataset import DatasetCard, write_dataset
+    from spurbench.verification import PRESENT, REVIEWED
+
+    def row(img, k, source, present, reviewed, **extra):
+        return dict(image=Image.fromarray(np.ascontiguousarray(img)), label=k, class_name=imagenet.class_name(k), spurious_feature="",
+                    component=-1, source=source, builder="photos", prompt="", seed=-1, **{PRESENT: present, REVIEWED: reviewed}, **extra)
+
+    test, ref = [], []
+    for r, (k, name) in enumerate(REF_PHOTOS.items()):
+        a = _photo(name)
+        ref.append(row(a, k, "reference", ref_present[r], ref_reviewed[r], background=None, reference_index=r))
+        for g in ("plain", "gray"):
+            test.append(row(SHIFTS[g](a), k, "generated", True, "", background=g, reference_index=r))
+    extra = {"background": Value("string"), "reference_index": Value("int64"), PRESENT: Value("bool"), REVIEWED: Value("string")}
+    card = DatasetCard(pretty_name=f"verified shift photos {root.name}", body="Real photos, checked by hand, for tests.", kind="shift")
+    return write_dataset(root / "set", {"test": test, "reference": ref}, card, extra_features=extra)
+
+
+def _lite0(folder: Path, board: Path, *extra: str) -> tuple[dict, list[dict], str]:
+    import importlib.metadata as md
+
+    from spurbench import cli
+    from spurbench.classifiers import load_panel
+
+    w = load_panel("offline")[0].weights
+    args = ["eval", "--model", "tf_efficientnet_lite0", "--weights", str(md.distribution(w["package"]).locate_file(w["file"])),
+            "--key-map", "positional", "--workers", "0", "--dataset", str(folder), "--leaderboard", str(board), *extra]
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert cli.main(args) == 0
+    e = json.loads(board.read_text())["entries"][0]
+    with open(board.parent / e["predictions"]) as fh:
+        return e, list(csv.DictReader(fh)), out.getvalue()
+
+
+def _paired_by_hand(rows: list[dict]) -> dict:
+    """The paired figures recomputed from a predictions CSV alone (test rows + the reference rows it holds)."""
+    ref_right = {int(r["index"]): r["top1"] == r["label"] for r in rows if r["split"] == "reference"}
+    test = [r for r in rows if r["split"] == "test"]
+    per = {}
+    for r in test:
+        i = int(r["index"])
+        photo = i // 2  # rows 2r and 2r+1 were made from reference photo r
+        g = "plain" if i % 2 == 0 else "gray"
+        if photo in ref_right:
+            per.setdefault(g, []).append((ref_right[photo], r["top1"] == r["label"]))
+    pairs = [p for v in per.values() for p in v]
+    return {
+        "per_group": {g: (np.mean([a for a, _ in v]) - np.mean([b for _, b in v]), len(v)) for g, v in per.items()},
+        "reference_accuracy": np.mean([a for a, _ in pairs]) if pairs else None,
+        "drop": (np.mean([a for a, _ in pairs]) - np.mean([b for _, b in pairs])) if pairs else None,
+        "num_paired": len(pairs), "reference_rows": sorted(ref_right),
+    }
+
+
+@pytest.mark.slow
+def test_reference_split_obeys_the_verification_flags(tmp_path):
+    # photo 1 failed its check but a person kept it; photo 3 failed; photo 4 passed but a person dropped it
+    folder = _verified_shift_set(tmp_path / "a", [True, False, True, False, True], ["", "keep", "", "", "drop"])
+    board = tmp_path / "lb" / "lb.json"
+    e, rows, _ = _lite0(folder, board)
+    m = e["metrics"]
+    hand = _paired_by_hand(rows)
+    assert hand["reference_rows"] == [0, 1, 2]  # photos 3 and 4 left out, as a test row would be
+    assert (m["num_reference"], m["num_reference_excluded"], m["num_excluded"]) == (3, 2, 2)
+    assert m["num_paired"] == hand["num_paired"] == 6
+    assert m["reference_accuracy"] == pytest.approx(hand["reference_accuracy"]) and m["accuracy_drop"] == pytest.approx(hand["drop"])
+    for g, (drop, n) in hand["per_group"].items():
+        assert e["per_group"][g]["accuracy_drop"] == pytest.approx(drop) and e["per_group"][g]["num_paired"] == n
+    # the overall drop is the image-weighted mean of the per-group drops
+    groups = e["per_group"].values()
+    assert m["accuracy_drop"] == pytest.approx(sum(v["accuracy_drop"] * v["num_paired"] for v in groups) / m["num_paired"])
+    # --include-unverified: every reference photo scored, nothing counted as left out; not skipped as already scored
+    e2, rows2, out = _lite0(folder, board, "--include-unverified")
+    assert "skip" not in out
+    hand2 = _paired_by_hand(rows2)
+    assert hand2["reference_rows"] == [0, 1, 2, 3, 4]
+    m2 = e2["metrics"]
+    assert (m2["num_reference"], m2["num_reference_excluded"], m2["num_excluded"], m2["num_paired"]) == (5, 0, 0, 10)
+    assert m2["reference_accuracy"] == pytest.approx(hand2["reference_accuracy"])
+    # each photo is behind two images: the paired figure is the reference split's own accuracy here
+    assert m2["reference_accuracy"] == pytest.approx(np.mean([r["top1"] == r["label"] for r in rows2 if r["split"] == "reference"]))
+    assert e2["reference_rows"]["sha256"] != e["reference_rows"]["sha256"]
+    # the same run again is skipped
+    assert "skip" in _lite0(folder, board, "--include-unverified")[2]
+
+
+@pytest.mark.slow
+def test_every_reference_photo_failing_stops_nothing(tmp_path):
+    folder = _verified_shift_set(tmp_path / "b", [False] * 5, [""] * 5)
+    e, rows, _ = _lite0(folder, tmp_path / "lb" / "lb.json")
+    m = e["metrics"]
+    assert not [r for r in rows if r["split"] == "reference"]
+    assert (m["num_reference"], m["num_reference_excluded"], m["num_excluded"], m["num_paired"]) == (0, 5, 5, 0)
+    assert m["reference_accuracy"] is None and m["accuracy_drop"] is None and m["accuracy"] is not None
+    e2, rows2, _ = _lite0(folder, tmp_path / "lb2" / "lb.json", "--include-unverified")
+    assert e2["metrics"]["num_reference"] == 5 and e2["metrics"]["reference_accuracy"] == pytest.approx(
+        _paired_by_hand(rows2)["reference_accuracy"])

@@ -381,3 +381,73 @@ def test_checking_one_split_keeps_the_others(photo_dataset, tmp_path):
     assert _verify("--dataset", str(tmp_path / "both"), "--split", "test", "--threshold", "0.0", "--out", str(tmp_path / "rethr")) == 0
     assert _table(tmp_path / "rethr", "reference").column(SCORE).to_pylist() == ref_scores
     assert all(_table(tmp_path / "rethr", "reference").column(PRESENT).to_pylist())
+
+
+@pytest.mark.slow
+def test_entries_are_identified_by_their_rows_not_their_count(verified, tmp_path, capsys):
+    """Issue 14 §3: a default entry (the rows verification keeps) and a `--limit N --include-unverified` entry
+    of as many images are different data: other ranking groups, described truthfully, and a later `--limit N`
+    run (other rows again) is scored, not skipped. The consistency compares raters only on the rows they share."""
+    import hashlib
+
+    from sklearn.metrics import cohen_kappa_score
+
+    from spurbench.evaluate import leaderboard as lb
+
+    folder, _ = verified
+    present = _table(folder).column(PRESENT).to_pylist()
+    kept = [i for i, p in enumerate(present) if not p]
+    n, total = len(kept), len(present)
+    board = tmp_path / "lb" / "lb.json"
+
+    def run(name: str, *extra: str) -> str:
+        capsys.readouterr()
+        assert cli.main(["eval", *_lite0_args(), "--name", name, "--dataset", str(folder), "--leaderboard", str(board), *extra]) == 0
+        return capsys.readouterr().out
+
+    run("default")
+    run("limited", "--limit", str(n), "--include-unverified")
+    b = json.loads(board.read_text())
+    entries = {e["model"]: e for e in b["entries"]}
+
+    def csv_rows(e: dict) -> list[int]:
+        with open(board.parent / e["predictions"]) as fh:
+            return [int(r["index"]) for r in csv.DictReader(fh)]
+
+    for e, rows in ((entries["default"], kept), (entries["limited"], list(range(n)))):
+        assert csv_rows(e) == rows
+        # the identity, recomputed by hand from the predictions CSV
+        assert e["rows"]["sha256"] == hashlib.sha256(("test:" + ",".join(map(str, sorted(csv_rows(e))))).encode()).hexdigest()
+        assert e["rows"]["count"] == n and e["rows"]["split"] == "test"
+    assert entries["default"]["rows"]["sha256"] != entries["limited"]["rows"]["sha256"]
+    groups = lb.comparable_groups(b)
+    assert len(groups) == 2  # the same count, other rows: never ranked together
+    text = {g["entries"][0]["model"]: g["description"] for g in groups}
+    assert f"{n} of {total} images: {total - n} left out by verification" in text["default"]
+    assert f"the first {n} rows (--limit) of {total} images" in text["limited"]
+    # consistency: the two raters are compared on the rows both scored, nothing else (sklearn on the CSVs)
+    c = b["consistency"]
+    shared = sorted(set(kept) & set(range(n)))
+    assert c["num_images"] == len(shared)
+    hits = {}
+    for name, e in entries.items():
+        with open(board.parent / e["predictions"]) as fh:
+            hits[name] = {int(r["index"]): int(r["fooled_top1"]) for r in csv.DictReader(fh)}
+    a, bb = [hits["default"][i] for i in shared], [hits["limited"][i] for i in shared]
+    want = cohen_kappa_score(a, bb) if len(set(a)) > 1 or len(set(bb)) > 1 else None
+    got = c["pairwise_kappa"]["default vs limited"]
+    assert (got is None and (want is None or np.isnan(want))) or got == pytest.approx(want)
+    assert c["all_fooled_rate"] == pytest.approx(np.mean([x and y for x, y in zip(a, bb)]))
+    # a later --limit N (verification on) covers other rows than the --include-unverified entry: scored again
+    out = run("limited", "--limit", str(n))
+    assert "skip" not in out
+    again = {e["model"]: e for e in json.loads(board.read_text())["entries"]}["limited"]
+    assert csv_rows(again) == kept[:n] and again["rows"]["sha256"] == entries["default"]["rows"]["sha256"]
+    # ... and the same run again is skipped: same rows, preprocessing, precision, positives
+    assert "skip limited: already on the leaderboard for these rows" in run("limited", "--limit", str(n))
+    assert len(lb.comparable_groups(json.loads(board.read_text()))) == 1
+    # the page header says how many images were scored and how many verification left out
+    from spurbench.evaluate.page import render_page
+
+    html = render_page(board, tmp_path / "site").read_text()
+    assert f"2 model(s) scored on {n} of {total} image(s) ({total - n} left out by verification)" in html

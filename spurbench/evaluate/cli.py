@@ -25,7 +25,7 @@ import torch
 from spurbench import dataset as ds_contract
 from spurbench.classifiers import ClassifierSpec, HeadMismatch, LoadedClassifier, check_model_name, create_classifier, load_panel
 from spurbench.errors import SpurbenchError
-from spurbench.evaluate.entry import utc_now, evaluate, format_table, summary_line
+from spurbench.evaluate.entry import utc_now, evaluate, format_table, probe_entry, summary_line
 from spurbench.evaluate.inputs import open_dataset, open_positives
 from spurbench.evaluate.predict import ImageDecodeError, default_workers, precision_for, resolve_device
 from spurbench.evaluate.preprocessing import (
@@ -276,15 +276,13 @@ def run(args: argparse.Namespace) -> int:
           + (f"; {len(positives)} positives" if positives is not None else "")
           + (f"; {data.num_excluded} left out by verification (--include-unverified keeps them)" if data.num_excluded else "") + share)
     summaries, skipped, failed = [], [], {}
+    probe = probe_entry(data, positives, args.preprocessing, precision, class_subset)  # what decides "already scored"
     for item in mine:
         spec = item.spec if isinstance(item, LoadedClassifier) else item
         name = spec.display_name
-        if not args.force and already_scored(board, name, fingerprint=data.info["fingerprint"], preprocessing=args.preprocessing,
-                                             precision=precision, num_images=len(data.labels),
-                                             positives=positives.source if positives is not None else None,
-                                             class_subset=class_subset.sha256 if class_subset is not None else None) \
+        if not args.force and already_scored(board, name, probe) \
                 and _same_groups(board, name, data.group_by):
-            print(f"skip {name}: already on the leaderboard for this data, positives, preprocessing and precision (--force re-scores it)")
+            print(f"skip {name}: already on the leaderboard for these rows, positives, preprocessing and precision (--force re-scores it)")
             skipped.append(name)
             continue
         # a model named on the command line (or matched by a pattern) gets its own one-model command

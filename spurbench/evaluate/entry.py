@@ -20,7 +20,7 @@ from spurbench import dataset as ds_contract
 from spurbench import imagenet
 from spurbench.classifiers import ClassifierSpec, LoadedClassifier, create_classifier
 from spurbench.errors import SpurbenchError
-from spurbench.evaluate.inputs import Positives, SpuriousSet, check_outputs, open_dataset, open_positives
+from spurbench.evaluate.inputs import NothingVerified, Positives, SpuriousSet, check_outputs, open_dataset, open_positives
 from spurbench.evaluate.predict import DEFAULT_WORKERS, Predictions, ImageItems, precision_for, predict, resolve_device
 from spurbench.evaluate.preprocessing import (
     PREPROCESSING,
@@ -101,6 +101,7 @@ def evaluate(
                     what=f"image of dataset '{data.source}' split '{data.split}'")
     if data.row_index is not None:  # predictions name split rows, also when verification left some out
         preds.index = data.row_index[preds.index]
+    preds.split = data.split
     rates = metrics.spurious_rates(preds.label, preds.top5, preds.target_prob)
     pos_preds = None
     if positives is not None and len(positives):
@@ -148,6 +149,7 @@ def evaluate(
             "num_excluded": data.num_excluded,
         },
         "per_class": per_class,
+        "rows": rows_block(data),
         "predictions": predictions_relpath(name),
         "positives": positives.source if positives is not None else None,
         "env": _env(dev),
@@ -164,34 +166,96 @@ def evaluate(
     return entry, preds
 
 
+def rows_block(data: SpuriousSet) -> dict[str, Any]:
+    """The `rows` an entry records (leaderboard.rows_identity): the split rows scored, known before scoring."""
+    from spurbench.evaluate.leaderboard import rows_identity
+
+    rows = data.row_index if data.row_index is not None else np.arange(len(data.labels))
+    return rows_identity(data.split, rows, limit=data.limit, num_excluded=data.num_excluded,
+                         include_unverified=data.include_unverified)
+
+
+def probe_entry(data: SpuriousSet, positives: Positives | None, preprocessing: str, precision: str,
+                class_subset: Any = None) -> dict[str, Any]:
+    """What an entry of this data would record that decides comparability (leaderboard.comparability_key),
+    before anything is scored: the resume-skip compares it with the board's entry."""
+    probe = {"rows": rows_block(data), "preprocessing": preprocessing, "precision": precision,
+             "positives": positives.source if positives is not None else None, "fingerprint": data.info["fingerprint"],
+             "metrics": {"num_images": len(data.labels), "num_positives": len(positives) if positives is not None else 0,
+                         **({"group_by": data.group_by} if data.kind == "shift" else {})}}
+    if class_subset is not None:
+        probe["class_subset"] = class_subset.record()
+    if data.kind == "shift":
+        ref, rows, excluded = reference_rows(data)
+        if ref is not None or excluded:
+            probe["reference_rows"] = _reference_identity(data, rows, excluded)
+    return probe
+
+
+def _reference_identity(data: SpuriousSet, rows: np.ndarray, excluded: int) -> dict[str, Any]:
+    from spurbench.evaluate.leaderboard import rows_identity
+
+    return rows_identity(ds_contract.REFERENCE_SPLIT, rows, num_excluded=excluded, include_unverified=data.include_unverified)
+
+
+def reference_rows(data: SpuriousSet) -> tuple[SpuriousSet | None, np.ndarray, int]:
+    """A shift set's reference split opened under the same rules as `data` (`--include-unverified` or not: a
+    failed check or a person's drop leaves a reference photo out as it does a test image), and which of its
+    rows to score: the photos behind the scored images (`reference_index`, D3S), else every row kept.
+    Returns (the split or None, reference split rows to score, reference rows left out by verification);
+    (None, [], 0) without a reference split, (None, [], n) when verification leaves none of its n rows."""
+    none = np.zeros(0, np.int64)
+    opened = ds_contract.open_dataset_folder(data.dataset if data.dataset is not None else data.folder)
+    if data.split == ds_contract.REFERENCE_SPLIT or opened.reference_split is None:
+        return None, none, 0
+    try:  # read once, for every model of the run
+        ref = open_dataset(opened, split=opened.reference_split, include_unverified=data.include_unverified)
+    except NothingVerified as err:
+        return None, none, err.num_excluded
+    kept = ref.row_index if ref.row_index is not None else np.arange(len(ref.labels))
+    if data.reference_index is None:
+        return ref, kept, ref.num_excluded
+    scored = data.row_index if data.row_index is not None else np.arange(len(data.labels))
+    behind = data.reference_index[scored]
+    n_ref = ref.info["num_images"]
+    bad = np.flatnonzero((behind < 0) | (behind >= n_ref))
+    if bad.size:
+        raise SpurbenchError(f"dataset '{data.source}' row {int(scored[bad[0]])} names reference_index {int(behind[bad[0]])}, "
+                             f"but split '{ref.split}' has {n_ref} rows; the set is damaged: rebuild or re-export it")
+    return ref, kept[np.isin(kept, behind)], ref.num_excluded
+
+
 def _shift_blocks(clf: LoadedClassifier, data: SpuriousSet, preds: Predictions, run: dict, transform: Any, size: tuple,
                   counts: dict) -> dict[str, Any]:
     """A shift set's metrics, per_group, per_class and per_class_group (evaluate/shift.py): the model is
-    also run on the set's `reference` split (the un-shifted photos), when there is one."""
+    also run on the set's `reference` split (the un-shifted photos), when there is one, under the same
+    verification rules; with `reference_index` only on the photos behind the scored images, and the drop is
+    paired image by image. The reference predictions ride along in `preds.reference` (the predictions CSV)."""
     from spurbench.evaluate import shift
 
-    reference, paired = None, None
-    if data.split != ds_contract.REFERENCE_SPLIT and ds_contract.REFERENCE_SPLIT in ds_contract.split_names(data.folder):
-        ref = open_dataset(data.folder, split=ds_contract.REFERENCE_SPLIT)
-        ref_preds = predict(clf, ImageItems(transform, ref.labels, rows=ref.rows, size=size), **run,
-                            what=f"image of dataset '{data.source}' split '{ref.split}'", desc=f"{clf.spec.display_name} (reference)")
-        rows = ref_preds.index if ref.row_index is None else ref.row_index[ref_preds.index]
+    reference, paired, extra = None, None, {}
+    ref, ref_rows, ref_excluded = reference_rows(data)
+    if ref is not None and len(ref_rows):
+        positions = np.searchsorted(ref.row_index, ref_rows) if ref.row_index is not None else ref_rows
+        items = ImageItems(transform, ref.labels[positions], rows=ref.rows.select(positions), size=size)
+        ref_preds = predict(clf, items, **run, what=f"image of dataset '{data.source}' split '{ref.split}'",
+                            desc=f"{clf.spec.display_name} (reference)")
+        ref_preds.index, ref_preds.split = ref_rows[ref_preds.index], ref.split
+        preds.reference = ref_preds
         reference = {"labels": ref_preds.label, "top1": ref_preds.top5[:, 0]}
-        if data.reference_index is not None:
-            n_ref = ref.info["num_images"]
-            behind = data.reference_index[preds.index]
-            bad = np.flatnonzero((behind < 0) | (behind >= n_ref))
-            if bad.size:
-                raise SpurbenchError(f"dataset '{data.source}' row {int(preds.index[bad[0]])} names reference_index {int(behind[bad[0]])}, "
-                                     f"but split '{ref.split}' has {n_ref} rows; the set is damaged: rebuild or re-export it")
-            hit = np.full(n_ref, -1, np.int8)
-            hit[rows] = ref_preds.top5[:, 0] == ref_preds.label
-            if (hit[behind] >= 0).all():  # every photo behind a scored image was scored (not left out by verification)
-                paired = hit[behind] == 1
+    if ref is not None or ref_excluded:
+        extra["reference_rows"] = _reference_identity(data, ref_rows, ref_excluded)
+        if data.reference_index is not None:  # per scored image: its photo right (1), wrong (0), not scored (-1)
+            hit = np.full(ref.info["num_images"] if ref is not None else ref_excluded, -1, np.int8)
+            if reference is not None:
+                hit[preds.reference.index] = reference["top1"] == reference["labels"]
+            paired = hit[data.reference_index[preds.index]]
     groups = data.groups[preds.index] if data.groups is not None else None
     parts = shift.entry_parts(preds.label, preds.top5, preds.target_prob, groups, data.group_by, reference, paired)
-    keep = {k: counts[k] for k in ("num_images", "num_positives", "num_excluded")}
-    return {**parts, "metrics": {**parts["metrics"], **_train_weighted(data, parts["per_group"]), **keep}}
+    keep = {k: counts[k] for k in ("num_images", "num_positives")}
+    # verification's exclusions in both splits, and the reference split's on their own
+    keep.update(num_excluded=counts["num_excluded"] + ref_excluded, num_reference_excluded=ref_excluded)
+    return {**parts, "metrics": {**parts["metrics"], **_train_weighted(data, parts["per_group"]), **keep}, **extra}
 
 
 def _train_weighted(data: SpuriousSet, per_group: dict) -> dict[str, Any]:
@@ -201,7 +265,7 @@ def _train_weighted(data: SpuriousSet, per_group: dict) -> dict[str, Any]:
     from spurbench.evaluate import metrics
     from spurbench.evaluate.group_weights import TRAIN_SPLIT, training_group_counts
 
-    counts = training_group_counts(data.folder, data.group_by) if data.group_by else None
+    counts = training_group_counts(data.dataset if data.dataset is not None else data.folder, data.group_by) if data.group_by else None
     if counts is None:
         return {}
     w = metrics.train_weighted_accuracy(per_group, counts)

@@ -7,13 +7,18 @@
   file a model repository on the Hub carries (upload `<out>/<model slug>/.eval_results` into the
   model's repo): a list of `{dataset: {id, task_id[, revision]}, value, date, source, notes}`, one
   item per headline metric; the task ids are those of the dataset's `eval.yaml`
-  (`spurbench.dataset.EVAL_TASKS`, written by every export).
+  (`spurbench.dataset.EVAL_TASKS`, written by every export). Only the canonical group is exported by
+  default (`canonical_group`: every row a default eval scores, the set's default preprocessing, float32);
+  what was left out is listed, with why. Other groups only when asked (`groups="all"` or their ids), each
+  under task ids that name the group (`<task>--group-<key>`), so no two groups ever share
+  (dataset id, task id, split).
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import re
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -22,6 +27,11 @@ import yaml
 from spurbench.dataset import _HUB_ID, EVAL_TASKS
 from spurbench.errors import SpurbenchError
 from spurbench.evaluate.leaderboard import _write_atomic, comparable_groups, slugify
+
+#: the preprocessing and precision of the canonical group (what `spurbench eval` does by default)
+DEFAULT_PREPROCESSING, DEFAULT_PRECISION = "timm", "float32"
+#: the homepage a result's `source.url` names when the installed package's metadata has none
+HOMEPAGE = "https://github.com/spurbench/spurbench"
 
 #: the headline metrics in the CSV, by kind of set (the metric names the entries carry)
 CSV_METRICS: dict[str, tuple[str, ...]] = {
@@ -50,14 +60,53 @@ def to_csv(board: Mapping[str, Any]) -> str:
             m, dc = e["metrics"], e.get("data_config") or {}
             size = (dc.get("input_size") or [None])[-1]
             params = e.get("num_params")
+            # the Spurious ImageNet transform resizes the shorter side and never crops: no crop_pct was used
+            crop = None if e.get("preprocessing") == "spurious-imagenet" else dc.get("crop_pct")
             w.writerow([e["model"], *(_cell(m.get(k)) for k in columns),
-                        "" if params is None else round(params / 1e6, 2), _cell(size), _cell(dc.get("crop_pct")),
+                        "" if params is None else round(params / 1e6, 2), _cell(size), _cell(crop),
                         _cell(dc.get("interpolation")), g["id"], g["preprocessing"], _cell(g["num_images"])])
     return buf.getvalue()
 
 
-def eval_results(board: Mapping[str, Any], entry: Mapping[str, Any], dataset_id: str, group: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The Hub evaluation-results items of one entry: one per headline metric it has a value for."""
+def _not_canonical(entry: Mapping[str, Any], ds: Mapping[str, Any]) -> str | None:
+    """Why an entry is not in the canonical group (None: it may be): the rows, preprocessing or precision."""
+    rows, m = entry.get("rows") or {}, entry.get("metrics") or {}
+    if rows.get("split", ds.get("split")) != ds.get("split"):
+        return f"split {rows.get('split')}"
+    if rows.get("limit") is not None and (ds.get("num_images") is None
+                                          or rows.get("count", 0) + rows.get("num_excluded", 0) < ds["num_images"]):
+        return f"--limit {rows['limit']}: the first {rows.get('count')} rows only"
+    if rows.get("include_unverified"):
+        return "--include-unverified: images that failed verification scored too"
+    if not rows and ds.get("num_images") is not None and (m.get("num_images") or 0) + (m.get("num_excluded") or 0) < ds["num_images"]:
+        return f"{m.get('num_images')} of {ds['num_images']} images (--limit)"
+    if (entry.get("preprocessing") or DEFAULT_PREPROCESSING) != DEFAULT_PREPROCESSING:
+        return f"{entry.get('preprocessing')} preprocessing"
+    if (entry.get("precision") or DEFAULT_PRECISION) != DEFAULT_PRECISION:
+        return f"precision {entry.get('precision')}"
+    return None
+
+
+def canonical_group(board: Mapping[str, Any]) -> tuple[dict[str, Any] | None, dict[str, str]]:
+    """(the canonical group, {model: why it is left out}): the largest comparable group whose entries scored
+    every row a default eval scores (no --limit, verification's exclusions as by default), with the default
+    preprocessing and float32; None when no group qualifies. Entries of other groups are listed with why."""
+    ds = board.get("dataset") or {}
+    canonical, left_out = None, {}
+    for g in comparable_groups(board):  # the largest first
+        why = _not_canonical(g["entries"][0], ds)
+        if why is None and canonical is None:
+            canonical = g
+            continue
+        for e in g["entries"]:
+            left_out[e["model"]] = why or f"another group: {g['description']} (the canonical group is the larger one)"
+    return canonical, left_out
+
+
+def eval_results(board: Mapping[str, Any], entry: Mapping[str, Any], dataset_id: str, group: Mapping[str, Any],
+                 canonical: bool = True) -> list[dict[str, Any]]:
+    """The Hub evaluation-results items of one entry: one per headline metric it has a value for; a group
+    other than the canonical one names itself in the task id (`<task>--group-<key>`)."""
     ds = board.get("dataset") or {}
     kind = str((ds.get("provenance") or {}).get("kind", "spurious"))
     notes = f"spurbench eval, {group['description']}, split {ds.get('split', 'test')}"
@@ -68,7 +117,7 @@ def eval_results(board: Mapping[str, Any], entry: Mapping[str, Any], dataset_id:
         value = (entry.get("metrics") or {}).get(task)
         if value is None:
             continue
-        dataset = {"id": dataset_id, "task_id": task}
+        dataset = {"id": dataset_id, "task_id": task if canonical else f"{task}--group-{group['key']}"}
         if ds.get("revision"):
             dataset["revision"] = ds["revision"]
         items.append({
@@ -82,25 +131,27 @@ def eval_results(board: Mapping[str, Any], entry: Mapping[str, Any], dataset_id:
 
 
 def _source() -> dict[str, str]:
-    """Attribution of a result: spurbench and its version, with the project's homepage when installed."""
+    """Attribution of a result: spurbench and its version, and always a `url` (the Hub requires one with
+    `source`): the installed package's homepage, else the project's."""
     from importlib import metadata
 
     import spurbench
 
-    source = {"name": f"spurbench {spurbench.__version__}"}
     try:
         urls = [u.split(",", 1)[1].strip() for u in metadata.metadata("spurbench").get_all("Project-URL") or [] if "," in u]
     except metadata.PackageNotFoundError:
         urls = []
-    if urls:
-        source["url"] = urls[0]
-    return source
+    return {"name": f"spurbench {spurbench.__version__}", "url": urls[0] if urls else HOMEPAGE}
 
 
-def write_eval_results(board: Mapping[str, Any], out: str | Path, dataset_id: str | None = None) -> list[Path]:
-    """Write every model's `.eval_results/<dataset slug>.yaml` under `out/<model slug>/`; returns the files.
+def write_eval_results(board: Mapping[str, Any], out: str | Path, dataset_id: str | None = None,
+                       groups: str | list[int] = "canonical") -> tuple[list[Path], dict[str, str]]:
+    """Write each exported model's `.eval_results/<dataset slug>.yaml` under `out/<model slug>/`; returns
+    (the files, {model: why it was left out}).
 
-    Everything is checked before anything is written."""
+    `groups`: "canonical" (default: `canonical_group` only), "all", or a list of group ids (as
+    `spurbench leaderboard` numbers them); any group other than the canonical one goes under task ids
+    naming it. Everything is checked before anything is written."""
     ds = board.get("dataset") or {}
     dataset_id = dataset_id or str(ds.get("id") or "")
     if not _HUB_ID.match(dataset_id) or "/" not in dataset_id or Path(dataset_id).expanduser().exists():
@@ -111,16 +162,38 @@ def write_eval_results(board: Mapping[str, Any], out: str | Path, dataset_id: st
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise SpurbenchError(f"--out '{out}' is a file; give a folder for the per-model .eval_results files")
+    canonical, left_out = canonical_group(board)
+    every = comparable_groups(board)
+    if groups == "canonical":
+        chosen = [canonical] if canonical is not None else []
+    elif groups == "all":
+        chosen = every
+    else:
+        ids = {g["id"] for g in every}
+        unknown = sorted(set(groups) - ids)
+        if unknown:
+            raise SpurbenchError(f"--groups {','.join(map(str, unknown))}: the board has groups {', '.join(map(str, sorted(ids)))} "
+                                 "(see `spurbench leaderboard`)")
+        chosen = [g for g in every if g["id"] in set(groups)]
+    if not chosen:
+        why = "; ".join(f"{m}: {w}" for m, w in list(left_out.items())[:5])
+        raise SpurbenchError(f"no canonical group to export (every entry was scored on other rows or settings: {why}); "
+                             "pass --groups all or a group id to export those under task ids naming their group")
+    # a Hub id keeps its readable name (capitals and all): it is one file per dataset in the model's repo
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", dataset_id.replace("/", "__"))
     files: dict[Path, str] = {}
-    for g in comparable_groups(board):
+    for g in chosen:
         for e in g["entries"]:
-            items = eval_results(board, e, dataset_id, g)
+            left_out.pop(e["model"], None)
+            items = eval_results(board, e, dataset_id, g, canonical=g is canonical)
             if items:
-                path = out / slugify(e["model"]) / ".eval_results" / f"{slugify(dataset_id.replace('/', '__'))}.yaml"
+                path = out / slugify(e["model"]) / ".eval_results" / f"{name}.yaml"
+                if path in files:  # one model in two groups cannot be: a model has one entry
+                    raise SpurbenchError(f"two exported groups write '{path}'")
                 files[path] = yaml.safe_dump(items, sort_keys=False, allow_unicode=True, width=1000)
     if not files:
         raise SpurbenchError("no entry has a value for the dataset's headline metrics; nothing to write")
     for path, text in files.items():
         path.parent.mkdir(parents=True, exist_ok=True)
         _write_atomic(path, text)
-    return list(files)
+    return list(files), left_out

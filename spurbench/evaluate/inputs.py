@@ -25,6 +25,14 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".
 # inputs: the spurious split and the optional positives
 
 
+class NothingVerified(SpurbenchError):
+    """Every row of a split failed its verification check (`num_excluded` of them): nothing to score."""
+
+    def __init__(self, message: str, num_excluded: int):
+        super().__init__(message)
+        self.num_excluded = num_excluded
+
+
 @dataclass
 class SpuriousSet:
     """One split of a spurious-image dataset, opened and checked, with its leaderboard identity."""
@@ -44,6 +52,10 @@ class SpuriousSet:
     reference_index: np.ndarray | None = None  # int reference-split row behind every split row (D3S), else None
     #: names of the label set's classes when it is not ImageNet-1k (e.g. Waterbirds' two); None: ImageNet-1k
     label_names: list[str] | None = None
+    #: the dataset opened once: card, splits read so far (the reference split, the group weights read it)
+    dataset: ds_contract.OpenDataset | None = None
+    limit: int | None = None  # --limit as given (the first N rows of those verification keeps)
+    include_unverified: bool = False  # --include-unverified as given
 
     @property
     def num_classes(self) -> int:
@@ -51,9 +63,12 @@ class SpuriousSet:
         return imagenet.NUM_CLASSES if self.label_names is None else len(self.label_names)
 
 
-def open_dataset(source: str | Path, split: str = ds_contract.DEFAULT_SPLIT, revision: str | None = None, limit: int | None = None,
-                 include_unverified: bool = False, group_by: str | None = None) -> SpuriousSet:
+def open_dataset(source: str | Path | ds_contract.OpenDataset, split: str = ds_contract.DEFAULT_SPLIT, revision: str | None = None,
+                 limit: int | None = None, include_unverified: bool = False, group_by: str | None = None) -> SpuriousSet:
     """Resolve, load and check a spurious-image split (columns, ImageNet labels); nothing is decoded yet.
+
+    `source`: a folder, a Hub id, or a dataset already opened (`spurbench.dataset.open_dataset_folder`, whose
+    card and splits read so far are used, not read again; its own revision applies).
 
     On a verified set (`spurbench verify`) the rows whose check failed are left out unless
     `include_unverified`; a person's keep/drop decisions override the detector's. `group_by`: the
@@ -64,11 +79,12 @@ def open_dataset(source: str | Path, split: str = ds_contract.DEFAULT_SPLIT, rev
 
     if limit is not None and limit < 1:
         raise SpurbenchError(f"--limit must be a positive number of images, got {limit}")
-    folder = ds_contract.resolve_dataset(source, revision)
+    opened = ds_contract.open_dataset_folder(source, revision)
+    source, folder, revision = opened.source, opened.folder, opened.revision
     # the rows come from the very Parquet bytes the fingerprint is computed over (never a stale cache)
-    full, fingerprint = ds_contract.read_split(folder, split)
+    full, fingerprint = opened.read(split)
     label_feature = full.features["label"]
-    label_names = _other_label_set(source, folder, label_feature)
+    label_names = _other_label_set(source, opened, label_feature)
     num_classes = imagenet.NUM_CLASSES if label_names is None else len(label_names)
     if isinstance(label_feature, ClassLabel):
         if label_names is None and list(label_feature.names) != list(imagenet.wnids()):
@@ -89,7 +105,7 @@ def open_dataset(source: str | Path, split: str = ds_contract.DEFAULT_SPLIT, rev
         raise SpurbenchError(f"dataset '{source}' row {int(bad[0])} has label {int(all_labels[bad[0]])}, not a class index 0..{num_classes - 1} of its label set")
     # decode=False: workers get the raw bytes and decode them themselves, so a bad image is named, not fatal
     rows = full.select_columns(["image", "label"]).cast_column("image", Image(decode=False))
-    row_index, excluded = _verified_rows(full, folder, include_unverified)
+    row_index, excluded = _verified_rows(full, opened, include_unverified)
     scored = all_labels if row_index is None else all_labels[row_index]
     if row_index is not None:
         rows = rows.select(row_index)
@@ -102,11 +118,11 @@ def open_dataset(source: str | Path, split: str = ds_contract.DEFAULT_SPLIT, rev
         "fingerprint": fingerprint,
         "num_images": int(len(all_labels)),
         "classes": sorted(int(k) for k in np.unique(all_labels)),
-        "provenance": ds_contract.read_provenance(folder),
+        "provenance": opened.provenance,
     }
     if label_names is not None:
-        info["label_set"] = ds_contract.read_provenance(folder).get("label_set")
-    kind = ds_contract.read_kind(folder)
+        info["label_set"] = opened.provenance.get("label_set")
+    kind = opened.kind
     # the reference split (un-shifted photos) has no groups of its own unless asked
     column = shift.group_column(full.column_names, kind if split != ds_contract.REFERENCE_SPLIT else ds_contract.DEFAULT_KIND,
                                 group_by, str(source))
@@ -114,14 +130,15 @@ def open_dataset(source: str | Path, split: str = ds_contract.DEFAULT_SPLIT, rev
     ref_index = np.asarray(full["reference_index"], dtype=np.int64) if kind == "shift" and "reference_index" in full.column_names else None
     return SpuriousSet(str(source), folder, split, revision, rows, scored[: len(rows)], info,
                        row_index=None if row_index is None else row_index[: len(rows)], num_excluded=excluded,
-                       label_names=label_names, kind=kind, group_by=column, groups=groups, reference_index=ref_index)
+                       label_names=label_names, kind=kind, group_by=column, groups=groups, reference_index=ref_index,
+                       dataset=opened, limit=limit, include_unverified=include_unverified)
 
 
-def _other_label_set(source: Any, folder: Path, label_feature: Any) -> list[str] | None:
+def _other_label_set(source: Any, opened: ds_contract.OpenDataset, label_feature: Any) -> list[str] | None:
     """The class names of a set whose card names a label set other than ImageNet-1k; None for ImageNet-1k."""
     from datasets import ClassLabel
 
-    named = ds_contract.read_provenance(folder).get("label_set", ds_contract.IMAGENET_LABEL_SET)
+    named = opened.label_set
     if named == ds_contract.IMAGENET_LABEL_SET:
         return None
     if not isinstance(label_feature, ClassLabel):
@@ -140,16 +157,17 @@ def check_outputs(clf: LoadedClassifier, data: SpuriousSet) -> None:
         )
 
 
-def _verified_rows(full: Any, folder: Path, include_unverified: bool) -> tuple[np.ndarray | None, int]:
+def _verified_rows(full: Any, opened: ds_contract.OpenDataset, include_unverified: bool) -> tuple[np.ndarray | None, int]:
     """(split rows to score, number left out) on a verified set; (None, 0) when all rows are scored."""
     from spurbench import verification as verify
 
     if include_unverified or not verify.is_verified(full.column_names):
         return None, 0
     reviewed = full[verify.REVIEWED] if verify.REVIEWED in full.column_names else None
-    out = verify.excluded_rows(ds_contract.read_kind(folder), full[verify.PRESENT], reviewed)
+    out = verify.excluded_rows(opened.kind, full[verify.PRESENT], reviewed)
     if out.all():
-        raise SpurbenchError(f"every image of '{folder}' failed its verification check; nothing to score (--include-unverified scores them anyway)")
+        raise NothingVerified(f"every image of '{opened.folder}' failed its verification check; nothing to score (--include-unverified scores them anyway)",
+                              int(out.sum()))
     return np.flatnonzero(~out), int(out.sum())
 
 

@@ -386,19 +386,70 @@ def record_failure(path: str | Path, dataset: Mapping[str, Any], failure: Mappin
         raise SpurbenchError(f"another process has held '{path}.lock' for {LOCK_TIMEOUT_S:.0f} s; wait for it to finish and re-run") from None
 
 
-def already_scored(board: Mapping[str, Any], model: str, *, fingerprint: str, preprocessing: str, precision: str, num_images: int,
-                   positives: str | None, class_subset: str | None = None) -> bool:
-    """Whether `board` holds an entry for `model` scored on the same data (fingerprint, number of images,
-    positives) with the same preprocessing and precision: what a resumed sweep skips."""
+def already_scored(board: Mapping[str, Any], model: str, probe: Mapping[str, Any]) -> bool:
+    """Whether `board` holds an entry for `model` with the same `comparability_key` as `probe` (an entry, or
+    what one would record before scoring: `rows`, preprocessing, precision, positives, ...): what a resumed
+    sweep skips. Another set of rows (not merely another count) is scored again."""
     held = board.get("dataset") or {}
-    if held.get("fingerprint") != fingerprint:
+    if probe.get("fingerprint", held.get("fingerprint")) != held.get("fingerprint"):
         return False
     for e in board.get("entries", []):
         if e.get("model") == model:
-            return (e.get("preprocessing", "timm") == preprocessing and e.get("precision", "float32") == precision
-                    and (e.get("metrics") or {}).get("num_images") == num_images and e.get("positives") == positives
-                    and (e.get("class_subset") or {}).get("sha256") == class_subset)
+            return comparability_key(e, held) == comparability_key(probe, held)
     return False
+
+
+# --------------------------------------------------------------------------------------------------
+# what an entry was computed on
+# --------------------------------------------------------------------------------------------------
+
+
+def rows_identity(split: str, indices: Iterable[int], *, limit: int | None = None, num_excluded: int = 0,
+                  include_unverified: bool = False) -> dict[str, Any]:
+    """The `rows` block of an entry: which rows of the split it scored. `sha256` is the hex SHA-256 of the
+    ASCII text `<split>:<i0>,<i1>,...` over the sorted split row indices (recomputable from the predictions
+    CSV); `count` how many; `limit`, `num_excluded` (left out by verification) and `include_unverified` say
+    how they were chosen (they describe the group; the hash identifies it)."""
+    idx = sorted(int(i) for i in indices)
+    text = f"{split}:" + ",".join(map(str, idx))
+    return {"split": split, "count": len(idx), "sha256": hashlib.sha256(text.encode("ascii")).hexdigest(),
+            "limit": limit, "num_excluded": int(num_excluded), "include_unverified": bool(include_unverified)}
+
+
+def comparability_key(entry: Mapping[str, Any], dataset: Mapping[str, Any] | None = None) -> tuple:
+    """Everything that must agree for two entries to be computed on the same data, and so be ranked together,
+    skipped as already scored and exported to the Hub under one group: the dataset fingerprint (`dataset`:
+    the board's block), the split and the identity of the rows scored (`rows`; an entry from before rows were
+    recorded falls back to its number of images), the preprocessing, the precision, the positives (source and
+    count: the AP is over them), the group column, the class subset the softmax ran over (`--class-subset`: its sha256; None: every class), and on a shift set
+    the identity of the reference rows scored with it (`reference_rows`: the paired drop is over them). The one
+    place that decides "same data": add a field here and every use follows."""
+    m = entry.get("metrics") or {}
+    rows = entry.get("rows") or {}
+    ident = rows.get("sha256") or f"count:{m.get('num_images')}"
+    positives = (entry.get("positives"), int(m.get("num_positives") or 0)) if entry.get("positives") else None
+    return ((dataset or {}).get("fingerprint"), rows.get("split") or (dataset or {}).get("split"), ident,
+            str(entry.get("preprocessing") or "timm"), str(entry.get("precision") or "float32"), positives,
+            m.get("group_by"), (entry.get("class_subset") or {}).get("sha256"), (entry.get("reference_rows") or {}).get("sha256"))
+
+
+def describe_rows(entry: Mapping[str, Any], dataset: Mapping[str, Any] | None = None) -> str:
+    """What rows an entry scored, in words: "all 12 images", "5 of 12 images: 7 left out by verification",
+    "the first 5 rows (--limit) of 12 images"."""
+    m, rows = entry.get("metrics") or {}, entry.get("rows") or {}
+    n, total = rows.get("count", m.get("num_images")), (dataset or {}).get("num_images")
+    excluded, limit = int(rows.get("num_excluded", m.get("num_excluded")) or 0), rows.get("limit")
+    if n is None:
+        return "an unknown number of images"
+    of = f" of {_fmt(total)} images" if total is not None else " images"
+    if limit is not None and (total is None or n < total - excluded):
+        text = f"the first {_fmt(n)} rows (--limit){of}"
+        return text + (f", after verification left out {_fmt(excluded)}" if excluded else "")
+    if excluded:
+        return f"{_fmt(n)}{of}: {_fmt(excluded)} left out by verification"
+    if total is not None and n != total:  # an entry from before `rows` was recorded
+        return f"the first {_fmt(n)}{of} (--limit)"
+    return f"all {_fmt(n)} images" + (", those that failed verification included" if rows.get("include_unverified") else "")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -436,33 +487,38 @@ def _rank(entries: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return sorted(entries, key=key)  # type: ignore[arg-type]
 
 
-def comparable_key(entry: Mapping[str, Any]) -> tuple[str, int | None, str | None]:
-    """What must agree for two entries to be ranked against each other: the preprocessing, the
-    images scored (`--limit` scores the first N of the split, so the count identifies the subset) and
-    the classes the softmax ran over (`--class-subset`: its sha256; None for the whole label set)."""
-    return str(entry.get("preprocessing") or "timm"), entry["metrics"].get("num_images"), (entry.get("class_subset") or {}).get("sha256")
-
-
 def comparable_groups(board: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Entries split into groups that were scored alike (`comparable_key`), the largest group first
+    """Entries split into groups computed on the same data (`comparability_key`), the largest group first
     (ties: the group whose first entry came first), each ranked on its own:
-    `[{"id", "preprocessing", "num_images", "description", "ranked_by", "entries"}]`."""
-    groups: dict[tuple[str, int | None, str | None], list[Mapping[str, Any]]] = {}
+    `[{"id", "key", "preprocessing", "precision", "num_images", "rows", "positives", "description", "ranked_by",
+    "entries"}]`."""
+    ds = board.get("dataset") or {}
+    groups: dict[tuple, list[Mapping[str, Any]]] = {}
     for e in board["entries"]:
-        groups.setdefault(comparable_key(e), []).append(e)
-    total = (board.get("dataset") or {}).get("num_images")
+        groups.setdefault(comparability_key(e, ds), []).append(e)
     out = []
-    for i, ((prep, n, subset), members) in enumerate(sorted(groups.items(), key=lambda kv: -len(kv[1]))):
-        if n is None or total is None or n == total:
-            images = f"all {_fmt(n)} images" if n is not None else "an unknown number of images"
-        else:
-            images = f"the first {_fmt(n)} of {_fmt(total)} images (--limit)"
+    for i, (key, members) in enumerate(sorted(groups.items(), key=lambda kv: -len(kv[1]))):
+        first = members[0]
+        prep, precision, positives = key[3], key[4], key[5]
+        text = f"{prep} preprocessing, {describe_rows(first, ds)}"
+        if precision != "float32":
+            text += f", {precision}"
+        if positives:
+            text += f", positives {positives[0]} ({_fmt(positives[1])} images)"
+        if key[7]:
+            text += f", softmax over class subset {(first.get('class_subset') or {}).get('name')}"
         out.append({
-            "id": i + 1, "preprocessing": prep, "num_images": n, "description": f"{prep} preprocessing, {images}" + (
-                f", softmax over class subset {members[0]['class_subset'].get('name')}" if subset else ""),
+            "id": i + 1, "key": _key_text(key), "preprocessing": prep, "precision": precision,
+            "num_images": (first.get("metrics") or {}).get("num_images"), "rows": first.get("rows"),
+            "positives": positives[0] if positives else None, "description": text,
             "ranked_by": _ranked_by(members), "entries": _rank(members),
         })
     return out
+
+
+def _key_text(key: tuple) -> str:
+    """A short stable name of a comparability key (12 hex digits of its SHA-256), for file names and task ids."""
+    return hashlib.sha256(json.dumps(_jsonable(list(key))).encode()).hexdigest()[:12]
 
 
 def _ranked_by(entries: Sequence[Mapping[str, Any]]) -> str:
@@ -476,8 +532,8 @@ def ranked_entries(board: Mapping[str, Any]) -> list[dict[str, Any]]:
     return [e for g in comparable_groups(board) for e in g["entries"]]
 
 
-GROUPS_NOTE = ("Entries scored on different images (`--limit`), with different preprocessing or class subsets (`--class-subset`) are not ranked against "
-               "each other: each group below is ranked on its own.")
+GROUPS_NOTE = ("Entries scored on different rows (`--limit`, verification), with different preprocessing, precision, "
+               "positives or class subsets (`--class-subset`) are not ranked against each other: each group below is ranked on its own.")
 
 
 def _fmt(x: Any, digits: int = 3) -> str:

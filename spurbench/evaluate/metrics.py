@@ -364,10 +364,11 @@ def group_accuracy(correct: Any, groups: Any) -> dict[str, Any]:
         groups: hashable[N], the group of every image.
 
     Returns:
-        ``{"per_group": {g: {"n", "accuracy"}}, "worst_group": g, "worst_group_accuracy",
+        ``{"per_group": {g: {"n", "accuracy"}}, "worst_group": g, "worst_groups": [g, ...], "worst_group_accuracy",
         "average_accuracy", "overall_accuracy"}``: average = unweighted mean of per-group accuracies,
-        overall = over all images pooled, worst = the lowest per-group accuracy (the first such group
-        in sorted order on ties). All None for N = 0. Group keys are converted to Python scalars.
+        overall = over all images pooled, worst = the lowest per-group accuracy; `worst_groups` lists every
+        group tied at it (sorted), `worst_group` is the first of them. All None (`worst_groups` []) for N = 0.
+        Group keys are converted to Python scalars.
     """
     correct = _as_1d("correct", correct).astype(bool)
     groups = _as_1d("groups", groups)
@@ -378,9 +379,11 @@ def group_accuracy(correct: Any, groups: Any) -> dict[str, Any]:
         m = groups == g
         per_group[_py(g.item() if hasattr(g, "item") else g)] = {"n": int(m.sum()), "accuracy": float(correct[m].mean())}
     worst = min(per_group, key=lambda g: per_group[g]["accuracy"]) if per_group else None
+    tied = [g for g in per_group if per_group[g]["accuracy"] == per_group[worst]["accuracy"]] if per_group else []
     return {
         "per_group": per_group,
         "worst_group": worst,
+        "worst_groups": tied,
         "worst_group_accuracy": per_group[worst]["accuracy"] if per_group else None,
         "average_accuracy": _mean_or_none([v["accuracy"] for v in per_group.values()]),
         "overall_accuracy": float(correct.mean()) if correct.size else None,
@@ -457,15 +460,20 @@ def shift_metrics(labels: Any, topk_indices: Any, groups: Any, reference_correct
         topk_indices: int[N, k], the classifier's top-k classes (column 0 = top-1), k >= 1.
         groups: hashable[N], each image's group (e.g. its background).
         reference_correct: optional bool[M], top-1 correct on the un-shifted reference images.
-        paired_reference_correct: optional bool[N], top-1 correct on the reference image each shifted
-            image was made from (D3S's pasted photo); gives each group its own reference accuracy.
+        paired_reference_correct: optional int[N], per shifted image: 1 / 0 = the reference photo it was
+            made from (D3S's pasted photo) is / is not classified correctly, -1 = that photo was not scored
+            (left out by verification). Pairs the drop image by image.
 
     Returns:
-        ``{"accuracy", "accuracy_top5", "worst_group", "worst_group_accuracy", "mean_group_accuracy",
-        "reference_accuracy", "accuracy_drop", "per_group": {g: {"n", "accuracy", "accuracy_top5",
-        "reference_accuracy", "accuracy_drop"}}}``. Top-5 uses the first min(5, k) columns. Drop = reference
-        - shifted accuracy (positive: the shift hurts). A group's reference accuracy is over the reference
-        images its images were made from (paired) when given, else the whole reference split's; None
+        ``{"accuracy", "accuracy_top5", "worst_group", "worst_groups", "worst_group_accuracy",
+        "mean_group_accuracy", "reference_accuracy", "accuracy_drop", "num_paired", "per_group": {g: {"n",
+        "accuracy", "accuracy_top5", "reference_accuracy", "accuracy_drop", "num_paired"}}}``. Top-5 uses the
+        first min(5, k) columns. Drop = reference - shifted accuracy (positive: the shift hurts).
+        Paired (`paired_reference_correct` given): reference accuracy = mean over the shifted images that have
+        a scored reference photo of "that photo is right", drop = reference accuracy - accuracy over those
+        same images (overall and per group), so the overall drop is the mean of the per-group drops weighted
+        by their paired images; `num_paired` counts them. Unpaired: the whole reference split's accuracy
+        (`reference_correct`) against each group's and the pooled accuracy (`num_paired` None). None
         without reference images. Mean group accuracy is the unweighted mean over groups.
     """
     labels = _as_1d("labels", labels, np.int64)
@@ -478,23 +486,40 @@ def shift_metrics(labels: Any, topk_indices: Any, groups: Any, reference_correct
     g = group_accuracy(hit1, groups)
     ref = None if reference_correct is None else _as_1d("reference_correct", reference_correct).astype(bool)
     ref_acc = float(ref.mean()) if ref is not None and ref.size else None
-    paired = None if paired_reference_correct is None else _as_1d("paired_reference_correct", paired_reference_correct).astype(bool)
+    paired = None if paired_reference_correct is None else _as_1d("paired_reference_correct", paired_reference_correct).astype(np.int64)
     if paired is not None and paired.size != labels.size:
         raise ValueError(f"{paired.size} paired reference flags for {labels.size} images")
+    if paired is not None and not np.isin(paired, (-1, 0, 1)).all():
+        raise ValueError("paired reference flags must be 1 (right), 0 (wrong) or -1 (not scored)")
     acc = float(hit1.mean()) if hit1.size else None
+
+    def drop_over(m: np.ndarray) -> tuple[float | None, float | None, int | None]:
+        """(reference accuracy, drop, paired images) over the images selected by `m`."""
+        if paired is None:
+            a = float(hit1[m].mean()) if m.any() else None
+            return ref_acc, (ref_acc - a) if ref_acc is not None and a is not None else None, None
+        both = m & (paired >= 0)
+        if not both.any():
+            return None, None, 0
+        r = float((paired[both] == 1).mean())
+        return r, r - float(hit1[both].mean()), int(both.sum())
+
     per_group: dict[Hashable, dict[str, Any]] = {}
     for key, v in g["per_group"].items():
         m = groups == key
-        r = float(paired[m].mean()) if paired is not None else ref_acc
+        r, d, n_p = drop_over(m)
         per_group[key] = {"n": v["n"], "accuracy": v["accuracy"], "accuracy_top5": float(hit5[m].mean()),
-                          "reference_accuracy": r, "accuracy_drop": (r - v["accuracy"]) if r is not None else None}
+                          "reference_accuracy": r, "accuracy_drop": d, **({"num_paired": n_p} if paired is not None else {})}
+    r_all, d_all, n_all = drop_over(np.ones(labels.size, bool))
     return {
         "accuracy": acc,
         "accuracy_top5": float(hit5.mean()) if hit5.size else None,
         "worst_group": g["worst_group"],
+        "worst_groups": g["worst_groups"],
         "worst_group_accuracy": g["worst_group_accuracy"],
         "mean_group_accuracy": g["average_accuracy"],
-        "reference_accuracy": ref_acc,
-        "accuracy_drop": (ref_acc - acc) if ref_acc is not None and acc is not None else None,
+        "reference_accuracy": r_all,
+        "accuracy_drop": d_all,
+        "num_paired": n_all,
         "per_group": per_group,
     }

@@ -117,12 +117,26 @@ _JS = """
 })();
 """
 
+def _scored_text(entries: list, total: int | None) -> str:
+    """How many images were scored and how many verification left out: "5 of 12 images (7 left out by
+    verification)"; a range when entries scored different numbers (their groups say which)."""
+    counts = sorted({(e.get("metrics") or {}).get("num_images") for e in entries} - {None})
+    left = sorted({int((e.get("rows") or {}).get("num_excluded", (e.get("metrics") or {}).get("num_excluded")) or 0) for e in entries})
+    of = f" of {total:,}" if total is not None else ""
+    if not counts:
+        return f"{total:,} image(s)" if total is not None else "? image(s)"
+    n = f"{counts[0]:,}" if len(counts) == 1 else f"{counts[0]:,} to {counts[-1]:,}"
+    text = f"{n}{of} image(s)" if counts != [total] else f"all {total:,} image(s)"
+    if left and left[-1]:
+        text += f" ({', '.join(f'{x:,}' for x in left)} left out by verification)"
+    return esc(text)
+
+
 def _html(p: PageData) -> str:
     info = p.board.get("dataset") or {}
     title = f"spurbench leaderboard — {info.get('id') or 'dataset'}"
-    n_img = info.get("num_images")
     subtitle = (
-        f"{len(p.entries)} model(s) scored on {esc(n_img if n_img is not None else '?')} image(s) of "
+        f"{len(p.entries)} model(s) scored on {_scored_text(p.entries, info.get('num_images'))} of "
         f"{len(p.classes)} class(es), split <code>{esc(info.get('split') or DEFAULT_SPLIT)}</code> of <code>{esc(info.get('id'))}</code>."
     )
     return (

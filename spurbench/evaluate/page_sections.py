@@ -26,6 +26,7 @@ from spurbench.evaluate.page_common import (
     shot_figure,
     wnid_of,
 )
+from spurbench.evaluate.shift import worst_names
 
 
 @dataclass
@@ -73,11 +74,12 @@ def _shift_columns(metric) -> list[_Column]:
         _Column("rank", "#", "rank on this leaderboard (by worst-group accuracy)", "num", lambda v: str(v), None),
         _Column("model", "model", "timm model name", "text", esc, lambda e: e.get("model")),
         _Column("worst_group_accuracy", "worst group", "top-1 accuracy on the group (e.g. background) where the model does worst; higher is better", "num", fmt_pct, worst),
-        _Column("worst_group", "which", "the worst group", "text", esc, metric("worst_group")),
+        _Column("worst_group", "which", "the worst group (every group tied at it)", "text", esc,
+                lambda e: worst_names(e.get("metrics") or {})),
         _Column("mean_group_accuracy", "mean group", "top-1 accuracy averaged over the groups", "num", fmt_pct, metric("mean_group_accuracy")),
         _Column("accuracy", "accuracy", "top-1 accuracy over all images", "num", fmt_pct, metric("accuracy")),
         _Column("accuracy_top5", "top-5", "fraction of images whose class is among the top 5", "num", fmt_pct, metric("accuracy_top5")),
-        _Column("reference_accuracy", "reference", "top-1 accuracy on the reference split (the un-shifted photos)", "num", fmt_pct, metric("reference_accuracy")),
+        _Column("reference_accuracy", "reference", "top-1 accuracy on the reference photos the scored images were made from, image by image (else the whole reference split)", "num", fmt_pct, metric("reference_accuracy")),
         _Column("accuracy_drop", "drop", "reference accuracy minus accuracy (positive: the shift hurts)", "num", fmt_pct, metric("accuracy_drop")),
         _Column("images_per_second", "images/s", "evaluation throughput on the device named in the entry", "num", lambda v: fmt_num(v, 1), lambda e: e.get("images_per_second")),
         _Column("num_params", "params", "number of parameters", "num", fmt_params, lambda e: e.get("num_params")),

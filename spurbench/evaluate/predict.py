@@ -93,6 +93,8 @@ class Predictions:
     top5: np.ndarray  # int[N, 5]
     top5_probs: np.ndarray  # float[N, 5]
     seconds: float = 0.0
+    split: str | None = None  # the split the rows belong to (the predictions CSV's `split` column)
+    reference: Predictions | None = None  # a shift set's reference rows scored with them (paired drop), if any
 
     @property
     def fooled_top1(self) -> np.ndarray:

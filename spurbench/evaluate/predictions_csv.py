@@ -1,6 +1,8 @@
 """The per-image predictions CSV `spurbench eval` writes next to the leaderboard: its columns, writing and reading.
 
-One row per scored image; the leaderboard's consistency (hitstore.py) and the page read it back.
+One row per scored image, `split` naming its split: the scored split's rows first, then (a shift set) the
+`reference` rows scored with them, so every figure of an entry (the paired drop too) can be recomputed from
+the file. The leaderboard's consistency (hitstore.py) and the page read the scored split's rows back.
 """
 
 from __future__ import annotations
@@ -18,23 +20,27 @@ if TYPE_CHECKING:
     from spurbench.evaluate.predict import Predictions
 
 #: columns of a predictions CSV (written by `spurbench eval`, one row per image of the split)
-PREDICTION_COLUMNS = ("index", "label", "target_prob", "top1", "fooled_top1", "fooled_top5", "top5", "top5_probs")
+PREDICTION_COLUMNS = ("index", "label", "target_prob", "top1", "fooled_top1", "fooled_top5", "top5", "top5_probs", "split")
 
 
 def write_predictions(path: str | Path, preds: Predictions) -> Path:
-    """The predictions CSV (columns PREDICTION_COLUMNS), written atomically."""
+    """The predictions CSV (columns PREDICTION_COLUMNS), written atomically: `preds`' rows, then those of
+    `preds.reference` (a shift set's reference rows), each named by its split."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    f1, f5 = preds.fooled_top1, preds.fooled_top5
     try:
         with open(tmp, "w", newline="") as fh:
             fh.write(",".join(PREDICTION_COLUMNS) + "\n")
-            for r in range(len(preds.index)):
-                fh.write(
-                    f"{preds.index[r]},{preds.label[r]},{preds.target_prob[r]:.6g},{preds.top5[r, 0]},{int(f1[r])},{int(f5[r])},"
-                    f"{' '.join(str(int(v)) for v in preds.top5[r])},{' '.join(f'{v:.6g}' for v in preds.top5_probs[r])}\n"
-                )
+            for part in (preds, preds.reference):
+                if part is None:
+                    continue
+                f1, f5, split = part.fooled_top1, part.fooled_top5, part.split or ""
+                for r in range(len(part.index)):
+                    fh.write(
+                        f"{part.index[r]},{part.label[r]},{part.target_prob[r]:.6g},{part.top5[r, 0]},{int(f1[r])},{int(f5[r])},"
+                        f"{' '.join(str(int(v)) for v in part.top5[r])},{' '.join(f'{v:.6g}' for v in part.top5_probs[r])},{split}\n"
+                    )
         os.replace(tmp, path)
     finally:
         if tmp.exists():
@@ -42,9 +48,12 @@ def write_predictions(path: str | Path, preds: Predictions) -> Path:
     return path
 
 
-def read_predictions(csv_path: str | Path, optional: Iterable[str] | None = None) -> dict[str, np.ndarray]:
+def read_predictions(csv_path: str | Path, optional: Iterable[str] | None = None, split: str | None = None) -> dict[str, np.ndarray]:
     """Read a predictions CSV into arrays: index, label, fooled_top1 (required), and target_prob, top1,
     fooled_top5 (int/float[N]), top5 (int[N, 5]), top5_probs (float[N, 5]) when present.
+
+    Only the rows of one split: `split`, or by default the scored split (the first row's; a file without a
+    `split` column, written before it existed, is all one split).
 
     `optional` limits which of the optional columns are parsed (default: all present); the consistency
     only needs the required ones, and skipping the rest makes reading several times faster.
@@ -60,6 +69,9 @@ def read_predictions(csv_path: str | Path, optional: Iterable[str] | None = None
             if missing:
                 raise SpurbenchError(f"predictions file '{path}' lacks column(s) {', '.join(missing)}; re-run `spurbench eval` for that model")
             rows = list(reader)
+            if "split" in fields and rows:
+                want = rows[0]["split"] if split is None else split
+                rows = [r for r in rows if r["split"] == want]
     except FileNotFoundError:
         raise SpurbenchError(f"predictions file '{path}' is missing; re-run `spurbench eval` for that model") from None
     except (OSError, UnicodeDecodeError, csv.Error) as err:

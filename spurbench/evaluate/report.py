@@ -38,6 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="eval-results only: the dataset's Hub id, when the board was scored on a local folder")
     parser.add_argument("--dataset", metavar="FOLDER", default=None,
                         help="html only: local dataset folder, so the page can show the images")
+    parser.add_argument("--groups", metavar="canonical|all|ID,...", default=None,
+                        help="eval-results only: which comparable groups to export (default canonical: every row a default "
+                             "eval scores, timm preprocessing, float32); other groups go under task ids naming the group")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -52,6 +55,8 @@ def run(args: argparse.Namespace) -> int:
         raise SpurbenchError("--dataset is only used by --format html; drop it or add --format html")
     if args.dataset_id is not None and args.format != "eval-results":
         raise SpurbenchError("--dataset-id is only used by --format eval-results; drop it or add --format eval-results")
+    if getattr(args, "groups", None) is not None and args.format != "eval-results":
+        raise SpurbenchError("--groups is only used by --format eval-results; drop it or add --format eval-results")
     if args.format == "eval-results" and not args.out:
         raise SpurbenchError("--format eval-results writes one folder per model: add --out DIR")
     board = load_leaderboard(path)
@@ -59,8 +64,17 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "eval-results":
         from spurbench.evaluate.hub_results import write_eval_results
 
-        for written in write_eval_results(board, args.out, args.dataset_id):
-            print(written)
+        groups = getattr(args, "groups", None) or "canonical"
+        if groups not in ("canonical", "all"):
+            try:
+                groups = [int(g) for g in groups.split(",")]
+            except ValueError:
+                raise SpurbenchError(f"--groups {args.groups!r}: give canonical, all, or group ids like 1,3") from None
+        written, left_out = write_eval_results(board, args.out, args.dataset_id, groups)
+        for path_ in written:
+            print(path_)
+        for model, why in left_out.items():
+            print(f"left out {model}: {why}", file=sys.stderr)
         return 0
 
     if args.format == "html":

@@ -56,7 +56,8 @@ def entry_parts(labels: np.ndarray, top5: np.ndarray, target_prob: np.ndarray, g
 
     `labels`, `top5`, `target_prob`, `groups`: per scored image. `reference`: {"labels", "top1"} of the
     reference split (None without one). `paired_reference`: per scored image, its reference photo's top-1
-    hit (None without `reference_index`)."""
+    hit, 1 / 0, or -1 when that photo was not scored (None without `reference_index`): the drops are then
+    paired image by image (metrics.shift_metrics), per class too."""
     from spurbench.evaluate import metrics
 
     groups = groups if groups is not None else np.asarray(["all"] * len(labels), dtype=object)
@@ -67,7 +68,11 @@ def entry_parts(labels: np.ndarray, top5: np.ndarray, target_prob: np.ndarray, g
     per_class, per_class_group = {}, {}
     for k in np.unique(labels):
         mk = labels == k
-        ref_k = None if reference is None else ref_hit[reference["labels"] == k]
+        if paired_reference is not None:  # the photos behind this class's scored images, image by image
+            behind = np.asarray(paired_reference)[mk]
+            ref_k = behind[behind >= 0] == 1
+        else:
+            ref_k = None if reference is None else ref_hit[reference["labels"] == k]
         per_class[str(int(k))] = {
             "n": int(mk.sum()), "accuracy": float(hit1[mk].mean()), "accuracy_top5": float(hit5[mk].mean()),
             "mean_target_prob": float(target_prob[mk].mean()),
@@ -77,9 +82,10 @@ def entry_parts(labels: np.ndarray, top5: np.ndarray, target_prob: np.ndarray, g
     return {
         "metrics": {
             "accuracy": m["accuracy"], "accuracy_top5": m["accuracy_top5"],
-            "worst_group_accuracy": m["worst_group_accuracy"], "worst_group": m["worst_group"],
+            "worst_group_accuracy": m["worst_group_accuracy"], "worst_group": m["worst_group"], "worst_groups": m["worst_groups"],
             "mean_group_accuracy": m["mean_group_accuracy"],
             "reference_accuracy": m["reference_accuracy"], "accuracy_drop": m["accuracy_drop"],
+            **({"num_paired": m["num_paired"]} if m["num_paired"] is not None else {}),
             "mean_target_prob": float(target_prob.mean()) if len(target_prob) else None,
             "group_by": group_by, "num_groups": len(m["per_group"]),
             "num_reference": 0 if reference is None else int(len(reference["labels"])),
@@ -115,7 +121,7 @@ def format_table(entry: Mapping[str, Any], label_names: Sequence[str] | None = N
 
 def summary_line(entry: Mapping[str, Any]) -> str:
     m = entry["metrics"]
-    text = (f"{entry['model']}: worst-group accuracy {_f(m['worst_group_accuracy'])} ({m.get('worst_group')}), "
+    text = (f"{entry['model']}: worst-group accuracy {_f(m['worst_group_accuracy'])} ({worst_names(m)}), "
             f"mean over {m.get('num_groups')} groups {_f(m['mean_group_accuracy'])}, pooled accuracy {_f(m['accuracy'])} "
             f"(top-5 {_f(m['accuracy_top5'])})")
     if m.get("train_weighted_group_accuracy") is not None:
@@ -124,6 +130,11 @@ def summary_line(entry: Mapping[str, Any]) -> str:
         text += f", reference {_f(m['reference_accuracy'])} (drop {_f(m['accuracy_drop'])})"
     ips = entry.get("images_per_second")
     return text + f"; {m['num_images']} images" + (f", {ips:.1f} img/s" if ips else "")
+
+
+def worst_names(m: Mapping[str, Any]) -> str:
+    """Every group tied at the worst accuracy (`worst_groups`), or the one `worst_group` of an older entry."""
+    return ", ".join(str(g) for g in (m.get("worst_groups") or [m.get("worst_group")]))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -151,7 +162,7 @@ def ranking_table(entries: Sequence[Mapping[str, Any]], fmt) -> list[str]:
              "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r, e in enumerate(entries, 1):
         m = e["metrics"]
-        worst = f"{fmt(m.get('worst_group_accuracy'))} ({fmt(m.get('worst_group'))})"
+        worst = f"{fmt(m.get('worst_group_accuracy'))} ({fmt(worst_names(m))})"
         lines.append("| " + " | ".join([
             str(r), fmt(e["model"]), worst, fmt(m.get("mean_group_accuracy")), fmt(m.get("accuracy")), fmt(m.get("accuracy_top5")),
             fmt(m.get("reference_accuracy")), fmt(m.get("accuracy_drop")), fmt(m.get("num_images")), fmt(e.get("num_params")),

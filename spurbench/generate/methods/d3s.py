@@ -459,7 +459,10 @@ def card_parts(ctx, markers: dict, refs: dict, counts: dict) -> CardParts:
             "(column `background`), made the way D3S (Kattakinda et al., arXiv 2211.10370) makes them: a photo of the class "
             "(split `reference`, row `reference_index`) pasted on a background template (`init_image`, box `init_box`) and "
             "redrawn by Stable Diffusion img2img. Set kind `shift`: a classifier should still predict `label`; score it by "
-            "accuracy per background against its accuracy on the `reference` photos."
+            "accuracy per background against its accuracy on the `reference` photos, paired image by image (each image "
+            "against the photo it was made from). The reference is therefore the pasted photos themselves, not D3S's "
+            "(accuracy on ImageNet val): it is a fair reference only when those photos are held out from the classifiers' "
+            "training data (the `d3s` recipe takes ImageNet val; see the foregrounds row of each class below)."
         ),
         provenance_lines=[
             f"- Img2img: `{g.scheduler}`, eta {g.eta}, {g.num_inference_steps} steps at strength {g.strength} "

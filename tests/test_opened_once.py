@@ -1,0 +1,106 @@
+"""A dataset is opened once: a whole `spurbench eval` of a shift set (a reference split, a group column, a training
+split for the group weights) with the real offline panel reads the card once and each split's Parquet once, and
+the numbers are those of a fresh read of every split; the page of its board reads them once too.
+
+The counters wrap the low-level readers of spurbench/dataset.py: the card (`_read_card_text`), a split's rows
+(`read_split`, which fingerprints the bytes it reads), a split as a table (`read_split_table`) and one column
+(`read_split_column`)."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from spurbench import dataset as sd
+from spurbench import imagenet
+
+PHOTOS = {285: "chelsea", 967: "coffee", 657: "rocket"}
+SHIFTS = {"plain": lambda a: a, "mirror": lambda a: a[:, ::-1]}
+
+
+def _set(root: Path) -> Path:
+    from datasets import Value
+
+    from spurbench.generate.references import sample_photo
+
+    def row(img, k, source, **extra):
+        return dict(image=Image.fromarray(np.ascontiguousarray(img)), label=k, class_name=imagenet.class_name(k), spurious_feature="",
+                    component=-1, source=source, builder="photos", prompt="", seed=-1, **extra)
+
+    test, ref, train = [], [], []
+    for r, (k, name) in enumerate(PHOTOS.items()):
+        a = sample_photo(name)[::4, ::4]
+        ref.append(row(a, k, "reference", background=None, reference_index=r))
+        train.append(row(a, k, "reference", background="plain" if r else "mirror", reference_index=r))
+        for g, shift in SHIFTS.items():
+            test.append(row(shift(a), k, "generated", background=g, reference_index=r))
+    card = sd.DatasetCard(pretty_name="spurbench opened-once photos", body="Real photos, mirrored, for tests.", kind="shift")
+    extra = {"background": Value("string"), "reference_index": Value("int64")}
+    return sd.write_dataset(root / "shift", {"test": test, "reference": ref, "train": train}, card, extra_features=extra)
+
+
+class _Reads:
+    """Counts calls of the dataset module's low-level readers, by reader and split."""
+
+    def __init__(self, monkeypatch):
+        self.calls: Counter = Counter()
+        for name in ("read_split", "read_split_table", "read_split_column", "fingerprint"):
+            real = getattr(sd, name)
+            monkeypatch.setattr(sd, name, self._wrap(name, real))
+        real_card = sd._read_card_text
+
+        def card(folder):
+            self.calls[("card", Path(folder).name)] += 1
+            return real_card(folder)
+
+        monkeypatch.setattr(sd, "_read_card_text", card)
+
+    def _wrap(self, name, real):
+        def wrapped(folder, split=sd.DEFAULT_SPLIT, *args, **kwargs):
+            self.calls[(name, split)] += 1
+            return real(folder, split, *args, **kwargs)
+
+        return wrapped
+
+
+@pytest.fixture(scope="module")
+def shift_eval(tmp_path_factory):
+    """(dataset folder, leaderboard file, reads counted during the whole `spurbench eval`)."""
+    from spurbench.cli import main
+
+    root = tmp_path_factory.mktemp("opened-once")
+    folder = _set(root)
+    board_file = root / "lb" / "leaderboard.json"
+    with pytest.MonkeyPatch.context() as mp:
+        reads = _Reads(mp)
+        assert main(["eval", "--panel", "offline", "--dataset", str(folder), "--leaderboard", str(board_file), "--workers", "0"]) == 0
+    return folder, board_file, reads.calls
+
+
+@pytest.mark.slow
+def test_eval_of_a_shift_set_reads_the_card_once_and_each_split_once(shift_eval):
+    from spurbench.evaluate import metrics
+
+    folder, board_file, calls = shift_eval
+    board = json.loads(board_file.read_text())
+    assert len(board["entries"]) == 3  # three models, each scored on test + reference, each weighted by train's groups
+    assert calls == Counter({
+        ("card", "shift"): 1,
+        ("read_split", "test"): 1, ("fingerprint", "test"): 1,  # the rows scored, fingerprinted as they are read
+        ("read_split", "reference"): 1, ("fingerprint", "reference"): 1,  # the reference photos, once for all models
+        ("read_split_column", "train"): 1,  # only the group column of the training split
+    })
+    # the data read once is the data on disk: fingerprint, reference size, group weights as a fresh read gives them
+    fresh_train = sd.read_split_table(folder, "train")[0].column("background").to_pylist()
+    weights = dict(Counter(fresh_train))
+    assert board["dataset"]["fingerprint"] == sd.fingerprint(folder, "test")
+    for e in board["entries"]:
+        m = e["metrics"]
+        assert m["num_reference"] == len(PHOTOS) and m["group_weights_from"] == "train"
+        expected = metrics.train_weighted_accuracy(e["per_group"], weights)["train_weighted_accuracy"]
+        assert m["train_weighted_group_accuracy"] == pytest.approx(expected)
