@@ -104,3 +104,19 @@ def test_eval_of_a_shift_set_reads_the_card_once_and_each_split_once(shift_eval)
         assert m["num_reference"] == len(PHOTOS) and m["group_weights_from"] == "train"
         expected = metrics.train_weighted_accuracy(e["per_group"], weights)["train_weighted_accuracy"]
         assert m["train_weighted_group_accuracy"] == pytest.approx(expected)
+
+
+@pytest.mark.slow
+def test_page_of_a_shift_set_reads_the_card_once_and_each_split_once(shift_eval, tmp_path, monkeypatch):
+    from spurbench.evaluate.page import render_page
+
+    folder, board_file, _ = shift_eval
+    reads = _Reads(monkeypatch)
+    page = render_page(board_file, tmp_path / "site", folder)
+    assert 'id="per-class"' in page.read_text()
+    # the fingerprint check, the thumbnails and the review of the scored split share one read; the reference photos one
+    assert reads.calls == Counter({("card", "shift"): 1, ("read_split", "test"): 1, ("fingerprint", "test"): 1,
+                                   ("read_split", "reference"): 1, ("fingerprint", "reference"): 1})
+    assert len(list((tmp_path / "site" / "images" / "test").glob("*.jpg"))) == len(PHOTOS) * len(SHIFTS)
+    assert len(list((tmp_path / "site" / "images" / "reference").glob("*.jpg"))) == len(PHOTOS)
+
