@@ -120,3 +120,33 @@ def test_page_of_a_shift_set_reads_the_card_once_and_each_split_once(shift_eval,
     assert len(list((tmp_path / "site" / "images" / "test").glob("*.jpg"))) == len(PHOTOS) * len(SHIFTS)
     assert len(list((tmp_path / "site" / "images" / "reference").glob("*.jpg"))) == len(PHOTOS)
 
+
+@pytest.mark.slow
+def test_verify_and_the_page_of_a_verified_set_read_the_card_once_and_each_split_once(shift_eval, tmp_path, monkeypatch):
+    import yaml
+
+    from spurbench.cli import main
+    from spurbench.evaluate.page import render_page
+
+    folder, _, _ = shift_eval
+    reads = _Reads(monkeypatch)
+    assert main(["verify", "--dataset", str(folder), "--detector", "tiny", "--threshold", "0", "--out", str(tmp_path / "verified")]) == 0
+    assert reads.calls == Counter({("card", "shift"): 1, ("read_split_table", "test"): 1, ("read_split_table", "reference"): 1,
+                                   ("read_split_table", "train"): 1})
+    # every split rewritten whole: the same rows as a fresh read of the input, plus the verification columns
+    for split in ("test", "reference", "train"):
+        before, after = sd.read_split_table(folder, split)[0], sd.read_split_table(tmp_path / "verified", split)[0]
+        assert after.select(before.column_names).equals(before), split
+
+    # the page of a verified set: its review reads every split, the scored and reference ones from the rows already read
+    panel = yaml.safe_load((Path(__file__).parents[1] / "classifiers" / "offline.yaml").read_text())
+    panel["models"] = panel["models"][:1]
+    (tmp_path / "lite0.yaml").write_text(yaml.safe_dump(panel))
+    board_file = tmp_path / "lb" / "leaderboard.json"
+    assert main(["eval", "--panel", str(tmp_path / "lite0.yaml"), "--dataset", str(tmp_path / "verified"), "--leaderboard", str(board_file),
+                 "--workers", "0"]) == 0
+    reads.calls.clear()
+    html = render_page(board_file, tmp_path / "site", tmp_path / "verified").read_text()
+    assert 'id="review"' in html
+    assert reads.calls == Counter({("card", "verified"): 1, ("read_split", "test"): 1, ("fingerprint", "test"): 1,
+                                   ("read_split", "reference"): 1, ("fingerprint", "reference"): 1, ("read_split_table", "train"): 1})
