@@ -150,3 +150,34 @@ def test_verify_and_the_page_of_a_verified_set_read_the_card_once_and_each_split
     assert 'id="review"' in html
     assert reads.calls == Counter({("card", "verified"): 1, ("read_split", "test"): 1, ("fingerprint", "test"): 1,
                                    ("read_split", "reference"): 1, ("fingerprint", "reference"): 1, ("read_split_table", "train"): 1})
+
+
+def test_an_opened_dataset_says_what_the_folder_readers_say(tmp_path):
+    from datasets import Value
+
+    def row(k, g):
+        return dict(image=np.full((8, 8, 3), k, np.uint8), label=k, class_name=imagenet.class_name(k), spurious_feature="",
+                    component=-1, source="generated", builder="b", prompt="", seed=-1, group=g)
+
+    card = sd.DatasetCard(pretty_name="opened", body="Body.", kind="shift", provenance={"recipe_sha256": "abc", "verification": {"threshold": 0.5}})
+    folder = sd.write_dataset(tmp_path / "ds", {"test": [row(1, "a"), row(2, "b")], "reference": [row(1, "a")], "train": [row(3, "c")] * 3},
+                              card, extra_features={"group": Value("string")})
+    opened = sd.open_dataset_folder(str(folder))
+    assert sd.open_dataset_folder(opened) is opened
+    assert (opened.kind, opened.label_set, opened.reference_split) == (sd.read_kind(folder), sd.IMAGENET_LABEL_SET, "reference")
+    assert opened.split_names == sd.split_names(folder) == ["test", "reference", "train"]
+    assert opened.provenance == sd.read_provenance(folder) and opened.verification == {"threshold": 0.5}
+    assert opened.card() == sd.read_card(folder)
+    opened.card().provenance["verification"]["threshold"] = 0.9  # a card handed out is the caller's to change
+    assert opened.verification == {"threshold": 0.5}
+    # rows, table and column agree with fresh reads of the shards, whichever is asked first
+    ds, digest = opened.read("test")
+    assert digest == sd.fingerprint(folder, "test") and ds["label"] == [1, 2]
+    table, feats = opened.table("test")
+    fresh, fresh_feats = sd.read_split_table(folder, "test")
+    assert table.equals(fresh) and feats == fresh_feats
+    assert opened.column("train", "group") == ["c"] * 3 and opened.column("train", "nothing") is None
+    assert opened.column("test", "group") == ["a", "b"]
+    assert sd.open_dataset_folder(folder).verification is not None and sd.open_dataset_folder(folder).reference_split == "reference"
+    with pytest.raises(sd.SpurbenchError, match="has no split 'nope'"):
+        opened.split("nope")

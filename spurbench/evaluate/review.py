@@ -79,7 +79,7 @@ def collect_review(folder: str | Path | ds_contract.OpenDataset, images_dir: Pat
 
     opened = folder if isinstance(folder, ds_contract.OpenDataset) else None
     folder = opened.folder if opened is not None else Path(folder)
-    record = (opened.provenance if opened is not None else ds_contract.read_provenance(folder)).get(CARD_KEY)
+    record = opened.verification if opened is not None else ds_contract.read_provenance(folder).get(CARD_KEY)
     if not record:
         return None
     kind = opened.kind if opened is not None else ds_contract.read_kind(folder)
