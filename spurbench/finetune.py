@@ -93,13 +93,16 @@ class GroupSplit:
     where: str
 
 
-def open_group_split(folder: str | Path, split: str, group_column: str) -> GroupSplit:
+def open_group_split(folder: str | Path | Any, split: str, group_column: str) -> GroupSplit:
+    """`folder`: a dataset folder, or one opened already (`spurbench.dataset.open_dataset_folder`: the card and splits
+    read once for every split taken from it)."""
     from datasets import Image
 
     from spurbench import dataset as ds_contract
 
-    folder = ds_contract.resolve_dataset(folder)
-    ds = ds_contract.load_split(folder, split)
+    opened = ds_contract.open_dataset_folder(folder)
+    folder = opened.folder
+    ds = opened.split(split)
     where = f"'{folder}' split '{split}'"
     if group_column not in ds.column_names:
         raise SpurbenchError(
@@ -273,14 +276,18 @@ def finetune(cfg: FinetuneConfig, inputs: RunInputs, restart: bool = False, prog
 
     from accelerate import Accelerator
 
+    from spurbench import dataset as ds_contract
+
     cfg.validate()
     out = Path(inputs.out)
-    train = open_group_split(inputs.data, cfg.train_split, cfg.group_column)
-    val = open_group_split(inputs.data, cfg.val_split, cfg.group_column)
+    data = ds_contract.open_dataset_folder(inputs.data)  # opened once: a split named twice is read once
+    train = open_group_split(data, cfg.train_split, cfg.group_column)
+    val = open_group_split(data, cfg.val_split, cfg.group_column)
     parts = [(train, np.zeros(len(train.labels), dtype=np.int64))]
     if val.label_names != train.label_names:
         raise SpurbenchError(f"{val.where} and {train.where} have different label sets")
-    cf = open_group_split(inputs.counterfactuals, cfg.counterfactual_split, cfg.group_column) if inputs.counterfactuals else None
+    same = inputs.counterfactuals and Path(inputs.counterfactuals).expanduser().resolve() == data.folder.expanduser().resolve()
+    cf = open_group_split(data if same else inputs.counterfactuals, cfg.counterfactual_split, cfg.group_column) if inputs.counterfactuals else None
     if cf is not None and cf.label_names != train.label_names:
         raise SpurbenchError(
             f"counterfactuals {cf.where} label {len(cf.label_names)} classes, {train.where} {len(train.label_names)}; "

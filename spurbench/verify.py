@@ -101,9 +101,9 @@ def label_queries(label_names: Sequence[str] | None, family: str) -> dict[int, l
 class _Split:
     """One split read straight from its Parquet shards."""
 
-    def __init__(self, folder: Path, name: str):
+    def __init__(self, folder: Path | ds_contract.OpenDataset, name: str):
         self.name = name
-        self.table, self.features = ds_contract.read_split_table(folder, name)
+        self.table, self.features = ds_contract.open_dataset_folder(folder).table(name)
         self.columns = list(self.table.column_names)
 
     def __len__(self) -> int:
@@ -124,11 +124,11 @@ class _Split:
                 yield {**row, **{c: v[start + j] for c, v in added.items()}}
 
 
-def _check_contract(folder: Path, splits: Sequence[_Split]) -> tuple[list[str] | None, str]:
+def _check_contract(folder: Path, splits: Sequence[_Split], card: ds_contract.DatasetCard | None = None) -> tuple[list[str] | None, str]:
     """(label names for write_dataset or None for ImageNet-1k, the card's label set); one line on what is wrong."""
     from spurbench import imagenet
 
-    card = ds_contract.read_card(folder)
+    card = card if card is not None else ds_contract.read_card(folder)
     names = None
     for s in splits:
         ds_contract.check_columns(s.columns, f"'{folder}' (split {s.name})")
@@ -298,20 +298,21 @@ def verify_dataset(
         raise SpurbenchError(f"--batch-size must be at least 1, got {batch_size}")
     if detector is not None:
         detection.detector_spec(detector)
-    folder = ds_contract.resolve_dataset(source)
-    kind = ds_contract.read_kind(folder)
-    names = ds_contract.split_names(folder)
+    opened = ds_contract.open_dataset_folder(source)  # the card read once, each split once
+    folder = opened.folder
+    kind = opened.kind
+    names = opened.split_names
     if not names:
         raise SpurbenchError(f"dataset '{source}' has no data/<split>-NNNNN-of-NNNNN.parquet shards; is it a dataset folder?")
     unknown = [s for s in (splits or []) if s not in names]
     if unknown:
         raise SpurbenchError(f"dataset '{source}' has no split {', '.join(map(repr, unknown))}; its splits: {', '.join(names)}")
-    data = [_Split(folder, n) for n in names]
-    label_names, label_set = _check_contract(folder, data)
+    data = [_Split(opened, n) for n in names]
+    label_names, label_set = _check_contract(folder, data, opened.card())
     chosen = [s for s in data if splits is None or s.name in splits]
     chosen_decisions = read_decisions(decisions, {s.name: len(s) for s in data}) if decisions is not None else {}
 
-    card = ds_contract.read_card(folder)
+    card = opened.card()
     previous = dict(card.provenance.get(CARD_KEY) or {})
     verified = previous and all(is_verified(s.columns) for s in data)
     same_detector = (detector is None or detector == previous.get("detector")) and (

@@ -104,3 +104,80 @@ def test_eval_of_a_shift_set_reads_the_card_once_and_each_split_once(shift_eval)
         assert m["num_reference"] == len(PHOTOS) and m["group_weights_from"] == "train"
         expected = metrics.train_weighted_accuracy(e["per_group"], weights)["train_weighted_accuracy"]
         assert m["train_weighted_group_accuracy"] == pytest.approx(expected)
+
+
+@pytest.mark.slow
+def test_page_of_a_shift_set_reads_the_card_once_and_each_split_once(shift_eval, tmp_path, monkeypatch):
+    from spurbench.evaluate.page import render_page
+
+    folder, board_file, _ = shift_eval
+    reads = _Reads(monkeypatch)
+    page = render_page(board_file, tmp_path / "site", folder)
+    assert 'id="per-class"' in page.read_text()
+    # the fingerprint check, the thumbnails and the review of the scored split share one read; the reference photos one
+    assert reads.calls == Counter({("card", "shift"): 1, ("read_split", "test"): 1, ("fingerprint", "test"): 1,
+                                   ("read_split", "reference"): 1, ("fingerprint", "reference"): 1})
+    assert len(list((tmp_path / "site" / "images" / "test").glob("*.jpg"))) == len(PHOTOS) * len(SHIFTS)
+    assert len(list((tmp_path / "site" / "images" / "reference").glob("*.jpg"))) == len(PHOTOS)
+
+
+@pytest.mark.slow
+def test_verify_and_the_page_of_a_verified_set_read_the_card_once_and_each_split_once(shift_eval, tmp_path, monkeypatch):
+    import yaml
+
+    from spurbench.cli import main
+    from spurbench.evaluate.page import render_page
+
+    folder, _, _ = shift_eval
+    reads = _Reads(monkeypatch)
+    assert main(["verify", "--dataset", str(folder), "--detector", "tiny", "--threshold", "0", "--out", str(tmp_path / "verified")]) == 0
+    assert reads.calls == Counter({("card", "shift"): 1, ("read_split_table", "test"): 1, ("read_split_table", "reference"): 1,
+                                   ("read_split_table", "train"): 1})
+    # every split rewritten whole: the same rows as a fresh read of the input, plus the verification columns
+    for split in ("test", "reference", "train"):
+        before, after = sd.read_split_table(folder, split)[0], sd.read_split_table(tmp_path / "verified", split)[0]
+        assert after.select(before.column_names).equals(before), split
+
+    # the page of a verified set: its review reads every split, the scored and reference ones from the rows already read
+    panel = yaml.safe_load((Path(__file__).parents[1] / "classifiers" / "offline.yaml").read_text())
+    panel["models"] = panel["models"][:1]
+    (tmp_path / "lite0.yaml").write_text(yaml.safe_dump(panel))
+    board_file = tmp_path / "lb" / "leaderboard.json"
+    assert main(["eval", "--panel", str(tmp_path / "lite0.yaml"), "--dataset", str(tmp_path / "verified"), "--leaderboard", str(board_file),
+                 "--workers", "0"]) == 0
+    reads.calls.clear()
+    html = render_page(board_file, tmp_path / "site", tmp_path / "verified").read_text()
+    assert 'id="review"' in html
+    assert reads.calls == Counter({("card", "verified"): 1, ("read_split", "test"): 1, ("fingerprint", "test"): 1,
+                                   ("read_split", "reference"): 1, ("fingerprint", "reference"): 1, ("read_split_table", "train"): 1})
+
+
+def test_an_opened_dataset_says_what_the_folder_readers_say(tmp_path):
+    from datasets import Value
+
+    def row(k, g):
+        return dict(image=np.full((8, 8, 3), k, np.uint8), label=k, class_name=imagenet.class_name(k), spurious_feature="",
+                    component=-1, source="generated", builder="b", prompt="", seed=-1, group=g)
+
+    card = sd.DatasetCard(pretty_name="opened", body="Body.", kind="shift", provenance={"recipe_sha256": "abc", "verification": {"threshold": 0.5}})
+    folder = sd.write_dataset(tmp_path / "ds", {"test": [row(1, "a"), row(2, "b")], "reference": [row(1, "a")], "train": [row(3, "c")] * 3},
+                              card, extra_features={"group": Value("string")})
+    opened = sd.open_dataset_folder(str(folder))
+    assert sd.open_dataset_folder(opened) is opened
+    assert (opened.kind, opened.label_set, opened.reference_split) == (sd.read_kind(folder), sd.IMAGENET_LABEL_SET, "reference")
+    assert opened.split_names == sd.split_names(folder) == ["test", "reference", "train"]
+    assert opened.provenance == sd.read_provenance(folder) and opened.verification == {"threshold": 0.5}
+    assert opened.card() == sd.read_card(folder)
+    opened.card().provenance["verification"]["threshold"] = 0.9  # a card handed out is the caller's to change
+    assert opened.verification == {"threshold": 0.5}
+    # rows, table and column agree with fresh reads of the shards, whichever is asked first
+    ds, digest = opened.read("test")
+    assert digest == sd.fingerprint(folder, "test") and ds["label"] == [1, 2]
+    table, feats = opened.table("test")
+    fresh, fresh_feats = sd.read_split_table(folder, "test")
+    assert table.equals(fresh) and feats == fresh_feats
+    assert opened.column("train", "group") == ["c"] * 3 and opened.column("train", "nothing") is None
+    assert opened.column("test", "group") == ["a", "b"]
+    assert sd.open_dataset_folder(folder).verification is not None and sd.open_dataset_folder(folder).reference_split == "reference"
+    with pytest.raises(sd.SpurbenchError, match="has no split 'nope'"):
+        opened.split("nope")

@@ -1,7 +1,8 @@
 """What `spurbench eval` scores: one split of a dataset, opened and checked, and the optional positives.
 
-`open_dataset` reads the split's Parquet (the bytes its fingerprint is computed over), checks the label set
-and leaves out rows whose verification check failed; `open_positives` gathers real in-class images for
+`open_dataset` opens the dataset once (`spurbench.dataset.OpenDataset`, kept on the SpuriousSet for the
+reference split and the group weights), reads the split's Parquet (the bytes its fingerprint is computed over),
+checks the label set and leaves out rows whose verification check failed; `open_positives` gathers real in-class images for
 the spurious score. Nothing is decoded here: evaluate/predict.py decodes in its workers.
 """
 

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from spurbench.dataset import DEFAULT_SPLIT, REFERENCE_SPLIT
+from spurbench.dataset import DEFAULT_SPLIT, REFERENCE_SPLIT, OpenDataset
 from spurbench.errors import SpurbenchError
 from spurbench.evaluate.page_common import (
     THUMB_SIZE,
@@ -27,9 +27,9 @@ def _load_board(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     board = load_leaderboard(path)
     return board, list(ranked_entries(board))
 
-def _find_dataset(board: Mapping[str, Any], leaderboard_path: Path, dataset_folder: str | Path | None) -> tuple[Path | None, str]:
-    """The local dataset folder whose images the page shows, or None with the reason why not."""
-    from spurbench.dataset import fingerprint, resolve_dataset
+def _find_dataset(board: Mapping[str, Any], leaderboard_path: Path, dataset_folder: str | Path | None) -> tuple[OpenDataset | None, str]:
+    """The local dataset whose images the page shows, opened once, or None with the reason why not."""
+    from spurbench.dataset import open_dataset_folder, resolve_dataset
 
     info = board.get("dataset") or {}
     split = info.get("split") or DEFAULT_SPLIT
@@ -52,24 +52,23 @@ def _find_dataset(board: Mapping[str, Any], leaderboard_path: Path, dataset_fold
                 note = f"the images of dataset '{given}' are not available here ({err}); pass --dataset FOLDER to show them"
                 print(f"spurbench leaderboard: warning: {note}", file=sys.stderr)
                 return None, note
+    opened = open_dataset_folder(folder)
     want = info.get("fingerprint")
     if want:
-        have = fingerprint(folder, split)
+        have = opened.fingerprint(split)  # the split's rows are read here, once, for the thumbnails too
         if have != want:
             raise SpurbenchError(
                 f"dataset folder '{folder}' (split {split}) is not the data this leaderboard was scored on "
                 f"(fingerprint {have[:12]}... != {want[:12]}...); pass the folder given to `spurbench eval --dataset`"
             )
-    return folder, ""
+    return opened, ""
 
-def _split_shots(folder: Path, split: str, images_dir: Path) -> list[Shot]:
+def _split_shots(opened: OpenDataset, split: str, images_dir: Path) -> list[Shot]:
     """Thumbnails of every row of one split, written to images_dir/<split>/ (in row order)."""
     from datasets import Image as ImageFeature
     from tqdm.auto import tqdm
 
-    from spurbench.dataset import load_split
-
-    ds = load_split(folder, split).cast_column("image", ImageFeature(decode=False))
+    ds = opened.split(split).cast_column("image", ImageFeature(decode=False))
     out = images_dir / split
     out.mkdir(parents=True, exist_ok=True)
     shots = []
@@ -94,9 +93,6 @@ def _split_shots(folder: Path, split: str, images_dir: Path) -> list[Shot]:
             )
         )
     return shots
-
-def _has_split(folder: Path, split: str) -> bool:
-    return any(folder.glob(f"data/{split}-*.parquet"))
 
 def _mark(shots: list[Shot], entries: Sequence[Mapping[str, Any]], panel: Sequence[str], board_dir: Path, folder: Path, split: str) -> None:
     """Mark each image with the panel models it fools, from the per-image prediction files (by `index`)."""
@@ -141,26 +137,27 @@ def gather(leaderboard_path: Path, out_dir: Path, dataset_folder: str | Path | N
     names = [e.get("model") for e in entries]
     panel = [m for m in (consistency.get("models") or names) if m in names]
 
-    folder, note = _find_dataset(board, leaderboard_path, dataset_folder)
+    opened, note = _find_dataset(board, leaderboard_path, dataset_folder)
+    folder = opened.folder if opened is not None else None
     shots: list[Shot] = []
     references: dict[int, list[Shot]] = {}
-    if folder is not None:
-        shots = _split_shots(folder, split, images_dir)
-        if split != REFERENCE_SPLIT and _has_split(folder, REFERENCE_SPLIT):
-            for s in _split_shots(folder, REFERENCE_SPLIT, images_dir):
+    if opened is not None:
+        shots = _split_shots(opened, split, images_dir)
+        if split != REFERENCE_SPLIT and opened.reference_split is not None:
+            for s in _split_shots(opened, REFERENCE_SPLIT, images_dir):
                 references.setdefault(s.label, []).append(s)
-        _mark(shots, entries, panel, leaderboard_path.parent, folder, split)
+        _mark(shots, entries, panel, leaderboard_path.parent, opened.folder, split)
     from spurbench.evaluate.review import review_block
 
-    review = review_block(folder, images_dir) if folder is not None else ""
+    review = review_block(opened, images_dir) if opened is not None else ""
     from spurbench.evaluate.leaderboard import board_kind
 
     kind = board_kind(board)
     guides = {}
-    if kind == "shift" and folder is not None:
+    if kind == "shift" and opened is not None:
         from spurbench.evaluate.shift_page import guide_thumbnails
 
-        guides = guide_thumbnails(folder, split, images_dir, THUMB_SIZE)
+        guides = guide_thumbnails(opened, split, images_dir, THUMB_SIZE)
 
     by_class: dict[int, list[Shot]] = {}
     for s in shots:
@@ -168,10 +165,8 @@ def gather(leaderboard_path: Path, out_dir: Path, dataset_folder: str | Path | N
     classes = sorted({int(c) for c in (info.get("classes") or [])} | set(by_class) | {int(k) for e in entries for k in (e.get("per_class") or {})})
 
     provenance = dict(info.get("provenance") or {})
-    if not provenance and folder is not None:
-        from spurbench.dataset import read_provenance
-
-        provenance = read_provenance(folder)
+    if not provenance and opened is not None:
+        provenance = opened.provenance
 
     cmd = ["spurbench", "leaderboard", "--leaderboard", str(leaderboard_path), "--format", "html", "--out", str(out_dir)]
     if dataset_folder is not None:

@@ -67,26 +67,29 @@ def _label_name(names: Sequence[str], k: int, imagenet_labels: bool) -> str:
     return names[k] if 0 <= k < len(names) else str(k)
 
 
-def collect_review(folder: str | Path, images_dir: Path, rel_prefix: str = "images", margin: float | None = None) -> Review | None:
+def collect_review(folder: str | Path | ds_contract.OpenDataset, images_dir: Path, rel_prefix: str = "images",
+                   margin: float | None = None) -> Review | None:
     """The images to review in a verified dataset folder, thumbnails written under `images_dir/review/`;
-    None when the dataset is not verified."""
+    None when the dataset is not verified. `folder`: the folder, or the dataset opened once (splits read already
+    are used)."""
     from PIL import Image
 
     from spurbench import imagenet
     from spurbench.verification import BOXES, CARD_KEY, DEFAULT_MARGIN, PRESENT, REVIEWED, SCORE, failed_check
 
-    folder = Path(folder)
-    record = ds_contract.read_provenance(folder).get(CARD_KEY)
+    opened = folder if isinstance(folder, ds_contract.OpenDataset) else None
+    folder = opened.folder if opened is not None else Path(folder)
+    record = opened.verification if opened is not None else ds_contract.read_provenance(folder).get(CARD_KEY)
     if not record:
         return None
-    kind = ds_contract.read_kind(folder)
+    kind = opened.kind if opened is not None else ds_contract.read_kind(folder)
     threshold = float(record["threshold"])
     margin = float(record.get("margin", DEFAULT_MARGIN)) if margin is None else float(margin)
     out = images_dir / "review"
     out.mkdir(parents=True, exist_ok=True)
     items: list[ReviewItem] = []
-    for split in ds_contract.split_names(folder):
-        table, feats = ds_contract.read_split_table(folder, split)
+    for split in opened.split_names if opened is not None else ds_contract.split_names(folder):
+        table, feats = opened.table(split) if opened is not None else ds_contract.read_split_table(folder, split)
         if PRESENT not in table.column_names:
             continue
         names = list(getattr(feats["label"], "names", []) or [])
@@ -180,22 +183,24 @@ def apply_command(dataset: str) -> str:
     return f"spurbench verify --dataset {shlex.quote(dataset)} --decisions decisions.csv --out {shlex.quote(dataset)}"
 
 
-def review_block(folder: str | Path, images_dir: Path, rel_prefix: str = "images") -> str:
+def review_block(folder: str | Path | ds_contract.OpenDataset, images_dir: Path, rel_prefix: str = "images") -> str:
     """The review section for a page whose thumbnails live in `images_dir`; empty for an unverified set."""
     review = collect_review(folder, images_dir, rel_prefix=rel_prefix)
-    return review_section(review, apply_command(str(folder))) if review is not None else ""
+    where = folder.folder if isinstance(folder, ds_contract.OpenDataset) else folder
+    return review_section(review, apply_command(str(where))) if review is not None else ""
 
 
 def render_review_page(folder: str | Path, out_dir: str | Path, margin: float | None = None) -> Path:
     """`out_dir/index.html` (+ `out_dir/images/review/`): the review section of a verified dataset alone."""
-    folder = ds_contract.resolve_dataset(folder)
+    opened = ds_contract.open_dataset_folder(folder)
+    folder = opened.folder
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise SpurbenchError(f"--page '{out_dir}' is a file; give a folder for the review page")
     out_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".review-", dir=out_dir))
     try:
-        review = collect_review(folder, staging / "images", margin=margin)
+        review = collect_review(opened, staging / "images", margin=margin)
         if review is None:
             raise SpurbenchError(f"dataset '{folder}' is not verified (its card has no verification record); run `spurbench verify --dataset {folder} --out DIR` first")
         title = f"spurbench review — {folder.name}"

@@ -14,19 +14,21 @@ import io
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from spurbench.dataset import OpenDataset
 from spurbench.evaluate.page_common import PageData, Shot, class_anchor, class_label, esc, fmt_pct, is_num, rate_color, shot_figure, wnid_of
 
 
-def guide_thumbnails(folder: Path, split: str, images_dir: Path, thumb_size: int) -> dict[int, dict[str, Any]]:
+def guide_thumbnails(folder: Path | OpenDataset, split: str, images_dir: Path, thumb_size: int) -> dict[int, dict[str, Any]]:
     """Thumbnails of the split's `init_image` column with the `init_box` outlined: {row: {"src", "group"}}.
 
-    Empty when the split has no guides (a shift set made otherwise, e.g. an imported group-labelled set)."""
+    Empty when the split has no guides (a shift set made otherwise, e.g. an imported group-labelled set).
+    `folder`: the dataset folder, or the dataset opened once (its split read already is used)."""
     from datasets import Image as ImageFeature
     from PIL import Image, ImageDraw
 
-    from spurbench.dataset import load_split
+    from spurbench.dataset import open_dataset_folder
 
-    ds = load_split(folder, split)
+    ds = open_dataset_folder(folder).split(split)
     if "init_image" not in ds.column_names:
         return {}
     ds = ds.select_columns([c for c in ("init_image", "init_box", "background") if c in ds.column_names])
