@@ -11,7 +11,7 @@ the ResNet-50 forward + backward at 224 px (24.3 GFLOPs, the count quoted in DES
     python benchmarks/cost_model.py                        # the FLOP table (CPU, no weights, ~20 s)
     python benchmarks/cost_model.py --measure              # + time the real-size models (random weights) on the GPU:
                                                            #   achieved TFLOP/s, utilisation of --peak, measured ratios
-    python benchmarks/cost_model.py --measure --device cpu --resolution 64   # the same code path, small, on a CPU
+    python benchmarks/cost_model.py --measure --device cpu --arch tiny --resolution 64   # the code path, small, on a CPU
 
 `--measure` is the GPU mode (scripts/gpu_check.sh runs it): it builds each model with random weights on the
 device (no download), times medians of --repeats runs after a warm-up, and divides the counted FLOPs by the time.
@@ -83,7 +83,15 @@ def _timed(fn, device, repeats: int) -> float:
     return statistics.median(times)
 
 
-def measure(resolution: int, device_name: str, repeats: int, peak_tflops: float) -> list[tuple[str, float, float]]:
+def _arch(name: str, resolution: int) -> cost.SDArch:
+    if name == "tiny":  # spurbench's tiny SD: the same code path, small enough for a CPU
+        from spurbench.generate.recipe import BaseModel, TinyBase
+
+        return cost.sd_arch(BaseModel(tiny=TinyBase()), resolution)[0]
+    return cost.SD_ARCHS[name]
+
+
+def measure(resolution: int, device_name: str, repeats: int, arch: str = "sd-v1") -> list[tuple[str, float, float]]:
     """(name, seconds, counted FLOPs) for the main units, on `device` with random weights, fp16 autocast on CUDA."""
     import torch
     from diffusers import AutoencoderKL, AutoencoderTiny, UNet2DConditionModel
@@ -94,15 +102,17 @@ def measure(resolution: int, device_name: str, repeats: int, peak_tflops: float)
     from spurbench.generate.features import FeatureModel
 
     device = torch.device(device_name)
-    sd = cost.SD_ARCHS["sd-v1"]
+    sd = _arch(arch, resolution)
     torch.manual_seed(0)
-    unet = UNet2DConditionModel.from_config(sd.unet).to(device)
-    text = CLIPTextModel(CLIPTextConfig(**sd.text)).to(device)
     low = torch.float16 if device.type == "cuda" else torch.float32
-    vae = AutoencoderKL.from_config(sd.vae).to(device, low).requires_grad_(False).eval()
-    tiny = AutoencoderTiny().to(device, low).requires_grad_(False).eval()
-    net = timm.create_model(FEATURE_MODEL, pretrained=False)
-    features = FeatureModel(net, {"input_size": (3, 224, 224), "interpolation": "bicubic", "mean": (0.5,) * 3, "std": (0.5,) * 3}).to(device)
+    with device:  # random initialisation on the device itself (seconds for SD's UNet on a GPU)
+        unet = UNet2DConditionModel.from_config(sd.unet)
+        text = CLIPTextModel(CLIPTextConfig(**sd.text))
+        vae = AutoencoderKL.from_config(sd.vae).to(low).requires_grad_(False).eval()
+        tiny = AutoencoderTiny().to(low).requires_grad_(False).eval()
+        net = timm.create_model(FEATURE_MODEL, pretrained=False)
+        features = FeatureModel(net, {"input_size": (3, 224, 224), "interpolation": "bicubic", "mean": (0.5,) * 3, "std": (0.5,) * 3})
+        unet_eval = UNet2DConditionModel.from_config(sd.unet).to(low).requires_grad_(False).eval()
     h = sd.latent(resolution)
     autocast = torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda")
 
@@ -111,7 +121,7 @@ def measure(resolution: int, device_name: str, repeats: int, peak_tflops: float)
         text.train()
         with autocast:
             states = text(torch.zeros(2, 77, dtype=torch.long, device=device))[0]
-            out = unet(torch.randn(2, 4, h, h, device=device), torch.zeros(2, dtype=torch.long, device=device), states).sample
+            out = unet(torch.randn(2, sd.unet.get("in_channels", 4), h, h, device=device), torch.zeros(2, dtype=torch.long, device=device), states).sample
             loss = out.float().pow(2).mean()
         loss.backward()
         unet.zero_grad(set_to_none=True)
@@ -127,12 +137,10 @@ def measure(resolution: int, device_name: str, repeats: int, peak_tflops: float)
             loss.backward()
         return run
 
-    unet_eval = UNet2DConditionModel.from_config(sd.unet).to(device, low).requires_grad_(False).eval()
-
     @torch.no_grad()
     def sample_step():
         unet_eval(torch.randn(2, 4, h, h, device=device, dtype=low), torch.zeros(2, dtype=torch.long, device=device),
-                  torch.randn(2, 77, 768, device=device, dtype=low)).sample
+                  torch.randn(2, 77, sd.unet.get("cross_attention_dim", 768), device=device, dtype=low)).sample
 
     @torch.no_grad()
     def decode():
@@ -154,6 +162,8 @@ def main() -> None:
     parser.add_argument("--measure", action="store_true", help="also time the real-size models with random weights on --device")
     parser.add_argument("--device", default="cuda", help="device for --measure")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per unit in --measure (median)")
+    parser.add_argument("--arch", choices=("sd-v1", "sd-2-base", "tiny"), default="sd-v1",
+                        help="architecture timed by --measure (tiny: spurbench's tiny SD, to run the code path on a CPU)")
     parser.add_argument("--peak", type=float, default=cost.GPUS["H100"].bf16,
                         help="the device's peak TFLOP/s for the utilisation in --measure (H100/H200 dense bf16: 989.4)")
     args = parser.parse_args()
@@ -178,10 +188,10 @@ def main() -> None:
         if args.device.startswith("cuda") and not torch.cuda.is_available():
             print("--measure: skipped, no CUDA device (give --device cpu --resolution 64 to run the code path on a CPU)")
             return
-        results = measure(args.resolution, args.device, args.repeats, args.peak)
+        results = measure(args.resolution, args.device, args.repeats, args.arch)
         name_width = max(len(n) for n, _, _ in results)
         dev = torch.cuda.get_device_name(torch.device(args.device)) if args.device.startswith("cuda") else "cpu"
-        print(f"measured on {dev}, random weights, {'fp16 autocast' if args.device.startswith('cuda') else 'float32'}, "
+        print(f"measured: {args.arch} at {args.resolution} px on {dev}, random weights, {'fp16 autocast' if args.device.startswith('cuda') else 'float32'}, "
               f"median of {args.repeats} after a warm-up; utilisation against {args.peak:g} TFLOP/s")
         for name, seconds, flops in results:
             print(f"  {name:<{name_width}}  {seconds * 1e3:9.2f} ms  {flops / seconds / 1e12:8.2f} TFLOP/s  utilisation {flops / seconds / 1e12 / args.peak:.3f}")

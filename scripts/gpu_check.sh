@@ -30,6 +30,7 @@ REPO=$PWD
 WHEELS=${SPURBENCH_WHEELS:-$REPO/.whl}
 WORK=${SPURBENCH_GPU_CHECK_WORK:-$REPO/work/gpu_check}
 START=$(date +%s)
+BUDGET=${SPURBENCH_GPU_CHECK_BUDGET:-290}   # seconds for the whole check; each part gets what is left
 
 if [ "${1:-}" = "--fetch-wheels" ]; then
   # Run where PyPI is reachable, with the project's venv active (its versions are the ones tested).
@@ -51,6 +52,8 @@ if [ -n "${OUT:-}" ]; then SUMMARY="$OUT/gpu_check_summary.txt"; mkdir -p "$OUT"
 : > "$SUMMARY"
 say() { echo "$*" | tee -a "$SUMMARY"; }
 elapsed() { echo $(( $(date +%s) - START )); }
+left() { echo $(( START + BUDGET - $(date +%s) )); }
+cap() { local a=$1 b=$2; [ "$a" -lt "$b" ] && echo "$a" || echo "$b"; }
 
 # --- python -------------------------------------------------------------------------------------
 PY=${SPURBENCH_GPU_CHECK_PYTHON:-}
@@ -109,10 +112,14 @@ XDIST=()
 if [ -z "$NO_GPU" ] && "$PY" -c "import xdist" >/dev/null 2>&1; then XDIST=(-n 4); fi
 TIMEOUT_ARGS=()
 if "$PY" -c "import pytest_timeout" >/dev/null 2>&1; then TIMEOUT_ARGS=(--timeout 200); fi
-timeout "${SPURBENCH_GPU_CHECK_TEST_TIMEOUT:-230}" "$PY" -m pytest tests/test_cuda.py -m cuda -q -rA -p no:cacheprovider "${XDIST[@]}" "${TIMEOUT_ARGS[@]}" \
-  --junitxml="$WORK/junit.xml" >"$WORK/pytest.log" 2>&1
+# leave ~100 s of the budget to the benchmarks; SPURBENCH_GPU_CHECK_PYTEST_ARGS adds pytest arguments (e.g. "-k eval")
+TEST_LIMIT=$(cap "${SPURBENCH_GPU_CHECK_TEST_TIMEOUT:-190}" $(( $(left) - 100 )))
+[ "$TEST_LIMIT" -lt 60 ] && TEST_LIMIT=60
+# shellcheck disable=SC2086
+timeout "$TEST_LIMIT" "$PY" -m pytest tests/test_cuda.py -m cuda -q -rA -p no:cacheprovider "${XDIST[@]}" "${TIMEOUT_ARGS[@]}" \
+  --junitxml="$WORK/junit.xml" ${SPURBENCH_GPU_CHECK_PYTEST_ARGS:-} >"$WORK/pytest.log" 2>&1
 rc=$?
-[ $rc -eq 124 ] && say "FAIL pytest: stopped after ${SPURBENCH_GPU_CHECK_TEST_TIMEOUT:-230} s (see the log; the results below are those written before)"
+[ $rc -eq 124 ] && say "FAIL pytest: stopped after $TEST_LIMIT s (see the log; the results below are those written before)"
 "$PY" - "$WORK/junit.xml" "$WORK/pytest.log" "$rc" <<'EOF' 2>&1 | tee -a "$SUMMARY"
 import sys, xml.etree.ElementTree as ET
 from pathlib import Path
@@ -145,9 +152,15 @@ say "(elapsed $(elapsed) s)"
 # --- 3. benchmarks in GPU mode ---------------------------------------------------------------------
 say ""
 say "== benchmarks (GPU mode) =="
+# GPU mode on a GPU; in the dry run (SPURBENCH_CUDA_CHECK_DEVICE=cpu) the same commands on the CPU, small
+BDEV=cuda; DRY=""
+[ "${SPURBENCH_CUDA_CHECK_DEVICE:-}" = "cpu" ] && { BDEV=cpu; DRY=1; }
+if [ -n "$DRY" ]; then STEPS=3; ROUNDS=1; else STEPS=15; ROUNDS=3; fi
 bench() {  # bench NAME SECONDS CMD...: run, keep the log, put its result lines in the summary
   local name=$1 limit=$2; shift 2
-  if [ -n "$NO_GPU" ]; then say "SKIP $name: no CUDA device"; return; fi
+  if [ -n "$NO_GPU" ] && [ -z "$DRY" ]; then say "SKIP $name: no CUDA device"; return; fi
+  limit=$(cap "$limit" $(( $(left) - 5 )))
+  if [ "$limit" -lt 10 ]; then say "SKIP $name: the ${BUDGET} s budget is spent (SPURBENCH_GPU_CHECK_BUDGET)"; return; fi
   local log="$WORK/bench_$name.log" t0 rc
   t0=$(date +%s)
   timeout "$limit" "$PY" "$@" >"$log" 2>&1
@@ -157,11 +170,15 @@ bench() {  # bench NAME SECONDS CMD...: run, keep the log, put its result lines 
   else say "FAIL $name (exit $rc): $*"; fi
   grep -v -i -E "warn|it/s\]|^\s*$|%\|" "$log" | tail -n "${BENCH_LINES:-14}" | sed 's/^/     | /' | tee -a "$SUMMARY" >/dev/null
 }
-BENCH_LINES=30 bench cost_model 120 benchmarks/cost_model.py --measure --device cuda --repeats 5
-bench train_step 60 benchmarks/train_step.py --steps 15 --warmup 2
-bench generate_txt2img 40 benchmarks/generate.py --device cuda --rounds 3
-bench generate_img2img 40 benchmarks/generate.py --device cuda --mode img2img --steps 20 --rounds 3
-bench detection 40 benchmarks/detection.py --device cuda --rounds 3
+if [ -z "$DRY" ]; then
+  BENCH_LINES=30 bench cost_model 90 benchmarks/cost_model.py --measure --device cuda --repeats 5
+else
+  BENCH_LINES=30 bench cost_model 600 benchmarks/cost_model.py --measure --device cpu --arch tiny --resolution 64 --repeats 1
+fi
+bench train_step 45 benchmarks/train_step.py --steps "$STEPS" --warmup 1
+bench generate_txt2img 30 benchmarks/generate.py --device "$BDEV" --rounds "$ROUNDS"
+bench generate_img2img 30 benchmarks/generate.py --device "$BDEV" --mode img2img --steps 20 --rounds "$ROUNDS"
+bench detection 30 benchmarks/detection.py --device "$BDEV" --rounds "$ROUNDS"
 say "SKIP eval_throughput: a CPU benchmark (its loops run on the CPU; no GPU mode)"
 
 say ""
