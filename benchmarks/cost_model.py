@@ -139,12 +139,12 @@ def measure(resolution: int, device_name: str, repeats: int, arch: str = "sd-v1"
 
     @torch.no_grad()
     def sample_step():
-        unet_eval(torch.randn(2, 4, h, h, device=device, dtype=low), torch.zeros(2, dtype=torch.long, device=device),
+        return unet_eval(torch.randn(2, sd.unet.get("in_channels", 4), h, h, device=device, dtype=low), torch.zeros(2, dtype=torch.long, device=device),
                   torch.randn(2, 77, sd.unet.get("cross_attention_dim", 768), device=device, dtype=low)).sample
 
     @torch.no_grad()
     def decode():
-        vae.decode(torch.randn(1, 4, h, h, device=device, dtype=low)).sample
+        return vae.decode(torch.randn(1, 4, h, h, device=device, dtype=low)).sample
 
     runs = [
         ("DreamBooth step (no checkpointing)", dreambooth, cost.dreambooth_step(sd, resolution)),

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -170,8 +169,8 @@ def sd_arch(base: Any, resolution: int | None = None, inpainting: bool = False) 
         return arch, "local folder (its config.json files)"
     low = ident.lower()
     if inpainting or "inpainting" in low:
-        if "stable-diffusion-2" in low or inpainting:
-            return SD_ARCHS["sd-2-inpainting"], "published config"
+        known = "stable-diffusion-2" in low and "inpainting" in low
+        return SD_ARCHS["sd-2-inpainting"], "published config" if known else f"{ident!r} costed as SD-2 inpainting"
     if "stable-diffusion-2" in low:
         return SD_ARCHS["sd-2-base"], "published config"
     if "stable-diffusion-v1" in low:
@@ -193,7 +192,7 @@ def count_flops(fn: Callable[[], Any]) -> int:
     return int(counter.get_total_flops())
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _module(kind: str, config_json: str) -> Any:
     """A model of `kind` from a config, on the meta device (cached: building SD's UNet takes ~0.5 s)."""
     import torch
@@ -261,7 +260,7 @@ def _encode_text(arch: SDArch, prompts: int, train: bool):
     return te(ids)[0]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def dreambooth_step(arch: SDArch, resolution: int, batch: int = 1, prior: bool = True, train_text_encoder: bool = True,
                     gradient_checkpointing: bool = False) -> int:
     """One DreamBooth step: text encoder and UNet forward on instance (+ prior) images, MSE, backward into both."""
@@ -286,7 +285,7 @@ def dreambooth_step(arch: SDArch, resolution: int, batch: int = 1, prior: bool =
             unet.disable_gradient_checkpointing()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def sfsl_extra(arch: SDArch, resolution: int, feature_model: str, decoder: str = "full", batch: int = 1,
                gradient_checkpointing: bool = False) -> int:
     """What SFSL adds to a step for `batch` instance images: decode z0_hat with gradients (frozen decoder), resize to
@@ -326,7 +325,7 @@ def _decode(arch: SDArch, z, decoder: str = "full"):
     return _frozen(model("vae", arch.vae)).decode(z).sample
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def decode_image(arch: SDArch, resolution: int, decoder: str = "full", grad: bool = False) -> int:
     """One latent decoded; `grad`: with the backward to the latent (the decoder itself frozen)."""
     import torch
@@ -351,7 +350,7 @@ def _no_grad(fn: Callable[[], Any]) -> int:
     return count_flops(run)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _unet_call(arch: SDArch, resolution: int, batch: int) -> int:
     import torch
 
@@ -362,13 +361,13 @@ def _unet_call(arch: SDArch, resolution: int, batch: int) -> int:
                                  torch.randn(batch, 77, states)).sample)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _text_call(arch: SDArch, prompts: int) -> int:
     _frozen(model("text", arch.text))
     return _no_grad(lambda: _encode_text(arch, prompts, False))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _encode_image(arch: SDArch, resolution: int) -> int:
     import torch
 
@@ -397,7 +396,7 @@ def inpaint_image(arch: SDArch, resolution: int, steps: int, guidance_scale: flo
     return _encode_image(arch, resolution) + _denoise(arch, resolution, steps, guidance_scale) + decode_image(arch, resolution)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def textual_inversion_step(arch: SDArch, resolution: int, batch: int = 1) -> int:
     """One textual-inversion micro-step: text encoder forward and backward (only the token embeddings learn),
     frozen UNet forward and backward to its text states."""
@@ -419,7 +418,7 @@ def textual_inversion_step(arch: SDArch, resolution: int, batch: int = 1) -> int
         te.get_input_embeddings().weight.requires_grad_(False)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def classifier_pass(name: str, batch: int = 1) -> int:
     """A timm classifier's forward at its input size."""
     import torch
@@ -429,7 +428,7 @@ def classifier_pass(name: str, batch: int = 1) -> int:
     return _no_grad(lambda: net(torch.randn(batch, 3, size, size)))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def integrated_gradients(name: str, steps: int) -> int:
     """Integrated gradients of one image (DDB's pruning): `steps` interpolated inputs, forward and input backward."""
     import torch
@@ -444,7 +443,7 @@ def integrated_gradients(name: str, steps: int) -> int:
     return count_flops(run)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def owlv2_image() -> int:
     """OWLv2 base/16 at 960 px with one text query of 16 tokens."""
     import torch
@@ -455,7 +454,7 @@ def owlv2_image() -> int:
     return _no_grad(lambda: det(input_ids=torch.zeros(1, OWLV2_TOKENS, dtype=torch.long), pixel_values=torch.randn(1, 3, 960, 960)))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def sam_image() -> int:
     """SAM ViT-B at 1024 px with one box prompt."""
     import torch
