@@ -78,7 +78,12 @@ export PYTHONPATH="$REPO${SITE:+:$SITE}${PYTHONPATH:+:$PYTHONPATH}"
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 export HF_HOME="$WORK/hf_home" SPURBENCH_CACHE="$WORK/cache" MPLBACKEND=Agg
 
-say "spurbench GPU check, $(date -u +%Y-%m-%dT%H:%M:%SZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet 2>/dev/null || echo ' (+ local changes)')"
+if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+  COMMIT="$(git rev-parse --short HEAD)$(git diff --quiet HEAD 2>/dev/null || echo ' (+ local changes)')"
+else
+  COMMIT="? (no git metadata here)"
+fi
+say "spurbench GPU check, $(date -u +%Y-%m-%dT%H:%M:%SZ), commit $COMMIT"
 [ -n "${BAD_WHEELS:-}" ] && say "note: pip could not install:$BAD_WHEELS (see $WORK/wheels.log; the summary's MISSING line says what is still absent)"
 "$PY" - <<'EOF' 2>&1 | tee -a "$SUMMARY"
 import importlib, importlib.metadata as md, os, platform
@@ -164,7 +169,7 @@ say "== benchmarks (GPU mode) =="
 # GPU mode on a GPU; in the dry run (SPURBENCH_CUDA_CHECK_DEVICE=cpu) the same commands on the CPU, small
 BDEV=cuda; DRY=""
 [ "${SPURBENCH_CUDA_CHECK_DEVICE:-}" = "cpu" ] && { BDEV=cpu; DRY=1; }
-if [ -n "$DRY" ]; then STEPS=3; ROUNDS=1; else STEPS=15; ROUNDS=3; fi
+if [ -n "$DRY" ]; then STEPS=3; ROUNDS=1; SMALL=(--images 4 --batch-size 2); else STEPS=15; ROUNDS=3; SMALL=(); fi
 bench() {  # bench NAME SECONDS CMD...: run, keep the log, put its result lines in the summary
   local name=$1 limit=$2; shift 2
   if [ -n "$NO_GPU" ] && [ -z "$DRY" ]; then say "SKIP $name: no CUDA device"; return; fi
@@ -187,9 +192,9 @@ else
   BENCH_LINES=30 bench cost_model 600 benchmarks/cost_model.py --measure --device cpu --arch tiny --resolution 64 --repeats 1
 fi
 bench train_step 45 benchmarks/train_step.py --steps "$STEPS" --warmup 1
-bench generate_txt2img 30 benchmarks/generate.py --device "$BDEV" --rounds "$ROUNDS"
-bench generate_img2img 30 benchmarks/generate.py --device "$BDEV" --mode img2img --steps 20 --rounds "$ROUNDS"
-bench detection 30 benchmarks/detection.py --device "$BDEV" --rounds "$ROUNDS"
+bench generate_txt2img 30 benchmarks/generate.py --device "$BDEV" --rounds "$ROUNDS" "${SMALL[@]}"
+bench generate_img2img 30 benchmarks/generate.py --device "$BDEV" --mode img2img --steps 20 --rounds "$ROUNDS" "${SMALL[@]}"
+bench detection 30 benchmarks/detection.py --device "$BDEV" --rounds "$ROUNDS" "${SMALL[@]}"
 say "SKIP eval_throughput: a CPU benchmark (its loops run on the CPU; no GPU mode)"
 
 say ""

@@ -44,6 +44,7 @@ def test_conv_flops_hand_count():
     assert cost.count_flops(conv) == 2 * 3 * 56 * 56 * 128 * 64 * 3 * 3
 
 
+@pytest.mark.slow
 def test_unet_flops_scale_with_batch_and_guidance():
     one, two = cost._unet_call(SD1, 512, 1), cost._unet_call(SD1, 512, 2)
     assert two == 2 * one
@@ -54,6 +55,7 @@ def test_unet_flops_scale_with_batch_and_guidance():
     assert with_cfg - without == pytest.approx(30 * one, rel=0.01)
 
 
+@pytest.mark.slow
 def test_dreambooth_step_and_sfsl_extra():
     plain = cost.dreambooth_step(SD1, 512, 1, prior=False)
     with_prior = cost.dreambooth_step(SD1, 512, 1, prior=True)
