@@ -107,6 +107,11 @@ for name in ("torchvision", "timm", "transformers", "diffusers", "accelerate", "
 print("versions: " + ", ".join(versions))
 if missing:
     print("MISSING: " + ", ".join(missing) + " (carry their wheels: scripts/gpu_check.sh --fetch-wheels)")
+for module in ("datasets", "diffusers", "captum", "spurbench.generate.stages", "spurbench.evaluate.evaluation"):
+    try:  # a version mismatch with the machine's own packages shows here, in one line, before any test
+        importlib.import_module(module)
+    except Exception as err:
+        print(f"FAIL import {module}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
 EOF
 if [ -z "${SPURBENCH_CUDA_CHECK_DEVICE:-}" ] && ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
   say "note: no CUDA device: the cuda tests will skip (with the reason) and the GPU benchmarks are skipped"
