@@ -112,3 +112,17 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `cuda` need a CUDA GPU: without one they skip, saying so (scripts/gpu_check.sh runs them on a GPU).
+    SPURBENCH_CUDA_CHECK_DEVICE=cpu runs their bodies on the CPU instead (a dry run of their logic)."""
+    marked = [item for item in items if item.get_closest_marker("cuda")]
+    if not marked or os.environ.get("SPURBENCH_CUDA_CHECK_DEVICE", "cuda") == "cpu":
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        skip = pytest.mark.skip(reason="needs a CUDA GPU (torch.cuda.is_available() is False); scripts/gpu_check.sh runs these on one")
+        for item in marked:
+            item.add_marker(skip)

@@ -433,7 +433,7 @@ class DreamBoothTrainer:
             if keep.numel() == 0:
                 return torch.zeros((), device=self.device)
         z0_hat = predict_z0(self.noise_scheduler, noisy_latents[keep], pred[keep], timesteps[keep])
-        x_hat = self.vae.decode((z0_hat / self.vae.config.scaling_factor).to(self.vae.dtype)).sample
+        x_hat = self.feature_model.decode(z0_hat, self.vae)  # the VAE, or the recipe's tiny decoder (features.decoder)
         reference = self.reference_features[instance_index.to(self.device)[keep]]
         return sfsl_loss(self.feature_model, x_hat, reference, self.target_class, reduction="none").sum() / bsz
 

@@ -25,7 +25,7 @@ from spurbench.errors import SpurbenchError
 if TYPE_CHECKING:  # classifiers.py is owned by the "eval" helper
     from spurbench.classifiers import ClassifierSpec
 
-__all__ = ["FeatureModel", "load_feature_model", "sfsl_loss"]
+__all__ = ["FeatureModel", "load_feature_model", "load_tiny_decoder", "sfsl_loss"]
 
 _INTERPOLATION = {"bicubic": "bicubic", "bilinear": "bilinear"}
 
@@ -98,6 +98,14 @@ class FeatureModel(nn.Module):
     def forward(self, images: torch.Tensor, k: int | torch.Tensor) -> torch.Tensor:
         return self.class_features(images, k)
 
+    def decode(self, latents: torch.Tensor, vae: nn.Module) -> torch.Tensor:
+        """Latents in the UNet's (scaled) space -> [-1, 1] images, with gradients to the latents: by the attached
+        tiny decoder (`decoder`, an AutoencoderTiny; a recipe's `features.decoder: tiny`) if any, else by `vae`."""
+        decoder = getattr(self, "decoder", None)
+        if decoder is None:
+            decoder = vae
+        return decoder.decode((latents / decoder.config.scaling_factor).to(decoder.dtype)).sample
+
 
 def sfsl_loss(
     feature_model: FeatureModel,
@@ -136,3 +144,23 @@ def load_feature_model(spec: "dict | ClassifierSpec", device: str | torch.device
         spec = classifiers.ClassifierSpec.from_dict(spec)
     loaded = classifiers.create_classifier(spec, device=device)
     return FeatureModel(loaded.model, loaded.data_config).to(device)
+
+
+def load_tiny_decoder(source: str, revision: str | None = None, device: str | torch.device = "cpu") -> nn.Module:
+    """diffusers' AutoencoderTiny from a Hub id or a local `save_pretrained` folder, frozen, for `FeatureModel.decoder`."""
+    from pathlib import Path
+
+    from diffusers import AutoencoderTiny
+
+    from spurbench.errors import hub_failure_reason
+
+    local = Path(source).expanduser()
+    try:
+        decoder = AutoencoderTiny.from_pretrained(str(local)) if local.is_dir() else AutoencoderTiny.from_pretrained(source, revision=revision)
+    except Exception as err:  # offline, typo, not an AutoencoderTiny folder: all fixable by the user
+        raise SpurbenchError(
+            f"cannot load the SFSL tiny decoder '{source}'" + (f" at revision {revision}" if revision else "")
+            + f" ({hub_failure_reason(err) if not local.is_dir() else type(err).__name__ + ': ' + str(err).splitlines()[0]}); "
+            "set features.tiny_decoder to an AutoencoderTiny Hub id (madebyollin/taesd) or a local folder, or features.decoder: full"
+        ) from None
+    return decoder.requires_grad_(False).eval().to(device)

@@ -44,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     none = argparse.SUPPRESS
     parser.add_argument("--recipe", required=True, metavar="NAME|PATH", default=none,
                         help="build recipe: a shipped name (smoke, spurious_imagenet, d3s, d3s_smoke) or a path to a YAML file like builders/smoke.yaml")
-    parser.add_argument("--out", required=True, metavar="DIR", default=none,
+    parser.add_argument("--out", metavar="DIR", default=none,
                         help="folder to export the dataset to (Parquet shards + README.md card); replaced whole at the end")
     parser.add_argument("--work-dir", default=none, metavar="DIR",
                         help="folder for resumable state: references, class priors, fine-tuned models, generated images (default: <out>.work)")
@@ -65,6 +65,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="after exporting, upload the dataset folder to this Hub dataset repo (token from `hf auth login`, never printed)")
     parser.add_argument("--private", action="store_true", help="with --push-to-hub: create the Hub repo as private")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars (stage messages are still printed)")
+    parser.add_argument("--plan", action="store_true",
+                        help="print what the build would cost and exit: stages, models and download sizes, images, disk, GPU-hours "
+                        "(FLOPs counted on the real architectures without loading any weights; spurbench.generate.cost)")
+    parser.add_argument("--plan-gpu", default="H100", metavar="GPU", help="with --plan: the GPU to price GPU-hours on (H100, H200, A100, L40S, L4)")
+    parser.add_argument("--plan-utilization", type=float, default=0.2, metavar="F",
+                        help="with --plan: the fraction of the GPU's peak FLOP/s the build reaches (an assumption; see benchmarks/cost_model.py --measure)")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -110,7 +116,7 @@ class Context:
 def run(args: argparse.Namespace) -> int:
     from spurbench.generate.recipe import load_recipe, recipe_hash
 
-    for name in ("work_dir", "classes", "keep_weights", "spurious_imagenet", "foregrounds", "backgrounds", "push_to_hub"):
+    for name in ("out", "work_dir", "classes", "keep_weights", "spurious_imagenet", "foregrounds", "backgrounds", "push_to_hub"):
         if not hasattr(args, name):  # suppressed defaults (see add_arguments)
             setattr(args, name, None)
     for name, value in (("device", "auto"), ("private", False), ("no_progress", False)):
@@ -121,6 +127,14 @@ def run(args: argparse.Namespace) -> int:
 
     recipe_path, recipe = load_recipe(args.recipe)
     classes = _select_classes(recipe, args.classes)
+    if getattr(args, "plan", False):  # the bill, before anything is loaded or written
+        from spurbench.generate.cost import format_plan, plan
+
+        print(format_plan(plan(recipe, classes, recipe_path, gpu=getattr(args, "plan_gpu", "H100"),
+                               utilization=getattr(args, "plan_utilization", 0.2))))
+        return 0
+    if getattr(args, "out", None) is None:
+        raise SpurbenchError("the following argument is required: --out DIR (the folder to export the dataset to); or give --plan to see the cost only")
     if args.push_to_hub is not None and not _HUB_REPO.match(args.push_to_hub):
         raise SpurbenchError(f"--push-to-hub {args.push_to_hub!r} is not a Hub repo id; use ORG/NAME, e.g. my-org/spurious-imagenet-sfsl")
     out = Path(args.out).expanduser()

@@ -34,6 +34,53 @@ def _byte_level_vocab() -> tuple[dict[str, int], list[tuple[str, str]]]:
     return {t: i for i, t in enumerate(dict.fromkeys(tokens))}, merges
 
 
+def tiny_unet_config(latent_size: int, in_channels: int = 4) -> dict:
+    """UNet2DConditionModel arguments of the tiny model (also what spurbench.generate.cost builds on the meta device)."""
+    return dict(
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        sample_size=latent_size,
+        in_channels=in_channels,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=TEXT_HIDDEN,
+        norm_num_groups=2,
+        attention_head_dim=2,
+    )
+
+
+def tiny_vae_config(image_size: int) -> dict:
+    """AutoencoderKL arguments of the tiny model: two blocks, so latents are image_size / 2."""
+    return dict(
+        block_out_channels=[4, 8],
+        in_channels=3,
+        out_channels=3,
+        down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
+        up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"],
+        latent_channels=4,
+        norm_num_groups=2,
+        sample_size=image_size,
+    )
+
+
+def tiny_text_config(vocab: dict[str, int] | None = None) -> dict:
+    """CLIPTextConfig arguments of the tiny model's text encoder."""
+    vocab = vocab if vocab is not None else _byte_level_vocab()[0]
+    return dict(
+        bos_token_id=vocab["<|startoftext|>"],
+        eos_token_id=vocab["<|endoftext|>"],
+        pad_token_id=vocab["<|endoftext|>"],
+        hidden_size=TEXT_HIDDEN,
+        intermediate_size=37,
+        layer_norm_eps=1e-05,
+        num_attention_heads=4,
+        num_hidden_layers=2,
+        vocab_size=max(1000, len(vocab)),
+        max_position_embeddings=77,
+    )
+
+
 def make_tiny_stable_diffusion(
     out_dir: str | Path,
     prediction_type: str = "epsilon",
@@ -54,45 +101,12 @@ def make_tiny_stable_diffusion(
     out_dir = Path(out_dir)
     latent_size = image_size // 2  # the VAE below downsamples once (two blocks)
     torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        sample_size=latent_size,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=TEXT_HIDDEN,
-        norm_num_groups=2,
-        attention_head_dim=2,
-    )
+    unet = UNet2DConditionModel(**tiny_unet_config(latent_size))
     torch.manual_seed(seed + 1)
-    vae = AutoencoderKL(
-        block_out_channels=[4, 8],
-        in_channels=3,
-        out_channels=3,
-        down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
-        up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"],
-        latent_channels=4,
-        norm_num_groups=2,
-        sample_size=image_size,
-    )
+    vae = AutoencoderKL(**tiny_vae_config(image_size))
     torch.manual_seed(seed + 2)
     vocab, merges = _byte_level_vocab()
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            bos_token_id=vocab["<|startoftext|>"],
-            eos_token_id=vocab["<|endoftext|>"],
-            pad_token_id=vocab["<|endoftext|>"],
-            hidden_size=TEXT_HIDDEN,
-            intermediate_size=37,
-            layer_norm_eps=1e-05,
-            num_attention_heads=4,
-            num_hidden_layers=2,
-            vocab_size=max(1000, len(vocab)),
-            max_position_embeddings=77,
-        )
-    )
+    text_encoder = CLIPTextModel(CLIPTextConfig(**tiny_text_config(vocab)))
     tokenizer = tiny_clip_tokenizer(out_dir, model_max_length=77)
     scheduler = DDPMScheduler(
         beta_start=0.00085,

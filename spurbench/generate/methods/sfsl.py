@@ -64,6 +64,11 @@ def prepare(ctx, pending: list, refs: dict, base_model: str, base_revision: str 
         from spurbench.generate.features import load_feature_model
 
         feature_model = load_feature_model(_feature_spec(ctx), ctx.device)
+        features = ctx.recipe.features
+        if features is not None and features.decoder == "tiny":  # SFSL decodes with AutoencoderTiny (recipe docs)
+            from spurbench.generate.features import load_tiny_decoder
+
+            feature_model.decoder = load_tiny_decoder(features.tiny_decoder, features.tiny_decoder_revision, ctx.device)
     priors = stage_priors(ctx, pending, base_model)
     return {"feature_model": feature_model, "priors": priors, "accelerator": None}
 
