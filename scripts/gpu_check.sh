@@ -107,7 +107,7 @@ for name in ("torchvision", "timm", "transformers", "diffusers", "accelerate", "
 print("versions: " + ", ".join(versions))
 if missing:
     print("MISSING: " + ", ".join(missing) + " (carry their wheels: scripts/gpu_check.sh --fetch-wheels)")
-for module in ("datasets", "diffusers", "captum", "spurbench.generate.stages", "spurbench.evaluate.evaluation"):
+for module in ("datasets", "diffusers", "captum", "spurbench.generate.stages", "spurbench.evaluate.cli"):
     try:  # a version mismatch with the machine's own packages shows here, in one line, before any test
         importlib.import_module(module)
     except Exception as err:
@@ -202,7 +202,7 @@ else
 fi
 bench train_step 45 benchmarks/train_step.py --steps "$STEPS" --warmup 1
 bench generate_txt2img 30 benchmarks/generate.py --device "$BDEV" --rounds "$ROUNDS" "${SMALL[@]}"
-bench generate_img2img 30 benchmarks/generate.py --device "$BDEV" --mode img2img --steps 20 --rounds "$ROUNDS" "${SMALL[@]}"
+bench generate_img2img 60 benchmarks/generate.py --device "$BDEV" --mode img2img --steps 20 --rounds "$ROUNDS" "${SMALL[@]}"
 bench detection 30 benchmarks/detection.py --device "$BDEV" --rounds "$ROUNDS" "${SMALL[@]}"
 say "SKIP eval_throughput: a CPU benchmark (its loops run on the CPU; no GPU mode)"
 

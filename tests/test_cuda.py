@@ -34,7 +34,9 @@ TIMEOUT = int(os.environ.get("SPURBENCH_CUDA_CHECK_TIMEOUT", "240"))  # seconds 
 
 
 def _env(tmp_path: Path, **extra: str) -> dict:
-    return {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+    # the repository first, then whatever the caller had (gpu_check.sh puts its carried wheels there)
+    path = os.pathsep.join([str(ROOT)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))
+    return {**os.environ, "PYTHONPATH": path, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
             "HF_DATASETS_CACHE": str(tmp_path / "hf_datasets"), **extra}
 
 
