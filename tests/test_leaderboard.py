@@ -89,7 +89,7 @@ def test_round_trip(tmp_path):
     written = record(path, "b", rng.random(12) < 0.5, rate=0.3)
     loaded = lb.load_leaderboard(path)
     assert loaded == written == json.loads(path.read_text())
-    assert loaded["schema_version"] == lb.SCHEMA_VERSION == 1
+    assert loaded["schema_version"] == lb.SCHEMA_VERSION == 2
     assert loaded["dataset"] == DATASET
     assert [e["model"] for e in loaded["entries"]] == ["model/a", "b"]
     e = loaded["entries"][0]
@@ -124,7 +124,7 @@ def test_other_dataset_refused_and_file_unchanged(tmp_path):
     assert path.read_bytes() == before
 
 
-@pytest.mark.parametrize("content", ['{"schema_version": 1, "entries": [', "not json at all", '{"schema_version": 2, "entries": []}',
+@pytest.mark.parametrize("content", ['{"schema_version": 1, "entries": [', "not json at all", '{"schema_version": 3, "entries": []}',
                                      "[1, 2]", '{"schema_version": 1, "entries": [{"model": 3}]}'])
 def test_corrupt_or_foreign_file_left_untouched(tmp_path, content):
     path = tmp_path / "leaderboard.json"

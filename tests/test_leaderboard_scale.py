@@ -6,6 +6,7 @@ test_leaderboard.py (whose helpers these tests share)."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import warnings
@@ -198,6 +199,7 @@ def test_cli_on_a_corrupt_board_is_one_line_and_leaves_it(tmp_path):
     path = tmp_path / "leaderboard.json"
     _record(path, "t1", np.ones(12, bool))
     board = json.loads(path.read_text())
+    shutil.rmtree(lb.store_path(path))  # the export alone: a board read from that one file
     board["entries"].append({"model": "t1", "metrics": {}})  # a duplicate entry: corrupt
     path.write_text(json.dumps(board))
     before = path.read_bytes()
@@ -240,7 +242,8 @@ def test_eval_record_never_takes_another_entrys_file(tmp_path):
     top1 = np.where(fooled[:, 1], LABELS, 500)
     preds = Predictions(np.arange(12), LABELS.copy(), np.full(12, 0.5), np.stack([top1] + [np.full(12, 600 + i) for i in range(4)], 1),
                         np.tile([0.5, 0.2, 0.1, 0.05, 0.01], (12, 1)))
-    board = record(path, DATASET, make_entry("x_y", 0.3, predictions=lb.predictions_relpath("x_y")), preds)
+    record(path, DATASET, make_entry("x_y", 0.3, predictions=lb.predictions_relpath("x_y")), preds)
+    board = lb.load_leaderboard(path)
     files = {e["model"]: e["predictions"] for e in board["entries"]}
     assert files["x y"] == old_rel and files["x_y"] != old_rel
     assert (tmp_path / old_rel).read_bytes() == before

@@ -198,11 +198,12 @@ def run(args: argparse.Namespace) -> int:
     leaderboard = Path(args.leaderboard)
     if leaderboard.is_dir():
         leaderboard = leaderboard / "leaderboard.json"
-    board = load_leaderboard(leaderboard)  # corrupt -> SpurbenchError, file untouched
+    # only the entries of the models to score (a big board is not read whole); corrupt -> SpurbenchError, file untouched
+    board = load_leaderboard(leaderboard, models=[s.display_name for s in specs])
     data = open_dataset(args.dataset, split=args.split, revision=args.revision, limit=args.limit,
                         include_unverified=args.include_unverified, group_by=args.group_by)
     held = board.get("dataset")
-    if held and board["entries"] and held.get("fingerprint") != data.info["fingerprint"]:
+    if held and board.get("num_entries", len(board["entries"])) and held.get("fingerprint") != data.info["fingerprint"]:
         raise SpurbenchError(
             f"leaderboard '{leaderboard}' holds results for dataset {held.get('id')!r} (fingerprint {str(held.get('fingerprint'))[:12]}...), "
             f"not for '{args.dataset}' split '{args.split}' (fingerprint {data.info['fingerprint'][:12]}...); pass another --leaderboard file"
