@@ -127,7 +127,7 @@ def test_large_panel_keeps_pairs_out_of_the_json(tmp_path, monkeypatch):
     assert all("pairwise_kappa" not in v for v in c["per_class"].values())
     _assert_matches(c, fooled, names, pairs_listed=False)
     with np.load(tmp_path / hitstore.STATE_FILE) as z:
-        assert z["kappa"].shape == (5, 5)
+        assert z["class_fail"].shape == (5, 3) and "kappa" not in z.files  # no m x m matrix: running sums
 
 
 def test_colliding_slugs_get_their_own_files(tmp_path):
@@ -248,3 +248,36 @@ def test_eval_record_never_takes_another_entrys_file(tmp_path):
     assert files["x y"] == old_rel and files["x_y"] != old_rel
     assert (tmp_path / old_rel).read_bytes() == before
     _assert_matches(board["consistency"], fooled, ["x y", "x_y"])
+
+
+@pytest.mark.parametrize("kind", ["spurious", "shift"])
+def test_incremental_append_matches_a_rebuild(tmp_path, monkeypatch, kind):
+    """Above PAIRWISE_IN_JSON models an append is incremental (packed bits, running sums): it must give
+    what a from-scratch rebuild and an independent computation give, on both kinds of set."""
+    monkeypatch.setattr(hitstore, "PAIRWISE_IN_JSON", 2)
+    dataset = {**DATASET, "provenance": {"kind": kind}}
+    path = tmp_path / "leaderboard.json"
+    fooled = _fooled(7, seed=11)
+    names = [f"m{j}" for j in range(7)]
+    calls = {"append": 0}
+    real = hitstore._append
+    monkeypatch.setattr(hitstore, "_append", lambda *a: calls.__setitem__("append", calls["append"] + 1) or real(*a))
+    for j, n in enumerate(names):
+        rel = write_csv(tmp_path, n, fooled[:, j])
+        board = lb.record_entry(path, dataset, make_entry(n, 0.5, None, rel))
+    assert calls["append"] == 5  # models 3..7 appended incrementally
+    failed = fooled if kind == "spurious" else ~fooled
+    _assert_matches(board["consistency"], failed, names, pairs_listed=False)
+    (tmp_path / hitstore.STATE_FILE).unlink()  # from scratch: the same figures
+    rebuilt = hitstore.update(tmp_path, lb.load_leaderboard(path))
+    assert _close(rebuilt, board["consistency"])
+
+
+def _close(a, b) -> bool:
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_close(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b))
+    if isinstance(a, float):
+        return b == pytest.approx(a, abs=1e-12)
+    return a == b
