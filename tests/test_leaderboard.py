@@ -283,7 +283,7 @@ for r in range(rounds):
 
 def test_parallel_processes_lose_no_entry(tmp_path):
     path = tmp_path / "leaderboard.json"
-    models = [f"model_{i}" for i in range(6)]
+    models = [f"model_{i}" for i in range(8)]  # 8 real processes, 4 records each, into one board
     rng = np.random.default_rng(0)
     fooled = rng.random((12, len(models))) < 0.5
     go = tmp_path / "go"
@@ -295,23 +295,25 @@ def test_parallel_processes_lose_no_entry(tmp_path):
         procs.append(subprocess.Popen([sys.executable, "-c", WRITER, str(path), str(entry_file), str(go), "4"]))
     time.sleep(0.5)  # let them import, then release all at once
     go.touch()
-    # read while they write: the file is either absent or complete, valid JSON, every time
+    # read while they write: the export is either absent or complete, valid JSON, and the store reads, every time
     reads = 0
     while any(p.poll() is None for p in procs):
         if path.exists():
             json.loads(path.read_text())
             reads += 1
+        lb.load_leaderboard(path)
         time.sleep(0.002)
     assert [p.wait() for p in procs] == [0] * len(models)
     board = lb.load_leaderboard(path)
     assert sorted(e["model"] for e in board["entries"]) == models
     assert all(e["metrics"]["spurious_rate"] == 0.75 for e in board["entries"])  # each one's last round
     c = board["consistency"]
-    assert sorted(c["models"]) == models and c["excluded"] == {} and len(c["pairwise_kappa"]) == 15
+    assert sorted(c["models"]) == models and c["excluded"] == {} and len(c["pairwise_kappa"]) == 28
     order = [models.index(m) for m in c["models"]]
     assert_consistency_equal(c, independent_consistency(fooled[:, order], c["models"]))
     assert reads > 0
-    assert not list(tmp_path.glob("*.tmp-*"))
+    assert not list(tmp_path.rglob("*.tmp-*"))
+    assert len(list((lb.store_path(path) / "entries").glob("*.json"))) == len(models)  # replaced entries' files removed
 
 
 # ------------------------------------------------------------------------------------------- CLI
