@@ -86,7 +86,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "size, no crop; positives: resize x256/224 + center crop; bicubic)")
     r.add_argument("--force", action="store_true",
                    help="re-score models already on the leaderboard for the same data, preprocessing and precision (default: skip them)")
-    r.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
+    r.add_argument("--batch-size", type=int, default=None,
+                   help="images per forward pass; unset: chosen for the device (CPU: a few seconds' calibration of batch size "
+                        "and memory format per model; CUDA: 32), recorded in the entry's `loop`")
+    r.add_argument("--decode", choices=("auto", "pil"), default="auto",
+                   help="auto: torchvision's decoder and the transform on uint8 tensors where the transform allows (faster; within "
+                        "a stated tolerance of timm's PIL transform, see evaluate/preprocessing.py); pil: PIL throughout, exactly "
+                        "as timm's loader. The entry's `loop` records which")
     r.add_argument("--workers", type=int, default=None, help="DataLoader worker processes decoding images (0: in the main process); unset: min(8, CPU cores), or 0 on a CPU run with 2 cores or fewer")
     r.add_argument("--threads", type=int, default=None, metavar="N",
                    help="torch threads of the scoring process (unset: torch's default, one per core); on a CPU shared with "
@@ -170,7 +176,7 @@ def run(args: argparse.Namespace) -> int:
 
         datasets.disable_progress_bars()
     # Everything that can be wrong with the inputs is checked before anything is written.
-    if args.batch_size < 1:
+    if args.batch_size is not None and args.batch_size < 1:
         raise SpurbenchError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.workers is not None and args.workers < 0:
         raise SpurbenchError(f"--workers must be 0 or more, got {args.workers}")
@@ -253,7 +259,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             clf = item if isinstance(item, LoadedClassifier) else create_classifier(spec, "cpu", num_classes=data.num_classes)
             entry, preds = evaluate(clf, data, positives=positives, preprocessing=args.preprocessing, batch_size=args.batch_size,
-                                    workers=args.workers, device=device, amp=args.amp, command=command)
+                                    workers=args.workers, device=device, amp=args.amp, command=command, decode=args.decode)
         except (ImageDecodeError, KeyboardInterrupt):
             raise  # the data is broken, or the user stopped: not this model's failure
         except Exception as err:

@@ -112,6 +112,7 @@ class Entry(TypedDict, total=False):
     env: dict[str, Any]  #: versions (spurbench, torch, timm, python) and device
     date: str  #: ISO 8601 UTC time of the evaluation
     images_per_second: float  #: throughput of the evaluation
+    loop: dict[str, Any]  #: how it ran: batch_size, memory_format, batch_size_from (--batch-size / cpu calibration / default), decode
     command: str  #: the command line that produced the entry
 
 
