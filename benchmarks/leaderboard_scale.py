@@ -180,8 +180,10 @@ def process_benchmark(args) -> None:
                 cmd = [sys.executable, "-m", "spurbench", "eval", "--panel", str(panel), "--dataset", str(folder),
                        "--leaderboard", str(boards[name])]
                 t = time.perf_counter()
-                subprocess.run(cmd, check=True, env=env, capture_output=True)
+                done = subprocess.run(cmd, env=env, capture_output=True, text=True)
                 times[name].append(time.perf_counter() - t)
+                if done.returncode:
+                    raise SystemExit(f"spurbench eval failed ({done.returncode}): {done.stderr[-2000:]}")
             print(f"  repeat {r + 1}: small {times['small'][-1]:.2f} s, large {times['large'][-1]:.2f} s", flush=True)
         n_large = len(lb.entry_files(boards["large"]))
         assert n_large == args.process_large + args.repeats, n_large
