@@ -424,9 +424,9 @@ def _migrate(path: Path) -> dict[str, Any]:
     # the old file stays the export while the board is small (the next export rewrites it with the same
     # figures); a big one is kept, renamed, rather than left looking current
     index["export"] = len(index["entries"]) <= EXPORT_MAX_ENTRIES
+    _commit(path, index)  # from here the store is the board
     if not index["export"]:
         os.replace(path, path.with_name(path.stem + ".schema1" + path.suffix))
-    _commit(path, index)
     return index
 
 
