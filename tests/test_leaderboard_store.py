@@ -103,3 +103,23 @@ def test_process_killed_mid_record_leaves_a_readable_board_and_a_redoable_record
     assert [e["model"] for e in board["entries"]] == ["a", "b", "c"]
     assert_consistency_equal(board["consistency"], independent_consistency(fooled, ["a", "b", "c"]))
     assert lb.load_leaderboard(path) == board == json.loads(path.read_text())
+
+
+def test_corrupt_store_is_refused_and_left_untouched(tmp_path):
+    import pytest
+
+    from spurbench.errors import SpurbenchError
+
+    path = tmp_path / "leaderboard.json"
+    lb.record_entry(path, DATASET, make_entry("a", 0.5, None, write_csv(tmp_path, "a", _fooled(1, seed=4)[:, 0])))
+    index = lb.store_path(path) / "index.json"
+    good = index.read_text()
+    for bad, why in (("{not json", "not valid JSON"), (good.replace('"schema_version": 2', '"schema_version": 7'), "schema-2"),
+                     (good.replace('"file": "entries/', '"file": "gone/'), "entry files that do not exist")):
+        index.write_text(bad)
+        with pytest.raises(SpurbenchError, match=why) as err:
+            lb.load_leaderboard(path)
+        assert "left untouched" in str(err.value)
+        with pytest.raises(SpurbenchError):
+            lb.record_entry(path, DATASET, make_entry("b", 0.5, None, write_csv(tmp_path, "b", _fooled(1, seed=5)[:, 0])))
+        assert index.read_text() == bad

@@ -430,21 +430,28 @@ def _migrate(path: Path) -> dict[str, Any]:
     return index
 
 
-def _export_after_record(path: Path, index: dict[str, Any]) -> Board | None:
-    """Rewrite the export while the board is small (returns the whole board, read for it); above
-    EXPORT_MAX_ENTRIES remove the export this store wrote, so no stale copy looks current."""
+def _prepare_export(path: Path, index: dict[str, Any]) -> tuple[Board | None, bool]:
+    """Before the commit: (the whole board, read for the export while the board has at most
+    EXPORT_MAX_ENTRIES entries, else None; whether an export this store wrote must go). A missing entry
+    file raises here, so nothing is committed over a broken store."""
     if len(index["entries"]) <= EXPORT_MAX_ENTRIES:
-        board = _board_from_index(path, index)
+        try:
+            board = _board_from_index(path, index)
+        except FileNotFoundError:
+            raise _invalid(_index_path(path), "names entry files that do not exist") from None
+        index["export"] = True
+        return board, False
+    stale = bool(index.get("export"))
+    index["export"] = False
+    return None, stale
+
+
+def _finish_export(path: Path, board: Board | None, stale: bool) -> None:
+    """After the commit: rewrite the export, or remove the one this store wrote, so no stale copy looks current."""
+    if board is not None:
         _write_atomic(path, dumps_board(board))
-        if not index.get("export"):
-            index["export"] = True
-            _commit(path, index)
-        return board
-    if index.get("export"):
+    elif stale:
         path.unlink(missing_ok=True)
-        index["export"] = False
-        _commit(path, index)
-    return None
 
 
 def export(path: str | Path) -> Path:
@@ -524,10 +531,11 @@ def record_entry(path: str | Path, dataset: Mapping[str, Any], entry: Mapping[st
             else:
                 rows.append(row)
             index["consistency"] = _jsonable(hitstore.update(path.parent, {"dataset": index["dataset"], "entries": rows}))
+            board, stale = _prepare_export(path, index)
             _commit(path, index)
             if old_file is not None and old_file != row["file"]:
                 (store / old_file).unlink(missing_ok=True)
-            board = _export_after_record(path, index)
+            _finish_export(path, board, stale)
             if full:
                 return board if board is not None else _board_from_index(path, index)
             out = {k: v for k, v in index.items() if k not in ("entries", "export")}
@@ -554,8 +562,9 @@ def record_failure(path: str | Path, dataset: Mapping[str, Any], failure: Mappin
                 index["dataset"] = _jsonable(dataset)
             index["failures"] = [f for f in index["failures"] if f.get("model") != new["model"] and f.get("fingerprint") == dataset["fingerprint"]]
             index["failures"].append(new)
+            board, stale = _prepare_export(path, index)
             _commit(path, index)
-            _export_after_record(path, index)
+            _finish_export(path, board, stale)
             out = {k: v for k, v in index.items() if k not in ("entries", "export")}
             return {**out, "entries": [], "num_entries": len(index["entries"])}  # type: ignore[return-value]
     except Timeout:
