@@ -110,6 +110,15 @@ def choose_batch(classifier: LoadedClassifier, device: torch.device | str | None
 # decoding and preprocessing (runs inside the DataLoader workers)
 
 
+def _complete_png_or_jpeg(data: bytes) -> bool:
+    """A PNG that ends in its IEND chunk, or a JPEG that ends in its EOI marker (trailing padding allowed)."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return data[-12:-8] == b"\x00\x00\x00\x00" and data[-8:-4] == b"IEND"
+    if data[:3] == b"\xff\xd8\xff":
+        return b"\xff\xd9" in data[-64:]
+    return False
+
+
 class ImageItems(torch.utils.data.Dataset):
     """Items (uint8 tensor, label, index, error) decoded on demand, so only the current batches are in memory.
 
@@ -146,6 +155,8 @@ class ImageItems(torch.utils.data.Dataset):
         else:
             cell = self.rows[i]["image"]
             data = cell["bytes"] if cell.get("bytes") is not None else Path(cell["path"]).read_bytes()
+        if not _complete_png_or_jpeg(data):  # other formats, and truncated files (libpng would print to stderr): PIL
+            return None
         try:
             x = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
         except Exception:  # a format torchvision does not read (or a broken file): PIL's turn
