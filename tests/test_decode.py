@@ -104,7 +104,8 @@ def test_other_transforms_and_formats_take_the_pil_path(photo_dataset, lite0):
 def test_batch_size_chosen_for_the_device(lite0, monkeypatch):
     assert choose_batch(lite0, "cpu", (224, 224), batch_size=7) == {
         "batch_size": 7, "memory_format": "channels_last", "batch_size_from": "--batch-size"}
-    monkeypatch.setattr(predict_mod, "CPU_BATCH_CANDIDATES", (1, 2, 4))
+    monkeypatch.setattr(predict_mod, "CPU_BATCH_CANDIDATES", (4, 2, 1))
+    monkeypatch.setattr(predict_mod, "CALIBRATION_BUDGET_S", 60.0)
     got = choose_batch(lite0, "cpu", (96, 96))
     assert got["batch_size_from"] == "cpu calibration" and got["batch_size"] in (1, 2, 4)
     assert got["memory_format"] in ("channels_last", "contiguous")

@@ -261,13 +261,14 @@ def test_cli_errors_in_subprocess(board_copy, photo_dataset, tmp_path):
     _assert_one_line_error(proc.returncode, proc.stderr, r"cannot decode image of dataset .* row 1 \(path 'broken_cat.png'\): .*replace or remove")
     assert not fresh.parent.exists() or not any(fresh.parent.rglob("*.json")) and not any(fresh.parent.rglob("*.csv"))
 
-    corrupt = board_copy.parent / "lb.json"
+    corrupt = board_copy.parent / "store" / "index.json"  # the store is the board (lb.json is its export)
     corrupt.write_text(corrupt.read_text()[:200])  # a half-written file, as an interrupted editor would leave
     broken = corrupt.read_bytes()
-    proc = _run_cli(["--panel", "offline", *data, "--leaderboard", str(corrupt)])
-    _assert_one_line_error(proc.returncode, proc.stderr, r"leaderboard '.*lb.json' is not valid JSON .*left untouched")
+    proc = _run_cli(["--panel", "offline", *data, "--leaderboard", str(board_copy)])
+    _assert_one_line_error(proc.returncode, proc.stderr, r"leaderboard '.*index.json' is not valid JSON .*left untouched")
     assert corrupt.read_bytes() == broken
-    assert {k: v for k, v in _snapshot(board_copy.parent).items() if k != "lb.json"} == {k: v for k, v in before.items() if k != "lb.json"}
+    key = "store/index.json"
+    assert {k: v for k, v in _snapshot(board_copy.parent).items() if k != key} == {k: v for k, v in before.items() if k != key}
 
 
 def _lite0_file() -> str:
