@@ -48,7 +48,7 @@ def default_workers(device: torch.device) -> int:
 CPU_BATCH_CANDIDATES = (32, 16, 8, 4, 2, 1)
 #: batch size on a GPU (large batches keep it busy; `--batch-size` overrides)
 CUDA_BATCH_SIZE = 32
-#: the most a CPU calibration may spend, seconds (it always finishes the candidate it started)
+#: the most a CPU calibration may spend, seconds, once 4 candidates are tried (it finishes the one it started)
 CALIBRATION_BUDGET_S = 4.0
 
 
@@ -71,7 +71,7 @@ def choose_batch(classifier: LoadedClassifier, device: torch.device | str | None
     `batch_size` given (`--batch-size`): that, channels-last. CUDA: CUDA_BATCH_SIZE, channels-last.
     CPU: a short calibration on random inputs of the model's size: per-image forward time at each of
     CPU_BATCH_CANDIDATES (largest first), channels-last, stopping once a batch is 10 % slower per image
-    than the best so far or after CALIBRATION_BUDGET_S, then the best batch size again in the default
+    than the best so far or after CALIBRATION_BUDGET_S (once 4 were tried), then the best batch size again in the default
     memory format; the fastest wins. On a loaded machine the choice moves with the load (measured here
     at load 11 on 2 cores: batch 1 took 5.8 s per image with 2 threads); the entry records the timings. On this project's 2-core CPU, EfficientNet-Lite0 was 2.5x faster per image at
     batch 4 than at 32 (issue 18): the best batch is small and model- and machine-dependent.
@@ -95,7 +95,9 @@ def choose_batch(classifier: LoadedClassifier, device: torch.device | str | None
             timings[f"channels_last b{b}"] = round(t * 1000, 3)
             if t < best:
                 best_b, best = b, t
-            if t > 1.1 * best or time.perf_counter() - start > CALIBRATION_BUDGET_S:
+            tried = len(timings)
+            # the budget stops it only after 32..4 were tried: a first, slow large batch must not decide alone
+            if t > 1.1 * best or (tried >= 4 and time.perf_counter() - start > CALIBRATION_BUDGET_S):
                 break
         model.to(memory_format=torch.contiguous_format)
         t = _per_image_seconds(model, torch.randn(best_b, 3, h, w, generator=gen))
