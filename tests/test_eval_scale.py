@@ -142,8 +142,9 @@ def test_temperature_divides_the_logits(photo_dataset, lite0):
     data = open_dataset(photo_dataset.path, limit=5)
     cfg = data_config_for(lite0.model, "timm")
     t, _ = build_uint8_transforms(cfg, "timm")
-    plain = predict(lite0, ImageItems(t, data.labels, rows=data.rows), workers=0)
-    scaled = predict(hot, ImageItems(t, data.labels, rows=data.rows), workers=0)
+    # PIL decoding, to compare with timm's own PIL transform to 1e-4 (the torchvision path: tests/test_decode.py)
+    plain = predict(lite0, ImageItems(t, data.labels, rows=data.rows, decode="pil"), workers=0)
+    scaled = predict(hot, ImageItems(t, data.labels, rows=data.rows, decode="pil"), workers=0)
     # independent: the model's logits on timm's own float transform, divided by T, softmaxed
     transform = timm.data.create_transform(**cfg)
     with torch.inference_mode():

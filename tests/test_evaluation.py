@@ -45,8 +45,10 @@ def cli_run(photo_dataset, tmp_path_factory):
     """One real `python -m spurbench eval --panel offline ...` in a subprocess, shared by the tests below."""
     out = tmp_path_factory.mktemp("cli_eval")
     lb = out / "board" / "lb.json"
+    # --decode pil: the numbers are compared below with timm's own PIL transform to 1e-4; the default torchvision
+    # decode path is held to its stated tolerance in test_decode.py
     cmd = [sys.executable, "-m", "spurbench", "eval", "--panel", "offline", "--dataset", str(photo_dataset.path),
-           "--positives", str(photo_dataset.positives), "--leaderboard", str(lb)]
+           "--positives", str(photo_dataset.positives), "--leaderboard", str(lb), "--decode", "pil"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert proc.returncode == 0, proc.stderr
     return proc, lb
@@ -85,7 +87,7 @@ def _positives_probs(clf, folder: Path) -> tuple[np.ndarray, np.ndarray]:
 def test_cli_writes_leaderboard_entries(cli_run, photo_dataset):
     proc, lb = cli_run
     board = json.loads(lb.read_text())
-    assert board["schema_version"] == 1
+    assert board["schema_version"] == 2
     ds = board["dataset"]
     assert ds["id"] == str(photo_dataset.path) and ds["split"] == "test" and ds["revision"] is None
     assert ds["fingerprint"] == fingerprint(photo_dataset.path, "test")
@@ -98,6 +100,10 @@ def test_cli_writes_leaderboard_entries(cli_run, photo_dataset):
         assert e["data_config"]["interpolation"] == "bicubic" and e["data_config"]["input_size"][0] == 3
         assert set(e["env"]) >= {"spurbench", "torch", "timm", "python", "device"} and e["env"]["device"].startswith("cpu")
         assert e["images_per_second"] > 0 and e["date"].endswith("+00:00")
+        # the batch size and memory format the CPU calibration chose, and the decode path, recorded
+        loop = e["loop"]
+        assert loop["decode"] == "pil" and loop["batch_size_from"] == "cpu calibration"
+        assert f"{loop['memory_format']} b{loop['batch_size']}" in loop["calibration"]["ms_per_image"]
         assert e["command"].startswith("spurbench eval --panel offline")
         assert set(e["per_class"]) == {"0", "285", "657", "967"}
     assert board["consistency"]["models"] == OFFLINE
@@ -255,13 +261,14 @@ def test_cli_errors_in_subprocess(board_copy, photo_dataset, tmp_path):
     _assert_one_line_error(proc.returncode, proc.stderr, r"cannot decode image of dataset .* row 1 \(path 'broken_cat.png'\): .*replace or remove")
     assert not fresh.parent.exists() or not any(fresh.parent.rglob("*.json")) and not any(fresh.parent.rglob("*.csv"))
 
-    corrupt = board_copy.parent / "lb.json"
+    corrupt = board_copy.parent / "store" / "index.json"  # the store is the board (lb.json is its export)
     corrupt.write_text(corrupt.read_text()[:200])  # a half-written file, as an interrupted editor would leave
     broken = corrupt.read_bytes()
-    proc = _run_cli(["--panel", "offline", *data, "--leaderboard", str(corrupt)])
-    _assert_one_line_error(proc.returncode, proc.stderr, r"leaderboard '.*lb.json' is not valid JSON .*left untouched")
+    proc = _run_cli(["--panel", "offline", *data, "--leaderboard", str(board_copy)])
+    _assert_one_line_error(proc.returncode, proc.stderr, r"leaderboard '.*index.json' is not valid JSON .*left untouched")
     assert corrupt.read_bytes() == broken
-    assert {k: v for k, v in _snapshot(board_copy.parent).items() if k != "lb.json"} == {k: v for k, v in before.items() if k != "lb.json"}
+    key = "store/index.json"
+    assert {k: v for k, v in _snapshot(board_copy.parent).items() if k != key} == {k: v for k, v in before.items() if k != key}
 
 
 def _lite0_file() -> str:

@@ -89,7 +89,7 @@ def test_round_trip(tmp_path):
     written = record(path, "b", rng.random(12) < 0.5, rate=0.3)
     loaded = lb.load_leaderboard(path)
     assert loaded == written == json.loads(path.read_text())
-    assert loaded["schema_version"] == lb.SCHEMA_VERSION == 1
+    assert loaded["schema_version"] == lb.SCHEMA_VERSION == 2
     assert loaded["dataset"] == DATASET
     assert [e["model"] for e in loaded["entries"]] == ["model/a", "b"]
     e = loaded["entries"][0]
@@ -124,7 +124,7 @@ def test_other_dataset_refused_and_file_unchanged(tmp_path):
     assert path.read_bytes() == before
 
 
-@pytest.mark.parametrize("content", ['{"schema_version": 1, "entries": [', "not json at all", '{"schema_version": 2, "entries": []}',
+@pytest.mark.parametrize("content", ['{"schema_version": 1, "entries": [', "not json at all", '{"schema_version": 3, "entries": []}',
                                      "[1, 2]", '{"schema_version": 1, "entries": [{"model": 3}]}'])
 def test_corrupt_or_foreign_file_left_untouched(tmp_path, content):
     path = tmp_path / "leaderboard.json"
@@ -283,7 +283,7 @@ for r in range(rounds):
 
 def test_parallel_processes_lose_no_entry(tmp_path):
     path = tmp_path / "leaderboard.json"
-    models = [f"model_{i}" for i in range(6)]
+    models = [f"model_{i}" for i in range(8)]  # 8 real processes, 4 records each, into one board
     rng = np.random.default_rng(0)
     fooled = rng.random((12, len(models))) < 0.5
     go = tmp_path / "go"
@@ -295,23 +295,25 @@ def test_parallel_processes_lose_no_entry(tmp_path):
         procs.append(subprocess.Popen([sys.executable, "-c", WRITER, str(path), str(entry_file), str(go), "4"]))
     time.sleep(0.5)  # let them import, then release all at once
     go.touch()
-    # read while they write: the file is either absent or complete, valid JSON, every time
+    # read while they write: the export is either absent or complete, valid JSON, and the store reads, every time
     reads = 0
     while any(p.poll() is None for p in procs):
         if path.exists():
             json.loads(path.read_text())
             reads += 1
+        lb.load_leaderboard(path)
         time.sleep(0.002)
     assert [p.wait() for p in procs] == [0] * len(models)
     board = lb.load_leaderboard(path)
     assert sorted(e["model"] for e in board["entries"]) == models
     assert all(e["metrics"]["spurious_rate"] == 0.75 for e in board["entries"])  # each one's last round
     c = board["consistency"]
-    assert sorted(c["models"]) == models and c["excluded"] == {} and len(c["pairwise_kappa"]) == 15
+    assert sorted(c["models"]) == models and c["excluded"] == {} and len(c["pairwise_kappa"]) == 28
     order = [models.index(m) for m in c["models"]]
     assert_consistency_equal(c, independent_consistency(fooled[:, order], c["models"]))
     assert reads > 0
-    assert not list(tmp_path.glob("*.tmp-*"))
+    assert not list(tmp_path.rglob("*.tmp-*"))
+    assert len(list((lb.store_path(path) / "entries").glob("*.json"))) == len(models)  # replaced entries' files removed
 
 
 # ------------------------------------------------------------------------------------------- CLI

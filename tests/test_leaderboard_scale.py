@@ -6,6 +6,7 @@ test_leaderboard.py (whose helpers these tests share)."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import warnings
@@ -126,7 +127,7 @@ def test_large_panel_keeps_pairs_out_of_the_json(tmp_path, monkeypatch):
     assert all("pairwise_kappa" not in v for v in c["per_class"].values())
     _assert_matches(c, fooled, names, pairs_listed=False)
     with np.load(tmp_path / hitstore.STATE_FILE) as z:
-        assert z["kappa"].shape == (5, 5)
+        assert z["class_fail"].shape == (5, 3) and "kappa" not in z.files  # no m x m matrix: running sums
 
 
 def test_colliding_slugs_get_their_own_files(tmp_path):
@@ -198,6 +199,7 @@ def test_cli_on_a_corrupt_board_is_one_line_and_leaves_it(tmp_path):
     path = tmp_path / "leaderboard.json"
     _record(path, "t1", np.ones(12, bool))
     board = json.loads(path.read_text())
+    shutil.rmtree(lb.store_path(path))  # the export alone: a board read from that one file
     board["entries"].append({"model": "t1", "metrics": {}})  # a duplicate entry: corrupt
     path.write_text(json.dumps(board))
     before = path.read_bytes()
@@ -240,7 +242,8 @@ def test_eval_record_never_takes_another_entrys_file(tmp_path):
     top1 = np.where(fooled[:, 1], LABELS, 500)
     preds = Predictions(np.arange(12), LABELS.copy(), np.full(12, 0.5), np.stack([top1] + [np.full(12, 600 + i) for i in range(4)], 1),
                         np.tile([0.5, 0.2, 0.1, 0.05, 0.01], (12, 1)))
-    board = record(path, DATASET, make_entry("x_y", 0.3, predictions=lb.predictions_relpath("x_y")), preds)
+    record(path, DATASET, make_entry("x_y", 0.3, predictions=lb.predictions_relpath("x_y")), preds)
+    board = lb.load_leaderboard(path)
     files = {e["model"]: e["predictions"] for e in board["entries"]}
     assert files["x y"] == old_rel and files["x_y"] != old_rel
     assert (tmp_path / old_rel).read_bytes() == before
@@ -269,3 +272,36 @@ def test_positives_and_precision_are_part_of_comparability(tmp_path):
     assert not lb.already_scored(board, "p1", {**probe, "positives": "my/photos"})
     assert not lb.already_scored(board, "p1", {**probe, "precision": "bfloat16"})
     assert not lb.already_scored(board, "p1", {**probe, "fingerprint": "f" * 64})
+
+
+@pytest.mark.parametrize("kind", ["spurious", "shift"])
+def test_incremental_append_matches_a_rebuild(tmp_path, monkeypatch, kind):
+    """Above PAIRWISE_IN_JSON models an append is incremental (packed bits, running sums): it must give
+    what a from-scratch rebuild and an independent computation give, on both kinds of set."""
+    monkeypatch.setattr(hitstore, "PAIRWISE_IN_JSON", 2)
+    dataset = {**DATASET, "provenance": {"kind": kind}}
+    path = tmp_path / "leaderboard.json"
+    fooled = _fooled(7, seed=11)
+    names = [f"m{j}" for j in range(7)]
+    calls = {"append": 0}
+    real = hitstore._append
+    monkeypatch.setattr(hitstore, "_append", lambda *a: calls.__setitem__("append", calls["append"] + 1) or real(*a))
+    for j, n in enumerate(names):
+        rel = write_csv(tmp_path, n, fooled[:, j])
+        board = lb.record_entry(path, dataset, make_entry(n, 0.5, None, rel))
+    assert calls["append"] == 5  # models 3..7 appended incrementally
+    failed = fooled if kind == "spurious" else ~fooled
+    _assert_matches(board["consistency"], failed, names, pairs_listed=False)
+    (tmp_path / hitstore.STATE_FILE).unlink()  # from scratch: the same figures
+    rebuilt = hitstore.update(tmp_path, lb.load_leaderboard(path))
+    assert _close(rebuilt, board["consistency"])
+
+
+def _close(a, b) -> bool:
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_close(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b))
+    if isinstance(a, float):
+        return b == pytest.approx(a, abs=1e-12)
+    return a == b

@@ -211,6 +211,7 @@ def test_text_is_escaped(board, photo_dataset, tmp_path):
     b["consistency"]["pairwise_kappa"] = {k.replace(old, evil): v for k, v in b["consistency"]["pairwise_kappa"].items()}
     copy = tmp_path / "board" / "leaderboard.json"
     shutil.copytree(board.parent, copy.parent)
+    shutil.rmtree(copy.parent / "store")  # the edited export alone is the board
     copy.write_text(json.dumps(b))
     out = render_page(copy, tmp_path / "site", dataset_folder=photo_dataset.path)
     text = out.read_text()
@@ -225,6 +226,7 @@ def test_page_without_the_dataset_still_renders(board, tmp_path):
     b["dataset"]["id"] = str(tmp_path / "gone")
     copy = tmp_path / "board" / "leaderboard.json"
     shutil.copytree(board.parent, copy.parent)
+    shutil.rmtree(copy.parent / "store")  # the edited export alone is the board
     copy.write_text(json.dumps(b))
     out = render_page(copy, tmp_path / "site")
     text = out.read_text()

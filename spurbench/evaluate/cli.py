@@ -100,7 +100,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "size, no crop; positives: resize x256/224 + center crop; bicubic)")
     r.add_argument("--force", action="store_true",
                    help="re-score models already on the leaderboard for the same data, preprocessing and precision (default: skip them)")
-    r.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
+    r.add_argument("--batch-size", type=int, default=None,
+                   help="images per forward pass; unset: chosen for the device (CPU: a few seconds' calibration of batch size "
+                        "and memory format per model; CUDA: 32), recorded in the entry's `loop`")
+    r.add_argument("--decode", choices=("auto", "pil"), default="auto",
+                   help="auto: torchvision's decoder and the transform on uint8 tensors where the transform allows (faster; within "
+                        "a stated tolerance of timm's PIL transform, see evaluate/preprocessing.py); pil: PIL throughout, exactly "
+                        "as timm's loader. The entry's `loop` records which")
     r.add_argument("--workers", type=int, default=None, help="DataLoader worker processes decoding images (0: in the main process); unset: min(8, CPU cores), or 0 on a CPU run with 2 cores or fewer")
     r.add_argument("--threads", type=int, default=None, metavar="N",
                    help="torch threads of the scoring process (unset: torch's default, one per core); on a CPU shared with "
@@ -204,7 +210,7 @@ def run(args: argparse.Namespace) -> int:
 
         datasets.disable_progress_bars()
     # Everything that can be wrong with the inputs is checked before anything is written.
-    if args.batch_size < 1:
+    if args.batch_size is not None and args.batch_size < 1:
         raise SpurbenchError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.workers is not None and args.workers < 0:
         raise SpurbenchError(f"--workers must be 0 or more, got {args.workers}")
@@ -237,11 +243,12 @@ def run(args: argparse.Namespace) -> int:
     leaderboard = Path(args.leaderboard)
     if leaderboard.is_dir():
         leaderboard = leaderboard / "leaderboard.json"
-    board = load_leaderboard(leaderboard)  # corrupt -> SpurbenchError, file untouched
+    # only the entries of the models to score (a big board is not read whole); corrupt -> SpurbenchError, file untouched
+    board = load_leaderboard(leaderboard, models=[s.display_name for s in specs])
     data = open_dataset(args.dataset, split=args.split, revision=args.revision, limit=args.limit,
                         include_unverified=args.include_unverified, group_by=args.group_by)
     held = board.get("dataset")
-    if held and board["entries"] and held.get("fingerprint") != data.info["fingerprint"]:
+    if held and board.get("num_entries", len(board["entries"])) and held.get("fingerprint") != data.info["fingerprint"]:
         raise SpurbenchError(
             f"leaderboard '{leaderboard}' holds results for dataset {held.get('id')!r} (fingerprint {str(held.get('fingerprint'))[:12]}...), "
             f"not for '{args.dataset}' split '{args.split}' (fingerprint {data.info['fingerprint'][:12]}...); pass another --leaderboard file"
@@ -291,7 +298,8 @@ def run(args: argparse.Namespace) -> int:
             clf = item if isinstance(item, LoadedClassifier) else create_classifier(spec, "cpu", num_classes=data.num_classes,
                                                                                      label_names=data.label_names)
             entry, preds = evaluate(clf, data, positives=positives, preprocessing=args.preprocessing, batch_size=args.batch_size,
-                                    workers=args.workers, device=device, amp=args.amp, command=command, class_subset=class_subset)
+                                    workers=args.workers, device=device, amp=args.amp, command=command, class_subset=class_subset,
+                                    decode=args.decode)
         except (ImageDecodeError, KeyboardInterrupt):
             raise  # the data is broken, or the user stopped: not this model's failure
         except Exception as err:

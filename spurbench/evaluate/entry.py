@@ -21,7 +21,7 @@ from spurbench import imagenet
 from spurbench.classifiers import ClassifierSpec, LoadedClassifier, create_classifier
 from spurbench.errors import SpurbenchError
 from spurbench.evaluate.inputs import NothingVerified, Positives, SpuriousSet, check_outputs, open_dataset, open_positives
-from spurbench.evaluate.predict import DEFAULT_WORKERS, Predictions, ImageItems, precision_for, predict, resolve_device
+from spurbench.evaluate.predict import DEFAULT_WORKERS, Predictions, ImageItems, choose_batch, precision_for, predict, resolve_device
 from spurbench.evaluate.preprocessing import (
     PREPROCESSING,
     build_uint8_transforms,
@@ -41,7 +41,7 @@ def evaluate(
     split: str = ds_contract.DEFAULT_SPLIT,
     revision: str | None = None,
     preprocessing: str = "timm",
-    batch_size: int = 32,
+    batch_size: int | None = None,
     workers: int = DEFAULT_WORKERS,
     device: str | torch.device | None = None,
     limit: int | None = None,
@@ -49,6 +49,7 @@ def evaluate(
     command: str | None = None,
     group_by: str | None = None,
     class_subset: Any = None,
+    decode: str = "auto",
 ) -> tuple[dict, Predictions]:
     """Score one classifier on a split; returns (leaderboard entry, per-image predictions).
 
@@ -57,6 +58,8 @@ def evaluate(
 
     `class_subset` (evaluate/class_subset.py) restricts the softmax and the top 5 to its classes.
 
+    `batch_size` None: chosen for the device with its memory format (`predict.choose_batch`: a short
+    calibration on CPU); the entry's `loop` records what was used and why, and the decode path.
     Nothing is written: see `record` for the predictions CSV and the leaderboard.
     """
     from spurbench.evaluate import metrics
@@ -64,7 +67,7 @@ def evaluate(
 
     if preprocessing not in PREPROCESSING:
         raise SpurbenchError(f"unknown preprocessing '{preprocessing}'; use one of {', '.join(PREPROCESSING)}")
-    if batch_size < 1:
+    if batch_size is not None and batch_size < 1:
         raise SpurbenchError(f"--batch-size must be at least 1, got {batch_size}")
     if workers < 0:
         raise SpurbenchError(f"--workers must be 0 (decode in the main process) or more, got {workers}")
@@ -96,16 +99,19 @@ def evaluate(
         data_config = dict(clf.data_config) if clf.transform is not None else data_config_for(clf.model, preprocessing)
         spurious_tf, positive_tf = build_uint8_transforms(data_config, preprocessing)
     size = tuple(data_config["input_size"][-2:])
-    run = dict(batch_size=batch_size, workers=workers, device=dev, amp=amp, data_config=data_config, class_mask=class_mask)
-    preds = predict(clf, ImageItems(spurious_tf, data.labels, rows=data.rows, size=size), **run,
-                    what=f"image of dataset '{data.source}' split '{data.split}'")
+    loop = choose_batch(clf, dev, size, batch_size)
+    run = dict(batch_size=loop["batch_size"], workers=workers, device=dev, amp=amp, data_config=data_config,
+               memory_format=loop["memory_format"], class_mask=class_mask)
+    items = ImageItems(spurious_tf, data.labels, rows=data.rows, size=size, decode=decode)
+    loop["decode"] = items.decode
+    preds = predict(clf, items, **run, what=f"image of dataset '{data.source}' split '{data.split}'")
     if data.row_index is not None:  # predictions name split rows, also when verification left some out
         preds.index = data.row_index[preds.index]
     preds.split = data.split
     rates = metrics.spurious_rates(preds.label, preds.top5, preds.target_prob)
     pos_preds = None
     if positives is not None and len(positives):
-        items = ImageItems(positive_tf, positives.labels, rows=positives.rows, paths=positives.paths, size=size)
+        items = ImageItems(positive_tf, positives.labels, rows=positives.rows, paths=positives.paths, size=size, decode=decode)
         pos_preds = predict(clf, items, **run, what=f"positive image of '{positives.source}'", desc=f"{name} (positives)")
     if pos_preds is not None:
         score = metrics.spurious_score_per_class(preds.label, preds.target_prob, pos_preds.label, pos_preds.target_prob)
@@ -155,12 +161,13 @@ def evaluate(
         "env": _env(dev),
         "date": utc_now(),
         "images_per_second": round(len(preds.label) / preds.seconds, 3) if preds.seconds > 0 else None,
+        "loop": loop,
         "command": command,
     }
     if data.kind != ds_contract.DEFAULT_KIND:
         entry["kind"] = data.kind
     if data.kind == "shift":
-        entry.update(_shift_blocks(clf, data, preds, run, positive_tf, size, entry["metrics"]))
+        entry.update(_shift_blocks(clf, data, preds, run, positive_tf, size, entry["metrics"], decode))
     elif data.groups is not None:  # --group-by on a spurious set: spurious rates per group
         entry["per_group"] = _spurious_groups(preds, data)
     return entry, preds
@@ -226,7 +233,7 @@ def reference_rows(data: SpuriousSet) -> tuple[SpuriousSet | None, np.ndarray, i
 
 
 def _shift_blocks(clf: LoadedClassifier, data: SpuriousSet, preds: Predictions, run: dict, transform: Any, size: tuple,
-                  counts: dict) -> dict[str, Any]:
+                  counts: dict, decode: str = "auto") -> dict[str, Any]:
     """A shift set's metrics, per_group, per_class and per_class_group (evaluate/shift.py): the model is
     also run on the set's `reference` split (the un-shifted photos), when there is one, under the same
     verification rules; with `reference_index` only on the photos behind the scored images, and the drop is
@@ -237,7 +244,7 @@ def _shift_blocks(clf: LoadedClassifier, data: SpuriousSet, preds: Predictions, 
     ref, ref_rows, ref_excluded = reference_rows(data)
     if ref is not None and len(ref_rows):
         positions = np.searchsorted(ref.row_index, ref_rows) if ref.row_index is not None else ref_rows
-        items = ImageItems(transform, ref.labels[positions], rows=ref.rows.select(positions), size=size)
+        items = ImageItems(transform, ref.labels[positions], rows=ref.rows.select(positions), size=size, decode=decode)
         ref_preds = predict(clf, items, **run, what=f"image of dataset '{data.source}' split '{ref.split}'",
                             desc=f"{clf.spec.display_name} (reference)")
         ref_preds.index, ref_preds.split = ref_rows[ref_preds.index], ref.split

@@ -7,17 +7,19 @@ reads). Now, next to the leaderboard:
 - `hits/<predictions file stem>.npy`, one per model: int8 by image index over the whole split,
   1 = hit (top-1 is the image's label), 0 = miss, -1 = not scored (`--limit`). Written once, when
   the model's CSV is read; the CSVs stay the human-readable record and the source of truth.
-- `hits/state.npz`: the panel as packed bit matrices (failure and scored flags, one row per model),
-  the labels, the per-image failure counts, the pairwise Cohen's kappa matrix and per-class kappa
-  sums, and for each model the size and modification time of the CSV it came from.
+- `hits/state.npz`: the panel as packed bit matrices (hit and scored flags, one row per model), the
+  labels, the per-image failure and scored counts, each model's failures per class on the images
+  every model scored, the running sums of the pairwise Cohen's kappas (overall and per class), and
+  for each model the size and modification time of the CSV it came from. No m x m matrix: a board
+  of 10,000 models stays a few MB.
 
 On each `record_entry` only the CSVs whose size or time changed (normally just the new model's) are
-read; appending a model adds one row and its kappas against the others (O(models x images)
-vectorised work, no other file reads). Measured (`benchmarks/leaderboard_scale.py`, 7,500 images):
-the store's part of recording entry 1,001 is about 4x that of entry 11 (0.3 s against 0.08 s) where
-re-reading every CSV took ~25 s. Re-scoring a model, removing one, or a model that shrinks the
-set of images every model scored (`--limit`) rebuilds the kappas from the packed rows (still no CSV
-reads beyond the changed ones).
+read. Appending a model to a panel of more than PAIRWISE_IN_JSON models is incremental: its kappas
+against the others come from the packed rows at the images where it fails (one gather, no unpacking
+of the matrix), and the counts are updated in place (`benchmarks/leaderboard_scale.py` measures it).
+Smaller panels, re-scoring a model, removing one, or a model that shrinks the set of images every
+model scored (`--limit`) recompute everything from the packed rows (still no CSV reads beyond the
+changed ones).
 
 "Failure" per image: on a `spurious` set a hit (the model was fooled), on a `shift` set a miss (the
 model got it wrong); the store keeps hits either way (see TEAM agreement; `failures`).
@@ -38,7 +40,7 @@ from spurbench.evaluate import metrics
 
 HITS_DIR = "hits"
 STATE_FILE = f"{HITS_DIR}/state.npz"
-STATE_VERSION = 1
+STATE_VERSION = 2
 #: above this many models the per-pair kappas stay in hits/state.npz, not in the JSON (m(m-1)/2 pairs)
 PAIRWISE_IN_JSON = 32
 
@@ -54,24 +56,31 @@ def failures(hits: np.ndarray, kind: str = "spurious") -> np.ndarray:
 
 
 @dataclass
-class _Model:
-    name: str
-    csv: str
-    sig: list[int]  # [size, mtime_ns] of the CSV the row came from
-    hits: np.ndarray  # int8[N]
-
-
-@dataclass
 class _State:
     fingerprint: str = ""
     kind: str = "spurious"
     num_images: int = 0
-    models: list[_Model] = field(default_factory=list)
+    names: list[str] = field(default_factory=list)
+    csvs: list[str] = field(default_factory=list)
+    sigs: list[Any] = field(default_factory=list)  # [size, mtime_ns] of the CSV each row came from
+    hit_bits: np.ndarray | None = None  # uint8[m, ceil(N/8)]: top-1 is the label
+    scored_bits: np.ndarray | None = None  # uint8[m, ceil(N/8)]: the model scored the image
     excluded: dict[str, dict[str, Any]] = field(default_factory=dict)  # model -> {reason, csv, sig}
     labels: np.ndarray | None = None  # int64[N], -1 unknown
-    kappa: np.ndarray | None = None  # float64[m, m], NaN undefined / diagonal
+    votes: np.ndarray | None = None  # int64[N]: models failing on each image
+    scored_count: np.ndarray | None = None  # int64[N]: models that scored each image
+    classes: np.ndarray | None = None  # int64[K]: the classes of the common images
+    class_fail: np.ndarray | None = None  # int64[m, K]: each model's failures per class on the common images
     class_sums: dict[int, list[float]] = field(default_factory=dict)  # class -> [sum of defined kappas, count]
-    common_count: int = -1  # images scored by every model when the kappas were computed
+    kappa_total: list[float] = field(default_factory=lambda: [0.0, 0])  # [sum of defined pairwise kappas, count]
+    common_count: int = -1  # images scored by every model
+    valid: bool = False  # read from a state file that matches the board
+
+    def row(self, j: int) -> np.ndarray:
+        """int8 hits of row j (-1 not scored)."""
+        n = self.num_images
+        hit = np.unpackbits(self.hit_bits[j], count=n).astype(np.int8)
+        return np.where(np.unpackbits(self.scored_bits[j], count=n).astype(bool), hit, np.int8(-1))
 
 
 # ----------------------------------------------------------------------------------------- kappa kernel
@@ -124,15 +133,15 @@ def _load_state(root: Path, fingerprint: str, kind: str, num_images: int) -> _St
             if (meta.get("version"), meta.get("fingerprint"), meta.get("kind"), meta.get("num_images")) != (
                 STATE_VERSION, fingerprint, kind, num_images):
                 return fresh
-            m = len(meta["models"])
-            fail_bits, scored_bits = z["hits_bits"], z["scored_bits"]
-            hit = np.unpackbits(fail_bits, axis=1, count=num_images) if m else np.zeros((0, num_images), np.uint8)
-            scored = np.unpackbits(scored_bits, axis=1, count=num_images) if m else np.zeros((0, num_images), np.uint8)
-            rows = np.where(scored.astype(bool), hit.astype(np.int8), np.int8(-1))  # one pass for all models
-            models = [_Model(d["model"], d["csv"], list(d["sig"]), rows[j]) for j, d in enumerate(meta["models"])]
-            return _State(fingerprint, kind, num_images, models, meta["excluded"], z["labels"].astype(np.int64),
-                          z["kappa"].astype(np.float64).reshape(m, m), {int(k): v for k, v in meta["class_sums"].items()},
-                          int(meta["common_count"]))
+            models = meta["models"]
+            st = _State(fingerprint, kind, num_images, [d["model"] for d in models], [d["csv"] for d in models],
+                        [list(d["sig"]) for d in models], z["hits_bits"], z["scored_bits"], meta["excluded"],
+                        z["labels"].astype(np.int64), z["votes"].astype(np.int64), z["scored_count"].astype(np.int64),
+                        z["classes"].astype(np.int64), z["class_fail"].astype(np.int64),
+                        {int(k): v for k, v in meta["class_sums"].items()}, list(meta["kappa_total"]), int(meta["common_count"]), True)
+            if st.hit_bits.shape[0] != len(st.names) or st.class_fail.shape != (len(st.names), len(st.classes)):
+                return fresh
+            return st
     except Exception:  # unreadable / older layout: rebuilt from the CSVs, never fatal
         return fresh
 
@@ -140,18 +149,16 @@ def _load_state(root: Path, fingerprint: str, kind: str, num_images: int) -> _St
 def _save_state(root: Path, st: _State) -> None:
     path = root / STATE_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    hits = np.stack([m.hits for m in st.models]) if st.models else np.zeros((0, st.num_images), np.int8)
     meta = {
         "version": STATE_VERSION, "fingerprint": st.fingerprint, "kind": st.kind, "num_images": st.num_images,
-        "models": [{"model": m.name, "csv": m.csv, "sig": m.sig} for m in st.models], "excluded": st.excluded,
-        "class_sums": {str(k): v for k, v in st.class_sums.items()}, "common_count": st.common_count,
+        "models": [{"model": n, "csv": c, "sig": g} for n, c, g in zip(st.names, st.csvs, st.sigs)], "excluded": st.excluded,
+        "class_sums": {str(k): v for k, v in st.class_sums.items()}, "kappa_total": st.kappa_total, "common_count": st.common_count,
     }
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "wb") as fh:
-            np.savez(fh, meta=np.array(json.dumps(meta)), labels=st.labels if st.labels is not None else np.full(st.num_images, -1),
-                     hits_bits=np.packbits(hits == 1, axis=1), scored_bits=np.packbits(hits >= 0, axis=1),
-                     kappa=st.kappa if st.kappa is not None else np.zeros((0, 0)))
+            np.savez(fh, meta=np.array(json.dumps(meta)), labels=st.labels, hits_bits=st.hit_bits, scored_bits=st.scored_bits,
+                     votes=st.votes, scored_count=st.scored_count, classes=st.classes, class_fail=st.class_fail)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
@@ -196,16 +203,27 @@ def _write_hits(root: Path, csv_rel: str, hits: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
-def _labels_of(models: Sequence[_Model], known: np.ndarray, n_img: int) -> np.ndarray:
-    """The labels of the images these (store-held) models scored, from the store's labels."""
-    labels = np.full(n_img, -1, np.int64)
-    for m in models:
-        labels = np.where(m.hits >= 0, known, labels)
-    return labels
+def _per_class(v: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Sums of `v` (bool/int [..., n], columns in class order) over each class's run (`starts`)."""
+    if not v.shape[-1]:
+        return np.zeros(v.shape[:-1] + (0,), np.int64)
+    return np.add.reduceat(v, starts, axis=-1, dtype=np.int64)
+
+
+def _add_sums(st: _State, classes: np.ndarray, overall: np.ndarray, per: np.ndarray) -> None:
+    """Add one model's kappas against the models before it to the running sums (NaN: undefined, left out)."""
+    defined = overall[~np.isnan(overall)]
+    st.kappa_total = [st.kappa_total[0] + float(defined.sum()), st.kappa_total[1] + int(defined.size)]
+    for k, col in zip(classes, per.T):
+        s = st.class_sums.setdefault(int(k), [0.0, 0])
+        d = col[~np.isnan(col)]
+        s[0] += float(d.sum())
+        s[1] += int(d.size)
 
 
 def update(root: str | Path, board: Mapping[str, Any]) -> dict[str, Any]:
-    """Bring the store at `root` in line with `board`'s entries and return its `consistency` block.
+    """Bring the store at `root` in line with `board`'s entries (each needs `model` and `predictions`)
+    and return its `consistency` block.
 
     Reads only the predictions CSVs that are new or changed since the store last saw them."""
     from spurbench.errors import SpurbenchError
@@ -215,13 +233,10 @@ def update(root: str | Path, board: Mapping[str, Any]) -> dict[str, Any]:
     n_img = int(ds.get("num_images") or 0)
     kind = str((ds.get("provenance") or {}).get("kind", "spurious"))
     old = _load_state(root, str(ds.get("fingerprint")), kind, n_img)
-    known = {m.name: m for m in old.models}
-    models: list[_Model] = []
-    # while the entries start with the store's models, unchanged and in order, their labels are old.labels
-    prefix_ok = old.labels is not None and old.kappa is not None
-    labels = old.labels.copy() if prefix_ok else np.full(n_img, -1, np.int64)
+    pos = {name: j for j, name in enumerate(old.names)}
     excluded: dict[str, dict[str, Any]] = {}
     csv_owner: dict[str, str] = {}
+    included: list[tuple[str, str, Any, int | None]] = []  # (model, csv, sig, its row in the old state if unchanged)
     for e in board["entries"]:
         name, rel = e["model"], e.get("predictions")
         if not rel:
@@ -233,75 +248,143 @@ def update(root: str | Path, board: Mapping[str, Any]) -> dict[str, Any]:
             continue
         csv_owner[rel] = name
         sig = _sig(root / rel)
-        prev, prev_ex = known.get(name), old.excluded.get(name)
-        reuse = prev is not None and prev.csv == rel and prev.sig == sig
+        j, prev_ex = pos.get(name), old.excluded.get(name)
+        reuse = j is not None and old.csvs[j] == rel and old.sigs[j] == sig
         if not reuse and prev_ex is not None and prev_ex.get("csv") == rel and prev_ex.get("sig") == sig and sig is not None:
             excluded[name] = prev_ex
             continue
-        if prefix_ok and reuse and len(models) < len(old.models) and old.models[len(models)] is prev:
-            models.append(prev)  # unchanged and in its place: its labels are in old.labels already
-            continue
-        if prefix_ok and len(models) < len(old.models):
-            prefix_ok = False  # the entries leave the store's order here: labels model by model from now on
-            labels = _labels_of(models, old.labels, n_img)
-        if reuse:
-            hits, row_labels = prev.hits, np.where(prev.hits >= 0, old.labels, -1)
-        else:
-            try:
-                hits, row_labels = _hits_from_csv(root / rel, n_img)
-            except SpurbenchError as err:
-                excluded[name] = {"reason": str(err), "csv": rel, "sig": sig}
-                continue
-            _write_hits(root, rel, hits)
-        if row_labels is not None:
-            shared = (row_labels >= 0) & (labels >= 0)
-            if (row_labels[shared] != labels[shared]).any():
-                ref = models[0].name if models else "the others"
-                excluded[name] = {"reason": f"its labels disagree with {ref}'s on the same images (stale predictions file?)", "csv": rel, "sig": sig}
-                continue
-            labels = np.where(labels >= 0, labels, row_labels)
-        models.append(_Model(name, rel, sig, hits))
+        included.append((name, rel, sig, j if reuse else None))
 
-    if prefix_ok and len(models) < len(old.models):  # models removed at the end: drop their labels
-        labels = _labels_of(models, old.labels, n_img)
-    st = _State(old.fingerprint, kind, n_img, models, excluded, labels)
-    scored = np.stack([m.hits >= 0 for m in models]) if models else np.zeros((0, n_img), bool)
-    common = scored.all(axis=0) if models else np.zeros(n_img, bool)
-    old_names = [m.name for m in old.models]
-    unchanged_prefix = (
-        old.kappa is not None and len(models) >= len(old.models) and old.common_count == int(common.sum())
-        and [m.name for m in models[: len(old.models)]] == old_names
-        and all(a.hits is b.hits for a, b in zip(models, old.models))
-    )
-    if unchanged_prefix:  # the usual case: models appended at the end
-        st.kappa, st.class_sums, start = old.kappa, dict(old.class_sums), len(old.models)
-    else:
-        st.kappa, st.class_sums, start = np.zeros((0, 0)), {}, 0
-    st.common_count = int(common.sum())
-    fail = np.stack([failures(m.hits, kind) for m in models]) if models else np.zeros((0, n_img), bool)
+    read: dict[str, Any] = {}
+
+    def from_csv(rel: str) -> tuple[np.ndarray, np.ndarray] | SpurbenchError:
+        if rel not in read:
+            try:
+                read[rel] = _hits_from_csv(root / rel, n_img)
+                _write_hits(root, rel, read[rel][0])
+            except SpurbenchError as err:
+                read[rel] = err
+        return read[rel]
+
+    m_old = len(old.names)
+    appended = (old.valid and 0 < m_old and len(included) > PAIRWISE_IN_JSON
+                and all(inc[3] == j for j, inc in enumerate(included[:m_old])) and all(inc[3] is None for inc in included[m_old:]))
+    if appended:
+        st = _append(old, included[m_old:], excluded, from_csv)
+        if st is not None:
+            _save_state(root, st)
+            common = st.scored_count == len(st.names)
+            return _consistency_json(st, common, _class_segments(st.labels, common), None, None)
+    return _rebuild(root, old, included, excluded, from_csv)
+
+
+def _append(old: _State, new: Sequence[tuple[str, str, Any, int | None]], excluded: dict, from_csv) -> _State | None:
+    """The state with `new` models appended, incrementally; None when a new model shrinks the set of
+    images every model scored (then everything is recomputed)."""
+    from spurbench.errors import SpurbenchError
+
+    st = _State(**{**old.__dict__, "excluded": excluded, "names": list(old.names), "csvs": list(old.csvs), "sigs": list(old.sigs),
+                   "class_sums": {k: list(v) for k, v in old.class_sums.items()}})
+    for name, rel, sig, _ in new:
+        got = from_csv(rel)
+        if isinstance(got, SpurbenchError):
+            excluded[name] = {"reason": str(got), "csv": rel, "sig": sig}
+            continue
+        hits, row_labels = got
+        shared = (row_labels >= 0) & (st.labels >= 0)
+        if (row_labels[shared] != st.labels[shared]).any():
+            excluded[name] = {"reason": f"its labels disagree with {st.names[0]}'s on the same images (stale predictions file?)", "csv": rel, "sig": sig}
+            continue
+        m = len(st.names)
+        common = st.scored_count == m
+        new_scored, new_fail = hits >= 0, failures(hits, st.kind)
+        if int((common & new_scored).sum()) != st.common_count:
+            return None
+        st.labels = np.where(st.labels >= 0, st.labels, row_labels)
+        order, starts, classes = _class_segments(st.labels, common)
+        if not np.array_equal(classes, st.classes):
+            return None
+        y = new_fail[order]
+        n_k = np.diff(np.append(starts, len(order)))
+        b_k = _per_class(y, starts)
+        # the others' failures at the images where the new model fails, straight from the packed bits
+        fpos = np.flatnonzero(y)
+        sel = order[fpos]
+        g = (st.hit_bits[:, sel >> 3] >> (7 - (sel & 7)).astype(np.uint8)) & 1
+        if st.kind == "shift":  # a shift set's failure is a miss (every common image is scored)
+            g = 1 - g
+        n11_k = np.zeros((m, len(classes)), np.int64)
+        if fpos.size:
+            ci = np.searchsorted(starts, fpos, side="right") - 1
+            runs = np.flatnonzero(np.r_[True, ci[1:] != ci[:-1]])
+            n11_k[:, ci[runs]] = np.add.reduceat(g, runs, axis=1, dtype=np.int64)
+        a_k = st.class_fail
+        overall = _kappas_from_counts(len(order), a_k.sum(1), b_k.sum(), n11_k.sum(1))
+        _add_sums(st, classes, overall, _kappas_from_counts(n_k, a_k, b_k, n11_k))
+        st.class_fail = np.vstack([a_k, b_k[None]])
+        st.votes = st.votes + new_fail
+        st.scored_count = st.scored_count + new_scored
+        st.hit_bits = np.vstack([st.hit_bits, np.packbits(hits == 1)[None]])
+        st.scored_bits = np.vstack([st.scored_bits, np.packbits(new_scored)[None]])
+        st.names.append(name)
+        st.csvs.append(rel)
+        st.sigs.append(sig)
+    return st
+
+
+def _rebuild(root: Path, old: _State, included, excluded: dict, from_csv) -> dict[str, Any]:
+    """Everything recomputed from the rows (the old state's for unchanged models, the CSVs for the others)."""
+    from spurbench.errors import SpurbenchError
+
+    n_img = old.num_images
+    st = _State(old.fingerprint, old.kind, n_img, excluded=excluded)
+    labels = np.full(n_img, -1, np.int64)
+    rows = []
+    for name, rel, sig, j in included:
+        if j is not None:
+            hits = old.row(j)
+            row_labels = np.where(hits >= 0, old.labels, -1)
+        else:
+            got = from_csv(rel)
+            if isinstance(got, SpurbenchError):
+                excluded[name] = {"reason": str(got), "csv": rel, "sig": sig}
+                continue
+            hits, row_labels = got
+        shared = (row_labels >= 0) & (labels >= 0)
+        if (row_labels[shared] != labels[shared]).any():
+            ref = st.names[0] if st.names else "the others"
+            excluded[name] = {"reason": f"its labels disagree with {ref}'s on the same images (stale predictions file?)", "csv": rel, "sig": sig}
+            continue
+        labels = np.where(labels >= 0, labels, row_labels)
+        rows.append(hits)
+        st.names.append(name)
+        st.csvs.append(rel)
+        st.sigs.append(sig)
+    m = len(rows)
+    hits = np.stack(rows) if rows else np.zeros((0, n_img), np.int8)
+    scored, fail = hits >= 0, failures(hits, old.kind)
+    common = scored.all(axis=0) if m else np.zeros(n_img, bool)
     segments = _class_segments(labels, common)
-    per_class_pairs: list[np.ndarray] = []  # only for the JSON of small panels
-    small = len(models) <= PAIRWISE_IN_JSON
-    for j in range(len(models)):
-        if j < start and not small:
-            continue
-        overall, per = _pair_kappas(fail[:j], fail[j], segments)
+    order, starts, classes = segments
+    fail_o = fail[:, order]
+    st.labels, st.votes, st.scored_count = labels, fail.sum(axis=0).astype(np.int64), scored.sum(axis=0).astype(np.int64)
+    st.classes, st.class_fail = classes.astype(np.int64), _per_class(fail_o, starts)
+    st.hit_bits, st.scored_bits = np.packbits(hits == 1, axis=1), np.packbits(scored, axis=1)
+    st.common_count = int(common.sum())
+    n_k = np.diff(np.append(starts, len(order)))
+    small = m <= PAIRWISE_IN_JSON
+    overall_rows, per_class_pairs = [], []
+    for j in range(m):
+        n11_k = _per_class(fail_o[:j] & fail_o[j], starts)
+        a_k, b_k = st.class_fail[:j], st.class_fail[j]
+        overall = _kappas_from_counts(len(order), a_k.sum(-1), b_k.sum(), n11_k.sum(-1))
+        per = _kappas_from_counts(n_k, a_k, b_k, n11_k)
+        _add_sums(st, classes, overall, per)
         if small:
+            overall_rows.append(overall)
             per_class_pairs.append(per)
-        if j < start:
-            continue
-        m = st.kappa.shape[0]
-        grown = np.full((m + 1, m + 1), np.nan)
-        grown[:m, :m] = st.kappa
-        grown[m, :m] = grown[:m, m] = overall
-        st.kappa = grown
-        for k, col in zip(segments[2], per.T):
-            s = st.class_sums.setdefault(int(k), [0.0, 0])
-            defined = col[~np.isnan(col)]
-            s[0] += float(defined.sum())
-            s[1] += int(defined.size)
     _save_state(root, st)
-    return _consistency_json(st, fail, scored, common, segments, per_class_pairs if small else None)
+    return _consistency_json(st, common, segments, overall_rows if small else None, per_class_pairs if small else None)
 
 
 def _block(votes: np.ndarray, m: int) -> dict[str, Any]:
@@ -325,21 +408,20 @@ def _pairs_dict(names: Sequence[str], values: Sequence[np.ndarray]) -> dict[str,
     return out
 
 
-def _consistency_json(st: _State, fail: np.ndarray, scored: np.ndarray, common: np.ndarray, segments, per_class_pairs) -> dict[str, Any]:
-    names = [m.name for m in st.models]
+def _consistency_json(st: _State, common: np.ndarray, segments, overall_rows, per_class_pairs) -> dict[str, Any]:
+    names = st.names
     m = len(names)
-    counts = dict(zip(names, scored.sum(axis=1).tolist()))
-    all_votes = fail.sum(axis=0)  # failures per image, over every model (on common images: all m voted)
+    counts = dict(zip(names, np.bitwise_count(st.scored_bits).sum(axis=1, dtype=np.int64).tolist())) if m else {}
+    all_votes = st.votes  # failures per image, over every model (on common images: all m voted)
     votes = all_votes[common]
-    upper = st.kappa[np.triu_indices(m, 1)] if m else np.zeros(0)
-    defined = upper[~np.isnan(upper)]
     out: dict[str, Any] = {"models": names}
     if m:
         out.update(_block(votes, m))
     else:
         out.update({"num_images": 0, "all_fooled_rate": None, "at_least_half_rate": None, "fleiss_kappa": None})
-    out["mean_pairwise_kappa"] = float(defined.mean()) if defined.size else None
-    out["pairwise_kappa"] = _pairs_dict(names, [st.kappa[j] for j in range(m)]) if per_class_pairs is not None else {}
+    total, n_pairs = st.kappa_total
+    out["mean_pairwise_kappa"] = total / n_pairs if n_pairs else None
+    out["pairwise_kappa"] = _pairs_dict(names, overall_rows) if overall_rows is not None else {}
     order, starts, classes = segments
     ends = np.append(starts, len(order))
     lab_votes = all_votes[order]
@@ -358,7 +440,7 @@ def _consistency_json(st: _State, fail: np.ndarray, scored: np.ndarray, common: 
     if m and any(c != int(common.sum()) for c in counts.values()):
         notes.append(f"only the {int(common.sum())} images that every model's predictions cover are compared "
                      f"(images per model: {', '.join(f'{k} {v}' for k, v in counts.items())})")
-    if per_class_pairs is None:
-        notes.append(f"the {m * (m - 1) // 2} pairwise kappas of {m} models are kept in {STATE_FILE}, not listed here")
+    if overall_rows is None:
+        notes.append(f"the {m * (m - 1) // 2} pairwise kappas of {m} models are summed in {STATE_FILE} (their mean is above), not listed here")
     out["note"] = "; ".join(notes) or None
     return out

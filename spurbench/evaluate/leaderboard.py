@@ -1,13 +1,23 @@
 """The leaderboard store: its typed schema, reading and recording entries, consistency and ranking.
 `spurbench.evaluate.report` (the `spurbench leaderboard` command) prints or renders it.
 
-A leaderboard is one JSON file per dataset (default `leaderboard/leaderboard.json`) that
-`spurbench eval --leaderboard FILE` creates and updates: one entry per classifier, plus the
-cross-classifier consistency of the whole panel, recomputed from the per-image predictions that
-`spurbench eval` writes next to it (`predictions/<model>.csv`), through the compact per-model store
-in `spurbench.evaluate.hitstore` (`hits/`), so recording an entry reads only the new model's CSV.
-Ranking: by spurious score AP (higher is better) when every entry has one, else by spurious rate
-(lower is better).
+A leaderboard is one folder per dataset (`spurbench eval --leaderboard FILE` names it by its JSON
+path, default `leaderboard/leaderboard.json`, or by the folder). Since schema 2 the folder holds a
+store of small files, so recording entry 10,001 costs what recording entry 11 does:
+
+- `store/entries/<model slug>-<content hash>.json`: one file per entry (the `Entry` below, as is);
+- `store/index.json`: the board without the entries' contents: the dataset, the entries in order
+  (`model`, its entry file, its predictions CSV), the failures and the cross-classifier consistency;
+  replacing it (write a temporary file, `os.replace`) is the one commit point of a record;
+- `predictions/<model>.csv`, `hits/` (`spurbench.evaluate.hitstore`): the per-image predictions and
+  the compact per-model hit flags the consistency is updated from, reading only the new model's CSV;
+- `leaderboard.json` (the path given): the readable export of the whole board, rewritten on every
+  record while the board has at most `EXPORT_MAX_ENTRIES` entries, else written on request
+  (`spurbench leaderboard --export`). The store is the truth: when it exists it is what is read.
+
+A schema-1 board (everything in `leaderboard.json`) is still read as it is, and migrated into the
+store, losslessly, by the first record into it. Ranking: by spurious score AP (higher is better)
+when every entry has one, else by spurious rate (lower is better).
 """
 
 from __future__ import annotations
@@ -25,8 +35,14 @@ import numpy as np
 from spurbench.errors import SpurbenchError
 from spurbench.evaluate import hitstore, shift
 
-#: version of the JSON layout below; a file with another version is refused, never rewritten
-SCHEMA_VERSION = 1
+#: version of the layout below (2: the per-entry store); a file with a version not in READS is refused, never rewritten
+SCHEMA_VERSION = 2
+#: the versions this spurbench reads (1: one JSON file, migrated into the store on the first record)
+READS = (1, 2)
+#: the store's folder, next to the leaderboard JSON
+STORE_DIR = "store"
+#: up to this many entries every record rewrites the readable export `leaderboard.json`; above, it is written on request
+EXPORT_MAX_ENTRIES = 100
 #: where `spurbench eval` and `spurbench leaderboard` look by default
 DEFAULT_LEADERBOARD = "leaderboard/leaderboard.json"
 #: how long `record_entry` waits for another process holding the lock before giving up
@@ -96,6 +112,7 @@ class Entry(TypedDict, total=False):
     env: dict[str, Any]  #: versions (spurbench, torch, timm, python) and device
     date: str  #: ISO 8601 UTC time of the evaluation
     images_per_second: float  #: throughput of the evaluation
+    loop: dict[str, Any]  #: how it ran: batch_size, memory_format, batch_size_from (--batch-size / cpu calibration / default), decode
     command: str  #: the command line that produced the entry
 
 
@@ -183,8 +200,8 @@ def _validate(board: Any, path: Path) -> Board:
     if not isinstance(board, dict):
         raise _invalid(path, "is not a JSON object")
     version = board.get("schema_version")
-    if version != SCHEMA_VERSION:
-        raise _invalid(path, f"has schema_version {version!r}, this spurbench reads {SCHEMA_VERSION}")
+    if version not in READS:
+        raise _invalid(path, f"has schema_version {version!r}, this spurbench reads {' and '.join(map(str, READS))}")
     if not isinstance(board.get("entries"), list):
         raise _invalid(path, "has no 'entries' list")
     if board.get("dataset") is not None and not isinstance(board["dataset"], dict):
@@ -204,15 +221,47 @@ def _validate(board: Any, path: Path) -> Board:
     return board  # type: ignore[return-value]
 
 
-def load_leaderboard(path: str | Path) -> Board:
-    """Read and check a leaderboard file. A missing file is an empty board.
+def load_leaderboard(path: str | Path, models: Iterable[str] | None = None) -> Board:
+    """Read and check a leaderboard: its store (`store/index.json` and the entry files) when there is
+    one, else the JSON file at `path` (schema 1, or an export). Nothing at all is an empty board.
 
+    `models`: read only these models' entries (what `spurbench eval` needs to skip what is already
+    scored, without reading every entry of a big board); the board then says how many entries it
+    holds in all under `num_entries`.
     Raises SpurbenchError (naming the file, saying it was left untouched) for unreadable or corrupt JSON
-    and for a schema_version other than SCHEMA_VERSION.
+    and for a schema_version this spurbench does not read.
     """
     path = Path(path)
+    wanted = None if models is None else set(models)
+    for _ in range(20):  # an entry file replaced between reading the index and reading it: read again
+        index = _read_index(path)
+        if index is None:
+            break
+        try:
+            return _board_from_index(path, index, wanted)
+        except FileNotFoundError:
+            continue
+    else:
+        raise _invalid(_index_path(path), "names entry files that do not exist")
     text = _read_text(path)
-    return empty_board() if text is None else _parse(text, path)
+    board = empty_board() if text is None else _parse(text, path)
+    if wanted is not None:
+        board["num_entries"] = len(board["entries"])  # type: ignore[typeddict-unknown-key]
+        board["entries"] = [e for e in board["entries"] if e["model"] in wanted]
+    return board
+
+
+def board_exists(path: str | Path) -> bool:
+    """Whether there is a leaderboard at `path` (a store next to it, or the JSON file itself)."""
+    return _index_path(Path(path)).is_file() or Path(path).is_file()
+
+
+def entry_files(path: str | Path) -> dict[str, str]:
+    """{model: its predictions CSV (relative to the board's folder)} for every entry, from the index alone."""
+    index = _read_index(Path(path))
+    if index is None:
+        return {e["model"]: e.get("predictions") for e in load_leaderboard(path)["entries"]}
+    return {row["model"]: row.get("predictions") for row in index["entries"]}
 
 
 def _read_text(path: Path) -> str | None:
@@ -230,23 +279,6 @@ def _parse(text: str, path: Path) -> Board:
     except json.JSONDecodeError as err:
         raise _invalid(path, f"is not valid JSON (line {err.lineno}, column {err.colno})") from None
     return _validate(board, path)
-
-
-def _entry_lines(text: str, entries: Sequence[Mapping[str, Any]]) -> dict[int, str]:
-    """{id(entry): its JSON text} from a file `dumps_board` wrote (one entry per line), so unchanged
-    entries are written back as they were instead of being encoded again; {} for any other layout."""
-    lines = text.split("\n")
-    try:
-        start = lines.index('  "entries": [') + 1
-    except ValueError:
-        return {}
-    chunk, end = lines[start : start + len(entries)], start + len(entries)
-    if len(chunk) != len(entries) or end >= len(lines) or lines[end] not in ("  ],", "  ]"):
-        return {}
-    chunk = [line[4:-1] if i < len(chunk) - 1 else line[4:] for i, line in enumerate(chunk)]
-    if not all(c.startswith("{") and c.endswith("}") for c in chunk):
-        return {}
-    return {id(e): c for e, c in zip(entries, chunk)}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -304,17 +336,174 @@ def dumps_board(board: Mapping[str, Any], known: Mapping[int, str] | None = None
     return "{\n" + ",\n".join(parts) + "\n}\n"
 
 
-def record_entry(path: str | Path, dataset: Mapping[str, Any], entry: Mapping[str, Any]) -> Board:
+# --------------------------------------------------------------------------------------------------
+# the store (schema 2): an index and one file per entry
+# --------------------------------------------------------------------------------------------------
+
+
+def store_path(path: str | Path) -> Path:
+    """The store's folder of the leaderboard at `path` (its JSON path)."""
+    return Path(path).parent / STORE_DIR
+
+
+def _index_path(path: Path) -> Path:
+    return store_path(path) / "index.json"
+
+
+def _read_index(path: Path) -> dict[str, Any] | None:
+    """The store's index, checked; None when the board has no store (yet)."""
+    ipath = _index_path(path)
+    text = _read_text(ipath)
+    if text is None:
+        return None
+    try:
+        index = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise _invalid(ipath, f"is not valid JSON (line {err.lineno}, column {err.colno})") from None
+    if not isinstance(index, dict) or index.get("schema_version") != SCHEMA_VERSION:
+        raise _invalid(ipath, f"is not a schema-{SCHEMA_VERSION} leaderboard index")
+    rows = index.get("entries")
+    if not isinstance(rows, list) or not all(isinstance(r, dict) and isinstance(r.get("model"), str) and isinstance(r.get("file"), str)
+                                             for r in rows):
+        raise _invalid(ipath, "has a malformed 'entries' list (each needs 'model' and 'file')")
+    if len({r["model"] for r in rows}) != len(rows):
+        raise _invalid(ipath, "has two entries for one model")
+    index.setdefault("failures", [])
+    index.setdefault("consistency", None)
+    return index
+
+
+def _board_from_index(path: Path, index: Mapping[str, Any], wanted: set[str] | None = None) -> Board:
+    store = store_path(path)
+    entries = []
+    for row in index["entries"]:
+        if wanted is not None and row["model"] not in wanted:
+            continue
+        efile = store / row["file"]
+        text = _read_text(efile)
+        if text is None:
+            raise FileNotFoundError(efile)
+        try:
+            entries.append(json.loads(text))
+        except json.JSONDecodeError as err:
+            raise _invalid(efile, f"is not valid JSON (line {err.lineno}, column {err.colno})") from None
+    board = {k: v for k, v in index.items() if k not in ("entries", "export")}
+    board["entries"] = entries
+    if wanted is not None:
+        board["num_entries"] = len(index["entries"])
+    return board  # type: ignore[return-value]
+
+
+def _write_entry(store: Path, entry: Mapping[str, Any]) -> dict[str, Any]:
+    """Write one entry's file (named by model and content, so a replaced entry never overwrites the file
+    the committed index names) and return its index row."""
+    text = json.dumps(entry, allow_nan=False)
+    rel = f"entries/{slugify(entry['model'])}-{hashlib.sha256(text.encode()).hexdigest()[:12]}.json"
+    target = store / rel
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _write_atomic(target, text + "\n")
+    return {"model": entry["model"], "file": rel, "predictions": entry.get("predictions")}
+
+
+def _commit(path: Path, index: dict[str, Any]) -> None:
+    _write_atomic(_index_path(path), dumps_board(index))
+
+
+def _migrate(path: Path) -> dict[str, Any]:
+    """The index of a board that has no store yet: built from `leaderboard.json` (schema 1, or an export)
+    when there is one, entry by entry and unchanged, and committed; else an empty index (not written)."""
+    text = _read_text(path)
+    if text is None:
+        return {**{k: v for k, v in empty_board().items() if k != "entries"}, "entries": [], "export": False}
+    board = _parse(text, path)
+    store = store_path(path)
+    index: dict[str, Any] = {k: v for k, v in board.items() if k != "entries"}
+    index["schema_version"] = SCHEMA_VERSION
+    index["entries"] = [_write_entry(store, e) for e in board["entries"]]
+    # the old file stays the export while the board is small (the next export rewrites it with the same
+    # figures); a big one is kept, renamed, rather than left looking current
+    index["export"] = len(index["entries"]) <= EXPORT_MAX_ENTRIES
+    _commit(path, index)  # from here the store is the board
+    if not index["export"]:
+        os.replace(path, path.with_name(path.stem + ".schema1" + path.suffix))
+    return index
+
+
+def _prepare_export(path: Path, index: dict[str, Any]) -> tuple[Board | None, bool]:
+    """Before the commit: (the whole board, read for the export while the board has at most
+    EXPORT_MAX_ENTRIES entries, else None; whether an export this store wrote must go). A missing entry
+    file raises here, so nothing is committed over a broken store."""
+    if len(index["entries"]) <= EXPORT_MAX_ENTRIES:
+        try:
+            board = _board_from_index(path, index)
+        except FileNotFoundError:
+            raise _invalid(_index_path(path), "names entry files that do not exist") from None
+        index["export"] = True
+        return board, False
+    stale = bool(index.get("export"))
+    index["export"] = False
+    return None, stale
+
+
+def _finish_export(path: Path, board: Board | None, stale: bool) -> None:
+    """After the commit: rewrite the export, or remove the one this store wrote, so no stale copy looks current."""
+    if board is not None:
+        _write_atomic(path, dumps_board(board))
+    elif stale:
+        path.unlink(missing_ok=True)
+
+
+def export(path: str | Path) -> Path:
+    """Write the readable export `leaderboard.json` (the whole board in one file) from the store, at any size.
+    The store keeps its entries: the export is a copy (the store wins where they differ)."""
+    from filelock import FileLock
+
+    path = Path(path)
+    if not _index_path(path).is_file():
+        if path.is_file():
+            return path  # a schema-1 board is its own readable file
+        raise SpurbenchError(f"no leaderboard at '{path}'; create one with `spurbench eval --leaderboard {path}`")
+    with FileLock(str(store_path(path) / "lock"), timeout=LOCK_TIMEOUT_S):
+        board = load_leaderboard(path)
+        _write_atomic(path, dumps_board(board))
+    return path
+
+
+def _locked(path: Path):
+    from filelock import FileLock
+
+    store_path(path).mkdir(parents=True, exist_ok=True)
+    return FileLock(str(store_path(path) / "lock"), timeout=LOCK_TIMEOUT_S)
+
+
+def _held_elsewhere(path: Path) -> SpurbenchError:
+    return SpurbenchError(f"another process has held '{store_path(path) / 'lock'}' for {LOCK_TIMEOUT_S:.0f} s; wait for it to finish and re-run")
+
+
+def _check_dataset(path: Path, index: Mapping[str, Any], dataset: Mapping[str, Any]) -> None:
+    held = index["dataset"]
+    # a board without entries has nothing to protect: it takes the new dataset
+    if held is not None and index["entries"] and held.get("fingerprint") != dataset["fingerprint"]:
+        raise SpurbenchError(
+            f"leaderboard '{path}' holds dataset {held.get('id')!r} (fingerprint {str(held.get('fingerprint'))[:12]}...); "
+            f"use another --leaderboard file for dataset {dataset.get('id')!r} (fingerprint {dataset['fingerprint'][:12]}...)"
+        )
+
+
+def record_entry(path: str | Path, dataset: Mapping[str, Any], entry: Mapping[str, Any], *, full: bool = True) -> Board:
     """Add `entry` to the leaderboard at `path` (created if missing), or replace the entry of the same model.
 
-    Under an exclusive `filelock.FileLock` on `<path>.lock` it re-reads the file, refuses a dataset whose
-    fingerprint differs from the board's, replaces or appends the entry, updates `consistency` through the
-    store (`hitstore`: only new or changed predictions CSVs are read), and writes `<path>.tmp-<pid>` then
-    `os.replace`s it over `path`.
-    Returns the board as written. Raises SpurbenchError (nothing written) on a fingerprint mismatch or a
-    corrupt / other-version file.
+    Under an exclusive `filelock.FileLock` on `store/lock` it reads the store's index (migrating a
+    schema-1 `leaderboard.json` into the store first), refuses a dataset whose fingerprint differs
+    from the board's, writes the entry's own file, updates `consistency` through `hitstore` (only new
+    or changed predictions CSVs are read), and commits by replacing `store/index.json`; a process
+    killed before that leaves the board as it was, and the record can simply be redone.
+    Returns the board as written (`full=False`: only the recorded entry, with `num_entries`, which
+    costs nothing on a big board). Raises SpurbenchError (nothing written) on a fingerprint mismatch
+    or a corrupt / other-version file.
     """
-    from filelock import FileLock, Timeout
+    from filelock import Timeout
 
     path = Path(path)
     if not isinstance(dataset.get("fingerprint"), str) or not dataset["fingerprint"]:
@@ -324,66 +513,62 @@ def record_entry(path: str | Path, dataset: Mapping[str, Any], entry: Mapping[st
     if not isinstance(entry.get("metrics"), Mapping):
         raise ValueError("entry must carry 'metrics'")
     new_entry = _jsonable(entry)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(path) + ".lock", timeout=LOCK_TIMEOUT_S)
     try:
-        with lock:
-            text = _read_text(path)
-            board = empty_board() if text is None else _parse(text, path)
-            known = _entry_lines(text, board["entries"]) if text else {}
-            held = board["dataset"]
-            # a board without entries has nothing to protect: it takes the new dataset
-            if held is not None and board["entries"] and held.get("fingerprint") != dataset["fingerprint"]:
-                raise SpurbenchError(
-                    f"leaderboard '{path}' holds dataset {held.get('id')!r} (fingerprint {str(held.get('fingerprint'))[:12]}...); "
-                    f"use another --leaderboard file for dataset {dataset.get('id')!r} (fingerprint {dataset['fingerprint'][:12]}...)"
-                )
-            if held is None or not board["entries"]:
-                board["dataset"] = _jsonable(dataset)
-            board["failures"] = [f for f in board["failures"]
+        with _locked(path):
+            index = _read_index(path) or _migrate(path)
+            _check_dataset(path, index, dataset)
+            if index["dataset"] is None or not index["entries"]:
+                index["dataset"] = _jsonable(dataset)
+            index["failures"] = [f for f in index["failures"]
                                  if f.get("model") != new_entry["model"] and f.get("fingerprint") == dataset["fingerprint"]]
-            entries = board["entries"]
-            for i, e in enumerate(entries):
-                if e["model"] == new_entry["model"]:
-                    entries[i] = new_entry  # keep its place: re-scoring replaces
+            store = store_path(path)
+            row = _write_entry(store, new_entry)
+            rows, old_file = index["entries"], None
+            for i, r in enumerate(rows):
+                if r["model"] == new_entry["model"]:
+                    old_file, rows[i] = r["file"], row  # keep its place: re-scoring replaces
                     break
             else:
-                entries.append(new_entry)
-            board["consistency"] = _jsonable(hitstore.update(path.parent, board))
-            _write_atomic(path, dumps_board(board, known))
-            return board
+                rows.append(row)
+            index["consistency"] = _jsonable(hitstore.update(path.parent, {"dataset": index["dataset"], "entries": rows}))
+            board, stale = _prepare_export(path, index)
+            _commit(path, index)
+            if old_file is not None and old_file != row["file"]:
+                (store / old_file).unlink(missing_ok=True)
+            _finish_export(path, board, stale)
+            if full:
+                return board if board is not None else _board_from_index(path, index)
+            out = {k: v for k, v in index.items() if k not in ("entries", "export")}
+            return {**out, "entries": [new_entry], "num_entries": len(rows)}  # type: ignore[return-value]
     except Timeout:
-        raise SpurbenchError(
-            f"another process has held '{path}.lock' for {LOCK_TIMEOUT_S:.0f} s; wait for it to finish and re-run"
-        ) from None
+        raise _held_elsewhere(path) from None
 
 
 def record_failure(path: str | Path, dataset: Mapping[str, Any], failure: Mapping[str, Any]) -> Board:
     """Record (or replace) `failure` (a `Failure` with at least `model` and `reason`) under the board's lock.
 
     The model's entry, if any, stays. Refuses a dataset other than the board's as `record_entry` does.
+    Returns the board without its entries (with `num_entries`).
     """
-    from filelock import FileLock, Timeout
+    from filelock import Timeout
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     new = _jsonable({**failure, "fingerprint": dataset["fingerprint"]})
     try:
-        with FileLock(str(path) + ".lock", timeout=LOCK_TIMEOUT_S):
-            board = load_leaderboard(path)
-            held = board["dataset"]
-            if held is not None and board["entries"] and held.get("fingerprint") != dataset["fingerprint"]:
-                raise SpurbenchError(
-                    f"leaderboard '{path}' holds dataset {held.get('id')!r}; use another --leaderboard file for dataset {dataset.get('id')!r}"
-                )
-            if not board["entries"]:
-                board["dataset"] = _jsonable(dataset)
-            board["failures"] = [f for f in board["failures"] if f.get("model") != new["model"] and f.get("fingerprint") == dataset["fingerprint"]]
-            board["failures"].append(new)
-            _write_atomic(path, dumps_board(board))
-            return board
+        with _locked(path):
+            index = _read_index(path) or _migrate(path)
+            _check_dataset(path, index, dataset)
+            if not index["entries"]:
+                index["dataset"] = _jsonable(dataset)
+            index["failures"] = [f for f in index["failures"] if f.get("model") != new["model"] and f.get("fingerprint") == dataset["fingerprint"]]
+            index["failures"].append(new)
+            board, stale = _prepare_export(path, index)
+            _commit(path, index)
+            _finish_export(path, board, stale)
+            out = {k: v for k, v in index.items() if k not in ("entries", "export")}
+            return {**out, "entries": [], "num_entries": len(index["entries"])}  # type: ignore[return-value]
     except Timeout:
-        raise SpurbenchError(f"another process has held '{path}.lock' for {LOCK_TIMEOUT_S:.0f} s; wait for it to finish and re-run") from None
+        raise _held_elsewhere(path) from None
 
 
 def already_scored(board: Mapping[str, Any], model: str, probe: Mapping[str, Any]) -> bool:

@@ -180,7 +180,9 @@ def render_page(leaderboard_path: str | Path, out_dir: str | Path, dataset_folde
     """
     leaderboard_path = Path(leaderboard_path)
     out_dir = Path(out_dir)
-    if not leaderboard_path.is_file():
+    from spurbench.evaluate.leaderboard import board_exists
+
+    if not board_exists(leaderboard_path):  # its store, or the JSON alone
         raise SpurbenchError(f"leaderboard '{leaderboard_path}' does not exist; create it with `spurbench eval --leaderboard {leaderboard_path}`")
     if out_dir.exists() and not out_dir.is_dir():
         raise SpurbenchError(f"--out '{out_dir}' is a file; give a folder for the page")

@@ -6,8 +6,10 @@ This is the loop `spurbench eval` runs for every classifier (and benchmarks/eval
 from __future__ import annotations
 
 import io
+import math
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -39,25 +41,140 @@ def default_workers(device: torch.device) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
+# batch size and memory format for the device
+
+#: batch sizes a CPU calibration tries, largest first (it stops once smaller ones get slower): large batches
+#: are never pathological, small ones can be on a loaded machine (threads waiting on preempted peers)
+CPU_BATCH_CANDIDATES = (32, 16, 8, 4, 2, 1)
+#: batch size on a GPU (large batches keep it busy; `--batch-size` overrides)
+CUDA_BATCH_SIZE = 32
+#: the most a CPU calibration may spend, seconds, once 4 candidates are tried (it finishes the one it started)
+CALIBRATION_BUDGET_S = 4.0
+
+
+def _per_image_seconds(model: torch.nn.Module, x: torch.Tensor, repeats: int = 2) -> float:
+    with torch.inference_mode():
+        model(x)  # warm-up: oneDNN picks its kernels for this shape
+        best = math.inf
+        for _ in range(repeats):
+            t = time.perf_counter()
+            model(x)
+            best = min(best, time.perf_counter() - t)
+    return best / len(x)
+
+
+def choose_batch(classifier: LoadedClassifier, device: torch.device | str | None, size: Sequence[int],
+                 batch_size: int | None = None) -> dict[str, Any]:
+    """The batch size and memory format to run `classifier` with on `device`, and where they came from:
+    `{"batch_size", "memory_format", "batch_size_from", "calibration"}` (recorded in the entry).
+
+    `batch_size` given (`--batch-size`): that, channels-last. CUDA: CUDA_BATCH_SIZE, channels-last.
+    CPU: a short calibration on random inputs of the model's size: per-image forward time at each of
+    CPU_BATCH_CANDIDATES (largest first), channels-last, stopping once a batch is 10 % slower per image
+    than the best so far or after CALIBRATION_BUDGET_S (once 4 were tried), then the best batch size again in the default
+    memory format; the fastest wins. On a loaded machine the choice moves with the load (measured here
+    at load 11 on 2 cores: batch 1 took 5.8 s per image with 2 threads); the entry records the timings. On this project's 2-core CPU, EfficientNet-Lite0 was 2.5x faster per image at
+    batch 4 than at 32 (issue 18): the best batch is small and model- and machine-dependent.
+    """
+    device = resolve_device(device)
+    if batch_size is not None:
+        return {"batch_size": int(batch_size), "memory_format": "channels_last", "batch_size_from": "--batch-size"}
+    if device.type == "cuda":
+        return {"batch_size": CUDA_BATCH_SIZE, "memory_format": "channels_last", "batch_size_from": "default for cuda"}
+    model = classifier.model.to(device).eval()
+    h, w = (int(v) for v in size[-2:])
+    gen = torch.Generator().manual_seed(0)
+    start = time.perf_counter()
+    timings: dict[str, float] = {}
+    best_b, best = CPU_BATCH_CANDIDATES[0], math.inf
+    try:
+        model.to(memory_format=torch.channels_last)
+        for b in CPU_BATCH_CANDIDATES:
+            x = torch.randn(b, 3, h, w, generator=gen).contiguous(memory_format=torch.channels_last)
+            t = _per_image_seconds(model, x)
+            timings[f"channels_last b{b}"] = round(t * 1000, 3)
+            if t < best:
+                best_b, best = b, t
+            tried = len(timings)
+            # the budget stops it only after 32..4 were tried: a first, slow large batch must not decide alone
+            if t > 1.1 * best or (tried >= 4 and time.perf_counter() - start > CALIBRATION_BUDGET_S):
+                break
+        model.to(memory_format=torch.contiguous_format)
+        t = _per_image_seconds(model, torch.randn(best_b, 3, h, w, generator=gen))
+        timings[f"contiguous b{best_b}"] = round(t * 1000, 3)
+        fmt = "contiguous" if t < best else "channels_last"
+    finally:
+        model.to(memory_format=torch.channels_last)
+    return {"batch_size": best_b, "memory_format": fmt, "batch_size_from": "cpu calibration",
+            "calibration": {"ms_per_image": timings, "seconds": round(time.perf_counter() - start, 2),
+                            "threads": torch.get_num_threads()}}
+
+
+# ---------------------------------------------------------------------------------------------
 # decoding and preprocessing (runs inside the DataLoader workers)
+
+
+def _complete_png_or_jpeg(data: bytes) -> bool:
+    """A PNG that ends in its IEND chunk, or a JPEG that ends in its EOI marker (trailing padding allowed)."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return data[-12:-8] == b"\x00\x00\x00\x00" and data[-8:-4] == b"IEND"
+    if data[:3] == b"\xff\xd8\xff":
+        return b"\xff\xd9" in data[-64:]
+    return False
 
 
 class ImageItems(torch.utils.data.Dataset):
     """Items (uint8 tensor, label, index, error) decoded on demand, so only the current batches are in memory.
 
+    `decode`: "auto" decodes with torchvision (`decode_image` on the bytes, the transform's steps on the
+    uint8 tensor: `preprocessing.tensor_transform`) when the transform allows it, else with PIL; "pil"
+    always with PIL (`transform` on the PIL image). `self.decode` says which path is used.
     A failed decode yields a zero tensor and the error text; the main process names the image and stops.
     """
 
-    def __init__(self, transform: Callable, labels: np.ndarray, rows: Any = None, paths: Sequence[Path] | None = None, size=(224, 224)):
+    def __init__(self, transform: Callable, labels: np.ndarray, rows: Any = None, paths: Sequence[Path] | None = None, size=(224, 224),
+                 decode: str = "auto"):
+        from spurbench.evaluate.preprocessing import tensor_transform
+
+        if decode not in ("auto", "pil"):
+            raise ValueError(f"decode must be 'auto' or 'pil', got {decode!r}")
         self.transform, self.labels, self.rows, self.paths, self.size = transform, labels, rows, paths, tuple(size)
+        self.tensor_transform = tensor_transform(transform) if decode == "auto" else None
+        self.decode = "torchvision" if self.tensor_transform is not None else "pil"
+        # torchvision 0.29 warns on every decode that its decoders are deprecated (for TorchCodec): said once, in the docs
+        warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision", category=DeprecationWarning)
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def _decode_tensor(self, i: int) -> torch.Tensor | None:
+        """uint8 CHW RGB tensor from torchvision's decoder, or None where it cannot (then PIL decides, and
+        names the error of a broken image)."""
+        try:
+            from torchvision.io import ImageReadMode, decode_image
+        except ImportError:  # a torchvision without its decoders (deprecated in 0.29): PIL
+            return None
+        if self.paths is not None:
+            data = Path(self.paths[i]).read_bytes()
+        else:
+            cell = self.rows[i]["image"]
+            data = cell["bytes"] if cell.get("bytes") is not None else Path(cell["path"]).read_bytes()
+        if not _complete_png_or_jpeg(data):  # other formats, and truncated files (libpng would print to stderr): PIL
+            return None
+        try:
+            x = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+        except Exception:  # a format torchvision does not read (or a broken file): PIL's turn
+            return None
+        return x if x.dtype == torch.uint8 and x.ndim == 3 and x.shape[0] == 3 else None
 
     def __getitem__(self, i: int):
         from PIL import Image
 
         try:
+            if self.tensor_transform is not None:
+                x = self._decode_tensor(i)
+                if x is not None:
+                    return self.tensor_transform(x).contiguous(), int(self.labels[i]), i, ""
             if self.paths is not None:
                 with Image.open(self.paths[i]) as im:
                     img = im.convert("RGB")
@@ -141,14 +258,16 @@ def predict(
     desc: str | None = None,
     data_config: dict | None = None,
     class_mask: torch.Tensor | None = None,
+    memory_format: str = "channels_last",
 ) -> Predictions:
     """Run the classifier over `items` in batches; workers decode while the model runs.
 
     Workers hand over uint8 images grouped by shape (`collate_by_shape`); each group is normalised on
     the device and classified; logits are divided by the classifier's temperature before the softmax.
-    `data_config` gives the mean/std to normalise with (default: the classifier's). `class_mask` (bool over
-    the outputs, `--class-subset`) restricts the softmax and the top 5 to those classes; top-5 places past
-    the subset's size are class -1 at probability 0.
+    `data_config` gives the mean/std to normalise with (default: the classifier's); `memory_format`
+    ("channels_last" or "contiguous", see `choose_batch`) the layout of the model and its inputs. `class_mask`
+    (bool over the outputs, `--class-subset`) restricts the softmax and the top 5 to those classes; top-5 places
+    past the subset's size are class -1 at probability 0.
     """
     from tqdm.auto import tqdm
 
@@ -157,8 +276,9 @@ def predict(
     _, autocast_dtype = precision_for(device, amp)
     temperature = float(getattr(classifier, "temperature", 1.0) or 1.0)
     data_config = data_config or classifier.data_config
-    # channels-last: faster convolutions on CUDA (tensor cores) and, measured here, on CPU (oneDNN) too
-    model = classifier.model.to(device).to(memory_format=torch.channels_last)
+    # channels-last: faster convolutions on CUDA (tensor cores) and, mostly, on CPU (oneDNN) too
+    fmt = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}[memory_format]
+    model = classifier.model.to(device).to(memory_format=fmt)
     mask = class_mask.to(device) if class_mask is not None else None
     loader = torch.utils.data.DataLoader(
         items, batch_size=batch_size, shuffle=False, num_workers=workers, pin_memory=cuda, collate_fn=collate_by_shape,
@@ -185,7 +305,7 @@ def predict(
                 x = x.to(device, non_blocking=cuda)
                 if x.dtype == torch.uint8:  # float items (build_transforms) come normalised already
                     x = normalise_batch(x, data_config)
-                x = x.contiguous(memory_format=torch.channels_last)
+                x = x.contiguous(memory_format=fmt)
                 with torch.autocast(device_type=device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
                     logits = model(x)
                 logits = logits.float()

@@ -15,12 +15,12 @@ def record(leaderboard: str | Path, dataset_info: dict, entry: dict, preds: Pred
     If the leaderboard refuses the entry (another dataset, corrupt file), the model's previous
     predictions file is put back, so nothing that was there is damaged.
     """
-    from spurbench.evaluate.leaderboard import load_leaderboard, predictions_relpath, record_entry
+    from spurbench.evaluate.leaderboard import entry_files, predictions_relpath, record_entry
 
     leaderboard = Path(leaderboard)
     if (leaderboard.parent / entry["predictions"]).exists():
         # this model's earlier file, or (a board from before names were made distinct) another model's
-        taken = {e.get("predictions") for e in load_leaderboard(leaderboard)["entries"] if e["model"] != entry["model"]}
+        taken = {rel for model, rel in entry_files(leaderboard).items() if model != entry["model"]}
         entry = {**entry, "predictions": predictions_relpath(entry["model"], taken)}
     csv_path = leaderboard.parent / entry["predictions"]
     backup = csv_path.with_name(csv_path.name + f".bak-{os.getpid()}")
@@ -29,7 +29,7 @@ def record(leaderboard: str | Path, dataset_info: dict, entry: dict, preds: Pred
         os.replace(csv_path, backup)
     try:
         write_predictions(csv_path, preds)
-        board = record_entry(leaderboard, dataset_info, entry)
+        board = record_entry(leaderboard, dataset_info, entry, full=False)  # the whole board is not read back
     except BaseException:
         if had_old:
             os.replace(backup, csv_path)

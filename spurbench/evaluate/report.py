@@ -16,6 +16,8 @@ from spurbench.errors import SpurbenchError
 from spurbench.evaluate.leaderboard import (
     DEFAULT_LEADERBOARD,
     _write_atomic,
+    board_exists,
+    export,
     load_leaderboard,
     to_markdown,
     to_ranked_json,
@@ -25,7 +27,11 @@ from spurbench.evaluate.leaderboard import (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--leaderboard", default=DEFAULT_LEADERBOARD, metavar="FILE",
-                        help="leaderboard JSON written by `spurbench eval` (a folder means FOLDER/leaderboard.json)")
+                        help="leaderboard written by `spurbench eval`: its JSON path or its folder (a folder means "
+                             "FOLDER/leaderboard.json); read from the store beside it (FOLDER/store/) when there is one")
+    parser.add_argument("--export", action="store_true",
+                        help="write the readable export FOLDER/leaderboard.json (the whole board in one file) from the store and "
+                             "exit; `spurbench eval` rewrites it on every record only while the board has at most 100 entries")
     parser.add_argument("--format", choices=("md", "json", "csv", "html", "eval-results"), default="md",
                         help="md: ranked markdown table; json: the board with ranked entries; csv: one row per model in timm's "
                              "results-CSV convention; html: a static page written into --out; eval-results: the Hub's "
@@ -47,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     path = Path(args.leaderboard)
     if path.is_dir():
         path = path / "leaderboard.json"
-    if not path.is_file():
+    if not board_exists(path):
         raise SpurbenchError(
             f"no leaderboard at '{path}'; create one with `spurbench eval --model NAME --dataset FOLDER --leaderboard {path}`"
         )
@@ -59,6 +65,9 @@ def run(args: argparse.Namespace) -> int:
         raise SpurbenchError("--groups is only used by --format eval-results; drop it or add --format eval-results")
     if args.format == "eval-results" and not args.out:
         raise SpurbenchError("--format eval-results writes one folder per model: add --out DIR")
+    if args.export:
+        print(export(path))
+        return 0
     board = load_leaderboard(path)
 
     if args.format == "eval-results":
