@@ -8,7 +8,9 @@ heavy optional stacks (diffusers) at module level, so `spurbench eval` runs with
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
+import os
 import sys
 from typing import Sequence
 
@@ -26,8 +28,42 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse without prefix matching (`--leader` is not `--leaderboard`: scripts must never depend on an
+    abbreviation that a new flag could make ambiguous); every subcommand's parser is one of these."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
+
+
+def _chosen_parser(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.ArgumentParser:
+    """The innermost (sub)command parser that `argv` selects (`spurbench import waterbirds ...` -> waterbirds')."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for i, token in enumerate(argv):
+                if token in action.choices:
+                    return _chosen_parser(action.choices[token], argv[i + 1:])
+    return parser
+
+
+def check_flags(parser: argparse.ArgumentParser, argv: Sequence[str]) -> None:
+    """An unknown --flag is reported by the subcommand it was given to, with its usage and the closest flag
+    (argparse alone would print the top-level usage, or only complain about the required flags it then misses)."""
+    target = _chosen_parser(parser, argv)
+    known = [opt for action in target._actions for opt in action.option_strings]
+    for token in argv:
+        if token == "--":
+            break
+        flag = token.split("=", 1)[0]
+        if flag.startswith("--") and flag not in known:
+            close = difflib.get_close_matches(flag, known, n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]}?" if close else f"; `{target.prog} --help` lists the flags"
+            target.error(f"unrecognized argument {flag}{hint}")
+
+
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="spurbench",
         description="Build test sets of spurious images and measure image classifiers on them.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -54,6 +90,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv)
+    check_flags(parser, argv)
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):
         parser.print_help()

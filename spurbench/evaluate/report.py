@@ -16,6 +16,7 @@ from spurbench.errors import SpurbenchError
 from spurbench.evaluate.leaderboard import (
     DEFAULT_LEADERBOARD,
     _write_atomic,
+    default_leaderboard,
     load_leaderboard,
     to_markdown,
     to_ranked_json,
@@ -24,8 +25,9 @@ from spurbench.evaluate.leaderboard import (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--leaderboard", default=DEFAULT_LEADERBOARD, metavar="FILE",
-                        help="leaderboard JSON written by `spurbench eval` (a folder means FOLDER/leaderboard.json)")
+    parser.add_argument("--leaderboard", default=None, metavar="FILE",
+                        help="leaderboard JSON written by `spurbench eval` (a folder means FOLDER/leaderboard.json); unset: "
+                             f"--dataset's default board ({DEFAULT_LEADERBOARD}), else the only board under leaderboard/")
     parser.add_argument("--format", choices=("md", "json", "csv", "html", "eval-results"), default="md",
                         help="md: ranked markdown table; json: the board with ranked entries; csv: one row per model in timm's "
                              "results-CSV convention; html: a static page written into --out; eval-results: the Hub's "
@@ -40,8 +42,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="html only: local dataset folder, so the page can show the images")
 
 
+def _default_board(dataset: str | None) -> Path:
+    """Without --leaderboard: the default board of --dataset, else the one board under leaderboard/ (eval's defaults)."""
+    if dataset is not None:
+        return default_leaderboard(dataset)
+    found = sorted(Path("leaderboard").glob("leaderboard.json")) + sorted(Path("leaderboard").glob("*/leaderboard.json"))
+    if len(found) > 1:
+        raise SpurbenchError(f"several leaderboards under leaderboard/ ({', '.join(map(str, found))}); pick one with --leaderboard FILE")
+    return found[0] if found else Path("leaderboard/leaderboard.json")
+
+
 def run(args: argparse.Namespace) -> int:
-    path = Path(args.leaderboard)
+    path = Path(args.leaderboard) if args.leaderboard is not None else _default_board(args.dataset)
     if path.is_dir():
         path = path / "leaderboard.json"
     if not path.is_file():
