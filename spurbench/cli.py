@@ -87,8 +87,34 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+#: the libraries' own switches, set (unless the user set them) before any of them is imported: their warnings and
+#: progress bars (diffusers' float32 notes, the CLIP tokenizer's length warning, `datasets`' "Generating ... split"
+#: bars) say nothing a spurbench user can act on; spurbench prints its own line for what they can (prompts cut to
+#: CLIP's length, for one). Errors still show. Set e.g. TRANSFORMERS_VERBOSITY=warning to see them again.
+QUIET_LIBRARIES = {
+    "TRANSFORMERS_VERBOSITY": "error",
+    "DIFFUSERS_VERBOSITY": "error",
+    "DATASETS_VERBOSITY": "error",
+    "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+    "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
+}
+
+
+def quiet_libraries() -> None:
+    """Silence the library noise above for this process and its children (the entry point's business, never a
+    library module's import)."""
+    import logging
+
+    for name, value in QUIET_LIBRARIES.items():
+        os.environ.setdefault(name, value)
+    for lib, var in (("transformers", "TRANSFORMERS_VERBOSITY"), ("diffusers", "DIFFUSERS_VERBOSITY"), ("datasets", "DATASETS_VERBOSITY")):
+        if lib in sys.modules:  # already imported (spurbench used as a library, then main()): its level was read
+            logging.getLogger(lib).setLevel(getattr(logging, os.environ[var].upper(), logging.ERROR))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    quiet_libraries()
     parser = build_parser(argv)
     check_flags(parser, argv)
     args = parser.parse_args(argv)
