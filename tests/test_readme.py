@@ -67,8 +67,10 @@ def _fresh_clone(dest: Path) -> Path:
         pytest.skip("not a git checkout: cannot tell a fresh clone's files")
     for name in files:
         src = ROOT / name
-        if src.is_file():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+        (dest / name).parent.mkdir(parents=True, exist_ok=True)
+        if src.is_symlink():  # spurbench/recipes -> ../builders, as git checks it out
+            os.symlink(os.readlink(src), dest / name)
+        elif src.is_file():
             shutil.copy2(src, dest / name)
     return dest
 
