@@ -128,4 +128,5 @@ def test_cut_prompts_name_what_clip_drops():
     kept = tok(long, truncation=True, max_length=16).input_ids
     assert len(tok(short).input_ids) <= 16 < len(ids) and kept == ids[:15] + [ids[-1]]  # what the text encoder sees
     assert cut[long] == tok.decode(ids[15:-1], skip_special_tokens=True) and cut[long]
-    assert tok.decode(kept, skip_special_tokens=True) + " " + cut[long] == tok.decode(ids, skip_special_tokens=True)
+    # kept + lost is the whole prompt (the cut may fall inside a word: CLIP cuts tokens, not words)
+    assert (tok.decode(kept, skip_special_tokens=True) + cut[long]).replace(" ", "") == long.replace(" ", "")
