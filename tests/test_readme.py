@@ -99,6 +99,10 @@ def test_readme_commands_run_in_order_in_a_fresh_folder(tmp_path):
                 line for line in res.stderr.splitlines() if LIBRARY_NOISE.search(line))
         if cmd.startswith("spurbench build --recipe d3s_smoke"):  # the tiny CLIP's 77-token cut, said once per class
             assert len(re.findall(r"prompts cut to fit", res.stderr)) == 3, res.stderr
+        if cmd.startswith("spurbench leaderboard --leaderboard runs/before.json --format html"):  # a DDB set's own words
+            page = (clone / "runs" / "page" / "index.html").read_text()
+            assert "Original photo | mask | counterfactual" in page and "pasted on the background" not in page
+            assert 'alt="mask of image' in page and 'alt="original photo of image' in page
         ran.append((cmd, res))
     assert len(ran) >= 15
     # eval without --leaderboard: the dataset's own board, and the last line says where
