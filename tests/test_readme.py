@@ -97,8 +97,9 @@ def test_readme_commands_run_in_order_in_a_fresh_folder(tmp_path):
             noise = LIBRARY_NOISE.findall(res.stderr)
             assert not noise, f"library noise from `{cmd}`:\n" + "\n".join(
                 line for line in res.stderr.splitlines() if LIBRARY_NOISE.search(line))
-        if cmd.startswith("spurbench build --recipe d3s_smoke"):  # the tiny CLIP's 77-token cut, said once per class
-            assert len(re.findall(r"prompts cut to fit", res.stderr)) == 3, res.stderr
+        if cmd.startswith("spurbench build --recipe d3s_smoke"):  # the tiny CLIP's 77-token cut: one line per class cut
+            assert 1 <= len(re.findall(r"prompts cut to fit", res.stderr)) <= 3, res.stderr
+            assert len(re.findall(r"the text encoder reads 77 tokens", res.stderr)) == 1, res.stderr
         if cmd.startswith("spurbench leaderboard --leaderboard runs/before.json --format html"):  # a DDB set's own words
             page = (clone / "runs" / "page" / "index.html").read_text()
             assert "Original photo | mask | counterfactual" in page and "pasted on the background" not in page
