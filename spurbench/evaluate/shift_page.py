@@ -71,8 +71,9 @@ def _mask_thumbnails(folder: Path, ds, images_dir: Path, thumb_size: int) -> dic
     for i, row in enumerate(ds):
         mask, src = row["mask"] or {}, row.get("source_index")
         data = mask.get("bytes")
-        if data is None and mask.get("path") and (folder / mask["path"]).is_file():
-            data = (folder / mask["path"]).read_bytes()
+        if data is None and mask.get("path"):  # a set exported before masks were embedded: a path inside or beside it
+            found = [p for p in (folder / mask["path"], Path(mask["path"])) if p.is_file()]
+            data = found[0].read_bytes() if found else None
         entry: dict[str, Any] = {"group": row.get("group"), "kind": "ddb", "src": None, "mask": None}
         if src is not None and src >= 0 and (images_dir / "reference" / f"{src:06d}.jpg").is_file():
             entry["src"] = f"images/reference/{src:06d}.jpg"
