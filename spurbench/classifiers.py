@@ -472,7 +472,8 @@ def map_state_dict(
         for i, ((src, tensor), (dst, ref)) in enumerate(zip(state.items(), target.items())):
             head = _classifier_prefix(model)
             if tensor.shape != ref.shape and head and dst.startswith(head + ".") and tensor.ndim >= 1:
-                raise HeadMismatch(f"{where}: the classifier head has {tensor.shape[0]} outputs, the model {ref.shape[0]}")
+                raise HeadMismatch(f"{where}: the file's classifier head has {tensor.shape[0]} outputs, the {ref.shape[0]} classes "
+                                   "asked for need as many; use a classifier trained on those classes")
             if tensor.shape != ref.shape:
                 raise SpurbenchError(
                     f"{where}: tensor #{i} '{src}' has shape {tuple(tensor.shape)} but the model's '{dst}' has {tuple(ref.shape)}; "

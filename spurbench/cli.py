@@ -8,7 +8,9 @@ heavy optional stacks (diffusers) at module level, so `spurbench eval` runs with
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
+import os
 import sys
 from typing import Sequence
 
@@ -26,8 +28,42 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse without prefix matching (`--leader` is not `--leaderboard`: scripts must never depend on an
+    abbreviation that a new flag could make ambiguous); every subcommand's parser is one of these."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
+
+
+def _chosen_parser(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.ArgumentParser:
+    """The innermost (sub)command parser that `argv` selects (`spurbench import waterbirds ...` -> waterbirds')."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for i, token in enumerate(argv):
+                if token in action.choices:
+                    return _chosen_parser(action.choices[token], argv[i + 1:])
+    return parser
+
+
+def check_flags(parser: argparse.ArgumentParser, argv: Sequence[str]) -> None:
+    """An unknown --flag is reported by the subcommand it was given to, with its usage and the closest flag
+    (argparse alone would print the top-level usage, or only complain about the required flags it then misses)."""
+    target = _chosen_parser(parser, argv)
+    known = [opt for action in target._actions for opt in action.option_strings]
+    for token in argv:
+        if token == "--":
+            break
+        flag = token.split("=", 1)[0]
+        if flag.startswith("--") and flag not in known:
+            close = difflib.get_close_matches(flag, known, n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]}?" if close else f"; `{target.prog} --help` lists the flags"
+            target.error(f"unrecognized argument {flag}{hint}")
+
+
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="spurbench",
         description="Build test sets of spurious images and measure image classifiers on them.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -51,9 +87,36 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+#: the libraries' own switches, set (unless the user set them) before any of them is imported: their warnings and
+#: progress bars (diffusers' float32 notes, the CLIP tokenizer's length warning, `datasets`' "Generating ... split"
+#: bars) say nothing a spurbench user can act on; spurbench prints its own line for what they can (prompts cut to
+#: CLIP's length, for one). Errors still show. Set e.g. TRANSFORMERS_VERBOSITY=warning to see them again.
+QUIET_LIBRARIES = {
+    "TRANSFORMERS_VERBOSITY": "error",
+    "DIFFUSERS_VERBOSITY": "error",
+    "DATASETS_VERBOSITY": "error",
+    "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+    "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
+}
+
+
+def quiet_libraries() -> None:
+    """Silence the library noise above for this process and its children (the entry point's business, never a
+    library module's import)."""
+    import logging
+
+    for name, value in QUIET_LIBRARIES.items():
+        os.environ.setdefault(name, value)
+    for lib, var in (("transformers", "TRANSFORMERS_VERBOSITY"), ("diffusers", "DIFFUSERS_VERBOSITY"), ("datasets", "DATASETS_VERBOSITY")):
+        if lib in sys.modules:  # already imported (spurbench used as a library, then main()): its level was read
+            logging.getLogger(lib).setLevel(getattr(logging, os.environ[var].upper(), logging.ERROR))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    quiet_libraries()
     parser = build_parser(argv)
+    check_flags(parser, argv)
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):
         parser.print_help()

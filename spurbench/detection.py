@@ -190,6 +190,8 @@ def _from_pretrained(loader, source: str, revision: str | None, what: str):
         raise SpurbenchError(
             f"cannot load the {what} '{source}'" + (f" at revision {revision}" if revision else "")
             + f" ({hub_failure_reason(err)}); check the Hub id and network, or pass a local save_pretrained folder"
+            + ("; for a dry run offline, the `tiny` detector (`--detector tiny`, random weights: plumbing only)"
+               if what.startswith("detector") else "")
         ) from None
 
 

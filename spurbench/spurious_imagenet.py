@@ -76,7 +76,7 @@ def images_dir(root: str | Path, url: str = RELEASE_URL) -> Path:
             return candidate
     raise SpurbenchError(
         f"Spurious ImageNet not found at '{root}' (expected {root}/images/<...>_<...>_<class>_..._<component>/); "
-        f"download {url} and unzip it into {root}, or pass --download"
+        f"download {url} and unzip it into {root} (`spurbench import spurious-imagenet {root} --download --out DIR` does that)"
     )
 
 

@@ -79,8 +79,11 @@ def test_unknown_names_are_one_line_errors():
 
 
 def test_missing_weights_are_a_clear_error(tmp_path):
-    with pytest.raises(SpurbenchError, match="cannot load the detector.*HF_HUB_OFFLINE is set"):
-        D.load_detector("owlv2", device="cpu")  # the pinned Hub checkpoint: unreachable offline
+    with pytest.raises(SpurbenchError, match="cannot load the detector.*HF_HUB_OFFLINE is set.*`--detector tiny`"):
+        D.load_detector("owlv2", device="cpu")  # the pinned Hub checkpoint: unreachable offline; the hint names the dry run
+    with pytest.raises(SpurbenchError) as segmenter:
+        D.load_segmenter("sam", device="cpu")
+    assert "--detector tiny" not in str(segmenter.value)  # the hint is the detector's only
     (tmp_path / "empty").mkdir()
     with pytest.raises(SpurbenchError, match="from folder .*save_pretrained"):
         D.load_detector("owlv2", model=tmp_path / "empty", device="cpu")

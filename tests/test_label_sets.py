@@ -117,3 +117,18 @@ def test_group_eval_reports_pooled_and_train_weighted_accuracy(wb, tmp_path):
     assert m["accuracy"] == pytest.approx(pooled)
     assert m["train_weighted_group_accuracy"] == pytest.approx(weighted)
     assert m["worst_group_accuracy"] == pytest.approx(min(np.mean(v) for v in per_group.values()))
+
+
+def test_imagenet_panel_on_a_two_class_set_is_one_short_line_per_model(wb, tmp_path, capsys):
+    _, data = wb
+    assert main(["eval", "--panel", "offline", "--dataset", str(data), "--split", "train",
+                 "--leaderboard", str(tmp_path / "b.json"), "--workers", "0"]) == 1
+    out = capsys.readouterr()
+    failed = [line for line in out.err.strip().splitlines()]
+    assert len(failed) == 3, out.err  # one line per model, nothing else on stderr
+    for line, name in zip(failed, ("tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2")):
+        assert line.startswith(f"FAILED {name}: an ImageNet-1k classifier cannot score label set 'waterbirds' (2 classes: landbird, waterbird)")
+        assert "spurbench finetune" in line and "site-packages" not in line and "the model 2" not in line
+    # the summary names them once, without repeating the reasons
+    assert "FAILED 3: tf_efficientnet_lite0, tf_efficientnet_lite1, tf_efficientnet_lite2" in out.out
+    assert out.out.count("label set 'waterbirds'") == 0

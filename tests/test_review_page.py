@@ -132,6 +132,13 @@ def test_leaderboard_page_has_the_review_section(verified, tmp_path):
     assert sorted(int(f["data-index"]) for f in figures) == sorted(_expected_items(verified))
     assert all((out / f["src"]).is_file() for f in figures)
     assert '<a href="#review">review</a>' in (out / "index.html").read_text()
+    # the contact sheets' n/a badge of an image verification left out says why (a spurious set: the object was found)
+    text = (out / "index.html").read_text()
+    t = _table(verified)
+    left_out = [(i, s) for i, (s, p) in enumerate(zip(t.column(SCORE).to_pylist(), t.column(PRESENT).to_pylist())) if p]
+    assert left_out and text.count('title="left out: object found, score ') == len(left_out)
+    assert all(f'title="left out: object found, score {s:.2f}">n/a<' in text for _, s in left_out)
+    assert "not scored by the panel" not in text
 
 
 @pytest.mark.browser

@@ -91,9 +91,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "spurious-imagenet (its 100 classes) or a text file, one ImageNet index or WordNet id per line; "
                         "entries with another subset (or none) are ranked apart")
     r = parser.add_argument_group("run")
-    r.add_argument("--leaderboard", default=DEFAULT_LEADERBOARD, metavar="FILE",
-                   help="leaderboard JSON to add the entries to (a folder means FOLDER/leaderboard.json); predictions go to "
-                        "<its folder>/predictions/")
+    r.add_argument("--leaderboard", default=None, metavar="FILE",
+                   help=f"leaderboard JSON to add the entries to (a folder means FOLDER/leaderboard.json); predictions go to "
+                        f"<its folder>/predictions/; unset: {DEFAULT_LEADERBOARD} (a folder's own name or a Hub id with / as --; "
+                        f"`<name>-<split>` for a split other than test), one board per dataset")
     r.add_argument("--preprocessing", choices=PREPROCESSING, default="timm",
                    help="timm: each model's own eval transform; spurious-imagenet: the released Spurious ImageNet code's "
                         "(size = the model's test_input_size if declared, else input_size; spurious images: shorter side to that "
@@ -202,7 +203,7 @@ def _sweep_device(requested: str | None, world: int, local_rank: int) -> torch.d
 
 def run(args: argparse.Namespace) -> int:
     from spurbench.evaluate import sweep
-    from spurbench.evaluate.leaderboard import already_scored, load_leaderboard, record_failure
+    from spurbench.evaluate.leaderboard import already_scored, default_leaderboard, load_leaderboard, record_failure
 
     if not sys.stderr.isatty():
         # piped / logged runs: no progress bars from `datasets`, so stderr holds only what matters
@@ -240,6 +241,8 @@ def run(args: argparse.Namespace) -> int:
     single = len(specs) == 1 and not args.models_file and not any(sweep.is_pattern(m) for m in args.model)
     if single and not specs[0].model.startswith(("hf-hub:", "hf_hub:")):
         check_model_name(specs[0].model, pretrained=specs[0].weights is None)  # a typo should not wait for the dataset
+    if args.leaderboard is None:
+        args.leaderboard = str(default_leaderboard(args.dataset, args.split))
     leaderboard = Path(args.leaderboard)
     if leaderboard.is_dir():
         leaderboard = leaderboard / "leaderboard.json"
@@ -304,6 +307,12 @@ def run(args: argparse.Namespace) -> int:
             raise  # the data is broken, or the user stopped: not this model's failure
         except Exception as err:
             reason = sweep.failure_reason(err)
+            if isinstance(err, HeadMismatch) and data.label_names is not None:
+                # one short line naming both label sets (the weights' path says nothing the user can act on)
+                which = "an ImageNet-1k classifier" if " 1000 " in f" {err} " else "a classifier with another head"
+                reason = (f"{which} cannot score label set {data.info.get('label_set')!r} "
+                          f"({data.num_classes} classes: {', '.join(data.label_names[:5])}); score one trained on it "
+                          "(`spurbench finetune`)")
             if single:
                 raise SpurbenchError(f"cannot score '{name}': {reason}") from None
             failed[name] = reason
@@ -327,9 +336,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {s}")
         if skipped:
             print(f"  skipped {len(skipped)} already scored: {', '.join(skipped)}")
-        for name, reason in failed.items():
-            print(f"  FAILED {name}: {reason}")
-    print(f"leaderboard: {leaderboard}")
+        if failed:  # each one's reason was printed when it failed
+            print(f"  FAILED {len(failed)}: {', '.join(failed)} (reasons above and in the leaderboard's failures)")
+    print(f"leaderboard: {leaderboard} (show it: spurbench leaderboard --leaderboard {shlex.quote(str(leaderboard))})")
     return 1 if failed else 0
 
 

@@ -43,12 +43,25 @@ READS = (1, 2)
 STORE_DIR = "store"
 #: up to this many entries every record rewrites the readable export `leaderboard.json`; above, it is written on request
 EXPORT_MAX_ENTRIES = 100
-#: where `spurbench eval` and `spurbench leaderboard` look by default
-DEFAULT_LEADERBOARD = "leaderboard/leaderboard.json"
+#: where `spurbench eval` writes by default: one board per dataset (and split), so scoring several sets with the
+#: defaults never mixes them (see `default_leaderboard`)
+DEFAULT_LEADERBOARD = "leaderboard/<dataset name>/leaderboard.json"
 #: how long `record_entry` waits for another process holding the lock before giving up
 LOCK_TIMEOUT_S = 600.0
 
 _SLUG = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def default_leaderboard(dataset: str, split: str = "test") -> Path:
+    """The board `spurbench eval --dataset DATASET --split SPLIT` writes without --leaderboard:
+    `leaderboard/<dataset name>/leaderboard.json` (relative to the working directory), the name being a local
+    folder's own name or a Hub id with `/` as `--`; a split other than `test` gets `<dataset name>-<split>`."""
+    path = Path(dataset)
+    name = path.resolve().name if path.exists() else dataset.strip("/").replace("/", "--")
+    name = _SLUG.sub("_", name) or "dataset"
+    if split != "test":
+        name = f"{name}-{_SLUG.sub('_', split)}"
+    return Path("leaderboard") / name / "leaderboard.json"
 
 
 # --------------------------------------------------------------------------------------------------

@@ -42,6 +42,7 @@ class Shot:
     scored_by: list[str] = field(default_factory=list)  # panel models with a prediction for it
     fooled_by: list[str] = field(default_factory=list)  # panel models whose top-1 is the label
     predictions: list[str] = field(default_factory=list)  # one line per model for the tooltip
+    left_out: str = ""  # why `spurbench eval` left it out (verification), e.g. "left out: object found, score 0.81"
 
 @dataclass
 class PageData:
@@ -129,7 +130,9 @@ def shot_figure(s: Shot, with_mark: bool, lazy: bool) -> str:
         bits.append(f"prompt: {s.prompt}")
     if s.seed >= 0:
         bits.append(f"seed: {s.seed}")
-    if with_mark:
+    if with_mark and s.left_out and m == 0:
+        bits.append(s.left_out)
+    elif with_mark:
         bits.append(f"fools {n} of {m} panel classifiers" + (f" ({', '.join(s.fooled_by)})" if s.fooled_by else ""))
         bits += s.predictions
     tip = "\n".join(bits)
@@ -137,8 +140,8 @@ def shot_figure(s: Shot, with_mark: bool, lazy: bool) -> str:
     loading = ' loading="lazy"' if lazy else ""
     if not with_mark:
         mark = ""
-    elif m == 0:  # e.g. scored with --limit: no panel model has a prediction for this image
-        mark = '<span class="mark f-none" title="not scored by the panel">n/a</span>'
+    elif m == 0:  # left out by verification, or not scored (--limit): no panel model has a prediction for this image
+        mark = f'<span class="mark f-none" title="{esc(s.left_out or "not scored by the panel")}">n/a</span>'
     else:
         mark = f'<span class="mark {mark_class(n, m)}" title="fools {n} of {m}">{n}/{m}</span>'
     return (

@@ -94,6 +94,28 @@ def _split_shots(opened: OpenDataset, split: str, images_dir: Path) -> list[Shot
         )
     return shots
 
+
+
+def _mark_left_out(opened: OpenDataset, split: str, kind: str, shots: list[Shot]) -> None:
+    """Say on each image that `spurbench eval` leaves out by its verification why (the rule of verification.py)."""
+    from spurbench import verification as V
+
+    ds = opened.split(split)
+    if not V.is_verified(ds.column_names):
+        return
+    cols = [c for c in (V.SCORE, V.PRESENT, V.REVIEWED) if c in ds.column_names]
+    rows = ds.select_columns(cols).to_dict()
+    present, reviewed = rows[V.PRESENT], rows.get(V.REVIEWED)
+    left_out = V.excluded_rows(kind, present, reviewed)
+    for s in shots:
+        if s.index < len(left_out) and left_out[s.index]:
+            score = (rows.get(V.SCORE) or [None] * len(present))[s.index]
+            if reviewed is not None and reviewed[s.index] == "drop":
+                s.left_out = "left out: dropped by a reviewer"
+            else:
+                found = "object found" if present[s.index] else "object not found"
+                s.left_out = f"left out: {found}" + (f", score {score:.2f}" if score is not None else "")
+
 def _mark(shots: list[Shot], entries: Sequence[Mapping[str, Any]], panel: Sequence[str], board_dir: Path, folder: Path, split: str) -> None:
     """Mark each image with the panel models it fools, from the per-image prediction files (by `index`)."""
     from spurbench.evaluate.predictions_csv import read_predictions
@@ -153,6 +175,8 @@ def gather(leaderboard_path: Path, out_dir: Path, dataset_folder: str | Path | N
     from spurbench.evaluate.leaderboard import board_kind
 
     kind = board_kind(board)
+    if opened is not None:
+        _mark_left_out(opened, split, kind, shots)
     guides = {}
     if kind == "shift" and opened is not None:
         from spurbench.evaluate.shift_page import guide_thumbnails

@@ -17,6 +17,7 @@ from spurbench.evaluate.leaderboard import (
     DEFAULT_LEADERBOARD,
     _write_atomic,
     board_exists,
+    default_leaderboard,
     export,
     load_leaderboard,
     to_markdown,
@@ -26,9 +27,10 @@ from spurbench.evaluate.leaderboard import (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--leaderboard", default=DEFAULT_LEADERBOARD, metavar="FILE",
+    parser.add_argument("--leaderboard", default=None, metavar="FILE",
                         help="leaderboard written by `spurbench eval`: its JSON path or its folder (a folder means "
-                             "FOLDER/leaderboard.json); read from the store beside it (FOLDER/store/) when there is one")
+                             "FOLDER/leaderboard.json), read from the store beside it (FOLDER/store/) when there is one; unset: "
+                             f"--dataset's default board ({DEFAULT_LEADERBOARD}), else the only board under leaderboard/")
     parser.add_argument("--export", action="store_true",
                         help="write the readable export FOLDER/leaderboard.json (the whole board in one file) from the store and "
                              "exit; `spurbench eval` rewrites it on every record only while the board has at most 100 entries")
@@ -49,8 +51,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "eval scores, timm preprocessing, float32); other groups go under task ids naming the group")
 
 
+def _default_board(dataset: str | None) -> Path:
+    """Without --leaderboard: the default board of --dataset, else the one board under leaderboard/ (eval's defaults)."""
+    if dataset is not None:
+        return default_leaderboard(dataset)
+    # a board is its export leaderboard.json or, above EXPORT_MAX_ENTRIES, only its store/ folder
+    found = sorted({p.parent / "leaderboard.json" for pattern in ("leaderboard.json", "store", "*/leaderboard.json", "*/store")
+                    for p in Path("leaderboard").glob(pattern)})
+    if len(found) > 1:
+        raise SpurbenchError(f"several leaderboards under leaderboard/ ({', '.join(map(str, found))}); pick one with --leaderboard FILE")
+    return found[0] if found else Path("leaderboard/leaderboard.json")
+
+
 def run(args: argparse.Namespace) -> int:
-    path = Path(args.leaderboard)
+    path = Path(args.leaderboard) if args.leaderboard is not None else _default_board(args.dataset)
     if path.is_dir():
         path = path / "leaderboard.json"
     if not board_exists(path):

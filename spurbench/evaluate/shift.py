@@ -104,9 +104,10 @@ def format_table(entry: Mapping[str, Any], label_names: Sequence[str] | None = N
     """Per-group and per-class accuracy tables and a summary line for one model, as plain text
     (`label_names`: the class names of a label set other than ImageNet-1k)."""
     g = entry["metrics"].get("group_by") or "group"
-    lines = [f"== {entry['model']} ==", f"{g[:16]:<16} {'n':>5} {'acc':>6} {'top-5':>6} {'ref':>6} {'drop':>6}"]
+    w = max([16, len(g)] + [len(name) for name in entry.get("per_group", {})])  # group names are never cut
+    lines = [f"== {entry['model']} ==", f"{g:<{w}} {'n':>5} {'acc':>6} {'top-5':>6} {'ref':>6} {'drop':>6}"]
     for name, v in sorted(entry.get("per_group", {}).items(), key=lambda kv: kv[1]["accuracy"]):
-        lines.append(f"{name[:16]:<16} {v['n']:>5} {_f(v['accuracy']):>6} {_f(v['accuracy_top5']):>6} "
+        lines.append(f"{name:<{w}} {v['n']:>5} {_f(v['accuracy']):>6} {_f(v['accuracy_top5']):>6} "
                      f"{_f(v['reference_accuracy']):>6} {_f(v.get('accuracy_drop')):>6}")
     lines.append(f"{'class':>5}  {'name':<24} {'n':>5} {'acc':>6} {'top-5':>6} {'ref':>6}")
     from spurbench import imagenet

@@ -5,7 +5,8 @@
   own figures in the cell's tooltip.
 - Guide | result pairs per class: the init image a D3S image was made from (`init_image`, the pasted
   photo outlined by `init_box`) next to the generated image, marked by how many panel models get it
-  right, so a person can check the object is really there.
+  right, so a person can check the object is really there. A DDB set (a `mask` and a `source_index` into
+  its `reference` split) shows original photo | mask | counterfactual instead, each kind in its own words.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def guide_thumbnails(folder: Path | OpenDataset, split: str, images_dir: Path, t
 
     ds = open_dataset_folder(folder).split(split)
     if "init_image" not in ds.column_names:
-        return {}
+        return _mask_thumbnails(folder, ds, images_dir, thumb_size)
     ds = ds.select_columns([c for c in ("init_image", "init_box", "background") if c in ds.column_names])
     ds = ds.cast_column("init_image", ImageFeature(decode=False))
     out_dir = images_dir / "guides"
@@ -55,6 +56,55 @@ def guide_thumbnails(folder: Path | OpenDataset, split: str, images_dir: Path, t
             im.save(out_dir / name, format="JPEG", quality=85, optimize=True)
         out[i] = {"src": f"images/guides/{name}", "group": row.get("background")}
     return out
+
+
+def _mask_thumbnails(folder: Path, ds, images_dir: Path, thumb_size: int) -> dict[int, dict[str, Any]]:
+    """A DDB set's rows: {row: {"src": its original photo's thumbnail (the reference split's, drawn by the page),
+    "mask": the mask's thumbnail, "group"}}; empty for a set without masks."""
+    from datasets import Image as ImageFeature
+    from PIL import Image
+
+    if "mask" not in ds.column_names or "source_index" not in ds.column_names:
+        return {}
+    ds = ds.select_columns([c for c in ("mask", "source_index", "group") if c in ds.column_names]).cast_column("mask", ImageFeature(decode=False))
+    out_dir = images_dir / "masks"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out: dict[int, dict[str, Any]] = {}
+    for i, row in enumerate(ds):
+        mask, src = row["mask"] or {}, row.get("source_index")
+        data = mask.get("bytes")
+        if data is None and mask.get("path"):  # a set exported before masks were embedded: a path inside or beside it
+            found = [p for p in (folder / mask["path"], Path(mask["path"])) if p.is_file()]
+            data = found[0].read_bytes() if found else None
+        entry: dict[str, Any] = {"group": row.get("group"), "kind": "ddb", "src": None, "mask": None}
+        if src is not None and src >= 0 and (images_dir / "reference" / f"{src:06d}.jpg").is_file():
+            entry["src"] = f"images/reference/{src:06d}.jpg"
+        if data is not None:
+            with Image.open(io.BytesIO(data)) as im:
+                im = im.convert("L").resize((thumb_size, thumb_size), Image.Resampling.NEAREST)
+                im.save(out_dir / f"{i:06d}.png", format="PNG", optimize=True)
+            entry["mask"] = f"images/masks/{i:06d}.png"
+        out[i] = entry
+    return out
+
+
+#: what the pairs of each kind of set show: (section title, intro's first sentence, the missing-guide note)
+_PAIR_WORDS = {
+    "d3s": ("Guides and results by class",
+            "Each pair is the image guide (the class photo pasted on the background template, outlined) and the image made from it",
+            "no guide"),
+    "ddb": ("Originals, masks and counterfactuals by class",
+            "Each triple is the original photo, the mask the object was repainted in, and the counterfactual made from them",
+            "no original"),
+    "none": ("Images by class", "Each image of the set", "no guide"),
+}
+
+
+def pair_kind(guides: Mapping[int, Mapping[str, Any]]) -> str:
+    """Which kind of guides a shift set's page shows: `d3s` (init images), `ddb` (original | mask) or `none`."""
+    if not guides:
+        return "none"
+    return "ddb" if any(g.get("kind") == "ddb" for g in guides.values()) else "d3s"
 
 
 def _mean(values: Sequence[float]) -> float | None:
@@ -121,9 +171,14 @@ def _pair(s: Shot, guide: Mapping[str, Any] | None, m: int, lazy: bool) -> str:
     tip = "\n".join([f"image {s.index}", class_label(s.label)] + ([f"prompt: {s.prompt}"] if s.prompt else [])
                     + [f"right by {right} of {n} panel classifiers"] + s.predictions)
     group = (guide or {}).get("group") or s.spurious_feature
-    mark = f'<span class="mark {"f-0" if n and right == n else "f-all" if n and right == 0 else "f-some"}">{right}/{n}</span>' if n else ""
-    guide_html = (f'<img src="{esc(guide["src"])}" alt="guide of image {s.index}"{loading} decoding="async">' if guide
-                  else '<span class="note">no guide</span>')
+    mark = (f'<span class="mark {"f-0" if n and right == n else "f-all" if n and right == 0 else "f-some"}">{right}/{n}</span>' if n
+            else f'<span class="mark f-none" title="{esc(s.left_out or "not scored by the panel")}">n/a</span>')
+    kind = (guide or {}).get("kind", "d3s")
+    guide_html = (f'<img src="{esc(guide["src"])}" alt="{"original photo" if kind == "ddb" else "guide"} of image {s.index}"{loading} '
+                  'decoding="async">' if guide and guide.get("src") else f'<span class="note">{_PAIR_WORDS[kind][2]}</span>' if guide else "")
+    if kind == "ddb" and guide:
+        guide_html += (f'<img src="{esc(guide["mask"])}" alt="mask of image {s.index}"{loading} decoding="async">' if guide.get("mask")
+                       else '<span class="note">no mask</span>')
     return (f'<figure class="pair" data-index="{s.index}" data-right="{right}" title="{esc(tip)}">{guide_html}'
             f'<img src="{esc(s.src)}" alt="image {s.index} of class {s.label}"{loading} decoding="async">{mark}'
             f"<figcaption>{esc(group)} · #{s.index}</figcaption></figure>")
@@ -133,12 +188,12 @@ def pairs_section(p: PageData, lazy: bool) -> str:
     """Per class: the reference photos, then guide | result pairs, hardest first (fewest models right)."""
 
     m = len(p.panel)
-    intro = (f"<p>Each pair is the image guide (the class photo pasted on the background template, outlined) and the "
-             f"image made from it; the mark counts the {m} panel classifiers that recognise the class "
+    title, first, _ = _PAIR_WORDS[pair_kind(p.guides)]
+    intro = (f"<p>{first}; the mark counts the {m} panel classifiers that recognise the class "
              '(<span class="mark f-0">all</span> <span class="mark f-some">some</span> <span class="mark f-all">none</span>). '
              "Check that the object is really there: an image without it is not a test of the shift.</p>")
     nav = " · ".join(f'<a href="#{class_anchor(k)}">{esc(class_label(k))}</a>' for k in p.classes)
-    out = [f'<section id="images"><h2>Guides and results by class</h2>{intro}<nav class="classnav">{nav}</nav>']
+    out = [f'<section id="images"><h2>{title}</h2>{intro}<nav class="classnav">{nav}</nav>']
     for k in p.classes:
         shots = sorted(p.shots.get(k, []), key=lambda s: (len(s.fooled_by), s.index))
         acc = " · ".join(f"{esc(e.get('model'))}: {fmt_pct(((e.get('per_class') or {}).get(str(k)) or {}).get('accuracy'))}" for e in p.entries)
@@ -148,7 +203,8 @@ def pairs_section(p: PageData, lazy: bool) -> str:
         if refs:
             out.append(f'<h4>Reference photos ({len(refs)})</h4><div class="sheet refs">'
                        + "".join(shot_figure(s, with_mark=False, lazy=lazy) for s in refs) + "</div>")
-        out.append(f'<h4>Guide | result: {len(shots)} image(s)</h4><div class="sheet pairs">'
+        heading = {"d3s": "Guide | result", "ddb": "Original photo | mask | counterfactual", "none": "Images"}[pair_kind(p.guides)]
+        out.append(f'<h4>{heading}: {len(shots)} image(s)</h4><div class="sheet pairs">'
                    + ("".join(_pair(s, p.guides.get(s.index), m, lazy) for s in shots) or '<p class="note">no images of this class</p>')
                    + "</div></section>")
     out.append("</section>")

@@ -342,7 +342,19 @@ def prepare(ctx, pending: list, refs: dict, base_model: str, base_revision: str 
     # D3S's prompts carry a WordNet gloss and may pass CLIP's 77 tokens; the pipeline then warns once per
     # batch that it truncates them. That is expected here (D3S's own code truncated them the same way).
     diffusers.utils.logging.get_logger("diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion_img2img").setLevel(40)
-    return {"templates": background_templates(ctx), "pipe": None}
+    return {"templates": background_templates(ctx), "pipe": None, "cut_said": False}
+
+
+def cut_prompts(tokenizer, prompts: list[str]) -> dict[str, str]:
+    """prompt -> the words the text encoder never sees, for every prompt longer than the tokenizer's maximum
+    length (CLIP's 77 tokens, start and end tokens included): the cut the pipeline makes."""
+    limit = tokenizer.model_max_length
+    cut = {}
+    for prompt in dict.fromkeys(prompts):
+        ids = tokenizer(prompt, truncation=False).input_ids
+        if len(ids) > limit:
+            cut[prompt] = tokenizer.decode(ids[limit - 1 : -1], skip_special_tokens=True)
+    return cut
 
 
 def class_jobs(ctx, entry, refs: dict, templates: dict) -> list[dict]:
@@ -386,6 +398,13 @@ def make_class(ctx, entry, refs: dict, state: dict) -> dict[str, Any]:
     if state["pipe"] is None:
         state["pipe"] = load_pipeline(ctx.base_model, ctx.device, torch_dtype(ctx.mixed_precision, ctx.device),
                                       scheduler=g.scheduler, safety_checker=g.safety_checker, img2img=True)
+    cut = cut_prompts(state["pipe"].tokenizer, [j["prompt"] for j in jobs])
+    if cut:  # one line per class naming what is lost (the tokenizer's own warning is silenced by the CLI)
+        words = list(dict.fromkeys(j["background"] for j in jobs if j["prompt"] in cut))
+        first = next(iter(cut.values()))
+        why = "" if state["cut_said"] else f" (the text encoder reads {state['pipe'].tokenizer.model_max_length} tokens; D3S's own code cut them too)"
+        ctx.log(f"class {entry.index}: prompts cut to fit{why}: backgrounds {', '.join(words)}; e.g. '{words[0]}' loses {first!r}")
+        state["cut_said"] = True
     flagged = sample(state["pipe"], [Job(j["prompt"], j["seed"], images / j["file"], images / j["init"]) for j in jobs],
                      batch_size=g.batch_size, num_inference_steps=g.num_inference_steps, guidance_scale=g.guidance_scale,
                      resolution=r.resolution, progress=ctx.progress, desc=f"img2img class {entry.index}",
