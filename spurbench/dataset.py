@@ -154,8 +154,35 @@ def _row_for(row: Mapping[str, Any], column_names: Iterable[str], num_labels: in
     elif not 0 <= int(row["label"]) < num_labels:
         raise ValueError(f"label {row['label']} is outside the label set's {num_labels} classes")
     out = {c: row.get(c) for c in column_names}
-    out["image"] = encode_image(row["image"]) if not (isinstance(row["image"], dict) and "bytes" in row["image"]) else row["image"]
+    # every image-like column is embedded (`image`, DDB's `mask`, D3S's `init_image`): nothing points outside the folder
+    for c in image_columns(column_names):
+        if out.get(c) is not None or c == "image":
+            out[c] = _embedded(out.get(c) if c != "image" else row["image"])
     return out
+
+
+def image_columns(feats: Any) -> list[str]:
+    """The columns of `feats` (a `datasets.Features`) holding images; just `image` for a plain list of names."""
+    from datasets import Image
+
+    if not isinstance(feats, Mapping):
+        return ["image"]
+    return [c for c, f in feats.items() if isinstance(f, Image)]
+
+
+def _embedded(value: Any) -> dict[str, Any]:
+    """An image cell with its bytes: a `{bytes, path}` dict keeps its bytes (a path-only one is read), anything else
+    is encoded; the stored `path` is never a local one."""
+    if isinstance(value, dict) and ("bytes" in value or "path" in value):
+        if value.get("bytes") is not None:
+            return {"bytes": value["bytes"], "path": None}
+        if value.get("path"):
+            if not Path(value["path"]).is_file():
+                raise SpurbenchError(f"an image cell points to '{value['path']}', which does not exist; the dataset is not "
+                                     "self-contained (made before images were embedded): rebuild it or restore that file")
+            return encode_image(value["path"])
+        raise ValueError("image cell has neither bytes nor a path")
+    return encode_image(value)
 
 
 def write_dataset(
@@ -277,6 +304,28 @@ def _card_text(card: DatasetCard, info, counts: Mapping[str, tuple[int, int]], f
         meta[PROVENANCE_KEY] = {**card.provenance, "kind": card.kind, "label_set": card.label_set}
     header = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, width=1000)
     return f"---\n{header}---\n\n# {card.pretty_name}\n\n{card.body.strip()}\n"
+
+
+def portable_path(path: str | os.PathLike) -> str:
+    """A path as an exported file may record it: relative to the working directory when it lies under it, else
+    the last part of it alone (a card, eval.yaml or leaderboard never names a local folder)."""
+    text = str(path)
+    p = Path(text).expanduser()
+    if not p.is_absolute():
+        parts = Path(os.path.normpath(text)).parts
+        return text if ".." not in parts else (Path(os.path.abspath(p)).name or text)
+    try:
+        return str(p.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return p.name or text
+
+
+def dataset_display_name(source: str | os.PathLike) -> str:
+    """How published results name a dataset: a local folder by its folder name, anything else (a Hub id) as given."""
+    p = Path(str(source)).expanduser()
+    if p.is_dir() or p.is_absolute():
+        return Path(os.path.abspath(p)).name or str(source)
+    return str(source)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -373,6 +373,8 @@ def verify_dataset(
         queries = label_queries(label_names, det.family)
         store = DetectionCache(cache, det.describe())
         record_base = {"detector": name, **{k: v for k, v in det.describe().items() if k in ("model", "revision")}}
+        if record_base.get("model") and Path(str(record_base["model"])).is_absolute():
+            record_base["model"] = ds_contract.portable_path(record_base["model"])  # a local folder: never its absolute path
         record_base["queries"] = ("ImageNet-1k lemmas from timm (imagenet_synset_to_lemma.txt), lower-cased" if label_names is None
                                   else "the label names") + (", as 'a photo of a {name}'" if det.family == "owlv2" else ", one phrase each")
     else:
@@ -465,12 +467,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def command_line(args: argparse.Namespace) -> str:
-    parts = ["spurbench", "verify", "--dataset", str(args.dataset)]
+    """The command as the card records it: local paths relative to the working directory (or by name), never absolute."""
+    local = ds_contract.portable_path
+    dataset = local(args.dataset) if Path(str(args.dataset)).expanduser().exists() else str(args.dataset)
+    parts = ["spurbench", "verify", "--dataset", dataset]
     for s in args.split or []:
         parts += ["--split", s]
-    for flag, value in (("--detector", args.detector), ("--detector-model", args.detector_model),
+    model = args.detector_model
+    if model is not None and Path(str(model)).expanduser().exists():
+        model = local(model)
+    for flag, value in (("--detector", args.detector), ("--detector-model", model),
                         ("--detector-revision", args.detector_revision), ("--threshold", args.threshold),
-                        ("--decisions", args.decisions), ("--out", args.out)):
+                        ("--decisions", None if args.decisions is None else local(args.decisions)),
+                        ("--out", None if args.out is None else local(args.out))):
         if value is not None:
             parts += [flag, str(value)]
     if args.redetect:

@@ -149,6 +149,23 @@ def test_swap_build_gives_a_group_labelled_shift_set(tmp_path, monkeypatch):
     # DDB's threshold exercises both splits
     assert prov["ig_threshold"] == 0.3 and len(ds["train"]) and len(ds["pruned"])
     _check_ig_against_captum(ds)
+    # the export stands alone: masks embedded, no local path anywhere (the build was given absolute paths)
+    from stand_alone import assert_loads_without, assert_names_no_local_folder
+
+    work = tmp_path / "ddb.work"
+    assert assert_names_no_local_folder(out, tmp_path, work) >= 3
+    assert assert_loads_without(out, work, tmp_path / "hf_alone") == len(ds["train"]) + len(ds["pruned"]) + len(ds["reference"])
+    assert prov["command"] == "spurbench build --recipe ddb_smoke --out ddb"
+    assert prov["scheduler"]["config"]["prediction_type"] == "v_prediction" and "torch" in prov["versions"]
+    # re-exported from the same work dir without the source photos (`export:` is not hashed: nothing is redone)
+    data = _smoke(export={"source_photos": False})
+    hub = tmp_path / "hub"
+    assert main(["build", "--recipe", str(_write(tmp_path, data)), "--out", str(hub), "--work-dir", str(work), "--no-progress"]) == 0
+    from datasets import load_dataset
+
+    lean = load_dataset(str(hub), cache_dir=str(tmp_path / "hf_hub"))
+    assert sorted(lean) == ["pruned", "train"] and lean["train"]["source_index"] == ds["train"]["source_index"]
+    assert "left out of this export" in (hub / "README.md").read_text()
 
 
 @pytest.mark.slow

@@ -120,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
     from spurbench.generate.methods import get_method
 
     recipe_path, recipe = load_recipe(args.recipe)
+    check_licences(recipe_path, recipe)
     classes = _select_classes(recipe, args.classes)
     if args.push_to_hub is not None and not _HUB_REPO.match(args.push_to_hub):
         raise SpurbenchError(f"--push-to-hub {args.push_to_hub!r} is not a Hub repo id; use ORG/NAME, e.g. my-org/spurious-imagenet-sfsl")
@@ -143,7 +144,11 @@ def run(args: argparse.Namespace) -> int:
     mixed_precision = recipe.mixed_precision
     if cpu and mixed_precision == "fp16":
         mixed_precision = "no"  # fp16 autocast is a GPU feature; on CPU train in float32
-    command = " ".join(["spurbench", "build", "--recipe", args.recipe, "--out", args.out] + (["--classes", *[str(c.index) for c in classes]] if args.classes else []))
+    from spurbench.dataset import portable_path
+
+    # recorded in the card: paths relative to the working directory (or the folder's name), never a local absolute path
+    command = " ".join(["spurbench", "build", "--recipe", portable_path(args.recipe), "--out", portable_path(args.out)]
+                       + (["--classes", *[str(c.index) for c in classes]] if args.classes else []))
     ctx = Context(
         recipe=recipe, recipe_path=recipe_path, recipe_sha256=recipe_hash(recipe), classes=classes, out=out, work=work,
         rank=state.process_index, world=state.num_processes, device=state.device, mixed_precision=mixed_precision,
@@ -191,6 +196,18 @@ def run(args: argparse.Namespace) -> int:
     if ctx.world > 1:
         state.wait_for_everyone()  # nobody leaves before the export is in place
     return 0
+
+
+#: a shipped recipe's licence line still to be filled in (e.g. builders/d3s.yaml's backgrounds)
+_LICENCE_PLACEHOLDER = re.compile(r"^\s*state the licen[cs]e of .* here\s*$", re.IGNORECASE)
+
+
+def check_licences(recipe_path: Path, recipe) -> None:
+    """Refuse a recipe whose `licenses:` still holds a placeholder: the card would print it as the licence."""
+    for key, value in (recipe.licenses or {}).items():
+        if _LICENCE_PLACEHOLDER.match(str(value)):
+            raise SpurbenchError(f"recipe '{recipe_path}': key 'licenses.{key}' is the placeholder {str(value).strip()!r}; "
+                                 "write the real licence of those inputs there (it goes into the dataset card)")
 
 
 def _select_classes(recipe, wanted: list[str] | None) -> list:
@@ -418,6 +435,8 @@ def stage_export(ctx: Context, base_revision: str | None, created: str, out: Pat
             "created": created,
             "command": ctx.command,
             "spurbench_version": _version(),
+            "versions": software_versions(),
+            "scheduler": scheduler_record(ctx),
         },
         kind=ctx.method.kind_of(r) if hasattr(ctx.method, "kind_of") else ctx.method.KIND,
         **({"label_set": label_set[0]} if label_set else {}),
@@ -445,6 +464,56 @@ def _version() -> str:
     return __version__
 
 
+#: the libraries whose versions decide what a build makes, recorded in every card
+VERSIONED = ("torch", "diffusers", "transformers", "timm", "datasets")
+
+
+def software_versions() -> dict[str, str]:
+    """Installed versions of the libraries that made the set, and spurbench's."""
+    from importlib import metadata
+
+    out = {}
+    for name in VERSIONED:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    out["spurbench"] = _version()
+    return out
+
+
+def scheduler_record(ctx: Context) -> dict[str, Any] | None:
+    """The sampling scheduler's class and config as the build used it: the pipeline's own scheduler config (of the
+    base model, or of the folder the method names with `scheduler_source(ctx) -> (folder or Hub id, revision,
+    class name or None)`), re-configured into the recipe's scheduler class where it names one. None if unknown."""
+    hook = getattr(ctx.method, "scheduler_source", None)
+    if hook is not None:
+        source, revision, name = hook(ctx)
+    else:
+        source, revision, name = ctx.base_model, None, getattr(getattr(ctx.recipe, "generation", None), "scheduler", None)
+    if source is None:
+        return None
+    path = Path(source) / "scheduler" / "scheduler_config.json"
+    if not path.is_file():
+        try:  # a Hub id: only what is already in the local cache, never a download at export time
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(str(source), "scheduler/scheduler_config.json", revision=revision)
+        except Exception:
+            cached = None
+        if not isinstance(cached, str):
+            return None
+        path = Path(cached)
+    config = json.loads(path.read_text())
+    cls_name = name or config.get("_class_name")
+    if name:
+        import diffusers
+
+        config = dict(getattr(diffusers, name).from_config(config).config)
+    plain = json.loads(json.dumps({k: v for k, v in config.items() if not k.startswith("_")}, sort_keys=True, default=list))
+    return {"class": cls_name, "config": plain}
+
+
 def card_body(ctx: Context, parts, base_revision: str | None, created: str) -> str:
     """The dataset card's text: deterministic (no clock, no local paths), so exports compare byte for byte.
 
@@ -464,6 +533,8 @@ def card_body(ctx: Context, parts, base_revision: str | None, created: str) -> s
         f"- Base model: `{r.base_model_name}`, revision `{base_revision}`",
         *parts.provenance_lines,
         f"- Created: {created}; spurbench {_version()}",
+        "- Software: " + ", ".join(f"{k} {v}" for k, v in software_versions().items()),
+        *_scheduler_lines(ctx),
         parts.images_line,
         "",
         "Reproduce (same machine and thread count give byte-identical images):",
@@ -488,6 +559,13 @@ def card_body(ctx: Context, parts, base_revision: str | None, created: str) -> s
         "```",
     ]
     return "\n".join(lines)
+
+
+def _scheduler_lines(ctx: Context) -> list[str]:
+    record = scheduler_record(ctx)
+    if record is None:
+        return []
+    return [f"- Scheduler: `{record['class']}` with config `{json.dumps(record['config'], sort_keys=True)}`"]
 
 
 # ---------------------------------------------------------------------------------------------

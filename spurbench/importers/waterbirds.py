@@ -119,7 +119,7 @@ def import_waterbirds(root: str | Path, out: str | Path) -> Path:
             + "; ".join(f"{s}: " + ", ".join(f"{g} {n}" for g, n in c.items()) for s, c in counts.items())
             + f".\n\nSource: {CITATION} Licence: that of CUB-200-2011 and Places (research use)."
         ),
-        provenance={"source": "waterbirds", "imported_from": str(root), "group_counts": counts},
+        provenance={"source": "waterbirds", "imported_from": root.resolve().name, "group_counts": counts},
         tags=["spurious-correlations", "robustness", "waterbirds", "group-shift"],
         kind="shift",
         label_set=LABEL_SET,

@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from spurbench.generate.methods import CardParts
+from spurbench.generate.methods import CardParts, Export
 from spurbench.generate.recipe import BaseModel, ReferenceSource, References, TinyBase
 from spurbench.errors import SpurbenchError
 
@@ -124,14 +124,6 @@ class Pruning:
     ig_steps: int = 50
     #: remove mode: prune with the classifier too (off by default: it would select by the measured behaviour)
     in_remove_mode: bool = False
-
-
-@dataclass(frozen=True)
-class Export:
-    """What the export holds besides the generated rows."""
-
-    #: the real source photos as split `reference`; false for a set meant for the Hub when they may not be shared
-    source_photos: bool = True
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -464,6 +456,12 @@ def _inpainting_model(ctx) -> tuple[str, str | None]:
     folder = _build_once(ctx.work / "inpainting", "model_index.json", lambda tmp: make_tiny_inpainting(
         tmp, prediction_type=i.tiny.prediction_type, seed=i.tiny.seed, image_size=ctx.recipe.resolution))
     return str(folder), None
+
+
+def scheduler_source(ctx) -> tuple[str, str | None, str | None]:
+    """The inpainting pipeline samples the counterfactuals: its own scheduler (spurbench.generate.stages.scheduler_record)."""
+    i = ctx.recipe.inpainting
+    return (str(ctx.work / "inpainting"), None, None) if i.tiny is not None else (str(i.id), i.revision, None)
 
 
 def token_name(index: int) -> str:
