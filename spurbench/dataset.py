@@ -171,11 +171,11 @@ def image_columns(feats: Any) -> list[str]:
 
 
 def _embedded(value: Any) -> dict[str, Any]:
-    """An image cell with its bytes: a `{bytes, path}` dict keeps its bytes (a path-only one is read), anything else
-    is encoded; the stored `path` is never a local one."""
+    """An image cell with its bytes: a `{bytes, path}` dict keeps its bytes (a path-only one is read) and at most the
+    file name of its path (never a local folder), anything else is encoded."""
     if isinstance(value, dict) and ("bytes" in value or "path" in value):
         if value.get("bytes") is not None:
-            return {"bytes": value["bytes"], "path": None}
+            return {"bytes": value["bytes"], "path": Path(value["path"]).name if value.get("path") else None}
         if value.get("path"):
             if not Path(value["path"]).is_file():
                 raise SpurbenchError(f"an image cell points to '{value['path']}', which does not exist; the dataset is not "
@@ -321,10 +321,12 @@ def portable_path(path: str | os.PathLike) -> str:
 
 
 def dataset_display_name(source: str | os.PathLike) -> str:
-    """How published results name a dataset: a local folder by its folder name, anything else (a Hub id) as given."""
+    """How published results (leaderboard JSON, page, CSV, eval-results) name a dataset: a local folder by its path
+    relative to the working directory, or by its folder name when it lies elsewhere (`portable_path`); a Hub id as
+    given. Never an absolute local path."""
     p = Path(str(source)).expanduser()
-    if p.is_dir() or p.is_absolute():
-        return Path(os.path.abspath(p)).name or str(source)
+    if p.is_dir() or p.is_absolute() or str(source).startswith(("~", ".")):
+        return portable_path(source)
     return str(source)
 
 

@@ -127,7 +127,7 @@ def open_dataset(source: str | Path, split: str = ds_contract.DEFAULT_SPLIT, rev
     if limit is not None and limit < len(rows):
         rows = rows.select(range(limit))
     info = {
-        "id": str(source),
+        "id": ds_contract.dataset_display_name(source),  # never an absolute local path (published with the results)
         "revision": revision,
         "split": split,
         "fingerprint": fingerprint,
@@ -528,7 +528,7 @@ def evaluate(
         },
         "per_class": per_class,
         "predictions": predictions_relpath(name),
-        "positives": positives.source if positives is not None else None,
+        "positives": ds_contract.dataset_display_name(positives.source) if positives is not None else None,
         "env": _env(dev),
         "date": _now(),
         "images_per_second": round(len(preds.label) / preds.seconds, 3) if preds.seconds > 0 else None,
@@ -809,6 +809,8 @@ def command_line(args: argparse.Namespace, model: str | None = None) -> str:
         ("--preprocessing", args.preprocessing, "timm"), ("--leaderboard", args.leaderboard, None),
     ):
         if value is not None and value != default:
+            if flag in ("--models-file", "--weights", "--dataset", "--positives", "--leaderboard"):
+                value = ds_contract.dataset_display_name(value)  # recorded with the results: no absolute local path
             parts += [flag, str(value)]
     if args.amp:
         parts.append("--amp")
@@ -906,7 +908,7 @@ def run(args: argparse.Namespace) -> int:
         name = spec.display_name
         if not args.force and already_scored(board, name, fingerprint=data.info["fingerprint"], preprocessing=args.preprocessing,
                                              precision=precision, num_images=len(data.labels),
-                                             positives=positives.source if positives is not None else None) \
+                                             positives=ds_contract.dataset_display_name(positives.source) if positives is not None else None) \
                 and _same_groups(board, name, data.group_by):
             print(f"skip {name}: already on the leaderboard for this data, positives, preprocessing and precision (--force re-scores it)")
             skipped.append(name)
