@@ -125,11 +125,13 @@ def run(args: argparse.Namespace) -> int:
     if args.push_to_hub is not None and not _HUB_REPO.match(args.push_to_hub):
         raise SpurbenchError(f"--push-to-hub {args.push_to_hub!r} is not a Hub repo id; use ORG/NAME, e.g. my-org/spurious-imagenet-sfsl")
     out = Path(args.out).expanduser()
+    from spurbench.dataset import check_out_folder
+
+    # the export replaces --out whole: never a folder holding anything spurbench did not write, nor ., ~ or an input's folder
+    check_out_folder(out, [recipe_path] + [p for p in (args.spurious_imagenet, args.foregrounds, args.backgrounds) if p])
     work = Path(args.work_dir).expanduser() if args.work_dir else out.with_name(out.name + ".work")
     if out.resolve() == work.resolve() or work.resolve() in out.resolve().parents:
         raise SpurbenchError("--work-dir must not be --out or inside it (the export replaces --out whole); pick another folder")
-    if out.exists() and not (out / "README.md").is_file() and any(out.iterdir()):
-        raise SpurbenchError(f"--out '{out}' exists and is not a dataset folder; the export would replace it whole, so give a new or dataset folder")
 
     try:
         import torch
@@ -186,9 +188,13 @@ def run(args: argparse.Namespace) -> int:
         from spurbench.generate.verify_stage import load_verify_section, stage_verify
 
         check = load_verify_section(recipe_path)  # a recipe's `verify:` section: the check runs last, on the export
+        previous = _decisions_before(ctx)  # people's decisions in the export this build replaces
         exported = stage_export(ctx, base_revision, created, out=ctx.work / "unverified" if check else None)
         if check is not None:
-            stage_verify(ctx, check, exported)
+            stage_verify(ctx, check, exported, carry=previous)
+        elif previous:
+            _park_decisions(ctx, previous)
+        (ctx.work / DECISIONS_FILE).unlink(missing_ok=True)
         ctx.log(f"exported {out} in {time.perf_counter() - started:.1f} s")
         if args.push_to_hub:
             push_to_hub(out, args.push_to_hub, private=args.private, message=f"spurbench build {recipe.name} (recipe sha256 {ctx.recipe_sha256[:12]})")
@@ -208,6 +214,40 @@ def check_licences(recipe_path: Path, recipe) -> None:
         if _LICENCE_PLACEHOLDER.match(str(value)):
             raise SpurbenchError(f"recipe '{recipe_path}': key 'licenses.{key}' is the placeholder {str(value).strip()!r}; "
                                  "write the real licence of those inputs there (it goes into the dataset card)")
+
+
+#: the decisions of the export a rebuild replaces (image sha256 -> decision), kept in the work dir until carried
+DECISIONS_FILE = "decisions_before_rebuild.json"
+
+
+def _decisions_before(ctx: Context) -> dict[str, str]:
+    """Decisions people recorded in the export at --out (applied in place, as the review page says), by image bytes;
+    saved in the work dir first, so a rebuild killed after replacing --out still carries them."""
+    from spurbench.generate.sampling import write_json
+    from spurbench.verify import decided_images
+
+    saved = ctx.work / DECISIONS_FILE
+    decided = decided_images(ctx.out) if ctx.out.is_dir() else {}
+    if decided:
+        write_json(saved, decided)
+        ctx.log(f"--out holds {len(decided)} decision(s) by people; they are carried over to the rows with the same images")
+    elif saved.is_file():
+        decided = json.loads(saved.read_text())
+    return decided
+
+
+def _park_decisions(ctx: Context, decided: dict[str, str]) -> None:
+    """A recipe without `verify:` exports no `reviewed` column: write the carried decisions as a decisions.csv of
+    the new rows, for `spurbench verify --decisions` (which has to check the new images anyway)."""
+    from spurbench.dataset import portable_path
+    from spurbench.verify import decisions_for
+
+    lines, lost = decisions_for(ctx.out, decided)
+    path = ctx.work / "decisions.csv"
+    path.write_text("index,split,decision\n" + "".join(f"{i},{s},{d}\n" for i, s, d in lines))
+    ctx.log(f"this recipe has no verify: stage, so the new export has no `reviewed` column: {len(lines)} decision(s) are in "
+            f"{path}, apply them with `spurbench verify --dataset {portable_path(ctx.out)} --out {portable_path(ctx.out)} "
+            f"--decisions {path}`; {lost} could not be carried (their images changed)")
 
 
 def _select_classes(recipe, wanted: list[str] | None) -> list:

@@ -104,7 +104,10 @@ def import_waterbirds(root: str | Path, out: str | Path) -> Path:
     """Write the Waterbirds folder `root` as a contract dataset at `out`; returns `out`."""
     from datasets import Value
 
+    from spurbench.dataset import check_out_folder
+
     root = Path(root).expanduser()
+    check_out_folder(out, [root])  # before reading anything: the import replaces --out whole
     if not root.is_dir():
         raise SpurbenchError(f"Waterbirds folder '{root}' does not exist; download and extract waterbird_complete95_forest2water2.tar.gz and pass its folder")
     rows = read_metadata(root)
@@ -135,7 +138,7 @@ def import_waterbirds(root: str | Path, out: str | Path) -> Path:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("folder", metavar="DIR", help="the Waterbirds folder holding metadata.csv and the images it names")
-    parser.add_argument("--out", required=True, metavar="DIR", help="dataset folder to write (replaced whole if it exists)")
+    parser.add_argument("--out", required=True, metavar="DIR", help="dataset folder to write (a new folder, or a spurbench dataset folder, which is replaced whole)")
 
 
 def run(args: argparse.Namespace) -> int:
