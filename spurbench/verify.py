@@ -447,7 +447,7 @@ def verify_dataset(
 
     added: dict[str, dict[str, list[Any]]] = {}
     counts: dict[str, dict[str, int]] = {}
-    found: set[str] = set()
+    carried: set[str] = set()  # decided images of the earlier version found again
     total = sum(len(s) for s in chosen) if detect_now else 0
     with tqdm(total=total, desc="verifying", unit="img", disable=not progress or not detect_now) as bar:
         for s in data:
@@ -465,7 +465,7 @@ def verify_dataset(
                 for i, digest in enumerate(s.image_digests()):
                     if digest in carry:
                         reviewed[i] = carry[digest]
-                        found.add(digest)
+                        carried.add(digest)
             for (split, index), decision in chosen_decisions.items():
                 if split == s.name:
                     reviewed[index] = decision
@@ -489,7 +489,7 @@ def verify_dataset(
     if command:
         record["command"] = command
     if carry:
-        record["decisions_carried"] = {"carried": len(found), "not_carried": len(set(carry) - found)}
+        record["decisions_carried"] = {"carried": len(carried), "not_carried": len(set(carry) - carried)}
     card.provenance[CARD_KEY] = record
     card.body = _with_section(card.body, _card_section(record, kind))
     ds_contract.write_dataset(
