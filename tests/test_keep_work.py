@@ -194,3 +194,30 @@ def test_killed_verify_resumes_to_the_uninterrupted_dataset(tmp_path):
 
     scores = [s for f in sorted((tmp_path / "marked" / "data").glob("*.parquet")) for s in pq.read_table(f).column("object_score").to_pylist()]
     assert sum(abs(s - 0.987654) < 1e-6 for s in scores) == 1
+
+
+@pytest.mark.slow
+def test_rebuild_without_a_verify_stage_keeps_the_decisions_for_verify(tmp_path):
+    """A set verified in place by `spurbench verify` and then rebuilt from a recipe without `verify:`: the new export
+    has no `reviewed` column, so the carried decisions are written as a decisions.csv of the new rows, not lost."""
+    import csv
+
+    from test_build import _build_cmd, _run, _tiny_dir
+
+    cwd = _tiny_dir(tmp_path / "b")
+    env = {"SPURBENCH_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    assert (proc := _run(_build_cmd("tiny.yaml"), cwd, **env)).returncode == 0, proc.stderr[-3000:]
+    (cwd / "d.csv").write_text("index,split,decision\n1,test,drop\n0,reference,keep\n")
+    verify = [sys.executable, "-m", "spurbench", "verify", "--dataset", "data", "--detector", "tiny", "--decisions", "d.csv", "--out", "data"]
+    assert (proc := _run(verify, cwd, **env)).returncode == 0, proc.stderr[-3000:]
+    proc = _run(_build_cmd("tiny.yaml"), cwd, **env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "2 decision(s) are in" in proc.stderr and "0 could not be carried" in proc.stderr
+    with open(cwd / "data.work" / "decisions.csv", newline="") as fh:
+        assert list(csv.DictReader(fh)) == [{"index": "1", "split": "test", "decision": "drop"},
+                                            {"index": "0", "split": "reference", "decision": "keep"}]
+    # the command the log gives applies them
+    assert (proc := _run([*verify[:-4], "--decisions", "data.work/decisions.csv", "--out", "data"], cwd, **env)).returncode == 0, proc.stderr
+    from spurbench.verify import decided_images
+
+    assert sorted(decided_images(cwd / "data").values()) == ["drop", "keep"]
