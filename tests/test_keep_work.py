@@ -221,3 +221,17 @@ def test_rebuild_without_a_verify_stage_keeps_the_decisions_for_verify(tmp_path)
     from spurbench.verify import decided_images
 
     assert sorted(decided_images(cwd / "data").values()) == ["drop", "keep"]
+
+
+def test_paths_recorded_in_exports_are_never_absolute(tmp_path, monkeypatch):
+    from spurbench.dataset import dataset_display_name, portable_path
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data" / "smoke").mkdir(parents=True)
+    assert portable_path(tmp_path / "data" / "smoke") == "data/smoke"  # under the working directory: relative
+    assert portable_path("data/smoke") == "data/smoke" and portable_path("ddb_smoke") == "ddb_smoke"
+    assert portable_path("/elsewhere/sets/ds") == "ds"  # elsewhere: the folder's name alone
+    assert portable_path("../sets/ds") == "ds"
+    assert dataset_display_name(str(tmp_path / "data" / "smoke")) == "data/smoke"
+    assert dataset_display_name("/gone/folder/ds") == "ds"
+    assert dataset_display_name("org/name") == "org/name"  # a Hub id as given

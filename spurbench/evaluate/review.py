@@ -116,7 +116,10 @@ def collect_review(folder: str | Path, images_dir: Path, rel_prefix: str = "imag
                 boxes=json.loads(cols[BOXES][i]) if cols.get(BOXES) and cols[BOXES][i] else [],
                 reviewed=reviewed, width=width, height=height, src=f"{rel_prefix}/review/{name}",
             ))
-    return Review(kind=kind, record=dict(record), margin=margin, items=items, dataset=str(folder))
+    from spurbench.dataset import dataset_display_name
+
+    # shown on pages that get published: relative to the working directory or by name, never an absolute path
+    return Review(kind=kind, record=dict(record), margin=margin, items=items, dataset=dataset_display_name(folder))
 
 
 def _figure(it: ReviewItem, threshold: float) -> str:
