@@ -235,3 +235,10 @@ def test_paths_recorded_in_exports_are_never_absolute(tmp_path, monkeypatch):
     assert dataset_display_name(str(tmp_path / "data" / "smoke")) == "data/smoke"
     assert dataset_display_name("/gone/folder/ds") == "ds"
     assert dataset_display_name("org/name") == "org/name"  # a Hub id as given
+
+
+def test_a_placeholder_licence_is_refused_not_printed_into_the_card(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _refused(capsys, ["build", "--recipe", "d3s", "--out", "data/d3s"],
+             "key 'licenses.backgrounds' is the placeholder 'state the licence of your background photos here'")
+    assert not (tmp_path / "data").exists()
