@@ -85,8 +85,6 @@ def test_resumed_finetune_equals_an_uninterrupted_one(group_data, tmp_path):
     assert all(r["ce_minority1"] > 0 for r in la[1:])  # the counterfactuals entered the loss
     assert whole["before"]["val_worst_group_accuracy"] == la[0]["val_worst_group_accuracy"]
     # training moved the weights (the last epoch's, in the checkpoint), and the written file loads as a 2-class classifier
-    from safetensors.torch import load_file
-
     trained = torch.load(tmp_path / "whole" / ft.CHECKPOINT, map_location="cpu", weights_only=True)["model"]
     clf = create_classifier(ClassifierSpec("tf_efficientnet_lite0", weights={"file": str(tmp_path / "whole" / ft.WEIGHTS)}), num_classes=2)
     assert clf.model.num_classes == 2
