@@ -156,8 +156,35 @@ def _row_for(row: Mapping[str, Any], column_names: Iterable[str], num_labels: in
     elif not 0 <= int(row["label"]) < num_labels:
         raise ValueError(f"label {row['label']} is outside the label set's {num_labels} classes")
     out = {c: row.get(c) for c in column_names}
-    out["image"] = encode_image(row["image"]) if not (isinstance(row["image"], dict) and "bytes" in row["image"]) else row["image"]
+    # every image-like column is embedded (`image`, DDB's `mask`, D3S's `init_image`): nothing points outside the folder
+    for c in image_columns(column_names):
+        if out.get(c) is not None or c == "image":
+            out[c] = _embedded(out.get(c) if c != "image" else row["image"])
     return out
+
+
+def image_columns(feats: Any) -> list[str]:
+    """The columns of `feats` (a `datasets.Features`) holding images; just `image` for a plain list of names."""
+    from datasets import Image
+
+    if not isinstance(feats, Mapping):
+        return ["image"]
+    return [c for c, f in feats.items() if isinstance(f, Image)]
+
+
+def _embedded(value: Any) -> dict[str, Any]:
+    """An image cell with its bytes: a `{bytes, path}` dict keeps its bytes (a path-only one is read) and at most the
+    file name of its path (never a local folder), anything else is encoded."""
+    if isinstance(value, dict) and ("bytes" in value or "path" in value):
+        if value.get("bytes") is not None:
+            return {"bytes": value["bytes"], "path": Path(value["path"]).name if value.get("path") else None}
+        if value.get("path"):
+            if not Path(value["path"]).is_file():
+                raise SpurbenchError(f"an image cell points to '{value['path']}', which does not exist; the dataset is not "
+                                     "self-contained (made before images were embedded): rebuild it or restore that file")
+            return encode_image(value["path"])
+        raise ValueError("image cell has neither bytes nor a path")
+    return encode_image(value)
 
 
 def write_dataset(
@@ -176,6 +203,8 @@ def write_dataset(
     from datasets import Dataset, DatasetInfo
 
     out_dir = Path(out_dir)
+    if out_dir.exists():  # the last guard before replacing it whole: never delete what spurbench did not write
+        check_out_folder(out_dir, flag="dataset folder", may_be_input=True)
     if card.kind not in KINDS:
         raise ValueError(f"card kind must be one of {KINDS}, got {card.kind!r}")
     if (label_names is None) != (card.label_set == IMAGENET_LABEL_SET):
@@ -188,6 +217,7 @@ def write_dataset(
         (tmp / "data").mkdir()
         counts: dict[str, tuple[int, int]] = {}  # split -> (rows, bytes on disk)
         files: dict[str, list[str]] = {}  # split -> its shard files, relative to the folder
+        empty: list[str] = []
         for split, rows in splits.items():
             shard_files: list[Path] = []
             n = 0
@@ -198,10 +228,16 @@ def write_dataset(
                 ds.to_parquet(str(shard))
                 shard_files.append(shard)
                 n += len(encoded)
+            if n == 0:  # listed in the card without a file, a split makes the folder unreadable: leave it out
+                empty.append(split)
+                continue
             named = [shard.rename(tmp / "data" / shard_name(split, i, len(shard_files), sha256_file(shard)))
                      for i, shard in enumerate(shard_files)]
             counts[split] = (n, sum(p.stat().st_size for p in named))
             files[split] = [f"data/{p.name}" for p in named]
+        if not counts:
+            raise SpurbenchError(f"nothing to write to '{out_dir}': " + (f"split(s) {', '.join(empty)} have no rows" if empty else "no splits")
+                                 + "; a dataset needs at least one image (nothing was written)")
         info = DatasetInfo(features=feats)
         (tmp / "README.md").write_text(_card_text(card, info, counts, files))
         (tmp / EVAL_FILE).write_text(eval_yaml_text(card, counts))
@@ -216,6 +252,52 @@ def write_dataset(
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
+
+
+#: what `write_dataset` writes into a dataset folder: nothing else may be there when it replaces one
+_WRITTEN_FILES = ("README.md", EVAL_FILE)
+
+
+def foreign_entries(folder: str | Path) -> list[str]:
+    """Entries of an existing folder that `write_dataset` did not write (anything but README.md, eval.yaml and
+    data/*.parquet), by their path inside it; [] for a dataset folder spurbench wrote, or an empty folder."""
+    folder = Path(folder)
+    out = []
+    for p in sorted(folder.iterdir()):
+        if p.name in _WRITTEN_FILES and p.is_file():
+            continue
+        if p.name == "data" and p.is_dir() and not p.is_symlink():
+            out += [f"data/{q.name}" for q in sorted(p.iterdir()) if not (q.is_file() and q.suffix == ".parquet")]
+            continue
+        out.append(p.name + ("/" if p.is_dir() else ""))
+    return out
+
+
+def check_out_folder(out: str | Path, inputs: Iterable[str | Path] = (), flag: str = "--out", may_be_input: bool = False) -> Path:
+    """Refuse, with one line, an --out that writing a dataset there (which replaces the folder whole) would lose
+    someone's work with: the working directory, the home folder or a folder above them, a folder holding one of
+    `inputs` (or being one, unless `may_be_input`: `verify` rewrites a dataset in place), or an existing folder holding
+    anything `write_dataset` did not write. Returns the folder."""
+    out = Path(out).expanduser()
+    where = out.resolve()
+    for special, what in ((Path.cwd().resolve(), "the working directory"), (Path.home().resolve(), "your home folder")):
+        if where == special or where in special.parents:
+            raise SpurbenchError(f"{flag} '{out}' is {what}" + ("" if where == special else " or a folder above it")
+                                 + "; writing a dataset replaces its folder whole: give a new folder, e.g. data/<name>")
+    for given in inputs:
+        inp = Path(given).expanduser().resolve()
+        if where in inp.parents or (where == inp and not may_be_input):
+            raise SpurbenchError(f"{flag} '{out}' holds the input '{given}'; writing a dataset replaces its folder whole: "
+                                 "give a new folder next to it")
+    if out.exists():
+        if not out.is_dir():
+            raise SpurbenchError(f"{flag} '{out}' is a file, not a folder; give a new folder for the dataset")
+        foreign = foreign_entries(out)
+        if foreign:
+            shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+            raise SpurbenchError(f"{flag} '{out}' holds {shown}, which spurbench did not write; writing the dataset would replace "
+                                 "the folder whole, so give a new folder (or move those files out)")
+    return out
 
 
 def shard_name(split: str, i: int, n: int, sha256: str) -> str:
@@ -279,6 +361,30 @@ def _card_text(card: DatasetCard, info, counts: Mapping[str, tuple[int, int]], f
         meta[PROVENANCE_KEY] = {**card.provenance, "kind": card.kind, "label_set": card.label_set}
     header = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, width=1000)
     return f"---\n{header}---\n\n# {card.pretty_name}\n\n{card.body.strip()}\n"
+
+
+def portable_path(path: str | os.PathLike) -> str:
+    """A path as an exported file may record it: relative to the working directory when it lies under it, else
+    the last part of it alone (a card, eval.yaml or leaderboard never names a local folder)."""
+    text = str(path)
+    p = Path(text).expanduser()
+    if not p.is_absolute():
+        parts = Path(os.path.normpath(text)).parts
+        return text if ".." not in parts else (Path(os.path.abspath(p)).name or text)
+    try:
+        return str(p.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return p.name or text
+
+
+def dataset_display_name(source: str | os.PathLike) -> str:
+    """How published results (leaderboard JSON, page, CSV, eval-results) name a dataset: a local folder by its path
+    relative to the working directory, or by its folder name when it lies elsewhere (`portable_path`); a Hub id as
+    given. Never an absolute local path."""
+    p = Path(str(source)).expanduser()
+    if p.is_dir() or p.is_absolute() or str(source).startswith(("~", ".")):
+        return portable_path(source)
+    return str(source)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,9 +10,18 @@ build), with DDB's loss
 (each CE a mean over its rows in the batch; a term with no rows in the batch is 0; counterfactuals of
 other groups count as original rows). The minority groups are `--minority-groups G1 G2`, by default the
 two counterfactual groups rarest in the training split, the commoner of the two first (so the rarest
-gets gamma2, the larger weight, as DDB weights Waterbirds' waterbird-on-land group). Defaults are DDB's: gamma1 6,
-gamma2 10, Adam lr 5e-6, 200 epochs, batch 32. After every epoch the model is scored on the `val`
-split and the epoch with the best worst-group accuracy is kept.
+gets gamma2, the larger weight). The gamma mapping against DDB's: DDB's train.py weighs counterfactuals by
+their generated label -- those labelled 0 (landbird, painted into water photos: group landbird/water) get
+gamma1, those labelled 1 (waterbird on land: waterbird/land) gamma2. On Waterbirds the rarity rule gives the
+same assignment (waterbird/land, 56 training images, is rarer than landbird/water, 184); on other sets name the
+groups with `--minority-groups` to follow a label order instead. Defaults are DDB's: gamma1 6, gamma2 10, Adam
+lr 5e-6, 200 epochs, batch 32, the classifier head re-initialised (`--head reinit`: xavier-uniform weights, zero
+bias, as DDB's weight_init; `--head keep` fine-tunes the given head) and training images augmented as DDB's
+Waterbirds loader does (`--augment ddb`: RandomResizedCrop to the input size, scale 0.7-1, ratio 3/4-4/3,
+bilinear, and a horizontal flip; `--augment none`: the timm eval transform). Validation always uses the eval
+transform. The starting model (epoch 0, scored before any head is re-initialised) and every epoch after it are
+scored on the `val` split, and the best worst-group accuracy among them is kept: a fine-tune never ends worse
+on validation than the model it started from.
 
 Writes to --out: `model.safetensors` (the chosen epoch's state dict, timm key names: score it with
 `spurbench eval --model NAME --weights <out>/model.safetensors`), `train_log.jsonl` (one line per
@@ -20,8 +29,8 @@ epoch: losses, validation per-group / worst-group / pooled accuracy; epoch 0 is 
 label set, chosen epoch) and `checkpoint.pt` (resume state). Interrupted runs resume from the last
 finished epoch with the same command and reach the same weights as an uninterrupted run.
 
-Images go through the classifier's timm eval transform (no random augmentation, so runs repeat
-exactly). A dataset whose label set is not ImageNet-1k (e.g. Waterbirds) gets a new head of its size,
+Everything random (shuffling, augmentation, dropout, a new head) comes from --seed and the epoch, so runs
+repeat exactly. A dataset whose label set is not ImageNet-1k (e.g. Waterbirds) gets a new head of its size,
 initialised from --seed, unless --weights already has one. Runs on several devices with
 `accelerate launch -m spurbench finetune ...` (each process takes its share of every epoch's batches).
 """
@@ -47,6 +56,8 @@ LOG = "train_log.jsonl"
 SUMMARY = "finetune.json"
 #: loss terms: 0 original rows, 1 and 2 the counterfactuals of the first and second minority group
 TERM_NAMES = ("original", "minority1", "minority2")
+HEADS = ("reinit", "keep")
+AUGMENTS = ("ddb", "none")
 
 
 @dataclass
@@ -64,8 +75,15 @@ class FinetuneConfig:
     train_split: str = "train"
     val_split: str = "val"
     counterfactual_split: str = "train"
+    #: reinit: DDB's xavier-uniform head (zero bias) before training; keep: train the given head
+    head: str = "reinit"
+    #: ddb: RandomResizedCrop(scale 0.7-1) + horizontal flip on training images; none: the eval transform
+    augment: str = "ddb"
 
     def validate(self) -> None:
+        for name, allowed in (("head", HEADS), ("augment", AUGMENTS)):
+            if getattr(self, name) not in allowed:
+                raise SpurbenchError(f"--{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         for name in ("epochs", "batch_size"):
             if int(getattr(self, name)) < 1:
                 raise SpurbenchError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(self, name)}")
@@ -213,6 +231,37 @@ def load_trainable(spec, num_classes: int, seed: int):
     return clf, new_head
 
 
+def reinit_head(model: torch.nn.Module, seed: int) -> None:
+    """DDB's head re-initialisation: xavier-uniform weights and zero bias of the classifier layer, from `seed`."""
+    head = model.get_classifier()
+    layers = [m for m in head.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))]
+    if not layers:
+        raise SpurbenchError(f"{type(model).__name__} has no linear classifier layer to re-initialise; use --head keep")
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for layer in layers:
+            torch.nn.init.xavier_uniform_(layer.weight, generator=generator)
+            if layer.bias is not None:
+                layer.bias.zero_()
+
+
+def train_transform(data_config: dict, augment: str):
+    """The training images' transform: the timm eval transform (`none`) or DDB's augmentation (`ddb`)."""
+    from timm.data import create_transform
+
+    if augment == "none":
+        return create_transform(**data_config)
+    from torchvision import transforms
+
+    size = tuple(data_config["input_size"][-2:])
+    return transforms.Compose([
+        transforms.RandomResizedCrop(size, scale=(0.7, 1.0), ratio=(0.75, 4 / 3), interpolation=transforms.InterpolationMode.BILINEAR),
+        transforms.RandomHorizontalFlip(),
+        transforms.ToTensor(),
+        transforms.Normalize(data_config["mean"], data_config["std"]),
+    ])
+
+
 @torch.no_grad()
 def predict_labels(model: torch.nn.Module, loader, device) -> np.ndarray:
     model.eval()
@@ -307,9 +356,8 @@ def finetune(cfg: FinetuneConfig, inputs: RunInputs, restart: bool = False, prog
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     clf, new_head = load_trainable(inputs.spec, len(train.label_names), cfg.seed)
     model = clf.model
-    transform = create_transform(**clf.data_config)
-    train_set = _Images(parts, transform)
-    val_set = _Images([(val, np.zeros(len(val.labels), dtype=np.int64))], transform)
+    train_set = _Images(parts, train_transform(clf.data_config, cfg.augment))
+    val_set = _Images([(val, np.zeros(len(val.labels), dtype=np.int64))], create_transform(**clf.data_config))
     val_loader = torch.utils.data.DataLoader(val_set, batch_size=cfg.batch_size, num_workers=inputs.workers)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
 
@@ -330,8 +378,15 @@ def finetune(cfg: FinetuneConfig, inputs: RunInputs, restart: bool = False, prog
     rank, world = accelerator.process_index, accelerator.num_processes
     out.mkdir(parents=True, exist_ok=True)
 
-    if not log:  # epoch 0: the starting model on the validation split, the "before" of the run
+    if not log:  # epoch 0: the starting model on the validation split, the "before" of the run and a candidate
         log.append(_validation_row(0, model, val_loader, val, device))
+        best = {"epoch": 0, "worst_group_accuracy": log[0]["val_worst_group_accuracy"], "pooled_accuracy": log[0]["val_pooled_accuracy"]}
+        if accelerator.is_main_process:
+            start_dict = {k: v.detach().cpu().contiguous() for k, v in accelerator.unwrap_model(model).state_dict().items()}
+            out.mkdir(parents=True, exist_ok=True)
+            _atomic_write(out / WEIGHTS, lambda p: save_file(start_dict, str(p), metadata={"format": "pt"}))
+        if cfg.head == "reinit":  # after scoring the model as given; the same on every process (seeded)
+            reinit_head(accelerator.unwrap_model(model), cfg.seed)
     done_now = 0
     epochs = tqdm(range(start, cfg.epochs), initial=start, total=cfg.epochs, desc="finetune", unit="epoch",
                   disable=not progress or not accelerator.is_main_process)
@@ -384,7 +439,10 @@ def finetune(cfg: FinetuneConfig, inputs: RunInputs, restart: bool = False, prog
         "epochs_done": len(log) - 1,
         "chosen_epoch": best["epoch"],
         "chosen_by": f"worst-group accuracy on split '{cfg.val_split}'",
-        "val_worst_group_accuracy": best["worst_group_accuracy"] if best["epoch"] else None,
+        "val_worst_group_accuracy": best["worst_group_accuracy"] if best["epoch"] is not None else None,
+        "chosen_is_the_starting_model": best["epoch"] == 0,
+        "head": cfg.head,
+        "augment": cfg.augment,
         "val_pooled_accuracy": best.get("pooled_accuracy"),
         "before": {k: log[0][k] for k in ("val_worst_group_accuracy", "val_pooled_accuracy", "val_group_accuracy")},
         "minority_groups": {"gamma1": minority[0], "gamma2": minority[1]},
@@ -430,7 +488,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--gamma2", type=float, default=unset, help=f"weight of the CE of the second minority group's counterfactuals (default: {d0.gamma2})")
     t.add_argument("--minority-groups", nargs=2, default=unset, metavar=("G1", "G2"),
                    help="the groups gamma1 and gamma2 weigh (default: the two counterfactual groups rarest in training, the commoner first)")
-    t.add_argument("--seed", type=int, default=unset, help=f"seed of the shuffling, dropout and a new head (default: {d0.seed})")
+    t.add_argument("--seed", type=int, default=unset, help=f"seed of the shuffling, augmentation, dropout and a new head (default: {d0.seed})")
+    t.add_argument("--head", choices=HEADS, default=unset,
+                   help=f"reinit: DDB's xavier-uniform head (zero bias) before training; keep: fine-tune the given head (default: {d0.head})")
+    t.add_argument("--augment", choices=AUGMENTS, default=unset,
+                   help="ddb: RandomResizedCrop (scale 0.7-1, ratio 3/4-4/3) + horizontal flip on training images, as DDB; "
+                        f"none: the classifier's eval transform (default: {d0.augment})")
     t.add_argument("--workers", type=int, default=0, help="DataLoader worker processes decoding images")
     t.add_argument("--restart", action="store_true", help="discard a run already in --out instead of resuming it")
     t.add_argument("--no-progress", action="store_true", help="no progress bars (logs)")

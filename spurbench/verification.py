@@ -15,6 +15,8 @@ SCORE, PRESENT, BOXES, REVIEWED = "object_score", "object_present", "object_boxe
 VERIFY_COLUMNS = (SCORE, PRESENT, BOXES, REVIEWED)
 #: values of `reviewed` (empty: nobody looked)
 DECISIONS = ("keep", "drop")
+#: a decisions.csv line that forgets an earlier decision (an empty decision is an error, never a silent clear)
+CLEAR = "clear"
 #: card provenance key of the verification record
 CARD_KEY = "verification"
 #: images whose score lies within this distance of the threshold are shown for review as borderline

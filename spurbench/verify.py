@@ -17,7 +17,7 @@ a person kept them, and counts them (`metrics.num_excluded`).
 
 Doubtful cases go to a person: `--page DIR` renders the review page (flagged images and borderline ones,
 with scores and boxes, keep/drop buttons, a decisions.csv download); `--decisions decisions.csv`
-(columns index,split,decision) applies the decisions. A verified set is not checked again unless asked
+(columns index,split,decision; decision keep, drop or clear) applies the decisions. A verified set is not checked again unless asked
 (--redetect, or another --detector / --detector-model): --threshold alone re-thresholds the stored scores.
 """
 
@@ -38,7 +38,7 @@ from spurbench import dataset as ds_contract
 from spurbench.errors import SpurbenchError
 
 from spurbench.verification import (
-    BOX_FLOOR, BOXES, BOXES_KEPT, CARD_KEY, DECISION_COLUMNS, DECISIONS, DEFAULT_MARGIN, PRESENT, REVIEWED, SCORE, VERIFY_COLUMNS, failed_check, is_verified,
+    BOX_FLOOR, BOXES, BOXES_KEPT, CARD_KEY, CLEAR, DECISION_COLUMNS, DECISIONS, DEFAULT_MARGIN, PRESENT, REVIEWED, SCORE, VERIFY_COLUMNS, failed_check, is_verified,
 )
 
 
@@ -72,12 +72,60 @@ def read_decisions(path: str | Path, split_sizes: Mapping[str, int]) -> dict[tup
             raise SpurbenchError(f"{where} has index {raw!r}; expected a row number") from None
         if not 0 <= index < split_sizes[split]:
             raise SpurbenchError(f"{where} names row {index} of split '{split}', which has {split_sizes[split]} rows (0..{split_sizes[split] - 1}); is this the right dataset?")
-        if decision not in DECISIONS + ("",):
-            raise SpurbenchError(f"{where} has decision {decision!r}; expected keep, drop or empty (clear)")
+        if not decision:
+            raise SpurbenchError(f"{where} has no decision; write keep, drop or clear (clear: forget an earlier decision)")
+        if decision not in DECISIONS + (CLEAR,):
+            raise SpurbenchError(f"{where} has decision {decision!r}; expected keep, drop or clear")
+        decision = "" if decision == CLEAR else decision
         if out.get((split, index), decision) != decision:
             raise SpurbenchError(f"{where} decides row {index} of split '{split}' twice, differently; keep one line per image")
         out[(split, index)] = decision
     return out
+
+
+def decided_images(folder: str | Path) -> dict[str, str]:
+    """{sha256 of the image bytes: decision} of every row a person decided in a verified dataset folder ({} for a
+    folder that is not one, or has no decisions): what a rebuild carries over to the rows with the same images."""
+    folder = Path(folder)
+    if not folder.is_dir() or not ds_contract.split_names(folder):
+        return {}
+    import pyarrow.parquet as pq
+
+    out: dict[str, str] = {}
+    for name in ds_contract.split_names(folder):
+        try:
+            if REVIEWED not in pq.read_schema(ds_contract.data_files(folder, name)[0]).names:
+                continue  # not verified: nothing to read
+            s = _Split(folder, name)
+        except (SpurbenchError, OSError, ValueError):
+            return {}
+        decisions = s.column(REVIEWED)
+        if any(decisions):
+            for digest, d in zip(s.image_digests(), decisions):
+                if d:
+                    out[digest] = d
+    return out
+
+
+def decisions_for(folder: str | Path, decided: Mapping[str, str]) -> tuple[list[tuple[int, str, str]], int]:
+    """([(index, split, decision)] of the rows of `folder` whose images carry a decision in `decided`, the number of
+    decided images that match no row)."""
+    found: set[str] = set()
+    lines = []
+    for name in ds_contract.split_names(folder):
+        for i, digest in enumerate(_Split(Path(folder), name).image_digests()):
+            if digest in decided:
+                lines.append((i, name, decided[digest]))
+                found.add(digest)
+    return lines, len(set(decided) - found)
+
+
+def resume_file(out: str | Path) -> Path:
+    """Where `spurbench verify` appends its detections as it goes (next to --out, hidden): a killed run, re-run, detects
+    only what it had not (entries keyed by image content and queries, the file by the detector); removed once the
+    verified dataset is written."""
+    out = Path(out).expanduser()
+    return out.parent / f".{out.name}.detections.jsonl"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -115,6 +163,15 @@ class _Split:
     def image_bytes(self, start: int, stop: int) -> list[bytes]:
         cells = self.table.column("image").slice(start, stop - start).to_pylist()
         return [c["bytes"] if c.get("bytes") is not None else Path(c["path"]).read_bytes() for c in cells]
+
+    def image_digests(self) -> list[str]:
+        """sha256 of every row's image bytes (what carries a decision from one version of a set to the next)."""
+        import hashlib
+
+        out = []
+        for start in range(0, len(self), 256):
+            out += [hashlib.sha256(b).hexdigest() for b in self.image_bytes(start, min(len(self), start + 256))]
+        return out
 
     def rows(self, added: Mapping[str, Sequence[Any]]) -> Iterable[dict[str, Any]]:
         # in chunks, so a large split never sits in Python objects whole
@@ -281,12 +338,18 @@ def verify_dataset(
     command: str | None = None,
     progress: bool = True,
     cache: str | Path | None = None,
+    threshold_source: str | None = None,
+    carry: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Check a dataset and write it again to `out` with the verification columns; returns the card's record.
 
     Everything that can be wrong with the inputs (splits, columns, label set, decisions file, detector
     name, threshold) is checked before any model runs, and nothing is written unless all of it passes.
-    `cache`: a JSON-lines file of detections already made (see DetectionCache), for resumable runs.
+    `cache`: a JSON-lines file of detections already made (see DetectionCache), for resumable runs; None: a hidden
+    file next to `out` (`resume_file`), removed once `out` is written, so a killed run, re-run, resumes.
+    `threshold_source`: where a given `threshold` comes from, for the card (default: the command line).
+    `carry`: decisions of an earlier version of the set by image sha256 (`decided_images`): each goes to the row with
+    the same image bytes (before `decisions`); the record counts those carried and those that found no row.
     """
     from tqdm.auto import tqdm
 
@@ -300,6 +363,8 @@ def verify_dataset(
         detection.detector_spec(detector)
     opened = ds_contract.open_dataset_folder(source)  # the card read once, each split once
     folder = opened.folder
+    # `out` is replaced whole: it may be the dataset itself (rewritten in place), never a folder of other files
+    ds_contract.check_out_folder(out, [folder] + ([decisions] if decisions is not None else []), may_be_input=True)
     kind = opened.kind
     names = opened.split_names
     if not names:
@@ -323,7 +388,7 @@ def verify_dataset(
     name = detector or previous.get("detector") or "owlv2"
     spec = detection.detector_spec(name)
     if threshold is not None:
-        thr, thr_source = threshold, "given on the command line (--threshold)"
+        thr, thr_source = threshold, threshold_source or "given on the command line (--threshold)"
     elif previous.get("detector") == name and "threshold" in previous:
         thr, thr_source = float(previous["threshold"]), previous.get("threshold_source", "")
     else:
@@ -334,8 +399,10 @@ def verify_dataset(
             model, revision = previous["model"], revision or previous.get("revision")  # the weights it was checked with
         det = detection.load_detector(name, model=model, revision=revision, device=device)
         queries = label_queries(label_names, det.family)
-        store = DetectionCache(cache, det.describe())
+        store = DetectionCache(cache if cache is not None else resume_file(out), det.describe())
         record_base = {"detector": name, **{k: v for k, v in det.describe().items() if k in ("model", "revision")}}
+        if record_base.get("model") and Path(str(record_base["model"])).is_absolute():
+            record_base["model"] = ds_contract.portable_path(record_base["model"])  # a local folder: never its absolute path
         record_base["queries"] = ("ImageNet-1k lemmas from timm (imagenet_synset_to_lemma.txt), lower-cased" if label_names is None
                                   else "the label names") + (", as 'a photo of a {name}'" if det.family == "owlv2" else ", one phrase each")
     else:
@@ -343,6 +410,7 @@ def verify_dataset(
 
     added: dict[str, dict[str, list[Any]]] = {}
     counts: dict[str, dict[str, int]] = {}
+    carried: set[str] = set()  # decided images of the earlier version found again
     total = sum(len(s) for s in chosen) if detect_now else 0
     with tqdm(total=total, desc="verifying", unit="img", disable=not progress or not detect_now) as bar:
         for s in data:
@@ -356,6 +424,11 @@ def verify_dataset(
                 scores, boxes = s.column(SCORE), s.column(BOXES)
             present = [None if v is None else bool(v >= thr) for v in scores]
             reviewed = [r or "" for r in s.column(REVIEWED)]
+            if carry:
+                for i, digest in enumerate(s.image_digests()):
+                    if digest in carry:
+                        reviewed[i] = carry[digest]
+                        carried.add(digest)
             for (split, index), decision in chosen_decisions.items():
                 if split == s.name:
                     reviewed[index] = decision
@@ -378,6 +451,8 @@ def verify_dataset(
     }
     if command:
         record["command"] = command
+    if carry:
+        record["decisions_carried"] = {"carried": len(carried), "not_carried": len(set(carry) - carried)}
     card.provenance[CARD_KEY] = record
     card.body = _with_section(card.body, _card_section(record, kind))
     ds_contract.write_dataset(
@@ -387,6 +462,8 @@ def verify_dataset(
         extra_features=_verify_features(data),
         label_names=label_names,
     )
+    if detect_now and cache is None:
+        resume_file(out).unlink(missing_ok=True)  # written by this command, done with
     return record
 
 
@@ -402,7 +479,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     d.add_argument("--split", action="append", default=None, metavar="S",
                    help="split to check, repeatable; unset: every split (rows of other splits get empty scores and are never excluded)")
     d.add_argument("--out", metavar="DIR", default=None,
-                   help="folder to write the verified dataset to (may be --dataset itself: it is replaced whole at the end)")
+                   help="folder to write the verified dataset to: a new folder, or a spurbench dataset folder such as --dataset itself "
+                        "(replaced whole at the end); a folder holding other files is refused")
     m = parser.add_argument_group("detector")
     m.add_argument("--detector", default=None, metavar="NAME",
                    help=f"open-vocabulary detector: {', '.join(DETECTORS)}; unset: owlv2, or the one a verified set was checked with. "
@@ -418,7 +496,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     m.add_argument("--device", default=None, help="torch device; unset: cuda when available, else cpu")
     r = parser.add_argument_group("review")
     r.add_argument("--decisions", metavar="CSV", default=None,
-                   help="decisions.csv from the review page (columns index,split,decision; decision keep, drop or empty) to record in "
+                   help="decisions.csv from the review page (columns index,split,decision; decision keep, drop or clear) to record in "
                         "the `reviewed` column; needs --out")
     r.add_argument("--page", metavar="DIR", default=None,
                    help="write the review page (flagged and borderline images with scores and boxes, keep/drop, decisions.csv "
@@ -428,12 +506,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def command_line(args: argparse.Namespace) -> str:
-    parts = ["spurbench", "verify", "--dataset", str(args.dataset)]
+    """The command as the card records it: local paths relative to the working directory (or by name), never absolute."""
+    local = ds_contract.portable_path
+    dataset = local(args.dataset) if Path(str(args.dataset)).expanduser().exists() else str(args.dataset)
+    parts = ["spurbench", "verify", "--dataset", dataset]
     for s in args.split or []:
         parts += ["--split", s]
-    for flag, value in (("--detector", args.detector), ("--detector-model", args.detector_model),
+    model = args.detector_model
+    if model is not None and Path(str(model)).expanduser().exists():
+        model = local(model)
+    for flag, value in (("--detector", args.detector), ("--detector-model", model),
                         ("--detector-revision", args.detector_revision), ("--threshold", args.threshold),
-                        ("--decisions", args.decisions), ("--out", args.out)):
+                        ("--decisions", None if args.decisions is None else local(args.decisions)),
+                        ("--out", None if args.out is None else local(args.out))):
         if value is not None:
             parts += [flag, str(value)]
     if args.redetect:

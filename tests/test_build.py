@@ -420,6 +420,26 @@ def test_smoke_card_states_provenance(smoke_build):
 
 
 @pytest.mark.slow
+def test_smoke_export_stands_alone(smoke_build, tmp_path):
+    """Nothing in the export names a local folder, and every row loads with its work folder gone; the card records
+    the versions that made the set and the scheduler config used."""
+    from stand_alone import assert_loads_without, assert_names_no_local_folder
+
+    assert assert_names_no_local_folder(smoke_build.out, smoke_build.cwd) >= 3
+    assert assert_loads_without(smoke_build.out, smoke_build.work, tmp_path / "hf") > 0
+    prov = read_provenance(smoke_build.out)
+    assert set(prov["versions"]) == {"torch", "diffusers", "transformers", "timm", "datasets", "spurbench"}
+    import diffusers
+    import torch
+
+    assert prov["versions"]["torch"] == torch.__version__.split("+")[0] or prov["versions"]["torch"] == torch.__version__
+    assert prov["versions"]["diffusers"] == diffusers.__version__
+    _, recipe = load_recipe("smoke")
+    assert prov["scheduler"]["class"] == recipe.generation.scheduler and prov["scheduler"]["config"]["num_train_timesteps"] > 0
+    card = (smoke_build.out / "README.md").read_text()
+    assert f"diffusers {diffusers.__version__}" in card and f"- Scheduler: `{recipe.generation.scheduler}`" in card
+
+
 def test_smoke_work_dir_shares_priors_and_drops_weights(smoke_build):
     work = smoke_build.work
     priors = sorted(p.name for p in (work / "priors").iterdir() if p.is_dir())

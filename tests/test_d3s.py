@@ -284,6 +284,37 @@ def test_d3s_smoke_export_is_a_shift_set_with_guides(d3s_reference, tmp_path):
         assert row["prompt"].startswith(f"a photo of a {row['class_name']}, ")
 
 
+@pytest.mark.slow
+def test_d3s_smoke_export_stands_alone_and_can_leave_the_photos_out(d3s_reference, tmp_path):
+    from spurbench.dataset import read_provenance
+    from stand_alone import assert_loads_without, assert_names_no_local_folder
+
+    work = d3s_reference.with_name("data.work")
+    assert assert_names_no_local_folder(d3s_reference, d3s_reference.parent) >= 3
+    assert assert_loads_without(d3s_reference, work, tmp_path / "hf") == 24
+    card = (d3s_reference / "README.md").read_text()
+    assert "ImageNet's terms of access and may not be redistributable" in card
+    assert read_provenance(d3s_reference)["scheduler"]["class"] == "DDIMScheduler"
+    # the same work dir re-exported without the photos: `export:` is not hashed, nothing is regenerated
+    data = _smoke()
+    data["export"] = {"source_photos": False}
+    recipe = tmp_path / "d3s_hub.yaml"
+    recipe.write_text(yaml.safe_dump(data))
+    cmd = [sys.executable, "-m", "spurbench", "build", "--recipe", str(recipe), "--out", "hub", "--work-dir", str(work),
+           "--classes", "285,967", "--no-progress"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "already done" in proc.stderr
+    import datasets
+
+    ds = datasets.load_dataset(str(tmp_path / "hub"), cache_dir=str(tmp_path / "hf2"))
+    assert list(ds) == ["test"] and set(ds["test"]["init_image"]) == {None}
+    full = datasets.load_dataset(str(d3s_reference), cache_dir=str(tmp_path / "hf3"))["test"]
+    assert ds["test"]["reference_index"] == full["reference_index"] and ds["test"]["init_box"] == full["init_box"]
+    assert "This export leaves them out" in (tmp_path / "hub" / "README.md").read_text()
+    assert assert_names_no_local_folder(tmp_path / "hub", tmp_path, work) >= 3
+
+
 def _smoke_words() -> list[str]:
     from spurbench.generate.backgrounds import D3S_BACKGROUNDS
 

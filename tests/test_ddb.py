@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from PIL import Image
 
 from spurbench.generate import compositing, pruning
 from spurbench.generate.methods import ddb
@@ -66,6 +67,36 @@ def test_lowest_loss_order():
     assert ddb.lowest_loss([0.2, 0.2], None) == [0, 1]
 
 
+def _check_ig_against_captum(ds) -> None:
+    """Every generated row's ig_score and p_label are about its own `label` (the painted class), computed here
+    with captum and torch on hand-made inputs from the exported rows alone."""
+    import torch
+    from captum.attr import IntegratedGradients
+
+    from spurbench.classifiers import create_classifier, load_panel
+
+    clf = create_classifier(load_panel("offline")[0])
+    cfg = clf.data_config
+    h, w = cfg["input_size"][1:]
+    mean, std = torch.tensor(cfg["mean"]).view(1, 3, 1, 1), torch.tensor(cfg["std"]).view(1, 3, 1, 1)
+
+    def to_input(im):
+        a = torch.from_numpy(np.asarray(im.convert("RGB").resize((w, h), Image.BICUBIC), dtype=np.float32) / 255.0)
+        return (a.permute(2, 0, 1)[None] - mean) / std
+
+    rows = [r for s in ("train", "pruned") for r in ds[s]]
+    for row in rows:
+        mask = np.asarray(row["mask"].convert("L")) > 127
+        ri = ((np.arange(h) + 0.5) * mask.shape[0] / h).astype(int)
+        ci = ((np.arange(w) + 0.5) * mask.shape[1] / w).astype(int)
+        small = torch.from_numpy(mask[np.ix_(ri, ci)].astype(np.float32))
+        x, x0 = to_input(row["image"]), to_input(ds["reference"][row["source_index"]]["image"])
+        attr = IntegratedGradients(clf.model).attribute(x, baselines=x0, target=row["label"], n_steps=8)
+        assert row["ig_score"] == pytest.approx(float((attr[0] * small).sum()), rel=1e-3, abs=1e-4)
+        with torch.no_grad():
+            assert row["p_label"] == pytest.approx(float(torch.softmax(clf.model(x), -1)[0, row["label"]]), rel=1e-4)
+
+
 def _check_build(out: Path, kept_split: str, ig_threshold: float) -> dict:
     """Shared checks of a DDB export against the work dir's markers and the reference photos."""
     from datasets import load_dataset
@@ -79,10 +110,10 @@ def _check_build(out: Path, kept_split: str, ig_threshold: float) -> dict:
     assert gen_rows, "the smoke build repainted nothing"
     threshold = prov["ig_threshold"]
     for s in (kept_split, "pruned"):
-        if s not in ds:
+        if s not in ds or not prov["pruning"].startswith("ddb"):
             continue
         rows = ds[s]
-        keep = pruning.keep_mask(rows["ig_score"], rows["p_source"], rows["p_source_mean"], threshold)
+        keep = pruning.keep_mask(rows["ig_score"], rows["p_label"], rows["p_label_mean"], threshold)
         assert keep.all() if s == kept_split else not keep.any()  # every row is where the rule puts it
     for row in gen_rows:
         src = refs[row["source_index"]]
@@ -110,29 +141,67 @@ def test_swap_build_gives_a_group_labelled_shift_set(tmp_path, monkeypatch):
     # the learned tokens are in the standard file
     for k in (285, 967):
         assert (tmp_path / "ddb.work" / "tokens" / str(k) / "learned_embeds.safetensors").is_file()
-    # the marker's mean is over the class's source photos
-    for k in (285, 967):
-        m = json.loads((tmp_path / "ddb.work" / "classes" / str(k) / "done.json").read_text())
-        assert m["p_source_mean"] == pytest.approx(np.mean([m["p_source_reference"][i] for i in m["sources"]]))
+    # the means: over each class's own selected photos; a generated row is compared with its label's mean
+    markers = {k: json.loads((tmp_path / "ddb.work" / "classes" / str(k) / "done.json").read_text()) for k in (285, 967)}
+    for k, m in markers.items():
+        assert m["p_reference_mean"] == pytest.approx(np.mean([m["p_reference"][i] for i in m["sources"]]))
+        assert m["label"] == (967 if k == 285 else 285) and m["p_label_mean"] == markers[m["label"]]["p_reference_mean"]
+    # DDB's threshold exercises both splits
+    assert prov["ig_threshold"] == 0.3 and len(ds["train"]) and len(ds["pruned"])
+    _check_ig_against_captum(ds)
+    # the export stands alone: masks embedded, no local path anywhere (the build was given absolute paths)
+    from stand_alone import assert_loads_without, assert_names_no_local_folder
+
+    work = tmp_path / "ddb.work"
+    assert assert_names_no_local_folder(out, tmp_path, work) >= 3
+    assert assert_loads_without(out, work, tmp_path / "hf_alone") == len(ds["train"]) + len(ds["pruned"]) + len(ds["reference"])
+    assert prov["command"] == "spurbench build --recipe ddb_smoke --out ddb"
+    assert prov["scheduler"]["config"]["prediction_type"] == "v_prediction" and "torch" in prov["versions"]
+    # re-exported from the same work dir without the source photos (`export:` is not hashed: nothing is redone)
+    data = _smoke(export={"source_photos": False})
+    hub = tmp_path / "hub"
+    assert main(["build", "--recipe", str(_write(tmp_path, data)), "--out", str(hub), "--work-dir", str(work), "--no-progress"]) == 0
+    from datasets import load_dataset
+
+    lean = load_dataset(str(hub), cache_dir=str(tmp_path / "hf_hub"))
+    assert sorted(lean) == ["pruned", "train"] and lean["train"]["source_index"] == ds["train"]["source_index"]
+    assert "left out of this export" in (hub / "README.md").read_text()
 
 
 @pytest.mark.slow
 def test_remove_build_gives_a_spurious_set(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf"))
     monkeypatch.setenv("SPURBENCH_CACHE", str(tmp_path / "cache"))
-    data = _smoke(mode="remove", name="ddb_smoke_remove", pruning={"ig_threshold": -9.0, "ig_steps": 4})
+    data = _smoke(mode="remove", name="ddb_smoke_remove", pruning={"ig_steps": 4})
     data["classes"] = [{k: v for k, v in c.items() if k != "swap_to"} for c in data["classes"][:1]]
     data["verify"] = {"detector": "tiny"}  # the shared verification stage: is the object really gone?
     out = tmp_path / "ddb_remove"
     assert main(["build", "--recipe", str(_write(tmp_path, data)), "--out", str(out), "--no-progress"]) == 0
-    got = _check_build(out, "test", -9.0)
+    got = _check_build(out, "test", 0.3)
     ds, prov = got["ds"], got["prov"]
     assert prov["kind"] == "spurious" and "group" not in ds["reference"].column_names
+    # remove mode: no classifier pruning by default, every repainted image is in `test`, none has an IG score
+    assert prov["pruning"] == "none" and "pruned" not in ds and len(ds["test"]) == 2
+    assert all(v is None for v in ds["test"]["ig_score"]) and all(0 <= p <= 1 for p in ds["test"]["p_label"])
+    assert "No classifier pruning" in (out / "README.md").read_text()
     from spurbench import verification as verify
 
     assert verify.CARD_KEY in prov and verify.PRESENT in ds["test"].column_names
     assert all(r["label"] == 285 and r["prompt"] == "a photo of the empty background" for s in ("test", "pruned") if s in ds for r in ds[s])
     assert not (tmp_path / "ddb_remove.work" / "tokens").exists()  # remove mode learns no token
+
+
+def test_remove_mode_prunes_only_when_opted_in_and_the_card_says_which():
+    data = _smoke(mode="remove")
+    data["classes"] = [{k: v for k, v in c.items() if k != "swap_to"} for c in data["classes"]]
+    default = ddb.recipe_from_dict(data)
+    opted = ddb.recipe_from_dict({**data, "pruning": {"ig_threshold": 0.3, "ig_steps": 8, "in_remove_mode": True}})
+    swap = ddb.recipe_from_dict(_smoke())
+    assert not ddb.prunes(default) and ddb.prunes(opted) and ddb.prunes(swap)
+    assert ddb.provenance(default)["pruning"] == "none" and ddb.provenance(opted)["pruning"].startswith("ddb")
+    assert "No classifier pruning" in ddb._rule_text(default, "test")
+    assert "opted in with `pruning.in_remove_mode`" in ddb._rule_text(opted, "test")
+    assert "the painted class" in ddb._rule_text(swap, "train")
 
 
 def test_recipe_hash_is_stable():

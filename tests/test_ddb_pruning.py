@@ -103,6 +103,28 @@ def test_source_probability_is_the_softmax_of_the_real_classifier(lite0):
     assert p[0] > p[1]  # painting over the cat lowers p(Egyptian cat)
 
 
+def test_a_successful_swap_is_kept_when_the_rule_is_about_the_painted_label(lite0):
+    """Espresso painted into the cat photo, by hand: DDB's rule explains the row's label (espresso). Its IG in the
+    mask is positive and p(espresso) stays below the mean over espresso's own photo, so it is kept; the source
+    class (the cat), which spurbench explained before, gives a negative IG and would have pruned it."""
+    cat, coffee = Image.fromarray(_photo("chelsea")), Image.fromarray(_photo("coffee"))
+    arr = np.asarray(cat).copy()
+    mask = np.zeros(arr.shape[:2], dtype=bool)
+    mask[20:280, 60:400] = True
+    arr[20:280, 60:400] = np.asarray(coffee.resize((340, 260)))
+    cfg = lite0.data_config
+    x, x0 = pruning.classifier_input([Image.fromarray(arr)], cfg), pruning.classifier_input([cat], cfg)
+    m = pruning.mask_input([mask], cfg)
+    label, source = 967, 285
+    ig_label = pruning.ig_in_mask(lite0.model, x, x0, m, label, n_steps=16)
+    ig_source = pruning.ig_in_mask(lite0.model, x, x0, m, source, n_steps=16)
+    p_label = pruning.class_probabilities(lite0.model, x, label)
+    mean = pruning.class_probabilities(lite0.model, pruning.classifier_input([coffee], cfg), label).mean()
+    assert ig_label[0] > 0.3 and p_label[0] < mean
+    assert pruning.keep_mask(ig_label, p_label, mean).tolist() == [True]
+    assert ig_source[0] < 0
+
+
 # --------------------------------------------------------------------------------------------
 # compositing keeps the real photo outside mask + feather margin
 

@@ -89,7 +89,9 @@ def test_cli_writes_leaderboard_entries(cli_run, photo_dataset):
     board = json.loads(lb.read_text())
     assert board["schema_version"] == 2
     ds = board["dataset"]
-    assert ds["id"] == str(photo_dataset.path) and ds["split"] == "test" and ds["revision"] is None
+    # a local dataset outside the working directory is named by its folder name, never its absolute path
+    assert ds["id"] == photo_dataset.path.name and ds["split"] == "test" and ds["revision"] is None
+    assert str(photo_dataset.path.parent) not in lb.read_text()
     assert ds["fingerprint"] == fingerprint(photo_dataset.path, "test")
     assert ds["num_images"] == 15 and ds["classes"] == sorted(set(photo_dataset.labels))
     assert [e["model"] for e in board["entries"]] == OFFLINE
@@ -340,9 +342,10 @@ def test_rescoring_replaces_the_entry(board_copy, photo_dataset, capsys):
     assert new["weights"]["sha256"] == old["weights"]["sha256"] and new["weights"]["source"] == "file:" + Path(_lite0_file()).name
     assert new["metrics"]["spurious_score_ap"] is None  # scored without --positives this time
     assert new["metrics"]["spurious_rate"] == pytest.approx(old["metrics"]["spurious_rate"])
-    # the recorded command reproduces the run, whatever entry point started it
-    assert new["command"] == (f"spurbench eval --model tf_efficientnet_lite0 --weights {_lite0_file()} --key-map positional "
-                              f"--name tf_efficientnet_lite0 --dataset {photo_dataset.path} --leaderboard {board_copy}")
+    # the recorded command reproduces the run, whatever entry point started it; local paths outside the working
+    # directory by their names (the command is published with the results: no absolute local path)
+    assert new["command"] == (f"spurbench eval --model tf_efficientnet_lite0 --weights {Path(_lite0_file()).name} --key-map positional "
+                              f"--name tf_efficientnet_lite0 --dataset {photo_dataset.path.name} --leaderboard {board_copy.name}")
 
 
 def test_workers_and_limit_keep_row_order(photo_dataset, offline_models):

@@ -84,10 +84,8 @@ def test_resumed_finetune_equals_an_uninterrupted_one(group_data, tmp_path):
     assert la == lb and [r["epoch"] for r in la] == [0, 1, 2, 3]  # epoch 0: the starting model
     assert all(r["ce_minority1"] > 0 for r in la[1:])  # the counterfactuals entered the loss
     assert whole["before"]["val_worst_group_accuracy"] == la[0]["val_worst_group_accuracy"]
-    # training moved the weights, and the written file loads as a 2-class classifier
-    from safetensors.torch import load_file
-
-    trained = load_file(str(tmp_path / "whole" / ft.WEIGHTS))
+    # training moved the weights (the last epoch's, in the checkpoint), and the written file loads as a 2-class classifier
+    trained = torch.load(tmp_path / "whole" / ft.CHECKPOINT, map_location="cpu", weights_only=True)["model"]
     clf = create_classifier(ClassifierSpec("tf_efficientnet_lite0", weights={"file": str(tmp_path / "whole" / ft.WEIGHTS)}), num_classes=2)
     assert clf.model.num_classes == 2
     start = create_classifier(load_panel("offline")[0]).model.state_dict()
@@ -95,6 +93,59 @@ def test_resumed_finetune_equals_an_uninterrupted_one(group_data, tmp_path):
     # a resumed run with other settings is refused, not mixed
     with pytest.raises(Exception, match="other settings"):
         ft.finetune(ft.FinetuneConfig(**{**cfg, "lr": 1e-4}), _inputs(group_data, tmp_path / "whole"), progress=False)
+
+
+def test_reinit_head_is_xavier_uniform_with_zero_bias_from_the_seed():
+    import timm
+
+    model = timm.create_model("test_resnet", pretrained=False, num_classes=2)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    ft.reinit_head(model, seed=5)
+    fc = model.get_classifier()
+    fan_out, fan_in = fc.weight.shape
+    bound = np.sqrt(6.0 / (fan_in + fan_out))  # Glorot & Bengio's uniform bound, gain 1
+    expected = torch.empty(fc.weight.shape).uniform_(-bound, bound, generator=torch.Generator().manual_seed(5))
+    assert torch.allclose(fc.weight, expected) and float(fc.bias.detach().abs().max()) == 0.0
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items() if not k.startswith("fc."))  # only the head
+
+
+def test_ddb_augmentation_and_the_eval_transform():
+    from PIL import Image
+    from timm.data import create_transform
+    from torchvision import transforms
+
+    cfg = create_classifier(load_panel("offline")[0]).data_config
+    aug = ft.train_transform(cfg, "ddb")
+    crop, flip = aug.transforms[0], aug.transforms[1]
+    assert isinstance(crop, transforms.RandomResizedCrop) and crop.size == tuple(cfg["input_size"][1:])
+    assert crop.scale == (0.7, 1.0) and crop.ratio == pytest.approx((0.75, 4 / 3))
+    assert crop.interpolation == transforms.InterpolationMode.BILINEAR  # DDB's interpolation=2
+    assert isinstance(flip, transforms.RandomHorizontalFlip) and flip.p == 0.5
+    photo = Image.fromarray(_photo("chelsea"))
+    torch.manual_seed(0)
+    a = aug(photo)
+    torch.manual_seed(0)
+    assert torch.equal(aug(photo), a) and not torch.equal(aug(photo), a)  # seeded, and random
+    assert a.shape == (3, *cfg["input_size"][1:])
+    assert torch.equal(ft.train_transform(cfg, "none")(photo), create_transform(**cfg)(photo))
+
+
+@pytest.mark.slow
+def test_the_starting_model_is_a_candidate(group_data, tmp_path):
+    """A fine-tune that only makes things worse (a learning rate that wrecks the model) ends with the model it
+    started from: epoch 0 is scored before any head re-initialisation and is kept when no epoch beats it."""
+    from safetensors.torch import load_file
+
+    cfg = ft.FinetuneConfig(epochs=1, lr=1e4, batch_size=4, seed=1, head="reinit", augment="ddb")
+    summary = ft.finetune(cfg, _inputs(group_data, tmp_path / "ft"), progress=False)
+    log = [json.loads(x) for x in (tmp_path / "ft" / ft.LOG).read_text().splitlines()]
+    assert log[1]["val_worst_group_accuracy"] <= log[0]["val_worst_group_accuracy"]
+    assert summary["chosen_epoch"] == 0 and summary["chosen_is_the_starting_model"]
+    assert summary["val_worst_group_accuracy"] == summary["before"]["val_worst_group_accuracy"]
+    start, _ = ft.load_trainable(load_panel("offline")[0], 2, seed=1)  # the model as given (its new head from the seed)
+    chosen = load_file(str(tmp_path / "ft" / ft.WEIGHTS))
+    assert all(torch.equal(chosen[k], v) for k, v in start.model.state_dict().items())
+    assert summary["head"] == "reinit" and summary["augment"] == "ddb"
 
 
 def test_cli_one_line_errors(group_data, tmp_path, capsys):
@@ -140,6 +191,7 @@ def test_settings_come_from_defaults_then_config_then_flags(tmp_path):
         return ft.config_from(args)
 
     assert (cfg().gamma1, cfg().gamma2, cfg().lr, cfg().epochs, cfg().batch_size) == (6.0, 10.0, 5e-6, 200, 32)  # DDB's
+    assert (cfg().head, cfg().augment) == ("reinit", "ddb") and (cfg("--head", "keep").head, cfg("--augment", "none").augment) == ("keep", "none")
     (tmp_path / "c.yaml").write_text("epochs: 3\nlr: 1.0e-4\nminority_groups: [a/x, b/y]\n")
     c = cfg("--config", str(tmp_path / "c.yaml"), "--epochs", "5")
     assert (c.epochs, c.lr, c.minority_groups, c.gamma2) == (5, 1e-4, ["a/x", "b/y"], 10.0)

@@ -135,7 +135,9 @@ def test_grounding_dino_from_a_local_folder(photo_dataset, tmp_path):
     out = tmp_path / "v-gdino"
     assert _verify("--dataset", str(photo_dataset.path), "--detector", "grounding-dino", "--detector-model", str(model), "--out", str(out)) == 0
     rec = read_provenance(out)["verification"]
-    assert (rec["detector"], rec["model"], rec["revision"], rec["threshold"]) == ("grounding-dino", str(model), None, 0.35)
+    # a local weights folder is recorded by its name (outside the working directory), never its absolute path
+    assert (rec["detector"], rec["model"], rec["revision"], rec["threshold"]) == ("grounding-dino", Path(model).name, None, 0.35)
+    assert str(tmp_path) not in (out / "README.md").read_text()
     assert "Grounding DINO authors' README" in rec["threshold_source"]
     boxes = [json.loads(b) for b in _table(out).column(BOXES).to_pylist()]
     labels = _table(out).column("label").to_pylist()
@@ -233,9 +235,9 @@ def test_decisions_override_the_detector(verified, tmp_path):
     e = _eval(out, tmp_path / "lb" / "lb.json")
     assert e["metrics"]["num_excluded"] == sum(present) - 1 + 1
     assert keep in e["_rows"] and drop not in e["_rows"]
-    # an empty decision clears an earlier one
+    # `clear` forgets an earlier decision (an empty decision is an error: see test_bad_input_is_one_line_and_writes_nothing)
     out2 = tmp_path / "cleared"
-    assert _verify("--dataset", str(out), "--decisions", str(_write_decisions(tmp_path / "clear.csv", [(keep, "test", "")])), "--out", str(out2)) == 0
+    assert _verify("--dataset", str(out), "--decisions", str(_write_decisions(tmp_path / "clear.csv", [(keep, "test", "clear")])), "--out", str(out2)) == 0
     assert _table(out2).column(REVIEWED).to_pylist()[keep] == ""
 
 
@@ -265,6 +267,8 @@ def test_bad_input_is_one_line_and_writes_nothing(verified, photo_dataset, tmp_p
          "names split 'train', which the dataset does not have"),
         (["--dataset", str(folder), "--decisions", str(_write_decisions(tmp_path / "f.csv", [(1, "test", "maybe")])), "--out", str(folder)],
          "has decision 'maybe'"),
+        (["--dataset", str(folder), "--decisions", str(_write_decisions(tmp_path / "g.csv", [(1, "test", "")])), "--out", str(folder)],
+         "line 2 has no decision; write keep, drop or clear"),
         (["--dataset", str(folder), "--decisions", str(tmp_path / "missing.csv"), "--out", str(folder)], "does not exist"),
         (["--dataset", str(folder), "--threshold", "1.5", "--out", str(folder)], "--threshold must be a score between 0 and 1"),
         (["--dataset", str(folder), "--split", "train", "--out", str(folder)], "has no split 'train'"),
@@ -307,6 +311,7 @@ def test_build_runs_the_check_last_and_resumes_from_its_cache(tmp_path):
         assert a.column(PRESENT).to_pylist() == [s >= 0.7 for s in a.column(SCORE).to_pylist()]
     rec = read_provenance(out)["verification"]
     assert rec["detector"] == "tiny" and rec["threshold"] == 0.7 and rec["command"] == "spurbench build --recipe tiny.yaml --out data"
+    assert rec["threshold_source"] == "the recipe's `verify:` section (verify.threshold)"  # not "the command line"
     assert read_provenance(out)["recipe_sha256"] == plain
 
     # resume: a kill left the cache with one good entry, edited here to a marker score, and a cut line.
@@ -323,6 +328,24 @@ def test_build_runs_the_check_last_and_resumes_from_its_cache(tmp_path):
     changed = [i for i, (x, y) in enumerate(zip(scores_before, scores_after)) if abs(x - y) > 1e-6]
     assert len(changed) == 1 and scores_after[changed[0]] == pytest.approx(0.123456)
     assert len(cache.read_text().splitlines()) == 1 + len(scores_before)  # cut line dropped, the rest re-cached
+
+    # decisions applied in place (as the review page says) survive a rebuild, by image bytes; one generated image
+    # changed in the work dir cannot carry its decision, and the build says so
+    decisions = _write_decisions(tmp_path / "d.csv", [(0, "test", "keep"), (1, "test", "drop"), (0, "reference", "drop")])
+    assert _verify("--dataset", str(out), "--decisions", str(decisions), "--out", str(out)) == 0
+    row1 = _table(out).column("image")[1].as_py()["bytes"]
+    changed_file = next(p for p in (cwd / "data.work" / "classes").glob("*/images/*.png") if p.read_bytes() == row1)
+    from PIL import Image
+
+    with Image.open(changed_file) as im:
+        Image.eval(im.convert("RGB"), lambda v: 255 - v).save(changed_file)
+    proc = _run(_build_cmd("tiny.yaml"), cwd, OMP_NUM_THREADS="1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "carried 2 decision(s) over to rows with the same image bytes; 1 could not be carried (their images changed)" in proc.stderr
+    assert _table(out).column(REVIEWED).to_pylist()[:2] == ["keep", ""]
+    assert _table(out, "reference").column(REVIEWED).to_pylist()[0] == "drop"
+    assert read_provenance(out)["verification"]["decisions_carried"] == {"carried": 2, "not_carried": 1}
+    assert not (cwd / "data.work" / "decisions_before_rebuild.json").exists()
 
 
 def test_recipe_verify_section_errors_name_the_key(tmp_path):

@@ -69,20 +69,24 @@ def test_import_reads_labels_groups_and_splits(wb_root, tmp_path):
     assert prov["group_counts"]["train"] == {"landbird/land": 2, "landbird/water": 1, "waterbird/land": 1, "waterbird/water": 1}
 
 
-def _existing_output(tmp_path) -> tuple[Path, bytes]:
-    out = tmp_path / "wb"
-    out.mkdir()
-    (out / "keep.txt").write_text("earlier result")
-    return out, (out / "keep.txt").read_bytes()
+def _existing_output(tmp_path) -> tuple[Path, dict]:
+    """An earlier dataset at --out (a folder of other files is refused before anything is read: test_keep_work.py)."""
+    from spurbench.dataset import DatasetCard, write_dataset
+
+    row = dict(image=np.zeros((8, 8, 3), np.uint8), label=1, class_name="goldfish", spurious_feature="", component=-1,
+               source="reference", builder="x", prompt="", seed=-1)
+    out = write_dataset(tmp_path / "wb", {"test": [row]}, DatasetCard(pretty_name="earlier result"))
+    return out, {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
 
 
 def test_missing_image_is_one_line_and_nothing_written(wb_root, tmp_path, capsys):
     (wb_root / ROWS[-1][0]).unlink()
     out, before = _existing_output(tmp_path)
+    capsys.readouterr()  # the set-up's own progress bars
     assert main(["import", "waterbirds", str(wb_root), "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "i.jpg" in err and "does not exist" in err
-    assert sorted(p.name for p in out.iterdir()) == ["keep.txt"] and (out / "keep.txt").read_bytes() == before
+    assert {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()} == before
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".wb.tmp")]
 
 

@@ -186,6 +186,8 @@ def command_line(args: argparse.Namespace, model: str | None = None) -> str:
         ("--class-subset", getattr(args, "class_subset", None), None),
     ):
         if value is not None and value != default:
+            if flag in ("--models-file", "--weights", "--dataset", "--positives", "--leaderboard", "--class-subset", "--templates", "--classnames"):
+                value = ds_contract.dataset_display_name(value)  # recorded with the results: no absolute local path
             parts += [flag, str(value)]
     if args.amp:
         parts.append("--amp")

@@ -157,7 +157,7 @@ def evaluate(
         "per_class": per_class,
         "rows": rows_block(data),
         "predictions": predictions_relpath(name),
-        "positives": positives.source if positives is not None else None,
+        "positives": ds_contract.dataset_display_name(positives.source) if positives is not None else None,
         "env": _env(dev),
         "date": utc_now(),
         "images_per_second": round(len(preds.label) / preds.seconds, 3) if preds.seconds > 0 else None,
@@ -187,7 +187,7 @@ def probe_entry(data: SpuriousSet, positives: Positives | None, preprocessing: s
     """What an entry of this data would record that decides comparability (leaderboard.comparability_key),
     before anything is scored: the resume-skip compares it with the board's entry."""
     probe = {"rows": rows_block(data), "preprocessing": preprocessing, "precision": precision,
-             "positives": positives.source if positives is not None else None, "fingerprint": data.info["fingerprint"],
+             "positives": ds_contract.dataset_display_name(positives.source) if positives is not None else None, "fingerprint": data.info["fingerprint"],
              "metrics": {"num_images": len(data.labels), "num_positives": len(positives) if positives is not None else 0,
                          **({"group_by": data.group_by} if data.kind == "shift" else {})}}
     if class_subset is not None:

@@ -113,7 +113,7 @@ def open_dataset(source: str | Path | ds_contract.OpenDataset, split: str = ds_c
     if limit is not None and limit < len(rows):
         rows = rows.select(range(limit))
     info = {
-        "id": str(source),
+        "id": ds_contract.dataset_display_name(source),  # never an absolute local path (published with the results)
         "revision": revision,
         "split": split,
         "fingerprint": fingerprint,

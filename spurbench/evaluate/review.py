@@ -119,7 +119,10 @@ def collect_review(folder: str | Path | ds_contract.OpenDataset, images_dir: Pat
                 boxes=json.loads(cols[BOXES][i]) if cols.get(BOXES) and cols[BOXES][i] else [],
                 reviewed=reviewed, width=width, height=height, src=f"{rel_prefix}/review/{name}",
             ))
-    return Review(kind=kind, record=dict(record), margin=margin, items=items, dataset=str(folder))
+    from spurbench.dataset import dataset_display_name
+
+    # shown on pages that get published: relative to the working directory or by name, never an absolute path
+    return Review(kind=kind, record=dict(record), margin=margin, items=items, dataset=dataset_display_name(folder))
 
 
 def _figure(it: ReviewItem, threshold: float) -> str:
@@ -129,7 +132,7 @@ def _figure(it: ReviewItem, threshold: float) -> str:
         f'<title>{_esc(b.get("query"))}: {b["score"]:.3f}</title></rect>'
         for b in it.boxes
     )
-    status = "failed" if it.failed else "borderline"
+    status = "failed" if it.failed else "borderline" if it.borderline else "decided"
     best = it.boxes[0].get("query") if it.boxes else ""
     pressed = lambda d: "true" if it.reviewed == d else "false"  # noqa: E731
     return (
@@ -247,8 +250,8 @@ figure.rv figcaption { font-size:12px; padding:2px 2px 0; } figure.rv .small { c
 .rv-buttons button[data-decision=drop][aria-pressed=true] { background:#b3121d; color:#fff; }
 """
 
-# keep/drop toggles per figure; the download lists every image with a decision now or before (an
-# empty decision clears one made earlier), as index,split,decision.
+# keep/drop toggles per figure; the download lists every image with a decision now or before (`clear`
+# forgets one made earlier), as index,split,decision.
 _JS = """
 (function () {
   'use strict';
@@ -273,7 +276,7 @@ _JS = """
   });
   document.getElementById('rv-download').addEventListener('click', function () {
     var lines = ['index,split,decision'];
-    changed().forEach(function (f) { lines.push(f.dataset.index + ',' + f.dataset.split + ',' + f.dataset.decision); });
+    changed().forEach(function (f) { lines.push(f.dataset.index + ',' + f.dataset.split + ',' + (f.dataset.decision || 'clear')); });
     var blob = new Blob([lines.join('\\n') + '\\n'], {type: 'text/csv'});
     var a = document.createElement('a');
     a.href = URL.createObjectURL(blob);

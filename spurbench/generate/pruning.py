@@ -1,20 +1,21 @@
 """DDB's pruning of counterfactuals with the classifier's own view of them.
 
-A repainted image is kept when both hold (strict inequalities, as DDB's code):
-- the integrated-gradients attribution of the classifier's source-class logit, with the *original*
-  photo as baseline, summed inside the object mask, is above `threshold` (DDB: 0.3): the change that
-  moved the classifier is the repainted object, not some artefact in the context;
-- p(source class | repainted) is below the mean p(source class) over that class's source images:
-  the repainting actually took the class away.
+In DDB's code (ArianYp/DDB, generate.py) one class is at once the integrated-gradients target, the class
+whose probability is compared, the class of the mean and the label the counterfactual is saved with.
+spurbench calls it the row's `label` (in swap mode, the painted class). A repainted image is kept when
+both hold (strict inequalities, as DDB's code):
+- the integrated-gradients attribution of the classifier's `label` logit, with the *original* photo as
+  baseline, summed (signed) inside the object mask, is above `threshold` (DDB: 0.3): the repainted object
+  is what moved the classifier towards the label;
+- p(label | repainted) is below the mean p(label) over that class's own selected source photos: the
+  counterfactual is one the classifier finds harder than the class's typical photo (DDB keeps these).
 
 Images go to the classifier resized to its input size with no crop (so the whole mask counts) and
 normalised with its mean/std; masks are resized with nearest-neighbour to the same grid.
 
-A property worth knowing when reading `ig_score`: by IG's completeness, the attributions over the whole
-image sum to logit_k(repainted) - logit_k(original). A repaint that takes the class away lowers that
-logit, so the sum over the *whole* image is negative; the rule keeps repaints whose *masked* part still
-adds to the k logit more than the threshold while p(k) drops overall. This is the rule of DDB's code
-(inputs = repainted, baselines = original, target = source class, `score > threshold`), reproduced as is.
+By IG's completeness the attributions over the whole image sum to logit(repainted) - logit(original),
+so `ig_score` is that difference's share inside the mask. Remove mode (a spurious test set) prunes with
+this rule only when the recipe opts in (see spurbench.generate.methods.ddb).
 """
 
 from __future__ import annotations
@@ -30,12 +31,12 @@ DEFAULT_IG_THRESHOLD = 0.3
 DEFAULT_IG_STEPS = 50
 
 
-def keep_mask(ig_scores: Sequence[float], p_source: Sequence[float], p_source_mean: Sequence[float] | float,
+def keep_mask(ig_scores: Sequence[float], p_label: Sequence[float], p_label_mean: Sequence[float] | float,
               threshold: float = DEFAULT_IG_THRESHOLD) -> np.ndarray:
-    """Which counterfactuals survive: ig_score > threshold and p_source < p_source_mean (both strict)."""
+    """Which counterfactuals survive: ig_score > threshold and p_label < p_label_mean (both strict)."""
     ig = np.asarray(ig_scores, dtype=np.float64)
-    p = np.asarray(p_source, dtype=np.float64)
-    mean = np.broadcast_to(np.asarray(p_source_mean, dtype=np.float64), p.shape)
+    p = np.asarray(p_label, dtype=np.float64)
+    mean = np.broadcast_to(np.asarray(p_label_mean, dtype=np.float64), p.shape)
     return (ig > threshold) & (p < mean)
 
 

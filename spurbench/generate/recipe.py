@@ -229,8 +229,11 @@ def render(template: str, token: str, noun: str) -> str:
 
 
 def recipe_hash(recipe: Recipe) -> str:
-    """sha256 of the canonical JSON of the validated recipe."""
-    text = json.dumps(recipe.to_dict(), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    """sha256 of the canonical JSON of the validated recipe. An `export:` section (what the export leaves out)
+    is not part of it: changing it re-exports, never regenerates."""
+    data = recipe.to_dict()
+    data.pop("export", None)
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(text.encode()).hexdigest()
 
 

@@ -126,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
     from spurbench.generate.methods import get_method
 
     recipe_path, recipe = load_recipe(args.recipe)
+    check_licences(recipe_path, recipe)
     classes = _select_classes(recipe, args.classes)
     if getattr(args, "plan", False):  # the bill, before anything is loaded or written
         from spurbench.generate.cost import format_plan, plan
@@ -138,11 +139,13 @@ def run(args: argparse.Namespace) -> int:
     if args.push_to_hub is not None and not _HUB_REPO.match(args.push_to_hub):
         raise SpurbenchError(f"--push-to-hub {args.push_to_hub!r} is not a Hub repo id; use ORG/NAME, e.g. my-org/spurious-imagenet-sfsl")
     out = Path(args.out).expanduser()
+    from spurbench.dataset import check_out_folder
+
+    # the export replaces --out whole: never a folder holding anything spurbench did not write, nor ., ~ or an input's folder
+    check_out_folder(out, [recipe_path] + [p for p in (args.spurious_imagenet, args.foregrounds, args.backgrounds) if p])
     work = Path(args.work_dir).expanduser() if args.work_dir else out.with_name(out.name + ".work")
     if out.resolve() == work.resolve() or work.resolve() in out.resolve().parents:
         raise SpurbenchError("--work-dir must not be --out or inside it (the export replaces --out whole); pick another folder")
-    if out.exists() and not (out / "README.md").is_file() and any(out.iterdir()):
-        raise SpurbenchError(f"--out '{out}' exists and is not a dataset folder; the export would replace it whole, so give a new or dataset folder")
 
     try:
         import torch
@@ -157,7 +160,11 @@ def run(args: argparse.Namespace) -> int:
     mixed_precision = recipe.mixed_precision
     if cpu and mixed_precision == "fp16":
         mixed_precision = "no"  # fp16 autocast is a GPU feature; on CPU train in float32
-    command = " ".join(["spurbench", "build", "--recipe", args.recipe, "--out", args.out] + (["--classes", *[str(c.index) for c in classes]] if args.classes else []))
+    from spurbench.dataset import portable_path
+
+    # recorded in the card: paths relative to the working directory (or the folder's name), never a local absolute path
+    command = " ".join(["spurbench", "build", "--recipe", portable_path(args.recipe), "--out", portable_path(args.out)]
+                       + (["--classes", *[str(c.index) for c in classes]] if args.classes else []))
     ctx = Context(
         recipe=recipe, recipe_path=recipe_path, recipe_sha256=recipe_hash(recipe), classes=classes, out=out, work=work,
         rank=state.process_index, world=state.num_processes, device=state.device, mixed_precision=mixed_precision,
@@ -195,9 +202,13 @@ def run(args: argparse.Namespace) -> int:
         from spurbench.generate.verify_stage import load_verify_section, stage_verify
 
         check = load_verify_section(recipe_path)  # a recipe's `verify:` section: the check runs last, on the export
+        previous = _decisions_before(ctx)  # people's decisions in the export this build replaces
         exported = stage_export(ctx, base_revision, created, out=ctx.work / "unverified" if check else None)
         if check is not None:
-            stage_verify(ctx, check, exported)
+            stage_verify(ctx, check, exported, carry=previous)
+        elif previous:
+            _park_decisions(ctx, previous)
+        (ctx.work / DECISIONS_FILE).unlink(missing_ok=True)
         ctx.log(f"exported {out} in {time.perf_counter() - started:.1f} s")
         if args.push_to_hub:
             push_to_hub(out, args.push_to_hub, private=args.private, message=f"spurbench build {recipe.name} (recipe sha256 {ctx.recipe_sha256[:12]})")
@@ -205,6 +216,52 @@ def run(args: argparse.Namespace) -> int:
     if ctx.world > 1:
         state.wait_for_everyone()  # nobody leaves before the export is in place
     return 0
+
+
+#: a shipped recipe's licence line still to be filled in (e.g. builders/d3s.yaml's backgrounds)
+_LICENCE_PLACEHOLDER = re.compile(r"^\s*state the licen[cs]e of .* here\s*$", re.IGNORECASE)
+
+
+def check_licences(recipe_path: Path, recipe) -> None:
+    """Refuse a recipe whose `licenses:` still holds a placeholder: the card would print it as the licence."""
+    for key, value in (recipe.licenses or {}).items():
+        if _LICENCE_PLACEHOLDER.match(str(value)):
+            raise SpurbenchError(f"recipe '{recipe_path}': key 'licenses.{key}' is the placeholder {str(value).strip()!r}; "
+                                 "write the real licence of those inputs there (it goes into the dataset card)")
+
+
+#: the decisions of the export a rebuild replaces (image sha256 -> decision), kept in the work dir until carried
+DECISIONS_FILE = "decisions_before_rebuild.json"
+
+
+def _decisions_before(ctx: Context) -> dict[str, str]:
+    """Decisions people recorded in the export at --out (applied in place, as the review page says), by image bytes;
+    saved in the work dir first, so a rebuild killed after replacing --out still carries them."""
+    from spurbench.generate.sampling import write_json
+    from spurbench.verify import decided_images
+
+    saved = ctx.work / DECISIONS_FILE
+    decided = decided_images(ctx.out) if ctx.out.is_dir() else {}
+    if decided:
+        write_json(saved, decided)
+        ctx.log(f"--out holds {len(decided)} decision(s) by people; they are carried over to the rows with the same images")
+    elif saved.is_file():
+        decided = json.loads(saved.read_text())
+    return decided
+
+
+def _park_decisions(ctx: Context, decided: dict[str, str]) -> None:
+    """A recipe without `verify:` exports no `reviewed` column: write the carried decisions as a decisions.csv of
+    the new rows, for `spurbench verify --decisions` (which has to check the new images anyway)."""
+    from spurbench.dataset import portable_path
+    from spurbench.verify import decisions_for
+
+    lines, lost = decisions_for(ctx.out, decided)
+    path = ctx.work / "decisions.csv"
+    path.write_text("index,split,decision\n" + "".join(f"{i},{s},{d}\n" for i, s, d in lines))
+    ctx.log(f"this recipe has no verify: stage, so the new export has no `reviewed` column: {len(lines)} decision(s) are in "
+            f"{path}, apply them with `spurbench verify --dataset {portable_path(ctx.out)} --out {portable_path(ctx.out)} "
+            f"--decisions {path}`; {lost} could not be carried (their images changed)")
 
 
 def _select_classes(recipe, wanted: list[str] | None) -> list:
@@ -432,6 +489,8 @@ def stage_export(ctx: Context, base_revision: str | None, created: str, out: Pat
             "created": created,
             "command": ctx.command,
             "spurbench_version": _version(),
+            "versions": software_versions(),
+            "scheduler": scheduler_record(ctx),
         },
         kind=ctx.method.kind_of(r) if hasattr(ctx.method, "kind_of") else ctx.method.KIND,
         **({"label_set": label_set[0]} if label_set else {}),
@@ -459,6 +518,56 @@ def _version() -> str:
     return __version__
 
 
+#: the libraries whose versions decide what a build makes, recorded in every card
+VERSIONED = ("torch", "diffusers", "transformers", "timm", "datasets")
+
+
+def software_versions() -> dict[str, str]:
+    """Installed versions of the libraries that made the set, and spurbench's."""
+    from importlib import metadata
+
+    out = {}
+    for name in VERSIONED:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    out["spurbench"] = _version()
+    return out
+
+
+def scheduler_record(ctx: Context) -> dict[str, Any] | None:
+    """The sampling scheduler's class and config as the build used it: the pipeline's own scheduler config (of the
+    base model, or of the folder the method names with `scheduler_source(ctx) -> (folder or Hub id, revision,
+    class name or None)`), re-configured into the recipe's scheduler class where it names one. None if unknown."""
+    hook = getattr(ctx.method, "scheduler_source", None)
+    if hook is not None:
+        source, revision, name = hook(ctx)
+    else:
+        source, revision, name = ctx.base_model, None, getattr(getattr(ctx.recipe, "generation", None), "scheduler", None)
+    if source is None:
+        return None
+    path = Path(source) / "scheduler" / "scheduler_config.json"
+    if not path.is_file():
+        try:  # a Hub id: only what is already in the local cache, never a download at export time
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(str(source), "scheduler/scheduler_config.json", revision=revision)
+        except Exception:
+            cached = None
+        if not isinstance(cached, str):
+            return None
+        path = Path(cached)
+    config = json.loads(path.read_text())
+    cls_name = name or config.get("_class_name")
+    if name:
+        import diffusers
+
+        config = dict(getattr(diffusers, name).from_config(config).config)
+    plain = json.loads(json.dumps({k: v for k, v in config.items() if not k.startswith("_")}, sort_keys=True, default=list))
+    return {"class": cls_name, "config": plain}
+
+
 def card_body(ctx: Context, parts, base_revision: str | None, created: str) -> str:
     """The dataset card's text: deterministic (no clock, no local paths), so exports compare byte for byte.
 
@@ -478,6 +587,8 @@ def card_body(ctx: Context, parts, base_revision: str | None, created: str) -> s
         f"- Base model: `{r.base_model_name}`, revision `{base_revision}`",
         *parts.provenance_lines,
         f"- Created: {created}; spurbench {_version()}",
+        "- Software: " + ", ".join(f"{k} {v}" for k, v in software_versions().items()),
+        *_scheduler_lines(ctx),
         parts.images_line,
         "",
         "Reproduce (same machine and thread count give byte-identical images):",
@@ -502,6 +613,13 @@ def card_body(ctx: Context, parts, base_revision: str | None, created: str) -> s
         "```",
     ]
     return "\n".join(lines)
+
+
+def _scheduler_lines(ctx: Context) -> list[str]:
+    record = scheduler_record(ctx)
+    if record is None:
+        return []
+    return [f"- Scheduler: `{record['class']}` with config `{json.dumps(record['config'], sort_keys=True)}`"]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -58,16 +58,22 @@ def load_verify_section(recipe_path: str | Path) -> VerifySection | None:
     return parse_verify_section(data.get(SECTION)) if isinstance(data, dict) else None
 
 
-def stage_verify(ctx, section: VerifySection, unverified: Path) -> Path:
-    """Check the export in `unverified` and write the verified dataset to ctx.out."""
+def stage_verify(ctx, section: VerifySection, unverified: Path, carry: dict[str, str] | None = None) -> Path:
+    """Check the export in `unverified` and write the verified dataset to ctx.out; `carry`: people's decisions in the
+    export being replaced, by image sha256, carried over to the rows with the same image bytes."""
     from spurbench.verify import verify_dataset
 
     ctx.log(f"stage verify: {section.detector} checks every image for its class's object -> {ctx.out}")
     record = verify_dataset(
         unverified, ctx.out, detector=section.detector, detector_model=section.model, detector_revision=section.revision,
         threshold=section.threshold, batch_size=section.batch_size, device=str(ctx.device), command=ctx.command,
-        progress=ctx.progress, cache=ctx.work / "verify" / "detections.jsonl",
+        progress=ctx.progress, cache=ctx.work / "verify" / "detections.jsonl", carry=carry or None,
+        threshold_source=None if section.threshold is None else "the recipe's `verify:` section (verify.threshold)",
     )
+    if carry:
+        c = record["decisions_carried"]
+        ctx.log(f"stage verify: carried {c['carried']} decision(s) over to rows with the same image bytes; "
+                f"{c['not_carried']} could not be carried (their images changed)")
     for split, c in record["splits"].items():
         ctx.log(f"stage verify: {split}: {c['checked']} checked, {c['failed']} failed the check (threshold {record['threshold']})")
     return ctx.out

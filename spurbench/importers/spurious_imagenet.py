@@ -67,6 +67,10 @@ def import_release(root: str | Path, out: str | Path, archive: dict | None = Non
     is recorded in the card when the release was downloaded."""
     from datasets import Value
 
+    from spurbench.dataset import check_out_folder
+
+    check_out_folder(out, [root])
+
     rows = release_rows(root)
     classes = sorted({r["label"] for r in rows})
     pairs = sorted({(r["label"], r["component"]) for r in rows})
@@ -125,7 +129,7 @@ def unpack(archive: Path, folder: Path) -> None:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("folder", metavar="DIR",
                         help="the unpacked release (holding images/<class folders>); with --download, where to download and unpack it")
-    parser.add_argument("--out", required=True, metavar="DIR", help="dataset folder to write (replaced whole if it exists)")
+    parser.add_argument("--out", required=True, metavar="DIR", help="dataset folder to write (a new folder, or a spurbench dataset folder, which is replaced whole)")
     parser.add_argument("--download", action="store_true",
                         help="fetch the release archive into DIR first (resumes an interrupted download), unpack it, then import")
     parser.add_argument("--url", default=release.RELEASE_URL, help="the release archive to fetch with --download")
@@ -133,8 +137,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from spurbench.dataset import check_out_folder
+
     if (args.url != release.RELEASE_URL or args.sha256) and not args.download:
         raise SpurbenchError("--url and --sha256 apply to --download; add --download or drop them")
+    check_out_folder(args.out, [args.folder])  # before any download: the import replaces --out whole
     archive = download_release(args.url, args.folder, args.sha256) if args.download else None
     if not args.download and not Path(args.folder).expanduser().is_dir():
         raise SpurbenchError(

@@ -104,7 +104,10 @@ def import_waterbirds(root: str | Path, out: str | Path) -> Path:
     """Write the Waterbirds folder `root` as a contract dataset at `out`; returns `out`."""
     from datasets import Value
 
+    from spurbench.dataset import check_out_folder
+
     root = Path(root).expanduser()
+    check_out_folder(out, [root])  # before reading anything: the import replaces --out whole
     if not root.is_dir():
         raise SpurbenchError(f"Waterbirds folder '{root}' does not exist; download and extract waterbird_complete95_forest2water2.tar.gz and pass its folder")
     rows = read_metadata(root)
@@ -119,7 +122,7 @@ def import_waterbirds(root: str | Path, out: str | Path) -> Path:
             + "; ".join(f"{s}: " + ", ".join(f"{g} {n}" for g, n in c.items()) for s, c in counts.items())
             + f".\n\nSource: {CITATION} Licence: that of CUB-200-2011 and Places (research use)."
         ),
-        provenance={"source": "waterbirds", "imported_from": str(root), "group_counts": counts},
+        provenance={"source": "waterbirds", "imported_from": root.resolve().name, "group_counts": counts},
         tags=["spurious-correlations", "robustness", "waterbirds", "group-shift"],
         kind="shift",
         label_set=LABEL_SET,
@@ -135,7 +138,7 @@ def import_waterbirds(root: str | Path, out: str | Path) -> Path:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("folder", metavar="DIR", help="the Waterbirds folder holding metadata.csv and the images it names")
-    parser.add_argument("--out", required=True, metavar="DIR", help="dataset folder to write (replaced whole if it exists)")
+    parser.add_argument("--out", required=True, metavar="DIR", help="dataset folder to write (a new folder, or a spurbench dataset folder, which is replaced whole)")
 
 
 def run(args: argparse.Namespace) -> int:

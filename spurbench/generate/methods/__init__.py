@@ -73,6 +73,16 @@ class CardParts:
     classes_table: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Export:
+    """A recipe's `export:` section (methods that export real source photos: d3s, ddb). Not part of the recipe's
+    hash (spurbench.generate.recipe.recipe_hash): changing it re-exports, never regenerates."""
+
+    #: the real source photos (split `reference`, and D3S's `init_image` guides that hold them); false for a set
+    #: meant for the Hub when those photos (e.g. ImageNet's) may not be redistributed
+    source_photos: bool = True
+
+
 def method_name(data: dict) -> str:
     """The recipe's method, checked against the registry."""
     name = data.get("method", DEFAULT_METHOD)

@@ -13,7 +13,9 @@ arXiv 2211.10370), in diffusers instead of the CompVis scripts. For class k, bac
 Kind `shift`: the object is there, predicting k is the success. The export's `test` split holds the
 generated images with columns `background`, `fg_scale`, `init_image`, `init_box` ([x0, y0, x1, y1] of the
 pasted foreground in init_image pixels) and `reference_index` (the row of split `reference`, the
-foregrounds as they were before pasting, whose photo was pasted). D3S's training side (fg/bg
+foregrounds as they were before pasting, whose photo was pasted). `export: {source_photos: false}` leaves
+the foreground photos out (no `reference` split, no `init_image`) for a set meant for the Hub: ImageNet's
+photos may not be redistributable. D3S's training side (fg/bg
 disentanglement with a mutual-information penalty) is not part of spurbench.
 """
 
@@ -25,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
-from spurbench.generate.methods import CardParts
+from spurbench.generate.methods import CardParts, Export
 from spurbench.generate.recipe import BaseModel, ReferenceSource
 from spurbench.errors import SpurbenchError
 
@@ -105,6 +107,7 @@ class D3SRecipe:
     fg_scale: float = 0.4
     prompt: str = DEFAULT_PROMPT
     generation: Img2Img = field(default_factory=Img2Img)
+    export: Export = field(default_factory=Export)
     seed: int = 0
     mixed_precision: str = "no"
     licenses: dict
@@ -451,7 +454,8 @@ def export_splits(ctx, markers: dict, refs: dict):
                 yield dict(image=str(folder / im["file"]), source="generated", prompt=im["prompt"], seed=int(im["seed"]),
                            spurious_feature=r.backgrounds.phrases[im["background"]], background=im["background"],
                            fg_scale=r.fg_scale, init_box=im["init_box"],
-                           init_image=encode_image(folder / im["init"]),  # embedded bytes, like `image`
+                           # embedded bytes, like `image`; the guide holds the foreground photo, so it goes with them
+                           init_image=encode_image(folder / im["init"]) if r.export.source_photos else None,
                            reference_index=first[entry.index] + im["foreground"], **common(entry))
 
     def reference_rows():
@@ -461,7 +465,19 @@ def export_splits(ctx, markers: dict, refs: dict):
                            fg_scale=None, init_image=None, init_box=None, reference_index=first[entry.index] + j, **common(entry))
 
     counts = {"test": sum(len(m["images"]) for m in markers.values()), "reference": offset}
+    if not r.export.source_photos:  # `reference_index` and `init_box` stay: they say which photo went where
+        return {"test": test_rows()}, extra_features(), {"test": counts["test"]}
     return {"test": test_rows(), "reference": reference_rows()}, extra_features(), counts
+
+
+def _photos_text(r) -> str:
+    licence = r.licenses.get("foregrounds")
+    held = ("They are exported as split `reference` and inside every `init_image`. " if r.export.source_photos else
+            "This export leaves them out (`export.source_photos: false`): no split `reference`, `init_image` is empty, "
+            "`reference_index` and `init_box` still say which photo was pasted where. ")
+    return ("The foreground photos are the recipe's own inputs" + (f" (licence: {licence})" if licence else "") + "; "
+            "photos from ImageNet (as in builders/d3s.yaml) come under ImageNet's terms of access and may not be redistributable. "
+            + held + ("For a set meant for the Hub, `export: {source_photos: false}` leaves them out." if r.export.source_photos else ""))
 
 
 def card_parts(ctx, markers: dict, refs: dict, counts: dict) -> CardParts:
@@ -481,7 +497,8 @@ def card_parts(ctx, markers: dict, refs: dict, counts: dict) -> CardParts:
             "accuracy per background against its accuracy on the `reference` photos, paired image by image (each image "
             "against the photo it was made from). The reference is therefore the pasted photos themselves, not D3S's "
             "(accuracy on ImageNet val): it is a fair reference only when those photos are held out from the classifiers' "
-            "training data (the `d3s` recipe takes ImageNet val; see the foregrounds row of each class below)."
+            "training data (the `d3s` recipe takes ImageNet val; see the foregrounds row of each class below). "
+            + _photos_text(r)
         ),
         provenance_lines=[
             f"- Img2img: `{g.scheduler}`, eta {g.eta}, {g.num_inference_steps} steps at strength {g.strength} "
@@ -493,7 +510,9 @@ def card_parts(ctx, markers: dict, refs: dict, counts: dict) -> CardParts:
         ],
         images_line=(
             f"- Images: {counts['test']} generated ({len(ctx.classes)} classes x {len(r.background_words)} backgrounds x "
-            f"{r.images_per_background} images), {counts['reference']} reference (the foregrounds before pasting)"
+            f"{r.images_per_background} images), "
+            + (f"{counts['reference']} reference (the foregrounds before pasting)" if r.export.source_photos else
+               f"{sum(len(x.images) for x in refs.values())} foreground photos left out of this export")
             + (f"; {flagged} generated images were blacked out by the safety checker" if flagged else "")
         ),
         classes_table=[

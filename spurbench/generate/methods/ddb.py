@@ -16,15 +16,24 @@ Per class k (its real photos are the `reference` split):
      `label` = the painted class, `group` = "<label>/<context>" (context: the source class, or with
      `source_group` that group's context, e.g. waterbird/land). Kept rows go to `train`
      (the counterfactuals `spurbench finetune` balances with).
-4. Pruning, both conditions as DDB's code (spurbench.generate.pruning): integrated gradients of the
-   classifier's k logit, baseline = the original photo, summed inside the mask, > `pruning.ig_threshold`;
-   and p(k | repainted) < the mean p(k) over the class's source images. Pruned rows go to split `pruned`
-   with their scores.
+4. Pruning (spurbench.generate.pruning), DDB's rule, where one class -- the row's `label` -- is the
+   integrated-gradients target, the class whose probability is compared, the class of the mean and the
+   label the row is saved with: IG of the classifier's `label` logit, baseline = the original photo,
+   signed sum inside the mask, > `pruning.ig_threshold`; and p(label | repainted) < the mean p(label) over
+   that class's own selected source photos. In swap mode `label` is the painted class (DDB's `class_label`).
+   In remove mode the set is a *spurious* test set, and a classifier-based filter would select images by
+   the very behaviour the benchmark measures: by default nothing is pruned there (the verification stage,
+   `verify:`, is the filter); `pruning.in_remove_mode: true` opts into the same rule for `label` = k, and
+   the card says so. Pruned rows go to split `pruned` with their scores.
 With `source: {dataset, split}` the photos are the rows of a dataset in spurbench's contract (e.g. a
 Waterbirds import; `source_group` picks one group's rows), the classes are its labels and the export
 keeps its label set, so `spurbench finetune --data <that set> --counterfactuals <this build>` follows.
 Columns added: source_index (row of `reference` that was repainted), mask (white = repainted, before
-the feather margin), feather, mask_prompt, ig_score, p_source, p_source_mean, and group (swap).
+the feather margin; embedded image bytes like `image`), feather, mask_prompt, ig_score (null where no
+pruning ran), p_label (p(label | image)), p_label_mean (the mean p(label) over the label class's selected
+source photos), and group (swap).
+`export: {source_photos: false}` leaves split `reference` out (the real photos, e.g. ImageNet's, may not be
+redistributable); `source_index` still names the repainted photo's place in the class listing.
 """
 
 from __future__ import annotations
@@ -37,7 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from spurbench.generate.methods import CardParts
+from spurbench.generate.methods import CardParts, Export
 from spurbench.generate.recipe import BaseModel, ReferenceSource, References, TinyBase
 from spurbench.errors import SpurbenchError
 
@@ -113,6 +122,8 @@ class SourceDataset:
 class Pruning:
     ig_threshold: float = 0.3
     ig_steps: int = 50
+    #: remove mode: prune with the classifier too (off by default: it would select by the measured behaviour)
+    in_remove_mode: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -136,6 +147,7 @@ class DDBRecipe:
     #: pixels around the mask where the repainted image blends into the photo
     feather: int = 8
     pruning: Pruning = field(default_factory=Pruning)
+    export: Export = field(default_factory=Export)
     resolution: int = 512
     seed: int = 0
     mixed_precision: str = "no"
@@ -324,6 +336,8 @@ def provenance(recipe: DDBRecipe) -> dict[str, Any]:
         "classifier": recipe.classifier,
         "ig_threshold": recipe.pruning.ig_threshold,
         "ig_steps": recipe.pruning.ig_steps,
+        "pruning": "ddb: ig(label) > ig_threshold and p_label < p_label_mean" if prunes(recipe) else "none",
+        "source_photos": recipe.export.source_photos,
         "feather": recipe.feather,
         "inpainting_model": recipe.inpainting_name,
         "inpainting_revision": recipe.inpainting.revision,
@@ -445,6 +459,12 @@ def _inpainting_model(ctx) -> tuple[str, str | None]:
     return str(folder), None
 
 
+def scheduler_source(ctx) -> tuple[str, str | None, str | None]:
+    """The inpainting pipeline samples the counterfactuals: its own scheduler (spurbench.generate.stages.scheduler_record)."""
+    i = ctx.recipe.inpainting
+    return (str(ctx.work / "inpainting"), None, None) if i.tiny is not None else (str(i.id), i.revision, None)
+
+
 def token_name(index: int) -> str:
     return f"<ddb-{index}>"
 
@@ -478,6 +498,32 @@ def lowest_loss(losses, k: int | None) -> list[int]:
     return order if k is None else order[:k]
 
 
+def prunes(recipe: DDBRecipe) -> bool:
+    """Does the classifier prune this recipe's counterfactuals? Swap: always (DDB); remove: only when opted in."""
+    return recipe.mode == "swap" or recipe.pruning.in_remove_mode
+
+
+def class_selection(ctx, index: int, refs: dict, state: dict) -> dict[str, Any]:
+    """Class `index`'s source photos under the classifier: p(index) of each of its photos, the selected
+    (lowest-loss) ones, and the mean p(index) over those. Computed once per process; another process
+    computes the same numbers from the same photos."""
+    import numpy as np
+
+    from spurbench.generate import pruning
+    from spurbench.generate.references import load_image
+
+    cache = state.setdefault("selections", {})
+    if index not in cache:
+        r = ctx.recipe
+        clf = state["classifier"]
+        class_refs = refs.get(index) or resolve_references(ctx, r.class_by_index()[index], ctx.work / "references" / "samples", {})
+        photos = [load_image(p) for p in class_refs.images]
+        p_all = pruning.class_probabilities(clf.model, pruning.classifier_input(photos, clf.data_config), index)
+        sources = lowest_loss(-np.log(np.clip(p_all, 1e-30, None)), r.sources_per_class)
+        cache[index] = {"photos": photos, "p": [float(p) for p in p_all], "sources": sources, "mean": float(np.mean(p_all[sources]))}
+    return cache[index]
+
+
 def make_class(ctx, entry, refs: dict, state: dict) -> dict[str, Any]:
     import numpy as np
     from PIL import Image
@@ -493,13 +539,10 @@ def make_class(ctx, entry, refs: dict, state: dict) -> dict[str, Any]:
     cdir = ctx.class_dir(entry.index)
     (cdir / "images").mkdir(parents=True, exist_ok=True)
     (cdir / "masks").mkdir(parents=True, exist_ok=True)
-    photos = [load_image(p) for p in refs[entry.index].images]
 
     # 1. source images: lowest loss for k under the classifier
-    inputs = pruning.classifier_input(photos, clf.data_config)
-    p_all = pruning.class_probabilities(clf.model, inputs, entry.index)
-    sources = lowest_loss(-np.log(np.clip(p_all, 1e-30, None)), r.sources_per_class)
-    p_mean = float(np.mean(p_all[sources]))
+    own = class_selection(ctx, entry.index, refs, state)
+    photos, sources = own["photos"], own["sources"]
 
     # 2. masks
     masks = detection.segment([photos[i] for i in sources], [entry.mask_prompt] * len(sources), state["detector"],
@@ -532,25 +575,39 @@ def make_class(ctx, entry, refs: dict, state: dict) -> dict[str, Any]:
     for s, m in with_mask:
         Image.fromarray(m.astype(np.uint8) * 255).save(cdir / "masks" / f"s{s:04d}.png")
 
-    # 4. pruning: IG in the mask (baseline: the photo) and p(k) against the class mean
+    # 4. pruning, all about the row's label (DDB's class_label): IG of its logit in the mask (baseline: the
+    # photo) and p(label) against the mean p(label) over the label class's own selected photos
+    label = entry.swap_to if r.mode == "swap" else entry.index
+    label_mean = class_selection(ctx, label, refs, state)["mean"]
     ig, p_gen = [], []
     for i, (s, m, _, _) in enumerate(jobs):
-        gen = load_image(cdir / "images" / files[i])
-        x = pruning.classifier_input([gen], clf.data_config)
-        x0 = pruning.classifier_input([photos[s]], clf.data_config)
-        mt = pruning.mask_input([m], clf.data_config)
-        ig.append(float(pruning.ig_in_mask(clf.model, x, x0, mt, entry.index, n_steps=r.pruning.ig_steps)[0]))
-        p_gen.append(float(pruning.class_probabilities(clf.model, x, entry.index)[0]))
-    keep = pruning.keep_mask(ig, p_gen, p_mean, r.pruning.ig_threshold) if jobs else np.zeros(0, dtype=bool)
+        x = pruning.classifier_input([load_image(cdir / "images" / files[i])], clf.data_config)
+        if prunes(r):
+            x0 = pruning.classifier_input([photos[s]], clf.data_config)
+            mt = pruning.mask_input([m], clf.data_config)
+            ig.append(float(pruning.ig_in_mask(clf.model, x, x0, mt, label, n_steps=r.pruning.ig_steps)[0]))
+        else:
+            ig.append(None)
+        p_gen.append(float(pruning.class_probabilities(clf.model, x, label)[0]))
+    if not jobs:
+        keep = np.zeros(0, dtype=bool)
+    elif prunes(r):
+        keep = pruning.keep_mask(ig, p_gen, label_mean, r.pruning.ig_threshold)
+    else:
+        keep = np.ones(len(jobs), dtype=bool)
     return {
         "images": [
             {"file": files[i], "mask_file": f"s{s:04d}.png", "source": s, "prompt": prompt, "seed": seed,
-             "ig_score": ig[i], "p_source": p_gen[i], "kept": bool(keep[i])}
+             "ig_score": ig[i], "p_label": p_gen[i], "kept": bool(keep[i])}
             for i, (s, _, _, seed) in enumerate(jobs)
         ],
+        "label": label,
         "sources": sources,
-        "p_source_reference": [float(p) for p in p_all],
-        "p_source_mean": p_mean,
+        # p(k) of every photo of this class k, and its mean over the selected ones (the reference rows' columns)
+        "p_reference": own["p"],
+        "p_reference_mean": own["mean"],
+        # the mean p(label) the generated rows were compared with
+        "p_label_mean": label_mean,
         "skipped_no_mask": skipped,
         "mask_prompt": entry.mask_prompt,
     }
@@ -572,8 +629,7 @@ def export_splits(ctx, markers: dict, refs: dict):
 
     def base(entry, label: int) -> dict:
         row = dict(label=label, class_name=class_name(r, label), spurious_feature=entry.spurious_feature, component=-1,
-                   builder="ddb", feather=r.feather, mask_prompt=entry.mask_prompt,
-                   p_source_mean=float(markers[entry.index]["p_source_mean"]))
+                   builder="ddb", feather=r.feather, mask_prompt=entry.mask_prompt)
         if swap:
             row["group"] = f"{class_name(r, label)}/{context_name(r, entry)}"
         return row
@@ -582,35 +638,63 @@ def export_splits(ctx, markers: dict, refs: dict):
         for entry in ctx.classes:
             cdir = ctx.class_dir(entry.index)
             label = entry.swap_to if swap else entry.index
+            mean = float(markers[entry.index]["p_label_mean"])
             for im in markers[entry.index]["images"]:
                 if im["kept"] != kept:
                     continue
+                # the mask's bytes are embedded (dataset.write_dataset encodes every Image column): nothing
+                # in the export points into the work dir
                 yield dict(image=str(cdir / "images" / im["file"]), source="generated", prompt=im["prompt"], seed=int(im["seed"]),
                            source_index=offsets[entry.index] + int(im["source"]), mask=str(cdir / "masks" / im["mask_file"]),
-                           ig_score=float(im["ig_score"]), p_source=float(im["p_source"]), **base(entry, label))
+                           ig_score=None if im["ig_score"] is None else float(im["ig_score"]), p_label=float(im["p_label"]),
+                           p_label_mean=mean, **base(entry, label))
 
     def reference_rows():
         for entry in ctx.classes:
-            p_ref = markers[entry.index]["p_source_reference"]
+            p_ref = markers[entry.index]["p_reference"]
+            mean = float(markers[entry.index]["p_reference_mean"])
             for i, path in enumerate(refs[entry.index].images):
                 yield dict(image=path, source="reference", prompt="", seed=-1, source_index=offsets[entry.index] + i, mask=None,
-                           ig_score=None, p_source=float(p_ref[i]), **base(entry, entry.index))
+                           ig_score=None, p_label=float(p_ref[i]), p_label_mean=mean, **base(entry, entry.index))
 
     kept_split = "train" if swap else "test"
     counts = {
         kept_split: sum(im["kept"] for m in markers.values() for im in m["images"]),
         "pruned": sum(not im["kept"] for m in markers.values() for im in m["images"]),
-        "reference": n,
+        "reference": n if r.export.source_photos else 0,
     }
     extra = {
         "source_index": Value("int64"), "mask": Image(), "feather": Value("int32"), "mask_prompt": Value("string"),
-        "ig_score": Value("float64"), "p_source": Value("float64"), "p_source_mean": Value("float64"),
+        "ig_score": Value("float64"), "p_label": Value("float64"), "p_label_mean": Value("float64"),
     }
     if swap:
         extra["group"] = Value("string")
     splits = {kept_split: generated(True), "pruned": generated(False), "reference": reference_rows()}
     # a split with no rows would be listed in the card without a file, which `load_dataset` refuses
     return {s: rows for s, rows in splits.items() if counts[s]}, extra, {s: n for s, n in counts.items() if n}
+
+
+def _rule_text(r: DDBRecipe, kept_split: str) -> str:
+    if not prunes(r):
+        return (f"No classifier pruning (remove mode's default): every repainted image is in split `{kept_split}`. A filter by "
+                "the classifier's own view would select images by the very behaviour this spurious set measures; whether the "
+                "object is really gone is checked by the verification stage when the recipe has one (`ig_score` is empty, "
+                "`p_label` is p(label | image) for information). ")
+    what = "the painted class" if r.mode == "swap" else "the class painted out (opted in with `pruning.in_remove_mode`)"
+    return (
+        f"Kept images (split `{kept_split}`) pass DDB's pruning, every part of it about the row's `label` ({what}): integrated "
+        f"gradients of the classifier's `label` logit, from the original photo (baseline) to the repainted image, summed "
+        f"inside the mask, above {r.pruning.ig_threshold} (`ig_score`), and p(label | repainted) below the mean p(label) over "
+        "that class's own selected source photos (`p_label` < `p_label_mean`); the rest are in split `pruned`. "
+    )
+
+
+def _photos_text(r: DDBRecipe) -> str:
+    held = ("The source photos are in split `reference`. " if r.export.source_photos else
+            "The source photos are left out of this export (`export.source_photos: false`); `source_index` still numbers them "
+            "in the recipe's class order. ")
+    return (held + "Outside the mask every generated image is the source photo's own pixels, so the licence of the source photos "
+            "(e.g. ImageNet's terms of access: research use, not redistributable) applies to the whole set; check it before publishing.")
 
 
 def card_parts(ctx, markers: dict, refs: dict, counts: dict) -> CardParts:
@@ -628,19 +712,20 @@ def card_parts(ctx, markers: dict, refs: dict, counts: dict) -> CardParts:
             + ("The object is painted out, so `label` is the class the image must NOT show (a spurious set). " if not swap else
                "Another class's token, learned by textual inversion, is painted in: `label` is the painted class and `group` is "
                "`<label>/<context class>` (a group-labelled set for `spurbench finetune`). ")
-            + f"Kept images (split `{kept_split}`) pass DDB's pruning: integrated gradients of the classifier's source-class "
-            f"logit inside the mask, against the original photo, above {r.pruning.ig_threshold} (`ig_score`), and p(source) below "
-            "the class's mean over its source images (`p_source` < `p_source_mean`); the rest are in split `pruned`."
+            + _rule_text(r, kept_split) + _photos_text(r)
         ),
         provenance_lines=[
             f"- Inpainting model: `{r.inpainting_name}`, revision `{r.inpainting.revision}`",
             f"- Classifier (source selection, pruning): `{json.dumps(r.classifier, sort_keys=True)}`",
             f"- Segmentation: detector `{r.segmentation.detector}`, segmenter `{r.segmentation.segmenter}`, threshold {r.segmentation.threshold}",
-            f"- Pruning: IG threshold {r.pruning.ig_threshold} ({r.pruning.ig_steps} steps), feather {r.feather} px, mode `{r.mode}`",
+            (f"- Pruning: IG threshold {r.pruning.ig_threshold} ({r.pruning.ig_steps} steps) on the `label` logit, feather {r.feather} px, mode `{r.mode}`"
+             if prunes(r) else f"- Pruning: none (mode `{r.mode}`; `pruning.in_remove_mode` is off), feather {r.feather} px"),
         ],
         images_line=(
-            f"- Images: {counts.get(kept_split, 0)} kept, {counts.get('pruned', 0)} pruned, {counts.get('reference', 0)} reference photos; "
-            f"{skipped} source photo(s) skipped because no mask was found"
+            f"- Images: {counts.get(kept_split, 0)} kept, {counts.get('pruned', 0)} pruned, "
+            + (f"{counts.get('reference', 0)} reference photos; " if r.export.source_photos else
+               f"{sum(len(x.images) for x in refs.values())} source photos (left out of this export); ")
+            + f"{skipped} source photo(s) skipped because no mask was found"
         ),
         classes_table=[
             "| k | class | mask prompt | " + ("painted class | " if swap else "") + "sources | no mask | kept | pruned |",
