@@ -240,7 +240,11 @@ def reinit_head(model: torch.nn.Module, seed: int) -> None:
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for layer in layers:
-            torch.nn.init.xavier_uniform_(layer.weight, generator=generator)
+            # drawn on the CPU and copied: the same weights whichever device the model is on (a CPU generator
+            # cannot fill a CUDA tensor)
+            weight = torch.empty(layer.weight.shape, dtype=layer.weight.dtype)
+            torch.nn.init.xavier_uniform_(weight, generator=generator)
+            layer.weight.copy_(weight)
             if layer.bias is not None:
                 layer.bias.zero_()
 
