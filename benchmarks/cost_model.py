@@ -93,11 +93,10 @@ def _arch(name: str, resolution: int) -> cost.SDArch:
 
 def measure(resolution: int, device_name: str, repeats: int, arch: str = "sd-v1") -> list[tuple[str, float, float]]:
     """(name, seconds, counted FLOPs) for the main units, on `device` with random weights, fp16 autocast on CUDA."""
+    import timm
     import torch
     from diffusers import AutoencoderKL, AutoencoderTiny, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
-
-    import timm
 
     from spurbench.generate.features import FeatureModel
 

@@ -53,7 +53,13 @@ def _detector(name: str, root: Path, device: str):
         return detection.load_detector("grounding-dino", model=detection.make_tiny_grounding_dino(root / "gdino"), device=device)
     if name == "owlv2-base":
         import torch
-        from transformers import CLIPTokenizer, Owlv2Config, Owlv2ForObjectDetection, Owlv2ImageProcessor, Owlv2Processor
+        from transformers import (
+            CLIPTokenizer,
+            Owlv2Config,
+            Owlv2ForObjectDetection,
+            Owlv2ImageProcessor,
+            Owlv2Processor,
+        )
 
         from spurbench.generate.tiny_sd import tiny_clip_tokenizer
 
@@ -102,7 +108,7 @@ def main() -> None:
         worst = max(abs(x.score - y.score) for x, y in zip(a, b))
         variants = {"batched": args.batch_size, "per-image": 1}
         times: dict[str, list[float]] = {k: [] for k in variants}
-        for name, bs in variants.items():
+        for bs in variants.values():
             run(bs)  # warm-up
         for _ in range(args.rounds):
             for name, bs in variants.items():

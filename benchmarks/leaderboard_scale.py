@@ -32,9 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-from spurbench.evaluate import hitstore
+from spurbench.evaluate import hitstore, predictions_csv
 from spurbench.evaluate import leaderboard as lb
-from spurbench.evaluate import predictions_csv
 
 CLASSES = 100
 

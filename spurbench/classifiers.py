@@ -13,10 +13,11 @@ import difflib
 import math
 import os
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import torch
 
@@ -98,7 +99,7 @@ class ClassifierSpec:
         return (self.weights or {}).get("key_map", "none")
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "ClassifierSpec":
+    def from_dict(cls, d: Mapping[str, Any]) -> ClassifierSpec:
         if isinstance(d, str):  # a bare model name is a valid panel entry
             return cls(model=d)
         if not isinstance(d, Mapping):

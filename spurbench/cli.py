@@ -12,7 +12,7 @@ import difflib
 import importlib
 import os
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from spurbench import __version__
 from spurbench.errors import SpurbenchError

@@ -23,10 +23,11 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -258,7 +259,7 @@ class Detections:
     def matched_query(self) -> str | None:
         return self.queries[int(self.query_index[0])] if len(self.scores) else None
 
-    def above(self, threshold: float) -> "Detections":
+    def above(self, threshold: float) -> Detections:
         keep = self.scores >= threshold
         return Detections(self.queries, self.boxes[keep], self.scores[keep], self.query_index[keep])
 
@@ -526,8 +527,14 @@ def make_tiny_grounding_dino(out_dir: str | Path, seed: int = 0) -> Path:
     """A randomly initialised Grounding DINO at toy width (Swin backbone, BERT text encoder, 10 queries),
     saved with `save_pretrained` with its processor; loads with AutoModelForZeroShotObjectDetection."""
     import torch
-    from transformers import (BertConfig, GroundingDinoConfig, GroundingDinoForObjectDetection,
-                              GroundingDinoImageProcessor, GroundingDinoProcessor, SwinConfig)
+    from transformers import (
+        BertConfig,
+        GroundingDinoConfig,
+        GroundingDinoForObjectDetection,
+        GroundingDinoImageProcessor,
+        GroundingDinoProcessor,
+        SwinConfig,
+    )
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

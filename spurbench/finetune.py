@@ -41,9 +41,10 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -323,11 +324,10 @@ def finetune(cfg: FinetuneConfig, inputs: RunInputs, restart: bool = False, prog
 
     `stop_after_epochs` ends this call after that many epochs of this invocation, as an interruption
     would (for tests of resuming)."""
+    from accelerate import Accelerator
     from safetensors.torch import save_file
     from timm.data import create_transform
     from tqdm.auto import tqdm
-
-    from accelerate import Accelerator
 
     from spurbench import dataset as ds_contract
 
@@ -424,11 +424,11 @@ def finetune(cfg: FinetuneConfig, inputs: RunInputs, restart: bool = False, prog
             best = {"epoch": epoch + 1, "worst_group_accuracy": row["val_worst_group_accuracy"],
                     "pooled_accuracy": row["val_pooled_accuracy"]}
             if accelerator.is_main_process:
-                _atomic_write(out / WEIGHTS, lambda p: save_file(state_dict, str(p), metadata={"format": "pt"}))
+                _atomic_write(out / WEIGHTS, lambda p, sd=state_dict: save_file(sd, str(p), metadata={"format": "pt"}))
         if accelerator.is_main_process:
             ckpt = {"model": state_dict, "optimizer": optimizer.state_dict(),
                     "epoch": epoch + 1, "best": json.dumps(best), "log": json.dumps(log), "identity": json.dumps(identity)}
-            _atomic_write(ckpt_path, lambda p: torch.save(ckpt, p))
+            _atomic_write(ckpt_path, lambda p, c=ckpt: torch.save(c, p))
             _atomic_write(out / LOG, lambda p: p.write_text("".join(json.dumps(r) + "\n" for r in log)))
         accelerator.wait_for_everyone()
         epochs.set_postfix(loss=f"{row['loss']:.3f}", val_wga=f"{row['val_worst_group_accuracy']:.3f}", best=best["epoch"])

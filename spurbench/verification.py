@@ -6,7 +6,7 @@ Pure data, no detector: the evaluating side and the review page read these witho
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 

@@ -29,18 +29,29 @@ import io
 import json
 import shlex
 import sys
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
-
+from typing import Any
 
 from spurbench import dataset as ds_contract
 from spurbench.errors import SpurbenchError
-
 from spurbench.verification import (
-    BOX_FLOOR, BOXES, BOXES_KEPT, CARD_KEY, CLEAR, DECISION_COLUMNS, DECISIONS, DEFAULT_MARGIN, PRESENT, REVIEWED, SCORE, VERIFY_COLUMNS, failed_check, is_verified,
+    BOX_FLOOR,
+    BOXES,
+    BOXES_KEPT,
+    CARD_KEY,
+    CLEAR,
+    DECISION_COLUMNS,
+    DECISIONS,
+    DEFAULT_MARGIN,
+    PRESENT,
+    REVIEWED,
+    SCORE,
+    VERIFY_COLUMNS,
+    failed_check,
+    is_verified,
 )
-
 
 # ---------------------------------------------------------------------------------------------
 # Decisions (decisions.csv: index,split,decision)

@@ -67,7 +67,7 @@ def make_photo_dataset(root: Path) -> PhotoDataset:
     rows, labels = [], []
     for label, names in PHOTO_CLASSES.items():
         for name in names:
-            for i, img in enumerate(_variants(_photo(name))):
+            for img in _variants(_photo(name)):
                 rows.append(
                     dict(
                         image=img,

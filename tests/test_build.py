@@ -369,7 +369,7 @@ def test_smoke_export_loads_with_datasets(smoke_build):
     assert len(test) == len(recipe.classes) * n_prompts * per_prompt == 12
     assert test.features["label"].names == list(imagenet.wnids())
     for entry in recipe.classes:
-        rows = test.filter(lambda r: r["label"] == entry.index)
+        rows = test.filter(lambda r, k=entry.index: r["label"] == k)
         assert len(rows) == n_prompts * per_prompt
         assert set(rows["class_name"]) == {imagenet.class_name(entry.index)}
         assert set(rows["spurious_feature"]) == {entry.spurious_feature}

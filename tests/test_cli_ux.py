@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from spurbench import cli
-from spurbench.errors import SpurbenchError
 
 
 def _error(capsys, argv: list[str]) -> str:
@@ -114,10 +113,10 @@ def test_group_names_are_never_cut():
 def test_cut_prompts_name_what_clip_drops():
     """The words the pipeline's truncation drops, checked against the tokenizer's own truncation."""
     pytest.importorskip("diffusers")
+    import tempfile
+
     from spurbench.generate.methods.d3s import cut_prompts
     from spurbench.generate.tiny_sd import tiny_clip_tokenizer
-
-    import tempfile
 
     with tempfile.TemporaryDirectory() as d:
         tok = tiny_clip_tokenizer(Path(d), model_max_length=16)

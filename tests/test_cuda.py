@@ -151,10 +151,10 @@ def test_eval_amp_agrees_with_cpu(photo_dataset, tmp_path):
 
 
 def test_detection_and_segmentation_on_device(tmp_path, monkeypatch):
+    from conftest import _photo
     from PIL import Image
 
     from spurbench import detection
-    from conftest import _photo
 
     monkeypatch.setenv("SPURBENCH_CACHE", str(tmp_path / "cache"))
     images = [Image.fromarray(_photo(n)) for n in ("chelsea", "coffee", "rocket")]

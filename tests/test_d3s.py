@@ -23,9 +23,9 @@ import yaml
 from PIL import Image
 
 from spurbench import cli
+from spurbench.errors import SpurbenchError
 from spurbench.generate.methods.d3s import make_guide, square_crop
 from spurbench.generate.recipe import load_recipe, recipe_from_dict, recipe_hash
-from spurbench.errors import SpurbenchError
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
 
@@ -286,8 +286,9 @@ def test_d3s_smoke_export_is_a_shift_set_with_guides(d3s_reference, tmp_path):
 
 @pytest.mark.slow
 def test_d3s_smoke_export_stands_alone_and_can_leave_the_photos_out(d3s_reference, tmp_path):
-    from spurbench.dataset import read_provenance
     from stand_alone import assert_loads_without, assert_names_no_local_folder
+
+    from spurbench.dataset import read_provenance
 
     work = d3s_reference.with_name("data.work")
     assert assert_names_no_local_folder(d3s_reference, d3s_reference.parent) >= 3

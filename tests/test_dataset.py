@@ -35,7 +35,7 @@ def pixels():
 
 
 def test_round_trip_through_load_dataset(tmp_path, pixels):
-    rows = [_row(p, label=l) for p, l in zip(pixels, [285, 285, 967, 0, 0])]
+    rows = [_row(p, label=k) for p, k in zip(pixels, [285, 285, 967, 0, 0])]
     out = sd.write_dataset(
         tmp_path / "ds", {"test": rows, "reference": rows[:1]}, sd.DatasetCard("t", provenance={"recipe_sha256": "abc"}), rows_per_shard=2
     )

@@ -11,10 +11,10 @@ import pytest
 import yaml
 from PIL import Image
 
+from spurbench.cli import main
 from spurbench.generate import compositing, pruning
 from spurbench.generate.methods import ddb
 from spurbench.generate.recipe import load_recipe
-from spurbench.cli import main
 
 SMOKE = Path(__file__).resolve().parents[1] / "builders" / "ddb_smoke.yaml"
 
@@ -217,11 +217,11 @@ def test_swap_build_from_a_waterbirds_import_feeds_finetune(tmp_path, monkeypatc
     """DDB's own loop on a Waterbirds-layout import: counterfactuals in the set's two-class label set, then
     `spurbench finetune` balances with them (the classifier: Lite0 with a fresh two-class head)."""
     from safetensors.torch import save_file
+    from test_waterbirds import make_waterbirds_tree
 
     from spurbench.classifiers import load_panel
     from spurbench.finetune import load_trainable
     from spurbench.importers import waterbirds
-    from test_waterbirds import make_waterbirds_tree
 
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf"))
     monkeypatch.setenv("SPURBENCH_CACHE", str(tmp_path / "cache"))

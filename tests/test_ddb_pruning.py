@@ -5,11 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import _photo
 from PIL import Image
 
-from conftest import _photo
 from spurbench.generate import compositing, pruning
-
 
 # --------------------------------------------------------------------------------------------
 # the keep rule, by hand

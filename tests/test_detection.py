@@ -14,11 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import _photo
 
 from spurbench import detection as D
 from spurbench.errors import SpurbenchError
-
-from conftest import _photo
 
 
 @pytest.fixture(scope="module")

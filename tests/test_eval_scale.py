@@ -22,13 +22,13 @@ from PIL import Image
 
 from spurbench import cli
 from spurbench.classifiers import ClassifierSpec, LoadedClassifier, create_classifier, load_panel
+from spurbench.errors import SpurbenchError
 from spurbench.evaluate.entry import evaluate
 from spurbench.evaluate.inputs import open_dataset, open_positives
-from spurbench.evaluate.predict import ImageItems, predict
 from spurbench.evaluate.leaderboard import load_leaderboard
+from spurbench.evaluate.predict import ImageItems, predict
 from spurbench.evaluate.preprocessing import build_uint8_transforms, data_config_for, normalise_batch
 from spurbench.evaluate.sweep import expand_models, my_share, read_models_file
-from spurbench.errors import SpurbenchError
 
 REPO = Path(__file__).resolve().parents[1]
 

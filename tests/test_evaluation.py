@@ -10,8 +10,8 @@ import csv
 import hashlib
 import json
 import os
-import shutil
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -294,7 +294,8 @@ def test_cli_errors_in_process(board_copy, photo_dataset, tmp_path, capsys):
     torch.save(timm.create_model("test_resnet", pretrained=False, num_classes=10).state_dict(), tmp_path / "ten.pth")
     no_label = tmp_path / "nolabel"
     (no_label / "data").mkdir(parents=True)
-    from datasets import Dataset, Features, Image as ImageFeature
+    from datasets import Dataset, Features
+    from datasets import Image as ImageFeature
 
     Dataset.from_dict({"image": [{"bytes": (photo_dataset.positives / "n02124075" / "chelsea_tl.png").read_bytes(), "path": None}]},
                       features=Features({"image": ImageFeature()})).to_parquet(str(no_label / "data" / "test-00000-of-00001.parquet"))

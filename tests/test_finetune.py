@@ -8,14 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import _photo
+from test_waterbirds import make_waterbirds_tree
+
 from spurbench import finetune as ft
 from spurbench.classifiers import ClassifierSpec, create_classifier, load_panel
 from spurbench.cli import main
 from spurbench.dataset import DatasetCard, write_dataset
 from spurbench.importers import waterbirds
-from test_waterbirds import make_waterbirds_tree
 
 
 def test_balanced_loss_against_a_hand_computation():

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_waterbirds import ROWS, make_waterbirds_tree
 
 from spurbench.classifiers import load_panel
 from spurbench.cli import main
 from spurbench.importers import waterbirds
-from test_waterbirds import ROWS, make_waterbirds_tree
 
 
 @pytest.fixture()

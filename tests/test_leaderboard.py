@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import cohen_kappa_score
 
+from spurbench.errors import SpurbenchError
 from spurbench.evaluate import leaderboard as lb
 from spurbench.evaluate import predictions_csv
-from spurbench.errors import SpurbenchError
 
 DATASET = {
     "id": "data/toy", "revision": None, "split": "test", "fingerprint": "a" * 64,

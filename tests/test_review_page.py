@@ -15,11 +15,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from test_page import _browser_or_skip
 
 from spurbench import cli
 from spurbench.verification import BOXES, PRESENT, REVIEWED, SCORE
-
-from test_page import _browser_or_skip
 
 
 @pytest.fixture(scope="module")
@@ -93,8 +92,9 @@ def review_page(verified, tmp_path_factory) -> Path:
 
 
 def test_review_page_shows_flagged_and_borderline_images_with_boxes(verified, review_page):
-    from PIL import Image
     import io
+
+    from PIL import Image
 
     expected = _expected_items(verified)
     figures = _figures(review_page)

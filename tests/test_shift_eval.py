@@ -106,7 +106,8 @@ def _shift_set(root: Path) -> Path:
             guide = Image.fromarray(a).resize((32, 32))
             test.append(row(shift(a), k, "generated", background=shift_name, weather="dry" if shift_name in ("plain", "gray") else "wet",
                             init_image=guide, init_box=[4, 4, 20, 20], reference_index=r))
-    from datasets import Image as ImageFeature, Sequence, Value
+    from datasets import Image as ImageFeature
+    from datasets import Sequence, Value
 
     extra = {"background": Value("string"), "weather": Value("string"), "init_image": ImageFeature(),
              "init_box": Sequence(Value("int32"), length=4), "reference_index": Value("int64")}

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import _photo
 from PIL import Image
 
-from conftest import _photo
+from spurbench.errors import SpurbenchError
 from spurbench.generate import textual_inversion as ti
 from spurbench.generate.tiny_sd import make_tiny_stable_diffusion
-from spurbench.errors import SpurbenchError
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +25,7 @@ def test_only_the_new_token_embedding_changes_and_the_file_loads(tiny_sd, tmp_pa
     images = [Image.fromarray(_photo(n)) for n in ("chelsea", "coffee")]
     cfg = ti.InversionConfig(max_train_steps=3, gradient_accumulation_steps=2, resolution=64, learning_rate=0.05, seed=1)
     result = ti.learn_token(tiny_sd, images, "<tabby>", "sks", tmp_path / "tok", cfg, device="cpu", progress=False)
-    assert len(result.losses) == 3 and all(l > 0 for l in result.losses)
+    assert len(result.losses) == 3 and all(loss > 0 for loss in result.losses)
 
     fresh = StableDiffusionPipeline.from_pretrained(str(tiny_sd))
     for name in ("unet", "vae"):

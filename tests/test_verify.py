@@ -291,9 +291,9 @@ def test_bad_input_is_one_line_and_writes_nothing(verified, photo_dataset, tmp_p
 @pytest.mark.slow
 def test_build_runs_the_check_last_and_resumes_from_its_cache(tmp_path):
     import yaml
+    from test_build import TINY_RECIPE, _build_cmd, _run, _tiny_dir
 
     from spurbench.generate.recipe import load_recipe, recipe_hash
-    from test_build import TINY_RECIPE, _build_cmd, _run, _tiny_dir
 
     cwd = _tiny_dir(tmp_path / "b")
     plain = recipe_hash(load_recipe(cwd / "tiny.yaml")[1])
@@ -349,9 +349,10 @@ def test_build_runs_the_check_last_and_resumes_from_its_cache(tmp_path):
 
 
 def test_recipe_verify_section_errors_name_the_key(tmp_path):
-    from spurbench.generate.recipe import recipe_from_dict
-    from spurbench.errors import SpurbenchError
     from test_build import TINY_RECIPE
+
+    from spurbench.errors import SpurbenchError
+    from spurbench.generate.recipe import recipe_from_dict
 
     for section, message in (({"detector": "yolo"}, "key 'verify.detector': unknown detector 'yolo'"),
                              ({"threshold": 2}, "key 'verify.threshold' must be a score between 0 and 1"),
@@ -364,9 +365,8 @@ def test_recipe_verify_section_errors_name_the_key(tmp_path):
 @pytest.mark.slow
 def test_spurious_imagenet_imported_into_the_contract_verifies(tmp_path):
     """Any set in the contract: Spurious ImageNet's release layout, imported, keeps its own extra columns."""
-    from PIL import Image
-
     from conftest import _photo
+    from PIL import Image
 
     for folder, photos in (("spurious_class_309_bee_leaves_7", ["coffee", "rocket"]), ("spurious_class_0_tench_hands_3", ["astronaut"])):
         (tmp_path / "release" / "images" / folder).mkdir(parents=True)

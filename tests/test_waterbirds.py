@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import _photo
 from PIL import Image
 
-from conftest import _photo
 from spurbench import dataset as sd
 from spurbench.cli import main
 

@@ -23,9 +23,16 @@ from pathlib import Path
 import torch
 
 from spurbench import dataset as ds_contract
-from spurbench.classifiers import ClassifierSpec, HeadMismatch, LoadedClassifier, check_model_name, create_classifier, load_panel
+from spurbench.classifiers import (
+    ClassifierSpec,
+    HeadMismatch,
+    LoadedClassifier,
+    check_model_name,
+    create_classifier,
+    load_panel,
+)
 from spurbench.errors import SpurbenchError
-from spurbench.evaluate.entry import utc_now, evaluate, format_table, probe_entry, summary_line
+from spurbench.evaluate.entry import evaluate, format_table, probe_entry, summary_line, utc_now
 from spurbench.evaluate.inputs import open_dataset, open_positives
 from spurbench.evaluate.predict import ImageDecodeError, default_workers, precision_for, resolve_device
 from spurbench.evaluate.preprocessing import (

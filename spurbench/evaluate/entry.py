@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import math
 import platform
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,8 +21,23 @@ from spurbench import dataset as ds_contract
 from spurbench import imagenet
 from spurbench.classifiers import ClassifierSpec, LoadedClassifier, create_classifier
 from spurbench.errors import SpurbenchError
-from spurbench.evaluate.inputs import NothingVerified, Positives, SpuriousSet, check_outputs, open_dataset, open_positives
-from spurbench.evaluate.predict import DEFAULT_WORKERS, Predictions, ImageItems, choose_batch, precision_for, predict, resolve_device
+from spurbench.evaluate.inputs import (
+    NothingVerified,
+    Positives,
+    SpuriousSet,
+    check_outputs,
+    open_dataset,
+    open_positives,
+)
+from spurbench.evaluate.predict import (
+    DEFAULT_WORKERS,
+    ImageItems,
+    Predictions,
+    choose_batch,
+    precision_for,
+    predict,
+    resolve_device,
+)
 from spurbench.evaluate.preprocessing import (
     PREPROCESSING,
     build_uint8_transforms,

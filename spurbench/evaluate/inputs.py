@@ -8,9 +8,10 @@ the spurious score. Nothing is decoded here: evaluate/predict.py decodes in its 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 

@@ -29,7 +29,8 @@ Definitions (f a classifier with softmax p(x); D_k the images whose label is k):
 from __future__ import annotations
 
 import math
-from typing import Any, Hashable, Sequence
+from collections.abc import Hashable, Sequence
+from typing import Any
 
 import numpy as np
 

@@ -27,7 +27,14 @@ from spurbench.evaluate.page_common import (
     esc,
 )
 from spurbench.evaluate.page_data import gather
-from spurbench.evaluate.page_sections import chart_section, consistency_section, contact_sheets, provenance_section, ranking_section, reproduce_section
+from spurbench.evaluate.page_sections import (
+    chart_section,
+    consistency_section,
+    contact_sheets,
+    provenance_section,
+    ranking_section,
+    reproduce_section,
+)
 
 _CSS = """
 :root { --ink:#1d2330; --muted:#5b6475; --line:#d9dde5; --bg:#fff; --head:#f3f5f9; --accent:#2456b3; }

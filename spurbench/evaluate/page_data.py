@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import shlex
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from spurbench.dataset import DEFAULT_SPLIT, REFERENCE_SPLIT, OpenDataset
 from spurbench.errors import SpurbenchError

@@ -25,7 +25,6 @@ from spurbench.evaluate.leaderboard import (
 )
 
 
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--leaderboard", default=None, metavar="FILE",
                         help="leaderboard written by `spurbench eval`: its JSON path or its folder (a folder means "

@@ -15,7 +15,8 @@ The functions here are pure reading and formatting; evaluate/entry.py runs the m
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 

@@ -12,11 +12,23 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from spurbench.dataset import OpenDataset
-from spurbench.evaluate.page_common import PageData, Shot, class_anchor, class_label, esc, fmt_pct, is_num, rate_color, shot_figure, wnid_of
+from spurbench.evaluate.page_common import (
+    PageData,
+    Shot,
+    class_anchor,
+    class_label,
+    esc,
+    fmt_pct,
+    is_num,
+    rate_color,
+    shot_figure,
+    wnid_of,
+)
 
 
 def guide_thumbnails(folder: Path | OpenDataset, split: str, images_dir: Path, thumb_size: int) -> dict[int, dict[str, Any]]:

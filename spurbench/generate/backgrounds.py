@@ -9,8 +9,9 @@ stand-ins that let a CPU build exercise all ten backgrounds; real builds use pho
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from spurbench.errors import SpurbenchError
 
@@ -33,14 +34,14 @@ D3S_BACKGROUNDS: dict[str, str] = {
 _SIZE = 256  # built-in templates are drawn at this size (the build resizes them to its resolution)
 
 
-def _tinted(gray: "np.ndarray", rgb: tuple[float, float, float]) -> "np.ndarray":
+def _tinted(gray: np.ndarray, rgb: tuple[float, float, float]) -> np.ndarray:
     import numpy as np
 
     g = gray.astype(np.float64) / 255.0
     return (g[..., None] * np.asarray(rgb)[None, None, :]).clip(0, 255).astype(np.uint8)
 
 
-def _skimage(name: str) -> "np.ndarray":
+def _skimage(name: str) -> np.ndarray:
     try:
         import skimage.data
     except ImportError:
@@ -48,29 +49,29 @@ def _skimage(name: str) -> "np.ndarray":
     return getattr(skimage.data, name)()
 
 
-def _noise(seed: int, shape: tuple[int, ...]) -> "np.ndarray":
+def _noise(seed: int, shape: tuple[int, ...]) -> np.ndarray:
     import numpy as np
 
     return np.random.default_rng(seed).random(shape)
 
 
-def _grass() -> "np.ndarray":
+def _grass() -> np.ndarray:
     return _tinted(_skimage("grass"), (90, 200, 70))
 
 
-def _road() -> "np.ndarray":
+def _road() -> np.ndarray:
     return _tinted(_skimage("gravel"), (170, 170, 175))
 
 
-def _indoors() -> "np.ndarray":
+def _indoors() -> np.ndarray:
     return _tinted(_skimage("brick"), (230, 200, 170))
 
 
-def _night() -> "np.ndarray":
+def _night() -> np.ndarray:
     return _skimage("hubble_deep_field")[..., :3]
 
 
-def _forest() -> "np.ndarray":
+def _forest() -> np.ndarray:
     import numpy as np
 
     img = np.zeros((_SIZE, _SIZE, 3))
@@ -81,7 +82,7 @@ def _forest() -> "np.ndarray":
     return img.clip(0, 255).astype(np.uint8)
 
 
-def _water() -> "np.ndarray":
+def _water() -> np.ndarray:
     import numpy as np
 
     y, x = np.mgrid[0:_SIZE, 0:_SIZE]
@@ -89,21 +90,21 @@ def _water() -> "np.ndarray":
     return np.stack([20 + 30 * wave, 80 + 60 * wave, 150 + 80 * wave], axis=-1).astype(np.uint8)
 
 
-def _sand() -> "np.ndarray":
+def _sand() -> np.ndarray:
     import numpy as np
 
     n = _noise(2, (_SIZE, _SIZE, 1))
     return (np.asarray((215, 190, 140)) * (0.85 + 0.15 * n)).astype(np.uint8)
 
 
-def _snow() -> "np.ndarray":
+def _snow() -> np.ndarray:
     import numpy as np
 
     n = _noise(3, (_SIZE, _SIZE, 1))
     return (np.asarray((240, 245, 255)) * (0.92 + 0.08 * n)).astype(np.uint8)
 
 
-def _rain() -> "np.ndarray":
+def _rain() -> np.ndarray:
     import numpy as np
 
     y, x = np.mgrid[0:_SIZE, 0:_SIZE]
@@ -113,7 +114,7 @@ def _rain() -> "np.ndarray":
     return img.astype(np.uint8)
 
 
-def _cave() -> "np.ndarray":
+def _cave() -> np.ndarray:
     import numpy as np
 
     y, x = np.mgrid[0:_SIZE, 0:_SIZE] / (_SIZE - 1) - 0.5
@@ -122,7 +123,7 @@ def _cave() -> "np.ndarray":
 
 
 #: built-in template makers, one per D3S background
-BUILTIN: dict[str, Callable[[], "np.ndarray"]] = {
+BUILTIN: dict[str, Callable[[], np.ndarray]] = {
     "grass": _grass, "road": _road, "forest": _forest, "water": _water, "sand": _sand,
     "indoors": _indoors, "snow": _snow, "rain": _rain, "night": _night, "cave": _cave,
 }

@@ -16,7 +16,7 @@ from PIL import Image
 DEFAULT_FEATHER = 8
 
 
-def as_mask(mask: "Image.Image | np.ndarray") -> np.ndarray:
+def as_mask(mask: Image.Image | np.ndarray) -> np.ndarray:
     """A boolean (H, W) array from a mask image or array; white / nonzero / True = repaint."""
     arr = np.asarray(mask.convert("L") if isinstance(mask, Image.Image) else mask)
     if arr.ndim == 3:
@@ -47,7 +47,7 @@ def grow_mask(mask: np.ndarray, feather: int = DEFAULT_FEATHER) -> np.ndarray:
     return feather_alpha(mask, feather) > 0
 
 
-def composite(original: "Image.Image", generated: "Image.Image", mask: np.ndarray, feather: int = DEFAULT_FEATHER) -> "Image.Image":
+def composite(original: Image.Image, generated: Image.Image, mask: np.ndarray, feather: int = DEFAULT_FEATHER) -> Image.Image:
     """`generated` blended into `original` inside `mask` + feather margin; the original everywhere else, exactly.
 
     `generated` is resized (bicubic) to the original's size first; `mask` must have the original's size.

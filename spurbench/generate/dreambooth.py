@@ -88,7 +88,7 @@ class TrainConfig:
     seed: int = 0  # image order, noise and timesteps all derive from it
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> "TrainConfig":
+    def from_dict(cls, d: dict[str, Any] | None) -> TrainConfig:
         """Build from a recipe mapping; an unknown key or a bad value is a SpurbenchError naming it."""
         d = dict(d or {})
         names = [f.name for f in dataclasses.fields(cls)]
@@ -149,7 +149,7 @@ def make_accelerator(mixed_precision: str = "no"):
         ) from e
 
 
-def pixel_tensor(image: "Image.Image", resolution: int) -> torch.Tensor:
+def pixel_tensor(image: Image.Image, resolution: int) -> torch.Tensor:
     """A PIL image as the [-1, 1] tensor DreamBooth trains on: shorter side resized to `resolution`
     (bilinear), centre crop, [3, resolution, resolution]."""
     from torchvision import transforms
@@ -305,7 +305,7 @@ class DreamBoothTrainer:
         feature_model: FeatureModel | None = None,
         revision: str | None = None,
         accelerator=None,
-    ) -> "DreamBoothTrainer":
+    ) -> DreamBoothTrainer:
         return cls(**_load_components(base_model, revision), config=config, feature_model=feature_model, accelerator=accelerator)
 
     # ----------------------------------------------------------------------------------- data, once
@@ -324,9 +324,9 @@ class DreamBoothTrainer:
 
     def prepare(
         self,
-        instance_images: "list[Image.Image]",
+        instance_images: list[Image.Image],
         instance_prompt: str,
-        class_images: "list[Image.Image]",
+        class_images: list[Image.Image],
         class_prompt: str,
         target_class: int,
     ) -> None:
@@ -502,9 +502,9 @@ class DreamBoothTrainer:
 
 def finetune_class(
     base_model: str | Path,
-    instance_images: "list[Image.Image]",
+    instance_images: list[Image.Image],
     instance_prompt: str,
-    class_images: "list[Image.Image]",
+    class_images: list[Image.Image],
     class_prompt: str,
     target_class: int,
     config: TrainConfig,

@@ -64,7 +64,7 @@ class FeatureModel(nn.Module):
         """W, [num_classes, feature_dim]."""
         return self.model.get_classifier().weight
 
-    def train(self, mode: bool = True) -> "FeatureModel":
+    def train(self, mode: bool = True) -> FeatureModel:
         # Frozen for good: batch-norm statistics and dropout must not change when a caller puts a
         # larger module containing this one into training mode.
         return super().train(False)
@@ -135,7 +135,7 @@ def sfsl_loss(
     raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
 
 
-def load_feature_model(spec: "dict | ClassifierSpec", device: str | torch.device = "cpu") -> FeatureModel:
+def load_feature_model(spec: dict | ClassifierSpec, device: str | torch.device = "cpu") -> FeatureModel:
     """Build the frozen SFSL feature model from a classifier spec (a dict as in a recipe, or a
     ClassifierSpec), loading weights exactly as `spurbench eval` does."""
     from spurbench import classifiers

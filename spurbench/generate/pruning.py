@@ -20,7 +20,7 @@ this rule only when the recipe opts in (see spurbench.generate.methods.ddb).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -40,7 +40,7 @@ def keep_mask(ig_scores: Sequence[float], p_label: Sequence[float], p_label_mean
     return (ig > threshold) & (p < mean)
 
 
-def classifier_input(images: Sequence["object"], data_config: dict) -> torch.Tensor:
+def classifier_input(images: Sequence[object], data_config: dict) -> torch.Tensor:
     """(N, 3, H, W) float tensor: PIL images resized to the classifier's input size (bicubic, no crop), normalised."""
     from PIL import Image
 

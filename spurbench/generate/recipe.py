@@ -30,9 +30,10 @@ import json
 import re
 import string
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from spurbench import imagenet, spurious_imagenet
 from spurbench.errors import SpurbenchError

@@ -20,9 +20,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING
 
 from spurbench.dataset import IMAGE_SUFFIXES
 from spurbench.errors import SpurbenchError
@@ -50,7 +51,7 @@ class ClassReferences:
         return json.dumps(asdict(self), indent=1, sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "ClassReferences":
+    def from_json(cls, text: str) -> ClassReferences:
         return cls(**json.loads(text))
 
 
@@ -105,7 +106,7 @@ def image_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def sample_photo(spec: str) -> "np.ndarray":
+def sample_photo(spec: str) -> np.ndarray:
     """A built-in photo as an RGB uint8 array: `name` or `name:mirror` / `name:crop` (central 3/4)."""
     import numpy as np
 
@@ -183,7 +184,7 @@ def check_image(path: str | Path) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def load_image(path: str | Path) -> "Image.Image":
+def load_image(path: str | Path) -> Image.Image:
     """An RGB PIL image (decoded in memory, the file handle closed)."""
     from PIL import Image
 
@@ -195,8 +196,8 @@ def load_image(path: str | Path) -> "Image.Image":
 
 
 def resolve_class(
-    recipe: "Recipe",
-    entry: "ClassEntry",
+    recipe: Recipe,
+    entry: ClassEntry,
     samples_dir: str | Path,
     spurious_root: str | Path | None = None,
     base_dir: str | Path | None = None,

@@ -22,9 +22,10 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from spurbench.errors import SpurbenchError
 
@@ -61,7 +62,7 @@ class Job:
     init: Path | None = None
 
 
-def torch_dtype(mixed_precision: str, device: "torch.device | str") -> "torch.dtype":
+def torch_dtype(mixed_precision: str, device: torch.device | str) -> torch.dtype:
     """Weights dtype for sampling: half precision only on an accelerator."""
     import torch
 
@@ -72,8 +73,8 @@ def torch_dtype(mixed_precision: str, device: "torch.device | str") -> "torch.dt
 
 def load_pipeline(
     model: str | Path,
-    device: "torch.device | str" = "cpu",
-    dtype: "torch.dtype | None" = None,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype | None = None,
     revision: str | None = None,
     scheduler: str | None = None,
     safety_checker: bool = False,

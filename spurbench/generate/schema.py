@@ -6,10 +6,10 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from typing import Any, Mapping, Union
+from collections.abc import Mapping
+from typing import Any, Union
 
 from spurbench.errors import SpurbenchError
-
 
 _TYPE_WORDS = {str: "a string", int: "an integer", float: "a number", bool: "true or false", dict: "a mapping", list: "a list"}
 

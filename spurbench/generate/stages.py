@@ -25,9 +25,10 @@ import re
 import shutil
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from spurbench.errors import SpurbenchError, hub_failure_reason
 
@@ -365,8 +366,8 @@ def _base_model(ctx: Context) -> tuple[str, str | None]:
 def stage_references(ctx: Context, mine: list) -> dict[int, Any]:
     from tqdm.auto import tqdm
 
-    from spurbench.generate.sampling import write_json
     from spurbench.generate.references import ClassReferences
+    from spurbench.generate.sampling import write_json
 
     folder = ctx.work / "references"
     folder.mkdir(parents=True, exist_ok=True)

@@ -16,9 +16,10 @@ DDB's settings: stable-diffusion-2-base, 3000 steps, lr 5e-4 scaled by batch x a
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -57,7 +58,7 @@ class InversionConfig:
     templates: list[str] = field(default_factory=lambda: list(OBJECT_TEMPLATES))
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> "InversionConfig":
+    def from_dict(cls, d: dict[str, Any] | None) -> InversionConfig:
         d = dict(d or {})
         unknown = sorted(set(d) - set(cls.__dataclass_fields__))
         if unknown:

@@ -11,9 +11,10 @@ arithmetic, so the normalised batch equals open_clip's image by image, bit for b
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 

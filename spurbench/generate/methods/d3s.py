@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import dataclasses
 import string
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
+from spurbench.errors import SpurbenchError
 from spurbench.generate.methods import CardParts, Export
 from spurbench.generate.recipe import BaseModel, ReferenceSource
-from spurbench.errors import SpurbenchError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -243,7 +244,7 @@ def provenance(recipe: D3SRecipe) -> dict[str, Any]:
 # The image guide
 
 
-def square_crop(image: "Image.Image") -> "Image.Image":
+def square_crop(image: Image.Image) -> Image.Image:
     """The largest centred square of an image."""
     w, h = image.size
     side = min(w, h)
@@ -251,8 +252,8 @@ def square_crop(image: "Image.Image") -> "Image.Image":
     return image.crop((left, top, left + side, top + side))
 
 
-def make_guide(background: "Image.Image", foreground: "Image.Image", resolution: int, fg_scale: float,
-               rng: "np.random.Generator") -> tuple["Image.Image", list[int]]:
+def make_guide(background: Image.Image, foreground: Image.Image, resolution: int, fg_scale: float,
+               rng: np.random.Generator) -> tuple[Image.Image, list[int]]:
     """D3S's init image: the background squared and resized to `resolution`, the foreground squared,
     resized to round(fg_scale x resolution) and pasted at a uniformly random position (from `rng`).
 

@@ -42,13 +42,14 @@ import dataclasses
 import functools
 import json
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
-from spurbench.generate.methods import CardParts, Export
-from spurbench.generate.recipe import BaseModel, ReferenceSource, References, TinyBase
 from spurbench.errors import SpurbenchError
+from spurbench.generate.methods import CardParts, Export
+from spurbench.generate.recipe import BaseModel, References, ReferenceSource, TinyBase
 
 KIND = "spurious"  # of `mode: remove`; `swap` sets are `shift` (see kind_of)
 STAGES = "3-4/5 segment, repaint and prune"
@@ -404,9 +405,9 @@ def prepare(ctx, pending: list, refs: dict, base_model: str, base_revision: str 
     if not pending:
         return state
     from spurbench import detection
+    from spurbench.classifiers import ClassifierSpec, create_classifier
     from spurbench.generate.inpainting import load_inpainting
     from spurbench.generate.sampling import torch_dtype
-    from spurbench.classifiers import ClassifierSpec, create_classifier
 
     r = ctx.recipe
     names = label_set(r)

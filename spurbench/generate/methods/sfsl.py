@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import json
 import shutil
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
-from spurbench.generate.methods import CardParts
 from spurbench.errors import SpurbenchError
+from spurbench.generate.methods import CardParts
 
 KIND = "spurious"
 STAGES = "3-4/5 fine-tune and generate"
