@@ -37,16 +37,30 @@ def flop_table(resolution: int) -> dict[str, float]:
     sd1, sd2, inp = cost.SD_ARCHS["sd-v1"], cost.SD_ARCHS["sd-2-base"], cost.SD_ARCHS["sd-2-inpainting"]
     rows = {
         "check: ResNet-50 forward + backward at 224 px (DESIGN.md: 24.3 GFLOPs)": cost.count_flops(_resnet_fwd_bwd),
-        f"DreamBooth step, SD v1 at {resolution} px (1 instance + 1 prior, UNet + text encoder trained)": cost.dreambooth_step(sd1, resolution),
-        "  same, with gradient checkpointing (the spurious_imagenet recipe)": cost.dreambooth_step(sd1, resolution, gradient_checkpointing=True),
-        "SFSL extra, full VAE decoder (decode with grad + ResNet-50 fwd/bwd)": cost.sfsl_extra(sd1, resolution, FEATURE_MODEL, "full"),
-        "  same, VAE gradient checkpointing (recipe)": cost.sfsl_extra(sd1, resolution, FEATURE_MODEL, "full", gradient_checkpointing=True),
+        f"DreamBooth step, SD v1 at {resolution} px (1 instance + 1 prior, UNet + text encoder trained)": cost.dreambooth_step(
+            sd1, resolution
+        ),
+        "  same, with gradient checkpointing (the spurious_imagenet recipe)": cost.dreambooth_step(
+            sd1, resolution, gradient_checkpointing=True
+        ),
+        "SFSL extra, full VAE decoder (decode with grad + ResNet-50 fwd/bwd)": cost.sfsl_extra(
+            sd1, resolution, FEATURE_MODEL, "full"
+        ),
+        "  same, VAE gradient checkpointing (recipe)": cost.sfsl_extra(
+            sd1, resolution, FEATURE_MODEL, "full", gradient_checkpointing=True
+        ),
         "SFSL extra, AutoencoderTiny decoder": cost.sfsl_extra(sd1, resolution, FEATURE_MODEL, "tiny"),
-        "  of which: VAE decode forward + backward to the latent": cost.decode_image(sd1, resolution, "full", grad=True),
+        "  of which: VAE decode forward + backward to the latent": cost.decode_image(
+            sd1, resolution, "full", grad=True
+        ),
         "  of which: AutoencoderTiny decode forward + backward": cost.decode_image(sd1, resolution, "tiny", grad=True),
         "sampling, one image (SD v1, 30 steps, guidance 7.5)": cost.sample_image(sd1, resolution, 30, 7.5),
-        "img2img, one image (D3S: SD v1.4, 50 steps x strength 0.9, guidance 5)": cost.img2img_image(sd1, resolution, 50, 0.9, 5.0),
-        "inpainting, one image (DDB: SD-2-inpainting, 50 steps, guidance 7.5)": cost.inpaint_image(inp, resolution, 50, 7.5),
+        "img2img, one image (D3S: SD v1.4, 50 steps x strength 0.9, guidance 5)": cost.img2img_image(
+            sd1, resolution, 50, 0.9, 5.0
+        ),
+        "inpainting, one image (DDB: SD-2-inpainting, 50 steps, guidance 7.5)": cost.inpaint_image(
+            inp, resolution, 50, 7.5
+        ),
         "textual inversion micro-step (DDB: SD-2-base, batch 1)": cost.textual_inversion_step(sd2, resolution),
         "detection, one photo (OWLv2-base/16 at 960 px + SAM-base at 1024 px)": cost.detect_image("owlv2", "sam"),
         "  of which OWLv2": cost.owlv2_image(),
@@ -110,7 +124,9 @@ def measure(resolution: int, device_name: str, repeats: int, arch: str = "sd-v1"
         vae = AutoencoderKL.from_config(sd.vae).to(low).requires_grad_(False).eval()
         tiny = AutoencoderTiny().to(low).requires_grad_(False).eval()
         net = timm.create_model(FEATURE_MODEL, pretrained=False)
-        features = FeatureModel(net, {"input_size": (3, 224, 224), "interpolation": "bicubic", "mean": (0.5,) * 3, "std": (0.5,) * 3})
+        features = FeatureModel(
+            net, {"input_size": (3, 224, 224), "interpolation": "bicubic", "mean": (0.5,) * 3, "std": (0.5,) * 3}
+        )
         unet_eval = UNet2DConditionModel.from_config(sd.unet).to(low).requires_grad_(False).eval()
     h = sd.latent(resolution)
     autocast = torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda")
@@ -120,7 +136,11 @@ def measure(resolution: int, device_name: str, repeats: int, arch: str = "sd-v1"
         text.train()
         with autocast:
             states = text(torch.zeros(2, 77, dtype=torch.long, device=device))[0]
-            out = unet(torch.randn(2, sd.unet.get("in_channels", 4), h, h, device=device), torch.zeros(2, dtype=torch.long, device=device), states).sample
+            out = unet(
+                torch.randn(2, sd.unet.get("in_channels", 4), h, h, device=device),
+                torch.zeros(2, dtype=torch.long, device=device),
+                states,
+            ).sample
             loss = out.float().pow(2).mean()
         loss.backward()
         unet.zero_grad(set_to_none=True)
@@ -134,12 +154,16 @@ def measure(resolution: int, device_name: str, repeats: int, arch: str = "sd-v1"
                 a = features.class_features(x, 0)
                 loss = (1 - torch.nn.functional.cosine_similarity(a.float(), torch.ones_like(a).float(), dim=1)).sum()
             loss.backward()
+
         return run
 
     @torch.no_grad()
     def sample_step():
-        return unet_eval(torch.randn(2, sd.unet.get("in_channels", 4), h, h, device=device, dtype=low), torch.zeros(2, dtype=torch.long, device=device),
-                  torch.randn(2, 77, sd.unet.get("cross_attention_dim", 768), device=device, dtype=low)).sample
+        return unet_eval(
+            torch.randn(2, sd.unet.get("in_channels", 4), h, h, device=device, dtype=low),
+            torch.zeros(2, dtype=torch.long, device=device),
+            torch.randn(2, 77, sd.unet.get("cross_attention_dim", 768), device=device, dtype=low),
+        ).sample
 
     @torch.no_grad()
     def decode():
@@ -156,15 +180,27 @@ def measure(resolution: int, device_name: str, repeats: int, arch: str = "sd-v1"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     parser.add_argument("--resolution", type=int, default=512, help="image size in pixels (SD v1/2 base: 512)")
-    parser.add_argument("--measure", action="store_true", help="also time the real-size models with random weights on --device")
+    parser.add_argument(
+        "--measure", action="store_true", help="also time the real-size models with random weights on --device"
+    )
     parser.add_argument("--device", default="cuda", help="device for --measure")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per unit in --measure (median)")
-    parser.add_argument("--arch", choices=("sd-v1", "sd-2-base", "tiny"), default="sd-v1",
-                        help="architecture timed by --measure (tiny: spurbench's tiny SD, to run the code path on a CPU)")
-    parser.add_argument("--peak", type=float, default=cost.GPUS["H100"].bf16,
-                        help="the device's peak TFLOP/s for the utilisation in --measure (H100/H200 dense bf16: 989.4)")
+    parser.add_argument(
+        "--arch",
+        choices=("sd-v1", "sd-2-base", "tiny"),
+        default="sd-v1",
+        help="architecture timed by --measure (tiny: spurbench's tiny SD, to run the code path on a CPU)",
+    )
+    parser.add_argument(
+        "--peak",
+        type=float,
+        default=cost.GPUS["H100"].bf16,
+        help="the device's peak TFLOP/s for the utilisation in --measure (H100/H200 dense bf16: 989.4)",
+    )
     args = parser.parse_args()
 
     t = time.perf_counter()
@@ -175,28 +211,40 @@ def main() -> None:
         print(f"  {name:<{width}}  {flops / 1e9:>12,.1f} GFLOP")
     keys = list(rows)
     db, db_ckpt, full, full_ckpt, tiny, dec = (rows[keys[i]] for i in (1, 2, 3, 4, 5, 6))
-    print(f"SFSL extra / DreamBooth step: full decoder {full / db:.3f}, AutoencoderTiny {tiny / db:.3f} "
-          f"(with the recipe's gradient checkpointing: {full_ckpt / db_ckpt:.3f})")
-    print(f"decoder share of the SFSL extra: {dec / full:.1%}; AutoencoderTiny cuts the SFSL extra {full / tiny:.1f}x "
-          f"and a DreamBooth + SFSL step {(db + full) / (db + tiny):.2f}x")
+    print(
+        f"SFSL extra / DreamBooth step: full decoder {full / db:.3f}, AutoencoderTiny {tiny / db:.3f} "
+        f"(with the recipe's gradient checkpointing: {full_ckpt / db_ckpt:.3f})"
+    )
+    print(
+        f"decoder share of the SFSL extra: {dec / full:.1%}; AutoencoderTiny cuts the SFSL extra {full / tiny:.1f}x "
+        f"and a DreamBooth + SFSL step {(db + full) / (db + tiny):.2f}x"
+    )
     print(f"(counted in {time.perf_counter() - t:.1f} s)")
 
     if args.measure:
         import torch
 
         if args.device.startswith("cuda") and not torch.cuda.is_available():
-            print("--measure: skipped, no CUDA device (give --device cpu --resolution 64 to run the code path on a CPU)")
+            print(
+                "--measure: skipped, no CUDA device (give --device cpu --resolution 64 to run the code path on a CPU)"
+            )
             return
         results = measure(args.resolution, args.device, args.repeats, args.arch)
         name_width = max(len(n) for n, _, _ in results)
         dev = torch.cuda.get_device_name(torch.device(args.device)) if args.device.startswith("cuda") else "cpu"
-        print(f"measured: {args.arch} at {args.resolution} px on {dev}, random weights, {'fp16 autocast' if args.device.startswith('cuda') else 'float32'}, "
-              f"median of {args.repeats} after a warm-up; utilisation against {args.peak:g} TFLOP/s")
+        print(
+            f"measured: {args.arch} at {args.resolution} px on {dev}, random weights, {'fp16 autocast' if args.device.startswith('cuda') else 'float32'}, "
+            f"median of {args.repeats} after a warm-up; utilisation against {args.peak:g} TFLOP/s"
+        )
         for name, seconds, flops in results:
-            print(f"  {name:<{name_width}}  {seconds * 1e3:9.2f} ms  {flops / seconds / 1e12:8.2f} TFLOP/s  utilisation {flops / seconds / 1e12 / args.peak:.3f}")
+            print(
+                f"  {name:<{name_width}}  {seconds * 1e3:9.2f} ms  {flops / seconds / 1e12:8.2f} TFLOP/s  utilisation {flops / seconds / 1e12 / args.peak:.3f}"
+            )
         by = {n: s for n, s, _ in results}
-        print(f"measured time ratio SFSL extra / DreamBooth step: full decoder {by['SFSL extra, full VAE decoder'] / by['DreamBooth step (no checkpointing)']:.3f}, "
-              f"AutoencoderTiny {by['SFSL extra, AutoencoderTiny'] / by['DreamBooth step (no checkpointing)']:.3f}")
+        print(
+            f"measured time ratio SFSL extra / DreamBooth step: full decoder {by['SFSL extra, full VAE decoder'] / by['DreamBooth step (no checkpointing)']:.3f}, "
+            f"AutoencoderTiny {by['SFSL extra, AutoencoderTiny'] / by['DreamBooth step (no checkpointing)']:.3f}"
+        )
 
 
 if __name__ == "__main__":

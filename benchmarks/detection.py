@@ -31,8 +31,13 @@ def _photos(n: int):
     import skimage.data
     from sklearn.datasets import load_sample_images
 
-    base = [skimage.data.chelsea(), skimage.data.coffee(), skimage.data.rocket(), skimage.data.astronaut(),
-            *load_sample_images().images]
+    base = [
+        skimage.data.chelsea(),
+        skimage.data.coffee(),
+        skimage.data.rocket(),
+        skimage.data.astronaut(),
+        *load_sample_images().images,
+    ]
     # (photo, ImageNet class it shows or might): Egyptian cat, espresso, missile, tench (nothing fishy), palace, daisy
     labels = [285, 967, 657, 0, 698, 985]
     out = []
@@ -50,7 +55,9 @@ def _detector(name: str, root: Path, device: str):
     if name == "tiny":
         return detection.load_detector("owlv2", model=detection.make_tiny_owlv2(root / "tiny"), device=device)
     if name == "grounding-dino-tiny-arch":
-        return detection.load_detector("grounding-dino", model=detection.make_tiny_grounding_dino(root / "gdino"), device=device)
+        return detection.load_detector(
+            "grounding-dino", model=detection.make_tiny_grounding_dino(root / "gdino"), device=device
+        )
     if name == "owlv2-base":
         import torch
         from transformers import (
@@ -114,11 +121,15 @@ def main() -> None:
             for name, bs in variants.items():
                 times[name].append(run(bs))
         ips = {k: args.images / statistics.median(v) for k, v in times.items()}
-        print(f"model {args.model} on {args.device}, {args.images} images ({len(set(im.shape for im in images))} sizes), "
-              f"torch threads {torch.get_num_threads()}, median of {args.rounds} rounds")
+        print(
+            f"model {args.model} on {args.device}, {args.images} images ({len(set(im.shape for im in images))} sizes), "
+            f"torch threads {torch.get_num_threads()}, median of {args.rounds} rounds"
+        )
         print(f"  batched (batch {args.batch_size}): {ips['batched']:8.2f} images/s")
         print(f"  per-image (batch 1):   {ips['per-image']:8.2f} images/s")
-        print(f"  ratio batched / per-image: {ips['batched'] / ips['per-image']:.2f}x   (max score difference {worst:.1e})")
+        print(
+            f"  ratio batched / per-image: {ips['batched'] / ips['per-image']:.2f}x   (max score difference {worst:.1e})"
+        )
 
 
 if __name__ == "__main__":

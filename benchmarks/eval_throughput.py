@@ -60,7 +60,10 @@ def make_dataset(root: Path, n: int, encoding: str = "png") -> Path:
     from spurbench import imagenet
     from spurbench.dataset import DatasetCard, write_dataset
 
-    photos = [getattr(skimage.data, name)() for name in ("chelsea", "coffee", "rocket", "astronaut", "hubble_deep_field", "immunohistochemistry", "grass")]
+    photos = [
+        getattr(skimage.data, name)()
+        for name in ("chelsea", "coffee", "rocket", "astronaut", "hubble_deep_field", "immunohistochemistry", "grass")
+    ]
     photos += list(load_sample_images().images)
     photos = [p[..., :3] if p.ndim == 3 else np.stack([p] * 3, -1) for p in photos]
     rng = np.random.default_rng(0)
@@ -83,9 +86,22 @@ def make_dataset(root: Path, n: int, encoding: str = "png") -> Path:
             image = files / f"{i:05d}.jpg"
             Image.fromarray(crop).save(image, quality=90)
         k = labels[i % len(labels)]
-        rows.append(dict(image=image, label=k, class_name=imagenet.class_name(k), spurious_feature="benchmark photo",
-                         component=-1, source="reference", builder="photos", prompt="", seed=-1))
-    return write_dataset(root / "bench", {"test": rows}, DatasetCard(pretty_name="spurbench throughput benchmark"), rows_per_shard=128)
+        rows.append(
+            dict(
+                image=image,
+                label=k,
+                class_name=imagenet.class_name(k),
+                spurious_feature="benchmark photo",
+                component=-1,
+                source="reference",
+                builder="photos",
+                prompt="",
+                seed=-1,
+            )
+        )
+    return write_dataset(
+        root / "bench", {"test": rows}, DatasetCard(pretty_name="spurbench throughput benchmark"), rows_per_shard=128
+    )
 
 
 def decoded_images(clf, data) -> list[torch.Tensor]:
@@ -99,7 +115,9 @@ def decoded_images(clf, data) -> list[torch.Tensor]:
 
 
 def forward_batches(images: list[torch.Tensor], batch_size: int, fmt=torch.channels_last) -> list[torch.Tensor]:
-    return [torch.stack(images[i : i + batch_size]).contiguous(memory_format=fmt) for i in range(0, len(images), batch_size)]
+    return [
+        torch.stack(images[i : i + batch_size]).contiguous(memory_format=fmt) for i in range(0, len(images), batch_size)
+    ]
 
 
 FORMATS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
@@ -131,8 +149,16 @@ def _one_thread(fn):
         torch.set_num_threads(before)
 
 
-def time_spurbench(clf, data, batch_size: int, workers: int, threads: int, transfer: str = "uint8", memory_format: str = "channels_last",
-                   decode: str = "auto") -> float:
+def time_spurbench(
+    clf,
+    data,
+    batch_size: int,
+    workers: int,
+    threads: int,
+    transfer: str = "uint8",
+    memory_format: str = "channels_last",
+    decode: str = "auto",
+) -> float:
     from spurbench.evaluate.predict import ImageItems, predict
     from spurbench.evaluate.preprocessing import build_transforms, build_uint8_transforms
 
@@ -155,8 +181,15 @@ def time_timm(model, folder: Path, data_config: dict, batch_size: int, workers: 
 
     dataset = timm.data.create_dataset(f"hfds/{folder}", root=None, split="test")
     start = time.perf_counter()
-    loader = timm.data.create_loader(dataset, batch_size=batch_size, is_training=False, num_workers=workers,
-                                     use_prefetcher=False, device=torch.device("cpu"), **data_config)
+    loader = timm.data.create_loader(
+        dataset,
+        batch_size=batch_size,
+        is_training=False,
+        num_workers=workers,
+        use_prefetcher=False,
+        device=torch.device("cpu"),
+        **data_config,
+    )
     n = 0
     with torch.inference_mode():
         for x, _ in loader:
@@ -203,12 +236,26 @@ def import_seconds() -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     parser.add_argument("--images", type=int, default=192, help="images in the generated dataset")
     parser.add_argument("--repeats", type=int, default=5, help="timed passes of each loop (rotating order)")
-    parser.add_argument("--batch-size", type=int, default=None, help="spurbench's batch size (default: chosen for the device, as `spurbench eval`)")
-    parser.add_argument("--workers", type=int, default=None, help="DataLoader workers of spurbench and timm (default: spurbench's CPU default)")
-    parser.add_argument("--encoding", choices=("png", "jpeg"), default="png", help="how the images are stored in the Parquet shards")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="spurbench's batch size (default: chosen for the device, as `spurbench eval`)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="DataLoader workers of spurbench and timm (default: spurbench's CPU default)",
+    )
+    parser.add_argument(
+        "--encoding", choices=("png", "jpeg"), default="png", help="how the images are stored in the Parquet shards"
+    )
     parser.add_argument("--no-ablations", action="store_true", help="time only forward-only, spurbench and timm")
     args = parser.parse_args(argv)
 
@@ -245,10 +292,17 @@ def main(argv: list[str] | None = None) -> int:
         best_cfg = max(pre, key=pre.get)
         best_batches = forward_batches(images, best_cfg[0], FORMATS[best_cfg[1]])
         b32 = forward_batches(images, 32)
-        print(f"{args.images} images ({args.encoding}), tf_efficientnet_lite0, {workers} workers, {threads} torch threads, "
-              f"{os.cpu_count()} cores, torch {torch.__version__}; load average {load_before[0]:.2f}")
-        print(f"spurbench's batch: {bs}, {fmt} ({loop['batch_size_from']}: {loop.get('calibration', {}).get('ms_per_image')})")
-        print("forward-only pre-pass img/s: " + ", ".join(f"b{b} {f} t{t} {v:.0f}" for (b, f, t), v in pre.items()), flush=True)
+        print(
+            f"{args.images} images ({args.encoding}), tf_efficientnet_lite0, {workers} workers, {threads} torch threads, "
+            f"{os.cpu_count()} cores, torch {torch.__version__}; load average {load_before[0]:.2f}"
+        )
+        print(
+            f"spurbench's batch: {bs}, {fmt} ({loop['batch_size_from']}: {loop.get('calibration', {}).get('ms_per_image')})"
+        )
+        print(
+            "forward-only pre-pass img/s: " + ", ".join(f"b{b} {f} t{t} {v:.0f}" for (b, f, t), v in pre.items()),
+            flush=True,
+        )
         best_name = f"forward-only best (b{best_cfg[0]} {best_cfg[1]} threads={best_cfg[2]})"
         loops = {
             best_name: lambda: time_forward(model, best_batches, best_cfg[1], best_cfg[2]),
@@ -258,21 +312,33 @@ def main(argv: list[str] | None = None) -> int:
         }
         import copy
 
-        plain = copy.deepcopy(clf.model).to(memory_format=torch.contiguous_format)  # timm's loop: its own untouched copy
+        plain = copy.deepcopy(clf.model).to(
+            memory_format=torch.contiguous_format
+        )  # timm's loop: its own untouched copy
         if not args.no_ablations:
-            loops["spurbench --decode pil"] = lambda: time_spurbench(clf, data, bs, workers, threads, memory_format=fmt, decode="pil")
+            loops["spurbench --decode pil"] = lambda: time_spurbench(
+                clf, data, bs, workers, threads, memory_format=fmt, decode="pil"
+            )
             loops["spurbench batch 32"] = lambda: time_spurbench(clf, data, 32, workers, threads)
-            loops["spurbench float32 transfer"] = lambda: time_spurbench(clf, data, bs, workers, threads, "float32", memory_format=fmt)
+            loops["spurbench float32 transfer"] = lambda: time_spurbench(
+                clf, data, bs, workers, threads, "float32", memory_format=fmt
+            )
             for w, t in sorted({(0, threads), (1, threads), (1, max(1, threads - 1))} - {(workers, threads)}):
-                loops[f"spurbench workers={w} threads={t}"] = lambda w=w, t=t: time_spurbench(clf, data, bs, w, t, memory_format=fmt)
+                loops[f"spurbench workers={w} threads={t}"] = lambda w=w, t=t: time_spurbench(
+                    clf, data, bs, w, t, memory_format=fmt
+                )
         for run in loops.values():  # warm-up pass of each (allocations, oneDNN kernel selection), not timed
             run()
         results: dict[str, list[float]] = {name: [] for name in loops}
         names = list(loops)
         for r in range(args.repeats):
-            for name in names[r % len(names):] + names[: r % len(names)]:  # rotate the order: no loop always goes first
+            for name in (
+                names[r % len(names) :] + names[: r % len(names)]
+            ):  # rotate the order: no loop always goes first
                 results[name].append(loops[name]())
-            print(f"repeat {r + 1}: " + ", ".join(f"{n} {v[-1]:.1f}" for n, v in results.items()) + " img/s", flush=True)
+            print(
+                f"repeat {r + 1}: " + ", ".join(f"{n} {v[-1]:.1f}" for n, v in results.items()) + " img/s", flush=True
+            )
         costs = decode_costs(clf, data)
     med = {n: statistics.median(v) for n, v in results.items()}
     ref = med[best_name]
@@ -283,14 +349,21 @@ def main(argv: list[str] | None = None) -> int:
     f_ms = 1000 / ref
     d_ms = costs.get("torchvision", costs["pil"])
     ceiling = f_ms / (f_ms + d_ms)
-    print("CPU per image, one thread, decode + transform: " + ", ".join(f"{k} {v:.2f} ms" for k, v in costs.items())
-          + f"; best forward {f_ms:.2f} ms wall -> ceiling where decoding and the model share the cores F/(F+D) = {ceiling:.3f}")
-    print(f"ratio spurbench (defaults) / best forward-only: {med['spurbench'] / ref:.3f} (ceiling {ceiling:.3f}; target >= 0.7 on "
-          f"2 shared cores, >= 0.85 where decoding runs beside the model)")
+    print(
+        "CPU per image, one thread, decode + transform: "
+        + ", ".join(f"{k} {v:.2f} ms" for k, v in costs.items())
+        + f"; best forward {f_ms:.2f} ms wall -> ceiling where decoding and the model share the cores F/(F+D) = {ceiling:.3f}"
+    )
+    print(
+        f"ratio spurbench (defaults) / best forward-only: {med['spurbench'] / ref:.3f} (ceiling {ceiling:.3f}; target >= 0.7 on "
+        f"2 shared cores, >= 0.85 where decoding runs beside the model)"
+    )
     best = max((v, n) for n, v in med.items() if n.startswith("spurbench"))
     print(f"ratio best spurbench configuration ({best[1]}) / best forward-only: {best[0] / ref:.3f}")
     print(f"ratio spurbench / plain timm loop (same batch size): {med['spurbench'] / med['timm']:.3f}")
-    print(f"load average before {load_before[0]:.2f}, after {os.getloadavg()[0]:.2f} (other processes share these cores)")
+    print(
+        f"load average before {load_before[0]:.2f}, after {os.getloadavg()[0]:.2f} (other processes share these cores)"
+    )
     return 0
 
 

@@ -38,8 +38,12 @@ def main() -> None:
     parser.add_argument("--resolution", type=int, default=64, help="image size in pixels")
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds per variant (after one warm-up each)")
     parser.add_argument("--device", default="cpu", help="torch device")
-    parser.add_argument("--mode", choices=("txt2img", "img2img"), default="txt2img",
-                        help="txt2img: what sfsl samples; img2img: what d3s runs (image guides, DDIM, guidance 5)")
+    parser.add_argument(
+        "--mode",
+        choices=("txt2img", "img2img"),
+        default="txt2img",
+        help="txt2img: what sfsl samples; img2img: what d3s runs (image guides, DDIM, guidance 5)",
+    )
     parser.add_argument("--strength", type=float, default=0.9, help="img2img noise strength")
     args = parser.parse_args()
 
@@ -57,24 +61,48 @@ def main() -> None:
         guidance = 5.0 if img2img else 7.5
         inits = _guides(root / "guides", args.images, args.resolution) if img2img else [None] * args.images
         if img2img:
-            prompts = ["a photo of a Egyptian cat, a domestic cat of Egypt, in snow", "a photo of a espresso, strong black coffee, on grass"]
+            prompts = [
+                "a photo of a Egyptian cat, a domestic cat of Egypt, in snow",
+                "a photo of a espresso, strong black coffee, on grass",
+            ]
         call = dict(strength=args.strength, eta=0.0) if img2img else {}
 
         def jobs(out: Path) -> list[Job]:
-            return [Job(prompts[i % 2], image_seed(0, "bench", i), out / f"{i:04d}.png", inits[i]) for i in range(args.images)]
+            return [
+                Job(prompts[i % 2], image_seed(0, "bench", i), out / f"{i:04d}.png", inits[i])
+                for i in range(args.images)
+            ]
 
         def batched(out: Path) -> None:
-            sample(pipe, jobs(out), batch_size=args.batch_size, num_inference_steps=args.steps, guidance_scale=guidance,
-                   resolution=args.resolution, progress=False, **call)
+            sample(
+                pipe,
+                jobs(out),
+                batch_size=args.batch_size,
+                num_inference_steps=args.steps,
+                guidance_scale=guidance,
+                resolution=args.resolution,
+                progress=False,
+                **call,
+            )
 
         def per_image(out: Path) -> None:
             from spurbench.generate.references import load_image
 
             for job in jobs(out):
-                size = dict(image=load_image(job.init), **call) if img2img else dict(height=args.resolution, width=args.resolution)
+                size = (
+                    dict(image=load_image(job.init), **call)
+                    if img2img
+                    else dict(height=args.resolution, width=args.resolution)
+                )
                 with torch.inference_mode():
-                    image = pipe(prompt=job.prompt, generator=torch.Generator("cpu").manual_seed(job.seed),
-                                 num_inference_steps=args.steps, guidance_scale=guidance, output_type="pil", **size).images[0]
+                    image = pipe(
+                        prompt=job.prompt,
+                        generator=torch.Generator("cpu").manual_seed(job.seed),
+                        num_inference_steps=args.steps,
+                        guidance_scale=guidance,
+                        output_type="pil",
+                        **size,
+                    ).images[0]
                 save_png(image, job.path)
 
         variants = {"batched": batched, "per-image": per_image}
@@ -90,9 +118,12 @@ def main() -> None:
                     times[name].append(elapsed)
 
         rate = {name: args.images / statistics.median(t) for name, t in times.items()}
-        print(f"tiny Stable Diffusion {args.mode}, {args.images} images of {args.resolution}px, {args.steps} steps"
-              + (f" at strength {args.strength} ({int(args.strength * args.steps)} denoising)" if img2img else "") + ", "
-              f"device {args.device}, torch threads {torch.get_num_threads()}, {args.rounds} rounds")
+        print(
+            f"tiny Stable Diffusion {args.mode}, {args.images} images of {args.resolution}px, {args.steps} steps"
+            + (f" at strength {args.strength} ({int(args.strength * args.steps)} denoising)" if img2img else "")
+            + ", "
+            f"device {args.device}, torch threads {torch.get_num_threads()}, {args.rounds} rounds"
+        )
         for name in variants:
             spread = ", ".join(f"{args.images / t:.1f}" for t in times[name])
             print(f"  {name:10s} median {rate[name]:7.2f} images/s   (rounds: {spread})")
@@ -115,7 +146,9 @@ def _guides(folder: Path, n: int, resolution: int) -> list[Path]:
     backgrounds = [Image.fromarray(make()) for make in BUILTIN.values()]
     paths = []
     for i in range(n):
-        guide, _ = make_guide(backgrounds[i % len(backgrounds)], photos[i % 2], resolution, 0.4, np.random.default_rng(i))
+        guide, _ = make_guide(
+            backgrounds[i % len(backgrounds)], photos[i % 2], resolution, 0.4, np.random.default_rng(i)
+        )
         save_png(guide, folder / f"{i:04d}.png")
         paths.append(folder / f"{i:04d}.png")
     return paths

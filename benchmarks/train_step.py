@@ -46,13 +46,18 @@ def photos() -> tuple[list[Image.Image], list[Image.Image]]:
         return Image.fromarray(np.stack([a] * 3, -1) if a.ndim == 2 else a[..., :3])
 
     cat = rgb(skimage.data.chelsea())
-    return [cat, cat.transpose(Image.FLIP_LEFT_RIGHT), rgb(skimage.data.coffee())], [rgb(skimage.data.astronaut()), rgb(skimage.data.rocket())]
+    return [cat, cat.transpose(Image.FLIP_LEFT_RIGHT), rgb(skimage.data.coffee())], [
+        rgb(skimage.data.astronaut()),
+        rgb(skimage.data.rocket()),
+    ]
 
 
 class DiffusersStyleStep:
     """Plain DreamBooth with prior preservation and a jointly trained text encoder, as in diffusers' example."""
 
-    def __init__(self, base: Path, instance, prior, resolution: int, batch_size: int, cache_latents: bool, seed: int = 0):
+    def __init__(
+        self, base: Path, instance, prior, resolution: int, batch_size: int, cache_latents: bool, seed: int = 0
+    ):
         from accelerate import Accelerator
         from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
         from torchvision import transforms
@@ -61,24 +66,39 @@ class DiffusersStyleStep:
         self.accelerator = Accelerator(cpu=not torch.cuda.is_available())
         tokenizer = CLIPTokenizer.from_pretrained(base, subfolder="tokenizer")
         text_encoder = CLIPTextModel.from_pretrained(base, subfolder="text_encoder")
-        self.vae = AutoencoderKL.from_pretrained(base, subfolder="vae").requires_grad_(False).to(self.accelerator.device)
+        self.vae = (
+            AutoencoderKL.from_pretrained(base, subfolder="vae").requires_grad_(False).to(self.accelerator.device)
+        )
         unet = UNet2DConditionModel.from_pretrained(base, subfolder="unet")
         self.noise_scheduler = DDPMScheduler.from_pretrained(base, subfolder="scheduler")
         optimizer = torch.optim.AdamW(
-            itertools.chain(unet.parameters(), text_encoder.parameters()), lr=2e-6, betas=(0.9, 0.999), weight_decay=1e-2, eps=1e-8
+            itertools.chain(unet.parameters(), text_encoder.parameters()),
+            lr=2e-6,
+            betas=(0.9, 0.999),
+            weight_decay=1e-2,
+            eps=1e-8,
         )
         self.unet, self.text_encoder, self.optimizer = self.accelerator.prepare(unet, text_encoder, optimizer)
         tf = transforms.Compose(
-            [transforms.Resize(resolution), transforms.CenterCrop(resolution), transforms.ToTensor(), transforms.Normalize([0.5], [0.5])]
+            [
+                transforms.Resize(resolution),
+                transforms.CenterCrop(resolution),
+                transforms.ToTensor(),
+                transforms.Normalize([0.5], [0.5]),
+            ]
         )
         # pixel tensors are made once, as the dataset's workers would have them ready
         self.instance = torch.stack([tf(im) for im in instance]).to(self.accelerator.device)
         self.prior = torch.stack([tf(im) for im in prior]).to(self.accelerator.device)
 
         def ids(p):
-            return tokenizer(p, padding="max_length", truncation=True, max_length=tokenizer.model_max_length, return_tensors="pt").input_ids
+            return tokenizer(
+                p, padding="max_length", truncation=True, max_length=tokenizer.model_max_length, return_tensors="pt"
+            ).input_ids
 
-        self.ids = torch.cat([ids("a photo of sks cat")] * batch_size + [ids("a photo of a cat")] * batch_size).to(self.accelerator.device)
+        self.ids = torch.cat([ids("a photo of sks cat")] * batch_size + [ids("a photo of a cat")] * batch_size).to(
+            self.accelerator.device
+        )
         self.batch_size = batch_size
         self.cache = None
         if cache_latents:
@@ -104,11 +124,17 @@ class DiffusersStyleStep:
         else:
             latents = torch.cat([self.cache[0][inst], self.cache[1][prior]])
         noise = torch.randn_like(latents)
-        timesteps = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (latents.shape[0],), device=latents.device).long()
+        timesteps = torch.randint(
+            0, self.noise_scheduler.config.num_train_timesteps, (latents.shape[0],), device=latents.device
+        ).long()
         noisy_latents = self.noise_scheduler.add_noise(latents, noise, timesteps)
         encoder_hidden_states = self.text_encoder(self.ids)[0]
         model_pred = self.unet(noisy_latents, timesteps, encoder_hidden_states, return_dict=False)[0]
-        target = noise if self.noise_scheduler.config.prediction_type == "epsilon" else self.noise_scheduler.get_velocity(latents, noise, timesteps)
+        target = (
+            noise
+            if self.noise_scheduler.config.prediction_type == "epsilon"
+            else self.noise_scheduler.get_velocity(latents, noise, timesteps)
+        )
         model_pred, model_pred_prior = torch.chunk(model_pred, 2, dim=0)
         target, target_prior = torch.chunk(target, 2, dim=0)
         loss = F.mse_loss(model_pred.float(), target.float(), reduction="mean")
@@ -126,7 +152,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40, help="timed steps per variant (interleaved with the others)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps per variant before timing")
     parser.add_argument("--resolution", type=int, default=64, help="training resolution of the tiny model")
-    parser.add_argument("--batch-size", type=int, default=1, help="instance images per step (as many prior images are added)")
+    parser.add_argument(
+        "--batch-size", type=int, default=1, help="instance images per step (as many prior images are added)"
+    )
     parser.add_argument("--sfsl-weight", type=float, default=1.0, help="SFSL weight of the spurbench+sfsl variant")
     args = parser.parse_args()
 
@@ -140,14 +168,23 @@ def main() -> None:
         feature_model = load_feature_model(LITE0, device="cuda" if torch.cuda.is_available() else "cpu")
 
         def trainer(sfsl_weight: float):
-            config = TrainConfig(resolution=args.resolution, train_batch_size=args.batch_size, sfsl_weight=sfsl_weight, max_train_steps=10**9)
+            config = TrainConfig(
+                resolution=args.resolution,
+                train_batch_size=args.batch_size,
+                sfsl_weight=sfsl_weight,
+                max_train_steps=10**9,
+            )
             t = DreamBoothTrainer.from_pretrained(base, config, feature_model=feature_model if sfsl_weight else None)
             t.prepare(instance, "a photo of sks cat", prior, "a photo of a cat", 285)
             return t
 
         variants = {
-            "reference": DiffusersStyleStep(base, instance, prior, args.resolution, args.batch_size, cache_latents=False).step,
-            "reference-cached": DiffusersStyleStep(base, instance, prior, args.resolution, args.batch_size, cache_latents=True).step,
+            "reference": DiffusersStyleStep(
+                base, instance, prior, args.resolution, args.batch_size, cache_latents=False
+            ).step,
+            "reference-cached": DiffusersStyleStep(
+                base, instance, prior, args.resolution, args.batch_size, cache_latents=True
+            ).step,
             "spurbench": trainer(0.0).step,
             "spurbench+sfsl": trainer(args.sfsl_weight).step,
         }
@@ -159,17 +196,21 @@ def main() -> None:
         # machine hit every variant alike
         names = list(variants)
         for i in range(args.steps):
-            for name in names[i % len(names):] + names[: i % len(names)]:
+            for name in names[i % len(names) :] + names[: i % len(names)]:
                 start = time.perf_counter()
                 variants[name]()
                 times[name].append(time.perf_counter() - start)
 
     med = {name: statistics.median(t) for name, t in times.items()}
-    print(f"device: {'cuda' if torch.cuda.is_available() else 'cpu'} ({torch.get_num_threads()} threads), "
-          f"resolution {args.resolution}, batch {args.batch_size}+{args.batch_size}, {args.steps} interleaved steps per variant")
+    print(
+        f"device: {'cuda' if torch.cuda.is_available() else 'cpu'} ({torch.get_num_threads()} threads), "
+        f"resolution {args.resolution}, batch {args.batch_size}+{args.batch_size}, {args.steps} interleaved steps per variant"
+    )
     for name, m in med.items():
         print(f"  {name:<17} median step {m * 1000:8.1f} ms")
-    print(f"spurbench (sfsl 0) / reference (diffusers-style)      = {med['spurbench'] / med['reference']:.3f}   (target <= 1.05)")
+    print(
+        f"spurbench (sfsl 0) / reference (diffusers-style)      = {med['spurbench'] / med['reference']:.3f}   (target <= 1.05)"
+    )
     print(f"spurbench (sfsl 0) / reference with cached latents    = {med['spurbench'] / med['reference-cached']:.3f}")
     print(f"SFSL extra cost: spurbench+sfsl / spurbench (sfsl 0)  = {med['spurbench+sfsl'] / med['spurbench']:.2f}")
 

@@ -33,8 +33,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "tiny"
         folder.mkdir()
-        cfg = {"embed_dim": 32, "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8},
-               "text_cfg": {"context_length": args.context_length, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2}}
+        cfg = {
+            "embed_dim": 32,
+            "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8},
+            "text_cfg": {
+                "context_length": args.context_length,
+                "vocab_size": 49408,
+                "width": 64,
+                "heads": 2,
+                "layers": 2,
+            },
+        }
         torch.manual_seed(0)
         save_file(open_clip.CLIP(**cfg).state_dict(), str(folder / "open_clip_model.safetensors"))
         (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg}))
@@ -54,8 +63,12 @@ def main() -> None:
                 b = open_clip.build_zero_shot_classifier(model, tokenizer, names, fns, num_classes_per_batch=10)
             ref.append(time.perf_counter() - t)
         mo, mr = statistics.median(ours), statistics.median(ref)
-        print(f"{len(names)} classes x {len(prompts)} templates, context {args.context_length}, {torch.get_num_threads()} threads")
-        print(f"spurbench build_head: {mo:.2f} s  open_clip build_zero_shot_classifier: {mr:.2f} s  ratio (open_clip / spurbench): {mr / mo:.2f}")
+        print(
+            f"{len(names)} classes x {len(prompts)} templates, context {args.context_length}, {torch.get_num_threads()} threads"
+        )
+        print(
+            f"spurbench build_head: {mo:.2f} s  open_clip build_zero_shot_classifier: {mr:.2f} s  ratio (open_clip / spurbench): {mr / mo:.2f}"
+        )
         print(f"max |difference| of the heads: {(a - b).abs().max().item():.2e}")
 
 

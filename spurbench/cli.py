@@ -20,11 +20,26 @@ from spurbench.errors import SpurbenchError
 # name -> (module, one-line summary)
 COMMANDS: dict[str, tuple[str, str]] = {
     "build": ("spurbench.generate.stages", "build a spurious-image dataset from a recipe (fine-tune, sample, export)"),
-    "eval": ("spurbench.evaluate.cli", "score timm classifiers on a spurious-image dataset and record them in a leaderboard"),
-    "finetune": ("spurbench.finetune", "balanced fine-tuning of a timm classifier on a group-labelled set plus DDB counterfactuals"),
-    "import": ("spurbench.importers", "turn a published dataset (Spurious ImageNet, Waterbirds, ...) into a dataset in spurbench's contract"),
-    "leaderboard": ("spurbench.evaluate.report", "print or render a leaderboard (markdown, JSON or a static HTML page)"),
-    "verify": ("spurbench.verify", "check with an open-vocabulary detector that each image's object is really absent (or present), and review the doubtful ones"),
+    "eval": (
+        "spurbench.evaluate.cli",
+        "score timm classifiers on a spurious-image dataset and record them in a leaderboard",
+    ),
+    "finetune": (
+        "spurbench.finetune",
+        "balanced fine-tuning of a timm classifier on a group-labelled set plus DDB counterfactuals",
+    ),
+    "import": (
+        "spurbench.importers",
+        "turn a published dataset (Spurious ImageNet, Waterbirds, ...) into a dataset in spurbench's contract",
+    ),
+    "leaderboard": (
+        "spurbench.evaluate.report",
+        "print or render a leaderboard (markdown, JSON or a static HTML page)",
+    ),
+    "verify": (
+        "spurbench.verify",
+        "check with an open-vocabulary detector that each image's object is really absent (or present), and review the doubtful ones",
+    ),
 }
 
 
@@ -43,7 +58,7 @@ def _chosen_parser(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argp
         if isinstance(action, argparse._SubParsersAction):
             for i, token in enumerate(argv):
                 if token in action.choices:
-                    return _chosen_parser(action.choices[token], argv[i + 1:])
+                    return _chosen_parser(action.choices[token], argv[i + 1 :])
     return parser
 
 
@@ -107,7 +122,11 @@ def quiet_libraries() -> None:
 
     for name, value in QUIET_LIBRARIES.items():
         os.environ.setdefault(name, value)
-    for lib, var in (("transformers", "TRANSFORMERS_VERBOSITY"), ("diffusers", "DIFFUSERS_VERBOSITY"), ("datasets", "DATASETS_VERBOSITY")):
+    for lib, var in (
+        ("transformers", "TRANSFORMERS_VERBOSITY"),
+        ("diffusers", "DIFFUSERS_VERBOSITY"),
+        ("datasets", "DATASETS_VERBOSITY"),
+    ):
         if lib in sys.modules:  # already imported (spurbench used as a library, then main()): its level was read
             logging.getLogger(lib).setLevel(getattr(logging, os.environ[var].upper(), logging.ERROR))
 
@@ -127,5 +146,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"spurbench {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"spurbench {args.command}: interrupted; finished work is kept, re-run the same command to resume.", file=sys.stderr)
+        print(
+            f"spurbench {args.command}: interrupted; finished work is kept, re-run the same command to resume.",
+            file=sys.stderr,
+        )
         return 130

@@ -40,7 +40,15 @@ REFERENCE_SPLIT = "reference"
 
 #: columns every row has, in order (DESIGN.md, "Dataset contract")
 REQUIRED_COLUMNS = (
-    "image", "label", "class_name", "spurious_feature", "component", "source", "builder", "prompt", "seed",
+    "image",
+    "label",
+    "class_name",
+    "spurious_feature",
+    "component",
+    "source",
+    "builder",
+    "prompt",
+    "seed",
 )
 SOURCES = ("generated", "reference")
 #: file name endings taken as images in a folder (case-insensitive)
@@ -56,9 +64,18 @@ DEFAULT_KIND = "spurious"
 #: ImageNet-1k WordNet ids in index order
 IMAGENET_LABEL_SET = "imagenet-1k"
 #: Hub `size_categories` buckets: (upper bound exclusive, name)
-SIZE_CATEGORIES = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
-                   (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"), (1_000_000_000, "100M<n<1B"),
-                   (10_000_000_000, "1B<n<10B"), (100_000_000_000, "10B<n<100B"), (1_000_000_000_000, "100B<n<1T"))
+SIZE_CATEGORIES = (
+    (1_000, "n<1K"),
+    (10_000, "1K<n<10K"),
+    (100_000, "10K<n<100K"),
+    (1_000_000, "100K<n<1M"),
+    (10_000_000, "1M<n<10M"),
+    (100_000_000, "10M<n<100M"),
+    (1_000_000_000, "100M<n<1B"),
+    (10_000_000_000, "1B<n<10B"),
+    (100_000_000_000, "10B<n<100B"),
+    (1_000_000_000_000, "100B<n<1T"),
+)
 #: the benchmark's tasks (one per headline metric) by kind of set: `eval.yaml` lists them and
 #: `spurbench leaderboard --format eval-results` reports one value per task
 EVAL_TASKS: dict[str, tuple[str, ...]] = {
@@ -111,7 +128,9 @@ def encode_image(image: Any) -> dict[str, Any]:
                 im.verify()
                 fmt = im.format
         except Exception as err:
-            raise SpurbenchError(f"cannot read image '{path}': {err.__class__.__name__}; replace or remove the file") from None
+            raise SpurbenchError(
+                f"cannot read image '{path}': {err.__class__.__name__}; replace or remove the file"
+            ) from None
         if fmt in ("PNG", "JPEG"):
             return {"bytes": data, "path": None}
         with PILImage.open(io.BytesIO(data)) as im:
@@ -181,8 +200,10 @@ def _embedded(value: Any) -> dict[str, Any]:
             return {"bytes": value["bytes"], "path": Path(value["path"]).name if value.get("path") else None}
         if value.get("path"):
             if not Path(value["path"]).is_file():
-                raise SpurbenchError(f"an image cell points to '{value['path']}', which does not exist; the dataset is not "
-                                     "self-contained (made before images were embedded): rebuild it or restore that file")
+                raise SpurbenchError(
+                    f"an image cell points to '{value['path']}', which does not exist; the dataset is not "
+                    "self-contained (made before images were embedded): rebuild it or restore that file"
+                )
             return encode_image(value["path"])
         raise ValueError("image cell has neither bytes nor a path")
     return encode_image(value)
@@ -209,7 +230,9 @@ def write_dataset(
     if card.kind not in KINDS:
         raise ValueError(f"card kind must be one of {KINDS}, got {card.kind!r}")
     if (label_names is None) != (card.label_set == IMAGENET_LABEL_SET):
-        raise ValueError(f"label set {card.label_set!r} and label_names disagree: name the label set exactly when giving label_names")
+        raise ValueError(
+            f"label set {card.label_set!r} and label_names disagree: name the label set exactly when giving label_names"
+        )
     label_names = None if label_names is None else list(label_names)
     feats = features(extra_features, label_names)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -232,13 +255,18 @@ def write_dataset(
             if n == 0:  # listed in the card without a file, a split makes the folder unreadable: leave it out
                 empty.append(split)
                 continue
-            named = [shard.rename(tmp / "data" / shard_name(split, i, len(shard_files), sha256_file(shard)))
-                     for i, shard in enumerate(shard_files)]
+            named = [
+                shard.rename(tmp / "data" / shard_name(split, i, len(shard_files), sha256_file(shard)))
+                for i, shard in enumerate(shard_files)
+            ]
             counts[split] = (n, sum(p.stat().st_size for p in named))
             files[split] = [f"data/{p.name}" for p in named]
         if not counts:
-            raise SpurbenchError(f"nothing to write to '{out_dir}': " + (f"split(s) {', '.join(empty)} have no rows" if empty else "no splits")
-                                 + "; a dataset needs at least one image (nothing was written)")
+            raise SpurbenchError(
+                f"nothing to write to '{out_dir}': "
+                + (f"split(s) {', '.join(empty)} have no rows" if empty else "no splits")
+                + "; a dataset needs at least one image (nothing was written)"
+            )
         info = DatasetInfo(features=feats)
         (tmp / "README.md").write_text(_card_text(card, info, counts, files))
         (tmp / EVAL_FILE).write_text(eval_yaml_text(card, counts))
@@ -274,7 +302,9 @@ def foreign_entries(folder: str | Path) -> list[str]:
     return out
 
 
-def check_out_folder(out: str | Path, inputs: Iterable[str | Path] = (), flag: str = "--out", may_be_input: bool = False) -> Path:
+def check_out_folder(
+    out: str | Path, inputs: Iterable[str | Path] = (), flag: str = "--out", may_be_input: bool = False
+) -> Path:
     """Refuse, with one line, an --out that writing a dataset there (which replaces the folder whole) would lose
     someone's work with: the working directory, the home folder or a folder above them, a folder holding one of
     `inputs` (or being one, unless `may_be_input`: `verify` rewrites a dataset in place), or an existing folder holding
@@ -283,21 +313,28 @@ def check_out_folder(out: str | Path, inputs: Iterable[str | Path] = (), flag: s
     where = out.resolve()
     for special, what in ((Path.cwd().resolve(), "the working directory"), (Path.home().resolve(), "your home folder")):
         if where == special or where in special.parents:
-            raise SpurbenchError(f"{flag} '{out}' is {what}" + ("" if where == special else " or a folder above it")
-                                 + "; writing a dataset replaces its folder whole: give a new folder, e.g. data/<name>")
+            raise SpurbenchError(
+                f"{flag} '{out}' is {what}"
+                + ("" if where == special else " or a folder above it")
+                + "; writing a dataset replaces its folder whole: give a new folder, e.g. data/<name>"
+            )
     for given in inputs:
         inp = Path(given).expanduser().resolve()
         if where in inp.parents or (where == inp and not may_be_input):
-            raise SpurbenchError(f"{flag} '{out}' holds the input '{given}'; writing a dataset replaces its folder whole: "
-                                 "give a new folder next to it")
+            raise SpurbenchError(
+                f"{flag} '{out}' holds the input '{given}'; writing a dataset replaces its folder whole: "
+                "give a new folder next to it"
+            )
     if out.exists():
         if not out.is_dir():
             raise SpurbenchError(f"{flag} '{out}' is a file, not a folder; give a new folder for the dataset")
         foreign = foreign_entries(out)
         if foreign:
             shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
-            raise SpurbenchError(f"{flag} '{out}' holds {shown}, which spurbench did not write; writing the dataset would replace "
-                                 "the folder whole, so give a new folder (or move those files out)")
+            raise SpurbenchError(
+                f"{flag} '{out}' holds {shown}, which spurbench did not write; writing the dataset would replace "
+                "the folder whole, so give a new folder (or move those files out)"
+            )
     return out
 
 
@@ -402,7 +439,9 @@ def resolve_dataset(source: str | Path, revision: str | None = None) -> Path:
             )
         return path
     if not _HUB_ID.match(str(source)):
-        raise SpurbenchError(f"dataset folder '{source}' does not exist; give an existing folder or a Hub id like org/name")
+        raise SpurbenchError(
+            f"dataset folder '{source}' does not exist; give an existing folder or a Hub id like org/name"
+        )
     try:
         from huggingface_hub import snapshot_download
 
@@ -418,7 +457,9 @@ def data_files(folder: str | Path, split: str) -> list[Path]:
     files = sorted(Path(folder).glob(f"data/{split}-*.parquet"))
     if not files:
         splits = split_names(folder)
-        raise SpurbenchError(f"dataset '{folder}' has no split '{split}'; available splits: {', '.join(splits) or 'none'}")
+        raise SpurbenchError(
+            f"dataset '{folder}' has no split '{split}'; available splits: {', '.join(splits) or 'none'}"
+        )
     return files
 
 
@@ -454,7 +495,9 @@ def read_split(folder: str | Path, split: str = DEFAULT_SPLIT) -> tuple[Any, str
         ) from None
     if [_stat(f) for f in files] != before or len(ds) != expected:
         shutil.rmtree(cache, ignore_errors=True)
-        raise SpurbenchError(f"dataset {where} changed while it was being read; wait for whatever writes it to finish and re-run")
+        raise SpurbenchError(
+            f"dataset {where} changed while it was being read; wait for whatever writes it to finish and re-run"
+        )
     check_columns(ds.column_names, f"{folder} (split {split}, {len(files)} shard(s))")
     return ds, digest
 
@@ -507,7 +550,9 @@ def read_kind(folder: str | Path) -> str:
 def _checked_kind(provenance: Mapping[str, Any], folder: str | Path) -> str:
     kind = provenance.get("kind", DEFAULT_KIND)
     if kind not in KINDS:
-        raise SpurbenchError(f"dataset '{folder}' declares kind {kind!r} in its card; spurbench knows {', '.join(KINDS)}")
+        raise SpurbenchError(
+            f"dataset '{folder}' declares kind {kind!r} in its card; spurbench knows {', '.join(KINDS)}"
+        )
     return kind
 
 
@@ -565,9 +610,15 @@ def _card_from(folder: str | Path, meta: Mapping[str, Any], text: str) -> Datase
     body = text.split("---", 2)[2] if text.startswith("---") and text.count("---") >= 2 else text
     body = body.lstrip("\n")
     if body.startswith(f"# {title}\n"):
-        body = body[len(f"# {title}\n"):]
-    card = DatasetCard(pretty_name=title, body=body.strip(), license=str(meta.get("license") or "other"),
-                       provenance=prov, kind=kind, label_set=label_set)
+        body = body[len(f"# {title}\n") :]
+    card = DatasetCard(
+        pretty_name=title,
+        body=body.strip(),
+        license=str(meta.get("license") or "other"),
+        provenance=prov,
+        kind=kind,
+        label_set=label_set,
+    )
     if meta.get("tags"):
         card.tags = list(meta["tags"])
     return card
@@ -586,8 +637,10 @@ def read_split_table(folder: str | Path, split: str):
         table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
         feats = Features.from_arrow_schema(tables[0].schema)
     except Exception as err:
-        raise SpurbenchError(f"cannot read split '{split}' of '{folder}' ({err.__class__.__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}); "
-                             "the Parquet shards are damaged: rebuild or re-download the dataset") from None
+        raise SpurbenchError(
+            f"cannot read split '{split}' of '{folder}' ({err.__class__.__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}); "
+            "the Parquet shards are damaged: rebuild or re-download the dataset"
+        ) from None
     return table, feats
 
 
@@ -602,8 +655,10 @@ def read_split_column(folder: str | Path, split: str, column: str) -> list[Any] 
             return None
         return [v for f in files for v in pq.read_table(f, columns=[column]).column(column).to_pylist()]
     except Exception as err:
-        raise SpurbenchError(f"cannot read split '{split}' of '{folder}' ({err.__class__.__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}); "
-                             "the Parquet shards are damaged: rebuild or re-download the dataset") from None
+        raise SpurbenchError(
+            f"cannot read split '{split}' of '{folder}' ({err.__class__.__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}); "
+            "the Parquet shards are damaged: rebuild or re-download the dataset"
+        ) from None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -189,14 +189,20 @@ def _from_pretrained(loader, source: str, revision: str | None, what: str):
                 "give a folder written by save_pretrained"
             ) from None
         raise SpurbenchError(
-            f"cannot load the {what} '{source}'" + (f" at revision {revision}" if revision else "")
+            f"cannot load the {what} '{source}'"
+            + (f" at revision {revision}" if revision else "")
             + f" ({hub_failure_reason(err)}); check the Hub id and network, or pass a local save_pretrained folder"
-            + ("; for a dry run offline, the `tiny` detector (`--detector tiny`, random weights: plumbing only)"
-               if what.startswith("detector") else "")
+            + (
+                "; for a dry run offline, the `tiny` detector (`--detector tiny`, random weights: plumbing only)"
+                if what.startswith("detector")
+                else ""
+            )
         ) from None
 
 
-def _load(spec: ModelSpec, model: str | Path | None, revision: str | None, device: str | None, what: str) -> LoadedModel:
+def _load(
+    spec: ModelSpec, model: str | Path | None, revision: str | None, device: str | None, what: str
+) -> LoadedModel:
     if model is not None:
         source, rev = str(model), revision
     elif spec.builder is not None:
@@ -223,15 +229,17 @@ def _classes(family: str):
     }[family]
 
 
-def load_detector(name: str = "owlv2", model: str | Path | None = None, revision: str | None = None,
-                  device: str | None = None) -> LoadedModel:
+def load_detector(
+    name: str = "owlv2", model: str | Path | None = None, revision: str | None = None, device: str | None = None
+) -> LoadedModel:
     """Load detector `name` (see DETECTORS); `model` takes other weights of the same family (a Hub id
     or a local `save_pretrained` folder), `revision` a Hub commit for them."""
     return _load(detector_spec(name), model, revision, device, "detector")
 
 
-def load_segmenter(name: str = "sam", model: str | Path | None = None, revision: str | None = None,
-                   device: str | None = None) -> LoadedModel:
+def load_segmenter(
+    name: str = "sam", model: str | Path | None = None, revision: str | None = None, device: str | None = None
+) -> LoadedModel:
     """Load segmenter `name` (see SEGMENTERS); `model`/`revision` as for `load_detector`."""
     return _load(segmenter_spec(name), model, revision, device, "segmenter")
 
@@ -316,7 +324,9 @@ def _clip_boxes(boxes, width: int, height: int):
     return torch.minimum(boxes.clamp(min=0), limit)
 
 
-def _detect_owlv2(det: LoadedModel, images, queries: list[list[str]], min_score: float, max_boxes: int) -> list[Detections]:
+def _detect_owlv2(
+    det: LoadedModel, images, queries: list[list[str]], min_score: float, max_boxes: int
+) -> list[Detections]:
     import torch
 
     # The processor pads every image's query list to the longest with " " queries, which the model does
@@ -346,7 +356,9 @@ def _query_token_spans(offsets: Sequence[tuple[int, int]], queries: list[str]) -
     return spans
 
 
-def _detect_grounding_dino(det: LoadedModel, images, queries: list[list[str]], min_score: float, max_boxes: int) -> list[Detections]:
+def _detect_grounding_dino(
+    det: LoadedModel, images, queries: list[list[str]], min_score: float, max_boxes: int
+) -> list[Detections]:
     import torch
 
     # Grounding DINO's text is one string of lower-case phrases, each ended by a dot ("a cat. a dog."),
@@ -362,9 +374,13 @@ def _detect_grounding_dino(det: LoadedModel, images, queries: list[list[str]], m
         offsets = det.processor.tokenizer(texts[i], return_offsets_mapping=True, truncation=True)["offset_mapping"]
         spans = _query_token_spans(offsets, queries[i])
         # score of (box, query) = the highest token probability over the query's own tokens
-        per_query = torch.stack(
-            [probs[i][:, s].max(dim=-1).values if s else torch.zeros_like(probs[i][:, 0]) for s in spans], dim=-1
-        ) if spans else probs[i][:, :0]
+        per_query = (
+            torch.stack(
+                [probs[i][:, s].max(dim=-1).values if s else torch.zeros_like(probs[i][:, 0]) for s in spans], dim=-1
+            )
+            if spans
+            else probs[i][:, :0]
+        )
         scale = torch.tensor([w, h, w, h], dtype=boxes.dtype, device=boxes.device)
         result.append(_top_boxes(per_query, _clip_boxes(boxes[i] * scale, w, h), queries[i], min_score, max_boxes))
     return result
@@ -428,9 +444,16 @@ def masks_from_boxes(
             # SAM takes the same number of boxes per image in a batch: repeat an image's first box to
             # pad (a repeated box adds nothing to the union).
             n = max(len(boxes[i]) for i in idx)
-            prompt = [[list(map(float, b)) for b in boxes[i]] + [list(map(float, boxes[i][0]))] * (n - len(boxes[i])) for i in idx]
-            inputs = segmenter.processor(images=[images[i] for i in idx], input_boxes=prompt, return_tensors="pt").to(segmenter.device)
-            out = segmenter.model(pixel_values=inputs["pixel_values"], input_boxes=inputs["input_boxes"], multimask_output=False)
+            prompt = [
+                [list(map(float, b)) for b in boxes[i]] + [list(map(float, boxes[i][0]))] * (n - len(boxes[i]))
+                for i in idx
+            ]
+            inputs = segmenter.processor(images=[images[i] for i in idx], input_boxes=prompt, return_tensors="pt").to(
+                segmenter.device
+            )
+            out = segmenter.model(
+                pixel_values=inputs["pixel_values"], input_boxes=inputs["input_boxes"], multimask_output=False
+            )
             full = segmenter.processor.image_processor.post_process_masks(
                 out.pred_masks.cpu(), inputs["original_sizes"].cpu(), inputs["reshaped_input_sizes"].cpu()
             )
@@ -485,12 +508,24 @@ def make_tiny_owlv2(out_dir: str | Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     config = Owlv2Config(
         text_config=dict(
-            vocab_size=max(1000, len(tokenizer)), hidden_size=32, intermediate_size=37, num_hidden_layers=2,
-            num_attention_heads=4, max_position_embeddings=64, bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+            vocab_size=max(1000, len(tokenizer)),
+            hidden_size=32,
+            intermediate_size=37,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=64,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
         ),
-        vision_config=dict(image_size=_TINY_IMAGE, patch_size=8, hidden_size=32, intermediate_size=37,
-                           num_hidden_layers=2, num_attention_heads=4),
+        vision_config=dict(
+            image_size=_TINY_IMAGE,
+            patch_size=8,
+            hidden_size=32,
+            intermediate_size=37,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+        ),
         projection_dim=32,
         # default-scale random weights saturate: most images score 1.0. A tenth of it spreads the scores
         # (about 0.5 to 0.75), so thresholds in tests and smoke builds split a set (the scores still mean nothing).
@@ -541,14 +576,34 @@ def make_tiny_grounding_dino(out_dir: str | Path, seed: int = 0) -> Path:
     tokenizer = _tiny_bert_tokenizer(out_dir)
     torch.manual_seed(seed)
     config = GroundingDinoConfig(
-        backbone_config=SwinConfig(image_size=_TINY_IMAGE, patch_size=4, embed_dim=8, depths=[1, 1, 1, 1],
-                                   num_heads=[1, 1, 1, 1], window_size=4, out_features=["stage2", "stage3", "stage4"]),
-        text_config=BertConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                               intermediate_size=16, max_position_embeddings=256),
+        backbone_config=SwinConfig(
+            image_size=_TINY_IMAGE,
+            patch_size=4,
+            embed_dim=8,
+            depths=[1, 1, 1, 1],
+            num_heads=[1, 1, 1, 1],
+            window_size=4,
+            out_features=["stage2", "stage3", "stage4"],
+        ),
+        text_config=BertConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=16,
+            max_position_embeddings=256,
+        ),
         d_model=32,  # its GroupNorms use 32 groups
-        encoder_layers=1, decoder_layers=2,  # decoder box heads are tied across layers: at least two
-        encoder_ffn_dim=16, decoder_ffn_dim=16, encoder_attention_heads=2, decoder_attention_heads=2,
-        num_queries=10, encoder_n_points=2, decoder_n_points=2, max_text_len=256,
+        encoder_layers=1,
+        decoder_layers=2,  # decoder box heads are tied across layers: at least two
+        encoder_ffn_dim=16,
+        decoder_ffn_dim=16,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        num_queries=10,
+        encoder_n_points=2,
+        decoder_n_points=2,
+        max_text_len=256,
     )
     GroundingDinoForObjectDetection(config).save_pretrained(str(out_dir))
     image_processor = GroundingDinoImageProcessor(size={"shortest_edge": _TINY_IMAGE, "longest_edge": 2 * _TINY_IMAGE})
@@ -566,17 +621,29 @@ def make_tiny_sam(out_dir: str | Path, seed: int = 0) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     config = SamConfig(
-        vision_config=dict(hidden_size=32, output_channels=16, num_hidden_layers=2, num_attention_heads=2,
-                           image_size=_TINY_IMAGE, patch_size=8, mlp_dim=32, global_attn_indexes=[1], window_size=4,
-                           num_pos_feats=8),  # 2 * num_pos_feats = output_channels
+        vision_config=dict(
+            hidden_size=32,
+            output_channels=16,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=_TINY_IMAGE,
+            patch_size=8,
+            mlp_dim=32,
+            global_attn_indexes=[1],
+            window_size=4,
+            num_pos_feats=8,
+        ),  # 2 * num_pos_feats = output_channels
         prompt_encoder_config=dict(hidden_size=16, image_size=_TINY_IMAGE, patch_size=8, mask_input_channels=4),
-        mask_decoder_config=dict(hidden_size=16, mlp_dim=32, num_hidden_layers=2, num_attention_heads=2,
-                                 iou_head_hidden_dim=16),
+        mask_decoder_config=dict(
+            hidden_size=16, mlp_dim=32, num_hidden_layers=2, num_attention_heads=2, iou_head_hidden_dim=16
+        ),
     )
     SamModel(config).save_pretrained(str(out_dir))
     image_processor = SamImageProcessor(
-        size={"longest_edge": _TINY_IMAGE}, pad_size={"height": _TINY_IMAGE, "width": _TINY_IMAGE},
-        mask_size={"longest_edge": _TINY_IMAGE // 4}, mask_pad_size={"height": _TINY_IMAGE // 4, "width": _TINY_IMAGE // 4},
+        size={"longest_edge": _TINY_IMAGE},
+        pad_size={"height": _TINY_IMAGE, "width": _TINY_IMAGE},
+        mask_size={"longest_edge": _TINY_IMAGE // 4},
+        mask_pad_size={"height": _TINY_IMAGE // 4, "width": _TINY_IMAGE // 4},
     )
     SamProcessor(image_processor=image_processor).save_pretrained(str(out_dir))
     return out_dir
@@ -586,21 +653,51 @@ def make_tiny_sam(out_dir: str | Path, seed: int = 0) -> Path:
 # - OWLv2 0.1: the score threshold of transformers' Owlv2 post-processing and of the model card's example
 #   (OWL-ViT's own demo uses the same).
 # - Grounding DINO 0.35: the box threshold of the Grounding DINO authors' README demo (box 0.35, text 0.25).
-_register(DETECTORS, ModelSpec(
-    "owlv2", "owlv2", "google/owlv2-base-patch16-ensemble", "cfd3195ba4ea9592eec887ded089f4c08eff231d",
-    0.1, "transformers' Owlv2 post-processing default and the model card's example (threshold=0.1)",
-))
-_register(DETECTORS, ModelSpec(
-    "grounding-dino", "grounding-dino", "IDEA-Research/grounding-dino-tiny", "a2bb814dd30d776dcf7e30523b00659f4f141c71",
-    0.35, "the Grounding DINO authors' README demo (box_threshold=0.35, text_threshold=0.25)",
-))
-_register(DETECTORS, ModelSpec(
-    "tiny", "owlv2", None, None, 0.1, "OWLv2's default; the tiny model's scores mean nothing (plumbing only)",
-    builder=make_tiny_owlv2,
-))
-_register(DETECTORS, ModelSpec(
-    "tiny-grounding-dino", "grounding-dino", None, None, 0.35,
-    "Grounding DINO's default; the tiny model's scores mean nothing (plumbing only)", builder=make_tiny_grounding_dino,
-))
+_register(
+    DETECTORS,
+    ModelSpec(
+        "owlv2",
+        "owlv2",
+        "google/owlv2-base-patch16-ensemble",
+        "cfd3195ba4ea9592eec887ded089f4c08eff231d",
+        0.1,
+        "transformers' Owlv2 post-processing default and the model card's example (threshold=0.1)",
+    ),
+)
+_register(
+    DETECTORS,
+    ModelSpec(
+        "grounding-dino",
+        "grounding-dino",
+        "IDEA-Research/grounding-dino-tiny",
+        "a2bb814dd30d776dcf7e30523b00659f4f141c71",
+        0.35,
+        "the Grounding DINO authors' README demo (box_threshold=0.35, text_threshold=0.25)",
+    ),
+)
+_register(
+    DETECTORS,
+    ModelSpec(
+        "tiny",
+        "owlv2",
+        None,
+        None,
+        0.1,
+        "OWLv2's default; the tiny model's scores mean nothing (plumbing only)",
+        builder=make_tiny_owlv2,
+    ),
+)
+_register(
+    DETECTORS,
+    ModelSpec(
+        "tiny-grounding-dino",
+        "grounding-dino",
+        None,
+        None,
+        0.35,
+        "Grounding DINO's default; the tiny model's scores mean nothing (plumbing only)",
+        builder=make_tiny_grounding_dino,
+    ),
+)
 _register(SEGMENTERS, ModelSpec("sam", "sam", "facebook/sam-vit-base", "70c1a07f894ebb5b307fd9eaaee97b9dfc16068f"))
 _register(SEGMENTERS, ModelSpec("tiny", "sam", None, None, builder=make_tiny_sam))

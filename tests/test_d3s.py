@@ -32,7 +32,9 @@ pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
 
 def _env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
-    env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    env.update(
+        HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1"
+    )
     env.update(extra)
     return env
 
@@ -113,14 +115,31 @@ def test_prompt_of_a_known_class_comes_from_wordnet():
         "a photo of a tench, freshwater dace-like game fish of Europe and western Asia noted for ability to survive "
         "outside water, in a cave"
     )
-    assert r.background_words == ["grass", "road", "forest", "water", "sand", "indoors", "snow", "rain", "night", "cave"]
+    assert r.background_words == [
+        "grass",
+        "road",
+        "forest",
+        "water",
+        "sand",
+        "indoors",
+        "snow",
+        "rain",
+        "night",
+        "cave",
+    ]
 
 
 def test_shipped_d3s_recipes_validate():
     _, full = load_recipe("d3s")
     assert len(full.classes) == 1000 and full.all_classes and full.to_dict()["classes"] == "all"
     g = full.generation
-    assert (g.scheduler, g.eta, g.num_inference_steps, g.strength, g.guidance_scale) == ("DDIMScheduler", 0.0, 50, 0.9, 5.0)
+    assert (g.scheduler, g.eta, g.num_inference_steps, g.strength, g.guidance_scale) == (
+        "DDIMScheduler",
+        0.0,
+        50,
+        0.9,
+        5.0,
+    )
     assert full.base_model.id == "CompVis/stable-diffusion-v1-4" and len(full.base_model.revision) == 40
     assert full.fg_scale == 0.4 and full.resolution == 512 and full.builder == "d3s"
     # held-out foregrounds (ImageNet val, not the train photos the classifiers learnt), exactly those pasted
@@ -175,8 +194,17 @@ def test_img2img_runs_strength_times_steps_denoising_steps(tiny_img2img, tmp_pat
         init = tmp_path / "init.png"
         save_png(Image.fromarray(np.full((32, 32, 3), 128, np.uint8)), init)
         jobs = [Job("a photo of a cat, in snow", s, tmp_path / f"{s}.png", init) for s in (1, 2)]
-        sample(tiny_img2img, jobs, batch_size=2, num_inference_steps=steps, guidance_scale=5.0, resolution=32,
-               progress=False, strength=strength, eta=0.0)
+        sample(
+            tiny_img2img,
+            jobs,
+            batch_size=2,
+            num_inference_steps=steps,
+            guidance_scale=5.0,
+            resolution=32,
+            progress=False,
+            strength=strength,
+            eta=0.0,
+        )
     finally:
         hook.remove()
     # one UNet call per denoising step (classifier-free guidance runs both halves in one batch)
@@ -223,7 +251,18 @@ def test_missing_background_class_or_bad_file_is_one_line_and_writes_nothing(tmp
         return err
 
     assert "backgrounds folder" in build() and "does not exist" in build()
-    words = _smoke()["backgrounds"].get("phrases") or ["grass", "road", "forest", "water", "sand", "indoors", "snow", "rain", "night", "cave"]
+    words = _smoke()["backgrounds"].get("phrases") or [
+        "grass",
+        "road",
+        "forest",
+        "water",
+        "sand",
+        "indoors",
+        "snow",
+        "rain",
+        "night",
+        "cave",
+    ]
     for w in list(words)[:-1]:
         (tmp_path / "bg" / w).mkdir(parents=True)
         Image.fromarray(sample_photo("grass")).save(tmp_path / "bg" / w / "a.png")
@@ -241,8 +280,20 @@ def test_missing_background_class_or_bad_file_is_one_line_and_writes_nothing(tmp
 
 
 def _cmd(*extra: str) -> list[str]:
-    return [sys.executable, "-m", "spurbench", "build", "--recipe", "d3s_smoke", "--out", "data", "--no-progress",
-            "--classes", "285,967", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "spurbench",
+        "build",
+        "--recipe",
+        "d3s_smoke",
+        "--out",
+        "data",
+        "--no-progress",
+        "--classes",
+        "285,967",
+        *extra,
+    ]
 
 
 def _export_files(out: Path) -> dict[str, bytes]:
@@ -265,7 +316,12 @@ def test_d3s_smoke_export_is_a_shift_set_with_guides(d3s_reference, tmp_path):
 
     assert read_kind(d3s_reference) == "shift"
     prov = read_provenance(d3s_reference)
-    assert prov["builder"] == "d3s" and prov["method"] == "d3s" and prov["classes"] == [285, 967] and len(prov["backgrounds"]) == 10
+    assert (
+        prov["builder"] == "d3s"
+        and prov["method"] == "d3s"
+        and prov["classes"] == [285, 967]
+        and len(prov["backgrounds"]) == 10
+    )
     ds = datasets.load_dataset(str(d3s_reference), cache_dir=str(tmp_path / "cache"))  # its own cache (see DESIGN.md)
     test, ref = ds["test"], ds["reference"]
     assert len(test) == 2 * 10 and len(ref) == 4  # 2 classes x 10 backgrounds; chelsea x2 + coffee x2
@@ -279,7 +335,9 @@ def test_d3s_smoke_export_is_a_shift_set_with_guides(d3s_reference, tmp_path):
         assert pasted["label"] == row["label"]
         # the guide's box holds exactly the reference photo, squared and resized (the row it names)
         side = x1 - x0
-        expected = np.asarray(square_crop(pasted["image"].convert("RGB")).resize((side, side), Image.Resampling.BICUBIC))
+        expected = np.asarray(
+            square_crop(pasted["image"].convert("RGB")).resize((side, side), Image.Resampling.BICUBIC)
+        )
         assert np.array_equal(np.asarray(row["init_image"])[y0:y1, x0:x1], expected)
         assert row["prompt"].startswith(f"a photo of a {row['class_name']}, ")
 
@@ -301,8 +359,21 @@ def test_d3s_smoke_export_stands_alone_and_can_leave_the_photos_out(d3s_referenc
     data["export"] = {"source_photos": False}
     recipe = tmp_path / "d3s_hub.yaml"
     recipe.write_text(yaml.safe_dump(data))
-    cmd = [sys.executable, "-m", "spurbench", "build", "--recipe", str(recipe), "--out", "hub", "--work-dir", str(work),
-           "--classes", "285,967", "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "spurbench",
+        "build",
+        "--recipe",
+        str(recipe),
+        "--out",
+        "hub",
+        "--work-dir",
+        str(work),
+        "--classes",
+        "285,967",
+        "--no-progress",
+    ]
     proc = subprocess.run(cmd, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "already done" in proc.stderr
@@ -325,8 +396,15 @@ def _smoke_words() -> list[str]:
 @pytest.mark.slow
 def test_killed_d3s_build_resumes_to_identical_bytes(d3s_reference, tmp_path):
     work = tmp_path / "data.work"
-    proc = subprocess.Popen(_cmd(), cwd=tmp_path, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        _cmd(),
+        cwd=tmp_path,
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 600
     while not list(work.glob("classes/*/done.json")):
         assert proc.poll() is None, proc.stderr.read()[-3000:]
@@ -353,9 +431,28 @@ def test_d3s_smoke_drop_is_paired_and_recomputes_from_the_predictions(d3s_refere
     import datasets
 
     lb = tmp_path / "lb" / "leaderboard.json"
-    proc = subprocess.run([sys.executable, "-m", "spurbench", "eval", "--panel", "offline", "--dataset", str(d3s_reference),
-                           "--leaderboard", str(lb), "--workers", "0"], cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=900,
-                          check=False)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "spurbench",
+            "eval",
+            "--panel",
+            "offline",
+            "--dataset",
+            str(d3s_reference),
+            "--leaderboard",
+            str(lb),
+            "--workers",
+            "0",
+        ],
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     test = datasets.load_dataset(str(d3s_reference), cache_dir=str(tmp_path / "cache"))["test"]
     behind, background = test["reference_index"], test["background"]
@@ -369,7 +466,9 @@ def test_d3s_smoke_drop_is_paired_and_recomputes_from_the_predictions(d3s_refere
         m = e["metrics"]
         assert m["num_paired"] == len(pairs) == 20 and m["num_reference"] == 2
         assert m["reference_accuracy"] == pytest.approx(np.mean([a for a, _, _ in pairs]))
-        assert m["accuracy_drop"] == pytest.approx(np.mean([a for a, _, _ in pairs]) - np.mean([b for _, b, _ in pairs]))
+        assert m["accuracy_drop"] == pytest.approx(
+            np.mean([a for a, _, _ in pairs]) - np.mean([b for _, b, _ in pairs])
+        )
         drops = {}
         for g in set(background):
             mine = [(a, b) for a, b, h in pairs if h == g]

@@ -17,15 +17,26 @@ from spurbench.errors import SpurbenchError
 
 def _row(img, label=285, **kw):
     row = dict(
-        image=img, label=label, class_name=imagenet.class_name(label), spurious_feature="f", component=3,
-        source="generated", builder="test", prompt="a photo", seed=7,
+        image=img,
+        label=label,
+        class_name=imagenet.class_name(label),
+        spurious_feature="f",
+        component=3,
+        source="generated",
+        builder="test",
+        prompt="a photo",
+        seed=7,
     )
     row.update(kw)
     return row
 
 
 def _digest(folder: Path) -> dict[str, str]:
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture()
@@ -37,7 +48,10 @@ def pixels():
 def test_round_trip_through_load_dataset(tmp_path, pixels):
     rows = [_row(p, label=k) for p, k in zip(pixels, [285, 285, 967, 0, 0])]
     out = sd.write_dataset(
-        tmp_path / "ds", {"test": rows, "reference": rows[:1]}, sd.DatasetCard("t", provenance={"recipe_sha256": "abc"}), rows_per_shard=2
+        tmp_path / "ds",
+        {"test": rows, "reference": rows[:1]},
+        sd.DatasetCard("t", provenance={"recipe_sha256": "abc"}),
+        rows_per_shard=2,
     )
     names = sorted(p.name for p in (out / "data").iterdir())
     # <split>-NNNNN-of-NNNNN-<first 16 hex digits of the shard's sha256>.parquet
@@ -100,7 +114,9 @@ def test_extra_columns_and_source_validation(tmp_path, pixels):
     from datasets import Value
 
     out = sd.write_dataset(
-        tmp_path / "ds", {"test": [_row(p, background="beach") for p in pixels[:2]]}, sd.DatasetCard("t"),
+        tmp_path / "ds",
+        {"test": [_row(p, background="beach") for p in pixels[:2]]},
+        sd.DatasetCard("t"),
         extra_features={"background": Value("string")},
     )
     assert datasets.load_dataset(str(out), split="test")["background"] == ["beach", "beach"]
@@ -130,9 +146,9 @@ def test_reader_errors_are_clear(tmp_path, pixels, monkeypatch):
     # a Parquet dataset without the contract's label column
     plain = tmp_path / "plain"
     (plain / "data").mkdir(parents=True)
-    datasets.Dataset.from_dict({"image": [sd.encode_image(pixels[0])]}, features=datasets.Features({"image": datasets.Image()})).to_parquet(
-        str(plain / "data" / "test-00000-of-00001.parquet")
-    )
+    datasets.Dataset.from_dict(
+        {"image": [sd.encode_image(pixels[0])]}, features=datasets.Features({"image": datasets.Image()})
+    ).to_parquet(str(plain / "data" / "test-00000-of-00001.parquet"))
     with pytest.raises(SpurbenchError, match="label"):
         sd.load_split(plain, "test")
 
@@ -142,20 +158,35 @@ def test_card_hub_metadata_and_eval_yaml(tmp_path, pixels):
     headline metric on the scored split, and the shift kind gets its own tasks."""
     import yaml
 
-    out = sd.write_dataset(tmp_path / "ds", {"test": [_row(p) for p in pixels]}, sd.DatasetCard("Tiny set", body="One line.\n\nMore."))
+    out = sd.write_dataset(
+        tmp_path / "ds", {"test": [_row(p) for p in pixels]}, sd.DatasetCard("Tiny set", body="One line.\n\nMore.")
+    )
     meta = yaml.safe_load((out / "README.md").read_text().split("---")[1])
     assert meta["size_categories"] == ["n<1K"]
     assert meta["task_ids"] == ["multi-class-image-classification"]
     assert meta["annotations_creators"] == ["machine-generated"] and meta["source_datasets"] == ["original"]
     ev = yaml.safe_load((out / sd.EVAL_FILE).read_text())
     assert ev == {
-        "name": "Tiny set", "description": "One line.", "evaluation_framework": "spurbench",
-        "tasks": [{"id": "spurious_rate", "config": "default", "split": "test"},
-                  {"id": "spurious_score_ap", "config": "default", "split": "test"}],
+        "name": "Tiny set",
+        "description": "One line.",
+        "evaluation_framework": "spurbench",
+        "tasks": [
+            {"id": "spurious_rate", "config": "default", "split": "test"},
+            {"id": "spurious_score_ap", "config": "default", "split": "test"},
+        ],
     }
-    shift = sd.write_dataset(tmp_path / "shift", {"train": [_row(p) for p in pixels]}, sd.DatasetCard("s", kind="shift"))
+    shift = sd.write_dataset(
+        tmp_path / "shift", {"train": [_row(p) for p in pixels]}, sd.DatasetCard("s", kind="shift")
+    )
     ev = yaml.safe_load((shift / sd.EVAL_FILE).read_text())
     assert [t["id"] for t in ev["tasks"]] == list(sd.EVAL_TASKS["shift"]) and ev["tasks"][0]["split"] == "train"
-    assert [sd.size_category(n) for n in (0, 999, 1000, 9999, 10_000, 250_000)] == ["n<1K", "n<1K", "1K<n<10K", "1K<n<10K", "10K<n<100K", "100K<n<1M"]
+    assert [sd.size_category(n) for n in (0, 999, 1000, 9999, 10_000, 250_000)] == [
+        "n<1K",
+        "n<1K",
+        "1K<n<10K",
+        "1K<n<10K",
+        "10K<n<100K",
+        "100K<n<1M",
+    ]
     # eval.yaml does not disturb `datasets`
     assert len(datasets.load_dataset(str(out), split="test")) == len(pixels)

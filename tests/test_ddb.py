@@ -46,7 +46,10 @@ def test_shipped_recipes_load():
     [
         ({"mode": "erase"}, "key 'mode' must be one of remove, swap"),
         ({"classes": [{"index": 1000, "references": {"samples": ["chelsea"]}, "swap_to": 967}]}, "classes[0].index"),
-        ({"classes": [{"index": 285, "references": {"samples": ["chelsea"]}, "swap_to": 1}]}, "classes[0].swap_to': 1 is not another class"),
+        (
+            {"classes": [{"index": 285, "references": {"samples": ["chelsea"]}, "swap_to": 1}]},
+            "classes[0].swap_to': 1 is not another class",
+        ),
         ({"classes": [{"index": 285, "references": {"samples": ["chelsea"]}}]}, "classes[0].swap_to' is required"),
         ({"prompts": {"swap": "a photo"}}, "prompts.swap' must contain {token}"),
         ({"segmentation": {"detector": "nosuch"}}, "unknown detector 'nosuch'"),
@@ -137,12 +140,16 @@ def test_swap_build_gives_a_group_labelled_shift_set(tmp_path, monkeypatch):
     names = {285: "Egyptian cat", 967: "espresso"}
     for row in [r for s in ("train", "pruned") if s in ds for r in ds[s]]:
         context = 285 if row["label"] == 967 else 967
-        assert row["group"] == f"{names[row['label']]}/{names[context]}" and row["prompt"].startswith("a photo of a <ddb-")
+        assert row["group"] == f"{names[row['label']]}/{names[context]}" and row["prompt"].startswith(
+            "a photo of a <ddb-"
+        )
     # the learned tokens are in the standard file
     for k in (285, 967):
         assert (tmp_path / "ddb.work" / "tokens" / str(k) / "learned_embeds.safetensors").is_file()
     # the means: over each class's own selected photos; a generated row is compared with its label's mean
-    markers = {k: json.loads((tmp_path / "ddb.work" / "classes" / str(k) / "done.json").read_text()) for k in (285, 967)}
+    markers = {
+        k: json.loads((tmp_path / "ddb.work" / "classes" / str(k) / "done.json").read_text()) for k in (285, 967)
+    }
     for k, m in markers.items():
         assert m["p_reference_mean"] == pytest.approx(np.mean([m["p_reference"][i] for i in m["sources"]]))
         assert m["label"] == (967 if k == 285 else 285) and m["p_label_mean"] == markers[m["label"]]["p_reference_mean"]
@@ -154,13 +161,29 @@ def test_swap_build_gives_a_group_labelled_shift_set(tmp_path, monkeypatch):
 
     work = tmp_path / "ddb.work"
     assert assert_names_no_local_folder(out, tmp_path, work) >= 3
-    assert assert_loads_without(out, work, tmp_path / "hf_alone") == len(ds["train"]) + len(ds["pruned"]) + len(ds["reference"])
+    assert assert_loads_without(out, work, tmp_path / "hf_alone") == len(ds["train"]) + len(ds["pruned"]) + len(
+        ds["reference"]
+    )
     assert prov["command"] == "spurbench build --recipe ddb_smoke --out ddb"
     assert prov["scheduler"]["config"]["prediction_type"] == "v_prediction" and "torch" in prov["versions"]
     # re-exported from the same work dir without the source photos (`export:` is not hashed: nothing is redone)
     data = _smoke(export={"source_photos": False})
     hub = tmp_path / "hub"
-    assert main(["build", "--recipe", str(_write(tmp_path, data)), "--out", str(hub), "--work-dir", str(work), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "build",
+                "--recipe",
+                str(_write(tmp_path, data)),
+                "--out",
+                str(hub),
+                "--work-dir",
+                str(work),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     from datasets import load_dataset
 
     lean = load_dataset(str(hub), cache_dir=str(tmp_path / "hf_hub"))
@@ -187,7 +210,12 @@ def test_remove_build_gives_a_spurious_set(tmp_path, monkeypatch):
     from spurbench import verification as verify
 
     assert verify.CARD_KEY in prov and verify.PRESENT in ds["test"].column_names
-    assert all(r["label"] == 285 and r["prompt"] == "a photo of the empty background" for s in ("test", "pruned") if s in ds for r in ds[s])
+    assert all(
+        r["label"] == 285 and r["prompt"] == "a photo of the empty background"
+        for s in ("test", "pruned")
+        if s in ds
+        for r in ds[s]
+    )
     assert not (tmp_path / "ddb_remove.work" / "tokens").exists()  # remove mode learns no token
 
 
@@ -229,11 +257,17 @@ def test_swap_build_from_a_waterbirds_import_feeds_finetune(tmp_path, monkeypatc
     clf, _ = load_trainable(load_panel("offline")[0], 2, seed=0)
     erm = tmp_path / "erm.safetensors"
     save_file({k: v.contiguous() for k, v in clf.model.state_dict().items()}, str(erm))
-    data = _smoke(name="ddb_waterbirds", source={"dataset": str(wb), "split": "train"},
-                  classifier={"model": "tf_efficientnet_lite0", "weights": {"file": str(erm)}},
-                  pruning={"ig_threshold": -1000.0, "ig_steps": 4}, sources_per_class=1)
-    data["classes"] = [{"index": 1, "source_group": "waterbird/water", "mask_prompt": "bird", "swap_to": 0},
-                       {"index": 0, "source_group": "landbird/land", "mask_prompt": "bird", "swap_to": 1}]
+    data = _smoke(
+        name="ddb_waterbirds",
+        source={"dataset": str(wb), "split": "train"},
+        classifier={"model": "tf_efficientnet_lite0", "weights": {"file": str(erm)}},
+        pruning={"ig_threshold": -1000.0, "ig_steps": 4},
+        sources_per_class=1,
+    )
+    data["classes"] = [
+        {"index": 1, "source_group": "waterbird/water", "mask_prompt": "bird", "swap_to": 0},
+        {"index": 0, "source_group": "landbird/land", "mask_prompt": "bird", "swap_to": 1},
+    ]
     out = tmp_path / "cf"
     assert main(["build", "--recipe", str(_write(tmp_path, data)), "--out", str(out), "--no-progress"]) == 0
     from datasets import load_dataset
@@ -247,9 +281,31 @@ def test_swap_build_from_a_waterbirds_import_feeds_finetune(tmp_path, monkeypatc
     groups = set(ds["train"]["group"]) if "train" in ds else set()
     assert groups <= {"landbird/water", "waterbird/land"} and groups
     ft_out = tmp_path / "ft"
-    assert main(["finetune", "--model", "tf_efficientnet_lite0", "--weights", str(erm), "--data", str(wb),
-                 "--counterfactuals", str(out), "--epochs", "1", "--batch-size", "4", "--lr", "1e-3", "--out", str(ft_out),
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "finetune",
+                "--model",
+                "tf_efficientnet_lite0",
+                "--weights",
+                str(erm),
+                "--data",
+                str(wb),
+                "--counterfactuals",
+                str(out),
+                "--epochs",
+                "1",
+                "--batch-size",
+                "4",
+                "--lr",
+                "1e-3",
+                "--out",
+                str(ft_out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     summary = json.loads((ft_out / "finetune.json").read_text())
     assert summary["num_counterfactuals"]["gamma1"] + summary["num_counterfactuals"]["gamma2"] == len(ds["train"])
     assert set(summary["minority_groups"].values()) - {None} == groups  # DDB's two minority groups

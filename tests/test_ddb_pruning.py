@@ -80,7 +80,9 @@ def test_ig_summed_in_mask_matches_captum_called_directly(lite0):
     rows = ((np.arange(h) + 0.5) * mask.shape[0] / h).astype(int)
     cols = ((np.arange(w) + 0.5) * mask.shape[1] / w).astype(int)
     hand_mask = torch.from_numpy(mask[np.ix_(rows, cols)].astype(np.float32))
-    attr = IntegratedGradients(lite0.model).attribute(to_input(generated), baselines=to_input(original), target=target, n_steps=8)
+    attr = IntegratedGradients(lite0.model).attribute(
+        to_input(generated), baselines=to_input(original), target=target, n_steps=8
+    )
     direct = float((attr[0] * hand_mask).sum())
     assert ours.shape == (1,)
     assert ours[0] == pytest.approx(direct, rel=1e-4, abs=1e-6)

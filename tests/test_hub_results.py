@@ -39,13 +39,29 @@ def board(tmp_path) -> Path:
 def test_csv_is_timm_results_convention(board, capsys):
     assert main(["leaderboard", "--leaderboard", str(board), "--format", "csv"]) == 0
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
-    assert list(rows[0])[:1] == ["model"] and list(rows[0])[-7:-3] == ["param_count", "img_size", "crop_pct", "interpolation"]
+    assert list(rows[0])[:1] == ["model"] and list(rows[0])[-7:-3] == [
+        "param_count",
+        "img_size",
+        "crop_pct",
+        "interpolation",
+    ]
     # ranked by AP within the comparable group; the --limit entry after, in its own group
-    assert [(r["model"], r["group"]) for r in rows] == [("vit_b+x", "1"), ("convnext", "1"), ("resnet50.a1_in1k", "1"), ("limited", "2")]
+    assert [(r["model"], r["group"]) for r in rows] == [
+        ("vit_b+x", "1"),
+        ("convnext", "1"),
+        ("resnet50.a1_in1k", "1"),
+        ("limited", "2"),
+    ]
     entries = {e["model"]: e for e in lb.load_leaderboard(board)["entries"]}
     for r in rows:
         e = entries[r["model"]]
-        for k in ("spurious_rate", "spurious_rate_top5", "mean_target_prob", "spurious_score_ap", "spurious_score_auroc"):
+        for k in (
+            "spurious_rate",
+            "spurious_rate_top5",
+            "mean_target_prob",
+            "spurious_score_ap",
+            "spurious_score_auroc",
+        ):
             assert float(r[k]) == pytest.approx(e["metrics"][k], rel=1e-6)
         assert float(r["param_count"]) == round(e["num_params"] / 1e6, 2)
         assert (int(r["img_size"]), float(r["crop_pct"]), r["interpolation"]) == (224, 0.875, "bicubic")
@@ -58,9 +74,25 @@ def test_csv_is_timm_results_convention(board, capsys):
 
 def test_eval_results_per_model_match_the_exports_eval_yaml(board, tmp_path, capsys):
     # the task ids a spurbench export declares in its eval.yaml
-    export = sd.write_dataset(tmp_path / "ds", {"test": [dict(image=np.zeros((8, 8, 3), np.uint8), label=1, class_name="x",
-                              spurious_feature="f", component=-1, source="reference", builder="t", prompt="", seed=-1)]},
-                              sd.DatasetCard("t"))
+    export = sd.write_dataset(
+        tmp_path / "ds",
+        {
+            "test": [
+                dict(
+                    image=np.zeros((8, 8, 3), np.uint8),
+                    label=1,
+                    class_name="x",
+                    spurious_feature="f",
+                    component=-1,
+                    source="reference",
+                    builder="t",
+                    prompt="",
+                    seed=-1,
+                )
+            ]
+        },
+        sd.DatasetCard("t"),
+    )
     declared = {t["id"] for t in yaml.safe_load((export / sd.EVAL_FILE).read_text())["tasks"]}
     out = tmp_path / "results"
     assert main(["leaderboard", "--leaderboard", str(board), "--format", "eval-results", "--out", str(out)]) == 0
@@ -81,18 +113,51 @@ def test_eval_results_per_model_match_the_exports_eval_yaml(board, tmp_path, cap
             assert i["source"]["name"].startswith("spurbench") and i["source"]["url"].startswith("https://")
     # asked for: every group, the non-canonical one under task ids naming it; no two groups share (id, task, split)
     every = tmp_path / "every"
-    assert main(["leaderboard", "--leaderboard", str(board), "--format", "eval-results", "--out", str(every), "--groups", "all"]) == 0
+    assert (
+        main(
+            [
+                "leaderboard",
+                "--leaderboard",
+                str(board),
+                "--format",
+                "eval-results",
+                "--out",
+                str(every),
+                "--groups",
+                "all",
+            ]
+        )
+        == 0
+    )
     limited = yaml.safe_load((every / "limited" / ".eval_results" / "org__spurious-set.yaml").read_text())
     assert "first 6 of 12 images" in limited[0]["notes"]
     key = lb.comparable_groups(lb.load_leaderboard(board))[1]["key"]
-    assert [i["dataset"]["task_id"] for i in limited] == [f"spurious_rate--group-{key}", f"spurious_score_ap--group-{key}"]
+    assert [i["dataset"]["task_id"] for i in limited] == [
+        f"spurious_rate--group-{key}",
+        f"spurious_score_ap--group-{key}",
+    ]
     seen = {}
     for f in every.rglob("*.yaml"):
         for i in yaml.safe_load(f.read_text()):
             seen.setdefault((i["dataset"]["id"], i["dataset"]["task_id"]), set()).add(i["notes"].split(", split")[0])
     assert all(len(v) == 1 for v in seen.values())  # one group per (dataset id, task id)
     capsys.readouterr()
-    assert main(["leaderboard", "--leaderboard", str(board), "--format", "eval-results", "--out", str(every), "--groups", "7"]) == 2
+    assert (
+        main(
+            [
+                "leaderboard",
+                "--leaderboard",
+                str(board),
+                "--format",
+                "eval-results",
+                "--out",
+                str(every),
+                "--groups",
+                "7",
+            ]
+        )
+        == 2
+    )
     assert "--groups 7" in capsys.readouterr().err
 
 
@@ -101,8 +166,13 @@ def test_eval_results_canonical_group_is_the_default_rows_preprocessing_and_prec
     from spurbench.evaluate.hub_results import canonical_group, write_eval_results
 
     path = tmp_path / "leaderboard.json"
-    for model, extra in (("a", {}), ("b", {}), ("lim", {"rows": lb.rows_identity("test", range(5), limit=5)}),
-                         ("si", {"preprocessing": "spurious-imagenet"}), ("half", {"precision": "float16"})):
+    for model, extra in (
+        ("a", {}),
+        ("b", {}),
+        ("lim", {"rows": lb.rows_identity("test", range(5), limit=5)}),
+        ("si", {"preprocessing": "spurious-imagenet"}),
+        ("half", {"precision": "float16"}),
+    ):
         rel = write_csv(tmp_path, model, np.ones(12, bool), indices=np.arange(5) if model == "lim" else None)
         e = {**make_entry(model, 0.3, None, rel), "rows": lb.rows_identity("test", range(12)), **extra}
         if model == "lim":
@@ -116,7 +186,9 @@ def test_eval_results_canonical_group_is_the_default_rows_preprocessing_and_prec
     files, _ = write_eval_results(board, tmp_path / "out")
     # a dataset id with capitals keeps its readable file name
     assert sorted(f.relative_to(tmp_path / "out").as_posix() for f in files) == [
-        "a/.eval_results/Org__Spurious-Set.yaml", "b/.eval_results/Org__Spurious-Set.yaml"]
+        "a/.eval_results/Org__Spurious-Set.yaml",
+        "b/.eval_results/Org__Spurious-Set.yaml",
+    ]
     text = to_csv_of(board)
     assert text["si"]["crop_pct"] == "" and text["a"]["crop_pct"] == "0.875"  # the parity transform never crops
 
@@ -129,7 +201,12 @@ def to_csv_of(board) -> dict:
 
 def test_size_categories_cover_every_hub_bucket():
     assert [sd.size_category(n) for n in (10**8, 10**9 + 1, 5 * 10**10, 10**11, 10**12)] == [
-        "100M<n<1B", "1B<n<10B", "10B<n<100B", "100B<n<1T", "n>1T"]
+        "100M<n<1B",
+        "1B<n<10B",
+        "10B<n<100B",
+        "100B<n<1T",
+        "n>1T",
+    ]
 
 
 def test_eval_results_for_a_local_dataset_need_its_hub_id(tmp_path, capsys):
@@ -156,13 +233,16 @@ def test_eval_results_for_a_local_dataset_need_its_hub_id(tmp_path, capsys):
     assert path.read_bytes() == before
 
 
-@pytest.mark.parametrize("args, says", [
-    (["--format", "eval-results"], "--out"),
-    (["--format", "csv", "--dataset-id", "org/x"], "--dataset-id"),
-    (["--format", "eval-results", "--dataset-id", "not a hub id", "--out", "OUT"], "Hub id"),
-    (["--format", "eval-results", "--out", "FILE"], "is a file"),
-    (["--format", "xlsx"], "invalid choice"),
-])
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (["--format", "eval-results"], "--out"),
+        (["--format", "csv", "--dataset-id", "org/x"], "--dataset-id"),
+        (["--format", "eval-results", "--dataset-id", "not a hub id", "--out", "OUT"], "Hub id"),
+        (["--format", "eval-results", "--out", "FILE"], "is a file"),
+        (["--format", "xlsx"], "invalid choice"),
+    ],
+)
 def test_bad_input_is_one_line_and_changes_nothing(board, tmp_path, capsys, args, says):
     a_file = tmp_path / "a_file"
     a_file.write_text("x")
@@ -186,14 +266,29 @@ def test_shift_board_reports_its_own_headline_metrics(tmp_path, capsys):
     for model, acc in (("a", 0.6), ("b", 0.8)):
         rel = write_csv(tmp_path, model, np.ones(12, bool))
         e = make_entry(model, 0.5, None, rel)
-        e["metrics"].update(accuracy=acc, accuracy_top5=0.9, worst_group_accuracy=acc - 0.2, mean_group_accuracy=acc - 0.1, accuracy_drop=0.05)
+        e["metrics"].update(
+            accuracy=acc,
+            accuracy_top5=0.9,
+            worst_group_accuracy=acc - 0.2,
+            mean_group_accuracy=acc - 0.1,
+            accuracy_drop=0.05,
+        )
         lb.record_entry(path, shift, e)
     assert main(["leaderboard", "--leaderboard", str(path), "--format", "csv"]) == 0
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
-    assert list(rows[0])[1:6] == ["accuracy", "accuracy_top5", "worst_group_accuracy", "mean_group_accuracy", "accuracy_drop"]
+    assert list(rows[0])[1:6] == [
+        "accuracy",
+        "accuracy_top5",
+        "worst_group_accuracy",
+        "mean_group_accuracy",
+        "accuracy_drop",
+    ]
     assert {r["model"]: float(r["accuracy"]) for r in rows} == {"a": 0.6, "b": 0.8}
     out = tmp_path / "res"
     assert main(["leaderboard", "--leaderboard", str(path), "--format", "eval-results", "--out", str(out)]) == 0
     items = yaml.safe_load((out / "b" / ".eval_results" / "org__spurious-set.yaml").read_text())
-    assert [(i["dataset"]["task_id"], i["value"]) for i in items] == [("accuracy", 0.8), ("worst_group_accuracy", pytest.approx(0.6))]
+    assert [(i["dataset"]["task_id"], i["value"]) for i in items] == [
+        ("accuracy", 0.8),
+        ("worst_group_accuracy", pytest.approx(0.6)),
+    ]
     assert [i["dataset"]["task_id"] for i in items] == list(sd.EVAL_TASKS["shift"])

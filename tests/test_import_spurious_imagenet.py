@@ -73,7 +73,9 @@ def test_import_release_tree(release, tmp_path, capsys):
     assert "spurbench eval --dataset" in capsys.readouterr().out
     ds = datasets.load_dataset(str(out), split="test")
     # sorted by class, then component; one row per image, the timestamp.txt skipped
-    expected = [(k, c, f"{folder}/{i:03d}_{n}.jpg") for folder, (k, c, photos) in FOLDERS.items() for i, n in enumerate(photos)]
+    expected = [
+        (k, c, f"{folder}/{i:03d}_{n}.jpg") for folder, (k, c, photos) in FOLDERS.items() for i, n in enumerate(photos)
+    ]
     assert list(zip(ds["label"], ds["component"], ds["file"])) == expected
     assert set(ds["source"]) == {"reference"} and set(ds["builder"]) == {"spurious_imagenet"}
     table = {c.index: c.spurious_feature for c in imagenet.spurious_imagenet_classes()}
@@ -90,11 +92,14 @@ def test_import_release_tree(release, tmp_path, capsys):
     assert sd.read_kind(out) == "spurious"
 
 
-@pytest.mark.parametrize("bad, why", [
-    ("spurious_class_bee_309_4", "part 3 'bee'"),  # class not at position 2
-    ("spurious_class_309_bee_x", "last part 'x'"),  # component not last
-    ("spurious_class_1309_bee_2", "1309"),  # not an ImageNet class
-])
+@pytest.mark.parametrize(
+    "bad, why",
+    [
+        ("spurious_class_bee_309_4", "part 3 'bee'"),  # class not at position 2
+        ("spurious_class_309_bee_x", "last part 'x'"),  # component not last
+        ("spurious_class_1309_bee_2", "1309"),  # not an ImageNet class
+    ],
+)
 def test_folder_that_does_not_parse_is_one_line(release, tmp_path, capsys, bad, why):
     tree = tmp_path / "tree"
     shutil.copytree(release, tree)
@@ -178,17 +183,63 @@ def test_download_resumes_and_records_sha256(server, archive, tmp_path):
     assert sha in (out / "README.md").read_text()
     assert len(datasets.load_dataset(str(out), split="test")) == sum(len(p) for _, _, p in FOLDERS.values())
     # a complete archive is not fetched again
-    assert main(["import", "spurious-imagenet", str(where), "--out", str(out), "--download", "--url", server, "--sha256", sha]) == 0
+    assert (
+        main(
+            [
+                "import",
+                "spurious-imagenet",
+                str(where),
+                "--out",
+                str(out),
+                "--download",
+                "--url",
+                server,
+                "--sha256",
+                sha,
+            ]
+        )
+        == 0
+    )
     assert _RangeHandler.seen_ranges == [f"bytes={half}-"]
 
 
 def test_download_bad_checksum_and_unreachable_are_one_line(server, archive, tmp_path, capsys):
     where, out = tmp_path / "release", tmp_path / "out"
-    assert main(["import", "spurious-imagenet", str(where), "--out", str(out), "--download", "--url", server, "--sha256", "0" * 64]) == 2
+    assert (
+        main(
+            [
+                "import",
+                "spurious-imagenet",
+                str(where),
+                "--out",
+                str(out),
+                "--download",
+                "--url",
+                server,
+                "--sha256",
+                "0" * 64,
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "SHA-256" in err and "0" * 64 in err
     assert not out.exists() and not (where / "images_100_classes.zip").exists()
-    assert main(["import", "spurious-imagenet", str(where), "--out", str(out), "--download", "--url", "http://127.0.0.1:9/x.zip"]) == 2
+    assert (
+        main(
+            [
+                "import",
+                "spurious-imagenet",
+                str(where),
+                "--out",
+                str(out),
+                "--download",
+                "--url",
+                "http://127.0.0.1:9/x.zip",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "cannot download" in err and not out.exists()
     # --url without --download is a mistake, named
@@ -198,7 +249,10 @@ def test_download_bad_checksum_and_unreachable_are_one_line(server, archive, tmp
 
 def test_download_from_file_url(archive, tmp_path):
     where, out = tmp_path / "release", tmp_path / "out"
-    assert main(["import", "spurious-imagenet", str(where), "--out", str(out), "--download", "--url", archive.as_uri()]) == 0
+    assert (
+        main(["import", "spurious-imagenet", str(where), "--out", str(out), "--download", "--url", archive.as_uri()])
+        == 0
+    )
     assert _meta(out)["spurbench"]["archive_sha256"] == hashlib.sha256(archive.read_bytes()).hexdigest()
     not_zip = tmp_path / "not.zip"
     not_zip.write_bytes(b"PK not really")

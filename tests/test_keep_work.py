@@ -22,8 +22,20 @@ from spurbench.errors import SpurbenchError
 
 def _rows(n: int, seed: int = 0) -> list[dict]:
     rng = np.random.default_rng(seed)
-    return [dict(image=rng.integers(0, 256, (48, 48, 3), dtype=np.uint8), label=285, class_name="Egyptian cat",
-                 spurious_feature="x", component=-1, source="generated", builder="test", prompt="p", seed=i) for i in range(n)]
+    return [
+        dict(
+            image=rng.integers(0, 256, (48, 48, 3), dtype=np.uint8),
+            label=285,
+            class_name="Egyptian cat",
+            spurious_feature="x",
+            component=-1,
+            source="generated",
+            builder="test",
+            prompt="p",
+            seed=i,
+        )
+        for i in range(n)
+    ]
 
 
 def _foreign(folder: Path) -> Path:
@@ -47,10 +59,16 @@ def home(tmp_path, monkeypatch) -> Path:
     return h
 
 
-def test_build_refuses_a_foreign_out_the_working_directory_home_and_the_recipe_folder(tmp_path, monkeypatch, capsys, home):
+def test_build_refuses_a_foreign_out_the_working_directory_home_and_the_recipe_folder(
+    tmp_path, monkeypatch, capsys, home
+):
     monkeypatch.chdir(tmp_path)
     thesis = _foreign(tmp_path / "thesis")
-    _refused(capsys, ["build", "--recipe", "ddb_smoke", "--out", str(thesis)], "holds chapter1.tex, which spurbench did not write")
+    _refused(
+        capsys,
+        ["build", "--recipe", "ddb_smoke", "--out", str(thesis)],
+        "holds chapter1.tex, which spurbench did not write",
+    )
     _refused(capsys, ["build", "--recipe", "ddb_smoke", "--out", "."], "is the working directory")
     _refused(capsys, ["build", "--recipe", "ddb_smoke", "--out", "~"], "is your home folder")
     _refused(capsys, ["build", "--recipe", "ddb_smoke", "--out", "/"], "or a folder above it")
@@ -60,9 +78,19 @@ def test_build_refuses_a_foreign_out_the_working_directory_home_and_the_recipe_f
 
     (recipes / "r.yaml").write_text(resolve("recipe", "ddb_smoke").read_text())
     _refused(capsys, ["build", "--recipe", str(recipes / "r.yaml"), "--out", str(tmp_path)], "is the working directory")
-    _refused(capsys, ["build", "--recipe", "recipes/r.yaml", "--out", str(tmp_path / "recipes")], "holds the input 'recipes/r.yaml'")
-    assert (thesis / "chapter1.tex").read_text() == "\\chapter{One}\n" and sorted(p.name for p in thesis.iterdir()) == ["chapter1.tex"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["home", "recipes", "thesis"]  # no work dir, no temporary folder
+    _refused(
+        capsys,
+        ["build", "--recipe", "recipes/r.yaml", "--out", str(tmp_path / "recipes")],
+        "holds the input 'recipes/r.yaml'",
+    )
+    assert (thesis / "chapter1.tex").read_text() == "\\chapter{One}\n" and sorted(p.name for p in thesis.iterdir()) == [
+        "chapter1.tex"
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "home",
+        "recipes",
+        "thesis",
+    ]  # no work dir, no temporary folder
 
 
 def test_imports_refuse_a_foreign_out_and_a_folder_holding_their_input(tmp_path, capsys, home):
@@ -70,13 +98,21 @@ def test_imports_refuse_a_foreign_out_and_a_folder_holding_their_input(tmp_path,
 
     wb = make_waterbirds_tree(tmp_path / "wb" / "waterbird_complete95_forest2water2")
     thesis = _foreign(tmp_path / "thesis")
-    _refused(capsys, ["import", "waterbirds", str(wb), "--out", str(thesis)], "holds chapter1.tex, which spurbench did not write")
+    _refused(
+        capsys,
+        ["import", "waterbirds", str(wb), "--out", str(thesis)],
+        "holds chapter1.tex, which spurbench did not write",
+    )
     _refused(capsys, ["import", "waterbirds", str(wb), "--out", str(tmp_path / "wb")], "holds the input")
     _refused(capsys, ["import", "waterbirds", str(wb), "--out", str(wb)], "holds the input")
     _refused(capsys, ["import", "waterbirds", str(wb), "--out", str(home)], "is your home folder")
     release = tmp_path / "si" / "spurious_imagenet"
     (release / "images").mkdir(parents=True)
-    _refused(capsys, ["import", "spurious-imagenet", str(release), "--out", str(thesis)], "holds chapter1.tex, which spurbench did not write")
+    _refused(
+        capsys,
+        ["import", "spurious-imagenet", str(release), "--out", str(thesis)],
+        "holds chapter1.tex, which spurbench did not write",
+    )
     _refused(capsys, ["import", "spurious-imagenet", str(release), "--out", str(tmp_path / "si")], "holds the input")
     assert (thesis / "chapter1.tex").is_file() and len(list(thesis.iterdir())) == 1
     # a dataset folder spurbench wrote is replaced, as before
@@ -90,11 +126,23 @@ def test_verify_refuses_a_foreign_out_and_may_rewrite_the_dataset_in_place(tmp_p
     ds = write_dataset(tmp_path / "sets" / "ds", {"test": _rows(3)}, DatasetCard(pretty_name="guard"))
     thesis = _foreign(tmp_path / "thesis")
     capsys.readouterr()  # the set-up's own progress bars
-    _refused(capsys, ["verify", "--dataset", str(ds), "--detector", "tiny", "--out", str(thesis)], "which spurbench did not write")
-    _refused(capsys, ["verify", "--dataset", str(ds), "--detector", "tiny", "--out", str(tmp_path / "sets")], "holds the input")
+    _refused(
+        capsys,
+        ["verify", "--dataset", str(ds), "--detector", "tiny", "--out", str(thesis)],
+        "which spurbench did not write",
+    )
+    _refused(
+        capsys,
+        ["verify", "--dataset", str(ds), "--detector", "tiny", "--out", str(tmp_path / "sets")],
+        "holds the input",
+    )
     decisions = ds / "decisions.csv"  # saved into the dataset folder: rewriting it in place would delete the file
     decisions.write_text("index,split,decision\n0,test,keep\n")
-    _refused(capsys, ["verify", "--dataset", str(ds), "--decisions", str(decisions), "--out", str(ds)], "decisions.csv'; writing a dataset replaces")
+    _refused(
+        capsys,
+        ["verify", "--dataset", str(ds), "--decisions", str(decisions), "--out", str(ds)],
+        "decisions.csv'; writing a dataset replaces",
+    )
     assert decisions.is_file() and (thesis / "chapter1.tex").is_file()
     decisions.unlink()
     assert cli.main(["verify", "--dataset", str(ds), "--detector", "tiny", "--out", str(ds)]) == 0  # in place: allowed
@@ -124,8 +172,17 @@ def test_write_dataset_never_replaces_a_foreign_folder_and_refuses_an_empty_set(
 def test_a_decided_image_neither_failed_nor_borderline_is_captioned_decided():
     from spurbench.evaluate.review import ReviewItem, _figure
 
-    item = dict(split="test", index=3, label=285, class_name="Egyptian cat", score=0.01, present=False, boxes=[],
-                width=8, height=8)
+    item = dict(
+        split="test",
+        index=3,
+        label=285,
+        class_name="Egyptian cat",
+        score=0.01,
+        present=False,
+        boxes=[],
+        width=8,
+        height=8,
+    )
     decided = _figure(ReviewItem(**item, failed=False, borderline=False, reviewed="keep"), 0.5)
     assert 'class="rv decided"' in decided and "· decided<br>" in decided and "borderline" not in decided
     assert 'class="rv borderline"' in _figure(ReviewItem(**item, failed=False, borderline=True, reviewed=""), 0.5)
@@ -137,13 +194,30 @@ def test_a_decided_image_neither_failed_nor_borderline_is_captioned_decided():
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
-    return {**os.environ, "SPURBENCH_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
-            "PYTHONUNBUFFERED": "1"}
+    return {
+        **os.environ,
+        "SPURBENCH_CACHE": str(tmp_path / "cache"),
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
 
 
 def _verify_cmd(ds: Path, out: str) -> list[str]:
-    return [sys.executable, "-m", "spurbench", "verify", "--dataset", str(ds), "--detector", "tiny", "--batch-size", "1",
-            "--out", out]
+    return [
+        sys.executable,
+        "-m",
+        "spurbench",
+        "verify",
+        "--dataset",
+        str(ds),
+        "--detector",
+        "tiny",
+        "--batch-size",
+        "1",
+        "--out",
+        out,
+    ]
 
 
 def _data(folder: Path) -> dict[str, bytes]:
@@ -151,7 +225,9 @@ def _data(folder: Path) -> dict[str, bytes]:
 
 
 def _card_without_date(folder: Path) -> str:
-    return "\n".join(line for line in (folder / "README.md").read_text().splitlines() if not line.strip().startswith("date:"))
+    return "\n".join(
+        line for line in (folder / "README.md").read_text().splitlines() if not line.strip().startswith("date:")
+    )
 
 
 @pytest.mark.slow
@@ -164,8 +240,15 @@ def test_killed_verify_resumes_to_the_uninterrupted_dataset(tmp_path):
     assert whole.returncode == 0, whole.stderr[-3000:]
 
     resume = tmp_path / ".killed.detections.jsonl"
-    proc = subprocess.Popen(_verify_cmd(ds, "killed"), cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        _verify_cmd(ds, "killed"),
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 300
     while not (resume.is_file() and len(resume.read_text().splitlines()) > 1):
         assert proc.poll() is None, proc.stderr.read()[-3000:]
@@ -177,10 +260,14 @@ def test_killed_verify_resumes_to_the_uninterrupted_dataset(tmp_path):
     assert 0 < done < 160 and not (tmp_path / "killed").exists()  # killed midway
     saved = resume.read_text()
 
-    again = subprocess.run(_verify_cmd(ds, "killed"), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    again = subprocess.run(
+        _verify_cmd(ds, "killed"), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
     assert again.returncode == 0, again.stderr[-3000:]
     assert _data(tmp_path / "killed") == _data(tmp_path / "whole")
-    assert _card_without_date(tmp_path / "killed") == _card_without_date(tmp_path / "whole").replace("--out whole", "--out killed")
+    assert _card_without_date(tmp_path / "killed") == _card_without_date(tmp_path / "whole").replace(
+        "--out whole", "--out killed"
+    )
     assert not resume.exists()
 
     # the re-run read what the killed run had cached: an entry marked by hand shows up in a run resumed from it
@@ -188,11 +275,17 @@ def test_killed_verify_resumes_to_the_uninterrupted_dataset(tmp_path):
     entry = json.loads(first)
     entry["score"] = 0.987654
     (tmp_path / ".marked.detections.jsonl").write_text("\n".join([header, json.dumps(entry), *rest]) + "\n")
-    marked = subprocess.run(_verify_cmd(ds, "marked"), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    marked = subprocess.run(
+        _verify_cmd(ds, "marked"), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
     assert marked.returncode == 0, marked.stderr[-3000:]
     import pyarrow.parquet as pq
 
-    scores = [s for f in sorted((tmp_path / "marked" / "data").glob("*.parquet")) for s in pq.read_table(f).column("object_score").to_pylist()]
+    scores = [
+        s
+        for f in sorted((tmp_path / "marked" / "data").glob("*.parquet"))
+        for s in pq.read_table(f).column("object_score").to_pylist()
+    ]
     assert sum(abs(s - 0.987654) < 1e-6 for s in scores) == 1
 
 
@@ -208,16 +301,33 @@ def test_rebuild_without_a_verify_stage_keeps_the_decisions_for_verify(tmp_path)
     env = {"SPURBENCH_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
     assert (proc := _run(_build_cmd("tiny.yaml"), cwd, **env)).returncode == 0, proc.stderr[-3000:]
     (cwd / "d.csv").write_text("index,split,decision\n1,test,drop\n0,reference,keep\n")
-    verify = [sys.executable, "-m", "spurbench", "verify", "--dataset", "data", "--detector", "tiny", "--decisions", "d.csv", "--out", "data"]
+    verify = [
+        sys.executable,
+        "-m",
+        "spurbench",
+        "verify",
+        "--dataset",
+        "data",
+        "--detector",
+        "tiny",
+        "--decisions",
+        "d.csv",
+        "--out",
+        "data",
+    ]
     assert (proc := _run(verify, cwd, **env)).returncode == 0, proc.stderr[-3000:]
     proc = _run(_build_cmd("tiny.yaml"), cwd, **env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "2 decision(s) are in" in proc.stderr and "0 could not be carried" in proc.stderr
     with open(cwd / "data.work" / "decisions.csv", newline="") as fh:
-        assert list(csv.DictReader(fh)) == [{"index": "1", "split": "test", "decision": "drop"},
-                                            {"index": "0", "split": "reference", "decision": "keep"}]
+        assert list(csv.DictReader(fh)) == [
+            {"index": "1", "split": "test", "decision": "drop"},
+            {"index": "0", "split": "reference", "decision": "keep"},
+        ]
     # the command the log gives applies them
-    assert (proc := _run([*verify[:-4], "--decisions", "data.work/decisions.csv", "--out", "data"], cwd, **env)).returncode == 0, proc.stderr
+    assert (
+        proc := _run([*verify[:-4], "--decisions", "data.work/decisions.csv", "--out", "data"], cwd, **env)
+    ).returncode == 0, proc.stderr
     from spurbench.verify import decided_images
 
     assert sorted(decided_images(cwd / "data").values()) == ["drop", "keep"]
@@ -239,6 +349,9 @@ def test_paths_recorded_in_exports_are_never_absolute(tmp_path, monkeypatch):
 
 def test_a_placeholder_licence_is_refused_not_printed_into_the_card(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    _refused(capsys, ["build", "--recipe", "d3s", "--out", "data/d3s"],
-             "key 'licenses.backgrounds' is the placeholder 'state the licence of your background photos here'")
+    _refused(
+        capsys,
+        ["build", "--recipe", "d3s", "--out", "data/d3s"],
+        "key 'licenses.backgrounds' is the placeholder 'state the licence of your background photos here'",
+    )
     assert not (tmp_path / "data").exists()

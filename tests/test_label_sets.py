@@ -36,8 +36,26 @@ def test_two_class_classifier_is_scored_on_a_two_class_set(wb, tmp_path):
     weights = tmp_path / "two.safetensors"
     save_file({k: v.contiguous() for k, v in clf.model.state_dict().items()}, str(weights))
     board = tmp_path / "board" / "leaderboard.json"
-    assert main(["eval", "--model", "tf_efficientnet_lite0", "--weights", str(weights), "--dataset", str(data),
-                 "--split", "train", "--leaderboard", str(board), "--workers", "0"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--model",
+                "tf_efficientnet_lite0",
+                "--weights",
+                str(weights),
+                "--dataset",
+                str(data),
+                "--split",
+                "train",
+                "--leaderboard",
+                str(board),
+                "--workers",
+                "0",
+            ]
+        )
+        == 0
+    )
     # independent: the same model run directly on the image files with timm's eval transform
     model = clf.model.eval()
     tf = timm.data.create_transform(**clf.data_config)
@@ -59,8 +77,28 @@ def test_imagenet_classifier_on_a_two_class_set_is_one_line(wb, tmp_path, capsys
 
     _, data = wb
     lite0_file, _ = _weights_file(load_panel("offline")[0])  # the real ImageNet-1k Lite0 weights
-    assert main(["eval", "--model", "tf_efficientnet_lite0", "--weights", str(lite0_file), "--key-map", "positional",
-                 "--dataset", str(data), "--split", "train", "--leaderboard", str(tmp_path / "b.json"), "--workers", "0"]) == 2
+    assert (
+        main(
+            [
+                "eval",
+                "--model",
+                "tf_efficientnet_lite0",
+                "--weights",
+                str(lite0_file),
+                "--key-map",
+                "positional",
+                "--dataset",
+                str(data),
+                "--split",
+                "train",
+                "--leaderboard",
+                str(tmp_path / "b.json"),
+                "--workers",
+                "0",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "label set 'waterbirds'" in err and "2 classes" in err, err
     assert not (tmp_path / "b.json").exists()
@@ -95,8 +133,28 @@ def test_group_eval_reports_pooled_and_train_weighted_accuracy(wb, tmp_path):
     weights = tmp_path / "two.safetensors"
     save_file({k: v.contiguous() for k, v in clf.model.state_dict().items()}, str(weights))
     board = tmp_path / "board" / "leaderboard.json"
-    assert main(["eval", "--model", "tf_efficientnet_lite0", "--weights", str(weights), "--dataset", str(data), "--split", "val",
-                 "--group-by", "group", "--leaderboard", str(board), "--workers", "0"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--model",
+                "tf_efficientnet_lite0",
+                "--weights",
+                str(weights),
+                "--dataset",
+                str(data),
+                "--split",
+                "val",
+                "--group-by",
+                "group",
+                "--leaderboard",
+                str(board),
+                "--workers",
+                "0",
+            ]
+        )
+        == 0
+    )
     entry = json.loads(board.read_text())["entries"][0]
     m = entry["metrics"]
     rows = list(csv.DictReader(open(next((tmp_path / "board" / "predictions").glob("*.csv")))))
@@ -121,13 +179,31 @@ def test_group_eval_reports_pooled_and_train_weighted_accuracy(wb, tmp_path):
 
 def test_imagenet_panel_on_a_two_class_set_is_one_short_line_per_model(wb, tmp_path, capsys):
     _, data = wb
-    assert main(["eval", "--panel", "offline", "--dataset", str(data), "--split", "train",
-                 "--leaderboard", str(tmp_path / "b.json"), "--workers", "0"]) == 1
+    assert (
+        main(
+            [
+                "eval",
+                "--panel",
+                "offline",
+                "--dataset",
+                str(data),
+                "--split",
+                "train",
+                "--leaderboard",
+                str(tmp_path / "b.json"),
+                "--workers",
+                "0",
+            ]
+        )
+        == 1
+    )
     out = capsys.readouterr()
     failed = [line for line in out.err.strip().splitlines()]
     assert len(failed) == 3, out.err  # one line per model, nothing else on stderr
     for line, name in zip(failed, ("tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2")):
-        assert line.startswith(f"FAILED {name}: an ImageNet-1k classifier cannot score label set 'waterbirds' (2 classes: landbird, waterbird)")
+        assert line.startswith(
+            f"FAILED {name}: an ImageNet-1k classifier cannot score label set 'waterbirds' (2 classes: landbird, waterbird)"
+        )
         assert "spurbench finetune" in line and "site-packages" not in line and "the model 2" not in line
     # the summary names them once, without repeating the reasons
     assert "FAILED 3: tf_efficientnet_lite0, tf_efficientnet_lite1, tf_efficientnet_lite2" in out.out

@@ -27,7 +27,11 @@ def import_graph() -> dict[str, set[str]]:
             if isinstance(node, ast.Import):
                 targets.update(a.name for a in node.names)
             elif isinstance(node, ast.ImportFrom):
-                base = ".".join(package[: len(package) - node.level + 1] + [node.module or ""]) if node.level else node.module or ""
+                base = (
+                    ".".join(package[: len(package) - node.level + 1] + [node.module or ""])
+                    if node.level
+                    else node.module or ""
+                )
                 base = base.rstrip(".")
                 # `from pkg import mod` imports the module pkg.mod; `from mod import name` imports mod
                 targets.update(f"{base}.{a.name}" if f"{base}.{a.name}" in files else base for a in node.names)

@@ -24,15 +24,21 @@ from spurbench.evaluate import leaderboard as lb
 from spurbench.evaluate import predictions_csv
 
 DATASET = {
-    "id": "data/toy", "revision": None, "split": "test", "fingerprint": "a" * 64,
-    "num_images": 12, "classes": [1, 2, 3], "provenance": {"builder": "hand"},
+    "id": "data/toy",
+    "revision": None,
+    "split": "test",
+    "fingerprint": "a" * 64,
+    "num_images": 12,
+    "classes": [1, 2, 3],
+    "provenance": {"builder": "hand"},
 }
 OTHER_DATASET = {**DATASET, "id": "data/other", "fingerprint": "b" * 64}
 LABELS = np.repeat([1, 2, 3], 4)  # 12 images, 4 per class
 
 
-def write_csv(root: Path, model: str, fooled: np.ndarray, indices: np.ndarray | None = None,
-              labels: np.ndarray = LABELS) -> str:
+def write_csv(
+    root: Path, model: str, fooled: np.ndarray, indices: np.ndarray | None = None, labels: np.ndarray = LABELS
+) -> str:
     """Write a predictions CSV in the eval format; fooled[i] decides whether top-1 is the label."""
     indices = np.arange(len(fooled)) if indices is None else indices
     rel = lb.predictions_relpath(model)
@@ -45,8 +51,10 @@ def write_csv(root: Path, model: str, fooled: np.ndarray, indices: np.ndarray | 
         top5 = [top1] + [x for x in (600, 601, 602, 603, label) if x != top1][:4]
         probs = [0.5, 0.2, 0.1, 0.05, 0.01]
         p_label = probs[top5.index(label)] if label in top5 else 0.001
-        lines.append(f"{i},{label},{p_label:.6g},{top1},{int(top1 == label)},{int(label in top5)},"
-                     f"{' '.join(map(str, top5))},{' '.join(f'{p:.6g}' for p in probs)},test")
+        lines.append(
+            f"{i},{label},{p_label:.6g},{top1},{int(top1 == label)},{int(label in top5)},"
+            f"{' '.join(map(str, top5))},{' '.join(f'{p:.6g}' for p in probs)},test"
+        )
     path.write_text("\n".join(lines) + "\n")
     return rel
 
@@ -58,15 +66,33 @@ def make_entry(model: str, rate: float, ap: float | None = None, predictions: st
         "num_params": 1000,
         "data_config": {"input_size": [3, 224, 224], "interpolation": "bicubic", "crop_pct": 0.875},
         "preprocessing": "timm",
-        "metrics": {"spurious_rate": rate, "spurious_rate_micro": rate, "spurious_rate_top5": min(1.0, rate + 0.1),
-                    "spurious_rate_top5_micro": min(1.0, rate + 0.1), "mean_target_prob": rate / 2,
-                    "spurious_score_ap": ap, "spurious_score_auroc": ap, "num_images": 12},
-        "per_class": {k: {"n": 4, "spurious_rate": rate, "spurious_rate_top5": rate, "mean_target_prob": rate / 2,
-                          "spurious_score_ap": ap, "spurious_score_auroc": ap, "num_positives": 0 if ap is None else 3}
-                      for k in (1, 2, 3)},  # int keys on purpose: the store must write them as strings
+        "metrics": {
+            "spurious_rate": rate,
+            "spurious_rate_micro": rate,
+            "spurious_rate_top5": min(1.0, rate + 0.1),
+            "spurious_rate_top5_micro": min(1.0, rate + 0.1),
+            "mean_target_prob": rate / 2,
+            "spurious_score_ap": ap,
+            "spurious_score_auroc": ap,
+            "num_images": 12,
+        },
+        "per_class": {
+            k: {
+                "n": 4,
+                "spurious_rate": rate,
+                "spurious_rate_top5": rate,
+                "mean_target_prob": rate / 2,
+                "spurious_score_ap": ap,
+                "spurious_score_auroc": ap,
+                "num_positives": 0 if ap is None else 3,
+            }
+            for k in (1, 2, 3)
+        },  # int keys on purpose: the store must write them as strings
         "predictions": predictions or lb.predictions_relpath(model),
         "env": {"spurbench": "0.1.0", "torch": "x", "timm": "y", "python": "3", "device": "cpu"},
-        "date": "2025-01-01T00:00:00Z", "images_per_second": 10.0, "command": f"spurbench eval --model {model}",
+        "date": "2025-01-01T00:00:00Z",
+        "images_per_second": 10.0,
+        "command": f"spurbench eval --model {model}",
     }
 
 
@@ -124,8 +150,16 @@ def test_other_dataset_refused_and_file_unchanged(tmp_path):
     assert path.read_bytes() == before
 
 
-@pytest.mark.parametrize("content", ['{"schema_version": 1, "entries": [', "not json at all", '{"schema_version": 3, "entries": []}',
-                                     "[1, 2]", '{"schema_version": 1, "entries": [{"model": 3}]}'])
+@pytest.mark.parametrize(
+    "content",
+    [
+        '{"schema_version": 1, "entries": [',
+        "not json at all",
+        '{"schema_version": 3, "entries": []}',
+        "[1, 2]",
+        '{"schema_version": 1, "entries": [{"model": 3}]}',
+    ],
+)
 def test_corrupt_or_foreign_file_left_untouched(tmp_path, content):
     path = tmp_path / "leaderboard.json"
     path.write_text(content)
@@ -146,8 +180,11 @@ def independent_consistency(fooled: np.ndarray, names: list[str]) -> dict:
     """Straight from the definitions, with loops and scikit-learn; shares no code with spurbench."""
     n, m = fooled.shape
     votes = [int(sum(row)) for row in fooled]
-    pairwise = {f"{names[i]} vs {names[j]}": cohen_kappa_score(fooled[:, i], fooled[:, j])
-                for i in range(m) for j in range(i + 1, m)}
+    pairwise = {
+        f"{names[i]} vs {names[j]}": cohen_kappa_score(fooled[:, i], fooled[:, j])
+        for i in range(m)
+        for j in range(i + 1, m)
+    }
     p1 = sum(votes) / (n * m)
     p_e = p1**2 + (1 - p1) ** 2
     p_i = [(v * v + (m - v) ** 2 - m) / (m * (m - 1)) for v in votes]
@@ -321,8 +358,14 @@ def test_parallel_processes_lose_no_entry(tmp_path):
 
 def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", "spurbench", "leaderboard", *args],
-                          capture_output=True, text=True, cwd=cwd, env=env, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "spurbench", "leaderboard", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=120,
+    )
 
 
 def test_cli_md_json_and_out(tmp_path):
@@ -342,7 +385,10 @@ def test_cli_md_json_and_out(tmp_path):
     os.replace(tmp_path / "predictions", tmp_path / "leaderboard" / "predictions")
     out = cli("--out", "outdir", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip().endswith("leaderboard.md") and "| b |" in (tmp_path / "outdir" / "leaderboard.md").read_text()
+    assert (
+        out.stdout.strip().endswith("leaderboard.md")
+        and "| b |" in (tmp_path / "outdir" / "leaderboard.md").read_text()
+    )
 
 
 def test_cli_errors_are_one_line(tmp_path):

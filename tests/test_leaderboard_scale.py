@@ -22,7 +22,9 @@ from spurbench.evaluate import leaderboard as lb
 
 
 def _record(path: Path, model: str, fooled, rate: float = 0.5, **kw) -> dict:
-    rel = write_csv(path.parent, model, np.asarray(fooled, bool), **{k: v for k, v in kw.items() if k in ("indices", "labels")})
+    rel = write_csv(
+        path.parent, model, np.asarray(fooled, bool), **{k: v for k, v in kw.items() if k in ("indices", "labels")}
+    )
     entry = make_entry(model, rate, kw.get("ap"), rel)
     entry.update(kw.get("extra", {}))
     return lb.record_entry(path, DATASET, entry)
@@ -71,7 +73,9 @@ def test_store_reads_only_the_new_csv(tmp_path, monkeypatch):
     from spurbench.evaluate import predictions_csv
 
     real = predictions_csv.read_predictions
-    monkeypatch.setattr(predictions_csv, "read_predictions", lambda p, optional=None: reads.append(Path(p).name) or real(p, optional))
+    monkeypatch.setattr(
+        predictions_csv, "read_predictions", lambda p, optional=None: reads.append(Path(p).name) or real(p, optional)
+    )
     board = _record(path, names[5], fooled[:, 5])
     assert reads == [Path(lb.predictions_relpath(names[5])).name]
     _assert_matches(board["consistency"], fooled, names)
@@ -166,14 +170,26 @@ def test_ranking_within_comparable_groups(tmp_path):
     _record(path, "t1", full, rate=0.4)
     _record(path, "t2", full, rate=0.2)
     _record(path, "t3", full, rate=0.3)
-    _record(path, "limited", full[:5], rate=0.01, indices=np.arange(5), extra={"metrics": {**make_entry("x", 0.01)["metrics"], "num_images": 5}})
+    _record(
+        path,
+        "limited",
+        full[:5],
+        rate=0.01,
+        indices=np.arange(5),
+        extra={"metrics": {**make_entry("x", 0.01)["metrics"], "num_images": 5}},
+    )
     board = _record(path, "si", full, rate=0.05, extra={"preprocessing": "spurious-imagenet"})
     groups = lb.comparable_groups(board)
     assert [[e["model"] for e in g["entries"]] for g in groups] == [["t2", "t3", "t1"], ["limited"], ["si"]]
     assert "first 5 of 12 images" in groups[1]["description"] and "spurious-imagenet" in groups[2]["description"]
     ranked = lb.to_ranked_json(board)
     assert [(e["model"], e["group"], e["rank"]) for e in ranked["entries"]] == [
-        ("t2", 1, 1), ("t3", 1, 2), ("t1", 1, 3), ("limited", 2, 1), ("si", 3, 1)]
+        ("t2", 1, 1),
+        ("t3", 1, 2),
+        ("t1", 1, 3),
+        ("limited", 2, 1),
+        ("si", 3, 1),
+    ]
     assert ranked["groups_note"] and [g["models"] for g in ranked["groups"]][0] == ["t2", "t3", "t1"]
     md = lb.to_markdown(board)
     assert "not ranked against each other" in md and md.count("### Group") == 3
@@ -203,8 +219,12 @@ def test_cli_on_a_corrupt_board_is_one_line_and_leaves_it(tmp_path):
     board["entries"].append({"model": "t1", "metrics": {}})  # a duplicate entry: corrupt
     path.write_text(json.dumps(board))
     before = path.read_bytes()
-    r = subprocess.run([sys.executable, "-m", "spurbench", "leaderboard", "--leaderboard", str(path)],
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "spurbench", "leaderboard", "--leaderboard", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "two entries" in r.stderr
     assert path.read_bytes() == before
 
@@ -240,8 +260,13 @@ def test_eval_record_never_takes_another_entrys_file(tmp_path):
     lb.record_entry(path, DATASET, make_entry("x y", 0.5, predictions=old_rel))
     before = (tmp_path / old_rel).read_bytes()
     top1 = np.where(fooled[:, 1], LABELS, 500)
-    preds = Predictions(np.arange(12), LABELS.copy(), np.full(12, 0.5), np.stack([top1] + [np.full(12, 600 + i) for i in range(4)], 1),
-                        np.tile([0.5, 0.2, 0.1, 0.05, 0.01], (12, 1)))
+    preds = Predictions(
+        np.arange(12),
+        LABELS.copy(),
+        np.full(12, 0.5),
+        np.stack([top1] + [np.full(12, 600 + i) for i in range(4)], 1),
+        np.tile([0.5, 0.2, 0.1, 0.05, 0.01], (12, 1)),
+    )
     record(path, DATASET, make_entry("x_y", 0.3, predictions=lb.predictions_relpath("x_y")), preds)
     board = lb.load_leaderboard(path)
     files = {e["model"]: e["predictions"] for e in board["entries"]}

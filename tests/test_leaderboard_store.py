@@ -49,8 +49,14 @@ def test_schema1_board_migrated_losslessly(tmp_path):
     assert (lb.store_path(path) / "index.json").is_file() and after["schema_version"] == 2
     assert after["entries"] == v1["entries"]  # every entry, every figure, in order
     assert after["dataset"] == v1["dataset"] and after["consistency"] == v1["consistency"]
-    assert after["failures"] == v1["failures"] + [{"model": "other", "reason": "out of memory", "date": "2025-01-02T00:00:00Z",
-                                                   "fingerprint": DATASET["fingerprint"]}]
+    assert after["failures"] == v1["failures"] + [
+        {
+            "model": "other",
+            "reason": "out of memory",
+            "date": "2025-01-02T00:00:00Z",
+            "fingerprint": DATASET["fingerprint"],
+        }
+    ]
     assert {k for k in after if k != "schema_version"} == {k for k in v1 if k != "schema_version"}
     assert json.loads(path.read_text()) == after  # the export: the same board
     # and recording goes on from the migrated store: a fourth model, consistency over all four
@@ -69,8 +75,12 @@ def test_big_schema1_board_kept_beside_the_store_and_export_on_request(tmp_path,
     assert not path.exists() and (path.parent / "leaderboard.schema1.json").read_bytes() == before
     assert lb.load_leaderboard(path)["entries"] == v1["entries"]
     assert lb.export(path) == path and json.loads(path.read_text()) == lb.load_leaderboard(path)
-    out = subprocess.run([sys.executable, "-m", "spurbench", "leaderboard", "--leaderboard", str(path.parent), "--format", "md"],
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "spurbench", "leaderboard", "--leaderboard", str(path.parent), "--format", "md"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0 and "| a |" in out.stdout.replace("`", "")
 
 
@@ -114,12 +124,17 @@ def test_corrupt_store_is_refused_and_left_untouched(tmp_path):
     lb.record_entry(path, DATASET, make_entry("a", 0.5, None, write_csv(tmp_path, "a", _fooled(1, seed=4)[:, 0])))
     index = lb.store_path(path) / "index.json"
     good = index.read_text()
-    for bad, why in (("{not json", "not valid JSON"), (good.replace('"schema_version": 2', '"schema_version": 7'), "schema-2"),
-                     (good.replace('"file": "entries/', '"file": "gone/'), "entry files that do not exist")):
+    for bad, why in (
+        ("{not json", "not valid JSON"),
+        (good.replace('"schema_version": 2', '"schema_version": 7'), "schema-2"),
+        (good.replace('"file": "entries/', '"file": "gone/'), "entry files that do not exist"),
+    ):
         index.write_text(bad)
         with pytest.raises(SpurbenchError, match=why) as err:
             lb.load_leaderboard(path)
         assert "left untouched" in str(err.value)
         with pytest.raises(SpurbenchError):
-            lb.record_entry(path, DATASET, make_entry("b", 0.5, None, write_csv(tmp_path, "b", _fooled(1, seed=5)[:, 0])))
+            lb.record_entry(
+                path, DATASET, make_entry("b", 0.5, None, write_csv(tmp_path, "b", _fooled(1, seed=5)[:, 0]))
+            )
         assert index.read_text() == bad

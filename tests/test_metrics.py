@@ -22,20 +22,28 @@ def _topk(rows: list[list[int]]) -> np.ndarray:
 
 def test_spurious_rates_hand_counts():
     labels = [1, 1, 1, 2, 2, 7]
-    topk = _topk([
-        [1],           # class 1: top-1 hit
-        [3, 1],        # class 1: top-5 hit only
-        [3, 4],        # class 1: miss
-        [2],           # class 2: top-1 hit
-        [5, 6, 8, 9, 2],  # class 2: top-5 hit at rank 5
-        [7],           # class 7: top-1 hit
-    ])
+    topk = _topk(
+        [
+            [1],  # class 1: top-1 hit
+            [3, 1],  # class 1: top-5 hit only
+            [3, 4],  # class 1: miss
+            [2],  # class 2: top-1 hit
+            [5, 6, 8, 9, 2],  # class 2: top-5 hit at rank 5
+            [7],  # class 7: top-1 hit
+        ]
+    )
     probs = [0.9, 0.3, 0.0, 0.5, 0.1, 0.6]
     r = M.spurious_rates(labels, topk, probs)
     assert r["num_images"] == 6 and r["num_classes"] == 3
-    assert r["per_class"][1] == pytest.approx({"n": 3, "spurious_rate": 1 / 3, "spurious_rate_top5": 2 / 3, "mean_target_prob": 0.4})
-    assert r["per_class"][2] == pytest.approx({"n": 2, "spurious_rate": 1 / 2, "spurious_rate_top5": 1.0, "mean_target_prob": 0.3})
-    assert r["per_class"][7] == pytest.approx({"n": 1, "spurious_rate": 1.0, "spurious_rate_top5": 1.0, "mean_target_prob": 0.6})
+    assert r["per_class"][1] == pytest.approx(
+        {"n": 3, "spurious_rate": 1 / 3, "spurious_rate_top5": 2 / 3, "mean_target_prob": 0.4}
+    )
+    assert r["per_class"][2] == pytest.approx(
+        {"n": 2, "spurious_rate": 1 / 2, "spurious_rate_top5": 1.0, "mean_target_prob": 0.3}
+    )
+    assert r["per_class"][7] == pytest.approx(
+        {"n": 1, "spurious_rate": 1.0, "spurious_rate_top5": 1.0, "mean_target_prob": 0.6}
+    )
     # macro: mean over the 3 classes; micro: over the 6 images
     assert r["macro"]["spurious_rate"] == pytest.approx((1 / 3 + 1 / 2 + 1) / 3)
     assert r["macro"]["spurious_rate_top5"] == pytest.approx((2 / 3 + 1 + 1) / 3)
@@ -262,7 +270,9 @@ def test_consistency_hand_example():
     assert c10["pairwise_kappa"]["a vs b"] is None
     assert c10["pairwise_kappa"]["a vs c"] == pytest.approx(cohen_kappa_score([1, 1], [1, 0]))
     # mean only over defined pairs
-    assert c10["mean_pairwise_kappa"] == pytest.approx(np.mean([c10["pairwise_kappa"]["a vs c"], c10["pairwise_kappa"]["b vs c"]]))
+    assert c10["mean_pairwise_kappa"] == pytest.approx(
+        np.mean([c10["pairwise_kappa"]["a vs c"], c10["pairwise_kappa"]["b vs c"]])
+    )
     # Fleiss, class 10: votes 3, 2 of 3 -> p_fooled 5/6, P_e 26/36; P_i 1, 1/3 -> P_bar 2/3
     assert c10["fleiss_kappa"] == pytest.approx((2 / 3 - 26 / 36) / (1 - 26 / 36))
 

@@ -29,8 +29,18 @@ def _set(root: Path) -> Path:
     from spurbench.generate.references import sample_photo
 
     def row(img, k, source, **extra):
-        return dict(image=Image.fromarray(np.ascontiguousarray(img)), label=k, class_name=imagenet.class_name(k), spurious_feature="",
-                    component=-1, source=source, builder="photos", prompt="", seed=-1, **extra)
+        return dict(
+            image=Image.fromarray(np.ascontiguousarray(img)),
+            label=k,
+            class_name=imagenet.class_name(k),
+            spurious_feature="",
+            component=-1,
+            source=source,
+            builder="photos",
+            prompt="",
+            seed=-1,
+            **extra,
+        )
 
     test, ref, train = [], [], []
     for r, (k, name) in enumerate(PHOTOS.items()):
@@ -39,9 +49,13 @@ def _set(root: Path) -> Path:
         train.append(row(a, k, "reference", background="plain" if r else "mirror", reference_index=r))
         for g, shift in SHIFTS.items():
             test.append(row(shift(a), k, "generated", background=g, reference_index=r))
-    card = sd.DatasetCard(pretty_name="spurbench opened-once photos", body="Real photos, mirrored, for tests.", kind="shift")
+    card = sd.DatasetCard(
+        pretty_name="spurbench opened-once photos", body="Real photos, mirrored, for tests.", kind="shift"
+    )
     extra = {"background": Value("string"), "reference_index": Value("int64")}
-    return sd.write_dataset(root / "shift", {"test": test, "reference": ref, "train": train}, card, extra_features=extra)
+    return sd.write_dataset(
+        root / "shift", {"test": test, "reference": ref, "train": train}, card, extra_features=extra
+    )
 
 
 class _Reads:
@@ -78,7 +92,22 @@ def shift_eval(tmp_path_factory):
     board_file = root / "lb" / "leaderboard.json"
     with pytest.MonkeyPatch.context() as mp:
         reads = _Reads(mp)
-        assert main(["eval", "--panel", "offline", "--dataset", str(folder), "--leaderboard", str(board_file), "--workers", "0"]) == 0
+        assert (
+            main(
+                [
+                    "eval",
+                    "--panel",
+                    "offline",
+                    "--dataset",
+                    str(folder),
+                    "--leaderboard",
+                    str(board_file),
+                    "--workers",
+                    "0",
+                ]
+            )
+            == 0
+        )
     return folder, board_file, reads.calls
 
 
@@ -89,12 +118,16 @@ def test_eval_of_a_shift_set_reads_the_card_once_and_each_split_once(shift_eval)
     folder, board_file, calls = shift_eval
     board = json.loads(board_file.read_text())
     assert len(board["entries"]) == 3  # three models, each scored on test + reference, each weighted by train's groups
-    assert calls == Counter({
-        ("card", "shift"): 1,
-        ("read_split", "test"): 1, ("fingerprint", "test"): 1,  # the rows scored, fingerprinted as they are read
-        ("read_split", "reference"): 1, ("fingerprint", "reference"): 1,  # the reference photos, once for all models
-        ("read_split_column", "train"): 1,  # only the group column of the training split
-    })
+    assert calls == Counter(
+        {
+            ("card", "shift"): 1,
+            ("read_split", "test"): 1,
+            ("fingerprint", "test"): 1,  # the rows scored, fingerprinted as they are read
+            ("read_split", "reference"): 1,
+            ("fingerprint", "reference"): 1,  # the reference photos, once for all models
+            ("read_split_column", "train"): 1,  # only the group column of the training split
+        }
+    )
     # the data read once is the data on disk: fingerprint, reference size, group weights as a fresh read gives them
     fresh_train = sd.read_split_table(folder, "train")[0].column("background").to_pylist()
     weights = dict(Counter(fresh_train))
@@ -115,14 +148,23 @@ def test_page_of_a_shift_set_reads_the_card_once_and_each_split_once(shift_eval,
     page = render_page(board_file, tmp_path / "site", folder)
     assert 'id="per-class"' in page.read_text()
     # the fingerprint check, the thumbnails and the review of the scored split share one read; the reference photos one
-    assert reads.calls == Counter({("card", "shift"): 1, ("read_split", "test"): 1, ("fingerprint", "test"): 1,
-                                   ("read_split", "reference"): 1, ("fingerprint", "reference"): 1})
+    assert reads.calls == Counter(
+        {
+            ("card", "shift"): 1,
+            ("read_split", "test"): 1,
+            ("fingerprint", "test"): 1,
+            ("read_split", "reference"): 1,
+            ("fingerprint", "reference"): 1,
+        }
+    )
     assert len(list((tmp_path / "site" / "images" / "test").glob("*.jpg"))) == len(PHOTOS) * len(SHIFTS)
     assert len(list((tmp_path / "site" / "images" / "reference").glob("*.jpg"))) == len(PHOTOS)
 
 
 @pytest.mark.slow
-def test_verify_and_the_page_of_a_verified_set_read_the_card_once_and_each_split_once(shift_eval, tmp_path, monkeypatch):
+def test_verify_and_the_page_of_a_verified_set_read_the_card_once_and_each_split_once(
+    shift_eval, tmp_path, monkeypatch
+):
     import yaml
 
     from spurbench.cli import main
@@ -130,9 +172,30 @@ def test_verify_and_the_page_of_a_verified_set_read_the_card_once_and_each_split
 
     folder, _, _ = shift_eval
     reads = _Reads(monkeypatch)
-    assert main(["verify", "--dataset", str(folder), "--detector", "tiny", "--threshold", "0", "--out", str(tmp_path / "verified")]) == 0
-    assert reads.calls == Counter({("card", "shift"): 1, ("read_split_table", "test"): 1, ("read_split_table", "reference"): 1,
-                                   ("read_split_table", "train"): 1})
+    assert (
+        main(
+            [
+                "verify",
+                "--dataset",
+                str(folder),
+                "--detector",
+                "tiny",
+                "--threshold",
+                "0",
+                "--out",
+                str(tmp_path / "verified"),
+            ]
+        )
+        == 0
+    )
+    assert reads.calls == Counter(
+        {
+            ("card", "shift"): 1,
+            ("read_split_table", "test"): 1,
+            ("read_split_table", "reference"): 1,
+            ("read_split_table", "train"): 1,
+        }
+    )
     # every split rewritten whole: the same rows as a fresh read of the input, plus the verification columns
     for split in ("test", "reference", "train"):
         before, after = sd.read_split_table(folder, split)[0], sd.read_split_table(tmp_path / "verified", split)[0]
@@ -143,28 +206,73 @@ def test_verify_and_the_page_of_a_verified_set_read_the_card_once_and_each_split
     panel["models"] = panel["models"][:1]
     (tmp_path / "lite0.yaml").write_text(yaml.safe_dump(panel))
     board_file = tmp_path / "lb" / "leaderboard.json"
-    assert main(["eval", "--panel", str(tmp_path / "lite0.yaml"), "--dataset", str(tmp_path / "verified"), "--leaderboard", str(board_file),
-                 "--workers", "0"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--panel",
+                str(tmp_path / "lite0.yaml"),
+                "--dataset",
+                str(tmp_path / "verified"),
+                "--leaderboard",
+                str(board_file),
+                "--workers",
+                "0",
+            ]
+        )
+        == 0
+    )
     reads.calls.clear()
     html = render_page(board_file, tmp_path / "site", tmp_path / "verified").read_text()
     assert 'id="review"' in html
-    assert reads.calls == Counter({("card", "verified"): 1, ("read_split", "test"): 1, ("fingerprint", "test"): 1,
-                                   ("read_split", "reference"): 1, ("fingerprint", "reference"): 1, ("read_split_table", "train"): 1})
+    assert reads.calls == Counter(
+        {
+            ("card", "verified"): 1,
+            ("read_split", "test"): 1,
+            ("fingerprint", "test"): 1,
+            ("read_split", "reference"): 1,
+            ("fingerprint", "reference"): 1,
+            ("read_split_table", "train"): 1,
+        }
+    )
 
 
 def test_an_opened_dataset_says_what_the_folder_readers_say(tmp_path):
     from datasets import Value
 
     def row(k, g):
-        return dict(image=np.full((8, 8, 3), k, np.uint8), label=k, class_name=imagenet.class_name(k), spurious_feature="",
-                    component=-1, source="generated", builder="b", prompt="", seed=-1, group=g)
+        return dict(
+            image=np.full((8, 8, 3), k, np.uint8),
+            label=k,
+            class_name=imagenet.class_name(k),
+            spurious_feature="",
+            component=-1,
+            source="generated",
+            builder="b",
+            prompt="",
+            seed=-1,
+            group=g,
+        )
 
-    card = sd.DatasetCard(pretty_name="opened", body="Body.", kind="shift", provenance={"recipe_sha256": "abc", "verification": {"threshold": 0.5}})
-    folder = sd.write_dataset(tmp_path / "ds", {"test": [row(1, "a"), row(2, "b")], "reference": [row(1, "a")], "train": [row(3, "c")] * 3},
-                              card, extra_features={"group": Value("string")})
+    card = sd.DatasetCard(
+        pretty_name="opened",
+        body="Body.",
+        kind="shift",
+        provenance={"recipe_sha256": "abc", "verification": {"threshold": 0.5}},
+    )
+    folder = sd.write_dataset(
+        tmp_path / "ds",
+        {"test": [row(1, "a"), row(2, "b")], "reference": [row(1, "a")], "train": [row(3, "c")] * 3},
+        card,
+        extra_features={"group": Value("string")},
+    )
     opened = sd.open_dataset_folder(str(folder))
     assert sd.open_dataset_folder(opened) is opened
-    assert (opened.kind, opened.label_set, opened.reference_split) == (sd.read_kind(folder), sd.IMAGENET_LABEL_SET, "reference")
+    assert (opened.kind, opened.label_set, opened.reference_split) == (
+        sd.read_kind(folder),
+        sd.IMAGENET_LABEL_SET,
+        "reference",
+    )
     assert opened.split_names == sd.split_names(folder) == ["test", "reference", "train"]
     assert opened.provenance == sd.read_provenance(folder) and opened.verification == {"threshold": 0.5}
     assert opened.card() == sd.read_card(folder)
@@ -178,6 +286,9 @@ def test_an_opened_dataset_says_what_the_folder_readers_say(tmp_path):
     assert table.equals(fresh) and feats == fresh_feats
     assert opened.column("train", "group") == ["c"] * 3 and opened.column("train", "nothing") is None
     assert opened.column("test", "group") == ["a", "b"]
-    assert sd.open_dataset_folder(folder).verification is not None and sd.open_dataset_folder(folder).reference_split == "reference"
+    assert (
+        sd.open_dataset_folder(folder).verification is not None
+        and sd.open_dataset_folder(folder).reference_split == "reference"
+    )
     with pytest.raises(sd.SpurbenchError, match="has no split 'nope'"):
         opened.split("nope")

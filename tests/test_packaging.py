@@ -29,7 +29,9 @@ def test_every_flag_has_help(command):
     todo = [(f"spurbench {command}", sub)]
     while todo:
         name, p = todo.pop()
-        undocumented = [a.option_strings or a.dest for a in p._actions if not isinstance(a, argparse._HelpAction) and not a.help]
+        undocumented = [
+            a.option_strings or a.dest for a in p._actions if not isinstance(a, argparse._HelpAction) and not a.help
+        ]
         assert not undocumented, f"`{name}` flags without help: {undocumented}"
         assert p.description and len(p.description) > 40, name
         for action in p._actions:
@@ -94,7 +96,9 @@ def test_wheel_carries_recipes_panels_and_class_table(tmp_path):
 def test_citation_cff_is_valid():
     res = subprocess.run(
         [str(Path(sys.executable).with_name("cffconvert")), "--validate", "-i", str(ROOT / "CITATION.cff")],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert res.returncode == 0, res.stdout + res.stderr
     assert "valid" in (res.stdout + res.stderr).lower()

@@ -47,8 +47,13 @@ def with_refs(photo_dataset, tmp_path_factory):
         {"test": rows, "reference": refs},
         DatasetCard(
             pretty_name="photos with references",
-            provenance={"recipe": "photos", "recipe_sha256": "ab" * 32, "base_model": "<none> & real photos",
-                        "created": "2025-01-02", "command": BUILD_COMMAND},
+            provenance={
+                "recipe": "photos",
+                "recipe_sha256": "ab" * 32,
+                "base_model": "<none> & real photos",
+                "created": "2025-01-02",
+                "command": BUILD_COMMAND,
+            },
         ),
     )
     assert fingerprint(folder) == fingerprint(photo_dataset.path)
@@ -59,8 +64,22 @@ def with_refs(photo_dataset, tmp_path_factory):
 def board(photo_dataset, tmp_path_factory) -> Path:
     """A leaderboard from the real CLI: `spurbench eval --panel offline` on the photo dataset."""
     lb = tmp_path_factory.mktemp("page_board") / "board" / "leaderboard.json"
-    cmd = [sys.executable, "-m", "spurbench", "eval", "--panel", "offline", "--dataset", str(photo_dataset.path),
-           "--positives", str(photo_dataset.positives), "--leaderboard", str(lb), "--workers", "0"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "spurbench",
+        "eval",
+        "--panel",
+        "offline",
+        "--dataset",
+        str(photo_dataset.path),
+        "--positives",
+        str(photo_dataset.positives),
+        "--leaderboard",
+        str(lb),
+        "--workers",
+        "0",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     return lb
@@ -70,7 +89,19 @@ def board(photo_dataset, tmp_path_factory) -> Path:
 def page(board, with_refs, tmp_path_factory) -> Path:
     """The page of that leaderboard with the references dataset's images, rendered through the CLI."""
     out = tmp_path_factory.mktemp("page") / "site"
-    rc = cli.main(["leaderboard", "--leaderboard", str(board), "--format", "html", "--out", str(out), "--dataset", str(with_refs[0])])
+    rc = cli.main(
+        [
+            "leaderboard",
+            "--leaderboard",
+            str(board),
+            "--format",
+            "html",
+            "--out",
+            str(out),
+            "--dataset",
+            str(with_refs[0]),
+        ]
+    )
     assert rc == 0
     return out / "index.html"
 
@@ -208,7 +239,9 @@ def test_text_is_escaped(board, photo_dataset, tmp_path):
     b["entries"][0]["model"] = evil
     b["entries"][0]["command"] = "spurbench eval --name '" + evil + "'"
     b["consistency"]["models"] = [evil if m == old else m for m in b["consistency"]["models"]]
-    b["consistency"]["pairwise_kappa"] = {k.replace(old, evil): v for k, v in b["consistency"]["pairwise_kappa"].items()}
+    b["consistency"]["pairwise_kappa"] = {
+        k.replace(old, evil): v for k, v in b["consistency"]["pairwise_kappa"].items()
+    }
     copy = tmp_path / "board" / "leaderboard.json"
     shutil.copytree(board.parent, copy.parent)
     shutil.rmtree(copy.parent / "store")  # the edited export alone is the board
@@ -253,7 +286,9 @@ def test_images_a_model_did_not_score_are_marked_as_such(board, photo_dataset, t
 def test_user_mistakes_are_clear_and_leave_the_old_page(board, page, photo_dataset, tmp_path):
     before = page.read_bytes()
     # a different dataset than the one scored: refused by fingerprint, old page untouched
-    other = write_dataset(tmp_path / "other", {"test": [dict(load_split(photo_dataset.path)[0])]}, DatasetCard(pretty_name="one"))
+    other = write_dataset(
+        tmp_path / "other", {"test": [dict(load_split(photo_dataset.path)[0])]}, DatasetCard(pretty_name="one")
+    )
     with pytest.raises(SpurbenchError, match="not the data this leaderboard was scored on"):
         render_page(board, page.parent, dataset_folder=other)
     assert page.read_bytes() == before and (page.parent / "images").is_dir()
@@ -299,11 +334,24 @@ def test_page_in_headless_chromium(page, board, tmp_path):
     b = json.loads(board.read_text())
     errors: list[str] = []
     requests: list[str] = []
-    args = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+    args = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+    ]
     with sync_playwright() as pw:
-        ctx = pw.chromium.launch_persistent_context(str(tmp_path / "profile"), executable_path=exe, args=args,
-                                                    headless=True, viewport={"width": 1300, "height": 900})
+        ctx = pw.chromium.launch_persistent_context(
+            str(tmp_path / "profile"),
+            executable_path=exe,
+            args=args,
+            headless=True,
+            viewport={"width": 1300, "height": 900},
+        )
         try:
             tab = ctx.new_page()
             tab.on("console", lambda m: errors.append(f"console.{m.type}: {m.text}") if m.type == "error" else None)
@@ -342,7 +390,9 @@ def test_page_in_headless_chromium(page, board, tmp_path):
                 }"""
             )
             assert n_imgs == len(_parse(page).imgs) > 0
-            broken = tab.evaluate("() => Array.from(document.images).filter(i => !(i.naturalWidth > 0)).map(i => i.src)")
+            broken = tab.evaluate(
+                "() => Array.from(document.images).filter(i => !(i.naturalWidth > 0)).map(i => i.src)"
+            )
             assert broken == []
             shot = Path(os.environ.get("SPURBENCH_PAGE_SCREENSHOT") or tmp_path / "page.png")
             tab.screenshot(path=str(shot), full_page=True)
@@ -350,4 +400,6 @@ def test_page_in_headless_chromium(page, board, tmp_path):
         finally:
             ctx.close()
     assert errors == []
-    assert requests and all(u.startswith(("file://", "data:")) for u in requests), [u for u in requests if not u.startswith("file://")]
+    assert requests and all(u.startswith(("file://", "data:")) for u in requests), [
+        u for u in requests if not u.startswith("file://")
+    ]

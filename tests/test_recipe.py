@@ -96,12 +96,36 @@ def _edit(path: str, value, delete: bool = False) -> dict:
         ("token", None, True, r"missing key 'token'"),
         ("classes[2].index", 1000, False, r"key 'classes\[2\]\.index'.*not an ImageNet-1k class index"),
         ("classes[1].index", 309, False, r"key 'classes\[1\]\.index': class 309 is listed twice"),
-        ("classes[2]", {"index": 1, "noun": "fish", "references": {"samples": ["coffee"]}}, False,
-         r"key 'classes\[2\]\.spurious_feature' is required: class 1 is not one of Spurious ImageNet's 100"),
-        ("classes[0].references", {"samples": ["flower"], "folder": "x"}, False, r"key 'classes\[0\]\.references' needs exactly one"),
-        ("classes[0].references.samples", ["flowers"], False, r"key 'classes\[0\]\.references\.samples\[0\]': unknown sample photo 'flowers'"),
-        ("prompts.generation", ["a photo of a {token} {noun}", "a {token} {nuon}"], False, r"key 'prompts\.generation\[1\]': unknown placeholder \{nuon\}"),
-        ("prompts.generation", ["a photo of a {noun}"], False, r"key 'prompts\.generation\[0\]'.*must contain \{token\}"),
+        (
+            "classes[2]",
+            {"index": 1, "noun": "fish", "references": {"samples": ["coffee"]}},
+            False,
+            r"key 'classes\[2\]\.spurious_feature' is required: class 1 is not one of Spurious ImageNet's 100",
+        ),
+        (
+            "classes[0].references",
+            {"samples": ["flower"], "folder": "x"},
+            False,
+            r"key 'classes\[0\]\.references' needs exactly one",
+        ),
+        (
+            "classes[0].references.samples",
+            ["flowers"],
+            False,
+            r"key 'classes\[0\]\.references\.samples\[0\]': unknown sample photo 'flowers'",
+        ),
+        (
+            "prompts.generation",
+            ["a photo of a {token} {noun}", "a {token} {nuon}"],
+            False,
+            r"key 'prompts\.generation\[1\]': unknown placeholder \{nuon\}",
+        ),
+        (
+            "prompts.generation",
+            ["a photo of a {noun}"],
+            False,
+            r"key 'prompts\.generation\[0\]'.*must contain \{token\}",
+        ),
         ("prompts.prior", "a {token} {noun}", False, r"key 'prompts\.prior'.*must not contain \{token\}"),
         ("prompts.instance", "a photo of {token", False, r"key 'prompts\.instance'.*malformed"),
         ("base_model", {"id": "x/y", "tiny": {}}, False, r"key 'base_model' needs exactly one of"),
@@ -160,7 +184,10 @@ def test_method_key_picks_the_method_and_sfsl_is_the_default():
     assert get_method("dreambooth") is get_method("sfsl") and set(METHODS) >= {"sfsl", "dreambooth", "d3s"}
     plain = _edit("training.sfsl_weight", 0)
     assert recipe_from_dict({**plain, "method": "dreambooth"}).builder == "dreambooth"
-    with pytest.raises(SpurbenchError, match=r"method dreambooth is sfsl without the similarity loss, but training\.sfsl_weight is 0\.1"):
+    with pytest.raises(
+        SpurbenchError,
+        match=r"method dreambooth is sfsl without the similarity loss, but training\.sfsl_weight is 0\.1",
+    ):
         recipe_from_dict({**d, "method": "dreambooth"})
     with pytest.raises(SpurbenchError, match=r"key 'method' must be one of sfsl, dreambooth.*'dreamboot'"):
         recipe_from_dict({**d, "method": "dreamboot"})

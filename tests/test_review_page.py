@@ -28,10 +28,25 @@ def verified(photo_dataset, tmp_path_factory):
     old = os.environ.get("SPURBENCH_CACHE")
     os.environ["SPURBENCH_CACHE"] = str(root / "cache")
     try:
-        assert cli.main(["verify", "--dataset", str(photo_dataset.path), "--detector", "tiny", "--out", str(root / "v0")]) == 0
+        assert (
+            cli.main(["verify", "--dataset", str(photo_dataset.path), "--detector", "tiny", "--out", str(root / "v0")])
+            == 0
+        )
         scores = sorted(_table(root / "v0").column(SCORE).to_pylist())
-        assert cli.main(["verify", "--dataset", str(root / "v0"), "--threshold", str(scores[len(scores) // 2]),
-                         "--out", str(root / "review-set")]) == 0
+        assert (
+            cli.main(
+                [
+                    "verify",
+                    "--dataset",
+                    str(root / "v0"),
+                    "--threshold",
+                    str(scores[len(scores) // 2]),
+                    "--out",
+                    str(root / "review-set"),
+                ]
+            )
+            == 0
+        )
     finally:
         os.environ.pop("SPURBENCH_CACHE") if old is None else os.environ.__setitem__("SPURBENCH_CACHE", old)
     return root / "review-set"
@@ -124,10 +139,33 @@ def test_leaderboard_page_has_the_review_section(verified, tmp_path):
 
     w = load_panel("offline")[0].weights
     lb = tmp_path / "board" / "lb.json"
-    assert cli.main(["eval", "--model", "tf_efficientnet_lite0", "--weights", str(md.distribution(w["package"]).locate_file(w["file"])),
-                     "--key-map", "positional", "--workers", "0", "--dataset", str(verified), "--leaderboard", str(lb)]) == 0
+    assert (
+        cli.main(
+            [
+                "eval",
+                "--model",
+                "tf_efficientnet_lite0",
+                "--weights",
+                str(md.distribution(w["package"]).locate_file(w["file"])),
+                "--key-map",
+                "positional",
+                "--workers",
+                "0",
+                "--dataset",
+                str(verified),
+                "--leaderboard",
+                str(lb),
+            ]
+        )
+        == 0
+    )
     out = tmp_path / "site"
-    assert cli.main(["leaderboard", "--leaderboard", str(lb), "--format", "html", "--out", str(out), "--dataset", str(verified)]) == 0
+    assert (
+        cli.main(
+            ["leaderboard", "--leaderboard", str(lb), "--format", "html", "--out", str(out), "--dataset", str(verified)]
+        )
+        == 0
+    )
     figures = _figures(out / "index.html")
     assert sorted(int(f["data-index"]) for f in figures) == sorted(_expected_items(verified))
     assert all((out / f["src"]).is_file() for f in figures)
@@ -151,11 +189,24 @@ def test_clicking_downloading_and_applying_decisions(verified, review_page, tmp_
     a, b, c = (int(f["data-index"]) for f in figures[:3])
     errors: list[str] = []
     requests: list[str] = []
-    args = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync"]
+    args = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+    ]
     with sync_playwright() as pw:
-        ctx = pw.chromium.launch_persistent_context(str(tmp_path / "profile"), executable_path=exe, args=args, headless=True,
-                                                    accept_downloads=True, viewport={"width": 1200, "height": 900})
+        ctx = pw.chromium.launch_persistent_context(
+            str(tmp_path / "profile"),
+            executable_path=exe,
+            args=args,
+            headless=True,
+            accept_downloads=True,
+            viewport={"width": 1200, "height": 900},
+        )
         try:
             tab = ctx.new_page()
             tab.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
@@ -185,7 +236,10 @@ def test_clicking_downloading_and_applying_decisions(verified, review_page, tmp_
     assert errors == []
     assert all(u.startswith(("file://", "data:", "blob:")) for u in requests), requests
     rows = list(csv.DictReader(saved.open()))
-    assert rows == [{"index": str(a), "split": "test", "decision": "keep"}, {"index": str(b), "split": "test", "decision": "drop"}]
+    assert rows == [
+        {"index": str(a), "split": "test", "decision": "keep"},
+        {"index": str(b), "split": "test", "decision": "drop"},
+    ]
 
     # applying it: the `reviewed` column records exactly those two decisions, and eval follows them
     out = tmp_path / "decided"

@@ -33,8 +33,13 @@ def _tiny_autoencoder_tiny(folder):
     from diffusers import AutoencoderTiny
 
     torch.manual_seed(0)
-    AutoencoderTiny(encoder_block_out_channels=(8, 8), decoder_block_out_channels=(8, 8), num_encoder_blocks=(1, 1),
-                    num_decoder_blocks=(1, 1), latent_channels=4).save_pretrained(str(folder))
+    AutoencoderTiny(
+        encoder_block_out_channels=(8, 8),
+        decoder_block_out_channels=(8, 8),
+        num_encoder_blocks=(1, 1),
+        num_decoder_blocks=(1, 1),
+        latent_channels=4,
+    ).save_pretrained(str(folder))
     return folder
 
 
@@ -137,6 +142,9 @@ def test_build_with_tiny_decoder(tmp_path, tiny_decoder_dir, monkeypatch):
 
     monkeypatch.setattr(features_module, "load_tiny_decoder", counting_loader)
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "cache"))
-    assert main(["build", "--recipe", str(recipe), "--out", str(tmp_path / "out"), "--classes", "309", "--no-progress"]) == 0
+    assert (
+        main(["build", "--recipe", str(recipe), "--out", str(tmp_path / "out"), "--classes", "309", "--no-progress"])
+        == 0
+    )
     assert len(calls) == data["training"]["max_train_steps"]  # sfsl_max_timestep null: every step
     assert (tmp_path / "out" / "README.md").is_file()

@@ -13,14 +13,16 @@ def test_shift_metrics_match_a_hand_computation():
     # six images of classes 1 and 2 on two backgrounds
     labels = [1, 1, 1, 2, 2, 2]
     groups = ["snow", "snow", "grass", "grass", "snow", "grass"]
-    top5 = np.array([
-        [1, 0, 3, 4, 5],  # snow, top-1 right
-        [3, 1, 0, 4, 5],  # snow, wrong; label in top-5
-        [1, 2, 3, 4, 5],  # grass, right
-        [2, 0, 1, 3, 4],  # grass, right
-        [0, 3, 4, 5, 6],  # snow, wrong; not in top-5
-        [5, 2, 0, 1, 3],  # grass, wrong; in top-5
-    ])
+    top5 = np.array(
+        [
+            [1, 0, 3, 4, 5],  # snow, top-1 right
+            [3, 1, 0, 4, 5],  # snow, wrong; label in top-5
+            [1, 2, 3, 4, 5],  # grass, right
+            [2, 0, 1, 3, 4],  # grass, right
+            [0, 3, 4, 5, 6],  # snow, wrong; not in top-5
+            [5, 2, 0, 1, 3],  # grass, wrong; in top-5
+        ]
+    )
     reference = [True, True, False, True]  # 3 of 4 reference photos right
     paired = [True, True, False, True, True, False]  # the reference photo behind each image
     m = metrics.shift_metrics(labels, top5, groups, reference, paired)
@@ -58,7 +60,11 @@ def test_shift_metrics_match_a_hand_computation():
     assert u["per_group"]["grass"]["accuracy_drop"] == pytest.approx(0.75 - 2 / 3)
     # no reference images at all
     n = metrics.shift_metrics(labels, top5, groups)
-    assert n["reference_accuracy"] is None and n["accuracy_drop"] is None and n["per_group"]["snow"]["accuracy_drop"] is None
+    assert (
+        n["reference_accuracy"] is None
+        and n["accuracy_drop"] is None
+        and n["per_group"]["snow"]["accuracy_drop"] is None
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -95,37 +101,74 @@ def _shift_set(root: Path) -> Path:
     from spurbench.dataset import DatasetCard, write_dataset
 
     def row(img, k, source, **extra):
-        return dict(image=Image.fromarray(np.ascontiguousarray(img)), label=k, class_name=imagenet.class_name(k), spurious_feature="",
-                    component=-1, source=source, builder="photos", prompt="", seed=-1, **extra)
+        return dict(
+            image=Image.fromarray(np.ascontiguousarray(img)),
+            label=k,
+            class_name=imagenet.class_name(k),
+            spurious_feature="",
+            component=-1,
+            source=source,
+            builder="photos",
+            prompt="",
+            seed=-1,
+            **extra,
+        )
 
     test, ref = [], []
     for r, (k, name) in enumerate(SHIFT_PHOTOS.items()):
         a = _photo(name)
-        ref.append(row(a, k, "reference", background=None, weather=None, init_image=None, init_box=None, reference_index=r))
+        ref.append(
+            row(a, k, "reference", background=None, weather=None, init_image=None, init_box=None, reference_index=r)
+        )
         for shift_name, shift in SHIFTS.items():
             guide = Image.fromarray(a).resize((32, 32))
-            test.append(row(shift(a), k, "generated", background=shift_name, weather="dry" if shift_name in ("plain", "gray") else "wet",
-                            init_image=guide, init_box=[4, 4, 20, 20], reference_index=r))
+            test.append(
+                row(
+                    shift(a),
+                    k,
+                    "generated",
+                    background=shift_name,
+                    weather="dry" if shift_name in ("plain", "gray") else "wet",
+                    init_image=guide,
+                    init_box=[4, 4, 20, 20],
+                    reference_index=r,
+                )
+            )
     from datasets import Image as ImageFeature
     from datasets import Sequence, Value
 
-    extra = {"background": Value("string"), "weather": Value("string"), "init_image": ImageFeature(),
-             "init_box": Sequence(Value("int32"), length=4), "reference_index": Value("int64")}
-    card = DatasetCard(pretty_name="spurbench shift photos", body="Real photos, shifted by hand, for tests.", kind="shift")
+    extra = {
+        "background": Value("string"),
+        "weather": Value("string"),
+        "init_image": ImageFeature(),
+        "init_box": Sequence(Value("int32"), length=4),
+        "reference_index": Value("int64"),
+    }
+    card = DatasetCard(
+        pretty_name="spurbench shift photos", body="Real photos, shifted by hand, for tests.", kind="shift"
+    )
     return write_dataset(root / "shift", {"test": test, "reference": ref}, card, extra_features=extra)
 
 
 def _eval(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    return subprocess.run([sys.executable, "-m", "spurbench", "eval", *args, "--workers", "0"], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "spurbench", "eval", *args, "--workers", "0"],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 @pytest.fixture(scope="module")
 def shift_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("shift")
     folder = _shift_set(root)
-    proc = _eval(["--panel", "offline", "--dataset", str(folder), "--leaderboard", str(root / "lb" / "leaderboard.json")], root)
+    proc = _eval(
+        ["--panel", "offline", "--dataset", str(folder), "--leaderboard", str(root / "lb" / "leaderboard.json")], root
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     board = json.loads((root / "lb" / "leaderboard.json").read_text())
     return root, folder, board, proc
@@ -159,9 +202,13 @@ def test_eval_reports_a_shift_set_by_accuracy_per_background(shift_run):
         assert m["mean_group_accuracy"] == pytest.approx(sum(accs.values()) / 4)
         assert m["group_by"] == "background" and m["num_reference"] == 4
         for k in SHIFT_PHOTOS:
-            assert e["per_class"][str(k)]["accuracy"] == pytest.approx(np.mean([right[i] for i in range(len(labels)) if labels[i] == k]))
+            assert e["per_class"][str(k)]["accuracy"] == pytest.approx(
+                np.mean([right[i] for i in range(len(labels)) if labels[i] == k])
+            )
             assert set(e["per_class_group"][str(k)]) == set(SHIFTS)
-    assert any(line.split()[:3] == ["background", "n", "acc"] for line in proc.stdout.splitlines())  # the per-group table
+    assert any(
+        line.split()[:3] == ["background", "n", "acc"] for line in proc.stdout.splitlines()
+    )  # the per-group table
 
 
 @pytest.mark.slow
@@ -176,7 +223,10 @@ def test_reference_accuracy_and_drop_match_direct_timm_calls(shift_run):
     e = next(x for x in board["entries"] if x["model"] == clf.spec.display_name)
     transform = timm.data.create_transform(**timm.data.resolve_data_config(model=clf.model))
     with torch.inference_mode():
-        ref_right = [int(clf.model(transform(Image.fromarray(_photo(n))).unsqueeze(0)).argmax()) == k for k, n in SHIFT_PHOTOS.items()]
+        ref_right = [
+            int(clf.model(transform(Image.fromarray(_photo(n))).unsqueeze(0)).argmax()) == k
+            for k, n in SHIFT_PHOTOS.items()
+        ]
     m = e["metrics"]
     # the predictions CSV holds the reference rows scored, and they are the model's own predictions
     ref_top1 = _csv_top1(root / "lb" / e["predictions"], "reference")
@@ -204,7 +254,12 @@ def test_shift_board_ranks_by_worst_group_and_counts_wrong_predictions(shift_run
     assert "Ranked by worst-group accuracy" in md and "| all wrong |" in md
     # consistency: the fraction of images every model gets wrong, from the CSVs by hand
     labels = [k for k in SHIFT_PHOTOS for _ in SHIFTS]
-    wrong = np.array([[_csv_top1(root / "lb" / e["predictions"])[i] != labels[i] for i in range(len(labels))] for e in board["entries"]])
+    wrong = np.array(
+        [
+            [_csv_top1(root / "lb" / e["predictions"])[i] != labels[i] for i in range(len(labels))]
+            for e in board["entries"]
+        ]
+    )
     c = board["consistency"]
     assert c["all_fooled_rate"] == pytest.approx(wrong.all(axis=0).mean())
     assert c["at_least_half_rate"] == pytest.approx((wrong.sum(axis=0) >= 2).mean())
@@ -217,14 +272,28 @@ def test_group_by_names_any_column_and_a_missing_one_is_one_line(shift_run, tmp_
     root, folder, _, _ = shift_run
     shutil.copytree(root / "lb", tmp_path / "lb")  # a board grouped by background: another --group-by re-scores
     lb = tmp_path / "lb" / "leaderboard.json"
-    proc = _eval(["--panel", "offline", "--dataset", str(folder), "--group-by", "weather", "--leaderboard", str(lb)], tmp_path)
+    proc = _eval(
+        ["--panel", "offline", "--dataset", str(folder), "--group-by", "weather", "--leaderboard", str(lb)], tmp_path
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "skip" not in proc.stdout
     e = json.loads(lb.read_text())["entries"][0]
     assert set(e["per_group"]) == {"dry", "wet"} and e["metrics"]["group_by"] == "weather"
     assert e["per_group"]["dry"]["n"] == e["per_group"]["wet"]["n"] == 8
     assert "--group-by weather" in e["command"]
-    bad = _eval(["--panel", "offline", "--dataset", str(folder), "--group-by", "wether", "--leaderboard", str(tmp_path / "x.json")], tmp_path)
+    bad = _eval(
+        [
+            "--panel",
+            "offline",
+            "--dataset",
+            str(folder),
+            "--group-by",
+            "wether",
+            "--leaderboard",
+            str(tmp_path / "x.json"),
+        ],
+        tmp_path,
+    )
     err = bad.stderr.strip().splitlines()
     assert bad.returncode == 2 and len(err) == 1 and "--group-by 'wether': dataset" in err[0] and "weather" in err[0]
     assert not (tmp_path / "x.json").exists()
@@ -258,8 +327,19 @@ def _verified_shift_set(root: Path, ref_present: list, ref_reviewed: list) -> Pa
     from spurbench.verification import PRESENT, REVIEWED
 
     def row(img, k, source, present, reviewed, **extra):
-        return dict(image=Image.fromarray(np.ascontiguousarray(img)), label=k, class_name=imagenet.class_name(k), spurious_feature="",
-                    component=-1, source=source, builder="photos", prompt="", seed=-1, **{PRESENT: present, REVIEWED: reviewed}, **extra)
+        return dict(
+            image=Image.fromarray(np.ascontiguousarray(img)),
+            label=k,
+            class_name=imagenet.class_name(k),
+            spurious_feature="",
+            component=-1,
+            source=source,
+            builder="photos",
+            prompt="",
+            seed=-1,
+            **{PRESENT: present, REVIEWED: reviewed},
+            **extra,
+        )
 
     test, ref = [], []
     for r, (k, name) in enumerate(REF_PHOTOS.items()):
@@ -267,8 +347,15 @@ def _verified_shift_set(root: Path, ref_present: list, ref_reviewed: list) -> Pa
         ref.append(row(a, k, "reference", ref_present[r], ref_reviewed[r], background=None, reference_index=r))
         for g in ("plain", "gray"):
             test.append(row(SHIFTS[g](a), k, "generated", True, "", background=g, reference_index=r))
-    extra = {"background": Value("string"), "reference_index": Value("int64"), PRESENT: Value("bool"), REVIEWED: Value("string")}
-    card = DatasetCard(pretty_name=f"verified shift photos {root.name}", body="Real photos, checked by hand, for tests.", kind="shift")
+    extra = {
+        "background": Value("string"),
+        "reference_index": Value("int64"),
+        PRESENT: Value("bool"),
+        REVIEWED: Value("string"),
+    }
+    card = DatasetCard(
+        pretty_name=f"verified shift photos {root.name}", body="Real photos, checked by hand, for tests.", kind="shift"
+    )
     return write_dataset(root / "set", {"test": test, "reference": ref}, card, extra_features=extra)
 
 
@@ -279,8 +366,22 @@ def _lite0(folder: Path, board: Path, *extra: str) -> tuple[dict, list[dict], st
     from spurbench.classifiers import load_panel
 
     w = load_panel("offline")[0].weights
-    args = ["eval", "--model", "tf_efficientnet_lite0", "--weights", str(md.distribution(w["package"]).locate_file(w["file"])),
-            "--key-map", "positional", "--workers", "0", "--dataset", str(folder), "--leaderboard", str(board), *extra]
+    args = [
+        "eval",
+        "--model",
+        "tf_efficientnet_lite0",
+        "--weights",
+        str(md.distribution(w["package"]).locate_file(w["file"])),
+        "--key-map",
+        "positional",
+        "--workers",
+        "0",
+        "--dataset",
+        str(folder),
+        "--leaderboard",
+        str(board),
+        *extra,
+    ]
     import contextlib
     import io
 
@@ -308,7 +409,8 @@ def _paired_by_hand(rows: list[dict]) -> dict:
         "per_group": {g: (np.mean([a for a, _ in v]) - np.mean([b for _, b in v]), len(v)) for g, v in per.items()},
         "reference_accuracy": np.mean([a for a, _ in pairs]) if pairs else None,
         "drop": (np.mean([a for a, _ in pairs]) - np.mean([b for _, b in pairs])) if pairs else None,
-        "num_paired": len(pairs), "reference_rows": sorted(ref_right),
+        "num_paired": len(pairs),
+        "reference_rows": sorted(ref_right),
     }
 
 
@@ -323,12 +425,16 @@ def test_reference_split_obeys_the_verification_flags(tmp_path):
     assert hand["reference_rows"] == [0, 1, 2]  # photos 3 and 4 left out, as a test row would be
     assert (m["num_reference"], m["num_reference_excluded"], m["num_excluded"]) == (3, 2, 2)
     assert m["num_paired"] == hand["num_paired"] == 6
-    assert m["reference_accuracy"] == pytest.approx(hand["reference_accuracy"]) and m["accuracy_drop"] == pytest.approx(hand["drop"])
+    assert m["reference_accuracy"] == pytest.approx(hand["reference_accuracy"]) and m["accuracy_drop"] == pytest.approx(
+        hand["drop"]
+    )
     for g, (drop, n) in hand["per_group"].items():
         assert e["per_group"][g]["accuracy_drop"] == pytest.approx(drop) and e["per_group"][g]["num_paired"] == n
     # the overall drop is the image-weighted mean of the per-group drops
     groups = e["per_group"].values()
-    assert m["accuracy_drop"] == pytest.approx(sum(v["accuracy_drop"] * v["num_paired"] for v in groups) / m["num_paired"])
+    assert m["accuracy_drop"] == pytest.approx(
+        sum(v["accuracy_drop"] * v["num_paired"] for v in groups) / m["num_paired"]
+    )
     # --include-unverified: every reference photo scored, nothing counted as left out; not skipped as already scored
     e2, rows2, out = _lite0(folder, board, "--include-unverified")
     assert "skip" not in out
@@ -338,7 +444,9 @@ def test_reference_split_obeys_the_verification_flags(tmp_path):
     assert (m2["num_reference"], m2["num_reference_excluded"], m2["num_excluded"], m2["num_paired"]) == (5, 0, 0, 10)
     assert m2["reference_accuracy"] == pytest.approx(hand2["reference_accuracy"])
     # each photo is behind two images: the paired figure is the reference split's own accuracy here
-    assert m2["reference_accuracy"] == pytest.approx(np.mean([r["top1"] == r["label"] for r in rows2 if r["split"] == "reference"]))
+    assert m2["reference_accuracy"] == pytest.approx(
+        np.mean([r["top1"] == r["label"] for r in rows2 if r["split"] == "reference"])
+    )
     assert e2["reference_rows"]["sha256"] != e["reference_rows"]["sha256"]
     # the same run again is skipped
     assert "skip" in _lite0(folder, board, "--include-unverified")[2]
@@ -354,4 +462,5 @@ def test_every_reference_photo_failing_stops_nothing(tmp_path):
     assert m["reference_accuracy"] is None and m["accuracy_drop"] is None and m["accuracy"] is not None
     e2, rows2, _ = _lite0(folder, tmp_path / "lb2" / "lb.json", "--include-unverified")
     assert e2["metrics"]["num_reference"] == 5 and e2["metrics"]["reference_accuracy"] == pytest.approx(
-        _paired_by_hand(rows2)["reference_accuracy"])
+        _paired_by_hand(rows2)["reference_accuracy"]
+    )

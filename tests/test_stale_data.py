@@ -31,8 +31,17 @@ def cache(tmp_path, monkeypatch):
 def _rows(label: int, n: int = 3, value: int = 0):
     rng = np.random.default_rng(label * 100 + value)
     return [
-        dict(image=rng.integers(0, 256, size=(16, 16, 3), dtype=np.uint8), label=label, class_name=imagenet.class_name(label),
-             spurious_feature="f", component=-1, source="reference", builder="test", prompt="", seed=-1)
+        dict(
+            image=rng.integers(0, 256, size=(16, 16, 3), dtype=np.uint8),
+            label=label,
+            class_name=imagenet.class_name(label),
+            spurious_feature="f",
+            component=-1,
+            source="reference",
+            builder="test",
+            prompt="",
+            seed=-1,
+        )
         for _ in range(n)
     ]
 
@@ -84,8 +93,12 @@ def test_exports_with_other_content_have_other_cards(tmp_path, cache):
     b = sd.write_dataset(tmp_path / "b" / "ds", {"test": _rows(285, value=1)}, sd.DatasetCard("same card"))
     _same_times(a, b)
     assert (a / "README.md").read_text() != (b / "README.md").read_text()
-    img_a = datasets.load_dataset(str(a), split="test").cast_column("image", datasets.Image(decode=False))[0]["image"]["bytes"]
-    img_b = datasets.load_dataset(str(b), split="test").cast_column("image", datasets.Image(decode=False))[0]["image"]["bytes"]
+    img_a = datasets.load_dataset(str(a), split="test").cast_column("image", datasets.Image(decode=False))[0]["image"][
+        "bytes"
+    ]
+    img_b = datasets.load_dataset(str(b), split="test").cast_column("image", datasets.Image(decode=False))[0]["image"][
+        "bytes"
+    ]
     assert img_a != img_b
     assert img_b == sd.load_split(b).cast_column("image", datasets.Image(decode=False))[0]["image"]["bytes"]
     # the card names the exact files, each named by its content

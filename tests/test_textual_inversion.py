@@ -23,7 +23,9 @@ def test_only_the_new_token_embedding_changes_and_the_file_loads(tiny_sd, tmp_pa
     from diffusers import StableDiffusionPipeline
 
     images = [Image.fromarray(_photo(n)) for n in ("chelsea", "coffee")]
-    cfg = ti.InversionConfig(max_train_steps=3, gradient_accumulation_steps=2, resolution=64, learning_rate=0.05, seed=1)
+    cfg = ti.InversionConfig(
+        max_train_steps=3, gradient_accumulation_steps=2, resolution=64, learning_rate=0.05, seed=1
+    )
     result = ti.learn_token(tiny_sd, images, "<tabby>", "sks", tmp_path / "tok", cfg, device="cpu", progress=False)
     assert len(result.losses) == 3 and all(loss > 0 for loss in result.losses)
 
@@ -40,7 +42,7 @@ def test_only_the_new_token_embedding_changes_and_the_file_loads(tiny_sd, tmp_pa
     assert after[emb_key].shape[0] == rows
     others = torch.ones(rows, dtype=torch.bool)
     others[n] = False
-    padded = torch.cat([before[emb_key], after[emb_key][before[emb_key].shape[0]:]])  # rows a resize added, if any
+    padded = torch.cat([before[emb_key], after[emb_key][before[emb_key].shape[0] :]])  # rows a resize added, if any
     assert torch.equal(padded[others], after[emb_key][others])  # every other row exactly as it was
     init = before[emb_key][fresh.tokenizer.encode("sks", add_special_tokens=False)].mean(0)
     assert not torch.allclose(after[emb_key][n], init)  # the new row learned

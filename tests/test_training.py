@@ -109,7 +109,11 @@ def plain_dreambooth(base, instance_images, class_images, steps, batch_size, lr,
     noise_scheduler = DDPMScheduler.from_pretrained(base, subfolder="scheduler")
     vae.requires_grad_(False)
     optimizer = torch.optim.AdamW(
-        itertools.chain(unet.parameters(), text_encoder.parameters()), lr=lr, betas=(0.9, 0.999), weight_decay=1e-2, eps=1e-8
+        itertools.chain(unet.parameters(), text_encoder.parameters()),
+        lr=lr,
+        betas=(0.9, 0.999),
+        weight_decay=1e-2,
+        eps=1e-8,
     )
     unet, text_encoder, optimizer = accelerator.prepare(unet, text_encoder, optimizer)
 
@@ -130,7 +134,9 @@ def plain_dreambooth(base, instance_images, class_images, steps, batch_size, lr,
     cls_latents = [latent(im) for im in class_images]
 
     def ids(prompt):
-        return tokenizer(prompt, padding="max_length", truncation=True, max_length=tokenizer.model_max_length, return_tensors="pt").input_ids
+        return tokenizer(
+            prompt, padding="max_length", truncation=True, max_length=tokenizer.model_max_length, return_tensors="pt"
+        ).input_ids
 
     inst_ids, cls_ids = ids(INSTANCE_PROMPT), ids(CLASS_PROMPT)
     length = max(len(instance_images), len(class_images))
@@ -144,7 +150,9 @@ def plain_dreambooth(base, instance_images, class_images, steps, batch_size, lr,
         while len(stream) < batch_size:
             stream += torch.randperm(length, generator=order_gen).tolist()
         batch, stream = stream[:batch_size], stream[batch_size:]
-        latents = torch.stack([inst_latents[i % len(inst_latents)] for i in batch] + [cls_latents[i % len(cls_latents)] for i in batch])
+        latents = torch.stack(
+            [inst_latents[i % len(inst_latents)] for i in batch] + [cls_latents[i % len(cls_latents)] for i in batch]
+        )
         input_ids = torch.cat([inst_ids] * batch_size + [cls_ids] * batch_size)
 
         noise = torch.randn(latents.shape, generator=noise_gen)
@@ -178,8 +186,13 @@ def test_sfsl_weight_zero_is_plain_dreambooth_bitwise(request, base_fixture, ima
     ref_unet, ref_te, ref_losses = plain_dreambooth(base, images[0], images[1], steps, bsz, lr, prior_weight, seed)
     # A feature model is passed too: at weight 0 it must not be used at all.
     config = _config(
-        max_train_steps=steps, train_batch_size=bsz, learning_rate_unet=lr, learning_rate_text_encoder=lr,
-        prior_loss_weight=prior_weight, seed=seed, sfsl_weight=0.0,
+        max_train_steps=steps,
+        train_batch_size=bsz,
+        learning_rate_unet=lr,
+        learning_rate_text_encoder=lr,
+        prior_loss_weight=prior_weight,
+        seed=seed,
+        sfsl_weight=0.0,
     )
     trainer = _trainer(base, images, config, feature_model=test_fm)
     losses = [trainer.step()["loss"] for _ in range(steps)]
@@ -200,7 +213,9 @@ def test_sfsl_weight_zero_is_plain_dreambooth_bitwise(request, base_fixture, ima
 def test_z0_hat_from_true_target_recovers_z0(prediction_type):
     from diffusers import DDPMScheduler
 
-    sched = DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", prediction_type=prediction_type)
+    sched = DDPMScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", prediction_type=prediction_type
+    )
     g = torch.Generator().manual_seed(0)
     z0 = torch.randn(6, 4, 8, 8, generator=g)
     noise = torch.randn(6, 4, 8, 8, generator=g)
@@ -209,7 +224,11 @@ def test_z0_hat_from_true_target_recovers_z0(prediction_type):
     # the forward process, independently: abar from the betas in float64
     betas = torch.linspace(0.00085**0.5, 0.012**0.5, 1000, dtype=torch.float64) ** 2
     abar = torch.cumprod(1 - betas, 0)[t].view(-1, 1, 1, 1)
-    true = noise.double() if prediction_type == "epsilon" else abar.sqrt() * noise.double() - (1 - abar).sqrt() * z0.double()
+    true = (
+        noise.double()
+        if prediction_type == "epsilon"
+        else abar.sqrt() * noise.double() - (1 - abar).sqrt() * z0.double()
+    )
     torch.testing.assert_close(training_target(sched, z0, noise, t).double(), true, atol=1e-5, rtol=1e-5)
     z0_hat = predict_z0(sched, z_t, true.float(), t)
     torch.testing.assert_close(z0_hat, z0, atol=2e-4, rtol=1e-4)
@@ -244,7 +263,9 @@ def test_sfsl_term_alone_reaches_unet_and_text_encoder(tiny_eps, images, test_fm
     ],
 )
 def test_models_train_with_sfsl(request, base_fixture, options, images, test_fm):
-    trainer = _trainer(request.getfixturevalue(base_fixture), images, _config(sfsl_weight=0.5, **options), feature_model=test_fm)
+    trainer = _trainer(
+        request.getfixturevalue(base_fixture), images, _config(sfsl_weight=0.5, **options), feature_model=test_fm
+    )
     unet0, te0 = _params(trainer.unet), _params(trainer.text_encoder)
     fm0 = {k: v.clone() for k, v in test_fm.state_dict().items()}
     for _ in range(2):
@@ -303,8 +324,18 @@ def test_finetune_class_saves_loadable_pipeline_deterministically(tiny_eps, imag
     feature_model = load_feature_model(LITE0)
     config = _config(max_train_steps=2, sfsl_weight=1.0)
     outs = [
-        finetune_class(tiny_eps, images[0], INSTANCE_PROMPT, images[1], CLASS_PROMPT, K, config, tmp_path / f"run{i}",
-                       feature_model=feature_model, progress=False)
+        finetune_class(
+            tiny_eps,
+            images[0],
+            INSTANCE_PROMPT,
+            images[1],
+            CLASS_PROMPT,
+            K,
+            config,
+            tmp_path / f"run{i}",
+            feature_model=feature_model,
+            progress=False,
+        )
         for i in range(2)
     ]
     assert not (tmp_path / "run0.tmp").exists()
@@ -315,8 +346,14 @@ def test_finetune_class_saves_loadable_pipeline_deterministically(tiny_eps, imag
         assert all(torch.equal(a[k], b[k]) for k in a), f"{sub} differs between two identical runs"
         assert any(not torch.equal(a[k], base[k]) for k in a), f"{sub} was not trained"
     pipe = StableDiffusionPipeline.from_pretrained(str(outs[0]))
-    image = pipe(INSTANCE_PROMPT, num_inference_steps=2, height=RES, width=RES, output_type="np",
-                 generator=torch.Generator().manual_seed(0)).images
+    image = pipe(
+        INSTANCE_PROMPT,
+        num_inference_steps=2,
+        height=RES,
+        width=RES,
+        output_type="np",
+        generator=torch.Generator().manual_seed(0),
+    ).images
     assert image.shape == (1, RES, RES, 3) and np.isfinite(image).all()
 
 
@@ -412,5 +449,7 @@ def test_bf16_mixed_precision_with_checkpointing_trains(tiny_v, images, test_fm,
     unet0 = trainer.unet.conv_in.weight.detach().clone()
     losses = trainer.step()
     assert all(math.isfinite(v) for v in losses.values()) and losses["sfsl"] > 0, losses
-    assert trainer.unet.dtype == torch.float32 and trainer.text_encoder.dtype == torch.float32  # trained: fp32 master weights
+    assert (
+        trainer.unet.dtype == torch.float32 and trainer.text_encoder.dtype == torch.float32
+    )  # trained: fp32 master weights
     assert not torch.equal(unet0, trainer.unet.conv_in.weight)

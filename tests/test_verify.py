@@ -56,7 +56,10 @@ def verified(photo_dataset, tmp_path_factory):
     assert _verify("--dataset", str(photo_dataset.path), "--detector", "tiny", "--out", str(root / "v-default")) == 0
     scores = sorted(_table(root / "v-default").column(SCORE).to_pylist())
     threshold = float(scores[len(scores) // 2])
-    assert _verify("--dataset", str(root / "v-default"), "--threshold", str(threshold), "--out", str(root / "v-median")) == 0
+    assert (
+        _verify("--dataset", str(root / "v-default"), "--threshold", str(threshold), "--out", str(root / "v-median"))
+        == 0
+    )
     return root / "v-median", threshold
 
 
@@ -125,7 +128,9 @@ def test_rethreshold_reuses_scores_and_redetect_reproduces_them(verified, tmp_pa
     assert _table(tmp_path / "all").column(SCORE).equals(_table(folder).column(SCORE))
     assert all(_table(tmp_path / "all").column(PRESENT).to_pylist())
     assert _verify("--dataset", str(folder), "--redetect", "--out", str(tmp_path / "again")) == 0
-    np.testing.assert_allclose(_table(tmp_path / "again").column(SCORE).to_numpy(), _table(folder).column(SCORE).to_numpy(), atol=1e-5)
+    np.testing.assert_allclose(
+        _table(tmp_path / "again").column(SCORE).to_numpy(), _table(folder).column(SCORE).to_numpy(), atol=1e-5
+    )
     assert read_provenance(tmp_path / "again")["verification"]["threshold"] == threshold  # the recorded one
 
 
@@ -133,10 +138,27 @@ def test_rethreshold_reuses_scores_and_redetect_reproduces_them(verified, tmp_pa
 def test_grounding_dino_from_a_local_folder(photo_dataset, tmp_path):
     model = detection.make_tiny_grounding_dino(tmp_path / "gdino")
     out = tmp_path / "v-gdino"
-    assert _verify("--dataset", str(photo_dataset.path), "--detector", "grounding-dino", "--detector-model", str(model), "--out", str(out)) == 0
+    assert (
+        _verify(
+            "--dataset",
+            str(photo_dataset.path),
+            "--detector",
+            "grounding-dino",
+            "--detector-model",
+            str(model),
+            "--out",
+            str(out),
+        )
+        == 0
+    )
     rec = read_provenance(out)["verification"]
     # a local weights folder is recorded by its name (outside the working directory), never its absolute path
-    assert (rec["detector"], rec["model"], rec["revision"], rec["threshold"]) == ("grounding-dino", Path(model).name, None, 0.35)
+    assert (rec["detector"], rec["model"], rec["revision"], rec["threshold"]) == (
+        "grounding-dino",
+        Path(model).name,
+        None,
+        0.35,
+    )
     assert str(tmp_path) not in (out / "README.md").read_text()
     assert "Grounding DINO authors' README" in rec["threshold_source"]
     boxes = [json.loads(b) for b in _table(out).column(BOXES).to_pylist()]
@@ -155,8 +177,16 @@ def _lite0_args() -> list[str]:
     from spurbench.classifiers import load_panel
 
     w = load_panel("offline")[0].weights
-    return ["--model", "tf_efficientnet_lite0", "--weights", str(md.distribution(w["package"]).locate_file(w["file"])),
-            "--key-map", "positional", "--workers", "0"]
+    return [
+        "--model",
+        "tf_efficientnet_lite0",
+        "--weights",
+        str(md.distribution(w["package"]).locate_file(w["file"])),
+        "--key-map",
+        "positional",
+        "--workers",
+        "0",
+    ]
 
 
 def _eval(folder: Path, board: Path, *extra: str) -> dict:
@@ -188,11 +218,26 @@ def test_eval_leaves_out_absent_objects_in_a_shift_set(verified, tmp_path):
     """The same rows declared a `shift` set: now the images WITHOUT the object fail."""
     folder, _ = verified
     t = _table(folder)
-    rows = [dict(r) for r in t.select([c for c in t.column_names if c not in (SCORE, PRESENT, BOXES, REVIEWED)]).to_pylist()]
-    shift = write_dataset(tmp_path / "shift-photos", {"test": rows}, DatasetCard(pretty_name="shift photos", kind="shift"))
+    rows = [
+        dict(r) for r in t.select([c for c in t.column_names if c not in (SCORE, PRESENT, BOXES, REVIEWED)]).to_pylist()
+    ]
+    shift = write_dataset(
+        tmp_path / "shift-photos", {"test": rows}, DatasetCard(pretty_name="shift photos", kind="shift")
+    )
     out = tmp_path / "shift-verified"
-    assert _verify("--dataset", str(shift), "--detector", "tiny", "--threshold", str(read_provenance(folder)["verification"]["threshold"]),
-                   "--out", str(out)) == 0
+    assert (
+        _verify(
+            "--dataset",
+            str(shift),
+            "--detector",
+            "tiny",
+            "--threshold",
+            str(read_provenance(folder)["verification"]["threshold"]),
+            "--out",
+            str(out),
+        )
+        == 0
+    )
     present = _table(out).column(PRESENT).to_pylist()
     assert present == t.column(PRESENT).to_pylist()  # same images, same detector, same threshold
     e = _eval(out, tmp_path / "lb" / "lb.json")
@@ -237,7 +282,17 @@ def test_decisions_override_the_detector(verified, tmp_path):
     assert keep in e["_rows"] and drop not in e["_rows"]
     # `clear` forgets an earlier decision (an empty decision is an error: see test_bad_input_is_one_line_and_writes_nothing)
     out2 = tmp_path / "cleared"
-    assert _verify("--dataset", str(out), "--decisions", str(_write_decisions(tmp_path / "clear.csv", [(keep, "test", "clear")])), "--out", str(out2)) == 0
+    assert (
+        _verify(
+            "--dataset",
+            str(out),
+            "--decisions",
+            str(_write_decisions(tmp_path / "clear.csv", [(keep, "test", "clear")])),
+            "--out",
+            str(out2),
+        )
+        == 0
+    )
     assert _table(out2).column(REVIEWED).to_pylist()[keep] == ""
 
 
@@ -250,8 +305,10 @@ def _no_label_dataset(root: Path) -> Path:
 
     folder = root / "nolabel"
     (folder / "data").mkdir(parents=True)
-    Dataset.from_dict({"image": [{"bytes": b"x", "path": None}], "class_name": ["tench"]},
-                      features=Features({"image": Image(), "class_name": Value("string")})).to_parquet(str(folder / "data" / "test-00000-of-00001.parquet"))
+    Dataset.from_dict(
+        {"image": [{"bytes": b"x", "path": None}], "class_name": ["tench"]},
+        features=Features({"image": Image(), "class_name": Value("string")}),
+    ).to_parquet(str(folder / "data" / "test-00000-of-00001.parquet"))
     return folder
 
 
@@ -259,18 +316,66 @@ def test_bad_input_is_one_line_and_writes_nothing(verified, photo_dataset, tmp_p
     folder, _ = verified
     before = fingerprint(folder)
     cases = [
-        (["--dataset", str(photo_dataset.path), "--detector", "yolo", "--out", str(tmp_path / "o1")], "unknown detector 'yolo'; choose one of: owlv2"),
-        (["--dataset", str(_no_label_dataset(tmp_path)), "--detector", "tiny", "--out", str(tmp_path / "o2")], "lacks required column(s) label"),
-        (["--dataset", str(folder), "--decisions", str(_write_decisions(tmp_path / "d.csv", [(99, "test", "drop")])), "--out", str(folder)],
-         "names row 99 of split 'test', which has 15 rows"),
-        (["--dataset", str(folder), "--decisions", str(_write_decisions(tmp_path / "e.csv", [(1, "train", "drop")])), "--out", str(folder)],
-         "names split 'train', which the dataset does not have"),
-        (["--dataset", str(folder), "--decisions", str(_write_decisions(tmp_path / "f.csv", [(1, "test", "maybe")])), "--out", str(folder)],
-         "has decision 'maybe'"),
-        (["--dataset", str(folder), "--decisions", str(_write_decisions(tmp_path / "g.csv", [(1, "test", "")])), "--out", str(folder)],
-         "line 2 has no decision; write keep, drop or clear"),
-        (["--dataset", str(folder), "--decisions", str(tmp_path / "missing.csv"), "--out", str(folder)], "does not exist"),
-        (["--dataset", str(folder), "--threshold", "1.5", "--out", str(folder)], "--threshold must be a score between 0 and 1"),
+        (
+            ["--dataset", str(photo_dataset.path), "--detector", "yolo", "--out", str(tmp_path / "o1")],
+            "unknown detector 'yolo'; choose one of: owlv2",
+        ),
+        (
+            ["--dataset", str(_no_label_dataset(tmp_path)), "--detector", "tiny", "--out", str(tmp_path / "o2")],
+            "lacks required column(s) label",
+        ),
+        (
+            [
+                "--dataset",
+                str(folder),
+                "--decisions",
+                str(_write_decisions(tmp_path / "d.csv", [(99, "test", "drop")])),
+                "--out",
+                str(folder),
+            ],
+            "names row 99 of split 'test', which has 15 rows",
+        ),
+        (
+            [
+                "--dataset",
+                str(folder),
+                "--decisions",
+                str(_write_decisions(tmp_path / "e.csv", [(1, "train", "drop")])),
+                "--out",
+                str(folder),
+            ],
+            "names split 'train', which the dataset does not have",
+        ),
+        (
+            [
+                "--dataset",
+                str(folder),
+                "--decisions",
+                str(_write_decisions(tmp_path / "f.csv", [(1, "test", "maybe")])),
+                "--out",
+                str(folder),
+            ],
+            "has decision 'maybe'",
+        ),
+        (
+            [
+                "--dataset",
+                str(folder),
+                "--decisions",
+                str(_write_decisions(tmp_path / "g.csv", [(1, "test", "")])),
+                "--out",
+                str(folder),
+            ],
+            "line 2 has no decision; write keep, drop or clear",
+        ),
+        (
+            ["--dataset", str(folder), "--decisions", str(tmp_path / "missing.csv"), "--out", str(folder)],
+            "does not exist",
+        ),
+        (
+            ["--dataset", str(folder), "--threshold", "1.5", "--out", str(folder)],
+            "--threshold must be a score between 0 and 1",
+        ),
         (["--dataset", str(folder), "--split", "train", "--out", str(folder)], "has no split 'train'"),
         (["--dataset", str(folder)], "nothing to do"),
         (["--dataset", str(photo_dataset.path), "--page", str(tmp_path / "p")], "is not verified"),
@@ -279,7 +384,11 @@ def test_bad_input_is_one_line_and_writes_nothing(verified, photo_dataset, tmp_p
         assert _verify(*args) == 2, args
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and message in err and "Traceback" not in err, (args, err)
-    assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists() and not (tmp_path / "p" / "index.html").exists()
+    assert (
+        not (tmp_path / "o1").exists()
+        and not (tmp_path / "o2").exists()
+        and not (tmp_path / "p" / "index.html").exists()
+    )
     assert fingerprint(folder) == before
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no half-written temporary folders
 
@@ -297,7 +406,9 @@ def test_build_runs_the_check_last_and_resumes_from_its_cache(tmp_path):
 
     cwd = _tiny_dir(tmp_path / "b")
     plain = recipe_hash(load_recipe(cwd / "tiny.yaml")[1])
-    (cwd / "tiny.yaml").write_text(yaml.safe_dump({**TINY_RECIPE, "verify": {"detector": "tiny", "threshold": 0.7}}, sort_keys=False))
+    (cwd / "tiny.yaml").write_text(
+        yaml.safe_dump({**TINY_RECIPE, "verify": {"detector": "tiny", "threshold": 0.7}}, sort_keys=False)
+    )
     assert recipe_hash(load_recipe(cwd / "tiny.yaml")[1]) == plain  # the check never invalidates generated images
     proc = _run(_build_cmd("tiny.yaml"), cwd, OMP_NUM_THREADS="1")
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -310,7 +421,11 @@ def test_build_runs_the_check_last_and_resumes_from_its_cache(tmp_path):
             assert a.column(name).equals(b.column(name)), (split, name)
         assert a.column(PRESENT).to_pylist() == [s >= 0.7 for s in a.column(SCORE).to_pylist()]
     rec = read_provenance(out)["verification"]
-    assert rec["detector"] == "tiny" and rec["threshold"] == 0.7 and rec["command"] == "spurbench build --recipe tiny.yaml --out data"
+    assert (
+        rec["detector"] == "tiny"
+        and rec["threshold"] == 0.7
+        and rec["command"] == "spurbench build --recipe tiny.yaml --out data"
+    )
     assert rec["threshold_source"] == "the recipe's `verify:` section (verify.threshold)"  # not "the command line"
     assert read_provenance(out)["recipe_sha256"] == plain
 
@@ -331,7 +446,9 @@ def test_build_runs_the_check_last_and_resumes_from_its_cache(tmp_path):
 
     # decisions applied in place (as the review page says) survive a rebuild, by image bytes; one generated image
     # changed in the work dir cannot carry its decision, and the build says so
-    decisions = _write_decisions(tmp_path / "d.csv", [(0, "test", "keep"), (1, "test", "drop"), (0, "reference", "drop")])
+    decisions = _write_decisions(
+        tmp_path / "d.csv", [(0, "test", "keep"), (1, "test", "drop"), (0, "reference", "drop")]
+    )
     assert _verify("--dataset", str(out), "--decisions", str(decisions), "--out", str(out)) == 0
     row1 = _table(out).column("image")[1].as_py()["bytes"]
     changed_file = next(p for p in (cwd / "data.work" / "classes").glob("*/images/*.png") if p.read_bytes() == row1)
@@ -341,7 +458,10 @@ def test_build_runs_the_check_last_and_resumes_from_its_cache(tmp_path):
         Image.eval(im.convert("RGB"), lambda v: 255 - v).save(changed_file)
     proc = _run(_build_cmd("tiny.yaml"), cwd, OMP_NUM_THREADS="1")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "carried 2 decision(s) over to rows with the same image bytes; 1 could not be carried (their images changed)" in proc.stderr
+    assert (
+        "carried 2 decision(s) over to rows with the same image bytes; 1 could not be carried (their images changed)"
+        in proc.stderr
+    )
     assert _table(out).column(REVIEWED).to_pylist()[:2] == ["keep", ""]
     assert _table(out, "reference").column(REVIEWED).to_pylist()[0] == "drop"
     assert read_provenance(out)["verification"]["decisions_carried"] == {"carried": 2, "not_carried": 1}
@@ -354,10 +474,12 @@ def test_recipe_verify_section_errors_name_the_key(tmp_path):
     from spurbench.errors import SpurbenchError
     from spurbench.generate.recipe import recipe_from_dict
 
-    for section, message in (({"detector": "yolo"}, "key 'verify.detector': unknown detector 'yolo'"),
-                             ({"threshold": 2}, "key 'verify.threshold' must be a score between 0 and 1"),
-                             ({"detectr": "tiny"}, "unknown key 'verify.detectr'"),
-                             ("tiny", "key 'verify' must be a mapping")):
+    for section, message in (
+        ({"detector": "yolo"}, "key 'verify.detector': unknown detector 'yolo'"),
+        ({"threshold": 2}, "key 'verify.threshold' must be a score between 0 and 1"),
+        ({"detectr": "tiny"}, "unknown key 'verify.detectr'"),
+        ("tiny", "key 'verify' must be a mapping"),
+    ):
         with pytest.raises(SpurbenchError, match=message.replace("(", r"\(").replace(".", r"\.")):
             recipe_from_dict({**TINY_RECIPE, "verify": section})
 
@@ -368,10 +490,15 @@ def test_spurious_imagenet_imported_into_the_contract_verifies(tmp_path):
     from conftest import _photo
     from PIL import Image
 
-    for folder, photos in (("spurious_class_309_bee_leaves_7", ["coffee", "rocket"]), ("spurious_class_0_tench_hands_3", ["astronaut"])):
+    for folder, photos in (
+        ("spurious_class_309_bee_leaves_7", ["coffee", "rocket"]),
+        ("spurious_class_0_tench_hands_3", ["astronaut"]),
+    ):
         (tmp_path / "release" / "images" / folder).mkdir(parents=True)
         for i, name in enumerate(photos):
-            Image.fromarray(_photo(name)).save(tmp_path / "release" / "images" / folder / f"{i:03d}_{name}.jpg", quality=90)
+            Image.fromarray(_photo(name)).save(
+                tmp_path / "release" / "images" / folder / f"{i:03d}_{name}.jpg", quality=90
+            )
     imported = tmp_path / "si-imported"
     assert cli.main(["import", "spurious-imagenet", str(tmp_path / "release"), "--out", str(imported)]) == 0
     out = tmp_path / "si-verified"
@@ -391,17 +518,36 @@ def test_checking_one_split_keeps_the_others(photo_dataset, tmp_path):
     on an unverified one they stay unchecked (empty) and are never excluded."""
     t = _table(photo_dataset.path)
     rows = t.to_pylist()
-    two = write_dataset(tmp_path / "two-splits", {"test": rows, "reference": rows[:4]}, DatasetCard(pretty_name="two splits"))
-    assert _verify("--dataset", str(two), "--detector", "tiny", "--split", "test", "--out", str(tmp_path / "only-test")) == 0
+    two = write_dataset(
+        tmp_path / "two-splits", {"test": rows, "reference": rows[:4]}, DatasetCard(pretty_name="two splits")
+    )
+    assert (
+        _verify("--dataset", str(two), "--detector", "tiny", "--split", "test", "--out", str(tmp_path / "only-test"))
+        == 0
+    )
     assert _table(tmp_path / "only-test", "reference").column(SCORE).to_pylist() == [None] * 4
     assert _table(tmp_path / "only-test", "reference").column(PRESENT).to_pylist() == [None] * 4
     assert list(read_provenance(tmp_path / "only-test")["verification"]["splits"]) == ["test"]
-    assert _verify("--dataset", str(tmp_path / "only-test"), "--split", "reference", "--out", str(tmp_path / "both")) == 0
+    assert (
+        _verify("--dataset", str(tmp_path / "only-test"), "--split", "reference", "--out", str(tmp_path / "both")) == 0
+    )
     both = read_provenance(tmp_path / "both")["verification"]["splits"]
     assert set(both) == {"test", "reference"}
     ref_scores = _table(tmp_path / "both", "reference").column(SCORE).to_pylist()
     assert ref_scores == _table(tmp_path / "both").column(SCORE).to_pylist()[:4]  # same images, same queries
-    assert _verify("--dataset", str(tmp_path / "both"), "--split", "test", "--threshold", "0.0", "--out", str(tmp_path / "rethr")) == 0
+    assert (
+        _verify(
+            "--dataset",
+            str(tmp_path / "both"),
+            "--split",
+            "test",
+            "--threshold",
+            "0.0",
+            "--out",
+            str(tmp_path / "rethr"),
+        )
+        == 0
+    )
     assert _table(tmp_path / "rethr", "reference").column(SCORE).to_pylist() == ref_scores
     assert all(_table(tmp_path / "rethr", "reference").column(PRESENT).to_pylist())
 
@@ -425,7 +571,12 @@ def test_entries_are_identified_by_their_rows_not_their_count(verified, tmp_path
 
     def run(name: str, *extra: str) -> str:
         capsys.readouterr()
-        assert cli.main(["eval", *_lite0_args(), "--name", name, "--dataset", str(folder), "--leaderboard", str(board), *extra]) == 0
+        assert (
+            cli.main(
+                ["eval", *_lite0_args(), "--name", name, "--dataset", str(folder), "--leaderboard", str(board), *extra]
+            )
+            == 0
+        )
         return capsys.readouterr().out
 
     run("default")
@@ -440,7 +591,10 @@ def test_entries_are_identified_by_their_rows_not_their_count(verified, tmp_path
     for e, rows in ((entries["default"], kept), (entries["limited"], list(range(n)))):
         assert csv_rows(e) == rows
         # the identity, recomputed by hand from the predictions CSV
-        assert e["rows"]["sha256"] == hashlib.sha256(("test:" + ",".join(map(str, sorted(csv_rows(e))))).encode()).hexdigest()
+        assert (
+            e["rows"]["sha256"]
+            == hashlib.sha256(("test:" + ",".join(map(str, sorted(csv_rows(e))))).encode()).hexdigest()
+        )
         assert e["rows"]["count"] == n and e["rows"]["split"] == "test"
     assert entries["default"]["rows"]["sha256"] != entries["limited"]["rows"]["sha256"]
     groups = lb.comparable_groups(b)

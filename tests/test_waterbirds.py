@@ -66,15 +66,29 @@ def test_import_reads_labels_groups_and_splits(wb_root, tmp_path):
     # the image bytes are the files' own (JPEG embedded as is)
     first = ds["train"][0]["image"]
     assert np.array_equal(np.asarray(first), np.asarray(Image.open(wb_root / ROWS[0][0]).convert("RGB")))
-    assert prov["group_counts"]["train"] == {"landbird/land": 2, "landbird/water": 1, "waterbird/land": 1, "waterbird/water": 1}
+    assert prov["group_counts"]["train"] == {
+        "landbird/land": 2,
+        "landbird/water": 1,
+        "waterbird/land": 1,
+        "waterbird/water": 1,
+    }
 
 
 def _existing_output(tmp_path) -> tuple[Path, dict]:
     """An earlier dataset at --out (a folder of other files is refused before anything is read: test_keep_work.py)."""
     from spurbench.dataset import DatasetCard, write_dataset
 
-    row = dict(image=np.zeros((8, 8, 3), np.uint8), label=1, class_name="goldfish", spurious_feature="", component=-1,
-               source="reference", builder="x", prompt="", seed=-1)
+    row = dict(
+        image=np.zeros((8, 8, 3), np.uint8),
+        label=1,
+        class_name="goldfish",
+        spurious_feature="",
+        component=-1,
+        source="reference",
+        builder="x",
+        prompt="",
+        seed=-1,
+    )
     out = write_dataset(tmp_path / "wb", {"test": [row]}, DatasetCard(pretty_name="earlier result"))
     return out, {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
 

@@ -55,11 +55,19 @@ def tiny_open_clip(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("open_clip") / "tiny-clip"
     folder.mkdir()
-    cfg = {"embed_dim": 32, "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8},
-           "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2}}
+    cfg = {
+        "embed_dim": 32,
+        "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8},
+        "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+    }
     torch.manual_seed(0)
     model = open_clip.CLIP(**cfg)
-    preprocess = {"mean": [0.5, 0.4, 0.3], "std": [0.2, 0.25, 0.3], "interpolation": "bicubic", "resize_mode": "shortest"}
+    preprocess = {
+        "mean": [0.5, 0.4, 0.3],
+        "std": [0.2, 0.25, 0.3],
+        "interpolation": "bicubic",
+        "resize_mode": "shortest",
+    }
     (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg, "preprocess_cfg": preprocess}))
     save_file(model.state_dict(), str(folder / "open_clip_model.safetensors"))
     return folder
@@ -68,8 +76,17 @@ def tiny_open_clip(tmp_path_factory):
 def _vit_config(id2label: dict[int, str]):
     from transformers import ViTConfig
 
-    return ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                     num_labels=len(id2label), id2label=id2label, label2id={v: k for k, v in id2label.items()})
+    return ViTConfig(
+        image_size=32,
+        patch_size=8,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        num_labels=len(id2label),
+        id2label=id2label,
+        label2id={v: k for k, v in id2label.items()},
+    )
 
 
 def _save_vit(folder, id2label: dict[int, str], seed: int = 0):
@@ -77,7 +94,9 @@ def _save_vit(folder, id2label: dict[int, str], seed: int = 0):
 
     torch.manual_seed(seed)
     ViTForImageClassification(_vit_config(id2label)).save_pretrained(folder)
-    ViTImageProcessor(size={"height": 32, "width": 32}, image_mean=[0.45, 0.5, 0.55], image_std=[0.3, 0.2, 0.25]).save_pretrained(folder)
+    ViTImageProcessor(
+        size={"height": 32, "width": 32}, image_mean=[0.45, 0.5, 0.55], image_std=[0.3, 0.2, 0.25]
+    ).save_pretrained(folder)
     return folder
 
 
@@ -92,7 +111,10 @@ def tiny_vits(tmp_path_factory):
     perm = np.random.default_rng(0).permutation(1000)
     by_wnid = _save_vit(root / "vit-wnids", dict(enumerate(imagenet.wnids())))
     # ImageNet's two "crane"s (bird, machine) share their name: those two go by WordNet id
-    name = {k: imagenet.wnids()[k] if info.index_to_description(k) == "crane" else info.index_to_description(k) for k in range(1000)}
+    name = {
+        k: imagenet.wnids()[k] if info.index_to_description(k) == "crane" else info.index_to_description(k)
+        for k in range(1000)
+    }
     shuffled = _save_vit(root / "vit-shuffled", {i: name[int(k)] for i, k in enumerate(perm)}, seed=1)
     return by_wnid, shuffled, perm
 
@@ -108,12 +130,24 @@ def tiny_hf_clip(tmp_path_factory):
     folder = tmp_path_factory.mktemp("hf_clip") / "tiny-hf-clip"
     tokenizer = tiny_clip_tokenizer(folder.parent, model_max_length=77)
     vocab = tokenizer.get_vocab()
-    text = dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                max_position_embeddings=77, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                pad_token_id=tokenizer.pad_token_id)
-    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=8)
+    text = dict(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        max_position_embeddings=77,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    vision = dict(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=8
+    )
     torch.manual_seed(0)
-    model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=24, logit_scale_init_value=math.log(100.0)))
+    model = CLIPModel(
+        CLIPConfig(text_config=text, vision_config=vision, projection_dim=24, logit_scale_init_value=math.log(100.0))
+    )
     model.save_pretrained(folder)
     image_processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
     CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)
@@ -124,7 +158,9 @@ def _image(cell: dict) -> Image.Image:
     """A row's image cell as spurbench reads it (bytes, or a path), decoded with PIL."""
     import io
 
-    return (Image.open(io.BytesIO(cell["bytes"])) if cell.get("bytes") is not None else Image.open(cell["path"])).convert("RGB")
+    return (
+        Image.open(io.BytesIO(cell["bytes"])) if cell.get("bytes") is not None else Image.open(cell["path"])
+    ).convert("RGB")
 
 
 def _library_probs(logits: torch.Tensor, labels: np.ndarray):
@@ -165,8 +201,13 @@ def test_open_clip_zero_shot_equals_build_zero_shot_classifier(tiny_open_clip, t
     model, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{tiny_open_clip}")
     tokenizer = open_clip.get_tokenizer(f"local-dir:{tiny_open_clip}")
     with torch.inference_mode():
-        head = open_clip.build_zero_shot_classifier(model.eval(), tokenizer, open_clip.IMAGENET_CLASSNAMES,
-                                                    [lambda c, t=t: t.replace("{c}", c) for t in TEMPLATES], num_classes_per_batch=50)
+        head = open_clip.build_zero_shot_classifier(
+            model.eval(),
+            tokenizer,
+            open_clip.IMAGENET_CLASSNAMES,
+            [lambda c, t=t: t.replace("{c}", c) for t in TEMPLATES],
+            num_classes_per_batch=50,
+        )
         feats = model.encode_image(torch.stack([preprocess(im) for im in images]), normalize=True)
     _check_against(preds, *_library_probs(100.0 * feats @ head, labels))
 
@@ -175,8 +216,13 @@ def test_open_clip_zero_shot_equals_build_zero_shot_classifier(tiny_open_clip, t
     assert zs["templates"] == {"source": "file:two.json", "count": 2, "sha256": zs["templates"]["sha256"]}
     assert zs["classnames"]["source"] == "open_clip IMAGENET_CLASSNAMES" and zs["classnames"]["count"] == 1000
     assert entry["weights"]["source"] == "open_clip:local-dir:tiny-clip/open_clip_model.safetensors"
-    assert entry["model"] == "open_clip:local-dir:tiny-clip+templates:two" and entry["architecture"] == "open_clip:local-dir:tiny-clip"
-    assert str(tiny_open_clip.parent) not in json.dumps({k: v for k, v in entry.items() if k != "command"})  # no local path
+    assert (
+        entry["model"] == "open_clip:local-dir:tiny-clip+templates:two"
+        and entry["architecture"] == "open_clip:local-dir:tiny-clip"
+    )
+    assert str(tiny_open_clip.parent) not in json.dumps(
+        {k: v for k, v in entry.items() if k != "command"}
+    )  # no local path
 
 
 @pytest.mark.slow
@@ -209,7 +255,10 @@ def test_open_clip_names_patterns_and_errors(tmp_path, templates_file):
     assert "open_clip:ViT-B-32/laion2b_s34b_b79k" in names and all(n.startswith("open_clip:ViT-B-32/") for n in names)
     assert set(names) == {f"open_clip:ViT-B-32/{t}" for a, t in open_clip.list_pretrained() if a == "ViT-B-32"}
     for bad, pattern in [
-        (ClassifierSpec(model="open_clip:ViT-B-32/laion2b_s34b_b78k"), r"unknown open_clip model .*close: ViT-B-32/laion2b_s34b_b79k"),
+        (
+            ClassifierSpec(model="open_clip:ViT-B-32/laion2b_s34b_b78k"),
+            r"unknown open_clip model .*close: ViT-B-32/laion2b_s34b_b79k",
+        ),
         (ClassifierSpec(model=f"open_clip:local-dir:{tmp_path}"), r"has no open_clip_config.json"),
     ]:
         with pytest.raises(SpurbenchError, match=pattern):
@@ -229,7 +278,10 @@ def test_open_clip_names_patterns_and_errors(tmp_path, templates_file):
         ClassifierSpec(model="resnet50", templates="simple")
     with pytest.raises(SpurbenchError, match=r"weights apply to timm models"):
         ClassifierSpec(model=spec, weights={"file": "x.pth"})
-    assert zero_shot.load_templates("openai")[0][0] == "a bad photo of a {c}." and len(zero_shot.load_templates("openai")[0]) == 80
+    assert (
+        zero_shot.load_templates("openai")[0][0] == "a bad photo of a {c}."
+        and len(zero_shot.load_templates("openai")[0]) == 80
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -249,10 +301,15 @@ def test_transformers_classifier_equals_image_processor_and_logits(tiny_vits, ph
     by_wnid, shuffled, perm = tiny_vits
     images, labels = photos
     # one decoding worker process: the processor runs there, pickled over
-    entry, preds = evaluate(ClassifierSpec(model=f"transformers:{by_wnid}"), photo_dataset.path, workers=1, batch_size=4)
+    entry, preds = evaluate(
+        ClassifierSpec(model=f"transformers:{by_wnid}"), photo_dataset.path, workers=1, batch_size=4
+    )
     _check_against(preds, *_library_probs(_processor_logits(by_wnid, images), labels))
     assert entry["zoo"]["library"] == "transformers" and entry["zoo"]["image_processor"].startswith("ViTImageProcessor")
-    assert entry["weights"]["source"] == "transformers:vit-wnids/model.safetensors" and len(entry["weights"]["sha256"]) == 64
+    assert (
+        entry["weights"]["source"] == "transformers:vit-wnids/model.safetensors"
+        and len(entry["weights"]["sha256"]) == 64
+    )
 
     # id2label as the Hub's names in another order: output i scores ImageNet class perm[i]
     _, preds = evaluate(ClassifierSpec(model=f"transformers:{shuffled}"), photo_dataset.path, workers=0, batch_size=4)
@@ -270,9 +327,11 @@ def test_transformers_label_set_mismatch_is_one_clear_error(tmp_path, photo_data
     twice = dict(enumerate(imagenet.wnids()))
     twice[1] = twice[0]
     twice_dir = _save_vit(tmp_path / "twice", twice)
-    for folder, pattern in [(ten, r"has 10 outputs .* ImageNet-1k has 1000 classes"),
-                            (unknown, r"output 7 label 'not a class' names no class of ImageNet-1k"),
-                            (twice_dir, r"outputs 0 and 1 both name class 0")]:
+    for folder, pattern in [
+        (ten, r"has 10 outputs .* ImageNet-1k has 1000 classes"),
+        (unknown, r"output 7 label 'not a class' names no class of ImageNet-1k"),
+        (twice_dir, r"outputs 0 and 1 both name class 0"),
+    ]:
         with pytest.raises(SpurbenchError, match=pattern) as err:
             create_classifier(ClassifierSpec(model=f"transformers:{folder}"))
         assert "\n" not in str(err.value)
@@ -288,8 +347,12 @@ def test_transformers_clip_equals_zero_shot_pipeline(tiny_hf_clip, tmp_path, pho
 
     template = tmp_path / "pipeline.json"
     template.write_text(json.dumps(["This is a photo of {c}."]))  # the pipeline's default hypothesis_template
-    entry, preds = evaluate(ClassifierSpec(model=f"transformers:{tiny_hf_clip}", templates=str(template)), photo_dataset.path,
-                            workers=0, batch_size=8)
+    entry, preds = evaluate(
+        ClassifierSpec(model=f"transformers:{tiny_hf_clip}", templates=str(template)),
+        photo_dataset.path,
+        workers=0,
+        batch_size=8,
+    )
     assert entry["zoo"]["zero_shot"]["templates"]["count"] == 1 and entry["zoo"]["model_class"] == "CLIPModel"
 
     images, labels = photos
@@ -322,19 +385,28 @@ def test_class_subset_restricts_softmax_and_top5(tiny_vits, photo_dataset, photo
     subset_file.write_text("# six classes\n0\nn01443537\n2\n285\n657\n967\n")  # n01443537 is class 1
     subset = load_class_subset(str(subset_file))
     assert subset.indices == tuple(keep)
-    entry, preds = evaluate(ClassifierSpec(model=f"transformers:{by_wnid}"), photo_dataset.path, workers=0, class_subset=subset)
+    entry, preds = evaluate(
+        ClassifierSpec(model=f"transformers:{by_wnid}"), photo_dataset.path, workers=0, class_subset=subset
+    )
     logits = _processor_logits(by_wnid, images)[:, keep].double()
     probs = logits.softmax(-1).numpy()
     pos = {k: i for i, k in enumerate(keep)}
     order = np.argsort(preds.index)
-    np.testing.assert_allclose(preds.target_prob[order], probs[np.arange(len(labels)), [pos[k] for k in labels]], rtol=REL, atol=ABS)
+    np.testing.assert_allclose(
+        preds.target_prob[order], probs[np.arange(len(labels)), [pos[k] for k in labels]], rtol=REL, atol=ABS
+    )
     assert (preds.top5[order] == np.array(keep)[np.argsort(-probs, axis=1, kind="stable")[:, :5]]).all()
     assert entry["class_subset"] == {"name": "six.txt", "sha256": subset.sha256, "num_classes": 6}
 
     small = tmp_path / "two.txt"
     small.write_text("285\n0\n")
     with pytest.raises(SpurbenchError, match=r"class 657 \(missile\), outside --class-subset 'two.txt'"):
-        evaluate(ClassifierSpec(model=f"transformers:{by_wnid}"), photo_dataset.path, workers=0, class_subset=load_class_subset(str(small)))
+        evaluate(
+            ClassifierSpec(model=f"transformers:{by_wnid}"),
+            photo_dataset.path,
+            workers=0,
+            class_subset=load_class_subset(str(small)),
+        )
     assert len(load_class_subset("spurious-imagenet").indices) == 100
     bad = tmp_path / "bad.txt"
     bad.write_text("0\nn99999999\n")
@@ -349,7 +421,17 @@ def test_class_subset_entries_are_ranked_apart(tiny_vits, photo_dataset, tmp_pat
 
     by_wnid, _, _ = tiny_vits
     lb = tmp_path / "lb.json"
-    base = ["eval", "--model", f"transformers:{by_wnid}", "--dataset", str(photo_dataset.path), "--leaderboard", str(lb), "--workers", "0"]
+    base = [
+        "eval",
+        "--model",
+        f"transformers:{by_wnid}",
+        "--dataset",
+        str(photo_dataset.path),
+        "--leaderboard",
+        str(lb),
+        "--workers",
+        "0",
+    ]
     assert cli.main(base) == 0
     capsys.readouterr()
     subset_file = tmp_path / "four.txt"
@@ -374,11 +456,27 @@ def test_class_subset_entries_are_ranked_apart(tiny_vits, photo_dataset, tmp_pat
 def test_cli_scores_open_clip_and_lists_patterns(tiny_open_clip, templates_file, photo_dataset, tmp_path, capsys):
     lb = tmp_path / "lb.json"
     model = f"open_clip:local-dir:{tiny_open_clip}"
-    code = cli.main(["eval", "--model", model, "--templates", str(templates_file), "--dataset", str(photo_dataset.path),
-                     "--leaderboard", str(lb), "--workers", "0"])
+    code = cli.main(
+        [
+            "eval",
+            "--model",
+            model,
+            "--templates",
+            str(templates_file),
+            "--dataset",
+            str(photo_dataset.path),
+            "--leaderboard",
+            str(lb),
+            "--workers",
+            "0",
+        ]
+    )
     assert code == 0
     entry = json.loads(lb.read_text())["entries"][0]
-    assert entry["model"] == "open_clip:local-dir:tiny-clip+templates:two" and entry["zoo"]["zero_shot"]["templates"]["count"] == 2
+    assert (
+        entry["model"] == "open_clip:local-dir:tiny-clip+templates:two"
+        and entry["zoo"]["zero_shot"]["templates"]["count"] == 2
+    )
     assert f"--templates {templates_file}" in entry["command"]
     capsys.readouterr()
     assert cli.main(["eval", "--list", "--model", "open_clip:ViT-B-32/laion*", "--model", "tf_efficientnet_lite0"]) == 0
@@ -388,10 +486,15 @@ def test_cli_scores_open_clip_and_lists_patterns(tiny_open_clip, templates_file,
     for args, pattern in [
         (["--model", "tf_efficientnet_lite0", "--templates", "simple"], r"--templates applies to zero-shot models"),
         (["--model", "open_clip:ViT-B-32/nosuch"], r"unknown open_clip model 'ViT-B-32/nosuch'"),
-        (["--model", model, "--class-subset", str(tmp_path / "none.txt")], r"--class-subset .*none.txt' is neither spurious-imagenet"),
+        (
+            ["--model", model, "--class-subset", str(tmp_path / "none.txt")],
+            r"--class-subset .*none.txt' is neither spurious-imagenet",
+        ),
         (["--model", "transformers:*"], r"transformers: models cannot be listed offline"),
     ]:
-        code = cli.main(["eval", *args, "--dataset", str(photo_dataset.path), "--leaderboard", str(tmp_path / "other.json")])
+        code = cli.main(
+            ["eval", *args, "--dataset", str(photo_dataset.path), "--leaderboard", str(tmp_path / "other.json")]
+        )
         err = capsys.readouterr().err.strip().splitlines()
         assert code == 2 and len(err) == 1 and re.search(pattern, err[0]), err
     assert not (tmp_path / "other.json").exists()
@@ -427,7 +530,9 @@ def test_transformers_classifier_on_a_shift_set(tiny_vits, tmp_path):
     top1 = _processor_logits(by_wnid, images).argmax(-1).numpy()
     assert (preds.top5[:, 0] == top1).all()
     ref = open_dataset(folder, split="reference")
-    ref_top1 = _processor_logits(by_wnid, [_image(ref.rows[i]["image"]) for i in range(len(ref.labels))]).argmax(-1).numpy()
+    ref_top1 = (
+        _processor_logits(by_wnid, [_image(ref.rows[i]["image"]) for i in range(len(ref.labels))]).argmax(-1).numpy()
+    )
     assert entry["metrics"]["reference_accuracy"] == pytest.approx(float(np.mean(ref_top1 == ref.labels)))
     assert AutoImageProcessor.from_pretrained(by_wnid).__class__.__name__ == entry["zoo"]["image_processor"]
 
@@ -443,16 +548,21 @@ def test_open_clip_zero_shot_on_a_two_class_group_set(tiny_open_clip, templates_
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf"))
     folder = waterbirds.import_waterbirds(make_waterbirds_tree(tmp_path / "src"), tmp_path / "wb")
     data = open_dataset(folder, split="test")
-    entry, preds = evaluate(ClassifierSpec(model=f"open_clip:local-dir:{tiny_open_clip}", templates=str(templates_file)), data,
-                            workers=0)
-    assert entry["zoo"]["zero_shot"]["classnames"] == {"source": "the dataset's label names", "count": 2,
-                                                      "sha256": entry["zoo"]["zero_shot"]["classnames"]["sha256"]}
+    entry, preds = evaluate(
+        ClassifierSpec(model=f"open_clip:local-dir:{tiny_open_clip}", templates=str(templates_file)), data, workers=0
+    )
+    assert entry["zoo"]["zero_shot"]["classnames"] == {
+        "source": "the dataset's label names",
+        "count": 2,
+        "sha256": entry["zoo"]["zero_shot"]["classnames"]["sha256"],
+    }
     model, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{tiny_open_clip}")
     tokenizer = open_clip.get_tokenizer(f"local-dir:{tiny_open_clip}")
     images = [_image(data.rows[int(i)]["image"]) for i in preds.index]
     with torch.inference_mode():
-        head = open_clip.build_zero_shot_classifier(model.eval(), tokenizer, data.label_names,
-                                                    [lambda c, t=t: t.replace("{c}", c) for t in TEMPLATES])
+        head = open_clip.build_zero_shot_classifier(
+            model.eval(), tokenizer, data.label_names, [lambda c, t=t: t.replace("{c}", c) for t in TEMPLATES]
+        )
         feats = model.encode_image(torch.stack([preprocess(im) for im in images]), normalize=True)
     probs = (100.0 * feats @ head).double().softmax(-1).numpy()
     np.testing.assert_allclose(preds.target_prob, probs[np.arange(len(images)), preds.label], rtol=REL, atol=ABS)
@@ -471,20 +581,28 @@ def test_default_templates_head_equals_open_clip(tiny_open_clip):
     tokenizer = open_clip.get_tokenizer(f"local-dir:{tiny_open_clip}")
     some = list(range(0, 1000, 25))
     with torch.inference_mode():
-        ref = open_clip.build_zero_shot_classifier(model.eval(), tokenizer, [open_clip.IMAGENET_CLASSNAMES[k] for k in some],
-                                                   open_clip.OPENAI_IMAGENET_TEMPLATES)
+        ref = open_clip.build_zero_shot_classifier(
+            model.eval(),
+            tokenizer,
+            [open_clip.IMAGENET_CLASSNAMES[k] for k in some],
+            open_clip.OPENAI_IMAGENET_TEMPLATES,
+        )
     torch.testing.assert_close(clf.model.head[:, some], ref, rtol=1e-5, atol=1e-6)
 
 
 def test_hub_names_offline_are_one_line_errors():
-    for model, pattern in [("open_clip:hf-hub:nosuch-org/nosuch-model", r"cannot load open_clip model 'hf-hub:nosuch-org/nosuch-model'"),
-                           ("transformers:nosuch-org/nosuch-model", r"cannot load 'transformers:nosuch-org/nosuch-model'")]:
+    for model, pattern in [
+        ("open_clip:hf-hub:nosuch-org/nosuch-model", r"cannot load open_clip model 'hf-hub:nosuch-org/nosuch-model'"),
+        ("transformers:nosuch-org/nosuch-model", r"cannot load 'transformers:nosuch-org/nosuch-model'"),
+    ]:
         with pytest.raises(SpurbenchError, match=pattern) as err:
             create_classifier(ClassifierSpec(model=model, templates="simple"))
         assert "\n" not in str(err.value)
 
 
-def test_panel_of_zoos_records_a_failure_and_goes_on(tiny_open_clip, tiny_vits, templates_file, photo_dataset, tmp_path, capsys):
+def test_panel_of_zoos_records_a_failure_and_goes_on(
+    tiny_open_clip, tiny_vits, templates_file, photo_dataset, tmp_path, capsys
+):
     """A panel mixing zoos: a relative `templates:` file is read next to the panel; a model that cannot be
     loaded (a Hub id, offline) is recorded in `failures` with its reason and the others are scored."""
     import shutil
@@ -493,13 +611,30 @@ def test_panel_of_zoos_records_a_failure_and_goes_on(tiny_open_clip, tiny_vits, 
     panel = tmp_path / "panel" / "zoos.yaml"
     panel.parent.mkdir()
     shutil.copy(templates_file, panel.parent / "prompts.json")
-    panel.write_text(f"name: zoos\nmodels:\n  - model: open_clip:local-dir:{tiny_open_clip}\n    templates: prompts.json\n"
-                     f"  - transformers:{by_wnid}\n  - transformers:nosuch-org/nosuch-model\n")
+    panel.write_text(
+        f"name: zoos\nmodels:\n  - model: open_clip:local-dir:{tiny_open_clip}\n    templates: prompts.json\n"
+        f"  - transformers:{by_wnid}\n  - transformers:nosuch-org/nosuch-model\n"
+    )
     lb = tmp_path / "lb.json"
-    code = cli.main(["eval", "--panel", str(panel), "--dataset", str(photo_dataset.path), "--leaderboard", str(lb), "--workers", "0"])
+    code = cli.main(
+        [
+            "eval",
+            "--panel",
+            str(panel),
+            "--dataset",
+            str(photo_dataset.path),
+            "--leaderboard",
+            str(lb),
+            "--workers",
+            "0",
+        ]
+    )
     assert code == 1
     board = json.loads(lb.read_text())
-    assert sorted(e["model"] for e in board["entries"]) == ["open_clip:local-dir:tiny-clip+templates:prompts", "transformers:vit-wnids"]
+    assert sorted(e["model"] for e in board["entries"]) == [
+        "open_clip:local-dir:tiny-clip+templates:prompts",
+        "transformers:vit-wnids",
+    ]
     failure = board["failures"][0]
     assert failure["model"] == "transformers:nosuch-org/nosuch-model" and "cannot load" in failure["reason"]
     assert "FAILED transformers:nosuch-org/nosuch-model" in capsys.readouterr().err
@@ -517,7 +652,9 @@ def _hub_cache(cache, repo: str, folder) -> None:
 
 
 @pytest.mark.slow
-def test_hub_names_load_from_the_hub_cache_offline(tiny_open_clip, tiny_vits, templates_file, tmp_path, monkeypatch, photo_dataset):
+def test_hub_names_load_from_the_hub_cache_offline(
+    tiny_open_clip, tiny_vits, templates_file, tmp_path, monkeypatch, photo_dataset
+):
     """`open_clip:hf-hub:org/repo` and `transformers:org/repo` go through the Hub download path (served
     from the cache, offline) and give the same predictions as the same files loaded from their folder."""
     import huggingface_hub.constants
@@ -528,9 +665,13 @@ def test_hub_names_load_from_the_hub_cache_offline(tiny_open_clip, tiny_vits, te
     _hub_cache(cache, "spurbench-test/tiny-vit", by_wnid)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
     data = open_dataset(photo_dataset.path)
-    for hub, local in [(ClassifierSpec(model="open_clip:hf-hub:spurbench-test/tiny-clip", templates=str(templates_file)),
-                        ClassifierSpec(model=f"open_clip:local-dir:{tiny_open_clip}", templates=str(templates_file))),
-                       (ClassifierSpec(model="transformers:spurbench-test/tiny-vit"), ClassifierSpec(model=f"transformers:{by_wnid}"))]:
+    for hub, local in [
+        (
+            ClassifierSpec(model="open_clip:hf-hub:spurbench-test/tiny-clip", templates=str(templates_file)),
+            ClassifierSpec(model=f"open_clip:local-dir:{tiny_open_clip}", templates=str(templates_file)),
+        ),
+        (ClassifierSpec(model="transformers:spurbench-test/tiny-vit"), ClassifierSpec(model=f"transformers:{by_wnid}")),
+    ]:
         entry, preds = evaluate(hub, data, workers=0)
         local_entry, local_preds = evaluate(local, data, workers=0)
         assert entry["weights"]["source"].startswith("hf-hub:spurbench-test/tiny-")
@@ -548,21 +689,44 @@ def tiny_siglip(tmp_path_factory):
     from transformers import PreTrainedTokenizerFast, SiglipConfig, SiglipImageProcessor, SiglipModel, SiglipProcessor
 
     folder = tmp_path_factory.mktemp("siglip") / "tiny-siglip"
-    words = sorted({w for n in open_clip.IMAGENET_CLASSNAMES for w in n.lower().replace(",", " ").split()} | {"this", "is", "a", "photo", "of"})
+    words = sorted(
+        {w for n in open_clip.IMAGENET_CLASSNAMES for w in n.lower().replace(",", " ").split()}
+        | {"this", "is", "a", "photo", "of"}
+    )
     vocab = {"<pad>": 0, "<unk>": 1, "</s>": 2, **{w: i + 3 for i, w in enumerate(words)}}
     backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", unk_token="<unk>", eos_token="</s>", model_max_length=64)
-    text = {"vocab_size": len(vocab), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
-            "max_position_embeddings": 64, "pad_token_id": 0, "eos_token_id": 2, "bos_token_id": None}
-    vision = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "image_size": 32, "patch_size": 8}
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, pad_token="<pad>", unk_token="<unk>", eos_token="</s>", model_max_length=64
+    )
+    text = {
+        "vocab_size": len(vocab),
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "max_position_embeddings": 64,
+        "pad_token_id": 0,
+        "eos_token_id": 2,
+        "bos_token_id": None,
+    }
+    vision = {
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "image_size": 32,
+        "patch_size": 8,
+    }
     torch.manual_seed(0)
     model = SiglipModel(SiglipConfig(text_config=text, vision_config=vision))
     with torch.no_grad():
         model.logit_scale.zero_()
         model.logit_bias.zero_()
     model.save_pretrained(folder)
-    SiglipProcessor(image_processor=SiglipImageProcessor(size={"height": 32, "width": 32}), tokenizer=tokenizer).save_pretrained(folder)
+    SiglipProcessor(
+        image_processor=SiglipImageProcessor(size={"height": 32, "width": 32}), tokenizer=tokenizer
+    ).save_pretrained(folder)
     return folder
 
 
@@ -572,7 +736,9 @@ def test_transformers_siglip_equals_zero_shot_pipeline(tiny_siglip, tmp_path, ph
 
     template = tmp_path / "pipeline.json"
     template.write_text(json.dumps(["This is a photo of {c}."]))
-    entry, preds = evaluate(ClassifierSpec(model=f"transformers:{tiny_siglip}", templates=str(template)), photo_dataset.path, workers=0)
+    entry, preds = evaluate(
+        ClassifierSpec(model=f"transformers:{tiny_siglip}", templates=str(template)), photo_dataset.path, workers=0
+    )
     assert entry["zoo"]["model_class"] == "SiglipModel"
     images, labels = photos
     names = list(open_clip.IMAGENET_CLASSNAMES)

@@ -43,8 +43,10 @@ class ClassSubset:
         outside = np.setdiff1d(np.unique(labels), np.asarray(self.indices))
         if outside.size:
             k = int(outside[0])
-            raise SpurbenchError(f"{what} has images of class {k} ({imagenet.class_name(k)}), outside --class-subset "
-                                 f"'{self.name}' ({len(self.indices)} classes); use a subset that holds every class of the set")
+            raise SpurbenchError(
+                f"{what} has images of class {k} ({imagenet.class_name(k)}), outside --class-subset "
+                f"'{self.name}' ({len(self.indices)} classes); use a subset that holds every class of the set"
+            )
 
 
 def load_class_subset(value: str) -> ClassSubset:
@@ -54,10 +56,14 @@ def load_class_subset(value: str) -> ClassSubset:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise SpurbenchError(f"--class-subset '{value}' is neither {' nor '.join(BUILT_IN)} nor an existing file "
-                             "(one ImageNet index or WordNet id per line)") from None
+        raise SpurbenchError(
+            f"--class-subset '{value}' is neither {' nor '.join(BUILT_IN)} nor an existing file "
+            "(one ImageNet index or WordNet id per line)"
+        ) from None
     except (OSError, UnicodeDecodeError) as err:
-        raise SpurbenchError(f"cannot read --class-subset '{value}' ({err.__class__.__name__}); give a UTF-8 text file") from None
+        raise SpurbenchError(
+            f"cannot read --class-subset '{value}' ({err.__class__.__name__}); give a UTF-8 text file"
+        ) from None
     found: list[int] = []
     for number, line in enumerate(text.splitlines(), 1):
         item = line.split("#", 1)[0].strip()
@@ -69,7 +75,9 @@ def load_class_subset(value: str) -> ClassSubset:
             raise SpurbenchError(f"--class-subset '{value}' line {number}: {err}") from None
         found.append(k)
     if not found:
-        raise SpurbenchError(f"--class-subset '{value}' names no class; write one ImageNet index or WordNet id per line")
+        raise SpurbenchError(
+            f"--class-subset '{value}' names no class; write one ImageNet index or WordNet id per line"
+        )
     if len(set(found)) != len(found):
         dup = next(k for k in found if found.count(k) > 1)
         raise SpurbenchError(f"--class-subset '{value}' names class {dup} more than once")

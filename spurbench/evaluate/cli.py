@@ -12,7 +12,6 @@ Images are preprocessed exactly as timm evaluates each model (its resolved data 
 transform) unless --preprocessing spurious-imagenet asks for the released Spurious ImageNet code's.
 """
 
-
 from __future__ import annotations
 
 import argparse
@@ -48,81 +47,181 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from spurbench.evaluate.leaderboard import DEFAULT_LEADERBOARD
 
     g = parser.add_argument_group("classifiers (at least one --model, a --models-file or a --panel)")
-    g.add_argument("--model", action="append", default=[], metavar="NAME|PATTERN",
-                   help="timm model to score, repeatable: an architecture (resnet50), arch.tag (resnet50.a1_in1k), hf-hub:org/repo, "
-                        "or a quoted wildcard pattern ('convnext*') expanded like timm.list_models(pattern, pretrained=True) to its "
-                        "ImageNet-1k classifiers; weights are timm's pretrained ones from the Hugging Face Hub unless --weights. "
-                        "Other zoos: open_clip:ARCH/TAG (patterns like 'open_clip:ViT-B-32/*' expand over open_clip.list_pretrained()), "
-                        "open_clip:hf-hub:org/repo, open_clip:local-dir:DIR (zero-shot), transformers:org/repo or transformers:DIR "
-                        "(an image classifier, or CLIP / SigLIP zero-shot)")
-    g.add_argument("--models-file", metavar="FILE", default=None,
-                   help="text file of model names or patterns, one per line (# comments and blank lines ignored)")
-    g.add_argument("--list", action="store_true", help="print the models this command would score (patterns expanded) and exit")
-    g.add_argument("--weights", metavar="FILE", default=None,
-                   help="local state dict for the single --model: .safetensors, or a torch file loadable with weights_only=True")
-    g.add_argument("--key-map", default="none", metavar="MAP",
-                   help="how --weights' tensor names map onto the timm model: none, positional, or strip_prefix:<prefix> "
-                        "(e.g. strip_prefix:module.model. for a robustness-library checkpoint)")
-    g.add_argument("--temperature", type=float, default=None, metavar="T",
-                   help="divide the single --model's logits by T before the softmax (a temperature-calibrated checkpoint)")
-    g.add_argument("--name", default=None,
-                   help="name to record the single --model under; unset: the model name, plus '+<file stem>' with --weights")
-    g.add_argument("--panel", metavar="NAME|FILE", default=None,
-                   help="score every classifier of a panel: a shipped name (offline, default, spurious-imagenet) or a YAML file "
-                        "like classifiers/offline.yaml")
+    g.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="NAME|PATTERN",
+        help="timm model to score, repeatable: an architecture (resnet50), arch.tag (resnet50.a1_in1k), hf-hub:org/repo, "
+        "or a quoted wildcard pattern ('convnext*') expanded like timm.list_models(pattern, pretrained=True) to its "
+        "ImageNet-1k classifiers; weights are timm's pretrained ones from the Hugging Face Hub unless --weights. "
+        "Other zoos: open_clip:ARCH/TAG (patterns like 'open_clip:ViT-B-32/*' expand over open_clip.list_pretrained()), "
+        "open_clip:hf-hub:org/repo, open_clip:local-dir:DIR (zero-shot), transformers:org/repo or transformers:DIR "
+        "(an image classifier, or CLIP / SigLIP zero-shot)",
+    )
+    g.add_argument(
+        "--models-file",
+        metavar="FILE",
+        default=None,
+        help="text file of model names or patterns, one per line (# comments and blank lines ignored)",
+    )
+    g.add_argument(
+        "--list", action="store_true", help="print the models this command would score (patterns expanded) and exit"
+    )
+    g.add_argument(
+        "--weights",
+        metavar="FILE",
+        default=None,
+        help="local state dict for the single --model: .safetensors, or a torch file loadable with weights_only=True",
+    )
+    g.add_argument(
+        "--key-map",
+        default="none",
+        metavar="MAP",
+        help="how --weights' tensor names map onto the timm model: none, positional, or strip_prefix:<prefix> "
+        "(e.g. strip_prefix:module.model. for a robustness-library checkpoint)",
+    )
+    g.add_argument(
+        "--temperature",
+        type=float,
+        default=None,
+        metavar="T",
+        help="divide the single --model's logits by T before the softmax (a temperature-calibrated checkpoint)",
+    )
+    g.add_argument(
+        "--name",
+        default=None,
+        help="name to record the single --model under; unset: the model name, plus '+<file stem>' with --weights",
+    )
+    g.add_argument(
+        "--panel",
+        metavar="NAME|FILE",
+        default=None,
+        help="score every classifier of a panel: a shipped name (offline, default, spurious-imagenet) or a YAML file "
+        "like classifiers/offline.yaml",
+    )
     z = parser.add_argument_group("zero-shot models (open_clip:..., transformers: CLIP / SigLIP)")
-    z.add_argument("--templates", default=None, metavar="openai|simple|FILE",
-                   help="prompt templates: open_clip's OPENAI_IMAGENET_TEMPLATES (openai, the default, 80), SIMPLE_IMAGENET_TEMPLATES "
-                        "(simple), or a JSON file in CLIP_benchmark's format (a list of templates holding {c}, or dataset -> list)")
-    z.add_argument("--classnames", default=None, metavar="FILE",
-                   help="class names: a JSON list (or CLIP_benchmark's dataset -> list), one per class in label order; default "
-                        "open_clip's IMAGENET_CLASSNAMES for ImageNet-1k, the dataset's label names for another label set")
+    z.add_argument(
+        "--templates",
+        default=None,
+        metavar="openai|simple|FILE",
+        help="prompt templates: open_clip's OPENAI_IMAGENET_TEMPLATES (openai, the default, 80), SIMPLE_IMAGENET_TEMPLATES "
+        "(simple), or a JSON file in CLIP_benchmark's format (a list of templates holding {c}, or dataset -> list)",
+    )
+    z.add_argument(
+        "--classnames",
+        default=None,
+        metavar="FILE",
+        help="class names: a JSON list (or CLIP_benchmark's dataset -> list), one per class in label order; default "
+        "open_clip's IMAGENET_CLASSNAMES for ImageNet-1k, the dataset's label names for another label set",
+    )
     d = parser.add_argument_group("data")
-    d.add_argument("--dataset", default=None, metavar="ID|FOLDER", help="spurious-image dataset: a local folder or a Hugging Face Hub id (required unless --list)")
+    d.add_argument(
+        "--dataset",
+        default=None,
+        metavar="ID|FOLDER",
+        help="spurious-image dataset: a local folder or a Hugging Face Hub id (required unless --list)",
+    )
     d.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit) of --dataset")
     d.add_argument("--split", default=ds_contract.DEFAULT_SPLIT, help="split of --dataset to score")
-    d.add_argument("--positives", default=None, metavar="FOLDER|ID",
-                   help="real images of the classes, for the spurious score (AP, AUROC): a folder of <WordNet id>/<image> "
-                        "or a dataset (folder or Hub id) with an ImageNet-1k `label` column")
-    d.add_argument("--positives-split", default=None,
-                   help="split of a --positives dataset; unset: validation, val or test, or its only split")
-    d.add_argument("--group-by", default=None, metavar="COLUMN",
-                   help="report accuracy (shift sets) or spurious rate (spurious sets) per value of this column; default on a "
-                        "shift set: its `background` column. Shift sets rank by the worst group's accuracy")
-    d.add_argument("--limit", type=int, default=None, metavar="N", help="score only the first N images of the split (quick checks)")
-    d.add_argument("--include-unverified", action="store_true",
-                   help="on a verified set (`spurbench verify`), also score the images whose check failed (spurious set: object "
-                        "present; shift set: object absent) and those a person dropped; by default they are left out and counted")
-    d.add_argument("--class-subset", default=None, metavar="FILE|spurious-imagenet",
-                   help="restrict the softmax and the top 5 to these ImageNet classes (timm validate.py's --valid-labels): "
-                        "spurious-imagenet (its 100 classes) or a text file, one ImageNet index or WordNet id per line; "
-                        "entries with another subset (or none) are ranked apart")
+    d.add_argument(
+        "--positives",
+        default=None,
+        metavar="FOLDER|ID",
+        help="real images of the classes, for the spurious score (AP, AUROC): a folder of <WordNet id>/<image> "
+        "or a dataset (folder or Hub id) with an ImageNet-1k `label` column",
+    )
+    d.add_argument(
+        "--positives-split",
+        default=None,
+        help="split of a --positives dataset; unset: validation, val or test, or its only split",
+    )
+    d.add_argument(
+        "--group-by",
+        default=None,
+        metavar="COLUMN",
+        help="report accuracy (shift sets) or spurious rate (spurious sets) per value of this column; default on a "
+        "shift set: its `background` column. Shift sets rank by the worst group's accuracy",
+    )
+    d.add_argument(
+        "--limit", type=int, default=None, metavar="N", help="score only the first N images of the split (quick checks)"
+    )
+    d.add_argument(
+        "--include-unverified",
+        action="store_true",
+        help="on a verified set (`spurbench verify`), also score the images whose check failed (spurious set: object "
+        "present; shift set: object absent) and those a person dropped; by default they are left out and counted",
+    )
+    d.add_argument(
+        "--class-subset",
+        default=None,
+        metavar="FILE|spurious-imagenet",
+        help="restrict the softmax and the top 5 to these ImageNet classes (timm validate.py's --valid-labels): "
+        "spurious-imagenet (its 100 classes) or a text file, one ImageNet index or WordNet id per line; "
+        "entries with another subset (or none) are ranked apart",
+    )
     r = parser.add_argument_group("run")
-    r.add_argument("--leaderboard", default=None, metavar="FILE",
-                   help=f"leaderboard JSON to add the entries to (a folder means FOLDER/leaderboard.json); predictions go to "
-                        f"<its folder>/predictions/; unset: {DEFAULT_LEADERBOARD} (a folder's own name or a Hub id with / as --; "
-                        f"`<name>-<split>` for a split other than test), one board per dataset")
-    r.add_argument("--preprocessing", choices=PREPROCESSING, default="timm",
-                   help="timm: each model's own eval transform; spurious-imagenet: the released Spurious ImageNet code's "
-                        "(size = the model's test_input_size if declared, else input_size; spurious images: shorter side to that "
-                        "size, no crop; positives: resize x256/224 + center crop; bicubic)")
-    r.add_argument("--force", action="store_true",
-                   help="re-score models already on the leaderboard for the same data, preprocessing and precision (default: skip them)")
-    r.add_argument("--batch-size", type=int, default=None,
-                   help="images per forward pass; unset: chosen for the device (CPU: a few seconds' calibration of batch size "
-                        "and memory format per model; CUDA: 32), recorded in the entry's `loop`")
-    r.add_argument("--decode", choices=("auto", "pil"), default="auto",
-                   help="auto: torchvision's decoder and the transform on uint8 tensors where the transform allows (faster; within "
-                        "a stated tolerance of timm's PIL transform, see evaluate/preprocessing.py); pil: PIL throughout, exactly "
-                        "as timm's loader. The entry's `loop` records which")
-    r.add_argument("--workers", type=int, default=None, help="DataLoader worker processes decoding images (0: in the main process); unset: min(8, CPU cores), or 0 on a CPU run with 2 cores or fewer")
-    r.add_argument("--threads", type=int, default=None, metavar="N",
-                   help="torch threads of the scoring process (unset: torch's default, one per core); on a CPU shared with "
-                        "decoding --workers or other jobs, fewer threads avoid oversubscription (see benchmarks/eval_throughput.py)")
-    r.add_argument("--device", default=None, help="torch device; unset: cuda (cuda:LOCAL_RANK under torchrun / accelerate launch) when available, else cpu")
-    r.add_argument("--amp", action="store_true",
-                   help="on CUDA, run the model under float16 autocast (faster; default float32, as timm's validate.py and the "
-                        "published numbers); CPU always runs float32. The entry records its `precision`")
+    r.add_argument(
+        "--leaderboard",
+        default=None,
+        metavar="FILE",
+        help=f"leaderboard JSON to add the entries to (a folder means FOLDER/leaderboard.json); predictions go to "
+        f"<its folder>/predictions/; unset: {DEFAULT_LEADERBOARD} (a folder's own name or a Hub id with / as --; "
+        f"`<name>-<split>` for a split other than test), one board per dataset",
+    )
+    r.add_argument(
+        "--preprocessing",
+        choices=PREPROCESSING,
+        default="timm",
+        help="timm: each model's own eval transform; spurious-imagenet: the released Spurious ImageNet code's "
+        "(size = the model's test_input_size if declared, else input_size; spurious images: shorter side to that "
+        "size, no crop; positives: resize x256/224 + center crop; bicubic)",
+    )
+    r.add_argument(
+        "--force",
+        action="store_true",
+        help="re-score models already on the leaderboard for the same data, preprocessing and precision (default: skip them)",
+    )
+    r.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="images per forward pass; unset: chosen for the device (CPU: a few seconds' calibration of batch size "
+        "and memory format per model; CUDA: 32), recorded in the entry's `loop`",
+    )
+    r.add_argument(
+        "--decode",
+        choices=("auto", "pil"),
+        default="auto",
+        help="auto: torchvision's decoder and the transform on uint8 tensors where the transform allows (faster; within "
+        "a stated tolerance of timm's PIL transform, see evaluate/preprocessing.py); pil: PIL throughout, exactly "
+        "as timm's loader. The entry's `loop` records which",
+    )
+    r.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="DataLoader worker processes decoding images (0: in the main process); unset: min(8, CPU cores), or 0 on a CPU run with 2 cores or fewer",
+    )
+    r.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="torch threads of the scoring process (unset: torch's default, one per core); on a CPU shared with "
+        "decoding --workers or other jobs, fewer threads avoid oversubscription (see benchmarks/eval_throughput.py)",
+    )
+    r.add_argument(
+        "--device",
+        default=None,
+        help="torch device; unset: cuda (cuda:LOCAL_RANK under torchrun / accelerate launch) when available, else cpu",
+    )
+    r.add_argument(
+        "--amp",
+        action="store_true",
+        help="on CUDA, run the model under float16 autocast (faster; default float32, as timm's validate.py and the "
+        "published numbers); CPU always runs float32. The entry records its `precision`",
+    )
 
 
 def _specs_from_args(args: argparse.Namespace) -> tuple[list[ClassifierSpec], dict[str, list[str]], int]:
@@ -130,10 +229,16 @@ def _specs_from_args(args: argparse.Namespace) -> tuple[list[ClassifierSpec], di
     matches left out because they are not ImageNet-1k classifiers; how many of the specs come before the panel's."""
     from spurbench.evaluate.sweep import expand_models, is_pattern, read_models_file
 
-    single_flags = [f for f, v in (("--weights", args.weights), ("--name", args.name), ("--temperature", args.temperature)) if v is not None]
+    single_flags = [
+        f
+        for f, v in (("--weights", args.weights), ("--name", args.name), ("--temperature", args.temperature))
+        if v is not None
+    ]
     if single_flags and (len(args.model) != 1 or is_pattern(args.model[0]) or args.models_file):
-        raise SpurbenchError(f"{single_flags[0]} applies to exactly one --model (not a pattern or --models-file); "
-                             "give a single --model NAME with it (or use a --panel file)")
+        raise SpurbenchError(
+            f"{single_flags[0]} applies to exactly one --model (not a pattern or --models-file); "
+            "give a single --model NAME with it (or use a --panel file)"
+        )
     if args.key_map != "none" and args.weights is None:
         raise SpurbenchError("--key-map applies to --weights; add --weights FILE")
     names = list(args.model) + (read_models_file(args.models_file) if args.models_file else [])
@@ -150,7 +255,9 @@ def _specs_from_args(args: argparse.Namespace) -> tuple[list[ClassifierSpec], di
         specs.extend(load_panel(args.panel))
     _zero_shot_flags(args, specs)
     if not specs:
-        raise SpurbenchError("no classifier given; pass --model NAME|PATTERN (repeatable), --models-file FILE and/or --panel NAME|FILE")
+        raise SpurbenchError(
+            "no classifier given; pass --model NAME|PATTERN (repeatable), --models-file FILE and/or --panel NAME|FILE"
+        )
     names = [s.display_name for s in specs]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
@@ -168,7 +275,9 @@ def _zero_shot_flags(args: argparse.Namespace, specs: list[ClassifierSpec]) -> N
         return
     zoo_specs = [s for s in specs if zoo_of(s.model)]
     if not zoo_specs:
-        raise SpurbenchError(f"{given[0][0]} applies to zero-shot models (open_clip:..., transformers: CLIP / SigLIP); no such --model given")
+        raise SpurbenchError(
+            f"{given[0][0]} applies to zero-shot models (open_clip:..., transformers: CLIP / SigLIP); no such --model given"
+        )
     for spec in zoo_specs:
         for _, key, value in given:
             if getattr(spec, key) is None:
@@ -184,16 +293,35 @@ def command_line(args: argparse.Namespace, model: str | None = None) -> str:
     sweep_only = model is not None
     for flag, value, default in (
         ("--models-file", None if sweep_only else args.models_file, None),
-        ("--weights", args.weights, None), ("--key-map", args.key_map, "none"), ("--temperature", args.temperature, None),
-        ("--name", args.name, None), ("--panel", None if sweep_only else args.panel, None), ("--dataset", args.dataset, None),
-        ("--revision", args.revision, None), ("--split", args.split, ds_contract.DEFAULT_SPLIT), ("--positives", args.positives, None),
-        ("--positives-split", args.positives_split, None), ("--group-by", getattr(args, "group_by", None), None), ("--limit", args.limit, None),
-        ("--preprocessing", args.preprocessing, "timm"), ("--leaderboard", args.leaderboard, None),
-        ("--templates", getattr(args, "templates", None), None), ("--classnames", getattr(args, "classnames", None), None),
+        ("--weights", args.weights, None),
+        ("--key-map", args.key_map, "none"),
+        ("--temperature", args.temperature, None),
+        ("--name", args.name, None),
+        ("--panel", None if sweep_only else args.panel, None),
+        ("--dataset", args.dataset, None),
+        ("--revision", args.revision, None),
+        ("--split", args.split, ds_contract.DEFAULT_SPLIT),
+        ("--positives", args.positives, None),
+        ("--positives-split", args.positives_split, None),
+        ("--group-by", getattr(args, "group_by", None), None),
+        ("--limit", args.limit, None),
+        ("--preprocessing", args.preprocessing, "timm"),
+        ("--leaderboard", args.leaderboard, None),
+        ("--templates", getattr(args, "templates", None), None),
+        ("--classnames", getattr(args, "classnames", None), None),
         ("--class-subset", getattr(args, "class_subset", None), None),
     ):
         if value is not None and value != default:
-            if flag in ("--models-file", "--weights", "--dataset", "--positives", "--leaderboard", "--class-subset", "--templates", "--classnames"):
+            if flag in (
+                "--models-file",
+                "--weights",
+                "--dataset",
+                "--positives",
+                "--leaderboard",
+                "--class-subset",
+                "--templates",
+                "--classnames",
+            ):
                 value = ds_contract.dataset_display_name(value)  # recorded with the results: no absolute local path
             parts += [flag, str(value)]
     if args.amp:
@@ -237,11 +365,16 @@ def run(args: argparse.Namespace) -> int:
     named = {s.display_name for s in specs[:n_named]}
     if args.list:
         for pattern, names in left_out.items():
-            print(f"# {pattern}: {len(names)} match(es) left out, their pretrained head is not ImageNet-1k's", file=sys.stderr)
+            print(
+                f"# {pattern}: {len(names)} match(es) left out, their pretrained head is not ImageNet-1k's",
+                file=sys.stderr,
+            )
         print("\n".join(s.display_name for s in specs))
         return 0
     if args.dataset is None:
-        raise SpurbenchError("--dataset is required (a local folder or a Hugging Face Hub id); only --list runs without it")
+        raise SpurbenchError(
+            "--dataset is required (a local folder or a Hugging Face Hub id); only --list runs without it"
+        )
     rank, world, local_rank = sweep.process_share()
     device = _sweep_device(args.device, world, local_rank)
     if args.workers is None:
@@ -257,8 +390,14 @@ def run(args: argparse.Namespace) -> int:
         leaderboard = leaderboard / "leaderboard.json"
     # only the entries of the models to score (a big board is not read whole); corrupt -> SpurbenchError, file untouched
     board = load_leaderboard(leaderboard, models=[s.display_name for s in specs])
-    data = open_dataset(args.dataset, split=args.split, revision=args.revision, limit=args.limit,
-                        include_unverified=args.include_unverified, group_by=args.group_by)
+    data = open_dataset(
+        args.dataset,
+        split=args.split,
+        revision=args.revision,
+        limit=args.limit,
+        include_unverified=args.include_unverified,
+        group_by=args.group_by,
+    )
     held = board.get("dataset")
     if held and board.get("num_entries", len(board["entries"])) and held.get("fingerprint") != data.info["fingerprint"]:
         raise SpurbenchError(
@@ -289,29 +428,50 @@ def run(args: argparse.Namespace) -> int:
     total = data.info["num_images"] - data.num_excluded
     subset = f" (first {len(data.labels)} of {total})" if len(data.labels) < total else ""
     share = f"; process {rank} of {world}: {len(mine)} of {len(specs)} models" if world > 1 else ""
-    print(f"dataset {data.source} split {data.split}: {len(data.labels)} images{subset}, {len(data.info['classes'])} classes"
-          + (f"; kind {data.kind}" if data.kind != ds_contract.DEFAULT_KIND else "")
-          + (f"; groups by `{data.group_by}`" if data.group_by else "")
-          + (f"; {len(positives)} positives" if positives is not None else "")
-          + (f"; {data.num_excluded} left out by verification (--include-unverified keeps them)" if data.num_excluded else "") + share)
+    print(
+        f"dataset {data.source} split {data.split}: {len(data.labels)} images{subset}, {len(data.info['classes'])} classes"
+        + (f"; kind {data.kind}" if data.kind != ds_contract.DEFAULT_KIND else "")
+        + (f"; groups by `{data.group_by}`" if data.group_by else "")
+        + (f"; {len(positives)} positives" if positives is not None else "")
+        + (
+            f"; {data.num_excluded} left out by verification (--include-unverified keeps them)"
+            if data.num_excluded
+            else ""
+        )
+        + share
+    )
     summaries, skipped, failed = [], [], {}
     probe = probe_entry(data, positives, args.preprocessing, precision, class_subset)  # what decides "already scored"
     for item in mine:
         spec = item.spec if isinstance(item, LoadedClassifier) else item
         name = spec.display_name
-        if not args.force and already_scored(board, name, probe) \
-                and _same_groups(board, name, data.group_by):
-            print(f"skip {name}: already on the leaderboard for these rows, positives, preprocessing and precision (--force re-scores it)")
+        if not args.force and already_scored(board, name, probe) and _same_groups(board, name, data.group_by):
+            print(
+                f"skip {name}: already on the leaderboard for these rows, positives, preprocessing and precision (--force re-scores it)"
+            )
             skipped.append(name)
             continue
         # a model named on the command line (or matched by a pattern) gets its own one-model command
         command = command_line(args, spec.model) if not single and name in named else command_line(args)
         try:
-            clf = item if isinstance(item, LoadedClassifier) else create_classifier(spec, "cpu", num_classes=data.num_classes,
-                                                                                     label_names=data.label_names)
-            entry, preds = evaluate(clf, data, positives=positives, preprocessing=args.preprocessing, batch_size=args.batch_size,
-                                    workers=args.workers, device=device, amp=args.amp, command=command, class_subset=class_subset,
-                                    decode=args.decode)
+            clf = (
+                item
+                if isinstance(item, LoadedClassifier)
+                else create_classifier(spec, "cpu", num_classes=data.num_classes, label_names=data.label_names)
+            )
+            entry, preds = evaluate(
+                clf,
+                data,
+                positives=positives,
+                preprocessing=args.preprocessing,
+                batch_size=args.batch_size,
+                workers=args.workers,
+                device=device,
+                amp=args.amp,
+                command=command,
+                class_subset=class_subset,
+                decode=args.decode,
+            )
         except (ImageDecodeError, KeyboardInterrupt):
             raise  # the data is broken, or the user stopped: not this model's failure
         except Exception as err:
@@ -319,15 +479,27 @@ def run(args: argparse.Namespace) -> int:
             if isinstance(err, HeadMismatch) and data.label_names is not None:
                 # one short line naming both label sets (the weights' path says nothing the user can act on)
                 which = "an ImageNet-1k classifier" if " 1000 " in f" {err} " else "a classifier with another head"
-                reason = (f"{which} cannot score label set {data.info.get('label_set')!r} "
-                          f"({data.num_classes} classes: {', '.join(data.label_names[:5])}); score one trained on it "
-                          "(`spurbench finetune`)")
+                reason = (
+                    f"{which} cannot score label set {data.info.get('label_set')!r} "
+                    f"({data.num_classes} classes: {', '.join(data.label_names[:5])}); score one trained on it "
+                    "(`spurbench finetune`)"
+                )
             if single:
                 raise SpurbenchError(f"cannot score '{name}': {reason}") from None
             failed[name] = reason
             print(f"FAILED {name}: {reason}", file=sys.stderr)
-            record_failure(leaderboard, data.info, {"model": name, "reason": reason, "preprocessing": args.preprocessing,
-                                                    "precision": precision, "date": utc_now(), "command": command})
+            record_failure(
+                leaderboard,
+                data.info,
+                {
+                    "model": name,
+                    "reason": reason,
+                    "preprocessing": args.preprocessing,
+                    "precision": precision,
+                    "date": utc_now(),
+                    "command": command,
+                },
+            )
             if device.type == "cuda":
                 torch.cuda.empty_cache()
             continue

@@ -92,15 +92,20 @@ def evaluate(
         data = open_dataset(data, split=split, revision=revision, limit=limit, group_by=group_by)
     if positives is not None and not isinstance(positives, Positives):
         positives = open_positives(positives, data.info["classes"])
-    clf = classifier if isinstance(classifier, LoadedClassifier) else create_classifier(
-        classifier, "cpu", num_classes=data.num_classes, label_names=data.label_names)
+    clf = (
+        classifier
+        if isinstance(classifier, LoadedClassifier)
+        else create_classifier(classifier, "cpu", num_classes=data.num_classes, label_names=data.label_names)
+    )
     name = clf.spec.display_name
     check_outputs(clf, data)
     class_mask = None
     if class_subset is not None:
         if data.label_names is not None:
-            raise SpurbenchError(f"--class-subset names ImageNet classes, but dataset '{data.source}' has its own label set "
-                                 f"{data.info.get('label_set')!r}; drop --class-subset")
+            raise SpurbenchError(
+                f"--class-subset names ImageNet classes, but dataset '{data.source}' has its own label set "
+                f"{data.info.get('label_set')!r}; drop --class-subset"
+            )
         class_subset.check_labels(data.labels, f"dataset '{data.source}' split '{data.split}'")
         if positives is not None:
             class_subset.check_labels(positives.labels, f"positives '{positives.source}'")
@@ -116,8 +121,15 @@ def evaluate(
         spurious_tf, positive_tf = build_uint8_transforms(data_config, preprocessing)
     size = tuple(data_config["input_size"][-2:])
     loop = choose_batch(clf, dev, size, batch_size)
-    run = dict(batch_size=loop["batch_size"], workers=workers, device=dev, amp=amp, data_config=data_config,
-               memory_format=loop["memory_format"], class_mask=class_mask)
+    run = dict(
+        batch_size=loop["batch_size"],
+        workers=workers,
+        device=dev,
+        amp=amp,
+        data_config=data_config,
+        memory_format=loop["memory_format"],
+        class_mask=class_mask,
+    )
     items = ImageItems(spurious_tf, data.labels, rows=data.rows, size=size, decode=decode)
     loop["decode"] = items.decode
     preds = predict(clf, items, **run, what=f"image of dataset '{data.source}' split '{data.split}'")
@@ -127,8 +139,12 @@ def evaluate(
     rates = metrics.spurious_rates(preds.label, preds.top5, preds.target_prob)
     pos_preds = None
     if positives is not None and len(positives):
-        items = ImageItems(positive_tf, positives.labels, rows=positives.rows, paths=positives.paths, size=size, decode=decode)
-        pos_preds = predict(clf, items, **run, what=f"positive image of '{positives.source}'", desc=f"{name} (positives)")
+        items = ImageItems(
+            positive_tf, positives.labels, rows=positives.rows, paths=positives.paths, size=size, decode=decode
+        )
+        pos_preds = predict(
+            clf, items, **run, what=f"positive image of '{positives.source}'", desc=f"{name} (positives)"
+        )
     if pos_preds is not None:
         score = metrics.spurious_score_per_class(preds.label, preds.target_prob, pos_preds.label, pos_preds.target_prob)
     else:
@@ -194,18 +210,28 @@ def rows_block(data: SpuriousSet) -> dict[str, Any]:
     from spurbench.evaluate.leaderboard import rows_identity
 
     rows = data.row_index if data.row_index is not None else np.arange(len(data.labels))
-    return rows_identity(data.split, rows, limit=data.limit, num_excluded=data.num_excluded,
-                         include_unverified=data.include_unverified)
+    return rows_identity(
+        data.split, rows, limit=data.limit, num_excluded=data.num_excluded, include_unverified=data.include_unverified
+    )
 
 
-def probe_entry(data: SpuriousSet, positives: Positives | None, preprocessing: str, precision: str,
-                class_subset: Any = None) -> dict[str, Any]:
+def probe_entry(
+    data: SpuriousSet, positives: Positives | None, preprocessing: str, precision: str, class_subset: Any = None
+) -> dict[str, Any]:
     """What an entry of this data would record that decides comparability (leaderboard.comparability_key),
     before anything is scored: the resume-skip compares it with the board's entry."""
-    probe = {"rows": rows_block(data), "preprocessing": preprocessing, "precision": precision,
-             "positives": ds_contract.dataset_display_name(positives.source) if positives is not None else None, "fingerprint": data.info["fingerprint"],
-             "metrics": {"num_images": len(data.labels), "num_positives": len(positives) if positives is not None else 0,
-                         **({"group_by": data.group_by} if data.kind == "shift" else {})}}
+    probe = {
+        "rows": rows_block(data),
+        "preprocessing": preprocessing,
+        "precision": precision,
+        "positives": ds_contract.dataset_display_name(positives.source) if positives is not None else None,
+        "fingerprint": data.info["fingerprint"],
+        "metrics": {
+            "num_images": len(data.labels),
+            "num_positives": len(positives) if positives is not None else 0,
+            **({"group_by": data.group_by} if data.kind == "shift" else {}),
+        },
+    }
     if class_subset is not None:
         probe["class_subset"] = class_subset.record()
     if data.kind == "shift":
@@ -218,7 +244,9 @@ def probe_entry(data: SpuriousSet, positives: Positives | None, preprocessing: s
 def _reference_identity(data: SpuriousSet, rows: np.ndarray, excluded: int) -> dict[str, Any]:
     from spurbench.evaluate.leaderboard import rows_identity
 
-    return rows_identity(ds_contract.REFERENCE_SPLIT, rows, num_excluded=excluded, include_unverified=data.include_unverified)
+    return rows_identity(
+        ds_contract.REFERENCE_SPLIT, rows, num_excluded=excluded, include_unverified=data.include_unverified
+    )
 
 
 def reference_rows(data: SpuriousSet) -> tuple[SpuriousSet | None, np.ndarray, int]:
@@ -243,13 +271,23 @@ def reference_rows(data: SpuriousSet) -> tuple[SpuriousSet | None, np.ndarray, i
     n_ref = ref.info["num_images"]
     bad = np.flatnonzero((behind < 0) | (behind >= n_ref))
     if bad.size:
-        raise SpurbenchError(f"dataset '{data.source}' row {int(scored[bad[0]])} names reference_index {int(behind[bad[0]])}, "
-                             f"but split '{ref.split}' has {n_ref} rows; the set is damaged: rebuild or re-export it")
+        raise SpurbenchError(
+            f"dataset '{data.source}' row {int(scored[bad[0]])} names reference_index {int(behind[bad[0]])}, "
+            f"but split '{ref.split}' has {n_ref} rows; the set is damaged: rebuild or re-export it"
+        )
     return ref, kept[np.isin(kept, behind)], ref.num_excluded
 
 
-def _shift_blocks(clf: LoadedClassifier, data: SpuriousSet, preds: Predictions, run: dict, transform: Any, size: tuple,
-                  counts: dict, decode: str = "auto") -> dict[str, Any]:
+def _shift_blocks(
+    clf: LoadedClassifier,
+    data: SpuriousSet,
+    preds: Predictions,
+    run: dict,
+    transform: Any,
+    size: tuple,
+    counts: dict,
+    decode: str = "auto",
+) -> dict[str, Any]:
     """A shift set's metrics, per_group, per_class and per_class_group (evaluate/shift.py): the model is
     also run on the set's `reference` split (the un-shifted photos), when there is one, under the same
     verification rules; with `reference_index` only on the photos behind the scored images, and the drop is
@@ -261,8 +299,13 @@ def _shift_blocks(clf: LoadedClassifier, data: SpuriousSet, preds: Predictions, 
     if ref is not None and len(ref_rows):
         positions = np.searchsorted(ref.row_index, ref_rows) if ref.row_index is not None else ref_rows
         items = ImageItems(transform, ref.labels[positions], rows=ref.rows.select(positions), size=size, decode=decode)
-        ref_preds = predict(clf, items, **run, what=f"image of dataset '{data.source}' split '{ref.split}'",
-                            desc=f"{clf.spec.display_name} (reference)")
+        ref_preds = predict(
+            clf,
+            items,
+            **run,
+            what=f"image of dataset '{data.source}' split '{ref.split}'",
+            desc=f"{clf.spec.display_name} (reference)",
+        )
         ref_preds.index, ref_preds.split = ref_rows[ref_preds.index], ref.split
         preds.reference = ref_preds
         reference = {"labels": ref_preds.label, "top1": ref_preds.top5[:, 0]}
@@ -288,7 +331,11 @@ def _train_weighted(data: SpuriousSet, per_group: dict) -> dict[str, Any]:
     from spurbench.evaluate import metrics
     from spurbench.evaluate.group_weights import TRAIN_SPLIT, training_group_counts
 
-    counts = training_group_counts(data.dataset if data.dataset is not None else data.folder, data.group_by) if data.group_by else None
+    counts = (
+        training_group_counts(data.dataset if data.dataset is not None else data.folder, data.group_by)
+        if data.group_by
+        else None
+    )
     if counts is None:
         return {}
     w = metrics.train_weighted_accuracy(per_group, counts)
@@ -302,8 +349,10 @@ def _spurious_groups(preds: Predictions, data: SpuriousSet) -> dict[str, Any]:
     groups = data.groups[preds.index]
     top1 = metrics.group_accuracy(preds.fooled_top1, groups)["per_group"]
     top5 = metrics.group_accuracy(preds.fooled_top5, groups)["per_group"]
-    return {str(g): {"n": v["n"], "spurious_rate": v["accuracy"], "spurious_rate_top5": top5[g]["accuracy"]} for g, v in top1.items()}
-
+    return {
+        str(g): {"n": v["n"], "spurious_rate": v["accuracy"], "spurious_rate_top5": top5[g]["accuracy"]}
+        for g, v in top1.items()
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -351,7 +400,6 @@ def _f(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.3f}"
 
 
-
 def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -361,7 +409,11 @@ def _env(device: torch.device) -> dict[str, Any]:
 
     import spurbench
 
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine() or "cpu")
+    name = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else (platform.processor() or platform.machine() or "cpu")
+    )
     return {
         "spurbench": spurbench.__version__,
         "torch": torch.__version__,

@@ -16,8 +16,9 @@ from spurbench import dataset as ds_contract
 TRAIN_SPLIT = "train"
 
 
-def training_group_counts(dataset: ds_contract.OpenDataset | str | Path, group_column: str,
-                          split: str = TRAIN_SPLIT) -> dict[str, int] | None:
+def training_group_counts(
+    dataset: ds_contract.OpenDataset | str | Path, group_column: str, split: str = TRAIN_SPLIT
+) -> dict[str, int] | None:
     """{group: number of images} of `split`'s `group_column`; None when the dataset has no such split or column.
 
     `dataset`: an opened dataset (`spurbench.dataset.open_dataset_folder`; the column is read once and kept) or a folder."""

@@ -113,7 +113,12 @@ def _pair_kappas(others: np.ndarray, new: np.ndarray, segments) -> tuple[np.ndar
     order, starts, _ = segments
     x, y = others[:, order], new[order]
     both = x & y
-    per = lambda v: np.add.reduceat(v, starts, axis=-1, dtype=np.int64) if v.shape[-1] else np.zeros(v.shape[:-1] + (0,), np.int64)  # noqa: E731
+
+    def per(v: np.ndarray) -> np.ndarray:  # sums per class over the last axis
+        if not v.shape[-1]:
+            return np.zeros(v.shape[:-1] + (0,), np.int64)
+        return np.add.reduceat(v, starts, axis=-1, dtype=np.int64)
+
     a_k, b_k, n11_k = per(x), per(y), per(both)
     n_k = np.diff(np.append(starts, len(order)))
     overall = _kappas_from_counts(len(order), a_k.sum(-1), b_k.sum(), n11_k.sum(-1))
@@ -132,14 +137,33 @@ def _load_state(root: Path, fingerprint: str, kind: str, num_images: int) -> _St
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(str(z["meta"]))
             if (meta.get("version"), meta.get("fingerprint"), meta.get("kind"), meta.get("num_images")) != (
-                STATE_VERSION, fingerprint, kind, num_images):
+                STATE_VERSION,
+                fingerprint,
+                kind,
+                num_images,
+            ):
                 return fresh
             models = meta["models"]
-            st = _State(fingerprint, kind, num_images, [d["model"] for d in models], [d["csv"] for d in models],
-                        [list(d["sig"]) for d in models], z["hits_bits"], z["scored_bits"], meta["excluded"],
-                        z["labels"].astype(np.int64), z["votes"].astype(np.int64), z["scored_count"].astype(np.int64),
-                        z["classes"].astype(np.int64), z["class_fail"].astype(np.int64),
-                        {int(k): v for k, v in meta["class_sums"].items()}, list(meta["kappa_total"]), int(meta["common_count"]), True)
+            st = _State(
+                fingerprint,
+                kind,
+                num_images,
+                [d["model"] for d in models],
+                [d["csv"] for d in models],
+                [list(d["sig"]) for d in models],
+                z["hits_bits"],
+                z["scored_bits"],
+                meta["excluded"],
+                z["labels"].astype(np.int64),
+                z["votes"].astype(np.int64),
+                z["scored_count"].astype(np.int64),
+                z["classes"].astype(np.int64),
+                z["class_fail"].astype(np.int64),
+                {int(k): v for k, v in meta["class_sums"].items()},
+                list(meta["kappa_total"]),
+                int(meta["common_count"]),
+                True,
+            )
             if st.hit_bits.shape[0] != len(st.names) or st.class_fail.shape != (len(st.names), len(st.classes)):
                 return fresh
             return st
@@ -151,15 +175,30 @@ def _save_state(root: Path, st: _State) -> None:
     path = root / STATE_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {
-        "version": STATE_VERSION, "fingerprint": st.fingerprint, "kind": st.kind, "num_images": st.num_images,
-        "models": [{"model": n, "csv": c, "sig": g} for n, c, g in zip(st.names, st.csvs, st.sigs)], "excluded": st.excluded,
-        "class_sums": {str(k): v for k, v in st.class_sums.items()}, "kappa_total": st.kappa_total, "common_count": st.common_count,
+        "version": STATE_VERSION,
+        "fingerprint": st.fingerprint,
+        "kind": st.kind,
+        "num_images": st.num_images,
+        "models": [{"model": n, "csv": c, "sig": g} for n, c, g in zip(st.names, st.csvs, st.sigs)],
+        "excluded": st.excluded,
+        "class_sums": {str(k): v for k, v in st.class_sums.items()},
+        "kappa_total": st.kappa_total,
+        "common_count": st.common_count,
     }
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "wb") as fh:
-            np.savez(fh, meta=np.array(json.dumps(meta)), labels=st.labels, hits_bits=st.hit_bits, scored_bits=st.scored_bits,
-                     votes=st.votes, scored_count=st.scored_count, classes=st.classes, class_fail=st.class_fail)
+            np.savez(
+                fh,
+                meta=np.array(json.dumps(meta)),
+                labels=st.labels,
+                hits_bits=st.hit_bits,
+                scored_bits=st.scored_bits,
+                votes=st.votes,
+                scored_count=st.scored_count,
+                classes=st.classes,
+                class_fail=st.class_fail,
+            )
         os.replace(tmp, path)
     finally:
         if tmp.exists():
@@ -187,7 +226,9 @@ def _hits_from_csv(path: Path, num_images: int) -> tuple[np.ndarray, np.ndarray]
     if len(np.unique(idx)) != len(idx):
         raise SpurbenchError(f"predictions file '{path}' repeats an image index")
     if len(idx) and (idx.min() < 0 or idx.max() >= num_images):
-        raise SpurbenchError(f"predictions file '{path}' has image index {int(idx.max())} outside the split's {num_images} images (stale file?)")
+        raise SpurbenchError(
+            f"predictions file '{path}' has image index {int(idx.max())} outside the split's {num_images} images (stale file?)"
+        )
     hits = np.full(num_images, -1, np.int8)
     labels = np.full(num_images, -1, np.int64)
     hits[idx] = p["fooled_top1"].astype(np.int8)
@@ -244,14 +285,22 @@ def update(root: str | Path, board: Mapping[str, Any]) -> dict[str, Any]:
             excluded[name] = {"reason": "entry names no predictions file"}
             continue
         if rel in csv_owner:
-            excluded[name] = {"reason": f"its predictions file '{rel}' is also {csv_owner[rel]}'s (model names whose file names "
-                                        f"collide); re-run `spurbench eval` for {name} to give it its own file"}
+            excluded[name] = {
+                "reason": f"its predictions file '{rel}' is also {csv_owner[rel]}'s (model names whose file names "
+                f"collide); re-run `spurbench eval` for {name} to give it its own file"
+            }
             continue
         csv_owner[rel] = name
         sig = _sig(root / rel)
         j, prev_ex = pos.get(name), old.excluded.get(name)
         reuse = j is not None and old.csvs[j] == rel and old.sigs[j] == sig
-        if not reuse and prev_ex is not None and prev_ex.get("csv") == rel and prev_ex.get("sig") == sig and sig is not None:
+        if (
+            not reuse
+            and prev_ex is not None
+            and prev_ex.get("csv") == rel
+            and prev_ex.get("sig") == sig
+            and sig is not None
+        ):
             excluded[name] = prev_ex
             continue
         included.append((name, rel, sig, j if reuse else None))
@@ -268,8 +317,13 @@ def update(root: str | Path, board: Mapping[str, Any]) -> dict[str, Any]:
         return read[rel]
 
     m_old = len(old.names)
-    appended = (old.valid and 0 < m_old and len(included) > PAIRWISE_IN_JSON
-                and all(inc[3] == j for j, inc in enumerate(included[:m_old])) and all(inc[3] is None for inc in included[m_old:]))
+    appended = (
+        old.valid
+        and 0 < m_old
+        and len(included) > PAIRWISE_IN_JSON
+        and all(inc[3] == j for j, inc in enumerate(included[:m_old]))
+        and all(inc[3] is None for inc in included[m_old:])
+    )
     if appended:
         st = _append(old, included[m_old:], excluded, from_csv)
         if st is not None:
@@ -284,8 +338,16 @@ def _append(old: _State, new: Sequence[tuple[str, str, Any, int | None]], exclud
     images every model scored (then everything is recomputed)."""
     from spurbench.errors import SpurbenchError
 
-    st = _State(**{**old.__dict__, "excluded": excluded, "names": list(old.names), "csvs": list(old.csvs), "sigs": list(old.sigs),
-                   "class_sums": {k: list(v) for k, v in old.class_sums.items()}})
+    st = _State(
+        **{
+            **old.__dict__,
+            "excluded": excluded,
+            "names": list(old.names),
+            "csvs": list(old.csvs),
+            "sigs": list(old.sigs),
+            "class_sums": {k: list(v) for k, v in old.class_sums.items()},
+        }
+    )
     for name, rel, sig, _ in new:
         got = from_csv(rel)
         if isinstance(got, SpurbenchError):
@@ -294,7 +356,11 @@ def _append(old: _State, new: Sequence[tuple[str, str, Any, int | None]], exclud
         hits, row_labels = got
         shared = (row_labels >= 0) & (st.labels >= 0)
         if (row_labels[shared] != st.labels[shared]).any():
-            excluded[name] = {"reason": f"its labels disagree with {st.names[0]}'s on the same images (stale predictions file?)", "csv": rel, "sig": sig}
+            excluded[name] = {
+                "reason": f"its labels disagree with {st.names[0]}'s on the same images (stale predictions file?)",
+                "csv": rel,
+                "sig": sig,
+            }
             continue
         m = len(st.names)
         common = st.scored_count == m
@@ -354,7 +420,11 @@ def _rebuild(root: Path, old: _State, included, excluded: dict, from_csv) -> dic
         shared = (row_labels >= 0) & (labels >= 0)
         if (row_labels[shared] != labels[shared]).any():
             ref = st.names[0] if st.names else "the others"
-            excluded[name] = {"reason": f"its labels disagree with {ref}'s on the same images (stale predictions file?)", "csv": rel, "sig": sig}
+            excluded[name] = {
+                "reason": f"its labels disagree with {ref}'s on the same images (stale predictions file?)",
+                "csv": rel,
+                "sig": sig,
+            }
             continue
         labels = np.where(labels >= 0, labels, row_labels)
         rows.append(hits)
@@ -368,7 +438,11 @@ def _rebuild(root: Path, old: _State, included, excluded: dict, from_csv) -> dic
     segments = _class_segments(labels, common)
     order, starts, classes = segments
     fail_o = fail[:, order]
-    st.labels, st.votes, st.scored_count = labels, fail.sum(axis=0).astype(np.int64), scored.sum(axis=0).astype(np.int64)
+    st.labels, st.votes, st.scored_count = (
+        labels,
+        fail.sum(axis=0).astype(np.int64),
+        scored.sum(axis=0).astype(np.int64),
+    )
     st.classes, st.class_fail = classes.astype(np.int64), _per_class(fail_o, starts)
     st.hit_bits, st.scored_bits = np.packbits(hits == 1, axis=1), np.packbits(scored, axis=1)
     st.common_count = int(common.sum())
@@ -439,9 +513,13 @@ def _consistency_json(st: _State, common: np.ndarray, segments, overall_rows, pe
     out["excluded"] = {name: ex["reason"] for name, ex in st.excluded.items()}
     notes = []
     if m and any(c != int(common.sum()) for c in counts.values()):
-        notes.append(f"only the {int(common.sum())} images that every model's predictions cover are compared "
-                     f"(images per model: {', '.join(f'{k} {v}' for k, v in counts.items())})")
+        notes.append(
+            f"only the {int(common.sum())} images that every model's predictions cover are compared "
+            f"(images per model: {', '.join(f'{k} {v}' for k, v in counts.items())})"
+        )
     if overall_rows is None:
-        notes.append(f"the {m * (m - 1) // 2} pairwise kappas of {m} models are summed in {STATE_FILE} (their mean is above), not listed here")
+        notes.append(
+            f"the {m * (m - 1) // 2} pairwise kappas of {m} models are summed in {STATE_FILE} (their mean is above), not listed here"
+        )
     out["note"] = "; ".join(notes) or None
     return out

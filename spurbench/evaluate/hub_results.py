@@ -36,7 +36,13 @@ HOMEPAGE = "https://github.com/spurbench/spurbench"
 
 #: the headline metrics in the CSV, by kind of set (the metric names the entries carry)
 CSV_METRICS: dict[str, tuple[str, ...]] = {
-    "spurious": ("spurious_rate", "spurious_rate_top5", "mean_target_prob", "spurious_score_ap", "spurious_score_auroc"),
+    "spurious": (
+        "spurious_rate",
+        "spurious_rate_top5",
+        "mean_target_prob",
+        "spurious_score_ap",
+        "spurious_score_auroc",
+    ),
     "shift": ("accuracy", "accuracy_top5", "worst_group_accuracy", "mean_group_accuracy", "accuracy_drop"),
 }
 
@@ -55,7 +61,19 @@ def to_csv(board: Mapping[str, Any]) -> str:
     columns = CSV_METRICS.get(kind, CSV_METRICS["spurious"])
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["model", *columns, "param_count", "img_size", "crop_pct", "interpolation", "group", "preprocessing", "num_images"])
+    w.writerow(
+        [
+            "model",
+            *columns,
+            "param_count",
+            "img_size",
+            "crop_pct",
+            "interpolation",
+            "group",
+            "preprocessing",
+            "num_images",
+        ]
+    )
     for g in comparable_groups(board):
         for e in g["entries"]:
             m, dc = e["metrics"], e.get("data_config") or {}
@@ -63,9 +81,19 @@ def to_csv(board: Mapping[str, Any]) -> str:
             params = e.get("num_params")
             # the Spurious ImageNet transform resizes the shorter side and never crops: no crop_pct was used
             crop = None if e.get("preprocessing") == "spurious-imagenet" else dc.get("crop_pct")
-            w.writerow([e["model"], *(_cell(m.get(k)) for k in columns),
-                        "" if params is None else round(params / 1e6, 2), _cell(size), _cell(crop),
-                        _cell(dc.get("interpolation")), g["id"], g["preprocessing"], _cell(g["num_images"])])
+            w.writerow(
+                [
+                    e["model"],
+                    *(_cell(m.get(k)) for k in columns),
+                    "" if params is None else round(params / 1e6, 2),
+                    _cell(size),
+                    _cell(crop),
+                    _cell(dc.get("interpolation")),
+                    g["id"],
+                    g["preprocessing"],
+                    _cell(g["num_images"]),
+                ]
+            )
     return buf.getvalue()
 
 
@@ -74,12 +102,17 @@ def _not_canonical(entry: Mapping[str, Any], ds: Mapping[str, Any]) -> str | Non
     rows, m = entry.get("rows") or {}, entry.get("metrics") or {}
     if rows.get("split", ds.get("split")) != ds.get("split"):
         return f"split {rows.get('split')}"
-    if rows.get("limit") is not None and (ds.get("num_images") is None
-                                          or rows.get("count", 0) + rows.get("num_excluded", 0) < ds["num_images"]):
+    if rows.get("limit") is not None and (
+        ds.get("num_images") is None or rows.get("count", 0) + rows.get("num_excluded", 0) < ds["num_images"]
+    ):
         return f"--limit {rows['limit']}: the first {rows.get('count')} rows only"
     if rows.get("include_unverified"):
         return "--include-unverified: images that failed verification scored too"
-    if not rows and ds.get("num_images") is not None and (m.get("num_images") or 0) + (m.get("num_excluded") or 0) < ds["num_images"]:
+    if (
+        not rows
+        and ds.get("num_images") is not None
+        and (m.get("num_images") or 0) + (m.get("num_excluded") or 0) < ds["num_images"]
+    ):
         return f"{m.get('num_images')} of {ds['num_images']} images (--limit)"
     if (entry.get("preprocessing") or DEFAULT_PREPROCESSING) != DEFAULT_PREPROCESSING:
         return f"{entry.get('preprocessing')} preprocessing"
@@ -104,8 +137,13 @@ def canonical_group(board: Mapping[str, Any]) -> tuple[dict[str, Any] | None, di
     return canonical, left_out
 
 
-def eval_results(board: Mapping[str, Any], entry: Mapping[str, Any], dataset_id: str, group: Mapping[str, Any],
-                 canonical: bool = True) -> list[dict[str, Any]]:
+def eval_results(
+    board: Mapping[str, Any],
+    entry: Mapping[str, Any],
+    dataset_id: str,
+    group: Mapping[str, Any],
+    canonical: bool = True,
+) -> list[dict[str, Any]]:
     """The Hub evaluation-results items of one entry: one per headline metric it has a value for; a group
     other than the canonical one names itself in the task id (`<task>--group-<key>`)."""
     ds = board.get("dataset") or {}
@@ -121,13 +159,15 @@ def eval_results(board: Mapping[str, Any], entry: Mapping[str, Any], dataset_id:
         dataset = {"id": dataset_id, "task_id": task if canonical else f"{task}--group-{group['key']}"}
         if ds.get("revision"):
             dataset["revision"] = ds["revision"]
-        items.append({
-            "dataset": dataset,
-            "value": float(value),
-            "date": str(entry.get("date") or "")[:10] or None,
-            "source": _source(),
-            "notes": notes,
-        })
+        items.append(
+            {
+                "dataset": dataset,
+                "value": float(value),
+                "date": str(entry.get("date") or "")[:10] or None,
+                "source": _source(),
+                "notes": notes,
+            }
+        )
     return items
 
 
@@ -139,14 +179,17 @@ def _source() -> dict[str, str]:
     import spurbench
 
     try:
-        urls = [u.split(",", 1)[1].strip() for u in metadata.metadata("spurbench").get_all("Project-URL") or [] if "," in u]
+        urls = [
+            u.split(",", 1)[1].strip() for u in metadata.metadata("spurbench").get_all("Project-URL") or [] if "," in u
+        ]
     except metadata.PackageNotFoundError:
         urls = []
     return {"name": f"spurbench {spurbench.__version__}", "url": urls[0] if urls else HOMEPAGE}
 
 
-def write_eval_results(board: Mapping[str, Any], out: str | Path, dataset_id: str | None = None,
-                       groups: str | list[int] = "canonical") -> tuple[list[Path], dict[str, str]]:
+def write_eval_results(
+    board: Mapping[str, Any], out: str | Path, dataset_id: str | None = None, groups: str | list[int] = "canonical"
+) -> tuple[list[Path], dict[str, str]]:
     """Write each exported model's `.eval_results/<dataset slug>.yaml` under `out/<model slug>/`; returns
     (the files, {model: why it was left out}).
 
@@ -173,13 +216,17 @@ def write_eval_results(board: Mapping[str, Any], out: str | Path, dataset_id: st
         ids = {g["id"] for g in every}
         unknown = sorted(set(groups) - ids)
         if unknown:
-            raise SpurbenchError(f"--groups {','.join(map(str, unknown))}: the board has groups {', '.join(map(str, sorted(ids)))} "
-                                 "(see `spurbench leaderboard`)")
+            raise SpurbenchError(
+                f"--groups {','.join(map(str, unknown))}: the board has groups {', '.join(map(str, sorted(ids)))} "
+                "(see `spurbench leaderboard`)"
+            )
         chosen = [g for g in every if g["id"] in set(groups)]
     if not chosen:
         why = "; ".join(f"{m}: {w}" for m, w in list(left_out.items())[:5])
-        raise SpurbenchError(f"no canonical group to export (every entry was scored on other rows or settings: {why}); "
-                             "pass --groups all or a group id to export those under task ids naming their group")
+        raise SpurbenchError(
+            f"no canonical group to export (every entry was scored on other rows or settings: {why}); "
+            "pass --groups all or a group id to export those under task ids naming their group"
+        )
     # a Hub id keeps its readable name (capitals and all): it is one file per dataset in the model's repo
     name = re.sub(r"[^A-Za-z0-9._-]", "_", dataset_id.replace("/", "__"))
     files: dict[Path, str] = {}

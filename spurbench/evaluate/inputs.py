@@ -65,8 +65,14 @@ class SpuriousSet:
         return imagenet.NUM_CLASSES if self.label_names is None else len(self.label_names)
 
 
-def open_dataset(source: str | Path | ds_contract.OpenDataset, split: str = ds_contract.DEFAULT_SPLIT, revision: str | None = None,
-                 limit: int | None = None, include_unverified: bool = False, group_by: str | None = None) -> SpuriousSet:
+def open_dataset(
+    source: str | Path | ds_contract.OpenDataset,
+    split: str = ds_contract.DEFAULT_SPLIT,
+    revision: str | None = None,
+    limit: int | None = None,
+    include_unverified: bool = False,
+    group_by: str | None = None,
+) -> SpuriousSet:
     """Resolve, load and check a spurious-image split (columns, ImageNet labels); nothing is decoded yet.
 
     `source`: a folder, a Hub id, or a dataset already opened (`spurbench.dataset.open_dataset_folder`, whose
@@ -96,15 +102,21 @@ def open_dataset(source: str | Path | ds_contract.OpenDataset, split: str = ds_c
                 "card's spurbench block, as `spurbench import` writes it)"
             )
     elif not (isinstance(label_feature, Value) and label_feature.dtype.startswith(("int", "uint"))):
-        raise SpurbenchError(f"dataset '{source}' column `label` has type {label_feature}; expected ImageNet-1k class indices")
+        raise SpurbenchError(
+            f"dataset '{source}' column `label` has type {label_feature}; expected ImageNet-1k class indices"
+        )
     if not isinstance(full.features["image"], Image):
-        raise SpurbenchError(f"dataset '{source}' column `image` has type {full.features['image']}; expected an Image column")
+        raise SpurbenchError(
+            f"dataset '{source}' column `image` has type {full.features['image']}; expected an Image column"
+        )
     all_labels = np.asarray(full["label"], dtype=np.int64)
     if len(all_labels) == 0:
         raise SpurbenchError(f"dataset '{source}' split '{split}' has no rows; nothing to evaluate")
     bad = np.flatnonzero((all_labels < 0) | (all_labels >= num_classes))
     if bad.size:
-        raise SpurbenchError(f"dataset '{source}' row {int(bad[0])} has label {int(all_labels[bad[0]])}, not a class index 0..{num_classes - 1} of its label set")
+        raise SpurbenchError(
+            f"dataset '{source}' row {int(bad[0])} has label {int(all_labels[bad[0]])}, not a class index 0..{num_classes - 1} of its label set"
+        )
     # decode=False: workers get the raw bytes and decode them themselves, so a bad image is named, not fatal
     rows = full.select_columns(["image", "label"]).cast_column("image", Image(decode=False))
     row_index, excluded = _verified_rows(full, opened, include_unverified)
@@ -126,14 +138,37 @@ def open_dataset(source: str | Path | ds_contract.OpenDataset, split: str = ds_c
         info["label_set"] = opened.provenance.get("label_set")
     kind = opened.kind
     # the reference split (un-shifted photos) has no groups of its own unless asked
-    column = shift.group_column(full.column_names, kind if split != ds_contract.REFERENCE_SPLIT else ds_contract.DEFAULT_KIND,
-                                group_by, str(source))
+    column = shift.group_column(
+        full.column_names,
+        kind if split != ds_contract.REFERENCE_SPLIT else ds_contract.DEFAULT_KIND,
+        group_by,
+        str(source),
+    )
     groups = shift.group_values(full[column], column, str(source)) if column else None
-    ref_index = np.asarray(full["reference_index"], dtype=np.int64) if kind == "shift" and "reference_index" in full.column_names else None
-    return SpuriousSet(str(source), folder, split, revision, rows, scored[: len(rows)], info,
-                       row_index=None if row_index is None else row_index[: len(rows)], num_excluded=excluded,
-                       label_names=label_names, kind=kind, group_by=column, groups=groups, reference_index=ref_index,
-                       dataset=opened, limit=limit, include_unverified=include_unverified)
+    ref_index = (
+        np.asarray(full["reference_index"], dtype=np.int64)
+        if kind == "shift" and "reference_index" in full.column_names
+        else None
+    )
+    return SpuriousSet(
+        str(source),
+        folder,
+        split,
+        revision,
+        rows,
+        scored[: len(rows)],
+        info,
+        row_index=None if row_index is None else row_index[: len(rows)],
+        num_excluded=excluded,
+        label_names=label_names,
+        kind=kind,
+        group_by=column,
+        groups=groups,
+        reference_index=ref_index,
+        dataset=opened,
+        limit=limit,
+        include_unverified=include_unverified,
+    )
 
 
 def _other_label_set(source: Any, opened: ds_contract.OpenDataset, label_feature: Any) -> list[str] | None:
@@ -144,7 +179,9 @@ def _other_label_set(source: Any, opened: ds_contract.OpenDataset, label_feature
     if named == ds_contract.IMAGENET_LABEL_SET:
         return None
     if not isinstance(label_feature, ClassLabel):
-        raise SpurbenchError(f"dataset '{source}' names label set {named!r} in its card but its `label` column is {label_feature}, not a ClassLabel of its names")
+        raise SpurbenchError(
+            f"dataset '{source}' names label set {named!r} in its card but its `label` column is {label_feature}, not a ClassLabel of its names"
+        )
     return list(label_feature.names)
 
 
@@ -159,7 +196,9 @@ def check_outputs(clf: LoadedClassifier, data: SpuriousSet) -> None:
         )
 
 
-def _verified_rows(full: Any, opened: ds_contract.OpenDataset, include_unverified: bool) -> tuple[np.ndarray | None, int]:
+def _verified_rows(
+    full: Any, opened: ds_contract.OpenDataset, include_unverified: bool
+) -> tuple[np.ndarray | None, int]:
     """(split rows to score, number left out) on a verified set; (None, 0) when all rows are scored."""
     from spurbench import verification as verify
 
@@ -168,8 +207,10 @@ def _verified_rows(full: Any, opened: ds_contract.OpenDataset, include_unverifie
     reviewed = full[verify.REVIEWED] if verify.REVIEWED in full.column_names else None
     out = verify.excluded_rows(opened.kind, full[verify.PRESENT], reviewed)
     if out.all():
-        raise NothingVerified(f"every image of '{opened.folder}' failed its verification check; nothing to score (--include-unverified scores them anyway)",
-                              int(out.sum()))
+        raise NothingVerified(
+            f"every image of '{opened.folder}' failed its verification check; nothing to score (--include-unverified scores them anyway)",
+            int(out.sum()),
+        )
     return np.flatnonzero(~out), int(out.sum())
 
 
@@ -186,7 +227,9 @@ class Positives:
         return len(self.labels)
 
 
-def open_positives(source: str | Path, classes: Iterable[int], split: str | None = None, revision: str | None = None) -> Positives:
+def open_positives(
+    source: str | Path, classes: Iterable[int], split: str | None = None, revision: str | None = None
+) -> Positives:
     """Positives for `classes`: a folder of `<wnid>/<image>` files, or a dataset folder / hub id with ImageNet `label`s.
 
     Images of other classes are skipped (they do not enter any class's score).
@@ -219,15 +262,21 @@ def open_positives(source: str | Path, classes: Iterable[int], split: str | None
     from datasets import ClassLabel, Image, get_dataset_split_names, load_dataset
 
     if not path.is_dir() and not ds_contract._HUB_ID.match(str(source)):
-        raise SpurbenchError(f"positives '{source}' is neither a folder nor a hub dataset id; give <folder>/<WordNet id>/<image> or a dataset with ImageNet labels")
+        raise SpurbenchError(
+            f"positives '{source}' is neither a folder nor a hub dataset id; give <folder>/<WordNet id>/<image> or a dataset with ImageNet labels"
+        )
     where = str(path) if path.is_dir() else str(source)
     local = path.is_dir() and any(path.glob("data/*.parquet"))
     try:
         if split is None:
             names = ds_contract.split_names(path) if local else get_dataset_split_names(where, revision=revision)
-            split = next((s for s in ("validation", "val", "test") if s in names), names[0] if len(names) == 1 else None)
+            split = next(
+                (s for s in ("validation", "val", "test") if s in names), names[0] if len(names) == 1 else None
+            )
             if split is None:
-                raise SpurbenchError(f"positives dataset '{source}' has splits {', '.join(names)}; pick one with --positives-split")
+                raise SpurbenchError(
+                    f"positives dataset '{source}' has splits {', '.join(names)}; pick one with --positives-split"
+                )
         # a local Hub-layout folder is read from its files, never from `load_dataset`'s folder-name cache
         data = ds_contract.load_split(path, split) if local else load_dataset(where, split=split, revision=revision)
     except SpurbenchError:
@@ -240,7 +289,9 @@ def open_positives(source: str | Path, classes: Iterable[int], split: str | None
     ds_contract.check_columns(data.column_names, f"'{source}' (positives, split {split})")
     feature = data.features["label"]
     if isinstance(feature, ClassLabel) and feature.num_classes != imagenet.NUM_CLASSES:
-        raise SpurbenchError(f"positives dataset '{source}' labels {feature.num_classes} classes, not ImageNet-1k's 1000")
+        raise SpurbenchError(
+            f"positives dataset '{source}' labels {feature.num_classes} classes, not ImageNet-1k's 1000"
+        )
     all_labels = np.asarray(data["label"], dtype=np.int64)
     keep = np.flatnonzero(np.isin(all_labels, sorted(wanted)))
     rows = data.select_columns(["image", "label"]).cast_column("image", Image(decode=False)).select(keep)

@@ -126,7 +126,9 @@ class Entry(TypedDict, total=False):
     env: dict[str, Any]  #: versions (spurbench, torch, timm, python) and device
     date: str  #: ISO 8601 UTC time of the evaluation
     images_per_second: float  #: throughput of the evaluation
-    loop: dict[str, Any]  #: how it ran: batch_size, memory_format, batch_size_from (--batch-size / cpu calibration / default), decode
+    loop: dict[
+        str, Any
+    ]  #: how it ran: batch_size, memory_format, batch_size_from (--batch-size / cpu calibration / default), decode
     command: str  #: the command line that produced the entry
 
 
@@ -343,7 +345,11 @@ def dumps_board(board: Mapping[str, Any], known: Mapping[int, str] | None = None
     parts = []
     for key, value in board.items():
         if key == "entries" and value:
-            text = "[\n" + ",\n".join("    " + (known.get(id(e)) or json.dumps(e, allow_nan=False)) for e in value) + "\n  ]"
+            text = (
+                "[\n"
+                + ",\n".join("    " + (known.get(id(e)) or json.dumps(e, allow_nan=False)) for e in value)
+                + "\n  ]"
+            )
         else:
             text = json.dumps(value, indent=2, allow_nan=False).replace("\n", "\n  ")
         parts.append(f"  {json.dumps(key)}: {text}")
@@ -377,8 +383,9 @@ def _read_index(path: Path) -> dict[str, Any] | None:
     if not isinstance(index, dict) or index.get("schema_version") != SCHEMA_VERSION:
         raise _invalid(ipath, f"is not a schema-{SCHEMA_VERSION} leaderboard index")
     rows = index.get("entries")
-    if not isinstance(rows, list) or not all(isinstance(r, dict) and isinstance(r.get("model"), str) and isinstance(r.get("file"), str)
-                                             for r in rows):
+    if not isinstance(rows, list) or not all(
+        isinstance(r, dict) and isinstance(r.get("model"), str) and isinstance(r.get("file"), str) for r in rows
+    ):
         raise _invalid(ipath, "has a malformed 'entries' list (each needs 'model' and 'file')")
     if len({r["model"] for r in rows}) != len(rows):
         raise _invalid(ipath, "has two entries for one model")
@@ -492,7 +499,9 @@ def _locked(path: Path):
 
 
 def _held_elsewhere(path: Path) -> SpurbenchError:
-    return SpurbenchError(f"another process has held '{store_path(path) / 'lock'}' for {LOCK_TIMEOUT_S:.0f} s; wait for it to finish and re-run")
+    return SpurbenchError(
+        f"another process has held '{store_path(path) / 'lock'}' for {LOCK_TIMEOUT_S:.0f} s; wait for it to finish and re-run"
+    )
 
 
 def _check_dataset(path: Path, index: Mapping[str, Any], dataset: Mapping[str, Any]) -> None:
@@ -533,8 +542,11 @@ def record_entry(path: str | Path, dataset: Mapping[str, Any], entry: Mapping[st
             _check_dataset(path, index, dataset)
             if index["dataset"] is None or not index["entries"]:
                 index["dataset"] = _jsonable(dataset)
-            index["failures"] = [f for f in index["failures"]
-                                 if f.get("model") != new_entry["model"] and f.get("fingerprint") == dataset["fingerprint"]]
+            index["failures"] = [
+                f
+                for f in index["failures"]
+                if f.get("model") != new_entry["model"] and f.get("fingerprint") == dataset["fingerprint"]
+            ]
             store = store_path(path)
             row = _write_entry(store, new_entry)
             rows, old_file = index["entries"], None
@@ -544,7 +556,9 @@ def record_entry(path: str | Path, dataset: Mapping[str, Any], entry: Mapping[st
                     break
             else:
                 rows.append(row)
-            index["consistency"] = _jsonable(hitstore.update(path.parent, {"dataset": index["dataset"], "entries": rows}))
+            index["consistency"] = _jsonable(
+                hitstore.update(path.parent, {"dataset": index["dataset"], "entries": rows})
+            )
             board, stale = _prepare_export(path, index)
             _commit(path, index)
             if old_file is not None and old_file != row["file"]:
@@ -574,7 +588,11 @@ def record_failure(path: str | Path, dataset: Mapping[str, Any], failure: Mappin
             _check_dataset(path, index, dataset)
             if not index["entries"]:
                 index["dataset"] = _jsonable(dataset)
-            index["failures"] = [f for f in index["failures"] if f.get("model") != new["model"] and f.get("fingerprint") == dataset["fingerprint"]]
+            index["failures"] = [
+                f
+                for f in index["failures"]
+                if f.get("model") != new["model"] and f.get("fingerprint") == dataset["fingerprint"]
+            ]
             index["failures"].append(new)
             board, stale = _prepare_export(path, index)
             _commit(path, index)
@@ -603,16 +621,28 @@ def already_scored(board: Mapping[str, Any], model: str, probe: Mapping[str, Any
 # --------------------------------------------------------------------------------------------------
 
 
-def rows_identity(split: str, indices: Iterable[int], *, limit: int | None = None, num_excluded: int = 0,
-                  include_unverified: bool = False) -> dict[str, Any]:
+def rows_identity(
+    split: str,
+    indices: Iterable[int],
+    *,
+    limit: int | None = None,
+    num_excluded: int = 0,
+    include_unverified: bool = False,
+) -> dict[str, Any]:
     """The `rows` block of an entry: which rows of the split it scored. `sha256` is the hex SHA-256 of the
     ASCII text `<split>:<i0>,<i1>,...` over the sorted split row indices (recomputable from the predictions
     CSV); `count` how many; `limit`, `num_excluded` (left out by verification) and `include_unverified` say
     how they were chosen (they describe the group; the hash identifies it)."""
     idx = sorted(int(i) for i in indices)
     text = f"{split}:" + ",".join(map(str, idx))
-    return {"split": split, "count": len(idx), "sha256": hashlib.sha256(text.encode("ascii")).hexdigest(),
-            "limit": limit, "num_excluded": int(num_excluded), "include_unverified": bool(include_unverified)}
+    return {
+        "split": split,
+        "count": len(idx),
+        "sha256": hashlib.sha256(text.encode("ascii")).hexdigest(),
+        "limit": limit,
+        "num_excluded": int(num_excluded),
+        "include_unverified": bool(include_unverified),
+    }
 
 
 def comparability_key(entry: Mapping[str, Any], dataset: Mapping[str, Any] | None = None) -> tuple:
@@ -627,9 +657,17 @@ def comparability_key(entry: Mapping[str, Any], dataset: Mapping[str, Any] | Non
     rows = entry.get("rows") or {}
     ident = rows.get("sha256") or f"count:{m.get('num_images')}"
     positives = (entry.get("positives"), int(m.get("num_positives") or 0)) if entry.get("positives") else None
-    return ((dataset or {}).get("fingerprint"), rows.get("split") or (dataset or {}).get("split"), ident,
-            str(entry.get("preprocessing") or "timm"), str(entry.get("precision") or "float32"), positives,
-            m.get("group_by"), (entry.get("class_subset") or {}).get("sha256"), (entry.get("reference_rows") or {}).get("sha256"))
+    return (
+        (dataset or {}).get("fingerprint"),
+        rows.get("split") or (dataset or {}).get("split"),
+        ident,
+        str(entry.get("preprocessing") or "timm"),
+        str(entry.get("precision") or "float32"),
+        positives,
+        m.get("group_by"),
+        (entry.get("class_subset") or {}).get("sha256"),
+        (entry.get("reference_rows") or {}).get("sha256"),
+    )
 
 
 def describe_rows(entry: Mapping[str, Any], dataset: Mapping[str, Any] | None = None) -> str:
@@ -648,7 +686,9 @@ def describe_rows(entry: Mapping[str, Any], dataset: Mapping[str, Any] | None = 
         return f"{_fmt(n)}{of}: {_fmt(excluded)} left out by verification"
     if total is not None and n != total:  # an entry from before `rows` was recorded
         return f"the first {_fmt(n)}{of} (--limit)"
-    return f"all {_fmt(n)} images" + (", those that failed verification included" if rows.get("include_unverified") else "")
+    return f"all {_fmt(n)} images" + (
+        ", those that failed verification included" if rows.get("include_unverified") else ""
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -673,6 +713,7 @@ def _by_score(entries: Sequence[Mapping[str, Any]]) -> bool:
 def _rank(entries: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Best first: by `spurious_score_ap` descending when every entry has it, else by `spurious_rate`
     ascending (entries without one last). Ties by spurious rate, then by model name."""
+
     def rate(e: Mapping[str, Any]) -> float:
         r = e["metrics"].get("spurious_rate")
         return math.inf if r is None else float(r)
@@ -706,12 +747,20 @@ def comparable_groups(board: Mapping[str, Any]) -> list[dict[str, Any]]:
             text += f", positives {positives[0]} ({_fmt(positives[1])} images)"
         if key[7]:
             text += f", softmax over class subset {(first.get('class_subset') or {}).get('name')}"
-        out.append({
-            "id": i + 1, "key": _key_text(key), "preprocessing": prep, "precision": precision,
-            "num_images": (first.get("metrics") or {}).get("num_images"), "rows": first.get("rows"),
-            "positives": positives[0] if positives else None, "description": text,
-            "ranked_by": _ranked_by(members), "entries": _rank(members),
-        })
+        out.append(
+            {
+                "id": i + 1,
+                "key": _key_text(key),
+                "preprocessing": prep,
+                "precision": precision,
+                "num_images": (first.get("metrics") or {}).get("num_images"),
+                "rows": first.get("rows"),
+                "positives": positives[0] if positives else None,
+                "description": text,
+                "ranked_by": _ranked_by(members),
+                "entries": _rank(members),
+            }
+        )
     return out
 
 
@@ -731,8 +780,10 @@ def ranked_entries(board: Mapping[str, Any]) -> list[dict[str, Any]]:
     return [e for g in comparable_groups(board) for e in g["entries"]]
 
 
-GROUPS_NOTE = ("Entries scored on different rows (`--limit`, verification), with different preprocessing, precision, "
-               "positives or class subsets (`--class-subset`) are not ranked against each other: each group below is ranked on its own.")
+GROUPS_NOTE = (
+    "Entries scored on different rows (`--limit`, verification), with different preprocessing, precision, "
+    "positives or class subsets (`--class-subset`) are not ranked against each other: each group below is ranked on its own."
+)
 
 
 def _fmt(x: Any, digits: int = 3) -> str:
@@ -768,13 +819,18 @@ def to_markdown(board: Mapping[str, Any]) -> str:
         if len(groups) > 1:
             lines += [f"### Group {g['id']}: {g['description']} ({len(g['entries'])} model(s))", ""]
         lines.append(
-            shift.RANKING_NOTE if g["ranked_by"] == shift.RANKED_BY
+            shift.RANKING_NOTE
+            if g["ranked_by"] == shift.RANKED_BY
             else "Ranked by spurious score AP (higher = less reliance on spurious features)."
             if g["ranked_by"] == "spurious_score_ap"
             else "Ranked by spurious rate (macro top-1; lower = fooled less often)."
         )
         lines.append("")
-        lines += shift.ranking_table(g["entries"], _fmt) if g["ranked_by"] == shift.RANKED_BY else _ranking_table(g["entries"])
+        lines += (
+            shift.ranking_table(g["entries"], _fmt)
+            if g["ranked_by"] == shift.RANKED_BY
+            else _ranking_table(g["entries"])
+        )
         lines.append("")
     lines.pop()
     c = board.get("consistency")
@@ -784,15 +840,25 @@ def to_markdown(board: Mapping[str, Any]) -> str:
         half = math.ceil(n_models / 2)
         lines += ["", f"## Consistency across {n_models} classifier(s), {_fmt(c.get('num_images'))} images", ""]
         failed = "wrong" if is_shift else "fooled"  # a shift set's failure is a wrong prediction
-        lines.append(f"| all {failed} | at least half (>= {half} of {n_models}) | mean pairwise Cohen's kappa | Fleiss' kappa |")
+        lines.append(
+            f"| all {failed} | at least half (>= {half} of {n_models}) | mean pairwise Cohen's kappa | Fleiss' kappa |"
+        )
         lines.append("|---:|---:|---:|---:|")
-        lines.append("| " + " | ".join(_fmt(c.get(k)) for k in ("all_fooled_rate", "at_least_half_rate", "mean_pairwise_kappa", "fleiss_kappa")) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                _fmt(c.get(k)) for k in ("all_fooled_rate", "at_least_half_rate", "mean_pairwise_kappa", "fleiss_kappa")
+            )
+            + " |"
+        )
         if c.get("pairwise_kappa"):
             lines += ["", "| pair | Cohen's kappa |", "|---|---:|"]
             lines += [f"| {_fmt(pair)} | {_fmt(k)} |" for pair, k in c["pairwise_kappa"].items()]
         lines.append("")
-        lines.append("Kappa is n/a where it is undefined (every rating the same). "
-                     + (shift.CONSISTENCY_NOTE if is_shift else "Fooled = top-1 is the image's label."))
+        lines.append(
+            "Kappa is n/a where it is undefined (every rating the same). "
+            + (shift.CONSISTENCY_NOTE if is_shift else "Fooled = top-1 is the image's label.")
+        )
         if c.get("note"):
             lines += ["", f"Note: {c['note']}."]
         for model, why in (c.get("excluded") or {}).items():
@@ -801,16 +867,32 @@ def to_markdown(board: Mapping[str, Any]) -> str:
 
 
 def _ranking_table(entries: Sequence[Mapping[str, Any]]) -> list[str]:
-    lines = ["| rank | model | spurious rate | micro | top-5 | mean p_k | AP | AUROC | images | params | img/s | preprocessing |",
-             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    lines = [
+        "| rank | model | spurious rate | micro | top-5 | mean p_k | AP | AUROC | images | params | img/s | preprocessing |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
     for rank, e in enumerate(entries, 1):
         m = e["metrics"]
-        lines.append("| " + " | ".join([
-            str(rank), _fmt(e["model"]), _fmt(m.get("spurious_rate")), _fmt(m.get("spurious_rate_micro")),
-            _fmt(m.get("spurious_rate_top5")), _fmt(m.get("mean_target_prob")), _fmt(m.get("spurious_score_ap")),
-            _fmt(m.get("spurious_score_auroc")), _fmt(m.get("num_images")), _fmt(e.get("num_params")),
-            _fmt(e.get("images_per_second"), 1), _fmt(e.get("preprocessing", "timm")),
-        ]) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    str(rank),
+                    _fmt(e["model"]),
+                    _fmt(m.get("spurious_rate")),
+                    _fmt(m.get("spurious_rate_micro")),
+                    _fmt(m.get("spurious_rate_top5")),
+                    _fmt(m.get("mean_target_prob")),
+                    _fmt(m.get("spurious_score_ap")),
+                    _fmt(m.get("spurious_score_auroc")),
+                    _fmt(m.get("num_images")),
+                    _fmt(e.get("num_params")),
+                    _fmt(e.get("images_per_second"), 1),
+                    _fmt(e.get("preprocessing", "timm")),
+                ]
+            )
+            + " |"
+        )
     return lines
 
 
@@ -820,8 +902,12 @@ def to_ranked_json(board: Mapping[str, Any]) -> dict[str, Any]:
     `ranked_by` is the first (largest) group's."""
     out = dict(board)
     groups = comparable_groups(board)
-    out["ranked_by"] = groups[0]["ranked_by"] if groups else (shift.RANKED_BY if board_kind(board) == "shift" else "spurious_rate")
-    out["groups"] = [{k: v for k, v in g.items() if k != "entries"} | {"models": [e["model"] for e in g["entries"]]} for g in groups]
+    out["ranked_by"] = (
+        groups[0]["ranked_by"] if groups else (shift.RANKED_BY if board_kind(board) == "shift" else "spurious_rate")
+    )
+    out["groups"] = [
+        {k: v for k, v in g.items() if k != "entries"} | {"models": [e["model"] for e in g["entries"]]} for g in groups
+    ]
     out["groups_note"] = GROUPS_NOTE if len(groups) > 1 else None
     out["entries"] = [{"rank": i, "group": g["id"], **e} for g in groups for i, e in enumerate(g["entries"], 1)]
     return out

@@ -201,9 +201,7 @@ def spurious_score(pos_scores: Any, neg_scores: Any) -> dict[str, float | None]:
     return {"ap": average_precision(pos, neg), "auroc": auroc(pos, neg)}
 
 
-def spurious_score_per_class(
-    neg_labels: Any, neg_scores: Any, pos_labels: Any, pos_scores: Any
-) -> dict[str, Any]:
+def spurious_score_per_class(neg_labels: Any, neg_scores: Any, pos_labels: Any, pos_scores: Any) -> dict[str, Any]:
     """Spurious score for every class of the spurious set, and its mean over classes.
 
     Args:
@@ -378,7 +376,10 @@ def group_accuracy(correct: Any, groups: Any) -> dict[str, Any]:
     per_group: dict[Hashable, dict[str, Any]] = {}
     for g in np.unique(groups):
         m = groups == g
-        per_group[_py(g.item() if hasattr(g, "item") else g)] = {"n": int(m.sum()), "accuracy": float(correct[m].mean())}
+        per_group[_py(g.item() if hasattr(g, "item") else g)] = {
+            "n": int(m.sum()),
+            "accuracy": float(correct[m].mean()),
+        }
     worst = min(per_group, key=lambda g: per_group[g]["accuracy"]) if per_group else None
     tied = [g for g in per_group if per_group[g]["accuracy"] == per_group[worst]["accuracy"]] if per_group else []
     return {
@@ -424,7 +425,6 @@ def accuracy_drop(correct_shifted: Any, correct_original: Any, groups: Any | Non
     return out
 
 
-
 def train_weighted_accuracy(per_group: Any, train_counts: Any) -> dict[str, Any]:
     """Mean of group accuracies weighted by the training split's group proportions.
 
@@ -452,8 +452,13 @@ def train_weighted_accuracy(per_group: Any, train_counts: Any) -> dict[str, Any]
     }
 
 
-def shift_metrics(labels: Any, topk_indices: Any, groups: Any, reference_correct: Any | None = None,
-                  paired_reference_correct: Any | None = None) -> dict[str, Any]:
+def shift_metrics(
+    labels: Any,
+    topk_indices: Any,
+    groups: Any,
+    reference_correct: Any | None = None,
+    paired_reference_correct: Any | None = None,
+) -> dict[str, Any]:
     """What a `shift` set (object present, context changed) reports for one classifier.
 
     Args:
@@ -487,7 +492,11 @@ def shift_metrics(labels: Any, topk_indices: Any, groups: Any, reference_correct
     g = group_accuracy(hit1, groups)
     ref = None if reference_correct is None else _as_1d("reference_correct", reference_correct).astype(bool)
     ref_acc = float(ref.mean()) if ref is not None and ref.size else None
-    paired = None if paired_reference_correct is None else _as_1d("paired_reference_correct", paired_reference_correct).astype(np.int64)
+    paired = (
+        None
+        if paired_reference_correct is None
+        else _as_1d("paired_reference_correct", paired_reference_correct).astype(np.int64)
+    )
     if paired is not None and paired.size != labels.size:
         raise ValueError(f"{paired.size} paired reference flags for {labels.size} images")
     if paired is not None and not np.isin(paired, (-1, 0, 1)).all():
@@ -509,8 +518,14 @@ def shift_metrics(labels: Any, topk_indices: Any, groups: Any, reference_correct
     for key, v in g["per_group"].items():
         m = groups == key
         r, d, n_p = drop_over(m)
-        per_group[key] = {"n": v["n"], "accuracy": v["accuracy"], "accuracy_top5": float(hit5[m].mean()),
-                          "reference_accuracy": r, "accuracy_drop": d, **({"num_paired": n_p} if paired is not None else {})}
+        per_group[key] = {
+            "n": v["n"],
+            "accuracy": v["accuracy"],
+            "accuracy_top5": float(hit5[m].mean()),
+            "reference_accuracy": r,
+            "accuracy_drop": d,
+            **({"num_paired": n_p} if paired is not None else {}),
+        }
     r_all, d_all, n_all = drop_over(np.ones(labels.size, bool))
     return {
         "accuracy": acc,

@@ -124,11 +124,17 @@ _JS = """
 })();
 """
 
+
 def _scored_text(entries: list, total: int | None) -> str:
     """How many images were scored and how many verification left out: "5 of 12 images (7 left out by
     verification)"; a range when entries scored different numbers (their groups say which)."""
     counts = sorted({(e.get("metrics") or {}).get("num_images") for e in entries} - {None})
-    left = sorted({int((e.get("rows") or {}).get("num_excluded", (e.get("metrics") or {}).get("num_excluded")) or 0) for e in entries})
+    left = sorted(
+        {
+            int((e.get("rows") or {}).get("num_excluded", (e.get("metrics") or {}).get("num_excluded")) or 0)
+            for e in entries
+        }
+    )
     of = f" of {total:,}" if total is not None else ""
     if not counts:
         return f"{total:,} image(s)" if total is not None else "? image(s)"
@@ -155,7 +161,9 @@ def _html(p: PageData) -> str:
         f"<title>{esc(title)}</title><style>{_CSS}{_shift_css(p)}</style></head><body>"
         f"<header><h1>{esc(title)}</h1><p>{subtitle}</p>"
         '<nav><a href="#models">models</a><a href="#per-class">per-class rates</a><a href="#consistency">consistency</a>'
-        '<a href="#images">images</a>' + ('<a href="#review">review</a>' if p.review else "") + '<a href="#provenance">provenance</a><a href="#reproduce">reproduce</a></nav></header>'
+        '<a href="#images">images</a>'
+        + ('<a href="#review">review</a>' if p.review else "")
+        + '<a href="#provenance">provenance</a><a href="#reproduce">reproduce</a></nav></header>'
         "<main>"
         + ranking_section(p)
         + chart_section(p)
@@ -166,9 +174,12 @@ def _html(p: PageData) -> str:
         + reproduce_section(p)
         + "</main>"
         f"<footer>Rendered by spurbench {esc(__version__)} from <code>{esc(p.leaderboard_path.name)}</code> "
-        "(schema version " + esc(p.board.get("schema_version")) + "). Self-contained: nothing on this page is fetched from the network.</footer>"
+        "(schema version "
+        + esc(p.board.get("schema_version"))
+        + "). Self-contained: nothing on this page is fetched from the network.</footer>"
         f"<script>{_JS}</script></body></html>\n"
     )
+
 
 def _shift_css(p: PageData) -> str:
     if p.kind != "shift":
@@ -176,6 +187,7 @@ def _shift_css(p: PageData) -> str:
     from spurbench.evaluate.shift_page import CSS
 
     return CSS
+
 
 def render_page(leaderboard_path: str | Path, out_dir: str | Path, dataset_folder: str | Path | None = None) -> Path:
     """Write the leaderboard's static page to `out_dir/index.html` (+ `out_dir/images/`); return its path.
@@ -190,7 +202,9 @@ def render_page(leaderboard_path: str | Path, out_dir: str | Path, dataset_folde
     from spurbench.evaluate.leaderboard import board_exists
 
     if not board_exists(leaderboard_path):  # its store, or the JSON alone
-        raise SpurbenchError(f"leaderboard '{leaderboard_path}' does not exist; create it with `spurbench eval --leaderboard {leaderboard_path}`")
+        raise SpurbenchError(
+            f"leaderboard '{leaderboard_path}' does not exist; create it with `spurbench eval --leaderboard {leaderboard_path}`"
+        )
     if out_dir.exists() and not out_dir.is_dir():
         raise SpurbenchError(f"--out '{out_dir}' is a file; give a folder for the page")
     out_dir.mkdir(parents=True, exist_ok=True)

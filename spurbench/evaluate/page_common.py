@@ -23,9 +23,11 @@ JPEG_QUALITY = 85
 #: pages with at most this many thumbnails load them all at once; larger ones load them lazily
 EAGER_IMAGES = 400
 
+
 def esc(value: Any) -> str:
     """HTML-escape any value as text (quotes too, so the result is also safe inside attributes)."""
     return html.escape("" if value is None else str(value), quote=True)
+
 
 @dataclass
 class Shot:
@@ -43,6 +45,7 @@ class Shot:
     fooled_by: list[str] = field(default_factory=list)  # panel models whose top-1 is the label
     predictions: list[str] = field(default_factory=list)  # one line per model for the tooltip
     left_out: str = ""  # why `spurbench eval` left it out (verification), e.g. "left out: object found, score 0.81"
+
 
 @dataclass
 class PageData:
@@ -62,6 +65,7 @@ class PageData:
     kind: str = "spurious"  # the set's kind (shift: accuracy heatmap and guide | result pairs, evaluate/shift_page.py)
     guides: dict[int, dict[str, Any]] = field(default_factory=dict)  # shift sets: row -> guide thumbnail
 
+
 def thumbnail(image_bytes: bytes, dest: Path) -> None:
     from PIL import Image
 
@@ -70,8 +74,10 @@ def thumbnail(image_bytes: bytes, dest: Path) -> None:
         im.thumbnail((THUMB_SIZE, THUMB_SIZE), Image.Resampling.LANCZOS)
         im.save(dest, format="JPEG", quality=JPEG_QUALITY, optimize=True)
 
+
 def is_num(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
 
 def fmt_num(x: Any, digits: int = 3) -> str:
     try:
@@ -83,11 +89,14 @@ def fmt_num(x: Any, digits: int = 3) -> str:
     text = f"{v:.{digits}f}"
     return text[1:] if text.startswith("-") and float(text) == 0 else text  # no "-0.000"
 
+
 def fmt_pct(x: Any) -> str:
     return f"{100 * x:.1f}%" if is_num(x) else "–"
 
+
 def fmt_params(x: Any) -> str:
     return f"{x / 1e6:.2f} M" if is_num(x) else "–"
+
 
 def class_label(k: int) -> str:
     try:
@@ -95,14 +104,17 @@ def class_label(k: int) -> str:
     except SpurbenchError:
         return str(k)
 
+
 def wnid_of(k: int) -> str:
     try:
         return imagenet.wnids()[k]
     except (IndexError, TypeError):
         return ""
 
+
 def class_anchor(k: int) -> str:
     return f"class-{k}"
+
 
 def rate_color(v: float) -> str:
     """White (0) to deep red (1): how often a class fools the model."""
@@ -112,6 +124,7 @@ def rate_color(v: float) -> str:
     b = round(255 - 215 * v)
     return f"rgb({r},{g},{b})"
 
+
 def mark_class(n_fooled: int, m: int) -> str:
     if m == 0:
         return "f-none"
@@ -120,6 +133,7 @@ def mark_class(n_fooled: int, m: int) -> str:
     if n_fooled == m:
         return "f-all"
     return "f-some"
+
 
 def shot_figure(s: Shot, with_mark: bool, lazy: bool) -> str:
     n, m = len(s.fooled_by), len(s.scored_by)  # m < panel size only for images a model did not score (--limit)
@@ -145,7 +159,8 @@ def shot_figure(s: Shot, with_mark: bool, lazy: bool) -> str:
     else:
         mark = f'<span class="mark {mark_class(n, m)}" title="fools {n} of {m}">{n}/{m}</span>'
     return (
-        f'<figure class="shot" data-index="{s.index}"' + (f' data-fooled="{n}"' if with_mark else ' data-reference="1"')
+        f'<figure class="shot" data-index="{s.index}"'
+        + (f' data-fooled="{n}"' if with_mark else ' data-reference="1"')
         + f' title="{esc(tip)}"><img src="{esc(s.src)}" alt="{esc(alt)}"{loading} decoding="async">{mark}'
         f"<figcaption>{'' if with_mark else 'ref '}#{s.index}</figcaption></figure>"
     )

@@ -28,7 +28,10 @@ def _load_board(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     board = load_leaderboard(path)
     return board, list(ranked_entries(board))
 
-def _find_dataset(board: Mapping[str, Any], leaderboard_path: Path, dataset_folder: str | Path | None) -> tuple[OpenDataset | None, str]:
+
+def _find_dataset(
+    board: Mapping[str, Any], leaderboard_path: Path, dataset_folder: str | Path | None
+) -> tuple[OpenDataset | None, str]:
     """The local dataset whose images the page shows, opened once, or None with the reason why not."""
     from spurbench.dataset import open_dataset_folder, resolve_dataset
 
@@ -37,7 +40,9 @@ def _find_dataset(board: Mapping[str, Any], leaderboard_path: Path, dataset_fold
     if dataset_folder is not None:
         folder = Path(dataset_folder).expanduser()
         if not folder.is_dir():
-            raise SpurbenchError(f"--dataset '{dataset_folder}' is not a folder; give the dataset folder the leaderboard was scored on")
+            raise SpurbenchError(
+                f"--dataset '{dataset_folder}' is not a folder; give the dataset folder the leaderboard was scored on"
+            )
         folder = resolve_dataset(folder)
     else:
         given = info.get("id")
@@ -63,6 +68,7 @@ def _find_dataset(board: Mapping[str, Any], leaderboard_path: Path, dataset_fold
                 f"(fingerprint {have[:12]}... != {want[:12]}...); pass the folder given to `spurbench eval --dataset`"
             )
     return opened, ""
+
 
 def _split_shots(opened: OpenDataset, split: str, images_dir: Path) -> list[Shot]:
     """Thumbnails of every row of one split, written to images_dir/<split>/ (in row order)."""
@@ -96,7 +102,6 @@ def _split_shots(opened: OpenDataset, split: str, images_dir: Path) -> list[Shot
     return shots
 
 
-
 def _mark_left_out(opened: OpenDataset, split: str, kind: str, shots: list[Shot]) -> None:
     """Say on each image that `spurbench eval` leaves out by its verification why (the rule of verification.py)."""
     from spurbench import verification as V
@@ -117,7 +122,15 @@ def _mark_left_out(opened: OpenDataset, split: str, kind: str, shots: list[Shot]
                 found = "object found" if present[s.index] else "object not found"
                 s.left_out = f"left out: {found}" + (f", score {score:.2f}" if score is not None else "")
 
-def _mark(shots: list[Shot], entries: Sequence[Mapping[str, Any]], panel: Sequence[str], board_dir: Path, folder: Path, split: str) -> None:
+
+def _mark(
+    shots: list[Shot],
+    entries: Sequence[Mapping[str, Any]],
+    panel: Sequence[str],
+    board_dir: Path,
+    folder: Path,
+    split: str,
+) -> None:
     """Mark each image with the panel models it fools, from the per-image prediction files (by `index`)."""
     from spurbench.evaluate.predictions_csv import read_predictions
 
@@ -151,6 +164,7 @@ def _mark(shots: list[Shot], entries: Sequence[Mapping[str, Any]], panel: Sequen
             if "target_prob" in preds:
                 line += f", p(label) = {fmt_num(preds['target_prob'][j], 3)}"
             shot.predictions.append(line)
+
 
 def gather(leaderboard_path: Path, out_dir: Path, dataset_folder: str | Path | None, images_dir: Path) -> PageData:
     board, entries = _load_board(leaderboard_path)
@@ -187,13 +201,26 @@ def gather(leaderboard_path: Path, out_dir: Path, dataset_folder: str | Path | N
     by_class: dict[int, list[Shot]] = {}
     for s in shots:
         by_class.setdefault(s.label, []).append(s)
-    classes = sorted({int(c) for c in (info.get("classes") or [])} | set(by_class) | {int(k) for e in entries for k in (e.get("per_class") or {})})
+    classes = sorted(
+        {int(c) for c in (info.get("classes") or [])}
+        | set(by_class)
+        | {int(k) for e in entries for k in (e.get("per_class") or {})}
+    )
 
     provenance = dict(info.get("provenance") or {})
     if not provenance and opened is not None:
         provenance = opened.provenance
 
-    cmd = ["spurbench", "leaderboard", "--leaderboard", str(leaderboard_path), "--format", "html", "--out", str(out_dir)]
+    cmd = [
+        "spurbench",
+        "leaderboard",
+        "--leaderboard",
+        str(leaderboard_path),
+        "--format",
+        "html",
+        "--out",
+        str(out_dir),
+    ]
     if dataset_folder is not None:
         cmd += ["--dataset", str(dataset_folder)]
     return PageData(

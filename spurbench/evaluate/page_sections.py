@@ -39,6 +39,7 @@ class _Column:
     fmt: Any
     get: Any
 
+
 def _columns(entries: Sequence[Mapping[str, Any]]) -> list[_Column]:
     def metric(name: str):
         return lambda e: (e.get("metrics") or {}).get(name)
@@ -50,44 +51,164 @@ def _columns(entries: Sequence[Mapping[str, Any]]) -> list[_Column]:
     cols = [
         _Column("rank", "#", "rank on this leaderboard", "num", lambda v: str(v), None),
         _Column("model", "model", "timm model name", "text", esc, lambda e: e.get("model")),
-        _Column("spurious_rate", "spurious rate", "fraction of images of class k predicted as k (top-1), mean over classes; lower is better", "num", fmt_pct, metric("spurious_rate")),
-        _Column("spurious_rate_micro", "micro", "top-1 spurious rate pooled over all images", "num", fmt_pct, metric("spurious_rate_micro")),
-        _Column("spurious_rate_top5", "top-5", "fraction of images of class k with k among the top 5, mean over classes", "num", fmt_pct, metric("spurious_rate_top5")),
-        _Column("mean_target_prob", "mean p(k)", "mean probability of the class the image is spurious for, mean over classes", "num", lambda v: fmt_num(v, 3), metric("mean_target_prob")),
+        _Column(
+            "spurious_rate",
+            "spurious rate",
+            "fraction of images of class k predicted as k (top-1), mean over classes; lower is better",
+            "num",
+            fmt_pct,
+            metric("spurious_rate"),
+        ),
+        _Column(
+            "spurious_rate_micro",
+            "micro",
+            "top-1 spurious rate pooled over all images",
+            "num",
+            fmt_pct,
+            metric("spurious_rate_micro"),
+        ),
+        _Column(
+            "spurious_rate_top5",
+            "top-5",
+            "fraction of images of class k with k among the top 5, mean over classes",
+            "num",
+            fmt_pct,
+            metric("spurious_rate_top5"),
+        ),
+        _Column(
+            "mean_target_prob",
+            "mean p(k)",
+            "mean probability of the class the image is spurious for, mean over classes",
+            "num",
+            lambda v: fmt_num(v, 3),
+            metric("mean_target_prob"),
+        ),
     ]
     if any(is_num((e.get("metrics") or {}).get("spurious_score_ap")) for e in entries):
-        cols.append(_Column("spurious_score_ap", "spurious score AP", "average precision of p(k) separating real class-k images (positives) from the spurious ones; higher is better", "num", lambda v: fmt_num(v, 3), metric("spurious_score_ap")))
+        cols.append(
+            _Column(
+                "spurious_score_ap",
+                "spurious score AP",
+                "average precision of p(k) separating real class-k images (positives) from the spurious ones; higher is better",
+                "num",
+                lambda v: fmt_num(v, 3),
+                metric("spurious_score_ap"),
+            )
+        )
     if any(is_num((e.get("metrics") or {}).get("spurious_score_auroc")) for e in entries):
-        cols.append(_Column("spurious_score_auroc", "AUROC", "area under the ROC curve of the same separation; higher is better", "num", lambda v: fmt_num(v, 3), metric("spurious_score_auroc")))
+        cols.append(
+            _Column(
+                "spurious_score_auroc",
+                "AUROC",
+                "area under the ROC curve of the same separation; higher is better",
+                "num",
+                lambda v: fmt_num(v, 3),
+                metric("spurious_score_auroc"),
+            )
+        )
     cols += [
-        _Column("images_per_second", "images/s", "evaluation throughput on the device named in the entry", "num", lambda v: fmt_num(v, 1), lambda e: e.get("images_per_second")),
+        _Column(
+            "images_per_second",
+            "images/s",
+            "evaluation throughput on the device named in the entry",
+            "num",
+            lambda v: fmt_num(v, 1),
+            lambda e: e.get("images_per_second"),
+        ),
         _Column("num_params", "params", "number of parameters", "num", fmt_params, lambda e: e.get("num_params")),
-        _Column("preprocessing", "preprocessing", "timm: the model's own eval transform; spurious-imagenet: the released Spurious ImageNet code's", "text", esc, lambda e: e.get("preprocessing")),
+        _Column(
+            "preprocessing",
+            "preprocessing",
+            "timm: the model's own eval transform; spurious-imagenet: the released Spurious ImageNet code's",
+            "text",
+            esc,
+            lambda e: e.get("preprocessing"),
+        ),
     ]
     return cols
 
+
 def _shift_columns(metric) -> list[_Column]:
     """The ranking columns of a shift set (accuracy; evaluate/shift.py)."""
+
     def worst(e: Mapping[str, Any]) -> Any:
         return (e.get("metrics") or {}).get("worst_group_accuracy")
 
     return [
         _Column("rank", "#", "rank on this leaderboard (by worst-group accuracy)", "num", lambda v: str(v), None),
         _Column("model", "model", "timm model name", "text", esc, lambda e: e.get("model")),
-        _Column("worst_group_accuracy", "worst group", "top-1 accuracy on the group (e.g. background) where the model does worst; higher is better", "num", fmt_pct, worst),
-        _Column("worst_group", "which", "the worst group (every group tied at it)", "text", esc,
-                lambda e: worst_names(e.get("metrics") or {})),
-        _Column("mean_group_accuracy", "mean group", "top-1 accuracy averaged over the groups", "num", fmt_pct, metric("mean_group_accuracy")),
+        _Column(
+            "worst_group_accuracy",
+            "worst group",
+            "top-1 accuracy on the group (e.g. background) where the model does worst; higher is better",
+            "num",
+            fmt_pct,
+            worst,
+        ),
+        _Column(
+            "worst_group",
+            "which",
+            "the worst group (every group tied at it)",
+            "text",
+            esc,
+            lambda e: worst_names(e.get("metrics") or {}),
+        ),
+        _Column(
+            "mean_group_accuracy",
+            "mean group",
+            "top-1 accuracy averaged over the groups",
+            "num",
+            fmt_pct,
+            metric("mean_group_accuracy"),
+        ),
         _Column("accuracy", "accuracy", "top-1 accuracy over all images", "num", fmt_pct, metric("accuracy")),
-        _Column("accuracy_top5", "top-5", "fraction of images whose class is among the top 5", "num", fmt_pct, metric("accuracy_top5")),
-        _Column("reference_accuracy", "reference", "top-1 accuracy on the reference photos the scored images were made from, image by image (else the whole reference split)", "num", fmt_pct, metric("reference_accuracy")),
-        _Column("accuracy_drop", "drop", "reference accuracy minus accuracy (positive: the shift hurts)", "num", fmt_pct, metric("accuracy_drop")),
-        _Column("images_per_second", "images/s", "evaluation throughput on the device named in the entry", "num", lambda v: fmt_num(v, 1), lambda e: e.get("images_per_second")),
+        _Column(
+            "accuracy_top5",
+            "top-5",
+            "fraction of images whose class is among the top 5",
+            "num",
+            fmt_pct,
+            metric("accuracy_top5"),
+        ),
+        _Column(
+            "reference_accuracy",
+            "reference",
+            "top-1 accuracy on the reference photos the scored images were made from, image by image (else the whole reference split)",
+            "num",
+            fmt_pct,
+            metric("reference_accuracy"),
+        ),
+        _Column(
+            "accuracy_drop",
+            "drop",
+            "reference accuracy minus accuracy (positive: the shift hurts)",
+            "num",
+            fmt_pct,
+            metric("accuracy_drop"),
+        ),
+        _Column(
+            "images_per_second",
+            "images/s",
+            "evaluation throughput on the device named in the entry",
+            "num",
+            lambda v: fmt_num(v, 1),
+            lambda e: e.get("images_per_second"),
+        ),
         _Column("num_params", "params", "number of parameters", "num", fmt_params, lambda e: e.get("num_params")),
-        _Column("preprocessing", "preprocessing", "timm: the model's own eval transform; spurious-imagenet: the released Spurious ImageNet code's", "text", esc, lambda e: e.get("preprocessing")),
+        _Column(
+            "preprocessing",
+            "preprocessing",
+            "timm: the model's own eval transform; spurious-imagenet: the released Spurious ImageNet code's",
+            "text",
+            esc,
+            lambda e: e.get("preprocessing"),
+        ),
     ]
 
-def _sortable_table(cols: Sequence[_Column], rows: Sequence[Sequence[Any]], table_id: str, caption: str, first_sorted: str | None = None) -> str:
+
+def _sortable_table(
+    cols: Sequence[_Column], rows: Sequence[Sequence[Any]], table_id: str, caption: str, first_sorted: str | None = None
+) -> str:
     """A table the inline script sorts by clicking a header; cells carry their raw value in data-v."""
     head = []
     for c in cols:
@@ -101,12 +222,15 @@ def _sortable_table(cols: Sequence[_Column], rows: Sequence[Sequence[Any]], tabl
         cells = []
         for c, v in zip(cols, values):
             raw = (repr(float(v)) if is_num(v) else "") if c.kind == "num" else ("" if v is None else str(v))
-            cells.append(f'<td data-v="{esc(raw)}" class="{c.kind}">{c.fmt(v) if v is not None or c.kind == "text" else "–"}</td>')
+            cells.append(
+                f'<td data-v="{esc(raw)}" class="{c.kind}">{c.fmt(v) if v is not None or c.kind == "text" else "–"}</td>'
+            )
         body.append(f'<tr data-i="{i}">' + "".join(cells) + "</tr>")
     return (
         f'<table class="sortable" id="{esc(table_id)}"><caption>{caption}</caption>'
-        f'<thead><tr>{"".join(head)}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+        f"<thead><tr>{''.join(head)}</tr></thead><tbody>{''.join(body)}</tbody></table>"
     )
+
 
 def ranking_section(p: PageData) -> str:
     from spurbench.evaluate.leaderboard import GROUPS_NOTE, comparable_groups
@@ -114,25 +238,46 @@ def ranking_section(p: PageData) -> str:
     groups = comparable_groups(p.board)
     cols = _columns(p.entries)
     if len(groups) > 1:  # ranks restart in each group of entries scored alike
-        cols.insert(1, _Column("group", "group", "entries are ranked only within a group scored alike (same images, same preprocessing)", "num", lambda v: str(v), None))
+        cols.insert(
+            1,
+            _Column(
+                "group",
+                "group",
+                "entries are ranked only within a group scored alike (same images, same preprocessing)",
+                "num",
+                lambda v: str(v),
+                None,
+            ),
+        )
     lead = 2 if len(groups) > 1 else 1  # columns filled here, not by the entry: rank (and group)
     rows = []
     for g in groups:
         for rank, e in enumerate(g["entries"], 1):
             rows.append([rank, g["id"]][:lead] + [c.get(e) for c in cols[lead:]])
     if len(groups) > 1:
-        parts = "; ".join(f"group {g['id']}: {esc(g['description'])}, {len(g['entries'])} model(s), ranked by "
-                          + ("spurious score AP" if g["ranked_by"] == "spurious_score_ap" else "spurious rate") for g in groups)
-        caption = f"{len(p.entries)} model(s). {esc(GROUPS_NOTE.replace('`', ''))} ({parts}). Click a column header to sort."
+        parts = "; ".join(
+            f"group {g['id']}: {esc(g['description'])}, {len(g['entries'])} model(s), ranked by "
+            + ("spurious score AP" if g["ranked_by"] == "spurious_score_ap" else "spurious rate")
+            for g in groups
+        )
+        caption = (
+            f"{len(p.entries)} model(s). {esc(GROUPS_NOTE.replace('`', ''))} ({parts}). Click a column header to sort."
+        )
     else:
         by_ap = bool(groups) and groups[0]["ranked_by"] == "spurious_score_ap"
-        how = ("worst-group accuracy (higher first)" if groups and groups[0]["ranked_by"] == "worst_group_accuracy"
-               else "spurious score AP (higher first)" if by_ap else "spurious rate (lower first)")
+        how = (
+            "worst-group accuracy (higher first)"
+            if groups and groups[0]["ranked_by"] == "worst_group_accuracy"
+            else "spurious score AP (higher first)"
+            if by_ap
+            else "spurious rate (lower first)"
+        )
         caption = f"{len(p.entries)} model(s), ranked by {how}. Click a column header to sort."
     table = _sortable_table(cols, rows, "ranking", caption, "rank" if len(groups) <= 1 else None)
     if not p.entries:
         table += '<p class="note">No model has been scored on this dataset yet: run <code>spurbench eval</code> (see Reproduce below).</p>'
     return f'<section id="models"><h2>Models</h2>{table}</section>'
+
 
 def heatmap(p: PageData) -> str:
     """Inline SVG: one row per class, one column per model, cell = top-1 spurious rate of that class."""
@@ -160,7 +305,9 @@ def heatmap(p: PageData) -> str:
     ]
     for j, (m, s) in enumerate(zip(models, short)):
         x = left + cell_w * j + cell_w / 2
-        parts.append(f'<text class="colhead" transform="translate({x:.0f},{top - 6}) rotate(-45)"><title>{esc(m)}</title>{esc(s)}</text>')
+        parts.append(
+            f'<text class="colhead" transform="translate({x:.0f},{top - 6}) rotate(-45)"><title>{esc(m)}</title>{esc(s)}</text>'
+        )
     for i, k in enumerate(classes):
         y = top + cell_h * i
         parts.append(
@@ -174,8 +321,8 @@ def heatmap(p: PageData) -> str:
             ink = "light" if is_num(v) and v > 0.55 else "dark"
             label = fmt_pct(v)
             parts.append(
-                f'<g><title>{esc(models[j])} on {esc(class_label(k))}: spurious rate {label}'
-                f'{f" of {n} images" if is_num(n) else ""}</title>'
+                f"<g><title>{esc(models[j])} on {esc(class_label(k))}: spurious rate {label}"
+                f"{f' of {n} images' if is_num(n) else ''}</title>"
                 f'<rect x="{x}" y="{y}" width="{cell_w - 2}" height="{cell_h - 2}" fill="{fill}" stroke="#dde1e8"/>'
                 f'<text x="{x + cell_w / 2 - 1:.0f}" y="{y + cell_h * 0.68:.0f}" text-anchor="middle" class="{ink}">{esc(label)}</text></g>'
             )
@@ -189,6 +336,7 @@ def heatmap(p: PageData) -> str:
     parts.append("</svg>")
     return "".join(parts)
 
+
 def chart_section(p: PageData) -> str:
     if p.kind == "shift":
         from spurbench.evaluate.shift_page import heatmap_section
@@ -201,6 +349,7 @@ def chart_section(p: PageData) -> str:
         f'<div class="scroll">{heatmap(p)}</div></section>'
     )
 
+
 def consistency_section(p: PageData) -> str:
     c = p.board.get("consistency") or {}
     if not c or len(c.get("models") or []) < 2:
@@ -211,12 +360,21 @@ def consistency_section(p: PageData) -> str:
     m = len(c.get("models") or [])
     cards = [
         ("fooled by all", fmt_pct(c.get("all_fooled_rate")), f"images whose top-1 is the class for all {m} models"),
-        ("fooled by at least half", fmt_pct(c.get("at_least_half_rate")), f"images whose top-1 is the class for at least {math.ceil(m / 2)} of {m} models"),
-        ("Fleiss' kappa", fmt_num(c.get("fleiss_kappa")), "agreement of the models on fooled / not fooled, beyond chance"),
+        (
+            "fooled by at least half",
+            fmt_pct(c.get("at_least_half_rate")),
+            f"images whose top-1 is the class for at least {math.ceil(m / 2)} of {m} models",
+        ),
+        (
+            "Fleiss' kappa",
+            fmt_num(c.get("fleiss_kappa")),
+            "agreement of the models on fooled / not fooled, beyond chance",
+        ),
         ("mean pairwise Cohen's kappa", fmt_num(c.get("mean_pairwise_kappa")), "mean over pairs of models"),
     ]
     stats = "".join(
-        f'<div class="card" title="{esc(h)}"><div class="big">{esc(v)}</div><div>{esc(t)}</div></div>' for t, v, h in cards
+        f'<div class="card" title="{esc(h)}"><div class="big">{esc(v)}</div><div>{esc(t)}</div></div>'
+        for t, v, h in cards
     )
     # pairwise kappa as a matrix
     models = list(c.get("models") or [])
@@ -225,22 +383,44 @@ def consistency_section(p: PageData) -> str:
     def kappa(a: str, b: str) -> Any:
         return pk.get(f"{a} vs {b}", pk.get(f"{b} vs {a}"))
 
-    head = "".join(f"<th scope=\"col\">{esc(b)}</th>" for b in models)
+    head = "".join(f'<th scope="col">{esc(b)}</th>' for b in models)
     rows = []
     for a in models:
-        cells = "".join("<td class=\"num\">—</td>" if a == b else f'<td class="num">{fmt_num(kappa(a, b))}</td>' for b in models)
+        cells = "".join(
+            '<td class="num">—</td>' if a == b else f'<td class="num">{fmt_num(kappa(a, b))}</td>' for b in models
+        )
         rows.append(f'<tr><th scope="row">{esc(a)}</th>{cells}</tr>')
     matrix = f'<table class="matrix"><caption>Pairwise Cohen\'s kappa (fooled / not fooled)</caption><thead><tr><th></th>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
 
     per_class = c.get("per_class") or {}
     cols = [
-        _Column("class", "class", "ImageNet class the images are spurious for (sorts by class index)", "num",
-                lambda k: f'<a href="#{class_anchor(k)}">{esc(class_label(k))}</a>', None),
+        _Column(
+            "class",
+            "class",
+            "ImageNet class the images are spurious for (sorts by class index)",
+            "num",
+            lambda k: f'<a href="#{class_anchor(k)}">{esc(class_label(k))}</a>',
+            None,
+        ),
         _Column("n", "images", "images of this class", "num", lambda v: str(int(v)), None),
-        _Column("all_fooled_rate", "fooled by all", "fraction of the class's images fooling every model", "num", fmt_pct, None),
+        _Column(
+            "all_fooled_rate",
+            "fooled by all",
+            "fraction of the class's images fooling every model",
+            "num",
+            fmt_pct,
+            None,
+        ),
         _Column("at_least_half_rate", "≥ half", "fraction fooling at least half of the models", "num", fmt_pct, None),
         _Column("fleiss_kappa", "Fleiss' κ", "Fleiss' kappa within the class", "num", fmt_num, None),
-        _Column("mean_pairwise_kappa", "mean Cohen's κ", "mean pairwise Cohen's kappa within the class", "num", fmt_num, None),
+        _Column(
+            "mean_pairwise_kappa",
+            "mean Cohen's κ",
+            "mean pairwise Cohen's kappa within the class",
+            "num",
+            fmt_num,
+            None,
+        ),
     ]
     trs = []
     for k in p.classes:
@@ -264,6 +444,7 @@ def consistency_section(p: PageData) -> str:
 
         section = reword_consistency(section)
     return section
+
 
 def contact_sheets(p: PageData) -> str:
     m = len(p.panel)
@@ -289,13 +470,16 @@ def contact_sheets(p: PageData) -> str:
         feats = Counter(s.spurious_feature for s in shots + p.references.get(k, []) if s.spurious_feature)
         feature = feats.most_common(1)[0][0] if feats else ""
         rates = " · ".join(
-            f"{esc(e.get('model'))}: {fmt_pct(((e.get('per_class') or {}).get(str(k)) or {}).get('spurious_rate'))}" for e in p.entries
+            f"{esc(e.get('model'))}: {fmt_pct(((e.get('per_class') or {}).get(str(k)) or {}).get('spurious_rate'))}"
+            for e in p.entries
         )
         cblock = ((p.board.get("consistency") or {}).get("per_class") or {}).get(str(k)) or {}
         out.append(
             f'<section class="cls" id="{class_anchor(k)}"><h3>{esc(class_label(k))} <small>{esc(wnid_of(k))}</small></h3>'
             + (f'<p class="feature">spurious feature: <b>{esc(feature)}</b></p>' if feature else "")
-            + f'<p class="small">spurious rate — {rates}' + (f" · fooled by all: {fmt_pct(cblock.get('all_fooled_rate'))}" if cblock else "") + "</p>"
+            + f'<p class="small">spurious rate — {rates}'
+            + (f" · fooled by all: {fmt_pct(cblock.get('all_fooled_rate'))}" if cblock else "")
+            + "</p>"
         )
         refs = p.references.get(k, [])
         if refs:
@@ -306,11 +490,15 @@ def contact_sheets(p: PageData) -> str:
             )
         out.append(
             f'<h4>{esc(split)} split: {len(shots)} image(s)</h4><div class="sheet">'
-            + ("".join(shot_figure(s, with_mark=True, lazy=lazy) for s in shots) or '<p class="note">no images of this class</p>')
+            + (
+                "".join(shot_figure(s, with_mark=True, lazy=lazy) for s in shots)
+                or '<p class="note">no images of this class</p>'
+            )
             + "</div></section>"
         )
     out.append("</section>")
     return "".join(out)
+
 
 _KNOWN_PROVENANCE = [
     ("recipe", "recipe"),
@@ -326,10 +514,12 @@ _KNOWN_PROVENANCE = [
     ("spurbench_version", "spurbench version"),
 ]
 
+
 def _value_html(v: Any) -> str:
     if isinstance(v, (dict, list)):
         return f"<pre>{esc(yaml.safe_dump(v, sort_keys=False, allow_unicode=True, width=100).strip())}</pre>"
     return f"<code>{esc(v)}</code>" if v is not None and v != "" else "—"
+
 
 def provenance_section(p: PageData) -> str:
     info = p.board.get("dataset") or {}
@@ -360,6 +550,7 @@ def provenance_section(p: PageData) -> str:
             "so it was not made by <code>spurbench build</code>: no recipe, hash or base models to show.</p>"
         )
     return f'<section id="provenance"><h2>Dataset and provenance</h2><dl class="prov">{dl}</dl><h3>Build provenance</h3>{prov_html}</section>'
+
 
 def reproduce_section(p: PageData) -> str:
     lines = []

@@ -39,8 +39,6 @@ def default_workers(device: torch.device) -> int:
     return DEFAULT_WORKERS
 
 
-
-
 # ---------------------------------------------------------------------------------------------
 # batch size and memory format for the device
 
@@ -64,8 +62,9 @@ def _per_image_seconds(model: torch.nn.Module, x: torch.Tensor, repeats: int = 2
     return best / len(x)
 
 
-def choose_batch(classifier: LoadedClassifier, device: torch.device | str | None, size: Sequence[int],
-                 batch_size: int | None = None) -> dict[str, Any]:
+def choose_batch(
+    classifier: LoadedClassifier, device: torch.device | str | None, size: Sequence[int], batch_size: int | None = None
+) -> dict[str, Any]:
     """The batch size and memory format to run `classifier` with on `device`, and where they came from:
     `{"batch_size", "memory_format", "batch_size_from", "calibration"}` (recorded in the entry).
 
@@ -106,9 +105,16 @@ def choose_batch(classifier: LoadedClassifier, device: torch.device | str | None
         fmt = "contiguous" if t < best else "channels_last"
     finally:
         model.to(memory_format=torch.channels_last)
-    return {"batch_size": best_b, "memory_format": fmt, "batch_size_from": "cpu calibration",
-            "calibration": {"ms_per_image": timings, "seconds": round(time.perf_counter() - start, 2),
-                            "threads": torch.get_num_threads()}}
+    return {
+        "batch_size": best_b,
+        "memory_format": fmt,
+        "batch_size_from": "cpu calibration",
+        "calibration": {
+            "ms_per_image": timings,
+            "seconds": round(time.perf_counter() - start, 2),
+            "threads": torch.get_num_threads(),
+        },
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -133,8 +139,15 @@ class ImageItems(torch.utils.data.Dataset):
     A failed decode yields a zero tensor and the error text; the main process names the image and stops.
     """
 
-    def __init__(self, transform: Callable, labels: np.ndarray, rows: Any = None, paths: Sequence[Path] | None = None, size=(224, 224),
-                 decode: str = "auto"):
+    def __init__(
+        self,
+        transform: Callable,
+        labels: np.ndarray,
+        rows: Any = None,
+        paths: Sequence[Path] | None = None,
+        size=(224, 224),
+        decode: str = "auto",
+    ):
         from spurbench.evaluate.preprocessing import tensor_transform
 
         if decode not in ("auto", "pil"):
@@ -143,7 +156,9 @@ class ImageItems(torch.utils.data.Dataset):
         self.tensor_transform = tensor_transform(transform) if decode == "auto" else None
         self.decode = "torchvision" if self.tensor_transform is not None else "pil"
         # torchvision 0.29 warns on every decode that its decoders are deprecated (for TorchCodec): said once, in the docs
-        warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision", category=DeprecationWarning)
+        warnings.filterwarnings(
+            "ignore", message="The image decoding and encoding capabilities of TorchVision", category=DeprecationWarning
+        )
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -188,7 +203,12 @@ class ImageItems(torch.utils.data.Dataset):
                 img = img.convert("RGB")
             return self.transform(img), int(self.labels[i]), i, ""
         except Exception as err:  # corrupt / truncated / missing image: reported by the main process
-            return torch.zeros(3, *self.size, dtype=torch.uint8), int(self.labels[i]), i, f"{err.__class__.__name__}: {err}"
+            return (
+                torch.zeros(3, *self.size, dtype=torch.uint8),
+                int(self.labels[i]),
+                i,
+                f"{err.__class__.__name__}: {err}",
+            )
 
     def describe(self, i: int) -> str:
         if self.paths is not None:
@@ -282,8 +302,14 @@ def predict(
     model = classifier.model.to(device).to(memory_format=fmt)
     mask = class_mask.to(device) if class_mask is not None else None
     loader = torch.utils.data.DataLoader(
-        items, batch_size=batch_size, shuffle=False, num_workers=workers, pin_memory=cuda, collate_fn=collate_by_shape,
-        persistent_workers=False, prefetch_factor=4 if workers > 0 else None,
+        items,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        pin_memory=cuda,
+        collate_fn=collate_by_shape,
+        persistent_workers=False,
+        prefetch_factor=4 if workers > 0 else None,
     )
     n = len(items)
     out_index = np.empty(n, dtype=np.int64)
@@ -293,12 +319,17 @@ def predict(
     out_topp = np.empty((n, TOPK), dtype=np.float64)
     pos = 0
     start = time.perf_counter()
-    with torch.inference_mode(), tqdm(total=n, desc=desc or classifier.spec.display_name, unit="img", disable=None, leave=False) as bar:
+    with (
+        torch.inference_mode(),
+        tqdm(total=n, desc=desc or classifier.spec.display_name, unit="img", disable=None, leave=False) as bar,
+    ):
         for groups, y, idx, errors in loader:
             bad = next((j for j, e in enumerate(errors) if e), None)
             if bad is not None:
                 i = int(idx[bad])
-                raise ImageDecodeError(f"cannot decode {what} {items.describe(i)}: {errors[bad].splitlines()[0][:200]}; replace or remove that image")
+                raise ImageDecodeError(
+                    f"cannot decode {what} {items.describe(i)}: {errors[bad].splitlines()[0][:200]}; replace or remove that image"
+                )
             b = len(y)
             y_dev = y.to(device, non_blocking=cuda)
             packed = torch.empty(b, 1 + 2 * TOPK, device=device)
@@ -307,7 +338,9 @@ def predict(
                 if x.dtype == torch.uint8:  # float items (build_transforms) come normalised already
                     x = normalise_batch(x, data_config)
                 x = x.contiguous(memory_format=fmt)
-                with torch.autocast(device_type=device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+                with torch.autocast(
+                    device_type=device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None
+                ):
                     logits = model(x)
                 logits = logits.float()
                 if temperature != 1.0:

@@ -21,7 +21,17 @@ if TYPE_CHECKING:
     from spurbench.evaluate.predict import Predictions
 
 #: columns of a predictions CSV (written by `spurbench eval`, one row per image of the split)
-PREDICTION_COLUMNS = ("index", "label", "target_prob", "top1", "fooled_top1", "fooled_top5", "top5", "top5_probs", "split")
+PREDICTION_COLUMNS = (
+    "index",
+    "label",
+    "target_prob",
+    "top1",
+    "fooled_top1",
+    "fooled_top5",
+    "top5",
+    "top5_probs",
+    "split",
+)
 
 
 def write_predictions(path: str | Path, preds: Predictions) -> Path:
@@ -49,7 +59,9 @@ def write_predictions(path: str | Path, preds: Predictions) -> Path:
     return path
 
 
-def read_predictions(csv_path: str | Path, optional: Iterable[str] | None = None, split: str | None = None) -> dict[str, np.ndarray]:
+def read_predictions(
+    csv_path: str | Path, optional: Iterable[str] | None = None, split: str | None = None
+) -> dict[str, np.ndarray]:
     """Read a predictions CSV into arrays: index, label, fooled_top1 (required), and target_prob, top1,
     fooled_top5 (int/float[N]), top5 (int[N, 5]), top5_probs (float[N, 5]) when present.
 
@@ -68,7 +80,9 @@ def read_predictions(csv_path: str | Path, optional: Iterable[str] | None = None
             fields = reader.fieldnames or []
             missing = [c for c in ("index", "label", "fooled_top1") if c not in fields]
             if missing:
-                raise SpurbenchError(f"predictions file '{path}' lacks column(s) {', '.join(missing)}; re-run `spurbench eval` for that model")
+                raise SpurbenchError(
+                    f"predictions file '{path}' lacks column(s) {', '.join(missing)}; re-run `spurbench eval` for that model"
+                )
             rows = list(reader)
             if "split" in fields and rows:
                 want = rows[0]["split"] if split is None else split
@@ -76,13 +90,17 @@ def read_predictions(csv_path: str | Path, optional: Iterable[str] | None = None
     except FileNotFoundError:
         raise SpurbenchError(f"predictions file '{path}' is missing; re-run `spurbench eval` for that model") from None
     except (OSError, UnicodeDecodeError, csv.Error) as err:
-        raise SpurbenchError(f"cannot read predictions file '{path}': {err}; re-run `spurbench eval` for that model") from None
+        raise SpurbenchError(
+            f"cannot read predictions file '{path}': {err}; re-run `spurbench eval` for that model"
+        ) from None
 
     def col(name: str, conv: Any) -> np.ndarray:
         try:
             return np.array([conv(r[name]) for r in rows])
         except (TypeError, ValueError):
-            raise SpurbenchError(f"predictions file '{path}' has a bad value in column '{name}'; re-run `spurbench eval` for that model") from None
+            raise SpurbenchError(
+                f"predictions file '{path}' has a bad value in column '{name}'; re-run `spurbench eval` for that model"
+            ) from None
 
     def flag(v: str) -> int:
         v = v.strip().lower()

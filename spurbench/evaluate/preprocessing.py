@@ -94,7 +94,9 @@ def build_uint8_transforms(data_config: dict, preprocessing: str = "timm") -> tu
         raise SpurbenchError(f"unknown preprocessing '{preprocessing}'; use one of {', '.join(PREPROCESSING)}")
     h, w = data_config["input_size"][-2:]
     if h != w:
-        raise SpurbenchError(f"--preprocessing spurious-imagenet needs a square input size, the model's is {h}x{w}; use --preprocessing timm")
+        raise SpurbenchError(
+            f"--preprocessing spurious-imagenet needs a square input size, the model's is {h}x{w}; use --preprocessing timm"
+        )
     bicubic = T.InterpolationMode.BICUBIC
     spurious = T.Compose([T.Resize(h, interpolation=bicubic), T.PILToTensor()])
     positive = T.Compose([T.Resize(int(256 / 224 * h), interpolation=bicubic), T.CenterCrop(h), T.PILToTensor()])
@@ -118,7 +120,9 @@ def build_transforms(data_config: dict, preprocessing: str = "timm") -> tuple[Ca
     return finish(spurious), finish(positive)
 
 
-def collate_by_shape(batch: Sequence[tuple[torch.Tensor, int, int, str]]) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor, torch.Tensor, list[str]]:
+def collate_by_shape(
+    batch: Sequence[tuple[torch.Tensor, int, int, str]],
+) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor, torch.Tensor, list[str]]:
     """DataLoader collate: ([(images of one shape stacked, their positions in the batch)], labels, indices, errors).
 
     Runs in the worker, so the stacking happens there, as with the default collate.
@@ -130,4 +134,3 @@ def collate_by_shape(batch: Sequence[tuple[torch.Tensor, int, int, str]]) -> tup
     labels = torch.tensor([b[1] for b in batch], dtype=torch.long)
     index = torch.tensor([b[2] for b in batch], dtype=torch.long)
     return stacked, labels, index, [b[3] for b in batch]
-

@@ -26,28 +26,55 @@ from spurbench.evaluate.leaderboard import (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--leaderboard", default=None, metavar="FILE",
-                        help="leaderboard written by `spurbench eval`: its JSON path or its folder (a folder means "
-                             "FOLDER/leaderboard.json), read from the store beside it (FOLDER/store/) when there is one; unset: "
-                             f"--dataset's default board ({DEFAULT_LEADERBOARD}), else the only board under leaderboard/")
-    parser.add_argument("--export", action="store_true",
-                        help="write the readable export FOLDER/leaderboard.json (the whole board in one file) from the store and "
-                             "exit; `spurbench eval` rewrites it on every record only while the board has at most 100 entries")
-    parser.add_argument("--format", choices=("md", "json", "csv", "html", "eval-results"), default="md",
-                        help="md: ranked markdown table; json: the board with ranked entries; csv: one row per model in timm's "
-                             "results-CSV convention; html: a static page written into --out; eval-results: the Hub's "
-                             "`.eval_results/<dataset>.yaml` for every model, under --out/<model>/")
-    parser.add_argument("--out", metavar="DIR", default=None,
-                        help="html: folder for the page (default: <leaderboard folder>/site); eval-results: folder for the "
-                             "per-model files (required); md/json/csv: write DIR/leaderboard.md, leaderboard-ranked.json or "
-                             "leaderboard.csv instead of printing")
-    parser.add_argument("--dataset-id", metavar="ORG/NAME", default=None,
-                        help="eval-results only: the dataset's Hub id, when the board was scored on a local folder")
-    parser.add_argument("--dataset", metavar="FOLDER", default=None,
-                        help="html only: local dataset folder, so the page can show the images")
-    parser.add_argument("--groups", metavar="canonical|all|ID,...", default=None,
-                        help="eval-results only: which comparable groups to export (default canonical: every row a default "
-                             "eval scores, timm preprocessing, float32); other groups go under task ids naming the group")
+    parser.add_argument(
+        "--leaderboard",
+        default=None,
+        metavar="FILE",
+        help="leaderboard written by `spurbench eval`: its JSON path or its folder (a folder means "
+        "FOLDER/leaderboard.json), read from the store beside it (FOLDER/store/) when there is one; unset: "
+        f"--dataset's default board ({DEFAULT_LEADERBOARD}), else the only board under leaderboard/",
+    )
+    parser.add_argument(
+        "--export",
+        action="store_true",
+        help="write the readable export FOLDER/leaderboard.json (the whole board in one file) from the store and "
+        "exit; `spurbench eval` rewrites it on every record only while the board has at most 100 entries",
+    )
+    parser.add_argument(
+        "--format",
+        choices=("md", "json", "csv", "html", "eval-results"),
+        default="md",
+        help="md: ranked markdown table; json: the board with ranked entries; csv: one row per model in timm's "
+        "results-CSV convention; html: a static page written into --out; eval-results: the Hub's "
+        "`.eval_results/<dataset>.yaml` for every model, under --out/<model>/",
+    )
+    parser.add_argument(
+        "--out",
+        metavar="DIR",
+        default=None,
+        help="html: folder for the page (default: <leaderboard folder>/site); eval-results: folder for the "
+        "per-model files (required); md/json/csv: write DIR/leaderboard.md, leaderboard-ranked.json or "
+        "leaderboard.csv instead of printing",
+    )
+    parser.add_argument(
+        "--dataset-id",
+        metavar="ORG/NAME",
+        default=None,
+        help="eval-results only: the dataset's Hub id, when the board was scored on a local folder",
+    )
+    parser.add_argument(
+        "--dataset",
+        metavar="FOLDER",
+        default=None,
+        help="html only: local dataset folder, so the page can show the images",
+    )
+    parser.add_argument(
+        "--groups",
+        metavar="canonical|all|ID,...",
+        default=None,
+        help="eval-results only: which comparable groups to export (default canonical: every row a default "
+        "eval scores, timm preprocessing, float32); other groups go under task ids naming the group",
+    )
 
 
 def _default_board(dataset: str | None) -> Path:
@@ -55,10 +82,17 @@ def _default_board(dataset: str | None) -> Path:
     if dataset is not None:
         return default_leaderboard(dataset)
     # a board is its export leaderboard.json or, above EXPORT_MAX_ENTRIES, only its store/ folder
-    found = sorted({p.parent / "leaderboard.json" for pattern in ("leaderboard.json", "store", "*/leaderboard.json", "*/store")
-                    for p in Path("leaderboard").glob(pattern)})
+    found = sorted(
+        {
+            p.parent / "leaderboard.json"
+            for pattern in ("leaderboard.json", "store", "*/leaderboard.json", "*/store")
+            for p in Path("leaderboard").glob(pattern)
+        }
+    )
     if len(found) > 1:
-        raise SpurbenchError(f"several leaderboards under leaderboard/ ({', '.join(map(str, found))}); pick one with --leaderboard FILE")
+        raise SpurbenchError(
+            f"several leaderboards under leaderboard/ ({', '.join(map(str, found))}); pick one with --leaderboard FILE"
+        )
     return found[0] if found else Path("leaderboard/leaderboard.json")
 
 
@@ -101,11 +135,15 @@ def run(args: argparse.Namespace) -> int:
 
     if args.format == "html":
         if args.dataset is not None and not Path(args.dataset).is_dir():
-            raise SpurbenchError(f"--dataset '{args.dataset}' is not a folder; pass the local dataset folder or leave it out")
+            raise SpurbenchError(
+                f"--dataset '{args.dataset}' is not a folder; pass the local dataset folder or leave it out"
+            )
         try:
             from spurbench.evaluate.page import render_page
         except ImportError as err:
-            raise SpurbenchError(f"HTML rendering is unavailable in this install ({err}); use --format md or json") from None
+            raise SpurbenchError(
+                f"HTML rendering is unavailable in this install ({err}); use --format md or json"
+            ) from None
         out_dir = Path(args.out) if args.out else path.parent / "site"
         written = render_page(path, out_dir, dataset_folder=args.dataset)
         print(written)

@@ -68,8 +68,12 @@ def _label_name(names: Sequence[str], k: int, imagenet_labels: bool) -> str:
     return names[k] if 0 <= k < len(names) else str(k)
 
 
-def collect_review(folder: str | Path | ds_contract.OpenDataset, images_dir: Path, rel_prefix: str = "images",
-                   margin: float | None = None) -> Review | None:
+def collect_review(
+    folder: str | Path | ds_contract.OpenDataset,
+    images_dir: Path,
+    rel_prefix: str = "images",
+    margin: float | None = None,
+) -> Review | None:
     """The images to review in a verified dataset folder, thumbnails written under `images_dir/review/`;
     None when the dataset is not verified. `folder`: the folder, or the dataset opened once (splits read already
     are used)."""
@@ -95,7 +99,11 @@ def collect_review(folder: str | Path | ds_contract.OpenDataset, images_dir: Pat
             continue
         names = list(getattr(feats["label"], "names", []) or [])
         imagenet_labels = names == list(imagenet.wnids()) or not names
-        cols = {c: table.column(c).to_pylist() for c in ("label", SCORE, PRESENT, BOXES, REVIEWED) if c in table.column_names}
+        cols = {
+            c: table.column(c).to_pylist()
+            for c in ("label", SCORE, PRESENT, BOXES, REVIEWED)
+            if c in table.column_names
+        }
         for i, score in enumerate(cols[SCORE]):
             if score is None:
                 continue
@@ -114,12 +122,23 @@ def collect_review(folder: str | Path | ds_contract.OpenDataset, images_dir: Pat
                 im.thumbnail((THUMB, THUMB), Image.Resampling.LANCZOS)
                 im.save(out / name, format="JPEG", quality=85)
             k = int(cols["label"][i])
-            items.append(ReviewItem(
-                split=split, index=i, label=k, class_name=_label_name(names, k, imagenet_labels), score=float(score),
-                present=present, failed=failed, borderline=borderline,
-                boxes=json.loads(cols[BOXES][i]) if cols.get(BOXES) and cols[BOXES][i] else [],
-                reviewed=reviewed, width=width, height=height, src=f"{rel_prefix}/review/{name}",
-            ))
+            items.append(
+                ReviewItem(
+                    split=split,
+                    index=i,
+                    label=k,
+                    class_name=_label_name(names, k, imagenet_labels),
+                    score=float(score),
+                    present=present,
+                    failed=failed,
+                    borderline=borderline,
+                    boxes=json.loads(cols[BOXES][i]) if cols.get(BOXES) and cols[BOXES][i] else [],
+                    reviewed=reviewed,
+                    width=width,
+                    height=height,
+                    src=f"{rel_prefix}/review/{name}",
+                )
+            )
     from spurbench.dataset import dataset_display_name
 
     # shown on pages that get published: relative to the working directory or by name, never an absolute path
@@ -130,7 +149,7 @@ def _figure(it: ReviewItem, threshold: float) -> str:
     rects = "".join(
         f'<rect x="{b["box"][0]:.1f}" y="{b["box"][1]:.1f}" width="{max(0.0, b["box"][2] - b["box"][0]):.1f}" '
         f'height="{max(0.0, b["box"][3] - b["box"][1]):.1f}" class="{"hit" if b["score"] >= threshold else "weak"}">'
-        f'<title>{_esc(b.get("query"))}: {b["score"]:.3f}</title></rect>'
+        f"<title>{_esc(b.get('query'))}: {b['score']:.3f}</title></rect>"
         for b in it.boxes
     )
     status = "failed" if it.failed else "borderline" if it.borderline else "decided"
@@ -141,7 +160,7 @@ def _figure(it: ReviewItem, threshold: float) -> str:
         f'data-initial="{_esc(it.reviewed)}" data-decision="{_esc(it.reviewed)}">'
         f'<div class="rv-img"><img src="{_esc(it.src)}" alt="{_esc(it.split)} #{it.index}" decoding="async">'
         f'<svg viewBox="0 0 {it.width} {it.height}" preserveAspectRatio="none" xmlns="http://www.w3.org/2000/svg">{rects}</svg></div>'
-        f'<figcaption><b>{it.score:.3f}</b> {"≥" if it.present else "<"} {threshold:g} · {status}<br>'
+        f"<figcaption><b>{it.score:.3f}</b> {'≥' if it.present else '<'} {threshold:g} · {status}<br>"
         f'<span class="small">{_esc(it.split)} #{it.index}{" · " + _esc(best) if best else ""}</span></figcaption>'
         f'<div class="rv-buttons"><button type="button" data-decision="keep" aria-pressed="{pressed("keep")}">keep</button>'
         f'<button type="button" data-decision="drop" aria-pressed="{pressed("drop")}">drop</button></div></figure>'
@@ -162,23 +181,29 @@ def review_section(review: Review, apply_command: str) -> str:
         f"<b>fails</b> the check when {failed_means}: <code>spurbench eval</code> leaves it out unless you keep it. Shown: "
         f"{n_failed} failed, {n_border} borderline (score within {review.margin:g} of the threshold), boxes drawn "
         "(solid: at or above the threshold). Click <b>keep</b> (a valid test image) or <b>drop</b> (leave it out); click again to clear.</p>"
-        f'<p>Then download the decisions and apply them: <code>{_esc(apply_command)}</code></p>'
+        f"<p>Then download the decisions and apply them: <code>{_esc(apply_command)}</code></p>"
     )
-    tools = ('<div class="rv-tools"><button type="button" id="rv-download">Download decisions.csv</button> '
-             '<span id="rv-count">0 decisions</span></div>')
+    tools = (
+        '<div class="rv-tools"><button type="button" id="rv-download">Download decisions.csv</button> '
+        '<span id="rv-count">0 decisions</span></div>'
+    )
     by_class: dict[int, list[ReviewItem]] = {}
     for it in review.items:
         by_class.setdefault(it.label, []).append(it)
     body = []
     for k in sorted(by_class):
         its = sorted(by_class[k], key=lambda it: (not it.failed, -it.score, it.split, it.index))
-        body.append(f'<section class="rv-class" id="review-class-{k}"><h3>{_esc(its[0].class_name)} '
-                    f'<small>{sum(i.failed for i in its)} failed, {sum(i.borderline and not i.failed for i in its)} borderline</small></h3>'
-                    f'<div class="rv-sheet">{"".join(_figure(it, threshold) for it in its)}</div></section>')
+        body.append(
+            f'<section class="rv-class" id="review-class-{k}"><h3>{_esc(its[0].class_name)} '
+            f"<small>{sum(i.failed for i in its)} failed, {sum(i.borderline and not i.failed for i in its)} borderline</small></h3>"
+            f'<div class="rv-sheet">{"".join(_figure(it, threshold) for it in its)}</div></section>'
+        )
     if not body:
         body.append('<p class="note">No image failed the check or lies near the threshold: nothing to review.</p>')
-    return (f'<section id="review"><h2>Review: is the object really {"absent" if review.kind == "spurious" else "there"}?</h2>'
-            f"<style>{_CSS}</style>{intro}{tools}{''.join(body)}<script>{_JS}</script></section>")
+    return (
+        f'<section id="review"><h2>Review: is the object really {"absent" if review.kind == "spurious" else "there"}?</h2>'
+        f"<style>{_CSS}</style>{intro}{tools}{''.join(body)}<script>{_JS}</script></section>"
+    )
 
 
 def apply_command(dataset: str) -> str:
@@ -206,12 +231,16 @@ def render_review_page(folder: str | Path, out_dir: str | Path, margin: float | 
     try:
         review = collect_review(opened, staging / "images", margin=margin)
         if review is None:
-            raise SpurbenchError(f"dataset '{folder}' is not verified (its card has no verification record); run `spurbench verify --dataset {folder} --out DIR` first")
+            raise SpurbenchError(
+                f"dataset '{folder}' is not verified (its card has no verification record); run `spurbench verify --dataset {folder} --out DIR` first"
+            )
         title = f"spurbench review — {folder.name}"
-        page = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-                f'<link rel="icon" href="data:,"><title>{_esc(title)}</title><style>{_PAGE_CSS}</style></head><body>'
-                f"<header><h1>{_esc(title)}</h1><p>dataset <code>{_esc(folder)}</code>, {len(review.items)} image(s) to review</p></header>"
-                f"<main>{review_section(review, apply_command(str(folder)))}</main></body></html>\n")
+        page = (
+            '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">'
+            f'<link rel="icon" href="data:,"><title>{_esc(title)}</title><style>{_PAGE_CSS}</style></head><body>'
+            f"<header><h1>{_esc(title)}</h1><p>dataset <code>{_esc(folder)}</code>, {len(review.items)} image(s) to review</p></header>"
+            f"<main>{review_section(review, apply_command(str(folder)))}</main></body></html>\n"
+        )
         (staging / "index.html").write_text(page, encoding="utf-8")
         images = out_dir / "images" / "review"
         images.parent.mkdir(parents=True, exist_ok=True)

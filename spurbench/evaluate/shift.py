@@ -44,15 +44,26 @@ def group_values(values: Sequence[Any], column: str, source: str) -> np.ndarray:
     out = []
     for i, v in enumerate(values):
         if v is None:
-            raise SpurbenchError(f"dataset '{source}' row {i} has no value in group column `{column}`; give every row a group or another --group-by")
+            raise SpurbenchError(
+                f"dataset '{source}' row {i} has no value in group column `{column}`; give every row a group or another --group-by"
+            )
         if isinstance(v, (list, dict)):
-            raise SpurbenchError(f"--group-by `{column}` of dataset '{source}' holds {type(v).__name__}s; group by a column of single values")
+            raise SpurbenchError(
+                f"--group-by `{column}` of dataset '{source}' holds {type(v).__name__}s; group by a column of single values"
+            )
         out.append(str(v))
     return np.asarray(out, dtype=object)
 
 
-def entry_parts(labels: np.ndarray, top5: np.ndarray, target_prob: np.ndarray, groups: np.ndarray | None, group_by: str | None,
-                reference: Mapping[str, np.ndarray] | None, paired_reference: np.ndarray | None) -> dict[str, Any]:
+def entry_parts(
+    labels: np.ndarray,
+    top5: np.ndarray,
+    target_prob: np.ndarray,
+    groups: np.ndarray | None,
+    group_by: str | None,
+    reference: Mapping[str, np.ndarray] | None,
+    paired_reference: np.ndarray | None,
+) -> dict[str, Any]:
     """The `metrics`, `per_group`, `per_class` and `per_class_group` blocks of a shift entry.
 
     `labels`, `top5`, `target_prob`, `groups`: per scored image. `reference`: {"labels", "top1"} of the
@@ -75,20 +86,27 @@ def entry_parts(labels: np.ndarray, top5: np.ndarray, target_prob: np.ndarray, g
         else:
             ref_k = None if reference is None else ref_hit[reference["labels"] == k]
         per_class[str(int(k))] = {
-            "n": int(mk.sum()), "accuracy": float(hit1[mk].mean()), "accuracy_top5": float(hit5[mk].mean()),
+            "n": int(mk.sum()),
+            "accuracy": float(hit1[mk].mean()),
+            "accuracy_top5": float(hit5[mk].mean()),
             "mean_target_prob": float(target_prob[mk].mean()),
             "reference_accuracy": float(ref_k.mean()) if ref_k is not None and ref_k.size else None,
         }
         per_class_group[str(int(k))] = {str(g): float(hit1[mk & (groups == g)].mean()) for g in np.unique(groups[mk])}
     return {
         "metrics": {
-            "accuracy": m["accuracy"], "accuracy_top5": m["accuracy_top5"],
-            "worst_group_accuracy": m["worst_group_accuracy"], "worst_group": m["worst_group"], "worst_groups": m["worst_groups"],
+            "accuracy": m["accuracy"],
+            "accuracy_top5": m["accuracy_top5"],
+            "worst_group_accuracy": m["worst_group_accuracy"],
+            "worst_group": m["worst_group"],
+            "worst_groups": m["worst_groups"],
             "mean_group_accuracy": m["mean_group_accuracy"],
-            "reference_accuracy": m["reference_accuracy"], "accuracy_drop": m["accuracy_drop"],
+            "reference_accuracy": m["reference_accuracy"],
+            "accuracy_drop": m["accuracy_drop"],
             **({"num_paired": m["num_paired"]} if m["num_paired"] is not None else {}),
             "mean_target_prob": float(target_prob.mean()) if len(target_prob) else None,
-            "group_by": group_by, "num_groups": len(m["per_group"]),
+            "group_by": group_by,
+            "num_groups": len(m["per_group"]),
             "num_reference": 0 if reference is None else int(len(reference["labels"])),
         },
         "per_group": {str(g): v for g, v in m["per_group"].items()},
@@ -108,24 +126,30 @@ def format_table(entry: Mapping[str, Any], label_names: Sequence[str] | None = N
     w = max([16, len(g)] + [len(name) for name in entry.get("per_group", {})])  # group names are never cut
     lines = [f"== {entry['model']} ==", f"{g:<{w}} {'n':>5} {'acc':>6} {'top-5':>6} {'ref':>6} {'drop':>6}"]
     for name, v in sorted(entry.get("per_group", {}).items(), key=lambda kv: kv[1]["accuracy"]):
-        lines.append(f"{name:<{w}} {v['n']:>5} {_f(v['accuracy']):>6} {_f(v['accuracy_top5']):>6} "
-                     f"{_f(v['reference_accuracy']):>6} {_f(v.get('accuracy_drop')):>6}")
+        lines.append(
+            f"{name:<{w}} {v['n']:>5} {_f(v['accuracy']):>6} {_f(v['accuracy_top5']):>6} "
+            f"{_f(v['reference_accuracy']):>6} {_f(v.get('accuracy_drop')):>6}"
+        )
     lines.append(f"{'class':>5}  {'name':<24} {'n':>5} {'acc':>6} {'top-5':>6} {'ref':>6}")
     from spurbench import imagenet
 
     for k, c in sorted(entry["per_class"].items(), key=lambda kv: int(kv[0])):
         name = label_names[int(k)] if label_names is not None else imagenet.class_name(int(k))
-        lines.append(f"{int(k):>5}  {name[:24]:<24} {c['n']:>5} {_f(c['accuracy']):>6} "
-                     f"{_f(c['accuracy_top5']):>6} {_f(c.get('reference_accuracy')):>6}")
+        lines.append(
+            f"{int(k):>5}  {name[:24]:<24} {c['n']:>5} {_f(c['accuracy']):>6} "
+            f"{_f(c['accuracy_top5']):>6} {_f(c.get('reference_accuracy')):>6}"
+        )
     lines.append(summary_line(entry))
     return "\n".join(lines)
 
 
 def summary_line(entry: Mapping[str, Any]) -> str:
     m = entry["metrics"]
-    text = (f"{entry['model']}: worst-group accuracy {_f(m['worst_group_accuracy'])} ({worst_names(m)}), "
-            f"mean over {m.get('num_groups')} groups {_f(m['mean_group_accuracy'])}, pooled accuracy {_f(m['accuracy'])} "
-            f"(top-5 {_f(m['accuracy_top5'])})")
+    text = (
+        f"{entry['model']}: worst-group accuracy {_f(m['worst_group_accuracy'])} ({worst_names(m)}), "
+        f"mean over {m.get('num_groups')} groups {_f(m['mean_group_accuracy'])}, pooled accuracy {_f(m['accuracy'])} "
+        f"(top-5 {_f(m['accuracy_top5'])})"
+    )
     if m.get("train_weighted_group_accuracy") is not None:
         text += f", train-weighted group accuracy {_f(m['train_weighted_group_accuracy'])}"
     if m.get("reference_accuracy") is not None:
@@ -150,6 +174,7 @@ def is_shift_entries(entries: Sequence[Mapping[str, Any]]) -> bool:
 
 def rank(entries: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Best first: worst-group accuracy descending (None last), then accuracy descending, then name."""
+
     def key(e: Mapping[str, Any]) -> tuple:
         m = e["metrics"]
         w, a = m.get(RANKED_BY), m.get("accuracy")
@@ -160,18 +185,37 @@ def rank(entries: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
 def ranking_table(entries: Sequence[Mapping[str, Any]], fmt) -> list[str]:
     """Markdown rows of a shift leaderboard (`fmt` formats a cell)."""
-    lines = ["| rank | model | worst group | mean group | accuracy | top-5 | reference | drop | images | params | img/s | preprocessing |",
-             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    lines = [
+        "| rank | model | worst group | mean group | accuracy | top-5 | reference | drop | images | params | img/s | preprocessing |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
     for r, e in enumerate(entries, 1):
         m = e["metrics"]
         worst = f"{fmt(m.get('worst_group_accuracy'))} ({fmt(worst_names(m))})"
-        lines.append("| " + " | ".join([
-            str(r), fmt(e["model"]), worst, fmt(m.get("mean_group_accuracy")), fmt(m.get("accuracy")), fmt(m.get("accuracy_top5")),
-            fmt(m.get("reference_accuracy")), fmt(m.get("accuracy_drop")), fmt(m.get("num_images")), fmt(e.get("num_params")),
-            fmt(e.get("images_per_second"), 1), fmt(e.get("preprocessing", "timm")),
-        ]) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    str(r),
+                    fmt(e["model"]),
+                    worst,
+                    fmt(m.get("mean_group_accuracy")),
+                    fmt(m.get("accuracy")),
+                    fmt(m.get("accuracy_top5")),
+                    fmt(m.get("reference_accuracy")),
+                    fmt(m.get("accuracy_drop")),
+                    fmt(m.get("num_images")),
+                    fmt(e.get("num_params")),
+                    fmt(e.get("images_per_second"), 1),
+                    fmt(e.get("preprocessing", "timm")),
+                ]
+            )
+            + " |"
+        )
     return lines
 
 
-RANKING_NOTE = "Ranked by worst-group accuracy (the lowest accuracy over the groups, e.g. backgrounds; higher is better)."
+RANKING_NOTE = (
+    "Ranked by worst-group accuracy (the lowest accuracy over the groups, e.g. backgrounds; higher is better)."
+)
 CONSISTENCY_NOTE = "Wrong = top-1 is not the image's label (on a shift set a wrong prediction is the failure)."

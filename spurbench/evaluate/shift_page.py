@@ -31,7 +31,9 @@ from spurbench.evaluate.page_common import (
 )
 
 
-def guide_thumbnails(folder: Path | OpenDataset, split: str, images_dir: Path, thumb_size: int) -> dict[int, dict[str, Any]]:
+def guide_thumbnails(
+    folder: Path | OpenDataset, split: str, images_dir: Path, thumb_size: int
+) -> dict[int, dict[str, Any]]:
     """Thumbnails of the split's `init_image` column with the `init_box` outlined: {row: {"src", "group"}}.
 
     Empty when the split has no guides (a shift set made otherwise, e.g. an imported group-labelled set).
@@ -57,10 +59,14 @@ def guide_thumbnails(folder: Path | OpenDataset, split: str, images_dir: Path, t
             im = im.convert("RGB")
             box = row.get("init_box")
             if box:  # outline the pasted photo, drawn at full size so the line stays thin after shrinking
-                ImageDraw.Draw(im).rectangle([box[0], box[1], box[2] - 1, box[3] - 1], outline=(255, 200, 0), width=max(1, im.width // 64))
+                ImageDraw.Draw(im).rectangle(
+                    [box[0], box[1], box[2] - 1, box[3] - 1], outline=(255, 200, 0), width=max(1, im.width // 64)
+                )
             scale = thumb_size / max(im.size)
             if scale < 1:
-                im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))), Image.Resampling.LANCZOS)
+                im = im.resize(
+                    (max(1, round(im.width * scale)), max(1, round(im.height * scale))), Image.Resampling.LANCZOS
+                )
             elif im.width < thumb_size // 2:  # tiny smoke images: enlarge without smoothing, so pixels stay visible
                 f = (thumb_size // 2) // im.width
                 im = im.resize((im.width * f, im.height * f), Image.Resampling.NEAREST)
@@ -78,7 +84,9 @@ def _mask_thumbnails(folder: Path, ds, images_dir: Path, thumb_size: int) -> dic
 
     if "mask" not in ds.column_names or "source_index" not in ds.column_names:
         return {}
-    ds = ds.select_columns([c for c in ("mask", "source_index", "group") if c in ds.column_names]).cast_column("mask", ImageFeature(decode=False))
+    ds = ds.select_columns([c for c in ("mask", "source_index", "group") if c in ds.column_names]).cast_column(
+        "mask", ImageFeature(decode=False)
+    )
     out_dir = images_dir / "masks"
     out_dir.mkdir(parents=True, exist_ok=True)
     out: dict[int, dict[str, Any]] = {}
@@ -102,12 +110,16 @@ def _mask_thumbnails(folder: Path, ds, images_dir: Path, thumb_size: int) -> dic
 
 #: what the pairs of each kind of set show: (section title, intro's first sentence, the missing-guide note)
 _PAIR_WORDS = {
-    "d3s": ("Guides and results by class",
-            "Each pair is the image guide (the class photo pasted on the background template, outlined) and the image made from it",
-            "no guide"),
-    "ddb": ("Originals, masks and counterfactuals by class",
-            "Each triple is the original photo, the mask the object was repainted in, and the counterfactual made from them",
-            "no original"),
+    "d3s": (
+        "Guides and results by class",
+        "Each pair is the image guide (the class photo pasted on the background template, outlined) and the image made from it",
+        "no guide",
+    ),
+    "ddb": (
+        "Originals, masks and counterfactuals by class",
+        "Each triple is the original photo, the mask the object was repainted in, and the counterfactual made from them",
+        "no original",
+    ),
     "none": ("Images by class", "Each image of the set", "no guide"),
 }
 
@@ -126,7 +138,9 @@ def _mean(values: Sequence[float]) -> float | None:
 def heatmap_section(p: PageData) -> str:
     """Class x group accuracy, mean over the ranked models (inline SVG)."""
 
-    group_by = next((e["metrics"].get("group_by") for e in p.entries if e.get("metrics", {}).get("group_by")), None) or "group"
+    group_by = (
+        next((e["metrics"].get("group_by") for e in p.entries if e.get("metrics", {}).get("group_by")), None) or "group"
+    )
     groups = sorted({g for e in p.entries for per in (e.get("per_class_group") or {}).values() for g in per})
     title = f'<section id="per-class"><h2>Accuracy per class and {esc(group_by)}</h2>'
     if not p.entries or not groups:
@@ -141,38 +155,48 @@ def heatmap_section(p: PageData) -> str:
                 tips.append(f"{e.get('model')}: {fmt_pct(v)}")
         return _mean(vals), tips
 
-    classes = sorted(p.classes, key=lambda k: (_mean([v for g in groups if (v := cell(k, g)[0]) is not None]) or 0.0, k))
+    classes = sorted(
+        p.classes, key=lambda k: (_mean([v for g in groups if (v := cell(k, g)[0]) is not None]) or 0.0, k)
+    )
     cell_w, cell_h, left, top = 70, 22, 250, 70
     width = left + cell_w * len(groups) + 150
     height = top + max(cell_h * len(classes), 160) + 10
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="heatmap" width="{width}" height="{height}" '
-             f'viewBox="0 0 {width} {height}" role="img" aria-label="accuracy per class and {esc(group_by)}">']
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="heatmap" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" role="img" aria-label="accuracy per class and {esc(group_by)}">'
+    ]
     for j, g in enumerate(groups):
         x = left + cell_w * j + cell_w / 2
         parts.append(f'<text class="colhead" transform="translate({x:.0f},{top - 6}) rotate(-45)">{esc(g)}</text>')
     for i, k in enumerate(classes):
         y = top + cell_h * i
-        parts.append(f'<a href="#{class_anchor(k)}"><text class="rowhead" x="{left - 8}" y="{y + cell_h * 0.68:.0f}" text-anchor="end">'
-                     f'{esc(class_label(k))}</text></a>')
+        parts.append(
+            f'<a href="#{class_anchor(k)}"><text class="rowhead" x="{left - 8}" y="{y + cell_h * 0.68:.0f}" text-anchor="end">'
+            f"{esc(class_label(k))}</text></a>"
+        )
         for j, g in enumerate(groups):
             v, tips = cell(k, g)
             x = left + cell_w * j
             # red = often wrong: the scale is the error rate, so the same colours mean "bad" as on spurious pages
             fill = rate_color(1.0 - v) if v is not None else "#eee"
             ink = "light" if v is not None and v < 0.45 else "dark"
-            parts.append(f'<g class="acc"><title>{esc(class_label(k))} / {esc(g)}: accuracy {fmt_pct(v)} (mean over {len(tips)} model(s))\n'
-                         f'{esc(chr(10).join(tips))}</title><rect x="{x}" y="{y}" width="{cell_w - 2}" height="{cell_h - 2}" fill="{fill}" '
-                         f'stroke="#dde1e8"/><text x="{x + cell_w / 2 - 1:.0f}" y="{y + cell_h * 0.68:.0f}" text-anchor="middle" '
-                         f'class="{ink}">{esc(fmt_pct(v))}</text></g>')
+            parts.append(
+                f'<g class="acc"><title>{esc(class_label(k))} / {esc(g)}: accuracy {fmt_pct(v)} (mean over {len(tips)} model(s))\n'
+                f'{esc(chr(10).join(tips))}</title><rect x="{x}" y="{y}" width="{cell_w - 2}" height="{cell_h - 2}" fill="{fill}" '
+                f'stroke="#dde1e8"/><text x="{x + cell_w / 2 - 1:.0f}" y="{y + cell_h * 0.68:.0f}" text-anchor="middle" '
+                f'class="{ink}">{esc(fmt_pct(v))}</text></g>'
+            )
     lx = left + cell_w * len(groups) + 24
     for t in range(11):
         parts.append(f'<rect x="{lx}" y="{top + 12 * t}" width="16" height="12" fill="{rate_color(t / 10)}"/>')
     parts.append(f'<text x="{lx + 22}" y="{top + 10}">100%</text><text x="{lx + 22}" y="{top + 130}">0%</text>')
     parts.append(f'<text x="{lx}" y="{top + 150}" class="small">accuracy</text></svg>')
-    return (title + f"<p>Top-1 accuracy of each class's images per {esc(group_by)}, the mean over the {len(p.entries)} "
-            "ranked model(s) (hover a cell for each model's). The object is in every image: red cells are where the "
-            "models lose it. Classes with the lowest accuracy first.</p>"
-            f'<div class="scroll">{"".join(parts)}</div></section>')
+    return (
+        title + f"<p>Top-1 accuracy of each class's images per {esc(group_by)}, the mean over the {len(p.entries)} "
+        "ranked model(s) (hover a cell for each model's). The object is in every image: red cells are where the "
+        "models lose it. Classes with the lowest accuracy first.</p>"
+        f'<div class="scroll">{"".join(parts)}</div></section>'
+    )
 
 
 def _pair(s: Shot, guide: Mapping[str, Any] | None, m: int, lazy: bool) -> str:
@@ -180,20 +204,38 @@ def _pair(s: Shot, guide: Mapping[str, Any] | None, m: int, lazy: bool) -> str:
     right = len(s.fooled_by)  # on a shift set the store's "hit" is a correct prediction
     n = len(s.scored_by)
     loading = ' loading="lazy"' if lazy else ""
-    tip = "\n".join([f"image {s.index}", class_label(s.label)] + ([f"prompt: {s.prompt}"] if s.prompt else [])
-                    + [f"right by {right} of {n} panel classifiers"] + s.predictions)
+    tip = "\n".join(
+        [f"image {s.index}", class_label(s.label)]
+        + ([f"prompt: {s.prompt}"] if s.prompt else [])
+        + [f"right by {right} of {n} panel classifiers"]
+        + s.predictions
+    )
     group = (guide or {}).get("group") or s.spurious_feature
-    mark = (f'<span class="mark {"f-0" if n and right == n else "f-all" if n and right == 0 else "f-some"}">{right}/{n}</span>' if n
-            else f'<span class="mark f-none" title="{esc(s.left_out or "not scored by the panel")}">n/a</span>')
+    mark = (
+        f'<span class="mark {"f-0" if n and right == n else "f-all" if n and right == 0 else "f-some"}">{right}/{n}</span>'
+        if n
+        else f'<span class="mark f-none" title="{esc(s.left_out or "not scored by the panel")}">n/a</span>'
+    )
     kind = (guide or {}).get("kind", "d3s")
-    guide_html = (f'<img src="{esc(guide["src"])}" alt="{"original photo" if kind == "ddb" else "guide"} of image {s.index}"{loading} '
-                  'decoding="async">' if guide and guide.get("src") else f'<span class="note">{_PAIR_WORDS[kind][2]}</span>' if guide else "")
+    guide_html = (
+        f'<img src="{esc(guide["src"])}" alt="{"original photo" if kind == "ddb" else "guide"} of image {s.index}"{loading} '
+        'decoding="async">'
+        if guide and guide.get("src")
+        else f'<span class="note">{_PAIR_WORDS[kind][2]}</span>'
+        if guide
+        else ""
+    )
     if kind == "ddb" and guide:
-        guide_html += (f'<img src="{esc(guide["mask"])}" alt="mask of image {s.index}"{loading} decoding="async">' if guide.get("mask")
-                       else '<span class="note">no mask</span>')
-    return (f'<figure class="pair" data-index="{s.index}" data-right="{right}" title="{esc(tip)}">{guide_html}'
-            f'<img src="{esc(s.src)}" alt="image {s.index} of class {s.label}"{loading} decoding="async">{mark}'
-            f"<figcaption>{esc(group)} · #{s.index}</figcaption></figure>")
+        guide_html += (
+            f'<img src="{esc(guide["mask"])}" alt="mask of image {s.index}"{loading} decoding="async">'
+            if guide.get("mask")
+            else '<span class="note">no mask</span>'
+        )
+    return (
+        f'<figure class="pair" data-index="{s.index}" data-right="{right}" title="{esc(tip)}">{guide_html}'
+        f'<img src="{esc(s.src)}" alt="image {s.index} of class {s.label}"{loading} decoding="async">{mark}'
+        f"<figcaption>{esc(group)} · #{s.index}</figcaption></figure>"
+    )
 
 
 def pairs_section(p: PageData, lazy: bool) -> str:
@@ -201,32 +243,48 @@ def pairs_section(p: PageData, lazy: bool) -> str:
 
     m = len(p.panel)
     title, first, _ = _PAIR_WORDS[pair_kind(p.guides)]
-    intro = (f"<p>{first}; the mark counts the {m} panel classifiers that recognise the class "
-             '(<span class="mark f-0">all</span> <span class="mark f-some">some</span> <span class="mark f-all">none</span>). '
-             "Check that the object is really there: an image without it is not a test of the shift.</p>")
+    intro = (
+        f"<p>{first}; the mark counts the {m} panel classifiers that recognise the class "
+        '(<span class="mark f-0">all</span> <span class="mark f-some">some</span> <span class="mark f-all">none</span>). '
+        "Check that the object is really there: an image without it is not a test of the shift.</p>"
+    )
     nav = " · ".join(f'<a href="#{class_anchor(k)}">{esc(class_label(k))}</a>' for k in p.classes)
     out = [f'<section id="images"><h2>{title}</h2>{intro}<nav class="classnav">{nav}</nav>']
     for k in p.classes:
         shots = sorted(p.shots.get(k, []), key=lambda s: (len(s.fooled_by), s.index))
-        acc = " · ".join(f"{esc(e.get('model'))}: {fmt_pct(((e.get('per_class') or {}).get(str(k)) or {}).get('accuracy'))}" for e in p.entries)
-        out.append(f'<section class="cls" id="{class_anchor(k)}"><h3>{esc(class_label(k))} <small>{esc(wnid_of(k))}</small></h3>'
-                   f'<p class="small">accuracy — {acc}</p>')
+        acc = " · ".join(
+            f"{esc(e.get('model'))}: {fmt_pct(((e.get('per_class') or {}).get(str(k)) or {}).get('accuracy'))}"
+            for e in p.entries
+        )
+        out.append(
+            f'<section class="cls" id="{class_anchor(k)}"><h3>{esc(class_label(k))} <small>{esc(wnid_of(k))}</small></h3>'
+            f'<p class="small">accuracy — {acc}</p>'
+        )
         refs = p.references.get(k, [])
         if refs:
-            out.append(f'<h4>Reference photos ({len(refs)})</h4><div class="sheet refs">'
-                       + "".join(shot_figure(s, with_mark=False, lazy=lazy) for s in refs) + "</div>")
-        heading = {"d3s": "Guide | result", "ddb": "Original photo | mask | counterfactual", "none": "Images"}[pair_kind(p.guides)]
-        out.append(f'<h4>{heading}: {len(shots)} image(s)</h4><div class="sheet pairs">'
-                   + ("".join(_pair(s, p.guides.get(s.index), m, lazy) for s in shots) or '<p class="note">no images of this class</p>')
-                   + "</div></section>")
+            out.append(
+                f'<h4>Reference photos ({len(refs)})</h4><div class="sheet refs">'
+                + "".join(shot_figure(s, with_mark=False, lazy=lazy) for s in refs)
+                + "</div>"
+            )
+        heading = {"d3s": "Guide | result", "ddb": "Original photo | mask | counterfactual", "none": "Images"}[
+            pair_kind(p.guides)
+        ]
+        out.append(
+            f'<h4>{heading}: {len(shots)} image(s)</h4><div class="sheet pairs">'
+            + (
+                "".join(_pair(s, p.guides.get(s.index), m, lazy) for s in shots)
+                or '<p class="note">no images of this class</p>'
+            )
+            + "</div></section>"
+        )
     out.append("</section>")
     return "".join(out)
 
 
 #: the consistency section's words for a spurious set -> for a shift set (a wrong prediction is the failure)
 _SHIFT_WORDS = {
-    "how many of the models each image fools (top-1 = the class it is spurious for)":
-        "how many of the models get each image wrong (top-1 is not the class of the object in it)",
+    "how many of the models each image fools (top-1 = the class it is spurious for)": "how many of the models get each image wrong (top-1 is not the class of the object in it)",
     "images whose top-1 is the class for all": "images whose top-1 is wrong for all",
     "images whose top-1 is the class for at least": "images whose top-1 is wrong for at least",
     "fooled by at least half": "wrong for at least half",

@@ -30,14 +30,18 @@ def expand_pattern(pattern: str) -> tuple[list[str], list[str]]:
     if pattern.startswith("open_clip:"):  # over open_clip.list_pretrained(), ARCH/TAG (zero-shot: every one qualifies)
         from spurbench.zoo.open_clip import list_models
 
-        found = list_models(pattern[len("open_clip:"):])
+        found = list_models(pattern[len("open_clip:") :])
         if not found:
-            raise SpurbenchError(f"model pattern '{pattern}' matches no open_clip ARCH/TAG; list them with "
-                                 "`python -c \"import open_clip; print(open_clip.list_pretrained())\"`")
+            raise SpurbenchError(
+                f"model pattern '{pattern}' matches no open_clip ARCH/TAG; list them with "
+                '`python -c "import open_clip; print(open_clip.list_pretrained())"`'
+            )
         return found, []
     if pattern.startswith("transformers:"):
-        raise SpurbenchError(f"model pattern '{pattern}': transformers: models cannot be listed offline; name each one "
-                             "(transformers:org/repo), or list them in a --models-file or a panel")
+        raise SpurbenchError(
+            f"model pattern '{pattern}': transformers: models cannot be listed offline; name each one "
+            "(transformers:org/repo), or list them in a --models-file or a panel"
+        )
     matches = timm.list_models(pattern, pretrained=True)
     keep, other = [], []
     for name in matches:
@@ -57,16 +61,22 @@ def read_models_file(path: str | Path) -> list[str]:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise SpurbenchError(f"--models-file '{path}' does not exist; give a text file with one timm model name or pattern per line") from None
+        raise SpurbenchError(
+            f"--models-file '{path}' does not exist; give a text file with one timm model name or pattern per line"
+        ) from None
     except (OSError, UnicodeDecodeError) as err:
-        raise SpurbenchError(f"cannot read --models-file '{path}' ({err.__class__.__name__}); give a UTF-8 text file, one name per line") from None
+        raise SpurbenchError(
+            f"cannot read --models-file '{path}' ({err.__class__.__name__}); give a UTF-8 text file, one name per line"
+        ) from None
     names = []
     for number, line in enumerate(text.splitlines(), 1):
         line = line.split("#", 1)[0].strip()
         if not line:
             continue
         if len(line.split()) != 1:
-            raise SpurbenchError(f"--models-file '{path}' line {number} holds '{line}'; write one model name or pattern per line")
+            raise SpurbenchError(
+                f"--models-file '{path}' line {number} holds '{line}'; write one model name or pattern per line"
+            )
         names.append(line)
     if not names:
         raise SpurbenchError(f"--models-file '{path}' names no model; write one timm model name or pattern per line")
@@ -91,17 +101,22 @@ def expand_models(names: list[str]) -> tuple[list[str], dict[str, list[str]]]:
 
 def process_share() -> tuple[int, int, int]:
     """(rank, world size, local rank) of this process as `torchrun` / `accelerate launch` set them; (0, 1, 0) alone."""
+
     def env_int(name: str, default: int) -> int:
         value = os.environ.get(name)
         try:
             return int(value) if value not in (None, "") else default
         except ValueError:
-            raise SpurbenchError(f"environment variable {name}={value!r} is not an integer (set by torchrun / accelerate launch)") from None
+            raise SpurbenchError(
+                f"environment variable {name}={value!r} is not an integer (set by torchrun / accelerate launch)"
+            ) from None
 
     world = env_int("WORLD_SIZE", 1)
     rank = env_int("RANK", 0)
     if world < 1 or not 0 <= rank < world:
-        raise SpurbenchError(f"RANK={rank} and WORLD_SIZE={world} are inconsistent; launch with torchrun or accelerate launch")
+        raise SpurbenchError(
+            f"RANK={rank} and WORLD_SIZE={world} are inconsistent; launch with torchrun or accelerate launch"
+        )
     return rank, world, env_int("LOCAL_RANK", rank)
 
 

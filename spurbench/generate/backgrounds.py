@@ -45,7 +45,9 @@ def _skimage(name: str) -> np.ndarray:
     try:
         import skimage.data
     except ImportError:
-        raise SpurbenchError("built-in backgrounds need scikit-image; `pip install scikit-image` or give backgrounds.folder") from None
+        raise SpurbenchError(
+            "built-in backgrounds need scikit-image; `pip install scikit-image` or give backgrounds.folder"
+        ) from None
     return getattr(skimage.data, name)()
 
 
@@ -124,8 +126,16 @@ def _cave() -> np.ndarray:
 
 #: built-in template makers, one per D3S background
 BUILTIN: dict[str, Callable[[], np.ndarray]] = {
-    "grass": _grass, "road": _road, "forest": _forest, "water": _water, "sand": _sand,
-    "indoors": _indoors, "snow": _snow, "rain": _rain, "night": _night, "cave": _cave,
+    "grass": _grass,
+    "road": _road,
+    "forest": _forest,
+    "water": _water,
+    "sand": _sand,
+    "indoors": _indoors,
+    "snow": _snow,
+    "rain": _rain,
+    "night": _night,
+    "cave": _cave,
 }
 
 
@@ -152,7 +162,9 @@ def folder_templates(root: str | Path, word: str) -> list[Path]:
 
     folder = Path(root) / word
     if not folder.is_dir():
-        raise SpurbenchError(f"backgrounds folder '{root}' has no folder '{word}/' for background '{word}'; add its template images there")
+        raise SpurbenchError(
+            f"backgrounds folder '{root}' has no folder '{word}/' for background '{word}'; add its template images there"
+        )
     files = image_files(folder)
     if not files:
         raise SpurbenchError(f"background folder '{folder}' holds no image files; add template images of '{word}'")

@@ -47,7 +47,9 @@ def grow_mask(mask: np.ndarray, feather: int = DEFAULT_FEATHER) -> np.ndarray:
     return feather_alpha(mask, feather) > 0
 
 
-def composite(original: Image.Image, generated: Image.Image, mask: np.ndarray, feather: int = DEFAULT_FEATHER) -> Image.Image:
+def composite(
+    original: Image.Image, generated: Image.Image, mask: np.ndarray, feather: int = DEFAULT_FEATHER
+) -> Image.Image:
     """`generated` blended into `original` inside `mask` + feather margin; the original everywhere else, exactly.
 
     `generated` is resized (bicubic) to the original's size first; `mask` must have the original's size.

@@ -31,8 +31,20 @@ from typing import Any
 from spurbench.errors import SpurbenchError
 
 __all__ = [
-    "GPUS", "SD_ARCHS", "count_flops", "sd_arch", "dreambooth_step", "sfsl_extra", "sample_image", "img2img_image",
-    "inpaint_image", "textual_inversion_step", "detect_image", "classifier_pass", "integrated_gradients", "plan",
+    "GPUS",
+    "SD_ARCHS",
+    "count_flops",
+    "sd_arch",
+    "dreambooth_step",
+    "sfsl_extra",
+    "sample_image",
+    "img2img_image",
+    "inpaint_image",
+    "textual_inversion_step",
+    "detect_image",
+    "classifier_pass",
+    "integrated_gradients",
+    "plan",
     "format_plan",
 ]
 
@@ -74,26 +86,51 @@ def gpu_spec(name: str) -> GPU:
 # block, attention_head_dim 8); CompVis/stable-diffusion-v1-4 unet/config.json (and v1-5's) adds:
 _SD1_UNET = dict(sample_size=64, cross_attention_dim=768)
 # stabilityai/stable-diffusion-2-base unet/config.json: OpenCLIP-H conditioning, per-block head dims, linear proj
-_SD2_UNET = dict(sample_size=64, cross_attention_dim=1024, attention_head_dim=[5, 10, 20, 20], use_linear_projection=True)
+_SD2_UNET = dict(
+    sample_size=64, cross_attention_dim=1024, attention_head_dim=[5, 10, 20, 20], use_linear_projection=True
+)
 # stabilityai/stable-diffusion-2-inpainting unet/config.json: SD-2's UNet with 9 input channels
 # (noisy latents + mask + masked-image latents)
 _SD2_INPAINT_UNET = dict(_SD2_UNET, in_channels=9)
 # vae/config.json of all three repos (the SD VAE, f = 8, 4 latent channels)
 _SD_VAE = dict(
-    block_out_channels=[128, 256, 512, 512], down_block_types=["DownEncoderBlock2D"] * 4,
-    up_block_types=["UpDecoderBlock2D"] * 4, layers_per_block=2, latent_channels=4, sample_size=512,
+    block_out_channels=[128, 256, 512, 512],
+    down_block_types=["DownEncoderBlock2D"] * 4,
+    up_block_types=["UpDecoderBlock2D"] * 4,
+    layers_per_block=2,
+    latent_channels=4,
+    sample_size=512,
 )
 # text_encoder/config.json: SD v1 uses OpenAI CLIP ViT-L/14's text tower (transformers' CLIPTextConfig defaults
 # are the ViT-B/32 tower: hidden 512, 8 heads)
-_SD1_TEXT = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
-                 hidden_act="quick_gelu", projection_dim=768)
+_SD1_TEXT = dict(
+    hidden_size=768,
+    intermediate_size=3072,
+    num_hidden_layers=12,
+    num_attention_heads=12,
+    hidden_act="quick_gelu",
+    projection_dim=768,
+)
 # SD 2: OpenCLIP ViT-H/14's text tower with its last layer dropped (penultimate layer features): 23 layers
-_SD2_TEXT = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=23, num_attention_heads=16,
-                 hidden_act="gelu", projection_dim=512)
+_SD2_TEXT = dict(
+    hidden_size=1024,
+    intermediate_size=4096,
+    num_hidden_layers=23,
+    num_attention_heads=16,
+    hidden_act="gelu",
+    projection_dim=512,
+)
 # SD v1 repos ship a safety checker (CLIP ViT-L/14 vision tower + projection, safety_checker/config.json),
 # downloaded with the pipeline even where spurbench switches it off
-_SD1_SAFETY = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
-                   patch_size=14, image_size=224, projection_dim=768)
+_SD1_SAFETY = dict(
+    hidden_size=1024,
+    intermediate_size=4096,
+    num_hidden_layers=24,
+    num_attention_heads=16,
+    patch_size=14,
+    image_size=224,
+    projection_dim=768,
+)
 
 
 @dataclass(frozen=True, eq=False)
@@ -123,12 +160,28 @@ class SDArch:
 
 
 SD_ARCHS: dict[str, SDArch] = {
-    "sd-v1": SDArch("Stable Diffusion v1.x", _SD1_UNET, _SD_VAE, _SD1_TEXT, safety_checker=True,
-                    source="CompVis/stable-diffusion-v1-4 (= stable-diffusion-v1-5) config.json files"),
-    "sd-2-base": SDArch("Stable Diffusion 2 base", _SD2_UNET, _SD_VAE, _SD2_TEXT,
-                        source="stabilityai/stable-diffusion-2-base config.json files"),
-    "sd-2-inpainting": SDArch("Stable Diffusion 2 inpainting", _SD2_INPAINT_UNET, _SD_VAE, _SD2_TEXT,
-                              source="stabilityai/stable-diffusion-2-inpainting config.json files"),
+    "sd-v1": SDArch(
+        "Stable Diffusion v1.x",
+        _SD1_UNET,
+        _SD_VAE,
+        _SD1_TEXT,
+        safety_checker=True,
+        source="CompVis/stable-diffusion-v1-4 (= stable-diffusion-v1-5) config.json files",
+    ),
+    "sd-2-base": SDArch(
+        "Stable Diffusion 2 base",
+        _SD2_UNET,
+        _SD_VAE,
+        _SD2_TEXT,
+        source="stabilityai/stable-diffusion-2-base config.json files",
+    ),
+    "sd-2-inpainting": SDArch(
+        "Stable Diffusion 2 inpainting",
+        _SD2_INPAINT_UNET,
+        _SD_VAE,
+        _SD2_TEXT,
+        source="stabilityai/stable-diffusion-2-inpainting config.json files",
+    ),
 }
 
 # AutoencoderTiny's defaults are TAESD (madebyollin/taesd, the SD v1/v2 latent space): 64 channels, 3 blocks.
@@ -153,9 +206,14 @@ def sd_arch(base: Any, resolution: int | None = None, inpainting: bool = False) 
         from spurbench.generate.tiny_sd import tiny_text_config, tiny_unet_config, tiny_vae_config
 
         size = resolution or 64
-        arch = SDArch("spurbench tiny SD" + (" inpainting" if inpainting else ""),
-                      tiny_unet_config(size // 2, in_channels=9 if inpainting else 4), tiny_vae_config(size),
-                      tiny_text_config(), vae_factor=2, source="spurbench.generate.tiny_sd")
+        arch = SDArch(
+            "spurbench tiny SD" + (" inpainting" if inpainting else ""),
+            tiny_unet_config(size // 2, in_channels=9 if inpainting else 4),
+            tiny_vae_config(size),
+            tiny_text_config(),
+            vae_factor=2,
+            source="spurbench.generate.tiny_sd",
+        )
         return arch, "built locally, no download"
     ident = str(getattr(base, "id", "") or "")
     folder = Path(ident).expanduser()
@@ -165,8 +223,15 @@ def sd_arch(base: Any, resolution: int | None = None, inpainting: bool = False) 
             cfg = json.loads((folder / part / "config.json").read_text())
             configs[part] = {k: v for k, v in cfg.items() if not k.startswith("_")}
         down = len(configs["vae"].get("block_out_channels", [0, 0, 0, 0])) - 1
-        arch = SDArch(f"local {folder.name}", configs["unet"], configs["vae"], configs["text_encoder"],
-                      vae_factor=2 ** down, safety_checker=(folder / "safety_checker").is_dir(), source=str(folder))
+        arch = SDArch(
+            f"local {folder.name}",
+            configs["unet"],
+            configs["vae"],
+            configs["text_encoder"],
+            vae_factor=2**down,
+            safety_checker=(folder / "safety_checker").is_dir(),
+            source=str(folder),
+        )
         return arch, "local folder (its config.json files)"
     low = ident.lower()
     if inpainting or "inpainting" in low:
@@ -262,8 +327,14 @@ def _encode_text(arch: SDArch, prompts: int, train: bool):
 
 
 @functools.cache
-def dreambooth_step(arch: SDArch, resolution: int, batch: int = 1, prior: bool = True, train_text_encoder: bool = True,
-                    gradient_checkpointing: bool = False) -> int:
+def dreambooth_step(
+    arch: SDArch,
+    resolution: int,
+    batch: int = 1,
+    prior: bool = True,
+    train_text_encoder: bool = True,
+    gradient_checkpointing: bool = False,
+) -> int:
     """One DreamBooth step: text encoder and UNet forward on instance (+ prior) images, MSE, backward into both."""
     import torch
 
@@ -287,8 +358,14 @@ def dreambooth_step(arch: SDArch, resolution: int, batch: int = 1, prior: bool =
 
 
 @functools.cache
-def sfsl_extra(arch: SDArch, resolution: int, feature_model: str, decoder: str = "full", batch: int = 1,
-               gradient_checkpointing: bool = False) -> int:
+def sfsl_extra(
+    arch: SDArch,
+    resolution: int,
+    feature_model: str,
+    decoder: str = "full",
+    batch: int = 1,
+    gradient_checkpointing: bool = False,
+) -> int:
     """What SFSL adds to a step for `batch` instance images: decode z0_hat with gradients (frozen decoder), resize to
     the feature model's input, its forward and backward (frozen), the cosine. The UNet's backward is shared with the
     denoising loss and not counted again. `gradient_checkpointing`: the trainer checkpoints the full VAE too (its
@@ -358,8 +435,15 @@ def _unet_call(arch: SDArch, resolution: int, batch: int) -> int:
     unet = _frozen(model("unet", arch.unet))
     h = arch.latent(resolution)
     states = arch.unet.get("cross_attention_dim", 768)
-    return _no_grad(lambda: unet(torch.randn(batch, arch.unet.get("in_channels", 4), h, h), torch.zeros(batch, dtype=torch.long),
-                                 torch.randn(batch, 77, states)).sample)
+    return _no_grad(
+        lambda: (
+            unet(
+                torch.randn(batch, arch.unet.get("in_channels", 4), h, h),
+                torch.zeros(batch, dtype=torch.long),
+                torch.randn(batch, 77, states),
+            ).sample
+        )
+    )
 
 
 @functools.cache
@@ -389,12 +473,20 @@ def sample_image(arch: SDArch, resolution: int, steps: int, guidance_scale: floa
 def img2img_image(arch: SDArch, resolution: int, steps: int, strength: float, guidance_scale: float) -> int:
     """One img2img image (D3S): the guide encoded, int(steps x strength) UNet calls (diffusers' count), one decode."""
     run = min(int(steps * strength), steps)
-    return _encode_image(arch, resolution) + _denoise(arch, resolution, run, guidance_scale) + decode_image(arch, resolution)
+    return (
+        _encode_image(arch, resolution)
+        + _denoise(arch, resolution, run, guidance_scale)
+        + decode_image(arch, resolution)
+    )
 
 
 def inpaint_image(arch: SDArch, resolution: int, steps: int, guidance_scale: float) -> int:
     """One inpainting (DDB): the masked photo encoded, `steps` calls of the 9-channel UNet, one decode."""
-    return _encode_image(arch, resolution) + _denoise(arch, resolution, steps, guidance_scale) + decode_image(arch, resolution)
+    return (
+        _encode_image(arch, resolution)
+        + _denoise(arch, resolution, steps, guidance_scale)
+        + decode_image(arch, resolution)
+    )
 
 
 @functools.cache
@@ -452,7 +544,9 @@ def owlv2_image() -> int:
     det = _frozen(model("owlv2", _OWLV2_VISION))
     # no attention_mask: transformers' mask helper reads it with .item(), which meta tensors cannot do;
     # an all-ones mask changes no FLOP count
-    return _no_grad(lambda: det(input_ids=torch.zeros(1, OWLV2_TOKENS, dtype=torch.long), pixel_values=torch.randn(1, 3, 960, 960)))
+    return _no_grad(
+        lambda: det(input_ids=torch.zeros(1, OWLV2_TOKENS, dtype=torch.long), pixel_values=torch.randn(1, 3, 960, 960))
+    )
 
 
 @functools.cache
@@ -542,15 +636,27 @@ def _precision(recipe: Any) -> str:
     return str(getattr(recipe, "mixed_precision", "no") or "no")
 
 
-def plan(recipe: Any, classes: list | None = None, recipe_path: str | Path | None = None, gpu: str = DEFAULT_GPU,
-         utilization: float = DEFAULT_UTILIZATION) -> Plan:
+def plan(
+    recipe: Any,
+    classes: list | None = None,
+    recipe_path: str | Path | None = None,
+    gpu: str = DEFAULT_GPU,
+    utilization: float = DEFAULT_UTILIZATION,
+) -> Plan:
     """The bill of `recipe` for `classes` (default: all of the recipe's), from the cost model; loads no weights."""
     if not 0 < utilization <= 1:
         raise SpurbenchError(f"--plan-utilization must be a fraction in (0, 1], got {utilization}")
     classes = list(recipe.classes if classes is None else classes)
     method = getattr(recipe, "method", "sfsl")
-    p = Plan(recipe=recipe.name, method=method, classes=len(classes), resolution=int(getattr(recipe, "resolution", 512)),
-             precision=_precision(recipe), gpu=gpu_spec(gpu), utilization=utilization)
+    p = Plan(
+        recipe=recipe.name,
+        method=method,
+        classes=len(classes),
+        resolution=int(getattr(recipe, "resolution", 512)),
+        precision=_precision(recipe),
+        gpu=gpu_spec(gpu),
+        utilization=utilization,
+    )
     if method in ("sfsl", "dreambooth"):
         _plan_sfsl(p, recipe, classes)
     elif method == "d3s":
@@ -597,29 +703,67 @@ def _plan_sfsl(p: Plan, r: Any, classes: list) -> None:
     if cfg.with_prior_preservation and r.num_class_images:
         n = len(nouns) * r.num_class_images
         p.extra_images += n
-        p.lines.append(Line("2 class priors (sampling, base model)", n, "image", sample_image(arch, r.resolution, g.num_inference_steps, g.guidance_scale),
-                            f"{len(nouns)} noun(s) x {r.num_class_images}"))
+        p.lines.append(
+            Line(
+                "2 class priors (sampling, base model)",
+                n,
+                "image",
+                sample_image(arch, r.resolution, g.num_inference_steps, g.guidance_scale),
+                f"{len(nouns)} noun(s) x {r.num_class_images}",
+            )
+        )
     steps = len(classes) * cfg.max_train_steps
-    p.lines.append(Line("3 fine-tune: DreamBooth step", steps, "step",
-                        dreambooth_step(arch, r.resolution, cfg.train_batch_size, cfg.with_prior_preservation, cfg.train_text_encoder,
-                                        cfg.gradient_checkpointing),
-                        f"batch {cfg.train_batch_size}" + (" + prior" if cfg.with_prior_preservation else "")
-                        + (", gradient checkpointing (recomputed forward counted)" if cfg.gradient_checkpointing else "")))
+    p.lines.append(
+        Line(
+            "3 fine-tune: DreamBooth step",
+            steps,
+            "step",
+            dreambooth_step(
+                arch,
+                r.resolution,
+                cfg.train_batch_size,
+                cfg.with_prior_preservation,
+                cfg.train_text_encoder,
+                cfg.gradient_checkpointing,
+            ),
+            f"batch {cfg.train_batch_size}"
+            + (" + prior" if cfg.with_prior_preservation else "")
+            + (", gradient checkpointing (recomputed forward counted)" if cfg.gradient_checkpointing else ""),
+        )
+    )
     if cfg.sfsl_weight > 0 and feature:
         decoder = sfsl_decoder(r)
         share = min(cfg.sfsl_max_timestep, 1000) / 1000 if cfg.sfsl_max_timestep is not None else 1.0
-        p.lines.append(Line(f"3 fine-tune: SFSL extra ({decoder} decoder)", round(steps * share), "step",
-                            sfsl_extra(arch, r.resolution, feature, decoder, cfg.train_batch_size, cfg.gradient_checkpointing),
-                            f"steps with t < {cfg.sfsl_max_timestep} of 1000 (uniform t)" if cfg.sfsl_max_timestep is not None else "every step"))
+        p.lines.append(
+            Line(
+                f"3 fine-tune: SFSL extra ({decoder} decoder)",
+                round(steps * share),
+                "step",
+                sfsl_extra(arch, r.resolution, feature, decoder, cfg.train_batch_size, cfg.gradient_checkpointing),
+                f"steps with t < {cfg.sfsl_max_timestep} of 1000 (uniform t)"
+                if cfg.sfsl_max_timestep is not None
+                else "every step",
+            )
+        )
     n = len(classes) * len(r.prompts.generation) * g.images_per_prompt
     p.images += n
-    p.lines.append(Line("4 sampling (fine-tuned model)", n, "image", sample_image(arch, r.resolution, g.num_inference_steps, g.guidance_scale),
-                        f"{g.num_inference_steps} steps, guidance {g.guidance_scale}"))
+    p.lines.append(
+        Line(
+            "4 sampling (fine-tuned model)",
+            n,
+            "image",
+            sample_image(arch, r.resolution, g.num_inference_steps, g.guidance_scale),
+            f"{g.num_inference_steps} steps, guidance {g.guidance_scale}",
+        )
+    )
     weights = p.downloads[0].bytes - (parameters("safety", _SD1_SAFETY) * 4 if arch.safety_checker else 0)
-    png = int(r.resolution ** 2 * PNG_BYTES_PER_PIXEL)
+    png = int(r.resolution**2 * PNG_BYTES_PER_PIXEL)
     p.disk_bytes = (p.images + p.extra_images) * png * 2 + (len(classes) * weights if r.keep_weights else weights)
-    p.disk_peak_note = (f"generated PNGs twice (work dir + export) at ~{png / 1e6:.2f} MB each, "
-                        + (f"{len(classes)} kept fine-tuned pipelines" if r.keep_weights else "one fine-tuned pipeline at a time (keep_weights false)"))
+    p.disk_peak_note = f"generated PNGs twice (work dir + export) at ~{png / 1e6:.2f} MB each, " + (
+        f"{len(classes)} kept fine-tuned pipelines"
+        if r.keep_weights
+        else "one fine-tuned pipeline at a time (keep_weights false)"
+    )
 
 
 def sfsl_decoder(recipe: Any) -> str:
@@ -634,11 +778,20 @@ def _plan_d3s(p: Plan, r: Any, classes: list) -> None:
     g = r.generation
     n = len(classes) * len(r.background_words) * r.images_per_background
     p.images += n
-    p.lines.append(Line("3 img2img (D3S)", n, "image", img2img_image(arch, r.resolution, g.num_inference_steps, g.strength, g.guidance_scale),
-                        f"{len(r.background_words)} backgrounds x {r.images_per_background}, {min(int(g.num_inference_steps * g.strength), g.num_inference_steps)} steps"))
-    png = int(r.resolution ** 2 * PNG_BYTES_PER_PIXEL)
+    p.lines.append(
+        Line(
+            "3 img2img (D3S)",
+            n,
+            "image",
+            img2img_image(arch, r.resolution, g.num_inference_steps, g.strength, g.guidance_scale),
+            f"{len(r.background_words)} backgrounds x {r.images_per_background}, {min(int(g.num_inference_steps * g.strength), g.num_inference_steps)} steps",
+        )
+    )
+    png = int(r.resolution**2 * PNG_BYTES_PER_PIXEL)
     p.disk_bytes = n * png * 2
-    p.disk_peak_note = f"generated PNGs twice (work dir + export) at ~{png / 1e6:.2f} MB each; the foreground photos are read in place"
+    p.disk_peak_note = (
+        f"generated PNGs twice (work dir + export) at ~{png / 1e6:.2f} MB each; the foreground photos are read in place"
+    )
 
 
 def _plan_ddb(p: Plan, r: Any, classes: list) -> None:
@@ -651,14 +804,29 @@ def _plan_ddb(p: Plan, r: Any, classes: list) -> None:
     clf = _feature_download(p, "classifier (selection, pruning)", r.classifier)
     seg = r.segmentation
     if seg.detector == "owlv2":
-        p.downloads.append(Download("detector", "google/owlv2-base-patch16-ensemble", parameters("owlv2", _OWLV2_VISION),
-                                    4 * parameters("owlv2", _OWLV2_VISION)))
+        p.downloads.append(
+            Download(
+                "detector",
+                "google/owlv2-base-patch16-ensemble",
+                parameters("owlv2", _OWLV2_VISION),
+                4 * parameters("owlv2", _OWLV2_VISION),
+            )
+        )
     if seg.segmenter == "sam":
-        p.downloads.append(Download("segmenter", "facebook/sam-vit-base", parameters("sam", {}), 4 * parameters("sam", {})))
+        p.downloads.append(
+            Download("segmenter", "facebook/sam-vit-base", parameters("sam", {}), 4 * parameters("sam", {}))
+        )
     ti = InversionConfig.from_dict(r.textual_inversion)
     micro = len(classes) * ti.max_train_steps * ti.gradient_accumulation_steps
-    p.lines.append(Line("3 textual inversion (micro-steps)", micro, "step", textual_inversion_step(base, r.resolution, ti.train_batch_size),
-                        f"{ti.max_train_steps} steps x {ti.gradient_accumulation_steps} accumulation per class"))
+    p.lines.append(
+        Line(
+            "3 textual inversion (micro-steps)",
+            micro,
+            "step",
+            textual_inversion_step(base, r.resolution, ti.train_batch_size),
+            f"{ti.max_train_steps} steps x {ti.gradient_accumulation_steps} accumulation per class",
+        )
+    )
     photos, assumed = 0, False
     for c in classes:
         ref = getattr(c, "references", None)
@@ -670,18 +838,48 @@ def _plan_ddb(p: Plan, r: Any, classes: list) -> None:
         else:
             photos += IMAGENET_PHOTOS_PER_CLASS
             assumed = True
-    p.lines.append(Line("3 classifier on every source photo", photos, "image", classifier_pass(clf),
-                        f"{IMAGENET_PHOTOS_PER_CLASS} photos per class assumed where the folder is absent" if assumed else "photos on disk"))
+    p.lines.append(
+        Line(
+            "3 classifier on every source photo",
+            photos,
+            "image",
+            classifier_pass(clf),
+            f"{IMAGENET_PHOTOS_PER_CLASS} photos per class assumed where the folder is absent"
+            if assumed
+            else "photos on disk",
+        )
+    )
     sources = min(photos, len(classes) * r.sources_per_class) if r.sources_per_class else photos
-    p.lines.append(Line(f"4 masks ({seg.detector} + {seg.segmenter})", sources, "photo", detect_image(seg.detector, seg.segmenter),
-                        "tiny toy models count 0" if "tiny" in (seg.detector, seg.segmenter) else ""))
+    p.lines.append(
+        Line(
+            f"4 masks ({seg.detector} + {seg.segmenter})",
+            sources,
+            "photo",
+            detect_image(seg.detector, seg.segmenter),
+            "tiny toy models count 0" if "tiny" in (seg.detector, seg.segmenter) else "",
+        )
+    )
     n = sources * r.images_per_source
-    p.lines.append(Line("4 inpainting", n, "image", inpaint_image(paint, r.resolution, r.inpainting.num_inference_steps, r.inpainting.guidance_scale),
-                        f"{r.inpainting.num_inference_steps} steps, guidance {r.inpainting.guidance_scale}"))
-    p.lines.append(Line("4 pruning (integrated gradients + p(source))", n, "image",
-                        integrated_gradients(clf, r.pruning.ig_steps) + classifier_pass(clf), f"{r.pruning.ig_steps} IG steps"))
+    p.lines.append(
+        Line(
+            "4 inpainting",
+            n,
+            "image",
+            inpaint_image(paint, r.resolution, r.inpainting.num_inference_steps, r.inpainting.guidance_scale),
+            f"{r.inpainting.num_inference_steps} steps, guidance {r.inpainting.guidance_scale}",
+        )
+    )
+    p.lines.append(
+        Line(
+            "4 pruning (integrated gradients + p(source))",
+            n,
+            "image",
+            integrated_gradients(clf, r.pruning.ig_steps) + classifier_pass(clf),
+            f"{r.pruning.ig_steps} IG steps",
+        )
+    )
     p.images += n
-    png = int(r.resolution ** 2 * PNG_BYTES_PER_PIXEL)
+    png = int(r.resolution**2 * PNG_BYTES_PER_PIXEL)
     p.disk_bytes = (n + sources) * png * 2  # repainted images and their source photos (the reference split)
     p.disk_peak_note = f"repainted images + source photos, twice (work dir + export), ~{png / 1e6:.2f} MB each"
 
@@ -709,13 +907,17 @@ def format_plan(p: Plan) -> str:
         "models to download (float32 weights; nothing is downloaded by --plan):",
     ]
     for d in p.downloads:
-        out.append(f"  {d.what:<34} {d.source:<48} {d.params / 1e6:>8.1f} M params  {d.bytes / 1e9:6.2f} GB"
-                   + (f"  ({d.note})" if d.note else ""))
+        out.append(
+            f"  {d.what:<34} {d.source:<48} {d.params / 1e6:>8.1f} M params  {d.bytes / 1e9:6.2f} GB"
+            + (f"  ({d.note})" if d.note else "")
+        )
     out.append(f"  {'total':<34} {'':<48} {'':>17}  {sum(d.bytes for d in p.downloads) / 1e9:6.2f} GB")
     out += ["", f"{'stage':<46} {'count':>12}  {'FLOPs each':>11}  {'FLOPs total':>11}  {'GPU-hours':>9}  note"]
     for line in p.lines:
-        out.append(f"{line.stage:<46} {line.count:>8,} {line.unit:<5} {_si(line.flops_each, 'FLOP'):>11}  {_si(line.flops, 'FLOP'):>11}  "
-                   f"{_hours(p.gpu_hours(line.flops)):>9}  {line.note}")
+        out.append(
+            f"{line.stage:<46} {line.count:>8,} {line.unit:<5} {_si(line.flops_each, 'FLOP'):>11}  {_si(line.flops, 'FLOP'):>11}  "
+            f"{_hours(p.gpu_hours(line.flops)):>9}  {line.note}"
+        )
     out.append(f"{'total':<46} {'':>12}  {'':>11}  {_si(p.flops, 'FLOP'):>11}  {_hours(p.gpu_hours()):>9}")
     out += [
         "",

@@ -117,8 +117,16 @@ class TrainConfig:
         if self.train_batch_size < 1:
             raise bad("train_batch_size", "it must be >= 1")
         if self.resolution < 8 or self.resolution % 8:
-            raise bad("resolution", "it must be a positive multiple of 8 (the VAE downsamples by 8 in Stable Diffusion)")
-        for key in ("learning_rate_unet", "learning_rate_text_encoder", "prior_loss_weight", "sfsl_weight", "max_grad_norm"):
+            raise bad(
+                "resolution", "it must be a positive multiple of 8 (the VAE downsamples by 8 in Stable Diffusion)"
+            )
+        for key in (
+            "learning_rate_unet",
+            "learning_rate_text_encoder",
+            "prior_loss_weight",
+            "sfsl_weight",
+            "max_grad_norm",
+        ):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 raise bad(key, "it must be a number >= 0")
@@ -126,7 +134,9 @@ class TrainConfig:
             if not isinstance(getattr(self, key), bool):
                 raise bad(key, "it must be true or false")
         if self.sfsl_max_timestep is not None and (
-            not isinstance(self.sfsl_max_timestep, int) or isinstance(self.sfsl_max_timestep, bool) or self.sfsl_max_timestep < 1
+            not isinstance(self.sfsl_max_timestep, int)
+            or isinstance(self.sfsl_max_timestep, bool)
+            or self.sfsl_max_timestep < 1
         ):
             raise bad("sfsl_max_timestep", "it must be a positive integer, or null for every timestep")
         if self.mixed_precision not in _MIXED_PRECISION:
@@ -179,14 +189,18 @@ def _prediction_type(noise_scheduler) -> str:
     return prediction_type
 
 
-def training_target(noise_scheduler, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+def training_target(
+    noise_scheduler, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor
+) -> torch.Tensor:
     """What the UNet must predict: the noise (epsilon) or the velocity (v_prediction)."""
     if _prediction_type(noise_scheduler) == "epsilon":
         return noise
     return noise_scheduler.get_velocity(latents, noise, timesteps)
 
 
-def predict_z0(noise_scheduler, noisy_latents: torch.Tensor, model_output: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+def predict_z0(
+    noise_scheduler, noisy_latents: torch.Tensor, model_output: torch.Tensor, timesteps: torch.Tensor
+) -> torch.Tensor:
     """The clean latent implied by the model's prediction at z_t (float32, differentiable):
     epsilon: (z_t - sqrt(1 - abar) eps_hat) / sqrt(abar);  v: sqrt(abar) z_t - sqrt(1 - abar) v_hat."""
     z_t = noisy_latents.float()
@@ -239,7 +253,9 @@ class DreamBoothTrainer:
     ) -> None:
         config.validate()
         if config.sfsl_weight > 0 and feature_model is None:
-            raise SpurbenchError("sfsl_weight > 0 needs a feature model; set the recipe's feature model or sfsl_weight: 0")
+            raise SpurbenchError(
+                "sfsl_weight > 0 needs a feature model; set the recipe's feature model or sfsl_weight: 0"
+            )
         _prediction_type(noise_scheduler)
         if accelerator is None:
             accelerator = make_accelerator(config.mixed_precision)
@@ -253,7 +269,9 @@ class DreamBoothTrainer:
         self.device = accelerator.device
         # Frozen modules run in the low-precision dtype, as diffusers' example does; trained ones stay
         # float32 (autocast computes in low precision, the optimizer updates float32 master weights).
-        self.weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
+        self.weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(
+            accelerator.mixed_precision, torch.float32
+        )
         self.use_sfsl = config.sfsl_weight > 0
 
         self.tokenizer = tokenizer
@@ -306,20 +324,27 @@ class DreamBoothTrainer:
         revision: str | None = None,
         accelerator=None,
     ) -> DreamBoothTrainer:
-        return cls(**_load_components(base_model, revision), config=config, feature_model=feature_model, accelerator=accelerator)
+        return cls(
+            **_load_components(base_model, revision),
+            config=config,
+            feature_model=feature_model,
+            accelerator=accelerator,
+        )
 
     # ----------------------------------------------------------------------------------- data, once
     def _tokens(self, prompt: str) -> torch.Tensor:
         return self.tokenizer(
-            prompt, padding="max_length", truncation=True, max_length=self.tokenizer.model_max_length, return_tensors="pt"
+            prompt,
+            padding="max_length",
+            truncation=True,
+            max_length=self.tokenizer.model_max_length,
+            return_tensors="pt",
         ).input_ids.to(self.device)
 
     @torch.no_grad()
     def _encode(self, pixels: torch.Tensor) -> torch.Tensor:
         """Posterior-mean latents, one image at a time (so a latent never depends on its batch mates)."""
-        latents = [
-            self.vae.encode(p[None].to(self.device, self.weight_dtype)).latent_dist.mean for p in pixels
-        ]
+        latents = [self.vae.encode(p[None].to(self.device, self.weight_dtype)).latent_dist.mean for p in pixels]
         return torch.cat(latents).float() * self.vae.config.scaling_factor
 
     def prepare(
@@ -335,7 +360,9 @@ class DreamBoothTrainer:
         if not instance_images:
             raise SpurbenchError("no instance (reference) images to fine-tune on; give at least one reference image")
         if config.with_prior_preservation and not class_images:
-            raise SpurbenchError("prior preservation is on but there are no class-prior images; generate some or set with_prior_preservation: false")
+            raise SpurbenchError(
+                "prior preservation is on but there are no class-prior images; generate some or set with_prior_preservation: false"
+            )
         self.target_class = int(target_class)
         instance_pixels = torch.stack([pixel_tensor(im, config.resolution) for im in instance_images])
         self.instance_latents = self._encode(instance_pixels)
@@ -353,7 +380,10 @@ class DreamBoothTrainer:
         if self.use_sfsl:
             with torch.no_grad():  # float32, outside autocast: the targets should be exact
                 self.reference_features = torch.cat(
-                    [self.feature_model.class_features(p[None].to(self.device), self.target_class) for p in instance_pixels]
+                    [
+                        self.feature_model.class_features(p[None].to(self.device), self.target_class)
+                        for p in instance_pixels
+                    ]
                 )
         self._prepared = True
 
@@ -372,7 +402,10 @@ class DreamBoothTrainer:
         losses = self.compute_losses()
         self.backward_and_update(losses["loss"])
         self.global_step += 1
-        return {name: float(v) for name, v in zip(losses, torch.stack([v.detach().float() for v in losses.values()]).tolist())}
+        return {
+            name: float(v)
+            for name, v in zip(losses, torch.stack([v.detach().float() for v in losses.values()]).tolist())
+        }
 
     def compute_losses(self) -> dict[str, torch.Tensor]:
         """Draw the next batch, noise and timesteps and return the loss terms (with their graphs):
@@ -457,7 +490,9 @@ class DreamBoothTrainer:
         from tqdm.auto import tqdm
 
         last: dict[str, float] = {}
-        with tqdm(total=self.config.max_train_steps, initial=self.global_step, desc=desc, disable=not progress, leave=False) as bar:
+        with tqdm(
+            total=self.config.max_train_steps, initial=self.global_step, desc=desc, disable=not progress, leave=False
+        ) as bar:
             while self.global_step < self.config.max_train_steps:
                 last = self.step()
                 bar.set_postfix({k: f"{v:.4f}" for k, v in last.items()}, refresh=False)

@@ -156,10 +156,15 @@ def load_tiny_decoder(source: str, revision: str | None = None, device: str | to
 
     local = Path(source).expanduser()
     try:
-        decoder = AutoencoderTiny.from_pretrained(str(local)) if local.is_dir() else AutoencoderTiny.from_pretrained(source, revision=revision)
+        decoder = (
+            AutoencoderTiny.from_pretrained(str(local))
+            if local.is_dir()
+            else AutoencoderTiny.from_pretrained(source, revision=revision)
+        )
     except Exception as err:  # offline, typo, not an AutoencoderTiny folder: all fixable by the user
         raise SpurbenchError(
-            f"cannot load the SFSL tiny decoder '{source}'" + (f" at revision {revision}" if revision else "")
+            f"cannot load the SFSL tiny decoder '{source}'"
+            + (f" at revision {revision}" if revision else "")
             + f" ({hub_failure_reason(err) if not local.is_dir() else type(err).__name__ + ': ' + str(err).splitlines()[0]}); "
             "set features.tiny_decoder to an AutoencoderTiny Hub id (madebyollin/taesd) or a local folder, or features.decoder: full"
         ) from None

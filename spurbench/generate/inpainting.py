@@ -23,7 +23,9 @@ import numpy as np
 from spurbench.errors import SpurbenchError, hub_failure_reason
 
 
-def make_tiny_inpainting(out_dir: str | Path, prediction_type: str = "v_prediction", seed: int = 0, image_size: int = 64) -> Path:
+def make_tiny_inpainting(
+    out_dir: str | Path, prediction_type: str = "v_prediction", seed: int = 0, image_size: int = 64
+) -> Path:
     """Build a random tiny inpainting pipeline into `out_dir` (diffusers layout, safetensors)."""
     import torch
     from diffusers import StableDiffusionInpaintPipeline, StableDiffusionPipeline, UNet2DConditionModel
@@ -33,18 +35,34 @@ def make_tiny_inpainting(out_dir: str | Path, prediction_type: str = "v_predicti
     scratch = Path(tempfile.mkdtemp(prefix=".tiny-inpaint-"))
     try:
         base = StableDiffusionPipeline.from_pretrained(
-            str(make_tiny_stable_diffusion(scratch / "sd", prediction_type=prediction_type, seed=seed, image_size=image_size))
+            str(
+                make_tiny_stable_diffusion(
+                    scratch / "sd", prediction_type=prediction_type, seed=seed, image_size=image_size
+                )
+            )
         )
         torch.manual_seed(seed + 3)
         unet = UNet2DConditionModel(
-            block_out_channels=(32, 64), layers_per_block=1, sample_size=image_size // 2,
-            in_channels=9, out_channels=4,  # noisy latents + mask + masked-image latents, as SD-2 inpainting
-            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-            cross_attention_dim=TEXT_HIDDEN, norm_num_groups=2, attention_head_dim=2,
+            block_out_channels=(32, 64),
+            layers_per_block=1,
+            sample_size=image_size // 2,
+            in_channels=9,
+            out_channels=4,  # noisy latents + mask + masked-image latents, as SD-2 inpainting
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            cross_attention_dim=TEXT_HIDDEN,
+            norm_num_groups=2,
+            attention_head_dim=2,
         )
         pipe = StableDiffusionInpaintPipeline(
-            unet=unet, vae=base.vae, text_encoder=base.text_encoder, tokenizer=base.tokenizer, scheduler=base.scheduler,
-            safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+            unet=unet,
+            vae=base.vae,
+            text_encoder=base.text_encoder,
+            tokenizer=base.tokenizer,
+            scheduler=base.scheduler,
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
         )
         pipe.save_pretrained(str(out_dir), safe_serialization=True)
     finally:
@@ -59,8 +77,11 @@ def load_inpainting(source: str | Path, device: Any = "cpu", dtype: Any = None, 
 
     try:
         pipe = StableDiffusionInpaintPipeline.from_pretrained(
-            str(source), revision=None if Path(str(source)).is_dir() else revision, dtype=dtype or torch.float32,
-            safety_checker=None, requires_safety_checker=False,
+            str(source),
+            revision=None if Path(str(source)).is_dir() else revision,
+            dtype=dtype or torch.float32,
+            safety_checker=None,
+            requires_safety_checker=False,
         )
     except (OSError, ValueError) as err:
         raise SpurbenchError(
@@ -95,11 +116,20 @@ def repaint(
     for start in range(0, len(images), max(1, batch_size)):
         sl = slice(start, start + max(1, batch_size))
         imgs = [im.convert("RGB").resize((resolution, resolution), Image.BICUBIC) for im in images[sl]]
-        msks = [Image.fromarray(np.asarray(m, dtype=np.uint8) * 255).resize((resolution, resolution), Image.NEAREST) for m in masks[sl]]
+        msks = [
+            Image.fromarray(np.asarray(m, dtype=np.uint8) * 255).resize((resolution, resolution), Image.NEAREST)
+            for m in masks[sl]
+        ]
         generators = [torch.Generator().manual_seed(int(s)) for s in seeds[sl]]
         result = pipe(
-            prompt=list(prompts[sl]), image=imgs, mask_image=msks, height=resolution, width=resolution,
-            num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, generator=generators,
+            prompt=list(prompts[sl]),
+            image=imgs,
+            mask_image=msks,
+            height=resolution,
+            width=resolution,
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale,
+            generator=generators,
         )
         out.extend(result.images)
     return out

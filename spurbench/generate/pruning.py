@@ -31,8 +31,12 @@ DEFAULT_IG_THRESHOLD = 0.3
 DEFAULT_IG_STEPS = 50
 
 
-def keep_mask(ig_scores: Sequence[float], p_label: Sequence[float], p_label_mean: Sequence[float] | float,
-              threshold: float = DEFAULT_IG_THRESHOLD) -> np.ndarray:
+def keep_mask(
+    ig_scores: Sequence[float],
+    p_label: Sequence[float],
+    p_label_mean: Sequence[float] | float,
+    threshold: float = DEFAULT_IG_THRESHOLD,
+) -> np.ndarray:
     """Which counterfactuals survive: ig_score > threshold and p_label < p_label_mean (both strict)."""
     ig = np.asarray(ig_scores, dtype=np.float64)
     p = np.asarray(p_label, dtype=np.float64)
@@ -59,12 +63,22 @@ def mask_input(masks: Sequence[np.ndarray], data_config: dict) -> torch.Tensor:
     from PIL import Image
 
     h, w = data_config["input_size"][-2:]
-    out = [np.asarray(Image.fromarray(np.asarray(m, dtype=np.uint8) * 255).resize((w, h), Image.NEAREST)) > 127 for m in masks]
+    out = [
+        np.asarray(Image.fromarray(np.asarray(m, dtype=np.uint8) * 255).resize((w, h), Image.NEAREST)) > 127
+        for m in masks
+    ]
     return torch.from_numpy(np.stack(out)[:, None].astype(np.float32))
 
 
-def ig_in_mask(model: torch.nn.Module, generated: torch.Tensor, original: torch.Tensor, masks: torch.Tensor,
-               target: int | Sequence[int], n_steps: int = DEFAULT_IG_STEPS, internal_batch_size: int | None = None) -> np.ndarray:
+def ig_in_mask(
+    model: torch.nn.Module,
+    generated: torch.Tensor,
+    original: torch.Tensor,
+    masks: torch.Tensor,
+    target: int | Sequence[int],
+    n_steps: int = DEFAULT_IG_STEPS,
+    internal_batch_size: int | None = None,
+) -> np.ndarray:
     """Integrated gradients of the `target` logit from baseline `original` to `generated`, summed inside `masks`.
 
     `generated`, `original`: (N, 3, H, W) classifier inputs; `masks`: (N, 1, H, W) in {0, 1}. Returns (N,) floats.
@@ -76,14 +90,19 @@ def ig_in_mask(model: torch.nn.Module, generated: torch.Tensor, original: torch.
     ig = IntegratedGradients(model)
     with torch.enable_grad():
         attributions = ig.attribute(
-            generated.to(device), baselines=original.to(device), target=target, n_steps=n_steps,
+            generated.to(device),
+            baselines=original.to(device),
+            target=target,
+            n_steps=n_steps,
             internal_batch_size=internal_batch_size,
         )
     return (attributions.detach().cpu() * masks.cpu()).sum(dim=(1, 2, 3)).double().numpy()
 
 
 @torch.no_grad()
-def class_probabilities(model: torch.nn.Module, inputs: torch.Tensor, target: int | Sequence[int], batch_size: int = 32) -> np.ndarray:
+def class_probabilities(
+    model: torch.nn.Module, inputs: torch.Tensor, target: int | Sequence[int], batch_size: int = 32
+) -> np.ndarray:
     """Softmax probability of `target` (one class, or one per row) for each row of `inputs`."""
     model.eval()
     device = next(model.parameters()).device

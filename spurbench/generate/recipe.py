@@ -46,8 +46,19 @@ MIXED_PRECISION = ("no", "fp16", "bf16")
 #: built-in sample photos a class may use as references (scikit-image's `data` and scikit-learn's
 #: `load_sample_images`), each optionally with a variant suffix (`flower:mirror`, `flower:crop`)
 SAMPLE_PHOTOS = (
-    "astronaut", "brick", "chelsea", "coffee", "colorwheel", "grass", "gravel", "hubble_deep_field",
-    "motorcycle_left", "retina", "rocket", "china", "flower",
+    "astronaut",
+    "brick",
+    "chelsea",
+    "coffee",
+    "colorwheel",
+    "grass",
+    "gravel",
+    "hubble_deep_field",
+    "motorcycle_left",
+    "retina",
+    "rocket",
+    "china",
+    "flower",
 )
 SAMPLE_VARIANTS = ("mirror", "crop")
 
@@ -221,7 +232,9 @@ def base_model_name(b: BaseModel, resolution: int) -> str:
     if b.tiny is not None:
         # The name is part of exported cards; it stays as it was before the building side became a subpackage,
         # so existing recipes keep exporting byte-identical datasets.
-        return f"spurbench.tiny_sd(prediction_type={b.tiny.prediction_type}, seed={b.tiny.seed}, image_size={resolution})"
+        return (
+            f"spurbench.tiny_sd(prediction_type={b.tiny.prediction_type}, seed={b.tiny.seed}, image_size={resolution})"
+        )
     return str(b.id)
 
 
@@ -294,18 +307,24 @@ def check_common(r: Any) -> None:
         raise SpurbenchError(f"key 'name' must be a short identifier of letters, digits, '_', '-', '.', got {r.name!r}")
     b = r.base_model
     if (b.id is None) == (b.tiny is None):
-        raise SpurbenchError("key 'base_model' needs exactly one of `id` (Hub id or local folder) or `tiny` (built locally)")
+        raise SpurbenchError(
+            "key 'base_model' needs exactly one of `id` (Hub id or local folder) or `tiny` (built locally)"
+        )
     if b.tiny is not None:
         if b.revision is not None:
             raise SpurbenchError("key 'base_model.revision' only applies to a Hub `id`, not to `tiny`")
         if b.tiny.prediction_type not in ("epsilon", "v_prediction"):
-            raise SpurbenchError(f"key 'base_model.tiny.prediction_type' must be 'epsilon' or 'v_prediction', got {b.tiny.prediction_type!r}")
+            raise SpurbenchError(
+                f"key 'base_model.tiny.prediction_type' must be 'epsilon' or 'v_prediction', got {b.tiny.prediction_type!r}"
+            )
     elif not b.id.strip():
         raise SpurbenchError("key 'base_model.id' must be a Hub id like org/name or a local folder")
     if r.resolution <= 0 or r.resolution % 8:
         raise SpurbenchError(f"key 'resolution' must be a positive multiple of 8 (pixels), got {r.resolution}")
     if r.mixed_precision not in MIXED_PRECISION:
-        raise SpurbenchError(f"key 'mixed_precision' must be one of {', '.join(MIXED_PRECISION)}, got {r.mixed_precision!r}")
+        raise SpurbenchError(
+            f"key 'mixed_precision' must be one of {', '.join(MIXED_PRECISION)}, got {r.mixed_precision!r}"
+        )
     for k, v in r.licenses.items():
         if not isinstance(k, str) or not isinstance(v, str):
             raise SpurbenchError(f"key 'licenses.{k}' must be a string (the licence's name), got {type(v).__name__}")
@@ -342,15 +361,23 @@ def _check_semantics(r: Recipe) -> None:
         where = f"classes[{i}]"
         check_class_index(where, c.index, seen)
         if not c.noun.strip():
-            raise SpurbenchError(f"key '{where}.noun' must be a word naming what the reference images show (e.g. flower)")
+            raise SpurbenchError(
+                f"key '{where}.noun' must be a word naming what the reference images show (e.g. flower)"
+            )
         if c.spurious_feature is None and c.index not in known:
             raise SpurbenchError(
                 f"key '{where}.spurious_feature' is required: class {c.index} is not one of Spurious ImageNet's 100 classes"
             )
         if c.component is not None and c.component < -1:
-            raise SpurbenchError(f"key '{where}.component' must be a component id >= 0, or -1 for none, got {c.component}")
+            raise SpurbenchError(
+                f"key '{where}.component' must be a component id >= 0, or -1 for none, got {c.component}"
+            )
         ref = c.references
-        given = [k for k, v in (("spurious_imagenet", ref.spurious_imagenet), ("folder", ref.folder), ("samples", ref.samples)) if v]
+        given = [
+            k
+            for k, v in (("spurious_imagenet", ref.spurious_imagenet), ("folder", ref.folder), ("samples", ref.samples))
+            if v
+        ]
         if len(given) != 1:
             raise SpurbenchError(
                 f"key '{where}.references' needs exactly one of spurious_imagenet: true, folder: <path>, samples: [<photo>, ...]"
@@ -372,13 +399,23 @@ def _check_semantics(r: Recipe) -> None:
             raise SpurbenchError(f"key 'feature_model': {err}") from None
     _check_training(r)
     if r.sfsl_weight != 0 and r.feature_model is None:
-        raise SpurbenchError("key 'feature_model' is required when training.sfsl_weight is not 0 (the SFSL needs a classifier)")
+        raise SpurbenchError(
+            "key 'feature_model' is required when training.sfsl_weight is not 0 (the SFSL needs a classifier)"
+        )
     if r.features is not None and r.features.decoder not in SFSL_DECODERS:
-        raise SpurbenchError(f"key 'features.decoder' must be one of {', '.join(SFSL_DECODERS)}, got {r.features.decoder!r}")
+        raise SpurbenchError(
+            f"key 'features.decoder' must be one of {', '.join(SFSL_DECODERS)}, got {r.features.decoder!r}"
+        )
     tiny_decoder = r.features is not None and r.features.decoder == "tiny" and r.sfsl_weight != 0
     if tiny_decoder and not r.features.tiny_decoder.strip():
-        raise SpurbenchError("key 'features.tiny_decoder' must be a Hub id (e.g. madebyollin/taesd) or a local AutoencoderTiny folder")
-    needed = ["base_model", "references"] + (["feature_model"] if r.sfsl_weight != 0 else []) + (["sfsl_decoder"] if tiny_decoder else [])
+        raise SpurbenchError(
+            "key 'features.tiny_decoder' must be a Hub id (e.g. madebyollin/taesd) or a local AutoencoderTiny folder"
+        )
+    needed = (
+        ["base_model", "references"]
+        + (["feature_model"] if r.sfsl_weight != 0 else [])
+        + (["sfsl_decoder"] if tiny_decoder else [])
+    )
     missing = [k for k in needed if not str(r.licenses.get(k) or "").strip()]
     if missing:
         raise SpurbenchError(
@@ -403,16 +440,22 @@ def _check_template(template: str, key: str, need_token: bool) -> None:
     try:
         names = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
     except ValueError as err:
-        raise SpurbenchError(f"key '{key}': template {template!r} is malformed ({err}); write literal braces as {{{{ }}}}") from None
+        raise SpurbenchError(
+            f"key '{key}': template {template!r} is malformed ({err}); write literal braces as {{{{ }}}}"
+        ) from None
     bad = [n for n in names if n not in PLACEHOLDERS]
     if bad:
         raise SpurbenchError(
             f"key '{key}': unknown placeholder {{{bad[0]}}} in {template!r}; use {{token}} (the identifier) and {{noun}}"
         )
     if need_token and "token" not in names:
-        raise SpurbenchError(f"key '{key}': template {template!r} must contain {{token}}, the rare identifier the model learns")
+        raise SpurbenchError(
+            f"key '{key}': template {template!r} must contain {{token}}, the rare identifier the model learns"
+        )
     if not need_token and "token" in names:
-        raise SpurbenchError(f"key '{key}': the prior template {template!r} must not contain {{token}}; it describes the plain noun")
+        raise SpurbenchError(
+            f"key '{key}': the prior template {template!r} must not contain {{token}}; it describes the plain noun"
+        )
     if not need_token and "noun" not in names:
         raise SpurbenchError(f"key '{key}': template {template!r} must contain {{noun}}")
 

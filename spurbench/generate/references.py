@@ -36,7 +36,6 @@ if TYPE_CHECKING:
     from spurbench.generate.recipe import ClassEntry, Recipe
 
 
-
 @dataclass
 class ClassReferences:
     """The reference images of one class, as recorded in its manifest."""
@@ -68,7 +67,9 @@ def scan_spurious_imagenet(root: str | Path, url: str) -> list[SpuriousFolder]:
     return scan(root, url)
 
 
-def spurious_folder_for(folders: list[SpuriousFolder], index: int, component: int | None, root: str | Path) -> SpuriousFolder:
+def spurious_folder_for(
+    folders: list[SpuriousFolder], index: int, component: int | None, root: str | Path
+) -> SpuriousFolder:
     matches = [f for f in folders if f.index == index and (component is None or f.component == component)]
     if not matches:
         have = sorted({f.index for f in folders})
@@ -94,7 +95,9 @@ def list_images(folder: str | Path) -> list[Path]:
     """Image files directly inside `folder`, sorted by name (hidden files skipped)."""
     folder = Path(folder).expanduser()
     if not folder.is_dir():
-        raise SpurbenchError(f"reference folder '{folder}' does not exist; create it with the class's reference images or fix the path")
+        raise SpurbenchError(
+            f"reference folder '{folder}' does not exist; create it with the class's reference images or fix the path"
+        )
     files = image_files(folder)
     if not files:
         raise SpurbenchError(f"reference folder '{folder}' holds no image files ({', '.join(IMAGE_SUFFIXES)})")
@@ -103,7 +106,9 @@ def list_images(folder: str | Path) -> list[Path]:
 
 def image_files(folder: Path) -> list[Path]:
     """Image files (by suffix) directly inside an existing folder, sorted by name, hidden files skipped."""
-    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES)
+    return sorted(
+        p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
+    )
 
 
 def sample_photo(spec: str) -> np.ndarray:
@@ -168,7 +173,9 @@ def check_image(path: str | Path) -> str:
     try:
         data = path.read_bytes()
     except OSError as err:
-        raise SpurbenchError(f"cannot read reference image '{path}': {err.strerror or err}; fix its permissions or remove it") from None
+        raise SpurbenchError(
+            f"cannot read reference image '{path}': {err.strerror or err}; fix its permissions or remove it"
+        ) from None
     import io
 
     try:
@@ -192,7 +199,9 @@ def load_image(path: str | Path) -> Image.Image:
         with Image.open(path) as im:
             return im.convert("RGB")
     except Exception as err:
-        raise SpurbenchError(f"cannot read image '{path}' ({err.__class__.__name__}); replace or remove the file") from None
+        raise SpurbenchError(
+            f"cannot read image '{path}' ({err.__class__.__name__}); replace or remove the file"
+        ) from None
 
 
 def resolve_class(

@@ -231,8 +231,14 @@ def class_prior_images(
                 f.unlink()
         if n:
             sample(
-                get_pipeline(), jobs, batch_size=batch_size, num_inference_steps=num_inference_steps,
-                guidance_scale=guidance_scale, resolution=resolution, progress=progress, desc=f"priors '{noun}'",
+                get_pipeline(),
+                jobs,
+                batch_size=batch_size,
+                num_inference_steps=num_inference_steps,
+                guidance_scale=guidance_scale,
+                resolution=resolution,
+                progress=progress,
+                desc=f"priors '{noun}'",
             )
         write_json(marker, want)
     return [j.path for j in jobs]

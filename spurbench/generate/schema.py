@@ -11,7 +11,14 @@ from typing import Any, Union
 
 from spurbench.errors import SpurbenchError
 
-_TYPE_WORDS = {str: "a string", int: "an integer", float: "a number", bool: "true or false", dict: "a mapping", list: "a list"}
+_TYPE_WORDS = {
+    str: "a string",
+    int: "an integer",
+    float: "a number",
+    bool: "true or false",
+    dict: "a mapping",
+    list: "a list",
+}
 
 
 def convert(tp: Any, value: Any, where: str) -> Any:

@@ -43,35 +43,92 @@ _BARRIER_TIMEOUT = datetime.timedelta(hours=48)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     # Flags without a meaningful default use SUPPRESS, so --help does not print "(default: None)".
     none = argparse.SUPPRESS
-    parser.add_argument("--recipe", required=True, metavar="NAME|PATH", default=none,
-                        help="build recipe: a shipped name (smoke, spurious_imagenet, d3s, d3s_smoke) or a path to a YAML file like builders/smoke.yaml")
-    parser.add_argument("--out", metavar="DIR", default=none,
-                        help="folder to export the dataset to (Parquet shards + README.md card); replaced whole at the end")
-    parser.add_argument("--work-dir", default=none, metavar="DIR",
-                        help="folder for resumable state: references, class priors, fine-tuned models, generated images (default: <out>.work)")
-    parser.add_argument("--classes", nargs="+", default=none, metavar="K",
-                        help="build and export only these ImageNet class indices of the recipe, space- or comma-separated (default: all)")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                        help="where to train and sample; auto: CUDA if available (under `accelerate launch`, each process's GPU)")
-    parser.add_argument("--keep-weights", action=argparse.BooleanOptionalAction, default=none,
-                        help="keep each class's fine-tuned pipeline in <work>/classes/<k>/model (diffusers layout, safetensors) "
-                        "or delete it after generation (default: the recipe's keep_weights)")
-    parser.add_argument("--spurious-imagenet", default=none, metavar="DIR",
-                        help="where the Spurious ImageNet download is (the folder holding images/); overrides the recipe's references root")
-    parser.add_argument("--foregrounds", default=none, metavar="DIR",
-                        help="method d3s: the folder of class photos, one folder per WordNet id (e.g. ImageNet train); overrides the recipe's foregrounds.folder")
-    parser.add_argument("--backgrounds", default=none, metavar="DIR",
-                        help="method d3s: the folder of background templates, one folder per background word; overrides the recipe's backgrounds.folder")
-    parser.add_argument("--push-to-hub", default=none, metavar="ORG/NAME",
-                        help="after exporting, upload the dataset folder to this Hub dataset repo (token from `hf auth login`, never printed)")
+    parser.add_argument(
+        "--recipe",
+        required=True,
+        metavar="NAME|PATH",
+        default=none,
+        help="build recipe: a shipped name (smoke, spurious_imagenet, d3s, d3s_smoke) or a path to a YAML file like builders/smoke.yaml",
+    )
+    parser.add_argument(
+        "--out",
+        metavar="DIR",
+        default=none,
+        help="folder to export the dataset to (Parquet shards + README.md card); replaced whole at the end",
+    )
+    parser.add_argument(
+        "--work-dir",
+        default=none,
+        metavar="DIR",
+        help="folder for resumable state: references, class priors, fine-tuned models, generated images (default: <out>.work)",
+    )
+    parser.add_argument(
+        "--classes",
+        nargs="+",
+        default=none,
+        metavar="K",
+        help="build and export only these ImageNet class indices of the recipe, space- or comma-separated (default: all)",
+    )
+    parser.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="where to train and sample; auto: CUDA if available (under `accelerate launch`, each process's GPU)",
+    )
+    parser.add_argument(
+        "--keep-weights",
+        action=argparse.BooleanOptionalAction,
+        default=none,
+        help="keep each class's fine-tuned pipeline in <work>/classes/<k>/model (diffusers layout, safetensors) "
+        "or delete it after generation (default: the recipe's keep_weights)",
+    )
+    parser.add_argument(
+        "--spurious-imagenet",
+        default=none,
+        metavar="DIR",
+        help="where the Spurious ImageNet download is (the folder holding images/); overrides the recipe's references root",
+    )
+    parser.add_argument(
+        "--foregrounds",
+        default=none,
+        metavar="DIR",
+        help="method d3s: the folder of class photos, one folder per WordNet id (e.g. ImageNet train); overrides the recipe's foregrounds.folder",
+    )
+    parser.add_argument(
+        "--backgrounds",
+        default=none,
+        metavar="DIR",
+        help="method d3s: the folder of background templates, one folder per background word; overrides the recipe's backgrounds.folder",
+    )
+    parser.add_argument(
+        "--push-to-hub",
+        default=none,
+        metavar="ORG/NAME",
+        help="after exporting, upload the dataset folder to this Hub dataset repo (token from `hf auth login`, never printed)",
+    )
     parser.add_argument("--private", action="store_true", help="with --push-to-hub: create the Hub repo as private")
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars (stage messages are still printed)")
-    parser.add_argument("--plan", action="store_true",
-                        help="print what the build would cost and exit: stages, models and download sizes, images, disk, GPU-hours "
-                        "(FLOPs counted on the real architectures without loading any weights; spurbench.generate.cost)")
-    parser.add_argument("--plan-gpu", default="H100", metavar="GPU", help="with --plan: the GPU to price GPU-hours on (H100, H200, A100, L40S, L4)")
-    parser.add_argument("--plan-utilization", type=float, default=0.2, metavar="F",
-                        help="with --plan: the fraction of the GPU's peak FLOP/s the build reaches (an assumption; see benchmarks/cost_model.py --measure)")
+    parser.add_argument(
+        "--no-progress", action="store_true", help="hide progress bars (stage messages are still printed)"
+    )
+    parser.add_argument(
+        "--plan",
+        action="store_true",
+        help="print what the build would cost and exit: stages, models and download sizes, images, disk, GPU-hours "
+        "(FLOPs counted on the real architectures without loading any weights; spurbench.generate.cost)",
+    )
+    parser.add_argument(
+        "--plan-gpu",
+        default="H100",
+        metavar="GPU",
+        help="with --plan: the GPU to price GPU-hours on (H100, H200, A100, L40S, L4)",
+    )
+    parser.add_argument(
+        "--plan-utilization",
+        type=float,
+        default=0.2,
+        metavar="F",
+        help="with --plan: the fraction of the GPU's peak FLOP/s the build reaches (an assumption; see benchmarks/cost_model.py --measure)",
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -117,7 +174,16 @@ class Context:
 def run(args: argparse.Namespace) -> int:
     from spurbench.generate.recipe import load_recipe, recipe_hash
 
-    for name in ("out", "work_dir", "classes", "keep_weights", "spurious_imagenet", "foregrounds", "backgrounds", "push_to_hub"):
+    for name in (
+        "out",
+        "work_dir",
+        "classes",
+        "keep_weights",
+        "spurious_imagenet",
+        "foregrounds",
+        "backgrounds",
+        "push_to_hub",
+    ):
         if not hasattr(args, name):  # suppressed defaults (see add_arguments)
             setattr(args, name, None)
     for name, value in (("device", "auto"), ("private", False), ("no_progress", False)):
@@ -132,31 +198,52 @@ def run(args: argparse.Namespace) -> int:
     if getattr(args, "plan", False):  # the bill, before anything is loaded or written
         from spurbench.generate.cost import format_plan, plan
 
-        print(format_plan(plan(recipe, classes, recipe_path, gpu=getattr(args, "plan_gpu", "H100"),
-                               utilization=getattr(args, "plan_utilization", 0.2))))
+        print(
+            format_plan(
+                plan(
+                    recipe,
+                    classes,
+                    recipe_path,
+                    gpu=getattr(args, "plan_gpu", "H100"),
+                    utilization=getattr(args, "plan_utilization", 0.2),
+                )
+            )
+        )
         return 0
     if getattr(args, "out", None) is None:
-        raise SpurbenchError("the following argument is required: --out DIR (the folder to export the dataset to); or give --plan to see the cost only")
+        raise SpurbenchError(
+            "the following argument is required: --out DIR (the folder to export the dataset to); or give --plan to see the cost only"
+        )
     if args.push_to_hub is not None and not _HUB_REPO.match(args.push_to_hub):
-        raise SpurbenchError(f"--push-to-hub {args.push_to_hub!r} is not a Hub repo id; use ORG/NAME, e.g. my-org/spurious-imagenet-sfsl")
+        raise SpurbenchError(
+            f"--push-to-hub {args.push_to_hub!r} is not a Hub repo id; use ORG/NAME, e.g. my-org/spurious-imagenet-sfsl"
+        )
     out = Path(args.out).expanduser()
     from spurbench.dataset import check_out_folder
 
     # the export replaces --out whole: never a folder holding anything spurbench did not write, nor ., ~ or an input's folder
-    check_out_folder(out, [recipe_path] + [p for p in (args.spurious_imagenet, args.foregrounds, args.backgrounds) if p])
+    check_out_folder(
+        out, [recipe_path] + [p for p in (args.spurious_imagenet, args.foregrounds, args.backgrounds) if p]
+    )
     work = Path(args.work_dir).expanduser() if args.work_dir else out.with_name(out.name + ".work")
     if out.resolve() == work.resolve() or work.resolve() in out.resolve().parents:
-        raise SpurbenchError("--work-dir must not be --out or inside it (the export replaces --out whole); pick another folder")
+        raise SpurbenchError(
+            "--work-dir must not be --out or inside it (the export replaces --out whole); pick another folder"
+        )
 
     try:
         import torch
         from accelerate import PartialState
     except ImportError as err:
-        raise SpurbenchError(f"`spurbench build` needs the builder stack ({err.name} is missing); install it with: pip install \"spurbench[build]\"") from None
+        raise SpurbenchError(
+            f'`spurbench build` needs the builder stack ({err.name} is missing); install it with: pip install "spurbench[build]"'
+        ) from None
 
     cpu = args.device == "cpu" or not torch.cuda.is_available()
     if args.device == "cuda" and not torch.cuda.is_available():
-        raise SpurbenchError("--device cuda but no CUDA GPU is visible; use --device cpu (slow) or run on a GPU machine")
+        raise SpurbenchError(
+            "--device cuda but no CUDA GPU is visible; use --device cpu (slow) or run on a GPU machine"
+        )
     state = PartialState(cpu=cpu, timeout=_BARRIER_TIMEOUT)
     mixed_precision = recipe.mixed_precision
     if cpu and mixed_precision == "fp16":
@@ -164,14 +251,28 @@ def run(args: argparse.Namespace) -> int:
     from spurbench.dataset import portable_path
 
     # recorded in the card: paths relative to the working directory (or the folder's name), never a local absolute path
-    command = " ".join(["spurbench", "build", "--recipe", portable_path(args.recipe), "--out", portable_path(args.out)]
-                       + (["--classes", *[str(c.index) for c in classes]] if args.classes else []))
+    command = " ".join(
+        ["spurbench", "build", "--recipe", portable_path(args.recipe), "--out", portable_path(args.out)]
+        + (["--classes", *[str(c.index) for c in classes]] if args.classes else [])
+    )
     ctx = Context(
-        recipe=recipe, recipe_path=recipe_path, recipe_sha256=recipe_hash(recipe), classes=classes, out=out, work=work,
-        rank=state.process_index, world=state.num_processes, device=state.device, mixed_precision=mixed_precision,
+        recipe=recipe,
+        recipe_path=recipe_path,
+        recipe_sha256=recipe_hash(recipe),
+        classes=classes,
+        out=out,
+        work=work,
+        rank=state.process_index,
+        world=state.num_processes,
+        device=state.device,
+        mixed_precision=mixed_precision,
         keep_weights=recipe.keep_weights if args.keep_weights is None else args.keep_weights,
-        spurious_root=args.spurious_imagenet, progress=not args.no_progress, command=command, method=get_method(recipe.method),
-        foregrounds_root=args.foregrounds, backgrounds_root=args.backgrounds,
+        spurious_root=args.spurious_imagenet,
+        progress=not args.no_progress,
+        command=command,
+        method=get_method(recipe.method),
+        foregrounds_root=args.foregrounds,
+        backgrounds_root=args.backgrounds,
     )
     if hasattr(ctx.method, "check_inputs"):
         ctx.method.check_inputs(ctx)  # before anything is written
@@ -212,7 +313,12 @@ def run(args: argparse.Namespace) -> int:
         (ctx.work / DECISIONS_FILE).unlink(missing_ok=True)
         ctx.log(f"exported {out} in {time.perf_counter() - started:.1f} s")
         if args.push_to_hub:
-            push_to_hub(out, args.push_to_hub, private=args.private, message=f"spurbench build {recipe.name} (recipe sha256 {ctx.recipe_sha256[:12]})")
+            push_to_hub(
+                out,
+                args.push_to_hub,
+                private=args.private,
+                message=f"spurbench build {recipe.name} (recipe sha256 {ctx.recipe_sha256[:12]})",
+            )
             ctx.log(f"pushed to https://huggingface.co/datasets/{args.push_to_hub}")
     if ctx.world > 1:
         state.wait_for_everyone()  # nobody leaves before the export is in place
@@ -227,8 +333,10 @@ def check_licences(recipe_path: Path, recipe) -> None:
     """Refuse a recipe whose `licenses:` still holds a placeholder: the card would print it as the licence."""
     for key, value in (recipe.licenses or {}).items():
         if _LICENCE_PLACEHOLDER.match(str(value)):
-            raise SpurbenchError(f"recipe '{recipe_path}': key 'licenses.{key}' is the placeholder {str(value).strip()!r}; "
-                                 "write the real licence of those inputs there (it goes into the dataset card)")
+            raise SpurbenchError(
+                f"recipe '{recipe_path}': key 'licenses.{key}' is the placeholder {str(value).strip()!r}; "
+                "write the real licence of those inputs there (it goes into the dataset card)"
+            )
 
 
 #: the decisions of the export a rebuild replaces (image sha256 -> decision), kept in the work dir until carried
@@ -245,7 +353,9 @@ def _decisions_before(ctx: Context) -> dict[str, str]:
     decided = decided_images(ctx.out) if ctx.out.is_dir() else {}
     if decided:
         write_json(saved, decided)
-        ctx.log(f"--out holds {len(decided)} decision(s) by people; they are carried over to the rows with the same images")
+        ctx.log(
+            f"--out holds {len(decided)} decision(s) by people; they are carried over to the rows with the same images"
+        )
     elif saved.is_file():
         decided = json.loads(saved.read_text())
     return decided
@@ -260,9 +370,11 @@ def _park_decisions(ctx: Context, decided: dict[str, str]) -> None:
     lines, lost = decisions_for(ctx.out, decided)
     path = ctx.work / "decisions.csv"
     path.write_text("index,split,decision\n" + "".join(f"{i},{s},{d}\n" for i, s, d in lines))
-    ctx.log(f"this recipe has no verify: stage, so the new export has no `reviewed` column: {len(lines)} decision(s) are in "
-            f"{path}, apply them with `spurbench verify --dataset {portable_path(ctx.out)} --out {portable_path(ctx.out)} "
-            f"--decisions {path}`; {lost} could not be carried (their images changed)")
+    ctx.log(
+        f"this recipe has no verify: stage, so the new export has no `reviewed` column: {len(lines)} decision(s) are in "
+        f"{path}, apply them with `spurbench verify --dataset {portable_path(ctx.out)} --out {portable_path(ctx.out)} "
+        f"--decisions {path}`; {lost} could not be carried (their images changed)"
+    )
 
 
 def _select_classes(recipe, wanted: list[str] | None) -> list:
@@ -274,7 +386,9 @@ def _select_classes(recipe, wanted: list[str] | None) -> list:
         try:
             k = int(token)
         except ValueError:
-            raise SpurbenchError(f"--classes: {token!r} is not an ImageNet class index; give integers like 309 or 309,324") from None
+            raise SpurbenchError(
+                f"--classes: {token!r} is not an ImageNet class index; give integers like 309 or 309,324"
+            ) from None
         if k not in by_index:
             known = [str(i) for i in by_index]
             listed = ", ".join(known) if len(known) <= 20 else ", ".join(known[:10]) + f", ... ({len(known)} classes)"
@@ -303,7 +417,9 @@ def _init_work_dir(ctx: Context) -> str:
             try:
                 state = json.loads(path.read_text())
             except ValueError:
-                raise SpurbenchError(f"work dir state '{path}' is corrupt; delete the work dir '{ctx.work}' to start over") from None
+                raise SpurbenchError(
+                    f"work dir state '{path}' is corrupt; delete the work dir '{ctx.work}' to start over"
+                ) from None
             if state.get("recipe_sha256") != ctx.recipe_sha256:
                 raise SpurbenchError(
                     f"work dir '{ctx.work}' belongs to a build of recipe {state.get('recipe')!r} with sha256 {str(state.get('recipe_sha256'))[:12]}, "
@@ -330,19 +446,25 @@ def _base_model(ctx: Context) -> tuple[str, str | None]:
             if not (folder / "model_index.json").is_file():
                 from spurbench.generate.tiny_sd import make_tiny_stable_diffusion
 
-                ctx.log(f"building the tiny Stable Diffusion ({b.tiny.prediction_type}, seed {b.tiny.seed}) into {folder}")
+                ctx.log(
+                    f"building the tiny Stable Diffusion ({b.tiny.prediction_type}, seed {b.tiny.seed}) into {folder}"
+                )
                 tmp = folder.with_name("base.tmp")
                 shutil.rmtree(tmp, ignore_errors=True)
-                make_tiny_stable_diffusion(tmp, prediction_type=b.tiny.prediction_type, seed=b.tiny.seed, image_size=ctx.recipe.resolution)
+                make_tiny_stable_diffusion(
+                    tmp, prediction_type=b.tiny.prediction_type, seed=b.tiny.seed, image_size=ctx.recipe.resolution
+                )
                 shutil.rmtree(folder, ignore_errors=True)
                 os.replace(tmp, folder)
         return str(folder), None
     local = Path(b.id).expanduser()
     if not local.is_absolute():
-        local = (Path.cwd() / local)
+        local = Path.cwd() / local
     if local.is_dir():
         if not (local / "model_index.json").is_file():
-            raise SpurbenchError(f"base_model.id '{b.id}' is a folder without model_index.json; give a diffusers pipeline folder or a Hub id")
+            raise SpurbenchError(
+                f"base_model.id '{b.id}' is a folder without model_index.json; give a diffusers pipeline folder or a Hub id"
+            )
         return str(local), b.revision
     from diffusers import DiffusionPipeline
 
@@ -410,7 +532,11 @@ def stage_classes(ctx: Context, pending: list, refs: dict, prepared: Any) -> Non
 
     m = ctx.method
     if not pending:
-        ctx.log(f"stages {m.STAGES}: every class of this process is already done" if ctx.classes[ctx.rank :: ctx.world] else f"stages {m.STAGES}: no classes for this process")
+        ctx.log(
+            f"stages {m.STAGES}: every class of this process is already done"
+            if ctx.classes[ctx.rank :: ctx.world]
+            else f"stages {m.STAGES}: no classes for this process"
+        )
         return
     number, _, what = m.STAGES.partition(" ")
     ctx.log(f"stages {m.STAGES}: {len(pending)} class(es)")
@@ -419,9 +545,16 @@ def stage_classes(ctx: Context, pending: list, refs: dict, prepared: Any) -> Non
         bar.set_postfix_str(f"class {entry.index}")
         fields = m.make_class(ctx, entry, refs, prepared)
         _free_accelerator_memory()
-        write_json(ctx.class_dir(entry.index) / CLASS_MARKER, {
-            "index": entry.index, "recipe_sha256": ctx.recipe_sha256, "rank": ctx.rank, "world_size": ctx.world, **fields,
-        })
+        write_json(
+            ctx.class_dir(entry.index) / CLASS_MARKER,
+            {
+                "index": entry.index,
+                "recipe_sha256": ctx.recipe_sha256,
+                "rank": ctx.rank,
+                "world_size": ctx.world,
+                **fields,
+            },
+        )
         after = getattr(m, "after_marker", None)
         if after is not None:
             after(ctx, entry)
@@ -466,7 +599,10 @@ def stage_export(ctx: Context, base_revision: str | None, created: str, out: Pat
         )
     r = ctx.recipe
     markers = {c.index: json.loads((ctx.class_dir(c.index) / CLASS_MARKER).read_text()) for c in ctx.classes}
-    refs = {c.index: ClassReferences.from_json((ctx.work / "references" / f"{c.index}.json").read_text()) for c in ctx.classes}
+    refs = {
+        c.index: ClassReferences.from_json((ctx.work / "references" / f"{c.index}.json").read_text())
+        for c in ctx.classes
+    }
     for c in ctx.classes:
         verify_unchanged(refs[c.index])
     splits, extra_features, counts = ctx.method.export_splits(ctx, markers, refs)
@@ -507,8 +643,13 @@ def stage_export(ctx: Context, base_revision: str | None, created: str, out: Pat
     out = out or ctx.out
     for stale in [*out.parent.glob(f".{out.name}.tmp-*"), *out.parent.glob(f".{out.name}.old-*")]:
         shutil.rmtree(stale, ignore_errors=True)
-    write_dataset(out, {split: counted(rows) for split, rows in splits.items()}, card, extra_features=extra_features,
-                  label_names=label_set[1] if label_set else None)
+    write_dataset(
+        out,
+        {split: counted(rows) for split, rows in splits.items()},
+        card,
+        extra_features=extra_features,
+        label_names=label_set[1] if label_set else None,
+    )
     bar.close()
     return out
 
@@ -545,7 +686,11 @@ def scheduler_record(ctx: Context) -> dict[str, Any] | None:
     if hook is not None:
         source, revision, name = hook(ctx)
     else:
-        source, revision, name = ctx.base_model, None, getattr(getattr(ctx.recipe, "generation", None), "scheduler", None)
+        source, revision, name = (
+            ctx.base_model,
+            None,
+            getattr(getattr(ctx.recipe, "generation", None), "scheduler", None),
+        )
     if source is None:
         return None
     path = Path(source) / "scheduler" / "scheduler_config.json"
@@ -565,7 +710,9 @@ def scheduler_record(ctx: Context) -> dict[str, Any] | None:
         import diffusers
 
         config = dict(getattr(diffusers, name).from_config(config).config)
-    plain = json.loads(json.dumps({k: v for k, v in config.items() if not k.startswith("_")}, sort_keys=True, default=list))
+    plain = json.loads(
+        json.dumps({k: v for k, v in config.items() if not k.startswith("_")}, sort_keys=True, default=list)
+    )
     return {"class": cls_name, "config": plain}
 
 

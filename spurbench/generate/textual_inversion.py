@@ -62,13 +62,17 @@ class InversionConfig:
         d = dict(d or {})
         unknown = sorted(set(d) - set(cls.__dataclass_fields__))
         if unknown:
-            raise SpurbenchError(f"textual_inversion has unknown key(s) {', '.join(unknown)}; allowed: {', '.join(cls.__dataclass_fields__)}")
+            raise SpurbenchError(
+                f"textual_inversion has unknown key(s) {', '.join(unknown)}; allowed: {', '.join(cls.__dataclass_fields__)}"
+            )
         cfg = cls(**d)
         for key in ("max_train_steps", "train_batch_size", "gradient_accumulation_steps", "resolution"):
             if not isinstance(getattr(cfg, key), int) or getattr(cfg, key) < 1:
                 raise SpurbenchError(f"textual_inversion.{key} must be a positive integer, got {getattr(cfg, key)!r}")
         if not cfg.templates or not all(isinstance(t, str) and "{}" in t for t in cfg.templates):
-            raise SpurbenchError("textual_inversion.templates must be a non-empty list of prompts each containing {} (where the token goes)")
+            raise SpurbenchError(
+                "textual_inversion.templates must be a non-empty list of prompts each containing {} (where the token goes)"
+            )
         return cfg
 
     @property
@@ -96,12 +100,18 @@ class LearnedToken:
 def add_token(tokenizer, text_encoder, placeholder: str, initializer: str) -> int:
     """Add `placeholder` to the tokenizer and give its embedding row the initializer word's embedding."""
     if placeholder in tokenizer.get_vocab() or tokenizer.add_tokens(placeholder) != 1:
-        raise SpurbenchError(f"placeholder token {placeholder!r} is already in the tokenizer's vocabulary; pick a new one like <class-123>")
+        raise SpurbenchError(
+            f"placeholder token {placeholder!r} is already in the tokenizer's vocabulary; pick a new one like <class-123>"
+        )
     init_ids = tokenizer.encode(initializer, add_special_tokens=False)
     if not init_ids:
-        raise SpurbenchError(f"initializer word {initializer!r} is empty after tokenisation; give a word such as the class's name")
+        raise SpurbenchError(
+            f"initializer word {initializer!r} is empty after tokenisation; give a word such as the class's name"
+        )
     token_id = tokenizer.convert_tokens_to_ids(placeholder)
-    if token_id >= text_encoder.get_input_embeddings().num_embeddings:  # never shrink a matrix larger than the vocabulary
+    if (
+        token_id >= text_encoder.get_input_embeddings().num_embeddings
+    ):  # never shrink a matrix larger than the vocabulary
         text_encoder.resize_token_embeddings(len(tokenizer))
     weight = text_encoder.get_input_embeddings().weight
     with torch.no_grad():
@@ -131,7 +141,9 @@ def learn_token(
         raise SpurbenchError(f"no images to learn {placeholder!r} from; the class needs at least one source image")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     parts = _load_components(base_model, revision)
-    tokenizer, text_encoder, vae, unet, scheduler = (parts[k] for k in ("tokenizer", "text_encoder", "vae", "unet", "noise_scheduler"))
+    tokenizer, text_encoder, vae, unet, scheduler = (
+        parts[k] for k in ("tokenizer", "text_encoder", "vae", "unet", "noise_scheduler")
+    )
     token_id = add_token(tokenizer, text_encoder, placeholder, initializer)
 
     weight_dtype = torch.float16 if device.type == "cuda" else torch.float32
@@ -147,21 +159,33 @@ def learn_token(
     optimizer = torch.optim.AdamW([embeddings.weight], lr=config.effective_lr, weight_decay=config.weight_decay)
 
     with torch.no_grad():  # the images never change: encode them once
-        latents = torch.cat([
-            vae.encode(pixel_tensor(im, config.resolution)[None].to(device, weight_dtype)).latent_dist.mean
-            for im in images
-        ]).float() * vae.config.scaling_factor
+        latents = (
+            torch.cat(
+                [
+                    vae.encode(pixel_tensor(im, config.resolution)[None].to(device, weight_dtype)).latent_dist.mean
+                    for im in images
+                ]
+            ).float()
+            * vae.config.scaling_factor
+        )
     rng = random.Random(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
     losses: list[float] = []
     bsz, accum = config.train_batch_size, config.gradient_accumulation_steps
-    for _ in tqdm(range(config.max_train_steps), desc=f"textual inversion {placeholder}", leave=False, disable=not progress):
+    for _ in tqdm(
+        range(config.max_train_steps), desc=f"textual inversion {placeholder}", leave=False, disable=not progress
+    ):
         step_loss = 0.0
         for _ in range(accum):
             index = [rng.randrange(len(latents)) for _ in range(bsz)]
             prompts = [rng.choice(config.templates).format(placeholder) for _ in index]
-            ids = tokenizer(prompts, padding="max_length", truncation=True, max_length=tokenizer.model_max_length,
-                            return_tensors="pt").input_ids.to(device)
+            ids = tokenizer(
+                prompts,
+                padding="max_length",
+                truncation=True,
+                max_length=tokenizer.model_max_length,
+                return_tensors="pt",
+            ).input_ids.to(device)
             z0 = latents[index]
             noise = torch.randn(z0.shape, generator=gen).to(device)
             t = torch.randint(0, scheduler.config.num_train_timesteps, (bsz,), generator=gen).to(device)

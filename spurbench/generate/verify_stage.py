@@ -43,7 +43,9 @@ def parse_verify_section(value: Any) -> VerifySection | None:
         return None
     section = convert(VerifySection, value, SECTION)
     if section.detector not in detection.DETECTORS:
-        raise SpurbenchError(f"key '{SECTION}.detector': unknown detector {section.detector!r}; use one of {', '.join(detection.DETECTORS)}")
+        raise SpurbenchError(
+            f"key '{SECTION}.detector': unknown detector {section.detector!r}; use one of {', '.join(detection.DETECTORS)}"
+        )
     if section.threshold is not None and not 0 <= section.threshold <= 1:
         raise SpurbenchError(f"key '{SECTION}.threshold' must be a score between 0 and 1, got {section.threshold}")
     if section.batch_size < 1:
@@ -65,15 +67,28 @@ def stage_verify(ctx, section: VerifySection, unverified: Path, carry: dict[str,
 
     ctx.log(f"stage verify: {section.detector} checks every image for its class's object -> {ctx.out}")
     record = verify_dataset(
-        unverified, ctx.out, detector=section.detector, detector_model=section.model, detector_revision=section.revision,
-        threshold=section.threshold, batch_size=section.batch_size, device=str(ctx.device), command=ctx.command,
-        progress=ctx.progress, cache=ctx.work / "verify" / "detections.jsonl", carry=carry or None,
+        unverified,
+        ctx.out,
+        detector=section.detector,
+        detector_model=section.model,
+        detector_revision=section.revision,
+        threshold=section.threshold,
+        batch_size=section.batch_size,
+        device=str(ctx.device),
+        command=ctx.command,
+        progress=ctx.progress,
+        cache=ctx.work / "verify" / "detections.jsonl",
+        carry=carry or None,
         threshold_source=None if section.threshold is None else "the recipe's `verify:` section (verify.threshold)",
     )
     if carry:
         c = record["decisions_carried"]
-        ctx.log(f"stage verify: carried {c['carried']} decision(s) over to rows with the same image bytes; "
-                f"{c['not_carried']} could not be carried (their images changed)")
+        ctx.log(
+            f"stage verify: carried {c['carried']} decision(s) over to rows with the same image bytes; "
+            f"{c['not_carried']} could not be carried (their images changed)"
+        )
     for split, c in record["splits"].items():
-        ctx.log(f"stage verify: {split}: {c['checked']} checked, {c['failed']} failed the check (threshold {record['threshold']})")
+        ctx.log(
+            f"stage verify: {split}: {c['checked']} checked, {c['failed']} failed the check (threshold {record['threshold']})"
+        )
     return ctx.out

@@ -15,17 +15,31 @@ from spurbench.errors import SpurbenchError
 
 #: source name -> (module, one-line summary)
 IMPORTERS: dict[str, tuple[str, str]] = {
-    "spurious-imagenet": ("spurbench.importers.spurious_imagenet", "the Spurious ImageNet release (images/<class>_<component> folders, or --download) as a spurious set"),
-    "waterbirds": ("spurbench.importers.waterbirds", "the Waterbirds folder (metadata.csv + images) as a group-labelled two-class set"),
+    "spurious-imagenet": (
+        "spurbench.importers.spurious_imagenet",
+        "the Spurious ImageNet release (images/<class>_<component> folders, or --download) as a spurious set",
+    ),
+    "waterbirds": (
+        "spurbench.importers.waterbirds",
+        "the Waterbirds folder (metadata.csv + images) as a group-labelled two-class set",
+    ),
 }
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="source", metavar="<source>", help="the dataset to import; `spurbench import <source> --help` for its flags")
+    sub = parser.add_subparsers(
+        dest="source",
+        metavar="<source>",
+        help="the dataset to import; `spurbench import <source> --help` for its flags",
+    )
     for name, (module_name, summary) in IMPORTERS.items():
         module = importlib.import_module(module_name)
-        p = sub.add_parser(name, help=summary, description=module.__doc__ or summary,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p = sub.add_parser(
+            name,
+            help=summary,
+            description=module.__doc__ or summary,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         module.add_arguments(p)
         p.set_defaults(_import_run=module.run)
 
@@ -33,5 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if not getattr(args, "_import_run", None):
         known = ", ".join(IMPORTERS) or "none yet"
-        raise SpurbenchError(f"name the source to import, one of: {known}; e.g. `spurbench import <source> DIR --out DIR`")
+        raise SpurbenchError(
+            f"name the source to import, one of: {known}; e.g. `spurbench import <source> DIR --out DIR`"
+        )
     return int(args._import_run(args) or 0)

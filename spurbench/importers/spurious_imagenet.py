@@ -53,12 +53,23 @@ def release_rows(root: str | Path) -> list[dict]:
                 with Image.open(path) as im:
                     im.load()  # the whole image, so a truncated file is caught before writing
             except Exception as err:
-                raise SpurbenchError(f"image '{path}' cannot be read ({err.__class__.__name__}); re-extract the release") from None
-            rows.append({
-                "image": encode_image(path), "label": f.index, "class_name": imagenet.class_name(f.index),
-                "spurious_feature": features.get(f.index, ""), "component": f.component, "source": "reference",
-                "builder": BUILDER, "prompt": "", "seed": -1, "file": f"{f.path.name}/{path.name}",
-            })
+                raise SpurbenchError(
+                    f"image '{path}' cannot be read ({err.__class__.__name__}); re-extract the release"
+                ) from None
+            rows.append(
+                {
+                    "image": encode_image(path),
+                    "label": f.index,
+                    "class_name": imagenet.class_name(f.index),
+                    "spurious_feature": features.get(f.index, ""),
+                    "component": f.component,
+                    "source": "reference",
+                    "builder": BUILDER,
+                    "prompt": "",
+                    "seed": -1,
+                    "file": f"{f.path.name}/{path.name}",
+                }
+            )
     return rows
 
 
@@ -79,10 +90,16 @@ def import_release(root: str | Path, out: str | Path, archive: dict | None = Non
         f"class/component folders over {len(classes)} ImageNet classes. Each photo shows a spurious feature of its class "
         "`label` but not the class object: a classifier predicting `label` is fooled.\n\n"
         f"Release: {release.RELEASE_REPOSITORY} ({archive['url'] if archive else 'an unpacked copy'}"
-        + (f", SHA-256 {archive['sha256']}" if archive else "") + ").\n\n"
+        + (f", SHA-256 {archive['sha256']}" if archive else "")
+        + ").\n\n"
         f"Licence: {release.LICENCE_NOTE}\n\nCitation:\n\n```bibtex\n{release.CITATION}\n```"
     )
-    provenance = {"source": BUILDER, "release": release.RELEASE_REPOSITORY, "num_folders": len(pairs), "num_classes": len(classes)}
+    provenance = {
+        "source": BUILDER,
+        "release": release.RELEASE_REPOSITORY,
+        "num_folders": len(pairs),
+        "num_classes": len(classes),
+    }
     if archive:
         provenance.update(archive_url=archive["url"], archive_sha256=archive["sha256"])
     card = DatasetCard(
@@ -119,21 +136,38 @@ def unpack(archive: Path, folder: Path) -> None:
             members = zf.infolist()
             for m in members:
                 if not (base / m.filename).resolve().is_relative_to(base):
-                    raise SpurbenchError(f"archive '{archive}' has a member '{m.filename}' outside its folder; not unpacking it")
+                    raise SpurbenchError(
+                        f"archive '{archive}' has a member '{m.filename}' outside its folder; not unpacking it"
+                    )
             for m in tqdm(members, desc="unpacking", unit="file", disable=None, leave=False):
                 zf.extract(m, base)
     except zipfile.BadZipFile:
-        raise SpurbenchError(f"'{archive}' is not a zip archive (damaged download?); delete it and re-run with --download") from None
+        raise SpurbenchError(
+            f"'{archive}' is not a zip archive (damaged download?); delete it and re-run with --download"
+        ) from None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("folder", metavar="DIR",
-                        help="the unpacked release (holding images/<class folders>); with --download, where to download and unpack it")
-    parser.add_argument("--out", required=True, metavar="DIR", help="dataset folder to write (a new folder, or a spurbench dataset folder, which is replaced whole)")
-    parser.add_argument("--download", action="store_true",
-                        help="fetch the release archive into DIR first (resumes an interrupted download), unpack it, then import")
+    parser.add_argument(
+        "folder",
+        metavar="DIR",
+        help="the unpacked release (holding images/<class folders>); with --download, where to download and unpack it",
+    )
+    parser.add_argument(
+        "--out",
+        required=True,
+        metavar="DIR",
+        help="dataset folder to write (a new folder, or a spurbench dataset folder, which is replaced whole)",
+    )
+    parser.add_argument(
+        "--download",
+        action="store_true",
+        help="fetch the release archive into DIR first (resumes an interrupted download), unpack it, then import",
+    )
     parser.add_argument("--url", default=release.RELEASE_URL, help="the release archive to fetch with --download")
-    parser.add_argument("--sha256", default=None, metavar="HEX", help="with --download: refuse an archive whose SHA-256 differs")
+    parser.add_argument(
+        "--sha256", default=None, metavar="HEX", help="with --download: refuse an archive whose SHA-256 differs"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

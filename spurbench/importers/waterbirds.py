@@ -44,7 +44,9 @@ def read_metadata(root: Path) -> list[dict]:
     """Parsed, checked rows of `root/metadata.csv`: {path, y, place, split} with split as its name."""
     meta = root / "metadata.csv"
     if not meta.is_file():
-        raise SpurbenchError(f"'{root}' has no metadata.csv; give the Waterbirds folder (the one holding metadata.csv and the image folders)")
+        raise SpurbenchError(
+            f"'{root}' has no metadata.csv; give the Waterbirds folder (the one holding metadata.csv and the image folders)"
+        )
     try:
         with open(meta, newline="") as fh:
             reader = csv.DictReader(fh)
@@ -56,7 +58,9 @@ def read_metadata(root: Path) -> list[dict]:
                 )
             raw = list(reader)
     except (UnicodeDecodeError, csv.Error) as err:
-        raise SpurbenchError(f"cannot parse '{meta}' as CSV ({err.__class__.__name__}: {err}); restore the original metadata.csv") from None
+        raise SpurbenchError(
+            f"cannot parse '{meta}' as CSV ({err.__class__.__name__}: {err}); restore the original metadata.csv"
+        ) from None
     if not raw:
         raise SpurbenchError(f"'{meta}' has a header but no rows; restore the original metadata.csv")
     rows = []
@@ -79,7 +83,9 @@ def read_metadata(root: Path) -> list[dict]:
             raise SpurbenchError(f"'{meta}' line {line}: img_filename is empty; restore the original metadata.csv")
         path = root / name
         if not path.is_file():
-            raise SpurbenchError(f"image '{path}' named on line {line} of '{meta}' does not exist; re-extract the Waterbirds archive")
+            raise SpurbenchError(
+                f"image '{path}' named on line {line} of '{meta}' does not exist; re-extract the Waterbirds archive"
+            )
         rows.append({"path": path, "y": values["y"], "place": values["place"], "split": SPLIT_NAMES[values["split"]]})
     return rows
 
@@ -109,11 +115,15 @@ def import_waterbirds(root: str | Path, out: str | Path) -> Path:
     root = Path(root).expanduser()
     check_out_folder(out, [root])  # before reading anything: the import replaces --out whole
     if not root.is_dir():
-        raise SpurbenchError(f"Waterbirds folder '{root}' does not exist; download and extract waterbird_complete95_forest2water2.tar.gz and pass its folder")
+        raise SpurbenchError(
+            f"Waterbirds folder '{root}' does not exist; download and extract waterbird_complete95_forest2water2.tar.gz and pass its folder"
+        )
     rows = read_metadata(root)
     splits = {s: [contract_row(r) for r in rows if r["split"] == s] for s in SPLIT_NAMES}
     splits = {s: v for s, v in splits.items() if v}
-    counts = {s: {g: sum(1 for r in v if r["group"] == g) for g in sorted({r["group"] for r in v})} for s, v in splits.items()}
+    counts = {
+        s: {g: sum(1 for r in v if r["group"] == g) for g in sorted({r["group"] for r in v})} for s, v in splits.items()
+    }
     card = DatasetCard(
         pretty_name="Waterbirds (imported by spurbench)",
         body=(
@@ -137,8 +147,15 @@ def import_waterbirds(root: str | Path, out: str | Path) -> Path:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("folder", metavar="DIR", help="the Waterbirds folder holding metadata.csv and the images it names")
-    parser.add_argument("--out", required=True, metavar="DIR", help="dataset folder to write (a new folder, or a spurbench dataset folder, which is replaced whole)")
+    parser.add_argument(
+        "folder", metavar="DIR", help="the Waterbirds folder holding metadata.csv and the images it names"
+    )
+    parser.add_argument(
+        "--out",
+        required=True,
+        metavar="DIR",
+        help="dataset folder to write (a new folder, or a spurbench dataset folder, which is replaced whole)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

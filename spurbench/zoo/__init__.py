@@ -38,8 +38,10 @@ def public_name(model: str) -> str:
 
     zoo, _, rest = model.partition(":")
     if zoo == "open_clip" and rest.startswith("local-dir:"):
-        return f"open_clip:local-dir:{Path(rest[len('local-dir:'):]).name or rest}"
-    if zoo == "transformers" and (rest.startswith(("/", ".", "~")) or rest.count("/") != 1 or Path(rest).expanduser().is_dir()):
+        return f"open_clip:local-dir:{Path(rest[len('local-dir:') :]).name or rest}"
+    if zoo == "transformers" and (
+        rest.startswith(("/", ".", "~")) or rest.count("/") != 1 or Path(rest).expanduser().is_dir()
+    ):
         return f"transformers:{Path(rest).name or rest}"
     return model
 
@@ -56,12 +58,15 @@ def check_zoo_name(model: str) -> None:
         if not rest.strip():
             raise SpurbenchError(f"'{model}' names no model; write transformers:org/repo or transformers:FOLDER")
     else:
-        raise SpurbenchError(f"'{model}' is not a zoo model name; use open_clip:ARCH/TAG, open_clip:hf-hub:org/repo, "
-                             "open_clip:local-dir:DIR, transformers:org/repo or transformers:DIR")
+        raise SpurbenchError(
+            f"'{model}' is not a zoo model name; use open_clip:ARCH/TAG, open_clip:hf-hub:org/repo, "
+            "open_clip:local-dir:DIR, transformers:org/repo or transformers:DIR"
+        )
 
 
-def load_zoo_model(model: str, device: str | torch.device, label_names: list[str] | None, templates: str | None,
-                   classnames: str | None) -> ZooModel:
+def load_zoo_model(
+    model: str, device: str | torch.device, label_names: list[str] | None, templates: str | None, classnames: str | None
+) -> ZooModel:
     """The zoo model `model` for a label set: ImageNet-1k (`label_names` None) or the dataset's own names."""
     check_zoo_name(model)
     zoo, rest = model.split(":", 1)

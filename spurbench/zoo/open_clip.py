@@ -30,7 +30,9 @@ def _import():
     try:
         import open_clip
     except ImportError:
-        raise SpurbenchError('open_clip models need the open_clip_torch package; `pip install "spurbench[zoo]"`') from None
+        raise SpurbenchError(
+            'open_clip models need the open_clip_torch package; `pip install "spurbench[zoo]"`'
+        ) from None
     return open_clip
 
 
@@ -50,21 +52,26 @@ def list_models(pattern: str) -> list[str]:
 def check_name(rest: str) -> None:
     """`rest` is what follows `open_clip:`: hf-hub:org/repo, local-dir:DIR, or ARCH/TAG from list_pretrained()."""
     if rest.startswith("hf-hub:"):
-        if rest.count("/") < 1 or not rest[len("hf-hub:"):].strip("/"):
+        if rest.count("/") < 1 or not rest[len("hf-hub:") :].strip("/"):
             raise SpurbenchError(f"'open_clip:{rest}' is not a Hub model name; write open_clip:hf-hub:org/repo")
         return
     if rest.startswith("local-dir:"):
-        folder = Path(rest[len("local-dir:"):]).expanduser()
+        folder = Path(rest[len("local-dir:") :]).expanduser()
         if not (folder / "open_clip_config.json").is_file():
-            raise SpurbenchError(f"'open_clip:{rest}': folder '{folder}' has no open_clip_config.json; point local-dir: at a folder "
-                                 "holding open_clip_config.json and open_clip_model.safetensors")
+            raise SpurbenchError(
+                f"'open_clip:{rest}': folder '{folder}' has no open_clip_config.json; point local-dir: at a folder "
+                "holding open_clip_config.json and open_clip_model.safetensors"
+            )
         if weights_in_folder(folder, _WEIGHT_FILES) is None:
             raise SpurbenchError(f"'open_clip:{rest}': folder '{folder}' has no {' or '.join(_WEIGHT_FILES)}")
         return
     if rest not in pretrained_names():
         close = difflib.get_close_matches(rest, pretrained_names(), n=5, cutoff=0.6)
-        raise SpurbenchError(f"unknown open_clip model '{rest}'; write ARCH/TAG as open_clip.list_pretrained() names them"
-                             + (f" (close: {', '.join(close)})" if close else "") + ", or open_clip:hf-hub:org/repo, open_clip:local-dir:DIR")
+        raise SpurbenchError(
+            f"unknown open_clip model '{rest}'; write ARCH/TAG as open_clip.list_pretrained() names them"
+            + (f" (close: {', '.join(close)})" if close else "")
+            + ", or open_clip:hf-hub:org/repo, open_clip:local-dir:DIR"
+        )
 
 
 def split_transform(preprocess: Any) -> tuple[Callable, dict | None]:
@@ -75,19 +82,22 @@ def split_transform(preprocess: Any) -> tuple[Callable, dict | None]:
     steps = list(getattr(preprocess, "transforms", []))
     if len(steps) >= 2 and isinstance(steps[-2], T.ToTensor) and isinstance(steps[-1], T.Normalize):
         norm = steps[-1]
-        return T.Compose([*steps[:-2], T.PILToTensor()]), {"mean": tuple(map(float, norm.mean)), "std": tuple(map(float, norm.std))}
+        return T.Compose([*steps[:-2], T.PILToTensor()]), {
+            "mean": tuple(map(float, norm.mean)),
+            "std": tuple(map(float, norm.std)),
+        }
     return preprocess, None
 
 
 def _weights_record(rest: str, open_clip: Any) -> dict:
     if rest.startswith("local-dir:"):
-        folder = Path(rest[len("local-dir:"):]).expanduser()
+        folder = Path(rest[len("local-dir:") :]).expanduser()
         path = weights_in_folder(folder, _WEIGHT_FILES)
         return {"source": f"open_clip:local-dir:{folder.name}/{path.name}", "sha256": sha256_file(path)}
     if rest.startswith("hf-hub:"):
         from huggingface_hub import try_to_load_from_cache
 
-        repo = rest[len("hf-hub:"):]
+        repo = rest[len("hf-hub:") :]
         for name in _WEIGHT_FILES:
             found = try_to_load_from_cache(repo, name)
             if isinstance(found, str) and Path(found).is_file():
@@ -98,13 +108,17 @@ def _weights_record(rest: str, open_clip: Any) -> dict:
     return {"source": f"open_clip:{rest}", "sha256": sha256_file(path) if path and Path(path).is_file() else None}
 
 
-def load(rest: str, device: str | torch.device, label_names: list[str] | None, templates: str | None,
-         classnames: str | None) -> ZooModel:
+def load(
+    rest: str, device: str | torch.device, label_names: list[str] | None, templates: str | None, classnames: str | None
+) -> ZooModel:
     open_clip = _import()
     names, names_from = zero_shot.load_classnames(classnames, label_names)
     prompts, prompts_from = zero_shot.load_templates(templates)
     if rest.startswith(("hf-hub:", "local-dir:")):
-        model_name, tag = (rest if rest.startswith("hf-hub:") else f"local-dir:{Path(rest[len('local-dir:'):]).expanduser()}"), None
+        model_name, tag = (
+            (rest if rest.startswith("hf-hub:") else f"local-dir:{Path(rest[len('local-dir:') :]).expanduser()}"),
+            None,
+        )
     else:
         model_name, tag = rest.split("/", 1)
     try:
@@ -112,8 +126,10 @@ def load(rest: str, device: str | torch.device, label_names: list[str] | None, t
         tokenizer = open_clip.get_tokenizer(model_name)
         weights = _weights_record(rest, open_clip)
     except Exception as err:
-        raise SpurbenchError(f"cannot load open_clip model '{rest}' ({hub_failure_reason(err, short_error(err))}); "
-                             "offline, use open_clip:local-dir:DIR with the model's open_clip_config.json and weights") from None
+        raise SpurbenchError(
+            f"cannot load open_clip model '{rest}' ({hub_failure_reason(err, short_error(err))}); "
+            "offline, use open_clip:local-dir:DIR with the model's open_clip_config.json and weights"
+        ) from None
     model.eval().requires_grad_(False)
     dev = zero_shot.head_device(device)
     model.to(dev)
@@ -121,21 +137,45 @@ def load(rest: str, device: str | torch.device, label_names: list[str] | None, t
     def encode_text(texts: list[str]) -> torch.Tensor:
         return model.encode_text(tokenizer(texts).to(dev), normalize=True)
 
-    key = {"library": "open_clip", "model": rest if not rest.startswith("local-dir:") else "local-dir",
-           "weights_sha256": weights["sha256"], "templates": zero_shot.text_sha256(prompts), "classnames": zero_shot.text_sha256(names)}
-    if rest.startswith("local-dir:"):  # a folder is known by its files: the config (text tower, tokenizer) and the weights
-        key["config_sha256"] = sha256_file(Path(model_name[len("local-dir:"):]) / "open_clip_config.json")
-    head, _ = zero_shot.cached_head(key, lambda: zero_shot.build_head(encode_text, names, prompts, desc=f"open_clip:{rest} head"))
+    key = {
+        "library": "open_clip",
+        "model": rest if not rest.startswith("local-dir:") else "local-dir",
+        "weights_sha256": weights["sha256"],
+        "templates": zero_shot.text_sha256(prompts),
+        "classnames": zero_shot.text_sha256(names),
+    }
+    if rest.startswith(
+        "local-dir:"
+    ):  # a folder is known by its files: the config (text tower, tokenizer) and the weights
+        key["config_sha256"] = sha256_file(Path(model_name[len("local-dir:") :]) / "open_clip_config.json")
+    head, _ = zero_shot.cached_head(
+        key, lambda: zero_shot.build_head(encode_text, names, prompts, desc=f"open_clip:{rest} head")
+    )
     model.to(device)
     transform, norm = split_transform(preprocess)
     size = model.visual.image_size
     h, w = (size, size) if isinstance(size, int) else tuple(size)
     cfg = dict(getattr(model.visual, "preprocess_cfg", {}) or {})
-    data_config = {"input_size": (3, int(h), int(w)), "mean": norm["mean"] if norm else tuple(cfg.get("mean", ())),
-                   "std": norm["std"] if norm else tuple(cfg.get("std", ())), "interpolation": cfg.get("interpolation", "bicubic"),
-                   "crop_pct": 1.0, "resize_mode": cfg.get("resize_mode", "shortest")}
+    data_config = {
+        "input_size": (3, int(h), int(w)),
+        "mean": norm["mean"] if norm else tuple(cfg.get("mean", ())),
+        "std": norm["std"] if norm else tuple(cfg.get("std", ())),
+        "interpolation": cfg.get("interpolation", "bicubic"),
+        "crop_pct": 1.0,
+        "resize_mode": cfg.get("resize_mode", "shortest"),
+    }
     clf = zero_shot.ZeroShotClassifier(model, lambda m, x: m.encode_image(x, normalize=True), head.to(device))
-    info = {"library": "open_clip", "version": open_clip.__version__, "transform": repr(transform).replace("\n", " "),
-            "zero_shot": zero_shot.describe(prompts, prompts_from, names, names_from)}
-    return ZooModel(model=clf, data_config=data_config, transform=transform, weights=weights,
-                    num_params=sum(p.numel() for p in model.parameters()), info=info)
+    info = {
+        "library": "open_clip",
+        "version": open_clip.__version__,
+        "transform": repr(transform).replace("\n", " "),
+        "zero_shot": zero_shot.describe(prompts, prompts_from, names, names_from),
+    }
+    return ZooModel(
+        model=clf,
+        data_config=data_config,
+        transform=transform,
+        weights=weights,
+        num_params=sum(p.numel() for p in model.parameters()),
+        info=info,
+    )

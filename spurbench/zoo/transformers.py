@@ -39,7 +39,10 @@ def _where(rest: str) -> tuple[str, bool]:
 def _weights_record(rest: str, where: str, local: bool) -> dict:
     if local:
         path = weights_in_folder(Path(where), _WEIGHT_FILES)
-        return {"source": f"transformers:{Path(where).name}" + (f"/{path.name}" if path else ""), "sha256": sha256_file(path) if path else None}
+        return {
+            "source": f"transformers:{Path(where).name}" + (f"/{path.name}" if path else ""),
+            "sha256": sha256_file(path) if path else None,
+        }
     from huggingface_hub import try_to_load_from_cache
 
     for name in _WEIGHT_FILES:
@@ -58,10 +61,16 @@ def label_order(id2label: dict, label_names: list[str] | None, model: str) -> li
     does not name the label set (ImageNet-1k when `label_names` is None)."""
     labels = [id2label.get(i, id2label.get(str(i))) for i in range(len(id2label))]
     wanted = imagenet.NUM_CLASSES if label_names is None else len(label_names)
-    what = "ImageNet-1k" if label_names is None else f"the dataset's label set ({', '.join(label_names[:4])}{' ...' if wanted > 4 else ''})"
+    what = (
+        "ImageNet-1k"
+        if label_names is None
+        else f"the dataset's label set ({', '.join(label_names[:4])}{' ...' if wanted > 4 else ''})"
+    )
     if len(labels) != wanted or any(label is None for label in labels):
-        raise SpurbenchError(f"'{model}' has {len(labels)} outputs (config id2label) but {what} has {wanted} classes; "
-                             "pick a checkpoint trained on that label set")
+        raise SpurbenchError(
+            f"'{model}' has {len(labels)} outputs (config id2label) but {what} has {wanted} classes; "
+            "pick a checkpoint trained on that label set"
+        )
     # ways of naming a class, most specific first; a label is taken at the first way that names one class
     levels: list[dict[str, set[int]]] = []
     if label_names is None:
@@ -94,11 +103,15 @@ def label_order(id2label: dict, label_names: list[str] | None, model: str) -> li
         match = matches(label)
         if len(match) != 1:
             how = "names no class of" if not match else f"is ambiguous in ({len(match)} classes)"
-            raise SpurbenchError(f"'{model}': output {i} label {label!r} {how} {what}; its id2label must name every class "
-                                 "(ImageNet-1k: WordNet ids or names like 'tench, Tinca tinca')")
+            raise SpurbenchError(
+                f"'{model}': output {i} label {label!r} {how} {what}; its id2label must name every class "
+                "(ImageNet-1k: WordNet ids or names like 'tench, Tinca tinca')"
+            )
         k = next(iter(match))
         if order[k] >= 0:
-            raise SpurbenchError(f"'{model}': outputs {order[k]} and {i} both name class {k} of {what}; its id2label is not a mapping of the label set")
+            raise SpurbenchError(
+                f"'{model}': outputs {order[k]} and {i} both name class {k} of {what}; its id2label is not a mapping of the label set"
+            )
         order[k] = i
     return order
 
@@ -144,13 +157,19 @@ def _data_config(image_processor: Any) -> dict:
     h = size.get("height") or size.get("shortest_edge") or 224
     w = size.get("width") or size.get("shortest_edge") or h
     resample = getattr(image_processor, "resample", None)
-    return {"input_size": (3, int(h), int(w)), "mean": tuple(map(float, image_processor.image_mean)),
-            "std": tuple(map(float, image_processor.image_std)), "interpolation": str(getattr(resample, "name", resample)).lower(),
-            "crop_pct": None, "image_processor": type(image_processor).__name__}
+    return {
+        "input_size": (3, int(h), int(w)),
+        "mean": tuple(map(float, image_processor.image_mean)),
+        "std": tuple(map(float, image_processor.image_std)),
+        "interpolation": str(getattr(resample, "name", resample)).lower(),
+        "crop_pct": None,
+        "image_processor": type(image_processor).__name__,
+    }
 
 
-def load(rest: str, device: str | torch.device, label_names: list[str] | None, templates: str | None,
-         classnames: str | None) -> ZooModel:
+def load(
+    rest: str, device: str | torch.device, label_names: list[str] | None, templates: str | None, classnames: str | None
+) -> ZooModel:
     import transformers
     from transformers import AutoConfig, AutoImageProcessor
 
@@ -159,8 +178,13 @@ def load(rest: str, device: str | torch.device, label_names: list[str] | None, t
     try:
         config = AutoConfig.from_pretrained(where)
         # a dual encoder, unless its checkpoint is a classifier built on one (CLIPForImageClassification)
-        dual = hasattr(config, "text_config") and hasattr(config, "vision_config") and not any(
-            str(a).endswith("ForImageClassification") for a in (getattr(config, "architectures", None) or []))
+        dual = (
+            hasattr(config, "text_config")
+            and hasattr(config, "vision_config")
+            and not any(
+                str(a).endswith("ForImageClassification") for a in (getattr(config, "architectures", None) or [])
+            )
+        )
         if dual:
             from transformers import AutoModel, AutoProcessor
 
@@ -176,15 +200,23 @@ def load(rest: str, device: str | torch.device, label_names: list[str] | None, t
     except SpurbenchError:
         raise
     except Exception as err:
-        raise SpurbenchError(f"cannot load '{name}' ({hub_failure_reason(err, short_error(err))}); offline, use transformers:FOLDER "
-                             "with the files save_pretrained writes (config, weights, preprocessor_config.json)") from None
+        raise SpurbenchError(
+            f"cannot load '{name}' ({hub_failure_reason(err, short_error(err))}); offline, use transformers:FOLDER "
+            "with the files save_pretrained writes (config, weights, preprocessor_config.json)"
+        ) from None
     model.eval().requires_grad_(False)
-    info: dict[str, Any] = {"library": "transformers", "version": transformers.__version__, "model_class": type(model).__name__,
-                            "image_processor": type(image_processor).__name__}
+    info: dict[str, Any] = {
+        "library": "transformers",
+        "version": transformers.__version__,
+        "model_class": type(model).__name__,
+        "image_processor": type(image_processor).__name__,
+    }
     if dual:
         if not (hasattr(model, "get_text_features") and hasattr(model, "get_image_features")):
-            raise SpurbenchError(f"'{name}' ({type(model).__name__}) has no get_text_features / get_image_features; only dual "
-                                 "encoders like CLIP and SigLIP are scored zero-shot")
+            raise SpurbenchError(
+                f"'{name}' ({type(model).__name__}) has no get_text_features / get_image_features; only dual "
+                "encoders like CLIP and SigLIP are scored zero-shot"
+            )
         names, names_from = zero_shot.load_classnames(classnames, label_names)
         prompts, prompts_from = zero_shot.load_templates(templates)
         siglip = "siglip" in str(getattr(config, "model_type", "")).lower()
@@ -196,21 +228,41 @@ def load(rest: str, device: str | torch.device, label_names: list[str] | None, t
             inputs = tokenizer(texts, return_tensors="pt", **pad).to(dev)
             return _features(model.get_text_features(**inputs))
 
-        key = {"library": "transformers", "model": rest if not local else "local", "weights_sha256": weights["sha256"],
-               "templates": zero_shot.text_sha256(prompts), "classnames": zero_shot.text_sha256(names)}
+        key = {
+            "library": "transformers",
+            "model": rest if not local else "local",
+            "weights_sha256": weights["sha256"],
+            "templates": zero_shot.text_sha256(prompts),
+            "classnames": zero_shot.text_sha256(names),
+        }
         if local:  # a folder is known by its files: the config and the tokenizer's, with the weights
-            key["files_sha256"] = {p.name: sha256_file(p) for p in sorted(Path(where).iterdir())
-                                   if p.is_file() and p.suffix in (".json", ".txt", ".model")}
-        head, _ = zero_shot.cached_head(key, lambda: zero_shot.build_head(encode_text, names, prompts, desc=f"{name} head"))
+            key["files_sha256"] = {
+                p.name: sha256_file(p)
+                for p in sorted(Path(where).iterdir())
+                if p.is_file() and p.suffix in (".json", ".txt", ".model")
+            }
+        head, _ = zero_shot.cached_head(
+            key, lambda: zero_shot.build_head(encode_text, names, prompts, desc=f"{name} head")
+        )
         model.to(device)
-        clf: torch.nn.Module = zero_shot.ZeroShotClassifier(model, lambda m, x: _features(m.get_image_features(pixel_values=x)), head.to(device))
+        clf: torch.nn.Module = zero_shot.ZeroShotClassifier(
+            model, lambda m, x: _features(m.get_image_features(pixel_values=x)), head.to(device)
+        )
         info["zero_shot"] = zero_shot.describe(prompts, prompts_from, names, names_from)
     else:
         if templates is not None or classnames is not None:
-            raise SpurbenchError(f"--templates / --classnames apply to zero-shot models; '{name}' is an image classifier with its own head")
+            raise SpurbenchError(
+                f"--templates / --classnames apply to zero-shot models; '{name}' is an image classifier with its own head"
+            )
         order = label_order(dict(model.config.id2label), label_names, name)
         clf = ImageClassifier(model, order).to(device)
         if not clf.identity:
             info["label_order"] = "permuted (id2label mapped onto the label set)"
-    return ZooModel(model=clf, data_config=_data_config(image_processor), transform=ProcessorTransform(image_processor),
-                    weights=weights, num_params=sum(p.numel() for p in model.parameters()), info=info)
+    return ZooModel(
+        model=clf,
+        data_config=_data_config(image_processor),
+        transform=ProcessorTransform(image_processor),
+        weights=weights,
+        num_params=sum(p.numel() for p in model.parameters()),
+        info=info,
+    )

@@ -43,16 +43,22 @@ def _json_list(path_text: str, what: str, flag: str, wanted_key: str | None) -> 
     except FileNotFoundError:
         raise SpurbenchError(f"{flag} '{path_text}' does not exist; give a JSON file of {what}") from None
     except (OSError, UnicodeDecodeError, ValueError) as err:
-        raise SpurbenchError(f"cannot read {flag} '{path_text}' ({err.__class__.__name__}); give a UTF-8 JSON file of {what}") from None
+        raise SpurbenchError(
+            f"cannot read {flag} '{path_text}' ({err.__class__.__name__}); give a UTF-8 JSON file of {what}"
+        ) from None
     if isinstance(data, dict):
         key = wanted_key if wanted_key in data else (next(iter(data)) if len(data) == 1 else None)
         if key is None:
-            raise SpurbenchError(f"{flag} '{path_text}' maps {len(data)} datasets ({', '.join(list(data)[:6])}); "
-                                 f"keep one, or name it `{wanted_key}`")
+            raise SpurbenchError(
+                f"{flag} '{path_text}' maps {len(data)} datasets ({', '.join(list(data)[:6])}); "
+                f"keep one, or name it `{wanted_key}`"
+            )
         data = data[key]
     if not isinstance(data, list) or not data or not all(isinstance(x, str) and x.strip() for x in data):
-        raise SpurbenchError(f"{flag} '{path_text}' must hold a non-empty JSON list of {what} (strings), "
-                             "or a mapping of dataset name to such a list")
+        raise SpurbenchError(
+            f"{flag} '{path_text}' must hold a non-empty JSON list of {what} (strings), "
+            "or a mapping of dataset name to such a list"
+        )
     return data
 
 
@@ -78,8 +84,10 @@ def load_classnames(classnames: str | None, label_names: list[str] | None) -> tu
     if classnames is not None:
         items = _json_list(classnames, "class names", "--classnames", "imagenet1k" if label_names is None else None)
         if len(items) != n:
-            raise SpurbenchError(f"--classnames '{classnames}' holds {len(items)} names but the label set has {n} classes; "
-                                 "give one name per class, in label order")
+            raise SpurbenchError(
+                f"--classnames '{classnames}' holds {len(items)} names but the label set has {n} classes; "
+                "give one name per class, in label order"
+            )
         return items, f"file:{Path(classnames).name}"
     if label_names is not None:
         return list(label_names), "the dataset's label names"
@@ -97,8 +105,12 @@ def describe(templates: list[str], t_source: str, classnames: list[str], c_sourc
     }
 
 
-def build_head(encode_text: Callable[[list[str]], torch.Tensor], classnames: Sequence[str], templates: Sequence[str],
-               desc: str = "zero-shot head") -> torch.Tensor:
+def build_head(
+    encode_text: Callable[[list[str]], torch.Tensor],
+    classnames: Sequence[str],
+    templates: Sequence[str],
+    desc: str = "zero-shot head",
+) -> torch.Tensor:
     """[D, C] class embeddings: per class, the normalised mean of its normalised prompt embeddings.
 
     `encode_text(prompts)` returns [len(prompts), D] embeddings; prompts go in batches of about TEXT_BATCH.
@@ -148,7 +160,12 @@ def cached_head(key: dict, compute: Callable[[], torch.Tensor]) -> tuple[torch.T
 class ZeroShotClassifier(torch.nn.Module):
     """Normalised image batch -> LOGIT_SCALE x cosine with each class embedding of `head` ([D, C])."""
 
-    def __init__(self, encoder: torch.nn.Module, encode_image: Callable[[torch.nn.Module, torch.Tensor], torch.Tensor], head: torch.Tensor):
+    def __init__(
+        self,
+        encoder: torch.nn.Module,
+        encode_image: Callable[[torch.nn.Module, torch.Tensor], torch.Tensor],
+        head: torch.Tensor,
+    ):
         super().__init__()
         self.encoder = encoder
         self._encode_image = encode_image

@@ -139,8 +139,11 @@ class D3SRecipe:
     def prompt_for(self, index: int, background: str) -> str:
         from spurbench import imagenet
 
-        return self.prompt.format(name=imagenet.class_lemmas(index)[0], definition=imagenet.class_definition(index),
-                                  background=self.backgrounds.phrases[background])
+        return self.prompt.format(
+            name=imagenet.class_lemmas(index)[0],
+            definition=imagenet.class_definition(index),
+            background=self.backgrounds.phrases[background],
+        )
 
     def to_dict(self) -> dict[str, Any]:
         from spurbench.generate.schema import plain
@@ -173,9 +176,13 @@ def _check(r: D3SRecipe) -> None:
     from spurbench.generate.recipe import check_class_index
 
     if not 0 < r.fg_scale <= 1:
-        raise SpurbenchError(f"key 'fg_scale' must be in (0, 1] (the foreground's side over the resolution), got {r.fg_scale}")
+        raise SpurbenchError(
+            f"key 'fg_scale' must be in (0, 1] (the foreground's side over the resolution), got {r.fg_scale}"
+        )
     if round(r.fg_scale * r.resolution) < 1:
-        raise SpurbenchError(f"key 'fg_scale': {r.fg_scale} x resolution {r.resolution} leaves no foreground pixel; raise either")
+        raise SpurbenchError(
+            f"key 'fg_scale': {r.fg_scale} x resolution {r.resolution} leaves no foreground pixel; raise either"
+        )
     g = r.generation
     if not 0 < g.strength <= 1:
         raise SpurbenchError(f"key 'generation.strength' must be in (0, 1], got {g.strength}")
@@ -196,16 +203,25 @@ def _check(r: D3SRecipe) -> None:
         raise SpurbenchError(f"key 'prompt': template {r.prompt!r} is malformed ({err})") from None
     bad = [n for n in names if n not in PROMPT_PLACEHOLDERS]
     if bad:
-        raise SpurbenchError(f"key 'prompt': unknown placeholder {{{bad[0]}}}; use {{name}}, {{definition}} and {{background}}")
+        raise SpurbenchError(
+            f"key 'prompt': unknown placeholder {{{bad[0]}}}; use {{name}}, {{definition}} and {{background}}"
+        )
     b = r.backgrounds
     if (b.folder is None) == (not b.builtin):
-        raise SpurbenchError("key 'backgrounds' needs exactly one of folder: <path> (a folder per background word) or builtin: true")
+        raise SpurbenchError(
+            "key 'backgrounds' needs exactly one of folder: <path> (a folder per background word) or builtin: true"
+        )
     if not b.phrases:
         raise SpurbenchError("key 'backgrounds.phrases' must map at least one background word to its prompt phrase")
     for word, phrase in b.phrases.items():
         if not isinstance(word, str) or not word.strip() or "/" in word or not isinstance(phrase, str):
-            raise SpurbenchError(f"key 'backgrounds.phrases.{word}': a background word (folder name) must map to a phrase string like 'in snow'")
-    for key, value in (("backgrounds.per_background", b.per_background), ("foregrounds.per_class", r.foregrounds.per_class)):
+            raise SpurbenchError(
+                f"key 'backgrounds.phrases.{word}': a background word (folder name) must map to a phrase string like 'in snow'"
+            )
+    for key, value in (
+        ("backgrounds.per_background", b.per_background),
+        ("foregrounds.per_class", r.foregrounds.per_class),
+    ):
         if value is not None and value < 1:
             raise SpurbenchError(f"key '{key}' must be >= 1 or null, got {value}")
     if not r.classes:
@@ -217,7 +233,9 @@ def _check(r: D3SRecipe) -> None:
         if src is not None:
             given = [k for k, v in (("folder", src.folder), ("samples", src.samples)) if v]
             if src.spurious_imagenet or len(given) != 1:
-                raise SpurbenchError(f"key 'classes[{i}].foregrounds' needs exactly one of folder: <path> or samples: [<photo>, ...]")
+                raise SpurbenchError(
+                    f"key 'classes[{i}].foregrounds' needs exactly one of folder: <path> or samples: [<photo>, ...]"
+                )
         elif r.foregrounds.folder is None:
             raise SpurbenchError(
                 f"key 'classes[{i}]': class {c.index} has no foregrounds; set foregrounds.folder (a folder per WordNet id) "
@@ -226,7 +244,9 @@ def _check(r: D3SRecipe) -> None:
     needed = ["base_model", "foregrounds", "backgrounds"]
     missing = [k for k in needed if not str(r.licenses.get(k) or "").strip()]
     if missing:
-        raise SpurbenchError(f"key 'licenses' must state the licence of every input: missing {', '.join(f'licenses.{k}' for k in missing)}")
+        raise SpurbenchError(
+            f"key 'licenses' must state the licence of every input: missing {', '.join(f'licenses.{k}' for k in missing)}"
+        )
 
 
 def provenance(recipe: D3SRecipe) -> dict[str, Any]:
@@ -235,8 +255,13 @@ def provenance(recipe: D3SRecipe) -> dict[str, Any]:
         "method": "d3s",
         "backgrounds": recipe.background_words,
         "fg_scale": recipe.fg_scale,
-        "img2img": {"scheduler": g.scheduler, "eta": g.eta, "num_inference_steps": g.num_inference_steps,
-                    "strength": g.strength, "guidance_scale": g.guidance_scale},
+        "img2img": {
+            "scheduler": g.scheduler,
+            "eta": g.eta,
+            "num_inference_steps": g.num_inference_steps,
+            "strength": g.strength,
+            "guidance_scale": g.guidance_scale,
+        },
     }
 
 
@@ -252,8 +277,9 @@ def square_crop(image: Image.Image) -> Image.Image:
     return image.crop((left, top, left + side, top + side))
 
 
-def make_guide(background: Image.Image, foreground: Image.Image, resolution: int, fg_scale: float,
-               rng: np.random.Generator) -> tuple[Image.Image, list[int]]:
+def make_guide(
+    background: Image.Image, foreground: Image.Image, resolution: int, fg_scale: float, rng: np.random.Generator
+) -> tuple[Image.Image, list[int]]:
     """D3S's init image: the background squared and resized to `resolution`, the foreground squared,
     resized to round(fg_scale x resolution) and pasted at a uniformly random position (from `rng`).
 
@@ -282,7 +308,9 @@ def check_inputs(ctx) -> None:
     if r.backgrounds.folder is not None:
         root = _path(ctx.backgrounds_root or r.backgrounds.folder)
         if not root.is_dir():
-            raise SpurbenchError(f"backgrounds folder '{root}' does not exist; give a folder holding one folder per background word")
+            raise SpurbenchError(
+                f"backgrounds folder '{root}' does not exist; give a folder holding one folder per background word"
+            )
         for word in r.background_words:
             for f in folder_templates(root, word):
                 check_image(f)  # an unreadable template: one line naming it, before anything is written
@@ -312,13 +340,22 @@ def resolve_references(ctx, entry, samples_dir, cache: dict):
         files = materialise_samples(src.samples, samples_dir)
         source = "sample photos " + ", ".join(src.samples)
     else:
-        folder = _path(src.folder) if src is not None else _path(ctx.foregrounds_root or r.foregrounds.folder) / imagenet.wnids()[entry.index]
+        folder = (
+            _path(src.folder)
+            if src is not None
+            else _path(ctx.foregrounds_root or r.foregrounds.folder) / imagenet.wnids()[entry.index]
+        )
         files = list_images(folder)
         source = f"folder {folder.name}"
     if r.foregrounds.per_class is not None:
         files = files[: r.foregrounds.per_class]
-    return ClassReferences(index=entry.index, component=-1, source=source, images=[str(Path(f).resolve()) for f in files],
-                           sha256=[check_image(f) for f in files])
+    return ClassReferences(
+        index=entry.index,
+        component=-1,
+        source=source,
+        images=[str(Path(f).resolve()) for f in files],
+        sha256=[check_image(f) for f in files],
+    )
 
 
 def background_templates(ctx) -> dict[str, list[Path]]:
@@ -345,7 +382,9 @@ def prepare(ctx, pending: list, refs: dict, base_model: str, base_revision: str 
 
     # D3S's prompts carry a WordNet gloss and may pass CLIP's 77 tokens; the pipeline then warns once per
     # batch that it truncates them. That is expected here (D3S's own code truncated them the same way).
-    diffusers.utils.logging.get_logger("diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion_img2img").setLevel(40)
+    diffusers.utils.logging.get_logger(
+        "diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion_img2img"
+    ).setLevel(40)
     return {"templates": background_templates(ctx), "pipe": None, "cut_said": False}
 
 
@@ -374,13 +413,18 @@ def class_jobs(ctx, entry, refs: dict, templates: dict) -> list[dict]:
         for i in range(r.images_per_background):
             seed = image_seed(r.seed, "d3s", entry.index, word, i)
             rng = np.random.default_rng(seed)
-            jobs.append({
-                "background": word, "seed": seed, "file": f"{word}_{i:04d}.png", "init": f"{word}_{i:04d}_init.png",
-                "prompt": r.prompt_for(entry.index, word),
-                "foreground": i % len(fgs),  # every foreground in turn: each background sees the same ones
-                "template": int(rng.integers(len(templates[word]))),
-                "rng": rng,
-            })
+            jobs.append(
+                {
+                    "background": word,
+                    "seed": seed,
+                    "file": f"{word}_{i:04d}.png",
+                    "init": f"{word}_{i:04d}_init.png",
+                    "prompt": r.prompt_for(entry.index, word),
+                    "foreground": i % len(fgs),  # every foreground in turn: each background sees the same ones
+                    "template": int(rng.integers(len(templates[word]))),
+                    "rng": rng,
+                }
+            )
     return jobs
 
 
@@ -400,21 +444,44 @@ def make_class(ctx, entry, refs: dict, state: dict) -> dict[str, Any]:
         if not (images / job["init"]).is_file():
             save_png(guide, images / job["init"])
     if state["pipe"] is None:
-        state["pipe"] = load_pipeline(ctx.base_model, ctx.device, torch_dtype(ctx.mixed_precision, ctx.device),
-                                      scheduler=g.scheduler, safety_checker=g.safety_checker, img2img=True)
+        state["pipe"] = load_pipeline(
+            ctx.base_model,
+            ctx.device,
+            torch_dtype(ctx.mixed_precision, ctx.device),
+            scheduler=g.scheduler,
+            safety_checker=g.safety_checker,
+            img2img=True,
+        )
     cut = cut_prompts(state["pipe"].tokenizer, [j["prompt"] for j in jobs])
     if cut:  # one line per class naming what is lost (the tokenizer's own warning is silenced by the CLI)
         words = list(dict.fromkeys(j["background"] for j in jobs if j["prompt"] in cut))
         first = next(iter(cut.values()))
-        why = "" if state["cut_said"] else f" (the text encoder reads {state['pipe'].tokenizer.model_max_length} tokens; D3S's own code cut them too)"
-        ctx.log(f"class {entry.index}: prompts cut to fit{why}: backgrounds {', '.join(words)}; e.g. '{words[0]}' loses {first!r}")
+        why = (
+            ""
+            if state["cut_said"]
+            else f" (the text encoder reads {state['pipe'].tokenizer.model_max_length} tokens; D3S's own code cut them too)"
+        )
+        ctx.log(
+            f"class {entry.index}: prompts cut to fit{why}: backgrounds {', '.join(words)}; e.g. '{words[0]}' loses {first!r}"
+        )
         state["cut_said"] = True
-    flagged = sample(state["pipe"], [Job(j["prompt"], j["seed"], images / j["file"], images / j["init"]) for j in jobs],
-                     batch_size=g.batch_size, num_inference_steps=g.num_inference_steps, guidance_scale=g.guidance_scale,
-                     resolution=r.resolution, progress=ctx.progress, desc=f"img2img class {entry.index}",
-                     strength=g.strength, eta=g.eta)
+    flagged = sample(
+        state["pipe"],
+        [Job(j["prompt"], j["seed"], images / j["file"], images / j["init"]) for j in jobs],
+        batch_size=g.batch_size,
+        num_inference_steps=g.num_inference_steps,
+        guidance_scale=g.guidance_scale,
+        resolution=r.resolution,
+        progress=ctx.progress,
+        desc=f"img2img class {entry.index}",
+        strength=g.strength,
+        eta=g.eta,
+    )
     return {
-        "images": [{k: j[k] for k in ("file", "init", "prompt", "seed", "background", "foreground", "template", "init_box")} for j in jobs],
+        "images": [
+            {k: j[k] for k in ("file", "init", "prompt", "seed", "background", "foreground", "template", "init_box")}
+            for j in jobs
+        ],
         "nsfw_flagged": flagged,
     }
 
@@ -452,18 +519,37 @@ def export_splits(ctx, markers: dict, refs: dict):
         for entry in ctx.classes:
             folder = ctx.class_dir(entry.index) / "images"
             for im in markers[entry.index]["images"]:
-                yield dict(image=str(folder / im["file"]), source="generated", prompt=im["prompt"], seed=int(im["seed"]),
-                           spurious_feature=r.backgrounds.phrases[im["background"]], background=im["background"],
-                           fg_scale=r.fg_scale, init_box=im["init_box"],
-                           # embedded bytes, like `image`; the guide holds the foreground photo, so it goes with them
-                           init_image=encode_image(folder / im["init"]) if r.export.source_photos else None,
-                           reference_index=first[entry.index] + im["foreground"], **common(entry))
+                yield dict(
+                    image=str(folder / im["file"]),
+                    source="generated",
+                    prompt=im["prompt"],
+                    seed=int(im["seed"]),
+                    spurious_feature=r.backgrounds.phrases[im["background"]],
+                    background=im["background"],
+                    fg_scale=r.fg_scale,
+                    init_box=im["init_box"],
+                    # embedded bytes, like `image`; the guide holds the foreground photo, so it goes with them
+                    init_image=encode_image(folder / im["init"]) if r.export.source_photos else None,
+                    reference_index=first[entry.index] + im["foreground"],
+                    **common(entry),
+                )
 
     def reference_rows():
         for entry in ctx.classes:
             for j, path in enumerate(refs[entry.index].images):
-                yield dict(image=path, source="reference", prompt="", seed=-1, spurious_feature="", background=None,
-                           fg_scale=None, init_image=None, init_box=None, reference_index=first[entry.index] + j, **common(entry))
+                yield dict(
+                    image=path,
+                    source="reference",
+                    prompt="",
+                    seed=-1,
+                    spurious_feature="",
+                    background=None,
+                    fg_scale=None,
+                    init_image=None,
+                    init_box=None,
+                    reference_index=first[entry.index] + j,
+                    **common(entry),
+                )
 
     counts = {"test": sum(len(m["images"]) for m in markers.values()), "reference": offset}
     if not r.export.source_photos:  # `reference_index` and `init_box` stay: they say which photo went where
@@ -473,12 +559,22 @@ def export_splits(ctx, markers: dict, refs: dict):
 
 def _photos_text(r) -> str:
     licence = r.licenses.get("foregrounds")
-    held = ("They are exported as split `reference` and inside every `init_image`. " if r.export.source_photos else
-            "This export leaves them out (`export.source_photos: false`): no split `reference`, `init_image` is empty, "
-            "`reference_index` and `init_box` still say which photo was pasted where. ")
-    return ("The foreground photos are the recipe's own inputs" + (f" (licence: {licence})" if licence else "") + "; "
-            "photos from ImageNet (as in builders/d3s.yaml) come under ImageNet's terms of access and may not be redistributable. "
-            + held + ("For a set meant for the Hub, `export: {source_photos: false}` leaves them out." if r.export.source_photos else ""))
+    held = (
+        "They are exported as split `reference` and inside every `init_image`. "
+        if r.export.source_photos
+        else "This export leaves them out (`export.source_photos: false`): no split `reference`, `init_image` is empty, "
+        "`reference_index` and `init_box` still say which photo was pasted where. "
+    )
+    return (
+        "The foreground photos are the recipe's own inputs" + (f" (licence: {licence})" if licence else "") + "; "
+        "photos from ImageNet (as in builders/d3s.yaml) come under ImageNet's terms of access and may not be redistributable. "
+        + held
+        + (
+            "For a set meant for the Hub, `export: {source_photos: false}` leaves them out."
+            if r.export.source_photos
+            else ""
+        )
+    )
 
 
 def card_parts(ctx, markers: dict, refs: dict, counts: dict) -> CardParts:
@@ -506,14 +602,22 @@ def card_parts(ctx, markers: dict, refs: dict, counts: dict) -> CardParts:
             f"({int(g.strength * g.num_inference_steps)} denoising steps), guidance {g.guidance_scale}, batch size {g.batch_size}",
             f"- Guide: foreground at {r.fg_scale} x {r.resolution} px = {round(r.fg_scale * r.resolution)} px, random position; "
             f"prompt template `{r.prompt}`",
-            "- Backgrounds: " + ", ".join(f"{w} ({p})" for w, p in r.backgrounds.phrases.items())
-            + (" -- built-in templates (scikit-image textures and images drawn in code)" if r.backgrounds.builtin else ""),
+            "- Backgrounds: "
+            + ", ".join(f"{w} ({p})" for w, p in r.backgrounds.phrases.items())
+            + (
+                " -- built-in templates (scikit-image textures and images drawn in code)"
+                if r.backgrounds.builtin
+                else ""
+            ),
         ],
         images_line=(
             f"- Images: {counts['test']} generated ({len(ctx.classes)} classes x {len(r.background_words)} backgrounds x "
             f"{r.images_per_background} images), "
-            + (f"{counts['reference']} reference (the foregrounds before pasting)" if r.export.source_photos else
-               f"{sum(len(x.images) for x in refs.values())} foreground photos left out of this export")
+            + (
+                f"{counts['reference']} reference (the foregrounds before pasting)"
+                if r.export.source_photos
+                else f"{sum(len(x.images) for x in refs.values())} foreground photos left out of this export"
+            )
             + (f"; {flagged} generated images were blacked out by the safety checker" if flagged else "")
         ),
         classes_table=[

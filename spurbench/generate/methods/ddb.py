@@ -196,7 +196,9 @@ def recipe_from_dict(data: Mapping[str, Any]) -> DDBRecipe:
     data.pop("method", None)
     r = convert(DDBRecipe, data, "")
     if r.mode not in MODES:
-        raise SpurbenchError(f"key 'mode' must be one of {', '.join(MODES)} (remove: spurious set; swap: group-labelled set), got {r.mode!r}")
+        raise SpurbenchError(
+            f"key 'mode' must be one of {', '.join(MODES)} (remove: spurious set; swap: group-labelled set), got {r.mode!r}"
+        )
     _check_models(r)
     if r.resolution <= 0 or r.resolution % 8:
         raise SpurbenchError(f"key 'resolution' must be a positive multiple of 8 (pixels), got {r.resolution}")
@@ -237,26 +239,36 @@ def recipe_from_dict(data: Mapping[str, Any]) -> DDBRecipe:
         where = f"classes[{i}]"
         if names is not None:
             if not 0 <= c.index < len(names):
-                raise SpurbenchError(f"key '{where}.index': {c.index} is not a label of '{r.source.dataset}' (0..{len(names) - 1}: {', '.join(names[:10])})")
+                raise SpurbenchError(
+                    f"key '{where}.index': {c.index} is not a label of '{r.source.dataset}' (0..{len(names) - 1}: {', '.join(names[:10])})"
+                )
         check_class_index(where, c.index, seen, None if names is None else len(names))
         ref = c.references
         if names is not None:
             if ref is not None:
                 raise SpurbenchError(f"key '{where}.references': the photos come from `source:`; leave references out")
         elif c.source_group is not None:
-            raise SpurbenchError(f"key '{where}.source_group' applies only with `source:` (a dataset with a group column)")
+            raise SpurbenchError(
+                f"key '{where}.source_group' applies only with `source:` (a dataset with a group column)"
+            )
         elif ref is None or len([v for v in (ref.folder, ref.samples) if v]) != 1 or ref.spurious_imagenet:
-            raise SpurbenchError(f"key '{where}.references' needs exactly one of folder: <path> or samples: [<photo>, ...] (the class's real photos)")
+            raise SpurbenchError(
+                f"key '{where}.references' needs exactly one of folder: <path> or samples: [<photo>, ...] (the class's real photos)"
+            )
         if r.mode == "swap":
             if c.swap_to is None:
-                raise SpurbenchError(f"key '{where}.swap_to' is required in mode swap: the recipe class whose token is painted in")
+                raise SpurbenchError(
+                    f"key '{where}.swap_to' is required in mode swap: the recipe class whose token is painted in"
+                )
             if c.swap_to not in indices or c.swap_to == c.index:
                 raise SpurbenchError(
                     f"key '{where}.swap_to': {c.swap_to} is not another class of the recipe (its classes: {', '.join(map(str, indices))})"
                 )
         mask_prompt = c.mask_prompt or (names[c.index] if names is not None else _first_lemma(c.index))
         c = dataclasses.replace(
-            c, mask_prompt=mask_prompt, initializer=c.initializer or mask_prompt.split()[-1],
+            c,
+            mask_prompt=mask_prompt,
+            initializer=c.initializer or mask_prompt.split()[-1],
             spurious_feature=c.spurious_feature or _feature(r.mode, mask_prompt),
         )
         classes.append(c)
@@ -266,7 +278,9 @@ def recipe_from_dict(data: Mapping[str, Any]) -> DDBRecipe:
 def _check_models(r: DDBRecipe) -> None:
     for key, m in (("base_model", r.base_model), ("inpainting", r.inpainting)):
         if (m.id is None) == (m.tiny is None):
-            raise SpurbenchError(f"key '{key}' needs exactly one of `id` (Hub id or local folder) or `tiny` (built locally)")
+            raise SpurbenchError(
+                f"key '{key}' needs exactly one of `id` (Hub id or local folder) or `tiny` (built locally)"
+            )
         if m.tiny is not None and m.revision is not None:
             raise SpurbenchError(f"key '{key}.revision' only applies to a Hub `id`, not to `tiny`")
 
@@ -293,12 +307,18 @@ def source_label_names(source: SourceDataset) -> list[str]:
 
     folder = Path(source.dataset).expanduser()
     if not folder.is_dir():
-        raise SpurbenchError(f"key 'source.dataset': folder '{source.dataset}' does not exist; give a dataset folder such as `spurbench import waterbirds` writes")
+        raise SpurbenchError(
+            f"key 'source.dataset': folder '{source.dataset}' does not exist; give a dataset folder such as `spurbench import waterbirds` writes"
+        )
     if source.split not in ds_contract.split_names(folder):
-        raise SpurbenchError(f"key 'source.split': '{source.dataset}' has no split '{source.split}'; its splits: {', '.join(ds_contract.split_names(folder))}")
+        raise SpurbenchError(
+            f"key 'source.split': '{source.dataset}' has no split '{source.split}'; its splits: {', '.join(ds_contract.split_names(folder))}"
+        )
     _, feats = ds_contract.read_split_table(folder, source.split)
     if not isinstance(feats.get("label"), ClassLabel):
-        raise SpurbenchError(f"key 'source.dataset': '{source.dataset}' has no ClassLabel `label` column; give a dataset in spurbench's contract")
+        raise SpurbenchError(
+            f"key 'source.dataset': '{source.dataset}' has no ClassLabel `label` column; give a dataset in spurbench's contract"
+        )
     return list(feats["label"].names)
 
 
@@ -311,7 +331,9 @@ def label_set(recipe: DDBRecipe) -> tuple[str, list[str]] | None:
 def _source_label_set(source: SourceDataset) -> tuple[str, list[str]] | None:
     from spurbench import dataset as ds_contract
 
-    name = ds_contract.read_provenance(Path(source.dataset).expanduser()).get("label_set", ds_contract.IMAGENET_LABEL_SET)
+    name = ds_contract.read_provenance(Path(source.dataset).expanduser()).get(
+        "label_set", ds_contract.IMAGENET_LABEL_SET
+    )
     return None if name == ds_contract.IMAGENET_LABEL_SET else (name, source_label_names(source))
 
 
@@ -372,11 +394,19 @@ def _dataset_references(r: DDBRecipe, entry: DDBClass, folder: Path):
     labels = table.column("label").to_pylist()
     groups = table.column("group").to_pylist() if "group" in table.column_names else None
     if entry.source_group is not None and groups is None:
-        raise SpurbenchError(f"'{r.source.dataset}' has no `group` column for source_group {entry.source_group!r} of class {entry.index}")
-    rows = [i for i, k in enumerate(labels) if k == entry.index and (entry.source_group is None or groups[i] == entry.source_group)]
+        raise SpurbenchError(
+            f"'{r.source.dataset}' has no `group` column for source_group {entry.source_group!r} of class {entry.index}"
+        )
+    rows = [
+        i
+        for i, k in enumerate(labels)
+        if k == entry.index and (entry.source_group is None or groups[i] == entry.source_group)
+    ]
     if not rows:
-        raise SpurbenchError(f"'{r.source.dataset}' split '{r.source.split}' has no rows of class {entry.index}"
-                             + (f" in group {entry.source_group!r}" if entry.source_group else ""))
+        raise SpurbenchError(
+            f"'{r.source.dataset}' split '{r.source.split}' has no rows of class {entry.index}"
+            + (f" in group {entry.source_group!r}" if entry.source_group else "")
+        )
     out = folder / str(entry.index)
     out.mkdir(parents=True, exist_ok=True)
     images = table.column("image").to_pylist()
@@ -391,9 +421,14 @@ def _dataset_references(r: DDBRecipe, entry: DDBClass, folder: Path):
             tmp.write_bytes(data)
             tmp.replace(path)
         files.append(path)
-    return ClassReferences(index=entry.index, component=-1, source=f"dataset {r.source.dataset} split {r.source.split}"
-                           + (f" group {entry.source_group}" if entry.source_group else ""),
-                           images=[str(f.resolve()) for f in files], sha256=[check_image(f) for f in files])
+    return ClassReferences(
+        index=entry.index,
+        component=-1,
+        source=f"dataset {r.source.dataset} split {r.source.split}"
+        + (f" group {entry.source_group}" if entry.source_group else ""),
+        images=[str(f.resolve()) for f in files],
+        sha256=[check_image(f) for f in files],
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -411,8 +446,11 @@ def prepare(ctx, pending: list, refs: dict, base_model: str, base_revision: str 
 
     r = ctx.recipe
     names = label_set(r)
-    state["classifier"] = create_classifier(ClassifierSpec.from_dict(_relative_to_recipe(ctx, r.classifier)), ctx.device,
-                                            **({"num_classes": len(names[1])} if names else {}))
+    state["classifier"] = create_classifier(
+        ClassifierSpec.from_dict(_relative_to_recipe(ctx, r.classifier)),
+        ctx.device,
+        **({"num_classes": len(names[1])} if names else {}),
+    )
     state["detector"] = detection.load_detector(r.segmentation.detector, device=str(ctx.device))
     state["segmenter"] = detection.load_segmenter(r.segmentation.segmenter, device=str(ctx.device))
     source, revision = _inpainting_model(ctx)
@@ -424,7 +462,13 @@ def _relative_to_recipe(ctx, spec: dict) -> dict:
     """A classifier spec whose local weights file is taken relative to the recipe file."""
     spec = json.loads(json.dumps(spec))
     w = spec.get("weights")
-    if isinstance(w, dict) and "file" in w and "package" not in w and "hub" not in w and not Path(w["file"]).expanduser().is_absolute():
+    if (
+        isinstance(w, dict)
+        and "file" in w
+        and "package" not in w
+        and "hub" not in w
+        and not Path(w["file"]).expanduser().is_absolute()
+    ):
         w["file"] = str((ctx.recipe_path.parent / w["file"]).resolve())
     return spec
 
@@ -455,8 +499,13 @@ def _inpainting_model(ctx) -> tuple[str, str | None]:
     i = ctx.recipe.inpainting
     if i.tiny is None:
         return str(i.id), i.revision
-    folder = _build_once(ctx.work / "inpainting", "model_index.json", lambda tmp: make_tiny_inpainting(
-        tmp, prediction_type=i.tiny.prediction_type, seed=i.tiny.seed, image_size=ctx.recipe.resolution))
+    folder = _build_once(
+        ctx.work / "inpainting",
+        "model_index.json",
+        lambda tmp: make_tiny_inpainting(
+            tmp, prediction_type=i.tiny.prediction_type, seed=i.tiny.seed, image_size=ctx.recipe.resolution
+        ),
+    )
     return str(folder), None
 
 
@@ -482,9 +531,20 @@ def _learned_token(ctx, index: int, refs: dict, state: dict) -> str:
     def learn(tmp: Path) -> None:
         # the target class may belong to another process: its photos are resolved here if needed
         class_refs = refs.get(index) or resolve_references(ctx, entry, ctx.work / "references" / "samples", {})
-        cfg = InversionConfig.from_dict({"resolution": r.resolution, "seed": image_seed(r.seed, "token", index), **r.textual_inversion})
-        learn_token(state["base_model"], [load_image(p) for p in class_refs.images], token_name(index), entry.initializer,
-                    tmp, cfg, revision=state["base_revision"], device=ctx.device, progress=ctx.progress)
+        cfg = InversionConfig.from_dict(
+            {"resolution": r.resolution, "seed": image_seed(r.seed, "token", index), **r.textual_inversion}
+        )
+        learn_token(
+            state["base_model"],
+            [load_image(p) for p in class_refs.images],
+            token_name(index),
+            entry.initializer,
+            tmp,
+            cfg,
+            revision=state["base_revision"],
+            device=ctx.device,
+            progress=ctx.progress,
+        )
 
     return str(_build_once(ctx.work / "tokens" / str(index), EMBEDDINGS_FILE, learn))
 
@@ -517,11 +577,18 @@ def class_selection(ctx, index: int, refs: dict, state: dict) -> dict[str, Any]:
     if index not in cache:
         r = ctx.recipe
         clf = state["classifier"]
-        class_refs = refs.get(index) or resolve_references(ctx, r.class_by_index()[index], ctx.work / "references" / "samples", {})
+        class_refs = refs.get(index) or resolve_references(
+            ctx, r.class_by_index()[index], ctx.work / "references" / "samples", {}
+        )
         photos = [load_image(p) for p in class_refs.images]
         p_all = pruning.class_probabilities(clf.model, pruning.classifier_input(photos, clf.data_config), index)
         sources = lowest_loss(-np.log(np.clip(p_all, 1e-30, None)), r.sources_per_class)
-        cache[index] = {"photos": photos, "p": [float(p) for p in p_all], "sources": sources, "mean": float(np.mean(p_all[sources]))}
+        cache[index] = {
+            "photos": photos,
+            "p": [float(p) for p in p_all],
+            "sources": sources,
+            "mean": float(np.mean(p_all[sources])),
+        }
     return cache[index]
 
 
@@ -546,8 +613,14 @@ def make_class(ctx, entry, refs: dict, state: dict) -> dict[str, Any]:
     photos, sources = own["photos"], own["sources"]
 
     # 2. masks
-    masks = detection.segment([photos[i] for i in sources], [entry.mask_prompt] * len(sources), state["detector"],
-                              state["segmenter"], r.segmentation.threshold, progress=False)
+    masks = detection.segment(
+        [photos[i] for i in sources],
+        [entry.mask_prompt] * len(sources),
+        state["detector"],
+        state["segmenter"],
+        r.segmentation.threshold,
+        progress=False,
+    )
     with_mask = [(s, m) for s, m in zip(sources, masks) if m.any()]
     skipped = [s for s, m in zip(sources, masks) if not m.any()]
 
@@ -560,13 +633,26 @@ def make_class(ctx, entry, refs: dict, state: dict) -> dict[str, Any]:
         prompt = r.prompts.swap.format(token=token_name(entry.swap_to))
     else:
         prompt = r.prompts.remove.format(background=entry.background)
-    jobs = [(s, m, j, image_seed(r.seed, "ddb", entry.index, s, j)) for s, m in with_mask for j in range(r.images_per_source)]
+    jobs = [
+        (s, m, j, image_seed(r.seed, "ddb", entry.index, s, j))
+        for s, m in with_mask
+        for j in range(r.images_per_source)
+    ]
     files = [f"s{s:04d}_{j}.png" for s, _, j, _ in jobs]
     todo = [i for i, f in enumerate(files) if not (cdir / "images" / f).is_file()]
     if todo:
         grown = [compositing.grow_mask(jobs[i][1], r.feather) for i in todo]
-        painted = repaint(state["pipe"], [photos[jobs[i][0]] for i in todo], grown, [prompt] * len(todo), [jobs[i][3] for i in todo],
-                          r.resolution, r.inpainting.num_inference_steps, r.inpainting.guidance_scale, r.inpainting.batch_size)
+        painted = repaint(
+            state["pipe"],
+            [photos[jobs[i][0]] for i in todo],
+            grown,
+            [prompt] * len(todo),
+            [jobs[i][3] for i in todo],
+            r.resolution,
+            r.inpainting.num_inference_steps,
+            r.inpainting.guidance_scale,
+            r.inpainting.batch_size,
+        )
         for i, gen in zip(todo, painted):
             s, m, _, _ = jobs[i]
             out = compositing.composite(photos[s], gen, m, r.feather)
@@ -598,8 +684,16 @@ def make_class(ctx, entry, refs: dict, state: dict) -> dict[str, Any]:
         keep = np.ones(len(jobs), dtype=bool)
     return {
         "images": [
-            {"file": files[i], "mask_file": f"s{s:04d}.png", "source": s, "prompt": prompt, "seed": seed,
-             "ig_score": ig[i], "p_label": p_gen[i], "kept": bool(keep[i])}
+            {
+                "file": files[i],
+                "mask_file": f"s{s:04d}.png",
+                "source": s,
+                "prompt": prompt,
+                "seed": seed,
+                "ig_score": ig[i],
+                "p_label": p_gen[i],
+                "kept": bool(keep[i]),
+            }
             for i, (s, _, _, seed) in enumerate(jobs)
         ],
         "label": label,
@@ -629,8 +723,15 @@ def export_splits(ctx, markers: dict, refs: dict):
     swap = r.mode == "swap"
 
     def base(entry, label: int) -> dict:
-        row = dict(label=label, class_name=class_name(r, label), spurious_feature=entry.spurious_feature, component=-1,
-                   builder="ddb", feather=r.feather, mask_prompt=entry.mask_prompt)
+        row = dict(
+            label=label,
+            class_name=class_name(r, label),
+            spurious_feature=entry.spurious_feature,
+            component=-1,
+            builder="ddb",
+            feather=r.feather,
+            mask_prompt=entry.mask_prompt,
+        )
         if swap:
             row["group"] = f"{class_name(r, label)}/{context_name(r, entry)}"
         return row
@@ -645,18 +746,36 @@ def export_splits(ctx, markers: dict, refs: dict):
                     continue
                 # the mask's bytes are embedded (dataset.write_dataset encodes every Image column): nothing
                 # in the export points into the work dir
-                yield dict(image=str(cdir / "images" / im["file"]), source="generated", prompt=im["prompt"], seed=int(im["seed"]),
-                           source_index=offsets[entry.index] + int(im["source"]), mask=str(cdir / "masks" / im["mask_file"]),
-                           ig_score=None if im["ig_score"] is None else float(im["ig_score"]), p_label=float(im["p_label"]),
-                           p_label_mean=mean, **base(entry, label))
+                yield dict(
+                    image=str(cdir / "images" / im["file"]),
+                    source="generated",
+                    prompt=im["prompt"],
+                    seed=int(im["seed"]),
+                    source_index=offsets[entry.index] + int(im["source"]),
+                    mask=str(cdir / "masks" / im["mask_file"]),
+                    ig_score=None if im["ig_score"] is None else float(im["ig_score"]),
+                    p_label=float(im["p_label"]),
+                    p_label_mean=mean,
+                    **base(entry, label),
+                )
 
     def reference_rows():
         for entry in ctx.classes:
             p_ref = markers[entry.index]["p_reference"]
             mean = float(markers[entry.index]["p_reference_mean"])
             for i, path in enumerate(refs[entry.index].images):
-                yield dict(image=path, source="reference", prompt="", seed=-1, source_index=offsets[entry.index] + i, mask=None,
-                           ig_score=None, p_label=float(p_ref[i]), p_label_mean=mean, **base(entry, entry.index))
+                yield dict(
+                    image=path,
+                    source="reference",
+                    prompt="",
+                    seed=-1,
+                    source_index=offsets[entry.index] + i,
+                    mask=None,
+                    ig_score=None,
+                    p_label=float(p_ref[i]),
+                    p_label_mean=mean,
+                    **base(entry, entry.index),
+                )
 
     kept_split = "train" if swap else "test"
     counts = {
@@ -665,8 +784,13 @@ def export_splits(ctx, markers: dict, refs: dict):
         "reference": n if r.export.source_photos else 0,
     }
     extra = {
-        "source_index": Value("int64"), "mask": Image(), "feather": Value("int32"), "mask_prompt": Value("string"),
-        "ig_score": Value("float64"), "p_label": Value("float64"), "p_label_mean": Value("float64"),
+        "source_index": Value("int64"),
+        "mask": Image(),
+        "feather": Value("int32"),
+        "mask_prompt": Value("string"),
+        "ig_score": Value("float64"),
+        "p_label": Value("float64"),
+        "p_label_mean": Value("float64"),
     }
     if swap:
         extra["group"] = Value("string")
@@ -677,10 +801,12 @@ def export_splits(ctx, markers: dict, refs: dict):
 
 def _rule_text(r: DDBRecipe, kept_split: str) -> str:
     if not prunes(r):
-        return (f"No classifier pruning (remove mode's default): every repainted image is in split `{kept_split}`. A filter by "
-                "the classifier's own view would select images by the very behaviour this spurious set measures; whether the "
-                "object is really gone is checked by the verification stage when the recipe has one (`ig_score` is empty, "
-                "`p_label` is p(label | image) for information). ")
+        return (
+            f"No classifier pruning (remove mode's default): every repainted image is in split `{kept_split}`. A filter by "
+            "the classifier's own view would select images by the very behaviour this spurious set measures; whether the "
+            "object is really gone is checked by the verification stage when the recipe has one (`ig_score` is empty, "
+            "`p_label` is p(label | image) for information). "
+        )
     what = "the painted class" if r.mode == "swap" else "the class painted out (opted in with `pruning.in_remove_mode`)"
     return (
         f"Kept images (split `{kept_split}`) pass DDB's pruning, every part of it about the row's `label` ({what}): integrated "
@@ -691,11 +817,17 @@ def _rule_text(r: DDBRecipe, kept_split: str) -> str:
 
 
 def _photos_text(r: DDBRecipe) -> str:
-    held = ("The source photos are in split `reference`. " if r.export.source_photos else
-            "The source photos are left out of this export (`export.source_photos: false`); `source_index` still numbers them "
-            "in the recipe's class order. ")
-    return (held + "Outside the mask every generated image is the source photo's own pixels, so the licence of the source photos "
-            "(e.g. ImageNet's terms of access: research use, not redistributable) applies to the whole set; check it before publishing.")
+    held = (
+        "The source photos are in split `reference`. "
+        if r.export.source_photos
+        else "The source photos are left out of this export (`export.source_photos: false`); `source_index` still numbers them "
+        "in the recipe's class order. "
+    )
+    return (
+        held
+        + "Outside the mask every generated image is the source photo's own pixels, so the licence of the source photos "
+        "(e.g. ImageNet's terms of access: research use, not redistributable) applies to the whole set; check it before publishing."
+    )
 
 
 def card_parts(ctx, markers: dict, refs: dict, counts: dict) -> CardParts:
@@ -710,26 +842,38 @@ def card_parts(ctx, markers: dict, refs: dict, counts: dict) -> CardParts:
             "DDB-style counterfactuals (Parast et al., ICCV 2025): each generated image is a real photo of class k (split "
             "`reference`) whose object, found by text-prompted segmentation (`mask`), was repainted with Stable Diffusion "
             f"inpainting; every pixel farther than {r.feather} px (`feather`) from the mask is the photo's own. "
-            + ("The object is painted out, so `label` is the class the image must NOT show (a spurious set). " if not swap else
-               "Another class's token, learned by textual inversion, is painted in: `label` is the painted class and `group` is "
-               "`<label>/<context class>` (a group-labelled set for `spurbench finetune`). ")
-            + _rule_text(r, kept_split) + _photos_text(r)
+            + (
+                "The object is painted out, so `label` is the class the image must NOT show (a spurious set). "
+                if not swap
+                else "Another class's token, learned by textual inversion, is painted in: `label` is the painted class and `group` is "
+                "`<label>/<context class>` (a group-labelled set for `spurbench finetune`). "
+            )
+            + _rule_text(r, kept_split)
+            + _photos_text(r)
         ),
         provenance_lines=[
             f"- Inpainting model: `{r.inpainting_name}`, revision `{r.inpainting.revision}`",
             f"- Classifier (source selection, pruning): `{json.dumps(r.classifier, sort_keys=True)}`",
             f"- Segmentation: detector `{r.segmentation.detector}`, segmenter `{r.segmentation.segmenter}`, threshold {r.segmentation.threshold}",
-            (f"- Pruning: IG threshold {r.pruning.ig_threshold} ({r.pruning.ig_steps} steps) on the `label` logit, feather {r.feather} px, mode `{r.mode}`"
-             if prunes(r) else f"- Pruning: none (mode `{r.mode}`; `pruning.in_remove_mode` is off), feather {r.feather} px"),
+            (
+                f"- Pruning: IG threshold {r.pruning.ig_threshold} ({r.pruning.ig_steps} steps) on the `label` logit, feather {r.feather} px, mode `{r.mode}`"
+                if prunes(r)
+                else f"- Pruning: none (mode `{r.mode}`; `pruning.in_remove_mode` is off), feather {r.feather} px"
+            ),
         ],
         images_line=(
             f"- Images: {counts.get(kept_split, 0)} kept, {counts.get('pruned', 0)} pruned, "
-            + (f"{counts.get('reference', 0)} reference photos; " if r.export.source_photos else
-               f"{sum(len(x.images) for x in refs.values())} source photos (left out of this export); ")
+            + (
+                f"{counts.get('reference', 0)} reference photos; "
+                if r.export.source_photos
+                else f"{sum(len(x.images) for x in refs.values())} source photos (left out of this export); "
+            )
             + f"{skipped} source photo(s) skipped because no mask was found"
         ),
         classes_table=[
-            "| k | class | mask prompt | " + ("painted class | " if swap else "") + "sources | no mask | kept | pruned |",
+            "| k | class | mask prompt | "
+            + ("painted class | " if swap else "")
+            + "sources | no mask | kept | pruned |",
             "|---|---|---|" + ("---|" if swap else "") + "---|---|---|---|",
             *[
                 f"| {c.index} | {class_name(r, c.index)} | {c.mask_prompt} | "

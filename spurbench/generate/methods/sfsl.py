@@ -83,7 +83,13 @@ def _feature_spec(ctx) -> dict | None:
         return None
     spec = json.loads(json.dumps(spec))
     w = spec.get("weights")
-    if isinstance(w, dict) and "file" in w and "package" not in w and "hub" not in w and not Path(w["file"]).expanduser().is_absolute():
+    if (
+        isinstance(w, dict)
+        and "file" in w
+        and "package" not in w
+        and "hub" not in w
+        and not Path(w["file"]).expanduser().is_absolute()
+    ):
         w["file"] = str((ctx.recipe_path.parent / w["file"]).resolve())
     return spec
 
@@ -110,17 +116,30 @@ def stage_priors(ctx, pending: list, base_model: str) -> dict[str, list]:
     def get_pipeline():
         nonlocal pipe
         if pipe is None:
-            pipe = load_pipeline(base_model, ctx.device, torch_dtype(ctx.mixed_precision, ctx.device),
-                                 scheduler=r.generation.scheduler, safety_checker=r.generation.safety_checker)
+            pipe = load_pipeline(
+                base_model,
+                ctx.device,
+                torch_dtype(ctx.mixed_precision, ctx.device),
+                scheduler=r.generation.scheduler,
+                safety_checker=r.generation.safety_checker,
+            )
         return pipe
 
     ctx.log(f"stage 2/5 class priors: {n} images for each of {len(nouns)} noun(s) ({', '.join(nouns)})")
     out = {}
     for noun in tqdm(nouns, desc="2/5 class priors", unit="noun", disable=not ctx.progress, leave=False):
         out[noun] = class_prior_images(
-            ctx.work / "priors", noun, r.prior_prompt(noun), n, r.seed, get_pipeline,
-            batch_size=r.generation.batch_size, num_inference_steps=r.generation.num_inference_steps,
-            guidance_scale=r.generation.guidance_scale, resolution=r.resolution, progress=ctx.progress,
+            ctx.work / "priors",
+            noun,
+            r.prior_prompt(noun),
+            n,
+            r.seed,
+            get_pipeline,
+            batch_size=r.generation.batch_size,
+            num_inference_steps=r.generation.num_inference_steps,
+            guidance_scale=r.generation.guidance_scale,
+            resolution=r.resolution,
+            progress=ctx.progress,
         )
     del pipe
     return out
@@ -168,15 +187,36 @@ def make_class(ctx, entry, refs: dict, state: dict) -> dict[str, Any]:
         instance = [load_image(p) for p in refs[entry.index].images]
         class_images = [load_image(p) for p in state["priors"].get(entry.noun, [])]
         finetune_class(
-            ctx.base_model, instance, r.instance_prompt(entry), class_images, r.prior_prompt(entry.noun),
-            entry.index, config, model_dir, feature_model=state["feature_model"], accelerator=accelerator, progress=ctx.progress,
+            ctx.base_model,
+            instance,
+            r.instance_prompt(entry),
+            class_images,
+            r.prior_prompt(entry.noun),
+            entry.index,
+            config,
+            model_dir,
+            feature_model=state["feature_model"],
+            accelerator=accelerator,
+            progress=ctx.progress,
         )
-    pipe = load_pipeline(model_dir, accelerator.device, torch_dtype(ctx.mixed_precision, accelerator.device),
-                         scheduler=r.generation.scheduler, safety_checker=r.generation.safety_checker)
+    pipe = load_pipeline(
+        model_dir,
+        accelerator.device,
+        torch_dtype(ctx.mixed_precision, accelerator.device),
+        scheduler=r.generation.scheduler,
+        safety_checker=r.generation.safety_checker,
+    )
     jobs = class_jobs(ctx, entry)
-    flagged = sample(pipe, jobs, batch_size=r.generation.batch_size, num_inference_steps=r.generation.num_inference_steps,
-                     guidance_scale=r.generation.guidance_scale, resolution=r.resolution, progress=ctx.progress,
-                     desc=f"generate class {entry.index}")
+    flagged = sample(
+        pipe,
+        jobs,
+        batch_size=r.generation.batch_size,
+        num_inference_steps=r.generation.num_inference_steps,
+        guidance_scale=r.generation.guidance_scale,
+        resolution=r.resolution,
+        progress=ctx.progress,
+        desc=f"generate class {entry.index}",
+    )
     del pipe
     fields = {
         "component": refs[entry.index].component,
@@ -203,21 +243,34 @@ def export_splits(ctx, markers: dict, refs: dict):
     r = ctx.recipe
 
     def common(entry) -> dict:
-        return dict(label=entry.index, class_name=imagenet.class_name(entry.index), spurious_feature=entry.spurious_feature,
-                    component=int(refs[entry.index].component), builder=r.builder)
+        return dict(
+            label=entry.index,
+            class_name=imagenet.class_name(entry.index),
+            spurious_feature=entry.spurious_feature,
+            component=int(refs[entry.index].component),
+            builder=r.builder,
+        )
 
     def test_rows():
         for entry in ctx.classes:
             for im in markers[entry.index]["images"]:
-                yield dict(image=str(ctx.class_dir(entry.index) / "images" / im["file"]), source="generated",
-                           prompt=im["prompt"], seed=int(im["seed"]), **common(entry))
+                yield dict(
+                    image=str(ctx.class_dir(entry.index) / "images" / im["file"]),
+                    source="generated",
+                    prompt=im["prompt"],
+                    seed=int(im["seed"]),
+                    **common(entry),
+                )
 
     def reference_rows():
         for entry in ctx.classes:
             for path in refs[entry.index].images:
                 yield dict(image=path, source="reference", prompt="", seed=-1, **common(entry))
 
-    counts = {"test": sum(len(m["images"]) for m in markers.values()), "reference": sum(len(x.images) for x in refs.values())}
+    counts = {
+        "test": sum(len(m["images"]) for m in markers.values()),
+        "reference": sum(len(x.images) for x in refs.values()),
+    }
     return {"test": test_rows(), "reference": reference_rows()}, None, counts
 
 
