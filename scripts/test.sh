@@ -7,6 +7,9 @@ bash scripts/setup_env.sh || exit 1
 # shellcheck disable=SC1091
 . "${SPURBENCH_VENV:-.venv}/bin/activate"
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+# lint and format first (configured in pyproject.toml, as timm and diffusers do): cheap, and a failure names the line
+ruff check . || exit 1
+ruff format --check . || { echo "error: run \`ruff format .\` to format the files listed above" >&2; exit 1; }
 python -m pytest "$@"
 rc=$?
 if [ "$rc" -eq 5 ]; then

@@ -93,7 +93,7 @@ def test_build_on_device(recipe, classes, tmp_path):
     ] + (["--classes", *classes] if classes else [])
     proc = _run(cmd, tmp_path, _env(tmp_path))
     assert f"device {DEVICE}" in proc.stderr, proc.stderr[-2000:]
-    ds = load_dataset(str(tmp_path / "out"))
+    ds = load_dataset(str(tmp_path / "out"), cache_dir=str(tmp_path / "hf_cache"))
     # the `image` column only: this test is about the device path, not about the other columns of each method's export
     generated = [
         r for split in ds.values() for r in split.select_columns(["image", "source"]) if r["source"] == "generated"
@@ -143,7 +143,7 @@ def test_two_process_build_under_accelerate(tmp_path, free_port):
         for c in ("309", "324", "576")
     }
     assert ranks == {0, 1}
-    assert load_dataset(str(tmp_path / "out"))["test"].num_rows > 0
+    assert load_dataset(str(tmp_path / "out"), cache_dir=str(tmp_path / "hf_cache"))["test"].num_rows > 0
 
 
 # ---------------------------------------------------------------------------------------------
