@@ -93,7 +93,11 @@ def test_build_on_device(recipe, classes, tmp_path):
     ] + (["--classes", *classes] if classes else [])
     proc = _run(cmd, tmp_path, _env(tmp_path))
     assert f"device {DEVICE}" in proc.stderr, proc.stderr[-2000:]
-    ds = load_dataset(str(tmp_path / "out"), cache_dir=str(tmp_path / "hf_cache"))
+    try:
+        ds = load_dataset(str(tmp_path / "out"), cache_dir=str(tmp_path / "hf_cache"))
+    except Exception as err:  # datasets wraps the real error (DatasetGenerationError): name it in the summary line
+        cause = err.__cause__ or err.__context__
+        raise AssertionError(f"the {recipe} export built on {DEVICE} does not load: {err!r}; cause: {cause!r}") from err
     # the `image` column only: this test is about the device path, not about the other columns of each method's export
     generated = [
         r for split in ds.values() for r in split.select_columns(["image", "source"]) if r["source"] == "generated"
