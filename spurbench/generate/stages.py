@@ -193,7 +193,6 @@ def run(args: argparse.Namespace) -> int:
     from spurbench.generate.methods import get_method
 
     recipe_path, recipe = load_recipe(args.recipe)
-    check_licences(recipe_path, recipe)
     classes = _select_classes(recipe, args.classes)
     if getattr(args, "plan", False):  # the bill, before anything is loaded or written
         from spurbench.generate.cost import format_plan, plan
@@ -210,6 +209,8 @@ def run(args: argparse.Namespace) -> int:
             )
         )
         return 0
+    # a plan is priced before the inputs are chosen; a build needs the real licence of every input for its card
+    check_licences(recipe_path, recipe)
     if getattr(args, "out", None) is None:
         raise SpurbenchError(
             "the following argument is required: --out DIR (the folder to export the dataset to); or give --plan to see the cost only"
