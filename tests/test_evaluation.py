@@ -474,10 +474,17 @@ def test_rescoring_replaces_the_entry(board_copy, photo_dataset, capsys):
     )
     assert new["metrics"]["spurious_score_ap"] is None  # scored without --positives this time
     assert new["metrics"]["spurious_rate"] == pytest.approx(old["metrics"]["spurious_rate"])
-    # the recorded command reproduces the run, whatever entry point started it; local paths outside the working
-    # directory by their names (the command is published with the results: no absolute local path)
+    # the recorded command reproduces the run, whatever entry point started it; local paths relative to the working
+    # directory, or by their names when outside it (the command is published with the results: no absolute path).
+    # The weights file lies in the virtualenv: inside the working directory in a CI clone, outside it elsewhere.
+    weights = (
+        os.path.relpath(_lite0_file())
+        if not os.path.relpath(_lite0_file()).startswith("..")
+        else Path(_lite0_file()).name
+    )
+    assert not Path(weights).is_absolute()
     assert new["command"] == (
-        f"spurbench eval --model tf_efficientnet_lite0 --weights {Path(_lite0_file()).name} --key-map positional "
+        f"spurbench eval --model tf_efficientnet_lite0 --weights {weights} --key-map positional "
         f"--name tf_efficientnet_lite0 --dataset {photo_dataset.path.name} --leaderboard {board_copy.name}"
     )
 
