@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from pathlib import Path
 
 import numpy as np
 import open_clip  # the [zoo] extra, part of [test]
@@ -477,7 +478,10 @@ def test_cli_scores_open_clip_and_lists_patterns(tiny_open_clip, templates_file,
         entry["model"] == "open_clip:local-dir:tiny-clip+templates:two"
         and entry["zoo"]["zero_shot"]["templates"]["count"] == 2
     )
-    assert f"--templates {templates_file}" in entry["command"]
+    # the recorded command names local files relative to the working directory or by name, never absolutely
+    assert f"--templates {templates_file.name}" in entry["command"]
+    assert "--model open_clip:local-dir:tiny-clip " in entry["command"]
+    assert not any(str(Path(d).parent) in entry["command"] for d in (tiny_open_clip, templates_file))
     capsys.readouterr()
     assert cli.main(["eval", "--list", "--model", "open_clip:ViT-B-32/laion*", "--model", "tf_efficientnet_lite0"]) == 0
     listed = capsys.readouterr().out.split()

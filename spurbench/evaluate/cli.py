@@ -284,12 +284,23 @@ def _zero_shot_flags(args: argparse.Namespace, specs: list[ClassifierSpec]) -> N
                 setattr(spec, key, value)
 
 
+def _portable_model(model: str) -> str:
+    """A model name as a recorded command may hold it: a local folder (`open_clip:local-dir:DIR`,
+    `transformers:DIR`) relative to the working directory or by its name, never an absolute path."""
+    zoo, _, rest = model.partition(":")
+    if zoo == "open_clip" and rest.startswith("local-dir:"):
+        return f"open_clip:local-dir:{ds_contract.portable_path(rest[len('local-dir:') :])}"
+    if zoo == "transformers" and Path(rest).expanduser().is_dir():
+        return f"transformers:{ds_contract.portable_path(rest)}"
+    return model
+
+
 def command_line(args: argparse.Namespace, model: str | None = None) -> str:
     """The `spurbench eval ...` command that reproduces this run (flags that change results, as given);
     with `model`, the command for that one model of a sweep."""
     parts = ["spurbench", "eval"]
     for m in [model] if model is not None else args.model:
-        parts += ["--model", m]
+        parts += ["--model", _portable_model(m)]
     sweep_only = model is not None
     for flag, value, default in (
         ("--models-file", None if sweep_only else args.models_file, None),
