@@ -40,6 +40,29 @@ class _Column:
     get: Any
 
 
+def _run_columns() -> list[_Column]:
+    """The columns every ranking table ends with: throughput, size and preprocessing of each entry."""
+    return [
+        _Column(
+            "images_per_second",
+            "images/s",
+            "evaluation throughput on the device named in the entry",
+            "num",
+            lambda v: fmt_num(v, 1),
+            lambda e: e.get("images_per_second"),
+        ),
+        _Column("num_params", "params", "number of parameters", "num", fmt_params, lambda e: e.get("num_params")),
+        _Column(
+            "preprocessing",
+            "preprocessing",
+            "timm: the model's own eval transform; spurious-imagenet: the released Spurious ImageNet code's",
+            "text",
+            esc,
+            lambda e: e.get("preprocessing"),
+        ),
+    ]
+
+
 def _columns(entries: Sequence[Mapping[str, Any]]) -> list[_Column]:
     def metric(name: str):
         return lambda e: (e.get("metrics") or {}).get(name)
@@ -106,25 +129,7 @@ def _columns(entries: Sequence[Mapping[str, Any]]) -> list[_Column]:
                 metric("spurious_score_auroc"),
             )
         )
-    cols += [
-        _Column(
-            "images_per_second",
-            "images/s",
-            "evaluation throughput on the device named in the entry",
-            "num",
-            lambda v: fmt_num(v, 1),
-            lambda e: e.get("images_per_second"),
-        ),
-        _Column("num_params", "params", "number of parameters", "num", fmt_params, lambda e: e.get("num_params")),
-        _Column(
-            "preprocessing",
-            "preprocessing",
-            "timm: the model's own eval transform; spurious-imagenet: the released Spurious ImageNet code's",
-            "text",
-            esc,
-            lambda e: e.get("preprocessing"),
-        ),
-    ]
+    cols += _run_columns()
     return cols
 
 
@@ -186,23 +191,7 @@ def _shift_columns(metric) -> list[_Column]:
             fmt_pct,
             metric("accuracy_drop"),
         ),
-        _Column(
-            "images_per_second",
-            "images/s",
-            "evaluation throughput on the device named in the entry",
-            "num",
-            lambda v: fmt_num(v, 1),
-            lambda e: e.get("images_per_second"),
-        ),
-        _Column("num_params", "params", "number of parameters", "num", fmt_params, lambda e: e.get("num_params")),
-        _Column(
-            "preprocessing",
-            "preprocessing",
-            "timm: the model's own eval transform; spurious-imagenet: the released Spurious ImageNet code's",
-            "text",
-            esc,
-            lambda e: e.get("preprocessing"),
-        ),
+        *_run_columns(),
     ]
 
 
