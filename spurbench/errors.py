@@ -8,6 +8,13 @@ class SpurbenchError(Exception):
     """
 
 
+def first_line(err: BaseException) -> str:
+    """`Class: first line of the message` (at most 200 characters of it): how a library's exception is named
+    inside a one-line error."""
+    msg = str(err).strip().splitlines()
+    return f"{err.__class__.__name__}: {msg[0][:200]}" if msg else err.__class__.__name__
+
+
 def hub_failure_reason(err: BaseException, detail: str | None = None) -> str:
     """Why a Hugging Face Hub call failed, in a few words for a one-line error.
 
