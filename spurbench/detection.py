@@ -20,7 +20,6 @@ Building side only (needs transformers): the evaluating side (spurbench/evaluate
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
@@ -155,8 +154,9 @@ def default_device() -> str:
 
 def tiny_cache_dir() -> Path:
     """Where locally built tiny models live: $SPURBENCH_CACHE/tiny, else ~/.cache/spurbench/tiny."""
-    root = os.environ.get("SPURBENCH_CACHE") or Path.home() / ".cache" / "spurbench"
-    return Path(root) / "tiny"
+    from spurbench.resources import cache_dir
+
+    return cache_dir("tiny")
 
 
 def tiny_model_dir(spec: ModelSpec) -> Path:

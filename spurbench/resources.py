@@ -6,6 +6,7 @@ so it works after `pip install spurbench` outside this repository.
 
 from __future__ import annotations
 
+import os
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,13 @@ from typing import Any
 import yaml
 
 from spurbench.errors import SpurbenchError
+
+
+def cache_dir(part: str) -> Path:
+    """spurbench's cache folder for `part` (`tiny` models, `zero_shot` heads): `$SPURBENCH_CACHE/<part>`, else
+    `~/.cache/spurbench/<part>`. The one place the cache root is resolved."""
+    return Path(os.environ.get("SPURBENCH_CACHE") or Path.home() / ".cache" / "spurbench").expanduser() / part
+
 
 _KINDS = {"recipe": ("recipes", "builders"), "panel": ("panels", "classifiers")}
 

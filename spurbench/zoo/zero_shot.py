@@ -132,7 +132,9 @@ def build_head(
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("SPURBENCH_CACHE") or Path.home() / ".cache" / "spurbench").expanduser() / "zero_shot"
+    from spurbench.resources import cache_dir as spurbench_cache
+
+    return spurbench_cache("zero_shot")
 
 
 def cached_head(key: dict, compute: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, bool]:
