@@ -62,6 +62,17 @@ def _chosen_parser(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argp
     return parser
 
 
+def check_command(argv: Sequence[str]) -> None:
+    """A mistyped command is named, with the closest one (argparse alone would complain about its flags instead:
+    `spurbench evl --panel offline` said "unrecognized argument --panel")."""
+    first = next((a for a in argv if not a.startswith("-")), None)
+    if first is not None and first not in COMMANDS and not any(a in ("-h", "--help", "--version") for a in argv):
+        close = difflib.get_close_matches(first, list(COMMANDS), n=1, cutoff=0.5)
+        hint = f"did you mean `spurbench {close[0]}`?" if close else "`spurbench --help` lists them"
+        print(f"spurbench: error: unknown command '{first}'; {hint} (commands: {', '.join(COMMANDS)})", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def check_flags(parser: argparse.ArgumentParser, argv: Sequence[str]) -> None:
     """An unknown --flag is reported by the subcommand it was given to, with its usage and the closest flag
     (argparse alone would print the top-level usage, or only complain about the required flags it then misses)."""
@@ -77,6 +88,24 @@ def check_flags(parser: argparse.ArgumentParser, argv: Sequence[str]) -> None:
             target.error(f"unrecognized argument {flag}{hint}")
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Each flag's default appended once: only when there is one worth saying (not None or False) and the help
+    text does not already state it (argparse's ArgumentDefaultsHelpFormatter printed "(default 0.05) (default:
+    None)")."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (
+            "default" in text.lower()
+            or default in (None, False, argparse.SUPPRESS)
+            or action.option_strings == []
+            or isinstance(action, (argparse._HelpAction, argparse._VersionAction))
+        ):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     parser = Parser(
         prog="spurbench",
@@ -86,15 +115,16 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"spurbench {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="<command>")
-    # Only import the module of the command actually asked for (plus all of them for top-level --help).
+    # Only the module of the command asked for is imported: the top-level --help and --version need the one-line
+    # summaries alone, and answer without importing torch.
     wanted = next((a for a in (argv or []) if a in COMMANDS), None)
     for name, (module_name, summary) in COMMANDS.items():
-        module = importlib.import_module(module_name) if wanted in (None, name) else None
+        module = importlib.import_module(module_name) if wanted == name else None
         p = sub.add_parser(
             name,
             help=summary,
             description=(module.__doc__ if module is not None and module.__doc__ else summary),
-            formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+            formatter_class=HelpFormatter,
         )
         if module is not None:
             module.add_arguments(p)
@@ -134,6 +164,7 @@ def quiet_libraries() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     quiet_libraries()
+    check_command(argv)
     parser = build_parser(argv)
     check_flags(parser, argv)
     args = parser.parse_args(argv)
