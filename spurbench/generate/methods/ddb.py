@@ -884,3 +884,86 @@ def card_parts(ctx, markers: dict, refs: dict, counts: dict) -> CardParts:
             ],
         ],
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# What a build costs (`spurbench build --plan`; spurbench.generate.cost counts the units)
+
+
+def _photo_count(classes: list) -> tuple[int, bool]:
+    """Source photos of `classes`, and whether a folder absent from this machine was assumed an ImageNet class."""
+    from spurbench.generate.cost import IMAGENET_PHOTOS_PER_CLASS
+
+    photos, assumed = 0, False
+    for c in classes:
+        ref = getattr(c, "references", None)
+        folder = getattr(ref, "folder", None)
+        if getattr(ref, "samples", None):
+            photos += len(ref.samples)
+        elif folder and Path(folder).expanduser().is_dir():
+            photos += sum(1 for f in Path(folder).expanduser().iterdir() if f.is_file())
+        else:
+            photos += IMAGENET_PHOTOS_PER_CLASS
+            assumed = True
+    return photos, assumed
+
+
+def plan(p, r: DDBRecipe, classes: list) -> None:
+    """Stages 3-4 of `classes` into the plan `p` (a spurbench.generate.cost.Plan)."""
+    from spurbench.generate import cost
+    from spurbench.generate.textual_inversion import InversionConfig
+
+    base = cost.add_sd_download(p, "base model (textual inversion)", r.base_model, r.resolution)
+    paint = cost.add_sd_download(p, "inpainting model", r.inpainting, r.resolution, inpainting=True)
+    clf = cost.add_timm_download(p, "classifier (selection, pruning)", r.classifier)
+    seg = r.segmentation
+    if seg.detector == "owlv2":
+        cost.add_model_download(p, "detector", "google/owlv2-base-patch16-ensemble", "owlv2", cost.OWLV2_VISION)
+    if seg.segmenter == "sam":
+        cost.add_model_download(p, "segmenter", "facebook/sam-vit-base", "sam", {})
+    ti = InversionConfig.from_dict(r.textual_inversion)
+    p.add(
+        "3 textual inversion (micro-steps)",
+        len(classes) * ti.max_train_steps * ti.gradient_accumulation_steps,
+        "step",
+        cost.textual_inversion_step(base, r.resolution, ti.train_batch_size),
+        f"{ti.max_train_steps} steps x {ti.gradient_accumulation_steps} accumulation per class",
+    )
+    photos, assumed = _photo_count(classes)
+    p.add(
+        "3 classifier on every source photo",
+        photos,
+        "image",
+        cost.classifier_pass(clf),
+        f"{cost.IMAGENET_PHOTOS_PER_CLASS} photos per class assumed where the folder is absent"
+        if assumed
+        else "photos on disk",
+    )
+    sources = min(photos, len(classes) * r.sources_per_class) if r.sources_per_class else photos
+    p.add(
+        f"4 masks ({seg.detector} + {seg.segmenter})",
+        sources,
+        "photo",
+        cost.detect_image(seg.detector, seg.segmenter),
+        "tiny toy models count 0" if "tiny" in (seg.detector, seg.segmenter) else "",
+    )
+    n = sources * r.images_per_source
+    paint_cfg = r.inpainting
+    p.add(
+        "4 inpainting",
+        n,
+        "image",
+        cost.inpaint_image(paint, r.resolution, paint_cfg.num_inference_steps, paint_cfg.guidance_scale),
+        f"{paint_cfg.num_inference_steps} steps, guidance {paint_cfg.guidance_scale}",
+    )
+    p.add(
+        "4 pruning (integrated gradients + p(source))",
+        n,
+        "image",
+        cost.integrated_gradients(clf, r.pruning.ig_steps) + cost.classifier_pass(clf),
+        f"{r.pruning.ig_steps} IG steps",
+    )
+    p.images += n
+    png = cost.png_bytes(r.resolution)
+    p.disk_bytes = (n + sources) * png * 2  # repainted images and their source photos (the reference split)
+    p.disk_peak_note = f"repainted images + source photos, twice (work dir + export), ~{png / 1e6:.2f} MB each"
