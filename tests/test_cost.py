@@ -81,7 +81,7 @@ def test_sd_arch_from_recipe_names_and_local_folder(tmp_path):
     arch, note = cost.sd_arch(BaseModel(id="someone/unknown-model"))
     assert arch is SD1 and "unknown" in note
     # a local diffusers folder is costed from its own config.json files (here: the tiny model's, saved)
-    from spurbench.generate.tiny_sd import make_tiny_stable_diffusion
+    from spurbench.tiny_models import make_tiny_stable_diffusion
 
     folder = make_tiny_stable_diffusion(tmp_path / "sd", image_size=32)
     local, _ = cost.sd_arch(BaseModel(id=str(folder)), 32)

@@ -2,7 +2,7 @@
 bad inputs as one clear line, and the shipped d3s_smoke recipe built through the CLI, killed and resumed
 to the same bytes.
 
-Real parts: the tiny Stable Diffusion of spurbench.generate.tiny_sd loaded as a diffusers
+Real parts: the tiny Stable Diffusion of spurbench.tiny_models loaded as a diffusers
 StableDiffusionImg2ImgPipeline (random weights: its images mean nothing, the machinery is real), real
 photos from scikit-image/scikit-learn, timm's own lemma and definition files, real Parquet read back with
 `datasets`. Subprocess builds use one thread so their exports compare byte for byte.
@@ -178,7 +178,7 @@ def test_d3s_recipe_mistakes_name_the_key(edit, message):
 @pytest.fixture(scope="module")
 def tiny_img2img(tmp_path_factory):
     from spurbench.generate.sampling import load_pipeline
-    from spurbench.generate.tiny_sd import make_tiny_stable_diffusion
+    from spurbench.tiny_models import make_tiny_stable_diffusion
 
     folder = make_tiny_stable_diffusion(tmp_path_factory.mktemp("tiny") / "sd", image_size=32)
     return load_pipeline(folder, "cpu", scheduler="DDIMScheduler", img2img=True)

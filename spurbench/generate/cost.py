@@ -204,7 +204,7 @@ def sd_arch(base: Any, resolution: int | None = None, inpainting: bool = False) 
     A Hub id: matched by name against the published architectures above."""
     tiny = getattr(base, "tiny", None)
     if tiny is not None:
-        from spurbench.generate.tiny_sd import tiny_text_config, tiny_unet_config, tiny_vae_config
+        from spurbench.tiny_models import tiny_text_config, tiny_unet_config, tiny_vae_config
 
         size = resolution or 64
         arch = SDArch(
@@ -213,7 +213,7 @@ def sd_arch(base: Any, resolution: int | None = None, inpainting: bool = False) 
             tiny_vae_config(size),
             tiny_text_config(),
             vae_factor=2,
-            source="spurbench.generate.tiny_sd",
+            source="spurbench.tiny_models",
         )
         return arch, "built locally, no download"
     ident = str(getattr(base, "id", "") or "")

@@ -73,7 +73,7 @@ SPURIOUS_IMAGENET_URL = spurious_imagenet.RELEASE_URL
 
 @dataclass(frozen=True)
 class TinyBase:
-    """Build spurbench's tiny random Stable Diffusion (spurbench.generate.tiny_sd) into the work dir."""
+    """Build spurbench's tiny random Stable Diffusion (spurbench.tiny_models) into the work dir."""
 
     prediction_type: str = "epsilon"
     seed: int = 0

@@ -445,7 +445,7 @@ def _base_model(ctx: Context) -> tuple[str, str | None]:
         folder = ctx.work / "base"
         with FileLock(str(folder) + ".lock"):
             if not (folder / "model_index.json").is_file():
-                from spurbench.generate.tiny_sd import make_tiny_stable_diffusion
+                from spurbench.tiny_models import make_tiny_stable_diffusion
 
                 ctx.log(
                     f"building the tiny Stable Diffusion ({b.tiny.prediction_type}, seed {b.tiny.seed}) into {folder}"
