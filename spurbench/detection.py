@@ -20,8 +20,6 @@ Building side only (needs transformers): the evaluating side (spurbench/evaluate
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -31,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from spurbench.errors import SpurbenchError, hub_failure_reason
+from spurbench.once import build_once
 from spurbench.tiny_models import make_tiny_grounding_dino, make_tiny_owlv2, make_tiny_sam
 
 # ---------------------------------------------------------------------------------------------
@@ -162,22 +161,8 @@ def tiny_cache_dir() -> Path:
 
 def tiny_model_dir(spec: ModelSpec) -> Path:
     """The tiny model's folder, built on first use (atomically, one process at a time)."""
-    from filelock import FileLock
-
     assert spec.builder is not None
-    folder = tiny_cache_dir() / f"{spec.family}-{_TINY_VERSION}"
-    if (folder / "config.json").is_file():
-        return folder
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(folder) + ".lock"):
-        if not (folder / "config.json").is_file():
-            tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
-            try:
-                spec.builder(tmp)
-                tmp.rename(folder)
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
-    return folder
+    return build_once(tiny_cache_dir() / f"{spec.family}-{_TINY_VERSION}", "config.json", spec.builder)
 
 
 def _from_pretrained(loader, source: str, revision: str | None, what: str):

@@ -657,3 +657,37 @@ def test_push_to_hub_failure_is_one_clear_line(tmp_path, monkeypatch):
     text = str(err.value)
     assert "could not push" in text and "my-org/my-set" in text and "hf auth login" in text
     assert "hf_secret" not in text and "\n" not in text
+
+
+def test_a_folder_is_built_whole_once_and_leaves_other_folders_alone(tmp_path):
+    from spurbench.files import temporary_name
+    from spurbench.once import build_once
+
+    # a user's folder named like the old temporary (`base.tmp`) and a live process's temporary stay untouched
+    user = tmp_path / "base.tmp"
+    user.mkdir()
+    (user / "mine.txt").write_text("keep")
+    live = temporary_name(tmp_path / "base")
+    live.mkdir()
+    dead = tmp_path / ".base.spurbench-tmp-999999999-0badcafe"  # a killed process's leftover
+    dead.mkdir()
+    calls = []
+
+    def failing(tmp: Path) -> None:
+        (tmp / "half.bin").write_bytes(b"x")
+        raise RuntimeError("killed half way")
+
+    with pytest.raises(RuntimeError, match="half way"):
+        build_once(tmp_path / "base", "done.json", failing)
+    assert not (tmp_path / "base").exists()  # nothing finished-looking
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["base.lock", "base.tmp", live.name])  # dead one gone
+
+    def good(tmp: Path) -> None:
+        calls.append(tmp)
+        (tmp / "done.json").write_text("{}")
+
+    assert build_once(tmp_path / "base", "done.json", good) == tmp_path / "base"
+    assert build_once(tmp_path / "base", "done.json", good) == tmp_path / "base"
+    assert len(calls) == 1 and (tmp_path / "base" / "done.json").is_file()
+    assert (user / "mine.txt").read_text() == "keep" and live.is_dir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["base", "base.lock", "base.tmp", live.name])

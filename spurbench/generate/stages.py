@@ -20,7 +20,6 @@ import argparse
 import datetime
 import importlib
 import json
-import os
 import re
 import shutil
 import sys
@@ -31,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from spurbench.errors import SpurbenchError, hub_failure_reason
+from spurbench.once import build_once
 
 #: per-class completion marker, written (atomically) only once all its images are on disk
 CLASS_MARKER = "done.json"
@@ -438,26 +438,19 @@ def _init_work_dir(ctx: Context) -> str:
 
 def _base_model(ctx: Context) -> tuple[str, str | None]:
     """Local folder of the base pipeline, and its resolved revision (a commit for Hub models)."""
-    from filelock import FileLock
-
     b = ctx.recipe.base_model
     if b.tiny is not None:
-        folder = ctx.work / "base"
-        with FileLock(str(folder) + ".lock"):
-            if not (folder / "model_index.json").is_file():
-                from spurbench.tiny_models import make_tiny_stable_diffusion
+        from spurbench.tiny_models import make_tiny_stable_diffusion
 
-                ctx.log(
-                    f"building the tiny Stable Diffusion ({b.tiny.prediction_type}, seed {b.tiny.seed}) into {folder}"
-                )
-                tmp = folder.with_name("base.tmp")
-                shutil.rmtree(tmp, ignore_errors=True)
-                make_tiny_stable_diffusion(
-                    tmp, prediction_type=b.tiny.prediction_type, seed=b.tiny.seed, image_size=ctx.recipe.resolution
-                )
-                shutil.rmtree(folder, ignore_errors=True)
-                os.replace(tmp, folder)
-        return str(folder), None
+        folder = ctx.work / "base"
+
+        def build(tmp: Path) -> None:
+            ctx.log(f"building the tiny Stable Diffusion ({b.tiny.prediction_type}, seed {b.tiny.seed}) into {folder}")
+            make_tiny_stable_diffusion(
+                tmp, prediction_type=b.tiny.prediction_type, seed=b.tiny.seed, image_size=ctx.recipe.resolution
+            )
+
+        return str(build_once(folder, "model_index.json", build)), None
     local = Path(b.id).expanduser()
     if not local.is_absolute():
         local = Path.cwd() / local

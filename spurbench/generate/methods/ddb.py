@@ -48,8 +48,10 @@ from pathlib import Path
 from typing import Any
 
 from spurbench.errors import SpurbenchError
+from spurbench.files import atomic_path
 from spurbench.generate.methods import CardParts, Export
 from spurbench.generate.recipe import BaseModel, References, ReferenceSource, TinyBase
+from spurbench.once import build_once
 
 KIND = "spurious"  # of `mode: remove`; `swap` sets are `shift` (see kind_of)
 STAGES = "3-4/5 segment, repaint and prune"
@@ -473,25 +475,6 @@ def _relative_to_recipe(ctx, spec: dict) -> dict:
     return spec
 
 
-def _build_once(folder: Path, done_file: str, build) -> Path:
-    """`build(tmp)` into a temporary sibling and rename it to `folder`, once, under a lock (several
-    processes may need the same folder; a killed build leaves only the temporary one behind)."""
-    import os
-    import shutil
-
-    from filelock import FileLock
-
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(folder) + ".lock"):
-        if not (folder / done_file).is_file():
-            tmp = folder.with_name(folder.name + ".tmp")
-            shutil.rmtree(tmp, ignore_errors=True)
-            build(tmp)
-            shutil.rmtree(folder, ignore_errors=True)
-            os.replace(tmp, folder)
-    return folder
-
-
 def _inpainting_model(ctx) -> tuple[str, str | None]:
     """Local folder (tiny: built once into the work dir) or Hub id of the inpainting pipeline."""
     from spurbench.generate.inpainting import make_tiny_inpainting
@@ -499,7 +482,7 @@ def _inpainting_model(ctx) -> tuple[str, str | None]:
     i = ctx.recipe.inpainting
     if i.tiny is None:
         return str(i.id), i.revision
-    folder = _build_once(
+    folder = build_once(
         ctx.work / "inpainting",
         "model_index.json",
         lambda tmp: make_tiny_inpainting(
@@ -546,7 +529,7 @@ def _learned_token(ctx, index: int, refs: dict, state: dict) -> str:
             progress=ctx.progress,
         )
 
-    return str(_build_once(ctx.work / "tokens" / str(index), EMBEDDINGS_FILE, learn))
+    return str(build_once(ctx.work / "tokens" / str(index), EMBEDDINGS_FILE, learn))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -656,9 +639,8 @@ def make_class(ctx, entry, refs: dict, state: dict) -> dict[str, Any]:
         for i, gen in zip(todo, painted):
             s, m, _, _ = jobs[i]
             out = compositing.composite(photos[s], gen, m, r.feather)
-            tmp = cdir / "images" / f".{files[i]}.tmp.png"
-            out.save(tmp)
-            tmp.replace(cdir / "images" / files[i])
+            with atomic_path(cdir / "images" / files[i]) as tmp:
+                out.save(tmp, format="PNG")
     for s, m in with_mask:
         Image.fromarray(m.astype(np.uint8) * 255).save(cdir / "masks" / f"s{s:04d}.png")
 
