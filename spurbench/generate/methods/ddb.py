@@ -576,94 +576,31 @@ def class_selection(ctx, index: int, refs: dict, state: dict) -> dict[str, Any]:
 
 
 def make_class(ctx, entry, refs: dict, state: dict) -> dict[str, Any]:
-    import numpy as np
-    from PIL import Image
-
-    from spurbench import detection
-    from spurbench.generate import compositing, pruning
-    from spurbench.generate.inpainting import repaint
-    from spurbench.generate.references import load_image
+    """One class: its source photos (lowest loss for k), their object masks, the repainted images (one per source
+    and `images_per_source`), and the pruning of each against the row's label."""
     from spurbench.generate.sampling import image_seed
 
     r = ctx.recipe
-    clf = state["classifier"]
     cdir = ctx.class_dir(entry.index)
     (cdir / "images").mkdir(parents=True, exist_ok=True)
     (cdir / "masks").mkdir(parents=True, exist_ok=True)
-
-    # 1. source images: lowest loss for k under the classifier
-    own = class_selection(ctx, entry.index, refs, state)
+    own = class_selection(ctx, entry.index, refs, state)  # 1. source images: lowest loss for k
     photos, sources = own["photos"], own["sources"]
-
-    # 2. masks
-    masks = detection.segment(
-        [photos[i] for i in sources],
-        [entry.mask_prompt] * len(sources),
-        state["detector"],
-        state["segmenter"],
-        r.segmentation.threshold,
-        progress=False,
-    )
+    masks = _object_masks(ctx, entry, [photos[i] for i in sources], state)  # 2. masks
     with_mask = [(s, m) for s, m in zip(sources, masks) if m.any()]
-    skipped = [s for s, m in zip(sources, masks) if not m.any()]
-
-    # 3. prompts and seeds; swap mode paints the target's learned token
-    if r.mode == "swap":
-        token_dir = _learned_token(ctx, entry.swap_to, refs, state)
-        if entry.swap_to not in state["tokens_loaded"]:
-            state["pipe"].load_textual_inversion(token_dir)
-            state["tokens_loaded"].add(entry.swap_to)
-        prompt = r.prompts.swap.format(token=token_name(entry.swap_to))
-    else:
-        prompt = r.prompts.remove.format(background=entry.background)
+    prompt = _paint_prompt(ctx, entry, refs, state)  # 3. prompts and seeds
     jobs = [
         (s, m, j, image_seed(r.seed, "ddb", entry.index, s, j))
         for s, m in with_mask
         for j in range(r.images_per_source)
     ]
     files = [f"s{s:04d}_{j}.png" for s, _, j, _ in jobs]
-    todo = [i for i, f in enumerate(files) if not (cdir / "images" / f).is_file()]
-    if todo:
-        grown = [compositing.grow_mask(jobs[i][1], r.feather) for i in todo]
-        painted = repaint(
-            state["pipe"],
-            [photos[jobs[i][0]] for i in todo],
-            grown,
-            [prompt] * len(todo),
-            [jobs[i][3] for i in todo],
-            r.resolution,
-            r.inpainting.num_inference_steps,
-            r.inpainting.guidance_scale,
-            r.inpainting.batch_size,
-        )
-        for i, gen in zip(todo, painted):
-            s, m, _, _ = jobs[i]
-            out = compositing.composite(photos[s], gen, m, r.feather)
-            with atomic_path(cdir / "images" / files[i]) as tmp:
-                out.save(tmp, format="PNG")
-    for s, m in with_mask:
-        Image.fromarray(m.astype(np.uint8) * 255).save(cdir / "masks" / f"s{s:04d}.png")
-
-    # 4. pruning, all about the row's label (DDB's class_label): IG of its logit in the mask (baseline: the
-    # photo) and p(label) against the mean p(label) over the label class's own selected photos
+    _repaint_missing(ctx, cdir, jobs, files, photos, prompt, state)
+    _save_masks(cdir, with_mask)
+    # 4. pruning, all about the row's label (DDB's class_label)
     label = entry.swap_to if r.mode == "swap" else entry.index
     label_mean = class_selection(ctx, label, refs, state)["mean"]
-    ig, p_gen = [], []
-    for i, (s, m, _, _) in enumerate(jobs):
-        x = pruning.classifier_input([load_image(cdir / "images" / files[i])], clf.data_config)
-        if prunes(r):
-            x0 = pruning.classifier_input([photos[s]], clf.data_config)
-            mt = pruning.mask_input([m], clf.data_config)
-            ig.append(float(pruning.ig_in_mask(clf.model, x, x0, mt, label, n_steps=r.pruning.ig_steps)[0]))
-        else:
-            ig.append(None)
-        p_gen.append(float(pruning.class_probabilities(clf.model, x, label)[0]))
-    if not jobs:
-        keep = np.zeros(0, dtype=bool)
-    elif prunes(r):
-        keep = pruning.keep_mask(ig, p_gen, label_mean, r.pruning.ig_threshold)
-    else:
-        keep = np.ones(len(jobs), dtype=bool)
+    ig, p_gen, keep = _prune(ctx, cdir, jobs, files, photos, label, label_mean, state["classifier"])
     return {
         "images": [
             {
@@ -685,9 +622,99 @@ def make_class(ctx, entry, refs: dict, state: dict) -> dict[str, Any]:
         "p_reference_mean": own["mean"],
         # the mean p(label) the generated rows were compared with
         "p_label_mean": label_mean,
-        "skipped_no_mask": skipped,
+        "skipped_no_mask": [s for s, m in zip(sources, masks) if not m.any()],
         "mask_prompt": entry.mask_prompt,
     }
+
+
+def _object_masks(ctx, entry, photos: list, state: dict) -> list:
+    """The object's mask in each photo (detector boxes for the mask prompt, then the segmenter)."""
+    from spurbench import detection
+
+    return detection.segment(
+        photos,
+        [entry.mask_prompt] * len(photos),
+        state["detector"],
+        state["segmenter"],
+        ctx.recipe.segmentation.threshold,
+        progress=False,
+    )
+
+
+def _paint_prompt(ctx, entry, refs: dict, state: dict) -> str:
+    """The inpainting prompt: remove mode paints the background; swap mode the target's learned token (learned
+    and loaded into the pipeline on first use)."""
+    r = ctx.recipe
+    if r.mode != "swap":
+        return r.prompts.remove.format(background=entry.background)
+    token_dir = _learned_token(ctx, entry.swap_to, refs, state)
+    if entry.swap_to not in state["tokens_loaded"]:
+        state["pipe"].load_textual_inversion(token_dir)
+        state["tokens_loaded"].add(entry.swap_to)
+    return r.prompts.swap.format(token=token_name(entry.swap_to))
+
+
+def _repaint_missing(ctx, cdir: Path, jobs: list, files: list[str], photos: list, prompt: str, state: dict) -> None:
+    """Inpaint the jobs whose image is not on disk yet (resumable) and composite each onto its photo."""
+    from spurbench.generate import compositing
+    from spurbench.generate.inpainting import repaint
+
+    r = ctx.recipe
+    todo = [i for i, f in enumerate(files) if not (cdir / "images" / f).is_file()]
+    if not todo:
+        return
+    painted = repaint(
+        state["pipe"],
+        [photos[jobs[i][0]] for i in todo],
+        [compositing.grow_mask(jobs[i][1], r.feather) for i in todo],
+        [prompt] * len(todo),
+        [jobs[i][3] for i in todo],
+        r.resolution,
+        r.inpainting.num_inference_steps,
+        r.inpainting.guidance_scale,
+        r.inpainting.batch_size,
+    )
+    for i, gen in zip(todo, painted):
+        s, m, _, _ = jobs[i]
+        out = compositing.composite(photos[s], gen, m, r.feather)
+        with atomic_path(cdir / "images" / files[i]) as tmp:
+            out.save(tmp, format="PNG")
+
+
+def _save_masks(cdir: Path, with_mask: list) -> None:
+    import numpy as np
+    from PIL import Image
+
+    for s, m in with_mask:
+        Image.fromarray(m.astype(np.uint8) * 255).save(cdir / "masks" / f"s{s:04d}.png")
+
+
+def _prune(ctx, cdir: Path, jobs: list, files: list[str], photos: list, label: int, label_mean: float, clf):
+    """(IG scores, p(label), kept) of every image: IG of the label's logit in the mask (baseline: the photo) and
+    p(label) against the mean p(label) over the label class's own selected photos."""
+    import numpy as np
+
+    from spurbench.generate import pruning
+    from spurbench.generate.references import load_image
+
+    r = ctx.recipe
+    ig, p_gen = [], []
+    for i, (s, m, _, _) in enumerate(jobs):
+        x = pruning.classifier_input([load_image(cdir / "images" / files[i])], clf.data_config)
+        if prunes(r):
+            x0 = pruning.classifier_input([photos[s]], clf.data_config)
+            mt = pruning.mask_input([m], clf.data_config)
+            ig.append(float(pruning.ig_in_mask(clf.model, x, x0, mt, label, n_steps=r.pruning.ig_steps)[0]))
+        else:
+            ig.append(None)
+        p_gen.append(float(pruning.class_probabilities(clf.model, x, label)[0]))
+    if not jobs:
+        keep = np.zeros(0, dtype=bool)
+    elif prunes(r):
+        keep = pruning.keep_mask(ig, p_gen, label_mean, r.pruning.ig_threshold)
+    else:
+        keep = np.ones(len(jobs), dtype=bool)
+    return ig, p_gen, keep
 
 
 # ---------------------------------------------------------------------------------------------
