@@ -42,7 +42,12 @@ _BARRIER_TIMEOUT = datetime.timedelta(hours=48)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     # Flags without a meaningful default use SUPPRESS, so --help does not print "(default: None)".
-    none = argparse.SUPPRESS
+    _recipe_and_folder_flags(parser, argparse.SUPPRESS)
+    _run_flags(parser, argparse.SUPPRESS)
+    _plan_flags(parser)
+
+
+def _recipe_and_folder_flags(parser: argparse.ArgumentParser, none: str) -> None:
     parser.add_argument(
         "--recipe",
         required=True,
@@ -69,6 +74,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="K",
         help="build and export only these ImageNet class indices of the recipe, space- or comma-separated (default: all)",
     )
+
+
+def _run_flags(parser: argparse.ArgumentParser, none: str) -> None:
+    """Where and how the build runs, its inputs' folders, and the upload."""
     parser.add_argument(
         "--device",
         choices=("auto", "cpu", "cuda"),
@@ -110,6 +119,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-progress", action="store_true", help="hide progress bars (stage messages are still printed)"
     )
+
+
+def _plan_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--plan",
         action="store_true",
