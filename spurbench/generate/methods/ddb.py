@@ -190,9 +190,7 @@ class DDBRecipe:
 
 
 def recipe_from_dict(data: Mapping[str, Any]) -> DDBRecipe:
-    from spurbench.generate.recipe import check_class_index
     from spurbench.generate.schema import convert
-    from spurbench.generate.textual_inversion import InversionConfig
 
     data = dict(data)
     data.pop("method", None)
@@ -202,6 +200,21 @@ def recipe_from_dict(data: Mapping[str, Any]) -> DDBRecipe:
             f"key 'mode' must be one of {', '.join(MODES)} (remove: spurious set; swap: group-labelled set), got {r.mode!r}"
         )
     _check_models(r)
+    _check_settings(r)
+    if not r.classes:
+        raise SpurbenchError("key 'classes' must list at least one class")
+    names = source_label_names(r.source) if r.source else None
+    seen: set[int] = set()
+    classes = [_checked_class(r, i, c, names, seen) for i, c in enumerate(r.classes)]
+    return dataclasses.replace(r, classes=classes)
+
+
+def _check_settings(r: DDBRecipe) -> None:
+    """The numbers, prompts, textual inversion and models of a recipe (its classes aside)."""
+    from spurbench.classifiers import ClassifierSpec
+    from spurbench.detection import detector_spec, segmenter_spec
+    from spurbench.generate.textual_inversion import InversionConfig
+
     if r.resolution <= 0 or r.resolution % 8:
         raise SpurbenchError(f"key 'resolution' must be a positive multiple of 8 (pixels), got {r.resolution}")
     for key, low in (("images_per_source", 1), ("feather", 0)):
@@ -222,59 +235,52 @@ def recipe_from_dict(data: Mapping[str, Any]) -> DDBRecipe:
         InversionConfig.from_dict(r.textual_inversion)
     except SpurbenchError as err:
         raise SpurbenchError(f"key 'textual_inversion': {err}") from None
-    from spurbench.classifiers import ClassifierSpec
-    from spurbench.detection import detector_spec, segmenter_spec
-
     try:
         ClassifierSpec.from_dict(r.classifier)
         detector_spec(r.segmentation.detector)
         segmenter_spec(r.segmentation.segmenter)
     except SpurbenchError as err:
         raise SpurbenchError(f"key 'classifier' / 'segmentation': {err}") from None
-    if not r.classes:
-        raise SpurbenchError("key 'classes' must list at least one class")
-    indices = [c.index for c in r.classes]
-    names = source_label_names(r.source) if r.source else None
-    seen: set[int] = set()
-    classes = []
-    for i, c in enumerate(r.classes):
-        where = f"classes[{i}]"
-        if names is not None:
-            if not 0 <= c.index < len(names):
-                raise SpurbenchError(
-                    f"key '{where}.index': {c.index} is not a label of '{r.source.dataset}' (0..{len(names) - 1}: {', '.join(names[:10])})"
-                )
-        check_class_index(where, c.index, seen, None if names is None else len(names))
-        ref = c.references
-        if names is not None:
-            if ref is not None:
-                raise SpurbenchError(f"key '{where}.references': the photos come from `source:`; leave references out")
-        elif c.source_group is not None:
+
+
+def _checked_class(r: DDBRecipe, i: int, c: DDBClass, names: list[str] | None, seen: set[int]) -> DDBClass:
+    """Class `i` of the recipe checked, with its mask prompt, initializer word and spurious feature filled in."""
+    from spurbench.generate.recipe import check_class_index
+
+    indices = [other.index for other in r.classes]
+    where = f"classes[{i}]"
+    if names is not None:
+        if not 0 <= c.index < len(names):
             raise SpurbenchError(
-                f"key '{where}.source_group' applies only with `source:` (a dataset with a group column)"
+                f"key '{where}.index': {c.index} is not a label of '{r.source.dataset}' (0..{len(names) - 1}: {', '.join(names[:10])})"
             )
-        elif ref is None or len([v for v in (ref.folder, ref.samples) if v]) != 1 or ref.spurious_imagenet:
-            raise SpurbenchError(
-                f"key '{where}.references' needs exactly one of folder: <path> or samples: [<photo>, ...] (the class's real photos)"
-            )
-        if r.mode == "swap":
-            if c.swap_to is None:
-                raise SpurbenchError(
-                    f"key '{where}.swap_to' is required in mode swap: the recipe class whose token is painted in"
-                )
-            if c.swap_to not in indices or c.swap_to == c.index:
-                raise SpurbenchError(
-                    f"key '{where}.swap_to': {c.swap_to} is not another class of the recipe (its classes: {', '.join(map(str, indices))})"
-                )
-        mask_prompt = c.mask_prompt or (names[c.index] if names is not None else _first_lemma(c.index))
-        c = dataclasses.replace(
-            c,
-            mask_prompt=mask_prompt,
-            initializer=c.initializer or mask_prompt.split()[-1],
-            spurious_feature=c.spurious_feature or _feature(r.mode, mask_prompt),
+    check_class_index(where, c.index, seen, None if names is None else len(names))
+    ref = c.references
+    if names is not None:
+        if ref is not None:
+            raise SpurbenchError(f"key '{where}.references': the photos come from `source:`; leave references out")
+    elif c.source_group is not None:
+        raise SpurbenchError(f"key '{where}.source_group' applies only with `source:` (a dataset with a group column)")
+    elif ref is None or len([v for v in (ref.folder, ref.samples) if v]) != 1 or ref.spurious_imagenet:
+        raise SpurbenchError(
+            f"key '{where}.references' needs exactly one of folder: <path> or samples: [<photo>, ...] (the class's real photos)"
         )
-        classes.append(c)
-    return dataclasses.replace(r, classes=classes)
+    if r.mode == "swap":
+        if c.swap_to is None:
+            raise SpurbenchError(
+                f"key '{where}.swap_to' is required in mode swap: the recipe class whose token is painted in"
+            )
+        if c.swap_to not in indices or c.swap_to == c.index:
+            raise SpurbenchError(
+                f"key '{where}.swap_to': {c.swap_to} is not another class of the recipe (its classes: {', '.join(map(str, indices))})"
+            )
+    mask_prompt = c.mask_prompt or (names[c.index] if names is not None else _first_lemma(c.index))
+    return dataclasses.replace(
+        c,
+        mask_prompt=mask_prompt,
+        initializer=c.initializer or mask_prompt.split()[-1],
+        spurious_feature=c.spurious_feature or _feature(r.mode, mask_prompt),
+    )
 
 
 def _check_models(r: DDBRecipe) -> None:
