@@ -727,9 +727,23 @@ def _prune(ctx, cdir: Path, jobs: list, files: list[str], photos: list, label: i
 # Stage 5: export
 
 
-def export_splits(ctx, markers: dict, refs: dict):
+def _extra_features(swap: bool) -> dict:
+    """The `datasets` features of DDB's columns beyond the contract's (swap mode: the group too)."""
     from datasets import Image, Value
 
+    extra = {
+        "source_index": Value("int64"),
+        "mask": Image(),
+        "feather": Value("int32"),
+        "mask_prompt": Value("string"),
+        "ig_score": Value("float64"),
+        "p_label": Value("float64"),
+        "p_label_mean": Value("float64"),
+    }
+    return {**extra, "group": Value("string")} if swap else extra
+
+
+def export_splits(ctx, markers: dict, refs: dict):
     r = ctx.recipe
     offsets, n = {}, 0
     for entry in ctx.classes:
@@ -798,17 +812,7 @@ def export_splits(ctx, markers: dict, refs: dict):
         "pruned": sum(not im["kept"] for m in markers.values() for im in m["images"]),
         "reference": n if r.export.source_photos else 0,
     }
-    extra = {
-        "source_index": Value("int64"),
-        "mask": Image(),
-        "feather": Value("int32"),
-        "mask_prompt": Value("string"),
-        "ig_score": Value("float64"),
-        "p_label": Value("float64"),
-        "p_label_mean": Value("float64"),
-    }
-    if swap:
-        extra["group"] = Value("string")
+    extra = _extra_features(swap)
     splits = {kept_split: generated(True), "pruned": generated(False), "reference": reference_rows()}
     # a split with no rows would be listed in the card without a file, which `load_dataset` refuses
     return {s: rows for s, rows in splits.items() if counts[s]}, extra, {s: n for s, n in counts.items() if n}
