@@ -72,8 +72,7 @@ def flop_table(resolution: int) -> dict[str, float]:
 def _resnet_fwd_bwd() -> None:
     import torch
 
-    net = cost.model("timm", {"model": "resnet50"})
-    net.requires_grad_(True).train()
+    net = cost.model("timm", {"model": "resnet50"}, train=True)
     net(torch.randn(1, 3, 224, 224)).sum().backward()
 
 

@@ -68,7 +68,7 @@ def _detector(name: str, root: Path, device: str):
             Owlv2Processor,
         )
 
-        from spurbench.generate.tiny_sd import tiny_clip_tokenizer
+        from spurbench.tiny_models import tiny_clip_tokenizer
 
         torch.manual_seed(0)
         folder = root / "owlv2-base"

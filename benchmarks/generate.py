@@ -50,7 +50,7 @@ def main() -> None:
     import torch
 
     from spurbench.generate.sampling import Job, image_seed, load_pipeline, sample, save_png
-    from spurbench.generate.tiny_sd import make_tiny_stable_diffusion
+    from spurbench.tiny_models import make_tiny_stable_diffusion
 
     root = Path(tempfile.mkdtemp(prefix="spurbench-bench-gen-"))
     try:

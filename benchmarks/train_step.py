@@ -1,6 +1,6 @@
 """Step time of spurbench's DreamBooth(+SFSL) trainer against a plain DreamBooth step.
 
-All variants train copies of the same tiny Stable Diffusion (spurbench.generate.tiny_sd) on the same photos,
+All variants train copies of the same tiny Stable Diffusion (spurbench.tiny_models) on the same photos,
 in one invocation, interleaved one step at a time with a rotating order (so machine noise hits all
 of them alike); each figure is the median over all timed steps.
 
@@ -160,7 +160,7 @@ def main() -> None:
 
     from spurbench.generate.dreambooth import DreamBoothTrainer, TrainConfig
     from spurbench.generate.features import load_feature_model
-    from spurbench.generate.tiny_sd import make_tiny_stable_diffusion
+    from spurbench.tiny_models import make_tiny_stable_diffusion
 
     instance, prior = photos()
     with tempfile.TemporaryDirectory() as tmp:

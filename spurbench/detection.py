@@ -20,8 +20,6 @@ Building side only (needs transformers): the evaluating side (spurbench/evaluate
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -31,6 +29,8 @@ from typing import Any
 import numpy as np
 
 from spurbench.errors import SpurbenchError, hub_failure_reason
+from spurbench.once import build_once
+from spurbench.tiny_models import make_tiny_grounding_dino, make_tiny_owlv2, make_tiny_sam
 
 # ---------------------------------------------------------------------------------------------
 # Registry: detectors and segmenters, by name
@@ -161,22 +161,8 @@ def tiny_cache_dir() -> Path:
 
 def tiny_model_dir(spec: ModelSpec) -> Path:
     """The tiny model's folder, built on first use (atomically, one process at a time)."""
-    from filelock import FileLock
-
     assert spec.builder is not None
-    folder = tiny_cache_dir() / f"{spec.family}-{_TINY_VERSION}"
-    if (folder / "config.json").is_file():
-        return folder
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(folder) + ".lock"):
-        if not (folder / "config.json").is_file():
-            tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
-            try:
-                spec.builder(tmp)
-                tmp.rename(folder)
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
-    return folder
+    return build_once(tiny_cache_dir() / f"{spec.family}-{_TINY_VERSION}", "config.json", spec.builder)
 
 
 def _from_pretrained(loader, source: str, revision: str | None, what: str):
@@ -488,167 +474,9 @@ def segment(
 
 
 # ---------------------------------------------------------------------------------------------
-# Tiny random-weight models (plumbing only: their scores mean nothing)
+# Tiny random-weight models (plumbing only: their scores mean nothing; built by spurbench.tiny_models)
 
 _TINY_VERSION = "v2"
-_TINY_IMAGE = 64  # tiny models see 64x64 inputs: fast on any CPU
-
-
-def make_tiny_owlv2(out_dir: str | Path, seed: int = 0) -> Path:
-    """A randomly initialised OWLv2 at toy width (CLIP text + ViT vision, 8x8 patches), saved with
-    `save_pretrained` with its processor; loads with `Owlv2ForObjectDetection.from_pretrained(out_dir)`."""
-    import torch
-    from transformers import Owlv2Config, Owlv2ForObjectDetection, Owlv2ImageProcessor, Owlv2Processor
-
-    from spurbench.generate.tiny_sd import tiny_clip_tokenizer
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tokenizer = tiny_clip_tokenizer(out_dir, model_max_length=64)
-    torch.manual_seed(seed)
-    config = Owlv2Config(
-        text_config=dict(
-            vocab_size=max(1000, len(tokenizer)),
-            hidden_size=32,
-            intermediate_size=37,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            max_position_embeddings=64,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        ),
-        vision_config=dict(
-            image_size=_TINY_IMAGE,
-            patch_size=8,
-            hidden_size=32,
-            intermediate_size=37,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-        ),
-        projection_dim=32,
-        # default-scale random weights saturate: most images score 1.0. A tenth of it spreads the scores
-        # (about 0.5 to 0.75), so thresholds in tests and smoke builds split a set (the scores still mean nothing).
-        initializer_factor=0.1,
-    )
-    Owlv2ForObjectDetection(config).save_pretrained(str(out_dir))
-    image_processor = Owlv2ImageProcessor(size={"height": _TINY_IMAGE, "width": _TINY_IMAGE})
-    Owlv2Processor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(str(out_dir))
-    return out_dir
-
-
-def _tiny_bert_tokenizer(scratch_dir: Path):
-    """A WordPiece tokenizer whose [CLS], [SEP], "." and "?" have BERT-base's ids (101, 102, 1012, 1029):
-    Grounding DINO splits phrases at exactly those ids, so the tiny model exercises the same masking."""
-    from transformers import BertTokenizer
-
-    vocab = [f"[unused{i}]" for i in range(1030)]
-    for i, tok in {0: "[PAD]", 100: "[UNK]", 101: "[CLS]", 102: "[SEP]", 103: "[MASK]", 1012: ".", 1029: "?"}.items():
-        vocab[i] = tok
-    chars = [chr(c) for c in range(ord("a"), ord("z") + 1)] + [str(d) for d in range(10)] + list("-',()&/!")
-    free = iter(i for i in range(104, 1012) if vocab[i].startswith("[unused"))
-    for tok in chars + [f"##{c}" for c in chars]:
-        vocab[next(free)] = tok
-    folder = scratch_dir / "_bert_vocab"
-    folder.mkdir(parents=True, exist_ok=True)
-    try:
-        (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
-        return BertTokenizer.from_pretrained(str(folder), model_max_length=256)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-def make_tiny_grounding_dino(out_dir: str | Path, seed: int = 0) -> Path:
-    """A randomly initialised Grounding DINO at toy width (Swin backbone, BERT text encoder, 10 queries),
-    saved with `save_pretrained` with its processor; loads with AutoModelForZeroShotObjectDetection."""
-    import torch
-    from transformers import (
-        BertConfig,
-        GroundingDinoConfig,
-        GroundingDinoForObjectDetection,
-        GroundingDinoImageProcessor,
-        GroundingDinoProcessor,
-        SwinConfig,
-    )
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tokenizer = _tiny_bert_tokenizer(out_dir)
-    torch.manual_seed(seed)
-    config = GroundingDinoConfig(
-        backbone_config=SwinConfig(
-            image_size=_TINY_IMAGE,
-            patch_size=4,
-            embed_dim=8,
-            depths=[1, 1, 1, 1],
-            num_heads=[1, 1, 1, 1],
-            window_size=4,
-            out_features=["stage2", "stage3", "stage4"],
-        ),
-        text_config=BertConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=16,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            intermediate_size=16,
-            max_position_embeddings=256,
-        ),
-        d_model=32,  # its GroupNorms use 32 groups
-        encoder_layers=1,
-        decoder_layers=2,  # decoder box heads are tied across layers: at least two
-        encoder_ffn_dim=16,
-        decoder_ffn_dim=16,
-        encoder_attention_heads=2,
-        decoder_attention_heads=2,
-        num_queries=10,
-        encoder_n_points=2,
-        decoder_n_points=2,
-        max_text_len=256,
-    )
-    GroundingDinoForObjectDetection(config).save_pretrained(str(out_dir))
-    image_processor = GroundingDinoImageProcessor(size={"shortest_edge": _TINY_IMAGE, "longest_edge": 2 * _TINY_IMAGE})
-    GroundingDinoProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(str(out_dir))
-    return out_dir
-
-
-def make_tiny_sam(out_dir: str | Path, seed: int = 0) -> Path:
-    """A randomly initialised SAM at toy width (64-pixel inputs, 8x8 patches), saved with its processor;
-    loads with `SamModel.from_pretrained(out_dir)`."""
-    import torch
-    from transformers import SamConfig, SamImageProcessor, SamModel, SamProcessor
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(seed)
-    config = SamConfig(
-        vision_config=dict(
-            hidden_size=32,
-            output_channels=16,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            image_size=_TINY_IMAGE,
-            patch_size=8,
-            mlp_dim=32,
-            global_attn_indexes=[1],
-            window_size=4,
-            num_pos_feats=8,
-        ),  # 2 * num_pos_feats = output_channels
-        prompt_encoder_config=dict(hidden_size=16, image_size=_TINY_IMAGE, patch_size=8, mask_input_channels=4),
-        mask_decoder_config=dict(
-            hidden_size=16, mlp_dim=32, num_hidden_layers=2, num_attention_heads=2, iou_head_hidden_dim=16
-        ),
-    )
-    SamModel(config).save_pretrained(str(out_dir))
-    image_processor = SamImageProcessor(
-        size={"longest_edge": _TINY_IMAGE},
-        pad_size={"height": _TINY_IMAGE, "width": _TINY_IMAGE},
-        mask_size={"longest_edge": _TINY_IMAGE // 4},
-        mask_pad_size={"height": _TINY_IMAGE // 4, "width": _TINY_IMAGE // 4},
-    )
-    SamProcessor(image_processor=image_processor).save_pretrained(str(out_dir))
-    return out_dir
-
-
 # Default presence thresholds and their sources (see README, "Verify a dataset"):
 # - OWLv2 0.1: the score threshold of transformers' Owlv2 post-processing and of the model card's example
 #   (OWL-ViT's own demo uses the same).

@@ -158,7 +158,7 @@ def test_cut_prompts_name_what_clip_drops():
     import tempfile
 
     from spurbench.generate.methods.d3s import cut_prompts
-    from spurbench.generate.tiny_sd import tiny_clip_tokenizer
+    from spurbench.tiny_models import tiny_clip_tokenizer
 
     with tempfile.TemporaryDirectory() as d:
         tok = tiny_clip_tokenizer(Path(d), model_max_length=16)

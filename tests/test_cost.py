@@ -81,7 +81,7 @@ def test_sd_arch_from_recipe_names_and_local_folder(tmp_path):
     arch, note = cost.sd_arch(BaseModel(id="someone/unknown-model"))
     assert arch is SD1 and "unknown" in note
     # a local diffusers folder is costed from its own config.json files (here: the tiny model's, saved)
-    from spurbench.generate.tiny_sd import make_tiny_stable_diffusion
+    from spurbench.tiny_models import make_tiny_stable_diffusion
 
     folder = make_tiny_stable_diffusion(tmp_path / "sd", image_size=32)
     local, _ = cost.sd_arch(BaseModel(id=str(folder)), 32)
@@ -170,3 +170,35 @@ def test_plan_flags_fail_in_one_line(capsys):
     # without --plan, --out is still required (a one-line error, nothing written)
     assert main(["build", "--recipe", "smoke"]) == 2
     assert "--out" in capsys.readouterr().err
+
+
+def _tiny_arch():
+    from spurbench.generate.recipe import BaseModel, TinyBase
+
+    return cost.sd_arch(BaseModel(tiny=TinyBase()), 32)[0]
+
+
+def _clear_count_caches():
+    for fn in (cost.dreambooth_step, cost.textual_inversion_step, cost._unet_call, cost._text_call):
+        fn.cache_clear()
+
+
+def test_a_count_does_not_depend_on_the_counts_before_it():
+    # Counting a DreamBooth step with gradient checkpointing and a trained text encoder, then frozen inference,
+    # gives the same numbers as counting them alone: no count leaves a model behind in another state.
+    arch = _tiny_arch()
+    _clear_count_caches()
+    alone_unet = cost._unet_call(arch, 32, 2)
+    alone_text = cost._text_call(arch, 2)
+    _clear_count_caches()
+    alone_ti = cost.textual_inversion_step(arch, 32)
+    _clear_count_caches()
+    cost.dreambooth_step(arch, 32, 1, True, True, gradient_checkpointing=True)
+    cost.textual_inversion_step(arch, 32)
+    assert cost._unet_call(arch, 32, 2) == alone_unet
+    assert cost._text_call(arch, 2) == alone_text
+    _clear_count_caches()
+    cost.dreambooth_step(arch, 32, 1, True, True, gradient_checkpointing=True)
+    assert cost.textual_inversion_step(arch, 32) == alone_ti
+    # and a model handed out is a new one each time
+    assert cost.model("text", arch.text) is not cost.model("text", arch.text)

@@ -2,7 +2,7 @@
 bad inputs as one clear line, and the shipped d3s_smoke recipe built through the CLI, killed and resumed
 to the same bytes.
 
-Real parts: the tiny Stable Diffusion of spurbench.generate.tiny_sd loaded as a diffusers
+Real parts: the tiny Stable Diffusion of spurbench.tiny_models loaded as a diffusers
 StableDiffusionImg2ImgPipeline (random weights: its images mean nothing, the machinery is real), real
 photos from scikit-image/scikit-learn, timm's own lemma and definition files, real Parquet read back with
 `datasets`. Subprocess builds use one thread so their exports compare byte for byte.
@@ -178,7 +178,7 @@ def test_d3s_recipe_mistakes_name_the_key(edit, message):
 @pytest.fixture(scope="module")
 def tiny_img2img(tmp_path_factory):
     from spurbench.generate.sampling import load_pipeline
-    from spurbench.generate.tiny_sd import make_tiny_stable_diffusion
+    from spurbench.tiny_models import make_tiny_stable_diffusion
 
     folder = make_tiny_stable_diffusion(tmp_path_factory.mktemp("tiny") / "sd", image_size=32)
     return load_pipeline(folder, "cpu", scheduler="DDIMScheduler", img2img=True)
@@ -291,9 +291,13 @@ def _cmd(*extra: str) -> list[str]:
         "data",
         "--no-progress",
         "--classes",
-        "285,967",
+        ",".join(map(str, CLASSES)),
         *extra,
     ]
+
+
+#: the classes the smoke builds here make (of d3s_smoke's three)
+CLASSES = (285, 967)
 
 
 def _export_files(out: Path) -> dict[str, bytes]:
@@ -413,10 +417,18 @@ def test_killed_d3s_build_resumes_to_identical_bytes(d3s_reference, tmp_path):
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=60)
     proc.stderr.close()
-    assert not (tmp_path / "data").exists()
+    # what had finished is read from the markers on disk after the kill (more than one class may have finished
+    # before it landed on a loaded machine), never assumed from its timing
+    finished = sorted(work.glob("classes/*/done.json"))
+    files = [f for done in finished for f in [done, *sorted(done.parent.glob("images/*.png"))]]
+    before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in files}
+    left = len(CLASSES) - len(finished)
     resumed = subprocess.run(_cmd(), cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=900)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "guides and img2img: 1 class(es)" in resumed.stderr  # the finished class is not redone
+    # exactly the rest is made: the finished classes are not redone, their files untouched
+    said = f"guides and img2img: {left} class(es)" if left else "every class of this process is already done"
+    assert said in resumed.stderr
+    assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in before} == before
     assert _export_files(tmp_path / "data") == _export_files(d3s_reference)
 
 

@@ -254,11 +254,14 @@ def test_killed_verify_resumes_to_the_uninterrupted_dataset(tmp_path):
         assert proc.poll() is None, proc.stderr.read()[-3000:]
         assert time.monotonic() < deadline, "no detection was cached in time"
         time.sleep(0.01)
+    # stop the run, then read what it had done from disk, then kill it: no assumption about how far it got
+    os.killpg(proc.pid, signal.SIGSTOP)
+    if proc.poll() is not None:  # it finished between the last look and the stop: there is nothing to resume
+        pytest.skip("the verify run finished before it could be stopped")
+    saved = resume.read_text()
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    done = len(resume.read_text().splitlines()) - 1
-    assert 0 < done < 160 and not (tmp_path / "killed").exists()  # killed midway
-    saved = resume.read_text()
+    assert resume.read_text() == saved  # the cache as it stood when the run was stopped
 
     again = subprocess.run(
         _verify_cmd(ds, "killed"), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600

@@ -97,3 +97,16 @@ def test_no_import_cycles_among_spurbench_modules():
 def test_no_package_folder_named_like_build_output():
     named = [p for p in PACKAGE.rglob("*") if p.is_dir() and p.name in {"build", "dist"}]
     assert named == []
+
+
+def test_nothing_below_the_building_side_imports_it():
+    # spurbench.generate (the building side) sits on top: detection, the dataset contract, the evaluating side and
+    # the shared modules never import it (the tiny test models live in spurbench.tiny_models, below both)
+    graph = import_graph()
+    upward = {m: sorted(t for t in ts if t.startswith("spurbench.generate")) for m, ts in graph.items()}
+    upward = {m: ts for m, ts in upward.items() if ts and not m.startswith("spurbench.generate")}
+    assert upward == {}, f"modules below spurbench.generate that import it: {upward}"
+
+
+def test_the_tiny_models_import_nothing_of_spurbench():
+    assert import_graph()["spurbench.tiny_models"] == set()

@@ -20,7 +20,7 @@ from spurbench.generate import features as features_module  # noqa: E402
 from spurbench.generate.dreambooth import DreamBoothTrainer, TrainConfig, pixel_tensor, predict_z0  # noqa: E402
 from spurbench.generate.features import FeatureModel, load_tiny_decoder, sfsl_loss  # noqa: E402
 from spurbench.generate.recipe import recipe_from_dict, recipe_hash  # noqa: E402
-from spurbench.generate.tiny_sd import make_tiny_stable_diffusion  # noqa: E402
+from spurbench.tiny_models import make_tiny_stable_diffusion  # noqa: E402
 
 RES = 64
 K = 285

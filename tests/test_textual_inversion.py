@@ -10,7 +10,7 @@ from PIL import Image
 
 from spurbench.errors import SpurbenchError
 from spurbench.generate import textual_inversion as ti
-from spurbench.generate.tiny_sd import make_tiny_stable_diffusion
+from spurbench.tiny_models import make_tiny_stable_diffusion
 
 
 @pytest.fixture(scope="module")

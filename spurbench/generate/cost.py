@@ -9,7 +9,8 @@ step, one detection (OWLv2 at 960 px + SAM at 1024 px), integrated gradients of 
 downloaded and no weight is read: a local diffusers folder contributes only its `config.json` files.
 
 `spurbench build --recipe R --plan` (`plan` below) turns these counts into a bill: stages, models and their
-download sizes, images to make, disk, and GPU-hours at a stated utilisation of a stated GPU.
+download sizes, images to make, disk, and GPU-hours at a stated utilisation of a stated GPU. Each method's own
+stages are written by the `plan` function of its module (spurbench.generate.methods); this module counts.
 `benchmarks/cost_model.py` prints the per-stage table and the SFSL/DreamBooth ratio.
 
 FLOPs here are what FlopCounterMode counts: 2 per multiply-add of matmuls, convolutions and attention
@@ -190,7 +191,7 @@ TINY_DECODER_REPO = "madebyollin/taesd"
 # Detection models as spurbench.detection pins them.
 # google/owlv2-base-patch16-ensemble config.json: ViT-B/16 vision tower at 960 px; the text tower is CLIP's
 # (transformers' Owlv2TextConfig defaults: 512 wide, 12 layers, 16 tokens)
-_OWLV2_VISION = dict(image_size=960, patch_size=16)
+OWLV2_VISION = dict(image_size=960, patch_size=16)
 OWLV2_TOKENS = 16
 # facebook/sam-vit-base: transformers' SamConfig defaults are the ViT-B image encoder at 1024 px
 SAM_IMAGE = 1024
@@ -203,7 +204,7 @@ def sd_arch(base: Any, resolution: int | None = None, inpainting: bool = False) 
     A Hub id: matched by name against the published architectures above."""
     tiny = getattr(base, "tiny", None)
     if tiny is not None:
-        from spurbench.generate.tiny_sd import tiny_text_config, tiny_unet_config, tiny_vae_config
+        from spurbench.tiny_models import tiny_text_config, tiny_unet_config, tiny_vae_config
 
         size = resolution or 64
         arch = SDArch(
@@ -212,7 +213,7 @@ def sd_arch(base: Any, resolution: int | None = None, inpainting: bool = False) 
             tiny_vae_config(size),
             tiny_text_config(),
             vae_factor=2,
-            source="spurbench.generate.tiny_sd",
+            source="spurbench.tiny_models",
         )
         return arch, "built locally, no download"
     ident = str(getattr(base, "id", "") or "")
@@ -245,7 +246,10 @@ def sd_arch(base: Any, resolution: int | None = None, inpainting: bool = False) 
 
 
 # ---------------------------------------------------------------------------------------------
-# Building on the meta device and counting
+# Building on the meta device and counting.
+# Every count builds its own models: a count sets requires_grad, train/eval and gradient checkpointing on what it
+# builds, so models shared between counts would make one count depend on which ran before it. Only immutable
+# results (integers) are cached.
 
 
 def count_flops(fn: Callable[[], Any]) -> int:
@@ -258,72 +262,95 @@ def count_flops(fn: Callable[[], Any]) -> int:
     return int(counter.get_total_flops())
 
 
-@functools.cache
-def _module(kind: str, config_json: str) -> Any:
-    """A model of `kind` from a config, on the meta device (cached: building SD's UNet takes ~0.5 s)."""
+def _no_grad(fn: Callable[[], Any]) -> int:
     import torch
 
-    config = json.loads(config_json)
-    with torch.device("meta"):
-        if kind == "unet":
-            from diffusers import UNet2DConditionModel
+    def run():
+        with torch.no_grad():
+            fn()
 
-            return UNet2DConditionModel.from_config(config)
-        if kind == "vae":
-            from diffusers import AutoencoderKL
+    return count_flops(run)
 
-            return AutoencoderKL.from_config(config)
-        if kind == "tiny-vae":
-            from diffusers import AutoencoderTiny
 
-            return AutoencoderTiny.from_config(config)
-        if kind == "text":
-            from transformers import CLIPTextConfig, CLIPTextModel
+def _build(kind: str, config: dict) -> Any:
+    """A new model of `kind` from a config, on the meta device (each call builds a fresh one)."""
+    if kind == "unet":
+        from diffusers import UNet2DConditionModel
 
-            return CLIPTextModel(CLIPTextConfig(**config))
-        if kind == "safety":
-            from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+        return UNet2DConditionModel.from_config(config)
+    if kind == "vae":
+        from diffusers import AutoencoderKL
 
-            return CLIPVisionModelWithProjection(CLIPVisionConfig(**config))
-        if kind == "timm":
-            import timm
+        return AutoencoderKL.from_config(config)
+    if kind == "tiny-vae":
+        from diffusers import AutoencoderTiny
 
-            return timm.create_model(config["model"], pretrained=False)
-        if kind == "owlv2":
-            from transformers import Owlv2Config, Owlv2ForObjectDetection
+        return AutoencoderTiny.from_config(config)
+    if kind == "text":
+        from transformers import CLIPTextConfig, CLIPTextModel
 
-            return Owlv2ForObjectDetection(Owlv2Config(vision_config=config))
-        if kind == "sam":
-            from transformers import SamConfig, SamModel
+        return CLIPTextModel(CLIPTextConfig(**config))
+    if kind == "safety":
+        from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
-            return SamModel(SamConfig())
+        return CLIPVisionModelWithProjection(CLIPVisionConfig(**config))
+    if kind == "timm":
+        import timm
+
+        return timm.create_model(config["model"], pretrained=False)
+    if kind == "owlv2":
+        from transformers import Owlv2Config, Owlv2ForObjectDetection
+
+        return Owlv2ForObjectDetection(Owlv2Config(vision_config=config))
+    if kind == "sam":
+        from transformers import SamConfig, SamModel
+
+        return SamModel(SamConfig())
     raise ValueError(f"unknown model kind {kind!r}")
 
 
-def model(kind: str, config: dict) -> Any:
-    return _module(kind, json.dumps(config, sort_keys=True))
+def model(kind: str, config: dict, train: bool = False) -> Any:
+    """A new model of `kind` on the meta device: frozen and in eval mode, or (`train`) trainable in train mode."""
+    import torch
+
+    with torch.device("meta"):
+        m = _build(kind, config)
+    return m.requires_grad_(train).train(train)
+
+
+@functools.cache
+def _parameters(kind: str, config_json: str) -> int:
+    return sum(p.numel() for p in model(kind, json.loads(config_json)).parameters())
 
 
 def parameters(kind: str, config: dict) -> int:
-    return sum(p.numel() for p in model(kind, config).parameters())
+    return _parameters(kind, json.dumps(config, sort_keys=True))
 
 
-def _frozen(m: Any) -> Any:
-    return m.requires_grad_(False).eval()
-
-
+@functools.cache
 def _timm_input(name: str) -> int:
     cfg = getattr(model("timm", {"model": name}), "pretrained_cfg", None) or {}
     return int((cfg.get("input_size") or (3, 224, 224))[-1])
 
 
-def _encode_text(arch: SDArch, prompts: int, train: bool):
+def _text_ids(prompts: int):
     import torch
 
-    te = model("text", arch.text).requires_grad_(train)
-    te.train(train)
-    ids = torch.zeros(prompts, 77, dtype=torch.long)
-    return te(ids)[0]
+    return torch.zeros(prompts, 77, dtype=torch.long)
+
+
+def _unet_inputs(arch: SDArch, resolution: int, batch: int, channels: int | None = None) -> tuple:
+    """Noisy latents and timesteps of a UNet call (`channels`: the latents' own, default the UNet's input)."""
+    import torch
+
+    h = arch.latent(resolution)
+    c = arch.unet.get("in_channels", 4) if channels is None else channels
+    return torch.randn(batch, c, h, h), torch.zeros(batch, dtype=torch.long)
+
+
+def _backward(out) -> None:
+    """A scalar loss on `out` and its backward (what a training step's loss costs is not counted)."""
+    out.float().pow(2).mean().backward()
 
 
 @functools.cache
@@ -336,25 +363,12 @@ def dreambooth_step(
     gradient_checkpointing: bool = False,
 ) -> int:
     """One DreamBooth step: text encoder and UNet forward on instance (+ prior) images, MSE, backward into both."""
-    import torch
-
     n = batch * (2 if prior else 1)
-    unet = model("unet", arch.unet).requires_grad_(True).train()
+    unet = model("unet", arch.unet, train=True)
     if gradient_checkpointing:
         unet.enable_gradient_checkpointing()
-
-    def step():
-        states = _encode_text(arch, n, train_text_encoder)
-        h = arch.latent(resolution)
-        latents = torch.randn(n, arch.unet.get("in_channels", 4), h, h)
-        out = unet(latents, torch.zeros(n, dtype=torch.long), states).sample
-        out.float().pow(2).mean().backward()
-
-    try:
-        return count_flops(step)
-    finally:
-        if gradient_checkpointing:
-            unet.disable_gradient_checkpointing()
+    te = model("text", arch.text, train=train_text_encoder)
+    return count_flops(lambda: _backward(unet(*_unet_inputs(arch, resolution, n), te(_text_ids(n))[0]).sample))
 
 
 @functools.cache
@@ -374,11 +388,10 @@ def sfsl_extra(
 
     from spurbench.generate.features import FeatureModel
 
-    vae = model("vae", arch.vae)
+    vae = _decoder(arch, decoder)
     if gradient_checkpointing and decoder == "full":
         vae.enable_gradient_checkpointing()
-
-    net = _frozen(model("timm", {"model": feature_model}))
+    net = model("timm", {"model": feature_model})
     size = _timm_input(feature_model)
     data_config = {"input_size": (3, size, size), "interpolation": "bicubic", "mean": (0.5,) * 3, "std": (0.5,) * 3}
 
@@ -386,21 +399,15 @@ def sfsl_extra(
         features = FeatureModel(net, data_config)  # spurbench's own preprocessing and class-wise features, on meta
         h = arch.latent(resolution)
         z0 = torch.randn(batch, 4, h, h, requires_grad=True)
-        x_hat = _decode(arch, z0, decoder)
-        a = features.class_features(x_hat, 0)
-        ref = torch.randn_like(a)
-        (1 - torch.nn.functional.cosine_similarity(a, ref, dim=1)).sum().backward()
+        a = features.class_features(vae.decode(z0).sample, 0)
+        (1 - torch.nn.functional.cosine_similarity(a, torch.randn_like(a), dim=1)).sum().backward()
 
-    try:
-        return count_flops(step)
-    finally:
-        vae.disable_gradient_checkpointing()
+    return count_flops(step)
 
 
-def _decode(arch: SDArch, z, decoder: str = "full"):
-    if decoder == "tiny":
-        return _frozen(model("tiny-vae", {})).decode(z).sample
-    return _frozen(model("vae", arch.vae)).decode(z).sample
+def _decoder(arch: SDArch, decoder: str = "full") -> Any:
+    """A frozen decoder: the pipeline's VAE (`full`) or AutoencoderTiny (`tiny`)."""
+    return model("tiny-vae", {}) if decoder == "tiny" else model("vae", arch.vae)
 
 
 @functools.cache
@@ -408,55 +415,37 @@ def decode_image(arch: SDArch, resolution: int, decoder: str = "full", grad: boo
     """One latent decoded; `grad`: with the backward to the latent (the decoder itself frozen)."""
     import torch
 
+    vae = _decoder(arch, decoder)
+
     def run():
         h = arch.latent(resolution)
-        z = torch.randn(1, 4, h, h, requires_grad=grad)
-        x = _decode(arch, z, decoder)
+        x = vae.decode(torch.randn(1, 4, h, h, requires_grad=grad)).sample
         if grad:
-            x.float().pow(2).mean().backward()
+            _backward(x)
 
     return count_flops(run) if grad else _no_grad(run)
-
-
-def _no_grad(fn: Callable[[], Any]) -> int:
-    import torch
-
-    def run():
-        with torch.no_grad():
-            fn()
-
-    return count_flops(run)
 
 
 @functools.cache
 def _unet_call(arch: SDArch, resolution: int, batch: int) -> int:
     import torch
 
-    unet = _frozen(model("unet", arch.unet))
-    h = arch.latent(resolution)
-    states = arch.unet.get("cross_attention_dim", 768)
-    return _no_grad(
-        lambda: (
-            unet(
-                torch.randn(batch, arch.unet.get("in_channels", 4), h, h),
-                torch.zeros(batch, dtype=torch.long),
-                torch.randn(batch, 77, states),
-            ).sample
-        )
-    )
+    unet = model("unet", arch.unet)
+    states = torch.Size([batch, 77, arch.unet.get("cross_attention_dim", 768)])
+    return _no_grad(lambda: unet(*_unet_inputs(arch, resolution, batch), torch.randn(states)).sample)
 
 
 @functools.cache
 def _text_call(arch: SDArch, prompts: int) -> int:
-    _frozen(model("text", arch.text))
-    return _no_grad(lambda: _encode_text(arch, prompts, False))
+    te = model("text", arch.text)
+    return _no_grad(lambda: te(_text_ids(prompts))[0])
 
 
 @functools.cache
 def _encode_image(arch: SDArch, resolution: int) -> int:
     import torch
 
-    vae = _frozen(model("vae", arch.vae))
+    vae = model("vae", arch.vae)
     return _no_grad(lambda: vae.encode(torch.randn(1, 3, resolution, resolution)).latent_dist.mean)
 
 
@@ -472,43 +461,24 @@ def sample_image(arch: SDArch, resolution: int, steps: int, guidance_scale: floa
 
 def img2img_image(arch: SDArch, resolution: int, steps: int, strength: float, guidance_scale: float) -> int:
     """One img2img image (D3S): the guide encoded, int(steps x strength) UNet calls (diffusers' count), one decode."""
-    run = min(int(steps * strength), steps)
-    return (
-        _encode_image(arch, resolution)
-        + _denoise(arch, resolution, run, guidance_scale)
-        + decode_image(arch, resolution)
-    )
+    return inpaint_image(arch, resolution, min(int(steps * strength), steps), guidance_scale)
 
 
 def inpaint_image(arch: SDArch, resolution: int, steps: int, guidance_scale: float) -> int:
     """One inpainting (DDB): the masked photo encoded, `steps` calls of the 9-channel UNet, one decode."""
-    return (
-        _encode_image(arch, resolution)
-        + _denoise(arch, resolution, steps, guidance_scale)
-        + decode_image(arch, resolution)
-    )
+    return _encode_image(arch, resolution) + sample_image(arch, resolution, steps, guidance_scale)
 
 
 @functools.cache
 def textual_inversion_step(arch: SDArch, resolution: int, batch: int = 1) -> int:
     """One textual-inversion micro-step: text encoder forward and backward (only the token embeddings learn),
     frozen UNet forward and backward to its text states."""
-    import torch
-
-    unet = _frozen(model("unet", arch.unet))
-    te = _frozen(model("text", arch.text))
-
-    def step():
-        te.get_input_embeddings().weight.requires_grad_(True)
-        states = te(torch.zeros(batch, 77, dtype=torch.long))[0]
-        h = arch.latent(resolution)
-        out = unet(torch.randn(batch, 4, h, h), torch.zeros(batch, dtype=torch.long), states).sample
-        out.float().pow(2).mean().backward()
-
-    try:
-        return count_flops(step)
-    finally:
-        te.get_input_embeddings().weight.requires_grad_(False)
+    unet = model("unet", arch.unet)
+    te = model("text", arch.text)
+    te.get_input_embeddings().weight.requires_grad_(True)
+    return count_flops(
+        lambda: _backward(unet(*_unet_inputs(arch, resolution, batch, channels=4), te(_text_ids(batch))[0]).sample)
+    )
 
 
 @functools.cache
@@ -516,8 +486,7 @@ def classifier_pass(name: str, batch: int = 1) -> int:
     """A timm classifier's forward at its input size."""
     import torch
 
-    net = _frozen(model("timm", {"model": name}))
-    size = _timm_input(name)
+    net, size = model("timm", {"model": name}), _timm_input(name)
     return _no_grad(lambda: net(torch.randn(batch, 3, size, size)))
 
 
@@ -526,14 +495,8 @@ def integrated_gradients(name: str, steps: int) -> int:
     """Integrated gradients of one image (DDB's pruning): `steps` interpolated inputs, forward and input backward."""
     import torch
 
-    net = _frozen(model("timm", {"model": name}))
-    size = _timm_input(name)
-
-    def run():
-        x = torch.randn(steps, 3, size, size, requires_grad=True)
-        net(x)[:, 0].sum().backward()
-
-    return count_flops(run)
+    net, size = model("timm", {"model": name}), _timm_input(name)
+    return count_flops(lambda: net(torch.randn(steps, 3, size, size, requires_grad=True))[:, 0].sum().backward())
 
 
 @functools.cache
@@ -541,7 +504,7 @@ def owlv2_image() -> int:
     """OWLv2 base/16 at 960 px with one text query of 16 tokens."""
     import torch
 
-    det = _frozen(model("owlv2", _OWLV2_VISION))
+    det = model("owlv2", OWLV2_VISION)
     # no attention_mask: transformers' mask helper reads it with .item(), which meta tensors cannot do;
     # an all-ones mask changes no FLOP count
     return _no_grad(
@@ -554,7 +517,7 @@ def sam_image() -> int:
     """SAM ViT-B at 1024 px with one box prompt."""
     import torch
 
-    sam = _frozen(model("sam", {}))
+    sam = model("sam", {})
     return _no_grad(lambda: sam(pixel_values=torch.randn(1, 3, SAM_IMAGE, SAM_IMAGE), input_boxes=torch.zeros(1, 1, 4)))
 
 
@@ -614,6 +577,10 @@ class Plan:
     def peak(self) -> float:
         return (self.gpu.bf16 if self.precision in ("fp16", "bf16") else self.gpu.fp32) * 1e12
 
+    def add(self, stage: str, count: int, unit: str, flops_each: int, note: str = "") -> None:
+        """One more stage line."""
+        self.lines.append(Line(stage, count, unit, flops_each, note))
+
     def gpu_hours(self, flops: int | None = None) -> float:
         return (self.flops if flops is None else flops) / (self.peak * self.utilization) / 3600
 
@@ -624,60 +591,30 @@ PNG_BYTES_PER_PIXEL = 1.5
 IMAGENET_PHOTOS_PER_CLASS = 1300
 
 
-def _sd_downloads(what: str, source: str, arch: SDArch, note: str) -> list[Download]:
+def png_bytes(resolution: int) -> int:
+    """The disk size of one exported PNG at `resolution` px (estimate)."""
+    return int(resolution**2 * PNG_BYTES_PER_PIXEL)
+
+
+def add_sd_download(p: Plan, what: str, base: Any, resolution: int, inpainting: bool = False) -> SDArch:
+    """Cost a recipe's Stable Diffusion section (`base_model` or `inpainting`) as a download; returns its
+    architecture."""
+    arch, note = sd_arch(base, resolution, inpainting=inpainting)
     parts = [("unet", arch.unet), ("vae", arch.vae), ("text", arch.text)]
     if arch.safety_checker:
         parts.append(("safety", _SD1_SAFETY))
     params = sum(parameters(k, c) for k, c in parts)
-    return [Download(what, source, params, 4 * params, note)]
+    p.downloads.append(Download(what, base.id or "tiny", params, 4 * params, note))
+    return arch
 
 
-def _precision(recipe: Any) -> str:
-    return str(getattr(recipe, "mixed_precision", "no") or "no")
+def pipeline_bytes(arch: SDArch) -> int:
+    """Disk size of a fine-tuned pipeline saved in fp32 (the safety checker is not saved with it)."""
+    return 4 * sum(parameters(k, c) for k, c in (("unet", arch.unet), ("vae", arch.vae), ("text", arch.text)))
 
 
-def plan(
-    recipe: Any,
-    classes: list | None = None,
-    recipe_path: str | Path | None = None,
-    gpu: str = DEFAULT_GPU,
-    utilization: float = DEFAULT_UTILIZATION,
-) -> Plan:
-    """The bill of `recipe` for `classes` (default: all of the recipe's), from the cost model; loads no weights."""
-    if not 0 < utilization <= 1:
-        raise SpurbenchError(f"--plan-utilization must be a fraction in (0, 1], got {utilization}")
-    classes = list(recipe.classes if classes is None else classes)
-    method = getattr(recipe, "method", "sfsl")
-    p = Plan(
-        recipe=recipe.name,
-        method=method,
-        classes=len(classes),
-        resolution=int(getattr(recipe, "resolution", 512)),
-        precision=_precision(recipe),
-        gpu=gpu_spec(gpu),
-        utilization=utilization,
-    )
-    if method in ("sfsl", "dreambooth"):
-        _plan_sfsl(p, recipe, classes)
-    elif method == "d3s":
-        _plan_d3s(p, recipe, classes)
-    elif method == "ddb":
-        _plan_ddb(p, recipe, classes)
-    else:
-        raise SpurbenchError(f"the cost model does not know method {method!r}")
-    if recipe_path is not None:
-        from spurbench.generate.verify_stage import load_verify_section
-
-        check = load_verify_section(recipe_path)
-        if check is not None:
-            if check.detector == "owlv2" and check.model is None:
-                p.lines.append(Line("verify (OWLv2 on every exported image)", p.images, "image", owlv2_image()))
-            else:
-                p.notes.append(f"verify with detector {check.detector!r} is not costed (only the default OWLv2 is)")
-    return p
-
-
-def _feature_download(p: Plan, what: str, spec: dict | None) -> str | None:
+def add_timm_download(p: Plan, what: str, spec: dict | None) -> str | None:
+    """Cost a recipe's timm classifier section as a download; returns the timm model name (None without one)."""
     if not spec:
         return None
     from spurbench.classifiers import ClassifierSpec
@@ -690,198 +627,46 @@ def _feature_download(p: Plan, what: str, spec: dict | None) -> str | None:
     return s.model
 
 
-def _plan_sfsl(p: Plan, r: Any, classes: list) -> None:
-    from spurbench.generate.dreambooth import TrainConfig
-    from spurbench.generate.recipe import train_config_dict
-
-    arch, how = sd_arch(r.base_model, r.resolution)
-    p.downloads += _sd_downloads("base model", r.base_model.id or "tiny", arch, how)
-    feature = _feature_download(p, "SFSL feature model", r.feature_model)
-    cfg = TrainConfig.from_dict(train_config_dict(r))
-    g = r.generation
-    nouns = {c.noun for c in classes}
-    if cfg.with_prior_preservation and r.num_class_images:
-        n = len(nouns) * r.num_class_images
-        p.extra_images += n
-        p.lines.append(
-            Line(
-                "2 class priors (sampling, base model)",
-                n,
-                "image",
-                sample_image(arch, r.resolution, g.num_inference_steps, g.guidance_scale),
-                f"{len(nouns)} noun(s) x {r.num_class_images}",
-            )
-        )
-    steps = len(classes) * cfg.max_train_steps
-    p.lines.append(
-        Line(
-            "3 fine-tune: DreamBooth step",
-            steps,
-            "step",
-            dreambooth_step(
-                arch,
-                r.resolution,
-                cfg.train_batch_size,
-                cfg.with_prior_preservation,
-                cfg.train_text_encoder,
-                cfg.gradient_checkpointing,
-            ),
-            f"batch {cfg.train_batch_size}"
-            + (" + prior" if cfg.with_prior_preservation else "")
-            + (", gradient checkpointing (recomputed forward counted)" if cfg.gradient_checkpointing else ""),
-        )
-    )
-    if cfg.sfsl_weight > 0 and feature:
-        decoder = sfsl_decoder(r)
-        share = min(cfg.sfsl_max_timestep, 1000) / 1000 if cfg.sfsl_max_timestep is not None else 1.0
-        p.lines.append(
-            Line(
-                f"3 fine-tune: SFSL extra ({decoder} decoder)",
-                round(steps * share),
-                "step",
-                sfsl_extra(arch, r.resolution, feature, decoder, cfg.train_batch_size, cfg.gradient_checkpointing),
-                f"steps with t < {cfg.sfsl_max_timestep} of 1000 (uniform t)"
-                if cfg.sfsl_max_timestep is not None
-                else "every step",
-            )
-        )
-    n = len(classes) * len(r.prompts.generation) * g.images_per_prompt
-    p.images += n
-    p.lines.append(
-        Line(
-            "4 sampling (fine-tuned model)",
-            n,
-            "image",
-            sample_image(arch, r.resolution, g.num_inference_steps, g.guidance_scale),
-            f"{g.num_inference_steps} steps, guidance {g.guidance_scale}",
-        )
-    )
-    weights = p.downloads[0].bytes - (parameters("safety", _SD1_SAFETY) * 4 if arch.safety_checker else 0)
-    png = int(r.resolution**2 * PNG_BYTES_PER_PIXEL)
-    p.disk_bytes = (p.images + p.extra_images) * png * 2 + (len(classes) * weights if r.keep_weights else weights)
-    p.disk_peak_note = f"generated PNGs twice (work dir + export) at ~{png / 1e6:.2f} MB each, " + (
-        f"{len(classes)} kept fine-tuned pipelines"
-        if r.keep_weights
-        else "one fine-tuned pipeline at a time (keep_weights false)"
-    )
+def add_model_download(p: Plan, what: str, source: str, kind: str, config: dict) -> None:
+    params = parameters(kind, config)
+    p.downloads.append(Download(what, source, params, 4 * params))
 
 
-def sfsl_decoder(recipe: Any) -> str:
-    """Which decoder the recipe's SFSL decodes with: `full` (the pipeline's VAE) or `tiny` (AutoencoderTiny)."""
-    features = getattr(recipe, "features", None)
-    return str(getattr(features, "decoder", None) or "full")
+def plan(
+    recipe: Any,
+    classes: list | None = None,
+    recipe_path: str | Path | None = None,
+    gpu: str = DEFAULT_GPU,
+    utilization: float = DEFAULT_UTILIZATION,
+) -> Plan:
+    """The bill of `recipe` for `classes` (default: all of the recipe's), from the cost model; loads no weights.
+    Each method writes its own stages into the plan (`plan` of its module in spurbench.generate.methods)."""
+    from spurbench.generate.methods import get_method
 
+    if not 0 < utilization <= 1:
+        raise SpurbenchError(f"--plan-utilization must be a fraction in (0, 1], got {utilization}")
+    classes = list(recipe.classes if classes is None else classes)
+    method = getattr(recipe, "method", "sfsl")
+    p = Plan(
+        recipe=recipe.name,
+        method=method,
+        classes=len(classes),
+        resolution=int(getattr(recipe, "resolution", 512)),
+        precision=str(getattr(recipe, "mixed_precision", "no") or "no"),
+        gpu=gpu_spec(gpu),
+        utilization=utilization,
+    )
+    get_method(method).plan(p, recipe, classes)
+    if recipe_path is not None:
+        from spurbench.generate.verify_stage import load_verify_section
 
-def _plan_d3s(p: Plan, r: Any, classes: list) -> None:
-    arch, how = sd_arch(r.base_model, r.resolution)
-    p.downloads += _sd_downloads("base model", r.base_model.id or "tiny", arch, how)
-    g = r.generation
-    n = len(classes) * len(r.background_words) * r.images_per_background
-    p.images += n
-    p.lines.append(
-        Line(
-            "3 img2img (D3S)",
-            n,
-            "image",
-            img2img_image(arch, r.resolution, g.num_inference_steps, g.strength, g.guidance_scale),
-            f"{len(r.background_words)} backgrounds x {r.images_per_background}, {min(int(g.num_inference_steps * g.strength), g.num_inference_steps)} steps",
-        )
-    )
-    png = int(r.resolution**2 * PNG_BYTES_PER_PIXEL)
-    p.disk_bytes = n * png * 2
-    p.disk_peak_note = (
-        f"generated PNGs twice (work dir + export) at ~{png / 1e6:.2f} MB each; the foreground photos are read in place"
-    )
-
-
-def _plan_ddb(p: Plan, r: Any, classes: list) -> None:
-    from spurbench.generate.textual_inversion import InversionConfig
-
-    base, how = sd_arch(r.base_model, r.resolution)
-    paint, how_paint = sd_arch(r.inpainting, r.resolution, inpainting=True)
-    p.downloads += _sd_downloads("base model (textual inversion)", r.base_model.id or "tiny", base, how)
-    p.downloads += _sd_downloads("inpainting model", r.inpainting.id or "tiny", paint, how_paint)
-    clf = _feature_download(p, "classifier (selection, pruning)", r.classifier)
-    seg = r.segmentation
-    if seg.detector == "owlv2":
-        p.downloads.append(
-            Download(
-                "detector",
-                "google/owlv2-base-patch16-ensemble",
-                parameters("owlv2", _OWLV2_VISION),
-                4 * parameters("owlv2", _OWLV2_VISION),
-            )
-        )
-    if seg.segmenter == "sam":
-        p.downloads.append(
-            Download("segmenter", "facebook/sam-vit-base", parameters("sam", {}), 4 * parameters("sam", {}))
-        )
-    ti = InversionConfig.from_dict(r.textual_inversion)
-    micro = len(classes) * ti.max_train_steps * ti.gradient_accumulation_steps
-    p.lines.append(
-        Line(
-            "3 textual inversion (micro-steps)",
-            micro,
-            "step",
-            textual_inversion_step(base, r.resolution, ti.train_batch_size),
-            f"{ti.max_train_steps} steps x {ti.gradient_accumulation_steps} accumulation per class",
-        )
-    )
-    photos, assumed = 0, False
-    for c in classes:
-        ref = getattr(c, "references", None)
-        folder = getattr(ref, "folder", None)
-        if getattr(ref, "samples", None):
-            photos += len(ref.samples)
-        elif folder and Path(folder).expanduser().is_dir():
-            photos += sum(1 for f in Path(folder).expanduser().iterdir() if f.is_file())
-        else:
-            photos += IMAGENET_PHOTOS_PER_CLASS
-            assumed = True
-    p.lines.append(
-        Line(
-            "3 classifier on every source photo",
-            photos,
-            "image",
-            classifier_pass(clf),
-            f"{IMAGENET_PHOTOS_PER_CLASS} photos per class assumed where the folder is absent"
-            if assumed
-            else "photos on disk",
-        )
-    )
-    sources = min(photos, len(classes) * r.sources_per_class) if r.sources_per_class else photos
-    p.lines.append(
-        Line(
-            f"4 masks ({seg.detector} + {seg.segmenter})",
-            sources,
-            "photo",
-            detect_image(seg.detector, seg.segmenter),
-            "tiny toy models count 0" if "tiny" in (seg.detector, seg.segmenter) else "",
-        )
-    )
-    n = sources * r.images_per_source
-    p.lines.append(
-        Line(
-            "4 inpainting",
-            n,
-            "image",
-            inpaint_image(paint, r.resolution, r.inpainting.num_inference_steps, r.inpainting.guidance_scale),
-            f"{r.inpainting.num_inference_steps} steps, guidance {r.inpainting.guidance_scale}",
-        )
-    )
-    p.lines.append(
-        Line(
-            "4 pruning (integrated gradients + p(source))",
-            n,
-            "image",
-            integrated_gradients(clf, r.pruning.ig_steps) + classifier_pass(clf),
-            f"{r.pruning.ig_steps} IG steps",
-        )
-    )
-    p.images += n
-    png = int(r.resolution**2 * PNG_BYTES_PER_PIXEL)
-    p.disk_bytes = (n + sources) * png * 2  # repainted images and their source photos (the reference split)
-    p.disk_peak_note = f"repainted images + source photos, twice (work dir + export), ~{png / 1e6:.2f} MB each"
+        check = load_verify_section(recipe_path)
+        if check is not None:
+            if check.detector == "owlv2" and check.model is None:
+                p.add("verify (OWLv2 on every exported image)", p.images, "image", owlv2_image())
+            else:
+                p.notes.append(f"verify with detector {check.detector!r} is not costed (only the default OWLv2 is)")
+    return p
 
 
 # ---------------------------------------------------------------------------------------------

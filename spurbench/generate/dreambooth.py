@@ -39,8 +39,6 @@ finished model's optimizer state alive. So each process trains on `accelerator.d
 from __future__ import annotations
 
 import dataclasses
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -50,6 +48,7 @@ import torch.nn.functional as F
 
 from spurbench.errors import SpurbenchError
 from spurbench.generate.features import FeatureModel, sfsl_loss
+from spurbench.once import replace_folder
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -501,13 +500,10 @@ class DreamBoothTrainer:
 
     def save(self, output_dir: str | Path, base_model: str | Path, revision: str | None = None) -> Path:
         """Save the fine-tuned pipeline (diffusers layout, safetensors) atomically: it is written to
-        `<output_dir>.tmp` and renamed, so a killed run never leaves a finished-looking folder."""
+        a temporary sibling and renamed, so a killed run never leaves a finished-looking folder."""
         from diffusers import StableDiffusionPipeline
 
         output_dir = Path(output_dir)
-        tmp = output_dir.with_name(output_dir.name + ".tmp")
-        if tmp.exists():  # left over by a killed run
-            shutil.rmtree(tmp)
         components = {"unet": self.unet}
         if self.config.train_text_encoder:
             components["text_encoder"] = self.text_encoder
@@ -519,19 +515,11 @@ class DreamBoothTrainer:
             # under `accelerate launch`); here every process saves its own class's model, so it must write.
             if hasattr(component, "should_save_on_this_rank"):
                 component.should_save_on_this_rank = _always_save
-        pipe.save_pretrained(str(tmp), safe_serialization=True)
-        missing = [name for name in ("unet", "text_encoder", "vae") if not any((tmp / name).glob("*.safetensors"))]
-        if missing:  # never let an incomplete model look finished
-            raise RuntimeError(f"saving the fine-tuned pipeline wrote no weights for {', '.join(missing)} in {tmp}")
-        if output_dir.exists():
-            old = output_dir.with_name(output_dir.name + ".old")
-            if old.exists():
-                shutil.rmtree(old)
-            os.replace(output_dir, old)
-            os.replace(tmp, output_dir)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, output_dir)
+        with replace_folder(output_dir) as tmp:
+            pipe.save_pretrained(str(tmp), safe_serialization=True)
+            missing = [n for n in ("unet", "text_encoder", "vae") if not any((tmp / n).glob("*.safetensors"))]
+            if missing:  # never let an incomplete model look finished
+                raise RuntimeError(f"saving the fine-tuned pipeline wrote no weights for {', '.join(missing)} in {tmp}")
         return output_dir
 
 

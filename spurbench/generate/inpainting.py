@@ -6,7 +6,7 @@ composited onto the full-size original (spurbench.generate.compositing), so the 
 
 `make_tiny_inpainting` builds an SD-2-style inpainting pipeline at toy width with random weights (a
 9-channel UNet: latents, mask, masked-image latents) for CPU smoke builds and tests. Its text encoder
-and tokenizer are the tiny text-to-image model's of the same seed (spurbench.generate.tiny_sd), as SD-2
+and tokenizer are the tiny text-to-image model's of the same seed (spurbench.tiny_models), as SD-2
 inpainting shares SD-2-base's: a token learned by textual inversion on one loads into the other.
 """
 
@@ -30,7 +30,7 @@ def make_tiny_inpainting(
     import torch
     from diffusers import StableDiffusionInpaintPipeline, StableDiffusionPipeline, UNet2DConditionModel
 
-    from spurbench.generate.tiny_sd import TEXT_HIDDEN, make_tiny_stable_diffusion
+    from spurbench.tiny_models import TEXT_HIDDEN, make_tiny_stable_diffusion
 
     scratch = Path(tempfile.mkdtemp(prefix=".tiny-inpaint-"))
     try:

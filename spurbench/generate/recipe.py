@@ -73,7 +73,7 @@ SPURIOUS_IMAGENET_URL = spurious_imagenet.RELEASE_URL
 
 @dataclass(frozen=True)
 class TinyBase:
-    """Build spurbench's tiny random Stable Diffusion (spurbench.generate.tiny_sd) into the work dir."""
+    """Build spurbench's tiny random Stable Diffusion (spurbench.tiny_models) into the work dir."""
 
     prediction_type: str = "epsilon"
     seed: int = 0
@@ -334,6 +334,29 @@ def check_common(r: Any) -> None:
 
 def _check_semantics(r: Recipe) -> None:
     check_common(r)
+    _check_prompts(r)
+    for key in ("num_class_images",):
+        if getattr(r, key) < 0:
+            raise SpurbenchError(f"key '{key}' must be >= 0, got {getattr(r, key)}")
+    g = r.generation
+    for key in ("images_per_prompt", "num_inference_steps", "batch_size"):
+        if getattr(g, key) < 1:
+            raise SpurbenchError(f"key 'generation.{key}' must be >= 1, got {getattr(g, key)}")
+    if r.references.max_per_class is not None and r.references.max_per_class < 1:
+        raise SpurbenchError(f"key 'references.max_per_class' must be >= 1 or null, got {r.references.max_per_class}")
+    _check_classes(r)
+    if r.feature_model is not None:
+        from spurbench.classifiers import ClassifierSpec
+
+        try:
+            ClassifierSpec.from_dict(r.feature_model)
+        except SpurbenchError as err:
+            raise SpurbenchError(f"key 'feature_model': {err}") from None
+    _check_training(r)
+    _check_sfsl_inputs(r)
+
+
+def _check_prompts(r: Recipe) -> None:
     if not re.fullmatch(r"\S+", r.token):
         raise SpurbenchError(f"key 'token' must be one rare word without spaces (e.g. sks), got {r.token!r}")
     _check_template(r.prompts.instance, "prompts.instance", need_token=True)
@@ -344,15 +367,9 @@ def _check_semantics(r: Recipe) -> None:
         _check_template(t, f"prompts.generation[{i}]", need_token=True)
     if len(set(r.prompts.generation)) != len(r.prompts.generation):
         raise SpurbenchError("key 'prompts.generation' lists a template twice; each template must be distinct")
-    for key in ("num_class_images",):
-        if getattr(r, key) < 0:
-            raise SpurbenchError(f"key '{key}' must be >= 0, got {getattr(r, key)}")
-    g = r.generation
-    for key in ("images_per_prompt", "num_inference_steps", "batch_size"):
-        if getattr(g, key) < 1:
-            raise SpurbenchError(f"key 'generation.{key}' must be >= 1, got {getattr(g, key)}")
-    if r.references.max_per_class is not None and r.references.max_per_class < 1:
-        raise SpurbenchError(f"key 'references.max_per_class' must be >= 1 or null, got {r.references.max_per_class}")
+
+
+def _check_classes(r: Recipe) -> None:
     if not r.classes:
         raise SpurbenchError("key 'classes' must list at least one class")
     known = {c.index for c in imagenet.spurious_imagenet_classes()}
@@ -390,14 +407,10 @@ def _check_semantics(r: Recipe) -> None:
                     f"key '{where}.references.samples[{j}]': unknown sample photo {s!r}; use one of {', '.join(SAMPLE_PHOTOS)}, "
                     f"optionally with :{' or :'.join(SAMPLE_VARIANTS)}"
                 )
-    if r.feature_model is not None:
-        from spurbench.classifiers import ClassifierSpec
 
-        try:
-            ClassifierSpec.from_dict(r.feature_model)
-        except SpurbenchError as err:
-            raise SpurbenchError(f"key 'feature_model': {err}") from None
-    _check_training(r)
+
+def _check_sfsl_inputs(r: Recipe) -> None:
+    """The feature model and decoder the SFSL needs, and a licence for every input the card names."""
     if r.sfsl_weight != 0 and r.feature_model is None:
         raise SpurbenchError(
             "key 'feature_model' is required when training.sfsl_weight is not 0 (the SFSL needs a classifier)"

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import TYPE_CHECKING
 
 from spurbench.dataset import IMAGE_SUFFIXES
 from spurbench.errors import SpurbenchError
+from spurbench.files import atomic_path
 from spurbench.spurious_imagenet import SpuriousFolder, parse_folder_name, scan
 
 if TYPE_CHECKING:
@@ -154,9 +154,8 @@ def materialise_samples(specs: Iterable[str], out_dir: str | Path) -> list[Path]
     for spec in specs:
         path = out_dir / (spec.replace(":", "_") + ".png")
         if not path.is_file():
-            tmp = path.with_name(path.name + ".tmp")
-            Image.fromarray(sample_photo(spec)).save(tmp, format="PNG")
-            os.replace(tmp, path)
+            with atomic_path(path) as tmp:
+                Image.fromarray(sample_photo(spec)).save(tmp, format="PNG")
         paths.append(path)
     return paths
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from spurbench.errors import SpurbenchError
+from spurbench.files import atomic_path, atomic_write
 
 if TYPE_CHECKING:
     import torch
@@ -174,17 +174,14 @@ def sample(
 def save_png(image, path: Path) -> None:
     """PNG with fixed settings (deterministic bytes), written atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    image.save(tmp, format="PNG", optimize=False, compress_level=6)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG", optimize=False, compress_level=6)
 
 
 def write_json(path: Path, data: Any) -> None:
-    """JSON written to a temporary file and renamed: readers see the old file or the whole new one."""
+    """JSON written atomically: readers see the old file or the whole new one."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
 
 
 def prior_jobs(folder: Path, prompt: str, n: int, seed: int, noun: str) -> list[Job]:

@@ -20,7 +20,6 @@ import argparse
 import datetime
 import importlib
 import json
-import os
 import re
 import shutil
 import sys
@@ -31,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from spurbench.errors import SpurbenchError, hub_failure_reason
+from spurbench.once import build_once
 
 #: per-class completion marker, written (atomically) only once all its images are on disk
 CLASS_MARKER = "done.json"
@@ -42,7 +42,12 @@ _BARRIER_TIMEOUT = datetime.timedelta(hours=48)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     # Flags without a meaningful default use SUPPRESS, so --help does not print "(default: None)".
-    none = argparse.SUPPRESS
+    _recipe_and_folder_flags(parser, argparse.SUPPRESS)
+    _run_flags(parser, argparse.SUPPRESS)
+    _plan_flags(parser)
+
+
+def _recipe_and_folder_flags(parser: argparse.ArgumentParser, none: str) -> None:
     parser.add_argument(
         "--recipe",
         required=True,
@@ -69,6 +74,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="K",
         help="build and export only these ImageNet class indices of the recipe, space- or comma-separated (default: all)",
     )
+
+
+def _run_flags(parser: argparse.ArgumentParser, none: str) -> None:
+    """Where and how the build runs, its inputs' folders, and the upload."""
     parser.add_argument(
         "--device",
         choices=("auto", "cpu", "cuda"),
@@ -110,6 +119,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-progress", action="store_true", help="hide progress bars (stage messages are still printed)"
     )
+
+
+def _plan_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--plan",
         action="store_true",
@@ -172,8 +184,58 @@ class Context:
 
 
 def run(args: argparse.Namespace) -> int:
-    from spurbench.generate.recipe import load_recipe, recipe_hash
+    """`spurbench build`: read the recipe and its classes; with --plan print the bill and stop; else check the flags
+    and the output folders, build every class (references, base model, per-class stages; resumable), export the
+    set (verified when the recipe says so) and push it on request."""
+    from spurbench.generate.recipe import load_recipe
 
+    _fill_defaults(args)
+    recipe_path, recipe = load_recipe(args.recipe)
+    classes = _select_classes(recipe, args.classes)
+    if getattr(args, "plan", False):  # the bill, before anything is loaded or written
+        _print_plan(args, recipe, classes, recipe_path)
+        return 0
+    # a plan is priced before the inputs are chosen; a build needs the real licence of every input for its card
+    check_licences(recipe_path, recipe)
+    _check_flags(args)
+    out = Path(args.out).expanduser()
+    from spurbench.dataset import check_out_folder
+
+    # the export replaces --out whole: never a folder holding anything spurbench did not write, nor ., ~ or an input's folder
+    check_out_folder(
+        out, [recipe_path] + [p for p in (args.spurious_imagenet, args.foregrounds, args.backgrounds) if p]
+    )
+    work = Path(args.work_dir).expanduser() if args.work_dir else out.with_name(out.name + ".work")
+    if out.resolve() == work.resolve() or work.resolve() in out.resolve().parents:
+        raise SpurbenchError(
+            "--work-dir must not be --out or inside it (the export replaces --out whole); pick another folder"
+        )
+
+    state, ctx = _context(args, recipe_path, recipe, classes, out, work)
+    started = time.perf_counter()
+    _quiet_libraries()
+    created = _init_work_dir(ctx)
+    base_revision = build_classes(ctx, state)
+    if ctx.world > 1:
+        ctx.log("waiting for the other processes to finish their classes")
+        state.wait_for_everyone()
+    if ctx.main:
+        export_and_verify(ctx, base_revision, created)
+        ctx.log(f"exported {out} in {time.perf_counter() - started:.1f} s")
+        if args.push_to_hub:
+            push_to_hub(
+                out,
+                args.push_to_hub,
+                private=args.private,
+                message=f"spurbench build {recipe.name} (recipe sha256 {ctx.recipe_sha256[:12]})",
+            )
+            ctx.log(f"pushed to https://huggingface.co/datasets/{args.push_to_hub}")
+    if ctx.world > 1:
+        state.wait_for_everyone()  # nobody leaves before the export is in place
+    return 0
+
+
+def _fill_defaults(args: argparse.Namespace) -> None:
     for name in (
         "out",
         "work_dir",
@@ -190,27 +252,15 @@ def run(args: argparse.Namespace) -> int:
         if not hasattr(args, name):  # a caller building its own Namespace
             setattr(args, name, value)
 
-    from spurbench.generate.methods import get_method
 
-    recipe_path, recipe = load_recipe(args.recipe)
-    classes = _select_classes(recipe, args.classes)
-    if getattr(args, "plan", False):  # the bill, before anything is loaded or written
-        from spurbench.generate.cost import format_plan, plan
+def _print_plan(args: argparse.Namespace, recipe, classes: list, recipe_path: Path) -> None:
+    from spurbench.generate.cost import format_plan, plan
 
-        print(
-            format_plan(
-                plan(
-                    recipe,
-                    classes,
-                    recipe_path,
-                    gpu=getattr(args, "plan_gpu", "H100"),
-                    utilization=getattr(args, "plan_utilization", 0.2),
-                )
-            )
-        )
-        return 0
-    # a plan is priced before the inputs are chosen; a build needs the real licence of every input for its card
-    check_licences(recipe_path, recipe)
+    gpu, utilization = getattr(args, "plan_gpu", "H100"), getattr(args, "plan_utilization", 0.2)
+    print(format_plan(plan(recipe, classes, recipe_path, gpu=gpu, utilization=utilization)))
+
+
+def _check_flags(args: argparse.Namespace) -> None:
     if getattr(args, "out", None) is None:
         raise SpurbenchError(
             "the following argument is required: --out DIR (the folder to export the dataset to); or give --plan to see the cost only"
@@ -219,18 +269,13 @@ def run(args: argparse.Namespace) -> int:
         raise SpurbenchError(
             f"--push-to-hub {args.push_to_hub!r} is not a Hub repo id; use ORG/NAME, e.g. my-org/spurious-imagenet-sfsl"
         )
-    out = Path(args.out).expanduser()
-    from spurbench.dataset import check_out_folder
 
-    # the export replaces --out whole: never a folder holding anything spurbench did not write, nor ., ~ or an input's folder
-    check_out_folder(
-        out, [recipe_path] + [p for p in (args.spurious_imagenet, args.foregrounds, args.backgrounds) if p]
-    )
-    work = Path(args.work_dir).expanduser() if args.work_dir else out.with_name(out.name + ".work")
-    if out.resolve() == work.resolve() or work.resolve() in out.resolve().parents:
-        raise SpurbenchError(
-            "--work-dir must not be --out or inside it (the export replaces --out whole); pick another folder"
-        )
+
+def _context(args: argparse.Namespace, recipe_path: Path, recipe, classes: list, out: Path, work: Path):
+    """The processes (Accelerate) and the build's Context; the method checks its inputs before anything is written."""
+    from spurbench.dataset import portable_path
+    from spurbench.generate.methods import get_method
+    from spurbench.generate.recipe import recipe_hash
 
     try:
         import torch
@@ -249,8 +294,6 @@ def run(args: argparse.Namespace) -> int:
     mixed_precision = recipe.mixed_precision
     if cpu and mixed_precision == "fp16":
         mixed_precision = "no"  # fp16 autocast is a GPU feature; on CPU train in float32
-    from spurbench.dataset import portable_path
-
     # recorded in the card: paths relative to the working directory (or the folder's name), never a local absolute path
     command = " ".join(
         ["spurbench", "build", "--recipe", portable_path(args.recipe), "--out", portable_path(args.out)]
@@ -279,17 +322,19 @@ def run(args: argparse.Namespace) -> int:
         ctx.method.check_inputs(ctx)  # before anything is written
     if ctx.mixed_precision != recipe.mixed_precision:
         ctx.log(f"note: mixed_precision {recipe.mixed_precision} needs a GPU; training in float32 on CPU")
-    started = time.perf_counter()
-    _quiet_libraries()
-    created = _init_work_dir(ctx)
+    return state, ctx
+
+
+def build_classes(ctx: Context, state) -> str | None:
+    """Stages 1-4 for this process's classes: their references (first: a bad image fails fast), the base model,
+    the method's per-process preparation, then every unfinished class. Returns the base model's revision."""
     mine = ctx.classes[ctx.rank :: ctx.world]
     ctx.log(
-        f"recipe {recipe.name} (sha256 {ctx.recipe_sha256[:12]}), {len(ctx.classes)} classes"
+        f"recipe {ctx.recipe.name} (sha256 {ctx.recipe_sha256[:12]}), {len(ctx.classes)} classes"
         + (f", this process: {', '.join(str(c.index) for c in mine) or 'none'}" if ctx.world > 1 else "")
-        + f", work dir {work}, device {ctx.device}"
+        + f", work dir {ctx.work}, device {ctx.device}"
     )
-
-    refs = stage_references(ctx, mine)  # first: a bad reference image should fail fast
+    refs = stage_references(ctx, mine)
     # The main process makes (tiny) or downloads (Hub) the base model first, the others then find it:
     # transformers >= 5 writes weights only on rank 0, and one download is enough.
     with state.main_process_first():
@@ -297,33 +342,22 @@ def run(args: argparse.Namespace) -> int:
     pending = [c for c in mine if not _class_done(ctx, c.index)]
     prepared = ctx.method.prepare(ctx, pending, refs, ctx.base_model, base_revision)
     stage_classes(ctx, pending, refs, prepared)
+    return base_revision
 
-    if ctx.world > 1:
-        ctx.log("waiting for the other processes to finish their classes")
-        state.wait_for_everyone()
-    if ctx.main:
-        from spurbench.generate.verify_stage import load_verify_section, stage_verify
 
-        check = load_verify_section(recipe_path)  # a recipe's `verify:` section: the check runs last, on the export
-        previous = _decisions_before(ctx)  # people's decisions in the export this build replaces
-        exported = stage_export(ctx, base_revision, created, out=ctx.work / "unverified" if check else None)
-        if check is not None:
-            stage_verify(ctx, check, exported, carry=previous)
-        elif previous:
-            _park_decisions(ctx, previous)
-        (ctx.work / DECISIONS_FILE).unlink(missing_ok=True)
-        ctx.log(f"exported {out} in {time.perf_counter() - started:.1f} s")
-        if args.push_to_hub:
-            push_to_hub(
-                out,
-                args.push_to_hub,
-                private=args.private,
-                message=f"spurbench build {recipe.name} (recipe sha256 {ctx.recipe_sha256[:12]})",
-            )
-            ctx.log(f"pushed to https://huggingface.co/datasets/{args.push_to_hub}")
-    if ctx.world > 1:
-        state.wait_for_everyone()  # nobody leaves before the export is in place
-    return 0
+def export_and_verify(ctx: Context, base_revision: str | None, created: str) -> None:
+    """Stage 5 (main process): the export, checked by the recipe's `verify:` section when it has one (the check
+    runs last, on the export), carrying people's decisions over from the export this build replaces."""
+    from spurbench.generate.verify_stage import load_verify_section, stage_verify
+
+    check = load_verify_section(ctx.recipe_path)
+    previous = _decisions_before(ctx)
+    exported = stage_export(ctx, base_revision, created, out=ctx.work / "unverified" if check else None)
+    if check is not None:
+        stage_verify(ctx, check, exported, carry=previous)
+    elif previous:
+        _park_decisions(ctx, previous)
+    (ctx.work / DECISIONS_FILE).unlink(missing_ok=True)
 
 
 #: a shipped recipe's licence line still to be filled in (e.g. builders/d3s.yaml's backgrounds)
@@ -438,26 +472,19 @@ def _init_work_dir(ctx: Context) -> str:
 
 def _base_model(ctx: Context) -> tuple[str, str | None]:
     """Local folder of the base pipeline, and its resolved revision (a commit for Hub models)."""
-    from filelock import FileLock
-
     b = ctx.recipe.base_model
     if b.tiny is not None:
-        folder = ctx.work / "base"
-        with FileLock(str(folder) + ".lock"):
-            if not (folder / "model_index.json").is_file():
-                from spurbench.generate.tiny_sd import make_tiny_stable_diffusion
+        from spurbench.tiny_models import make_tiny_stable_diffusion
 
-                ctx.log(
-                    f"building the tiny Stable Diffusion ({b.tiny.prediction_type}, seed {b.tiny.seed}) into {folder}"
-                )
-                tmp = folder.with_name("base.tmp")
-                shutil.rmtree(tmp, ignore_errors=True)
-                make_tiny_stable_diffusion(
-                    tmp, prediction_type=b.tiny.prediction_type, seed=b.tiny.seed, image_size=ctx.recipe.resolution
-                )
-                shutil.rmtree(folder, ignore_errors=True)
-                os.replace(tmp, folder)
-        return str(folder), None
+        folder = ctx.work / "base"
+
+        def build(tmp: Path) -> None:
+            ctx.log(f"building the tiny Stable Diffusion ({b.tiny.prediction_type}, seed {b.tiny.seed}) into {folder}")
+            make_tiny_stable_diffusion(
+                tmp, prediction_type=b.tiny.prediction_type, seed=b.tiny.seed, image_size=ctx.recipe.resolution
+            )
+
+        return str(build_once(folder, "model_index.json", build)), None
     local = Path(b.id).expanduser()
     if not local.is_absolute():
         local = Path.cwd() / local

@@ -119,6 +119,34 @@ def add_token(tokenizer, text_encoder, placeholder: str, initializer: str) -> in
     return token_id
 
 
+def _encode_images(vae, images: Sequence[Any], resolution: int, device, dtype) -> torch.Tensor:
+    """The scaled VAE latents of `images` (they never change: encoded once)."""
+    from spurbench.generate.dreambooth import pixel_tensor
+
+    with torch.no_grad():
+        pixels = [pixel_tensor(im, resolution)[None].to(device, dtype) for im in images]
+        return torch.cat([vae.encode(x).latent_dist.mean for x in pixels]).float() * vae.config.scaling_factor
+
+
+def _denoising_loss(parts: dict, prompts: list[str], z0: torch.Tensor, gen: torch.Generator, dtype) -> torch.Tensor:
+    """The diffusion loss of latents `z0` captioned `prompts`: noise at random timesteps, the frozen UNet's
+    prediction from the text encoder's states (whose new token row learns) against the scheduler's target."""
+    from spurbench.generate.dreambooth import training_target
+
+    tokenizer, text_encoder, unet, scheduler = (
+        parts[k] for k in ("tokenizer", "text_encoder", "unet", "noise_scheduler")
+    )
+    device = z0.device
+    ids = tokenizer(
+        prompts, padding="max_length", truncation=True, max_length=tokenizer.model_max_length, return_tensors="pt"
+    ).input_ids.to(device)
+    noise = torch.randn(z0.shape, generator=gen).to(device)
+    t = torch.randint(0, scheduler.config.num_train_timesteps, (len(prompts),), generator=gen).to(device)
+    states = text_encoder(ids)[0].to(dtype)
+    pred = unet(scheduler.add_noise(z0, noise, t).to(dtype), t, states).sample
+    return F.mse_loss(pred.float(), training_target(scheduler, z0, noise, t).float())
+
+
 def learn_token(
     base_model: str | Path,
     images: Sequence[Any],
@@ -134,7 +162,7 @@ def learn_token(
     from safetensors.torch import save_file
     from tqdm.auto import tqdm
 
-    from spurbench.generate.dreambooth import _load_components, pixel_tensor, training_target
+    from spurbench.generate.dreambooth import _load_components
 
     config = config or InversionConfig()
     if not images:
@@ -158,16 +186,7 @@ def learn_token(
     frozen_rows[token_id] = False
     optimizer = torch.optim.AdamW([embeddings.weight], lr=config.effective_lr, weight_decay=config.weight_decay)
 
-    with torch.no_grad():  # the images never change: encode them once
-        latents = (
-            torch.cat(
-                [
-                    vae.encode(pixel_tensor(im, config.resolution)[None].to(device, weight_dtype)).latent_dist.mean
-                    for im in images
-                ]
-            ).float()
-            * vae.config.scaling_factor
-        )
+    latents = _encode_images(vae, images, config.resolution, device, weight_dtype)
     rng = random.Random(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
     losses: list[float] = []
@@ -179,19 +198,7 @@ def learn_token(
         for _ in range(accum):
             index = [rng.randrange(len(latents)) for _ in range(bsz)]
             prompts = [rng.choice(config.templates).format(placeholder) for _ in index]
-            ids = tokenizer(
-                prompts,
-                padding="max_length",
-                truncation=True,
-                max_length=tokenizer.model_max_length,
-                return_tensors="pt",
-            ).input_ids.to(device)
-            z0 = latents[index]
-            noise = torch.randn(z0.shape, generator=gen).to(device)
-            t = torch.randint(0, scheduler.config.num_train_timesteps, (bsz,), generator=gen).to(device)
-            states = text_encoder(ids)[0].to(weight_dtype)
-            pred = unet(scheduler.add_noise(z0, noise, t).to(weight_dtype), t, states).sample
-            loss = F.mse_loss(pred.float(), training_target(scheduler, z0, noise, t).float()) / accum
+            loss = _denoising_loss(parts, prompts, latents[index], gen, weight_dtype) / accum
             loss.backward()
             step_loss += float(loss.detach())
         optimizer.step()

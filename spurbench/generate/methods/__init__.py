@@ -34,6 +34,9 @@ The method interface (module-level names; `ctx` is a `spurbench.generate.stages.
 - `card_parts(ctx, markers, refs, counts) -> CardParts` -- the method's words in the shared card.
 - `provenance(recipe) -> dict` -- method-specific entries of the card's machine-readable provenance.
 - `after_marker(ctx, entry) -> None` (optional) -- clean-up once a class's marker is written.
+- `plan(p, recipe, classes) -> None` -- what building `classes` costs (`spurbench build --plan`): the method's
+  downloads, stage lines, images and disk into `p`, a `spurbench.generate.cost.Plan`, with the units counted by
+  spurbench.generate.cost (`sample_image`, `dreambooth_step`, ...; `add_sd_download`, `png_bytes`, ...).
 
 Adding a method: write `spurbench/generate/methods/<name>.py` with these names, add one line to
 `METHODS`, and ship a recipe in builders/. Nothing in the other methods changes.

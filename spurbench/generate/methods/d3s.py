@@ -92,6 +92,11 @@ class Img2Img:
     batch_size: int = 8
     safety_checker: bool = False
 
+    @property
+    def denoising_steps(self) -> int:
+        """The UNet calls of one image: diffusers' img2img runs int(strength x num_inference_steps)."""
+        return min(int(self.strength * self.num_inference_steps), self.num_inference_steps)
+
 
 @dataclass(frozen=True, kw_only=True)
 class D3SRecipe:
@@ -189,7 +194,7 @@ def _check(r: D3SRecipe) -> None:
     for key in ("num_inference_steps", "batch_size"):
         if getattr(g, key) < 1:
             raise SpurbenchError(f"key 'generation.{key}' must be >= 1, got {getattr(g, key)}")
-    if int(g.strength * g.num_inference_steps) < 1:
+    if g.denoising_steps < 1:
         raise SpurbenchError(
             f"key 'generation.strength': {g.strength} x {g.num_inference_steps} steps is less than one denoising step; raise either"
         )
@@ -599,7 +604,7 @@ def card_parts(ctx, markers: dict, refs: dict, counts: dict) -> CardParts:
         ),
         provenance_lines=[
             f"- Img2img: `{g.scheduler}`, eta {g.eta}, {g.num_inference_steps} steps at strength {g.strength} "
-            f"({int(g.strength * g.num_inference_steps)} denoising steps), guidance {g.guidance_scale}, batch size {g.batch_size}",
+            f"({g.denoising_steps} denoising steps), guidance {g.guidance_scale}, batch size {g.batch_size}",
             f"- Guide: foreground at {r.fg_scale} x {r.resolution} px = {round(r.fg_scale * r.resolution)} px, random position; "
             f"prompt template `{r.prompt}`",
             "- Backgrounds: "
@@ -629,4 +634,30 @@ def card_parts(ctx, markers: dict, refs: dict, counts: dict) -> CardParts:
                 for c in ctx.classes
             ],
         ],
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# What a build costs (`spurbench build --plan`; spurbench.generate.cost counts the units)
+
+
+def plan(p, r: D3SRecipe, classes: list) -> None:
+    """Stage 3 of `classes` into the plan `p` (a spurbench.generate.cost.Plan)."""
+    from spurbench.generate import cost
+
+    arch = cost.add_sd_download(p, "base model", r.base_model, r.resolution)
+    g = r.generation
+    n = len(classes) * len(r.background_words) * r.images_per_background
+    p.images += n
+    p.add(
+        "3 img2img (D3S)",
+        n,
+        "image",
+        cost.img2img_image(arch, r.resolution, g.num_inference_steps, g.strength, g.guidance_scale),
+        f"{len(r.background_words)} backgrounds x {r.images_per_background}, {g.denoising_steps} steps",
+    )
+    png = cost.png_bytes(r.resolution)
+    p.disk_bytes = n * png * 2
+    p.disk_peak_note = (
+        f"generated PNGs twice (work dir + export) at ~{png / 1e6:.2f} MB each; the foreground photos are read in place"
     )

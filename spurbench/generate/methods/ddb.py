@@ -48,8 +48,10 @@ from pathlib import Path
 from typing import Any
 
 from spurbench.errors import SpurbenchError
+from spurbench.files import atomic_path
 from spurbench.generate.methods import CardParts, Export
 from spurbench.generate.recipe import BaseModel, References, ReferenceSource, TinyBase
+from spurbench.once import build_once
 
 KIND = "spurious"  # of `mode: remove`; `swap` sets are `shift` (see kind_of)
 STAGES = "3-4/5 segment, repaint and prune"
@@ -188,9 +190,7 @@ class DDBRecipe:
 
 
 def recipe_from_dict(data: Mapping[str, Any]) -> DDBRecipe:
-    from spurbench.generate.recipe import check_class_index
     from spurbench.generate.schema import convert
-    from spurbench.generate.textual_inversion import InversionConfig
 
     data = dict(data)
     data.pop("method", None)
@@ -200,6 +200,21 @@ def recipe_from_dict(data: Mapping[str, Any]) -> DDBRecipe:
             f"key 'mode' must be one of {', '.join(MODES)} (remove: spurious set; swap: group-labelled set), got {r.mode!r}"
         )
     _check_models(r)
+    _check_settings(r)
+    if not r.classes:
+        raise SpurbenchError("key 'classes' must list at least one class")
+    names = source_label_names(r.source) if r.source else None
+    seen: set[int] = set()
+    classes = [_checked_class(r, i, c, names, seen) for i, c in enumerate(r.classes)]
+    return dataclasses.replace(r, classes=classes)
+
+
+def _check_settings(r: DDBRecipe) -> None:
+    """The numbers, prompts, textual inversion and models of a recipe (its classes aside)."""
+    from spurbench.classifiers import ClassifierSpec
+    from spurbench.detection import detector_spec, segmenter_spec
+    from spurbench.generate.textual_inversion import InversionConfig
+
     if r.resolution <= 0 or r.resolution % 8:
         raise SpurbenchError(f"key 'resolution' must be a positive multiple of 8 (pixels), got {r.resolution}")
     for key, low in (("images_per_source", 1), ("feather", 0)):
@@ -220,59 +235,52 @@ def recipe_from_dict(data: Mapping[str, Any]) -> DDBRecipe:
         InversionConfig.from_dict(r.textual_inversion)
     except SpurbenchError as err:
         raise SpurbenchError(f"key 'textual_inversion': {err}") from None
-    from spurbench.classifiers import ClassifierSpec
-    from spurbench.detection import detector_spec, segmenter_spec
-
     try:
         ClassifierSpec.from_dict(r.classifier)
         detector_spec(r.segmentation.detector)
         segmenter_spec(r.segmentation.segmenter)
     except SpurbenchError as err:
         raise SpurbenchError(f"key 'classifier' / 'segmentation': {err}") from None
-    if not r.classes:
-        raise SpurbenchError("key 'classes' must list at least one class")
-    indices = [c.index for c in r.classes]
-    names = source_label_names(r.source) if r.source else None
-    seen: set[int] = set()
-    classes = []
-    for i, c in enumerate(r.classes):
-        where = f"classes[{i}]"
-        if names is not None:
-            if not 0 <= c.index < len(names):
-                raise SpurbenchError(
-                    f"key '{where}.index': {c.index} is not a label of '{r.source.dataset}' (0..{len(names) - 1}: {', '.join(names[:10])})"
-                )
-        check_class_index(where, c.index, seen, None if names is None else len(names))
-        ref = c.references
-        if names is not None:
-            if ref is not None:
-                raise SpurbenchError(f"key '{where}.references': the photos come from `source:`; leave references out")
-        elif c.source_group is not None:
+
+
+def _checked_class(r: DDBRecipe, i: int, c: DDBClass, names: list[str] | None, seen: set[int]) -> DDBClass:
+    """Class `i` of the recipe checked, with its mask prompt, initializer word and spurious feature filled in."""
+    from spurbench.generate.recipe import check_class_index
+
+    indices = [other.index for other in r.classes]
+    where = f"classes[{i}]"
+    if names is not None:
+        if not 0 <= c.index < len(names):
             raise SpurbenchError(
-                f"key '{where}.source_group' applies only with `source:` (a dataset with a group column)"
+                f"key '{where}.index': {c.index} is not a label of '{r.source.dataset}' (0..{len(names) - 1}: {', '.join(names[:10])})"
             )
-        elif ref is None or len([v for v in (ref.folder, ref.samples) if v]) != 1 or ref.spurious_imagenet:
-            raise SpurbenchError(
-                f"key '{where}.references' needs exactly one of folder: <path> or samples: [<photo>, ...] (the class's real photos)"
-            )
-        if r.mode == "swap":
-            if c.swap_to is None:
-                raise SpurbenchError(
-                    f"key '{where}.swap_to' is required in mode swap: the recipe class whose token is painted in"
-                )
-            if c.swap_to not in indices or c.swap_to == c.index:
-                raise SpurbenchError(
-                    f"key '{where}.swap_to': {c.swap_to} is not another class of the recipe (its classes: {', '.join(map(str, indices))})"
-                )
-        mask_prompt = c.mask_prompt or (names[c.index] if names is not None else _first_lemma(c.index))
-        c = dataclasses.replace(
-            c,
-            mask_prompt=mask_prompt,
-            initializer=c.initializer or mask_prompt.split()[-1],
-            spurious_feature=c.spurious_feature or _feature(r.mode, mask_prompt),
+    check_class_index(where, c.index, seen, None if names is None else len(names))
+    ref = c.references
+    if names is not None:
+        if ref is not None:
+            raise SpurbenchError(f"key '{where}.references': the photos come from `source:`; leave references out")
+    elif c.source_group is not None:
+        raise SpurbenchError(f"key '{where}.source_group' applies only with `source:` (a dataset with a group column)")
+    elif ref is None or len([v for v in (ref.folder, ref.samples) if v]) != 1 or ref.spurious_imagenet:
+        raise SpurbenchError(
+            f"key '{where}.references' needs exactly one of folder: <path> or samples: [<photo>, ...] (the class's real photos)"
         )
-        classes.append(c)
-    return dataclasses.replace(r, classes=classes)
+    if r.mode == "swap":
+        if c.swap_to is None:
+            raise SpurbenchError(
+                f"key '{where}.swap_to' is required in mode swap: the recipe class whose token is painted in"
+            )
+        if c.swap_to not in indices or c.swap_to == c.index:
+            raise SpurbenchError(
+                f"key '{where}.swap_to': {c.swap_to} is not another class of the recipe (its classes: {', '.join(map(str, indices))})"
+            )
+    mask_prompt = c.mask_prompt or (names[c.index] if names is not None else _first_lemma(c.index))
+    return dataclasses.replace(
+        c,
+        mask_prompt=mask_prompt,
+        initializer=c.initializer or mask_prompt.split()[-1],
+        spurious_feature=c.spurious_feature or _feature(r.mode, mask_prompt),
+    )
 
 
 def _check_models(r: DDBRecipe) -> None:
@@ -473,25 +481,6 @@ def _relative_to_recipe(ctx, spec: dict) -> dict:
     return spec
 
 
-def _build_once(folder: Path, done_file: str, build) -> Path:
-    """`build(tmp)` into a temporary sibling and rename it to `folder`, once, under a lock (several
-    processes may need the same folder; a killed build leaves only the temporary one behind)."""
-    import os
-    import shutil
-
-    from filelock import FileLock
-
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(folder) + ".lock"):
-        if not (folder / done_file).is_file():
-            tmp = folder.with_name(folder.name + ".tmp")
-            shutil.rmtree(tmp, ignore_errors=True)
-            build(tmp)
-            shutil.rmtree(folder, ignore_errors=True)
-            os.replace(tmp, folder)
-    return folder
-
-
 def _inpainting_model(ctx) -> tuple[str, str | None]:
     """Local folder (tiny: built once into the work dir) or Hub id of the inpainting pipeline."""
     from spurbench.generate.inpainting import make_tiny_inpainting
@@ -499,7 +488,7 @@ def _inpainting_model(ctx) -> tuple[str, str | None]:
     i = ctx.recipe.inpainting
     if i.tiny is None:
         return str(i.id), i.revision
-    folder = _build_once(
+    folder = build_once(
         ctx.work / "inpainting",
         "model_index.json",
         lambda tmp: make_tiny_inpainting(
@@ -546,7 +535,7 @@ def _learned_token(ctx, index: int, refs: dict, state: dict) -> str:
             progress=ctx.progress,
         )
 
-    return str(_build_once(ctx.work / "tokens" / str(index), EMBEDDINGS_FILE, learn))
+    return str(build_once(ctx.work / "tokens" / str(index), EMBEDDINGS_FILE, learn))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -593,95 +582,31 @@ def class_selection(ctx, index: int, refs: dict, state: dict) -> dict[str, Any]:
 
 
 def make_class(ctx, entry, refs: dict, state: dict) -> dict[str, Any]:
-    import numpy as np
-    from PIL import Image
-
-    from spurbench import detection
-    from spurbench.generate import compositing, pruning
-    from spurbench.generate.inpainting import repaint
-    from spurbench.generate.references import load_image
+    """One class: its source photos (lowest loss for k), their object masks, the repainted images (one per source
+    and `images_per_source`), and the pruning of each against the row's label."""
     from spurbench.generate.sampling import image_seed
 
     r = ctx.recipe
-    clf = state["classifier"]
     cdir = ctx.class_dir(entry.index)
     (cdir / "images").mkdir(parents=True, exist_ok=True)
     (cdir / "masks").mkdir(parents=True, exist_ok=True)
-
-    # 1. source images: lowest loss for k under the classifier
-    own = class_selection(ctx, entry.index, refs, state)
+    own = class_selection(ctx, entry.index, refs, state)  # 1. source images: lowest loss for k
     photos, sources = own["photos"], own["sources"]
-
-    # 2. masks
-    masks = detection.segment(
-        [photos[i] for i in sources],
-        [entry.mask_prompt] * len(sources),
-        state["detector"],
-        state["segmenter"],
-        r.segmentation.threshold,
-        progress=False,
-    )
+    masks = _object_masks(ctx, entry, [photos[i] for i in sources], state)  # 2. masks
     with_mask = [(s, m) for s, m in zip(sources, masks) if m.any()]
-    skipped = [s for s, m in zip(sources, masks) if not m.any()]
-
-    # 3. prompts and seeds; swap mode paints the target's learned token
-    if r.mode == "swap":
-        token_dir = _learned_token(ctx, entry.swap_to, refs, state)
-        if entry.swap_to not in state["tokens_loaded"]:
-            state["pipe"].load_textual_inversion(token_dir)
-            state["tokens_loaded"].add(entry.swap_to)
-        prompt = r.prompts.swap.format(token=token_name(entry.swap_to))
-    else:
-        prompt = r.prompts.remove.format(background=entry.background)
+    prompt = _paint_prompt(ctx, entry, refs, state)  # 3. prompts and seeds
     jobs = [
         (s, m, j, image_seed(r.seed, "ddb", entry.index, s, j))
         for s, m in with_mask
         for j in range(r.images_per_source)
     ]
     files = [f"s{s:04d}_{j}.png" for s, _, j, _ in jobs]
-    todo = [i for i, f in enumerate(files) if not (cdir / "images" / f).is_file()]
-    if todo:
-        grown = [compositing.grow_mask(jobs[i][1], r.feather) for i in todo]
-        painted = repaint(
-            state["pipe"],
-            [photos[jobs[i][0]] for i in todo],
-            grown,
-            [prompt] * len(todo),
-            [jobs[i][3] for i in todo],
-            r.resolution,
-            r.inpainting.num_inference_steps,
-            r.inpainting.guidance_scale,
-            r.inpainting.batch_size,
-        )
-        for i, gen in zip(todo, painted):
-            s, m, _, _ = jobs[i]
-            out = compositing.composite(photos[s], gen, m, r.feather)
-            tmp = cdir / "images" / f".{files[i]}.tmp.png"
-            out.save(tmp)
-            tmp.replace(cdir / "images" / files[i])
-    for s, m in with_mask:
-        Image.fromarray(m.astype(np.uint8) * 255).save(cdir / "masks" / f"s{s:04d}.png")
-
-    # 4. pruning, all about the row's label (DDB's class_label): IG of its logit in the mask (baseline: the
-    # photo) and p(label) against the mean p(label) over the label class's own selected photos
+    _repaint_missing(ctx, cdir, jobs, files, photos, prompt, state)
+    _save_masks(cdir, with_mask)
+    # 4. pruning, all about the row's label (DDB's class_label)
     label = entry.swap_to if r.mode == "swap" else entry.index
     label_mean = class_selection(ctx, label, refs, state)["mean"]
-    ig, p_gen = [], []
-    for i, (s, m, _, _) in enumerate(jobs):
-        x = pruning.classifier_input([load_image(cdir / "images" / files[i])], clf.data_config)
-        if prunes(r):
-            x0 = pruning.classifier_input([photos[s]], clf.data_config)
-            mt = pruning.mask_input([m], clf.data_config)
-            ig.append(float(pruning.ig_in_mask(clf.model, x, x0, mt, label, n_steps=r.pruning.ig_steps)[0]))
-        else:
-            ig.append(None)
-        p_gen.append(float(pruning.class_probabilities(clf.model, x, label)[0]))
-    if not jobs:
-        keep = np.zeros(0, dtype=bool)
-    elif prunes(r):
-        keep = pruning.keep_mask(ig, p_gen, label_mean, r.pruning.ig_threshold)
-    else:
-        keep = np.ones(len(jobs), dtype=bool)
+    ig, p_gen, keep = _prune(ctx, cdir, jobs, files, photos, label, label_mean, state["classifier"])
     return {
         "images": [
             {
@@ -703,18 +628,122 @@ def make_class(ctx, entry, refs: dict, state: dict) -> dict[str, Any]:
         "p_reference_mean": own["mean"],
         # the mean p(label) the generated rows were compared with
         "p_label_mean": label_mean,
-        "skipped_no_mask": skipped,
+        "skipped_no_mask": [s for s, m in zip(sources, masks) if not m.any()],
         "mask_prompt": entry.mask_prompt,
     }
+
+
+def _object_masks(ctx, entry, photos: list, state: dict) -> list:
+    """The object's mask in each photo (detector boxes for the mask prompt, then the segmenter)."""
+    from spurbench import detection
+
+    return detection.segment(
+        photos,
+        [entry.mask_prompt] * len(photos),
+        state["detector"],
+        state["segmenter"],
+        ctx.recipe.segmentation.threshold,
+        progress=False,
+    )
+
+
+def _paint_prompt(ctx, entry, refs: dict, state: dict) -> str:
+    """The inpainting prompt: remove mode paints the background; swap mode the target's learned token (learned
+    and loaded into the pipeline on first use)."""
+    r = ctx.recipe
+    if r.mode != "swap":
+        return r.prompts.remove.format(background=entry.background)
+    token_dir = _learned_token(ctx, entry.swap_to, refs, state)
+    if entry.swap_to not in state["tokens_loaded"]:
+        state["pipe"].load_textual_inversion(token_dir)
+        state["tokens_loaded"].add(entry.swap_to)
+    return r.prompts.swap.format(token=token_name(entry.swap_to))
+
+
+def _repaint_missing(ctx, cdir: Path, jobs: list, files: list[str], photos: list, prompt: str, state: dict) -> None:
+    """Inpaint the jobs whose image is not on disk yet (resumable) and composite each onto its photo."""
+    from spurbench.generate import compositing
+    from spurbench.generate.inpainting import repaint
+
+    r = ctx.recipe
+    todo = [i for i, f in enumerate(files) if not (cdir / "images" / f).is_file()]
+    if not todo:
+        return
+    painted = repaint(
+        state["pipe"],
+        [photos[jobs[i][0]] for i in todo],
+        [compositing.grow_mask(jobs[i][1], r.feather) for i in todo],
+        [prompt] * len(todo),
+        [jobs[i][3] for i in todo],
+        r.resolution,
+        r.inpainting.num_inference_steps,
+        r.inpainting.guidance_scale,
+        r.inpainting.batch_size,
+    )
+    for i, gen in zip(todo, painted):
+        s, m, _, _ = jobs[i]
+        out = compositing.composite(photos[s], gen, m, r.feather)
+        with atomic_path(cdir / "images" / files[i]) as tmp:
+            out.save(tmp, format="PNG")
+
+
+def _save_masks(cdir: Path, with_mask: list) -> None:
+    import numpy as np
+    from PIL import Image
+
+    for s, m in with_mask:
+        Image.fromarray(m.astype(np.uint8) * 255).save(cdir / "masks" / f"s{s:04d}.png")
+
+
+def _prune(ctx, cdir: Path, jobs: list, files: list[str], photos: list, label: int, label_mean: float, clf):
+    """(IG scores, p(label), kept) of every image: IG of the label's logit in the mask (baseline: the photo) and
+    p(label) against the mean p(label) over the label class's own selected photos."""
+    import numpy as np
+
+    from spurbench.generate import pruning
+    from spurbench.generate.references import load_image
+
+    r = ctx.recipe
+    ig, p_gen = [], []
+    for i, (s, m, _, _) in enumerate(jobs):
+        x = pruning.classifier_input([load_image(cdir / "images" / files[i])], clf.data_config)
+        if prunes(r):
+            x0 = pruning.classifier_input([photos[s]], clf.data_config)
+            mt = pruning.mask_input([m], clf.data_config)
+            ig.append(float(pruning.ig_in_mask(clf.model, x, x0, mt, label, n_steps=r.pruning.ig_steps)[0]))
+        else:
+            ig.append(None)
+        p_gen.append(float(pruning.class_probabilities(clf.model, x, label)[0]))
+    if not jobs:
+        keep = np.zeros(0, dtype=bool)
+    elif prunes(r):
+        keep = pruning.keep_mask(ig, p_gen, label_mean, r.pruning.ig_threshold)
+    else:
+        keep = np.ones(len(jobs), dtype=bool)
+    return ig, p_gen, keep
 
 
 # ---------------------------------------------------------------------------------------------
 # Stage 5: export
 
 
-def export_splits(ctx, markers: dict, refs: dict):
+def _extra_features(swap: bool) -> dict:
+    """The `datasets` features of DDB's columns beyond the contract's (swap mode: the group too)."""
     from datasets import Image, Value
 
+    extra = {
+        "source_index": Value("int64"),
+        "mask": Image(),
+        "feather": Value("int32"),
+        "mask_prompt": Value("string"),
+        "ig_score": Value("float64"),
+        "p_label": Value("float64"),
+        "p_label_mean": Value("float64"),
+    }
+    return {**extra, "group": Value("string")} if swap else extra
+
+
+def export_splits(ctx, markers: dict, refs: dict):
     r = ctx.recipe
     offsets, n = {}, 0
     for entry in ctx.classes:
@@ -783,17 +812,7 @@ def export_splits(ctx, markers: dict, refs: dict):
         "pruned": sum(not im["kept"] for m in markers.values() for im in m["images"]),
         "reference": n if r.export.source_photos else 0,
     }
-    extra = {
-        "source_index": Value("int64"),
-        "mask": Image(),
-        "feather": Value("int32"),
-        "mask_prompt": Value("string"),
-        "ig_score": Value("float64"),
-        "p_label": Value("float64"),
-        "p_label_mean": Value("float64"),
-    }
-    if swap:
-        extra["group"] = Value("string")
+    extra = _extra_features(swap)
     splits = {kept_split: generated(True), "pruned": generated(False), "reference": reference_rows()}
     # a split with no rows would be listed in the card without a file, which `load_dataset` refuses
     return {s: rows for s, rows in splits.items() if counts[s]}, extra, {s: n for s, n in counts.items() if n}
@@ -884,3 +903,86 @@ def card_parts(ctx, markers: dict, refs: dict, counts: dict) -> CardParts:
             ],
         ],
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# What a build costs (`spurbench build --plan`; spurbench.generate.cost counts the units)
+
+
+def _photo_count(classes: list) -> tuple[int, bool]:
+    """Source photos of `classes`, and whether a folder absent from this machine was assumed an ImageNet class."""
+    from spurbench.generate.cost import IMAGENET_PHOTOS_PER_CLASS
+
+    photos, assumed = 0, False
+    for c in classes:
+        ref = getattr(c, "references", None)
+        folder = getattr(ref, "folder", None)
+        if getattr(ref, "samples", None):
+            photos += len(ref.samples)
+        elif folder and Path(folder).expanduser().is_dir():
+            photos += sum(1 for f in Path(folder).expanduser().iterdir() if f.is_file())
+        else:
+            photos += IMAGENET_PHOTOS_PER_CLASS
+            assumed = True
+    return photos, assumed
+
+
+def plan(p, r: DDBRecipe, classes: list) -> None:
+    """Stages 3-4 of `classes` into the plan `p` (a spurbench.generate.cost.Plan)."""
+    from spurbench.generate import cost
+    from spurbench.generate.textual_inversion import InversionConfig
+
+    base = cost.add_sd_download(p, "base model (textual inversion)", r.base_model, r.resolution)
+    paint = cost.add_sd_download(p, "inpainting model", r.inpainting, r.resolution, inpainting=True)
+    clf = cost.add_timm_download(p, "classifier (selection, pruning)", r.classifier)
+    seg = r.segmentation
+    if seg.detector == "owlv2":
+        cost.add_model_download(p, "detector", "google/owlv2-base-patch16-ensemble", "owlv2", cost.OWLV2_VISION)
+    if seg.segmenter == "sam":
+        cost.add_model_download(p, "segmenter", "facebook/sam-vit-base", "sam", {})
+    ti = InversionConfig.from_dict(r.textual_inversion)
+    p.add(
+        "3 textual inversion (micro-steps)",
+        len(classes) * ti.max_train_steps * ti.gradient_accumulation_steps,
+        "step",
+        cost.textual_inversion_step(base, r.resolution, ti.train_batch_size),
+        f"{ti.max_train_steps} steps x {ti.gradient_accumulation_steps} accumulation per class",
+    )
+    photos, assumed = _photo_count(classes)
+    p.add(
+        "3 classifier on every source photo",
+        photos,
+        "image",
+        cost.classifier_pass(clf),
+        f"{cost.IMAGENET_PHOTOS_PER_CLASS} photos per class assumed where the folder is absent"
+        if assumed
+        else "photos on disk",
+    )
+    sources = min(photos, len(classes) * r.sources_per_class) if r.sources_per_class else photos
+    p.add(
+        f"4 masks ({seg.detector} + {seg.segmenter})",
+        sources,
+        "photo",
+        cost.detect_image(seg.detector, seg.segmenter),
+        "tiny toy models count 0" if "tiny" in (seg.detector, seg.segmenter) else "",
+    )
+    n = sources * r.images_per_source
+    paint_cfg = r.inpainting
+    p.add(
+        "4 inpainting",
+        n,
+        "image",
+        cost.inpaint_image(paint, r.resolution, paint_cfg.num_inference_steps, paint_cfg.guidance_scale),
+        f"{paint_cfg.num_inference_steps} steps, guidance {paint_cfg.guidance_scale}",
+    )
+    p.add(
+        "4 pruning (integrated gradients + p(source))",
+        n,
+        "image",
+        cost.integrated_gradients(clf, r.pruning.ig_steps) + cost.classifier_pass(clf),
+        f"{r.pruning.ig_steps} IG steps",
+    )
+    p.images += n
+    png = cost.png_bytes(r.resolution)
+    p.disk_bytes = (n + sources) * png * 2  # repainted images and their source photos (the reference split)
+    p.disk_peak_note = f"repainted images + source photos, twice (work dir + export), ~{png / 1e6:.2f} MB each"

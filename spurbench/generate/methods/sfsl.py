@@ -308,3 +308,84 @@ def card_parts(ctx, markers: dict, refs: dict, counts: dict) -> CardParts:
             ],
         ],
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# What a build costs (`spurbench build --plan`; spurbench.generate.cost counts the units)
+
+
+def sfsl_decoder(recipe: Any) -> str:
+    """Which decoder the recipe's SFSL decodes with: `full` (the pipeline's VAE) or `tiny` (AutoencoderTiny)."""
+    features = getattr(recipe, "features", None)
+    return str(getattr(features, "decoder", None) or "full")
+
+
+def plan(p, r, classes: list) -> None:
+    """Stages 2-4 of `classes` into the plan `p` (a spurbench.generate.cost.Plan)."""
+    from spurbench.generate import cost
+    from spurbench.generate.dreambooth import TrainConfig
+    from spurbench.generate.recipe import train_config_dict
+
+    arch = cost.add_sd_download(p, "base model", r.base_model, r.resolution)
+    feature = cost.add_timm_download(p, "SFSL feature model", r.feature_model)
+    cfg = TrainConfig.from_dict(train_config_dict(r))
+    g = r.generation
+    sample = cost.sample_image(arch, r.resolution, g.num_inference_steps, g.guidance_scale)
+    nouns = {c.noun for c in classes}
+    if cfg.with_prior_preservation and r.num_class_images:
+        p.extra_images += len(nouns) * r.num_class_images
+        p.add(
+            "2 class priors (sampling, base model)",
+            p.extra_images,
+            "image",
+            sample,
+            f"{len(nouns)} noun(s) x {r.num_class_images}",
+        )
+    steps = len(classes) * cfg.max_train_steps
+    step = cost.dreambooth_step(
+        arch,
+        r.resolution,
+        cfg.train_batch_size,
+        cfg.with_prior_preservation,
+        cfg.train_text_encoder,
+        cfg.gradient_checkpointing,
+    )
+    p.add(
+        "3 fine-tune: DreamBooth step",
+        steps,
+        "step",
+        step,
+        f"batch {cfg.train_batch_size}"
+        + (" + prior" if cfg.with_prior_preservation else "")
+        + (", gradient checkpointing (recomputed forward counted)" if cfg.gradient_checkpointing else ""),
+    )
+    if cfg.sfsl_weight > 0 and feature:
+        decoder = sfsl_decoder(r)
+        t_max = cfg.sfsl_max_timestep
+        extra = cost.sfsl_extra(arch, r.resolution, feature, decoder, cfg.train_batch_size, cfg.gradient_checkpointing)
+        # the similarity loss runs only on steps whose timestep t < sfsl_max_timestep (t uniform in [0, 1000))
+        share = min(t_max, 1000) / 1000 if t_max is not None else 1.0
+        p.add(
+            f"3 fine-tune: SFSL extra ({decoder} decoder)",
+            round(steps * share),
+            "step",
+            extra,
+            f"steps with t < {t_max} of 1000 (uniform t)" if t_max is not None else "every step",
+        )
+    n = len(classes) * len(r.prompts.generation) * g.images_per_prompt
+    p.images += n
+    p.add(
+        "4 sampling (fine-tuned model)",
+        n,
+        "image",
+        sample,
+        f"{g.num_inference_steps} steps, guidance {g.guidance_scale}",
+    )
+    weights = cost.pipeline_bytes(arch)
+    png = cost.png_bytes(r.resolution)
+    p.disk_bytes = (p.images + p.extra_images) * png * 2 + (len(classes) * weights if r.keep_weights else weights)
+    p.disk_peak_note = f"generated PNGs twice (work dir + export) at ~{png / 1e6:.2f} MB each, " + (
+        f"{len(classes)} kept fine-tuned pipelines"
+        if r.keep_weights
+        else "one fine-tuned pipeline at a time (keep_weights false)"
+    )
