@@ -383,6 +383,8 @@ def _chunks(rows: Iterable[Mapping[str, Any]], size: int) -> Iterator[list[Mappi
 
 
 def _card_text(card: DatasetCard, info, counts: Mapping[str, tuple[int, int]], files: Mapping[str, list[str]]) -> str:
+    from huggingface_hub import DatasetCardData
+
     meta: dict[str, Any] = {
         "license": card.license,
         "pretty_name": card.pretty_name,
@@ -406,8 +408,10 @@ def _card_text(card: DatasetCard, info, counts: Mapping[str, tuple[int, int]], f
     }
     if card.provenance or card.kind != DEFAULT_KIND or card.label_set != IMAGENET_LABEL_SET:
         meta[PROVENANCE_KEY] = {**card.provenance, "kind": card.kind, "label_set": card.label_set}
-    header = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, width=1000)
-    return f"---\n{header}---\n\n# {card.pretty_name}\n\n{card.body.strip()}\n"
+    # through huggingface_hub's own card model and YAML writer, so the header is what the Hub writes and reads
+    # (its known fields checked by DatasetCardData); our key order is kept
+    header = DatasetCardData(**meta).to_yaml(original_order=list(meta))
+    return f"---\n{header}\n---\n\n# {card.pretty_name}\n\n{card.body.strip()}\n"
 
 
 def portable_path(path: str | os.PathLike) -> str:
