@@ -30,6 +30,7 @@ import yaml
 
 from spurbench import imagenet
 from spurbench.errors import SpurbenchError, first_line, hub_failure_reason
+from spurbench.untrusted import printable
 
 #: split holding the generated (or otherwise spurious) images that `eval` scores by default
 DEFAULT_SPLIT = "test"
@@ -664,14 +665,33 @@ def _parse_card_meta(text: str, where: str | Path = "dataset") -> dict[str, Any]
 
 
 def _card_meta(folder: str | Path) -> dict[str, Any]:
-    return _parse_card_meta(_read_card_text(folder), folder)
+    return _checked_card_paths(folder, _parse_card_meta(_read_card_text(folder), folder))
+
+
+def _checked_card_paths(folder: str | Path, meta: dict[str, Any]) -> dict[str, Any]:
+    """`meta`, once every path its `configs` name (`data_files`, as `load_dataset(folder)` would follow them) stays
+    inside `folder` (`files.inside`): a card naming `../x` or `/etc/x` is one line, not a read elsewhere."""
+    from spurbench.files import inside
+
+    for config in meta.get("configs") or []:
+        entries = config.get("data_files") if isinstance(config, Mapping) else None
+        for entry in entries if isinstance(entries, list) else [entries] if entries is not None else []:
+            paths = entry.get("path") if isinstance(entry, Mapping) else entry
+            for path in paths if isinstance(paths, list) else [paths]:
+                if not isinstance(path, str):
+                    raise SpurbenchError(
+                        f"the card of dataset '{folder}' names a data file that is not a path ({printable(path)[:80]}); "
+                        "fix or remove its `configs:`"
+                    )
+                inside(folder, path, f"the card of dataset '{folder}' (configs)")
+    return meta
 
 
 def read_card(folder: str | Path) -> DatasetCard:
     """The card of a dataset folder as a DatasetCard (title, body, licence, tags, provenance, kind, label set),
     so a command that rewrites the data can write the same card back with its own additions."""
     text = _read_card_text(folder)
-    return _card_from(folder, _parse_card_meta(text, folder), text)
+    return _card_from(folder, _checked_card_paths(folder, _parse_card_meta(text, folder)), text)
 
 
 def _card_from(folder: str | Path, meta: Mapping[str, Any], text: str) -> DatasetCard:
@@ -819,5 +839,5 @@ def open_dataset_folder(source: str | Path | OpenDataset, revision: str | None =
         return source
     folder = resolve_dataset(source, revision)
     text = _read_card_text(folder)
-    meta = _parse_card_meta(text, source)
+    meta = _checked_card_paths(folder, _parse_card_meta(text, source))
     return OpenDataset(str(source), folder, revision, text, meta, _split_names(folder, meta))

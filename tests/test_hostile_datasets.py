@@ -188,6 +188,21 @@ def test_a_card_that_cannot_be_read_safely_is_one_line_everywhere(tmp_path, head
     assert _snapshot(out) == before
 
 
+@pytest.mark.parametrize("path", ["../other/data/x.parquet", "/etc/hostname", "data/../../x.parquet"])
+def test_a_card_naming_data_files_outside_its_folder_is_refused(tmp_path, path):
+    out = _write(tmp_path / "ds")
+    _set_card(out, f"configs:\n- config_name: default\n  data_files:\n  - split: test\n    path: {path}")
+    for read in (sd.open_dataset_folder, sd.read_card, sd.read_kind):
+        with pytest.raises(
+            SpurbenchError, match="card of dataset .*\\(configs\\) names the path .*leads out of"
+        ) as err:
+            read(out)
+        _one_line(err)
+    _set_card(out, "configs:\n- config_name: default\n  data_files: [{split: test, path: [3]}]")
+    with pytest.raises(SpurbenchError, match="names a data file that is not a path"):
+        sd.open_dataset_folder(out)
+
+
 def test_a_broken_card_is_not_scored_as_a_spurious_set(tmp_path, capsys):
     out = _write(tmp_path / "ds", kind="shift")
     text = (out / "README.md").read_text()
@@ -299,6 +314,8 @@ _yaml_bits = st.sampled_from(
         "dataset_info: {splits: [{name: test}]}",
         "dataset_info: []",
         "configs: 3",
+        "configs: [{data_files: [{split: test, path: ../x}]}]",
+        "configs: [{data_files: data/*.parquet}]",
         "tags: x",
         "pretty_name: " + "y" * 5000,
         "? complex\n: key",
@@ -321,7 +338,7 @@ _yaml_bits = st.sampled_from(
 def test_card_reader_returns_a_card_or_one_spurbench_error(tmp_path, lines, body):
     text = "---\n" + "\n".join(lines) + "\n---\n" + body
     try:
-        meta = sd._parse_card_meta(text, "fuzz")
+        meta = sd._checked_card_paths(tmp_path, sd._parse_card_meta(text, "fuzz"))
         card = sd._card_from(tmp_path, meta, text)
         assert isinstance(meta, dict) and isinstance(card.pretty_name, str)
         sd._split_names(tmp_path, meta)
