@@ -3,14 +3,15 @@
 A Hub-layout folder: `data/<split>-NNNNN-of-NNNNN-<content>.parquet` shards with embedded image bytes
 (`<content>`: the first 16 hex digits of the shard's sha256), a `README.md` card whose YAML carries
 `configs` (listing those exact files), `dataset_info` and spurbench's provenance, and an `eval.yaml`
-naming the benchmark's tasks for the Hub's evaluation results. It loads with
-`datasets.load_dataset(folder)` offline and uploads unchanged to the Hub. See DESIGN.md.
+naming the benchmark's tasks for the Hub's evaluation results, and `.spurbench-written.json`, the record of
+the files spurbench wrote (`spurbench.files`): only a folder whose record covers all it holds is replaced. It
+loads with `datasets.load_dataset(folder)` offline and uploads unchanged to the Hub. See DESIGN.md.
 
 Why content in the names: `datasets` caches a local folder by its folder name, its card and the files'
 modification times, not their bytes, so two folders `a/ds` and `b/ds` with the same card could load
 each other's rows. A card that lists content-named files changes whenever the content does, so
-`load_dataset(folder)` is safe; spurbench itself never goes through that cache (`load_split` reads
-the Parquet files it has just fingerprinted).
+`load_dataset(folder)` is safe; spurbench itself never goes through that cache (`read_split` reads
+the Parquet files it has just fingerprinted, with pyarrow, into memory).
 """
 
 from __future__ import annotations
