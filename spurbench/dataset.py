@@ -3,14 +3,15 @@
 A Hub-layout folder: `data/<split>-NNNNN-of-NNNNN-<content>.parquet` shards with embedded image bytes
 (`<content>`: the first 16 hex digits of the shard's sha256), a `README.md` card whose YAML carries
 `configs` (listing those exact files), `dataset_info` and spurbench's provenance, and an `eval.yaml`
-naming the benchmark's tasks for the Hub's evaluation results. It loads with
-`datasets.load_dataset(folder)` offline and uploads unchanged to the Hub. See DESIGN.md.
+naming the benchmark's tasks for the Hub's evaluation results, and `.spurbench-written.json`, the record of
+the files spurbench wrote (`spurbench.files`): only a folder whose record covers all it holds is replaced. It
+loads with `datasets.load_dataset(folder)` offline and uploads unchanged to the Hub. See DESIGN.md.
 
 Why content in the names: `datasets` caches a local folder by its folder name, its card and the files'
 modification times, not their bytes, so two folders `a/ds` and `b/ds` with the same card could load
 each other's rows. A card that lists content-named files changes whenever the content does, so
-`load_dataset(folder)` is safe; spurbench itself never goes through that cache (`load_split` reads
-the Parquet files it has just fingerprinted).
+`load_dataset(folder)` is safe; spurbench itself never goes through that cache (`read_split` reads
+the Parquet files it has just fingerprinted, with pyarrow, into memory).
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ import io
 import os
 import re
 import shutil
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,8 +30,8 @@ from typing import Any
 import yaml
 
 from spurbench import imagenet
-from spurbench.download import sha256_file
-from spurbench.errors import SpurbenchError, hub_failure_reason
+from spurbench.errors import SpurbenchError, first_line, hub_failure_reason
+from spurbench.untrusted import printable
 
 #: split holding the generated (or otherwise spurious) images that `eval` scores by default
 DEFAULT_SPLIT = "test"
@@ -112,29 +112,36 @@ def features(extra: Mapping[str, Any] | None = None, label_names: Iterable[str] 
     return Features(feats)
 
 
-def encode_image(image: Any) -> dict[str, Any]:
+def encode_image(image: Any, what: str | None = None) -> dict[str, Any]:
     """PNG-encode a PIL image / array / file path into the `{bytes, path}` form parquet embeds.
 
     PNG is lossless and its encoder is deterministic, so the same pixels give the same bytes.
-    Files that already are PNG or JPEG are embedded as they are (no re-encoding losses).
+    Files that already are PNG or JPEG are embedded as they are (no re-encoding losses), after their size is
+    checked from the header (`untrusted.image_size`) and their pixels decode to the end (a truncated JPEG is
+    refused, not embedded). `what` names the file in errors (default: its path).
     """
     from PIL import Image as PILImage
 
+    from spurbench.untrusted import open_image
+
     if isinstance(image, (str, os.PathLike)):
         path = Path(image)
+        what = what or f"image '{path}'"
         data = path.read_bytes()
         try:
-            with PILImage.open(io.BytesIO(data)) as im:
-                im.verify()
+            with open_image(data, what) as im:
                 fmt = im.format
+                im.load()  # every pixel: PIL raises on a truncated file here, never later in a reader
+                if fmt not in ("PNG", "JPEG"):
+                    image = im.convert("RGB")
+        except SpurbenchError:
+            raise
         except Exception as err:
             raise SpurbenchError(
-                f"cannot read image '{path}': {err.__class__.__name__}; replace or remove the file"
+                f"cannot read {what}: {err.__class__.__name__} (truncated or damaged); replace or remove the file"
             ) from None
         if fmt in ("PNG", "JPEG"):
             return {"bytes": data, "path": None}
-        with PILImage.open(io.BytesIO(data)) as im:
-            image = im.convert("RGB")
     if not isinstance(image, PILImage.Image):
         image = PILImage.fromarray(image)
     if image.mode not in ("RGB", "L"):
@@ -224,8 +231,10 @@ def write_dataset(
     """
     from datasets import Dataset, DatasetInfo
 
-    out_dir = Path(out_dir)
-    if out_dir.exists():  # the last guard before replacing it whole: never delete what spurbench did not write
+    from spurbench.files import WrittenFolder, remove_stale_temporaries, sha256_of, temporary_name
+
+    out_dir = Path(out_dir).expanduser()
+    if out_dir.exists() or out_dir.is_symlink():  # never replace what spurbench did not write
         check_out_folder(out_dir, flag="dataset folder", may_be_input=True)
     if card.kind not in KINDS:
         raise ValueError(f"card kind must be one of {KINDS}, got {card.kind!r}")
@@ -236,11 +245,14 @@ def write_dataset(
     label_names = None if label_names is None else list(label_names)
     feats = features(extra_features, label_names)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    remove_stale_temporaries(out_dir.parent)  # siblings a killed write left behind, and only those
+    tmp = temporary_name(out_dir)
+    tmp.mkdir()
     try:
         (tmp / "data").mkdir()
         counts: dict[str, tuple[int, int]] = {}  # split -> (rows, bytes on disk)
         files: dict[str, list[str]] = {}  # split -> its shard files, relative to the folder
+        record = WrittenFolder(tmp, f"dataset folder '{out_dir}'")
         empty: list[str] = []
         for split, rows in splits.items():
             shard_files: list[Path] = []
@@ -255,10 +267,11 @@ def write_dataset(
             if n == 0:  # listed in the card without a file, a split makes the folder unreadable: leave it out
                 empty.append(split)
                 continue
-            named = [
-                shard.rename(tmp / "data" / shard_name(split, i, len(shard_files), sha256_file(shard)))
-                for i, shard in enumerate(shard_files)
-            ]
+            named = []
+            for i, shard in enumerate(shard_files):
+                digest = sha256_of(shard)
+                named.append(shard.rename(tmp / "data" / shard_name(split, i, len(shard_files), digest)))
+                record.files[f"data/{named[-1].name}"] = digest
             counts[split] = (n, sum(p.stat().st_size for p in named))
             files[split] = [f"data/{p.name}" for p in named]
         if not counts:
@@ -268,11 +281,18 @@ def write_dataset(
                 + "; a dataset needs at least one image (nothing was written)"
             )
         info = DatasetInfo(features=feats)
-        (tmp / "README.md").write_text(_card_text(card, info, counts, files))
-        (tmp / EVAL_FILE).write_text(eval_yaml_text(card, counts))
-        if out_dir.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-            out_dir.rename(old / out_dir.name)
+        for name, text in (
+            ("README.md", _card_text(card, info, counts, files)),
+            (EVAL_FILE, eval_yaml_text(card, counts)),
+        ):
+            (tmp / name).write_text(text)
+            record.files[name] = sha256_of(tmp / name)
+        record.save()  # last: a folder holding the record is complete
+        if out_dir.exists() or out_dir.is_symlink():
+            # checked again just before the swap: a file may have appeared there while the rows were written
+            check_out_folder(out_dir, flag="dataset folder", may_be_input=True)
+            old = temporary_name(out_dir)
+            out_dir.rename(old)
             tmp.rename(out_dir)
             shutil.rmtree(old)
         else:
@@ -283,33 +303,21 @@ def write_dataset(
     return out_dir
 
 
-#: what `write_dataset` writes into a dataset folder: nothing else may be there when it replaces one
-_WRITTEN_FILES = ("README.md", EVAL_FILE)
-
-
-def foreign_entries(folder: str | Path) -> list[str]:
-    """Entries of an existing folder that `write_dataset` did not write (anything but README.md, eval.yaml and
-    data/*.parquet), by their path inside it; [] for a dataset folder spurbench wrote, or an empty folder."""
-    folder = Path(folder)
-    out = []
-    for p in sorted(folder.iterdir()):
-        if p.name in _WRITTEN_FILES and p.is_file():
-            continue
-        if p.name == "data" and p.is_dir() and not p.is_symlink():
-            out += [f"data/{q.name}" for q in sorted(p.iterdir()) if not (q.is_file() and q.suffix == ".parquet")]
-            continue
-        out.append(p.name + ("/" if p.is_dir() else ""))
-    return out
-
-
 def check_out_folder(
     out: str | Path, inputs: Iterable[str | Path] = (), flag: str = "--out", may_be_input: bool = False
 ) -> Path:
     """Refuse, with one line, an --out that writing a dataset there (which replaces the folder whole) would lose
     someone's work with: the working directory, the home folder or a folder above them, a folder holding one of
-    `inputs` (or being one, unless `may_be_input`: `verify` rewrites a dataset in place), or an existing folder holding
-    anything `write_dataset` did not write. Returns the folder."""
-    out = Path(out).expanduser()
+    `inputs` (or being one, unless `may_be_input`: `verify` rewrites a dataset in place), or an existing folder
+    without spurbench's record of what it wrote (`spurbench.files`) or holding anything the record does not list
+    with its current bytes. A dataset folder from a spurbench older than the record (README.md, eval.yaml and
+    data/*.parquet, no record) is refused too, with a hint: its files cannot be told from a user's. Returns the
+    folder."""
+    from spurbench.files import WrittenFolder, has_record
+
+    out = Path(out)
+    if str(out).startswith("~"):
+        out = out.expanduser()
     where = out.resolve()
     for special, what in ((Path.cwd().resolve(), "the working directory"), (Path.home().resolve(), "your home folder")):
         if where == special or where in special.parents:
@@ -325,17 +333,20 @@ def check_out_folder(
                 f"{flag} '{out}' holds the input '{given}'; writing a dataset replaces its folder whole: "
                 "give a new folder next to it"
             )
-    if out.exists():
-        if not out.is_dir():
-            raise SpurbenchError(f"{flag} '{out}' is a file, not a folder; give a new folder for the dataset")
-        foreign = foreign_entries(out)
-        if foreign:
-            shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
-            raise SpurbenchError(
-                f"{flag} '{out}' holds {shown}, which spurbench did not write; writing the dataset would replace "
-                "the folder whole, so give a new folder (or move those files out)"
-            )
+    if out.is_dir() and not out.is_symlink() and not has_record(out) and _looks_like_old_dataset(out):
+        raise SpurbenchError(
+            f"{flag} '{out}' looks like a dataset written by an older spurbench (it has no "
+            ".spurbench-written.json record), so its files cannot be told from yours and it is not replaced; "
+            "give a new folder, or move that one away first"
+        )
+    if out.exists() or out.is_symlink():
+        WrittenFolder.claim(out, flag, create=False).check_all_replaceable()
     return out
+
+
+def _looks_like_old_dataset(folder: Path) -> bool:
+    names = {p.name for p in folder.iterdir()}
+    return "README.md" in names and "data" in names and names <= {"README.md", EVAL_FILE, "data"}
 
 
 def shard_name(split: str, i: int, n: int, sha256: str) -> str:
@@ -374,6 +385,8 @@ def _chunks(rows: Iterable[Mapping[str, Any]], size: int) -> Iterator[list[Mappi
 
 
 def _card_text(card: DatasetCard, info, counts: Mapping[str, tuple[int, int]], files: Mapping[str, list[str]]) -> str:
+    from huggingface_hub import DatasetCardData
+
     meta: dict[str, Any] = {
         "license": card.license,
         "pretty_name": card.pretty_name,
@@ -397,8 +410,10 @@ def _card_text(card: DatasetCard, info, counts: Mapping[str, tuple[int, int]], f
     }
     if card.provenance or card.kind != DEFAULT_KIND or card.label_set != IMAGENET_LABEL_SET:
         meta[PROVENANCE_KEY] = {**card.provenance, "kind": card.kind, "label_set": card.label_set}
-    header = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, width=1000)
-    return f"---\n{header}---\n\n# {card.pretty_name}\n\n{card.body.strip()}\n"
+    # through huggingface_hub's own card model and YAML writer, so the header is what the Hub writes and reads
+    # (its known fields checked by DatasetCardData); our key order is kept
+    header = DatasetCardData(**meta).to_yaml(original_order=list(meta))
+    return f"---\n{header}\n---\n\n# {card.pretty_name}\n\n{card.body.strip()}\n"
 
 
 def portable_path(path: str | os.PathLike) -> str:
@@ -454,7 +469,9 @@ def resolve_dataset(source: str | Path, revision: str | None = None) -> Path:
 
 
 def data_files(folder: str | Path, split: str) -> list[Path]:
-    files = sorted(Path(folder).glob(f"data/{split}-*.parquet"))
+    """The split's Parquet shards, matched exactly (`<split>-NNNNN-of-NNNNN[-<content>].parquet`): the shards of
+    `test-hard` are never read as part of `test`."""
+    files = sorted(p for p in Path(folder).glob("data/*.parquet") if _shard_split(p.name) == split)
     if not files:
         splits = split_names(folder)
         raise SpurbenchError(
@@ -471,35 +488,44 @@ def load_split(folder: str | Path, split: str = DEFAULT_SPLIT):
 def read_split(folder: str | Path, split: str = DEFAULT_SPLIT) -> tuple[Any, str]:
     """(the split's rows as a `datasets.Dataset`, its fingerprint), read from exactly the bytes on disk.
 
-    Never through `load_dataset(folder)`'s cache, which is keyed by folder name, card and file times and
-    so can hand back another folder's rows. The Parquet files are read into a cache folder named by
-    their content fingerprint; the files must not change while they are read (size and modification
-    time before and after) and the rows read must number what the files' own metadata says.
-    """
+    Read with pyarrow (`_read_table`, the one reader of a split) and wrapped in memory as a `datasets.Dataset`
+    with the features its schema records: never through `load_dataset(folder)`'s cache (keyed by folder name,
+    card and file times, so it can hand back another folder's rows), and no cache on disk at all. The files must
+    not change while they are read (size and modification time before and after, and the fingerprint is taken
+    over the same files)."""
     import datasets
-    import pyarrow.parquet as pq
 
     folder = Path(folder)
     files = data_files(folder, split)
     before = [_stat(f) for f in files]
     digest = fingerprint(folder, split)
-    cache = Path(datasets.config.HF_DATASETS_CACHE) / "spurbench-parquet" / digest[:32]
-    where = f"'{folder}' split '{split}'"
-    try:
-        ds = datasets.Dataset.from_parquet([str(f) for f in files], cache_dir=str(cache), split=split)
-        expected = sum(pq.read_metadata(f).num_rows for f in files)
-    except Exception as err:
-        shutil.rmtree(cache, ignore_errors=True)
+    table, feats = _read_table(folder, split, files)
+    if [_stat(f) for f in files] != before:
         raise SpurbenchError(
-            f"cannot read dataset {where}: {err.__class__.__name__}: {str(err).splitlines()[0] if str(err) else ''}"
-        ) from None
-    if [_stat(f) for f in files] != before or len(ds) != expected:
-        shutil.rmtree(cache, ignore_errors=True)
-        raise SpurbenchError(
-            f"dataset {where} changed while it was being read; wait for whatever writes it to finish and re-run"
+            f"dataset '{folder}' split '{split}' changed while it was being read; wait for whatever writes it to "
+            "finish and re-run"
         )
+    ds = datasets.Dataset(datasets.table.InMemoryTable(table), info=datasets.DatasetInfo(features=feats), split=split)
     check_columns(ds.column_names, f"{folder} (split {split}, {len(files)} shard(s))")
     return ds, digest
+
+
+def _read_table(folder: Path, split: str, files: list[Path]):
+    """(pyarrow Table, datasets.Features) of the shards `files`: the one place a split's rows are read."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from datasets import Features
+
+    try:
+        tables = [pq.read_table(f) for f in files]
+        table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+        feats = Features.from_arrow_schema(tables[0].schema)
+    except Exception as err:
+        raise SpurbenchError(
+            f"cannot read split '{split}' of '{folder}' ({first_line(err)[:200]}); "
+            "the Parquet shards are damaged: rebuild or re-download the dataset"
+        ) from None
+    return table, feats
 
 
 def _stat(path: Path) -> tuple[int, int]:
@@ -563,6 +589,12 @@ def _checked_kind(provenance: Mapping[str, Any], folder: str | Path) -> str:
 _SHARD_NAME = re.compile(r"^(?P<split>.+?)-\d{5}-of-\d{5}(-[0-9a-f]+)?\.parquet$")
 
 
+def _shard_split(name: str) -> str | None:
+    """The split a shard's file name belongs to (None for a name that is no shard): the one rule for both."""
+    m = _SHARD_NAME.match(name)
+    return m["split"] if m else None
+
+
 def split_names(folder: str | Path) -> list[str]:
     """The splits of a Hub-layout folder (from its `data/<split>-NNNNN-of-NNNNN[-<content>].parquet` file
     names), in the card's order, then any others found on disk."""
@@ -570,36 +602,97 @@ def split_names(folder: str | Path) -> list[str]:
 
 
 def _split_names(folder: str | Path, meta: Mapping[str, Any]) -> list[str]:
-    on_disk = sorted({m["split"] for p in Path(folder).glob("data/*.parquet") if (m := _SHARD_NAME.match(p.name))})
-    order = [s["name"] for s in (meta.get("dataset_info") or {}).get("splits") or [] if isinstance(s, dict)]
+    on_disk = sorted({s for p in Path(folder).glob("data/*.parquet") if (s := _shard_split(p.name))})
+    listed = (meta.get("dataset_info") or {}).get("splits")
+    order = [s["name"] for s in listed if isinstance(s, dict)] if isinstance(listed, list) else []
     return [s for s in order if s in on_disk] + [s for s in on_disk if s not in order]
 
 
 def _read_card_text(folder: str | Path) -> str:
-    """The folder's README.md as text ("" without one): the one place a card is read from disk."""
+    """The folder's README.md as text ("" without one): the one place a card is read from disk. Bounded before it
+    is decoded (a card is a few KiB; its header may be at most `untrusted.MAX_YAML_BYTES`)."""
+    from spurbench.untrusted import MAX_YAML_BYTES
+
     card = Path(folder) / "README.md"
-    return card.read_text() if card.is_file() else ""
-
-
-def _parse_card_meta(text: str) -> dict[str, Any]:
-    """The YAML header of a card's text ({} when absent or unreadable)."""
-    if not text.startswith("---"):
-        return {}
+    if not card.is_file():
+        return ""
+    if card.stat().st_size > _MAX_CARD_BYTES:
+        raise SpurbenchError(
+            f"dataset card '{card}' is {card.stat().st_size} bytes, over the {_MAX_CARD_BYTES >> 20} MiB spurbench "
+            f"reads (its YAML header may be at most {MAX_YAML_BYTES >> 10} KiB); fix or remove it"
+        )
     try:
-        return yaml.safe_load(text.split("---", 2)[1]) or {}
-    except yaml.YAMLError:
+        return card.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise SpurbenchError(f"dataset card '{card}' is not UTF-8 text; fix or remove it") from None
+
+
+#: the largest README.md spurbench reads (the header within it is bounded by `untrusted.load_yaml`)
+_MAX_CARD_BYTES = 16 << 20
+
+
+def _split_card(text: str) -> tuple[str | None, str]:
+    """(the YAML header, or None without one; the body after it), found exactly as `huggingface_hub` finds a
+    card's metadata block (`repocard.REGEX_YAML_BLOCK`), so spurbench and the Hub agree on what the header is."""
+    from huggingface_hub.repocard import REGEX_YAML_BLOCK
+
+    match = REGEX_YAML_BLOCK.search(text)
+    if match is None:
+        return None, text
+    return match.group(2), text[match.end() :]
+
+
+def _parse_card_meta(text: str, where: str | Path = "dataset") -> dict[str, Any]:
+    """The YAML header of a card's text ({} without a header). A header that does not parse (e.g. a
+    `!!python/object` tag), is too large, expands too far through aliases or is not a mapping is one line: never
+    taken as no card (a shift set would then be scored as a spurious one)."""
+    from spurbench.untrusted import load_yaml
+
+    header, _ = _split_card(text)
+    if header is None:
         return {}
+    what = f"the YAML header of the card of dataset '{where}'"
+    meta = load_yaml(header, what)
+    if meta is None:
+        return {}
+    if not isinstance(meta, dict) or not all(isinstance(k, str) for k in meta):
+        raise SpurbenchError(f"{what} is not a mapping of names to values; fix or remove it")
+    for key, kind in ((PROVENANCE_KEY, Mapping), ("dataset_info", Mapping), ("configs", list)):
+        if meta.get(key) is not None and not isinstance(meta[key], kind):
+            raise SpurbenchError(
+                f"{what} has `{key}:` that is not a {'mapping' if kind is Mapping else 'list'}; fix or remove it"
+            )
+    return meta
 
 
 def _card_meta(folder: str | Path) -> dict[str, Any]:
-    return _parse_card_meta(_read_card_text(folder))
+    return _checked_card_paths(folder, _parse_card_meta(_read_card_text(folder), folder))
+
+
+def _checked_card_paths(folder: str | Path, meta: dict[str, Any]) -> dict[str, Any]:
+    """`meta`, once every path its `configs` name (`data_files`, as `load_dataset(folder)` would follow them) stays
+    inside `folder` (`files.inside`): a card naming `../x` or `/etc/x` is one line, not a read elsewhere."""
+    from spurbench.files import inside
+
+    for config in meta.get("configs") or []:
+        entries = config.get("data_files") if isinstance(config, Mapping) else None
+        for entry in entries if isinstance(entries, list) else [entries] if entries is not None else []:
+            paths = entry.get("path") if isinstance(entry, Mapping) else entry
+            for path in paths if isinstance(paths, list) else [paths]:
+                if not isinstance(path, str):
+                    raise SpurbenchError(
+                        f"the card of dataset '{folder}' names a data file that is not a path ({printable(path)[:80]}); "
+                        "fix or remove its `configs:`"
+                    )
+                inside(folder, path, f"the card of dataset '{folder}' (configs)")
+    return meta
 
 
 def read_card(folder: str | Path) -> DatasetCard:
     """The card of a dataset folder as a DatasetCard (title, body, licence, tags, provenance, kind, label set),
     so a command that rewrites the data can write the same card back with its own additions."""
     text = _read_card_text(folder)
-    return _card_from(folder, _parse_card_meta(text), text)
+    return _card_from(folder, _checked_card_paths(folder, _parse_card_meta(text, folder)), text)
 
 
 def _card_from(folder: str | Path, meta: Mapping[str, Any], text: str) -> DatasetCard:
@@ -607,8 +700,7 @@ def _card_from(folder: str | Path, meta: Mapping[str, Any], text: str) -> Datase
     kind = prov.pop("kind", DEFAULT_KIND)
     label_set = prov.pop("label_set", IMAGENET_LABEL_SET)
     title = str(meta.get("pretty_name") or Path(folder).name)
-    body = text.split("---", 2)[2] if text.startswith("---") and text.count("---") >= 2 else text
-    body = body.lstrip("\n")
+    body = _split_card(text)[1].lstrip("\n")
     if body.startswith(f"# {title}\n"):
         body = body[len(f"# {title}\n") :]
     card = DatasetCard(
@@ -620,28 +712,14 @@ def _card_from(folder: str | Path, meta: Mapping[str, Any], text: str) -> Datase
         label_set=label_set,
     )
     if meta.get("tags"):
-        card.tags = list(meta["tags"])
+        card.tags = [str(t) for t in meta["tags"]] if isinstance(meta["tags"], list) else [str(meta["tags"])]
     return card
 
 
 def read_split_table(folder: str | Path, split: str):
     """(pyarrow Table, datasets.Features) of one split, read straight from its Parquet shards: exactly the
     bytes on disk, never a `datasets` cache entry (which is keyed by name and card, not content)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-    from datasets import Features
-
-    files = data_files(folder, split)
-    try:
-        tables = [pq.read_table(f) for f in files]
-        table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
-        feats = Features.from_arrow_schema(tables[0].schema)
-    except Exception as err:
-        raise SpurbenchError(
-            f"cannot read split '{split}' of '{folder}' ({err.__class__.__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}); "
-            "the Parquet shards are damaged: rebuild or re-download the dataset"
-        ) from None
-    return table, feats
+    return _read_table(Path(folder), split, data_files(folder, split))
 
 
 def read_split_column(folder: str | Path, split: str, column: str) -> list[Any] | None:
@@ -656,7 +734,7 @@ def read_split_column(folder: str | Path, split: str, column: str) -> list[Any] 
         return [v for f in files for v in pq.read_table(f, columns=[column]).column(column).to_pylist()]
     except Exception as err:
         raise SpurbenchError(
-            f"cannot read split '{split}' of '{folder}' ({err.__class__.__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}); "
+            f"cannot read split '{split}' of '{folder}' ({first_line(err)[:200]}); "
             "the Parquet shards are damaged: rebuild or re-download the dataset"
         ) from None
 
@@ -762,5 +840,5 @@ def open_dataset_folder(source: str | Path | OpenDataset, revision: str | None =
         return source
     folder = resolve_dataset(source, revision)
     text = _read_card_text(folder)
-    meta = _parse_card_meta(text)
+    meta = _checked_card_paths(folder, _parse_card_meta(text, source))
     return OpenDataset(str(source), folder, revision, text, meta, _split_names(folder, meta))

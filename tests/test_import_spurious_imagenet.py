@@ -123,7 +123,7 @@ def test_broken_release_contents_are_one_line(release, tmp_path):
         importer.import_release(tree, tmp_path / "out")
     (folder / "notes.txt").unlink()
     (folder / "000_astronaut.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
-    with pytest.raises(SpurbenchError, match="000_astronaut.jpg.*cannot be read"):
+    with pytest.raises(SpurbenchError, match="cannot read image .*000_astronaut.jpg.* of the release"):
         importer.import_release(tree, tmp_path / "out")
     with pytest.raises(SpurbenchError, match="not found"):
         importer.import_release(tmp_path / "nowhere", tmp_path / "out")

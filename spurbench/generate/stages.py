@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from spurbench.errors import SpurbenchError, hub_failure_reason
+from spurbench.files import WrittenFolder, has_record
 from spurbench.once import build_once
 
 #: per-class completion marker, written (atomically) only once all its images are on disk
@@ -205,11 +206,14 @@ def run(args: argparse.Namespace) -> int:
     check_out_folder(
         out, [recipe_path] + [p for p in (args.spurious_imagenet, args.foregrounds, args.backgrounds) if p]
     )
-    work = Path(args.work_dir).expanduser() if args.work_dir else out.with_name(out.name + ".work")
-    if out.resolve() == work.resolve() or work.resolve() in out.resolve().parents:
+    work = Path(args.work_dir) if args.work_dir else out.with_name(out.name + ".work")
+    if out.resolve() == work.resolve() or out.resolve() in work.resolve().parents:
         raise SpurbenchError(
             "--work-dir must not be --out or inside it (the export replaces --out whole); pick another folder"
         )
+    # the work dir is spurbench's own (it resumes from what it finds there): a new or empty folder, or one holding
+    # the record a build left; a quoted '~', the home folder or a user's non-empty folder is refused, nothing written
+    WrittenFolder.claim(work, f"--work-dir '{work}'", create=False)
 
     state, ctx = _context(args, recipe_path, recipe, classes, out, work)
     started = time.perf_counter()
@@ -446,6 +450,8 @@ def _init_work_dir(ctx: Context) -> str:
     from spurbench.generate.sampling import write_json
 
     ctx.work.mkdir(parents=True, exist_ok=True)
+    if not has_record(ctx.work):  # claimed as spurbench's (see `run`), so the next build may resume in it
+        WrittenFolder(ctx.work, "--work-dir").save()
     path = ctx.work / STATE_FILE
     with FileLock(str(ctx.work / ".state.lock")):
         if path.is_file():
@@ -667,10 +673,9 @@ def stage_export(ctx: Context, base_revision: str | None, created: str, out: Pat
             yield row
             bar.update()
 
-    # A build killed during a previous export leaves write_dataset's temporary siblings behind.
+    # a build killed during a previous export leaves temporary siblings behind: write_dataset removes those of dead
+    # processes (`files.remove_stale_temporaries`), never a folder a user named
     out = out or ctx.out
-    for stale in [*out.parent.glob(f".{out.name}.tmp-*"), *out.parent.glob(f".{out.name}.old-*")]:
-        shutil.rmtree(stale, ignore_errors=True)
     write_dataset(
         out,
         {split: counted(rows) for split, rows in splits.items()},

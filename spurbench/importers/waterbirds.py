@@ -21,8 +21,9 @@ import argparse
 import csv
 from pathlib import Path
 
-from spurbench.dataset import DatasetCard, write_dataset
+from spurbench.dataset import DatasetCard, encode_image, write_dataset
 from spurbench.errors import SpurbenchError
+from spurbench.files import inside
 
 LABEL_SET = "waterbirds"
 LABEL_NAMES = ("landbird", "waterbird")
@@ -81,7 +82,8 @@ def read_metadata(root: Path) -> list[dict]:
         name = (r.get("img_filename") or "").strip()
         if not name:
             raise SpurbenchError(f"'{meta}' line {line}: img_filename is empty; restore the original metadata.csv")
-        path = root / name
+        # a path read from a file: refused unless it stays inside the Waterbirds folder (no absolute or ../ path)
+        path = inside(root, name, f"'{meta}' line {line} (img_filename)")
         if not path.is_file():
             raise SpurbenchError(
                 f"image '{path}' named on line {line} of '{meta}' does not exist; re-extract the Waterbirds archive"
@@ -91,8 +93,9 @@ def read_metadata(root: Path) -> list[dict]:
 
 
 def contract_row(r: dict) -> dict:
+    # encoded here, so a truncated or oversized image is refused with its file named (encode_image checks both)
     return {
-        "image": r["path"],
+        "image": encode_image(r["path"], f"image '{r['path']}' (named in metadata.csv)"),
         "label": r["y"],
         "class_name": LABEL_NAMES[r["y"]],
         "spurious_feature": f"{PLACE_NAMES[r['place']]} background",
@@ -113,7 +116,7 @@ def import_waterbirds(root: str | Path, out: str | Path) -> Path:
     from spurbench.dataset import check_out_folder
 
     root = Path(root).expanduser()
-    check_out_folder(out, [root])  # before reading anything: the import replaces --out whole
+    out = check_out_folder(out, [root])  # before reading anything: the import replaces --out whole
     if not root.is_dir():
         raise SpurbenchError(
             f"Waterbirds folder '{root}' does not exist; download and extract waterbird_complete95_forest2water2.tar.gz and pass its folder"
