@@ -326,8 +326,6 @@ def _check_out_is_no_input(inputs: RunInputs) -> None:
     run never writes over what it reads. (--out is then claimed: a new or empty folder, or one an earlier fine-tune
     wrote, `files.WrittenFolder`.)"""
     out = Path(inputs.out)
-    if str(out).startswith("~"):
-        WrittenFolder.claim(out, "--out")  # refuses the unexpanded '~' with its one line
     weights = (inputs.spec.to_dict().get("weights") or {}).get("file")
     named = [("--weights", weights), ("--data", inputs.data), ("--counterfactuals", inputs.counterfactuals)]
     where = out.expanduser().resolve()
@@ -340,6 +338,7 @@ def _check_out_is_no_input(inputs: RunInputs) -> None:
                 f"--out '{out}' {'is' if where == source else 'holds' if where in source.parents else 'lies inside'} "
                 f"{flag} '{value}', which the run reads; give another --out (nothing was written)"
             )
+    WrittenFolder.claim(out, "--out", create=False)  # a file, '~', a user's folder: refused before anything is read
 
 
 def _save(written: WrittenFolder, relative: str, save) -> None:

@@ -174,7 +174,7 @@ def printable_board(board: Any) -> Any:
     if isinstance(board, str):
         return printable(board)
     if isinstance(board, Mapping):
-        return {k: printable_board(v) for k, v in board.items()}
+        return {printable_board(k): printable_board(v) for k, v in board.items()}  # keys too: models key some tables
     if isinstance(board, list):
         return [printable_board(v) for v in board]
     return board
