@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -49,7 +48,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from spurbench.errors import SpurbenchError
+from spurbench import untrusted
+from spurbench.errors import SpurbenchError, first_line
+from spurbench.files import WrittenFolder, atomic_path
 
 CHECKPOINT = "checkpoint.pt"
 WEIGHTS = "model.safetensors"
@@ -148,20 +149,30 @@ class _Images(torch.utils.data.Dataset):
     def __init__(self, parts: Sequence[tuple[GroupSplit, np.ndarray]], transform):
         self.index = [(p, i, int(term[i])) for p, term in parts for i in range(len(p.labels))]
         self.transform = transform
+        for p, i, _ in self.index:  # every header checked before training starts (none decoded): one line, by row
+            untrusted.image_size(_image_source(p, i), _what(p, i))
 
     def __len__(self) -> int:
         return len(self.index)
 
     def __getitem__(self, k: int):
-        import io
-
-        from PIL import Image
-
         part, i, term = self.index[k]
-        item = part.rows[i]["image"]
-        with Image.open(io.BytesIO(item["bytes"]) if item.get("bytes") else item["path"]) as im:
+        with untrusted.open_image(_image_source(part, i), _what(part, i)) as im:
             x = self.transform(im.convert("RGB"))
         return x, int(part.labels[i]), term
+
+
+def _image_source(part: GroupSplit, i: int) -> bytes | str:
+    item = part.rows[i]["image"] or {}
+    if item.get("bytes"):
+        return item["bytes"]
+    if not item.get("path"):
+        raise SpurbenchError(f"{_what(part, i)} has no image (null); remove the row or rebuild the dataset")
+    return item["path"]
+
+
+def _what(part: GroupSplit, i: int) -> str:
+    return f"{part.where} row {i}'s image"
 
 
 def default_minority_groups(train_groups: Sequence[str], cf_groups: Sequence[str] | None = None) -> list[str | None]:
@@ -310,14 +321,33 @@ class RunInputs:
     extra: dict = field(default_factory=dict)
 
 
-def _atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+def _check_out_is_no_input(inputs: RunInputs) -> None:
+    """One line when --out is, holds or lies inside one of the run's inputs (--weights, --data, --counterfactuals): a
+    run never writes over what it reads. (--out is then claimed: a new or empty folder, or one an earlier fine-tune
+    wrote, `files.WrittenFolder`.)"""
+    out = Path(inputs.out)
+    weights = (inputs.spec.to_dict().get("weights") or {}).get("file")
+    named = [("--weights", weights), ("--data", inputs.data), ("--counterfactuals", inputs.counterfactuals)]
+    where = out.expanduser().resolve()
+    for flag, value in named:
+        if not value or not Path(value).expanduser().exists():
+            continue
+        source = Path(value).expanduser().resolve()
+        if where == source or where in source.parents or source in where.parents:
+            raise SpurbenchError(
+                f"--out '{out}' {'is' if where == source else 'holds' if where in source.parents else 'lies inside'} "
+                f"{flag} '{value}', which the run reads; give another --out (nothing was written)"
+            )
+    WrittenFolder.claim(out, "--out", create=False)  # a file, '~', a user's folder: refused before anything is read
+
+
+def _save(written: WrittenFolder, relative: str, save) -> None:
+    """Write one output through `save(path)` (a library's own writer) atomically and record it; refused when it
+    would replace a file spurbench did not write."""
+    written.check_replaceable(relative)
+    with atomic_path(written.path(relative)) as tmp:
+        save(tmp)
+    written.adopt(relative)
 
 
 def _run_identity(cfg: FinetuneConfig, inputs: RunInputs, minority: list[str]) -> dict:
@@ -330,26 +360,21 @@ def _run_identity(cfg: FinetuneConfig, inputs: RunInputs, minority: list[str]) -
     }
 
 
-def finetune(
-    cfg: FinetuneConfig,
-    inputs: RunInputs,
-    restart: bool = False,
-    progress: bool = True,
-    stop_after_epochs: int | None = None,
-) -> dict:
-    """Run (or resume) a balanced fine-tune; returns the summary written to finetune.json.
+@dataclass
+class _Data:
+    """The run's splits: training (with the counterfactuals, each row's loss term), validation, the minority groups."""
 
-    `stop_after_epochs` ends this call after that many epochs of this invocation, as an interruption
-    would (for tests of resuming)."""
-    from accelerate import Accelerator
-    from safetensors.torch import save_file
-    from timm.data import create_transform
-    from tqdm.auto import tqdm
+    train: GroupSplit
+    val: GroupSplit
+    parts: list[tuple[GroupSplit, np.ndarray]]
+    minority: list[str | None]
+    num_cf: dict[str, int]
 
+
+def _open_data(cfg: FinetuneConfig, inputs: RunInputs) -> _Data:
+    """Read the training and validation splits and the counterfactuals, and pick the minority groups."""
     from spurbench import dataset as ds_contract
 
-    cfg.validate()
-    out = Path(inputs.out)
     data = ds_contract.open_dataset_folder(inputs.data)  # opened once: a split named twice is read once
     train = open_group_split(data, cfg.train_split, cfg.group_column)
     val = open_group_split(data, cfg.val_split, cfg.group_column)
@@ -390,124 +415,87 @@ def finetune(
             "gamma2": int((terms == 2).sum()),
             "other": int((terms == 0).sum()),
         }
+    return _Data(train, val, parts, minority, num_cf)
 
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
-    clf, new_head = load_trainable(inputs.spec, len(train.label_names), cfg.seed)
-    model = clf.model
-    train_set = _Images(parts, train_transform(clf.data_config, cfg.augment))
-    val_set = _Images([(val, np.zeros(len(val.labels), dtype=np.int64))], create_transform(**clf.data_config))
-    val_loader = torch.utils.data.DataLoader(val_set, batch_size=cfg.batch_size, num_workers=inputs.workers)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
 
-    identity = _run_identity(cfg, inputs, minority)
+def _resume(written: WrittenFolder, identity: dict, restart: bool, model, optimizer) -> tuple[int, dict, list]:
+    """(epochs done, best so far, log) from --out's checkpoint, loaded into `model` and `optimizer`; a fresh start
+    without one or with --restart. A checkpoint spurbench did not write (or that changed since) is refused unread."""
+    out = written.folder
     start, best, log = 0, {"epoch": None, "worst_group_accuracy": -1.0}, []
-    ckpt_path = out / CHECKPOINT
-    if ckpt_path.exists() and not restart:
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        if json.loads(state["identity"]) != json.loads(json.dumps(identity)):
-            raise SpurbenchError(
-                f"'{out}' holds a fine-tune with other settings, model or data; use another --out, or --restart to discard it"
-            )
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        start, best, log = int(state["epoch"]), json.loads(state["best"]), json.loads(state["log"])
-    model, optimizer = accelerator.prepare(model, optimizer)
-    device = accelerator.device
-    rank, world = accelerator.process_index, accelerator.num_processes
-    out.mkdir(parents=True, exist_ok=True)
+    if restart:
+        written.check_replaceable(CHECKPOINT, WEIGHTS, LOG, SUMMARY)  # all replaced by this run
+        return start, best, log
+    if not written.path(CHECKPOINT).exists():
+        return start, best, log
+    written.check_replaceable(CHECKPOINT)
+    try:
+        state = torch.load(written.path(CHECKPOINT), map_location="cpu", weights_only=True)
+        same = json.loads(state["identity"]) == json.loads(json.dumps(identity))
+    except Exception as err:  # a damaged checkpoint of ours: torch raises many kinds
+        raise SpurbenchError(
+            f"'{out / CHECKPOINT}' cannot be read ({first_line(err)}); use --restart to discard it or another --out"
+        ) from None
+    if not same:
+        raise SpurbenchError(
+            f"'{out}' holds a fine-tune with other settings, model or data; use another --out, or --restart to discard it"
+        )
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    return int(state["epoch"]), json.loads(state["best"]), json.loads(state["log"])
 
-    if not log:  # epoch 0: the starting model on the validation split, the "before" of the run and a candidate
-        log.append(_validation_row(0, model, val_loader, val, device))
-        best = {
-            "epoch": 0,
-            "worst_group_accuracy": log[0]["val_worst_group_accuracy"],
-            "pooled_accuracy": log[0]["val_pooled_accuracy"],
-        }
-        if accelerator.is_main_process:
-            start_dict = {
-                k: v.detach().cpu().contiguous() for k, v in accelerator.unwrap_model(model).state_dict().items()
-            }
-            out.mkdir(parents=True, exist_ok=True)
-            _atomic_write(out / WEIGHTS, lambda p: save_file(start_dict, str(p), metadata={"format": "pt"}))
-        if cfg.head == "reinit":  # after scoring the model as given; the same on every process (seeded)
-            reinit_head(accelerator.unwrap_model(model), cfg.seed)
-    done_now = 0
-    epochs = tqdm(
-        range(start, cfg.epochs),
-        initial=start,
-        total=cfg.epochs,
-        desc="finetune",
-        unit="epoch",
-        disable=not progress or not accelerator.is_main_process,
+
+def _cpu_state(accelerator, model) -> dict:
+    return {k: v.detach().cpu().contiguous() for k, v in accelerator.unwrap_model(model).state_dict().items()}
+
+
+def _save_weights(written: WrittenFolder, state_dict: dict) -> None:
+    from safetensors.torch import save_file
+
+    _save(written, WEIGHTS, lambda p: save_file(state_dict, str(p), metadata={"format": "pt"}))
+
+
+def _train_epoch(
+    cfg: FinetuneConfig, epoch: int, train_set, model, optimizer, accelerator, workers: int, progress: bool
+):
+    """One epoch over this process's share of the training rows; the mean loss and per-term cross-entropies."""
+    from tqdm.auto import tqdm
+
+    rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
+    # everything random in an epoch comes from (seed, epoch): a resumed run repeats it exactly
+    torch.manual_seed(cfg.seed * 100_003 + epoch)
+    order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)).tolist()
+    per_rank = len(order) // world
+    mine = order[rank * per_rank : (rank + 1) * per_rank] if world > 1 else order
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.Subset(train_set, mine), batch_size=cfg.batch_size, shuffle=False, num_workers=workers
     )
-    for epoch in epochs:
-        if stop_after_epochs is not None and done_now >= stop_after_epochs:
-            break
-        # everything random in an epoch comes from (seed, epoch): a resumed run repeats it exactly
-        torch.manual_seed(cfg.seed * 100_003 + epoch)
-        order = torch.randperm(
-            len(train_set), generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-        ).tolist()
-        per_rank = len(order) // world
-        mine = order[rank * per_rank : (rank + 1) * per_rank] if world > 1 else order
-        loader = torch.utils.data.DataLoader(
-            torch.utils.data.Subset(train_set, mine),
-            batch_size=cfg.batch_size,
-            shuffle=False,
-            num_workers=inputs.workers,
-        )
-        model.train()
-        sums, batches = {"loss": 0.0}, 0
-        for x, y, term in tqdm(
-            loader, desc=f"epoch {epoch + 1}", leave=False, disable=not progress or not accelerator.is_main_process
-        ):
-            x, y, term = x.to(device), y.to(device), term.to(device)
-            optimizer.zero_grad(set_to_none=True)
-            loss, parts_ce = balanced_loss(model(x), y, term, cfg.gamma1, cfg.gamma2)
-            accelerator.backward(loss)
-            optimizer.step()
-            sums["loss"] += float(loss.detach())
-            for term, ce in parts_ce.items():
-                key = f"ce_{TERM_NAMES[term]}"
-                sums[key] = sums.get(key, 0.0) + ce
-            batches += 1
-        row = {
-            **_validation_row(epoch + 1, model, val_loader, val, device),
-            **{k: v / max(batches, 1) for k, v in sums.items()},
-        }
-        log.append(row)
-        state_dict = {k: v.detach().cpu().contiguous() for k, v in accelerator.unwrap_model(model).state_dict().items()}
-        if row["val_worst_group_accuracy"] > best["worst_group_accuracy"]:
-            best = {
-                "epoch": epoch + 1,
-                "worst_group_accuracy": row["val_worst_group_accuracy"],
-                "pooled_accuracy": row["val_pooled_accuracy"],
-            }
-            if accelerator.is_main_process:
-                _atomic_write(out / WEIGHTS, lambda p, sd=state_dict: save_file(sd, str(p), metadata={"format": "pt"}))
-        if accelerator.is_main_process:
-            ckpt = {
-                "model": state_dict,
-                "optimizer": optimizer.state_dict(),
-                "epoch": epoch + 1,
-                "best": json.dumps(best),
-                "log": json.dumps(log),
-                "identity": json.dumps(identity),
-            }
-            _atomic_write(ckpt_path, lambda p, c=ckpt: torch.save(c, p))
-            _atomic_write(out / LOG, lambda p: p.write_text("".join(json.dumps(r) + "\n" for r in log)))
-        accelerator.wait_for_everyone()
-        epochs.set_postfix(
-            loss=f"{row['loss']:.3f}", val_wga=f"{row['val_worst_group_accuracy']:.3f}", best=best["epoch"]
-        )
-        done_now += 1
-    epochs.close()
+    model.train()
+    sums, batches = {"loss": 0.0}, 0
+    for x, y, term in tqdm(
+        loader, desc=f"epoch {epoch + 1}", leave=False, disable=not progress or not accelerator.is_main_process
+    ):
+        x, y, term = x.to(device), y.to(device), term.to(device)
+        optimizer.zero_grad(set_to_none=True)
+        loss, parts_ce = balanced_loss(model(x), y, term, cfg.gamma1, cfg.gamma2)
+        accelerator.backward(loss)
+        optimizer.step()
+        sums["loss"] += float(loss.detach())
+        for term, ce in parts_ce.items():
+            key = f"ce_{TERM_NAMES[term]}"
+            sums[key] = sums.get(key, 0.0) + ce
+        batches += 1
+    return {k: v / max(batches, 1) for k, v in sums.items()}
 
-    summary = {
+
+def _summary(cfg: FinetuneConfig, inputs: RunInputs, d: _Data, new_head: bool, best: dict, log: list) -> dict:
+    """What finetune.json records: the chosen epoch and its accuracy, the starting model's, and how it was run."""
+    names = d.train.label_names
+    return {
         "model": inputs.spec.model,
         "weights_in": inputs.spec.to_dict().get("weights"),
         "new_head": new_head,
-        "label_names": train.label_names if len(train.label_names) <= 50 else f"{len(train.label_names)} classes",
+        "label_names": names if len(names) <= 50 else f"{len(names)} classes",
         "epochs_done": len(log) - 1,
         "chosen_epoch": best["epoch"],
         "chosen_by": f"worst-group accuracy on split '{cfg.val_split}'",
@@ -517,16 +505,109 @@ def finetune(
         "augment": cfg.augment,
         "val_pooled_accuracy": best.get("pooled_accuracy"),
         "before": {k: log[0][k] for k in ("val_worst_group_accuracy", "val_pooled_accuracy", "val_group_accuracy")},
-        "minority_groups": {"gamma1": minority[0], "gamma2": minority[1]},
-        "num_counterfactuals": num_cf,
+        "minority_groups": {"gamma1": d.minority[0], "gamma2": d.minority[1]},
+        "num_counterfactuals": d.num_cf,
         "config": asdict(cfg),
         "data": str(inputs.data),
         "counterfactuals": inputs.counterfactuals,
         "weights": WEIGHTS,
         "command": inputs.command,
     }
-    if accelerator.is_main_process:
-        _atomic_write(out / SUMMARY, lambda p: p.write_text(json.dumps(summary, indent=2) + "\n"))
+
+
+def finetune(
+    cfg: FinetuneConfig,
+    inputs: RunInputs,
+    restart: bool = False,
+    progress: bool = True,
+    stop_after_epochs: int | None = None,
+) -> dict:
+    """Run (or resume) a balanced fine-tune; returns the summary written to finetune.json.
+
+    The steps: claim --out (never one of the inputs); read the splits and pick the minority groups; load the model
+    and resume from --out's checkpoint; score the starting model (epoch 0, a candidate); train epoch by epoch, keeping
+    the weights of the best worst-group validation accuracy and a checkpoint after each epoch; write the summary.
+    `stop_after_epochs` ends this call after that many epochs of this invocation, as an interruption
+    would (for tests of resuming)."""
+    from accelerate import Accelerator
+    from timm.data import create_transform
+    from tqdm.auto import tqdm
+
+    cfg.validate()
+    _check_out_is_no_input(inputs)
+    d = _open_data(cfg, inputs)
+    written = WrittenFolder.claim(inputs.out, "--out")
+
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    clf, new_head = load_trainable(inputs.spec, len(d.train.label_names), cfg.seed)
+    model = clf.model
+    train_set = _Images(d.parts, train_transform(clf.data_config, cfg.augment))
+    val_set = _Images([(d.val, np.zeros(len(d.val.labels), dtype=np.int64))], create_transform(**clf.data_config))
+    val_loader = torch.utils.data.DataLoader(val_set, batch_size=cfg.batch_size, num_workers=inputs.workers)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+
+    identity = _run_identity(cfg, inputs, d.minority)
+    start, best, log = _resume(written, identity, restart, model, optimizer)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    device = accelerator.device
+    main = accelerator.is_main_process
+
+    if not log:  # epoch 0: the starting model on the validation split, the "before" of the run and a candidate
+        log.append(_validation_row(0, model, val_loader, d.val, device))
+        best = {
+            "epoch": 0,
+            "worst_group_accuracy": log[0]["val_worst_group_accuracy"],
+            "pooled_accuracy": log[0]["val_pooled_accuracy"],
+        }
+        if main:
+            _save_weights(written, _cpu_state(accelerator, model))
+        if cfg.head == "reinit":  # after scoring the model as given; the same on every process (seeded)
+            reinit_head(accelerator.unwrap_model(model), cfg.seed)
+    done_now = 0
+    epochs = tqdm(
+        range(start, cfg.epochs),
+        initial=start,
+        total=cfg.epochs,
+        desc="finetune",
+        unit="epoch",
+        disable=not progress or not main,
+    )
+    for epoch in epochs:
+        if stop_after_epochs is not None and done_now >= stop_after_epochs:
+            break
+        losses = _train_epoch(cfg, epoch, train_set, model, optimizer, accelerator, inputs.workers, progress)
+        row = {**_validation_row(epoch + 1, model, val_loader, d.val, device), **losses}
+        log.append(row)
+        state_dict = _cpu_state(accelerator, model)
+        if row["val_worst_group_accuracy"] > best["worst_group_accuracy"]:
+            best = {
+                "epoch": epoch + 1,
+                "worst_group_accuracy": row["val_worst_group_accuracy"],
+                "pooled_accuracy": row["val_pooled_accuracy"],
+            }
+            if main:
+                _save_weights(written, state_dict)
+        if main:
+            ckpt = {
+                "model": state_dict,
+                "optimizer": optimizer.state_dict(),
+                "epoch": epoch + 1,
+                "best": json.dumps(best),
+                "log": json.dumps(log),
+                "identity": json.dumps(identity),
+            }
+            _save(written, CHECKPOINT, lambda p, c=ckpt: torch.save(c, p))
+            written.write(LOG, "".join(json.dumps(r) + "\n" for r in log))
+        accelerator.wait_for_everyone()
+        epochs.set_postfix(
+            loss=f"{row['loss']:.3f}", val_wga=f"{row['val_worst_group_accuracy']:.3f}", best=best["epoch"]
+        )
+        done_now += 1
+    epochs.close()
+
+    summary = _summary(cfg, inputs, d, new_head, best, log)
+    if main:
+        written.write(SUMMARY, json.dumps(summary, indent=2) + "\n")
     return summary
 
 

@@ -25,17 +25,19 @@ from __future__ import annotations
 
 import argparse
 import csv
-import io
 import json
 import shlex
 import sys
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from spurbench import dataset as ds_contract
+from spurbench import untrusted
 from spurbench.errors import SpurbenchError
+from spurbench.files import inside
 from spurbench.verification import (
     BOX_FLOOR,
     BOXES,
@@ -180,7 +182,9 @@ class _Split:
 
     def __init__(self, folder: Path | ds_contract.OpenDataset, name: str):
         self.name = name
-        self.table, self.features = ds_contract.open_dataset_folder(folder).table(name)
+        opened = ds_contract.open_dataset_folder(folder)
+        self.folder = opened.folder
+        self.table, self.features = opened.table(name)
         self.columns = list(self.table.column_names)
 
     def __len__(self) -> int:
@@ -191,7 +195,18 @@ class _Split:
 
     def image_bytes(self, start: int, stop: int) -> list[bytes]:
         cells = self.table.column("image").slice(start, stop - start).to_pylist()
-        return [c["bytes"] if c.get("bytes") is not None else Path(c["path"]).read_bytes() for c in cells]
+        return [self._bytes(start + j, c) for j, c in enumerate(cells)]
+
+    def what(self, row: int) -> str:
+        return f"row {row} of split '{self.name}' of '{self.folder}'"
+
+    def _bytes(self, row: int, cell: Mapping[str, Any] | None) -> bytes:
+        if cell and cell.get("bytes") is not None:
+            return cell["bytes"]
+        if not cell or not cell.get("path"):
+            raise SpurbenchError(f"{self.what(row)} has no image (null); remove the row or rebuild the dataset")
+        # a path read from the table stays inside the dataset folder
+        return inside(self.folder, cell["path"], f"the image of {self.what(row)}").read_bytes()
 
     def image_digests(self) -> list[str]:
         """sha256 of every row's image bytes (what carries a decision from one version of a set to the next)."""
@@ -272,7 +287,12 @@ class DetectionCache:
         self.entries: dict[str, tuple[float, list]] = {}
         if self.path is None:
             return
-        lines = self.path.read_text().splitlines() if self.path.is_file() else []
+        lines = self.path.read_text(errors="replace").splitlines() if self.path.is_file() else []
+        if (lines and not lines[0].startswith('{"detector": ')) or (self.path.exists() and not self.path.is_file()):
+            raise SpurbenchError(
+                f"'{self.path}' is not a detections file spurbench wrote (verify keeps one there while it runs); "
+                "move it away and run again (nothing was written)"
+            )
         header = json.dumps({"detector": self.identity})
         good = 0
         try:
@@ -308,7 +328,6 @@ def _detect_split(
     split: _Split, detector, queries: Mapping[int, list[str]], batch_size: int, bar, cache: DetectionCache
 ) -> tuple[list[float], list[list]]:
     """(score, boxes) of every row: from the cache where known, else from the detector (cached as it goes)."""
-    from PIL import Image
 
     from spurbench import detection
 
@@ -324,8 +343,11 @@ def _detect_split(
         images = []
         for j in todo:
             try:
-                with Image.open(io.BytesIO(data[j])) as im:
+                # the header checked against untrusted.MAX_IMAGE_PIXELS before anything is decoded
+                with untrusted.open_image(data[j], f"the image of {split.what(start + j)}") as im:
                     images.append(im.convert("RGB"))
+            except SpurbenchError:
+                raise
             except Exception as err:
                 raise SpurbenchError(
                     f"cannot decode the image of row {start + j} of split '{split.name}' ({err.__class__.__name__}); replace or remove it"
@@ -372,6 +394,153 @@ def _with_section(body: str, section: str) -> str:
     return (head.rstrip() + "\n\n" + section).strip()
 
 
+@dataclass
+class _Source:
+    """The dataset to verify, read and checked: its splits, the ones to check, labels, decisions, earlier record."""
+
+    opened: ds_contract.OpenDataset
+    data: list[_Split]
+    chosen: list[_Split]
+    label_names: list[str] | None
+    decisions: dict[tuple[str, int], str]
+    card: ds_contract.DatasetCard
+    previous: dict[str, Any]
+    verified: bool
+
+
+def _read_source(
+    source: str | Path, out: str | Path, splits: Sequence[str] | None, decisions: str | Path | None
+) -> _Source:
+    """Open the dataset and check everything about it and --out before any model runs."""
+    opened = ds_contract.open_dataset_folder(source)  # the card read once, each split once
+    folder = opened.folder
+    # `out` is replaced whole: it may be the dataset itself (rewritten in place), never a folder of other files
+    ds_contract.check_out_folder(out, [folder] + ([decisions] if decisions is not None else []), may_be_input=True)
+    where = Path(out).expanduser().resolve()
+    if folder.resolve() in where.parents:  # writing the set would replace the folder --out lies in
+        raise SpurbenchError(
+            f"--out '{out}' lies inside --dataset '{source}'; give a folder outside it, or --dataset itself to "
+            "rewrite it in place"
+        )
+    names = opened.split_names
+    if not names:
+        raise SpurbenchError(
+            f"dataset '{source}' has no data/<split>-NNNNN-of-NNNNN.parquet shards; is it a dataset folder?"
+        )
+    unknown = [s for s in (splits or []) if s not in names]
+    if unknown:
+        raise SpurbenchError(
+            f"dataset '{source}' has no split {', '.join(map(repr, unknown))}; its splits: {', '.join(names)}"
+        )
+    data = [_Split(opened, n) for n in names]
+    label_names, _ = _check_contract(folder, data, opened.card())
+    _check_labels(data, label_names)
+    card = opened.card()
+    previous = dict(card.provenance.get(CARD_KEY) or {})
+    return _Source(
+        opened=opened,
+        data=data,
+        chosen=[s for s in data if splits is None or s.name in splits],
+        label_names=label_names,
+        decisions=read_decisions(decisions, {s.name: len(s) for s in data}) if decisions is not None else {},
+        card=card,
+        previous=previous,
+        verified=bool(previous) and all(is_verified(s.columns) for s in data),
+    )
+
+
+def _check_labels(data: Sequence[_Split], label_names: Sequence[str] | None) -> None:
+    """One line naming the first row whose label is not one of the set's classes (a query is built per label)."""
+    from spurbench import imagenet
+
+    n = len(label_names) if label_names is not None else imagenet.NUM_CLASSES
+    for s in data:
+        for i, k in enumerate(s.column("label")):
+            if k is None or not 0 <= int(k) < n:
+                raise SpurbenchError(
+                    f"{s.what(i)} has label {k}, not one of the set's {n} classes (0..{n - 1}); fix or remove the row"
+                )
+
+
+def _threshold(spec, threshold: float | None, threshold_source: str | None, previous: Mapping[str, Any], name: str):
+    """(threshold, where it comes from): given, else the one a verified set was checked with, else the detector's."""
+    if threshold is not None:
+        return threshold, threshold_source or "given on the command line (--threshold)"
+    if previous.get("detector") == name and "threshold" in previous:
+        return float(previous["threshold"]), previous.get("threshold_source", "")
+    return spec.default_threshold, spec.threshold_source
+
+
+def _load_detection(src: _Source, name: str, spec, detector, detector_model, detector_revision, device, store_path):
+    """The detector (the weights a verified set was checked with unless others are named), its queries per label,
+    the detections cache, and the detector's part of the card's record."""
+    from spurbench import detection
+
+    model, revision = detector_model, detector_revision
+    previous = src.previous
+    if (
+        model is None
+        and detector is None
+        and spec.builder is None
+        and previous.get("model") not in (None, spec.model_id)
+    ):
+        model, revision = previous["model"], revision or previous.get("revision")  # the weights it was checked with
+    det = detection.load_detector(name, model=model, revision=revision, device=device)
+    queries = label_queries(src.label_names, det.family)
+    store = DetectionCache(store_path, det.describe())
+    record_base = {"detector": name, **{k: v for k, v in det.describe().items() if k in ("model", "revision")}}
+    if record_base.get("model") and Path(str(record_base["model"])).is_absolute():
+        record_base["model"] = ds_contract.portable_path(
+            record_base["model"]
+        )  # a local folder: never its absolute path
+    record_base["queries"] = (
+        "ImageNet-1k lemmas from timm (imagenet_synset_to_lemma.txt), lower-cased"
+        if src.label_names is None
+        else "the label names"
+    ) + (", as 'a photo of a {name}'" if det.family == "owlv2" else ", one phrase each")
+    return det, queries, store, record_base
+
+
+def _score_splits(src: _Source, kind: str, thr: float, detection_run, carry, batch_size: int, progress: bool):
+    """Per split, the verification columns (detected now, or kept from the earlier check), the record's counts and
+    the carried decisions. `detection_run`: (detector, queries, cache, redetected-with-the-same-detector) or None."""
+    from tqdm.auto import tqdm
+
+    added: dict[str, dict[str, list[Any]]] = {}
+    counts: dict[str, dict[str, int]] = {}
+    carried: set[str] = set()  # decided images of the earlier version found again
+    total = sum(len(s) for s in src.chosen) if detection_run else 0
+    with tqdm(total=total, desc="verifying", unit="img", disable=not progress or not detection_run) as bar:
+        for s in src.data:
+            if detection_run and s in src.chosen:
+                det, queries, store, _ = detection_run
+                scores, found = _detect_split(s, det, queries, batch_size, bar, store)
+                boxes = [_boxes_json(b, thr) for b in found]
+            elif detection_run and not detection_run[3]:
+                scores, boxes = [None] * len(s), [None] * len(s)  # not checked (by this detector)
+            else:
+                scores, boxes = s.column(SCORE), s.column(BOXES)
+            present = [None if v is None else bool(v >= thr) for v in scores]
+            reviewed = [r or "" for r in s.column(REVIEWED)]
+            if carry:
+                for i, digest in enumerate(s.image_digests()):
+                    if digest in carry:
+                        reviewed[i] = carry[digest]
+                        carried.add(digest)
+            for (split, index), decision in src.decisions.items():
+                if split == s.name:
+                    reviewed[index] = decision
+            added[s.name] = {SCORE: scores, PRESENT: present, BOXES: boxes, REVIEWED: reviewed}
+            if any(v is not None for v in scores):
+                counts[s.name] = {
+                    "checked": sum(v is not None for v in scores),
+                    "failed": sum(failed_check(kind, p) for p in present),
+                    "keep": reviewed.count("keep"),
+                    "drop": reviewed.count("drop"),
+                }
+    return added, counts, carried
+
+
 def verify_dataset(
     source: str | Path,
     out: str | Path,
@@ -393,7 +562,10 @@ def verify_dataset(
 ) -> dict[str, Any]:
     """Check a dataset and write it again to `out` with the verification columns; returns the card's record.
 
-    Everything that can be wrong with the inputs (splits, columns, label set, decisions file, detector
+    The steps: read the dataset and check it and --out; choose the detector and threshold (a verified set keeps its
+    own unless asked); detect the object in every checked image (or keep the stored scores); record decisions; write
+    the dataset with the card's verification record.
+    Everything that can be wrong with the inputs (splits, columns, labels, decisions file, detector
     name, threshold) is checked before any model runs, and nothing is written unless all of it passes.
     `cache`: a JSON-lines file of detections already made (see DetectionCache), for resumable runs; None: a hidden
     file next to `out` (`resume_file`), removed once `out` is written, so a killed run, re-run, resumes.
@@ -401,8 +573,6 @@ def verify_dataset(
     `carry`: decisions of an earlier version of the set by image sha256 (`decided_images`): each goes to the row with
     the same image bytes (before `decisions`); the record counts those carried and those that found no row.
     """
-    from tqdm.auto import tqdm
-
     from spurbench import __version__, detection
 
     if threshold is not None and not 0.0 <= threshold <= 1.0:
@@ -411,105 +581,31 @@ def verify_dataset(
         raise SpurbenchError(f"--batch-size must be at least 1, got {batch_size}")
     if detector is not None:
         detection.detector_spec(detector)
-    opened = ds_contract.open_dataset_folder(source)  # the card read once, each split once
-    folder = opened.folder
-    # `out` is replaced whole: it may be the dataset itself (rewritten in place), never a folder of other files
-    ds_contract.check_out_folder(out, [folder] + ([decisions] if decisions is not None else []), may_be_input=True)
-    kind = opened.kind
-    names = opened.split_names
-    if not names:
-        raise SpurbenchError(
-            f"dataset '{source}' has no data/<split>-NNNNN-of-NNNNN.parquet shards; is it a dataset folder?"
-        )
-    unknown = [s for s in (splits or []) if s not in names]
-    if unknown:
-        raise SpurbenchError(
-            f"dataset '{source}' has no split {', '.join(map(repr, unknown))}; its splits: {', '.join(names)}"
-        )
-    data = [_Split(opened, n) for n in names]
-    label_names, label_set = _check_contract(folder, data, opened.card())
-    chosen = [s for s in data if splits is None or s.name in splits]
-    chosen_decisions = read_decisions(decisions, {s.name: len(s) for s in data}) if decisions is not None else {}
-
-    card = opened.card()
-    previous = dict(card.provenance.get(CARD_KEY) or {})
-    verified = previous and all(is_verified(s.columns) for s in data)
+    src = _read_source(source, out, splits, decisions)
+    kind, previous = src.opened.kind, src.previous
     same_detector = (detector is None or detector == previous.get("detector")) and (
         detector_model is None or detector_model == previous.get("model")
     )
     # detect again only when asked, with another detector, or for splits never checked
     detect_now = (
         redetect
-        or not verified
+        or not src.verified
         or not same_detector
-        or not {s.name for s in chosen} <= set(previous.get("splits") or {})
+        or not {s.name for s in src.chosen} <= set(previous.get("splits") or {})
     )
-
     name = detector or previous.get("detector") or "owlv2"
     spec = detection.detector_spec(name)
-    if threshold is not None:
-        thr, thr_source = threshold, threshold_source or "given on the command line (--threshold)"
-    elif previous.get("detector") == name and "threshold" in previous:
-        thr, thr_source = float(previous["threshold"]), previous.get("threshold_source", "")
-    else:
-        thr, thr_source = spec.default_threshold, spec.threshold_source
+    thr, thr_source = _threshold(spec, threshold, threshold_source, previous, name)
     if detect_now:
-        model, revision = detector_model, detector_revision
-        if (
-            model is None
-            and detector is None
-            and spec.builder is None
-            and previous.get("model") not in (None, spec.model_id)
-        ):
-            model, revision = previous["model"], revision or previous.get("revision")  # the weights it was checked with
-        det = detection.load_detector(name, model=model, revision=revision, device=device)
-        queries = label_queries(label_names, det.family)
-        store = DetectionCache(cache if cache is not None else resume_file(out), det.describe())
-        record_base = {"detector": name, **{k: v for k, v in det.describe().items() if k in ("model", "revision")}}
-        if record_base.get("model") and Path(str(record_base["model"])).is_absolute():
-            record_base["model"] = ds_contract.portable_path(
-                record_base["model"]
-            )  # a local folder: never its absolute path
-        record_base["queries"] = (
-            "ImageNet-1k lemmas from timm (imagenet_synset_to_lemma.txt), lower-cased"
-            if label_names is None
-            else "the label names"
-        ) + (", as 'a photo of a {name}'" if det.family == "owlv2" else ", one phrase each")
+        store_path = cache if cache is not None else resume_file(out)
+        det, queries, store, record_base = _load_detection(
+            src, name, spec, detector, detector_model, detector_revision, device, store_path
+        )
+        detection_run = (det, queries, store, src.verified and same_detector)
     else:
         record_base = {k: previous.get(k) for k in ("detector", "model", "revision", "queries")}
-
-    added: dict[str, dict[str, list[Any]]] = {}
-    counts: dict[str, dict[str, int]] = {}
-    carried: set[str] = set()  # decided images of the earlier version found again
-    total = sum(len(s) for s in chosen) if detect_now else 0
-    with tqdm(total=total, desc="verifying", unit="img", disable=not progress or not detect_now) as bar:
-        for s in data:
-            checked = s in chosen
-            if detect_now and checked:
-                scores, found = _detect_split(s, det, queries, batch_size, bar, store)
-                boxes = [_boxes_json(b, thr) for b in found]
-            elif detect_now and not (verified and same_detector):
-                scores, boxes = [None] * len(s), [None] * len(s)  # not checked (by this detector)
-            else:
-                scores, boxes = s.column(SCORE), s.column(BOXES)
-            present = [None if v is None else bool(v >= thr) for v in scores]
-            reviewed = [r or "" for r in s.column(REVIEWED)]
-            if carry:
-                for i, digest in enumerate(s.image_digests()):
-                    if digest in carry:
-                        reviewed[i] = carry[digest]
-                        carried.add(digest)
-            for (split, index), decision in chosen_decisions.items():
-                if split == s.name:
-                    reviewed[index] = decision
-            added[s.name] = {SCORE: scores, PRESENT: present, BOXES: boxes, REVIEWED: reviewed}
-            if any(v is not None for v in scores):
-                counts[s.name] = {
-                    "checked": sum(v is not None for v in scores),
-                    "failed": sum(failed_check(kind, p) for p in present),
-                    "keep": reviewed.count("keep"),
-                    "drop": reviewed.count("drop"),
-                }
+        detection_run = None
+    added, counts, carried = _score_splits(src, kind, thr, detection_run, carry, batch_size, progress)
     record = {
         **record_base,
         "threshold": thr,
@@ -523,14 +619,15 @@ def verify_dataset(
         record["command"] = command
     if carry:
         record["decisions_carried"] = {"carried": len(carried), "not_carried": len(set(carry) - carried)}
+    card = src.card
     card.provenance[CARD_KEY] = record
     card.body = _with_section(card.body, _card_section(record, kind))
     ds_contract.write_dataset(
         out,
-        {s.name: s.rows(added[s.name]) for s in data},
+        {s.name: s.rows(added[s.name]) for s in src.data},
         card,
-        extra_features=_verify_features(data),
-        label_names=label_names,
+        extra_features=_verify_features(src.data),
+        label_names=src.label_names,
     )
     if detect_now and cache is None:
         resume_file(out).unlink(missing_ok=True)  # written by this command, done with

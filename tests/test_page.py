@@ -25,6 +25,7 @@ from spurbench.dataset import DatasetCard, fingerprint, load_split, write_datase
 from spurbench.errors import SpurbenchError
 from spurbench.evaluate.leaderboard import ranked_entries
 from spurbench.evaluate.page import esc, render_page
+from spurbench.files import RECORD_NAME
 
 CHROMIUM = os.environ.get("SPURBENCH_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 BUILD_COMMAND = "spurbench build --recipe photos --out 'a folder' # <b>&\"quoted\"</b>"
@@ -292,7 +293,8 @@ def test_user_mistakes_are_clear_and_leave_the_old_page(board, page, photo_datas
     with pytest.raises(SpurbenchError, match="not the data this leaderboard was scored on"):
         render_page(board, page.parent, dataset_folder=other)
     assert page.read_bytes() == before and (page.parent / "images").is_dir()
-    assert not [p for p in page.parent.iterdir() if p.name.startswith(".")]  # no staging left behind
+    # no staging left behind (the record of what spurbench wrote stays)
+    assert not [p for p in page.parent.iterdir() if p.name.startswith(".") and p.name != RECORD_NAME]
     with pytest.raises(SpurbenchError, match="is a file"):
         render_page(board, page, dataset_folder=photo_dataset.path)
     with pytest.raises(SpurbenchError, match="does not exist"):

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import csv
 import io
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,8 @@ import yaml
 
 from spurbench.dataset import _HUB_ID, EVAL_TASKS
 from spurbench.errors import SpurbenchError
-from spurbench.evaluate.leaderboard import _write_atomic, comparable_groups, slugify
+from spurbench.evaluate.leaderboard import comparable_groups, slugify
+from spurbench.files import safe_filename
 
 #: the preprocessing and precision of the canonical group (what `spurbench eval` does by default)
 DEFAULT_PREPROCESSING, DEFAULT_PRECISION = "timm", "float32"
@@ -190,8 +190,9 @@ def _source() -> dict[str, str]:
 def write_eval_results(
     board: Mapping[str, Any], out: str | Path, dataset_id: str | None = None, groups: str | list[int] = "canonical"
 ) -> tuple[list[Path], dict[str, str]]:
-    """Write each exported model's `.eval_results/<dataset slug>.yaml` under `out/<model slug>/`; returns
-    (the files, {model: why it was left out}).
+    """Write each exported model's `.eval_results/<dataset slug>.yaml` under `out/<model slug>/` (`out` claimed as
+    `report.write_claimed` does: a new or empty folder, or one spurbench wrote); returns (the files, {model: why it
+    was left out}).
 
     `groups`: "canonical" (default: `canonical_group` only), "all", or a list of group ids (as
     `spurbench leaderboard` numbers them); any group other than the canonical one goes under task ids
@@ -204,8 +205,6 @@ def write_eval_results(
             "pass --dataset-id org/name (the repo you pushed the dataset to)"
         )
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise SpurbenchError(f"--out '{out}' is a file; give a folder for the per-model .eval_results files")
     canonical, left_out = canonical_group(board)
     every = comparable_groups(board)
     if groups == "canonical":
@@ -228,20 +227,20 @@ def write_eval_results(
             "pass --groups all or a group id to export those under task ids naming their group"
         )
     # a Hub id keeps its readable name (capitals and all): it is one file per dataset in the model's repo
-    name = re.sub(r"[^A-Za-z0-9._-]", "_", dataset_id.replace("/", "__"))
-    files: dict[Path, str] = {}
+    name = safe_filename(dataset_id.replace("/", "__"))
+    files: dict[str, str] = {}
     for g in chosen:
         for e in g["entries"]:
             left_out.pop(e["model"], None)
             items = eval_results(board, e, dataset_id, g, canonical=g is canonical)
             if items:
-                path = out / slugify(e["model"]) / ".eval_results" / f"{name}.yaml"
+                # safe_filename on top of slugify: a model named `..` or `.x` must not leave or hide in --out
+                path = f"{safe_filename(slugify(e['model']))}/.eval_results/{name}.yaml"
                 if path in files:  # one model in two groups cannot be: a model has one entry
                     raise SpurbenchError(f"two exported groups write '{path}'")
                 files[path] = yaml.safe_dump(items, sort_keys=False, allow_unicode=True, width=1000)
     if not files:
         raise SpurbenchError("no entry has a value for the dataset's headline metrics; nothing to write")
-    for path, text in files.items():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomic(path, text)
-    return list(files), left_out
+    from spurbench.evaluate.report import write_claimed
+
+    return write_claimed(out, files), left_out

@@ -14,9 +14,6 @@ reproduce every number on the page.
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from spurbench import __version__
@@ -25,6 +22,7 @@ from spurbench.errors import SpurbenchError
 from spurbench.evaluate.page_common import (
     PageData,
     esc,
+    publish_page,
 )
 from spurbench.evaluate.page_data import gather
 from spurbench.evaluate.page_sections import (
@@ -195,7 +193,8 @@ def render_page(leaderboard_path: str | Path, out_dir: str | Path, dataset_folde
     `dataset_folder` is the dataset the leaderboard was scored on (checked by fingerprint); without it the
     dataset id recorded in the leaderboard is tried (a folder, or a Hub id already in the local cache), and
     when no images can be found the page is still written, without contact sheets, saying why.
-    Only `index.html` and `images/` in `out_dir` are replaced, each as a whole at the end.
+    `out_dir` is a new or empty folder, or one holding an earlier page: only files spurbench wrote there are
+    replaced or removed (`page_common.publish_page`).
     """
     leaderboard_path = Path(leaderboard_path)
     out_dir = Path(out_dir)
@@ -205,24 +204,6 @@ def render_page(leaderboard_path: str | Path, out_dir: str | Path, dataset_folde
         raise SpurbenchError(
             f"leaderboard '{leaderboard_path}' does not exist; create it with `spurbench eval --leaderboard {leaderboard_path}`"
         )
-    if out_dir.exists() and not out_dir.is_dir():
-        raise SpurbenchError(f"--out '{out_dir}' is a file; give a folder for the page")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".page-", dir=out_dir))
-    try:
-        page = gather(leaderboard_path, out_dir, dataset_folder, staging / "images")
-        (staging / "images").mkdir(exist_ok=True)
-        (staging / "index.html").write_text(_html(page), encoding="utf-8")
-        # Swap the new images folder in, then the page; a crash before here leaves the old page intact.
-        images = out_dir / "images"
-        if images.exists():
-            old = Path(tempfile.mkdtemp(prefix=".old-images-", dir=out_dir))
-            images.rename(old / "images")
-            (staging / "images").rename(images)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            (staging / "images").rename(images)
-        os.replace(staging / "index.html", out_dir / "index.html")
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return out_dir / "index.html"
+    return publish_page(
+        out_dir, "--out", lambda images: _html(gather(leaderboard_path, out_dir, dataset_folder, images))
+    )

@@ -6,14 +6,17 @@ evaluate/page_sections.py (every set) and evaluate/shift_page.py (shift sets) bu
 from __future__ import annotations
 
 import html
-import io
 import math
+import os
+import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from spurbench import imagenet
+from spurbench import imagenet, untrusted
 from spurbench.errors import SpurbenchError
+from spurbench.files import WrittenFolder, sha256_of, temporary_name
 
 #: longest side of a contact-sheet thumbnail, in pixels (shown at half that on screen; sharp on HiDPI)
 THUMB_SIZE = 192
@@ -66,13 +69,66 @@ class PageData:
     guides: dict[int, dict[str, Any]] = field(default_factory=dict)  # shift sets: row -> guide thumbnail
 
 
-def thumbnail(image_bytes: bytes, dest: Path) -> None:
+def thumbnail(image_bytes: bytes | None, dest: Path, what: str) -> str:
+    """Write a JPEG thumbnail of an encoded image to `dest`; "" when done. An image spurbench will not decode (over
+    `untrusted.MAX_IMAGE_PIXELS`, not an image, missing) gets a grey placeholder instead and the one-line reason is
+    returned, so one bad row is shown as such rather than failing the whole page."""
     from PIL import Image
 
-    with Image.open(io.BytesIO(image_bytes)) as im:
-        im = im.convert("RGB")
-        im.thumbnail((THUMB_SIZE, THUMB_SIZE), Image.Resampling.LANCZOS)
-        im.save(dest, format="JPEG", quality=JPEG_QUALITY, optimize=True)
+    try:
+        if image_bytes is None:
+            raise SpurbenchError(f"{what} has no image bytes")
+        with untrusted.open_image(image_bytes, what) as im:
+            im = im.convert("RGB")
+            im.thumbnail((THUMB_SIZE, THUMB_SIZE), Image.Resampling.LANCZOS)
+            im.save(dest, format="JPEG", quality=JPEG_QUALITY, optimize=True)
+        return ""
+    except SpurbenchError as err:
+        Image.new("RGB", (THUMB_SIZE, THUMB_SIZE), (200, 200, 200)).save(dest, format="JPEG", quality=JPEG_QUALITY)
+        return f"not shown: {err}"
+
+
+def publish_page(out_dir: Path, flag: str, build: Callable[[Path], str], images: str = "images") -> Path:
+    """Write a static page into `out_dir` (claimed through `files.WrittenFolder`: a new or empty folder, or one
+    spurbench wrote): `build(images_dir)` writes the thumbnails into a staging folder and returns the html; then each
+    thumbnail is moved to `out_dir/<images>/...`, recorded thumbnails of an earlier page that the new one no longer
+    has are removed, and `index.html` is written last. Only files spurbench's record lists are replaced or removed: a
+    user's file in the way refuses the page before anything is moved. A folder that cannot be written is one line."""
+    out_dir = Path(out_dir)
+    written = WrittenFolder.claim(out_dir, flag)
+    staging = temporary_name(out_dir / "page")
+    try:
+        try:
+            staging.mkdir()
+            page = build(staging / images)
+            staged = (
+                {
+                    f"{images}/{p.relative_to(staging / images).as_posix()}": p
+                    for p in sorted((staging / images).rglob("*"))
+                    if p.is_file()
+                }
+                if (staging / images).is_dir()
+                else {}
+            )
+            written.check_replaceable("index.html", *staged)
+            for rel, source in staged.items():
+                dest = written.path(rel)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(source, dest)
+                written.files[rel] = sha256_of(dest)
+            for rel in [r for r in written.files if r.startswith(images + "/") and r not in staged]:
+                if written.owns(rel):
+                    written.path(rel).unlink(missing_ok=True)
+                written.files.pop(rel)
+            written.save()  # once for all thumbnails (a record rewrite per file would be quadratic)
+            written.write("index.html", page)
+        except OSError as err:
+            raise SpurbenchError(
+                f"cannot write the page into {flag} '{out_dir}': {err.strerror or err}; give a folder you can write to"
+            ) from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out_dir / "index.html"
 
 
 def is_num(x: Any) -> bool:

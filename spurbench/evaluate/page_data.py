@@ -20,6 +20,7 @@ from spurbench.evaluate.page_common import (
     fmt_num,
     thumbnail,
 )
+from spurbench.files import inside
 
 
 def _load_board(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -82,11 +83,8 @@ def _split_shots(opened: OpenDataset, split: str, images_dir: Path) -> list[Shot
     cols = set(ds.column_names)
     for i, row in enumerate(tqdm(ds, desc=f"thumbnails ({split})", unit="img", disable=None)):
         img = row["image"]
-        data = img.get("bytes")
-        if data is None and img.get("path"):
-            data = Path(img["path"]).read_bytes()
         name = f"{i:06d}.jpg"
-        thumbnail(data, out / name)
+        refused = thumbnail(_image_bytes(opened, img), out / name, f"split '{split}' row {i}'s image")
         shots.append(
             Shot(
                 index=i,
@@ -97,9 +95,22 @@ def _split_shots(opened: OpenDataset, split: str, images_dir: Path) -> list[Shot
                 builder=str(row.get("builder") or "") if "builder" in cols else "",
                 prompt=str(row.get("prompt") or "") if "prompt" in cols else "",
                 seed=int(row["seed"]) if "seed" in cols and row.get("seed") is not None else -1,
+                left_out=refused,
             )
         )
     return shots
+
+
+def _image_bytes(opened: OpenDataset, cell: dict[str, Any] | None) -> bytes | None:
+    """A row's encoded image: its embedded bytes, or the file its path names inside the dataset folder (a path read
+    from a table is confined to the folder: `files.inside`)."""
+    if not cell:
+        return None
+    if cell.get("bytes") is not None:
+        return cell["bytes"]
+    if cell.get("path"):
+        return inside(opened.folder, cell["path"], f"dataset '{opened.folder}'").read_bytes()
+    return None
 
 
 def _mark_left_out(opened: OpenDataset, split: str, kind: str, shots: list[Shot]) -> None:
@@ -114,7 +125,7 @@ def _mark_left_out(opened: OpenDataset, split: str, kind: str, shots: list[Shot]
     present, reviewed = rows[V.PRESENT], rows.get(V.REVIEWED)
     left_out = V.excluded_rows(kind, present, reviewed)
     for s in shots:
-        if s.index < len(left_out) and left_out[s.index]:
+        if s.index < len(left_out) and left_out[s.index] and not s.left_out:  # "not shown: ..." says more
             score = (rows.get(V.SCORE) or [None] * len(present))[s.index]
             if reviewed is not None and reviewed[s.index] == "drop":
                 s.left_out = "left out: dropped by a reviewer"

@@ -10,12 +10,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from spurbench.errors import SpurbenchError
 from spurbench.evaluate.leaderboard import (
     DEFAULT_LEADERBOARD,
-    _write_atomic,
     board_exists,
     default_leaderboard,
     export,
@@ -23,6 +24,8 @@ from spurbench.evaluate.leaderboard import (
     to_markdown,
     to_ranked_json,
 )
+from spurbench.files import WrittenFolder
+from spurbench.untrusted import printable
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -54,7 +57,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="html: folder for the page (default: <leaderboard folder>/site); eval-results: folder for the "
         "per-model files (required); md/json/csv: write DIR/leaderboard.md, leaderboard-ranked.json or "
-        "leaderboard.csv instead of printing",
+        "leaderboard.csv instead of printing. Every format's DIR is a new or empty folder, or one spurbench wrote "
+        "(it keeps a .spurbench-written.json record there): only files that record lists are replaced",
     )
     parser.add_argument(
         "--dataset-id",
@@ -130,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
         for path_ in written:
             print(path_)
         for model, why in left_out.items():
-            print(f"left out {model}: {why}", file=sys.stderr)
+            print(f"left out {printable(model)}: {printable(why)}", file=sys.stderr)
         return 0
 
     if args.format == "html":
@@ -149,20 +153,42 @@ def run(args: argparse.Namespace) -> int:
         print(written)
         return 0
 
-    if args.format == "md":
-        text, name = to_markdown(board), "leaderboard.md"
+    if args.format == "md":  # md and csv are read on a terminal: names with newlines or escape codes made visible
+        text, name = to_markdown(printable_board(board)), "leaderboard.md"
     elif args.format == "csv":
         from spurbench.evaluate.hub_results import to_csv
 
-        text, name = to_csv(board), "leaderboard.csv"
+        text, name = to_csv(printable_board(board)), "leaderboard.csv"
     else:
         text, name = json.dumps(to_ranked_json(board), indent=2, allow_nan=False) + "\n", "leaderboard-ranked.json"
     if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        target = out / name
-        _write_atomic(target, text)
-        print(target)
+        print(*write_claimed(args.out, {name: text}), sep="\n")
     else:
         sys.stdout.write(text)
     return 0
+
+
+def printable_board(board: Any) -> Any:
+    """A copy of `board` whose every string is `untrusted.printable` (for the md and csv reports: a model name
+    read from a board someone else made must not break a table line or drive the terminal)."""
+    if isinstance(board, str):
+        return printable(board)
+    if isinstance(board, Mapping):
+        return {printable_board(k): printable_board(v) for k, v in board.items()}  # keys too: models key some tables
+    if isinstance(board, list):
+        return [printable_board(v) for v in board]
+    return board
+
+
+def write_claimed(out: str | Path, files: Mapping[str, str], flag: str = "--out") -> list[Path]:
+    """Write `files` ({relative path: text}) into the folder `out`, claimed through `files.WrittenFolder` (a new or
+    empty folder, or one spurbench wrote). Every file is checked replaceable before the first is written, so a
+    user's file in the way refuses the whole report and nothing is written; an unwritable folder is one line."""
+    written = WrittenFolder.claim(out, flag)
+    written.check_replaceable(*files)
+    try:
+        return [written.write(rel, text) for rel, text in files.items()]
+    except OSError as err:
+        raise SpurbenchError(
+            f"cannot write into {flag} '{out}': {err.strerror or err}; give a folder you can write to"
+        ) from None

@@ -14,18 +14,17 @@ Pure reading of the dataset: no detector, no transformers.
 from __future__ import annotations
 
 import html
-import io
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from spurbench import dataset as ds_contract
+from spurbench import untrusted
 from spurbench.errors import SpurbenchError
+from spurbench.evaluate.page_common import publish_page
+from spurbench.files import inside
 
 THUMB = 256  # longest side of a review thumbnail (shown at 160 px)
 
@@ -114,9 +113,13 @@ def collect_review(
             if not (failed or borderline or reviewed):
                 continue
             cell = table.column("image")[i].as_py()
-            data = cell["bytes"] if cell.get("bytes") is not None else Path(cell["path"]).read_bytes()
+            what = f"split '{split}' row {i}'s image"
+            if cell.get("bytes") is not None:
+                data = cell["bytes"]
+            else:  # a path read from the table stays inside the dataset folder
+                data = inside(folder, cell.get("path") or "", f"{what} in '{folder}'").read_bytes()
             name = f"{split}-{i:06d}.jpg"
-            with Image.open(io.BytesIO(data)) as im:
+            with untrusted.open_image(data, f"{what} in '{folder}'") as im:  # refused by name over the size limit
                 im = im.convert("RGB")
                 width, height = im.size
                 im.thumbnail((THUMB, THUMB), Image.Resampling.LANCZOS)
@@ -220,37 +223,27 @@ def review_block(folder: str | Path | ds_contract.OpenDataset, images_dir: Path,
 
 
 def render_review_page(folder: str | Path, out_dir: str | Path, margin: float | None = None) -> Path:
-    """`out_dir/index.html` (+ `out_dir/images/review/`): the review section of a verified dataset alone."""
+    """`out_dir/index.html` (+ `out_dir/images/review/`): the review section of a verified dataset alone. `out_dir`
+    is a new or empty folder or one spurbench wrote; only files it wrote there are replaced (`publish_page`)."""
     opened = ds_contract.open_dataset_folder(folder)
     folder = opened.folder
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise SpurbenchError(f"--page '{out_dir}' is a file; give a folder for the review page")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".review-", dir=out_dir))
-    try:
-        review = collect_review(opened, staging / "images", margin=margin)
+
+    def build(images: Path) -> str:
+        review = collect_review(opened, images.parent, margin=margin)  # it writes into <images_dir>/review
         if review is None:
             raise SpurbenchError(
                 f"dataset '{folder}' is not verified (its card has no verification record); run `spurbench verify --dataset {folder} --out DIR` first"
             )
         title = f"spurbench review — {folder.name}"
-        page = (
+        return (
             '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">'
             f'<link rel="icon" href="data:,"><title>{_esc(title)}</title><style>{_PAGE_CSS}</style></head><body>'
             f"<header><h1>{_esc(title)}</h1><p>dataset <code>{_esc(folder)}</code>, {len(review.items)} image(s) to review</p></header>"
             f"<main>{review_section(review, apply_command(str(folder)))}</main></body></html>\n"
         )
-        (staging / "index.html").write_text(page, encoding="utf-8")
-        images = out_dir / "images" / "review"
-        images.parent.mkdir(parents=True, exist_ok=True)
-        if images.exists():
-            shutil.rmtree(images)
-        (staging / "images" / "review").rename(images)
-        os.replace(staging / "index.html", out_dir / "index.html")
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return out_dir / "index.html"
+
+    # only the review thumbnails are this page's: a leaderboard page in the same folder keeps its own images
+    return publish_page(Path(out_dir), "--page", build, images="images/review")
 
 
 _PAGE_CSS = """
