@@ -34,6 +34,7 @@ import contextlib
 import hashlib
 import json
 import math
+import os
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -410,8 +411,10 @@ _ENTRY_FILE = re.compile(r"entries/[A-Za-z0-9._-]+\.json")
 def _read_index(path: Path) -> dict[str, Any] | None:
     """The store's index, checked (every path it names stays inside the board's folder); None when the board has
     no store (yet). An index written for another JSON name in the same folder is refused: a folder holds one board."""
-    ipath = _index_path(path)
-    if ipath.is_symlink() or store_path(path).is_symlink():
+    ipath, store = _index_path(path), store_path(path)
+    if store.is_symlink() or (store.exists() and not store.is_dir()):
+        raise SpurbenchError(f"'{store}' is not a folder spurbench made; move it away or give another --leaderboard")
+    if ipath.is_symlink():
         raise _invalid(ipath, "is a symbolic link, which spurbench never writes")
     index = _read_json(ipath, MAX_BOARD_BYTES)
     if index is None:
@@ -489,9 +492,6 @@ def _written_folder(path: Path) -> WrittenFolder:
     folder = path.parent
     if has_record(folder):
         return WrittenFolder.claim(folder, _folder_flag(path))
-    store = store_path(path)
-    if store.is_symlink() or (store.exists() and not store.is_dir()):
-        raise SpurbenchError(f"'{store}' is not a folder spurbench made; move it away or give another --leaderboard")
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -606,6 +606,29 @@ def _unwritable(path: Path, err: OSError) -> SpurbenchError:
     )
 
 
+def _check_dataset(path: Path, board: Mapping[str, Any], dataset: Mapping[str, Any]) -> None:
+    held = board["dataset"]
+    # a board without entries has nothing to protect: it takes the new dataset
+    if held is not None and board["entries"] and held.get("fingerprint") != dataset["fingerprint"]:
+        raise SpurbenchError(
+            f"leaderboard '{path}' holds dataset {held.get('id')!r} (fingerprint {str(held.get('fingerprint'))[:12]}...); "
+            f"use another --leaderboard file for dataset {dataset.get('id')!r} (fingerprint {dataset['fingerprint'][:12]}...)"
+        )
+
+
+def _precheck(path: Path, dataset: Mapping[str, Any]) -> None:
+    """The refusals a record can see without the lock (a corrupt or hostile board, another dataset, a card too
+    big), checked before the lock file or anything else is created; repeated under the lock."""
+    _check_card(dataset)
+    board = _read_index(path)
+    if board is None:
+        data = _read_json(path, MAX_BOARD_BYTES)
+        if data is None:
+            return
+        board = _validate(data, path)
+    _check_dataset(path, board, dataset)
+
+
 @dataclass
 class _Transaction:
     """One record into a board, under its lock: the index as committed, the folder's record of what it wrote."""
@@ -616,12 +639,7 @@ class _Transaction:
 
     def check_dataset(self, dataset: Mapping[str, Any]) -> None:
         held = self.index["dataset"]
-        # a board without entries has nothing to protect: it takes the new dataset
-        if held is not None and self.index["entries"] and held.get("fingerprint") != dataset["fingerprint"]:
-            raise SpurbenchError(
-                f"leaderboard '{self.path}' holds dataset {held.get('id')!r} (fingerprint {str(held.get('fingerprint'))[:12]}...); "
-                f"use another --leaderboard file for dataset {dataset.get('id')!r} (fingerprint {dataset['fingerprint'][:12]}...)"
-            )
+        _check_dataset(self.path, self.index, dataset)
         if held is None or not self.index["entries"]:
             self.index["dataset"] = _jsonable(dataset)
 
@@ -711,6 +729,19 @@ def _migrate(path: Path, folder: WrittenFolder) -> dict[str, Any]:
     return index
 
 
+def check_writable(path: str | Path) -> None:
+    """One line, before any model is scored, when the board's folder (or its store) cannot be written or the
+    folder's record is not spurbench's: what `spurbench eval` checks first, so no scoring is lost to it."""
+    path = Path(path)
+    existing = next((p for p in (path.parent, *path.parent.parents) if p.exists()), Path("."))
+    for folder in (existing, store_path(path), path.parent / "predictions", path.parent / hitstore.HITS_DIR):
+        if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
+            raise _unwritable(path, PermissionError(13, "Permission denied"))
+    if has_record(path.parent):
+        WrittenFolder.claim(path.parent, _folder_flag(path), create=False)
+    _read_index(path)  # a store of another board name in this folder, a hostile index: refused now
+
+
 def export(path: str | Path) -> Path:
     """Write the readable export `leaderboard.json` (the whole board in one file) from the store, at any size.
     The store keeps its entries: the export is a copy (the store wins where they differ)."""
@@ -759,7 +790,7 @@ def record_entry(
         raise ValueError("entry must carry a 'model' name")
     if not isinstance(entry.get("metrics"), Mapping):
         raise ValueError("entry must carry 'metrics'")
-    _check_card(dataset)
+    _precheck(path, dataset)
     with _transaction(path) as tx:
         tx.check_dataset(dataset)
         tx.drop_failure(entry["model"], dataset["fingerprint"])
@@ -840,7 +871,7 @@ def record_failure(path: str | Path, dataset: Mapping[str, Any], failure: Mappin
     """
     path = Path(path)
     new = _jsonable({**failure, "fingerprint": dataset["fingerprint"]})
-    _check_card(dataset)
+    _precheck(path, dataset)
     with _transaction(path) as tx:
         tx.check_dataset(dataset)
         tx.drop_failure(new["model"], dataset["fingerprint"])
