@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from spurbench.evaluate import metrics
-from spurbench.files import WrittenFolder, atomic_write
+from spurbench.files import atomic_write
 
 HITS_DIR = "hits"
 STATE_FILE = f"{HITS_DIR}/state.npz"
@@ -138,11 +138,11 @@ def is_state_file(path: Path) -> bool:
         return False
 
 
-def _write(root: Path, rel: str, payload: bytes, folder: WrittenFolder | None) -> None:
-    """One file of the store, atomically; through the board folder's record when there is one (so a file
-    spurbench did not write is never replaced)."""
-    if folder is not None:
-        folder.write(rel, payload)
+def _write(root: Path, rel: str, payload: bytes, writes: dict[str, bytes] | None) -> None:
+    """One file of the store: handed to the caller in `writes` (the board writes them all under its record, see
+    `leaderboard.record_entry`), or, without it, written here atomically."""
+    if writes is not None:
+        writes[rel] = payload
     else:
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         atomic_write(root / rel, payload)
@@ -191,7 +191,7 @@ def _load_state(root: Path, fingerprint: str, kind: str, num_images: int) -> _St
         return fresh
 
 
-def _save_state(root: Path, st: _State, folder: WrittenFolder | None) -> None:
+def _save_state(root: Path, st: _State, writes: dict[str, bytes] | None) -> None:
     meta = {
         "version": STATE_VERSION,
         "fingerprint": st.fingerprint,
@@ -215,7 +215,7 @@ def _save_state(root: Path, st: _State, folder: WrittenFolder | None) -> None:
         classes=st.classes,
         class_fail=st.class_fail,
     )
-    _write(root, STATE_FILE, buf.getvalue(), folder)
+    _write(root, STATE_FILE, buf.getvalue(), writes)
 
 
 # ----------------------------------------------------------------------------------------- update
@@ -249,10 +249,10 @@ def _hits_from_csv(path: Path, num_images: int) -> tuple[np.ndarray, np.ndarray]
     return hits, labels
 
 
-def _write_hits(root: Path, csv_rel: str, hits: np.ndarray, folder: WrittenFolder | None) -> None:
+def _write_hits(root: Path, csv_rel: str, hits: np.ndarray, writes: dict[str, bytes] | None) -> None:
     buf = io.BytesIO()
     np.save(buf, hits)
-    _write(root, hits_relpath(csv_rel), buf.getvalue(), folder)
+    _write(root, hits_relpath(csv_rel), buf.getvalue(), writes)
 
 
 def _per_class(v: np.ndarray, starts: np.ndarray) -> np.ndarray:
@@ -273,12 +273,13 @@ def _add_sums(st: _State, classes: np.ndarray, overall: np.ndarray, per: np.ndar
         s[1] += int(d.size)
 
 
-def update(root: str | Path, board: Mapping[str, Any], folder: WrittenFolder | None = None) -> dict[str, Any]:
+def update(root: str | Path, board: Mapping[str, Any], writes: dict[str, bytes] | None = None) -> dict[str, Any]:
     """Bring the store at `root` in line with `board`'s entries (each needs `model` and `predictions`, a path
     inside `root` the caller has checked) and return its `consistency` block.
 
-    Reads only the predictions CSVs that are new or changed since the store last saw them. `folder`: the board
-    folder's record, through which every file here is written (None: written directly, for tests)."""
+    Reads only the predictions CSVs that are new or changed since the store last saw them. `writes`: where the
+    files to write go ({relative path: bytes}), for the caller to write under the board folder's record; None:
+    written here directly."""
     from spurbench.errors import SpurbenchError
 
     root = Path(root)
@@ -322,7 +323,7 @@ def update(root: str | Path, board: Mapping[str, Any], folder: WrittenFolder | N
         if rel not in read:
             try:
                 read[rel] = _hits_from_csv(root / rel, n_img)
-                _write_hits(root, rel, read[rel][0], folder)
+                _write_hits(root, rel, read[rel][0], writes)
             except SpurbenchError as err:
                 read[rel] = err
         return read[rel]
@@ -338,10 +339,10 @@ def update(root: str | Path, board: Mapping[str, Any], folder: WrittenFolder | N
     if appended:
         st = _append(old, included[m_old:], excluded, from_csv)
         if st is not None:
-            _save_state(root, st, folder)
+            _save_state(root, st, writes)
             common = st.scored_count == len(st.names)
             return _consistency_json(st, common, _class_segments(st.labels, common), None, None)
-    return _rebuild(root, old, included, excluded, from_csv, folder)
+    return _rebuild(root, old, included, excluded, from_csv, writes)
 
 
 def _append(old: _State, new: Sequence[tuple[str, str, Any, int | None]], excluded: dict, from_csv) -> _State | None:
@@ -410,7 +411,7 @@ def _append(old: _State, new: Sequence[tuple[str, str, Any, int | None]], exclud
     return st
 
 
-def _rebuild(root: Path, old: _State, included, excluded: dict, from_csv, folder) -> dict[str, Any]:
+def _rebuild(root: Path, old: _State, included, excluded: dict, from_csv, writes) -> dict[str, Any]:
     """Everything recomputed from the rows (the old state's for unchanged models, the CSVs for the others)."""
     from spurbench.errors import SpurbenchError
 
@@ -469,7 +470,7 @@ def _rebuild(root: Path, old: _State, included, excluded: dict, from_csv, folder
         if small:
             overall_rows.append(overall)
             per_class_pairs.append(per)
-    _save_state(root, st, folder)
+    _save_state(root, st, writes)
     return _consistency_json(st, common, segments, overall_rows if small else None, per_class_pairs if small else None)
 
 

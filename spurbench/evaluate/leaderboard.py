@@ -38,7 +38,7 @@ import os
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, TypedDict
 
 import numpy as np
@@ -46,6 +46,8 @@ import numpy as np
 from spurbench.errors import SpurbenchError
 from spurbench.evaluate import hitstore, predictions_csv, shift
 from spurbench.files import (
+    MAX_RECORD_BYTES,
+    RECORD_NAME,
     WrittenFolder,
     atomic_write,
     has_record,
@@ -491,7 +493,7 @@ def _written_folder(path: Path) -> WrittenFolder:
     every file in its store is recognisable, and nothing else in the folder is ever replaced or deleted."""
     folder = path.parent
     if has_record(folder):
-        return WrittenFolder.claim(folder, _folder_flag(path))
+        return _claim_recorded(folder, _folder_flag(path))
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -504,6 +506,47 @@ def _written_folder(path: Path) -> WrittenFolder:
     return written
 
 
+def _claim_recorded(folder: Path, flag: str) -> WrittenFolder:
+    """`WrittenFolder.claim` of a folder that holds its record, checking each listed path's folder once rather
+    than each file (a board's record lists thousands of files, and resolving each on every record made a record's
+    cost grow with the board): names are checked lexically, their distinct parent folders against symbolic links."""
+    record = folder / RECORD_NAME
+
+    def bad(why: str) -> SpurbenchError:
+        return SpurbenchError(
+            f"{flag}: '{record}' is not a record spurbench wrote ({why}); nothing there is replaced: move the folder "
+            "away or give another one"
+        )
+
+    if record.stat().st_size > MAX_RECORD_BYTES:
+        raise bad(f"over {MAX_RECORD_BYTES >> 20} MiB")
+    try:
+        data = json.loads(record.read_bytes())
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise bad("not JSON") from None
+    files = data.get("files") if isinstance(data, dict) else None
+    if not isinstance(data, dict) or data.get("writer") != "spurbench" or not isinstance(files, dict):
+        raise bad("no `files` table")
+    parents = set()
+    for name, digest in files.items():
+        parts = PurePosixPath(name).parts
+        if (
+            not isinstance(digest, str)
+            or not _HEX64.fullmatch(digest)
+            or not name
+            or "\x00" in name
+            or name.startswith(("/", "~"))
+            or ".." in parts
+        ):
+            raise bad(f"entry {name[:80]!r}")
+        parents.add(PurePosixPath(name).parent.as_posix())
+    for parent in parents - {"."}:
+        inside(folder, parent, f"'{record}'")  # a listed folder linked elsewhere would let a removal leave the board
+    remove_stale_temporaries(folder)
+    return WrittenFolder(folder, flag, dict(files))
+
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 _OLD_LEFTOVER = re.compile(r".+\.(tmp|bak)-\d+")
 
 
@@ -708,12 +751,12 @@ def _migrate(path: Path, folder: WrittenFolder) -> dict[str, Any]:
     board = _validate(data, path)
     index: dict[str, Any] = {k: v for k, v in board.items() if k != "entries"}
     index["schema_version"] = SCHEMA_VERSION
-    index["entries"] = []
+    index["entries"], files = [], {}
     for e in board["entries"]:
         rel, text = _entry_text(e)
-        if not folder.owns(f"{STORE_DIR}/{rel}") or not (folder.folder / STORE_DIR / rel).is_file():
-            folder.write(f"{STORE_DIR}/{rel}", text)
+        files[f"{STORE_DIR}/{rel}"] = text.encode()
         index["entries"].append({"model": e["model"], "file": rel, "predictions": e.get("predictions")})
+    _write_batch(folder, files)
     # the old file stays the export while the board is small (the next export rewrites it with the same
     # figures); a big one is kept, renamed, rather than left looking current
     index["export"] = len(index["entries"]) <= EXPORT_MAX_ENTRIES
@@ -817,12 +860,15 @@ def record_entry(
             rows.append(row)
         board, stale = tx.prepare_export(new_entry)
         # writes: files under names no committed entry uses, then the commit
+        new_files = {f"{STORE_DIR}/{rel}": text.encode()}
         if csv_payload is not None:
-            _write_new(tx.folder, row["predictions"], csv_payload)
-        _write_new(tx.folder, f"{STORE_DIR}/{rel}", text.encode())
+            new_files[row["predictions"]] = csv_payload
+        _write_batch(tx.folder, new_files)
+        hit_files: dict[str, bytes] = {}
         tx.index["consistency"] = _jsonable(
-            hitstore.update(path.parent, {"dataset": tx.index["dataset"], "entries": rows}, tx.folder)
+            hitstore.update(path.parent, {"dataset": tx.index["dataset"], "entries": rows}, hit_files)
         )
+        _write_batch(tx.folder, hit_files)
         tx.commit(board, stale)
         if full:
             if board is not None:
@@ -832,17 +878,23 @@ def record_entry(
         return {**out, "entries": [new_entry], "num_entries": len(rows)}  # type: ignore[return-value]
 
 
-def _write_new(folder: WrittenFolder, rel: str, payload: bytes) -> None:
-    """Write a file under a name no committed entry uses: recorded first (a kill then leaves a record naming a
-    missing or complete file, which the next record removes), then written atomically."""
-    if folder.files.get(rel) == sha256_bytes(payload) and (folder.folder / rel).is_file() and folder.owns(rel):
-        return  # the same bytes are already there (content-named)
-    folder.check_replaceable(rel)
-    folder.files[rel] = sha256_bytes(payload)
-    folder.save()
-    target = folder.folder / rel
-    target.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(target, payload)
+def _write_batch(folder: WrittenFolder, payloads: Mapping[str, bytes]) -> None:
+    """Several files with two saves of the folder's record (it lists every file of the board, so saving it once
+    per file would make a record cost grow with the board): files under new names are recorded first, then
+    written; files replaced in place (the hit store's state) are written, then recorded."""
+    folder.check_replaceable(*payloads)
+    new = {rel: p for rel, p in payloads.items() if rel not in folder.files or not (folder.folder / rel).exists()}
+    for rel, payload in new.items():
+        folder.files[rel] = sha256_bytes(payload)
+    if new:
+        folder.save()
+    for rel, payload in payloads.items():
+        target = folder.folder / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(target, payload)
+        folder.files[rel] = sha256_bytes(payload)
+    if len(new) < len(payloads):
+        folder.save()
 
 
 def _free_predictions_name(tx: _Transaction, model: str, payload: bytes) -> str:
