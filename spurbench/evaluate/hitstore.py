@@ -234,6 +234,8 @@ def _hits_from_csv(path: Path, num_images: int) -> tuple[np.ndarray, np.ndarray]
     from spurbench.errors import SpurbenchError
     from spurbench.evaluate import predictions_csv
 
+    if path.is_symlink():  # a board's own CSVs are plain files; a link could lead anywhere
+        raise SpurbenchError(f"predictions file '{path}' is a symbolic link; re-run `spurbench eval` for that model")
     p = predictions_csv.read_predictions(path, optional=())
     idx = p["index"]
     if len(np.unique(idx)) != len(idx):
