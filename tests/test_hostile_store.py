@@ -463,3 +463,62 @@ def test_board_reader_returns_a_board_or_one_error(tmp_path_factory, index, entr
         assert board.get("dataset") is None or isinstance(board["dataset"], dict)
         assert isinstance(board["failures"], list)
     assert _snapshot(proj) == outside
+
+
+# ------------------------------------------------------------------------------------------- the folder's record
+
+
+@pytest.mark.parametrize("name", ["../../proj/package.json", "/etc/hostname", "~/x"])
+def test_record_naming_a_file_outside_is_refused(tmp_path, name):
+    path = _board(tmp_path)
+    proj = _outside(tmp_path)
+    rpath = path.parent / RECORD_NAME
+    record = json.loads(rpath.read_text())
+    record["files"][name] = "0" * 64
+    rpath.write_text(json.dumps(record))
+    with pytest.raises(SpurbenchError, match="is not a record spurbench wrote"):
+        lb.record_entry(path, DATASET, make_entry("c", 0.5), predictions=_csv_text())
+    assert (proj / "package.json").read_text() == '{"name": "mine"}'
+
+
+def test_record_listing_a_folder_linked_outside_is_refused(tmp_path):
+    path = _board(tmp_path)
+    proj = _outside(tmp_path)
+    rpath = path.parent / RECORD_NAME
+    record = json.loads(rpath.read_text())
+    (path.parent / "linked").symlink_to(proj)
+    record["files"]["linked/package.json"] = "0" * 64
+    rpath.write_text(json.dumps(record))
+    with pytest.raises(SpurbenchError, match="through a symbolic link"):
+        lb.record_entry(path, DATASET, make_entry("c", 0.5), predictions=_csv_text())
+    assert (proj / "package.json").read_text() == '{"name": "mine"}'
+
+
+# ------------------------------------------------------------------------------------------- `spurbench eval`
+
+
+def _lite0_args() -> list[str]:
+    import importlib.metadata as md
+
+    from spurbench.classifiers import load_panel
+
+    w = load_panel("offline")[0].weights
+    weights = str(md.distribution(w["package"]).locate_file(w["file"]))
+    return ["--model", "tf_efficientnet_lite0", "--weights", weights, "--key-map", "positional", "--workers", "0"]
+
+
+@pytest.mark.slow  # a real model scored once (seconds; minutes on a loaded 2-core machine)
+def test_eval_second_board_name_in_a_folder_is_one_line_before_scoring(photo_dataset, tmp_path, capsys):
+    from spurbench import cli
+
+    data = ["--dataset", str(photo_dataset.path), "--limit", "2"]
+    a, b = tmp_path / "t" / "a.json", tmp_path / "t" / "b.json"
+    assert cli.main(["eval", *_lite0_args(), *data, "--leaderboard", str(a)]) == 0
+    capsys.readouterr()
+    before = _snapshot(a.parent)
+    assert cli.main(["eval", *_lite0_args(), *data, "--leaderboard", str(b)]) == 2
+    out, err = capsys.readouterr()
+    assert len(err.strip().splitlines()) == 1 and "one folder holds one board" in err and "Traceback" not in err
+    assert "dataset" not in out  # refused before the data was opened or any model scored
+    assert _snapshot(a.parent) == before and not b.exists()
+    _assert_consistent(a)

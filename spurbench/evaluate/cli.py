@@ -380,6 +380,7 @@ def run(args: argparse.Namespace) -> int:
     single = len(specs) == 1 and not args.models_file and not any(sweep.is_pattern(m) for m in args.model)
     if single and not specs[0].model.startswith(("hf-hub:", "hf_hub:")):
         check_model_name(specs[0].model, pretrained=specs[0].weights is None)  # a typo should not wait for the dataset
+    named = {s.display_name for s in specs[:n_named]}
     leaderboard = _board_path(args)
     # only the entries of the models to score (a big board is not read whole); corrupt -> SpurbenchError, file untouched
     board = load_leaderboard(leaderboard, models=[s.display_name for s in specs])
@@ -393,7 +394,6 @@ def run(args: argparse.Namespace) -> int:
     )
     run_state = _Run(args, data, positives, leaderboard, device, precision, single, world, rank)
     probe = probe_entry(data, positives, args.preprocessing, precision, class_subset)  # what decides "already scored"
-    named = {s.display_name for s in specs[:n_named]}
     for item in mine:
         _score_and_record(run_state, item, board, probe, named, class_subset)
     return _print_summary(run_state, leaderboard)
