@@ -153,10 +153,10 @@ def timed_append(board: Board) -> tuple[float, float]:
     spent = []
     real = hitstore.update
 
-    def wrapped(root, b):
+    def wrapped(root, b, *rest):
         t = time.perf_counter()
         try:
-            return real(root, b)
+            return real(root, b, *rest)
         finally:
             spent.append(time.perf_counter() - t)
 

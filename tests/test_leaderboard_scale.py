@@ -17,6 +17,7 @@ import pytest
 from sklearn.metrics import cohen_kappa_score
 from test_leaderboard import DATASET, LABELS, independent_consistency, make_entry, write_csv
 
+from spurbench.errors import SpurbenchError
 from spurbench.evaluate import hitstore
 from spurbench.evaluate import leaderboard as lb
 
@@ -114,7 +115,14 @@ def test_garbage_state_is_rebuilt_not_fatal(tmp_path):
     fooled = _fooled(3, seed=4)
     _record(path, "a", fooled[:, 0])
     _record(path, "b", fooled[:, 1])
-    (tmp_path / hitstore.STATE_FILE).write_bytes(b"not an npz")
+    state = tmp_path / hitstore.STATE_FILE
+    state.write_bytes(b"not an npz")
+    # changed since spurbench wrote it: refused before anything is written, the file left as it is
+    before = lb.load_leaderboard(path)
+    with pytest.raises(SpurbenchError, match="state.npz' was changed since spurbench wrote it"):
+        _record(path, "c", fooled[:, 2])
+    assert state.read_bytes() == b"not an npz" and lb.load_leaderboard(path) == before
+    state.unlink()  # gone: rebuilt from the CSVs, not fatal
     board = _record(path, "c", fooled[:, 2])
     _assert_matches(board["consistency"], fooled, ["a", "b", "c"])
 
@@ -240,8 +248,10 @@ def test_unchanged_entries_are_written_back_byte_for_byte(tmp_path):
     text = path.read_text()
     assert line_a in text.splitlines()
     assert json.loads(text) == board and text == lb.dumps_board(board)
-    # an indented file from an older spurbench is read and rewritten in the one-entry-per-line layout
+    # an indented file from an older spurbench (a board without spurbench's record of what it wrote) is taken
+    # over and rewritten in the one-entry-per-line layout
     path.write_text(json.dumps(board, indent=2))
+    (tmp_path / ".spurbench-written.json").unlink()
     board = _record(path, "b", fooled[:, 1], rate=0.9)
     assert path.read_text() == lb.dumps_board(board) and [e["model"] for e in board["entries"]] == ["a", "b", "c"]
 

@@ -91,7 +91,7 @@ import json, os, signal, sys
 from spurbench.evaluate import leaderboard as lb
 path, entry_file = sys.argv[1], sys.argv[2]
 dataset, entry = json.load(open(entry_file))
-lb._commit = lambda p, index: os.kill(os.getpid(), signal.SIGKILL)
+lb._commit = lambda *args: os.kill(os.getpid(), signal.SIGKILL)
 lb.record_entry(path, dataset, entry)
 """
 
@@ -127,7 +127,8 @@ def test_corrupt_store_is_refused_and_left_untouched(tmp_path):
     for bad, why in (
         ("{not json", "not valid JSON"),
         (good.replace('"schema_version": 2', '"schema_version": 7'), "schema-2"),
-        (good.replace('"file": "entries/', '"file": "gone/'), "entry files that do not exist"),
+        (good.replace('"file": "entries/', '"file": "entries/gone-'), "entry files that do not exist"),
+        (good.replace('"file": "entries/', '"file": "gone/'), "not in its entries/"),
     ):
         index.write_text(bad)
         with pytest.raises(SpurbenchError, match=why) as err:

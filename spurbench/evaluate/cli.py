@@ -17,7 +17,9 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -350,8 +352,9 @@ def _sweep_device(requested: str | None, world: int, local_rank: int) -> torch.d
 
 
 def run(args: argparse.Namespace) -> int:
+    """`spurbench eval`: check the flags, open the board and the data, then score each model and record it."""
     from spurbench.evaluate import sweep
-    from spurbench.evaluate.leaderboard import already_scored, default_leaderboard, load_leaderboard, record_failure
+    from spurbench.evaluate.leaderboard import load_leaderboard
 
     if not sys.stderr.isatty():
         # piped / logged runs: no progress bars from `datasets`, so stderr holds only what matters
@@ -359,28 +362,11 @@ def run(args: argparse.Namespace) -> int:
 
         datasets.disable_progress_bars()
     # Everything that can be wrong with the inputs is checked before anything is written.
-    if args.batch_size is not None and args.batch_size < 1:
-        raise SpurbenchError(f"--batch-size must be at least 1, got {args.batch_size}")
-    if args.workers is not None and args.workers < 0:
-        raise SpurbenchError(f"--workers must be 0 or more, got {args.workers}")
-    if args.threads is not None:
-        if args.threads < 1:
-            raise SpurbenchError(f"--threads must be at least 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
+    _check_run_flags(args)
     specs, left_out, n_named = _specs_from_args(args)
-    class_subset = None
-    if getattr(args, "class_subset", None) is not None:
-        from spurbench.evaluate.class_subset import load_class_subset
-
-        class_subset = load_class_subset(args.class_subset)
-    named = {s.display_name for s in specs[:n_named]}
+    class_subset = _class_subset(args)
     if args.list:
-        for pattern, names in left_out.items():
-            print(
-                f"# {pattern}: {len(names)} match(es) left out, their pretrained head is not ImageNet-1k's",
-                file=sys.stderr,
-            )
-        print("\n".join(s.display_name for s in specs))
+        _print_list(specs, left_out)
         return 0
     if args.dataset is None:
         raise SpurbenchError(
@@ -394,13 +380,69 @@ def run(args: argparse.Namespace) -> int:
     single = len(specs) == 1 and not args.models_file and not any(sweep.is_pattern(m) for m in args.model)
     if single and not specs[0].model.startswith(("hf-hub:", "hf_hub:")):
         check_model_name(specs[0].model, pretrained=specs[0].weights is None)  # a typo should not wait for the dataset
+    named = {s.display_name for s in specs[:n_named]}
+    leaderboard = _board_path(args)
+    # only the entries of the models to score (a big board is not read whole); corrupt -> SpurbenchError, file untouched
+    board = load_leaderboard(leaderboard, models=[s.display_name for s in specs])
+    data, positives = _open_data(args, board, leaderboard)
+    if single:  # loaded before anything is written, so a bad checkpoint is an input error
+        specs = [_load_single(args, specs[0], data)]
+    mine = sweep.my_share(specs, rank, world)
+    precision = precision_for(device, args.amp)[0]
+    _print_dataset_line(
+        data, positives, f"; process {rank} of {world}: {len(mine)} of {len(specs)} models" if world > 1 else ""
+    )
+    run_state = _Run(args, data, positives, leaderboard, device, precision, single, world, rank)
+    probe = probe_entry(data, positives, args.preprocessing, precision, class_subset)  # what decides "already scored"
+    for item in mine:
+        _score_and_record(run_state, item, board, probe, named, class_subset)
+    return _print_summary(run_state, leaderboard)
+
+
+def _check_run_flags(args: argparse.Namespace) -> None:
+    if args.batch_size is not None and args.batch_size < 1:
+        raise SpurbenchError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.workers is not None and args.workers < 0:
+        raise SpurbenchError(f"--workers must be 0 or more, got {args.workers}")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise SpurbenchError(f"--threads must be at least 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+
+
+def _class_subset(args: argparse.Namespace):
+    if getattr(args, "class_subset", None) is None:
+        return None
+    from spurbench.evaluate.class_subset import load_class_subset
+
+    return load_class_subset(args.class_subset)
+
+
+def _print_list(specs: list, left_out: dict[str, list[str]]) -> None:
+    for pattern, names in left_out.items():
+        print(
+            f"# {pattern}: {len(names)} match(es) left out, their pretrained head is not ImageNet-1k's",
+            file=sys.stderr,
+        )
+    print("\n".join(s.display_name for s in specs))
+
+
+def _board_path(args: argparse.Namespace) -> Path:
+    """The board's JSON path (a folder means FOLDER/leaderboard.json; unset: one board per dataset), checked
+    writable before any model is scored."""
+    from spurbench.evaluate.leaderboard import check_writable, default_leaderboard
+
     if args.leaderboard is None:
         args.leaderboard = str(default_leaderboard(args.dataset, args.split))
     leaderboard = Path(args.leaderboard)
     if leaderboard.is_dir():
         leaderboard = leaderboard / "leaderboard.json"
-    # only the entries of the models to score (a big board is not read whole); corrupt -> SpurbenchError, file untouched
-    board = load_leaderboard(leaderboard, models=[s.display_name for s in specs])
+    check_writable(leaderboard)
+    return leaderboard
+
+
+def _open_data(args: argparse.Namespace, board: dict, leaderboard: Path):
+    """The split to score (refused when the board holds another dataset) and the --positives."""
     data = open_dataset(
         args.dataset,
         split=args.split,
@@ -423,22 +465,24 @@ def run(args: argparse.Namespace) -> int:
                 f"--positives '{args.positives}' has no images of the dataset's classes ({', '.join(map(str, data.info['classes'][:10]))}"
                 f"{' ...' if len(data.info['classes']) > 10 else ''}); point it at real images of those classes"
             )
-    if single:  # loaded before anything is written, so a bad checkpoint is an input error
-        try:
-            specs = [create_classifier(specs[0], "cpu", num_classes=data.num_classes, label_names=data.label_names)]
-        except HeadMismatch as err:
-            if data.label_names is None:
-                raise
-            raise HeadMismatch(
-                f"{err}; dataset '{args.dataset}' is labelled with label set {data.info.get('label_set')!r} "
-                f"({data.num_classes} classes: {', '.join(data.label_names[:5])})"
-            ) from None
+    return data, positives
 
-    mine = sweep.my_share(specs, rank, world)
-    precision = precision_for(device, args.amp)[0]
+
+def _load_single(args: argparse.Namespace, spec: ClassifierSpec, data) -> LoadedClassifier:
+    try:
+        return create_classifier(spec, "cpu", num_classes=data.num_classes, label_names=data.label_names)
+    except HeadMismatch as err:
+        if data.label_names is None:
+            raise
+        raise HeadMismatch(
+            f"{err}; dataset '{args.dataset}' is labelled with label set {data.info.get('label_set')!r} "
+            f"({data.num_classes} classes: {', '.join(data.label_names[:5])})"
+        ) from None
+
+
+def _print_dataset_line(data, positives, share: str) -> None:
     total = data.info["num_images"] - data.num_excluded
     subset = f" (first {len(data.labels)} of {total})" if len(data.labels) < total else ""
-    share = f"; process {rank} of {world}: {len(mine)} of {len(specs)} models" if world > 1 else ""
     print(
         f"dataset {data.source} split {data.split}: {len(data.labels)} images{subset}, {len(data.info['classes'])} classes"
         + (f"; kind {data.kind}" if data.kind != ds_contract.DEFAULT_KIND else "")
@@ -451,87 +495,122 @@ def run(args: argparse.Namespace) -> int:
         )
         + share
     )
-    summaries, skipped, failed = [], [], {}
-    probe = probe_entry(data, positives, args.preprocessing, precision, class_subset)  # what decides "already scored"
-    for item in mine:
-        spec = item.spec if isinstance(item, LoadedClassifier) else item
-        name = spec.display_name
-        if not args.force and already_scored(board, name, probe) and _same_groups(board, name, data.group_by):
-            print(
-                f"skip {name}: already on the leaderboard for these rows, positives, preprocessing and precision (--force re-scores it)"
-            )
-            skipped.append(name)
-            continue
-        # a model named on the command line (or matched by a pattern) gets its own one-model command
-        command = command_line(args, spec.model) if not single and name in named else command_line(args)
-        try:
-            clf = (
-                item
-                if isinstance(item, LoadedClassifier)
-                else create_classifier(spec, "cpu", num_classes=data.num_classes, label_names=data.label_names)
-            )
-            entry, preds = evaluate(
-                clf,
-                data,
-                positives=positives,
-                preprocessing=args.preprocessing,
-                batch_size=args.batch_size,
-                workers=args.workers,
-                device=device,
-                amp=args.amp,
-                command=command,
-                class_subset=class_subset,
-                decode=args.decode,
-            )
-        except (ImageDecodeError, KeyboardInterrupt):
-            raise  # the data is broken, or the user stopped: not this model's failure
-        except Exception as err:
-            reason = sweep.failure_reason(err)
-            if isinstance(err, HeadMismatch) and data.label_names is not None:
-                # one short line naming both label sets (the weights' path says nothing the user can act on)
-                which = "an ImageNet-1k classifier" if " 1000 " in f" {err} " else "a classifier with another head"
-                reason = (
-                    f"{which} cannot score label set {data.info.get('label_set')!r} "
-                    f"({data.num_classes} classes: {', '.join(data.label_names[:5])}); score one trained on it "
-                    "(`spurbench finetune`)"
-                )
-            if single:
-                raise SpurbenchError(f"cannot score '{name}': {reason}") from None
-            failed[name] = reason
-            print(f"FAILED {name}: {reason}", file=sys.stderr)
-            record_failure(
-                leaderboard,
-                data.info,
-                {
-                    "model": name,
-                    "reason": reason,
-                    "preprocessing": args.preprocessing,
-                    "precision": precision,
-                    "date": utc_now(),
-                    "command": command,
-                },
-            )
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
-            continue
-        finally:
-            clf = None  # one model in memory at a time  # noqa: F841
-        if world > 1:
-            entry["process"] = {"rank": rank, "world_size": world}
-        record(leaderboard, data.info, entry, preds)
-        print(format_table(entry, data.label_names))
-        print()
-        summaries.append(summary_line(entry))
-    if len(summaries) > 1 or skipped or failed:
+
+
+@dataclass
+class _Run:
+    """What every model of one `spurbench eval` shares, and what it has done so far."""
+
+    args: argparse.Namespace
+    data: Any
+    positives: Any
+    leaderboard: Path
+    device: torch.device
+    precision: str
+    single: bool
+    world: int
+    rank: int
+    summaries: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+def _score_and_record(run: _Run, item, board: dict, probe: dict, named: set[str], class_subset) -> None:
+    """One model: skipped when already scored, else scored and recorded (or, in a sweep, its failure recorded)."""
+    from spurbench.evaluate.leaderboard import already_scored
+
+    args, data = run.args, run.data
+    spec = item.spec if isinstance(item, LoadedClassifier) else item
+    name = spec.display_name
+    if not args.force and already_scored(board, name, probe) and _same_groups(board, name, data.group_by):
+        print(
+            f"skip {name}: already on the leaderboard for these rows, positives, preprocessing and precision (--force re-scores it)"
+        )
+        run.skipped.append(name)
+        return
+    # a model named on the command line (or matched by a pattern) gets its own one-model command
+    command = command_line(args, spec.model) if not run.single and name in named else command_line(args)
+    try:
+        clf = (
+            item
+            if isinstance(item, LoadedClassifier)
+            else create_classifier(spec, "cpu", num_classes=data.num_classes, label_names=data.label_names)
+        )
+        entry, preds = evaluate(
+            clf,
+            data,
+            positives=run.positives,
+            preprocessing=args.preprocessing,
+            batch_size=args.batch_size,
+            workers=args.workers,
+            device=run.device,
+            amp=args.amp,
+            command=command,
+            class_subset=class_subset,
+            decode=args.decode,
+        )
+    except (ImageDecodeError, KeyboardInterrupt):
+        raise  # the data is broken, or the user stopped: not this model's failure
+    except Exception as err:
+        _record_model_failure(run, name, err, command)
+        return
+    finally:
+        clf = None  # one model in memory at a time  # noqa: F841
+    if run.world > 1:
+        entry["process"] = {"rank": run.rank, "world_size": run.world}
+    record(run.leaderboard, data.info, entry, preds)
+    print(format_table(entry, data.label_names))
+    print()
+    run.summaries.append(summary_line(entry))
+
+
+def _record_model_failure(run: _Run, name: str, err: Exception, command: str) -> None:
+    from spurbench.evaluate import sweep
+    from spurbench.evaluate.leaderboard import record_failure
+
+    data = run.data
+    reason = sweep.failure_reason(err)
+    if isinstance(err, HeadMismatch) and data.label_names is not None:
+        # one short line naming both label sets (the weights' path says nothing the user can act on)
+        which = "an ImageNet-1k classifier" if " 1000 " in f" {err} " else "a classifier with another head"
+        reason = (
+            f"{which} cannot score label set {data.info.get('label_set')!r} "
+            f"({data.num_classes} classes: {', '.join(data.label_names[:5])}); score one trained on it "
+            "(`spurbench finetune`)"
+        )
+    if run.single:
+        raise SpurbenchError(f"cannot score '{name}': {reason}") from None
+    run.failed[name] = reason
+    print(f"FAILED {name}: {reason}", file=sys.stderr)
+    record_failure(
+        run.leaderboard,
+        data.info,
+        {
+            "model": name,
+            "reason": reason,
+            "preprocessing": run.args.preprocessing,
+            "precision": run.precision,
+            "date": utc_now(),
+            "command": command,
+        },
+    )
+    if run.device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _print_summary(run: _Run, leaderboard: Path) -> int:
+    if len(run.summaries) > 1 or run.skipped or run.failed:
         print("summary:")
-        for s in summaries:
+        for s in run.summaries:
             print(f"  {s}")
-        if skipped:
-            print(f"  skipped {len(skipped)} already scored: {', '.join(skipped)}")
-        if failed:  # each one's reason was printed when it failed
-            print(f"  FAILED {len(failed)}: {', '.join(failed)} (reasons above and in the leaderboard's failures)")
+        if run.skipped:
+            print(f"  skipped {len(run.skipped)} already scored: {', '.join(run.skipped)}")
+        if run.failed:  # each one's reason was printed when it failed
+            print(
+                f"  FAILED {len(run.failed)}: {', '.join(run.failed)} (reasons above and in the leaderboard's failures)"
+            )
     print(f"leaderboard: {leaderboard} (show it: spurbench leaderboard --leaderboard {shlex.quote(str(leaderboard))})")
-    return 1 if failed else 0
+    return 1 if run.failed else 0
 
 
 def _same_groups(board: dict, model: str, group_by: str | None) -> bool:

@@ -27,9 +27,9 @@ model got it wrong); the store keeps hits either way (see TEAM agreement; `failu
 
 from __future__ import annotations
 
+import io
 import json
 import math
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from spurbench.evaluate import metrics
+from spurbench.files import atomic_write
 
 HITS_DIR = "hits"
 STATE_FILE = f"{HITS_DIR}/state.npz"
@@ -128,6 +129,25 @@ def _pair_kappas(others: np.ndarray, new: np.ndarray, segments) -> tuple[np.ndar
 # ----------------------------------------------------------------------------------------- state file
 
 
+def is_state_file(path: Path) -> bool:
+    """Whether `path` is a hit store this module wrote (a previous spurbench's board is taken over only then)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return isinstance(json.loads(str(z["meta"])).get("version"), int)
+    except Exception:  # not there, not an npz, no meta: not ours
+        return False
+
+
+def _write(root: Path, rel: str, payload: bytes, writes: dict[str, bytes] | None) -> None:
+    """One file of the store: handed to the caller in `writes` (the board writes them all under its record, see
+    `leaderboard.record_entry`), or, without it, written here atomically."""
+    if writes is not None:
+        writes[rel] = payload
+    else:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(root / rel, payload)
+
+
 def _load_state(root: Path, fingerprint: str, kind: str, num_images: int) -> _State:
     path = root / STATE_FILE
     fresh = _State(fingerprint=fingerprint, kind=kind, num_images=num_images)
@@ -171,9 +191,7 @@ def _load_state(root: Path, fingerprint: str, kind: str, num_images: int) -> _St
         return fresh
 
 
-def _save_state(root: Path, st: _State) -> None:
-    path = root / STATE_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
+def _save_state(root: Path, st: _State, writes: dict[str, bytes] | None) -> None:
     meta = {
         "version": STATE_VERSION,
         "fingerprint": st.fingerprint,
@@ -185,24 +203,19 @@ def _save_state(root: Path, st: _State) -> None:
         "kappa_total": st.kappa_total,
         "common_count": st.common_count,
     }
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            np.savez(
-                fh,
-                meta=np.array(json.dumps(meta)),
-                labels=st.labels,
-                hits_bits=st.hit_bits,
-                scored_bits=st.scored_bits,
-                votes=st.votes,
-                scored_count=st.scored_count,
-                classes=st.classes,
-                class_fail=st.class_fail,
-            )
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    buf = io.BytesIO()
+    np.savez(
+        buf,
+        meta=np.array(json.dumps(meta)),
+        labels=st.labels,
+        hits_bits=st.hit_bits,
+        scored_bits=st.scored_bits,
+        votes=st.votes,
+        scored_count=st.scored_count,
+        classes=st.classes,
+        class_fail=st.class_fail,
+    )
+    _write(root, STATE_FILE, buf.getvalue(), writes)
 
 
 # ----------------------------------------------------------------------------------------- update
@@ -221,6 +234,8 @@ def _hits_from_csv(path: Path, num_images: int) -> tuple[np.ndarray, np.ndarray]
     from spurbench.errors import SpurbenchError
     from spurbench.evaluate import predictions_csv
 
+    if path.is_symlink():  # a board's own CSVs are plain files; a link could lead anywhere
+        raise SpurbenchError(f"predictions file '{path}' is a symbolic link; re-run `spurbench eval` for that model")
     p = predictions_csv.read_predictions(path, optional=())
     idx = p["index"]
     if len(np.unique(idx)) != len(idx):
@@ -236,13 +251,10 @@ def _hits_from_csv(path: Path, num_images: int) -> tuple[np.ndarray, np.ndarray]
     return hits, labels
 
 
-def _write_hits(root: Path, csv_rel: str, hits: np.ndarray) -> None:
-    path = root / hits_relpath(csv_rel)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        np.save(fh, hits)
-    os.replace(tmp, path)
+def _write_hits(root: Path, csv_rel: str, hits: np.ndarray, writes: dict[str, bytes] | None) -> None:
+    buf = io.BytesIO()
+    np.save(buf, hits)
+    _write(root, hits_relpath(csv_rel), buf.getvalue(), writes)
 
 
 def _per_class(v: np.ndarray, starts: np.ndarray) -> np.ndarray:
@@ -263,11 +275,13 @@ def _add_sums(st: _State, classes: np.ndarray, overall: np.ndarray, per: np.ndar
         s[1] += int(d.size)
 
 
-def update(root: str | Path, board: Mapping[str, Any]) -> dict[str, Any]:
-    """Bring the store at `root` in line with `board`'s entries (each needs `model` and `predictions`)
-    and return its `consistency` block.
+def update(root: str | Path, board: Mapping[str, Any], writes: dict[str, bytes] | None = None) -> dict[str, Any]:
+    """Bring the store at `root` in line with `board`'s entries (each needs `model` and `predictions`, a path
+    inside `root` the caller has checked) and return its `consistency` block.
 
-    Reads only the predictions CSVs that are new or changed since the store last saw them."""
+    Reads only the predictions CSVs that are new or changed since the store last saw them. `writes`: where the
+    files to write go ({relative path: bytes}), for the caller to write under the board folder's record; None:
+    written here directly."""
     from spurbench.errors import SpurbenchError
 
     root = Path(root)
@@ -311,7 +325,7 @@ def update(root: str | Path, board: Mapping[str, Any]) -> dict[str, Any]:
         if rel not in read:
             try:
                 read[rel] = _hits_from_csv(root / rel, n_img)
-                _write_hits(root, rel, read[rel][0])
+                _write_hits(root, rel, read[rel][0], writes)
             except SpurbenchError as err:
                 read[rel] = err
         return read[rel]
@@ -327,10 +341,10 @@ def update(root: str | Path, board: Mapping[str, Any]) -> dict[str, Any]:
     if appended:
         st = _append(old, included[m_old:], excluded, from_csv)
         if st is not None:
-            _save_state(root, st)
+            _save_state(root, st, writes)
             common = st.scored_count == len(st.names)
             return _consistency_json(st, common, _class_segments(st.labels, common), None, None)
-    return _rebuild(root, old, included, excluded, from_csv)
+    return _rebuild(root, old, included, excluded, from_csv, writes)
 
 
 def _append(old: _State, new: Sequence[tuple[str, str, Any, int | None]], excluded: dict, from_csv) -> _State | None:
@@ -399,7 +413,7 @@ def _append(old: _State, new: Sequence[tuple[str, str, Any, int | None]], exclud
     return st
 
 
-def _rebuild(root: Path, old: _State, included, excluded: dict, from_csv) -> dict[str, Any]:
+def _rebuild(root: Path, old: _State, included, excluded: dict, from_csv, writes) -> dict[str, Any]:
     """Everything recomputed from the rows (the old state's for unchanged models, the CSVs for the others)."""
     from spurbench.errors import SpurbenchError
 
@@ -458,7 +472,7 @@ def _rebuild(root: Path, old: _State, included, excluded: dict, from_csv) -> dic
         if small:
             overall_rows.append(overall)
             per_class_pairs.append(per)
-    _save_state(root, st)
+    _save_state(root, st, writes)
     return _consistency_json(st, common, segments, overall_rows if small else None, per_class_pairs if small else None)
 
 

@@ -1,9 +1,11 @@
 """The leaderboard store: its typed schema, reading and recording entries, consistency and ranking.
 `spurbench.evaluate.report` (the `spurbench leaderboard` command) prints or renders it.
 
-A leaderboard is one folder per dataset (`spurbench eval --leaderboard FILE` names it by its JSON
-path, default `leaderboard/leaderboard.json`, or by the folder). Since schema 2 the folder holds a
-store of small files, so recording entry 10,001 costs what recording entry 11 does:
+A leaderboard is one folder per board (`spurbench eval --leaderboard FILE` names it by its JSON path, or
+by the folder, meaning FOLDER/leaderboard.json; unset: `DEFAULT_LEADERBOARD`, one board per dataset). One folder
+holds one board: the store records the JSON name it belongs to, and another name in the same folder is refused.
+Since schema 2 the folder holds a store of small files, so recording entry 10,001 costs what recording entry 11
+does:
 
 - `store/entries/<model slug>-<content hash>.json`: one file per entry (the `Entry` below, as is);
 - `store/index.json`: the board without the entries' contents: the dataset, the entries in order
@@ -16,25 +18,47 @@ store of small files, so recording entry 10,001 costs what recording entry 11 do
   (`spurbench leaderboard --export`). The store is the truth: when it exists it is what is read.
 
 A schema-1 board (everything in `leaderboard.json`) is still read as it is, and migrated into the
-store, losslessly, by the first record into it. Ranking: by spurious score AP (higher is better)
+store, losslessly, by the first record into it.
+
+Other people's boards and folders: every file the board writes is listed in the folder's record
+(`spurbench.files.WrittenFolder`); a file is replaced or deleted only when the record lists it with its bytes, so
+a user's same-named file in a folder given as --leaderboard is refused, never overwritten. Every path read from
+the index or an entry must stay inside the board's folder, and index and entry files are size-bounded before they
+are parsed. Ranking: by spurious score AP (higher is better)
 when every entry has one, else by spurious rate (lower is better).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
 from typing import Any, TypedDict
 
 import numpy as np
 
 from spurbench.errors import SpurbenchError
-from spurbench.evaluate import hitstore, shift
+from spurbench.evaluate import hitstore, predictions_csv, shift
+from spurbench.files import (
+    MAX_RECORD_BYTES,
+    RECORD_NAME,
+    WrittenFolder,
+    atomic_write,
+    has_record,
+    inside,
+    is_temporary,
+    remove_stale_temporaries,
+    safe_filename,
+    sha256_bytes,
+    sha256_of,
+)
+from spurbench.untrusted import check_expansion, printable
 
 #: version of the layout below (2: the per-entry store); a file with a version not in READS is refused, never rewritten
 SCHEMA_VERSION = 2
@@ -49,6 +73,12 @@ EXPORT_MAX_ENTRIES = 100
 DEFAULT_LEADERBOARD = "leaderboard/<dataset name>/leaderboard.json"
 #: how long `record_entry` waits for another process holding the lock before giving up
 LOCK_TIMEOUT_S = 600.0
+#: an index or a schema-1 board / export larger than this is refused before it is parsed
+MAX_BOARD_BYTES = 256 << 20
+#: an entry file larger than this is refused before it is parsed (a 1,000-class entry is about 0.3 MB)
+MAX_ENTRY_BYTES = 16 << 20
+#: characters of strings a dataset's block (its card's provenance) may expand to when copied into a board
+MAX_CARD_CHARS = 1 << 20
 
 _SLUG = re.compile(r"[^A-Za-z0-9._-]")
 
@@ -177,17 +207,16 @@ class Board(TypedDict):
 
 
 # --------------------------------------------------------------------------------------------------
-# predictions files
+# file names, reading and checking
 # --------------------------------------------------------------------------------------------------
 
 
 def slugify(model: str) -> str:
-    """File-name-safe form of a model name, distinct for distinct names: every char outside
-    [A-Za-z0-9._-] becomes `_`, and a name that needed that (or has capitals, which case-insensitive
-    file systems fold) gets the first 8 hex digits of its SHA-256 appended, so `a+b` and `a b` (and
-    `a_b`) never share a file."""
-    slug = _SLUG.sub("_", model)
-    if slug != model or model != model.lower():
+    """A model name as a file name (`spurbench.files.safe_filename`), distinct for distinct names also on a
+    case-insensitive file system: a name with capitals gets the first 8 hex digits of its SHA-256 appended
+    (as before, so a board's existing file names stay as they are)."""
+    slug = safe_filename(model)
+    if slug == model and model != model.lower():
         slug += "-" + hashlib.sha256(model.encode()).hexdigest()[:8]
     return slug
 
@@ -212,6 +241,29 @@ def _invalid(path: Path, why: str) -> SpurbenchError:
     )
 
 
+def _check_paths(e: Mapping[str, Any], base: Path, where: Path, what: str) -> None:
+    """A predictions path read from a board stays inside the board's folder (else one line)."""
+    rel = e.get("predictions")
+    if rel is None:
+        return
+    if not isinstance(rel, str):
+        raise _invalid(where, f"has {what} whose 'predictions' is not a path")
+    inside(base, rel, f"leaderboard '{where}' ({what})")
+
+
+def _check_common(board: dict[str, Any], path: Path) -> None:
+    """The parts a schema-1 board and a store's index share: dataset, failures, consistency."""
+    if board.get("dataset") is not None and not isinstance(board["dataset"], dict):
+        raise _invalid(path, "has a 'dataset' that is not an object")
+    if board["entries"] and not isinstance((board.get("dataset") or {}).get("fingerprint"), str):
+        raise _invalid(path, "has entries but no dataset fingerprint")
+    if board.setdefault("consistency", None) is not None and not isinstance(board["consistency"], dict):
+        raise _invalid(path, "has a 'consistency' that is not an object")
+    failures = board.setdefault("failures", [])
+    if not isinstance(failures, list) or not all(isinstance(f, dict) for f in failures):
+        raise _invalid(path, "has a 'failures' that is not a list of objects")
+
+
 def _validate(board: Any, path: Path) -> Board:
     if not isinstance(board, dict):
         raise _invalid(path, "is not a JSON object")
@@ -220,21 +272,37 @@ def _validate(board: Any, path: Path) -> Board:
         raise _invalid(path, f"has schema_version {version!r}, this spurbench reads {' and '.join(map(str, READS))}")
     if not isinstance(board.get("entries"), list):
         raise _invalid(path, "has no 'entries' list")
-    if board.get("dataset") is not None and not isinstance(board["dataset"], dict):
-        raise _invalid(path, "has a 'dataset' that is not an object")
-    if board["entries"] and not isinstance((board.get("dataset") or {}).get("fingerprint"), str):
-        raise _invalid(path, "has entries but no dataset fingerprint")
+    _check_common(board, path)
     names = set()
     for i, e in enumerate(board["entries"]):
-        if not isinstance(e, dict) or not isinstance(e.get("model"), str) or not isinstance(e.get("metrics"), dict):
-            raise _invalid(path, f"has a malformed entry #{i} (needs 'model' and 'metrics')")
+        _check_entry(e, path, f"entry #{i}")
         if e["model"] in names:
-            raise _invalid(path, f"has two entries for model '{e['model']}'")
+            raise _invalid(path, f"has two entries for model '{printable(e['model'])}'")
         names.add(e["model"])
-    board.setdefault("consistency", None)
-    if not isinstance(board.setdefault("failures", []), list):
-        raise _invalid(path, "has a 'failures' that is not a list")
+        _check_paths(e, path.parent, path, f"entry #{i}")
     return board  # type: ignore[return-value]
+
+
+def _confine(base: Path, rows: Sequence[Mapping[str, Any]], where: Path) -> None:
+    """`_check_paths` for many rows at the cost of a few: each path checked lexically, and `inside` (which resolves
+    links) run once per distinct folder and once per file name that is not a plain `predictions/<name>`."""
+    folders: set[str] = set()
+    for i, r in enumerate(rows):
+        rel = r.get("predictions")
+        if rel is None:
+            continue
+        if not isinstance(rel, str):
+            raise _invalid(where, f"has entry #{i} whose 'predictions' is not a path")
+        parent, _, name = rel.rpartition("/")
+        if parent in folders and name and name not in (".", "..") and "\x00" not in name:
+            continue
+        inside(base, rel, f"leaderboard '{where}' (entry #{i})")
+        folders.add(parent)
+
+
+def _check_entry(e: Any, path: Path, what: str) -> None:
+    if not isinstance(e, dict) or not isinstance(e.get("model"), str) or not isinstance(e.get("metrics"), dict):
+        raise _invalid(path, f"has a malformed {what} (needs 'model' and 'metrics')")
 
 
 def load_leaderboard(path: str | Path, models: Iterable[str] | None = None) -> Board:
@@ -244,8 +312,8 @@ def load_leaderboard(path: str | Path, models: Iterable[str] | None = None) -> B
     `models`: read only these models' entries (what `spurbench eval` needs to skip what is already
     scored, without reading every entry of a big board); the board then says how many entries it
     holds in all under `num_entries`.
-    Raises SpurbenchError (naming the file, saying it was left untouched) for unreadable or corrupt JSON
-    and for a schema_version this spurbench does not read.
+    Raises SpurbenchError (naming the file, saying it was left untouched) for unreadable, oversized or corrupt
+    JSON, a path leading out of the board's folder, and a schema_version this spurbench does not read.
     """
     path = Path(path)
     wanted = None if models is None else set(models)
@@ -259,8 +327,8 @@ def load_leaderboard(path: str | Path, models: Iterable[str] | None = None) -> B
             continue
     else:
         raise _invalid(_index_path(path), "names entry files that do not exist")
-    text = _read_text(path)
-    board = empty_board() if text is None else _parse(text, path)
+    data = _read_json(path, MAX_BOARD_BYTES)
+    board = empty_board() if data is None else _validate(data, path)
     if wanted is not None:
         board["num_entries"] = len(board["entries"])  # type: ignore[typeddict-unknown-key]
         board["entries"] = [e for e in board["entries"] if e["model"] in wanted]
@@ -280,21 +348,23 @@ def entry_files(path: str | Path) -> dict[str, str]:
     return {row["model"]: row.get("predictions") for row in index["entries"]}
 
 
-def _read_text(path: Path) -> str | None:
+def _read_json(path: Path, limit: int) -> Any:
+    """The JSON in `path` (None when there is no such file), its size bounded before it is read."""
     try:
-        return path.read_text(encoding="utf-8")
+        size = path.stat().st_size
+        if size > limit:
+            raise _invalid(path, f"is {size >> 20} MiB, over the {limit >> 20} MiB a leaderboard file may hold")
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return None
     except (OSError, UnicodeDecodeError) as err:
         raise _invalid(path, f"cannot be read ({err.__class__.__name__})") from None
-
-
-def _parse(text: str, path: Path) -> Board:
     try:
-        board = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as err:
         raise _invalid(path, f"is not valid JSON (line {err.lineno}, column {err.colno})") from None
-    return _validate(board, path)
+    except RecursionError:
+        raise _invalid(path, "nests too deeply to be a leaderboard") from None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -322,34 +392,18 @@ def _jsonable(x: Any) -> Any:
     return x
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Write next to the target, flush to disk, then rename over it: readers see old or new, never half."""
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+#: kept for the modules that import it: the one atomic write is `spurbench.files.atomic_write`
+_write_atomic = atomic_write
 
 
-def dumps_board(board: Mapping[str, Any], known: Mapping[int, str] | None = None) -> str:
+def dumps_board(board: Mapping[str, Any]) -> str:
     """The board as JSON text: indented, but each entry on one line. Entries are most of the file (their
-    per-class tables), and one line each keeps the text diff of a re-scored model to one line, lets
-    the fast C encoder write them, and lets `record_entry` copy the lines of unchanged entries
-    (`known`: {id(entry): text}, see `_entry_lines`) instead of encoding them again."""
-    known = known or {}
+    per-class tables), and one line each keeps the text diff of a re-scored model to one line and lets
+    the fast C encoder write them."""
     parts = []
     for key, value in board.items():
         if key == "entries" and value:
-            text = (
-                "[\n"
-                + ",\n".join("    " + (known.get(id(e)) or json.dumps(e, allow_nan=False)) for e in value)
-                + "\n  ]"
-            )
+            text = "[\n" + ",\n".join("    " + json.dumps(e, allow_nan=False) for e in value) + "\n  ]"
         else:
             text = json.dumps(value, indent=2, allow_nan=False).replace("\n", "\n  ")
         parts.append(f"  {json.dumps(key)}: {text}")
@@ -370,16 +424,20 @@ def _index_path(path: Path) -> Path:
     return store_path(path) / "index.json"
 
 
+_ENTRY_FILE = re.compile(r"entries/[A-Za-z0-9._-]+\.json")
+
+
 def _read_index(path: Path) -> dict[str, Any] | None:
-    """The store's index, checked; None when the board has no store (yet)."""
-    ipath = _index_path(path)
-    text = _read_text(ipath)
-    if text is None:
+    """The store's index, checked (every path it names stays inside the board's folder); None when the board has
+    no store (yet). An index written for another JSON name in the same folder is refused: a folder holds one board."""
+    ipath, store = _index_path(path), store_path(path)
+    if store.is_symlink() or (store.exists() and not store.is_dir()):
+        raise SpurbenchError(f"'{store}' is not a folder spurbench made; move it away or give another --leaderboard")
+    if ipath.is_symlink():
+        raise _invalid(ipath, "is a symbolic link, which spurbench never writes")
+    index = _read_json(ipath, MAX_BOARD_BYTES)
+    if index is None:
         return None
-    try:
-        index = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise _invalid(ipath, f"is not valid JSON (line {err.lineno}, column {err.colno})") from None
     if not isinstance(index, dict) or index.get("schema_version") != SCHEMA_VERSION:
         raise _invalid(ipath, f"is not a schema-{SCHEMA_VERSION} leaderboard index")
     rows = index.get("entries")
@@ -389,8 +447,19 @@ def _read_index(path: Path) -> dict[str, Any] | None:
         raise _invalid(ipath, "has a malformed 'entries' list (each needs 'model' and 'file')")
     if len({r["model"] for r in rows}) != len(rows):
         raise _invalid(ipath, "has two entries for one model")
-    index.setdefault("failures", [])
-    index.setdefault("consistency", None)
+    for r in rows:
+        # an entry file is one the store names itself: `entries/<name>.json`, nothing else is read or removed
+        # (each is confined again, links resolved, when it is read)
+        if not _ENTRY_FILE.fullmatch(r["file"]):
+            raise _invalid(ipath, f"names the entry file {printable(r['file'][:200])!r}, which is not in its entries/")
+    _confine(path.parent, rows, ipath)
+    _check_common(index, ipath)
+    name = index.get("board")
+    if name is not None and name != path.name:
+        raise SpurbenchError(
+            f"folder '{path.parent}' holds the leaderboard '{path.parent / str(name)}', not '{path}': one folder "
+            f"holds one board; give --leaderboard '{path.parent / str(name)}', or another folder for a new board"
+        )
     return index
 
 
@@ -400,134 +469,382 @@ def _board_from_index(path: Path, index: Mapping[str, Any], wanted: set[str] | N
     for row in index["entries"]:
         if wanted is not None and row["model"] not in wanted:
             continue
-        efile = store / row["file"]
-        text = _read_text(efile)
-        if text is None:
+        efile = inside(store, row["file"], f"leaderboard index '{_index_path(path)}'")
+        entry = _read_json(efile, MAX_ENTRY_BYTES)
+        if entry is None:
             raise FileNotFoundError(efile)
-        try:
-            entries.append(json.loads(text))
-        except json.JSONDecodeError as err:
-            raise _invalid(efile, f"is not valid JSON (line {err.lineno}, column {err.colno})") from None
-    board = {k: v for k, v in index.items() if k not in ("entries", "export")}
+        _check_entry(entry, efile, "entry")
+        if entry["model"] != row["model"]:
+            raise _invalid(efile, f"holds model {printable(entry['model'][:200])!r}, the index names it for another")
+        _check_paths(entry, path.parent, efile, "its entry")
+        entries.append(entry)
+    board = {k: v for k, v in index.items() if k not in ("entries", "export", "board")}
     board["entries"] = entries
     if wanted is not None:
         board["num_entries"] = len(index["entries"])
     return board  # type: ignore[return-value]
 
 
-def _write_entry(store: Path, entry: Mapping[str, Any]) -> dict[str, Any]:
-    """Write one entry's file (named by model and content, so a replaced entry never overwrites the file
-    the committed index names) and return its index row."""
-    text = json.dumps(entry, allow_nan=False)
-    rel = f"entries/{slugify(entry['model'])}-{hashlib.sha256(text.encode()).hexdigest()[:12]}.json"
-    target = store / rel
-    if not target.is_file():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomic(target, text + "\n")
-    return {"model": entry["model"], "file": rel, "predictions": entry.get("predictions")}
+def _entry_text(entry: Mapping[str, Any]) -> tuple[str, str]:
+    """(the entry file's path in the store, its text): named by model and content, so a replaced entry never
+    overwrites the file the committed index names."""
+    text = json.dumps(entry, allow_nan=False) + "\n"
+    return f"entries/{slugify(entry['model'])}-{hashlib.sha256(text.encode()).hexdigest()[:12]}.json", text
 
 
-def _commit(path: Path, index: dict[str, Any]) -> None:
-    _write_atomic(_index_path(path), dumps_board(index))
+def _commit(path: Path, index: dict[str, Any], folder: WrittenFolder) -> None:
+    """The one commit point of a record: the index replaced in one rename (what tests kill a record just before)."""
+    folder.write(f"{STORE_DIR}/index.json", dumps_board(index))
 
 
-def _migrate(path: Path) -> dict[str, Any]:
-    """The index of a board that has no store yet: built from `leaderboard.json` (schema 1, or an export)
-    when there is one, entry by entry and unchanged, and committed; else an empty index (not written)."""
-    text = _read_text(path)
-    if text is None:
-        return {**{k: v for k, v in empty_board().items() if k != "entries"}, "entries": [], "export": False}
-    board = _parse(text, path)
+# ----------------------------------------------------------------------------------- the board's folder
+
+
+def _folder_flag(path: Path) -> str:
+    return f"--leaderboard '{path}'"
+
+
+def _written_folder(path: Path) -> WrittenFolder:
+    """The board's folder with spurbench's record of what it wrote there. A folder without the record (new, a
+    user's, or a board the previous spurbench wrote) gets one: a previous board's own files are taken over when
+    every file in its store is recognisable, and nothing else in the folder is ever replaced or deleted."""
+    folder = path.parent
+    if has_record(folder):
+        return _claim_recorded(folder, _folder_flag(path))
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise SpurbenchError(
+            f"cannot create --leaderboard folder '{folder}': {err.strerror}; give a writable folder"
+        ) from None
+    written = WrittenFolder(folder, _folder_flag(path), {})
+    remove_stale_temporaries(folder)
+    _take_over_previous(written, path)
+    return written
+
+
+def _claim_recorded(folder: Path, flag: str) -> WrittenFolder:
+    """`WrittenFolder.claim` of a folder that holds its record, checking each listed path's folder once rather
+    than each file (a board's record lists thousands of files, and resolving each on every record made a record's
+    cost grow with the board): names are checked lexically, their distinct parent folders against symbolic links."""
+    record = folder / RECORD_NAME
+
+    def bad(why: str) -> SpurbenchError:
+        return SpurbenchError(
+            f"{flag}: '{record}' is not a record spurbench wrote ({why}); nothing there is replaced: move the folder "
+            "away or give another one"
+        )
+
+    if record.stat().st_size > MAX_RECORD_BYTES:
+        raise bad(f"over {MAX_RECORD_BYTES >> 20} MiB")
+    try:
+        data = json.loads(record.read_bytes())
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise bad("not JSON") from None
+    files = data.get("files") if isinstance(data, dict) else None
+    if not isinstance(data, dict) or data.get("writer") != "spurbench" or not isinstance(files, dict):
+        raise bad("no `files` table")
+    parents = set()
+    for name, digest in files.items():
+        parts = PurePosixPath(name).parts
+        if (
+            not isinstance(digest, str)
+            or not _HEX64.fullmatch(digest)
+            or not name
+            or "\x00" in name
+            or name.startswith(("/", "~"))
+            or ".." in parts
+        ):
+            raise bad(f"entry {name[:80]!r}")
+        parents.add(PurePosixPath(name).parent.as_posix())
+    for parent in parents - {"."}:
+        inside(folder, parent, f"'{record}'")  # a listed folder linked elsewhere would let a removal leave the board
+    remove_stale_temporaries(folder)
+    return WrittenFolder(folder, flag, dict(files))
+
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_OLD_LEFTOVER = re.compile(r".+\.(tmp|bak)-\d+")
+
+
+def _take_over_previous(written: WrittenFolder, path: Path) -> None:
+    """Record the files a previous spurbench (no record yet) wrote for this board, so they can be replaced: its
+    index, the entry files the index names, the predictions CSVs and hit flags those entries name, the hit store,
+    and the export. Refused when its store holds anything else (then it is not certainly spurbench's)."""
     store = store_path(path)
-    index: dict[str, Any] = {k: v for k, v in board.items() if k != "entries"}
-    index["schema_version"] = SCHEMA_VERSION
-    index["entries"] = [_write_entry(store, e) for e in board["entries"]]
-    # the old file stays the export while the board is small (the next export rewrites it with the same
-    # figures); a big one is kept, renamed, rather than left looking current
-    index["export"] = len(index["entries"]) <= EXPORT_MAX_ENTRIES
-    _commit(path, index)  # from here the store is the board
-    if not index["export"]:
-        os.replace(path, path.with_name(path.stem + ".schema1" + path.suffix))
-    return index
+    files: list[str] = []
+    index = None
+    if store.is_dir():
+        index = _read_index(path)
+        named = {r["file"] for r in index["entries"]} if index else set()
+        for p in sorted(store.rglob("*")):
+            rel = p.relative_to(store).as_posix()
+            if p.is_dir() and rel == "entries":
+                continue
+            if rel in ("index.json", "lock") or (rel.startswith("entries/") and _ENTRY_FILE.fullmatch(rel)):
+                continue
+            if _OLD_LEFTOVER.fullmatch(p.name) or is_temporary(p.name):
+                continue
+            raise SpurbenchError(
+                f"'{store}' holds '{rel}', which a spurbench store does not hold; it is not taken over as a "
+                "leaderboard: move it away or give another --leaderboard folder (nothing was written)"
+            )
+        files += [f"{STORE_DIR}/{f}" for f in named if (store / f).is_file()]
+        if index is not None and (store / "index.json").is_file():
+            files.append(f"{STORE_DIR}/index.json")
+    rows = index["entries"] if index else None
+    if rows is None and path.is_file():
+        board = _validate(_read_json(path, MAX_BOARD_BYTES), path)  # a schema-1 board or an export
+        rows = board["entries"]
+        files.append(path.name)
+    elif index is not None and path.is_file() and isinstance(_read_json(path, MAX_BOARD_BYTES), dict):
+        files.append(path.name)  # the export
+    for r in rows or []:
+        rel = r.get("predictions")
+        if rel and predictions_csv.looks_like_predictions(written.folder / rel):
+            files.append(rel)
+            if (written.folder / hitstore.hits_relpath(rel)).is_file():
+                files.append(hitstore.hits_relpath(rel))
+    if hitstore.is_state_file(written.folder / hitstore.STATE_FILE):
+        files.append(hitstore.STATE_FILE)
+    for rel in files:
+        written.files[rel] = sha256_of(written.folder / rel)
+    if files:
+        written.save()
 
 
-def _prepare_export(path: Path, index: dict[str, Any]) -> tuple[Board | None, bool]:
-    """Before the commit: (the whole board, read for the export while the board has at most
-    EXPORT_MAX_ENTRIES entries, else None; whether an export this store wrote must go). A missing entry
-    file raises here, so nothing is committed over a broken store."""
-    if len(index["entries"]) <= EXPORT_MAX_ENTRIES:
-        try:
-            board = _board_from_index(path, index)
-        except FileNotFoundError:
-            raise _invalid(_index_path(path), "names entry files that do not exist") from None
-        index["export"] = True
-        return board, False
-    stale = bool(index.get("export"))
-    index["export"] = False
-    return None, stale
+def _remove_unreferenced(written: WrittenFolder, index: Mapping[str, Any], temporaries: bool = True) -> None:
+    """Files this store wrote that the committed index no longer names (a record killed before its commit, a
+    replaced entry): removed under the lock, only when the record lists them with their bytes."""
+    keep = {f"{STORE_DIR}/{r['file']}" for r in index["entries"]}
+    for r in index["entries"]:
+        if r.get("predictions"):
+            keep |= {r["predictions"], hitstore.hits_relpath(r["predictions"])}
+    prefixes = (f"{STORE_DIR}/entries/", "predictions/", f"{hitstore.HITS_DIR}/")
+    gone = [f for f in written.files if f.startswith(prefixes) and f not in keep and f != hitstore.STATE_FILE]
+    for rel in gone:
+        path = written.folder / rel
+        if path.is_file() and not path.is_symlink() and written.owns(rel):
+            path.unlink()
+        del written.files[rel]
+    if gone:
+        written.save()
+    if not temporaries:
+        return
+    for sub in (store_path(written.folder / "x") / "entries", written.folder / "predictions", written.folder / "hits"):
+        remove_stale_temporaries(sub)
+    remove_stale_temporaries(store_path(written.folder / "x"))
 
 
-def _finish_export(path: Path, board: Board | None, stale: bool) -> None:
-    """After the commit: rewrite the export, or remove the one this store wrote, so no stale copy looks current."""
-    if board is not None:
-        _write_atomic(path, dumps_board(board))
-    elif stale:
-        path.unlink(missing_ok=True)
+# ----------------------------------------------------------------------------------- lock and transaction
 
 
-def export(path: str | Path) -> Path:
-    """Write the readable export `leaderboard.json` (the whole board in one file) from the store, at any size.
-    The store keeps its entries: the export is a copy (the store wins where they differ)."""
-    from filelock import FileLock
+@contextlib.contextmanager
+def _lock(path: Path) -> Iterator[None]:
+    """The board's one lock (`store/lock`); a timeout or a store that cannot be written is one line."""
+    from filelock import FileLock, Timeout
 
-    path = Path(path)
-    if not _index_path(path).is_file():
-        if path.is_file():
-            return path  # a schema-1 board is its own readable file
-        raise SpurbenchError(f"no leaderboard at '{path}'; create one with `spurbench eval --leaderboard {path}`")
-    with FileLock(str(store_path(path) / "lock"), timeout=LOCK_TIMEOUT_S):
-        board = load_leaderboard(path)
-        _write_atomic(path, dumps_board(board))
-    return path
+    store = store_path(path)
+    try:
+        store.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(store / "lock"), timeout=LOCK_TIMEOUT_S)
+        lock.acquire()
+    except Timeout:
+        raise SpurbenchError(
+            f"another process has held '{store / 'lock'}' for {LOCK_TIMEOUT_S:.0f} s; wait for it to finish and re-run"
+        ) from None
+    except OSError as err:
+        raise _unwritable(path, err) from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
-def _locked(path: Path):
-    from filelock import FileLock
-
-    store_path(path).mkdir(parents=True, exist_ok=True)
-    return FileLock(str(store_path(path) / "lock"), timeout=LOCK_TIMEOUT_S)
-
-
-def _held_elsewhere(path: Path) -> SpurbenchError:
+def _unwritable(path: Path, err: OSError) -> SpurbenchError:
     return SpurbenchError(
-        f"another process has held '{store_path(path) / 'lock'}' for {LOCK_TIMEOUT_S:.0f} s; wait for it to finish and re-run"
+        f"cannot write the leaderboard in '{path.parent}' ({err.strerror or err.__class__.__name__}); it was left as "
+        "it was: make the folder writable or give another --leaderboard"
     )
 
 
-def _check_dataset(path: Path, index: Mapping[str, Any], dataset: Mapping[str, Any]) -> None:
-    held = index["dataset"]
+def _check_dataset(path: Path, board: Mapping[str, Any], dataset: Mapping[str, Any]) -> None:
+    held = board["dataset"]
     # a board without entries has nothing to protect: it takes the new dataset
-    if held is not None and index["entries"] and held.get("fingerprint") != dataset["fingerprint"]:
+    if held is not None and board["entries"] and held.get("fingerprint") != dataset["fingerprint"]:
         raise SpurbenchError(
             f"leaderboard '{path}' holds dataset {held.get('id')!r} (fingerprint {str(held.get('fingerprint'))[:12]}...); "
             f"use another --leaderboard file for dataset {dataset.get('id')!r} (fingerprint {dataset['fingerprint'][:12]}...)"
         )
 
 
-def record_entry(path: str | Path, dataset: Mapping[str, Any], entry: Mapping[str, Any], *, full: bool = True) -> Board:
+def _precheck(path: Path, dataset: Mapping[str, Any]) -> None:
+    """The refusals a record can see without the lock (a corrupt or hostile board, another dataset, a card too
+    big), checked before the lock file or anything else is created; repeated under the lock."""
+    _check_card(dataset)
+    board = _read_index(path)
+    if board is None:
+        data = _read_json(path, MAX_BOARD_BYTES)
+        if data is None:
+            return
+        board = _validate(data, path)
+    _check_dataset(path, board, dataset)
+
+
+@dataclass
+class _Transaction:
+    """One record into a board, under its lock: the index as committed, the folder's record of what it wrote."""
+
+    path: Path
+    index: dict[str, Any]
+    folder: WrittenFolder
+
+    def check_dataset(self, dataset: Mapping[str, Any]) -> None:
+        held = self.index["dataset"]
+        _check_dataset(self.path, self.index, dataset)
+        if held is None or not self.index["entries"]:
+            self.index["dataset"] = _jsonable(dataset)
+
+    def drop_failure(self, model: str, fingerprint: str) -> None:
+        self.index["failures"] = [
+            f for f in self.index["failures"] if f.get("model") != model and f.get("fingerprint") == fingerprint
+        ]
+
+    def prepare_export(self, replacing: Mapping[str, Any] | None = None) -> tuple[Board | None, bool]:
+        """Before any write: (the whole board for the export while it has at most EXPORT_MAX_ENTRIES entries,
+        else None; whether an export this store wrote must go), and the export checked replaceable. A missing
+        entry file raises here, so nothing is written over a broken store. `replacing`: the entry recorded now."""
+        index = self.index
+        if len(index["entries"]) > EXPORT_MAX_ENTRIES:
+            stale = bool(index.get("export"))
+            index["export"] = False
+            if stale:
+                self.folder.check_replaceable(self.path.name)
+            return None, stale
+        rows = [r for r in index["entries"] if replacing is None or r["model"] != replacing["model"]]
+        try:
+            board = _board_from_index(self.path, {**index, "entries": rows})
+        except FileNotFoundError:
+            raise _invalid(_index_path(self.path), "names entry files that do not exist") from None
+        if replacing is not None:
+            order = [r["model"] for r in index["entries"]]
+            board["entries"] = sorted([*board["entries"], replacing], key=lambda e: order.index(e["model"]))
+        index["export"] = True
+        self.folder.check_replaceable(self.path.name)
+        return board, False
+
+    def commit(self, board: Board | None, stale: bool) -> None:
+        """Replace the index (the commit point), then rewrite or remove the export and the files no longer named."""
+        self.index["board"] = self.path.name
+        _commit(self.path, self.index, self.folder)
+        if board is not None:
+            self.folder.write(self.path.name, dumps_board({**board, "consistency": self.index["consistency"]}))
+        elif stale:
+            self.folder.remove(self.path.name)
+        _remove_unreferenced(self.folder, self.index, temporaries=False)  # those were removed when it began
+
+
+@contextlib.contextmanager
+def _transaction(path: Path) -> Iterator[_Transaction]:
+    """Lock the board, read (or migrate) its index, clean what killed records left: every record's skeleton. A
+    refusal raised inside happens before anything is written."""
+    try:
+        with _lock(path):
+            folder = _written_folder(path)
+            index = _read_index(path)
+            if index is None:
+                index = _migrate(path, folder)
+            else:
+                _remove_unreferenced(folder, index)
+            yield _Transaction(path, index, folder)
+    except OSError as err:
+        raise _unwritable(path, err) from None
+
+
+def _migrate(path: Path, folder: WrittenFolder) -> dict[str, Any]:
+    """The index of a board that has no store yet: built from `leaderboard.json` (schema 1, or an export)
+    when there is one, entry by entry and unchanged, and committed; else an empty index (not written)."""
+    data = _read_json(path, MAX_BOARD_BYTES)
+    if data is None:
+        return {**{k: v for k, v in empty_board().items() if k != "entries"}, "entries": [], "export": False}
+    board = _validate(data, path)
+    index: dict[str, Any] = {k: v for k, v in board.items() if k != "entries"}
+    index["schema_version"] = SCHEMA_VERSION
+    index["entries"], files = [], {}
+    for e in board["entries"]:
+        rel, text = _entry_text(e)
+        files[f"{STORE_DIR}/{rel}"] = text.encode()
+        index["entries"].append({"model": e["model"], "file": rel, "predictions": e.get("predictions")})
+    _write_batch(folder, files)
+    # the old file stays the export while the board is small (the next export rewrites it with the same
+    # figures); a big one is kept, renamed, rather than left looking current
+    index["export"] = len(index["entries"]) <= EXPORT_MAX_ENTRIES
+    index["board"] = path.name
+    if not index["export"]:
+        kept = path.stem + ".schema1" + path.suffix
+        folder.check_replaceable(path.name, kept)
+    _commit(path, index, folder)  # from here the store is the board
+    if not index["export"]:
+        folder.adopt(kept, path)
+        folder.files.pop(path.name, None)
+        folder.save()
+    return index
+
+
+def check_writable(path: str | Path) -> None:
+    """One line, before any model is scored, when the board's folder (or its store) cannot be written or the
+    folder's record is not spurbench's: what `spurbench eval` checks first, so no scoring is lost to it."""
+    path = Path(path)
+    existing = next((p for p in (path.parent, *path.parent.parents) if p.exists()), Path("."))
+    for folder in (existing, store_path(path), path.parent / "predictions", path.parent / hitstore.HITS_DIR):
+        if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
+            raise _unwritable(path, PermissionError(13, "Permission denied"))
+    if has_record(path.parent):
+        WrittenFolder.claim(path.parent, _folder_flag(path), create=False)
+    _read_index(path)  # a store of another board name in this folder, a hostile index: refused now
+
+
+def export(path: str | Path) -> Path:
+    """Write the readable export `leaderboard.json` (the whole board in one file) from the store, at any size.
+    The store keeps its entries: the export is a copy (the store wins where they differ)."""
+    path = Path(path)
+    if not _index_path(path).is_file():
+        if path.is_file():
+            return path  # a schema-1 board is its own readable file
+        raise SpurbenchError(f"no leaderboard at '{path}'; create one with `spurbench eval --leaderboard {path}`")
+    with _transaction(path) as tx:
+        board = load_leaderboard(path)
+        tx.folder.write(path.name, dumps_board(board))
+    return path
+
+
+def _check_card(dataset: Mapping[str, Any]) -> None:
+    """What is copied from a dataset card into the board is bounded (a card of YAML aliases expands hugely)."""
+    check_expansion(dataset, "the dataset's card (copied into the leaderboard)", max_chars=MAX_CARD_CHARS)
+
+
+def record_entry(
+    path: str | Path,
+    dataset: Mapping[str, Any],
+    entry: Mapping[str, Any],
+    *,
+    full: bool = True,
+    predictions: str | None = None,
+) -> Board:
     """Add `entry` to the leaderboard at `path` (created if missing), or replace the entry of the same model.
 
-    Under an exclusive `filelock.FileLock` on `store/lock` it reads the store's index (migrating a
-    schema-1 `leaderboard.json` into the store first), refuses a dataset whose fingerprint differs
-    from the board's, writes the entry's own file, updates `consistency` through `hitstore` (only new
-    or changed predictions CSVs are read), and commits by replacing `store/index.json`; a process
-    killed before that leaves the board as it was, and the record can simply be redone.
-    Returns the board as written (`full=False`: only the recorded entry, with `num_entries`, which
-    costs nothing on a big board). Raises SpurbenchError (nothing written) on a fingerprint mismatch
-    or a corrupt / other-version file.
-    """
-    from filelock import Timeout
+    `predictions`: the text of the model's predictions CSV, written here under a name no committed entry uses
+    (then `entry["predictions"]` is set to it); without it, `entry["predictions"]` names a CSV already there.
 
+    One transaction (`_transaction`): under the board's lock it reads the store's index (migrating a schema-1
+    `leaderboard.json` first), checks everything (the dataset's fingerprint, the card's size, that no file it
+    will replace is one spurbench did not write), then writes the CSV and the entry's file under new names,
+    updates `consistency` through `hitstore` and commits by replacing `store/index.json`; only then are the
+    files of a replaced entry removed. A process killed before the commit leaves the board as it was (its
+    unreferenced files are removed by the next record), and the record can simply be redone.
+    Returns the board as written (`full=False`: only the recorded entry, with `num_entries`, which
+    costs nothing on a big board). Raises SpurbenchError (nothing written) on a refusal.
+    """
     path = Path(path)
     if not isinstance(dataset.get("fingerprint"), str) or not dataset["fingerprint"]:
         raise ValueError("dataset must carry its 'fingerprint'")
@@ -535,72 +852,106 @@ def record_entry(path: str | Path, dataset: Mapping[str, Any], entry: Mapping[st
         raise ValueError("entry must carry a 'model' name")
     if not isinstance(entry.get("metrics"), Mapping):
         raise ValueError("entry must carry 'metrics'")
-    new_entry = _jsonable(entry)
-    try:
-        with _locked(path):
-            index = _read_index(path) or _migrate(path)
-            _check_dataset(path, index, dataset)
-            if index["dataset"] is None or not index["entries"]:
-                index["dataset"] = _jsonable(dataset)
-            index["failures"] = [
-                f
-                for f in index["failures"]
-                if f.get("model") != new_entry["model"] and f.get("fingerprint") == dataset["fingerprint"]
-            ]
-            store = store_path(path)
-            row = _write_entry(store, new_entry)
-            rows, old_file = index["entries"], None
-            for i, r in enumerate(rows):
-                if r["model"] == new_entry["model"]:
-                    old_file, rows[i] = r["file"], row  # keep its place: re-scoring replaces
-                    break
-            else:
-                rows.append(row)
-            index["consistency"] = _jsonable(
-                hitstore.update(path.parent, {"dataset": index["dataset"], "entries": rows})
-            )
-            board, stale = _prepare_export(path, index)
-            _commit(path, index)
-            if old_file is not None and old_file != row["file"]:
-                (store / old_file).unlink(missing_ok=True)
-            _finish_export(path, board, stale)
-            if full:
-                return board if board is not None else _board_from_index(path, index)
-            out = {k: v for k, v in index.items() if k not in ("entries", "export")}
-            return {**out, "entries": [new_entry], "num_entries": len(rows)}  # type: ignore[return-value]
-    except Timeout:
-        raise _held_elsewhere(path) from None
+    _precheck(path, dataset)
+    with _transaction(path) as tx:
+        tx.check_dataset(dataset)
+        tx.drop_failure(entry["model"], dataset["fingerprint"])
+        rows = tx.index["entries"]
+        new_entry = _jsonable(entry)
+        csv_payload = None
+        if predictions is not None:
+            csv_payload = predictions.encode()
+            new_entry["predictions"] = _free_predictions_name(tx, new_entry["model"], csv_payload)
+        if new_entry.get("predictions") is not None:
+            _check_paths(new_entry, path.parent, path, "the new entry")
+        rel, text = _entry_text(new_entry)
+        row = {"model": new_entry["model"], "file": rel, "predictions": new_entry.get("predictions")}
+        # every check before any write: the files this record will replace are spurbench's own
+        written = [f"{STORE_DIR}/{rel}", f"{STORE_DIR}/index.json", hitstore.STATE_FILE]
+        if row["predictions"]:
+            written.append(hitstore.hits_relpath(row["predictions"]))
+        tx.folder.check_replaceable(*written)
+        for i, r in enumerate(rows):
+            if r["model"] == new_entry["model"]:
+                rows[i] = row  # keep its place: re-scoring replaces
+                break
+        else:
+            rows.append(row)
+        board, stale = tx.prepare_export(new_entry)
+        # writes: files under names no committed entry uses, then the commit
+        new_files = {f"{STORE_DIR}/{rel}": text.encode()}
+        if csv_payload is not None:
+            new_files[row["predictions"]] = csv_payload
+        _write_batch(tx.folder, new_files)
+        hit_files: dict[str, bytes] = {}
+        tx.index["consistency"] = _jsonable(
+            hitstore.update(path.parent, {"dataset": tx.index["dataset"], "entries": rows}, hit_files)
+        )
+        _write_batch(tx.folder, hit_files)
+        tx.commit(board, stale)
+        if full:
+            if board is not None:
+                return {**board, "consistency": tx.index["consistency"]}
+            return _board_from_index(path, tx.index)
+        out = {k: v for k, v in tx.index.items() if k not in ("entries", "export", "board")}
+        return {**out, "entries": [new_entry], "num_entries": len(rows)}  # type: ignore[return-value]
+
+
+def _write_batch(folder: WrittenFolder, payloads: Mapping[str, bytes]) -> None:
+    """Several files with two saves of the folder's record (it lists every file of the board, so saving it once
+    per file would make a record cost grow with the board): files under new names are recorded first, then
+    written; files replaced in place (the hit store's state) are written, then recorded."""
+    folder.check_replaceable(*payloads)
+    new = {rel: p for rel, p in payloads.items() if rel not in folder.files or not (folder.folder / rel).exists()}
+    for rel, payload in new.items():
+        folder.files[rel] = sha256_bytes(payload)
+    if new:
+        folder.save()
+    for rel, payload in payloads.items():
+        target = folder.folder / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(target, payload)
+        folder.files[rel] = sha256_bytes(payload)
+    if len(new) < len(payloads):
+        folder.save()
+
+
+def _free_predictions_name(tx: _Transaction, model: str, payload: bytes) -> str:
+    """A predictions CSV name for `model` that no committed entry names and no file spurbench did not write
+    holds: `predictions/<model>.csv`, else that name with the content's hash (a re-score writes beside the file
+    its committed entry names, so a kill before the commit never pairs the old entry with new predictions)."""
+    taken = {r.get("predictions") for r in tx.index["entries"]}
+    base = predictions_relpath(model, taken - {predictions_relpath(model)})
+    tag = sha256_bytes(payload)[:10]
+    for rel in (base, f"{base[: -len('.csv')]}-{tag}.csv"):
+        if rel in taken:
+            continue
+        if not (tx.folder.folder / rel).exists() or tx.folder.owns(rel):
+            return rel
+    raise SpurbenchError(
+        f"'{tx.folder.folder / base}' and its alternative are files spurbench did not write; move them away or give "
+        "another --leaderboard folder (nothing was written)"
+    )
 
 
 def record_failure(path: str | Path, dataset: Mapping[str, Any], failure: Mapping[str, Any]) -> Board:
-    """Record (or replace) `failure` (a `Failure` with at least `model` and `reason`) under the board's lock.
+    """Record (or replace) `failure` (a `Failure` with at least `model` and `reason`) in one transaction.
 
     The model's entry, if any, stays. Refuses a dataset other than the board's as `record_entry` does.
     Returns the board without its entries (with `num_entries`).
     """
-    from filelock import Timeout
-
     path = Path(path)
     new = _jsonable({**failure, "fingerprint": dataset["fingerprint"]})
-    try:
-        with _locked(path):
-            index = _read_index(path) or _migrate(path)
-            _check_dataset(path, index, dataset)
-            if not index["entries"]:
-                index["dataset"] = _jsonable(dataset)
-            index["failures"] = [
-                f
-                for f in index["failures"]
-                if f.get("model") != new["model"] and f.get("fingerprint") == dataset["fingerprint"]
-            ]
-            index["failures"].append(new)
-            board, stale = _prepare_export(path, index)
-            _commit(path, index)
-            _finish_export(path, board, stale)
-            out = {k: v for k, v in index.items() if k not in ("entries", "export")}
-            return {**out, "entries": [], "num_entries": len(index["entries"])}  # type: ignore[return-value]
-    except Timeout:
-        raise _held_elsewhere(path) from None
+    _precheck(path, dataset)
+    with _transaction(path) as tx:
+        tx.check_dataset(dataset)
+        tx.drop_failure(new["model"], dataset["fingerprint"])
+        tx.index["failures"].append(new)
+        tx.folder.check_replaceable(f"{STORE_DIR}/index.json")
+        board, stale = tx.prepare_export()
+        tx.commit(board, stale)
+        out = {k: v for k, v in tx.index.items() if k not in ("entries", "export", "board")}
+        return {**out, "entries": [], "num_entries": len(tx.index["entries"])}  # type: ignore[return-value]
 
 
 def already_scored(board: Mapping[str, Any], model: str, probe: Mapping[str, Any]) -> bool:

@@ -8,7 +8,6 @@ the file. The leaderboard's consistency (hitstore.py) and the page read the scor
 from __future__ import annotations
 
 import csv
-import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from spurbench.errors import SpurbenchError
+from spurbench.files import atomic_write
 
 if TYPE_CHECKING:
     from spurbench.evaluate.predict import Predictions
@@ -34,29 +34,38 @@ PREDICTION_COLUMNS = (
 )
 
 
+def format_predictions(preds: Predictions) -> str:
+    """The predictions CSV's text (columns PREDICTION_COLUMNS): `preds`' rows, then those of `preds.reference`
+    (a shift set's reference rows), each named by its split."""
+    lines = [",".join(PREDICTION_COLUMNS) + "\n"]
+    for part in (preds, preds.reference):
+        if part is None:
+            continue
+        f1, f5, split = part.fooled_top1, part.fooled_top5, part.split or ""
+        for r in range(len(part.index)):
+            lines.append(
+                f"{part.index[r]},{part.label[r]},{part.target_prob[r]:.6g},{part.top5[r, 0]},{int(f1[r])},{int(f5[r])},"
+                f"{' '.join(str(int(v)) for v in part.top5[r])},{' '.join(f'{v:.6g}' for v in part.top5_probs[r])},{split}\n"
+            )
+    return "".join(lines)
+
+
 def write_predictions(path: str | Path, preds: Predictions) -> Path:
-    """The predictions CSV (columns PREDICTION_COLUMNS), written atomically: `preds`' rows, then those of
-    `preds.reference` (a shift set's reference rows), each named by its split."""
+    """The predictions CSV (`format_predictions`) written atomically at `path` (which the caller owns)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "w", newline="") as fh:
-            fh.write(",".join(PREDICTION_COLUMNS) + "\n")
-            for part in (preds, preds.reference):
-                if part is None:
-                    continue
-                f1, f5, split = part.fooled_top1, part.fooled_top5, part.split or ""
-                for r in range(len(part.index)):
-                    fh.write(
-                        f"{part.index[r]},{part.label[r]},{part.target_prob[r]:.6g},{part.top5[r, 0]},{int(f1[r])},{int(f5[r])},"
-                        f"{' '.join(str(int(v)) for v in part.top5[r])},{' '.join(f'{v:.6g}' for v in part.top5_probs[r])},{split}\n"
-                    )
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    atomic_write(path, format_predictions(preds))
     return path
+
+
+def looks_like_predictions(path: str | Path) -> bool:
+    """Whether `path` is a file starting with a predictions CSV's header (a previous board's own CSV)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.readline(4096).decode("utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return False
+    return head.split(",")[:3] == ["index", "label", "target_prob"] or head.startswith("index,label,")
 
 
 def read_predictions(
