@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from spurbench.download import sha256_file
-from spurbench.errors import SpurbenchError, hub_failure_reason
+from spurbench.errors import SpurbenchError, first_line, hub_failure_reason
 from spurbench.imagenet import NUM_CLASSES
 
 #: keys a `weights` mapping may carry
@@ -293,7 +293,7 @@ def create_classifier(
             model = timm.create_model(spec.model, pretrained=False, num_classes=num_classes)
         except Exception as err:  # hf-hub:... needs config.json from the Hub even without weights
             raise SpurbenchError(
-                f"cannot build '{spec.model}' ({_short(err)}); a hf-hub: model needs its config from the Hub, "
+                f"cannot build '{spec.model}' ({first_line(err)}); a hf-hub: model needs its config from the Hub, "
                 "so offline use a plain timm architecture name with --weights"
             ) from None
         _check_head(model, spec, num_classes)
@@ -380,7 +380,7 @@ def _create_pretrained(spec: ClassifierSpec) -> tuple[torch.nn.Module, dict]:
     except Exception as err:  # offline, not in the cache, or a Hub error: the user fixes all by giving a local file
         raise SpurbenchError(
             f"the weights of '{spec.model}' cannot be fetched from the Hugging Face Hub "
-            f"({hub_failure_reason(err, _short(err))}); pass --weights FILE (a local state dict) "
+            f"({hub_failure_reason(err, first_line(err))}); pass --weights FILE (a local state dict) "
             "or use a panel entry whose weights name a local file or package (e.g. --panel offline)"
         ) from None
     source, path = _pretrained_location(model.pretrained_cfg)
@@ -448,7 +448,7 @@ def _weights_file(spec: ClassifierSpec) -> tuple[Path, str]:
         except Exception as err:
             raise SpurbenchError(
                 f"cannot fetch '{w['file']}' from Hub repo '{w['hub']}' for '{spec.display_name}' "
-                f"({hub_failure_reason(err, _short(err))}); download it where there is network and pass "
+                f"({hub_failure_reason(err, first_line(err))}); download it where there is network and pass "
                 f"--weights FILE --key-map {w.get('key_map', 'none')}, or a panel entry with that local file"
             ) from None
         rev = f"@{w['revision']}" if w.get("revision") else ""
@@ -477,7 +477,7 @@ def _download(url: str, file_name: str, name: str) -> Path:
         torch.hub.download_url_to_file(url, str(path), progress=True)  # writes a temp file, then moves it into place
     except Exception as err:
         raise SpurbenchError(
-            f"cannot download the weights of '{name}' from {url} ({_short(err)}); download the file where there is network "
+            f"cannot download the weights of '{name}' from {url} ({first_line(err)}); download the file where there is network "
             f"and put it at '{path}', or pass --weights FILE"
         ) from None
     return path
@@ -494,7 +494,7 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
         raise SpurbenchError(
-            f"cannot read weights file '{path}' ({_short(err)}); give a .safetensors file or a torch state dict "
+            f"cannot read weights file '{path}' ({first_line(err)}); give a .safetensors file or a torch state dict "
             "that loads with torch.load(weights_only=True)"
         ) from None
     # unwrap checkpoint containers ({"model": sd, "optimizer": ..., "epoch": ...}) down to the tensors
@@ -607,8 +607,3 @@ def _head_message(name: str, n: Any, wanted: int = NUM_CLASSES) -> str:
         f"'{name}' has a {n}-class head, not ImageNet-1k's {NUM_CLASSES} classes; pick an ImageNet-1k checkpoint "
         "(timm tags ending in _in1k, e.g. vit_base_patch16_224.augreg_in21k_ft_in1k rather than .augreg_in21k)"
     )
-
-
-def _short(err: BaseException) -> str:
-    msg = str(err).strip().splitlines()
-    return f"{err.__class__.__name__}: {msg[0][:200]}" if msg else err.__class__.__name__

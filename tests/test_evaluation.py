@@ -320,7 +320,7 @@ def test_cli_errors_in_subprocess(board_copy, photo_dataset, tmp_path):
     _assert_one_line_error(
         proc.returncode,
         proc.stderr,
-        r"cannot decode image of dataset .* row 1 \(path 'broken_cat.png'\): .*replace or remove",
+        r"image of dataset .* row 1 \(path 'broken_cat.png'\): cannot (read|decode) it.*replace or remove it$",
     )
     assert not fresh.parent.exists() or not any(fresh.parent.rglob("*.json")) and not any(fresh.parent.rglob("*.csv"))
 

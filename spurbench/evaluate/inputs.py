@@ -18,7 +18,7 @@ import numpy as np
 from spurbench import dataset as ds_contract
 from spurbench import imagenet
 from spurbench.classifiers import LoadedClassifier
-from spurbench.errors import SpurbenchError
+from spurbench.errors import SpurbenchError, first_line
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
@@ -283,7 +283,7 @@ def open_positives(
         raise
     except Exception as err:
         raise SpurbenchError(
-            f"cannot load positives dataset '{source}' ({err.__class__.__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}); "
+            f"cannot load positives dataset '{source}' ({first_line(err)}); "
             "check the folder / hub id and --positives-split"
         ) from None
     ds_contract.check_columns(data.column_names, f"'{source}' (positives, split {split})")

@@ -5,7 +5,6 @@ This is the loop `spurbench eval` runs for every classifier (and benchmarks/eval
 
 from __future__ import annotations
 
-import io
 import math
 import os
 import time
@@ -19,11 +18,12 @@ import numpy as np
 import torch
 
 from spurbench.classifiers import LoadedClassifier
-from spurbench.errors import SpurbenchError
+from spurbench.errors import SpurbenchError, first_line
 from spurbench.evaluate.preprocessing import (
     collate_by_shape,
     normalise_batch,
 )
+from spurbench.untrusted import image_size, open_image
 
 TOPK = 5
 #: worker processes decoding images by default: a few, never more than the machine has cores
@@ -130,13 +130,30 @@ def _complete_png_or_jpeg(data: bytes) -> bool:
     return False
 
 
+def _decode_tensor(data: bytes) -> torch.Tensor | None:
+    """uint8 CHW RGB tensor from torchvision's decoder, or None where it cannot (then PIL decides, and names the
+    error of a broken image). The caller has checked the header's size."""
+    try:
+        from torchvision.io import ImageReadMode, decode_image
+    except ImportError:  # a torchvision without its decoders (deprecated in 0.29): PIL
+        return None
+    if not _complete_png_or_jpeg(data):  # other formats, and truncated files (libpng would print to stderr): PIL
+        return None
+    try:
+        x = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+    except Exception:  # a format torchvision does not read (or a broken file): PIL's turn
+        return None
+    return x if x.dtype == torch.uint8 and x.ndim == 3 and x.shape[0] == 3 else None
+
+
 class ImageItems(torch.utils.data.Dataset):
     """Items (uint8 tensor, label, index, error) decoded on demand, so only the current batches are in memory.
 
     `decode`: "auto" decodes with torchvision (`decode_image` on the bytes, the transform's steps on the
     uint8 tensor: `preprocessing.tensor_transform`) when the transform allows it, else with PIL; "pil"
     always with PIL (`transform` on the PIL image). `self.decode` says which path is used.
-    A failed decode yields a zero tensor and the error text; the main process names the image and stops.
+    Every image's header is checked against `untrusted.MAX_IMAGE_PIXELS` before either decoder runs. A refused or
+    failed decode yields a zero tensor and the reason; the main process names the image and stops.
     """
 
     def __init__(
@@ -163,52 +180,33 @@ class ImageItems(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.labels)
 
-    def _decode_tensor(self, i: int) -> torch.Tensor | None:
-        """uint8 CHW RGB tensor from torchvision's decoder, or None where it cannot (then PIL decides, and
-        names the error of a broken image)."""
-        try:
-            from torchvision.io import ImageReadMode, decode_image
-        except ImportError:  # a torchvision without its decoders (deprecated in 0.29): PIL
-            return None
+    def encoded(self, i: int) -> bytes:
+        """The encoded bytes of item `i`: its file, its row's embedded bytes, or the file its row points to
+        (the one place a row's image is read)."""
         if self.paths is not None:
-            data = Path(self.paths[i]).read_bytes()
-        else:
-            cell = self.rows[i]["image"]
-            data = cell["bytes"] if cell.get("bytes") is not None else Path(cell["path"]).read_bytes()
-        if not _complete_png_or_jpeg(data):  # other formats, and truncated files (libpng would print to stderr): PIL
-            return None
-        try:
-            x = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
-        except Exception:  # a format torchvision does not read (or a broken file): PIL's turn
-            return None
-        return x if x.dtype == torch.uint8 and x.ndim == 3 and x.shape[0] == 3 else None
+            return Path(self.paths[i]).read_bytes()
+        cell = self.rows[i]["image"]
+        return cell["bytes"] if cell.get("bytes") is not None else Path(cell["path"]).read_bytes()
 
     def __getitem__(self, i: int):
-        from PIL import Image
-
         try:
+            data = self.encoded(i)
+            # the header's size, before any decoder runs: a 200 KB PNG can claim 30000 x 30000 (2.7 GB decoded)
+            image_size(data, "it")
             if self.tensor_transform is not None:
-                x = self._decode_tensor(i)
+                x = _decode_tensor(data)
                 if x is not None:
                     return self.tensor_transform(x).contiguous(), int(self.labels[i]), i, ""
-            if self.paths is not None:
-                with Image.open(self.paths[i]) as im:
-                    img = im.convert("RGB")
-            else:
-                cell = self.rows[i]["image"]
-                if cell.get("bytes") is not None:
-                    img = Image.open(io.BytesIO(cell["bytes"]))
-                else:  # a row that points to a file instead of embedding it
-                    img = Image.open(cell["path"])
-                img = img.convert("RGB")
+            with open_image(data, "it") as im:
+                img = im.convert("RGB")
             return self.transform(img), int(self.labels[i]), i, ""
-        except Exception as err:  # corrupt / truncated / missing image: reported by the main process
-            return (
-                torch.zeros(3, *self.size, dtype=torch.uint8),
-                int(self.labels[i]),
-                i,
-                f"{err.__class__.__name__}: {err}",
+        except Exception as err:  # too large / corrupt / truncated / missing image: named by the main process
+            reason = (
+                str(err)
+                if isinstance(err, SpurbenchError)
+                else f"cannot decode it ({first_line(err)}); replace or remove it"
             )
+            return torch.zeros(3, *self.size, dtype=torch.uint8), int(self.labels[i]), i, reason
 
     def describe(self, i: int) -> str:
         if self.paths is not None:
@@ -327,9 +325,7 @@ def predict(
             bad = next((j for j, e in enumerate(errors) if e), None)
             if bad is not None:
                 i = int(idx[bad])
-                raise ImageDecodeError(
-                    f"cannot decode {what} {items.describe(i)}: {errors[bad].splitlines()[0][:200]}; replace or remove that image"
-                )
+                raise ImageDecodeError(f"{what} {items.describe(i)}: {errors[bad]}")
             b = len(y)
             y_dev = y.to(device, non_blocking=cuda)
             packed = torch.empty(b, 1 + 2 * TOPK, device=device)

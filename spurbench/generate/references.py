@@ -25,9 +25,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from spurbench.dataset import IMAGE_SUFFIXES
-from spurbench.errors import SpurbenchError
+from spurbench.errors import SpurbenchError, first_line
 from spurbench.files import atomic_path
 from spurbench.spurious_imagenet import SpuriousFolder, parse_folder_name, scan
+from spurbench.untrusted import open_image
 
 if TYPE_CHECKING:
     import numpy as np
@@ -165,9 +166,8 @@ def materialise_samples(specs: Iterable[str], out_dir: str | Path) -> list[Path]
 
 
 def check_image(path: str | Path) -> str:
-    """Decode an image fully; return its file's sha256. Unreadable -> SpurbenchError naming the file."""
-    from PIL import Image, UnidentifiedImageError
-
+    """Decode an image fully; return its file's sha256. Unreadable, or over `untrusted.MAX_IMAGE_PIXELS` by its
+    header (checked before decoding) -> SpurbenchError naming the file."""
     path = Path(path)
     try:
         data = path.read_bytes()
@@ -175,32 +175,25 @@ def check_image(path: str | Path) -> str:
         raise SpurbenchError(
             f"cannot read reference image '{path}': {err.strerror or err}; fix its permissions or remove it"
         ) from None
-    import io
-
     try:
-        with Image.open(io.BytesIO(data)) as im:
+        with open_image(data, f"reference image '{path}'") as im:
             im.load()  # verify() alone misses truncated pixel data
-            if im.width < 1 or im.height < 1:
-                raise ValueError("empty image")
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+    except (OSError, ValueError, SyntaxError) as err:
         raise SpurbenchError(
-            f"reference image '{path}' is corrupt or not an image ({err.__class__.__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
-            "replace or remove the file"
+            f"reference image '{path}' is corrupt or not an image ({first_line(err)}); replace or remove the file"
         ) from None
     return hashlib.sha256(data).hexdigest()
 
 
 def load_image(path: str | Path) -> Image.Image:
-    """An RGB PIL image (decoded in memory, the file handle closed)."""
-    from PIL import Image
-
+    """An RGB PIL image (decoded in memory, the file handle closed), its size checked before decoding."""
     try:
-        with Image.open(path) as im:
+        with open_image(path, f"image '{path}'") as im:
             return im.convert("RGB")
+    except SpurbenchError:
+        raise
     except Exception as err:
-        raise SpurbenchError(
-            f"cannot read image '{path}' ({err.__class__.__name__}); replace or remove the file"
-        ) from None
+        raise SpurbenchError(f"cannot read image '{path}' ({first_line(err)}); replace or remove the file") from None
 
 
 def resolve_class(

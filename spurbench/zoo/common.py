@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -19,9 +20,18 @@ class ZooModel:
     info: dict = field(default_factory=dict)  # recorded in the entry as `zoo`
 
 
-def short_error(err: BaseException) -> str:
-    msg = str(err).strip().splitlines()
-    return f"{err.__class__.__name__}: {msg[0][:200]}" if msg else err.__class__.__name__
+def hub_cache_record(repo: str, names: tuple[str, ...]) -> dict:
+    """The weights record of a Hub model: the first of `names` in the local Hub cache, with its sha256
+    (`{"source": "hf-hub:<repo>/<file>", "sha256": ...}`), or the repo alone with sha256 None when none is cached."""
+    from huggingface_hub import try_to_load_from_cache
+
+    from spurbench.download import sha256_file
+
+    for name in names:
+        found = try_to_load_from_cache(repo, name)
+        if isinstance(found, str) and Path(found).is_file():
+            return {"source": f"hf-hub:{repo}/{name}", "sha256": sha256_file(found)}
+    return {"source": f"hf-hub:{repo}", "sha256": None}
 
 
 def weights_in_folder(folder: Any, names: tuple[str, ...]) -> Any:

@@ -19,9 +19,9 @@ from typing import Any
 import torch
 
 from spurbench.download import sha256_file
-from spurbench.errors import SpurbenchError, hub_failure_reason
+from spurbench.errors import SpurbenchError, first_line, hub_failure_reason
 from spurbench.zoo import zero_shot
-from spurbench.zoo.common import ZooModel, short_error, weights_in_folder
+from spurbench.zoo.common import ZooModel, hub_cache_record, weights_in_folder
 
 _WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 
@@ -95,14 +95,7 @@ def _weights_record(rest: str, open_clip: Any) -> dict:
         path = weights_in_folder(folder, _WEIGHT_FILES)
         return {"source": f"open_clip:local-dir:{folder.name}/{path.name}", "sha256": sha256_file(path)}
     if rest.startswith("hf-hub:"):
-        from huggingface_hub import try_to_load_from_cache
-
-        repo = rest[len("hf-hub:") :]
-        for name in _WEIGHT_FILES:
-            found = try_to_load_from_cache(repo, name)
-            if isinstance(found, str) and Path(found).is_file():
-                return {"source": f"hf-hub:{repo}/{name}", "sha256": sha256_file(found)}
-        return {"source": f"hf-hub:{repo}", "sha256": None}
+        return hub_cache_record(rest[len("hf-hub:") :], _WEIGHT_FILES)
     arch, tag = rest.split("/", 1)
     path = open_clip.download_pretrained(open_clip.get_pretrained_cfg(arch, tag))  # in the cache after loading
     return {"source": f"open_clip:{rest}", "sha256": sha256_file(path) if path and Path(path).is_file() else None}
@@ -127,7 +120,7 @@ def load(
         weights = _weights_record(rest, open_clip)
     except Exception as err:
         raise SpurbenchError(
-            f"cannot load open_clip model '{rest}' ({hub_failure_reason(err, short_error(err))}); "
+            f"cannot load open_clip model '{rest}' ({hub_failure_reason(err, first_line(err))}); "
             "offline, use open_clip:local-dir:DIR with the model's open_clip_config.json and weights"
         ) from None
     model.eval().requires_grad_(False)

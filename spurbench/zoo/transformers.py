@@ -19,9 +19,9 @@ import torch
 
 from spurbench import imagenet
 from spurbench.download import sha256_file
-from spurbench.errors import SpurbenchError, hub_failure_reason
+from spurbench.errors import SpurbenchError, first_line, hub_failure_reason
 from spurbench.zoo import zero_shot
-from spurbench.zoo.common import ZooModel, short_error, weights_in_folder
+from spurbench.zoo.common import ZooModel, hub_cache_record, weights_in_folder
 
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
@@ -43,13 +43,7 @@ def _weights_record(rest: str, where: str, local: bool) -> dict:
             "source": f"transformers:{Path(where).name}" + (f"/{path.name}" if path else ""),
             "sha256": sha256_file(path) if path else None,
         }
-    from huggingface_hub import try_to_load_from_cache
-
-    for name in _WEIGHT_FILES:
-        found = try_to_load_from_cache(where, name)
-        if isinstance(found, str) and Path(found).is_file():
-            return {"source": f"hf-hub:{where}/{name}", "sha256": sha256_file(found)}
-    return {"source": f"hf-hub:{where}", "sha256": None}
+    return hub_cache_record(where, _WEIGHT_FILES)
 
 
 def _norm(text: str) -> str:
@@ -201,7 +195,7 @@ def load(
         raise
     except Exception as err:
         raise SpurbenchError(
-            f"cannot load '{name}' ({hub_failure_reason(err, short_error(err))}); offline, use transformers:FOLDER "
+            f"cannot load '{name}' ({hub_failure_reason(err, first_line(err))}); offline, use transformers:FOLDER "
             "with the files save_pretrained writes (config, weights, preprocessor_config.json)"
         ) from None
     model.eval().requires_grad_(False)

@@ -391,12 +391,9 @@ def resolve_references(ctx, entry, samples_dir, cache: dict):
 def _dataset_references(r: DDBRecipe, entry: DDBClass, folder: Path):
     """The class's rows of the `source:` split (of `source_group` when given), their image bytes written
     as files under `folder/<index>/` (named by split row) so the shared stages track them like references."""
-    import io
-
-    from PIL import Image
-
     from spurbench import dataset as ds_contract
     from spurbench.generate.references import ClassReferences, check_image
+    from spurbench.untrusted import open_image
 
     table, _ = ds_contract.read_split_table(Path(r.source.dataset).expanduser(), r.source.split)
     labels = table.column("label").to_pylist()
@@ -421,7 +418,8 @@ def _dataset_references(r: DDBRecipe, entry: DDBClass, folder: Path):
     files = []
     for i in rows:
         data = images[i]["bytes"]
-        with Image.open(io.BytesIO(data)) as im:
+        # the header only (size checked against the one limit); check_image below decodes it in full
+        with open_image(data, f"row {i} of '{r.source.dataset}' split '{r.source.split}'") as im:
             ext = {"JPEG": ".jpg", "PNG": ".png"}.get(im.format, ".img")
         path = out / f"{i:07d}{ext}"
         if not path.is_file():
