@@ -142,13 +142,15 @@ error_coverage = _importlib_util.module_from_spec(_spec)
 __import__("sys").modules[_spec.name] = error_coverage  # its dataclasses look their module up there
 _spec.loader.exec_module(error_coverage)
 
-_ERROR_LOG = error_coverage.log_path()
+# $SPURBENCH_ERROR_LOG when already set (appended to: a run beside another, or a nested session), else one
+# per checkout, emptied at the start of each run (`python scripts/error_coverage.py` reads it)
+_ERROR_LOG = Path(os.environ.get("SPURBENCH_ERROR_LOG") or error_coverage.log_path())
 _coverage_state = {"deselected": 0, "full": False, "report": None}
 
 
 def pytest_configure(config):
-    """Start this session's error log (a fresh one per run); subprocesses inherit the variable."""
-    if hasattr(config, "workerinput"):  # an xdist worker appends to its controller's log
+    """Start this session's error log; subprocesses inherit the variable."""
+    if hasattr(config, "workerinput") or os.environ.get("SPURBENCH_ERROR_LOG"):
         return
     _ERROR_LOG.write_text("", encoding="utf-8")
     os.environ["SPURBENCH_ERROR_LOG"] = str(_ERROR_LOG)

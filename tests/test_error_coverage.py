@@ -72,7 +72,7 @@ def test_a_logged_line_goes_to_the_innermost_spanning_site(tmp_path):
 
 def test_this_session_logs_constructions_here_and_in_subprocesses(tmp_path):
     log = Path(os.environ["SPURBENCH_ERROR_LOG"])
-    assert log == error_coverage.log_path()
+    assert log.is_file()
     before = log.read_text(encoding="utf-8").count("\n")
     SpurbenchError("constructed in the test process")
     # a user mistake in a subprocess: a dataset folder that does not exist
