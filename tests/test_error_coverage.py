@@ -98,7 +98,7 @@ def test_the_script_lists_the_untriggered_sites(tmp_path):
         timeout=120,
     )
     assert proc.returncode == 1  # nothing triggered: above the allowed remainder
-    assert "partial run" in proc.stderr
+    assert "no full run" in proc.stderr
     total = len(error_coverage.all_sites())
     assert f"error coverage: 0/{total} SpurbenchError call sites triggered" in proc.stdout
     assert "spurbench/classifiers.py:" in proc.stdout
