@@ -196,3 +196,19 @@ def test_a_missing_or_unreadable_predictions_csv(tmp_path):
         read_predictions(tmp_path / "none.csv")
     with pytest.raises(SpurbenchError, match=r"cannot read predictions file '.*': .*; re-run `spurbench eval`"):
         read_predictions(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"preprocessing": "imagenet"}, r"unknown preprocessing 'imagenet'; use one of timm, spurious-imagenet"),
+        ({"batch_size": 0}, r"--batch-size must be at least 1, got 0"),
+        ({"workers": -1}, r"--workers must be 0 \(decode in the main process\) or more, got -1"),
+    ],
+)
+def test_evaluate_refuses_bad_settings_before_loading_anything(photo_dataset, kwargs, match):
+    from spurbench.classifiers import ClassifierSpec
+    from spurbench.evaluate.entry import evaluate
+
+    with pytest.raises(SpurbenchError, match=match):
+        evaluate(ClassifierSpec(model="resnet18"), photo_dataset.path, **kwargs)

@@ -73,3 +73,32 @@ def test_a_recipe_value_of_the_wrong_type():
         recipe_from_dict(_set(SMOKE, "licenses", ["MIT"]))
     with pytest.raises(SpurbenchError, match=r"key 'token' must be a string, got"):
         recipe_from_dict(_set(SMOKE, "token", 7))
+
+
+def test_a_placeholder_token_already_known_or_an_empty_initializer(tmp_path):
+    from spurbench.generate.textual_inversion import add_token
+    from spurbench.generate.tiny_sd import tiny_clip_tokenizer
+
+    tokenizer = tiny_clip_tokenizer(tmp_path)
+    word = next(iter(tokenizer.get_vocab()))
+    with pytest.raises(SpurbenchError, match=r"placeholder token .* is already in the tokenizer's vocabulary"):
+        add_token(tokenizer, None, word, "cat")
+    with pytest.raises(SpurbenchError, match=r"initializer word '' is empty after tokenisation"):
+        add_token(tokenizer, None, "<class-123>", "")
+
+
+def test_an_unknown_detector_family():
+    from spurbench.detection import queries_for_names
+
+    with pytest.raises(SpurbenchError, match=r"unknown detector family 'yolo'; expected one of"):
+        queries_for_names(["cat"], "yolo")
+
+
+def test_background_folders_without_the_word_or_its_images(tmp_path):
+    from spurbench.generate.backgrounds import folder_templates
+
+    with pytest.raises(SpurbenchError, match=r"backgrounds folder '.*' has no folder 'snow/' for background 'snow'"):
+        folder_templates(tmp_path, "snow")
+    (tmp_path / "snow").mkdir()
+    with pytest.raises(SpurbenchError, match=r"background folder '.*snow' holds no image files; add template images"):
+        folder_templates(tmp_path, "snow")
