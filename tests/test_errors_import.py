@@ -123,3 +123,45 @@ def test_eval_inputs_limit_and_positives(tmp_path, photo_dataset):
         open_positives(empty, [285])
     with pytest.raises(SpurbenchError, match=r"positives '.*nothing' is neither a folder nor a hub dataset id"):
         open_positives(tmp_path / "nothing", [285])
+
+
+def _altered_copy(photo_dataset, tmp_path: Path, name: str, change) -> Path:
+    """A copy of the photo dataset whose Parquet rows went through `change` (a datasets.Dataset -> Dataset)."""
+    import shutil
+
+    from datasets import Dataset
+
+    folder = tmp_path / name
+    shutil.copytree(photo_dataset.path, folder)
+    (parquet,) = folder.rglob("*.parquet")
+    change(Dataset.from_parquet(str(parquet))).to_parquet(str(parquet))
+    return folder
+
+
+def test_datasets_whose_columns_are_not_the_contract(photo_dataset, tmp_path):
+    from datasets import ClassLabel, Value
+
+    cases = [
+        (
+            lambda d: d.cast_column("label", Value("string")),
+            r"column `label` has type Value\('string'\); expected ImageNet-1k class indices",
+        ),
+        (
+            lambda d: d.cast_column("label", Value("int64")).cast_column(
+                "label", ClassLabel(names=[str(i) for i in range(1000)])
+            ),
+            r"column `label` is a ClassLabel over 1000 names, not the 1000 ImageNet-1k WordNet ids",
+        ),
+        (
+            lambda d: d.remove_columns("image").add_column("image", ["x"] * len(d)),
+            r"column `image` has type Value\('string'\); expected an Image column",
+        ),
+        (
+            lambda d: d.cast_column("label", Value("int64")).map(lambda r: {"label": -1}),
+            r"row 0 has label -1, not a class index 0..999 of its label set",
+        ),
+    ]
+    for i, (change, match) in enumerate(cases):
+        folder = _altered_copy(photo_dataset, tmp_path, f"set{i}", change)
+        with pytest.raises(SpurbenchError, match=match):
+            open_dataset(folder)
