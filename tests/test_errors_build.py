@@ -120,3 +120,24 @@ def test_untrusted_images_are_checked_before_decoding(tmp_path):
 def test_a_bad_class_id_is_one_line(call, match):
     with pytest.raises(SpurbenchError, match=match):
         call()
+
+
+def test_a_corrupt_work_dir_state_is_one_line_and_kept(tmp_path, capsys):
+    from spurbench.generate.stages import STATE_FILE
+
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / STATE_FILE).write_text("{not json")
+    err = _build_error(
+        ["--recipe", "smoke", "--out", str(tmp_path / "out"), "--work-dir", str(work), "--device", "cpu"], capsys
+    )
+    assert f"work dir state '{work / STATE_FILE}' is corrupt; delete the work dir" in err
+    assert (work / STATE_FILE).read_text() == "{not json"
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_group_column_with_a_missing_value():
+    from spurbench.evaluate.shift import group_values
+
+    with pytest.raises(SpurbenchError, match=r"dataset 'd' row 1 has no value in group column `place`; give every"):
+        group_values(["land", None], "place", "d")
