@@ -72,3 +72,45 @@ def test_a_method_recipe_mistake_is_one_line(recipe, key, value, match):
 @pytest.mark.parametrize("recipe", [D3S, DDB], ids=["d3s_smoke", "ddb_smoke"])
 def test_the_smoke_recipes_themselves_pass(recipe):
     assert recipe_from_dict(dict(recipe)).name == recipe["name"]
+
+
+def _ddb_from(source: dict, classes: list[dict]) -> dict:
+    data = {**DDB, "source": source, "classes": classes}
+    data["licenses"] = {**DDB["licenses"], "source": "CC0"}
+    return data
+
+
+def test_ddb_recipes_whose_source_dataset_does_not_fit(photo_dataset, tmp_path):
+    folder = str(photo_dataset.path)
+    cases = [
+        (
+            {"dataset": str(tmp_path / "none"), "split": "test"},
+            [{"index": 285, "swap_to": 967}, {"index": 967, "swap_to": 285}],
+            r"key 'source.dataset': folder '.*none' does not exist",
+        ),
+        (
+            {"dataset": folder, "split": "train"},
+            [{"index": 285, "swap_to": 967}, {"index": 967, "swap_to": 285}],
+            r"key 'source.split': '.*' has no split 'train'; its splits: test",
+        ),
+        (
+            {"dataset": folder, "split": "test"},
+            [{"index": 5000, "swap_to": 967}, {"index": 967, "swap_to": 5000}],
+            r"key 'classes\[0\].index': 5000 is not a label of '.*' \(0..999: ",
+        ),
+        (
+            {"dataset": folder, "split": "test"},
+            [{"index": 285, "swap_to": 967, "references": {"samples": ["chelsea"]}}, {"index": 967, "swap_to": 285}],
+            r"key 'classes\[0\].references': the photos come from `source:`; leave references out",
+        ),
+    ]
+    for source, classes, match in cases:
+        with pytest.raises(SpurbenchError, match=match):
+            recipe_from_dict(_ddb_from(source, classes))
+
+
+def test_models_that_cannot_be_fetched_offline():
+    from spurbench.generate.inpainting import load_inpainting
+
+    with pytest.raises(SpurbenchError, match=r"cannot load the inpainting model 'org/no-such-inpainter' \(.*\); give"):
+        load_inpainting("org/no-such-inpainter")
