@@ -141,3 +141,18 @@ def test_a_group_column_with_a_missing_value():
 
     with pytest.raises(SpurbenchError, match=r"dataset 'd' row 1 has no value in group column `place`; give every"):
         group_values(["land", None], "place", "d")
+
+
+def test_a_base_model_that_cannot_be_fetched_is_one_line(tmp_path, capsys):
+    data = yaml.safe_load(SMOKE)
+    data["base_model"] = {"id": "org/no-such-diffusion-model"}
+    data["licenses"]["base_model"] = "CreativeML Open RAIL-M"
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump(data))
+    argv = ["--recipe", str(recipe), "--out", str(tmp_path / "out"), "--device", "cpu"]
+    assert main(["build", *argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # after the build's progress lines
+    assert err.startswith("spurbench build: error: ")
+    assert "cannot get base model 'org/no-such-diffusion-model' (revision None) from the Hugging Face Hub" in err
+    assert "HF_HUB_OFFLINE is set" in err
+    assert not (tmp_path / "out").exists()
