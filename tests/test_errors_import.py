@@ -165,3 +165,22 @@ def test_datasets_whose_columns_are_not_the_contract(photo_dataset, tmp_path):
         folder = _altered_copy(photo_dataset, tmp_path, f"set{i}", change)
         with pytest.raises(SpurbenchError, match=match):
             open_dataset(folder)
+
+
+def test_positives_datasets_that_do_not_fit(photo_dataset, tmp_path):
+    from datasets import ClassLabel, Value
+
+    with pytest.raises(SpurbenchError, match=r"has no split 'no_such_split'; available splits: test"):
+        open_positives(photo_dataset.path, [285], split="no_such_split")
+    two = _altered_copy(
+        photo_dataset,
+        tmp_path,
+        "two",
+        lambda d: (
+            d.cast_column("label", Value("int64"))
+            .map(lambda r: {"label": 0})
+            .cast_column("label", ClassLabel(names=["a", "b"]))
+        ),
+    )
+    with pytest.raises(SpurbenchError, match=r"positives dataset '.*two' labels 2 classes, not ImageNet-1k's 1000"):
+        open_positives(two, [285])
