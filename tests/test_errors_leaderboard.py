@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from test_leaderboard import record
 
@@ -61,3 +62,19 @@ def test_eval_results_out_that_is_a_file(board, tmp_path, capsys):
     )
     assert f"--out '{out}' is a file; give a folder for the per-model .eval_results files" in err
     assert out.read_text() == "mine"
+
+
+def test_eval_results_with_nothing_canonical_to_export(tmp_path):
+    from test_leaderboard import DATASET, make_entry, write_csv
+
+    from spurbench.errors import SpurbenchError
+    from spurbench.evaluate import leaderboard as lb
+    from spurbench.evaluate.hub_results import write_eval_results
+
+    path = tmp_path / "lb" / "leaderboard.json"
+    rel = write_csv(path.parent, "a", np.ones(12, bool))
+    lb.record_entry(path, DATASET, {**make_entry("a", 0.5, None, rel), "preprocessing": "spurious-imagenet"})
+    board = lb.load_leaderboard(path)
+    with pytest.raises(SpurbenchError, match=r"no canonical group to export \(every entry was scored on other rows"):
+        write_eval_results(board, tmp_path / "out", "org/toy")
+    assert not (tmp_path / "out").exists()
