@@ -132,3 +132,50 @@ def test_url_weights_with_a_folder_in_the_file_name():
     spec = ClassifierSpec(model="resnet18", weights={"file": "sub/w.pth", "url": "https://example.org/w.pth"})
     with pytest.raises(SpurbenchError, match=r"with a `url`, `file` is the cache file name \(no folders\), got 'sub/w"):
         create_classifier(spec)
+
+
+def test_zoo_models_that_cannot_be_loaded_offline():
+    from spurbench.classifiers import ClassifierSpec, create_classifier
+
+    with pytest.raises(SpurbenchError, match=r"cannot load 'transformers:org/no-such-model' \(HF_HUB_OFFLINE is set\)"):
+        create_classifier(ClassifierSpec(model="transformers:org/no-such-model"))
+    with pytest.raises(
+        SpurbenchError, match=r"cannot load open_clip model 'hf-hub:org/no-such-model' \(HF_HUB_OFFLINE is set\)"
+    ):
+        create_classifier(ClassifierSpec(model="open_clip:hf-hub:org/no-such-model"))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="fp16 is refused only without a CUDA GPU")
+def test_fp16_training_without_a_gpu():
+    from spurbench.generate.dreambooth import make_accelerator
+
+    with pytest.raises(SpurbenchError, match=r"mixed_precision 'fp16' needs a CUDA GPU; use 'no' or 'bf16' on CPU"):
+        make_accelerator("fp16")
+
+
+def test_a_feature_model_without_a_linear_head():
+    from spurbench.generate.features import FeatureModel
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3))
+    with pytest.raises(
+        SpurbenchError, match=r"feature model Sequential has no linear classifier head \(got NoneType\)"
+    ):
+        FeatureModel(model, {})
+
+
+def test_eval_positives_without_images_of_the_dataset_classes(photo_dataset, tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    from spurbench import imagenet
+    from spurbench.cli import main
+
+    goldfish = tmp_path / "positives" / imagenet.wnids()[1]
+    goldfish.mkdir(parents=True)
+    Image.fromarray(np.full((16, 16, 3), 200, np.uint8)).save(goldfish / "a.png")
+    board = tmp_path / "lb.json"
+    argv = ["eval", "--model", "resnet18", "--dataset", str(photo_dataset.path), "--leaderboard", str(board)]
+    assert main([*argv, "--positives", str(tmp_path / "positives")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "--positives '" in err and "has no images of the dataset's classes (0, 285, 657, 967)" in err
+    assert not board.exists()
