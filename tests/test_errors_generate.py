@@ -102,3 +102,16 @@ def test_background_folders_without_the_word_or_its_images(tmp_path):
     (tmp_path / "snow").mkdir()
     with pytest.raises(SpurbenchError, match=r"background folder '.*snow' holds no image files; add template images"):
         folder_templates(tmp_path, "snow")
+
+
+def test_a_reference_image_changed_since_it_was_recorded(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from spurbench.generate.references import ClassReferences, verify_unchanged
+
+    path = tmp_path / "a.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(path)
+    refs = ClassReferences(index=309, component=-1, source="folder", images=[str(path)], sha256=["0" * 64])
+    with pytest.raises(SpurbenchError, match=r"reference image '.*a.png' changed since the build recorded it"):
+        verify_unchanged(refs)
