@@ -29,10 +29,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "spurbench"
 
-# The share of SpurbenchError call sites that the full suite may leave untriggered. Set to what the suite
-# reached when this check was added (see the commit), rounded up to the next percent so that it only ratchets:
-# lower it whenever tests cover more; never raise it to make a run pass. The target is <= 0.10.
-ALLOWED_UNCOVERED = 0.50
+# The share of SpurbenchError call sites the full suite may leave untriggered. Measured when this was set
+# (2026-12-05): 340 of 407 sites triggered (83.5 %), so at most 17 % untriggered. Lower it whenever tests cover
+# more (it only ratchets down); never raise it to make a run pass. The target is <= 0.10.
+ALLOWED_UNCOVERED = 0.17
 
 TEST_MARK = "# test "
 FULL_RUN_MARK = "# full run"
