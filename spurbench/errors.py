@@ -1,11 +1,40 @@
 """The one exception type for user mistakes: the CLI prints its message on one line, no traceback."""
 
+import os
+import sys
+
+# When set (tests/conftest.py sets it for a test session, and subprocesses inherit it), every SpurbenchError
+# constructed appends the `file:line` that constructed it to this file: scripts/error_coverage.py turns that
+# log into the list of error call sites no test triggers.
+ERROR_LOG_ENV = "SPURBENCH_ERROR_LOG"
+
 
 class SpurbenchError(Exception):
     """A problem the user can fix (bad path, unknown model, wrong class id, ...).
 
     The message must say what is wrong and how to fix it, in one line.
     """
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)
+        log = os.environ.get(ERROR_LOG_ENV)
+        if log:
+            _log_construction(self, log)
+
+
+def _log_construction(err: SpurbenchError, log: str) -> None:
+    """Append the `file:line` of the code that constructed `err` (past any subclass `__init__`) to `log`."""
+    frame = sys._getframe(2)
+    while frame is not None and frame.f_code.co_name == "__init__" and frame.f_locals.get("self") is err:
+        frame = frame.f_back
+    if frame is None:
+        return
+    try:
+        # one short write in append mode: lines from parallel processes do not interleave
+        with open(log, "a", encoding="utf-8") as f:
+            f.write(f"{frame.f_code.co_filename}:{frame.f_lineno}\n")
+    except OSError:
+        pass  # the coverage log must never turn a user's error into a different one
 
 
 def first_line(err: BaseException) -> str:

@@ -128,3 +128,87 @@ def pytest_collection_modifyitems(config, items):
         )
         for item in marked:
             item.add_marker(skip)
+
+
+# ---------------------------------------------------------------------------------------------
+# error coverage (scripts/error_coverage.py): which SpurbenchError call sites the suite triggers
+
+import importlib.util as _importlib_util  # noqa: E402
+
+_spec = _importlib_util.spec_from_file_location(
+    "spurbench_error_coverage", Path(__file__).resolve().parent.parent / "scripts" / "error_coverage.py"
+)
+error_coverage = _importlib_util.module_from_spec(_spec)
+__import__("sys").modules[_spec.name] = error_coverage  # its dataclasses look their module up there
+_spec.loader.exec_module(error_coverage)
+
+# $SPURBENCH_ERROR_LOG when already set (appended to: a run beside another, or a nested session), else one
+# per checkout, emptied at the start of each run (`python scripts/error_coverage.py` reads it)
+_ERROR_LOG = Path(os.environ.get("SPURBENCH_ERROR_LOG") or error_coverage.log_path())
+_coverage_state = {"deselected": 0, "full": False, "report": None}
+
+
+def pytest_configure(config):
+    """Start this session's error log; subprocesses inherit the variable."""
+    if hasattr(config, "workerinput") or os.environ.get("SPURBENCH_ERROR_LOG"):
+        return
+    _ERROR_LOG.write_text("", encoding="utf-8")
+    os.environ["SPURBENCH_ERROR_LOG"] = str(_ERROR_LOG)
+
+
+def pytest_runtest_setup(item):
+    """Mark in the log which test the following constructions belong to (tests run one at a time)."""
+    if os.environ.get("SPURBENCH_ERROR_LOG"):
+        with open(os.environ["SPURBENCH_ERROR_LOG"], "a", encoding="utf-8") as f:
+            f.write(f"{error_coverage.TEST_MARK}{item.nodeid}\n")
+
+
+def pytest_deselected(items):
+    _coverage_state["deselected"] += len(items)
+
+
+def pytest_collection_finish(session):
+    """A full run: every tests/test_*.py collected, nothing deselected (-k, -m, --deselect, --lf), no `::` selection."""
+    tests = Path(__file__).resolve().parent
+    wanted = {p.resolve() for p in tests.glob("test_*.py")}
+    collected = {Path(str(item.fspath)).resolve() for item in session.items}
+    opt = session.config.option
+    _coverage_state["full"] = (
+        wanted <= collected
+        and _coverage_state["deselected"] == 0
+        and not getattr(opt, "keyword", "")
+        and not getattr(opt, "markexpr", "")
+        and not any("::" in str(arg) for arg in session.config.args)
+    )
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """At the end of a full run that went to its end: fail it when too many error call sites went untriggered."""
+    if hasattr(session.config, "workerinput") or not _coverage_state["full"]:
+        return
+    if session.shouldstop or session.shouldfail or exitstatus in (pytest.ExitCode.INTERRUPTED,):
+        return  # stopped early (-x, Ctrl-C): the log is incomplete
+    with open(_ERROR_LOG, "a", encoding="utf-8") as f:
+        f.write(f"{error_coverage.FULL_RUN_MARK}\n")
+    sites, missing = error_coverage.uncovered(_ERROR_LOG)
+    share = len(missing) / len(sites)
+    failed = share > error_coverage.ALLOWED_UNCOVERED
+    _coverage_state["report"] = (error_coverage.report(sites, missing), failed)
+    if failed and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _coverage_state["report"] is None:
+        return
+    text, failed = _coverage_state["report"]
+    terminalreporter.section("error coverage", red=failed, green=not failed)
+    last = text.splitlines()[-1]
+    if failed:
+        terminalreporter.write_line(text)
+        terminalreporter.write_line(
+            "FAILED: more SpurbenchError call sites untriggered than scripts/error_coverage.py ALLOWED_UNCOVERED allows"
+        )
+    else:
+        terminalreporter.write_line(last)
+        terminalreporter.write_line("python scripts/error_coverage.py lists the untriggered sites")

@@ -113,7 +113,7 @@ def test_build_on_device(recipe, classes, tmp_path):
     not ON_GPU or torch.cuda.device_count() < 2,
     reason="needs 2 CUDA GPUs (accelerate launch --multi_gpu --num_processes 2)",
 )
-def test_two_process_build_under_accelerate(tmp_path, free_port):
+def test_two_process_build_under_accelerate(tmp_path):
     """Classes sharded over two GPUs; the main process exports all of them."""
     from datasets import load_dataset
 
@@ -128,7 +128,7 @@ def test_two_process_build_under_accelerate(tmp_path, free_port):
             "--num_processes",
             "2",
             "--main_process_port",
-            str(free_port),
+            "0",  # the launcher picks a free port itself (no window between checking and binding)
             "-m",
             "spurbench",
             "build",
@@ -304,6 +304,9 @@ def test_finetune_on_device(tmp_path):
     )
     summary = json.loads((tmp_path / "ft" / "finetune.json").read_text())
     assert summary["epochs_done"] == 2, summary
+    # trained where it was asked to: a silent fall-back to the CPU fails here (finetune.json records
+    # `device`, str(accelerator.device): "cuda" / "cuda:0" on a GPU, "cpu" in the CPU dry run)
+    assert str(summary.get("device")).split(":")[0] == DEVICE.split(":")[0], summary.get("device")
     log = [json.loads(x) for x in (tmp_path / "ft" / "train_log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in log] == [0, 1, 2] and all(np.isfinite(r.get("loss", 0.0)) for r in log[1:]), log
     assert (tmp_path / "ft" / "model.safetensors").is_file(), proc.stdout[-1000:]

@@ -407,7 +407,8 @@ def test_cli_errors_are_one_line(tmp_path):
 
 
 def test_cli_html_calls_the_page_renderer(tmp_path):
-    pytest.importorskip("spurbench.evaluate.page")  # owned by another part of the project
+    import spurbench.evaluate.page  # noqa: F401  (a broken page module fails here, it is not skipped)
+
     path = tmp_path / "leaderboard.json"
     record(path, "a", [1] * 12)
     record(path, "b", [0, 1] * 6)

@@ -4,6 +4,7 @@ recipes and panels are found by name after a plain install, and CITATION.cff is 
 from __future__ import annotations
 
 import argparse
+import re
 import subprocess
 import sys
 import zipfile
@@ -101,7 +102,10 @@ def test_citation_cff_is_valid():
         timeout=120,
     )
     assert res.returncode == 0, res.stdout + res.stderr
-    assert "valid" in (res.stdout + res.stderr).lower()
+    # "Citation metadata are valid according to schema version 1.2.0." ("valid" alone would match "invalid")
+    out = res.stdout + res.stderr
+    assert re.search(r"\bare valid according to schema version \d", out), out
+    assert "invalid" not in out.lower(), out
 
 
 def test_spurious_imagenet_class_table_matches_imagenet():

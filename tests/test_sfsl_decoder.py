@@ -11,16 +11,14 @@ import torch
 import yaml
 from PIL import Image
 
-pytest.importorskip("diffusers")
-
-from spurbench import resources  # noqa: E402
-from spurbench.cli import main  # noqa: E402
-from spurbench.errors import SpurbenchError  # noqa: E402
-from spurbench.generate import features as features_module  # noqa: E402
-from spurbench.generate.dreambooth import DreamBoothTrainer, TrainConfig, pixel_tensor, predict_z0  # noqa: E402
-from spurbench.generate.features import FeatureModel, load_tiny_decoder, sfsl_loss  # noqa: E402
-from spurbench.generate.recipe import recipe_from_dict, recipe_hash  # noqa: E402
-from spurbench.tiny_models import make_tiny_stable_diffusion  # noqa: E402
+from spurbench import resources
+from spurbench.cli import main
+from spurbench.errors import SpurbenchError
+from spurbench.generate import features as features_module
+from spurbench.generate.dreambooth import DreamBoothTrainer, TrainConfig, pixel_tensor, predict_z0
+from spurbench.generate.features import FeatureModel, load_tiny_decoder, sfsl_loss
+from spurbench.generate.recipe import recipe_from_dict, recipe_hash
+from spurbench.tiny_models import make_tiny_stable_diffusion
 
 RES = 64
 K = 285

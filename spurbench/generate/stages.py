@@ -21,7 +21,6 @@ import datetime
 import importlib
 import json
 import re
-import shutil
 import sys
 import time
 from collections.abc import Iterator
