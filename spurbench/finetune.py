@@ -605,7 +605,7 @@ def finetune(
         done_now += 1
     epochs.close()
 
-    summary = _summary(cfg, inputs, d, new_head, best, log)
+    summary = {**_summary(cfg, inputs, d, new_head, best, log), "device": str(device)}  # where it really ran
     if main:
         written.write(SUMMARY, json.dumps(summary, indent=2) + "\n")
     return summary
