@@ -331,3 +331,41 @@ def test_finetune_never_writes_over_its_own_weights(tmp_path, capsys):
     assert main([*args, "--data", str(data), "--out", str(ft), "--epochs", "1"]) == 2
     _one_line(capsys, "holds --weights")
     assert (ft / "model.safetensors").read_bytes() == b"my weights"
+
+
+def test_shift_page_masks_never_follow_a_path_out_of_the_set_nor_decode_a_bomb(tmp_path):
+    """A DDB set's mask cell naming '../secret.png' (a real PNG beside the set) or holding a PNG whose header claims
+    30000 x 30000 pixels: the page shows the pair without a mask, reads nothing outside the set, decodes nothing."""
+    import io as _io
+    import struct
+    import zlib
+
+    from datasets import Dataset, Features, Value
+    from datasets import Image as ImageFeature
+    from PIL import Image as PILImage
+
+    from spurbench.evaluate.shift_page import _mask_thumbnails
+
+    buf = _io.BytesIO()
+    PILImage.new("L", (4, 4), 255).save(buf, format="PNG")
+    png = bytearray(buf.getvalue())
+    (tmp_path / "secret.png").write_bytes(bytes(png))
+    ihdr = struct.pack(">II", 30000, 30000) + bytes(png[24:29])
+    png[16:29] = ihdr
+    png[29:33] = struct.pack(">I", zlib.crc32(b"IHDR" + ihdr) & 0xFFFFFFFF)
+    (tmp_path / "set").mkdir()
+    ds = Dataset.from_dict(
+        {
+            "mask": [
+                {"bytes": None, "path": "../secret.png"},
+                {"bytes": bytes(png), "path": None},
+                {"bytes": buf.getvalue(), "path": None},
+            ],
+            "source_index": [-1, -1, -1],
+            "group": ["a", "b", "c"],
+        },
+        features=Features(mask=ImageFeature(decode=False), source_index=Value("int64"), group=Value("string")),
+    )
+    out = _mask_thumbnails(tmp_path / "set", ds, tmp_path / "images", 16)
+    assert out[0]["mask"] is None and out[1]["mask"] is None
+    assert out[2]["mask"] == "images/masks/000002.png"  # a normal mask still drawn

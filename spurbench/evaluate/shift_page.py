@@ -11,12 +11,12 @@
 
 from __future__ import annotations
 
-import io
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from spurbench.dataset import OpenDataset
+from spurbench.errors import SpurbenchError
 from spurbench.evaluate.page_common import (
     PageData,
     Shot,
@@ -29,6 +29,8 @@ from spurbench.evaluate.page_common import (
     shot_figure,
     wnid_of,
 )
+from spurbench.files import inside
+from spurbench.untrusted import open_image
 
 
 def guide_thumbnails(
@@ -55,7 +57,11 @@ def guide_thumbnails(
         img = row["init_image"]
         if not img or img.get("bytes") is None:
             continue
-        with Image.open(io.BytesIO(img["bytes"])) as im:
+        try:
+            opened = open_image(img["bytes"], f"guide image of row {i}")
+        except SpurbenchError:  # over the size limit or not an image: the pair is shown without its guide
+            continue
+        with opened as im:
             im = im.convert("RGB")
             box = row.get("init_box")
             if box:  # outline the pasted photo, drawn at full size so the line stays thin after shrinking
@@ -93,14 +99,21 @@ def _mask_thumbnails(folder: Path, ds, images_dir: Path, thumb_size: int) -> dic
     for i, row in enumerate(ds):
         mask, src = row["mask"] or {}, row.get("source_index")
         data = mask.get("bytes")
-        if data is None and mask.get("path"):  # a set exported before masks were embedded: a path inside or beside it
-            found = [p for p in (folder / mask["path"], Path(mask["path"])) if p.is_file()]
-            data = found[0].read_bytes() if found else None
+        if data is None and mask.get("path"):  # a set exported before masks were embedded: a path inside it only
+            try:
+                path = inside(folder, mask["path"], f"row {i}'s mask")
+            except SpurbenchError:
+                path = None
+            data = path.read_bytes() if path is not None and path.is_file() else None
         entry: dict[str, Any] = {"group": row.get("group"), "kind": "ddb", "src": None, "mask": None}
         if src is not None and src >= 0 and (images_dir / "reference" / f"{src:06d}.jpg").is_file():
             entry["src"] = f"images/reference/{src:06d}.jpg"
-        if data is not None:
-            with Image.open(io.BytesIO(data)) as im:
+        try:
+            opened = open_image(data, f"mask of row {i}") if data is not None else None
+        except SpurbenchError:  # over the size limit or not an image: shown without its mask
+            opened = None
+        if opened is not None:
+            with opened as im:
                 im = im.convert("L").resize((thumb_size, thumb_size), Image.Resampling.NEAREST)
                 im.save(out_dir / f"{i:06d}.png", format="PNG", optimize=True)
             entry["mask"] = f"images/masks/{i:06d}.png"
