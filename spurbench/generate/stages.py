@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from spurbench.errors import SpurbenchError, hub_failure_reason
-from spurbench.files import WrittenFolder, has_record
+from spurbench.files import RECORD_NAME, WrittenFolder, has_record
 from spurbench.once import build_once
 
 #: per-class completion marker, written (atomically) only once all its images are on disk
@@ -812,7 +812,14 @@ def push_to_hub(folder: Path, repo_id: str, private: bool = False, message: str 
 
         api = HfApi()
         api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
-        api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="dataset", commit_message=message)
+        # the record of what spurbench wrote is this machine's business: a downloaded copy must not claim to be ours
+        api.upload_folder(
+            folder_path=str(folder),
+            repo_id=repo_id,
+            repo_type="dataset",
+            commit_message=message,
+            ignore_patterns=[RECORD_NAME, "**/" + RECORD_NAME],
+        )
     except Exception as err:
         raise SpurbenchError(
             f"could not push '{folder}' to the Hub dataset repo {repo_id} ({hub_failure_reason(err)}); the export is complete on disk: "
