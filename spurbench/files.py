@@ -21,7 +21,7 @@ import os
 import re
 import secrets
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -298,6 +298,20 @@ class WrittenFolder:
                 {"format": _RECORD_FORMAT, "writer": "spurbench", "files": dict(sorted(self.files.items()))}, indent=1
             ),
         )
+
+
+def write_claimed(out: str | Path, files: Mapping[str, str], flag: str = "--out") -> list[Path]:
+    """Write `files` ({relative path: text}) into the folder `out`, claimed through `WrittenFolder` (a new or
+    empty folder, or one spurbench wrote). Every file is checked replaceable before the first is written, so a
+    user's file in the way refuses the whole report and nothing is written; an unwritable folder is one line."""
+    written = WrittenFolder.claim(out, flag)
+    written.check_replaceable(*files)
+    try:
+        return [written.write(rel, text) for rel, text in files.items()]
+    except OSError as err:
+        raise SpurbenchError(
+            f"cannot write into {flag} '{out}': {err.strerror or err}; give a folder you can write to"
+        ) from None
 
 
 def has_record(folder: str | os.PathLike) -> bool:

@@ -123,10 +123,12 @@ def test_a_bad_class_id_is_one_line(call, match):
 
 
 def test_a_corrupt_work_dir_state_is_one_line_and_kept(tmp_path, capsys):
+    from spurbench.files import WrittenFolder
     from spurbench.generate.stages import STATE_FILE
 
     work = tmp_path / "work"
     work.mkdir()
+    WrittenFolder(work, "--work-dir").save()  # a work dir a build made carries spurbench's record
     (work / STATE_FILE).write_text("{not json")
     err = _build_error(
         ["--recipe", "smoke", "--out", str(tmp_path / "out"), "--work-dir", str(work), "--device", "cpu"], capsys

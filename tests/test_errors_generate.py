@@ -25,14 +25,26 @@ def test_reference_folders_that_are_missing_or_hold_no_image(tmp_path):
 
 
 def test_reference_images_that_cannot_be_read(tmp_path):
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), (200, 10, 10)).save(buf, format="PNG", compress_level=0)
+    truncated = tmp_path / "t.png"  # a valid header, half its pixel data
+    truncated.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    with pytest.raises(SpurbenchError, match=r"reference image '.*t.png' is corrupt or not an image"):
+        check_image(truncated)
     bad = tmp_path / "x.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n not really")
-    with pytest.raises(SpurbenchError, match=r"reference image '.*x.png' is corrupt or not an image"):
+    with pytest.raises(SpurbenchError, match=r"cannot read reference image '.*x.png': not an image spurbench can open"):
         check_image(bad)
     with pytest.raises(SpurbenchError, match=r"cannot read reference image '.*': .*; fix its permissions or remove"):
         check_image(tmp_path)  # a folder: read_bytes fails with an OSError
-    with pytest.raises(SpurbenchError, match=r"cannot read image '.*x.png' \(\w+\); replace or remove the file"):
+    with pytest.raises(SpurbenchError, match=r"cannot read image '.*x.png': not an image spurbench can open"):
         load_image(bad)
+    with pytest.raises(SpurbenchError, match=r"cannot read image '.*t.png' \(\w+: .*\); replace or remove the file"):
+        load_image(truncated)
     assert bad.read_bytes() == b"\x89PNG\r\n\x1a\n not really"
 
 

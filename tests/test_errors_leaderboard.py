@@ -60,7 +60,7 @@ def test_eval_results_out_that_is_a_file(board, tmp_path, capsys):
     err = _leaderboard_error(
         ["--leaderboard", str(board), "--format", "eval-results", "--dataset-id", "org/toy", "--out", str(out)], capsys
     )
-    assert f"--out '{out}' is a file; give a folder for the per-model .eval_results files" in err
+    assert f"--out '{out}' is a file, not a folder; give a folder" in err
     assert out.read_text() == "mine"
 
 

@@ -98,10 +98,12 @@ def _build(argv, capsys) -> str:
 
 
 def test_a_work_dir_of_another_recipe_is_refused_and_kept(tmp_path, capsys):
+    from spurbench.files import WrittenFolder
     from spurbench.generate.stages import STATE_FILE
 
     work = tmp_path / "work"
     work.mkdir()
+    WrittenFolder(work, "--work-dir").save()  # a work dir a build made carries spurbench's record
     state = '{"recipe": "other", "recipe_sha256": "' + "f" * 64 + '"}'
     (work / STATE_FILE).write_text(state)
     err = _build(

@@ -156,8 +156,9 @@ def test_write_dataset_never_replaces_a_foreign_folder_and_refuses_an_empty_set(
     assert (thesis / "chapter1.tex").is_file()
     (tmp_path / "nested" / "data").mkdir(parents=True)
     (tmp_path / "nested" / "data" / "notes.txt").write_text("mine")
-    with pytest.raises(SpurbenchError, match="data/notes.txt"):
+    with pytest.raises(SpurbenchError, match="already holds data/, which spurbench did not write"):
         write_dataset(tmp_path / "nested", {"test": _rows(1)}, DatasetCard(pretty_name="x"))
+    assert (tmp_path / "nested" / "data" / "notes.txt").read_text() == "mine"
     # a set whose only split is empty: one clear error, no unreadable folder
     with pytest.raises(SpurbenchError, match="split\\(s\\) test have no rows"):
         write_dataset(tmp_path / "empty", {"test": iter([])}, DatasetCard(pretty_name="x"))

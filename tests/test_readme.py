@@ -115,7 +115,7 @@ def test_readme_commands_run_in_order_in_a_fresh_folder(tmp_path):
             assert 1 <= len(re.findall(r"prompts cut to fit", res.stderr)) <= 3, res.stderr
             assert len(re.findall(r"the text encoder reads 77 tokens", res.stderr)) == 1, res.stderr
         if cmd.startswith(
-            "spurbench leaderboard --leaderboard runs/before.json --format html"
+            "spurbench leaderboard --leaderboard runs/before/board.json --format html"
         ):  # a DDB set's own words
             page = (clone / "runs" / "page" / "index.html").read_text()
             assert "Original photo | mask | counterfactual" in page and "pasted on the background" not in page

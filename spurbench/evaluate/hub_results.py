@@ -191,7 +191,7 @@ def write_eval_results(
     board: Mapping[str, Any], out: str | Path, dataset_id: str | None = None, groups: str | list[int] = "canonical"
 ) -> tuple[list[Path], dict[str, str]]:
     """Write each exported model's `.eval_results/<dataset slug>.yaml` under `out/<model slug>/` (`out` claimed as
-    `report.write_claimed` does: a new or empty folder, or one spurbench wrote); returns (the files, {model: why it
+    `files.write_claimed` does: a new or empty folder, or one spurbench wrote); returns (the files, {model: why it
     was left out}).
 
     `groups`: "canonical" (default: `canonical_group` only), "all", or a list of group ids (as
@@ -241,6 +241,6 @@ def write_eval_results(
                 files[path] = yaml.safe_dump(items, sort_keys=False, allow_unicode=True, width=1000)
     if not files:
         raise SpurbenchError("no entry has a value for the dataset's headline metrics; nothing to write")
-    from spurbench.evaluate.report import write_claimed
+    from spurbench.files import write_claimed
 
     return write_claimed(out, files), left_out

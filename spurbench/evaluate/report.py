@@ -24,7 +24,7 @@ from spurbench.evaluate.leaderboard import (
     to_markdown,
     to_ranked_json,
 )
-from spurbench.files import WrittenFolder
+from spurbench.files import write_claimed
 from spurbench.untrusted import printable
 
 
@@ -178,17 +178,3 @@ def printable_board(board: Any) -> Any:
     if isinstance(board, list):
         return [printable_board(v) for v in board]
     return board
-
-
-def write_claimed(out: str | Path, files: Mapping[str, str], flag: str = "--out") -> list[Path]:
-    """Write `files` ({relative path: text}) into the folder `out`, claimed through `files.WrittenFolder` (a new or
-    empty folder, or one spurbench wrote). Every file is checked replaceable before the first is written, so a
-    user's file in the way refuses the whole report and nothing is written; an unwritable folder is one line."""
-    written = WrittenFolder.claim(out, flag)
-    written.check_replaceable(*files)
-    try:
-        return [written.write(rel, text) for rel, text in files.items()]
-    except OSError as err:
-        raise SpurbenchError(
-            f"cannot write into {flag} '{out}': {err.strerror or err}; give a folder you can write to"
-        ) from None
