@@ -151,3 +151,32 @@ def test_images_are_bounded_before_decoding_and_corrupt_ones_named(tmp_path, mon
     broken.write_bytes(_png(np.zeros((64, 64, 3), np.uint8))[:60])
     with pytest.raises(SpurbenchError, match=r"broken.png"):
         copies.check_class([broken], [], 0.8, "class 1")
+
+
+def test_eval_leaves_near_duplicates_out_and_include_unverified_keeps_them(photos, tmp_path):
+    """Through `spurbench eval`'s own reader (evaluate/inputs.py): a set with the copy check's columns only."""
+    from spurbench import imagenet
+    from spurbench.dataset import DatasetCard, write_dataset
+    from spurbench.evaluate.inputs import open_dataset
+
+    rows = [
+        dict(
+            image=str(p),
+            label=1,
+            class_name=imagenet.class_name(1),
+            spurious_feature="x",
+            component=-1,
+            source="generated",
+            builder="sfsl",
+            prompt="p",
+            seed=i,
+        )
+        for i, p in enumerate([photos["rocket"], photos["coffee"], photos["chelsea"]])
+    ]
+    rows, _ = copies.annotate_rows(rows, {1: [str(photos["coffee"])]}, copies.DEFAULT_THRESHOLD)
+    folder = write_dataset(
+        tmp_path / "set", {"test": rows}, DatasetCard(pretty_name="t", body="b"), extra_features=copies.copy_features()
+    )
+    data = open_dataset(folder)
+    assert data.num_excluded == 1 and list(data.row_index) == [0, 2]
+    assert open_dataset(folder, include_unverified=True).num_excluded == 0

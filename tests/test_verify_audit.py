@@ -170,3 +170,16 @@ def test_audit_survives_a_rebuild_that_moves_the_rows(checked, tmp_path):
 def test_parse_audit_defaults():
     assert parse_audit(None, None) == (None, 0)
     assert parse_audit("12", " 7 ") == (12, 7)
+
+
+def test_page_shows_the_audited_rate_beside_the_headline(tmp_path):
+    from spurbench.evaluate.page_common import PageData
+    from spurbench.evaluate.page_sections import ranking_section
+    from spurbench.verification import audit_stats
+
+    verdicts = audit_stats("spurious", ["passed"] * 120, ["drop"] * 4 + ["keep"] * 116, {"passed": 900})
+    record = {"audit": {"kind": "spurious", "verdicts": verdicts}}
+    page = PageData({"entries": []}, [], [], [], None, "", {}, {}, {"verification": record}, tmp_path, tmp_path, "")
+    assert "object in passed images: 3 % [1 %, 8 %], 120 audited" in ranking_section(page)
+    page.provenance = {"verification": {"threshold": 0.1}}
+    assert 'id="audit-rate"' not in ranking_section(page)
