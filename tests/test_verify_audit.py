@@ -69,6 +69,7 @@ def test_draw_is_seeded_and_stratified_by_class_and_verdict():
         (["--audit", "ten"], r"^--audit must be a whole number of images to audit, got 'ten'$"),
         (["--audit", "4", "--audit-seed", "1.5"], r"^--audit-seed must be a whole number, got '1.5'$"),
         (["--audit", "4", "--audit-seed", "x"], r"^--audit-seed must be a whole number, got 'x'$"),
+        (["--audit", "4", "--audit-seed", "-1"], r"^--audit-seed must be 0 or more, got -1$"),
         (["--audit-seed", "2"], r"^--audit-seed seeds the audit sample: give --audit N too$"),
         (["--audit", "100000"], r"^--audit 100000 asks for more images than the \d+ checked ones; give at most \d+$"),
     ],
