@@ -228,8 +228,9 @@ def review_section(review: Review, apply_command: str) -> str:
     """The review section's HTML (self-contained: its own style and script)."""
     threshold = float(review.record["threshold"])
     failed_means = "the object is present" if review.kind == "spurious" else "the object is absent"
-    n_failed = sum(it.failed for it in review.items)
-    n_border = sum(it.borderline and not it.failed for it in review.items)
+    disputed = [it for it in review.items if not it.audit]  # the audit sample is counted in its own queue
+    n_failed = sum(it.failed for it in disputed)
+    n_border = sum(it.borderline and not it.failed for it in disputed)
     det = review.record
     intro = (
         f"<p>Each image was searched for its class's object by <code>{_esc(det.get('detector'))}</code> "
