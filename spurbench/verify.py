@@ -399,7 +399,8 @@ def _audit_lines(audit: Mapping[str, Any]) -> list[str]:
     lines = [
         "### Audit of the check",
         "",
-        f"A seeded random sample of {len(audit['images'])} checked image(s) (`spurbench verify --audit {audit.get('size')} "
+        f"A seeded random sample of {len(audit['images'])} checked image(s) of split(s) "
+        f"{', '.join(f'`{x}`' for x in audit.get('splits') or [])} (`spurbench verify --audit {audit.get('size')} "
         f"--audit-seed {audit.get('seed')}`; strata: {audit.get('strata')}), decided by a person without the detector's "
         "verdict. The rate is the share of decided images where the person disagrees with the detector, with its "
         "Wilson 95 % interval; the last figure scales it to the verdict's images in the whole set.",
@@ -756,8 +757,11 @@ def _audit_record(
     import hashlib
 
     by_name = {s.name: s for s in src.data}
+    # the split `spurbench eval` scores (test) when it was checked: the leak rate is a property of the scored images,
+    # not of the reference photos beside them
+    audited = [s for s in src.chosen if s.name == ds_contract.DEFAULT_SPLIT] or src.chosen
     verdict_of: dict[tuple[str, int], str] = {}
-    for s in src.chosen:
+    for s in audited:
         for i, p in enumerate(added[s.name][PRESENT]):
             if p is not None:
                 verdict_of[(s.name, i)] = "failed" if failed_check(kind, p) else "passed"
@@ -783,6 +787,7 @@ def _audit_record(
     return {
         **head,
         "kind": kind,
+        "splits": [s.name for s in audited],
         "strata": "class x verdict (half the sample per verdict, classes in proportion to their size)",
         "images": images,
         "not_found": lost,
@@ -898,7 +903,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--audit",
         metavar="N",
         default=None,
-        help="draw a seeded random sample of N checked images, stratified by class and verdict (passed / failed), into "
+        help="draw a seeded random sample of N checked images (of the test split when it is checked), stratified by class and verdict (passed / failed), into "
         "the review page's audit queue; once people decide them the card records the check's error rate per verdict "
         "(needs --out)",
     )
