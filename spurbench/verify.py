@@ -39,6 +39,7 @@ from spurbench import untrusted
 from spurbench.errors import SpurbenchError
 from spurbench.files import inside
 from spurbench.verification import (
+    AUDIT_KEY,
     BOX_FLOOR,
     BOXES,
     BOXES_KEPT,
@@ -50,7 +51,10 @@ from spurbench.verification import (
     PRESENT,
     REVIEWED,
     SCORE,
+    VERDICTS,
     VERIFY_COLUMNS,
+    audit_line,
+    audit_stats,
     failed_check,
     is_verified,
 )
@@ -384,7 +388,48 @@ def _card_section(record: Mapping[str, Any], kind: str) -> str:
         lines.append(
             f"- `{split}`: {c['checked']} checked, {c['failed']} failed the check, {c['keep']} kept and {c['drop']} dropped by a person"
         )
+    if record.get(AUDIT_KEY):
+        lines += ["", *_audit_lines(record[AUDIT_KEY])]
     return "\n".join(lines) + "\n"
+
+
+def _audit_lines(audit: Mapping[str, Any]) -> list[str]:
+    """The card's audit paragraph: per verdict, audited, disagreements and the rate with its Wilson 95 % interval."""
+    pct = lambda x: f"{100 * x:.1f} %"  # noqa: E731
+    lines = [
+        "### Audit of the check",
+        "",
+        f"A seeded random sample of {len(audit['images'])} checked image(s) of split(s) "
+        f"{', '.join(f'`{x}`' for x in audit.get('splits') or [])} (`spurbench verify --audit {audit.get('size')} "
+        f"--audit-seed {audit.get('seed')}`; strata: {audit.get('strata')}), decided by a person without the detector's "
+        "verdict. The rate is the share of decided images where the person disagrees with the detector, with its "
+        "Wilson 95 % interval; the last figure scales it to the verdict's images in the whole set.",
+        "",
+    ]
+    if audit.get("not_found"):
+        lines += [f"{audit['not_found']} image(s) of the sample are no longer in the set.", ""]
+    for verdict, v in audit["verdicts"].items():
+        what = (
+            "object present among passed images (leak rate)"
+            if verdict == "passed"
+            else "object absent among failed images"
+        )
+        if audit.get("kind") == "shift":
+            what = (
+                "object absent among passed images (leak rate)"
+                if verdict == "passed"
+                else "object present among failed images"
+            )
+        figure = (
+            f"{pct(v['rate'])} [{pct(v['low'])}, {pct(v['high'])}], about {v['set_estimate'][0]:g} "
+            f"[{v['set_estimate'][1]:g}, {v['set_estimate'][2]:g}] of its {v['images_in_set']} images"
+            if v["decided"]
+            else "no decisions yet"
+        )
+        lines.append(
+            f"- {verdict}: {v['audited']} audited, {v['decided']} decided, {v['disagree']} disagreement(s) with the detector; {what}: {figure}"
+        )
+    return lines
 
 
 def _with_section(body: str, section: str) -> str:
@@ -559,6 +604,9 @@ def verify_dataset(
     cache: str | Path | None = None,
     threshold_source: str | None = None,
     carry: Mapping[str, str] | None = None,
+    audit: int | None = None,
+    audit_seed: int = 0,
+    audit_carry: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Check a dataset and write it again to `out` with the verification columns; returns the card's record.
 
@@ -572,6 +620,9 @@ def verify_dataset(
     `threshold_source`: where a given `threshold` comes from, for the card (default: the command line).
     `carry`: decisions of an earlier version of the set by image sha256 (`decided_images`): each goes to the row with
     the same image bytes (before `decisions`); the record counts those carried and those that found no row.
+    `audit`: draw a new audit sample of that many checked images (seeded by `audit_seed`; `draw_audit`); otherwise the
+    set's earlier audit (or `audit_carry`, the audit record of the export a rebuild replaces) is found again by image
+    bytes. The record's `audit` holds the sample and, per verdict, the decisions people made on it.
     """
     from spurbench import __version__, detection
 
@@ -579,6 +630,8 @@ def verify_dataset(
         raise SpurbenchError(f"--threshold must be a score between 0 and 1, got {threshold}")
     if batch_size < 1:
         raise SpurbenchError(f"--batch-size must be at least 1, got {batch_size}")
+    if audit is not None:
+        parse_audit(audit, audit_seed)
     if detector is not None:
         detection.detector_spec(detector)
     src = _read_source(source, out, splits, decisions)
@@ -619,6 +672,9 @@ def verify_dataset(
         record["command"] = command
     if carry:
         record["decisions_carried"] = {"carried": len(carried), "not_carried": len(set(carry) - carried)}
+    audited = _audit_record(src, kind, added, audit, audit_seed, audit_carry or previous.get(AUDIT_KEY))
+    if audited is not None:
+        record[AUDIT_KEY] = audited
     card = src.card
     card.provenance[CARD_KEY] = record
     card.body = _with_section(card.body, _card_section(record, kind))
@@ -632,6 +688,137 @@ def verify_dataset(
     if detect_now and cache is None:
         resume_file(out).unlink(missing_ok=True)  # written by this command, done with
     return record
+
+
+# ---------------------------------------------------------------------------------------------
+# The audit: a seeded random sample, stratified by class and verdict, for a person to decide
+
+
+def parse_audit(audit: str | int | None, seed: str | int | None) -> tuple[int | None, int]:
+    """(--audit N, --audit-seed S) as integers, one line on what is wrong (N must be a positive whole number)."""
+    if audit is None:
+        if seed is not None:
+            raise SpurbenchError("--audit-seed seeds the audit sample: give --audit N too")
+        return None, 0
+    try:
+        n = int(str(audit).strip())
+    except ValueError:
+        raise SpurbenchError(f"--audit must be a whole number of images to audit, got {audit!r}") from None
+    if n <= 0:
+        raise SpurbenchError(f"--audit must be at least 1 image, got {n}")
+    try:
+        s = 0 if seed is None else int(str(seed).strip())
+    except ValueError:
+        raise SpurbenchError(f"--audit-seed must be a whole number, got {seed!r}") from None
+    if s < 0:
+        raise SpurbenchError(f"--audit-seed must be 0 or more, got {s}")
+    return n, s
+
+
+def draw_audit(strata: Mapping[tuple[int, str], Sequence[Any]], n: int, seed: int) -> list[Any]:
+    """n items drawn without replacement from `strata` ({(class, verdict): items}), seeded.
+
+    Half of n goes to each verdict (so both error rates can be estimated; a verdict with too few images gives the rest
+    to the other), and within a verdict to the classes in proportion to their sizes (largest remainder), so the rate
+    of a verdict is estimated without weights."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    sizes = {v: sum(len(items) for (_, vv), items in strata.items() if vv == v) for v in VERDICTS}
+    small, big = sorted(VERDICTS, key=lambda v: (sizes[v], v))
+    want = {small: min(sizes[small], n // 2)}
+    want[big] = min(sizes[big], n - want[small])
+    want[small] = min(sizes[small], n - want[big])  # what the bigger verdict could not take
+    out: list[Any] = []
+    for v in VERDICTS:
+        keys = sorted(k for k in strata if k[1] == v and strata[k])
+        if not keys or not want[v]:
+            continue
+        exact = [want[v] * len(strata[k]) / sizes[v] for k in keys]
+        take = [int(x) for x in exact]
+        for j in sorted(range(len(keys)), key=lambda j: (take[j] - exact[j], keys[j]))[: want[v] - sum(take)]:
+            take[j] += 1
+        for k, t in zip(keys, take):
+            picked = rng.choice(len(strata[k]), size=min(t, len(strata[k])), replace=False)
+            out += [strata[k][int(i)] for i in sorted(picked)]
+    return out
+
+
+def _audit_record(
+    src: _Source,
+    kind: str,
+    added: Mapping[str, Mapping[str, list[Any]]],
+    audit: int | None,
+    seed: int,
+    earlier: Mapping[str, Any] | None,
+) -> dict[str, Any] | None:
+    """The audit's part of the verification record: its sample (split, row, image sha256), drawn now (`audit`) or the
+    earlier one found again by image bytes (a rebuild or re-verification keeps it), and the per-verdict figures."""
+    import hashlib
+
+    by_name = {s.name: s for s in src.data}
+    # the split `spurbench eval` scores (test) when it was checked: the leak rate is a property of the scored images,
+    # not of the reference photos beside them
+    audited = [s for s in src.chosen if s.name == ds_contract.DEFAULT_SPLIT] or src.chosen
+    verdict_of: dict[tuple[str, int], str] = {}
+    for s in audited:
+        for i, p in enumerate(added[s.name][PRESENT]):
+            if p is not None:
+                verdict_of[(s.name, i)] = "failed" if failed_check(kind, p) else "passed"
+    if audit is not None:
+        if audit > len(verdict_of):
+            raise SpurbenchError(
+                f"--audit {audit} asks for more images than the {len(verdict_of)} checked ones; give at most {len(verdict_of)}"
+            )
+        strata: dict[tuple[int, str], list[tuple[str, int]]] = {}
+        for (name, i), verdict in verdict_of.items():
+            strata.setdefault((int(by_name[name].column("label")[i]), verdict), []).append((name, i))
+        rows = draw_audit(strata, audit, seed)
+        images = [[name, i, hashlib.sha256(by_name[name].image_bytes(i, i + 1)[0]).hexdigest()] for name, i in rows]
+        head, lost = {"seed": seed, "size": audit}, 0
+    elif earlier and earlier.get("images"):
+        images, lost = _find_again(src, earlier["images"])
+        head = {"seed": earlier.get("seed"), "size": earlier.get("size")}
+    else:
+        return None
+    verdicts = [verdict_of.get((name, i), "") for name, i, _ in images]
+    decisions = [added[name][REVIEWED][i] for name, i, _ in images]
+    set_sizes = {v: sum(x == v for x in verdict_of.values()) for v in VERDICTS}
+    return {
+        **head,
+        "kind": kind,
+        "splits": [s.name for s in audited],
+        "strata": "class x verdict (half the sample per verdict, classes in proportion to their size)",
+        "images": images,
+        "not_found": lost,
+        "verdicts": audit_stats(kind, verdicts, decisions, set_sizes),
+    }
+
+
+def _find_again(src: _Source, images: Sequence[Sequence[Any]]) -> tuple[list[list[Any]], int]:
+    """The audit's images in this version of the set, by their bytes: where they were if unchanged, else looked up
+    among every row; (found [[split, row, sha256]], how many are gone)."""
+    import hashlib
+
+    by_name = {s.name: s for s in src.data}
+    found, missing = [], []
+    for item in images:
+        try:  # read from a card: anything malformed counts as gone
+            name, i, digest = str(item[0]), int(item[1]), str(item[2])
+        except (TypeError, ValueError, IndexError, KeyError):
+            missing.append("")
+            continue
+        s = by_name.get(name)
+        if s is not None and 0 <= i < len(s) and hashlib.sha256(s.image_bytes(i, i + 1)[0]).hexdigest() == digest:
+            found.append([name, i, digest])
+        else:
+            missing.append(digest)
+    if missing:  # rows moved (a rebuild): look the images up by content
+        where = {d: (s.name, i) for s in src.data for i, d in enumerate(s.image_digests())}
+        for digest in missing:
+            if digest in where:
+                found.append([*where[digest], digest])
+    return found, len(images) - len(found)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -713,6 +900,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "download) to DIR/index.html: of --out when given, else of --dataset (which must be verified)",
     )
     r.add_argument(
+        "--audit",
+        metavar="N",
+        default=None,
+        help="draw a seeded random sample of N checked images (of the test split when it is checked), stratified by class and verdict (passed / failed), into "
+        "the review page's audit queue; once people decide them the card records the check's error rate per verdict "
+        "(needs --out)",
+    )
+    r.add_argument(
+        "--audit-seed",
+        metavar="S",
+        default=None,
+        help="seed of the --audit sample (a whole number, default 0)",
+    )
+    r.add_argument(
         "--margin",
         type=float,
         default=None,
@@ -737,6 +938,8 @@ def command_line(args: argparse.Namespace) -> str:
         ("--detector-revision", args.detector_revision),
         ("--threshold", args.threshold),
         ("--decisions", None if args.decisions is None else local(args.decisions)),
+        ("--audit", args.audit),
+        ("--audit-seed", args.audit_seed),
         ("--out", None if args.out is None else local(args.out)),
     ):
         if value is not None:
@@ -750,6 +953,11 @@ def run(args: argparse.Namespace) -> int:
     if args.out is None and args.page is None:
         raise SpurbenchError(
             "nothing to do: give --out DIR (write the verified dataset) and/or --page DIR (the review page)"
+        )
+    audit, audit_seed = parse_audit(args.audit, args.audit_seed)
+    if audit is not None and args.out is None:
+        raise SpurbenchError(
+            "--audit records its sample in a new copy of the dataset: add --out DIR (it may be --dataset itself)"
         )
     if args.decisions is not None and args.out is None:
         raise SpurbenchError(
@@ -790,10 +998,18 @@ def run(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             device=args.device,
             command=command_line(args),
+            audit=audit,
+            audit_seed=audit_seed,
         )
         for split, c in record["splits"].items():
             print(
                 f"{split}: {c['checked']} checked, {c['failed']} failed the check, {c['keep']} kept / {c['drop']} dropped by a person"
+            )
+        if AUDIT_KEY in record:
+            a = record[AUDIT_KEY]
+            print(
+                f"audit: {len(a['images'])} image(s) in the sample (seed {a['seed']}); "
+                + (audit_line(record) or "no decisions on them yet: decide them on the review page (--page DIR)")
             )
         print(f"verified dataset: {args.out} (detector {record['detector']}, threshold {record['threshold']})")
         target = args.out

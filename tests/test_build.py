@@ -31,7 +31,7 @@ from spurbench import cli, imagenet
 from spurbench.dataset import REQUIRED_COLUMNS, read_provenance
 from spurbench.errors import SpurbenchError
 from spurbench.generate.recipe import load_recipe, recipe_from_dict, recipe_hash
-from spurbench.verification import VERIFY_COLUMNS
+from spurbench.verification import COPY_COLUMNS, NEAR_DUPLICATE, SIMILARITY, VERIFY_COLUMNS
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
 
@@ -404,7 +404,13 @@ def test_smoke_export_loads_with_datasets(smoke_build):
     n_prompts, per_prompt = len(recipe.prompts.generation), recipe.generation.images_per_prompt
     test, ref = ds["test"], ds["reference"]
     # the smoke recipe's `verify:` stage adds the verification columns (spurbench.verify)
-    assert list(test.column_names) == list(REQUIRED_COLUMNS) + list(VERIFY_COLUMNS)
+    # and the copy check its columns (spurbench.generate.copies): the tiny model's noise copies no reference photo
+    assert list(test.column_names) == list(REQUIRED_COLUMNS) + list(COPY_COLUMNS) + list(VERIFY_COLUMNS)
+    assert not any(test[NEAR_DUPLICATE]) and all(s < 0.8 for s in test[SIMILARITY])
+    assert set(ds["reference"][NEAR_DUPLICATE]) == {False} and set(ds["reference"][SIMILARITY]) == {None}
+    copied = read_provenance(smoke_build.out)["copies"]
+    assert copied["threshold"] == 0.8 and set(copied["splits"]) == {"test"}
+    assert {k: c["checked"] for k, c in copied["splits"]["test"]["classes"].items()} == {"309": 4, "324": 4, "576": 4}
     assert len(test) == len(recipe.classes) * n_prompts * per_prompt == 12
     assert test.features["label"].names == list(imagenet.wnids())
     for entry in recipe.classes:

@@ -251,3 +251,60 @@ def test_clicking_downloading_and_applying_decisions(verified, review_page, tmp_
     assert cli.main(["verify", "--dataset", str(out), "--page", str(page2)]) == 0
     f2 = {int(f["data-index"]): f for f in _figures(page2 / "index.html")}
     assert f2[a]["data-decision"] == "keep" and f2[b]["data-decision"] == "drop"
+
+
+@pytest.mark.browser
+def test_audit_queue_in_a_real_browser(verified, tmp_path):
+    """`verify --audit N`: the sample sits in its own queue, blind (no score, no boxes); deciding it in Chromium and
+    applying the download gives the card's per-verdict rates."""
+    exe = _browser_or_skip()
+    from playwright.sync_api import sync_playwright
+
+    from spurbench.dataset import read_provenance
+    from spurbench.verification import AUDIT_KEY
+
+    audited = tmp_path / "audited"
+    assert (
+        cli.main(["verify", "--dataset", str(verified), "--audit", "6", "--audit-seed", "1", "--out", str(audited)])
+        == 0
+    )
+    sample = [int(i) for _, i, _ in read_provenance(audited)["verification"][AUDIT_KEY]["images"]]
+    page = tmp_path / "site"
+    assert cli.main(["verify", "--dataset", str(audited), "--page", str(page)]) == 0
+    html = (page / "index.html").read_text()
+    queue = html[html.index('id="review-audit"') : html.index("</section>", html.index('id="review-audit"'))]
+    assert sorted(int(x) for x in __import__("re").findall(r'data-index="(\d+)"', queue)) == sorted(sample)
+    assert "<rect" not in queue and "≥" not in queue  # blind: the detector's verdict is not shown
+    # an audited image is not also among the disputed ones
+    assert all(html.count('figure class="rv') and html.count(f'data-index="{i}"') == 1 for i in sample)
+    present = _table(audited).column(PRESENT).to_pylist()
+    passed = [i for i in sample if not present[i]]
+    with sync_playwright() as pw:
+        ctx = pw.chromium.launch_persistent_context(
+            str(tmp_path / "profile"),
+            executable_path=exe,
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"],
+            headless=True,
+            accept_downloads=True,
+        )
+        try:
+            tab = ctx.new_page()
+            errors: list[str] = []
+            tab.on("pageerror", lambda e: errors.append(str(e)))
+            tab.goto((page / "index.html").as_uri(), wait_until="load")
+            for i in sample:  # the person: object present in the first passed image, absent in every other
+                d = "drop" if i == passed[0] else "keep"
+                tab.click(f'#review-audit figure.rv[data-index="{i}"] button[data-decision="{d}"]')
+            assert tab.text_content("#rv-count") == f"{len(sample)} decisions"
+            with tab.expect_download() as info:
+                tab.click("#rv-download")
+            saved = tmp_path / "decisions.csv"
+            info.value.save_as(str(saved))
+        finally:
+            ctx.close()
+    assert errors == []
+    assert cli.main(["verify", "--dataset", str(audited), "--decisions", str(saved), "--out", str(audited)]) == 0
+    v = read_provenance(audited)["verification"][AUDIT_KEY]["verdicts"]
+    assert (v["passed"]["decided"], v["passed"]["disagree"]) == (len(passed), 1)
+    assert (v["failed"]["decided"], v["failed"]["disagree"]) == (len(sample) - len(passed), len(sample) - len(passed))
+    assert "### Audit of the check" in (audited / "README.md").read_text()

@@ -202,10 +202,14 @@ def _verified_rows(
     """(split rows to score, number left out) on a verified set; (None, 0) when all rows are scored."""
     from spurbench import verification as verify
 
-    if include_unverified or not verify.is_verified(full.column_names):
+    cols = (verify.PRESENT, verify.REVIEWED, verify.NEAR_DUPLICATE)  # the copy check's verdict counts as a failed check
+    out = (
+        None
+        if include_unverified
+        else verify.excluded_in(opened.kind, {c: full[c] for c in cols if c in full.column_names})
+    )
+    if out is None:
         return None, 0
-    reviewed = full[verify.REVIEWED] if verify.REVIEWED in full.column_names else None
-    out = verify.excluded_rows(opened.kind, full[verify.PRESENT], reviewed)
     if out.all():
         raise NothingVerified(
             f"every image of '{opened.folder}' failed its verification check; nothing to score (--include-unverified scores them anyway)",

@@ -265,6 +265,10 @@ def ranking_section(p: PageData) -> str:
     table = _sortable_table(cols, rows, "ranking", caption, "rank" if len(groups) <= 1 else None)
     if not p.entries:
         table += '<p class="note">No model has been scored on this dataset yet: run <code>spurbench eval</code> (see Reproduce below).</p>'
+    from spurbench.verification import audit_line  # the check's audited error rate, beside the headline
+
+    audited = audit_line((p.provenance or {}).get("verification"))
+    table = (f'<p class="note" id="audit-rate">{esc(audited)} (the check\'s audit)</p>' if audited else "") + table
     return f'<section id="models"><h2>Models</h2>{table}</section>'
 
 

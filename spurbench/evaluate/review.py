@@ -48,6 +48,10 @@ class ReviewItem:
     width: int
     height: int
     src: str = ""  # thumbnail path relative to the page
+    audit: bool = False  # drawn into the audit sample (`spurbench verify --audit N`): shown apart, without the verdict
+    near_duplicate: bool = False  # the build's copy check found it too close to a reference image
+    similarity: float | None = None  # to its nearest reference image (copy check)
+    nearest: str = ""  # that reference image's file name
 
 
 @dataclass
@@ -79,7 +83,19 @@ def collect_review(
     from PIL import Image
 
     from spurbench import imagenet
-    from spurbench.verification import BOXES, CARD_KEY, DEFAULT_MARGIN, PRESENT, REVIEWED, SCORE, failed_check
+    from spurbench.verification import (
+        AUDIT_KEY,
+        BOXES,
+        CARD_KEY,
+        DEFAULT_MARGIN,
+        NEAR_DUPLICATE,
+        NEAREST,
+        PRESENT,
+        REVIEWED,
+        SCORE,
+        SIMILARITY,
+        failed_check,
+    )
 
     opened = folder if isinstance(folder, ds_contract.OpenDataset) else None
     folder = opened.folder if opened is not None else Path(folder)
@@ -91,6 +107,7 @@ def collect_review(
     margin = float(record.get("margin", DEFAULT_MARGIN)) if margin is None else float(margin)
     out = images_dir / "review"
     out.mkdir(parents=True, exist_ok=True)
+    audited = _audit_rows(record.get(AUDIT_KEY))
     items: list[ReviewItem] = []
     for split in opened.split_names if opened is not None else ds_contract.split_names(folder):
         table, feats = opened.table(split) if opened is not None else ds_contract.read_split_table(folder, split)
@@ -100,17 +117,19 @@ def collect_review(
         imagenet_labels = names == list(imagenet.wnids()) or not names
         cols = {
             c: table.column(c).to_pylist()
-            for c in ("label", SCORE, PRESENT, BOXES, REVIEWED)
+            for c in ("label", SCORE, PRESENT, BOXES, REVIEWED, NEAR_DUPLICATE, SIMILARITY, NEAREST)
             if c in table.column_names
         }
         for i, score in enumerate(cols[SCORE]):
-            if score is None:
+            near = bool((cols.get(NEAR_DUPLICATE) or [False] * len(cols[SCORE]))[i])
+            if score is None and not near:
                 continue
             present = bool(cols[PRESENT][i])
-            failed = failed_check(kind, present)
-            borderline = abs(float(score) - threshold) <= margin
+            failed = score is not None and failed_check(kind, present)
+            borderline = score is not None and abs(float(score) - threshold) <= margin
             reviewed = (cols.get(REVIEWED) or [""] * len(cols[SCORE]))[i] or ""
-            if not (failed or borderline or reviewed):
+            audit = (split, i) in audited
+            if not (failed or borderline or reviewed or audit or near):
                 continue
             cell = table.column("image")[i].as_py()
             what = f"split '{split}' row {i}'s image"
@@ -131,7 +150,7 @@ def collect_review(
                     index=i,
                     label=k,
                     class_name=_label_name(names, k, imagenet_labels),
-                    score=float(score),
+                    score=float(score or 0.0),
                     present=present,
                     failed=failed,
                     borderline=borderline,
@@ -140,6 +159,12 @@ def collect_review(
                     width=width,
                     height=height,
                     src=f"{rel_prefix}/review/{name}",
+                    audit=audit,
+                    near_duplicate=near,
+                    similarity=None
+                    if SIMILARITY not in cols or cols[SIMILARITY][i] is None
+                    else float(cols[SIMILARITY][i]),
+                    nearest=str((cols.get(NEAREST) or [""] * len(cols[SCORE]))[i] or ""),
                 )
             )
     from spurbench.dataset import dataset_display_name
@@ -148,34 +173,64 @@ def collect_review(
     return Review(kind=kind, record=dict(record), margin=margin, items=items, dataset=dataset_display_name(folder))
 
 
+def _audit_rows(audit: Any) -> set[tuple[str, int]]:
+    """(split, row) of the audit sample in the verification record (malformed entries of a card are skipped)."""
+    out = set()
+    for item in (audit or {}).get("images") or [] if isinstance(audit, dict) else []:
+        try:
+            out.add((str(item[0]), int(item[1])))
+        except (TypeError, ValueError, IndexError, KeyError):
+            continue
+    return out
+
+
 def _figure(it: ReviewItem, threshold: float) -> str:
-    rects = "".join(
-        f'<rect x="{b["box"][0]:.1f}" y="{b["box"][1]:.1f}" width="{max(0.0, b["box"][2] - b["box"][0]):.1f}" '
-        f'height="{max(0.0, b["box"][3] - b["box"][1]):.1f}" class="{"hit" if b["score"] >= threshold else "weak"}">'
-        f"<title>{_esc(b.get('query'))}: {b['score']:.3f}</title></rect>"
-        for b in it.boxes
-    )
-    status = "failed" if it.failed else "borderline" if it.borderline else "decided"
-    best = it.boxes[0].get("query") if it.boxes else ""
+    if it.audit:  # blind: no score, no boxes, so the person's call does not lean on the detector's
+        rects, caption = "", f'<span class="small">{_esc(it.split)} #{it.index} · audit</span>'
+        status = "audit"
+    else:
+        rects, caption, status = _detector_view(it, threshold)
     pressed = lambda d: "true" if it.reviewed == d else "false"  # noqa: E731
     return (
         f'<figure class="rv {status}" data-split="{_esc(it.split)}" data-index="{it.index}" data-score="{it.score:.4f}" '
         f'data-initial="{_esc(it.reviewed)}" data-decision="{_esc(it.reviewed)}">'
         f'<div class="rv-img"><img src="{_esc(it.src)}" alt="{_esc(it.split)} #{it.index}" decoding="async">'
         f'<svg viewBox="0 0 {it.width} {it.height}" preserveAspectRatio="none" xmlns="http://www.w3.org/2000/svg">{rects}</svg></div>'
-        f"<figcaption><b>{it.score:.3f}</b> {'≥' if it.present else '<'} {threshold:g} · {status}<br>"
-        f'<span class="small">{_esc(it.split)} #{it.index}{" · " + _esc(best) if best else ""}</span></figcaption>'
+        f"<figcaption>{caption}</figcaption>"
         f'<div class="rv-buttons"><button type="button" data-decision="keep" aria-pressed="{pressed("keep")}">keep</button>'
         f'<button type="button" data-decision="drop" aria-pressed="{pressed("drop")}">drop</button></div></figure>'
     )
+
+
+def _detector_view(it: ReviewItem, threshold: float) -> tuple[str, str, str]:
+    """(boxes as SVG, caption, status) of a disputed image: what the detector and the copy check say."""
+    rects = "".join(
+        f'<rect x="{b["box"][0]:.1f}" y="{b["box"][1]:.1f}" width="{max(0.0, b["box"][2] - b["box"][0]):.1f}" '
+        f'height="{max(0.0, b["box"][3] - b["box"][1]):.1f}" class="{"hit" if b["score"] >= threshold else "weak"}">'
+        f"<title>{_esc(b.get('query'))}: {b['score']:.3f}</title></rect>"
+        for b in it.boxes
+    )
+    status = "failed" if it.failed else "copy" if it.near_duplicate else "borderline" if it.borderline else "decided"
+    best = it.boxes[0].get("query") if it.boxes else ""
+    copy = (
+        f'<br><span class="small">copy of {_esc(it.nearest)}: similarity {it.similarity:.2f}</span>'
+        if it.near_duplicate and it.similarity is not None
+        else ""
+    )
+    caption = (
+        f"<b>{it.score:.3f}</b> {'≥' if it.present else '<'} {threshold:g} · {status}<br>"
+        f'<span class="small">{_esc(it.split)} #{it.index}{" · " + _esc(best) if best else ""}</span>{copy}'
+    )
+    return rects, caption, status
 
 
 def review_section(review: Review, apply_command: str) -> str:
     """The review section's HTML (self-contained: its own style and script)."""
     threshold = float(review.record["threshold"])
     failed_means = "the object is present" if review.kind == "spurious" else "the object is absent"
-    n_failed = sum(it.failed for it in review.items)
-    n_border = sum(it.borderline and not it.failed for it in review.items)
+    disputed = [it for it in review.items if not it.audit]  # the audit sample is counted in its own queue
+    n_failed = sum(it.failed for it in disputed)
+    n_border = sum(it.borderline and not it.failed for it in disputed)
     det = review.record
     intro = (
         f"<p>Each image was searched for its class's object by <code>{_esc(det.get('detector'))}</code> "
@@ -192,20 +247,43 @@ def review_section(review: Review, apply_command: str) -> str:
     )
     by_class: dict[int, list[ReviewItem]] = {}
     for it in review.items:
-        by_class.setdefault(it.label, []).append(it)
-    body = []
+        if not it.audit:
+            by_class.setdefault(it.label, []).append(it)
+    body = [audit_queue(review)]
     for k in sorted(by_class):
         its = sorted(by_class[k], key=lambda it: (not it.failed, -it.score, it.split, it.index))
+        copies = sum(i.near_duplicate for i in its)
         body.append(
             f'<section class="rv-class" id="review-class-{k}"><h3>{_esc(its[0].class_name)} '
-            f"<small>{sum(i.failed for i in its)} failed, {sum(i.borderline and not i.failed for i in its)} borderline</small></h3>"
+            f"<small>{sum(i.failed for i in its)} failed, {sum(i.borderline and not i.failed for i in its)} borderline"
+            f"{f', {copies} near-duplicate(s) of a reference image' if copies else ''}</small></h3>"
             f'<div class="rv-sheet">{"".join(_figure(it, threshold) for it in its)}</div></section>'
         )
-    if not body:
+    if len(body) == 1:
         body.append('<p class="note">No image failed the check or lies near the threshold: nothing to review.</p>')
     return (
         f'<section id="review"><h2>Review: is the object really {"absent" if review.kind == "spurious" else "there"}?</h2>'
         f"<style>{_CSS}</style>{intro}{tools}{''.join(body)}<script>{_JS}</script></section>"
+    )
+
+
+def audit_queue(review: Review) -> str:
+    """The audit queue: the random sample of `spurbench verify --audit N`, apart from the disputed images and shown
+    without the detector's score or boxes; empty when the set has no audit sample."""
+    from spurbench.verification import audit_line
+
+    items = sorted((it for it in review.items if it.audit), key=lambda it: (it.label, it.split, it.index))
+    if not items:
+        return ""
+    absent = "absent" if review.kind == "spurious" else "present"
+    line = audit_line(review.record)
+    return (
+        f'<section class="rv-class rv-audit" id="review-audit"><h3>Audit: {len(items)} randomly drawn image(s) '
+        f"<small>{_esc(line) if line else 'no decisions yet'}</small></h3>"
+        f"<p>A seeded random sample of every checked image, passed and failed alike, shown without the detector's "
+        f"verdict. Decide each: <b>keep</b> when the class's object is {absent} (a valid test image), <b>drop</b> when "
+        "it is not. The card then records how often the detector is wrong, with an interval.</p>"
+        f'<div class="rv-sheet">{"".join(_figure(it, 0.0) for it in items)}</div></section>'
     )
 
 
@@ -258,7 +336,8 @@ _CSS = """
 .rv-tools { position:sticky; top:0; background:#fff; padding:6px 0; z-index:2; border-bottom:1px solid #d9dde5; }
 .rv-sheet { display:flex; flex-wrap:wrap; gap:10px; }
 figure.rv { margin:0; width:164px; border:2px solid #d9dde5; border-radius:5px; padding:2px; }
-figure.rv.failed { border-color:#d9822b; }
+figure.rv.failed { border-color:#d9822b; } figure.rv.copy { border-color:#7a4fb3; }
+.rv-audit { border:1px dashed #aab; border-radius:6px; padding:0 10px 10px; margin:10px 0; }
 figure.rv[data-decision=keep] { border-color:#2f8f46; background:#eef8f0; }
 figure.rv[data-decision=drop] { border-color:#b3121d; background:#fbeeee; opacity:.8; }
 .rv-img { position:relative; width:160px; line-height:0; }

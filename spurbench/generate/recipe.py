@@ -278,6 +278,10 @@ def recipe_from_dict(data: Mapping[str, Any]) -> Any:
     from spurbench.generate.verify_stage import SECTION, parse_verify_section
 
     parse_verify_section(data.pop(SECTION, None))
+    # `copies:` likewise (the copy check's threshold: re-checked, never regenerated): see generate/copies.py
+    from spurbench.generate import copies
+
+    copies.parse_copies_section(data.pop(copies.SECTION, None))
     return get_method(method_name(data)).recipe_from_dict(data)
 
 

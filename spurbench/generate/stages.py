@@ -623,6 +623,7 @@ def stage_export(ctx: Context, base_revision: str | None, created: str, out: Pat
     from tqdm.auto import tqdm
 
     from spurbench.dataset import DatasetCard, write_dataset
+    from spurbench.generate import copies
     from spurbench.generate.references import ClassReferences, verify_unchanged
 
     missing = [c.index for c in ctx.classes if not _class_done(ctx, c.index)]
@@ -639,6 +640,7 @@ def stage_export(ctx: Context, base_revision: str | None, created: str, out: Pat
     for c in ctx.classes:
         verify_unchanged(refs[c.index])
     splits, extra_features, counts = ctx.method.export_splits(ctx, markers, refs)
+    splits, extra_features, copied = copies.check_export(ctx, splits, refs, extra_features)
     parts = ctx.method.card_parts(ctx, markers, refs, counts)
     total = sum(counts.values())
     ctx.log(f"stage 5/5 export: {' + '.join(f'{n} {s}' for s, n in counts.items())} images -> {out or ctx.out}")
@@ -646,7 +648,8 @@ def stage_export(ctx: Context, base_revision: str | None, created: str, out: Pat
     label_set = ctx.method.label_set(r) if hasattr(ctx.method, "label_set") else None
     card = DatasetCard(
         pretty_name=parts.pretty_name,
-        body=card_body(ctx, parts, base_revision, created),
+        body=card_body(ctx, parts, base_revision, created)
+        + ("" if copied is None else "\n\n" + copies.card_section(copied)),
         license=r.dataset_license,
         provenance={
             "recipe": r.name,
@@ -661,6 +664,7 @@ def stage_export(ctx: Context, base_revision: str | None, created: str, out: Pat
             "spurbench_version": _version(),
             "versions": software_versions(),
             "scheduler": scheduler_record(ctx),
+            **({copies.SECTION: copied} if copied is not None else {}),
         },
         kind=ctx.method.kind_of(r) if hasattr(ctx.method, "kind_of") else ctx.method.KIND,
         **({"label_set": label_set[0]} if label_set else {}),

@@ -65,6 +65,7 @@ def stage_verify(ctx, section: VerifySection, unverified: Path, carry: dict[str,
     export being replaced, by image sha256, carried over to the rows with the same image bytes."""
     from spurbench.verify import verify_dataset
 
+    audit = earlier_audit(ctx.out)
     ctx.log(f"stage verify: {section.detector} checks every image for its class's object -> {ctx.out}")
     record = verify_dataset(
         unverified,
@@ -79,6 +80,7 @@ def stage_verify(ctx, section: VerifySection, unverified: Path, carry: dict[str,
         progress=ctx.progress,
         cache=ctx.work / "verify" / "detections.jsonl",
         carry=carry or None,
+        audit_carry=audit,
         threshold_source=None if section.threshold is None else "the recipe's `verify:` section (verify.threshold)",
     )
     if carry:
@@ -87,8 +89,30 @@ def stage_verify(ctx, section: VerifySection, unverified: Path, carry: dict[str,
             f"stage verify: carried {c['carried']} decision(s) over to rows with the same image bytes; "
             f"{c['not_carried']} could not be carried (their images changed)"
         )
+    if audit is not None:
+        a = record.get("audit") or {}
+        ctx.log(
+            f"stage verify: the audit sample of the export this build replaces: {len(a.get('images') or [])} image(s) "
+            f"found again, {a.get('not_found', 0)} gone (their images changed)"
+        )
     for split, c in record["splits"].items():
         ctx.log(
             f"stage verify: {split}: {c['checked']} checked, {c['failed']} failed the check (threshold {record['threshold']})"
         )
     return ctx.out
+
+
+def earlier_audit(folder: Path) -> dict[str, Any] | None:
+    """The audit record (`spurbench verify --audit`) of the verified export in `folder`, which a rebuild carries over
+    like people's decisions; None when there is none (or the folder is no dataset)."""
+    from spurbench import dataset as ds_contract
+    from spurbench.verification import AUDIT_KEY, CARD_KEY
+
+    if not Path(folder).is_dir():
+        return None
+    try:
+        record = ds_contract.read_provenance(folder).get(CARD_KEY) or {}
+    except (SpurbenchError, OSError, ValueError):
+        return None
+    audit = record.get(AUDIT_KEY)
+    return dict(audit) if isinstance(audit, dict) and audit.get("images") else None
