@@ -29,6 +29,7 @@ def _one_line(argv: list[str], capsys) -> str:
         ("index,decision\n0,keep\n", r"decisions file '.*' lacks column\(s\) split; it needs the header index,split"),
         ("index,split,decision\nfirst,test,keep\n", r"line 2 has index 'first'; expected a row number"),
         ("index,split,decision\n0,test,maybe\n", r"line 2 has decision 'maybe'; expected keep, drop or clear"),
+        ("index,split,decision\n0,test,keep\n0,test,drop\n", r"line 3 decides row 0 of split 'test' twice, differ"),
     ],
 )
 def test_a_bad_decisions_file_is_one_line(tmp_path, text, match):
