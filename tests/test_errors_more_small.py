@@ -279,3 +279,33 @@ def test_a_head_that_is_not_a_layer():
         SpurbenchError, match=r"ResNet has no linear classifier layer to re-initialise; use --head keep"
     ):
         reinit_head(model, 0)
+
+
+def test_a_download_cut_off_by_the_server(tmp_path):
+    import socket
+    import struct
+    import threading
+
+    from spurbench.download import fetch
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))  # port 0: the OS picks a free one
+    server.listen(1)
+
+    def serve_then_reset() -> None:
+        conn, _ = server.accept()
+        conn.recv(65536)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"x" * 10)
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close with a reset
+        conn.close()
+
+    thread = threading.Thread(target=serve_then_reset, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.getsockname()[1]}/release.zip"
+    try:
+        with pytest.raises(SpurbenchError, match=r"download of .*release.zip was interrupted \(ConnectionResetError\)"):
+            fetch(url, tmp_path / "release.zip", None)
+    finally:
+        thread.join(timeout=10)
+        server.close()
+    assert not (tmp_path / "release.zip").exists()
