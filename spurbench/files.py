@@ -23,7 +23,7 @@ import secrets
 import shutil
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from spurbench.errors import SpurbenchError
 
@@ -309,9 +309,12 @@ def write_claimed(out: str | Path, files: Mapping[str, str], flag: str = "--out"
     try:
         return [written.write(rel, text) for rel, text in files.items()]
     except OSError as err:
-        raise SpurbenchError(
-            f"cannot write into {flag} '{out}': {err.strerror or err}; give a folder you can write to"
-        ) from None
+        raise cannot_write(flag, out, err) from None
+
+
+def cannot_write(flag: str, folder: str | os.PathLike, err: OSError) -> SpurbenchError:
+    """The one line for a claimed folder that refused a write (read-only, full disk): raise it `from None`."""
+    return SpurbenchError(f"cannot write into {flag} '{folder}': {err.strerror or err}; give a folder you can write to")
 
 
 def has_record(folder: str | os.PathLike) -> bool:
@@ -331,15 +334,28 @@ def _read_record(record: Path, flag: str) -> dict[str, str]:
         raise bad(f"over {MAX_RECORD_BYTES >> 20} MiB")
     try:
         data = json.loads(record.read_bytes())
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise bad("not JSON") from None
     files = data.get("files") if isinstance(data, dict) else None
     if not isinstance(data, dict) or data.get("writer") != "spurbench" or not isinstance(files, dict):
         raise bad("no `files` table")
-    out = {}
+    # names are checked lexically and their distinct parent folders against symbolic links, once each: a board's
+    # record lists thousands of files, and resolving each one made every claim cost grow with the folder
+    # (`path()` still confines each name when it is used)
+    parents = set()
     for name, digest in files.items():
-        if not (isinstance(name, str) and isinstance(digest, str) and re.fullmatch(r"[0-9a-f]{64}", digest)):
+        if (
+            not (isinstance(name, str) and isinstance(digest, str) and _HEX64.fullmatch(digest))
+            or not name
+            or "\x00" in name
+        ):
             raise bad(f"entry {str(name)[:80]!r}")
-        inside(record.parent, name, f"'{record}'")  # a record naming ../x would let a removal leave the folder
-        out[name] = digest
-    return out
+        if name.startswith(("/", "~")) or ".." in PurePosixPath(name).parts:
+            raise bad(f"entry {name[:80]!r} leads out of the folder")
+        parents.add(PurePosixPath(name).parent.as_posix())
+    for parent in parents - {"."}:
+        inside(record.parent, parent, f"'{record}'")  # a listed folder linked elsewhere would let a removal leave
+    return dict(files)
+
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")

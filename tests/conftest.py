@@ -4,7 +4,6 @@ scikit-learn ship; no model or dataset hub is reached."""
 from __future__ import annotations
 
 import os
-import socket
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -104,14 +103,6 @@ def make_photo_dataset(root: Path) -> PhotoDataset:
 def photo_dataset(tmp_path_factory) -> PhotoDataset:
     """A small dataset in the contract format, made from real photos, exported as Parquet + card."""
     return make_photo_dataset(tmp_path_factory.mktemp("photo_dataset"))
-
-
-@pytest.fixture
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 now, for `accelerate launch --main_process_port` in multi-process tests."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def pytest_collection_modifyitems(config, items):

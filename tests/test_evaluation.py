@@ -252,10 +252,9 @@ def board_copy(cli_run, tmp_path):
     return folder / "lb.json"
 
 
-def _corrupt_dataset(root: Path) -> Path:
-    import skimage.data
-
-    good = dict(
+def cat_row(image) -> dict:
+    """A reference row of class 285 (Egyptian cat) holding `image`: the rows of the small hostile-image sets."""
+    return dict(
         label=285,
         class_name="Egyptian cat",
         spurious_feature="x",
@@ -264,10 +263,16 @@ def _corrupt_dataset(root: Path) -> Path:
         builder="photos",
         prompt="",
         seed=-1,
+        image=image,
     )
+
+
+def _corrupt_dataset(root: Path) -> Path:
+    import skimage.data
+
     rows = [
-        dict(good, image=skimage.data.chelsea()),
-        dict(good, image={"bytes": b"\x89PNG\r\n\x1a\n-truncated-", "path": "broken_cat.png"}),
+        cat_row(skimage.data.chelsea()),
+        cat_row({"bytes": b"\x89PNG\r\n\x1a\n-truncated-", "path": "broken_cat.png"}),
     ]
     return write_dataset(root / "corrupt", {"test": rows}, DatasetCard(pretty_name="corrupt"))
 

@@ -21,7 +21,7 @@ from conftest import _photo
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
-from test_evaluation import _lite0_file, _snapshot
+from test_evaluation import _lite0_file, _snapshot, cat_row
 from test_files import _png_header_claiming
 
 from spurbench import cli, imagenet
@@ -32,22 +32,8 @@ from spurbench.untrusted import MAX_IMAGE_PIXELS, image_size
 CAT = 285  # Egyptian cat: the photo dataset's chelsea rows
 
 
-def _row(image) -> dict:
-    return dict(
-        label=CAT,
-        class_name="Egyptian cat",
-        spurious_feature="x",
-        component=-1,
-        source="reference",
-        builder="photos",
-        prompt="",
-        seed=-1,
-        image=image,
-    )
-
-
 def _bomb_dataset(root: Path, w: int, h: int) -> Path:
-    rows = [_row(_photo("chelsea")), _row({"bytes": _png_header_claiming(w, h), "path": "bomb.png"})]
+    rows = [cat_row(_photo("chelsea")), cat_row({"bytes": _png_header_claiming(w, h), "path": "bomb.png"})]
     return write_dataset(root / f"bomb{w}", {"test": rows}, DatasetCard(pretty_name="bomb"))
 
 

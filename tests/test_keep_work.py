@@ -241,27 +241,34 @@ def test_killed_verify_resumes_to_the_uninterrupted_dataset(tmp_path):
     assert whole.returncode == 0, whole.stderr[-3000:]
 
     resume = tmp_path / ".killed.detections.jsonl"
-    proc = subprocess.Popen(
-        _verify_cmd(ds, "killed"),
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 300
-    while not (resume.is_file() and len(resume.read_text().splitlines()) > 1):
-        assert proc.poll() is None, proc.stderr.read()[-3000:]
-        assert time.monotonic() < deadline, "no detection was cached in time"
-        time.sleep(0.01)
-    # stop the run, then read what it had done from disk, then kill it: no assumption about how far it got
-    os.killpg(proc.pid, signal.SIGSTOP)
-    if proc.poll() is not None:  # it finished between the last look and the stop: there is nothing to resume
-        pytest.skip("the verify run finished before it could be stopped")
+    # A run that finished between the last look and the stop has nothing to resume: start it again (it rewrites
+    # its own --out) rather than skip, so the test always checks a resume; three such misses are a failure.
+    for _attempt in range(3):
+        proc = subprocess.Popen(
+            _verify_cmd(ds, "killed"),
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 300
+        while not (resume.is_file() and len(resume.read_text().splitlines()) > 1):
+            assert proc.poll() is None, proc.stderr.read()[-3000:]
+            assert time.monotonic() < deadline, "no detection was cached in time"
+            time.sleep(0.01)
+        # stop the run, then read what it had done from disk, then kill it: no assumption about how far it got
+        os.killpg(proc.pid, signal.SIGSTOP)
+        if proc.poll() is None:
+            break
+        proc.stderr.close()
+    else:
+        raise AssertionError("the verify run finished before it could be stopped, three times")
     saved = resume.read_text()
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+    proc.stderr.close()
     assert resume.read_text() == saved  # the cache as it stood when the run was stopped
 
     again = subprocess.run(

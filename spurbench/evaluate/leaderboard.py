@@ -38,7 +38,7 @@ import os
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, TypedDict
 
 import numpy as np
@@ -46,8 +46,6 @@ import numpy as np
 from spurbench.errors import SpurbenchError
 from spurbench.evaluate import hitstore, predictions_csv, shift
 from spurbench.files import (
-    MAX_RECORD_BYTES,
-    RECORD_NAME,
     WrittenFolder,
     atomic_write,
     has_record,
@@ -392,10 +390,6 @@ def _jsonable(x: Any) -> Any:
     return x
 
 
-#: kept for the modules that import it: the one atomic write is `spurbench.files.atomic_write`
-_write_atomic = atomic_write
-
-
 def dumps_board(board: Mapping[str, Any]) -> str:
     """The board as JSON text: indented, but each entry on one line. Entries are most of the file (their
     per-class tables), and one line each keeps the text diff of a re-scored model to one line and lets
@@ -510,7 +504,7 @@ def _written_folder(path: Path) -> WrittenFolder:
     every file in its store is recognisable, and nothing else in the folder is ever replaced or deleted."""
     folder = path.parent
     if has_record(folder):
-        return _claim_recorded(folder, _folder_flag(path))
+        return WrittenFolder.claim(folder, _folder_flag(path), create=False)  # the record checked once, fast
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -523,47 +517,6 @@ def _written_folder(path: Path) -> WrittenFolder:
     return written
 
 
-def _claim_recorded(folder: Path, flag: str) -> WrittenFolder:
-    """`WrittenFolder.claim` of a folder that holds its record, checking each listed path's folder once rather
-    than each file (a board's record lists thousands of files, and resolving each on every record made a record's
-    cost grow with the board): names are checked lexically, their distinct parent folders against symbolic links."""
-    record = folder / RECORD_NAME
-
-    def bad(why: str) -> SpurbenchError:
-        return SpurbenchError(
-            f"{flag}: '{record}' is not a record spurbench wrote ({why}); nothing there is replaced: move the folder "
-            "away or give another one"
-        )
-
-    if record.stat().st_size > MAX_RECORD_BYTES:
-        raise bad(f"over {MAX_RECORD_BYTES >> 20} MiB")
-    try:
-        data = json.loads(record.read_bytes())
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        raise bad("not JSON") from None
-    files = data.get("files") if isinstance(data, dict) else None
-    if not isinstance(data, dict) or data.get("writer") != "spurbench" or not isinstance(files, dict):
-        raise bad("no `files` table")
-    parents = set()
-    for name, digest in files.items():
-        parts = PurePosixPath(name).parts
-        if (
-            not isinstance(digest, str)
-            or not _HEX64.fullmatch(digest)
-            or not name
-            or "\x00" in name
-            or name.startswith(("/", "~"))
-            or ".." in parts
-        ):
-            raise bad(f"entry {name[:80]!r}")
-        parents.add(PurePosixPath(name).parent.as_posix())
-    for parent in parents - {"."}:
-        inside(folder, parent, f"'{record}'")  # a listed folder linked elsewhere would let a removal leave the board
-    remove_stale_temporaries(folder)
-    return WrittenFolder(folder, flag, dict(files))
-
-
-_HEX64 = re.compile(r"[0-9a-f]{64}")
 _OLD_LEFTOVER = re.compile(r".+\.(tmp|bak)-\d+")
 
 

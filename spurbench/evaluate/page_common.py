@@ -16,7 +16,7 @@ from typing import Any
 
 from spurbench import imagenet, untrusted
 from spurbench.errors import SpurbenchError
-from spurbench.files import WrittenFolder, sha256_of, temporary_name
+from spurbench.files import WrittenFolder, cannot_write, sha256_of, temporary_name
 
 #: longest side of a contact-sheet thumbnail, in pixels (shown at half that on screen; sharp on HiDPI)
 THUMB_SIZE = 192
@@ -123,9 +123,7 @@ def publish_page(out_dir: Path, flag: str, build: Callable[[Path], str], images:
             written.save()  # once for all thumbnails (a record rewrite per file would be quadratic)
             written.write("index.html", page)
         except OSError as err:
-            raise SpurbenchError(
-                f"cannot write the page into {flag} '{out_dir}': {err.strerror or err}; give a folder you can write to"
-            ) from None
+            raise cannot_write(flag, out_dir, err) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return out_dir / "index.html"
