@@ -844,7 +844,11 @@ def sampling_memory(arch: SDArch, resolution: int, images: int, guidance: bool, 
 
     def build():
         low = _low(precision)
-        return _fresh("unet", arch.unet, dtype=low), _fresh("text", arch.text, dtype=low), _fresh("vae", arch.vae, dtype=low)
+        return (
+            _fresh("unet", arch.unet, dtype=low),
+            _fresh("text", arch.text, dtype=low),
+            _fresh("vae", arch.vae, dtype=low),
+        )
 
     def step(models):
         unet, te, vae = models
@@ -974,7 +978,10 @@ class Plan:
 
     def bandwidth(self) -> tuple[float, str]:
         if self.profile is not None:
-            return self.profile.bandwidth_gbs * 1e9, f"measured update bandwidth, profile {Path(self.profile.source).name}"
+            return (
+                self.profile.bandwidth_gbs * 1e9,
+                f"measured update bandwidth, profile {Path(self.profile.source).name}",
+            )
         return self.gpu.bandwidth * 1e9, f"{self.gpu.name} datasheet bandwidth"
 
     def io(self, key: str) -> tuple[float, str]:
@@ -1068,8 +1075,14 @@ class Photos:
     written: dict[str, int] = field(default_factory=dict)
     assumed: bool = False
 
-    def add(self, index: int, samples: list[str] | None = None, folder: Any = None, limit: int | None = None,
-            assumed: int = IMAGENET_PHOTOS_PER_CLASS) -> None:
+    def add(
+        self,
+        index: int,
+        samples: list[str] | None = None,
+        folder: Any = None,
+        limit: int | None = None,
+        assumed: int = IMAGENET_PHOTOS_PER_CLASS,
+    ) -> None:
         if samples:
             sizes = [sample_photo_bytes(s) for s in samples]
             self.written.update({s.replace(":", "_"): b for s, b in zip(samples, sizes)})
@@ -1087,7 +1100,11 @@ class Photos:
         return sum(sum(v) for v in self.per_class.values())
 
     def note(self) -> str:
-        return f"{ASSUMED_PHOTO_BYTES // 1000} KB photos assumed where a folder is not on this machine" if self.assumed else "sizes on disk"
+        return (
+            f"{ASSUMED_PHOTO_BYTES // 1000} KB photos assumed where a folder is not on this machine"
+            if self.assumed
+            else "sizes on disk"
+        )
 
 
 def spurious_imagenet_folder(root: str | Path, index: int) -> Path | None:
@@ -1134,7 +1151,9 @@ def memory_note(m: Memory, gpus: dict[str, GPU] | None = None) -> str:
         return "fits every listed GPU"
     advice = []
     if m.checkpointing is False and m.other is not None and m.other < m.total:
-        advice.append(f"gradient_checkpointing: true ({m.other / 1e9:.1f} GB; fits {', '.join(fits(m.other, gpus)) or 'none'})")
+        advice.append(
+            f"gradient_checkpointing: true ({m.other / 1e9:.1f} GB; fits {', '.join(fits(m.other, gpus)) or 'none'})"
+        )
     if m.optimizer:
         advice.append("a smaller train_batch_size")
     elif m.activations > m.weights:
@@ -1307,7 +1326,10 @@ def format_plan(p: Plan) -> str:
     out += ["", "sources:"] + [f"  {s}" for s in sources]
     mem_lines = [line for line in p.lines if line.memory is not None]
     if not p.memory:
-        out += ["", "peak memory per stage: give --plan-memory (estimated on fake tensors; minutes for a training step)"]
+        out += [
+            "",
+            "peak memory per stage: give --plan-memory (estimated on fake tensors; minutes for a training step)",
+        ]
     if mem_lines:
         out += ["", "peak memory per stage (MemTracker on fake tensors, no GPU used):"]
         for line in mem_lines:
@@ -1318,7 +1340,11 @@ def format_plan(p: Plan) -> str:
             out.append(
                 f"  {line.stage:<42} {m.total / 1e9:7.2f} GB = weights {m.weights / 1e9:.2f} + gradients "
                 f"{m.gradients / 1e9:.2f} + optimizer {m.optimizer / 1e9:.2f} + activations {m.activations / 1e9:.2f}"
-                + (f" (gradient checkpointing {'on' if m.checkpointing else 'off'})" if m.checkpointing is not None else "")
+                + (
+                    f" (gradient checkpointing {'on' if m.checkpointing else 'off'})"
+                    if m.checkpointing is not None
+                    else ""
+                )
                 + other
             )
             out.append(f"    {line.memory_note or memory_note(m)}")
