@@ -856,7 +856,7 @@ def sampling_memory(arch: SDArch, resolution: int, images: int, guidance: bool, 
         with torch.no_grad(), _autocast(precision):
             states = te(_text_ids(n))[0]
             latents = unet(*_unet_inputs(arch, resolution, n), states).sample[:images]
-            vae.decode(latents[:, :4].to(low)).sample
+            return vae.decode(latents[:, :4].to(low)).sample
 
     return track_peak(build, step)
 
