@@ -15,9 +15,12 @@ stages are written by the `plan` function of its module (spurbench.generate.meth
 
 FLOPs here are what FlopCounterMode counts: 2 per multiply-add of matmuls, convolutions and attention
 (element-wise ops, norms and softmax are not counted, as is usual); a backward counts what autograd runs
-(weight gradients only for trained weights). GPU time = FLOPs / (peak x utilisation), so the utilisation
-(model FLOPs utilisation) carries every inefficiency. The default, 0.2, is an assumption; `benchmarks/cost_model.py
---measure` on a GPU times the real-size models (random weights) and prints the utilisation they reach there.
+(weight gradients only for trained weights). Time per stage = FLOPs / (peak x the utilisation of its kind of
+stage: train, sample, vision) + the memory traffic FLOPs miss (AdamW, clipping, GradScaler, autocast copies:
+bytes / bandwidth) + fixed costs (weights read from disk, pipelines built, checkpoints written). The utilisations,
+bandwidth and disk figures come from a measured profile of the GPU kind (spurbench/generate/profiles/<kind>.yaml,
+written by `benchmarks/cost_model.py --measure --write-profile`), else from stated defaults (DEFAULT_UTILIZATIONS,
+the datasheet bandwidth, DEFAULT_IO). Peak memory per stage: MemTracker on fake tensors (`track_peak`).
 """
 
 from __future__ import annotations
