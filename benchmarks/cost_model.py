@@ -178,6 +178,140 @@ def measure(resolution: int, device_name: str, repeats: int, arch: str = "sd-v1"
     return [(name, _timed(fn, device, repeats), flops) for name, fn, flops in runs]
 
 
+def measure_profile(
+    resolution: int, device_name: str, repeats: int, arch: str, precision: str, batch: int, checkpointing: bool
+) -> tuple[cost.Profile, list[tuple[str, float, float]]]:
+    """Time each kind of stage as the build runs it and turn the times into a profile: the DreamBooth step with
+    AdamW, gradient clipping, the GradScaler (fp16) and gradient checkpointing as the recipe says; the update alone
+    (its bandwidth); sampling at the recipe's batch (UNet batch 2 x `batch` with guidance) in the low precision;
+    a batch-1 ResNet-50 forward (vision); saving and loading a UNet (disk, pipeline build)."""
+    import datetime
+    import shlex
+    import tempfile
+
+    import diffusers
+    import timm
+    import torch
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    device = torch.device(device_name)
+    sd = _arch(arch, resolution)
+    torch.manual_seed(0)
+    cuda = device.type == "cuda"
+    low = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision, torch.float32) if cuda else torch.float32
+    with device:
+        unet = UNet2DConditionModel.from_config(sd.unet).train()
+        text = CLIPTextModel(CLIPTextConfig(**sd.text)).train()
+        unet_eval = UNet2DConditionModel.from_config(sd.unet).to(low).requires_grad_(False).eval()
+        net = timm.create_model(FEATURE_MODEL, pretrained=False).eval()
+    if checkpointing:
+        unet.enable_gradient_checkpointing()
+    params = [p for m in (unet, text) for p in m.parameters()]
+    opt = torch.optim.AdamW(params, betas=(0.9, 0.999), weight_decay=1e-2, eps=1e-8)
+    scaler = torch.amp.GradScaler(device.type) if cuda and precision == "fp16" else None
+    autocast = torch.autocast(device.type, dtype=low, enabled=cuda and low != torch.float32)
+    h, c = sd.latent(resolution), sd.unet.get("in_channels", 4)
+
+    def update():
+        if scaler is not None:
+            scaler.unscale_(opt)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        if scaler is not None:
+            scaler.step(opt)
+            scaler.update()
+        else:
+            opt.step()
+
+    def train_step():  # as DreamBoothTrainer.step + backward_and_update: instance + prior, text encoder trained
+        with autocast:
+            states = text(torch.zeros(2, 77, dtype=torch.long, device=device))[0]
+            out = unet(torch.randn(2, c, h, h, device=device), torch.zeros(2, dtype=torch.long, device=device), states)
+            loss = out.sample.float().pow(2).mean()
+        (scaler.scale(loss) if scaler is not None else loss).backward()
+        update()
+        opt.zero_grad(set_to_none=True)
+
+    def update_only():  # the update with gradients in place (kept between runs)
+        for p in params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        update()
+
+    n = 2 * batch
+
+    @torch.no_grad()
+    def sample_call():
+        return unet_eval(
+            torch.randn(n, c, h, h, device=device, dtype=low),
+            torch.zeros(n, dtype=torch.long, device=device),
+            torch.randn(n, 77, sd.unet.get("cross_attention_dim", 768), device=device, dtype=low),
+        ).sample
+
+    @torch.no_grad()
+    def vision():
+        return net(torch.randn(1, 3, 224, 224, device=device))
+
+    t_step = _timed(train_step, device, repeats)
+    t_update = _timed(update_only, device, repeats)
+    for p in params:
+        p.grad = None
+    t_sample = _timed(sample_call, device, repeats)
+    t_vision = _timed(vision, device, repeats)
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        unet_eval.save_pretrained(tmp, safe_serialization=True)
+        t_save = time.perf_counter() - t0
+        size = sum(f.stat().st_size for f in Path(tmp).rglob("*") if f.is_file())
+        t0 = time.perf_counter()
+        UNet2DConditionModel.from_pretrained(tmp).to(device)
+        t_load = time.perf_counter() - t0
+    trained = sum(p.numel() for p in params)
+    traffic, _ = cost.step_traffic(trained, precision if cuda else "no", checkpointing)
+    f_step = cost.dreambooth_step(sd, resolution, 1, True, True, checkpointing)
+    f_sample = cost._unet_call(sd, resolution, n)
+    f_vision = cost.classifier_pass(FEATURE_MODEL)
+    if cuda:
+        gpu = next((k for k in cost.GPUS if k in torch.cuda.get_device_name(device).upper()), "GPU")
+        peak = (cost.GPUS[gpu].bf16 if low != torch.float32 else cost.GPUS[gpu].fp32) if gpu in cost.GPUS else 0
+        name = torch.cuda.get_device_name(device)
+    else:  # a CPU's peak: what a large float32 matmul reaches
+        gpu, name = cost.CPU, "cpu"
+        a = torch.randn(1024, 1024)
+        peak = 2 * 1024**3 / _timed(lambda: a @ a, device, repeats) / 1e12
+    peak_flops = peak * 1e12
+    compute = max(t_step - t_update, 1e-9)
+    profile = cost.Profile(
+        kind=gpu,
+        device=name,
+        torch=str(torch.__version__),
+        diffusers=str(diffusers.__version__),
+        date=datetime.date.today().isoformat(),
+        command="python benchmarks/cost_model.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        peak_tflops=round(peak, 3),
+        bandwidth_gbs=round(traffic / t_update / 1e9, 3),
+        utilization={
+            "train": round(min(1.0, f_step / (peak_flops * compute)), 5),
+            "sample": round(min(1.0, f_sample / (peak_flops * t_sample)), 5),
+            "vision": round(min(1.0, f_vision / (peak_flops * t_vision)), 5),
+        },
+        io={
+            "disk_read_gbs": round(size / t_load / 1e9, 3),
+            "disk_write_gbs": round(size / t_save / 1e9, 3),
+            "pipeline_build_s": round(t_load, 3),
+        },
+    )
+    rows = [
+        ("DreamBooth step (AdamW, clipping, scaler, as the recipe)", t_step, f_step),
+        ("  of which the update (AdamW + clipping + scaler)", t_update, 0),
+        (f"sampling UNet call (batch {n})", t_sample, f_sample),
+        ("ResNet-50 forward, batch 1 (vision)", t_vision, f_vision),
+        (f"UNet save ({size / 1e6:.0f} MB)", t_save, 0),
+        ("UNet load + build", t_load, 0),
+    ]
+    return profile, rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
@@ -195,12 +329,30 @@ def main() -> None:
         help="architecture timed by --measure (tiny: spurbench's tiny SD, to run the code path on a CPU)",
     )
     parser.add_argument(
+        "--precision", choices=("no", "fp16", "bf16"), default="fp16", help="the recipe's mixed_precision"
+    )
+    parser.add_argument(
+        "--batch", type=int, default=16, help="the recipe's generation batch_size (UNet batch 2 x this)"
+    )
+    parser.add_argument(
+        "--no-checkpointing", action="store_true", help="train without gradient checkpointing (the recipe's setting)"
+    )
+    parser.add_argument("--write-profile", metavar="FILE", help="with --measure: write the measured profile here")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="no GPU: run the whole measuring path on the CPU with the tiny models at 64 px, batch 2, one repeat, and "
+        "print (and with --write-profile write) the profile it gives; its numbers describe this CPU, not a GPU",
+    )
+    parser.add_argument(
         "--peak",
         type=float,
         default=cost.GPUS["H100"].bf16,
         help="the device's peak TFLOP/s for the utilisation in --measure (H100/H200 dense bf16: 989.4)",
     )
     args = parser.parse_args()
+    if args.dry_run:
+        args.measure, args.device, args.arch, args.resolution, args.repeats, args.batch = True, "cpu", "tiny", 64, 1, 2
 
     t = time.perf_counter()
     rows = flop_table(args.resolution)
@@ -227,6 +379,22 @@ def main() -> None:
             print(
                 "--measure: skipped, no CUDA device (give --device cpu --resolution 64 to run the code path on a CPU)"
             )
+            return
+        profile, rows = measure_profile(
+            args.resolution, args.device, args.repeats, args.arch, args.precision, args.batch, not args.no_checkpointing
+        )
+        print(f"stages timed as the build runs them on {profile.device} ({args.arch}, {args.resolution} px):")
+        for name, seconds, flops in rows:
+            print(
+                f"  {name:<58} {seconds * 1e3:10.2f} ms" + (f"  {flops / seconds / 1e12:8.3f} TFLOP/s" if flops else "")
+            )
+        import yaml
+
+        print("profile:\n" + yaml.safe_dump(profile.to_dict(), sort_keys=False))
+        if args.write_profile:
+            cost.write_profile(profile, args.write_profile)
+            print(f"wrote {args.write_profile}")
+        if args.dry_run:
             return
         results = measure(args.resolution, args.device, args.repeats, args.arch)
         name_width = max(len(n) for n, _, _ in results)

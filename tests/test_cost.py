@@ -151,11 +151,15 @@ def test_plan_numbers_of_the_sfsl_recipe(capsys):
     from spurbench.generate.recipe import load_recipe
 
     path, recipe = load_recipe("spurious_imagenet")
-    h100 = cost.plan(recipe, recipe_path=path)
+    h100 = cost.plan(recipe, recipe_path=path, utilization=0.2)
     a100 = cost.plan(recipe, recipe_path=path, gpu="A100", utilization=0.4)
     assert h100.flops == a100.flops
-    assert h100.gpu_hours() == pytest.approx(h100.flops / (989.4e12 * 0.2) / 3600)
-    assert a100.gpu_hours() / h100.gpu_hours() == pytest.approx((989.4 * 0.2) / (312.0 * 0.4))
+    # the compute term is FLOPs at the one utilisation given; traffic and fixed costs come on top
+    compute = sum(h100.seconds(line).compute for line in h100.lines)
+    assert compute == pytest.approx(h100.flops / (989.4e12 * 0.2))
+    a100_compute = sum(a100.seconds(line).compute for line in a100.lines)
+    assert a100_compute / compute == pytest.approx((989.4 * 0.2) / (312.0 * 0.4))
+    assert h100.gpu_hours() * 3600 > compute
     # a class selection costs its share
     one = cost.plan(recipe, recipe.classes[:1])
     assert one.images == 100

@@ -15,9 +15,12 @@ stages are written by the `plan` function of its module (spurbench.generate.meth
 
 FLOPs here are what FlopCounterMode counts: 2 per multiply-add of matmuls, convolutions and attention
 (element-wise ops, norms and softmax are not counted, as is usual); a backward counts what autograd runs
-(weight gradients only for trained weights). GPU time = FLOPs / (peak x utilisation), so the utilisation
-(model FLOPs utilisation) carries every inefficiency. The default, 0.2, is an assumption; `benchmarks/cost_model.py
---measure` on a GPU times the real-size models (random weights) and prints the utilisation they reach there.
+(weight gradients only for trained weights). Time per stage = FLOPs / (peak x the utilisation of its kind of
+stage: train, sample, vision) + the memory traffic FLOPs miss (AdamW, clipping, GradScaler, autocast copies:
+bytes / bandwidth) + fixed costs (weights read from disk, pipelines built, checkpoints written). The utilisations,
+bandwidth and disk figures come from a measured profile of the GPU kind (spurbench/generate/profiles/<kind>.yaml,
+written by `benchmarks/cost_model.py --measure --write-profile`), else from stated defaults (DEFAULT_UTILIZATIONS,
+the datasheet bandwidth, DEFAULT_IO). Peak memory per stage: MemTracker on fake tensors (`track_peak`).
 """
 
 from __future__ import annotations
@@ -59,25 +62,149 @@ class GPU:
     name: str
     bf16: float  # dense bf16/fp16 tensor-core peak, TFLOP/s (mixed precision fp16 or bf16)
     fp32: float  # plain fp32 peak, TFLOP/s (mixed_precision "no"; TF32 is not assumed)
-    memory_gb: int
+    memory_gb: float
+    bandwidth: float  # memory (HBM/GDDR) bandwidth, GB/s, datasheet
 
 
 GPUS: dict[str, GPU] = {
-    "H100": GPU("NVIDIA H100 SXM", 989.4, 66.9, 80),  # H100 datasheet: 1979 bf16 with sparsity, half dense
-    "H200": GPU("NVIDIA H200 SXM", 989.4, 66.9, 141),  # same chip as H100, more memory
-    "A100": GPU("NVIDIA A100 SXM 80GB", 312.0, 19.5, 80),
-    "L40S": GPU("NVIDIA L40S", 362.05, 91.6, 48),
-    "L4": GPU("NVIDIA L4", 121.0, 30.3, 24),
+    "H100": GPU("NVIDIA H100 SXM", 989.4, 66.9, 80, 3350),  # datasheet: 1979 bf16 with sparsity, half dense
+    "H200": GPU("NVIDIA H200 SXM", 989.4, 66.9, 141, 4800),  # same chip as H100, more and faster memory
+    "A100": GPU("NVIDIA A100 SXM 80GB", 312.0, 19.5, 80, 2039),
+    "L40S": GPU("NVIDIA L40S", 362.05, 91.6, 48, 864),
+    "L4": GPU("NVIDIA L4", 121.0, 30.3, 24, 300),
 }
 DEFAULT_GPU = "H100"
-DEFAULT_UTILIZATION = 0.2
+#: a CPU is priced only from a profile measured on it (`benchmarks/cost_model.py --measure --device cpu`)
+CPU = "CPU"
 
 
 def gpu_spec(name: str) -> GPU:
     key = name.upper()
     if key not in GPUS:
-        raise SpurbenchError(f"--plan-gpu {name!r} is not known to the cost model; use one of {', '.join(GPUS)}")
+        raise SpurbenchError(
+            f"--plan-gpu {name!r} is not known to the cost model; use one of {', '.join(GPUS)} "
+            f"(or {CPU} with --plan-profile)"
+        )
     return GPUS[key]
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage kinds and what a stage costs besides its FLOPs.
+
+#: The utilisation (model FLOPs utilisation) of each kind of stage when no profile of the GPU is found: stated
+#: assumptions, not measurements. train: a DreamBooth / textual-inversion step at batch 1-2 (+ prior) keeps a GPU
+#: busy a few per cent of peak (launch overheads, small matmuls, gradient checkpointing's recompute is counted
+#: as FLOPs): 400-800 DreamBooth steps take 5-15 min on an A100 in practice. sample: batched denoising at
+#: UNet batch 8-32 reaches 15-25 %. vision: batch-1 detection, classification, integrated gradients.
+DEFAULT_UTILIZATIONS: dict[str, float] = {"train": 0.06, "sample": 0.2, "vision": 0.1}
+#: Disk and pipeline-building figures when no profile says otherwise (assumptions: a cloud volume or an SSD
+#: shared with other jobs; local NVMe reads 2-7 GB/s). pipeline_build_s: constructing a diffusers pipeline's
+#: modules and moving them to the device, besides reading the weights.
+DEFAULT_IO: dict[str, float] = {"disk_read_gbs": 1.0, "disk_write_gbs": 0.5, "pipeline_build_s": 3.0}
+
+#: Memory traffic of a training step that FlopCounterMode does not see, bytes per trained (float32) parameter.
+#: AdamW (torch.optim.AdamW, foreach): reads parameter, gradient, exp_avg, exp_avg_sq, writes parameter (twice:
+#: decoupled weight decay, then the update), exp_avg, exp_avg_sq -> 9 x 4 bytes. clip_grad_norm_: reads every
+#: gradient for the norm, then reads and writes it to scale -> 3 x 4. GradScaler.unscale_ (fp16 only): reads
+#: and writes every gradient -> 2 x 4. Autocast (fp16/bf16): every forward reads the float32 weight and writes
+#: its 2-byte copy -> 6 per forward (gradient checkpointing runs the forward twice).
+TRAFFIC_PER_PARAMETER: dict[str, int] = {"AdamW": 36, "clipping": 12, "grad scaler": 8, "autocast copies": 6}
+
+
+def step_traffic(trained: int, precision: str, checkpointing: bool, clipping: bool = True) -> tuple[int, str]:
+    """Bytes a training step moves outside the counted FLOPs for `trained` float32 parameters, and the breakdown."""
+    parts = {"AdamW": TRAFFIC_PER_PARAMETER["AdamW"]}
+    if clipping:
+        parts["clipping"] = TRAFFIC_PER_PARAMETER["clipping"]
+    if precision == "fp16":
+        parts["grad scaler"] = TRAFFIC_PER_PARAMETER["grad scaler"]
+    if precision in ("fp16", "bf16"):
+        parts["autocast copies"] = TRAFFIC_PER_PARAMETER["autocast copies"] * (2 if checkpointing else 1)
+    per = sum(parts.values())
+    note = f"{trained / 1e6:.0f} M fp32 params x {per} B (" + ", ".join(f"{k} {v}" for k, v in parts.items()) + ")"
+    return trained * per, note
+
+
+# ---------------------------------------------------------------------------------------------
+# Measured profiles: one versioned file per GPU kind (spurbench/generate/profiles/<kind>.yaml), written by
+# `benchmarks/cost_model.py --measure`.
+
+PROFILES_DIR = Path(__file__).with_name("profiles")
+_PROFILE_KEYS = ("kind", "device", "torch", "diffusers", "date", "command", "peak_tflops", "bandwidth_gbs")
+
+
+@dataclass(frozen=True)
+class Profile:
+    """What one GPU kind (or a CPU) measured: the utilisation of each kind of stage, the bandwidth an optimizer
+    update reached, disk and pipeline-building figures, and where they came from."""
+
+    kind: str
+    device: str
+    torch: str
+    diffusers: str
+    date: str
+    command: str
+    peak_tflops: float  # the peak the utilisations are fractions of
+    bandwidth_gbs: float  # what the optimizer update + clipping (+ scaler) reached, GB/s
+    utilization: dict[str, float]
+    io: dict[str, float]
+    source: str = ""
+
+    def to_dict(self) -> dict:
+        d = {k: getattr(self, k) for k in _PROFILE_KEYS}
+        d["utilization"] = dict(self.utilization)
+        d.update(self.io)
+        return d
+
+
+def _number(data: dict, key: str, what: str, upper: float = 1e9) -> float:
+    value = data.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= upper:
+        raise SpurbenchError(f"{what}: key {key!r} must be a number in (0, {upper:g}], got {value!r}; re-measure it")
+    return float(value)
+
+
+def load_profile(path: str | Path) -> Profile:
+    """A profile file, checked; every problem is one line naming the file and the key."""
+    from spurbench.untrusted import load_yaml
+
+    path = Path(path).expanduser()
+    what = f"cost profile '{path}'"
+    try:
+        text = path.read_bytes()
+    except OSError as err:
+        raise SpurbenchError(f"cannot read {what}: {err.strerror or err}; give an existing file") from None
+    data = load_yaml(text, what)
+    if not isinstance(data, dict):
+        raise SpurbenchError(f"{what} is not a mapping; write it with benchmarks/cost_model.py --measure")
+    missing = [k for k in _PROFILE_KEYS + ("utilization",) if k not in data]
+    if missing:
+        raise SpurbenchError(f"{what} lacks {', '.join(missing)}; write it with benchmarks/cost_model.py --measure")
+    util = data["utilization"]
+    if not isinstance(util, dict) or set(util) != set(DEFAULT_UTILIZATIONS):
+        raise SpurbenchError(f"{what}: 'utilization' must give exactly {', '.join(DEFAULT_UTILIZATIONS)}")
+    return Profile(
+        **{k: str(data[k]) for k in ("kind", "device", "torch", "diffusers", "date", "command")},
+        peak_tflops=_number(data, "peak_tflops", what),
+        bandwidth_gbs=_number(data, "bandwidth_gbs", what),
+        utilization={k: _number(util, k, f"{what} utilization", 1.0) for k in DEFAULT_UTILIZATIONS},
+        io={k: _number(data, k, what) if k in data else v for k, v in DEFAULT_IO.items()},
+        source=str(path),
+    )
+
+
+def profile_path(kind: str) -> Path:
+    return PROFILES_DIR / f"{kind.lower()}.yaml"
+
+
+def write_profile(profile: Profile, path: str | Path) -> None:
+    """Write a profile (benchmarks/cost_model.py --measure) as YAML."""
+    import yaml
+
+    from spurbench.files import atomic_write
+
+    header = "# spurbench cost profile, written by benchmarks/cost_model.py --measure (spurbench.generate.cost)\n"
+    atomic_write(Path(path), (header + yaml.safe_dump(profile.to_dict(), sort_keys=False)).encode())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -527,16 +654,245 @@ def detect_image(detector: str = "owlv2", segmenter: str | None = "sam") -> int:
 
 
 # ---------------------------------------------------------------------------------------------
+# Peak memory, estimated without a GPU.
+# torch.distributed._tools.mem_tracker.MemTracker on FakeTensorMode: fake tensors carry shape, dtype and device
+# and no data, so the real-size models are built and run (forward, backward, optimizer step) in seconds on any
+# machine; MemTracker follows every tensor storage as it is allocated and freed and files it as parameter,
+# gradient, optimizer state or activation, which is the breakdown a user needs to know what to change. (The
+# meta device cannot be used: MemTracker counts storages, and meta tensors have none. FakeTensorMode alone
+# reports no memory.) Autocast runs on the CPU device with bfloat16, which has fp16's 2 bytes per element.
+
+
+@dataclass(frozen=True)
+class Memory:
+    """Peak memory of one stage, bytes, by kind at the moment of the peak; `other`: the same stage with the other
+    gradient-checkpointing setting (None where checkpointing does not apply)."""
+
+    weights: int
+    gradients: int
+    optimizer: int
+    activations: int
+    checkpointing: bool | None = None
+    other: int | None = None
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.gradients + self.optimizer + self.activations
+
+
+def track_peak(build: Callable[[], tuple], step: Callable[[tuple], Any], iterations: int = 1) -> Memory:
+    """Peak memory of `step(build())` run `iterations` times (2 for a training step: AdamW makes its state in the
+    first), measured by MemTracker on fake tensors. Models are built inside, fresh for each call."""
+    import torch
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.distributed._tools.mem_tracker import MemTracker, _MemRefType
+
+    class Tracker(MemTracker):
+        # MemTracker hooks the gradient of every parameter of a module it sees run, which raises on frozen ones
+        # (frozen VAE, feature model, a text encoder of which only the embeddings learn): hook only modules whose
+        # parameters all learn; a frozen parameter has no gradient to follow
+        def _track_module_params_and_buffers(self, module, install_grad_hooks=True):
+            trained = all(p.requires_grad for p in module.parameters())
+            return super()._track_module_params_and_buffers(module, install_grad_hooks and trained)
+
+    with FakeTensorMode(allow_non_fake_inputs=False):
+        models = build()
+        tracker = Tracker()
+        tracker.track_external(*models)
+        with tracker:
+            for _ in range(iterations):
+                tracker.reset_mod_stats()  # MemTracker tracks one iteration of a module at a time
+                step(models)
+        peak = tracker.get_tracker_snapshot("peak").get(torch.device("cpu"), {})
+    get = lambda *kinds: int(sum(peak.get(k, 0) for k in kinds))  # noqa: E731
+    return Memory(
+        weights=get(_MemRefType.PARAM, _MemRefType.BUFFER),
+        gradients=get(_MemRefType.GRAD),
+        optimizer=get(_MemRefType.OPT),
+        activations=get(_MemRefType.ACT, _MemRefType.TEMP, _MemRefType.OTH),
+    )
+
+
+def _autocast(precision: str):
+    import contextlib
+
+    import torch
+
+    if precision in ("fp16", "bf16"):
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _low(precision: str):
+    import torch
+
+    return torch.bfloat16 if precision in ("fp16", "bf16") else torch.float32
+
+
+def _fresh(kind: str, config: dict, train: bool = False, dtype=None) -> Any:
+    """A new model built in `dtype` (frozen models run in the low precision; trained ones stay float32). Built in
+    that dtype rather than cast: fake parameters cannot be swapped by `.to()`."""
+    import torch
+
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(dtype if dtype is not None and not train else torch.float32)
+    try:
+        return _build(kind, config).requires_grad_(train).train(train)
+    finally:
+        torch.set_default_dtype(before)
+
+
+@functools.cache
+def _train_memory(
+    arch: SDArch,
+    resolution: int,
+    batch: int,
+    prior: bool,
+    train_text_encoder: bool,
+    checkpointing: bool,
+    precision: str,
+    sfsl: tuple | None,
+) -> Memory:
+    import torch
+
+    n = batch * (2 if prior else 1)
+    size = _timm_input(sfsl[0]) if sfsl is not None else 0  # (built on the meta device: before the fake mode)
+
+    def build():
+        unet = _fresh("unet", arch.unet, train=True)
+        te = _fresh("text", arch.text, train=train_text_encoder, dtype=_low(precision))
+        if checkpointing:
+            unet.enable_gradient_checkpointing()
+            if train_text_encoder:
+                (getattr(te, "activation_checkpointing_enable", None) or te.gradient_checkpointing_enable)()
+        extra = ()
+        if sfsl is not None:
+            feature_model, decoder = sfsl
+            vae = _fresh("tiny-vae", {}) if decoder == "tiny" else _fresh("vae", arch.vae, dtype=_low(precision))
+            if checkpointing and decoder == "full":
+                vae.enable_gradient_checkpointing()
+            extra = (vae, _fresh("timm", {"model": feature_model}))
+        params = [p for m in (unet, te) for p in m.parameters() if p.requires_grad]
+        return (unet, te, *extra, torch.optim.AdamW(params, weight_decay=1e-2))
+
+    def step(models):
+        unet, te, *extra, opt = models
+        with _autocast(precision):
+            states = te(_text_ids(n))[0]
+            pred = unet(*_unet_inputs(arch, resolution, n, channels=4), states).sample
+            loss = pred.float().pow(2).mean()
+            if extra:
+                vae, net = extra
+                x = vae.decode(pred[:batch].to(vae.dtype)).sample
+                x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear")
+                loss = loss + net(x.float()).float().mean()
+        loss.backward()
+        params = [p for m in (unet, te) for p in m.parameters() if p.requires_grad]
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return track_peak(build, step, iterations=2)
+
+
+def train_memory(
+    arch: SDArch,
+    resolution: int,
+    batch: int = 1,
+    prior: bool = True,
+    train_text_encoder: bool = True,
+    checkpointing: bool = False,
+    precision: str = "no",
+    sfsl: tuple | None = None,
+) -> Memory:
+    """Peak memory of a DreamBooth (+ SFSL: `(feature model, decoder)`) training step as the trainer runs it: float32
+    trained weights, AdamW state, gradients, the frozen parts in the low precision, activations at the recipe's
+    batch and resolution; with the other checkpointing setting's total in `other`."""
+    args = (arch, resolution, batch, prior, train_text_encoder)
+    this = _train_memory(*args, checkpointing, precision, sfsl)
+    other = _train_memory(*args, not checkpointing, precision, sfsl)
+    return Memory(this.weights, this.gradients, this.optimizer, this.activations, checkpointing, other.total)
+
+
+@functools.cache
+def textual_inversion_memory(arch: SDArch, resolution: int, batch: int, precision: str) -> Memory:
+    """Peak memory of a textual-inversion step: frozen UNet in the low precision, the text encoder's embeddings
+    trained (AdamW over the embedding table)."""
+    import torch
+
+    def build():
+        unet = _fresh("unet", arch.unet, dtype=_low(precision))
+        te = _fresh("text", arch.text)
+        emb = te.get_input_embeddings().weight.requires_grad_(True)
+        return unet, te, torch.optim.AdamW([emb])
+
+    def step(models):
+        unet, te, opt = models
+        with _autocast(precision):
+            pred = unet(*_unet_inputs(arch, resolution, batch, channels=4), te(_text_ids(batch))[0]).sample
+        pred.float().pow(2).mean().backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return track_peak(build, step, iterations=2)
+
+
+@functools.cache
+def sampling_memory(arch: SDArch, resolution: int, images: int, guidance: bool, precision: str) -> Memory:
+    """Peak memory of sampling `images` at once (a pipeline batch): the whole pipeline in the low precision, the
+    UNet at batch 2 x images with guidance, then the VAE decoding the batch."""
+    import torch
+
+    n = images * (2 if guidance else 1)
+
+    def build():
+        low = _low(precision)
+        return (
+            _fresh("unet", arch.unet, dtype=low),
+            _fresh("text", arch.text, dtype=low),
+            _fresh("vae", arch.vae, dtype=low),
+        )
+
+    def step(models):
+        unet, te, vae = models
+        low = _low(precision)
+        with torch.no_grad(), _autocast(precision):
+            states = te(_text_ids(n))[0]
+            latents = unet(*_unet_inputs(arch, resolution, n), states).sample[:images]
+            return vae.decode(latents[:, :4].to(low)).sample
+
+    return track_peak(build, step)
+
+
+def fits(memory: int, gpus: dict[str, GPU] | None = None) -> list[str]:
+    """The named GPUs whose memory holds `memory` bytes (plus ~1 GB for the CUDA context and allocator slack)."""
+    return [k for k, g in (gpus or GPUS).items() if memory + 1e9 <= g.memory_gb * 1e9]
+
+
+# ---------------------------------------------------------------------------------------------
 # The plan of a recipe
 
 
 @dataclass
 class Line:
+    """One stage: `count` units of `flops_each`, priced as FLOPs at the utilisation of its `kind` + `traffic_each`
+    bytes per unit at the memory bandwidth + fixed costs over the whole stage (`reads` and `writes` bytes of disk,
+    `builds` pipelines constructed)."""
+
     stage: str
     count: int  # how many units
     unit: str  # "step", "image", ...
     flops_each: int
     note: str = ""
+    kind: str = "sample"  # a key of DEFAULT_UTILIZATIONS
+    traffic_each: int = 0
+    traffic_note: str = ""
+    reads: int = 0
+    writes: int = 0
+    builds: int = 0
+    fixed_note: str = ""
+    memory: Memory | None = None
+    memory_note: str = ""
 
     @property
     def flops(self) -> int:
@@ -553,6 +909,29 @@ class Download:
 
 
 @dataclass
+class DiskItem:
+    """Files the build writes: `where` is "work" or "export"; `transient` ones are deleted during the build (they
+    count towards the peak, not the end)."""
+
+    what: str
+    where: str
+    bytes: int
+    note: str = ""
+    transient: bool = False
+
+
+@dataclass
+class Seconds:
+    compute: float
+    traffic: float
+    fixed: float
+
+    @property
+    def total(self) -> float:
+        return self.compute + self.traffic + self.fixed
+
+
+@dataclass
 class Plan:
     recipe: str
     method: str
@@ -560,14 +939,17 @@ class Plan:
     resolution: int
     precision: str  # "fp16"/"bf16"/"no"
     gpu: GPU
-    utilization: float
+    utilization: float | None = None  # --plan-utilization: one figure for every kind of stage
+    profile: Profile | None = None
     lines: list[Line] = field(default_factory=list)
     downloads: list[Download] = field(default_factory=list)
     images: int = 0  # images exported
     extra_images: int = 0  # images made but not exported (class priors)
-    disk_bytes: int = 0  # the export + kept state
-    disk_peak_note: str = ""
+    reference_rows: int = 0  # rows of the exported `reference` split
+    disk: list[DiskItem] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    tiny: bool = False  # tiny random models: their images are noise (PNG does not compress them)
+    memory: bool = False  # estimate each stage's peak memory (MemTracker on fake tensors: seconds to minutes)
 
     @property
     def flops(self) -> int:
@@ -575,42 +957,212 @@ class Plan:
 
     @property
     def peak(self) -> float:
+        if self.profile is not None and self.gpu.name.startswith(CPU):
+            return self.profile.peak_tflops * 1e12
         return (self.gpu.bf16 if self.precision in ("fp16", "bf16") else self.gpu.fp32) * 1e12
 
-    def add(self, stage: str, count: int, unit: str, flops_each: int, note: str = "") -> None:
-        """One more stage line."""
-        self.lines.append(Line(stage, count, unit, flops_each, note))
+    def add(self, stage: str, count: int, unit: str, flops_each: int, note: str = "", **terms: Any) -> Line:
+        """One more stage line (`terms`: kind, traffic_each, reads, writes, builds, memory and their notes)."""
+        line = Line(stage, count, unit, flops_each, note, **terms)
+        self.lines.append(line)
+        return line
 
-    def gpu_hours(self, flops: int | None = None) -> float:
-        return (self.flops if flops is None else flops) / (self.peak * self.utilization) / 3600
+    def add_disk(self, what: str, where: str, nbytes: int, note: str = "", transient: bool = False) -> None:
+        self.disk.append(DiskItem(what, where, int(nbytes), note, transient))
+
+    # -- rates and their sources
+    def rate(self, kind: str) -> tuple[float, str]:
+        """The utilisation of a kind of stage and where it came from."""
+        if self.utilization is not None:
+            return self.utilization, "--plan-utilization"
+        if self.profile is not None:
+            return self.profile.utilization[kind], f"profile {Path(self.profile.source).name} ({self.profile.date})"
+        return DEFAULT_UTILIZATIONS[kind], f"default for {kind} stages (no profile for {self.gpu.name})"
+
+    def bandwidth(self) -> tuple[float, str]:
+        if self.profile is not None:
+            return (
+                self.profile.bandwidth_gbs * 1e9,
+                f"measured update bandwidth, profile {Path(self.profile.source).name}",
+            )
+        return self.gpu.bandwidth * 1e9, f"{self.gpu.name} datasheet bandwidth"
+
+    def io(self, key: str) -> tuple[float, str]:
+        if self.profile is not None:
+            return self.profile.io[key], f"profile {Path(self.profile.source).name}"
+        return DEFAULT_IO[key], "assumed"
+
+    def seconds(self, line: Line) -> Seconds:
+        util, _ = self.rate(line.kind)
+        bandwidth, _ = self.bandwidth()
+        read, _ = self.io("disk_read_gbs")
+        write, _ = self.io("disk_write_gbs")
+        build, _ = self.io("pipeline_build_s")
+        return Seconds(
+            compute=line.flops / (self.peak * util),
+            traffic=line.count * line.traffic_each / bandwidth,
+            fixed=line.reads / (read * 1e9) + line.writes / (write * 1e9) + line.builds * build,
+        )
+
+    def gpu_hours(self) -> float:
+        return sum(self.seconds(line).total for line in self.lines) / 3600
+
+    # -- disk
+    @property
+    def disk_bytes(self) -> int:
+        """Every file the build leaves, work folder and export."""
+        return sum(d.bytes for d in self.disk if not d.transient)
+
+    @property
+    def disk_peak(self) -> int:
+        return self.disk_bytes + max((d.bytes for d in self.disk if d.transient), default=0)
 
 
-# PNG bytes per pixel of generated photos (measured on SD images: 1.2-1.8; the export stores PNG)
+# PNG bytes per pixel: SD images (measured on SD images: 1.2-1.8); guides and photos the same order; the tiny
+# random models' images are noise, which PNG cannot compress (2.8 bytes per pixel measured on the smoke builds,
+# 2950 bytes for a 32 px image), plus a PNG's fixed chunks (83 bytes).
 PNG_BYTES_PER_PIXEL = 1.5
+NOISE_PNG_BYTES_PER_PIXEL = 2.8
+PNG_OVERHEAD = 83
 # an ImageNet class folder holds about 1300 training photos (used when a recipe's folder is not on this machine)
 IMAGENET_PHOTOS_PER_CLASS = 1300
+# a photo of a folder that is not on this machine (ImageNet train JPEGs average ~110 KB)
+ASSUMED_PHOTO_BYTES = 110_000
+# what an export holds besides the images: README card (~35 KB), eval.yaml, spurbench's record
+EXPORT_METADATA_BYTES = 37_000
 
 
-def png_bytes(resolution: int) -> int:
-    """The disk size of one exported PNG at `resolution` px (estimate)."""
-    return int(resolution**2 * PNG_BYTES_PER_PIXEL)
+def png_bytes(resolution: int, noise: bool = False) -> int:
+    """The disk size of one generated PNG at `resolution` px (estimate; `noise`: a tiny random model's image)."""
+    return int(resolution**2 * (NOISE_PNG_BYTES_PER_PIXEL if noise else PNG_BYTES_PER_PIXEL)) + PNG_OVERHEAD
+
+
+@functools.cache
+def sample_photo_bytes(spec: str) -> int:
+    """Exact bytes of a built-in sample photo as stage 1 writes it (PNG-encoded in memory, nothing written)."""
+    import io
+
+    from PIL import Image
+
+    from spurbench.generate.references import sample_photo
+
+    buf = io.BytesIO()
+    Image.fromarray(sample_photo(spec)).save(buf, format="PNG")
+    return len(buf.getvalue())
+
+
+def folder_photo_bytes(
+    folder: str | Path | None, limit: int | None = None, assumed: int = IMAGENET_PHOTOS_PER_CLASS
+) -> tuple[list[int], bool]:
+    """Sizes of the image files of a folder (first `limit` by name), and whether the folder was absent (then
+    `assumed` photos of ASSUMED_PHOTO_BYTES are)."""
+    path = Path(folder).expanduser() if folder else None
+    if path is None or not path.is_dir():
+        return [ASSUMED_PHOTO_BYTES] * min(limit or assumed, assumed), True
+    from spurbench.generate.references import image_files
+
+    files = sorted(image_files(path))[: limit or None]
+    return [f.stat().st_size for f in files], False
+
+
+# images per class folder of the Spurious ImageNet download (used when it is not on this machine)
+SPURIOUS_IMAGENET_PER_CLASS = 75
+
+
+@dataclass
+class Photos:
+    """The real photos a build reads for its classes: `per_class` sizes (export rows repeat a photo shared by two
+    classes), `written` sizes of the files stage 1 writes into the work folder (built-in samples, once each)."""
+
+    per_class: dict[int, list[int]] = field(default_factory=dict)
+    written: dict[str, int] = field(default_factory=dict)
+    assumed: bool = False
+
+    def add(
+        self,
+        index: int,
+        samples: list[str] | None = None,
+        folder: Any = None,
+        limit: int | None = None,
+        assumed: int = IMAGENET_PHOTOS_PER_CLASS,
+    ) -> None:
+        if samples:
+            sizes = [sample_photo_bytes(s) for s in samples]
+            self.written.update({s.replace(":", "_"): b for s, b in zip(samples, sizes)})
+        else:
+            sizes, guessed = folder_photo_bytes(folder, limit, assumed)
+            self.assumed |= guessed
+        self.per_class[index] = sizes[:limit] if limit else sizes
+
+    @property
+    def rows(self) -> int:
+        return sum(len(v) for v in self.per_class.values())
+
+    @property
+    def row_bytes(self) -> int:
+        return sum(sum(v) for v in self.per_class.values())
+
+    def note(self) -> str:
+        return (
+            f"{ASSUMED_PHOTO_BYTES // 1000} KB photos assumed where a folder is not on this machine"
+            if self.assumed
+            else "sizes on disk"
+        )
+
+
+def spurious_imagenet_folder(root: str | Path, index: int) -> Path | None:
+    """The class's folder of a Spurious ImageNet download on this machine (first component), if any."""
+    images = Path(root).expanduser() / "images"
+    found = sorted(images.glob(f"spurious_imagenet_{index}_comp_*")) if images.is_dir() else []
+    return found[0] if found else None
 
 
 def add_sd_download(p: Plan, what: str, base: Any, resolution: int, inpainting: bool = False) -> SDArch:
     """Cost a recipe's Stable Diffusion section (`base_model` or `inpainting`) as a download; returns its
-    architecture."""
+    architecture. A tiny model is built into the work folder instead (counted on the disk)."""
     arch, note = sd_arch(base, resolution, inpainting=inpainting)
     parts = [("unet", arch.unet), ("vae", arch.vae), ("text", arch.text)]
     if arch.safety_checker:
         parts.append(("safety", _SD1_SAFETY))
     params = sum(parameters(k, c) for k, c in parts)
-    p.downloads.append(Download(what, base.id or "tiny", params, 4 * params, note))
+    if getattr(base, "tiny", None) is not None:
+        p.tiny = True
+        p.add_disk(f"{what} (tiny, built locally)", "work", pipeline_bytes(arch) + TOKENIZER_BYTES)
+    else:
+        p.downloads.append(Download(what, base.id or "tiny", params, 4 * params, note))
     return arch
 
 
+# a saved CLIP tokenizer (tokenizer.json + config) as diffusers writes it with a pipeline
+TOKENIZER_BYTES = 12_000
+
+
 def pipeline_bytes(arch: SDArch) -> int:
-    """Disk size of a fine-tuned pipeline saved in fp32 (the safety checker is not saved with it)."""
+    """Disk size of a pipeline saved in fp32 (the safety checker is not saved with it)."""
     return 4 * sum(parameters(k, c) for k, c in (("unet", arch.unet), ("vae", arch.vae), ("text", arch.text)))
+
+
+def trained_parameters(arch: SDArch, train_text_encoder: bool) -> int:
+    return parameters("unet", arch.unet) + (parameters("text", arch.text) if train_text_encoder else 0)
+
+
+def memory_note(m: Memory, gpus: dict[str, GPU] | None = None) -> str:
+    """Which named GPUs a stage's peak fits, and what to change where it does not."""
+    names = fits(m.total, gpus)
+    missing = [k for k in (gpus or GPUS) if k not in names]
+    if not missing:
+        return "fits every listed GPU"
+    advice = []
+    if m.checkpointing is False and m.other is not None and m.other < m.total:
+        advice.append(
+            f"gradient_checkpointing: true ({m.other / 1e9:.1f} GB; fits {', '.join(fits(m.other, gpus)) or 'none'})"
+        )
+    if m.optimizer:
+        advice.append("a smaller train_batch_size")
+    elif m.activations > m.weights:
+        advice.append("a smaller generation batch_size")
+    fit = f"fits {', '.join(names)}" if names else "fits none of the listed GPUs"
+    return f"{fit}; not {', '.join(missing)}" + (": try " + " or ".join(advice) if advice else "")
 
 
 def add_timm_download(p: Plan, what: str, spec: dict | None) -> str | None:
@@ -637,14 +1189,30 @@ def plan(
     classes: list | None = None,
     recipe_path: str | Path | None = None,
     gpu: str = DEFAULT_GPU,
-    utilization: float = DEFAULT_UTILIZATION,
+    utilization: float | None = None,
+    profile: str | Path | None = None,
+    memory: bool = False,
 ) -> Plan:
     """The bill of `recipe` for `classes` (default: all of the recipe's), from the cost model; loads no weights.
-    Each method writes its own stages into the plan (`plan` of its module in spurbench.generate.methods)."""
+    Each method writes its own stages into the plan (`plan` of its module in spurbench.generate.methods).
+    `profile`: a measured profile file; default the shipped one of `gpu` (spurbench/generate/profiles), if any.
+    `utilization`: one utilisation for every stage instead (overrides the profile's and the defaults)."""
     from spurbench.generate.methods import get_method
 
-    if not 0 < utilization <= 1:
+    if utilization is not None and not 0 < utilization <= 1:
         raise SpurbenchError(f"--plan-utilization must be a fraction in (0, 1], got {utilization}")
+    measured = load_profile(profile) if profile is not None else None
+    if gpu.upper() == CPU:
+        if measured is None:
+            raise SpurbenchError(
+                "--plan-gpu CPU needs --plan-profile FILE, measured on this machine by "
+                "`python benchmarks/cost_model.py --measure --device cpu --arch tiny --write-profile FILE`"
+            )
+        spec = GPU(f"{CPU} ({measured.device})", measured.peak_tflops, measured.peak_tflops, 0, measured.bandwidth_gbs)
+    else:
+        spec = gpu_spec(gpu)
+        if measured is None and profile_path(gpu).is_file():
+            measured = load_profile(profile_path(gpu))
     classes = list(recipe.classes if classes is None else classes)
     method = getattr(recipe, "method", "sfsl")
     p = Plan(
@@ -653,8 +1221,10 @@ def plan(
         classes=len(classes),
         resolution=int(getattr(recipe, "resolution", 512)),
         precision=str(getattr(recipe, "mixed_precision", "no") or "no"),
-        gpu=gpu_spec(gpu),
+        gpu=spec,
         utilization=utilization,
+        profile=measured,
+        memory=memory,
     )
     get_method(method).plan(p, recipe, classes)
     if recipe_path is not None:
@@ -662,11 +1232,19 @@ def plan(
 
         check = load_verify_section(recipe_path)
         if check is not None:
+            rows = p.images + p.reference_rows
             if check.detector == "owlv2" and check.model is None:
-                p.add("verify (OWLv2 on every exported image)", p.images, "image", owlv2_image())
+                p.add("verify (OWLv2 on every exported row)", rows, "image", owlv2_image(), kind="vision")
             else:
                 p.notes.append(f"verify with detector {check.detector!r} is not costed (only the default OWLv2 is)")
+            export = sum(d.bytes for d in p.disk if d.where == "export")
+            p.add_disk("export before verification (work/unverified)", "work", export, "a second copy of the export")
+            p.add_disk("detections (work/verify/detections.jsonl)", "work", rows * DETECTION_RECORD_BYTES)
     return p
+
+
+# one row's record in verify/detections.jsonl (measured on the smoke build: 560 bytes)
+DETECTION_RECORD_BYTES = 560
 
 
 # ---------------------------------------------------------------------------------------------
@@ -697,19 +1275,96 @@ def format_plan(p: Plan) -> str:
             + (f"  ({d.note})" if d.note else "")
         )
     out.append(f"  {'total':<34} {'':<48} {'':>17}  {sum(d.bytes for d in p.downloads) / 1e9:6.2f} GB")
-    out += ["", f"{'stage':<46} {'count':>12}  {'FLOPs each':>11}  {'FLOPs total':>11}  {'GPU-hours':>9}  note"]
-    for line in p.lines:
-        out.append(
-            f"{line.stage:<46} {line.count:>8,} {line.unit:<5} {_si(line.flops_each, 'FLOP'):>11}  {_si(line.flops, 'FLOP'):>11}  "
-            f"{_hours(p.gpu_hours(line.flops)):>9}  {line.note}"
-        )
-    out.append(f"{'total':<46} {'':>12}  {'':>11}  {_si(p.flops, 'FLOP'):>11}  {_hours(p.gpu_hours()):>9}")
     out += [
         "",
+        f"time per stage on one {p.gpu.name} (hours: FLOPs / (peak x utilisation) + memory traffic / bandwidth + fixed "
+        "disk and pipeline costs):",
+        f"{'stage':<44} {'count':>12}  {'FLOPs total':>11}  {'util':>5}  {'compute':>8}  {'traffic':>8}  {'fixed':>8}  "
+        f"{'total':>8}  {'peak mem':>8}",
+    ]
+    total = Seconds(0.0, 0.0, 0.0)
+    for line in p.lines:
+        t = p.seconds(line)
+        total = Seconds(total.compute + t.compute, total.traffic + t.traffic, total.fixed + t.fixed)
+        util, _ = p.rate(line.kind)
+        mem = f"{line.memory.total / 1e9:.1f} GB" if line.memory else ""
+        out.append(
+            f"{line.stage:<44} {line.count:>8,} {line.unit:<5} {_si(line.flops, 'FLOP'):>11}  {util:>5.1%}  "
+            f"{_hours(t.compute / 3600):>8}  {_hours(t.traffic / 3600):>8}  {_hours(t.fixed / 3600):>8}  "
+            f"{_hours(t.total / 3600):>8}  {mem:>8}"
+        )
+        details = [line.note] if line.note else []
+        details.append(f"{_si(line.flops_each, 'FLOP')} per {line.unit} ({line.kind} stage)")
+        if line.traffic_each:
+            details.append(f"traffic {_si(line.traffic_each, 'B')} per {line.unit}: {line.traffic_note}")
+        if line.reads or line.writes or line.builds:
+            details.append(
+                f"fixed: read {_si(line.reads, 'B')}, write {_si(line.writes, 'B')}, {line.builds} pipeline build(s)"
+                + (f" ({line.fixed_note})" if line.fixed_note else "")
+            )
+        out += [f"    {d}" for d in details]
+    out.append(
+        f"{'total':<44} {'':>12}  {_si(p.flops, 'FLOP'):>11}  {'':>5}  {_hours(total.compute / 3600):>8}  "
+        f"{_hours(total.traffic / 3600):>8}  {_hours(total.fixed / 3600):>8}  {_hours(total.total / 3600):>8}"
+    )
+    kinds = sorted({line.kind for line in p.lines})
+    sources = [f"utilisation of {k} stages {p.rate(k)[0]:.1%}: {p.rate(k)[1]}" for k in kinds]
+    bandwidth, source = p.bandwidth()
+    sources.append(f"memory traffic at {bandwidth / 1e9:,.0f} GB/s: {source}")
+    for key, unit in (("disk_read_gbs", "GB/s"), ("disk_write_gbs", "GB/s"), ("pipeline_build_s", "s")):
+        value, src = p.io(key)
+        sources.append(f"{key} {value:g} {unit}: {src}")
+    peak = p.peak / 1e12
+    sources.append(f"peak {peak:g} TFLOP/s {peak_kind}" + ("" if p.gpu.name.startswith(CPU) else " (datasheet)"))
+    if p.profile is not None:
+        q = p.profile
+        sources.append(
+            f"profile {q.source}: {q.device}, torch {q.torch}, diffusers {q.diffusers}, {q.date}, by `{q.command}`"
+        )
+    elif p.utilization is None:
+        sources.append(
+            f"no measured profile for {p.gpu.name} (spurbench/generate/profiles/): the utilisations are stated defaults; "
+            "measure one with `python benchmarks/cost_model.py --measure --write-profile FILE` and pass --plan-profile FILE"
+        )
+    out += ["", "sources:"] + [f"  {s}" for s in sources]
+    mem_lines = [line for line in p.lines if line.memory is not None]
+    if not p.memory:
+        out += [
+            "",
+            "peak memory per stage: give --plan-memory (estimated on fake tensors; minutes for a training step)",
+        ]
+    if mem_lines:
+        out += ["", "peak memory per stage (MemTracker on fake tensors, no GPU used):"]
+        for line in mem_lines:
+            m = line.memory
+            other = ""
+            if m.other is not None:
+                other = f"; {'without' if m.checkpointing else 'with'} gradient checkpointing {m.other / 1e9:.2f} GB"
+            out.append(
+                f"  {line.stage:<42} {m.total / 1e9:7.2f} GB = weights {m.weights / 1e9:.2f} + gradients "
+                f"{m.gradients / 1e9:.2f} + optimizer {m.optimizer / 1e9:.2f} + activations {m.activations / 1e9:.2f}"
+                + (
+                    f" (gradient checkpointing {'on' if m.checkpointing else 'off'})"
+                    if m.checkpointing is not None
+                    else ""
+                )
+                + other
+            )
+            out.append(f"    {line.memory_note or memory_note(m)}")
+    out += ["", "disk (every file the build writes):"]
+    for d in p.disk:
+        out.append(
+            f"  {d.where:<6} {d.what:<58} {_si(d.bytes, 'B'):>9}"
+            + ("  (deleted during the build)" if d.transient else "")
+            + (f"  {d.note}" if d.note else "")
+        )
+    out += [
+        f"  total left on disk: {_si(p.disk_bytes, 'B')} (work folder {_si(sum(d.bytes for d in p.disk if d.where == 'work' and not d.transient), 'B')}, "
+        f"export {_si(sum(d.bytes for d in p.disk if d.where == 'export'), 'B')}); peak {_si(p.disk_peak, 'B')}; "
+        f"plus {_si(sum(d.bytes for d in p.downloads), 'B')} of models in the Hugging Face cache",
+        "",
         f"images to make: {p.images:,} exported" + (f" + {p.extra_images:,} class priors" if p.extra_images else ""),
-        f"disk needed: about {_si(p.disk_bytes, 'B')} ({p.disk_peak_note}), plus {_si(sum(d.bytes for d in p.downloads), 'B')} of models in the Hugging Face cache",
-        f"GPU-hours: {_hours(p.gpu_hours())} on one {p.gpu.name} at {p.utilization:.0%} of its {p.gpu.bf16 if p.precision in ('fp16', 'bf16') else p.gpu.fp32:g} "
-        f"TFLOP/s {peak_kind} peak (wall-clock on N GPUs: / N; classes are sharded)",
+        f"GPU-hours: {_hours(p.gpu_hours())} on one {p.gpu.name} (wall-clock on N GPUs: / N; classes are sharded)",
         "FLOPs: counted by torch.utils.flop_counter.FlopCounterMode on the real architectures built on the meta device "
         "(matmuls, convolutions, attention; 2 FLOPs per multiply-add).",
     ]

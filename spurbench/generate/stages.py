@@ -132,14 +132,28 @@ def _plan_flags(parser: argparse.ArgumentParser) -> None:
         "--plan-gpu",
         default="H100",
         metavar="GPU",
-        help="with --plan: the GPU to price GPU-hours on (H100, H200, A100, L40S, L4)",
+        help="with --plan: the GPU to price GPU-hours on (H100, H200, A100, L40S, L4; CPU with --plan-profile)",
+    )
+    parser.add_argument(
+        "--plan-profile",
+        default=None,
+        metavar="FILE",
+        help="with --plan: a measured cost profile (benchmarks/cost_model.py --measure --write-profile FILE); default "
+        "the shipped profile of --plan-gpu in spurbench/generate/profiles/, else stated defaults per kind of stage",
+    )
+    parser.add_argument(
+        "--plan-memory",
+        action="store_true",
+        help="with --plan: also estimate each stage's peak memory and which GPUs it fits (MemTracker on fake "
+        "tensors, no GPU; seconds for sampling, minutes for a real-size training step)",
     )
     parser.add_argument(
         "--plan-utilization",
         type=float,
-        default=0.2,
+        default=None,
         metavar="F",
-        help="with --plan: the fraction of the GPU's peak FLOP/s the build reaches (an assumption; see benchmarks/cost_model.py --measure)",
+        help="with --plan: one fraction of the GPU's peak FLOP/s for every stage, instead of the profile's per-stage "
+        "utilisations (the memory traffic and fixed costs are still added)",
     )
 
 
@@ -259,8 +273,11 @@ def _fill_defaults(args: argparse.Namespace) -> None:
 def _print_plan(args: argparse.Namespace, recipe, classes: list, recipe_path: Path) -> None:
     from spurbench.generate.cost import format_plan, plan
 
-    gpu, utilization = getattr(args, "plan_gpu", "H100"), getattr(args, "plan_utilization", 0.2)
-    print(format_plan(plan(recipe, classes, recipe_path, gpu=gpu, utilization=utilization)))
+    gpu, utilization = getattr(args, "plan_gpu", "H100"), getattr(args, "plan_utilization", None)
+    profile = getattr(args, "plan_profile", None)
+    memory = bool(getattr(args, "plan_memory", False))
+    p = plan(recipe, classes, recipe_path, gpu=gpu, utilization=utilization, profile=profile, memory=memory)
+    print(format_plan(p))
 
 
 def _check_flags(args: argparse.Namespace) -> None:

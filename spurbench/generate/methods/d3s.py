@@ -22,6 +22,7 @@ disentanglement with a mutual-information penalty) is not part of spurbench.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -642,7 +643,9 @@ def card_parts(ctx, markers: dict, refs: dict, counts: dict) -> CardParts:
 
 
 def plan(p, r: D3SRecipe, classes: list) -> None:
-    """Stage 3 of `classes` into the plan `p` (a spurbench.generate.cost.Plan)."""
+    """Stage 3 of `classes` into the plan `p` (a spurbench.generate.cost.Plan): the img2img stage with its kind,
+    pipeline load and peak memory, and every file the build writes (guides, backgrounds, photos, export with
+    `export.source_photos` on or off) on `p.disk`."""
     from spurbench.generate import cost
 
     arch = cost.add_sd_download(p, "base model", r.base_model, r.resolution)
@@ -654,10 +657,59 @@ def plan(p, r: D3SRecipe, classes: list) -> None:
         n,
         "image",
         cost.img2img_image(arch, r.resolution, g.num_inference_steps, g.strength, g.guidance_scale),
-        f"{len(r.background_words)} backgrounds x {r.images_per_background}, {g.denoising_steps} steps",
+        f"{len(r.background_words)} backgrounds x {r.images_per_background}, {g.denoising_steps} steps, batch {g.batch_size}",
+        kind="sample",
+        reads=cost.pipeline_bytes(arch),
+        builds=1,
+        fixed_note="the pipeline loaded once per process",
+        memory=cost.sampling_memory(arch, r.resolution, g.batch_size, g.guidance_scale > 1, p.precision)
+        if p.memory
+        else None,
     )
-    png = cost.png_bytes(r.resolution)
-    p.disk_bytes = n * png * 2
-    p.disk_peak_note = (
-        f"generated PNGs twice (work dir + export) at ~{png / 1e6:.2f} MB each; the foreground photos are read in place"
-    )
+    photos = cost.Photos()
+    for c in classes:
+        src = c.foregrounds
+        if src is not None and src.samples:
+            photos.add(c.index, samples=src.samples, limit=r.foregrounds.per_class)
+        else:
+            folder = src.folder if src is not None and src.folder else r.foregrounds.folder
+            if folder and not (src is not None and src.folder):
+                from spurbench import imagenet
+
+                folder = Path(folder).expanduser() / imagenet.wnids()[c.index]
+            photos.add(c.index, folder=folder, limit=r.foregrounds.per_class)
+    png = cost.png_bytes(r.resolution, noise=p.tiny)
+    guide = cost.png_bytes(r.resolution)  # a photo pasted on a template: photo-like, not noise
+    if photos.written:
+        p.add_disk("built-in foreground photos (work/references)", "work", sum(photos.written.values()))
+    if r.backgrounds.builtin:
+        p.add_disk(
+            "built-in background templates (work/backgrounds)", "work", _builtin_bytes(tuple(r.background_words))
+        )
+    p.add_disk("generated images (work/classes)", "work", n * png, f"{png:,} B each")
+    p.add_disk("init_image guides (work/classes)", "work", n * guide, f"one per image, ~{guide:,} B each")
+    p.add_disk("export: test split images", "export", n * png)
+    if r.export.source_photos:
+        p.reference_rows += photos.rows
+        p.add_disk("export: init_image guides", "export", n * guide, "in every test row")
+        p.add_disk("export: reference split", "export", photos.row_bytes, f"{photos.rows} photos, {photos.note()}")
+    else:
+        p.notes.append("export.source_photos false: no reference split and no init_image guides in the export")
+    p.add_disk("export: card, eval.yaml, record", "export", cost.EXPORT_METADATA_BYTES)
+
+
+@functools.cache
+def _builtin_bytes(words: tuple) -> int:
+    """Exact bytes of the built-in templates stage 1 writes (PNG-encoded in memory)."""
+    import io
+
+    from PIL import Image
+
+    from spurbench.generate.backgrounds import BUILTIN
+
+    total = 0
+    for word in words:
+        buf = io.BytesIO()
+        Image.fromarray(BUILTIN[word]()).save(buf, format="PNG")
+        total += len(buf.getvalue())
+    return total

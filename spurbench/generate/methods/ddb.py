@@ -939,12 +939,24 @@ def plan(p, r: DDBRecipe, classes: list) -> None:
     if seg.segmenter == "sam":
         cost.add_model_download(p, "segmenter", "facebook/sam-vit-base", "sam", {})
     ti = InversionConfig.from_dict(r.textual_inversion)
+    # textual inversion trains the token embeddings only (the embedding table's rows; AdamW over the whole table)
+    embeddings = cost.parameters("text", base.text) and _embedding_parameters(base)
+    traffic, traffic_note = cost.step_traffic(embeddings, p.precision, False, clipping=False)
     p.add(
         "3 textual inversion (micro-steps)",
         len(classes) * ti.max_train_steps * ti.gradient_accumulation_steps,
         "step",
         cost.textual_inversion_step(base, r.resolution, ti.train_batch_size),
         f"{ti.max_train_steps} steps x {ti.gradient_accumulation_steps} accumulation per class",
+        kind="train",
+        traffic_each=traffic,
+        traffic_note=traffic_note,
+        reads=len(classes) * cost.pipeline_bytes(base),
+        builds=len(classes),
+        fixed_note="per class: the base model's parts loaded to learn the token",
+        memory=cost.textual_inversion_memory(base, r.resolution, ti.train_batch_size, p.precision)
+        if p.memory
+        else None,
     )
     photos, assumed = _photo_count(classes)
     p.add(
@@ -955,6 +967,7 @@ def plan(p, r: DDBRecipe, classes: list) -> None:
         f"{cost.IMAGENET_PHOTOS_PER_CLASS} photos per class assumed where the folder is absent"
         if assumed
         else "photos on disk",
+        kind="vision",
     )
     sources = min(photos, len(classes) * r.sources_per_class) if r.sources_per_class else photos
     p.add(
@@ -963,6 +976,7 @@ def plan(p, r: DDBRecipe, classes: list) -> None:
         "photo",
         cost.detect_image(seg.detector, seg.segmenter),
         "tiny toy models count 0" if "tiny" in (seg.detector, seg.segmenter) else "",
+        kind="vision",
     )
     n = sources * r.images_per_source
     paint_cfg = r.inpainting
@@ -971,7 +985,16 @@ def plan(p, r: DDBRecipe, classes: list) -> None:
         n,
         "image",
         cost.inpaint_image(paint, r.resolution, paint_cfg.num_inference_steps, paint_cfg.guidance_scale),
-        f"{paint_cfg.num_inference_steps} steps, guidance {paint_cfg.guidance_scale}",
+        f"{paint_cfg.num_inference_steps} steps, guidance {paint_cfg.guidance_scale}, batch {paint_cfg.batch_size}",
+        kind="sample",
+        reads=cost.pipeline_bytes(paint),
+        builds=1,
+        fixed_note="the inpainting pipeline loaded once per process",
+        memory=cost.sampling_memory(
+            paint, r.resolution, paint_cfg.batch_size, paint_cfg.guidance_scale > 1, p.precision
+        )
+        if p.memory
+        else None,
     )
     p.add(
         "4 pruning (integrated gradients + p(source))",
@@ -979,8 +1002,37 @@ def plan(p, r: DDBRecipe, classes: list) -> None:
         "image",
         cost.integrated_gradients(clf, r.pruning.ig_steps) + cost.classifier_pass(clf),
         f"{r.pruning.ig_steps} IG steps",
+        kind="vision",
     )
     p.images += n
-    png = cost.png_bytes(r.resolution)
-    p.disk_bytes = (n + sources) * png * 2  # repainted images and their source photos (the reference split)
-    p.disk_peak_note = f"repainted images + source photos, twice (work dir + export), ~{png / 1e6:.2f} MB each"
+    photos = cost.Photos()
+    for c in classes:
+        ref = getattr(c, "references", None)
+        if getattr(ref, "samples", None):
+            photos.add(c.index, samples=ref.samples)
+        else:
+            photos.add(c.index, folder=getattr(ref, "folder", None))
+    each = photos.row_bytes / max(photos.rows, 1)
+    # a repainted image is the source photo with its mask repainted, saved as PNG at the photo's size: about the
+    # photo's bytes for PNG photos; JPEG photos (ImageNet's) grow about 2.5x as PNG
+    repainted = int(each * (1.0 if not photos.assumed else 2.5))
+    if photos.written:
+        p.add_disk("built-in source photos (work/references)", "work", sum(photos.written.values()))
+    p.add_disk("repainted images (work/classes)", "work", n * repainted, f"~{repainted:,} B each, {photos.note()}")
+    p.add_disk("masks (work/classes)", "work", sources * MASK_BYTES, f"one per source photo, ~{MASK_BYTES:,} B")
+    p.add_disk("export: counterfactual rows", "export", n * repainted)
+    if r.export.source_photos:
+        p.reference_rows += photos.rows
+        p.add_disk("export: reference split", "export", photos.row_bytes, f"{photos.rows} photos, {photos.note()}")
+    else:
+        p.notes.append("export.source_photos false: no reference split in the export")
+    p.add_disk("export: card, eval.yaml, record", "export", cost.EXPORT_METADATA_BYTES)
+
+
+# a source photo's mask as a PNG (binary, compresses well; ~3 KB measured on the smoke build's photos)
+MASK_BYTES = 3_100
+
+
+def _embedding_parameters(arch) -> int:
+    """Parameters of the text encoder's token embedding table (what textual inversion's optimizer holds)."""
+    return int(arch.text.get("vocab_size", 49408)) * int(arch.text.get("hidden_size", 768))

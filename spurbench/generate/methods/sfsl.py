@@ -321,7 +321,8 @@ def sfsl_decoder(recipe: Any) -> str:
 
 
 def plan(p, r, classes: list) -> None:
-    """Stages 2-4 of `classes` into the plan `p` (a spurbench.generate.cost.Plan)."""
+    """Stages 2-4 of `classes` into the plan `p` (a spurbench.generate.cost.Plan): per stage its FLOPs, kind, memory
+    traffic, fixed per-class costs and peak memory; every file the build writes on `p.disk`."""
     from spurbench.generate import cost
     from spurbench.generate.dreambooth import TrainConfig
     from spurbench.generate.recipe import train_config_dict
@@ -331,6 +332,11 @@ def plan(p, r, classes: list) -> None:
     cfg = TrainConfig.from_dict(train_config_dict(r))
     g = r.generation
     sample = cost.sample_image(arch, r.resolution, g.num_inference_steps, g.guidance_scale)
+    weights = cost.pipeline_bytes(arch)
+    png = cost.png_bytes(r.resolution, noise=p.tiny)
+    batch_memory = (
+        cost.sampling_memory(arch, r.resolution, g.batch_size, g.guidance_scale > 1, p.precision) if p.memory else None
+    )
     nouns = {c.noun for c in classes}
     if cfg.with_prior_preservation and r.num_class_images:
         p.extra_images += len(nouns) * r.num_class_images
@@ -339,8 +345,14 @@ def plan(p, r, classes: list) -> None:
             p.extra_images,
             "image",
             sample,
-            f"{len(nouns)} noun(s) x {r.num_class_images}",
+            f"{len(nouns)} noun(s) x {r.num_class_images}, batch {g.batch_size}",
+            kind="sample",
+            reads=weights,
+            builds=1,
+            fixed_note="the base pipeline loaded once",
+            memory=batch_memory,
         )
+        p.add_disk("class priors (work/priors)", "work", p.extra_images * png, f"{png:,} B each")
     steps = len(classes) * cfg.max_train_steps
     step = cost.dreambooth_step(
         arch,
@@ -350,6 +362,11 @@ def plan(p, r, classes: list) -> None:
         cfg.train_text_encoder,
         cfg.gradient_checkpointing,
     )
+    traffic, traffic_note = cost.step_traffic(
+        cost.trained_parameters(arch, cfg.train_text_encoder), p.precision, cfg.gradient_checkpointing
+    )
+    use_sfsl = cfg.sfsl_weight > 0 and feature
+    decoder = sfsl_decoder(r) if use_sfsl else None
     p.add(
         "3 fine-tune: DreamBooth step",
         steps,
@@ -358,9 +375,29 @@ def plan(p, r, classes: list) -> None:
         f"batch {cfg.train_batch_size}"
         + (" + prior" if cfg.with_prior_preservation else "")
         + (", gradient checkpointing (recomputed forward counted)" if cfg.gradient_checkpointing else ""),
+        kind="train",
+        traffic_each=traffic,
+        traffic_note=traffic_note,
+        # per class: the base pipeline loaded to train, again to assemble the saved pipeline, the fine-tuned one
+        # loaded to sample; the fine-tuned one written once
+        reads=3 * len(classes) * weights,
+        writes=len(classes) * weights,
+        builds=3 * len(classes),
+        fixed_note="per class: base loaded twice (train, save), fine-tuned pipeline saved and loaded to sample",
+        memory=p.memory
+        and cost.train_memory(
+            arch,
+            r.resolution,
+            cfg.train_batch_size,
+            cfg.with_prior_preservation,
+            cfg.train_text_encoder,
+            cfg.gradient_checkpointing,
+            p.precision,
+            (feature, decoder) if use_sfsl else None,
+        )
+        or None,
     )
-    if cfg.sfsl_weight > 0 and feature:
-        decoder = sfsl_decoder(r)
+    if use_sfsl:
         t_max = cfg.sfsl_max_timestep
         extra = cost.sfsl_extra(arch, r.resolution, feature, decoder, cfg.train_batch_size, cfg.gradient_checkpointing)
         # the similarity loss runs only on steps whose timestep t < sfsl_max_timestep (t uniform in [0, 1000))
@@ -371,6 +408,7 @@ def plan(p, r, classes: list) -> None:
             "step",
             extra,
             f"steps with t < {t_max} of 1000 (uniform t)" if t_max is not None else "every step",
+            kind="train",
         )
     n = len(classes) * len(r.prompts.generation) * g.images_per_prompt
     p.images += n
@@ -379,13 +417,29 @@ def plan(p, r, classes: list) -> None:
         n,
         "image",
         sample,
-        f"{g.num_inference_steps} steps, guidance {g.guidance_scale}",
+        f"{g.num_inference_steps} steps, guidance {g.guidance_scale}, batch {g.batch_size}",
+        kind="sample",
+        memory=batch_memory,
     )
-    weights = cost.pipeline_bytes(arch)
-    png = cost.png_bytes(r.resolution)
-    p.disk_bytes = (p.images + p.extra_images) * png * 2 + (len(classes) * weights if r.keep_weights else weights)
-    p.disk_peak_note = f"generated PNGs twice (work dir + export) at ~{png / 1e6:.2f} MB each, " + (
-        f"{len(classes)} kept fine-tuned pipelines"
-        if r.keep_weights
-        else "one fine-tuned pipeline at a time (keep_weights false)"
-    )
+    photos = cost.Photos()
+    for c in classes:
+        ref = c.references
+        limit = r.references.max_per_class
+        if ref.samples:
+            photos.add(c.index, samples=ref.samples, limit=limit)
+        elif ref.folder is not None:
+            photos.add(c.index, folder=ref.folder, limit=limit)
+        else:
+            folder = cost.spurious_imagenet_folder(r.references.spurious_imagenet.root, c.index)
+            photos.add(c.index, folder=folder, limit=limit, assumed=cost.SPURIOUS_IMAGENET_PER_CLASS)
+    p.reference_rows += photos.rows
+    if photos.written:
+        p.add_disk("built-in reference photos (work/references)", "work", sum(photos.written.values()))
+    p.add_disk("generated images (work/classes)", "work", n * png, f"{png:,} B each")
+    if r.keep_weights:
+        p.add_disk("fine-tuned pipelines (keep_weights)", "work", len(classes) * weights)
+    else:
+        p.add_disk("one fine-tuned pipeline at a time", "work", weights, transient=True)
+    p.add_disk("export: test split", "export", n * png)
+    p.add_disk("export: reference split", "export", photos.row_bytes, f"{photos.rows} photos, {photos.note()}")
+    p.add_disk("export: card, eval.yaml, record", "export", cost.EXPORT_METADATA_BYTES)
