@@ -23,6 +23,10 @@ IMPORTERS: dict[str, tuple[str, str]] = {
         "spurbench.importers.waterbirds",
         "the Waterbirds folder (metadata.csv + images) as a group-labelled two-class set",
     ),
+    "sample-photos": (
+        "spurbench.importers.sample_photos",
+        "the photos scikit-image and scikit-learn ship, labelled as a small spurious set (offline demo)",
+    ),
 }
 
 
