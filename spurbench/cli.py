@@ -123,7 +123,8 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         p = sub.add_parser(
             name,
             help=summary,
-            description=(module.__doc__ if module is not None and module.__doc__ else summary),
+            # the summary, written for users (module docstrings are written for the code's readers)
+            description=summary[0].upper() + summary[1:] + ".",
             formatter_class=HelpFormatter,
         )
         if module is not None:

@@ -41,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         p = sub.add_parser(
             name,
             help=summary,
-            description=module.__doc__ or summary,
+            description=summary[0].upper() + summary[1:] + ".",
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         module.add_arguments(p)
