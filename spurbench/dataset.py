@@ -444,10 +444,23 @@ def dataset_display_name(source: str | os.PathLike) -> str:
 # Reading
 
 
+def _refuse_work_folder(path: Path) -> None:
+    """A build's work folder (`<out>.work`: its resumable state.json, classes/, references/) given where a dataset
+    is wanted: say so and name the dataset folder (reading it said "available splits: none")."""
+    if (path / "data").is_dir() or not ((path / "state.json").is_file() and (path / "classes").is_dir()):
+        return
+    dataset = path.with_name(path.name[: -len(".work")]) if path.name.endswith(".work") else None
+    where = f"'{dataset}'" if dataset else "the folder given to `spurbench build --out`"
+    raise SpurbenchError(
+        f"'{path}' is a build's work folder (its resumable state), not a dataset; give the dataset folder, {where}"
+    )
+
+
 def resolve_dataset(source: str | Path, revision: str | None = None) -> Path:
     """Local folder for a dataset given as a folder or a Hub id (downloaded into the HF cache)."""
     path = Path(source).expanduser()
     if path.is_dir():
+        _refuse_work_folder(path)
         if not any(path.glob("data/*.parquet")) and not any(path.glob("**/*.parquet")):
             raise SpurbenchError(
                 f"dataset folder '{path}' has no Parquet files; expected data/<split>-*.parquet as written by `spurbench build`"

@@ -43,3 +43,53 @@ def test_help_descriptions_are_written_for_users_not_module_docstrings(argv, cap
     text = _help(capsys, argv)
     for leak in ("add_arguments", "IMPORTERS", "Imports flow one way", "this module", "(default: None)"):
         assert leak not in text, (argv, leak)
+
+
+# --- mistakes that misled (issue 25 point 5) ---------------------------------------------------------------------
+
+
+def test_a_builds_work_folder_given_as_dataset_is_named_with_its_dataset_folder(tmp_path):
+    from spurbench.dataset import open_dataset_folder
+    from spurbench.errors import SpurbenchError
+
+    work = tmp_path / "smoke.work"  # what `spurbench build --out smoke` leaves beside the dataset
+    (work / "classes" / "309").mkdir(parents=True)
+    (work / "state.json").write_text("{}")
+    before = sorted(p.relative_to(work) for p in work.rglob("*"))
+    with pytest.raises(
+        SpurbenchError, match=r"is a build's work folder .*not a dataset; give the dataset folder, '.*smoke'$"
+    ):
+        open_dataset_folder(work)
+    assert sorted(p.relative_to(work) for p in work.rglob("*")) == before
+
+
+def test_the_hub_probe_names_offline_mode_without_connecting(monkeypatch):
+    from spurbench.hub import hub_unreachable
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    assert hub_unreachable() == "HF_HUB_OFFLINE is set"
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    assert hub_unreachable().startswith("127.0.0.1:9 is unreachable")
+
+
+def test_a_model_missing_from_the_cache_fails_at_once_when_the_hub_is_unreachable(monkeypatch, tmp_path, capfd):
+    import time
+
+    from huggingface_hub import constants
+
+    from spurbench.classifiers import ClassifierSpec, create_classifier
+    from spurbench.errors import SpurbenchError
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there: refused at once
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    offline_before = constants.HF_HUB_OFFLINE
+    start = time.monotonic()
+    with pytest.raises(
+        SpurbenchError, match=r"cannot be fetched .*\(127\.0\.0\.1:9 is unreachable \(.*\)\); pass --weights"
+    ):
+        create_classifier(ClassifierSpec(model="resnet10t.c3_in1k"))
+    assert time.monotonic() - start < 30  # the Hub client's retries took about a minute
+    assert "Retrying" not in capfd.readouterr().err
+    assert constants.HF_HUB_OFFLINE == offline_before  # offline mode only for that call
