@@ -172,8 +172,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
+    from spurbench.progress import plain_progress_in_logs
+
     try:
-        return int(args._run(args) or 0)
+        with plain_progress_in_logs():  # a log file gets whole lines, not redrawn bars
+            return int(args._run(args) or 0)
     except SpurbenchError as err:
         print(f"spurbench {args.command}: error: {err}", file=sys.stderr)
         return 2

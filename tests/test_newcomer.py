@@ -93,3 +93,44 @@ def test_a_model_missing_from_the_cache_fails_at_once_when_the_hub_is_unreachabl
     assert time.monotonic() - start < 30  # the Hub client's retries took about a minute
     assert "Retrying" not in capfd.readouterr().err
     assert constants.HF_HUB_OFFLINE == offline_before  # offline mode only for that call
+
+
+# --- progress in a log file (issue 25 point 7) --------------------------------------------------------------------
+
+
+def test_progress_written_to_a_file_is_plain_lines(tmp_path, monkeypatch):
+    import tqdm.auto
+
+    from spurbench import progress
+
+    before = tqdm.auto.tqdm
+    with open(tmp_path / "log", "w") as log, progress.plain_progress_in_logs(log) as plain:
+        assert plain  # a file is not a terminal
+        bar = tqdm.auto.tqdm  # what every spurbench bar is made from (`from tqdm.auto import tqdm`)
+        monkeypatch.setattr(progress, "INTERVAL_S", 0.0)
+        for _ in bar(range(2), desc="classes", file=log, disable=None):  # disable=None: "only on a terminal"
+            with bar(total=3, desc="fine-tune", unit="it", file=log, position=1, leave=False) as inner:
+                inner.update(3)
+        for _ in bar(range(5), desc="switched off", file=log, disable=True):
+            pass
+    assert tqdm.auto.tqdm is before  # only while the command runs
+    text = (tmp_path / "log").read_text()
+    assert "\r" not in text and "\x1b" not in text
+    lines = text.splitlines()
+    assert lines[0].startswith("classes:   0% 0/2") and lines[-1].startswith("classes: 100% 2/2")
+    assert any(line.startswith("fine-tune: 100% 3/3") for line in lines)
+    assert "switched off" not in text
+
+
+def test_progress_on_a_terminal_stays_tqdms_own():
+    import tqdm.auto
+
+    from spurbench import progress
+
+    class Terminal:
+        def isatty(self) -> bool:
+            return True
+
+    before = tqdm.auto.tqdm
+    with progress.plain_progress_in_logs(Terminal()) as plain:
+        assert not plain and tqdm.auto.tqdm is before
