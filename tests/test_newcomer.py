@@ -134,3 +134,14 @@ def test_progress_on_a_terminal_stays_tqdms_own():
     before = tqdm.auto.tqdm
     with progress.plain_progress_in_logs(Terminal()) as plain:
         assert not plain and tqdm.auto.tqdm is before
+
+
+# --- cards and prompts (issue 25 point 6) -------------------------------------------------------------------------
+
+
+def test_d3s_prompts_take_the_article_their_class_name_needs():
+    from spurbench.generate.recipe import load_recipe
+
+    _, r = load_recipe("d3s_smoke")
+    assert r.prompt_for(285, "snow").startswith("a photo of an Egyptian cat, ")
+    assert r.prompt_for(0, "snow").startswith("a photo of a tench, ")
