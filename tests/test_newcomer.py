@@ -145,3 +145,66 @@ def test_d3s_prompts_take_the_article_their_class_name_needs():
     _, r = load_recipe("d3s_smoke")
     assert r.prompt_for(285, "snow").startswith("a photo of an Egyptian cat, ")
     assert r.prompt_for(0, "snow").startswith("a photo of a tench, ")
+
+
+@pytest.mark.parametrize(
+    ("inputs", "licence", "note"),
+    [
+        (
+            {"base_model": "Apache-2.0 (tiny)", "references": "scikit-learn sample images, CC BY 2.0: flower.jpg"},
+            "cc-by-2.0",
+            "derived from the licences of the inputs above: the strictest of them, that of references",
+        ),
+        ({"a": "CC0 1.0", "b": "public domain (NASA)"}, "cc0-1.0", "derived"),
+        ({"a": "Apache-2.0", "b": "ImageNet terms of access, research only"}, "other", "input `b`"),
+        ({"a": "CC BY 2.0", "b": "CC BY 4.0"}, "other", "cc-by-2.0 and cc-by-4.0"),
+        ({"a": "CC BY-NC 4.0"}, "other", "input `a`"),
+    ],
+)
+def test_a_sets_licence_is_derived_from_its_inputs_only_where_sound(inputs, licence, note):
+    from spurbench.dataset import card_license
+
+    got = card_license("other", inputs)
+    assert got["license"] == licence and note in got["license_note"]
+    assert card_license("mit", inputs) == {"license": "mit", "license_note": "mit, as the recipe states."}
+
+
+def test_a_card_tells_a_hub_user_how_to_load_it_what_its_columns_mean_and_warns_on_smoke_sets(tmp_path):
+    import numpy as np
+
+    from spurbench.dataset import DatasetCard, write_dataset
+
+    row = {
+        "image": np.zeros((8, 8, 3), np.uint8),
+        "label": 309,
+        "class_name": "bee",
+        "spurious_feature": "flower",
+        "component": -1,
+        "source": "generated",
+        "builder": "sfsl",
+        "prompt": "a photo of a sks flower",
+        "seed": 1,
+    }
+    base = {"base_model": "spurbench.tiny_sd(prediction_type=epsilon, seed=0, image_size=32)"}
+    for provenance, smoke in ((base, True), ({"base_model": "org/sd"}, False)):
+        out = write_dataset(tmp_path / str(smoke), {"test": [row]}, DatasetCard("x", provenance=provenance))
+        text = (out / "README.md").read_text()
+        assert ("**Smoke set: not for measuring classifiers.**" in text) is smoke
+        assert 'datasets.load_dataset("<this folder, or its Hub id>", split="test")' in text
+        assert "| `spurious_feature` | Value (string) | what in the image makes classifiers see k" in text
+        assert "| `label` | ClassLabel |" in text and "## Citation" in text and "CITATION.cff" in text
+
+
+@pytest.mark.slow  # three real classifiers on 17 photos (~40 s on 2 cores)
+def test_the_sample_photos_fool_the_offline_panel_on_some_photos_and_not_others(tmp_path, capsys):
+    import json
+
+    assert cli.main(["import", "sample-photos", "--out", str(tmp_path / "photos")]) == 0
+    card = (tmp_path / "photos" / "README.md").read_text()
+    assert "license: cc-by-2.0" in card and "It cannot rank models" in card
+    board = tmp_path / "lb" / "leaderboard.json"
+    argv = ["eval", "--panel", "offline", "--dataset", str(tmp_path / "photos"), "--leaderboard", str(board)]
+    assert cli.main([*argv, "--batch-size", "4"]) == 0
+    entries = json.loads(board.read_text())["entries"]
+    rates = [e["metrics"]["spurious_rate_micro"] for e in entries]
+    assert len(rates) == 3 and all(0 < r < 1 for r in rates) and len(set(rates)) == 3, rates

@@ -650,10 +650,12 @@ def stage_export(ctx: Context, base_revision: str | None, created: str, out: Pat
     ctx.log(f"stage 5/5 export: {' + '.join(f'{n} {s}' for s, n in counts.items())} images -> {out or ctx.out}")
     # (name, class names) of a set labelled with another label set than ImageNet-1k (ddb from a Waterbirds import)
     label_set = ctx.method.label_set(r) if hasattr(ctx.method, "label_set") else None
+    from spurbench.dataset import card_license
+
     card = DatasetCard(
         pretty_name=parts.pretty_name,
         body=card_body(ctx, parts, base_revision, created),
-        license=r.dataset_license,
+        **card_license(r.dataset_license, r.licenses),  # derived from the inputs' licences where sound
         provenance={
             "recipe": r.name,
             "recipe_sha256": ctx.recipe_sha256,

@@ -81,7 +81,7 @@ def sample_rows() -> list[dict]:
 def import_samples(out: str) -> str:
     from datasets import Value
 
-    from spurbench.dataset import check_out_folder
+    from spurbench.dataset import card_license, check_out_folder
 
     out_path = check_out_folder(out)
     rows = sample_rows()
@@ -94,7 +94,7 @@ def import_samples(out: str) -> str:
     card = DatasetCard(
         pretty_name="Sample photos as a spurious set (spurbench demo)",
         body=body,
-        license="cc-by-2.0",
+        **card_license("other", {"photos": LICENCE}),
         provenance={"source": BUILDER, "about": ABOUT, "licence_of_inputs": LICENCE},
         tags=["spurious-correlations", "robustness", "imagenet", "demo"],
         kind="spurious",
