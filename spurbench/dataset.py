@@ -416,7 +416,7 @@ def _card_text(card: DatasetCard, info, counts: Mapping[str, tuple[int, int]], f
     # (its known fields checked by DatasetCardData); our key order is kept
     header = DatasetCardData(**meta).to_yaml(original_order=list(meta))
     return (
-        f"---\n{header}\n---\n\n# {card.pretty_name}\n\n{smoke_warning(card)}{card.body.strip()}\n\n"
+        f"---\n{header}\n---\n\n# {card.pretty_name}\n\n{smoke_warning(card)}{_own_body(card)}\n\n"
         f"{hub_user_sections(card, info, list(counts))}"
     )
 
@@ -451,6 +451,20 @@ COLUMN_MEANINGS: dict[str, str] = {
 OTHER_COLUMN = "added by this set's builder"
 
 
+#: the first line of what `hub_user_sections` adds: a card read back (verify rewrites a set) ends its body there
+_HUB_SECTIONS_START = "## Using this dataset"
+
+
+def _own_body(card: DatasetCard) -> str:
+    """The body without the prose this module adds, so a card read back and written again holds it once."""
+    body = card.body.strip()
+    warning = smoke_warning(card).strip()
+    if warning and body.startswith(warning):
+        body = body[len(warning) :].strip()
+    at = 0 if body.startswith(_HUB_SECTIONS_START) else body.find("\n" + _HUB_SECTIONS_START)
+    return body[:at].strip() if at >= 0 else body
+
+
 def smoke_warning(card: DatasetCard) -> str:
     """A plain warning first on a set whose images come from spurbench's random-weight model."""
     if "tiny_sd" not in str(card.provenance.get("base_model", "")):
@@ -476,7 +490,7 @@ def hub_user_sections(card: DatasetCard, info: Any, splits: list[str]) -> str:
     )
     return "\n".join(
         [
-            "## Using this dataset",
+            _HUB_SECTIONS_START,
             "",
             "```python",
             "import datasets",

@@ -172,7 +172,7 @@ def test_a_sets_licence_is_derived_from_its_inputs_only_where_sound(inputs, lice
 def test_a_card_tells_a_hub_user_how_to_load_it_what_its_columns_mean_and_warns_on_smoke_sets(tmp_path):
     import numpy as np
 
-    from spurbench.dataset import DatasetCard, write_dataset
+    from spurbench.dataset import DatasetCard, read_card, write_dataset
 
     row = {
         "image": np.zeros((8, 8, 3), np.uint8),
@@ -193,6 +193,10 @@ def test_a_card_tells_a_hub_user_how_to_load_it_what_its_columns_mean_and_warns_
         assert 'datasets.load_dataset("<this folder, or its Hub id>", split="test")' in text
         assert "| `spurious_feature` | Value (string) | what in the image makes classifiers see k" in text
         assert "| `label` | ClassLabel |" in text and "## Citation" in text and "CITATION.cff" in text
+        # read back and written again (as `spurbench verify` rewrites a set): the added prose appears once
+        again = write_dataset(tmp_path / f"{smoke}-again", {"test": [row]}, read_card(out))
+        text = (again / "README.md").read_text()
+        assert text.count("## Using this dataset") == 1 and text.count("Smoke set: not for") == int(smoke)
 
 
 @pytest.mark.slow  # three real classifiers on 17 photos (~40 s on 2 cores)
