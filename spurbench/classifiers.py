@@ -375,12 +375,16 @@ def check_model_name(name: str, pretrained: bool = True) -> None:
 def _create_pretrained(spec: ClassifierSpec) -> tuple[torch.nn.Module, dict]:
     import timm
 
+    from spurbench.hub import offline_unless_reachable
+
+    unreachable = None
     try:
-        model = timm.create_model(spec.model, pretrained=True)
+        with offline_unless_reachable() as unreachable:  # cache only, no minute of retries, when the Hub is away
+            model = timm.create_model(spec.model, pretrained=True)
     except Exception as err:  # offline, not in the cache, or a Hub error: the user fixes all by giving a local file
         raise SpurbenchError(
             f"the weights of '{spec.model}' cannot be fetched from the Hugging Face Hub "
-            f"({hub_failure_reason(err, first_line(err))}); pass --weights FILE (a local state dict) "
+            f"({unreachable or hub_failure_reason(err, first_line(err))}); pass --weights FILE (a local state dict) "
             "or use a panel entry whose weights name a local file or package (e.g. --panel offline)"
         ) from None
     source, path = _pretrained_location(model.pretrained_cfg)

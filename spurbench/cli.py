@@ -123,7 +123,8 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         p = sub.add_parser(
             name,
             help=summary,
-            description=(module.__doc__ if module is not None and module.__doc__ else summary),
+            # the summary, written for users (module docstrings are written for the code's readers)
+            description=summary[0].upper() + summary[1:] + ".",
             formatter_class=HelpFormatter,
         )
         if module is not None:
@@ -171,8 +172,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
+    from spurbench.progress import plain_progress_in_logs
+
     try:
-        return int(args._run(args) or 0)
+        with plain_progress_in_logs():  # a log file gets whole lines, not redrawn bars
+            return int(args._run(args) or 0)
     except SpurbenchError as err:
         print(f"spurbench {args.command}: error: {err}", file=sys.stderr)
         return 2

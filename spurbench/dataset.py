@@ -170,6 +170,8 @@ class DatasetCard:
     #: Hub card metadata: `original`, or `extended|<dataset>` for sets made from another
     source_datasets: list[str] = field(default_factory=lambda: ["original"])
     task_ids: list[str] = field(default_factory=lambda: ["multi-class-image-classification"])
+    #: why the set has its licence (derived from the inputs' licences, or why that was not possible)
+    license_note: str = ""
 
 
 def _row_for(row: Mapping[str, Any], column_names: Iterable[str], num_labels: int | None = None) -> dict[str, Any]:
@@ -413,7 +415,155 @@ def _card_text(card: DatasetCard, info, counts: Mapping[str, tuple[int, int]], f
     # through huggingface_hub's own card model and YAML writer, so the header is what the Hub writes and reads
     # (its known fields checked by DatasetCardData); our key order is kept
     header = DatasetCardData(**meta).to_yaml(original_order=list(meta))
-    return f"---\n{header}\n---\n\n# {card.pretty_name}\n\n{card.body.strip()}\n"
+    return (
+        f"---\n{header}\n---\n\n# {card.pretty_name}\n\n{smoke_warning(card)}{_own_body(card)}\n\n"
+        f"{hub_user_sections(card, info, list(counts))}"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# The card's prose for a Hub user: how to load it, what the columns mean, its licence, how to cite
+
+
+#: what each contract column means, as the card's column table says it
+COLUMN_MEANINGS: dict[str, str] = {
+    "image": "the image",
+    "label": "the ImageNet class k this image is about (a `spurious` set: the object it must NOT contain; a "
+    "`shift` set: the object it shows)",
+    "class_name": "the human-readable name of k",
+    "spurious_feature": "what in the image makes classifiers see k (e.g. `red feeder / flower`); in a `shift` set "
+    "(D3S) the background phrase of the prompt, its key being in `background`",
+    "component": "Spurious ImageNet's neural-PCA component id, -1 if none",
+    "source": "`generated`, or `reference` for a real photo",
+    "builder": "what made it: `sfsl`, `dreambooth`, `d3s`, `ddb`, an importer's name",
+    "prompt": "the exact text prompt (empty for real photos)",
+    "seed": "the exact seed (-1 for real photos)",
+    "background": "the background the object was placed on (key of the recipe's backgrounds)",
+    "group": "the group label (class x context) of a group-labelled set",
+    "file": "the image's file in the source release",
+    "object_score": "the open-vocabulary detector's highest score for k (`spurbench verify`)",
+    "object_present": "object_score >= the threshold in the card",
+    "object_boxes": "the detector's best boxes (JSON)",
+    "reviewed": "a person's decision: `keep`, `drop` or empty",
+}
+
+
+OTHER_COLUMN = "added by this set's builder"
+
+
+#: the first line of what `hub_user_sections` adds: a card read back (verify rewrites a set) ends its body there
+_HUB_SECTIONS_START = "## Using this dataset"
+
+
+def _own_body(card: DatasetCard) -> str:
+    """The body without the prose this module adds, so a card read back and written again holds it once."""
+    body = card.body.strip()
+    warning = smoke_warning(card).strip()
+    if warning and body.startswith(warning):
+        body = body[len(warning) :].strip()
+    at = 0 if body.startswith(_HUB_SECTIONS_START) else body.find("\n" + _HUB_SECTIONS_START)
+    return body[:at].strip() if at >= 0 else body
+
+
+def smoke_warning(card: DatasetCard) -> str:
+    """A plain warning first on a set whose images come from spurbench's random-weight model."""
+    if "tiny_sd" not in str(card.provenance.get("base_model", "")):
+        return ""
+    return (
+        "> **Smoke set: not for measuring classifiers.** Its generated images come from a random-weight model "
+        "(spurbench's tiny Stable Diffusion, no pretrained weights): they are noise, made to check that the "
+        "pipeline runs. Rates of 0 and undefined kappas are expected on it.\n\n"
+    )
+
+
+def hub_user_sections(card: DatasetCard, info: Any, splits: list[str]) -> str:
+    """Usage snippet, column table, licence and citation (markdown, deterministic)."""
+    split = DEFAULT_SPLIT if DEFAULT_SPLIT in splits else (splits[0] if splits else DEFAULT_SPLIT)
+    rows = []
+    for name, feature in (info.features or {}).items():
+        kind = type(feature).__name__
+        dtype = getattr(feature, "dtype", None)
+        shown = f"{kind} ({dtype})" if kind == "Value" and dtype else kind
+        rows.append(f"| `{name}` | {shown} | {COLUMN_MEANINGS.get(name, OTHER_COLUMN)} |")
+    licence = card.license_note or (
+        "other: see the licences of the inputs above" if card.license == "other" else card.license
+    )
+    return "\n".join(
+        [
+            _HUB_SECTIONS_START,
+            "",
+            "```python",
+            "import datasets",
+            "",
+            f'ds = datasets.load_dataset("<this folder, or its Hub id>", split="{split}")',
+            'ds.features["label"].int2str(ds[0]["label"])  # the class as its WordNet id',
+            "```",
+            "",
+            "Score a classifier on it with `spurbench eval --dataset <folder or Hub id> --model <timm name>`.",
+            "",
+            "## Columns",
+            "",
+            "| column | type | meaning |",
+            "|---|---|---|",
+            *rows,
+            "",
+            "## Licence",
+            "",
+            licence,
+            "",
+            "## Citation",
+            "",
+            'Cite spurbench as its `CITATION.cff` says (title: "spurbench: generated spurious-image test sets and a '
+            'classifier leaderboard"), and Spurious ImageNet (Neuhaus et al., ICCV 2023), whose classes it builds on.',
+            "",
+        ]
+    )
+
+
+#: licences spurbench can combine, by how much they ask of a user of the set (more is stricter)
+_LICENCE_PATTERNS: tuple[tuple[str, str, int], ...] = (
+    (r"\bcc[- ]?0\b|public domain", "cc0-1.0", 0),
+    (r"\bapache[- ]?(license[- ])?2\.0\b", "apache-2.0", 1),
+    (r"\bcc[- ]by[- ]2\.0\b", "cc-by-2.0", 2),
+    (r"\bcc[- ]by[- ]4\.0\b", "cc-by-4.0", 2),
+)
+#: terms that make a licence one spurbench does not combine on its own
+_UNCOMBINED = re.compile(r"\b(nc|sa|nd|non-?commercial|share-?alike|no-?deriv|imagenet|research only|unknown)\b", re.I)
+
+
+def card_license(stated: str, inputs: Mapping[str, str]) -> dict[str, str]:
+    """The card's `license` and the note that explains it. A recipe's explicit licence wins; for `other`, the
+    inputs' licences decide when every one is CC0 / public domain, Apache-2.0 or CC BY (one version): the set
+    takes the strictest (images made from CC BY photos keep their attribution). Anything else stays `other`,
+    naming the input that prevents it."""
+    if stated != "other":
+        return {"license": stated, "license_note": f"{stated}, as the recipe states."}
+    found: list[tuple[int, str, str]] = []
+    for key, text in inputs.items():
+        text = str(text)
+        hits = [(rank, spdx) for pattern, spdx, rank in _LICENCE_PATTERNS if re.search(pattern, text, re.I)]
+        if not hits or _UNCOMBINED.search(text):
+            return {
+                "license": "other",
+                "license_note": f"other: the licence of input `{key}` ({text}) is not one spurbench combines on its "
+                "own (CC0, public domain, Apache-2.0, CC BY); read the licences of the inputs above before reusing it.",
+            }
+        found.extend((rank, spdx, key) for rank, spdx in hits)
+    if not found:
+        return {"license": "other", "license_note": "other: the recipe states no licence for its inputs."}
+    top = max(rank for rank, _, _ in found)
+    strictest = sorted({spdx for rank, spdx, _ in found if rank == top})
+    if len(strictest) > 1:
+        return {
+            "license": "other",
+            "license_note": f"other: its inputs carry {' and '.join(strictest)}, which spurbench does not merge.",
+        }
+    because = sorted({key for rank, spdx, key in found if spdx == strictest[0]})
+    return {
+        "license": strictest[0],
+        "license_note": f"{strictest[0]}, derived from the licences of the inputs above: the strictest of them, that "
+        f"of {', '.join(because)}, applies to the set (attribution as stated there).",
+    }
 
 
 def portable_path(path: str | os.PathLike) -> str:
@@ -444,10 +594,23 @@ def dataset_display_name(source: str | os.PathLike) -> str:
 # Reading
 
 
+def _refuse_work_folder(path: Path) -> None:
+    """A build's work folder (`<out>.work`: its resumable state.json, classes/, references/) given where a dataset
+    is wanted: say so and name the dataset folder (reading it said "available splits: none")."""
+    if (path / "data").is_dir() or not ((path / "state.json").is_file() and (path / "classes").is_dir()):
+        return
+    dataset = path.with_name(path.name[: -len(".work")]) if path.name.endswith(".work") else None
+    where = f"'{dataset}'" if dataset else "the folder given to `spurbench build --out`"
+    raise SpurbenchError(
+        f"'{path}' is a build's work folder (its resumable state), not a dataset; give the dataset folder, {where}"
+    )
+
+
 def resolve_dataset(source: str | Path, revision: str | None = None) -> Path:
     """Local folder for a dataset given as a folder or a Hub id (downloaded into the HF cache)."""
     path = Path(source).expanduser()
     if path.is_dir():
+        _refuse_work_folder(path)
         if not any(path.glob("data/*.parquet")) and not any(path.glob("**/*.parquet")):
             raise SpurbenchError(
                 f"dataset folder '{path}' has no Parquet files; expected data/<split>-*.parquet as written by `spurbench build`"

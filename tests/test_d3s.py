@@ -108,7 +108,7 @@ def test_prompt_of_a_known_class_comes_from_wordnet():
     _, r = load_recipe("d3s_smoke")
     # ImageNet class 967 (n07920052): lemma "espresso", gloss as WordNet 3.0 has it
     assert r.prompt_for(967, "snow") == (
-        "a photo of a espresso, strong black coffee brewed by forcing hot water under pressure through finely ground "
+        "a photo of an espresso, strong black coffee brewed by forcing hot water under pressure through finely ground "
         "coffee beans, in snow"
     )
     assert r.prompt_for(0, "cave") == (

@@ -47,6 +47,7 @@ from spurbench.evaluate.record import record
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from spurbench.evaluate.leaderboard import DEFAULT_LEADERBOARD
+    from spurbench.resources import shipped_names  # the help lists what ships, never a copy of it
 
     g = parser.add_argument_group("classifiers (at least one --model, a --models-file or a --panel)")
     g.add_argument(
@@ -99,8 +100,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--panel",
         metavar="NAME|FILE",
         default=None,
-        help="score every classifier of a panel: a shipped name (offline, default, spurious-imagenet) or a YAML file "
-        "like classifiers/offline.yaml",
+        help="score every classifier of a panel: a shipped name (" + ", ".join(shipped_names("panel")) + ") or a "
+        "YAML file like classifiers/offline.yaml",
     )
     z = parser.add_argument_group("zero-shot models (open_clip:..., transformers: CLIP / SigLIP)")
     z.add_argument(

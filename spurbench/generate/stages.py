@@ -41,6 +41,8 @@ _BARRIER_TIMEOUT = datetime.timedelta(hours=48)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    # --out is required unless --plan is given, which argparse cannot say: the usage line says it
+    parser.usage = "%(prog)s --recipe NAME|PATH --out DIR [flags]\n       %(prog)s --recipe NAME|PATH --plan [flags]"
     # Flags without a meaningful default use SUPPRESS, so --help does not print "(default: None)".
     _recipe_and_folder_flags(parser, argparse.SUPPRESS)
     _run_flags(parser, argparse.SUPPRESS)
@@ -48,18 +50,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _recipe_and_folder_flags(parser: argparse.ArgumentParser, none: str) -> None:
+    from spurbench.resources import shipped_names  # the help lists what ships, never a copy of it
+
     parser.add_argument(
         "--recipe",
         required=True,
         metavar="NAME|PATH",
         default=none,
-        help="build recipe: a shipped name (smoke, spurious_imagenet, d3s, d3s_smoke) or a path to a YAML file like builders/smoke.yaml",
+        help="build recipe: a shipped name (" + ", ".join(shipped_names("recipe")) + ") or a path to a YAML file "
+        "like builders/smoke.yaml",
     )
     parser.add_argument(
         "--out",
         metavar="DIR",
         default=none,
-        help="folder to export the dataset to (Parquet shards + README.md card); replaced whole at the end",
+        help="folder to export the dataset to (Parquet shards + README.md card); replaced whole at the end. "
+        "Required, except with --plan",
     )
     parser.add_argument(
         "--work-dir",
@@ -663,11 +669,13 @@ def stage_export(ctx: Context, base_revision: str | None, created: str, out: Pat
     ctx.log(f"stage 5/5 export: {' + '.join(f'{n} {s}' for s, n in counts.items())} images -> {out or ctx.out}")
     # (name, class names) of a set labelled with another label set than ImageNet-1k (ddb from a Waterbirds import)
     label_set = ctx.method.label_set(r) if hasattr(ctx.method, "label_set") else None
+    from spurbench.dataset import card_license
+
     card = DatasetCard(
         pretty_name=parts.pretty_name,
         body=card_body(ctx, parts, base_revision, created)
         + ("" if copied is None else "\n\n" + copies.card_section(copied)),
-        license=r.dataset_license,
+        **card_license(r.dataset_license, r.licenses),  # derived from the inputs' licences where sound
         provenance={
             "recipe": r.name,
             "recipe_sha256": ctx.recipe_sha256,

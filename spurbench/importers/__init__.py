@@ -23,6 +23,10 @@ IMPORTERS: dict[str, tuple[str, str]] = {
         "spurbench.importers.waterbirds",
         "the Waterbirds folder (metadata.csv + images) as a group-labelled two-class set",
     ),
+    "sample-photos": (
+        "spurbench.importers.sample_photos",
+        "the photos scikit-image and scikit-learn ship, labelled as a small spurious set (offline demo)",
+    ),
 }
 
 
@@ -37,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         p = sub.add_parser(
             name,
             help=summary,
-            description=module.__doc__ or summary,
+            description=summary[0].upper() + summary[1:] + ".",
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         module.add_arguments(p)

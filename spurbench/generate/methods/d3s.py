@@ -145,8 +145,12 @@ class D3SRecipe:
     def prompt_for(self, index: int, background: str) -> str:
         from spurbench import imagenet
 
-        return self.prompt.format(
-            name=imagenet.class_lemmas(index)[0],
+        name = imagenet.class_lemmas(index)[0]
+        # "a photo of an Egyptian cat": the article before {name} follows its first letter (no ImageNet lemma
+        # starts with a silent consonant or a "you"-sounding vowel in the first lemmas the recipes use)
+        template = self.prompt.replace("a {name}", "an {name}") if name[:1].lower() in "aeiou" else self.prompt
+        return template.format(
+            name=name,
             definition=imagenet.class_definition(index),
             background=self.backgrounds.phrases[background],
         )

@@ -1,0 +1,76 @@
+"""Progress bars that read well in a log file.
+
+tqdm redraws its bar in place (carriage returns, and cursor-up escapes `ESC[A` for nested bars), which a file
+or a CI log records as a heap of fragments. When stderr is not a terminal the entry point (`spurbench.cli.main`)
+installs `PlainProgress` as `tqdm.auto.tqdm`, which every spurbench bar is made from: one plain line per bar every
+`INTERVAL_S` seconds and one when it ends. Bars passed `disable=None` ("only on a terminal") print those lines too;
+bars switched off on purpose (`disable=True`, e.g. --no-progress) stay off.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from tqdm.std import tqdm as _std_tqdm
+
+#: seconds between two lines of one bar
+INTERVAL_S = 30.0
+
+
+class PlainProgress(_std_tqdm):
+    """A tqdm whose output is whole lines (no carriage returns, no cursor movement)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if kwargs.get("disable") is None:
+            kwargs["disable"] = False
+        kwargs.setdefault("file", sys.stderr)
+        kwargs.setdefault("mininterval", 1.0)
+        self._last_line: float | None = None
+        super().__init__(*args, **kwargs)
+
+    def _line(self) -> None:
+        text = self.format_meter(**{**self.format_dict, "ncols": 0}).strip()
+        self.fp.write(text + "\n")
+        self.fp.flush()
+        self._last_line = time.monotonic()
+
+    def display(self, msg: str | None = None, pos: int | None = None) -> bool:
+        if self._last_line is None or time.monotonic() - self._last_line >= INTERVAL_S:
+            self._line()
+        return True
+
+    def moveto(self, n: int) -> None:  # nested bars: nothing to move on a line-by-line log
+        pass
+
+    def clear(self, nolock: bool = False) -> None:
+        pass
+
+    def close(self) -> None:
+        if self.disable:
+            return
+        self._line()  # the final count, once
+        # tqdm's own close would write a carriage return or clear the line: only its bookkeeping is done here
+        self.disable = True
+        self._decr_instances(self)
+
+
+@contextmanager
+def plain_progress_in_logs(stream: Any = None) -> Iterator[bool]:
+    """While the block runs, `tqdm.auto.tqdm` is the plain-line bar when `stream` (default stderr) is not a
+    terminal; yields whether it is. Restored afterwards (a library user's tqdm is theirs)."""
+    stream = sys.stderr if stream is None else stream
+    if getattr(stream, "isatty", lambda: False)():
+        yield False
+        return
+    import tqdm.auto
+
+    before = tqdm.auto.tqdm
+    tqdm.auto.tqdm = PlainProgress
+    try:
+        yield True
+    finally:
+        tqdm.auto.tqdm = before
