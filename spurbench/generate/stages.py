@@ -661,6 +661,7 @@ def stage_export(ctx: Context, base_revision: str | None, created: str, out: Pat
             "spurbench_version": _version(),
             "versions": software_versions(),
             "scheduler": scheduler_record(ctx),
+            **_models_block(ctx),
         },
         kind=ctx.method.kind_of(r) if hasattr(ctx.method, "kind_of") else ctx.method.KIND,
         **({"label_set": label_set[0]} if label_set else {}),
@@ -770,6 +771,7 @@ def card_body(ctx: Context, parts, base_revision: str | None, created: str) -> s
         "- Software: " + ", ".join(f"{k} {v}" for k, v in software_versions().items()),
         *_scheduler_lines(ctx),
         parts.images_line,
+        *_models_lines(ctx),
         "",
         "Reproduce (same machine and thread count give byte-identical images):",
         "",
@@ -793,6 +795,78 @@ def card_body(ctx: Context, parts, base_revision: str | None, created: str) -> s
         "```",
     ]
     return "\n".join(lines)
+
+
+def models_used(ctx: Context) -> list[dict[str, Any]]:
+    """Every classifier and detector that chose, shaped or checked the set's images, for the card: `[{"model",
+    "roles", "weights_sha256", "weights_source"}]`, one item per (model, weights) with all its roles. Eval marks an
+    entry of the same model and weights (spurbench.evaluate.validity.used_in_build). The method says which of
+    its models it used (`models_used(ctx) -> [(role, classifier spec dict)]`); the verify stage adds its detector."""
+    from spurbench.generate.verify_stage import load_verify_section
+
+    hook = getattr(ctx.method, "models_used", None)
+    used: dict[tuple, dict[str, Any]] = {}
+    for role, spec in hook(ctx) if hook is not None else []:
+        sha, source = classifier_weights(spec)
+        item = used.setdefault((spec["model"], sha), {"model": spec["model"], "roles": [], "weights_sha256": sha})
+        item["weights_source"] = source
+        if role not in item["roles"]:
+            item["roles"].append(role)
+    section = load_verify_section(ctx.recipe_path)
+    if section is not None:  # a detector is no classifier an entry could be, but the card names it all the same
+        name = section.model or section.detector
+        used[(name, None)] = {
+            "model": name,
+            "roles": ["verification"],
+            "weights_sha256": None,
+            "weights_source": f"{section.detector} detector" + (f"@{section.revision}" if section.revision else ""),
+        }
+    return list(used.values())
+
+
+def classifier_weights(spec: dict) -> tuple[str | None, str]:
+    """sha256 of a classifier spec's weights file and where it came from, without building the model (the hash
+    `spurbench eval` records in an entry's `weights`). timm's pretrained weights: the cached file's hash when found."""
+    from spurbench import classifiers
+    from spurbench.download import sha256_file
+
+    parsed = classifiers.ClassifierSpec.from_dict(spec)
+    if parsed.weights is None:
+        import timm
+
+        cfg = timm.models.get_pretrained_cfg(parsed.model)
+        source, path = classifiers._pretrained_location(cfg.to_dict() if cfg is not None else {})
+        return (sha256_file(path) if path else None), source
+    path, source = classifiers._weights_file(parsed)
+    if source.startswith("file:"):  # a local file: its name only, never a local folder in the card
+        source = "local file"
+    return sha256_file(path), source
+
+
+def _models_block(ctx: Context) -> dict[str, Any]:
+    used = models_used(ctx)
+    return {"models_used": used} if used else {}
+
+
+def _models_lines(ctx: Context) -> list[str]:
+    used = models_used(ctx)
+    if not used:
+        return []
+    lines = [
+        "",
+        "## Models used to build this set",
+        "",
+        "These models chose, shaped or checked the images: scored on this set they are not independent of it, so "
+        "`spurbench eval` marks an entry of the same model and weights (`used_in_build`) and ranks it apart.",
+        "",
+        "| model | used for | weights sha256 | weights from |",
+        "|---|---|---|---|",
+    ]
+    for u in used:
+        lines.append(
+            f"| `{u['model']}` | {', '.join(u['roles'])} | `{u['weights_sha256'] or 'n/a'}` | {u['weights_source']} |"
+        )
+    return lines
 
 
 def _scheduler_lines(ctx: Context) -> list[str]:

@@ -380,6 +380,13 @@ def provenance(recipe: DDBRecipe) -> dict[str, Any]:
 # Stage 1: the class's real photos
 
 
+def models_used(ctx) -> list[tuple[str, dict]]:
+    """The classifiers this method's build used (stages.models_used): the one that selects the source photos,
+    and prunes the counterfactuals when the recipe prunes."""
+    spec = _relative_to_recipe(ctx, ctx.recipe.classifier)
+    return [("selection", spec)] + ([("pruning", spec)] if prunes(ctx.recipe) else [])
+
+
 def resolve_references(ctx, entry, samples_dir, cache: dict):
     from spurbench.generate.references import resolve_class
 

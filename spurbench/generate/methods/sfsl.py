@@ -40,6 +40,13 @@ def provenance(recipe) -> dict[str, Any]:
     return {"feature_model": recipe.feature_model}
 
 
+def models_used(ctx) -> list[tuple[str, dict]]:
+    """The classifiers this method's build used (stages.models_used): the SFSL feature model, unless the
+    similarity loss is off (plain DreamBooth never loads it)."""
+    spec = _feature_spec(ctx)
+    return [("feature model", spec)] if spec is not None and ctx.recipe.sfsl_weight != 0 else []
+
+
 # ---------------------------------------------------------------------------------------------
 # Stage 1: reference spurious images
 
