@@ -31,6 +31,11 @@ def _set(data: dict, dotted: str, value) -> dict:
 
 
 CASES = [
+    # the control split (issue 24 §2): at least one base-model image per class, and nothing else in the section
+    ("control.images_per_class", 0, r"key 'control.images_per_class' must be >= 1 \(base-model images per class\), got 0"),
+    ("control.images_per_class", -3, r"key 'control.images_per_class' must be >= 1 .*got -3"),
+    ("control.images_per_class", "2", r"key 'control.images_per_class' must be an integer"),
+    ("control", {"images_per_class": 2, "per_prompt": 1}, r"control"),
     ("name", "my recipe", r"key 'name' must be a short identifier"),
     ("base_model", {"tiny": {"prediction_type": "epsilon"}, "id": "org/sd"}, r"needs exactly one of `id`"),
     ("base_model.revision", "main", r"key 'base_model.revision' only applies to a Hub `id`"),

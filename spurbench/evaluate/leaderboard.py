@@ -1184,6 +1184,7 @@ def to_markdown(board: Mapping[str, Any]) -> str:
         )
         lines.append("")
     lines.pop()
+    lines += validity.control_markdown(board["entries"])  # the lift over the control split, when scored
     c = board.get("consistency")
     is_shift = board_kind(board) == "shift"
     if c:

@@ -163,6 +163,15 @@ class Features:
     tiny_decoder_revision: str | None = None
 
 
+@dataclass(frozen=True)
+class Control:
+    """The control split (`control:`): per class, `images_per_class` images sampled from the BASE model (never
+    fine-tuned) with the class's generation prompts minus the identifier, the same sampler and the same seeds as the
+    class's first test images. What the pipeline alone makes fool a classifier: eval's lift is test minus control."""
+
+    images_per_class: int
+
+
 @dataclass(frozen=True, kw_only=True)
 class Recipe:
     name: str
@@ -190,6 +199,8 @@ class Recipe:
     created: str | None = None
     #: how the SFSL decodes (Features); None: the base model's VAE. Left out of the hash when absent
     features: Features | None = None
+    #: the control split (Control); None: no control split. Left out of the hash when absent
+    control: Control | None = None
 
     #: the method module (spurbench.generate.methods); not a field, so recipes written before methods hash the same
     method: typing.ClassVar[str] = "sfsl"
@@ -207,6 +218,11 @@ class Recipe:
     def generation_prompts(self, entry: ClassEntry) -> list[str]:
         return [render(t, self.token, entry.noun) for t in self.prompts.generation]
 
+    def control_prompts(self, entry: ClassEntry) -> list[str]:
+        """The generation prompts without the learned identifier ("a photo of a sks flower" -> "a photo of a flower"),
+        for the base model's control images."""
+        return [" ".join(render(t, "", entry.noun).split()) for t in self.prompts.generation]
+
     @property
     def sfsl_weight(self) -> float:
         return float(self.training.get("sfsl_weight", 0.0) or 0.0)
@@ -222,8 +238,9 @@ class Recipe:
 
     def to_dict(self) -> dict[str, Any]:
         d = plain(self)
-        if self.features is None:  # recipes without the key hash (and export) exactly as before it existed
-            del d["features"]
+        for key in ("features", "control"):  # recipes without the key hash (and export) exactly as before it existed
+            if getattr(self, key) is None:
+                del d[key]
         return d
 
 
@@ -338,6 +355,11 @@ def _check_semantics(r: Recipe) -> None:
     for key in ("num_class_images",):
         if getattr(r, key) < 0:
             raise SpurbenchError(f"key '{key}' must be >= 0, got {getattr(r, key)}")
+    if r.control is not None and r.control.images_per_class < 1:
+        raise SpurbenchError(
+            f"key 'control.images_per_class' must be >= 1 (base-model images per class), got {r.control.images_per_class}; "
+            "remove the `control:` section for no control split"
+        )
     g = r.generation
     for key in ("images_per_prompt", "num_inference_steps", "batch_size"):
         if getattr(g, key) < 1:

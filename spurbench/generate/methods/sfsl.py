@@ -78,6 +78,7 @@ def prepare(ctx, pending: list, refs: dict, base_model: str, base_revision: str 
 
             feature_model.decoder = load_tiny_decoder(features.tiny_decoder, features.tiny_decoder_revision, ctx.device)
     priors = stage_priors(ctx, pending, base_model)
+    stage_control(ctx, pending, base_model)
     return {"feature_model": feature_model, "priors": priors, "accelerator": None}
 
 
@@ -111,26 +112,14 @@ def _prior_settings(ctx) -> tuple[bool, int]:
 def stage_priors(ctx, pending: list, base_model: str) -> dict[str, list]:
     from tqdm.auto import tqdm
 
-    from spurbench.generate.sampling import class_prior_images, load_pipeline, torch_dtype
+    from spurbench.generate.sampling import class_prior_images
 
     use_prior, n = _prior_settings(ctx)
     nouns = list(dict.fromkeys(c.noun for c in pending))
     if not use_prior or not nouns:
         return {}
     r = ctx.recipe
-    pipe = None
-
-    def get_pipeline():
-        nonlocal pipe
-        if pipe is None:
-            pipe = load_pipeline(
-                base_model,
-                ctx.device,
-                torch_dtype(ctx.mixed_precision, ctx.device),
-                scheduler=r.generation.scheduler,
-                safety_checker=r.generation.safety_checker,
-            )
-        return pipe
+    get_pipeline = _base_pipeline(ctx, base_model)
 
     ctx.log(f"stage 2/5 class priors: {n} images for each of {len(nouns)} noun(s) ({', '.join(nouns)})")
     out = {}
@@ -148,8 +137,75 @@ def stage_priors(ctx, pending: list, base_model: str) -> dict[str, list]:
             resolution=r.resolution,
             progress=ctx.progress,
         )
-    del pipe
     return out
+
+
+def _base_pipeline(ctx, base_model: str):
+    """A loader of the base (not fine-tuned) pipeline with the recipe's sampler, loaded on first use only."""
+    from spurbench.generate.sampling import load_pipeline, torch_dtype
+
+    held: list = []
+
+    def get_pipeline():
+        if not held:
+            r = ctx.recipe
+            dtype = torch_dtype(ctx.mixed_precision, ctx.device)
+            g = r.generation
+            held.append(
+                load_pipeline(base_model, ctx.device, dtype, scheduler=g.scheduler, safety_checker=g.safety_checker)
+            )
+        return held[0]
+
+    return get_pipeline
+
+
+# ---------------------------------------------------------------------------------------------
+# The control split (recipe `control:`): the base model, the prompts without the identifier, the test seeds
+
+
+def control_jobs(ctx, entry) -> list:
+    """The class's control images: prompt after prompt, the i-th control image of prompt p with the seed of the
+    class's test image p{p}_{i} (class_jobs), so each control image is paired with a test image by its seed."""
+    from spurbench.generate.sampling import Job, image_seed
+
+    r = ctx.recipe
+    if r.control is None:
+        return []
+    prompts = r.control_prompts(entry)
+    folder = ctx.class_dir(entry.index) / "control"
+    return [
+        Job(prompts[p], image_seed(r.seed, "class", entry.index, p, i), folder / f"p{p}_{i:04d}.png")
+        for n in range(r.control.images_per_class)
+        for p, i in [(n % len(prompts), n // len(prompts))]
+    ]
+
+
+def stage_control(ctx, pending: list, base_model: str) -> None:
+    """Sample every pending class's control images with the base model (resumable by whole batches, like the
+    test images); make_class then lists them in the class's marker."""
+    from spurbench.generate.sampling import sample
+
+    if ctx.recipe.control is None or not pending:
+        return
+    g = ctx.recipe.generation
+    get_pipeline = _base_pipeline(ctx, base_model)
+    ctx.log(f"stage 2/5 control: {ctx.recipe.control.images_per_class} base-model image(s) per class")
+    for entry in pending:
+        jobs = control_jobs(ctx, entry)
+        if all(j.path.is_file() for j in jobs):
+            continue
+        for j in jobs:
+            j.path.parent.mkdir(parents=True, exist_ok=True)
+        sample(
+            get_pipeline(),
+            jobs,
+            batch_size=g.batch_size,
+            num_inference_steps=g.num_inference_steps,
+            guidance_scale=g.guidance_scale,
+            resolution=ctx.recipe.resolution,
+            progress=ctx.progress,
+            desc=f"control class {entry.index}",
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -229,9 +285,16 @@ def make_class(ctx, entry, refs: dict, state: dict) -> dict[str, Any]:
         "component": refs[entry.index].component,
         "images": [{"file": j.path.name, "prompt": j.prompt, "seed": j.seed} for j in jobs],
         "nsfw_flagged": flagged,
+        **_control_record(ctx, entry),
         "model": str(model_dir) if ctx.keep_weights else None,
     }
     return fields
+
+
+def _control_record(ctx, entry) -> dict[str, Any]:
+    """The marker's `control` list (only when the recipe has a control split, so other markers stay as they were)."""
+    jobs = control_jobs(ctx, entry)
+    return {"control": [{"file": j.path.name, "prompt": j.prompt, "seed": j.seed} for j in jobs]} if jobs else {}
 
 
 def after_marker(ctx, entry) -> None:
@@ -274,11 +337,35 @@ def export_splits(ctx, markers: dict, refs: dict):
             for path in refs[entry.index].images:
                 yield dict(image=path, source="reference", prompt="", seed=-1, **common(entry))
 
+    def control_rows():
+        for entry in ctx.classes:
+            for im in markers[entry.index].get("control") or []:
+                yield dict(
+                    image=str(ctx.class_dir(entry.index) / "control" / im["file"]),
+                    source="control",
+                    prompt=im["prompt"],
+                    seed=int(im["seed"]),
+                    **common(entry),
+                )
+
     counts = {
         "test": sum(len(m["images"]) for m in markers.values()),
         "reference": sum(len(x.images) for x in refs.values()),
     }
-    return {"test": test_rows(), "reference": reference_rows()}, None, counts
+    splits = {"test": test_rows(), "reference": reference_rows()}
+    if r.control is not None:
+        counts["control"] = sum(len(m.get("control") or []) for m in markers.values())
+        splits["control"] = control_rows()
+    return splits, None, counts
+
+
+#: what the card says of the control split
+CONTROL_INTRO = (
+    " Split `control` is the control: per class, images sampled from the base model (never fine-tuned) with the "
+    "same prompts without the identifier, the same sampler and the same seeds as the class's first test images. "
+    "A classifier fooled as often by `control` as by `test` is fooled by the generation, not by a learned spurious "
+    "feature: `spurbench eval` reports the lift (test rate minus control rate) per class with its interval."
+)
 
 
 def card_parts(ctx, markers: dict, refs: dict, counts: dict) -> CardParts:
@@ -294,7 +381,7 @@ def card_parts(ctx, markers: dict, refs: dict, counts: dict) -> CardParts:
             "feature of one ImageNet class k (`label`), with DreamBooth"
             + (" plus the spurious-feature similarity loss (SFSL)" if r.builder == "sfsl" else "")
             + ". The images are meant to make classifiers predict k without showing k. Split `reference` holds the "
-            "reference images the models were fine-tuned on."
+            "reference images the models were fine-tuned on." + (CONTROL_INTRO if r.control is not None else "")
         ),
         provenance_lines=[
             f"- Feature model (SFSL): `{json.dumps(r.feature_model, sort_keys=True) if r.feature_model else 'none'}`"
@@ -303,6 +390,7 @@ def card_parts(ctx, markers: dict, refs: dict, counts: dict) -> CardParts:
         images_line=(
             f"- Images: {counts['test']} generated ({len(ctx.classes)} classes x {len(r.prompts.generation)} prompts x "
             f"{r.generation.images_per_prompt} images), {counts['reference']} reference"
+            + (f", {counts['control']} control (base model)" if "control" in counts else "")
             + (f"; {flagged} generated images were blacked out by the safety checker" if flagged else "")
         ),
         classes_table=[
@@ -388,6 +476,10 @@ def plan(p, r, classes: list) -> None:
         sample,
         f"{g.num_inference_steps} steps, guidance {g.guidance_scale}",
     )
+    if r.control is not None:  # the control split: the base model, no fine-tuning
+        m = len(classes) * r.control.images_per_class
+        p.images += m
+        p.add("4 control sampling (base model)", m, "image", sample, f"{r.control.images_per_class} per class")
     weights = cost.pipeline_bytes(arch)
     png = cost.png_bytes(r.resolution)
     p.disk_bytes = (p.images + p.extra_images) * png * 2 + (len(classes) * weights if r.keep_weights else weights)
