@@ -201,6 +201,9 @@ def evaluate(
     roles = validity.used_in_build(entry, data.info.get("provenance"))
     if roles:  # its model chose or shaped the set's images: marked and ranked apart (evaluate/validity.py)
         entry["used_in_build"] = roles
+    transfer = validity.transfer_block(entry, data.info.get("provenance"))
+    if transfer:  # a mined set: a held-out model's rate is its transfer rate from the surrogates
+        entry["transfer"] = transfer
     if data.kind == ds_contract.DEFAULT_KIND and data.split == ds_contract.DEFAULT_SPLIT and validity.has_control(data):
         # the control split scored beside test: the lift over what the pipeline alone does (evaluate/validity.py)
         ctrl = validity.open_control(data)

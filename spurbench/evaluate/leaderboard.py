@@ -1185,6 +1185,7 @@ def to_markdown(board: Mapping[str, Any]) -> str:
         lines.append("")
     lines.pop()
     lines += validity.control_markdown(board["entries"])  # the lift over the control split, when scored
+    lines += validity.transfer_markdown(board["entries"])  # a mined set: held-out models' transfer
     c = board.get("consistency")
     is_shift = board_kind(board) == "shift"
     if c:

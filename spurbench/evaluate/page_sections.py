@@ -271,7 +271,7 @@ def ranking_section(p: PageData) -> str:
     table = _sortable_table(cols, rows, "ranking", caption, "rank" if len(groups) <= 1 else None)
     if not p.entries:
         table += '<p class="note">No model has been scored on this dataset yet: run <code>spurbench eval</code> (see Reproduce below).</p>'
-    table += validity.control_html(p.entries)  # the lift over the control split, when scored
+    table += validity.page_html(p.entries)  # the lift over the control split, the transfer of a mined set
     return f'<section id="models"><h2>Models</h2>{table}</section>'
 
 

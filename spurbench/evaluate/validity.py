@@ -137,7 +137,7 @@ def control_lines(entry: Mapping[str, Any]) -> list[str]:
 
     def text(what: str, r: Mapping[str, Any]) -> str:
         low, high = r.get("lift_interval") or [None, None]
-        pct = lambda x: "n/a" if x is None else f"{100 * x:.0f} %"  # noqa: E731
+        pct = _pct
         line = (
             f"{what}: test {pct(r.get('test_rate'))}, control {pct(r.get('control_rate'))}, "
             f"lift {pct(r.get('lift'))} [{pct(low)}, {pct(high)}]"
@@ -165,8 +165,24 @@ def control_markdown(entries: Any) -> list[str]:
     return lines
 
 
-def control_html(entries: Any) -> str:
-    """The page's lift section ("" when no entry scored a control split)."""
+def page_html(entries: Any) -> str:
+    """The page's validity sections: the lift over the control split, the transfer from the mining surrogates."""
+    from html import escape
+
+    transfer = transfer_markdown(entries)
+    html = (
+        ""
+        if not transfer
+        else (
+            f'<div id="transfer"><h3>{escape(transfer[1][3:])}</h3><p class="note">{escape(transfer[3])}</p><ul>'
+            + "".join(f"<li>{escape(line[2:])}</li>" for line in transfer[5:])
+            + "</ul></div>"
+        )
+    )
+    return _control_html(entries) + html
+
+
+def _control_html(entries: Any) -> str:
     from html import escape
 
     scored = [e for e in entries if e.get("control")]
@@ -179,3 +195,50 @@ def control_html(entries: Any) -> str:
         for e in scored
     )
     return f'<div id="control-lift"><h3>Lift over the control split</h3><p class="note">{escape(CONTROL_NOTE)}</p><ul>{items}</ul></div>'
+
+
+# ---------------------------------------------------------------------------------------------
+# Transfer (issue 24 §4): a mined set kept the images that fooled the surrogates; another model's rate is transfer
+
+
+def transfer_block(entry: Mapping[str, Any], provenance: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """For a held-out model (not a surrogate) on a set made by a `mine:` stage: the transfer rate (its macro top-1
+    spurious rate on the mined images) with its 95 % interval, classes resampled. None otherwise."""
+    from spurbench.evaluate.uncertainty import Method, unit_mean_interval
+
+    mine = (provenance or {}).get("mine")
+    if not mine or entry.get("used_in_build"):
+        return None
+    rates = [c.get("spurious_rate") for c in (entry.get("per_class") or {}).values()]
+    low, high = unit_mean_interval(rates, Method(unit="class")) if rates else (None, None)
+    return {
+        "rate": (entry.get("metrics") or {}).get("spurious_rate"),
+        "interval": [low, high],
+        "surrogates": [s.get("model") for s in mine.get("surrogates") or []],
+        "min_fooled": mine.get("min_fooled"),
+    }
+
+
+def transfer_markdown(entries: Any) -> list[str]:
+    """The md board's transfer section ([] when no entry has one)."""
+    held = [e for e in entries if e.get("transfer")]
+    if not held:
+        return []
+    t0 = held[0]["transfer"]
+    lines = [
+        "",
+        "## Transfer from the mining surrogates",
+        "",
+        f"The set keeps only images that fooled at least {t0['min_fooled']} of {', '.join(t0['surrogates'])}; "
+        "for every other model the spurious rate is a transfer rate (95 % interval, classes resampled).",
+        "",
+    ]
+    for e in held:
+        t = e["transfer"]
+        low, high = t["interval"]
+        lines.append(f"- {e['model']}: transfer rate {_pct(t['rate'])} [{_pct(low)}, {_pct(high)}]")
+    return lines
+
+
+def _pct(x: Any) -> str:
+    return "n/a" if x is None else f"{100 * x:.0f} %"

@@ -806,7 +806,8 @@ def models_used(ctx: Context) -> list[dict[str, Any]]:
 
     hook = getattr(ctx.method, "models_used", None)
     used: dict[tuple, dict[str, Any]] = {}
-    for role, spec in hook(ctx) if hook is not None else []:
+    surrogates = [("mining surrogate", s) for s in check_surrogates(ctx)]
+    for role, spec in [*(hook(ctx) if hook is not None else []), *surrogates]:
         sha, source = classifier_weights(spec)
         item = used.setdefault((spec["model"], sha), {"model": spec["model"], "roles": [], "weights_sha256": sha})
         item["weights_source"] = source
@@ -841,6 +842,65 @@ def classifier_weights(spec: dict) -> tuple[str | None, str]:
     if source.startswith("file:"):  # a local file: its name only, never a local folder in the card
         source = "local file"
     return sha256_file(path), source
+
+
+def check_surrogates(ctx: Context) -> list[dict]:
+    """The recipe's `mine:` surrogates as classifier specs, each weights file checked against its pinned sha256
+    before anything is generated (a mismatch is one line naming the recipe key)."""
+    from spurbench.generate.recipe import mine_specs
+
+    mine = getattr(ctx.recipe, "mine", None)
+    if mine is None:
+        return []
+    specs = mine_specs(mine)
+    for i, spec in enumerate(specs):
+        sha, source = classifier_weights(
+            {**spec, "weights": {k: v for k, v in spec["weights"].items() if k != "sha256"}}
+        )
+        if sha != spec["weights"]["sha256"]:
+            raise SpurbenchError(
+                f"key 'mine.surrogates[{i}].sha256': the weights of {spec['model']} ({source}) have sha256 {sha}, "
+                f"not the pinned {spec['weights']['sha256']}; pin the weights you mean or install those"
+            )
+    return specs
+
+
+def mine_fooled(ctx: Context, images: list[tuple[Path, int]]) -> list[int]:
+    """How many of the `mine:` surrogates each (image file, label) fools (top-1 = label), with timm's eval
+    transform of each surrogate. Cached in <work>/mine.json by file name, size and surrogate hashes (resumable)."""
+    import numpy as np
+    import torch
+
+    from spurbench import classifiers
+    from spurbench.files import atomic_write
+    from spurbench.generate.references import load_image
+
+    specs = check_surrogates(ctx)
+    cache_path = ctx.work / "mine.json"
+    cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
+    key = ",".join(s["weights"]["sha256"] for s in specs)
+    cached = cache.get(key, {})
+    ids = [f"{p.parent.parent.name}/{p.name}:{p.stat().st_size}" for p, _ in images]
+    todo = [i for i, ident in enumerate(ids) if ident not in cached]
+    if todo:
+        ctx.log(f"stage mine: {len(todo)} image(s) scored by {len(specs)} surrogate(s)")
+        hits = np.zeros((len(todo), len(specs)), dtype=bool)
+        for j, spec in enumerate(specs):
+            import timm
+
+            loaded = classifiers.create_classifier(classifiers.ClassifierSpec.from_dict(spec), "cpu")
+            transform = timm.data.create_transform(**loaded.data_config)
+            for start in range(0, len(todo), 16):
+                rows = todo[start : start + 16]
+                batch = torch.stack([transform(load_image(images[i][0])) for i in rows])
+                with torch.no_grad():
+                    top1 = loaded.model(batch).argmax(-1).numpy()
+                hits[start : start + len(rows), j] = top1 == np.array([images[i][1] for i in rows])
+        for n, i in enumerate(todo):
+            cached[ids[i]] = int(hits[n].sum())
+        cache[key] = cached
+        atomic_write(cache_path, json.dumps(cache, sort_keys=True).encode())
+    return [int(cached[ident]) for ident in ids]
 
 
 def _models_block(ctx: Context) -> dict[str, Any]:

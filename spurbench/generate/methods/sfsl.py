@@ -37,7 +37,15 @@ def recipe_from_dict(data: Mapping[str, Any]):
 
 
 def provenance(recipe) -> dict[str, Any]:
-    return {"feature_model": recipe.feature_model}
+    out: dict[str, Any] = {"feature_model": recipe.feature_model}
+    if recipe.mine is not None:  # which surrogates chose the exported images (eval: transfer of the others)
+        m = recipe.mine
+        out["mine"] = {
+            "panel": m.panel,
+            "min_fooled": m.min_fooled,
+            "surrogates": [{"model": s.model, "weights_sha256": s.sha256.lower()} for s in m.surrogates],
+        }
+    return out
 
 
 def models_used(ctx) -> list[tuple[str, dict]]:
@@ -62,6 +70,9 @@ def resolve_references(ctx, entry, samples_dir, cache: dict):
 
 
 def prepare(ctx, pending: list, refs: dict, base_model: str, base_revision: str | None) -> dict[str, Any]:
+    from spurbench.generate.stages import check_surrogates
+
+    check_surrogates(ctx)  # a mis-pinned mining surrogate fails before minutes of generation
     if not ctx.keep_weights:
         for entry in ctx.classes[ctx.rank :: ctx.world]:
             if entry not in pending:  # a build killed between a class's marker and the deletion of its weights
@@ -321,9 +332,13 @@ def export_splits(ctx, markers: dict, refs: dict):
             builder=r.builder,
         )
 
+    kept = _mined(ctx, markers)
+
     def test_rows():
         for entry in ctx.classes:
             for im in markers[entry.index]["images"]:
+                if kept is not None and (entry.index, im["file"]) not in kept:
+                    continue
                 yield dict(
                     image=str(ctx.class_dir(entry.index) / "images" / im["file"]),
                     source="generated",
@@ -342,14 +357,14 @@ def export_splits(ctx, markers: dict, refs: dict):
             for im in markers[entry.index].get("control") or []:
                 yield dict(
                     image=str(ctx.class_dir(entry.index) / "control" / im["file"]),
-                    source="control",
+                    source="generated",  # by the base model; the split says it is the control
                     prompt=im["prompt"],
                     seed=int(im["seed"]),
                     **common(entry),
                 )
 
     counts = {
-        "test": sum(len(m["images"]) for m in markers.values()),
+        "test": sum(len(m["images"]) for m in markers.values()) if kept is None else len(kept),
         "reference": sum(len(x.images) for x in refs.values()),
     }
     splits = {"test": test_rows(), "reference": reference_rows()}
@@ -366,6 +381,30 @@ CONTROL_INTRO = (
     "A classifier fooled as often by `control` as by `test` is fooled by the generation, not by a learned spurious "
     "feature: `spurbench eval` reports the lift (test rate minus control rate) per class with its interval."
 )
+
+
+def _mined(ctx, markers: dict) -> set | None:
+    """The (class, file) of the test images the `mine:` stage keeps (fooling >= min_fooled surrogates); None: all."""
+    from spurbench.generate.stages import mine_fooled
+
+    mine = ctx.recipe.mine
+    if mine is None:
+        return None
+    images = [(c.index, im["file"]) for c in ctx.classes for im in markers[c.index]["images"]]
+    fooled = mine_fooled(ctx, [(ctx.class_dir(k) / "images" / f, k) for k, f in images])
+    ctx.log(
+        f"stage mine: {sum(n >= mine.min_fooled for n in fooled)} of {len(images)} image(s) fool >= {mine.min_fooled}"
+    )
+    return {image for image, n in zip(images, fooled, strict=True) if n >= mine.min_fooled}
+
+
+def _mine_text(r, markers: dict, counts: dict) -> str:
+    generated = sum(len(m["images"]) for m in markers.values())
+    names = ", ".join(f"`{s.model}` (sha256 `{s.sha256.lower()}`)" for s in r.mine.surrogates)
+    return (
+        f"; mined: the {counts['test']} of {generated} generated images that fool at least {r.mine.min_fooled} of "
+        f"the surrogates {names} (panel `{r.mine.panel}`): scores of those models on this set are not transfer"
+    )
 
 
 def card_parts(ctx, markers: dict, refs: dict, counts: dict) -> CardParts:
@@ -391,6 +430,7 @@ def card_parts(ctx, markers: dict, refs: dict, counts: dict) -> CardParts:
             f"- Images: {counts['test']} generated ({len(ctx.classes)} classes x {len(r.prompts.generation)} prompts x "
             f"{r.generation.images_per_prompt} images), {counts['reference']} reference"
             + (f", {counts['control']} control (base model)" if "control" in counts else "")
+            + (_mine_text(r, markers, counts) if r.mine is not None else "")
             + (f"; {flagged} generated images were blacked out by the safety checker" if flagged else "")
         ),
         classes_table=[
