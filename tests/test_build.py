@@ -399,7 +399,7 @@ def test_smoke_export_loads_with_datasets(smoke_build):
     import datasets
 
     ds = datasets.load_dataset(str(smoke_build.out))
-    assert set(ds) == {"test", "reference"}
+    assert set(ds) == {"test", "reference", "control"}  # control: the recipe's `control:` split (issue 24)
     _, recipe = load_recipe("smoke")
     n_prompts, per_prompt = len(recipe.prompts.generation), recipe.generation.images_per_prompt
     test, ref = ds["test"], ds["reference"]

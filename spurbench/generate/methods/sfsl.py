@@ -520,6 +520,12 @@ def plan(p, r, classes: list) -> None:
         m = len(classes) * r.control.images_per_class
         p.images += m
         p.add("4 control sampling (base model)", m, "image", sample, f"{r.control.images_per_class} per class")
+    if r.mine is not None:  # the mine: stage, one forward of each surrogate per generated image
+        from spurbench.generate.recipe import mine_specs
+
+        for spec in mine_specs(r.mine):
+            name = cost.add_timm_download(p, f"mining surrogate {spec['model']}", spec)
+            p.add(f"mine: {name} forward", n, "image", cost.classifier_pass(name), "keeps images fooling >= k")
     weights = cost.pipeline_bytes(arch)
     png = cost.png_bytes(r.resolution)
     p.disk_bytes = (p.images + p.extra_images) * png * 2 + (len(classes) * weights if r.keep_weights else weights)
