@@ -743,17 +743,22 @@ def test_an_entry_of_the_feature_model_is_marked_and_ranked_apart(smoke_build, t
         assert out.returncode == 0, out.stderr[-2000:]
         return out.stdout
 
-    # the control split scored beside test: rates per class and overall, the lift and its interval
+    # the control split scored beside test (verified like test: images whose check failed are left out of both):
+    # rates per class and overall, the lift and its interval
+    import datasets
+
+    control = datasets.load_dataset(str(smoke_build.out))["control"]
+    kept = [k for k, present in zip(control["label"], control["object_present"], strict=True) if not present]
     for e in saved["entries"]:
         c = e["control"]
-        assert set(c["per_class"]) == {"309", "324", "576"} and c["num_control"] == 6
+        assert c["num_control"] == len(kept) and 0 < len(kept) < 6  # threshold 0.75 fails about half of them
+        assert {int(k): r["num_control"] for k, r in c["per_class"].items()} == {k: kept.count(k) for k in set(kept)}
         for k, r in c["per_class"].items():
-            assert r["lift"] == pytest.approx(r["test_rate"] - r["control_rate"]) and r["num_control"] == 2
+            assert r["lift"] == pytest.approx(r["test_rate"] - r["control_rate"])
             low, high = r["lift_interval"]
             assert low <= r["lift"] <= high and r["artefact"] == (low <= 0)
             assert r["test_rate"] == pytest.approx(e["per_class"][k]["spurious_rate"])
         assert c["lift"] == pytest.approx(c["test_rate"] - c["control_rate"])
-        assert c["test_rate"] == pytest.approx(e["metrics"]["spurious_rate"])
     md = render("md")
     assert "## Lift over the control split" in md and "lift" in md.split("## Lift over the control split")[1]
     assert "tf_efficientnet_lite0 (used in build: feature model)" in md
