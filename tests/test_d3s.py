@@ -357,6 +357,7 @@ def test_d3s_smoke_export_stands_alone_and_can_leave_the_photos_out(d3s_referenc
     assert assert_loads_without(d3s_reference, work, tmp_path / "hf") == 24
     card = (d3s_reference / "README.md").read_text()
     assert "ImageNet's terms of access and may not be redistributable" in card
+    assert "- Control: split `reference` (the class photos pasted onto the backgrounds) is this set's control" in card
     assert read_provenance(d3s_reference)["scheduler"]["class"] == "DDIMScheduler"
     # the same work dir re-exported without the photos: `export:` is not hashed, nothing is regenerated
     data = _smoke()
@@ -388,6 +389,7 @@ def test_d3s_smoke_export_stands_alone_and_can_leave_the_photos_out(d3s_referenc
     full = datasets.load_dataset(str(d3s_reference), cache_dir=str(tmp_path / "hf3"))["test"]
     assert ds["test"]["reference_index"] == full["reference_index"] and ds["test"]["init_box"] == full["init_box"]
     assert "This export leaves them out" in (tmp_path / "hub" / "README.md").read_text()
+    assert "is this set's control" not in (tmp_path / "hub" / "README.md").read_text()
     assert assert_names_no_local_folder(tmp_path / "hub", tmp_path, work) >= 3
 
 

@@ -108,6 +108,13 @@ def _check_build(out: Path, kept_split: str, ig_threshold: float) -> dict:
     prov = yaml.safe_load((out / "README.md").read_text().split("---")[1])["spurbench"]
     assert prov["ig_threshold"] == ig_threshold
     assert prov["classifier"]["model"] == "tf_efficientnet_lite0"
+    # the card names the classifier that built the set (issue 24 §4) and the source photos as its control (§2)
+    used = {u["model"]: u["roles"] for u in prov["models_used"]}
+    assert used["tf_efficientnet_lite0"][0] == "selection" and set(used["tf_efficientnet_lite0"]) <= {
+        "selection",
+        "pruning",
+    }
+    assert "- Control: split `reference` (the source photos" in (out / "README.md").read_text()
     refs = ds["reference"]
     gen_rows = [r for s in (kept_split, "pruned") if s in ds for r in ds[s]]
     assert gen_rows, "the smoke build repainted nothing"
@@ -189,6 +196,7 @@ def test_swap_build_gives_a_group_labelled_shift_set(tmp_path, monkeypatch):
     lean = load_dataset(str(hub), cache_dir=str(tmp_path / "hf_hub"))
     assert sorted(lean) == ["pruned", "train"] and lean["train"]["source_index"] == ds["train"]["source_index"]
     assert "left out of this export" in (hub / "README.md").read_text()
+    assert "- Control: split `reference`" not in (hub / "README.md").read_text()  # no photos, no control named
 
 
 @pytest.mark.slow

@@ -30,7 +30,38 @@ def _set(data: dict, dotted: str, value) -> dict:
     return data
 
 
+_LITE0 = {
+    "model": "tf_efficientnet_lite0",
+    "sha256": "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
+}
 CASES = [
+    # the mine: stage (issue 24 §4): k within the panel, surrogates of the named panel, a sha256 pinned
+    (
+        "mine",
+        {"panel": "offline", "surrogates": [_LITE0], "min_fooled": 2},
+        r"key 'mine.min_fooled' must be between 1 and the 1 surrogate\(s\), got 2",
+    ),
+    ("mine", {"panel": "offline", "surrogates": [_LITE0], "min_fooled": 0}, r"key 'mine.min_fooled' must be between 1"),
+    ("mine", {"panel": "offline", "surrogates": []}, r"key 'mine.surrogates' must name at least one classifier"),
+    (
+        "mine",
+        {"panel": "offline", "surrogates": [{"model": "resnet50", "sha256": "a" * 64}]},
+        r"key 'mine.surrogates\[0\].model': 'resnet50' is not in panel 'offline'; its models: tf_efficientnet_lite0",
+    ),
+    (
+        "mine",
+        {"panel": "offline", "surrogates": [{"model": "tf_efficientnet_lite0", "sha256": "abc"}]},
+        r"key 'mine.surrogates\[0\].sha256' must be the 64 hex digits",
+    ),
+    # the control split (issue 24 §2): at least one base-model image per class, and nothing else in the section
+    (
+        "control.images_per_class",
+        0,
+        r"key 'control.images_per_class' must be >= 1 \(base-model images per class\), got 0",
+    ),
+    ("control.images_per_class", -3, r"key 'control.images_per_class' must be >= 1 .*got -3"),
+    ("control.images_per_class", "2", r"key 'control.images_per_class' must be an integer"),
+    ("control", {"images_per_class": 2, "per_prompt": 1}, r"unknown key 'control.per_prompt'"),
     ("name", "my recipe", r"key 'name' must be a short identifier"),
     ("base_model", {"tiny": {"prediction_type": "epsilon"}, "id": "org/sd"}, r"needs exactly one of `id`"),
     ("base_model.revision", "main", r"key 'base_model.revision' only applies to a Hub `id`"),

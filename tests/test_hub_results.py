@@ -39,12 +39,14 @@ def board(tmp_path) -> Path:
 def test_csv_is_timm_results_convention(board, capsys):
     assert main(["leaderboard", "--leaderboard", str(board), "--format", "csv"]) == 0
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
-    assert list(rows[0])[:1] == ["model"] and list(rows[0])[-7:-3] == [
+    assert list(rows[0])[:1] == ["model"] and list(rows[0])[-8:-4] == [
         "param_count",
         "img_size",
         "crop_pct",
         "interpolation",
     ]
+    # no entry's model built this set: the used_in_build column is empty (evaluate/validity.py)
+    assert list(rows[0])[-1] == "used_in_build" and {r["used_in_build"] for r in rows} == {""}
     # ranked by AP within the comparable group; the --limit entry after, in its own group
     assert [(r["model"], r["group"]) for r in rows] == [
         ("vit_b+x", "1"),

@@ -78,7 +78,7 @@ def evaluate(
     calibration on CPU); the entry's `loop` records what was used and why, and the decode path.
     Nothing is written: see `record` for the predictions CSV and the leaderboard.
     """
-    from spurbench.evaluate import metrics
+    from spurbench.evaluate import metrics, validity
     from spurbench.evaluate.leaderboard import predictions_relpath
 
     if preprocessing not in PREPROCESSING:
@@ -198,6 +198,21 @@ def evaluate(
     }
     if data.kind != ds_contract.DEFAULT_KIND:
         entry["kind"] = data.kind
+    roles = validity.used_in_build(entry, data.info.get("provenance"))
+    if roles:  # its model chose or shaped the set's images: marked and ranked apart (evaluate/validity.py)
+        entry["used_in_build"] = roles
+    transfer = validity.transfer_block(entry, data.info.get("provenance"))
+    if transfer:  # a mined set: a held-out model's rate is its transfer rate from the surrogates
+        entry["transfer"] = transfer
+    if data.kind == ds_contract.DEFAULT_KIND and data.split == ds_contract.DEFAULT_SPLIT and validity.has_control(data):
+        # the control split scored beside test: the lift over what the pipeline alone does (evaluate/validity.py)
+        ctrl = validity.open_control(data)
+        items = ImageItems(spurious_tf, ctrl.labels, rows=ctrl.rows, size=size, decode=decode)
+        cp = predict(
+            clf, items, **run, what=f"image of dataset '{data.source}' split 'control'", desc=f"{name} (control)"
+        )
+        cp.index = cp.index if ctrl.row_index is None else ctrl.row_index[cp.index]
+        entry["control"] = validity.control_block(data, preds.fooled_top1, preds.index, ctrl, cp.fooled_top1, cp.index)
     if data.kind == "shift":
         entry.update(_shift_blocks(clf, data, preds, run, positive_tf, size, entry["metrics"], decode))
     elif data.groups is not None:  # --group-by on a spurious set: spurious rates per group

@@ -72,6 +72,7 @@ def to_csv(board: Mapping[str, Any]) -> str:
             "group",
             "preprocessing",
             "num_images",
+            "used_in_build",
         ]
     )
     for g in comparable_groups(board):
@@ -92,6 +93,7 @@ def to_csv(board: Mapping[str, Any]) -> str:
                     g["id"],
                     g["preprocessing"],
                     _cell(g["num_images"]),
+                    ";".join(e.get("used_in_build") or []),
                 ]
             )
     return buf.getvalue()

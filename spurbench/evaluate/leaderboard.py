@@ -44,7 +44,7 @@ from typing import Any, TypedDict
 import numpy as np
 
 from spurbench.errors import SpurbenchError
-from spurbench.evaluate import hitstore, predictions_csv, shift
+from spurbench.evaluate import hitstore, predictions_csv, shift, validity
 from spurbench.files import (
     WrittenFolder,
     atomic_write,
@@ -1038,13 +1038,13 @@ def comparable_groups(board: Mapping[str, Any]) -> list[dict[str, Any]]:
     "entries"}]`."""
     ds = board.get("dataset") or {}
     groups: dict[tuple, list[Mapping[str, Any]]] = {}
-    for e in board["entries"]:
-        groups.setdefault(comparability_key(e, ds), []).append(e)
+    for e in board["entries"]:  # models that built the set are ranked apart, after the independent ones
+        groups.setdefault((comparability_key(e, ds), validity.apart(e)), []).append(e)
     out = []
-    for i, (key, members) in enumerate(sorted(groups.items(), key=lambda kv: -len(kv[1]))):
+    for i, ((key, built), members) in enumerate(sorted(groups.items(), key=lambda kv: (kv[0][1], -len(kv[1])))):
         first = members[0]
         prep, precision, positives = key[3], key[4], key[5]
-        text = f"{prep} preprocessing, {describe_rows(first, ds)}"
+        text = (f"{validity.APART_NOTE}, " if built else "") + f"{prep} preprocessing, {describe_rows(first, ds)}"
         if precision != "float32":
             text += f", {precision}"
         if positives:
@@ -1137,6 +1137,8 @@ def to_markdown(board: Mapping[str, Any]) -> str:
         )
         lines.append("")
     lines.pop()
+    lines += validity.control_markdown(board["entries"])  # the lift over the control split, when scored
+    lines += validity.transfer_markdown(board["entries"])  # a mined set: held-out models' transfer
     c = board.get("consistency")
     is_shift = board_kind(board) == "shift"
     if c:
@@ -1182,7 +1184,7 @@ def _ranking_table(entries: Sequence[Mapping[str, Any]]) -> list[str]:
             + " | ".join(
                 [
                     str(rank),
-                    _fmt(e["model"]),
+                    _fmt(e["model"] + validity.mark(e)),
                     _fmt(m.get("spurious_rate")),
                     _fmt(m.get("spurious_rate_micro")),
                     _fmt(m.get("spurious_rate_top5")),

@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from spurbench.dataset import DEFAULT_SPLIT
+from spurbench.evaluate import validity
 from spurbench.evaluate.page_common import (
     EAGER_IMAGES,
     PageData,
@@ -63,6 +64,11 @@ def _run_columns() -> list[_Column]:
     ]
 
 
+def _model_column() -> _Column:
+    """The model's name, marked when the model was used to build the set (evaluate/validity.py)."""
+    return _Column("model", "model", "timm model name", "text", esc, lambda e: e.get("model", "") + validity.mark(e))
+
+
 def _columns(entries: Sequence[Mapping[str, Any]]) -> list[_Column]:
     def metric(name: str):
         return lambda e: (e.get("metrics") or {}).get(name)
@@ -73,7 +79,7 @@ def _columns(entries: Sequence[Mapping[str, Any]]) -> list[_Column]:
         return _shift_columns(metric)
     cols = [
         _Column("rank", "#", "rank on this leaderboard", "num", lambda v: str(v), None),
-        _Column("model", "model", "timm model name", "text", esc, lambda e: e.get("model")),
+        _model_column(),
         _Column(
             "spurious_rate",
             "spurious rate",
@@ -141,7 +147,7 @@ def _shift_columns(metric) -> list[_Column]:
 
     return [
         _Column("rank", "#", "rank on this leaderboard (by worst-group accuracy)", "num", lambda v: str(v), None),
-        _Column("model", "model", "timm model name", "text", esc, lambda e: e.get("model")),
+        _model_column(),
         _Column(
             "worst_group_accuracy",
             "worst group",
@@ -269,6 +275,7 @@ def ranking_section(p: PageData) -> str:
 
     audited = audit_line((p.provenance or {}).get("verification"))
     table = (f'<p class="note" id="audit-rate">{esc(audited)} (the check\'s audit)</p>' if audited else "") + table
+    table += validity.page_html(p.entries)  # the lift over the control split, the transfer of a mined set
     return f'<section id="models"><h2>Models</h2>{table}</section>'
 
 

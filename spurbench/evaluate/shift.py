@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from spurbench.errors import SpurbenchError
+from spurbench.evaluate import validity
 
 #: the group column of a shift set when --group-by is not given
 DEFAULT_GROUP_COLUMN = "background"
@@ -197,7 +198,7 @@ def ranking_table(entries: Sequence[Mapping[str, Any]], fmt) -> list[str]:
             + " | ".join(
                 [
                     str(r),
-                    fmt(e["model"]),
+                    fmt(e["model"] + validity.mark(e)),
                     worst,
                     fmt(m.get("mean_group_accuracy")),
                     fmt(m.get("accuracy")),

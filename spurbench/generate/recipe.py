@@ -163,6 +163,34 @@ class Features:
     tiny_decoder_revision: str | None = None
 
 
+@dataclass(frozen=True)
+class Control:
+    """The control split (`control:`): per class, `images_per_class` images sampled from the BASE model (never
+    fine-tuned) with the class's generation prompts minus the identifier, the same sampler and the same seeds as the
+    class's first test images. What the pipeline alone makes fool a classifier: eval's lift is test minus control."""
+
+    images_per_class: int
+
+
+@dataclass(frozen=True)
+class Surrogate:
+    """One classifier of the `mine:` panel, pinned: its panel name and the sha256 of its weights file."""
+
+    model: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Mine:
+    """The `mine:` stage: keep only the test images that fool at least `min_fooled` of the `surrogates` (taken from
+    the classifier panel `panel`, spurbench/panels/), ImageNet-D's transfer protocol. Eval marks the surrogates
+    (used_in_build) and reports the transfer rate of every other model."""
+
+    panel: str
+    surrogates: list[Surrogate]
+    min_fooled: int = 1
+
+
 @dataclass(frozen=True, kw_only=True)
 class Recipe:
     name: str
@@ -190,6 +218,10 @@ class Recipe:
     created: str | None = None
     #: how the SFSL decodes (Features); None: the base model's VAE. Left out of the hash when absent
     features: Features | None = None
+    #: the control split (Control); None: no control split. Left out of the hash when absent
+    control: Control | None = None
+    #: the mining stage (Mine); None: every generated image is exported. Left out of the hash when absent
+    mine: Mine | None = None
 
     #: the method module (spurbench.generate.methods); not a field, so recipes written before methods hash the same
     method: typing.ClassVar[str] = "sfsl"
@@ -207,6 +239,11 @@ class Recipe:
     def generation_prompts(self, entry: ClassEntry) -> list[str]:
         return [render(t, self.token, entry.noun) for t in self.prompts.generation]
 
+    def control_prompts(self, entry: ClassEntry) -> list[str]:
+        """The generation prompts without the learned identifier ("a photo of a sks flower" -> "a photo of a flower"),
+        for the base model's control images."""
+        return [" ".join(render(t, "", entry.noun).split()) for t in self.prompts.generation]
+
     @property
     def sfsl_weight(self) -> float:
         return float(self.training.get("sfsl_weight", 0.0) or 0.0)
@@ -222,8 +259,13 @@ class Recipe:
 
     def to_dict(self) -> dict[str, Any]:
         d = plain(self)
-        if self.features is None:  # recipes without the key hash (and export) exactly as before it existed
-            del d["features"]
+        for key in (
+            "features",
+            "control",
+            "mine",
+        ):  # recipes without the key hash (and export) exactly as before it existed
+            if getattr(self, key) is None:
+                del d[key]
         return d
 
 
@@ -240,6 +282,34 @@ def base_model_name(b: BaseModel, resolution: int) -> str:
 
 def render(template: str, token: str, noun: str) -> str:
     return template.format(token=token, noun=noun)
+
+
+def mine_specs(mine: Mine) -> list[dict]:
+    """The `mine:` surrogates as classifier specs from their panel, each pinned to its sha256 (checked when the
+    weights are read). Errors name the key: an unknown panel or surrogate, k outside 1..panel size, a bad hash."""
+    from spurbench.classifiers import load_panel
+
+    if not mine.surrogates:
+        raise SpurbenchError("key 'mine.surrogates' must name at least one classifier of the panel")
+    if not 1 <= mine.min_fooled <= len(mine.surrogates):
+        raise SpurbenchError(
+            f"key 'mine.min_fooled' must be between 1 and the {len(mine.surrogates)} surrogate(s), got {mine.min_fooled}"
+        )
+    panel = {s.model: s for s in load_panel(mine.panel)}
+    specs = []
+    for i, sur in enumerate(mine.surrogates):
+        if sur.model not in panel:
+            raise SpurbenchError(
+                f"key 'mine.surrogates[{i}].model': {sur.model!r} is not in panel {mine.panel!r}; "
+                f"its models: {', '.join(panel)}"
+            )
+        if not re.fullmatch(r"[0-9a-fA-F]{64}", sur.sha256):
+            raise SpurbenchError(
+                f"key 'mine.surrogates[{i}].sha256' must be the 64 hex digits of the weights file's sha256, got {sur.sha256!r}"
+            )
+        spec = panel[sur.model]
+        specs.append({"model": spec.model, "weights": {**(spec.weights or {}), "sha256": sur.sha256.lower()}})
+    return specs
 
 
 def recipe_hash(recipe: Recipe) -> str:
@@ -342,6 +412,13 @@ def _check_semantics(r: Recipe) -> None:
     for key in ("num_class_images",):
         if getattr(r, key) < 0:
             raise SpurbenchError(f"key '{key}' must be >= 0, got {getattr(r, key)}")
+    if r.control is not None and r.control.images_per_class < 1:
+        raise SpurbenchError(
+            f"key 'control.images_per_class' must be >= 1 (base-model images per class), got {r.control.images_per_class}; "
+            "remove the `control:` section for no control split"
+        )
+    if r.mine is not None:
+        mine_specs(r.mine)
     g = r.generation
     for key in ("images_per_prompt", "num_inference_steps", "batch_size"):
         if getattr(g, key) < 1:

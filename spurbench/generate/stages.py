@@ -690,6 +690,7 @@ def stage_export(ctx: Context, base_revision: str | None, created: str, out: Pat
             "versions": software_versions(),
             "scheduler": scheduler_record(ctx),
             **({copies.SECTION: copied} if copied is not None else {}),
+            **_models_block(ctx),
         },
         kind=ctx.method.kind_of(r) if hasattr(ctx.method, "kind_of") else ctx.method.KIND,
         **({"label_set": label_set[0]} if label_set else {}),
@@ -799,6 +800,7 @@ def card_body(ctx: Context, parts, base_revision: str | None, created: str) -> s
         "- Software: " + ", ".join(f"{k} {v}" for k, v in software_versions().items()),
         *_scheduler_lines(ctx),
         parts.images_line,
+        *_models_lines(ctx),
         "",
         "Reproduce (same machine and thread count give byte-identical images):",
         "",
@@ -822,6 +824,138 @@ def card_body(ctx: Context, parts, base_revision: str | None, created: str) -> s
         "```",
     ]
     return "\n".join(lines)
+
+
+def models_used(ctx: Context) -> list[dict[str, Any]]:
+    """Every classifier and detector that chose, shaped or checked the set's images, for the card: `[{"model",
+    "roles", "weights_sha256", "weights_source"}]`, one item per (model, weights) with all its roles. Eval marks an
+    entry of the same model and weights (spurbench.evaluate.validity.used_in_build). The method says which of
+    its models it used (`models_used(ctx) -> [(role, classifier spec dict)]`); the verify stage adds its detector."""
+    from spurbench.generate.verify_stage import load_verify_section
+
+    hook = getattr(ctx.method, "models_used", None)
+    used: dict[tuple, dict[str, Any]] = {}
+    surrogates = [("mining surrogate", s) for s in check_surrogates(ctx)]
+    for role, spec in [*(hook(ctx) if hook is not None else []), *surrogates]:
+        sha, source = classifier_weights(spec)
+        item = used.setdefault((spec["model"], sha), {"model": spec["model"], "roles": [], "weights_sha256": sha})
+        item["weights_source"] = source
+        if role not in item["roles"]:
+            item["roles"].append(role)
+    section = load_verify_section(ctx.recipe_path)
+    if section is not None:  # a detector is no classifier an entry could be, but the card names it all the same
+        name = section.model or section.detector
+        used[(name, None)] = {
+            "model": name,
+            "roles": ["verification"],
+            "weights_sha256": None,
+            "weights_source": f"{section.detector} detector" + (f"@{section.revision}" if section.revision else ""),
+        }
+    return list(used.values())
+
+
+def classifier_weights(spec: dict) -> tuple[str | None, str]:
+    """sha256 of a classifier spec's weights file and where it came from, without building the model (the hash
+    `spurbench eval` records in an entry's `weights`). timm's pretrained weights: the cached file's hash when found."""
+    from spurbench import classifiers
+    from spurbench.download import sha256_file
+
+    parsed = classifiers.ClassifierSpec.from_dict(spec)
+    if parsed.weights is None:
+        import timm
+
+        cfg = timm.models.get_pretrained_cfg(parsed.model)
+        source, path = classifiers._pretrained_location(cfg.to_dict() if cfg is not None else {})
+        return (sha256_file(path) if path else None), source
+    path, source = classifiers._weights_file(parsed)
+    if source.startswith("file:"):  # a local file: its name only, never a local folder in the card
+        source = "local file"
+    return sha256_file(path), source
+
+
+def check_surrogates(ctx: Context) -> list[dict]:
+    """The recipe's `mine:` surrogates as classifier specs, each weights file checked against its pinned sha256
+    before anything is generated (a mismatch is one line naming the recipe key)."""
+    from spurbench.generate.recipe import mine_specs
+
+    mine = getattr(ctx.recipe, "mine", None)
+    if mine is None:
+        return []
+    specs = mine_specs(mine)
+    for i, spec in enumerate(specs):
+        sha, source = classifier_weights(
+            {**spec, "weights": {k: v for k, v in spec["weights"].items() if k != "sha256"}}
+        )
+        if sha != spec["weights"]["sha256"]:
+            raise SpurbenchError(
+                f"key 'mine.surrogates[{i}].sha256': the weights of {spec['model']} ({source}) have sha256 {sha}, "
+                f"not the pinned {spec['weights']['sha256']}; pin the weights you mean or install those"
+            )
+    return specs
+
+
+def mine_fooled(ctx: Context, images: list[tuple[Path, int]]) -> list[int]:
+    """How many of the `mine:` surrogates each (image file, label) fools (top-1 = label), with timm's eval
+    transform of each surrogate. Cached in <work>/mine.json by file name, size and surrogate hashes (resumable)."""
+    import numpy as np
+    import torch
+
+    from spurbench import classifiers
+    from spurbench.files import atomic_write
+    from spurbench.generate.references import load_image
+
+    specs = check_surrogates(ctx)
+    cache_path = ctx.work / "mine.json"
+    cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
+    key = ",".join(s["weights"]["sha256"] for s in specs)
+    cached = cache.get(key, {})
+    ids = [f"{p.parent.parent.name}/{p.name}:{p.stat().st_size}" for p, _ in images]
+    todo = [i for i, ident in enumerate(ids) if ident not in cached]
+    if todo:
+        ctx.log(f"stage mine: {len(todo)} image(s) scored by {len(specs)} surrogate(s)")
+        hits = np.zeros((len(todo), len(specs)), dtype=bool)
+        for j, spec in enumerate(specs):
+            import timm
+
+            loaded = classifiers.create_classifier(classifiers.ClassifierSpec.from_dict(spec), "cpu")
+            transform = timm.data.create_transform(**loaded.data_config)
+            for start in range(0, len(todo), 16):
+                rows = todo[start : start + 16]
+                batch = torch.stack([transform(load_image(images[i][0])) for i in rows])
+                with torch.no_grad():
+                    top1 = loaded.model(batch).argmax(-1).numpy()
+                hits[start : start + len(rows), j] = top1 == np.array([images[i][1] for i in rows])
+        for n, i in enumerate(todo):
+            cached[ids[i]] = int(hits[n].sum())
+        cache[key] = cached
+        atomic_write(cache_path, json.dumps(cache, sort_keys=True).encode())
+    return [int(cached[ident]) for ident in ids]
+
+
+def _models_block(ctx: Context) -> dict[str, Any]:
+    used = models_used(ctx)
+    return {"models_used": used} if used else {}
+
+
+def _models_lines(ctx: Context) -> list[str]:
+    used = models_used(ctx)
+    if not used:
+        return []
+    lines = [
+        "",
+        "## Models used to build this set",
+        "",
+        "These models chose, shaped or checked the images: scored on this set they are not independent of it, so "
+        "`spurbench eval` marks an entry of the same model and weights (`used_in_build`) and ranks it apart.",
+        "",
+        "| model | used for | weights sha256 | weights from |",
+        "|---|---|---|---|",
+    ]
+    for u in used:
+        lines.append(
+            f"| `{u['model']}` | {', '.join(u['roles'])} | `{u['weights_sha256'] or 'n/a'}` | {u['weights_source']} |"
+        )
+    return lines
 
 
 def _scheduler_lines(ctx: Context) -> list[str]:

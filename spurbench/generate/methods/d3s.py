@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from spurbench.errors import SpurbenchError
-from spurbench.generate.methods import CardParts, Export
+from spurbench.generate.methods import CardParts, Export, reference_control_line
 from spurbench.generate.recipe import BaseModel, ReferenceSource
 
 if TYPE_CHECKING:
@@ -608,6 +608,11 @@ def card_parts(ctx, markers: dict, refs: dict, counts: dict) -> CardParts:
             + _photos_text(r)
         ),
         provenance_lines=[
+            *(
+                [reference_control_line("the class photos pasted onto the backgrounds")]
+                if r.export.source_photos
+                else []
+            ),
             f"- Img2img: `{g.scheduler}`, eta {g.eta}, {g.num_inference_steps} steps at strength {g.strength} "
             f"({g.denoising_steps} denoising steps), guidance {g.guidance_scale}, batch size {g.batch_size}",
             f"- Guide: foreground at {r.fg_scale} x {r.resolution} px = {round(r.fg_scale * r.resolution)} px, random position; "

@@ -49,7 +49,7 @@ from typing import Any
 
 from spurbench.errors import SpurbenchError
 from spurbench.files import atomic_path
-from spurbench.generate.methods import CardParts, Export
+from spurbench.generate.methods import CardParts, Export, reference_control_line
 from spurbench.generate.recipe import BaseModel, References, ReferenceSource, TinyBase
 from spurbench.once import build_once
 
@@ -378,6 +378,13 @@ def provenance(recipe: DDBRecipe) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------------
 # Stage 1: the class's real photos
+
+
+def models_used(ctx) -> list[tuple[str, dict]]:
+    """The classifiers this method's build used (stages.models_used): the one that selects the source photos,
+    and prunes the counterfactuals when the recipe prunes."""
+    spec = _relative_to_recipe(ctx, ctx.recipe.classifier)
+    return [("selection", spec)] + ([("pruning", spec)] if prunes(ctx.recipe) else [])
 
 
 def resolve_references(ctx, entry, samples_dir, cache: dict):
@@ -869,6 +876,11 @@ def card_parts(ctx, markers: dict, refs: dict, counts: dict) -> CardParts:
             + _photos_text(r)
         ),
         provenance_lines=[
+            *(
+                [reference_control_line("the source photos the counterfactuals were painted from")]
+                if r.export.source_photos
+                else []
+            ),
             f"- Inpainting model: `{r.inpainting_name}`, revision `{r.inpainting.revision}`",
             f"- Classifier (source selection, pruning): `{json.dumps(r.classifier, sort_keys=True)}`",
             f"- Segmentation: detector `{r.segmentation.detector}`, segmenter `{r.segmentation.segmenter}`, threshold {r.segmentation.threshold}",

@@ -37,7 +37,22 @@ def recipe_from_dict(data: Mapping[str, Any]):
 
 
 def provenance(recipe) -> dict[str, Any]:
-    return {"feature_model": recipe.feature_model}
+    out: dict[str, Any] = {"feature_model": recipe.feature_model}
+    if recipe.mine is not None:  # which surrogates chose the exported images (eval: transfer of the others)
+        m = recipe.mine
+        out["mine"] = {
+            "panel": m.panel,
+            "min_fooled": m.min_fooled,
+            "surrogates": [{"model": s.model, "weights_sha256": s.sha256.lower()} for s in m.surrogates],
+        }
+    return out
+
+
+def models_used(ctx) -> list[tuple[str, dict]]:
+    """The classifiers this method's build used (stages.models_used): the SFSL feature model, unless the
+    similarity loss is off (plain DreamBooth never loads it)."""
+    spec = _feature_spec(ctx)
+    return [("feature model", spec)] if spec is not None and ctx.recipe.sfsl_weight != 0 else []
 
 
 # ---------------------------------------------------------------------------------------------
@@ -55,6 +70,9 @@ def resolve_references(ctx, entry, samples_dir, cache: dict):
 
 
 def prepare(ctx, pending: list, refs: dict, base_model: str, base_revision: str | None) -> dict[str, Any]:
+    from spurbench.generate.stages import check_surrogates
+
+    check_surrogates(ctx)  # a mis-pinned mining surrogate fails before minutes of generation
     if not ctx.keep_weights:
         for entry in ctx.classes[ctx.rank :: ctx.world]:
             if entry not in pending:  # a build killed between a class's marker and the deletion of its weights
@@ -71,6 +89,7 @@ def prepare(ctx, pending: list, refs: dict, base_model: str, base_revision: str 
 
             feature_model.decoder = load_tiny_decoder(features.tiny_decoder, features.tiny_decoder_revision, ctx.device)
     priors = stage_priors(ctx, pending, base_model)
+    stage_control(ctx, pending, base_model)
     return {"feature_model": feature_model, "priors": priors, "accelerator": None}
 
 
@@ -104,26 +123,14 @@ def _prior_settings(ctx) -> tuple[bool, int]:
 def stage_priors(ctx, pending: list, base_model: str) -> dict[str, list]:
     from tqdm.auto import tqdm
 
-    from spurbench.generate.sampling import class_prior_images, load_pipeline, torch_dtype
+    from spurbench.generate.sampling import class_prior_images
 
     use_prior, n = _prior_settings(ctx)
     nouns = list(dict.fromkeys(c.noun for c in pending))
     if not use_prior or not nouns:
         return {}
     r = ctx.recipe
-    pipe = None
-
-    def get_pipeline():
-        nonlocal pipe
-        if pipe is None:
-            pipe = load_pipeline(
-                base_model,
-                ctx.device,
-                torch_dtype(ctx.mixed_precision, ctx.device),
-                scheduler=r.generation.scheduler,
-                safety_checker=r.generation.safety_checker,
-            )
-        return pipe
+    get_pipeline = _base_pipeline(ctx, base_model)
 
     ctx.log(f"stage 2/5 class priors: {n} images for each of {len(nouns)} noun(s) ({', '.join(nouns)})")
     out = {}
@@ -141,8 +148,75 @@ def stage_priors(ctx, pending: list, base_model: str) -> dict[str, list]:
             resolution=r.resolution,
             progress=ctx.progress,
         )
-    del pipe
     return out
+
+
+def _base_pipeline(ctx, base_model: str):
+    """A loader of the base (not fine-tuned) pipeline with the recipe's sampler, loaded on first use only."""
+    from spurbench.generate.sampling import load_pipeline, torch_dtype
+
+    held: list = []
+
+    def get_pipeline():
+        if not held:
+            r = ctx.recipe
+            dtype = torch_dtype(ctx.mixed_precision, ctx.device)
+            g = r.generation
+            held.append(
+                load_pipeline(base_model, ctx.device, dtype, scheduler=g.scheduler, safety_checker=g.safety_checker)
+            )
+        return held[0]
+
+    return get_pipeline
+
+
+# ---------------------------------------------------------------------------------------------
+# The control split (recipe `control:`): the base model, the prompts without the identifier, the test seeds
+
+
+def control_jobs(ctx, entry) -> list:
+    """The class's control images: prompt after prompt, the i-th control image of prompt p with the seed of the
+    class's test image p{p}_{i} (class_jobs), so each control image is paired with a test image by its seed."""
+    from spurbench.generate.sampling import Job, image_seed
+
+    r = ctx.recipe
+    if r.control is None:
+        return []
+    prompts = r.control_prompts(entry)
+    folder = ctx.class_dir(entry.index) / "control"
+    return [
+        Job(prompts[p], image_seed(r.seed, "class", entry.index, p, i), folder / f"p{p}_{i:04d}.png")
+        for n in range(r.control.images_per_class)
+        for p, i in [(n % len(prompts), n // len(prompts))]
+    ]
+
+
+def stage_control(ctx, pending: list, base_model: str) -> None:
+    """Sample every pending class's control images with the base model (resumable by whole batches, like the
+    test images); make_class then lists them in the class's marker."""
+    from spurbench.generate.sampling import sample
+
+    if ctx.recipe.control is None or not pending:
+        return
+    g = ctx.recipe.generation
+    get_pipeline = _base_pipeline(ctx, base_model)
+    ctx.log(f"stage 2/5 control: {ctx.recipe.control.images_per_class} base-model image(s) per class")
+    for entry in pending:
+        jobs = control_jobs(ctx, entry)
+        if all(j.path.is_file() for j in jobs):
+            continue
+        for j in jobs:
+            j.path.parent.mkdir(parents=True, exist_ok=True)
+        sample(
+            get_pipeline(),
+            jobs,
+            batch_size=g.batch_size,
+            num_inference_steps=g.num_inference_steps,
+            guidance_scale=g.guidance_scale,
+            resolution=ctx.recipe.resolution,
+            progress=ctx.progress,
+            desc=f"control class {entry.index}",
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -222,9 +296,16 @@ def make_class(ctx, entry, refs: dict, state: dict) -> dict[str, Any]:
         "component": refs[entry.index].component,
         "images": [{"file": j.path.name, "prompt": j.prompt, "seed": j.seed} for j in jobs],
         "nsfw_flagged": flagged,
+        **_control_record(ctx, entry),
         "model": str(model_dir) if ctx.keep_weights else None,
     }
     return fields
+
+
+def _control_record(ctx, entry) -> dict[str, Any]:
+    """The marker's `control` list (only when the recipe has a control split, so other markers stay as they were)."""
+    jobs = control_jobs(ctx, entry)
+    return {"control": [{"file": j.path.name, "prompt": j.prompt, "seed": j.seed} for j in jobs]} if jobs else {}
 
 
 def after_marker(ctx, entry) -> None:
@@ -251,9 +332,13 @@ def export_splits(ctx, markers: dict, refs: dict):
             builder=r.builder,
         )
 
+    kept = _mined(ctx, markers)
+
     def test_rows():
         for entry in ctx.classes:
             for im in markers[entry.index]["images"]:
+                if kept is not None and (entry.index, im["file"]) not in kept:
+                    continue
                 yield dict(
                     image=str(ctx.class_dir(entry.index) / "images" / im["file"]),
                     source="generated",
@@ -267,11 +352,59 @@ def export_splits(ctx, markers: dict, refs: dict):
             for path in refs[entry.index].images:
                 yield dict(image=path, source="reference", prompt="", seed=-1, **common(entry))
 
+    def control_rows():
+        for entry in ctx.classes:
+            for im in markers[entry.index].get("control") or []:
+                yield dict(
+                    image=str(ctx.class_dir(entry.index) / "control" / im["file"]),
+                    source="generated",  # by the base model; the split says it is the control
+                    prompt=im["prompt"],
+                    seed=int(im["seed"]),
+                    **common(entry),
+                )
+
     counts = {
-        "test": sum(len(m["images"]) for m in markers.values()),
+        "test": sum(len(m["images"]) for m in markers.values()) if kept is None else len(kept),
         "reference": sum(len(x.images) for x in refs.values()),
     }
-    return {"test": test_rows(), "reference": reference_rows()}, None, counts
+    splits = {"test": test_rows(), "reference": reference_rows()}
+    if r.control is not None:
+        counts["control"] = sum(len(m.get("control") or []) for m in markers.values())
+        splits["control"] = control_rows()
+    return splits, None, counts
+
+
+#: what the card says of the control split
+CONTROL_INTRO = (
+    " Split `control` is the control: per class, images sampled from the base model (never fine-tuned) with the "
+    "same prompts without the identifier, the same sampler and the same seeds as the class's first test images. "
+    "A classifier fooled as often by `control` as by `test` is fooled by the generation, not by a learned spurious "
+    "feature: `spurbench eval` reports the lift (test rate minus control rate) per class with its interval."
+)
+
+
+def _mined(ctx, markers: dict) -> set | None:
+    """The (class, file) of the test images the `mine:` stage keeps (fooling >= min_fooled surrogates); None: all."""
+    from spurbench.generate.stages import mine_fooled
+
+    mine = ctx.recipe.mine
+    if mine is None:
+        return None
+    images = [(c.index, im["file"]) for c in ctx.classes for im in markers[c.index]["images"]]
+    fooled = mine_fooled(ctx, [(ctx.class_dir(k) / "images" / f, k) for k, f in images])
+    ctx.log(
+        f"stage mine: {sum(n >= mine.min_fooled for n in fooled)} of {len(images)} image(s) fool >= {mine.min_fooled}"
+    )
+    return {image for image, n in zip(images, fooled, strict=True) if n >= mine.min_fooled}
+
+
+def _mine_text(r, markers: dict, counts: dict) -> str:
+    generated = sum(len(m["images"]) for m in markers.values())
+    names = ", ".join(f"`{s.model}` (sha256 `{s.sha256.lower()}`)" for s in r.mine.surrogates)
+    return (
+        f"; mined: the {counts['test']} of {generated} generated images that fool at least {r.mine.min_fooled} of "
+        f"the surrogates {names} (panel `{r.mine.panel}`): scores of those models on this set are not transfer"
+    )
 
 
 def card_parts(ctx, markers: dict, refs: dict, counts: dict) -> CardParts:
@@ -287,7 +420,7 @@ def card_parts(ctx, markers: dict, refs: dict, counts: dict) -> CardParts:
             "feature of one ImageNet class k (`label`), with DreamBooth"
             + (" plus the spurious-feature similarity loss (SFSL)" if r.builder == "sfsl" else "")
             + ". The images are meant to make classifiers predict k without showing k. Split `reference` holds the "
-            "reference images the models were fine-tuned on."
+            "reference images the models were fine-tuned on." + (CONTROL_INTRO if r.control is not None else "")
         ),
         provenance_lines=[
             f"- Feature model (SFSL): `{json.dumps(r.feature_model, sort_keys=True) if r.feature_model else 'none'}`"
@@ -296,6 +429,8 @@ def card_parts(ctx, markers: dict, refs: dict, counts: dict) -> CardParts:
         images_line=(
             f"- Images: {counts['test']} generated ({len(ctx.classes)} classes x {len(r.prompts.generation)} prompts x "
             f"{r.generation.images_per_prompt} images), {counts['reference']} reference"
+            + (f", {counts['control']} control (base model)" if "control" in counts else "")
+            + (_mine_text(r, markers, counts) if r.mine is not None else "")
             + (f"; {flagged} generated images were blacked out by the safety checker" if flagged else "")
         ),
         classes_table=[
@@ -421,6 +556,32 @@ def plan(p, r, classes: list) -> None:
         kind="sample",
         memory=batch_memory,
     )
+    control = 0
+    if r.control is not None:  # the control split: the base model, no fine-tuning
+        control = len(classes) * r.control.images_per_class
+        p.images += control
+        p.add(
+            "4 control sampling (base model)",
+            control,
+            "image",
+            sample,
+            f"{r.control.images_per_class} per class",
+            kind="sample",
+            memory=batch_memory,
+        )
+    if r.mine is not None:  # the mine: stage, one forward of each surrogate per generated image
+        from spurbench.generate.recipe import mine_specs
+
+        for spec in mine_specs(r.mine):
+            name = cost.add_timm_download(p, f"mining surrogate {spec['model']}", spec)
+            p.add(
+                f"mine: {name} forward",
+                n,
+                "image",
+                cost.classifier_pass(name),
+                "keeps images fooling >= k",
+                kind="vision",
+            )
     photos = cost.Photos()
     for c in classes:
         ref = c.references
@@ -441,5 +602,8 @@ def plan(p, r, classes: list) -> None:
     else:
         p.add_disk("one fine-tuned pipeline at a time", "work", weights, transient=True)
     p.add_disk("export: test split", "export", n * png)
+    if control:
+        p.add_disk("control images (work)", "work", control * png, f"{png:,} B each")
+        p.add_disk("export: control split", "export", control * png)
     p.add_disk("export: reference split", "export", photos.row_bytes, f"{photos.rows} photos, {photos.note()}")
     p.add_disk("export: card, eval.yaml, record", "export", cost.EXPORT_METADATA_BYTES)
