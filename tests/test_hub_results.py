@@ -136,6 +136,10 @@ def test_eval_results_per_model_match_the_exports_eval_yaml(board, tmp_path, cap
         f"spurious_rate--group-{key}",
         f"spurious_score_ap--group-{key}",
     ]
+    # the canonical group keeps its plain task ids whatever --groups is (compared by key, not by identity)
+    default = {f.relative_to(out): yaml.safe_load(f.read_text()) for f in out.rglob("*.yaml")}
+    assert default and all(yaml.safe_load((every / rel).read_text()) == items for rel, items in default.items())
+    assert {i["dataset"]["task_id"] for items in default.values() for i in items} <= {"spurious_rate", "spurious_score_ap"}
     seen = {}
     for f in every.rglob("*.yaml"):
         for i in yaml.safe_load(f.read_text()):

@@ -232,7 +232,9 @@ def write_eval_results(
     for g in chosen:
         for e in g["entries"]:
             left_out.pop(e["model"], None)
-            items = eval_results(board, e, dataset_id, g, canonical=g is canonical)
+            # by key: canonical_group built its own copy of the groups, so identity never holds
+            is_canonical = canonical is not None and g["key"] == canonical["key"]
+            items = eval_results(board, e, dataset_id, g, canonical=is_canonical)
             if items:
                 # safe_filename on top of slugify: a model named `..` or `.x` must not leave or hide in --out
                 path = f"{safe_filename(slugify(e['model']))}/.eval_results/{name}.yaml"
