@@ -26,7 +26,8 @@ import yaml
 
 from spurbench.dataset import _HUB_ID, EVAL_TASKS
 from spurbench.errors import SpurbenchError
-from spurbench.evaluate.leaderboard import comparable_groups, slugify
+from spurbench.evaluate.leaderboard import comparable_groups, rank_intervals_of, slugify
+from spurbench.evaluate.uncertainty import entry_interval
 from spurbench.files import safe_filename
 
 #: the preprocessing and precision of the canonical group (what `spurbench eval` does by default)
@@ -72,10 +73,14 @@ def to_csv(board: Mapping[str, Any]) -> str:
             "group",
             "preprocessing",
             "num_images",
+            *(f"{k}_{end}" for k in columns for end in ("lo", "hi")),
+            "rank_lo",
+            "rank_hi",
         ]
     )
     for g in comparable_groups(board):
-        for e in g["entries"]:
+        ranks = rank_intervals_of(g)
+        for i, e in enumerate(g["entries"]):
             m, dc = e["metrics"], e.get("data_config") or {}
             size = (dc.get("input_size") or [None])[-1]
             params = e.get("num_params")
@@ -92,6 +97,9 @@ def to_csv(board: Mapping[str, Any]) -> str:
                     g["id"],
                     g["preprocessing"],
                     _cell(g["num_images"]),
+                    # the recorded 95 % interval ("" for an entry scored before intervals existed)
+                    *(_cell(ci[j] if (ci := entry_interval(e, k)) else None) for k in columns for j in (0, 1)),
+                    *(ranks[i] if ranks else ("", "")),
                 ]
             )
     return buf.getvalue()

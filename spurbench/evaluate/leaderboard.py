@@ -44,7 +44,7 @@ from typing import Any, TypedDict
 import numpy as np
 
 from spurbench.errors import SpurbenchError
-from spurbench.evaluate import hitstore, predictions_csv, shift
+from spurbench.evaluate import hitstore, predictions_csv, shift, uncertainty
 from spurbench.files import (
     MAX_RECORD_BYTES,
     RECORD_NAME,
@@ -1177,12 +1177,10 @@ def to_markdown(board: Mapping[str, Any]) -> str:
             else "Ranked by spurious rate (macro top-1; lower = fooled less often)."
         )
         lines.append("")
-        lines += (
-            shift.ranking_table(g["entries"], _fmt)
-            if g["ranked_by"] == shift.RANKED_BY
-            else _ranking_table(g["entries"])
-        )
+        shown = shown_with_intervals(g)
+        lines += shift.ranking_table(shown, _fmt) if g["ranked_by"] == shift.RANKED_BY else _ranking_table(shown)
         lines.append("")
+    lines += [uncertainty.method_note(board["entries"]), ""]
     lines.pop()
     c = board.get("consistency")
     is_shift = board_kind(board) == "shift"
@@ -1217,10 +1215,44 @@ def to_markdown(board: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def rank_intervals_of(group: Mapping[str, Any]) -> list[tuple[int, int]] | None:
+    """The 95 % rank interval of each entry of a comparability group (`comparable_groups`), in its order; None
+    when its entries do not all carry paired replicates of the ranked metric."""
+    metric = group["ranked_by"]
+    return uncertainty.group_rank_intervals(group["entries"], metric, higher_is_better=metric != "spurious_rate")
+
+
+def with_interval(entry: Mapping[str, Any], metric: str, digits: int = 3) -> str:
+    """ "0.300 [0.250, 0.350]": a headline figure with its recorded interval ("[n/a]" without one)."""
+    value = (entry.get("metrics") or {}).get(metric)
+    if value is None:
+        return "n/a"
+    ci = uncertainty.entry_interval(entry, metric)
+    return (
+        f"{_fmt(value, digits)} [{_fmt(ci[0], digits)}, {_fmt(ci[1], digits)}]"
+        if ci
+        else f"{_fmt(value, digits)} [n/a]"
+    )
+
+
+def shown_with_intervals(group: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Copies of a group's entries for the md tables: headline figures as text with their intervals, and
+    `rank_interval` ("1-3": the 95 % rank interval, "n/a" without paired replicates)."""
+    ranks = rank_intervals_of(group)
+    out = []
+    for i, e in enumerate(group["entries"]):
+        m = dict(e["metrics"])
+        for k in uncertainty.SPURIOUS_HEADLINE + uncertainty.SHIFT_HEADLINE:
+            if m.get(k) is not None:
+                m[k] = with_interval(e, k)
+        out.append({**e, "metrics": m, "rank_interval": f"{ranks[i][0]}-{ranks[i][1]}" if ranks else "n/a"})
+    return out
+
+
 def _ranking_table(entries: Sequence[Mapping[str, Any]]) -> list[str]:
     lines = [
-        "| rank | model | spurious rate | micro | top-5 | mean p_k | AP | AUROC | images | params | img/s | preprocessing |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| rank | model | spurious rate | micro | top-5 | mean p_k | AP | AUROC | images | params | img/s | preprocessing | 95 % rank |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
     for rank, e in enumerate(entries, 1):
         m = e["metrics"]
@@ -1240,6 +1272,7 @@ def _ranking_table(entries: Sequence[Mapping[str, Any]]) -> list[str]:
                     _fmt(e.get("num_params")),
                     _fmt(e.get("images_per_second"), 1),
                     _fmt(e.get("preprocessing", "timm")),
+                    str(e.get("rank_interval", "n/a")),
                 ]
             )
             + " |"

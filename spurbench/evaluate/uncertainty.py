@@ -485,3 +485,71 @@ def shift_uncertainty(
         for j, k in enumerate(names)
     }
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# reading the block back: what the md, csv, page and --compare show
+
+
+def entry_interval(entry: Any, metric: str) -> list[float] | None:
+    """The recorded 95 % interval of an entry's headline metric; None for an older entry without one."""
+    block = entry.get("uncertainty") if isinstance(entry, dict) else None
+    value = ((block or {}).get("metrics") or {}).get(metric)
+    if isinstance(value, list) and len(value) == 2 and all(isinstance(x, (int, float)) for x in value):
+        return [float(value[0]), float(value[1])]
+    return None
+
+
+def entry_replicates(entry: Any, metric: str) -> np.ndarray | None:
+    """The recorded paired replicates of a headline metric (None for an entry without them)."""
+    block = (entry.get("uncertainty") if isinstance(entry, dict) else None) or {}
+    resamples = block.get("resamples")
+    if not isinstance(resamples, int) or not 0 < resamples <= 100_000:
+        return None
+    return unpack_replicates((block.get("replicates") or {}).get(metric), resamples)
+
+
+def same_resamples(entries: Sequence[Any]) -> bool:
+    """Whether every entry's replicates were drawn from the same unit counts (same units, resamples, seed): only
+    then are they paired, replicate by replicate."""
+    keys = {
+        tuple(((e.get("uncertainty") or {}).get(k)) for k in ("unit", "units_sha256", "resamples", "seed"))
+        for e in entries
+    }
+    return len(keys) == 1 and None not in next(iter(keys))
+
+
+def group_rank_intervals(entries: Sequence[Any], metric: str, higher_is_better: bool) -> list[tuple[int, int]] | None:
+    """Each entry's 95 % rank interval in its comparability group, from the shared (paired) replicates of the
+    ranked metric; None when any entry lacks them or they were not drawn alike."""
+    if not entries or not same_resamples(entries):
+        return None
+    reps = [entry_replicates(e, metric) for e in entries]
+    if any(r is None for r in reps):
+        return None
+    return rank_intervals(np.stack(reps, axis=1), higher_is_better)
+
+
+def method_note(entries: Sequence[Any]) -> str:
+    """One sentence saying how the intervals of these entries were computed (stated once per md / page)."""
+    blocks = [e.get("uncertainty") for e in entries if isinstance(e.get("uncertainty"), dict)]
+    if not blocks:
+        return "No entry records per-image intervals (scored before they existed): intervals show as n/a."
+    units = sorted({str(b.get("unit")) for b in blocks})
+    how = sorted({f"{b.get('method')}, {b.get('resamples')} resamples, seed {b.get('seed')}" for b in blocks})
+    text = (
+        f"Intervals in brackets are 95 % bootstrap intervals ({'; '.join(how)}) resampling whole "
+        f"{' / '.join(UNIT_WORDS.get(u, u) for u in units)}; per-class figures resample the class's images. "
+        "Rank intervals use the same resamples for every model of a group."
+    )
+    if len(blocks) < len(entries):
+        text += f" {len(entries) - len(blocks)} older entr(ies) without per-image intervals show n/a."
+    return text
+
+
+UNIT_WORDS = {
+    "class": "classes (their images move together)",
+    "reference_index": "source photos (`reference_index`: a photo's shifted images move together)",
+    "image-within-group": "images within each group (groups held fixed)",
+    "image": "images",
+}
