@@ -1295,3 +1295,103 @@ def to_ranked_json(board: Mapping[str, Any]) -> dict[str, Any]:
     out["groups_note"] = GROUPS_NOTE if len(groups) > 1 else None
     out["entries"] = [{"rank": i, "group": g["id"], **e} for g in groups for i, e in enumerate(g["entries"], 1)]
     return out
+
+
+# --------------------------------------------------------------------------------------------------
+# paired comparison of two entries (`spurbench leaderboard --compare A B`)
+# --------------------------------------------------------------------------------------------------
+
+
+def find_entry(board: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """The entry named `name` (exactly, else the one whose name contains it, case-insensitively); one line naming
+    the choices when none or several match."""
+    entries = board["entries"]
+    exact = [e for e in entries if e["model"] == name]
+    found = exact or [e for e in entries if name.lower() in e["model"].lower()]
+    if len(found) == 1:
+        return found[0]
+    names = [e["model"] for e in (found or entries)]
+    shown = ", ".join(printable(n) for n in names[:20]) + (f" (and {len(names) - 20} more)" if len(names) > 20 else "")
+    if found:
+        raise SpurbenchError(f"--compare {printable(name)!r} matches {len(found)} entries: {shown}; give the full name")
+    raise SpurbenchError(f"--compare {printable(name)!r}: no such entry on the board; its entries are {shown}")
+
+
+def _read_hits(path: Path, e: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    rel = e.get("predictions")
+    if not rel:
+        raise SpurbenchError(f"entry {printable(e['model'])!r} has no predictions file; re-run `spurbench eval` for it")
+    return predictions_csv.read_predictions(inside(path.parent, rel, f"leaderboard '{path}'"))
+
+
+def compare(path: str | Path, board: Mapping[str, Any], name_a: str, name_b: str) -> str:
+    """Two entries on the rows both scored: each headline figure's difference (A - B) with its paired-bootstrap
+    95 % interval (the same resamples for both), and an exact McNemar test on their per-image top-1 hits."""
+    a, b = find_entry(board, name_a), find_entry(board, name_b)
+    if a is b:
+        raise SpurbenchError(f"--compare names {printable(a['model'])!r} twice; name two different entries")
+    path = Path(path)
+    pa, pb = _read_hits(path, a), _read_hits(path, b)
+    shared, ia, ib = np.intersect1d(pa["index"], pb["index"], return_indices=True)
+    if not shared.size:
+        raise SpurbenchError(f"{printable(a['model'])!r} and {printable(b['model'])!r} share no scored rows")
+    kind = board_kind(board)
+    headline = uncertainty.SHIFT_HEADLINE if kind == "shift" else uncertainty.SPURIOUS_HEADLINE
+    rows: list[tuple[str, Any, Any, np.ndarray | None]] = []
+    same_rows = shared.size == pa["index"].size == pb["index"].size
+    if same_rows and uncertainty.same_resamples([a, b]):  # recorded replicates drawn from the same unit counts
+        block = a["uncertainty"]
+        how = f"{block['resamples']} paired resamples of {block['unit']}, seed {block['seed']}"
+        for k in headline:
+            ra, rb = uncertainty.entry_replicates(a, k), uncertainty.entry_replicates(b, k)
+            rows.append((k, a["metrics"].get(k), b["metrics"].get(k), None if ra is None or rb is None else ra - rb))
+    elif (
+        kind != "shift" and "fooled_top5" in pa and "fooled_top5" in pb and "target_prob" in pa and "target_prob" in pb
+    ):
+        method = uncertainty.Method(unit="class")  # recomputed on the shared rows, classes resampled alike
+        how = f"{method.resamples} paired resamples of classes over the shared rows, seed {method.seed}"
+        labels = pa["label"][ia]
+        _, reps_a = uncertainty.spurious_replicates(
+            labels, pa["fooled_top1"][ia], pa["fooled_top5"][ia], pa["target_prob"][ia], method=method
+        )
+        _, reps_b = uncertainty.spurious_replicates(
+            labels, pb["fooled_top1"][ib], pb["fooled_top5"][ib], pb["target_prob"][ib], method=method
+        )
+        ea, eb = metrics_on(labels, pa, ia), metrics_on(labels, pb, ib)
+        rows += [(k, ea[k], eb[k], reps_a[k] - reps_b[k]) for k in headline if k in ea]
+    else:
+        how = "no paired intervals: the entries scored different rows (or one predates intervals)"
+    test = uncertainty.mcnemar_exact(pa["fooled_top1"][ia], pb["fooled_top1"][ib])
+    na, nb = printable(a["model"]), printable(b["model"])
+    lines = [f"{na} (A) vs {nb} (B) on {shared.size:,} shared images; {how}", ""]
+    lines.append(f"{'metric':<28} {'A':>8} {'B':>8} {'A - B':>8}  95 % interval of A - B")
+    for k, va, vb, diff in rows:
+        if va is None or vb is None:
+            continue
+        lo, hi = uncertainty.percentile_interval(diff) if diff is not None else (None, None)
+        ci = f"[{lo:+.3f}, {hi:+.3f}]" if lo is not None else "n/a"
+        lines.append(f"{k:<28} {va:>8.3f} {vb:>8.3f} {va - vb:>+8.3f}  {ci}")
+    hit = "right (top-1 = label)" if kind == "shift" else "fooled (top-1 = label)"
+    lines += [
+        "",
+        f"exact McNemar test on per-image top-1 hits ({hit}): only A {test['only_a']}, only B {test['only_b']}, "
+        f"p = {test['p_value']:.4g}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def metrics_on(labels: np.ndarray, p: Mapping[str, np.ndarray], rows: np.ndarray) -> dict[str, float]:
+    """A spurious entry's rate figures recomputed on some of its rows (`rows` into its predictions arrays)."""
+    from spurbench.evaluate import metrics
+
+    hit1, hit5, prob = p["fooled_top1"][rows], p["fooled_top5"][rows], p["target_prob"][rows]
+    top = np.where(hit1, labels, -1)[:, None] * np.ones(5, np.int64)
+    top[:, 1] = np.where(hit5 & ~hit1, labels, -2)  # only whether the label is in the top 5 matters here
+    r = metrics.spurious_rates(labels, top, prob)
+    return {
+        "spurious_rate": r["macro"]["spurious_rate"],
+        "spurious_rate_micro": r["micro"]["spurious_rate"],
+        "spurious_rate_top5": r["macro"]["spurious_rate_top5"],
+        "spurious_rate_top5_micro": r["micro"]["spurious_rate_top5"],
+        "mean_target_prob": r["macro"]["mean_target_prob"],
+    }
