@@ -67,8 +67,16 @@ def stratified_counts(
     out = np.zeros((resamples, index.size), dtype=np.int32)
     for s in range(n_strata):
         rows = np.flatnonzero(index == s)
-        out[:, rows] = rng.multinomial(rows.size, np.full(rows.size, 1.0 / rows.size), size=resamples)
+        out[:, rows] = _draws(rng, rows.size, resamples)
     return out
+
+
+def _draws(rng: np.random.Generator, n: int, resamples: int) -> np.ndarray:
+    """counts[b, i] of n rows drawn with replacement, per replicate: uniform indices counted (a multinomial draw,
+    several times faster than `rng.multinomial` for many small strata)."""
+    idx = rng.integers(0, n, size=(resamples, n))
+    flat = (np.arange(resamples)[:, None] * n + idx).ravel()
+    return np.bincount(flat, minlength=resamples * n).reshape(resamples, n)
 
 
 def percentile_interval(replicates: np.ndarray, level: float = LEVEL) -> tuple[float | None, float | None]:
@@ -307,16 +315,18 @@ def within_stratum_replicates(
     values: Sequence[np.ndarray], strata: Any, method: Method
 ) -> tuple[list[Any], list[np.ndarray]]:
     """(stratum names, [mean of each of `values` per stratum, float[B, S]]) with the rows resampled inside their
-    stratum: the per-class (per-group) figures. One draw of counts serves every value."""
+    stratum: the per-class (per-group) figures. The draws are `stratified_counts`' (same seed, same order), taken
+    one stratum at a time so that no [B, N] matrix is built: one small matrix product per stratum."""
     names, index = np.unique(np.asarray(strata), return_inverse=True)
     index = index.reshape(-1)
-    counts = stratified_counts(index, method.resamples, method.seed).astype(np.float64)
-    order = np.argsort(index, kind="stable")
-    starts = np.searchsorted(index[order], np.arange(len(names)))
-    sizes = np.bincount(index, minlength=len(names)).astype(np.float64)
-    c = counts[:, order]
-    out = [np.add.reduceat(c * np.asarray(v, dtype=np.float64)[order], starts, axis=1) / sizes for v in values]
-    return list(names), out
+    v = np.stack([np.asarray(x, dtype=np.float64).reshape(-1) for x in values], axis=1)  # [N, V]
+    rng = np.random.default_rng(method.seed)
+    out = np.empty((len(values), method.resamples, len(names)))
+    for s in range(len(names)):
+        rows = np.flatnonzero(index == s)
+        draws = _draws(rng, rows.size, method.resamples).astype(np.float64)
+        out[:, :, s] = ((draws @ v[rows]) / rows.size).T
+    return list(names), list(out)
 
 
 def _block(method: Method, index: np.ndarray, estimates: dict[str, np.ndarray], keep: Sequence[str]) -> dict[str, Any]:
