@@ -135,3 +135,18 @@ def test_older_entries_show_n_a(tmp_path):
     old = next(line for line in md.splitlines() if "| old |" in line)
     assert "[n/a]" in old and old.rstrip(" |").endswith("n/a")  # no rank interval without every model's replicates
     assert "1 older entr(ies) without per-image intervals show n/a" in md
+
+
+def test_page_shows_intervals_error_bars_and_ties(board, tmp_path):
+    from spurbench.evaluate.page import render_page
+
+    path, _ = board
+    out = render_page(path, tmp_path / "site")
+    html = (out if out.is_file() else out / "index.html").read_text()
+    first = lb.comparable_groups(lb.load_leaderboard(path))[0]["entries"][0]
+    lo, hi = first["uncertainty"]["metrics"]["spurious_rate"]
+    assert html.count('class="errorbar"') == 3  # one error bar per model in the chart of the ranked figure
+    assert "95 % bootstrap intervals (percentile, 1000 resamples, seed 0)" in html  # the method, once
+    assert html.count("95 % bootstrap intervals") == 1
+    assert html.count('class="tie"') == 2 and "cannot be told apart from resnet_" in html  # a and b, not convnext
+    assert f"{lo * 100:.1f}" in html and f"{hi * 100:.1f}" in html
