@@ -252,7 +252,7 @@ def ranking_section(p: PageData) -> str:
         )
     lead = 2 if len(groups) > 1 else 1  # columns filled here, not by the entry: rank (and group)
     cols.insert(
-        lead,
+        lead + 1,  # after the model's name
         _Column(
             "rank_interval",
             "95 % rank",
@@ -268,7 +268,10 @@ def ranking_section(p: PageData) -> str:
     for g in groups:
         marks = _rank_marks(g)
         for rank, e in enumerate(g["entries"], 1):
-            rows.append([rank, g["id"]][:lead] + [marks[rank - 1]] + [c.get(e) for c in cols[lead + 1 :]])
+            rows.append(
+                [rank, g["id"]][:lead]
+                + [marks[rank - 1] if c.key == "rank_interval" else c.get(e) for c in cols[lead:]]
+            )
             intervals.append(
                 {
                     c.key: uncertainty.entry_interval(e, c.key)
