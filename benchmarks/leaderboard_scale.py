@@ -109,7 +109,23 @@ def entry(model: str, rel: str, n_images: int, rng: np.random.Generator) -> dict
         "date": "2026-01-01T00:00:00+00:00",
         "images_per_second": 100.0,
         "command": f"spurbench eval --model {model}",
+        # the per-image intervals an entry carries (evaluate/uncertainty.py), at their real size: computed once
+        "uncertainty": _uncertainty_block(n_images),
     }
+
+
+_BLOCKS: dict[int, dict] = {}
+
+
+def _uncertainty_block(n_images: int) -> dict:
+    from spurbench.evaluate import uncertainty
+
+    if n_images not in _BLOCKS:
+        rng = np.random.default_rng(0)
+        labels = np.repeat(np.arange(CLASSES), n_images // CLASSES)
+        hit = rng.random(labels.size) < 0.3
+        _BLOCKS[n_images] = uncertainty.spurious_uncertainty(labels, hit, hit, rng.random(labels.size))
+    return _BLOCKS[n_images]
 
 
 def write_schema1(path: Path, ds: dict, entries: list[dict]) -> float:

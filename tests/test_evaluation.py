@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import os
 import re
@@ -529,3 +530,42 @@ def test_positives_as_a_dataset(photo_dataset, tmp_path):
     from_ds = open_positives(folder, classes=[285, 967])
     from_dir = open_positives(photo_dataset.positives, classes=[285, 967])
     assert sorted(from_ds.labels.tolist()) == sorted(from_dir.labels.tolist()) == [285, 285, 967, 967]
+
+
+@pytest.mark.slow
+def test_entry_intervals_equal_a_recomputation_with_the_recorded_seed(cli_run):
+    """The `uncertainty` block of each entry, recomputed from its predictions CSV alone with the recorded method,
+    resamples and seed (classes resampled whole; per class, the class's images), and shown by md and csv."""
+    from spurbench.evaluate import leaderboard as lbm
+    from spurbench.evaluate import uncertainty as u
+    from spurbench.evaluate.hub_results import to_csv
+
+    _, lb = cli_run
+    board = lbm.load_leaderboard(lb)
+    for e in board["entries"]:
+        unc = e["uncertainty"]
+        assert (unc["unit"], unc["resamples"], unc["method"]) == ("class", 1000, "percentile")
+        method = u.Method(**{k: unc[k] for k in ("unit", "resamples", "seed", "level", "method")})
+        rows = _read_csv(lb.parent / e["predictions"])
+        labels = np.array([int(r["label"]) for r in rows])
+        hit1 = np.array([int(r["fooled_top1"]) for r in rows], dtype=float)
+        classes = sorted(set(labels.tolist()))
+        assert unc["metrics"]["spurious_rate_micro"] == pytest.approx(u.pooled_mean_interval(hit1, labels, method))
+        for metric in ("spurious_rate", "spurious_score_ap"):
+            per_class = [e["per_class"][str(k)][metric] for k in classes]
+            assert unc["metrics"][metric] == pytest.approx(u.unit_mean_interval(per_class, method), abs=1e-12)
+            lo, hi = unc["metrics"][metric]
+            assert lo - 1e-12 <= e["metrics"][metric] <= hi + 1e-12
+        counts = u.stratified_counts(labels, method.resamples, method.seed)
+        for k in classes:
+            m = labels == k
+            want = u.percentile_interval(counts[:, m] @ hit1[m] / m.sum())
+            assert unc["per_class"][str(k)]["spurious_rate"] == pytest.approx(want, abs=1e-12)
+    md = lbm.to_markdown(board)
+    first = lbm.comparable_groups(board)[0]["entries"][0]
+    assert lbm.with_interval(first, "spurious_rate") in md and "95 % bootstrap intervals" in md
+    csv_rows = {r["model"]: r for r in csv.DictReader(io.StringIO(to_csv(board)))}
+    for e in board["entries"]:
+        lo, hi = e["uncertainty"]["metrics"]["spurious_rate"]
+        r = csv_rows[e["model"]]
+        assert float(r["spurious_rate_lo"]) == pytest.approx(lo, rel=1e-5) and int(r["rank_lo"]) >= 1

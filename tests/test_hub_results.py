@@ -39,14 +39,14 @@ def board(tmp_path) -> Path:
 def test_csv_is_timm_results_convention(board, capsys):
     assert main(["leaderboard", "--leaderboard", str(board), "--format", "csv"]) == 0
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
-    assert list(rows[0])[:1] == ["model"] and list(rows[0])[-8:-4] == [
-        "param_count",
-        "img_size",
-        "crop_pct",
-        "interpolation",
-    ]
+    cols = list(rows[0])
+    i = cols.index("param_count")
+    assert cols[:1] == ["model"] and cols[i : i + 4] == ["param_count", "img_size", "crop_pct", "interpolation"]
+    # every headline metric with its interval columns; entries without per-image intervals leave them empty
+    assert "spurious_rate_lo" in cols and "spurious_score_ap_hi" in cols and cols[-3:-1] == ["rank_lo", "rank_hi"]
+    assert all(r["spurious_rate_lo"] == r["spurious_rate_hi"] == r["rank_lo"] == "" for r in rows)
     # no entry's model built this set: the used_in_build column is empty (evaluate/validity.py)
-    assert list(rows[0])[-1] == "used_in_build" and {r["used_in_build"] for r in rows} == {""}
+    assert cols[-1] == "used_in_build" and {r["used_in_build"] for r in rows} == {""}
     # ranked by AP within the comparable group; the --limit entry after, in its own group
     assert [(r["model"], r["group"]) for r in rows] == [
         ("vit_b+x", "1"),
@@ -138,6 +138,13 @@ def test_eval_results_per_model_match_the_exports_eval_yaml(board, tmp_path, cap
         f"spurious_rate--group-{key}",
         f"spurious_score_ap--group-{key}",
     ]
+    # the canonical group keeps its plain task ids whatever --groups is (compared by key, not by identity)
+    default = {f.relative_to(out): yaml.safe_load(f.read_text()) for f in out.rglob("*.yaml")}
+    assert default and all(yaml.safe_load((every / rel).read_text()) == items for rel, items in default.items())
+    assert {i["dataset"]["task_id"] for items in default.values() for i in items} <= {
+        "spurious_rate",
+        "spurious_score_ap",
+    }
     seen = {}
     for f in every.rglob("*.yaml"):
         for i in yaml.safe_load(f.read_text()):

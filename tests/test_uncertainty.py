@@ -68,8 +68,9 @@ def test_class_resampled_interval_covers_the_macro_rate_and_an_image_bootstrap_d
     covered_class = covered_image = 0
     for r in range(REPLICATES):
         hits, labels = _clustered_rates(rng)
-        per_class = [hits[labels == k].mean() for k in range(100)]
-        lo, hi = u.unit_mean_interval(per_class, u.Method(unit="class", resamples=1000, seed=r))
+        # the function an entry's block uses (spurious_uncertainty): classes drawn whole
+        _, reps = u.spurious_replicates(labels, hits, hits, hits, method=u.Method(unit="class", seed=r))
+        lo, hi = u.percentile_interval(reps["spurious_rate"])
         covered_class += lo <= truth <= hi
         if r < BASELINE_REPLICATES:  # the plain image-level bootstrap: every image its own unit
             lo_i, hi_i = u.pooled_mean_interval(
@@ -84,6 +85,7 @@ def test_class_resampled_interval_covers_the_macro_rate_and_an_image_bootstrap_d
     assert method.record()["unit"] == "class"
 
 
+@pytest.mark.slow
 def test_class_resampled_interval_covers_the_mean_ap():
     """Spurious score AP per class (real positives vs the class's spurious images), a random class effect on how
     far apart they score; truth = the population mean AP, from 20,000 simulated classes."""
@@ -101,7 +103,11 @@ def test_class_resampled_interval_covers_the_mean_ap():
     rng = np.random.default_rng(7)
     covered = 0
     for r in range(REPLICATES):
-        lo, hi = u.unit_mean_interval(class_ap(rng, 100), u.Method(unit="class", resamples=1000, seed=r))
+        labels = np.arange(100)  # one stand-in image per class: the AP enters per class, as in an entry
+        _, reps = u.spurious_replicates(
+            labels, labels * 0.0, labels * 0.0, labels * 0.0, class_ap(rng, 100), None, u.Method(unit="class", seed=r)
+        )
+        lo, hi = u.percentile_interval(reps["spurious_score_ap"])
         covered += lo <= truth <= hi
     coverage = covered / REPLICATES
     print(f"mean spurious-score AP: class-resampled coverage {coverage:.3f}")
@@ -126,7 +132,20 @@ def test_photo_resampled_interval_covers_the_paired_drop_and_an_image_bootstrap_
     covered_photo = covered_image = 0
     for r in range(REPLICATES):
         s, s_units, o, o_units = _shift_set(rng)
-        lo, hi = u.drop_interval(s, s_units, o, o_units, u.Method(unit="reference_index", resamples=1000, seed=r))
+        # the function an entry's block uses (shift_uncertainty): photos drawn with their shifted images, each
+        # shifted image paired with its photo's own result
+        _, _, reps = u.shift_replicates(
+            s_units,
+            s,
+            s,
+            np.zeros(s.size),
+            s_units,
+            o[s_units].astype(int),
+            None,
+            None,
+            u.Method(unit="reference_index", seed=r),
+        )
+        lo, hi = u.percentile_interval(reps["accuracy_drop"])
         covered_photo += lo <= truth <= hi
         if r < BASELINE_REPLICATES:  # every image its own unit: the shifted versions of a photo taken as independent
             image = u.Method(unit="image", resamples=500, seed=r)

@@ -21,6 +21,7 @@ from spurbench import dataset as ds_contract
 from spurbench import imagenet
 from spurbench.classifiers import ClassifierSpec, LoadedClassifier, create_classifier
 from spurbench.errors import SpurbenchError
+from spurbench.evaluate import uncertainty
 from spurbench.evaluate.inputs import (
     NothingVerified,
     Positives,
@@ -66,11 +67,14 @@ def evaluate(
     group_by: str | None = None,
     class_subset: Any = None,
     decode: str = "auto",
+    resamples: int = uncertainty.DEFAULT_RESAMPLES,
 ) -> tuple[dict, Predictions]:
     """Score one classifier on a split; returns (leaderboard entry, per-image predictions).
 
     A `spurious` set gets spurious rates (and scores with positives); a `shift` set accuracy per group
     against its `reference` split (evaluate/shift.py). `group_by` applies when `data` is opened here.
+
+    `resamples`: bootstrap resamples of the entry's intervals (`uncertainty`, evaluate/uncertainty.py).
 
     `class_subset` (evaluate/class_subset.py) restricts the softmax and the top 5 to its classes.
 
@@ -214,9 +218,20 @@ def evaluate(
         cp.index = cp.index if ctrl.row_index is None else ctrl.row_index[cp.index]
         entry["control"] = validity.control_block(data, preds.fooled_top1, preds.index, ctrl, cp.fooled_top1, cp.index)
     if data.kind == "shift":
-        entry.update(_shift_blocks(clf, data, preds, run, positive_tf, size, entry["metrics"], decode))
-    elif data.groups is not None:  # --group-by on a spurious set: spurious rates per group
-        entry["per_group"] = _spurious_groups(preds, data)
+        entry.update(_shift_blocks(clf, data, preds, run, positive_tf, size, entry["metrics"], decode, resamples))
+    else:
+        classes = sorted(score["per_class"]) if pos_preds is not None else []
+        entry["uncertainty"] = uncertainty.spurious_uncertainty(
+            preds.label,
+            preds.fooled_top1,
+            preds.fooled_top5,
+            preds.target_prob,
+            [score["per_class"][k]["ap"] for k in classes] if classes else None,
+            [score["per_class"][k]["auroc"] for k in classes] if classes else None,
+            resamples=resamples,
+        )
+        if data.groups is not None:  # --group-by on a spurious set: spurious rates per group
+            entry["per_group"] = _spurious_groups(preds, data)
     return entry, preds
 
 
@@ -302,6 +317,7 @@ def _shift_blocks(
     size: tuple,
     counts: dict,
     decode: str = "auto",
+    resamples: int = uncertainty.DEFAULT_RESAMPLES,
 ) -> dict[str, Any]:
     """A shift set's metrics, per_group, per_class and per_class_group (evaluate/shift.py): the model is
     also run on the set's `reference` split (the un-shifted photos), when there is one, under the same
@@ -336,13 +352,26 @@ def _shift_blocks(
     keep = {k: counts[k] for k in ("num_images", "num_positives")}
     # verification's exclusions in both splits, and the reference split's on their own
     keep.update(num_excluded=counts["num_excluded"] + ref_excluded, num_reference_excluded=ref_excluded)
-    return {**parts, "metrics": {**parts["metrics"], **_train_weighted(data, parts["per_group"]), **keep}, **extra}
+    weighted, weights = _train_weighted(data, parts["per_group"])
+    block = uncertainty.shift_uncertainty(
+        preds.label,
+        preds.fooled_top1,
+        preds.fooled_top5,
+        groups if groups is not None else np.full(len(preds.label), "all"),
+        data.reference_index[preds.index] if paired is not None else None,  # a drawn photo brings its images
+        paired,
+        reference["top1"] == reference["labels"] if reference is not None and paired is None else None,
+        weights,
+        resamples=resamples,
+    )
+    metrics = {**parts["metrics"], **weighted, **keep}
+    return {**parts, "metrics": metrics, **extra, "uncertainty": block}
 
 
-def _train_weighted(data: SpuriousSet, per_group: dict) -> dict[str, Any]:
+def _train_weighted(data: SpuriousSet, per_group: dict) -> tuple[dict[str, Any], dict[str, float] | None]:
     """The mean of group accuracies weighted by the training split's group proportions (what Waterbirds
-    papers call average accuracy; `accuracy` is the pooled one); {} without a training split carrying the
-    group column."""
+    papers call average accuracy; `accuracy` is the pooled one), and those proportions; ({}, None) without a
+    training split carrying the group column."""
     from spurbench.evaluate import metrics
     from spurbench.evaluate.group_weights import TRAIN_SPLIT, training_group_counts
 
@@ -352,9 +381,11 @@ def _train_weighted(data: SpuriousSet, per_group: dict) -> dict[str, Any]:
         else None
     )
     if counts is None:
-        return {}
+        return {}, None
     w = metrics.train_weighted_accuracy(per_group, counts)
-    return {"train_weighted_group_accuracy": w["train_weighted_accuracy"], "group_weights_from": TRAIN_SPLIT}
+    return {"train_weighted_group_accuracy": w["train_weighted_accuracy"], "group_weights_from": TRAIN_SPLIT}, {
+        str(g): v for g, v in w["weights"].items()
+    }
 
 
 def _spurious_groups(preds: Predictions, data: SpuriousSet) -> dict[str, Any]:

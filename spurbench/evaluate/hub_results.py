@@ -26,7 +26,8 @@ import yaml
 
 from spurbench.dataset import _HUB_ID, EVAL_TASKS
 from spurbench.errors import SpurbenchError
-from spurbench.evaluate.leaderboard import comparable_groups, slugify
+from spurbench.evaluate.leaderboard import comparable_groups, rank_intervals_of, slugify
+from spurbench.evaluate.uncertainty import entry_interval
 from spurbench.files import safe_filename
 
 #: the preprocessing and precision of the canonical group (what `spurbench eval` does by default)
@@ -72,11 +73,15 @@ def to_csv(board: Mapping[str, Any]) -> str:
             "group",
             "preprocessing",
             "num_images",
+            *(f"{k}_{end}" for k in columns for end in ("lo", "hi")),
+            "rank_lo",
+            "rank_hi",
             "used_in_build",
         ]
     )
     for g in comparable_groups(board):
-        for e in g["entries"]:
+        ranks = rank_intervals_of(g)
+        for i, e in enumerate(g["entries"]):
             m, dc = e["metrics"], e.get("data_config") or {}
             size = (dc.get("input_size") or [None])[-1]
             params = e.get("num_params")
@@ -93,6 +98,9 @@ def to_csv(board: Mapping[str, Any]) -> str:
                     g["id"],
                     g["preprocessing"],
                     _cell(g["num_images"]),
+                    # the recorded 95 % interval ("" for an entry scored before intervals existed)
+                    *(_cell(ci[j] if (ci := entry_interval(e, k)) else None) for k in columns for j in (0, 1)),
+                    *(ranks[i] if ranks else ("", "")),
                     ";".join(e.get("used_in_build") or []),
                 ]
             )
@@ -234,7 +242,9 @@ def write_eval_results(
     for g in chosen:
         for e in g["entries"]:
             left_out.pop(e["model"], None)
-            items = eval_results(board, e, dataset_id, g, canonical=g is canonical)
+            # by key: canonical_group built its own copy of the groups, so identity never holds
+            is_canonical = canonical is not None and g["key"] == canonical["key"]
+            items = eval_results(board, e, dataset_id, g, canonical=is_canonical)
             if items:
                 # safe_filename on top of slugify: a model named `..` or `.x` must not leave or hide in --out
                 path = f"{safe_filename(slugify(e['model']))}/.eval_results/{name}.yaml"

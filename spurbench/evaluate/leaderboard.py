@@ -44,7 +44,7 @@ from typing import Any, TypedDict
 import numpy as np
 
 from spurbench.errors import SpurbenchError
-from spurbench.evaluate import hitstore, predictions_csv, shift, validity
+from spurbench.evaluate import hitstore, predictions_csv, shift, uncertainty, validity
 from spurbench.files import (
     WrittenFolder,
     atomic_write,
@@ -1130,12 +1130,10 @@ def to_markdown(board: Mapping[str, Any]) -> str:
             else "Ranked by spurious rate (macro top-1; lower = fooled less often)."
         )
         lines.append("")
-        lines += (
-            shift.ranking_table(g["entries"], _fmt)
-            if g["ranked_by"] == shift.RANKED_BY
-            else _ranking_table(g["entries"])
-        )
+        shown = shown_with_intervals(g)
+        lines += shift.ranking_table(shown, _fmt) if g["ranked_by"] == shift.RANKED_BY else _ranking_table(shown)
         lines.append("")
+    lines += [uncertainty.method_note(board["entries"]), ""]
     lines.pop()
     lines += validity.control_markdown(board["entries"])  # the lift over the control split, when scored
     lines += validity.transfer_markdown(board["entries"])  # a mined set: held-out models' transfer
@@ -1172,10 +1170,44 @@ def to_markdown(board: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def rank_intervals_of(group: Mapping[str, Any]) -> list[tuple[int, int]] | None:
+    """The 95 % rank interval of each entry of a comparability group (`comparable_groups`), in its order; None
+    when its entries do not all carry paired replicates of the ranked metric."""
+    metric = group["ranked_by"]
+    return uncertainty.group_rank_intervals(group["entries"], metric, higher_is_better=metric != "spurious_rate")
+
+
+def with_interval(entry: Mapping[str, Any], metric: str, digits: int = 3) -> str:
+    """ "0.300 [0.250, 0.350]": a headline figure with its recorded interval ("[n/a]" without one)."""
+    value = (entry.get("metrics") or {}).get(metric)
+    if value is None:
+        return "n/a"
+    ci = uncertainty.entry_interval(entry, metric)
+    return (
+        f"{_fmt(value, digits)} [{_fmt(ci[0], digits)}, {_fmt(ci[1], digits)}]"
+        if ci
+        else f"{_fmt(value, digits)} [n/a]"
+    )
+
+
+def shown_with_intervals(group: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Copies of a group's entries for the md tables: headline figures as text with their intervals, and
+    `rank_interval` ("1-3": the 95 % rank interval, "n/a" without paired replicates)."""
+    ranks = rank_intervals_of(group)
+    out = []
+    for i, e in enumerate(group["entries"]):
+        m = dict(e["metrics"])
+        for k in uncertainty.SPURIOUS_HEADLINE + uncertainty.SHIFT_HEADLINE:
+            if m.get(k) is not None:
+                m[k] = with_interval(e, k)
+        out.append({**e, "metrics": m, "rank_interval": f"{ranks[i][0]}-{ranks[i][1]}" if ranks else "n/a"})
+    return out
+
+
 def _ranking_table(entries: Sequence[Mapping[str, Any]]) -> list[str]:
     lines = [
-        "| rank | model | spurious rate | micro | top-5 | mean p_k | AP | AUROC | images | params | img/s | preprocessing |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| rank | model | spurious rate | micro | top-5 | mean p_k | AP | AUROC | images | params | img/s | preprocessing | 95 % rank |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
     for rank, e in enumerate(entries, 1):
         m = e["metrics"]
@@ -1195,6 +1227,7 @@ def _ranking_table(entries: Sequence[Mapping[str, Any]]) -> list[str]:
                     _fmt(e.get("num_params")),
                     _fmt(e.get("images_per_second"), 1),
                     _fmt(e.get("preprocessing", "timm")),
+                    str(e.get("rank_interval", "n/a")),
                 ]
             )
             + " |"
@@ -1217,3 +1250,103 @@ def to_ranked_json(board: Mapping[str, Any]) -> dict[str, Any]:
     out["groups_note"] = GROUPS_NOTE if len(groups) > 1 else None
     out["entries"] = [{"rank": i, "group": g["id"], **e} for g in groups for i, e in enumerate(g["entries"], 1)]
     return out
+
+
+# --------------------------------------------------------------------------------------------------
+# paired comparison of two entries (`spurbench leaderboard --compare A B`)
+# --------------------------------------------------------------------------------------------------
+
+
+def find_entry(board: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """The entry named `name` (exactly, else the one whose name contains it, case-insensitively); one line naming
+    the choices when none or several match."""
+    entries = board["entries"]
+    exact = [e for e in entries if e["model"] == name]
+    found = exact or [e for e in entries if name.lower() in e["model"].lower()]
+    if len(found) == 1:
+        return found[0]
+    names = [e["model"] for e in (found or entries)]
+    shown = ", ".join(printable(n) for n in names[:20]) + (f" (and {len(names) - 20} more)" if len(names) > 20 else "")
+    if found:
+        raise SpurbenchError(f"--compare {printable(name)!r} matches {len(found)} entries: {shown}; give the full name")
+    raise SpurbenchError(f"--compare {printable(name)!r}: no such entry on the board; its entries are {shown}")
+
+
+def _read_hits(path: Path, e: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    rel = e.get("predictions")
+    if not rel:
+        raise SpurbenchError(f"entry {printable(e['model'])!r} has no predictions file; re-run `spurbench eval` for it")
+    return predictions_csv.read_predictions(inside(path.parent, rel, f"leaderboard '{path}'"))
+
+
+def compare(path: str | Path, board: Mapping[str, Any], name_a: str, name_b: str) -> str:
+    """Two entries on the rows both scored: each headline figure's difference (A - B) with its paired-bootstrap
+    95 % interval (the same resamples for both), and an exact McNemar test on their per-image top-1 hits."""
+    a, b = find_entry(board, name_a), find_entry(board, name_b)
+    if a is b:
+        raise SpurbenchError(f"--compare names {printable(a['model'])!r} twice; name two different entries")
+    path = Path(path)
+    pa, pb = _read_hits(path, a), _read_hits(path, b)
+    shared, ia, ib = np.intersect1d(pa["index"], pb["index"], return_indices=True)
+    if not shared.size:
+        raise SpurbenchError(f"{printable(a['model'])!r} and {printable(b['model'])!r} share no scored rows")
+    kind = board_kind(board)
+    headline = uncertainty.SHIFT_HEADLINE if kind == "shift" else uncertainty.SPURIOUS_HEADLINE
+    rows: list[tuple[str, Any, Any, np.ndarray | None]] = []
+    same_rows = shared.size == pa["index"].size == pb["index"].size
+    if same_rows and uncertainty.same_resamples([a, b]):  # recorded replicates drawn from the same unit counts
+        block = a["uncertainty"]
+        how = f"{block['resamples']} paired resamples of {block['unit']}, seed {block['seed']}"
+        for k in headline:
+            ra, rb = uncertainty.entry_replicates(a, k), uncertainty.entry_replicates(b, k)
+            rows.append((k, a["metrics"].get(k), b["metrics"].get(k), None if ra is None or rb is None else ra - rb))
+    elif (
+        kind != "shift" and "fooled_top5" in pa and "fooled_top5" in pb and "target_prob" in pa and "target_prob" in pb
+    ):
+        method = uncertainty.Method(unit="class")  # recomputed on the shared rows, classes resampled alike
+        how = f"{method.resamples} paired resamples of classes over the shared rows, seed {method.seed}"
+        labels = pa["label"][ia]
+        _, reps_a = uncertainty.spurious_replicates(
+            labels, pa["fooled_top1"][ia], pa["fooled_top5"][ia], pa["target_prob"][ia], method=method
+        )
+        _, reps_b = uncertainty.spurious_replicates(
+            labels, pb["fooled_top1"][ib], pb["fooled_top5"][ib], pb["target_prob"][ib], method=method
+        )
+        ea, eb = metrics_on(labels, pa, ia), metrics_on(labels, pb, ib)
+        rows += [(k, ea[k], eb[k], reps_a[k] - reps_b[k]) for k in headline if k in ea]
+    else:
+        how = "no paired intervals: the entries scored different rows (or one predates intervals)"
+    test = uncertainty.mcnemar_exact(pa["fooled_top1"][ia], pb["fooled_top1"][ib])
+    na, nb = printable(a["model"]), printable(b["model"])
+    lines = [f"{na} (A) vs {nb} (B) on {shared.size:,} shared images; {how}", ""]
+    lines.append(f"{'metric':<28} {'A':>8} {'B':>8} {'A - B':>8}  95 % interval of A - B")
+    for k, va, vb, diff in rows:
+        if va is None or vb is None:
+            continue
+        lo, hi = uncertainty.percentile_interval(diff) if diff is not None else (None, None)
+        ci = f"[{lo:+.3f}, {hi:+.3f}]" if lo is not None else "n/a"
+        lines.append(f"{k:<28} {va:>8.3f} {vb:>8.3f} {va - vb:>+8.3f}  {ci}")
+    hit = "right (top-1 = label)" if kind == "shift" else "fooled (top-1 = label)"
+    lines += [
+        "",
+        f"exact McNemar test on per-image top-1 hits ({hit}): only A {test['only_a']}, only B {test['only_b']}, "
+        f"p = {test['p_value']:.4g}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def metrics_on(labels: np.ndarray, p: Mapping[str, np.ndarray], rows: np.ndarray) -> dict[str, float]:
+    """A spurious entry's rate figures recomputed on some of its rows (`rows` into its predictions arrays)."""
+    from spurbench.evaluate import metrics
+
+    hit1, hit5, prob = p["fooled_top1"][rows], p["fooled_top5"][rows], p["target_prob"][rows]
+    top = np.where(hit1, labels, -1)[:, None] * np.ones(5, np.int64)
+    top[:, 1] = np.where(hit5 & ~hit1, labels, -2)  # only whether the label is in the top 5 matters here
+    r = metrics.spurious_rates(labels, top, prob)
+    return {
+        "spurious_rate": r["macro"]["spurious_rate"],
+        "spurious_rate_micro": r["micro"]["spurious_rate"],
+        "spurious_rate_top5": r["macro"]["spurious_rate_top5"],
+        "spurious_rate_top5_micro": r["micro"]["spurious_rate_top5"],
+        "mean_target_prob": r["macro"]["mean_target_prob"],
+    }

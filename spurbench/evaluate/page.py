@@ -50,6 +50,9 @@ a { color:var(--accent); text-decoration:none; } a:hover { text-decoration:under
 code, pre { font-family:ui-monospace,"SFMono-Regular",Menlo,Consolas,"Liberation Mono",monospace; font-size:12.5px; }
 pre { background:#f6f7f9; border:1px solid var(--line); padding:8px 10px; overflow-x:auto; margin:4px 0; white-space:pre-wrap; word-break:break-all; }
 .note { color:var(--muted); font-style:italic; }
+.ci { color:var(--muted); font-size:11px; white-space:nowrap; }
+.tie { color:#b35c00; font-weight:bold; cursor:help; }
+figure.intervals figcaption { font-size:12.5px; color:var(--muted); }
 .small { font-size:12.5px; color:var(--muted); margin:2px 0; }
 table { border-collapse:collapse; margin:6px 0 12px; }
 caption { text-align:left; color:var(--muted); font-size:12.5px; padding:2px 0 6px; caption-side:top; }

@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from spurbench.dataset import DEFAULT_SPLIT
-from spurbench.evaluate import validity
+from spurbench.evaluate import uncertainty, validity
 from spurbench.evaluate.page_common import (
     EAGER_IMAGES,
     PageData,
@@ -202,7 +202,12 @@ def _shift_columns(metric) -> list[_Column]:
 
 
 def _sortable_table(
-    cols: Sequence[_Column], rows: Sequence[Sequence[Any]], table_id: str, caption: str, first_sorted: str | None = None
+    cols: Sequence[_Column],
+    rows: Sequence[Sequence[Any]],
+    table_id: str,
+    caption: str,
+    first_sorted: str | None = None,
+    intervals: Sequence[Mapping[str, Any]] | None = None,
 ) -> str:
     """A table the inline script sorts by clicking a header; cells carry their raw value in data-v."""
     head = []
@@ -217,9 +222,15 @@ def _sortable_table(
         cells = []
         for c, v in zip(cols, values):
             raw = (repr(float(v)) if is_num(v) else "") if c.kind == "num" else ("" if v is None else str(v))
-            cells.append(
-                f'<td data-v="{esc(raw)}" class="{c.kind}">{c.fmt(v) if v is not None or c.kind == "text" else "–"}</td>'
-            )
+            text = c.fmt(v) if v is not None or c.kind == "text" else "–"
+            if intervals is not None and c.key in intervals[i]:  # a headline figure: its 95 % interval beneath
+                ci = intervals[i][c.key]
+                text += (
+                    f'<br><span class="ci">[{c.fmt(ci[0])}, {c.fmt(ci[1])}]</span>'
+                    if ci
+                    else ' <span class="ci">[n/a]</span>'
+                )
+            cells.append(f'<td data-v="{esc(raw)}" class="{c.kind}">{text}</td>')
         body.append(f'<tr data-i="{i}">' + "".join(cells) + "</tr>")
     return (
         f'<table class="sortable" id="{esc(table_id)}"><caption>{caption}</caption>'
@@ -245,10 +256,34 @@ def ranking_section(p: PageData) -> str:
             ),
         )
     lead = 2 if len(groups) > 1 else 1  # columns filled here, not by the entry: rank (and group)
-    rows = []
+    cols.insert(
+        lead + 1,  # after the model's name
+        _Column(
+            "rank_interval",
+            "95 % rank",
+            "the 2.5-97.5 % range of the model's rank over bootstrap resamples shared by its group; "
+            "≈ marks models whose ranks cannot be told apart",
+            "text",
+            lambda v: v,  # built below from escaped names
+            None,
+        ),
+    )
+    headline = set(uncertainty.SPURIOUS_HEADLINE + uncertainty.SHIFT_HEADLINE)
+    rows, intervals = [], []
     for g in groups:
+        marks = _rank_marks(g)
         for rank, e in enumerate(g["entries"], 1):
-            rows.append([rank, g["id"]][:lead] + [c.get(e) for c in cols[lead:]])
+            rows.append(
+                [rank, g["id"]][:lead]
+                + [marks[rank - 1] if c.key == "rank_interval" else c.get(e) for c in cols[lead:]]
+            )
+            intervals.append(
+                {
+                    c.key: uncertainty.entry_interval(e, c.key)
+                    for c in cols
+                    if c.key in headline and c.get(e) is not None
+                }
+            )
     if len(groups) > 1:
         parts = "; ".join(
             f"group {g['id']}: {esc(g['description'])}, {len(g['entries'])} model(s), ranked by "
@@ -268,7 +303,9 @@ def ranking_section(p: PageData) -> str:
             else "spurious rate (lower first)"
         )
         caption = f"{len(p.entries)} model(s), ranked by {how}. Click a column header to sort."
-    table = _sortable_table(cols, rows, "ranking", caption, "rank" if len(groups) <= 1 else None)
+    table = _sortable_table(cols, rows, "ranking", caption, "rank" if len(groups) <= 1 else None, intervals)
+    table += f'<p class="note">{esc(uncertainty.method_note(p.entries).replace("`", ""))}</p>'
+    table += "".join(interval_chart(g) for g in groups)
     if not p.entries:
         table += '<p class="note">No model has been scored on this dataset yet: run <code>spurbench eval</code> (see Reproduce below).</p>'
     from spurbench.verification import audit_line  # the check's audited error rate, beside the headline
@@ -277,6 +314,63 @@ def ranking_section(p: PageData) -> str:
     table = (f'<p class="note" id="audit-rate">{esc(audited)} (the check\'s audit)</p>' if audited else "") + table
     table += validity.page_html(p.entries)  # the lift over the control split, the transfer of a mined set
     return f'<section id="models"><h2>Models</h2>{table}</section>'
+
+
+def _rank_marks(group: Mapping[str, Any]) -> list[str]:
+    """Each entry's 95 % rank interval as page HTML, ≈ (with the names) where it cannot be told from others."""
+    from spurbench.evaluate.leaderboard import rank_intervals_of
+
+    ranks = rank_intervals_of(group)
+    if ranks is None:
+        return ["n/a"] * len(group["entries"])
+    names = [e["model"] for e in group["entries"]]
+    tied = {m: others for others in uncertainty.indistinguishable(ranks) for m in others}
+    out = []
+    for i, (lo, hi) in enumerate(ranks):
+        text = f"{lo}–{hi}"
+        if i in tied:
+            with_ = ", ".join(names[j] for j in tied[i] if j != i)
+            text += f' <span class="tie" title="{esc("cannot be told apart from " + with_)}">≈</span>'
+        out.append(text)
+    return out
+
+
+def interval_chart(group: Mapping[str, Any]) -> str:
+    """Inline SVG: each model's ranked figure as a dot with its 95 % interval as an error bar (best first)."""
+    metric = group["ranked_by"]
+    entries = [e for e in group["entries"] if is_num((e.get("metrics") or {}).get(metric))]
+    if not entries:
+        return ""
+    row, left, width = 20, 260, 420
+    height = row * len(entries) + 40
+    x = lambda v: left + max(0.0, min(1.0, float(v))) * width  # noqa: E731  (every ranked figure is in [0, 1])
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="intervals" width="{left + width + 40}" height="{height}" '
+        f'role="img" aria-label="{esc(metric)} of each model with its 95 % interval">'
+    ]
+    for t in range(0, 11, 2):
+        parts.append(
+            f'<line x1="{x(t / 10):.0f}" x2="{x(t / 10):.0f}" y1="10" y2="{height - 20}" stroke="#e3e6ec"/>'
+            f'<text x="{x(t / 10):.0f}" y="{height - 6}" text-anchor="middle" class="small">{t * 10}%</text>'
+        )
+    for i, e in enumerate(entries):
+        y = 20 + row * i
+        v = e["metrics"][metric]
+        ci = uncertainty.entry_interval(e, metric)
+        parts.append(f'<text x="{left - 8}" y="{y + 4}" text-anchor="end">{esc(e["model"])}</text>')
+        if ci:
+            parts.append(
+                f'<line class="errorbar" x1="{x(ci[0]):.1f}" x2="{x(ci[1]):.1f}" y1="{y}" y2="{y}" stroke="#345" stroke-width="2"/>'
+                f'<line x1="{x(ci[0]):.1f}" x2="{x(ci[0]):.1f}" y1="{y - 4}" y2="{y + 4}" stroke="#345"/>'
+                f'<line x1="{x(ci[1]):.1f}" x2="{x(ci[1]):.1f}" y1="{y - 4}" y2="{y + 4}" stroke="#345"/>'
+            )
+        label = f"{fmt_num(v, 3)} [{fmt_num(ci[0], 3)}, {fmt_num(ci[1], 3)}]" if ci else f"{fmt_num(v, 3)} [n/a]"
+        parts.append(
+            f'<circle cx="{x(v):.1f}" cy="{y}" r="4" fill="#c33"><title>{esc(e["model"])}: {esc(label)}</title></circle>'
+        )
+    parts.append("</svg>")
+    title = f"{metric.replace('_', ' ')} with 95 % intervals" + (f" (group {group['id']})" if group.get("id") else "")
+    return f'<figure class="intervals"><figcaption>{esc(title)}</figcaption>{"".join(parts)}</figure>'
 
 
 def heatmap(p: PageData) -> str:
@@ -320,8 +414,10 @@ def heatmap(p: PageData) -> str:
             fill = rate_color(v) if is_num(v) else "#eee"
             ink = "light" if is_num(v) and v > 0.55 else "dark"
             label = fmt_pct(v)
+            ci = (((e.get("uncertainty") or {}).get("per_class") or {}).get(str(k)) or {}).get("spurious_rate")
+            tip = f"{label} [{fmt_pct(ci[0])}, {fmt_pct(ci[1])}]" if isinstance(ci, list) and len(ci) == 2 else label
             parts.append(
-                f"<g><title>{esc(models[j])} on {esc(class_label(k))}: spurious rate {label}"
+                f"<g><title>{esc(models[j])} on {esc(class_label(k))}: spurious rate {tip}"
                 f"{f' of {n} images' if is_num(n) else ''}</title>"
                 f'<rect x="{x}" y="{y}" width="{cell_w - 2}" height="{cell_h - 2}" fill="{fill}" stroke="#dde1e8"/>'
                 f'<text x="{x + cell_w / 2 - 1:.0f}" y="{y + cell_h * 0.68:.0f}" text-anchor="middle" class="{ink}">{esc(label)}</text></g>'

@@ -73,6 +73,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="html only: local dataset folder, so the page can show the images",
     )
     parser.add_argument(
+        "--compare",
+        nargs=2,
+        metavar=("A", "B"),
+        default=None,
+        help="print two entries' headline differences (A - B) on the images both scored, with paired 95 %% "
+        "bootstrap intervals and an exact McNemar test; a name may be a unique part of the model name",
+    )
+    parser.add_argument(
         "--groups",
         metavar="canonical|all|ID,...",
         default=None,
@@ -116,10 +124,18 @@ def run(args: argparse.Namespace) -> int:
         raise SpurbenchError("--groups is only used by --format eval-results; drop it or add --format eval-results")
     if args.format == "eval-results" and not args.out:
         raise SpurbenchError("--format eval-results writes one folder per model: add --out DIR")
+    compare_names = getattr(args, "compare", None)
+    if compare_names and (args.format != "md" or args.out or args.export):
+        raise SpurbenchError("--compare prints to the terminal; drop --format, --out and --export")
     if args.export:
         print(export(path))
         return 0
     board = load_leaderboard(path)
+    if compare_names:
+        from spurbench.evaluate.leaderboard import compare
+
+        sys.stdout.write(compare(path, board, *compare_names))
+        return 0
 
     if args.format == "eval-results":
         from spurbench.evaluate.hub_results import write_eval_results

@@ -187,8 +187,8 @@ def rank(entries: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
 def ranking_table(entries: Sequence[Mapping[str, Any]], fmt) -> list[str]:
     """Markdown rows of a shift leaderboard (`fmt` formats a cell)."""
     lines = [
-        "| rank | model | worst group | mean group | accuracy | top-5 | reference | drop | images | params | img/s | preprocessing |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| rank | model | worst group | mean group | accuracy | top-5 | reference | drop | images | params | img/s | preprocessing | 95 % rank |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
     for r, e in enumerate(entries, 1):
         m = e["metrics"]
@@ -209,6 +209,7 @@ def ranking_table(entries: Sequence[Mapping[str, Any]], fmt) -> list[str]:
                     fmt(e.get("num_params")),
                     fmt(e.get("images_per_second"), 1),
                     fmt(e.get("preprocessing", "timm")),
+                    str(e.get("rank_interval", "n/a")),
                 ]
             )
             + " |"

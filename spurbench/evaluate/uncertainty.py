@@ -67,8 +67,16 @@ def stratified_counts(
     out = np.zeros((resamples, index.size), dtype=np.int32)
     for s in range(n_strata):
         rows = np.flatnonzero(index == s)
-        out[:, rows] = rng.multinomial(rows.size, np.full(rows.size, 1.0 / rows.size), size=resamples)
+        out[:, rows] = _draws(rng, rows.size, resamples)
     return out
+
+
+def _draws(rng: np.random.Generator, n: int, resamples: int) -> np.ndarray:
+    """counts[b, i] of n rows drawn with replacement, per replicate: uniform indices counted (a multinomial draw,
+    several times faster than `rng.multinomial` for many small strata)."""
+    idx = rng.integers(0, n, size=(resamples, n))
+    flat = (np.arange(resamples)[:, None] * n + idx).ravel()
+    return np.bincount(flat, minlength=resamples * n).reshape(resamples, n)
 
 
 def percentile_interval(replicates: np.ndarray, level: float = LEVEL) -> tuple[float | None, float | None]:
@@ -229,3 +237,329 @@ def indistinguishable(intervals: Sequence[tuple[int, int]]) -> list[list[int]]:
             groups.append([m])
             reach = hi
     return [sorted(g) for g in groups if len(g) > 1]
+
+
+# ---------------------------------------------------------------------------------------------
+# an entry's `uncertainty` block: every headline figure's interval from the per-image results, all from one
+# matrix of unit counts so that entries scored on the same rows share their resamples (paired: rank intervals
+# and `leaderboard --compare` subtract replicates drawn from the same counts)
+
+#: headline metrics of an entry, by the kind of its set (the names of `entry["metrics"]`)
+SPURIOUS_HEADLINE = (
+    "spurious_rate",
+    "spurious_rate_micro",
+    "spurious_rate_top5",
+    "spurious_rate_top5_micro",
+    "mean_target_prob",
+    "spurious_score_ap",
+    "spurious_score_auroc",
+)
+SHIFT_HEADLINE = (
+    "worst_group_accuracy",
+    "mean_group_accuracy",
+    "train_weighted_group_accuracy",
+    "accuracy",
+    "accuracy_top5",
+    "reference_accuracy",
+    "accuracy_drop",
+)
+#: a figure for one class (or one group) resamples the images of that class (group)
+PER_CLASS_UNIT = "image-within-class"
+# Replicates are kept in the entry (for rank intervals and --compare) as uint16 over [-1, 1]: a step of 3e-5,
+# far below any interval's width; 65535 stands for undefined (NaN).
+_Q = 65534
+
+
+def pack_replicates(values: np.ndarray) -> str:
+    """float replicates in [-1, 1] (NaN allowed) -> compact base64 text for the entry."""
+    import base64
+
+    v = np.asarray(values, dtype=np.float64)
+    q = np.where(np.isfinite(v), np.rint((np.clip(v, -1, 1) + 1) / 2 * _Q), _Q + 1).astype("<u2")
+    return base64.b64encode(q.tobytes()).decode("ascii")
+
+
+def unpack_replicates(text: Any, resamples: int) -> np.ndarray | None:
+    """The replicates `pack_replicates` wrote; None when `text` is not that (an older or damaged entry)."""
+    import base64
+    import binascii
+
+    if not isinstance(text, str) or len(text) > 4 * (2 * resamples + 2) // 3 + 4:
+        return None
+    try:
+        q = np.frombuffer(base64.b64decode(text, validate=True), dtype="<u2")
+    except (binascii.Error, ValueError):
+        return None
+    if q.size != resamples:
+        return None
+    return np.where(q > _Q, np.nan, q.astype(np.float64) / _Q * 2 - 1)
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
+
+
+def _interval(reps: np.ndarray, method: Method) -> list[float] | None:
+    lo, hi = percentile_interval(reps, method.level)
+    return None if lo is None else [lo, hi]
+
+
+def _units_sha(index: np.ndarray) -> str:
+    import hashlib
+
+    return hashlib.sha256(np.ascontiguousarray(index, dtype="<i8").tobytes()).hexdigest()
+
+
+def within_stratum_replicates(
+    values: Sequence[np.ndarray], strata: Any, method: Method
+) -> tuple[list[Any], list[np.ndarray]]:
+    """(stratum names, [mean of each of `values` per stratum, float[B, S]]) with the rows resampled inside their
+    stratum: the per-class (per-group) figures. The draws are `stratified_counts`' (same seed, same order), taken
+    one stratum at a time so that no [B, N] matrix is built: one small matrix product per stratum."""
+    names, index = np.unique(np.asarray(strata), return_inverse=True)
+    index = index.reshape(-1)
+    v = np.stack([np.asarray(x, dtype=np.float64).reshape(-1) for x in values], axis=1)  # [N, V]
+    rng = np.random.default_rng(method.seed)
+    out = np.empty((len(values), method.resamples, len(names)))
+    for s in range(len(names)):
+        rows = np.flatnonzero(index == s)
+        draws = _draws(rng, rows.size, method.resamples).astype(np.float64)
+        out[:, :, s] = ((draws @ v[rows]) / rows.size).T
+    return list(names), list(out)
+
+
+def _block(method: Method, index: np.ndarray, estimates: dict[str, np.ndarray], keep: Sequence[str]) -> dict[str, Any]:
+    """The recorded block: the method, the unit's identity, each metric's interval, the kept replicates."""
+    return {
+        **method.record(),
+        "num_units": int(index.max()) + 1 if index.size else 0,
+        "units_sha256": _units_sha(index),
+        "metrics": {k: _interval(v, method) for k, v in estimates.items()},
+        "replicates": {k: pack_replicates(estimates[k]) for k in keep if k in estimates},
+    }
+
+
+def spurious_replicates(
+    labels: Any,
+    hit1: Any,
+    hit5: Any,
+    target_prob: Any,
+    class_ap: Any = None,
+    class_auroc: Any = None,
+    method: Method | None = None,
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """(class index of each image, {metric: replicates float[B]}) of a spurious set's headline figures, classes
+    resampled whole (`class_ap` / `class_auroc`: one value or None per class, in sorted class order)."""
+    method = method or Method(unit="class")
+    index, k = unit_index(labels)
+    counts = bootstrap_counts(k, method.resamples, method.seed).astype(np.float64)
+    n = np.bincount(index, minlength=k).astype(np.float64)
+    drawn = counts.sum(axis=1)
+    reps: dict[str, np.ndarray] = {}
+    for name, v in (("spurious_rate", hit1), ("spurious_rate_top5", hit5), ("mean_target_prob", target_prob)):
+        s = per_unit_sums(v, index, k)
+        reps[name] = _ratio(counts @ (s / np.maximum(n, 1)), drawn)  # macro: mean over the drawn classes
+        if name != "mean_target_prob":
+            reps[name + "_micro"] = _ratio(counts @ s, counts @ n)  # micro: pooled over their images
+    for name, per_class in (("spurious_score_ap", class_ap), ("spurious_score_auroc", class_auroc)):
+        if per_class is not None:
+            v = np.array([np.nan if x is None else x for x in per_class], dtype=np.float64)
+            ok = np.isfinite(v)
+            if ok.any():
+                reps[name] = _ratio(counts @ np.where(ok, v, 0.0), counts @ ok.astype(np.float64))
+    return index, reps
+
+
+def spurious_uncertainty(
+    labels: Any,
+    hit1: Any,
+    hit5: Any,
+    target_prob: Any,
+    class_ap: Any = None,
+    class_auroc: Any = None,
+    resamples: int = DEFAULT_RESAMPLES,
+    seed: int = DEFAULT_SEED,
+) -> dict[str, Any]:
+    """An entry's `uncertainty` block on a spurious set: headline intervals with classes resampled, per-class
+    intervals with the class's images resampled."""
+    method = Method(unit="class", resamples=resamples, seed=seed)
+    index, reps = spurious_replicates(labels, hit1, hit5, target_prob, class_ap, class_auroc, method)
+    out = _block(method, index, reps, SPURIOUS_HEADLINE)
+    names, (r1, r5, rp) = within_stratum_replicates((hit1, hit5, target_prob), labels, method)
+    out["per_class_unit"] = PER_CLASS_UNIT
+    out["per_class"] = {
+        str(int(k)): {
+            "spurious_rate": _interval(r1[:, j], method),
+            "spurious_rate_top5": _interval(r5[:, j], method),
+            "mean_target_prob": _interval(rp[:, j], method),
+        }
+        for j, k in enumerate(names)
+    }
+    return out
+
+
+def shift_replicates(
+    labels: Any,
+    hit1: Any,
+    hit5: Any,
+    groups: Any,
+    units: Any | None,
+    paired_reference: Any | None = None,
+    reference_hits: Any | None = None,
+    group_weights: dict[str, float] | None = None,
+    method: Method | None = None,
+) -> tuple[np.ndarray, list[Any], dict[str, np.ndarray]]:
+    """(unit index of each row, group names, {metric: replicates float[B]}) of a shift set's headline figures.
+
+    `units`: each image's source photo (`reference_index`): photos are drawn whole, with every shifted image
+    made from them and their own reference result (`paired_reference`: 1 / 0 / -1 not scored). None: images
+    are resampled within their group, and the reference split's images (`reference_hits`, unpaired) within
+    a stratum of their own. `group_weights`: the training split's proportions (train-weighted accuracy)."""
+    hit1 = np.asarray(hit1, dtype=np.float64)
+    hit5 = np.asarray(hit5, dtype=np.float64)
+    gnames, g = np.unique(np.asarray(groups).astype(str), return_inverse=True)
+    g = g.reshape(-1)
+    n_img = hit1.size
+    ref = np.zeros(0) if reference_hits is None or units is not None else np.asarray(reference_hits, np.float64)
+    if units is not None:
+        method = method or Method(unit="reference_index")
+        index, n_units = unit_index(units)
+        counts = bootstrap_counts(n_units, method.resamples, method.seed).astype(np.float64)
+    else:
+        method = method or Method(unit="image-within-group")
+        strata = np.concatenate([g, np.full(ref.size, len(gnames))])
+        index, n_units = np.arange(strata.size), strata.size
+        counts = stratified_counts(strata, method.resamples, method.seed).astype(np.float64)
+    img = index[:n_img]
+    n_g = len(gnames)
+    cell = img * n_g + g  # (unit, group) cells: a group's accuracy in a replicate is a ratio of cell sums
+    s_cell = np.bincount(cell, weights=hit1, minlength=n_units * n_g).reshape(n_units, n_g)
+    n_cell = np.bincount(cell, minlength=n_units * n_g).reshape(n_units, n_g).astype(np.float64)
+    per_group = _ratio(counts @ s_cell, counts @ n_cell)  # [B, G]
+    n_u = per_unit_sums(np.ones(n_img), img, n_units)
+    reps = {
+        "accuracy": _ratio(counts @ per_unit_sums(hit1, img, n_units), counts @ n_u),
+        "accuracy_top5": _ratio(counts @ per_unit_sums(hit5, img, n_units), counts @ n_u),
+        "worst_group_accuracy": np.min(np.where(np.isnan(per_group), np.inf, per_group), axis=1),
+        "mean_group_accuracy": _ratio(np.nansum(per_group, axis=1), np.isfinite(per_group).sum(axis=1)),
+    }
+    reps["worst_group_accuracy"][~np.isfinite(reps["worst_group_accuracy"])] = np.nan
+    if group_weights:
+        w = np.array([float(group_weights.get(str(name), 0.0)) for name in gnames])
+        # each replicate renormalises over the groups it drew (as the estimate does over the groups present)
+        present = np.isfinite(per_group)
+        reps["train_weighted_group_accuracy"] = _ratio(np.nan_to_num(per_group) @ w, present @ w)
+    if paired_reference is not None:
+        pr = np.asarray(paired_reference, dtype=np.int64)
+        both = (pr >= 0).astype(np.float64)
+        n_p = counts @ per_unit_sums(both, img, n_units)
+        ref_acc = _ratio(counts @ per_unit_sums(both * (pr == 1), img, n_units), n_p)
+        reps["reference_accuracy"] = ref_acc
+        reps["accuracy_drop"] = ref_acc - _ratio(counts @ per_unit_sums(both * hit1, img, n_units), n_p)
+    elif ref.size:
+        rows = index[n_img:]
+        ref_acc = _ratio(counts[:, rows] @ ref, counts[:, rows].sum(axis=1))
+        reps["reference_accuracy"] = ref_acc
+        reps["accuracy_drop"] = ref_acc - reps["accuracy"]
+    return index, list(gnames), reps | {f"group:{name}": per_group[:, j] for j, name in enumerate(gnames)}
+
+
+def shift_uncertainty(
+    labels: Any,
+    hit1: Any,
+    hit5: Any,
+    groups: Any,
+    units: Any | None,
+    paired_reference: Any | None = None,
+    reference_hits: Any | None = None,
+    group_weights: dict[str, float] | None = None,
+    resamples: int = DEFAULT_RESAMPLES,
+    seed: int = DEFAULT_SEED,
+) -> dict[str, Any]:
+    """An entry's `uncertainty` block on a shift set (see `shift_replicates` for the unit); per class, the
+    class's images resampled."""
+    method = Method(
+        unit="reference_index" if units is not None else "image-within-group", resamples=resamples, seed=seed
+    )
+    index, gnames, reps = shift_replicates(
+        labels, hit1, hit5, groups, units, paired_reference, reference_hits, group_weights, method
+    )
+    headline = {k: v for k, v in reps.items() if not k.startswith("group:")}
+    out = _block(method, index, headline, SHIFT_HEADLINE)
+    out["per_group"] = {str(name): {"accuracy": _interval(reps[f"group:{name}"], method)} for name in gnames}
+    names, (r1, r5) = within_stratum_replicates((hit1, hit5), labels, method)
+    out["per_class_unit"] = PER_CLASS_UNIT
+    out["per_class"] = {
+        str(int(k)): {"accuracy": _interval(r1[:, j], method), "accuracy_top5": _interval(r5[:, j], method)}
+        for j, k in enumerate(names)
+    }
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# reading the block back: what the md, csv, page and --compare show
+
+
+def entry_interval(entry: Any, metric: str) -> list[float] | None:
+    """The recorded 95 % interval of an entry's headline metric; None for an older entry without one."""
+    block = entry.get("uncertainty") if isinstance(entry, dict) else None
+    value = ((block or {}).get("metrics") or {}).get(metric)
+    if isinstance(value, list) and len(value) == 2 and all(isinstance(x, (int, float)) for x in value):
+        return [float(value[0]), float(value[1])]
+    return None
+
+
+def entry_replicates(entry: Any, metric: str) -> np.ndarray | None:
+    """The recorded paired replicates of a headline metric (None for an entry without them)."""
+    block = (entry.get("uncertainty") if isinstance(entry, dict) else None) or {}
+    resamples = block.get("resamples")
+    if not isinstance(resamples, int) or not 0 < resamples <= 100_000:
+        return None
+    return unpack_replicates((block.get("replicates") or {}).get(metric), resamples)
+
+
+def same_resamples(entries: Sequence[Any]) -> bool:
+    """Whether every entry's replicates were drawn from the same unit counts (same units, resamples, seed): only
+    then are they paired, replicate by replicate."""
+    keys = {
+        tuple(((e.get("uncertainty") or {}).get(k)) for k in ("unit", "units_sha256", "resamples", "seed"))
+        for e in entries
+    }
+    return len(keys) == 1 and None not in next(iter(keys))
+
+
+def group_rank_intervals(entries: Sequence[Any], metric: str, higher_is_better: bool) -> list[tuple[int, int]] | None:
+    """Each entry's 95 % rank interval in its comparability group, from the shared (paired) replicates of the
+    ranked metric; None when any entry lacks them or they were not drawn alike."""
+    if not entries or not same_resamples(entries):
+        return None
+    reps = [entry_replicates(e, metric) for e in entries]
+    if any(r is None for r in reps):
+        return None
+    return rank_intervals(np.stack(reps, axis=1), higher_is_better)
+
+
+def method_note(entries: Sequence[Any]) -> str:
+    """One sentence saying how the intervals of these entries were computed (stated once per md / page)."""
+    blocks = [e.get("uncertainty") for e in entries if isinstance(e.get("uncertainty"), dict)]
+    if not blocks:
+        return "No entry records per-image intervals (scored before they existed): intervals show as n/a."
+    units = sorted({str(b.get("unit")) for b in blocks})
+    how = sorted({f"{b.get('method')}, {b.get('resamples')} resamples, seed {b.get('seed')}" for b in blocks})
+    text = (
+        f"Intervals in brackets are 95 % bootstrap intervals ({'; '.join(how)}) resampling whole "
+        f"{' / '.join(UNIT_WORDS.get(u, u) for u in units)}; per-class figures resample the class's images. "
+        "Rank intervals use the same resamples for every model of a group."
+    )
+    if len(blocks) < len(entries):
+        text += f" {len(entries) - len(blocks)} older entr(ies) without per-image intervals show n/a."
+    return text
+
+
+UNIT_WORDS = {
+    "class": "classes (their images move together)",
+    "reference_index": "source photos (`reference_index`: a photo's shifted images move together)",
+    "image-within-group": "images within each group (groups held fixed)",
+    "image": "images",
+}
