@@ -275,6 +275,27 @@ def _add_sums(st: _State, classes: np.ndarray, overall: np.ndarray, per: np.ndar
         s[1] += int(d.size)
 
 
+def _one_entry_per_model(entries: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+    """{entry name: why it is left out} for the extra entries of one model (same architecture and weights
+    sha256, e.g. a default run, a `--limit` run and an `--include-unverified` run): the consistency figures count
+    each model once, by its canonical entry (the first one scored when none is canonical); otherwise three
+    entries of one model agree with kappa 1 and lift the agreement between models."""
+    first: dict[str, str] = {}
+    for e in entries:  # the canonical entry of each model first, then the board's order
+        same = e.get("same_model")
+        if same is not None and (same not in first or (e.get("canonical") and not _canonical(entries, first[same]))):
+            first[same] = e["model"]
+    return {
+        e["model"]: f"another entry of the same model ({first[e['same_model']]}) is counted: each model once"
+        for e in entries
+        if e.get("same_model") is not None and first[e["same_model"]] != e["model"]
+    }
+
+
+def _canonical(entries: Sequence[Mapping[str, Any]], name: str) -> bool:
+    return any(e["model"] == name and e.get("canonical") for e in entries)
+
+
 def update(root: str | Path, board: Mapping[str, Any], writes: dict[str, bytes] | None = None) -> dict[str, Any]:
     """Bring the store at `root` in line with `board`'s entries (each needs `model` and `predictions`, a path
     inside `root` the caller has checked) and return its `consistency` block.
@@ -293,8 +314,12 @@ def update(root: str | Path, board: Mapping[str, Any], writes: dict[str, bytes] 
     excluded: dict[str, dict[str, Any]] = {}
     csv_owner: dict[str, str] = {}
     included: list[tuple[str, str, Any, int | None]] = []  # (model, csv, sig, its row in the old state if unchanged)
+    counted = _one_entry_per_model(board["entries"])
     for e in board["entries"]:
         name, rel = e["model"], e.get("predictions")
+        if counted.get(name):
+            excluded[name] = {"reason": counted[name]}
+            continue
         if not rel:
             excluded[name] = {"reason": "entry names no predictions file"}
             continue
@@ -487,6 +512,40 @@ def _block(votes: np.ndarray, m: int) -> dict[str, Any]:
     }
 
 
+def _agreement_intervals(votes: np.ndarray, labels: np.ndarray, m: int) -> dict[str, Any]:
+    """95 % percentile intervals of the all-fooled rate, the at-least-half rate and Fleiss' kappa over the
+    images every model scored, resampling whole classes (the set's unit) with uncertainty's default resamples
+    and seed; the per-class sums make each replicate one matrix product."""
+    from spurbench.evaluate import uncertainty
+
+    units, n_units = uncertainty.unit_index(labels)
+    if n_units == 0:
+        return {}
+    counts = uncertainty.bootstrap_counts(n_units).astype(np.float64)
+    v = votes.astype(np.float64)
+
+    def sums(x: np.ndarray) -> np.ndarray:
+        return uncertainty.per_unit_sums(x, units, n_units)
+
+    n = counts @ sums(np.ones_like(v))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        all_fooled = (counts @ sums(v == m)) / n
+        half = (counts @ sums(v >= math.ceil(m / 2))) / n
+        kappa = np.full(len(n), np.nan)
+        if m >= 2:  # Fleiss' kappa for two categories (fooled / not) from per-class sums, as metrics.fleiss_kappa
+            p_i = (v**2 + (m - v) ** 2 - m) / (m * (m - 1))
+            p1 = (counts @ sums(v)) / (n * m)
+            p_e = p1**2 + (1 - p1) ** 2
+            kappa = ((counts @ sums(p_i)) / n - p_e) / (1 - p_e)
+    method = {"method": "percentile", "unit": "class", "resamples": int(len(n)), "seed": uncertainty.DEFAULT_SEED}
+    return {
+        "all_fooled_rate": list(uncertainty.percentile_interval(all_fooled)),
+        "at_least_half_rate": list(uncertainty.percentile_interval(half)),
+        "fleiss_kappa": list(uncertainty.percentile_interval(kappa)),
+        "uncertainty": method,
+    }
+
+
 def _pairs_dict(names: Sequence[str], values: Sequence[np.ndarray]) -> dict[str, float | None]:
     """{"a vs b": kappa} in the order metrics.consistency uses (a earlier than b); values[j] = row j's kappas vs 0..j-1."""
     out: dict[str, float | None] = {}
@@ -510,6 +569,8 @@ def _consistency_json(st: _State, common: np.ndarray, segments, overall_rows, pe
         out.update({"num_images": 0, "all_fooled_rate": None, "at_least_half_rate": None, "fleiss_kappa": None})
     total, n_pairs = st.kappa_total
     out["mean_pairwise_kappa"] = total / n_pairs if n_pairs else None
+    if m:
+        out["intervals"] = _agreement_intervals(votes, st.labels[common], m)
     out["pairwise_kappa"] = _pairs_dict(names, overall_rows) if overall_rows is not None else {}
     order, starts, classes = segments
     ends = np.append(starts, len(order))

@@ -819,6 +819,7 @@ def record_entry(
             _check_paths(new_entry, path.parent, path, "the new entry")
         rel, text = _entry_text(new_entry)
         row = {"model": new_entry["model"], "file": rel, "predictions": new_entry.get("predictions")}
+        row.update(_consistency_identity(new_entry, tx.index.get("dataset") or {}))
         # every check before any write: the files this record will replace are spurbench's own
         written = [f"{STORE_DIR}/{rel}", f"{STORE_DIR}/index.json", hitstore.STATE_FILE]
         if row["predictions"]:
@@ -947,6 +948,24 @@ def rows_identity(
         "num_excluded": int(num_excluded),
         "include_unverified": bool(include_unverified),
     }
+
+
+def _consistency_identity(entry: Mapping[str, Any], dataset: Mapping[str, Any]) -> dict[str, Any]:
+    """What the consistency figures need to count each model once: the model itself (architecture and weights
+    sha256; the entry's name when the weights are not pinned) and whether this entry is its canonical one (all
+    rows, default preprocessing and precision; see hub_results)."""
+    from spurbench.evaluate.hub_results import _not_canonical
+
+    sha = (entry.get("weights") or {}).get("sha256") if isinstance(entry.get("weights"), Mapping) else None
+    arch = entry.get("architecture")
+    same = f"{arch}@{sha}" if sha and arch else str(entry.get("model"))
+    return {"same_model": same, "canonical": _not_canonical(entry, dataset) is None}
+
+
+def _consistency_interval(c: Mapping[str, Any], key: str) -> str:
+    """ " [lo, hi]" of a consistency figure's recorded interval ("" when none was recorded)."""
+    lo, hi = ((c.get("intervals") or {}).get(key) or [None, None])[:2]
+    return "" if lo is None or hi is None else f" [{_fmt(lo)}, {_fmt(hi)}]"
 
 
 def comparability_key(entry: Mapping[str, Any], dataset: Mapping[str, Any] | None = None) -> tuple:
@@ -1151,10 +1170,17 @@ def to_markdown(board: Mapping[str, Any]) -> str:
         lines.append(
             "| "
             + " | ".join(
-                _fmt(c.get(k)) for k in ("all_fooled_rate", "at_least_half_rate", "mean_pairwise_kappa", "fleiss_kappa")
+                _fmt(c.get(k)) + _consistency_interval(c, k)
+                for k in ("all_fooled_rate", "at_least_half_rate", "mean_pairwise_kappa", "fleiss_kappa")
             )
             + " |"
         )
+        if c.get("intervals"):
+            lines += [
+                "",
+                "Intervals: 95 % percentile bootstrap over classes (1,000 resamples, seed 0) on the images every "
+                "model scored; each model is counted once (its canonical entry).",
+            ]
         if c.get("pairwise_kappa"):
             lines += ["", "| pair | Cohen's kappa |", "|---|---:|"]
             lines += [f"| {_fmt(pair)} | {_fmt(k)} |" for pair, k in c["pairwise_kappa"].items()]
