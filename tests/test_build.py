@@ -409,7 +409,7 @@ def test_smoke_export_loads_with_datasets(smoke_build):
     assert not any(test[NEAR_DUPLICATE]) and all(s < 0.8 for s in test[SIMILARITY])
     assert set(ds["reference"][NEAR_DUPLICATE]) == {False} and set(ds["reference"][SIMILARITY]) == {None}
     copied = read_provenance(smoke_build.out)["copies"]
-    assert copied["threshold"] == 0.8 and set(copied["splits"]) == {"test"}
+    assert copied["threshold"] == 0.8 and set(copied["splits"]) == {"test", "control"}  # every generated split
     assert {k: c["checked"] for k, c in copied["splits"]["test"]["classes"].items()} == {"309": 4, "324": 4, "576": 4}
     assert len(test) == len(recipe.classes) * n_prompts * per_prompt == 12
     assert test.features["label"].names == list(imagenet.wnids())
