@@ -45,8 +45,8 @@ def cli_run(photo_dataset, tmp_path_factory):
     """One real `python -m spurbench eval --panel offline ...` in a subprocess, shared by the tests below."""
     out = tmp_path_factory.mktemp("cli_eval")
     lb = out / "board" / "lb.json"
-    # --decode pil: the numbers are compared below with timm's own PIL transform to 1e-4; the default torchvision
-    # decode path is held to its stated tolerance in test_decode.py
+    # --decode pil (the default, given explicitly): the numbers are compared below with timm's own PIL transform
+    # to 1e-4; the opt-in torchvision decode path is held to its stated tolerance in test_decode.py
     cmd = [
         sys.executable,
         "-m",

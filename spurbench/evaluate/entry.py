@@ -39,6 +39,7 @@ from spurbench.evaluate.predict import (
     resolve_device,
 )
 from spurbench.evaluate.preprocessing import (
+    DEFAULT_DECODE,
     PREPROCESSING,
     build_uint8_transforms,
     data_config_for,
@@ -65,7 +66,7 @@ def evaluate(
     command: str | None = None,
     group_by: str | None = None,
     class_subset: Any = None,
-    decode: str = "auto",
+    decode: str = DEFAULT_DECODE,
 ) -> tuple[dict, Predictions]:
     """Score one classifier on a split; returns (leaderboard entry, per-image predictions).
 
@@ -216,7 +217,12 @@ def rows_block(data: SpuriousSet) -> dict[str, Any]:
 
 
 def probe_entry(
-    data: SpuriousSet, positives: Positives | None, preprocessing: str, precision: str, class_subset: Any = None
+    data: SpuriousSet,
+    positives: Positives | None,
+    preprocessing: str,
+    precision: str,
+    class_subset: Any = None,
+    decode: str = DEFAULT_DECODE,
 ) -> dict[str, Any]:
     """What an entry of this data would record that decides comparability (leaderboard.comparability_key),
     before anything is scored: the resume-skip compares it with the board's entry."""
@@ -224,6 +230,7 @@ def probe_entry(
         "rows": rows_block(data),
         "preprocessing": preprocessing,
         "precision": precision,
+        "loop": {"decode": decode},
         "positives": ds_contract.dataset_display_name(positives.source) if positives is not None else None,
         "fingerprint": data.info["fingerprint"],
         "metrics": {
@@ -286,7 +293,7 @@ def _shift_blocks(
     transform: Any,
     size: tuple,
     counts: dict,
-    decode: str = "auto",
+    decode: str = DEFAULT_DECODE,
 ) -> dict[str, Any]:
     """A shift set's metrics, per_group, per_class and per_class_group (evaluate/shift.py): the model is
     also run on the set's `reference` split (the un-shifted photos), when there is one, under the same

@@ -20,6 +20,8 @@ import torch
 from spurbench.classifiers import LoadedClassifier
 from spurbench.errors import SpurbenchError, first_line
 from spurbench.evaluate.preprocessing import (
+    DECODE_PATHS,
+    DEFAULT_DECODE,
     collate_by_shape,
     normalise_batch,
 )
@@ -149,11 +151,12 @@ def _decode_tensor(data: bytes) -> torch.Tensor | None:
 class ImageItems(torch.utils.data.Dataset):
     """Items (uint8 tensor, label, index, error) decoded on demand, so only the current batches are in memory.
 
-    `decode`: "auto" decodes with torchvision (`decode_image` on the bytes, the transform's steps on the
-    uint8 tensor: `preprocessing.tensor_transform`) when the transform allows it, else with PIL; "pil"
-    always with PIL (`transform` on the PIL image). `self.decode` says which path is used.
-    Every image's header is checked against `untrusted.MAX_IMAGE_PIXELS` before either decoder runs. A refused or
-    failed decode yields a zero tensor and the reason; the main process names the image and stops.
+    `decode` (preprocessing.DECODE_PATHS): "pil" (the default) decodes with PIL and runs `transform` on the PIL
+    image, bit for bit timm's own eval transform; "torchvision" decodes with `torchvision.io.decode_image` and runs
+    the transform's steps on the uint8 tensor (`preprocessing.tensor_transform`) when the transform allows it,
+    faster but only within a measured tolerance (see preprocessing.py), else PIL. `self.decode` says which path is
+    used. Every image's header is checked against `untrusted.MAX_IMAGE_PIXELS` before either decoder runs. A
+    refused or failed decode yields a zero tensor and the reason; the main process names the image and stops.
     """
 
     def __init__(
@@ -163,14 +166,14 @@ class ImageItems(torch.utils.data.Dataset):
         rows: Any = None,
         paths: Sequence[Path] | None = None,
         size=(224, 224),
-        decode: str = "auto",
+        decode: str = DEFAULT_DECODE,
     ):
         from spurbench.evaluate.preprocessing import tensor_transform
 
-        if decode not in ("auto", "pil"):
-            raise ValueError(f"decode must be 'auto' or 'pil', got {decode!r}")
+        if decode not in DECODE_PATHS:
+            raise ValueError(f"decode must be one of {DECODE_PATHS}, got {decode!r}")
         self.transform, self.labels, self.rows, self.paths, self.size = transform, labels, rows, paths, tuple(size)
-        self.tensor_transform = tensor_transform(transform) if decode == "auto" else None
+        self.tensor_transform = tensor_transform(transform) if decode == "torchvision" else None
         self.decode = "torchvision" if self.tensor_transform is not None else "pil"
         # torchvision 0.29 warns on every decode that its decoders are deprecated (for TorchCodec): said once, in the docs
         warnings.filterwarnings(
