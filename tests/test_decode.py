@@ -7,6 +7,7 @@ path is part of the leaderboard's comparability key; the CPU calibration of batc
 from __future__ import annotations
 
 import io
+import json
 
 import numpy as np
 import pytest
@@ -153,7 +154,8 @@ def test_other_transforms_and_formats_take_the_pil_path(photo_dataset, lite0):
         assert predict_mod._decode_tensor(bad) is None and broken[0][3].startswith("cannot ")
 
 
-def test_batch_size_chosen_for_the_device(lite0, monkeypatch):
+def test_batch_size_chosen_for_the_device(lite0, monkeypatch, tmp_path):
+    monkeypatch.setenv("SPURBENCH_CACHE", str(tmp_path))
     assert choose_batch(lite0, "cpu", (224, 224), batch_size=7) == {
         "batch_size": 7,
         "memory_format": "channels_last",
@@ -170,6 +172,45 @@ def test_batch_size_chosen_for_the_device(lite0, monkeypatch):
     best = min(timings.values())
     chosen = timings[f"{got['memory_format']} b{got['batch_size']}"]
     assert chosen == best
+
+
+def test_cpu_calibration_only_where_it_pays_and_cached_per_model_and_machine(lite0, monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("SPURBENCH_CACHE", str(tmp_path))
+    monkeypatch.setattr(predict_mod, "CPU_BATCH_CANDIDATES", (2, 1))
+    size = (64, 64)
+    small = choose_batch(lite0, "cpu", size, num_images=5)
+    assert small == {"batch_size": 5, "memory_format": "channels_last", "batch_size_from": "small set default"}
+    assert not (tmp_path / "calibration").exists() and capsys.readouterr().err == ""  # nothing ran, nothing cached
+    big = choose_batch(lite0, "cpu", size, num_images=predict_mod.CALIBRATE_MIN_IMAGES)
+    assert big["batch_size_from"] == "cpu calibration" and big["batch_size"] in (1, 2)
+    assert "calibrating the CPU batch size" in capsys.readouterr().err  # progress said while it runs
+    path, key = predict_mod.calibration_cache(lite0.spec.display_name, size)
+    assert path.is_file() and path.parent == tmp_path / "calibration"
+    # the next eval of this model on this machine, of any size, reuses it without calibrating
+    again = choose_batch(lite0, "cpu", size, num_images=5)
+    assert again["batch_size_from"] == "cached cpu calibration" and capsys.readouterr().err == ""
+    assert (again["batch_size"], again["memory_format"], again["calibration"]) == (
+        big["batch_size"],
+        big["memory_format"],
+        big["calibration"],
+    )
+    # another input size (another model or machine: another key) is not served this file
+    assert choose_batch(lite0, "cpu", (72, 72), num_images=5)["batch_size_from"] == "small set default"
+    # a corrupt, oversized, foreign or out-of-range file is treated as absent (and replaced by a new calibration)
+    good = path.read_text()
+    record = json.loads(good)
+    for bad in (
+        "{not json",
+        " " * (predict_mod.CALIBRATION_MAX_BYTES + 1) + good,
+        json.dumps({**record, "key": {**key, "model": "another"}}),
+        json.dumps({**record, "format": "something else"}),
+        json.dumps({**record, "batch_size": 10**9}),
+        json.dumps([1, 2]),
+    ):
+        path.write_text(bad)
+        assert choose_batch(lite0, "cpu", size, num_images=5)["batch_size_from"] == "small set default", bad[:40]
+    assert choose_batch(lite0, "cpu", size, num_images=1000)["batch_size_from"] == "cpu calibration"
+    assert predict_mod._read_calibration(path, key) is not None  # the broken file was replaced by a good one
 
 
 def test_decode_path_is_part_of_the_comparability_key():

@@ -191,7 +191,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         help="images per forward pass; unset: chosen for the device (CPU: a few seconds' calibration of batch size "
-        "and memory format per model; CUDA: 32), recorded in the entry's `loop`",
+        "and memory format, once per model and machine and cached, run only for sets of 256 images or more, smaller "
+        "ones use a cached calibration or batch 8; CUDA: 32), recorded in the entry's `loop`",
     )
     r.add_argument(
         "--decode",

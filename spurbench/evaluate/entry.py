@@ -121,7 +121,9 @@ def evaluate(
         data_config = dict(clf.data_config) if clf.transform is not None else data_config_for(clf.model, preprocessing)
         spurious_tf, positive_tf = build_uint8_transforms(data_config, preprocessing)
     size = tuple(data_config["input_size"][-2:])
-    loop = choose_batch(clf, dev, size, batch_size)
+    # the images this model will score (a shift set's reference photos aside): decides whether calibrating pays
+    scored = len(data.labels) + (len(positives) if positives is not None else 0)
+    loop = choose_batch(clf, dev, size, batch_size, num_images=scored)
     run = dict(
         batch_size=loop["batch_size"],
         workers=workers,
