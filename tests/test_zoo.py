@@ -759,3 +759,53 @@ def test_transformers_siglip_equals_zero_shot_pipeline(tiny_siglip, tmp_path, ph
         j = order[i]
         assert preds.target_prob[j] == pytest.approx(p[labels[i]], rel=1e-3, abs=1e-6)
         assert list(preds.top5[j]) == list(np.argsort(-p, kind="stable")[:5])
+
+
+def test_text_padding_comes_from_the_checkpoint_not_its_name(tiny_hf_clip, tmp_path):
+    """A SigLIP text tower pools a fixed position, so its prompts are padded to the full length its checkpoint
+    declares (here 16, not a hard-coded 64); CLIP masks its padding, so its prompts are padded to the longest, as
+    transformers' zero-shot pipeline does; a processor's own text defaults (SigLIP 2) win."""
+    from transformers import AutoModel, AutoProcessor, SiglipConfig, SiglipModel
+
+    from spurbench.tiny_models import tiny_clip_tokenizer
+    from spurbench.zoo.transformers import text_padding
+
+    cpu = torch.device("cpu")
+    tokenizer = tiny_clip_tokenizer(tmp_path, model_max_length=16)
+    torch.manual_seed(0)
+    config = SiglipConfig(
+        text_config=dict(
+            vocab_size=len(tokenizer.get_vocab()),
+            hidden_size=32,
+            intermediate_size=37,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            max_position_embeddings=16,
+        ),
+        vision_config=dict(
+            hidden_size=32,
+            intermediate_size=37,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            image_size=32,
+            patch_size=8,
+        ),
+    )
+    siglip = SiglipModel(config).eval()
+    assert text_padding(siglip, object(), tokenizer, config, cpu) == {
+        "padding": "max_length",
+        "max_length": 16,
+        "truncation": True,
+    }
+    clip = AutoModel.from_pretrained(tiny_hf_clip).eval()
+    processor = AutoProcessor.from_pretrained(tiny_hf_clip)
+    assert text_padding(clip, processor, processor.tokenizer, clip.config, cpu) == {"padding": True}
+
+    class Declares:  # a processor that declares its own text defaults, as Siglip2Processor does
+        text_kwargs = {"padding": "max_length", "truncation": True, "max_length": 12}
+
+    assert text_padding(siglip, Declares(), tokenizer, config, cpu) == {
+        "padding": "max_length",
+        "max_length": 12,
+        "truncation": True,
+    }
