@@ -17,7 +17,8 @@ Decoding (`spurbench eval --decode`, `DECODE_PATHS`):
   because the resize, not the decoder, dominates. So the default is PIL throughout.
 - `torchvision`, an explicit opt-in: `torchvision.io.decode_image` and the same steps (timm's `Resize` +
   `CenterCrop`, or the Spurious ImageNet ones) on the uint8 tensor (`tensor_transform`), which
-  `benchmarks/eval_throughput.py` measured at about 1/3 (JPEG) to 2/3 (PNG) of the CPU time of PIL. Not bit-equal:
+  `benchmarks/eval_throughput.py` measured at about 1/3 (JPEG) to 2/3 (PNG) of the CPU time of PIL in issue 18 (a
+  rerun at load 11-13 for issue 23 measured 9.2 ms vs PIL's 8.0 ms per PNG: the gain depends on the machine). Not bit-equal:
   torchvision's antialiased uint8 resize rounds differently from PIL's. Measured on 8 real photos at 5 sizes,
   PNG and JPEG, through both preprocessings' transforms (320 images): worst 12 levels of 255 per pixel, mean
   absolute difference at most 0.21 (tested against DECODE_MAX_ABS_DIFF / DECODE_MEAN_ABS_DIFF, which leave room
