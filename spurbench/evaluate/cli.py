@@ -37,6 +37,8 @@ from spurbench.evaluate.entry import evaluate, format_table, probe_entry, summar
 from spurbench.evaluate.inputs import open_dataset, open_positives
 from spurbench.evaluate.predict import ImageDecodeError, default_workers, precision_for, resolve_device
 from spurbench.evaluate.preprocessing import (
+    DECODE_PATHS,
+    DEFAULT_DECODE,
     PREPROCESSING,
 )
 from spurbench.evaluate.record import record
@@ -190,15 +192,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         help="images per forward pass; unset: chosen for the device (CPU: a few seconds' calibration of batch size "
-        "and memory format per model; CUDA: 32), recorded in the entry's `loop`",
+        "and memory format, once per model and machine and cached, run only for sets of 256 images or more, smaller "
+        "ones use a cached calibration or batch 8; CUDA: 32), recorded in the entry's `loop`",
     )
     r.add_argument(
         "--decode",
-        choices=("auto", "pil"),
-        default="auto",
-        help="auto: torchvision's decoder and the transform on uint8 tensors where the transform allows (faster; within "
-        "a stated tolerance of timm's PIL transform, see evaluate/preprocessing.py); pil: PIL throughout, exactly "
-        "as timm's loader. The entry's `loop` records which",
+        choices=DECODE_PATHS,
+        default=DEFAULT_DECODE,
+        help="pil (default): PIL decode and timm's eval transform on PIL images, bit for bit timm's own loader; "
+        "torchvision: torchvision's decoder and the resize/crop on uint8 tensors, faster on PNG but not bit-equal "
+        "(measured tolerance in evaluate/preprocessing.py; it can change a top-1). Recorded in the entry's `loop`; "
+        "entries of different decode paths are ranked apart",
     )
     r.add_argument(
         "--workers",
@@ -394,7 +398,9 @@ def run(args: argparse.Namespace) -> int:
         data, positives, f"; process {rank} of {world}: {len(mine)} of {len(specs)} models" if world > 1 else ""
     )
     run_state = _Run(args, data, positives, leaderboard, device, precision, single, world, rank)
-    probe = probe_entry(data, positives, args.preprocessing, precision, class_subset)  # what decides "already scored"
+    probe = probe_entry(
+        data, positives, args.preprocessing, precision, class_subset, args.decode
+    )  # what decides "already scored"
     for item in mine:
         _score_and_record(run_state, item, board, probe, named, class_subset)
     return _print_summary(run_state, leaderboard)

@@ -40,6 +40,7 @@ from spurbench.evaluate.predict import (
     resolve_device,
 )
 from spurbench.evaluate.preprocessing import (
+    DEFAULT_DECODE,
     PREPROCESSING,
     build_uint8_transforms,
     data_config_for,
@@ -66,7 +67,7 @@ def evaluate(
     command: str | None = None,
     group_by: str | None = None,
     class_subset: Any = None,
-    decode: str = "auto",
+    decode: str = DEFAULT_DECODE,
     resamples: int = uncertainty.DEFAULT_RESAMPLES,
 ) -> tuple[dict, Predictions]:
     """Score one classifier on a split; returns (leaderboard entry, per-image predictions).
@@ -124,7 +125,9 @@ def evaluate(
         data_config = dict(clf.data_config) if clf.transform is not None else data_config_for(clf.model, preprocessing)
         spurious_tf, positive_tf = build_uint8_transforms(data_config, preprocessing)
     size = tuple(data_config["input_size"][-2:])
-    loop = choose_batch(clf, dev, size, batch_size)
+    # the images this model will score (a shift set's reference photos aside): decides whether calibrating pays
+    scored = len(data.labels) + (len(positives) if positives is not None else 0)
+    loop = choose_batch(clf, dev, size, batch_size, num_images=scored)
     run = dict(
         batch_size=loop["batch_size"],
         workers=workers,
@@ -246,7 +249,12 @@ def rows_block(data: SpuriousSet) -> dict[str, Any]:
 
 
 def probe_entry(
-    data: SpuriousSet, positives: Positives | None, preprocessing: str, precision: str, class_subset: Any = None
+    data: SpuriousSet,
+    positives: Positives | None,
+    preprocessing: str,
+    precision: str,
+    class_subset: Any = None,
+    decode: str = DEFAULT_DECODE,
 ) -> dict[str, Any]:
     """What an entry of this data would record that decides comparability (leaderboard.comparability_key),
     before anything is scored: the resume-skip compares it with the board's entry."""
@@ -254,6 +262,7 @@ def probe_entry(
         "rows": rows_block(data),
         "preprocessing": preprocessing,
         "precision": precision,
+        "loop": {"decode": decode},
         "positives": ds_contract.dataset_display_name(positives.source) if positives is not None else None,
         "fingerprint": data.info["fingerprint"],
         "metrics": {
@@ -316,7 +325,7 @@ def _shift_blocks(
     transform: Any,
     size: tuple,
     counts: dict,
-    decode: str = "auto",
+    decode: str = DEFAULT_DECODE,
     resamples: int = uncertainty.DEFAULT_RESAMPLES,
 ) -> dict[str, Any]:
     """A shift set's metrics, per_group, per_class and per_class_group (evaluate/shift.py): the model is

@@ -45,6 +45,7 @@ import numpy as np
 
 from spurbench.errors import SpurbenchError
 from spurbench.evaluate import hitstore, predictions_csv, shift, uncertainty, validity
+from spurbench.evaluate.preprocessing import DEFAULT_DECODE
 from spurbench.files import (
     WrittenFolder,
     atomic_write,
@@ -968,13 +969,27 @@ def _consistency_interval(c: Mapping[str, Any], key: str) -> str:
     return "" if lo is None or hi is None else f" [{_fmt(lo)}, {_fmt(hi)}]"
 
 
+def decode_path(entry: Mapping[str, Any]) -> str:
+    """The image decode path an entry was computed with (`loop.decode`). Entries without it, or with the old
+    default "auto", ran torchvision's decoder and uint8 resize (the default before `pil` became it)."""
+    recorded = (entry.get("loop") or {}).get("decode")
+    return "torchvision" if recorded in (None, "auto") else str(recorded)
+
+
+def decode_note(entry: Mapping[str, Any]) -> str:
+    """ "" for the default decode, else e.g. "decode: torchvision" (for the md / csv / page beside the entry)."""
+    path = decode_path(entry)
+    return "" if path == DEFAULT_DECODE else f"decode: {path}"
+
+
 def comparability_key(entry: Mapping[str, Any], dataset: Mapping[str, Any] | None = None) -> tuple:
     """Everything that must agree for two entries to be computed on the same data, and so be ranked together,
     skipped as already scored and exported to the Hub under one group: the dataset fingerprint (`dataset`:
     the board's block), the split and the identity of the rows scored (`rows`; an entry from before rows were
     recorded falls back to its number of images), the preprocessing, the precision, the positives (source and
     count: the AP is over them), the group column, the class subset the softmax ran over (`--class-subset`: its sha256; None: every class), and on a shift set
-    the identity of the reference rows scored with it (`reference_rows`: the paired drop is over them). The one
+    the identity of the reference rows scored with it (`reference_rows`: the paired drop is over them), and the
+    decode path (`decode_path`: torchvision's is not bit-equal to timm's PIL transform). The one
     place that decides "same data": add a field here and every use follows."""
     m = entry.get("metrics") or {}
     rows = entry.get("rows") or {}
@@ -990,6 +1005,7 @@ def comparability_key(entry: Mapping[str, Any], dataset: Mapping[str, Any] | Non
         m.get("group_by"),
         (entry.get("class_subset") or {}).get("sha256"),
         (entry.get("reference_rows") or {}).get("sha256"),
+        decode_path(entry),
     )
 
 
@@ -1070,6 +1086,8 @@ def comparable_groups(board: Mapping[str, Any]) -> list[dict[str, Any]]:
             text += f", positives {positives[0]} ({_fmt(positives[1])} images)"
         if key[7]:
             text += f", softmax over class subset {(first.get('class_subset') or {}).get('name')}"
+        if decode_note(first):  # not timm's PIL transform: said wherever the group is named (md, csv, page)
+            text += f", {decode_note(first)}"
         out.append(
             {
                 "id": i + 1,

@@ -20,6 +20,8 @@ import torch
 from spurbench.classifiers import LoadedClassifier
 from spurbench.errors import SpurbenchError, first_line
 from spurbench.evaluate.preprocessing import (
+    DECODE_PATHS,
+    DEFAULT_DECODE,
     collate_by_shape,
     normalise_batch,
 )
@@ -62,25 +64,140 @@ def _per_image_seconds(model: torch.nn.Module, x: torch.Tensor, repeats: int = 2
     return best / len(x)
 
 
+#: a CPU calibration runs only for a set at least this large (or of unknown size): it costs 4-11 s per model on a
+#: 2-core CPU, more than scoring a few dozen images takes, and the best batch is at most ~2.5x faster per image
+#: than SMALL_SET_BATCH_SIZE (issue 18), so below this a small fixed batch is faster end to end. Its result is
+#: cached per model and machine (`calibration_cache`), so once run, every later set of any size reuses it.
+CALIBRATE_MIN_IMAGES = 256
+#: the CPU batch size of a set too small to calibrate for, with no cached calibration: small batches are the
+#: fast ones on small CPUs (EfficientNet-Lite0 2.5x faster per image at batch 4 than at 32 on 2 cores)
+SMALL_SET_BATCH_SIZE = 8
+#: the format of a cached calibration file; a file of another format or for another key is ignored
+CALIBRATION_FORMAT = "spurbench-cpu-calibration/1"
+#: the largest calibration file read (a few hundred bytes are written): anything bigger is not ours
+CALIBRATION_MAX_BYTES = 64 * 1024
+
+
+def _machine() -> dict[str, Any]:
+    """What the best batch size depends on besides the model: CPU, cores, torch threads, torch version."""
+    import platform
+
+    cpu = platform.processor() or ""
+    try:  # Linux names the CPU model here; bounded read, a missing or odd file just leaves it out
+        with open("/proc/cpuinfo", "rb") as fh:
+            text = fh.read(64 * 1024).decode("utf-8", "replace")
+        cpu = next((ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "arch": platform.machine(),
+        "cores": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+    }
+
+
+def calibration_cache(model: str, size: Sequence[int]) -> tuple[Path, dict[str, Any]]:
+    """(the cache file, the key it must hold) of a CPU calibration of `model` at input `size` on this machine:
+    `resources.cache_dir("calibration")/<model>-<hash of the key>.json`."""
+    import hashlib
+    import json
+
+    from spurbench.files import safe_filename
+    from spurbench.resources import cache_dir
+
+    key = {"model": model, "size": [int(v) for v in size[-2:]], "machine": _machine()}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return cache_dir("calibration") / f"{safe_filename(model)}-{digest}.json", key
+
+
+def _read_calibration(path: Path, key: dict[str, Any]) -> dict[str, Any] | None:
+    """The cached choice at `path` when it is a calibration for exactly `key`; None for a missing, oversized,
+    corrupt or foreign file (then spurbench calibrates again and replaces it)."""
+    import json
+
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(CALIBRATION_MAX_BYTES + 1)
+        held = json.loads(raw) if len(raw) <= CALIBRATION_MAX_BYTES else None
+    except (OSError, ValueError):
+        return None
+    if not isinstance(held, dict) or held.get("format") != CALIBRATION_FORMAT or held.get("key") != key:
+        return None
+    b, fmt = held.get("batch_size"), held.get("memory_format")
+    if type(b) is not int or b not in CPU_BATCH_CANDIDATES or fmt not in ("channels_last", "contiguous"):
+        return None
+    return {"batch_size": b, "memory_format": fmt, "calibration": held.get("calibration")}
+
+
+def _write_calibration(path: Path, key: dict[str, Any], chosen: dict[str, Any]) -> None:
+    """Cache a calibration (atomically: a concurrent reader sees the old file or the new one). A cache that
+    cannot be written costs a calibration next time, nothing else."""
+    import json
+
+    from spurbench.files import atomic_write
+
+    record = {"format": CALIBRATION_FORMAT, "key": key, **chosen}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, json.dumps(record, indent=1, sort_keys=True) + "\n")
+    except OSError:
+        pass
+
+
 def choose_batch(
-    classifier: LoadedClassifier, device: torch.device | str | None, size: Sequence[int], batch_size: int | None = None
+    classifier: LoadedClassifier,
+    device: torch.device | str | None,
+    size: Sequence[int],
+    batch_size: int | None = None,
+    num_images: int | None = None,
 ) -> dict[str, Any]:
     """The batch size and memory format to run `classifier` with on `device`, and where they came from:
     `{"batch_size", "memory_format", "batch_size_from", "calibration"}` (recorded in the entry).
 
     `batch_size` given (`--batch-size`): that, channels-last. CUDA: CUDA_BATCH_SIZE, channels-last.
-    CPU: a short calibration on random inputs of the model's size: per-image forward time at each of
-    CPU_BATCH_CANDIDATES (largest first), channels-last, stopping once a batch is 10 % slower per image
-    than the best so far or after CALIBRATION_BUDGET_S (once 4 were tried), then the best batch size again in the default
-    memory format; the fastest wins. On a loaded machine the choice moves with the load (measured here
-    at load 11 on 2 cores: batch 1 took 5.8 s per image with 2 threads); the entry records the timings. On this project's 2-core CPU, EfficientNet-Lite0 was 2.5x faster per image at
-    batch 4 than at 32 (issue 18): the best batch is small and model- and machine-dependent.
+    CPU: a calibration of this model and machine cached earlier ("cached cpu calibration"); else, for a set of
+    fewer than CALIBRATE_MIN_IMAGES images (`num_images`), SMALL_SET_BATCH_SIZE channels-last ("small set
+    default"); else a calibration (`calibrate_cpu_batch`, "cpu calibration"), announced on stderr and cached.
     """
     device = resolve_device(device)
     if batch_size is not None:
         return {"batch_size": int(batch_size), "memory_format": "channels_last", "batch_size_from": "--batch-size"}
     if device.type == "cuda":
         return {"batch_size": CUDA_BATCH_SIZE, "memory_format": "channels_last", "batch_size_from": "default for cuda"}
+    name = classifier.spec.display_name
+    path, key = calibration_cache(name, size)
+    cached = _read_calibration(path, key)
+    if cached is not None:
+        return {**cached, "batch_size_from": "cached cpu calibration"}
+    if num_images is not None and num_images < CALIBRATE_MIN_IMAGES:
+        return {
+            "batch_size": min(SMALL_SET_BATCH_SIZE, max(1, num_images)),
+            "memory_format": "channels_last",
+            "batch_size_from": "small set default",
+        }
+    import sys
+
+    print(
+        f"{name}: calibrating the CPU batch size (a few seconds, once per model and machine; --batch-size N skips it)",
+        file=sys.stderr,
+        flush=True,
+    )
+    chosen = calibrate_cpu_batch(classifier, device, size)
+    _write_calibration(path, key, chosen)
+    return {**chosen, "batch_size_from": "cpu calibration"}
+
+
+def calibrate_cpu_batch(classifier: LoadedClassifier, device: torch.device, size: Sequence[int]) -> dict[str, Any]:
+    """A short calibration on random inputs of the model's size: per-image forward time at each of
+    CPU_BATCH_CANDIDATES (largest first), channels-last, stopping once a batch is 10 % slower per image
+    than the best so far or after CALIBRATION_BUDGET_S (once 4 were tried), then the best batch size again in the
+    default memory format; the fastest wins: `{"batch_size", "memory_format", "calibration"}`. On a loaded
+    machine the choice moves with the load (measured here at load 11 on 2 cores: batch 1 took 5.8 s per image
+    with 2 threads); the entry records the timings. On this project's 2-core CPU, EfficientNet-Lite0 was 2.5x
+    faster per image at batch 4 than at 32 (issue 18): the best batch is small and model- and machine-dependent.
+    """
     model = classifier.model.to(device).eval()
     h, w = (int(v) for v in size[-2:])
     gen = torch.Generator().manual_seed(0)
@@ -108,7 +225,6 @@ def choose_batch(
     return {
         "batch_size": best_b,
         "memory_format": fmt,
-        "batch_size_from": "cpu calibration",
         "calibration": {
             "ms_per_image": timings,
             "seconds": round(time.perf_counter() - start, 2),
@@ -149,11 +265,12 @@ def _decode_tensor(data: bytes) -> torch.Tensor | None:
 class ImageItems(torch.utils.data.Dataset):
     """Items (uint8 tensor, label, index, error) decoded on demand, so only the current batches are in memory.
 
-    `decode`: "auto" decodes with torchvision (`decode_image` on the bytes, the transform's steps on the
-    uint8 tensor: `preprocessing.tensor_transform`) when the transform allows it, else with PIL; "pil"
-    always with PIL (`transform` on the PIL image). `self.decode` says which path is used.
-    Every image's header is checked against `untrusted.MAX_IMAGE_PIXELS` before either decoder runs. A refused or
-    failed decode yields a zero tensor and the reason; the main process names the image and stops.
+    `decode` (preprocessing.DECODE_PATHS): "pil" (the default) decodes with PIL and runs `transform` on the PIL
+    image, bit for bit timm's own eval transform; "torchvision" decodes with `torchvision.io.decode_image` and runs
+    the transform's steps on the uint8 tensor (`preprocessing.tensor_transform`) when the transform allows it,
+    faster but only within a measured tolerance (see preprocessing.py), else PIL. `self.decode` says which path is
+    used. Every image's header is checked against `untrusted.MAX_IMAGE_PIXELS` before either decoder runs. A
+    refused or failed decode yields a zero tensor and the reason; the main process names the image and stops.
     """
 
     def __init__(
@@ -163,14 +280,14 @@ class ImageItems(torch.utils.data.Dataset):
         rows: Any = None,
         paths: Sequence[Path] | None = None,
         size=(224, 224),
-        decode: str = "auto",
+        decode: str = DEFAULT_DECODE,
     ):
         from spurbench.evaluate.preprocessing import tensor_transform
 
-        if decode not in ("auto", "pil"):
-            raise ValueError(f"decode must be 'auto' or 'pil', got {decode!r}")
+        if decode not in DECODE_PATHS:
+            raise ValueError(f"decode must be one of {DECODE_PATHS}, got {decode!r}")
         self.transform, self.labels, self.rows, self.paths, self.size = transform, labels, rows, paths, tuple(size)
-        self.tensor_transform = tensor_transform(transform) if decode == "auto" else None
+        self.tensor_transform = tensor_transform(transform) if decode == "torchvision" else None
         self.decode = "torchvision" if self.tensor_transform is not None else "pil"
         # torchvision 0.29 warns on every decode that its decoders are deprecated (for TorchCodec): said once, in the docs
         warnings.filterwarnings(

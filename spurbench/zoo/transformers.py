@@ -144,6 +144,33 @@ class ProcessorTransform:
         return f"ProcessorTransform({type(self.image_processor).__name__})"
 
 
+def text_padding(model: Any, processor: Any, tokenizer: Any, config: Any, device: torch.device) -> dict[str, Any]:
+    """How the checkpoint's text tower wants its prompts padded, from the checkpoint itself, not its name: the
+    processor's own text defaults where it declares them (SigLIP 2: max_length); else, when the tower's features
+    depend on the padding (it pools a fixed position, as SigLIP does: one prompt encoded padded to the longest and
+    to the full length differs), padding to the full length it was trained at (the tokenizer's model_max_length,
+    at most the text config's max_position_embeddings); else padding to the longest prompt, as transformers'
+    zero-shot pipeline does for CLIP."""
+    own = dict(getattr(processor, "text_kwargs", None) or {})
+    if own.get("padding"):
+        return {k: own[k] for k in ("padding", "max_length", "truncation") if k in own}
+    positions = getattr(getattr(config, "text_config", None), "max_position_embeddings", None)
+    # model_max_length is a huge sentinel where a tokenizer declares none
+    lengths = [
+        v for v in (getattr(tokenizer, "model_max_length", None), positions) if isinstance(v, int) and 0 < v < 10**5
+    ]
+    if not lengths:
+        return {"padding": True}
+    length = min(lengths)
+    full = {"padding": "max_length", "max_length": length, "truncation": True}
+    with torch.inference_mode():
+        probe = [
+            _features(model.get_text_features(**tokenizer(["a photo."], return_tensors="pt", **pad).to(device)))
+            for pad in ({"padding": True}, full)
+        ]
+    return {"padding": True} if torch.allclose(probe[0], probe[1], rtol=1e-4, atol=1e-5) else full
+
+
 def _data_config(image_processor: Any) -> dict:
     size = getattr(image_processor, "crop_size", None) if getattr(image_processor, "do_center_crop", False) else None
     size = size or getattr(image_processor, "size", None) or {}
@@ -213,12 +240,11 @@ def load(
             )
         names, names_from = zero_shot.load_classnames(classnames, label_names)
         prompts, prompts_from = zero_shot.load_templates(templates)
-        siglip = "siglip" in str(getattr(config, "model_type", "")).lower()
         dev = zero_shot.head_device(device)
         model.to(dev)
+        pad = text_padding(model, processor, tokenizer, config, dev)
 
         def encode_text(texts: list[str]) -> torch.Tensor:
-            pad = {"padding": "max_length", "max_length": 64, "truncation": True} if siglip else {"padding": True}
             inputs = tokenizer(texts, return_tensors="pt", **pad).to(dev)
             return _features(model.get_text_features(**inputs))
 
