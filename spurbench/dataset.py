@@ -455,6 +455,10 @@ OTHER_COLUMN = "added by this set's builder"
 _HUB_SECTIONS_START = "## Using this dataset"
 
 
+#: the last words of what `hub_user_sections` adds (its citation paragraph)
+_HUB_SECTIONS_END = "whose classes it builds on."
+
+
 def _own_body(card: DatasetCard) -> str:
     """The body without the prose this module adds, so a card read back and written again holds it once."""
     body = card.body.strip()
@@ -462,7 +466,12 @@ def _own_body(card: DatasetCard) -> str:
     if warning and body.startswith(warning):
         body = body[len(warning) :].strip()
     at = 0 if body.startswith(_HUB_SECTIONS_START) else body.find("\n" + _HUB_SECTIONS_START)
-    return body[:at].strip() if at >= 0 else body
+    if at < 0:
+        return body
+    # sections written after ours (verify's record, the audit) are the body's own: keep them
+    end = body.find(_HUB_SECTIONS_END, at)
+    rest = body[end + len(_HUB_SECTIONS_END) :].strip() if end >= 0 else ""
+    return (body[:at].strip() + ("\n\n" + rest if rest else "")).strip()
 
 
 def smoke_warning(card: DatasetCard) -> str:
@@ -514,7 +523,7 @@ def hub_user_sections(card: DatasetCard, info: Any, splits: list[str]) -> str:
             "## Citation",
             "",
             'Cite spurbench as its `CITATION.cff` says (title: "spurbench: generated spurious-image test sets and a '
-            'classifier leaderboard"), and Spurious ImageNet (Neuhaus et al., ICCV 2023), whose classes it builds on.',
+            'classifier leaderboard"), and Spurious ImageNet (Neuhaus et al., ICCV 2023), ' + _HUB_SECTIONS_END,
             "",
         ]
     )

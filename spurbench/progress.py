@@ -3,7 +3,8 @@
 tqdm redraws its bar in place (carriage returns, and cursor-up escapes `ESC[A` for nested bars), which a file
 or a CI log records as a heap of fragments. When stderr is not a terminal the entry point (`spurbench.cli.main`)
 installs `PlainProgress` as `tqdm.auto.tqdm`, which every spurbench bar is made from: one plain line per bar every
-`INTERVAL_S` seconds and one when it ends. Bars passed `disable=None` ("only on a terminal") print those lines too;
+`INTERVAL_S` seconds and one when it ends, for bars that run that long (a bar over in seconds prints nothing, so a
+command that fails at once still prints its one-line error alone). Bars passed `disable=None` ("only on a terminal") print those lines too;
 bars switched off on purpose (`disable=True`, e.g. --no-progress) stay off.
 """
 
@@ -30,6 +31,7 @@ class PlainProgress(_std_tqdm):
         kwargs.setdefault("file", sys.stderr)
         kwargs.setdefault("mininterval", 1.0)
         self._last_line: float | None = None
+        self._opened = time.monotonic()
         super().__init__(*args, **kwargs)
 
     def _line(self) -> None:
@@ -39,7 +41,8 @@ class PlainProgress(_std_tqdm):
         self._last_line = time.monotonic()
 
     def display(self, msg: str | None = None, pos: int | None = None) -> bool:
-        if self._last_line is None or time.monotonic() - self._last_line >= INTERVAL_S:
+        since = self._opened if self._last_line is None else self._last_line
+        if time.monotonic() - since >= INTERVAL_S:
             self._line()
         return True
 
@@ -52,7 +55,8 @@ class PlainProgress(_std_tqdm):
     def close(self) -> None:
         if self.disable:
             return
-        self._line()  # the final count, once
+        if self._last_line is not None or time.monotonic() - self._opened >= INTERVAL_S:
+            self._line()  # the final count, once, for a bar that ran long enough to print
         # tqdm's own close would write a carriage return or clear the line: only its bookkeeping is done here
         self.disable = True
         self._decr_instances(self)

@@ -132,7 +132,10 @@ def test_plan_of_every_recipe_loads_and_downloads_nothing(tmp_path, monkeypatch,
         assert main(["build", "--recipe", name, "--plan"]) == 0, name
         out = capsys.readouterr().out
         assert (
-            f"plan for recipe {name}" in out and "GPU-hours" in out and "images to make" in out and "disk needed" in out
+            f"plan for recipe {name}" in out
+            and "GPU-hours" in out
+            and "images to make" in out
+            and "total left on disk" in out
         )
     assert not any(hf_home.iterdir())  # nothing cached, nothing downloaded
     assert not any(p for p in tmp_path.iterdir() if p.name != "hf")  # no work dir, no export

@@ -343,7 +343,8 @@ def test_d3s_smoke_export_is_a_shift_set_with_guides(d3s_reference, tmp_path):
             square_crop(pasted["image"].convert("RGB")).resize((side, side), Image.Resampling.BICUBIC)
         )
         assert np.array_equal(np.asarray(row["init_image"])[y0:y1, x0:x1], expected)
-        assert row["prompt"].startswith(f"a photo of a {row['class_name']}, ")
+        article = "an" if row["class_name"][0].lower() in "aeiou" else "a"
+        assert row["prompt"].startswith(f"a photo of {article} {row['class_name']}, ")
 
 
 @pytest.mark.slow

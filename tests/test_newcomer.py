@@ -120,6 +120,12 @@ def test_progress_written_to_a_file_is_plain_lines(tmp_path, monkeypatch):
     assert lines[0].startswith("classes:   0% 0/2") and lines[-1].startswith("classes: 100% 2/2")
     assert any(line.startswith("fine-tune: 100% 3/3") for line in lines)
     assert "switched off" not in text
+    # a bar over before INTERVAL_S prints nothing (a failing command's one-line error stays alone)
+    monkeypatch.setattr(progress, "INTERVAL_S", 3600.0)
+    with open(tmp_path / "quick", "w") as log, progress.plain_progress_in_logs(log):
+        for _ in tqdm.auto.tqdm(range(3), desc="quick", file=log, disable=None):
+            pass
+    assert (tmp_path / "quick").read_text() == ""
 
 
 def test_progress_on_a_terminal_stays_tqdms_own():

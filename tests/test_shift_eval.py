@@ -252,6 +252,7 @@ def test_shift_board_ranks_by_worst_group_and_counts_wrong_predictions(shift_run
     assert keys == sorted(keys) and [e["rank"] for e in ranked["entries"]] == [1, 2, 3]
     md = to_markdown(board)
     assert "Ranked by worst-group accuracy" in md and "| all wrong |" in md
+    assert "is this set's control" in md  # the reference photos named as the control, the drop as its lift
     # consistency: the fraction of images every model gets wrong, from the CSVs by hand
     labels = [k for k in SHIFT_PHOTOS for _ in SHIFTS]
     wrong = np.array(
@@ -310,6 +311,7 @@ def test_page_of_a_shift_set_has_the_heatmap_and_guide_pairs(shift_run, tmp_path
     assert html.count('<figure class="pair"') == len(SHIFT_PHOTOS) * len(SHIFTS)
     assert len(list((tmp_path / "site" / "images" / "guides").glob("*.jpg"))) == len(SHIFT_PHOTOS) * len(SHIFTS)
     assert "ranked by worst-group accuracy" in html and "wrong for all" in html and "fooled by all" not in html
+    assert 'id="reference-control"' in html and "is this set&#x27;s control" in html
 
 
 # ---------------------------------------------------------------------------------------------

@@ -213,7 +213,9 @@ def evaluate(
         entry["transfer"] = transfer
     if data.kind == ds_contract.DEFAULT_KIND and data.split == ds_contract.DEFAULT_SPLIT and validity.has_control(data):
         # the control split scored beside test: the lift over what the pipeline alone does (evaluate/validity.py)
-        ctrl = validity.open_control(data)
+        ctrl = open_dataset(
+            data.dataset, split=validity.CONTROL_SPLIT, limit=data.limit, include_unverified=data.include_unverified
+        )
         items = ImageItems(spurious_tf, ctrl.labels, rows=ctrl.rows, size=size, decode=decode)
         cp = predict(
             clf, items, **run, what=f"image of dataset '{data.source}' split 'control'", desc=f"{name} (control)"

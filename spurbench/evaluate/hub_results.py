@@ -26,12 +26,16 @@ import yaml
 
 from spurbench.dataset import _HUB_ID, EVAL_TASKS
 from spurbench.errors import SpurbenchError
-from spurbench.evaluate.leaderboard import comparable_groups, rank_intervals_of, slugify
+from spurbench.evaluate.leaderboard import (
+    _not_canonical,
+    comparable_groups,
+    rank_intervals_of,
+    slugify,
+)
 from spurbench.evaluate.uncertainty import entry_interval
 from spurbench.files import safe_filename
 
 #: the preprocessing and precision of the canonical group (what `spurbench eval` does by default)
-DEFAULT_PREPROCESSING, DEFAULT_PRECISION = "timm", "float32"
 #: the homepage a result's `source.url` names when the installed package's metadata has none
 HOMEPAGE = "https://github.com/spurbench/spurbench"
 
@@ -105,30 +109,6 @@ def to_csv(board: Mapping[str, Any]) -> str:
                 ]
             )
     return buf.getvalue()
-
-
-def _not_canonical(entry: Mapping[str, Any], ds: Mapping[str, Any]) -> str | None:
-    """Why an entry is not in the canonical group (None: it may be): the rows, preprocessing or precision."""
-    rows, m = entry.get("rows") or {}, entry.get("metrics") or {}
-    if rows.get("split", ds.get("split")) != ds.get("split"):
-        return f"split {rows.get('split')}"
-    if rows.get("limit") is not None and (
-        ds.get("num_images") is None or rows.get("count", 0) + rows.get("num_excluded", 0) < ds["num_images"]
-    ):
-        return f"--limit {rows['limit']}: the first {rows.get('count')} rows only"
-    if rows.get("include_unverified"):
-        return "--include-unverified: images that failed verification scored too"
-    if (
-        not rows
-        and ds.get("num_images") is not None
-        and (m.get("num_images") or 0) + (m.get("num_excluded") or 0) < ds["num_images"]
-    ):
-        return f"{m.get('num_images')} of {ds['num_images']} images (--limit)"
-    if (entry.get("preprocessing") or DEFAULT_PREPROCESSING) != DEFAULT_PREPROCESSING:
-        return f"{entry.get('preprocessing')} preprocessing"
-    if (entry.get("precision") or DEFAULT_PRECISION) != DEFAULT_PRECISION:
-        return f"precision {entry.get('precision')}"
-    return None
 
 
 def canonical_group(board: Mapping[str, Any]) -> tuple[dict[str, Any] | None, dict[str, str]]:

@@ -951,12 +951,38 @@ def rows_identity(
     }
 
 
+#: the canonical entry's preprocessing and precision (hub_results exports that group as the set's result)
+DEFAULT_PREPROCESSING, DEFAULT_PRECISION = "timm", "float32"
+
+
+def _not_canonical(entry: Mapping[str, Any], ds: Mapping[str, Any]) -> str | None:
+    """Why an entry is not in the canonical group (None: it may be): the rows, preprocessing or precision."""
+    rows, m = entry.get("rows") or {}, entry.get("metrics") or {}
+    if rows.get("split", ds.get("split")) != ds.get("split"):
+        return f"split {rows.get('split')}"
+    if rows.get("limit") is not None and (
+        ds.get("num_images") is None or rows.get("count", 0) + rows.get("num_excluded", 0) < ds["num_images"]
+    ):
+        return f"--limit {rows['limit']}: the first {rows.get('count')} rows only"
+    if rows.get("include_unverified"):
+        return "--include-unverified: images that failed verification scored too"
+    if (
+        not rows
+        and ds.get("num_images") is not None
+        and (m.get("num_images") or 0) + (m.get("num_excluded") or 0) < ds["num_images"]
+    ):
+        return f"{m.get('num_images')} of {ds['num_images']} images (--limit)"
+    if (entry.get("preprocessing") or DEFAULT_PREPROCESSING) != DEFAULT_PREPROCESSING:
+        return f"{entry.get('preprocessing')} preprocessing"
+    if (entry.get("precision") or DEFAULT_PRECISION) != DEFAULT_PRECISION:
+        return f"precision {entry.get('precision')}"
+    return None
+
+
 def _consistency_identity(entry: Mapping[str, Any], dataset: Mapping[str, Any]) -> dict[str, Any]:
     """What the consistency figures need to count each model once: the model itself (architecture and weights
     sha256; the entry's name when the weights are not pinned) and whether this entry is its canonical one (all
     rows, default preprocessing and precision; see hub_results)."""
-    from spurbench.evaluate.hub_results import _not_canonical
-
     sha = (entry.get("weights") or {}).get("sha256") if isinstance(entry.get("weights"), Mapping) else None
     arch = entry.get("architecture")
     same = f"{arch}@{sha}" if sha and arch else str(entry.get("model"))

@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from spurbench.dataset import DEFAULT_SPLIT
-from spurbench.evaluate import uncertainty, validity
+from spurbench.evaluate import shift, uncertainty, validity
 from spurbench.evaluate.page_common import (
     EAGER_IMAGES,
     PageData,
@@ -72,8 +72,6 @@ def _model_column() -> _Column:
 def _columns(entries: Sequence[Mapping[str, Any]]) -> list[_Column]:
     def metric(name: str):
         return lambda e: (e.get("metrics") or {}).get(name)
-
-    from spurbench.evaluate import shift
 
     if shift.is_shift_entries(entries):
         return _shift_columns(metric)
@@ -313,6 +311,8 @@ def ranking_section(p: PageData) -> str:
     audited = audit_line((p.provenance or {}).get("verification"))
     table = (f'<p class="note" id="audit-rate">{esc(audited)} (the check\'s audit)</p>' if audited else "") + table
     table += validity.page_html(p.entries)  # the lift over the control split, the transfer of a mined set
+    if groups and groups[0]["ranked_by"] == shift.RANKED_BY:  # a shift set's control: its reference photos
+        table += f'<p class="note" id="reference-control">{esc(shift.CONTROL_NOTE)}</p>'
     return f'<section id="models"><h2>Models</h2>{table}</section>'
 
 

@@ -217,7 +217,14 @@ def ranking_table(entries: Sequence[Mapping[str, Any]], fmt) -> list[str]:
     return lines
 
 
+#: a shift set's control is its reference split (issue 24 §2: the same "lift" reading as a control split)
+CONTROL_NOTE = (
+    "The reference split (the un-shifted source photos) is this set's control: the drop (reference minus shifted "
+    "accuracy, paired by source photo) is what the shift adds over the photos alone, its lift; a drop whose "
+    "interval reaches 0 is not an effect of the shift."
+)
 RANKING_NOTE = (
-    "Ranked by worst-group accuracy (the lowest accuracy over the groups, e.g. backgrounds; higher is better)."
+    "Ranked by worst-group accuracy (the lowest accuracy over the groups, e.g. backgrounds; higher is better). "
+    + CONTROL_NOTE
 )
 CONSISTENCY_NOTE = "Wrong = top-1 is not the image's label (on a shift set a wrong prediction is the failure)."

@@ -57,13 +57,6 @@ def has_control(data: Any) -> bool:
     return data.dataset is not None and CONTROL_SPLIT in data.dataset.split_names
 
 
-def open_control(data: Any) -> Any:
-    """The control split of the set `data` was opened from, with the same verification and --limit choices."""
-    from spurbench.evaluate.inputs import open_dataset
-
-    return open_dataset(data.dataset, split=CONTROL_SPLIT, limit=data.limit, include_unverified=data.include_unverified)
-
-
 def _seeds(data: Any, index: np.ndarray) -> np.ndarray:
     """The `seed` of each scored row (index: split rows), the pairing of a control image with its test image."""
     column = data.dataset.column(data.split, "seed") if data.dataset is not None else None

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from spurbench.builtin_photos import sample_photo  # noqa: F401  (the one reader of the built-in photos)
 from spurbench.dataset import IMAGE_SUFFIXES
 from spurbench.errors import SpurbenchError, first_line
 from spurbench.files import atomic_path
@@ -31,7 +32,6 @@ from spurbench.spurious_imagenet import SpuriousFolder, parse_folder_name, scan
 from spurbench.untrusted import open_image
 
 if TYPE_CHECKING:
-    import numpy as np
     from PIL import Image
 
     from spurbench.generate.recipe import ClassEntry, Recipe
@@ -110,39 +110,6 @@ def image_files(folder: Path) -> list[Path]:
     return sorted(
         p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
     )
-
-
-def sample_photo(spec: str) -> np.ndarray:
-    """A built-in photo as an RGB uint8 array: `name` or `name:mirror` / `name:crop` (central 3/4)."""
-    import numpy as np
-
-    name, _, variant = spec.partition(":")
-    if name in ("china", "flower"):
-        from sklearn.datasets import load_sample_images
-
-        bunch = load_sample_images()
-        img = bunch.images[[Path(f).stem for f in bunch.filenames].index(name)]
-    else:
-        try:
-            import skimage.data
-        except ImportError:
-            raise SpurbenchError(
-                f"sample photo '{name}' ships with scikit-image, which is not installed; `pip install scikit-image`, "
-                "or use scikit-learn's sample photos (china, flower)"
-            ) from None
-        img = skimage.data.stereo_motorcycle()[0] if name == "motorcycle_left" else getattr(skimage.data, name)()
-    img = np.asarray(img)
-    if img.dtype != np.uint8:
-        img = (img.astype(np.float64) * (255.0 if img.max() <= 1 else 1.0)).clip(0, 255).astype(np.uint8)
-    if img.ndim == 2:
-        img = np.stack([img] * 3, axis=-1)
-    img = img[..., :3]
-    if variant == "mirror":
-        img = img[:, ::-1]
-    elif variant == "crop":
-        h, w = img.shape[:2]
-        img = img[h // 8 : h - h // 8, w // 8 : w - w // 8]
-    return np.ascontiguousarray(img)
 
 
 def materialise_samples(specs: Iterable[str], out_dir: str | Path) -> list[Path]:

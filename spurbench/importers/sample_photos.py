@@ -15,7 +15,7 @@ from spurbench.dataset import DEFAULT_SPLIT, DatasetCard, encode_image, write_da
 
 BUILDER = "sample_photos"
 
-#: (photo as `spurbench.generate.references.sample_photo` names it, ImageNet class k, what in it looks like k).
+#: (photo as `spurbench.builtin_photos.sample_photo` names it, ImageNet class k, what in it looks like k).
 #: Chosen by looking at what the offline panel (EfficientNet-Lite0/1/2) predicts, so that each model is fooled
 #: on some photos and not on others; the numbers therefore say nothing about how often models are fooled in
 #: general (the photos were picked for it), only that the scoring, the consistency measures and the page work.
@@ -59,7 +59,7 @@ LICENCE = (
 
 def sample_rows() -> list[dict]:
     """Contract rows, one per entry of PHOTOS, in that order."""
-    from spurbench.generate.references import sample_photo  # the one reader of the built-in photos
+    from spurbench.builtin_photos import sample_photo  # the one reader of the built-in photos
 
     return [
         {
