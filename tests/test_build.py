@@ -122,7 +122,10 @@ def smoke_build(tmp_path_factory) -> Build:
     cwd = tmp_path_factory.mktemp("smoke")
     start = time.perf_counter()
     proc = _run(
-        [sys.executable, "-m", "spurbench", "build", "--recipe", "smoke", "--out", "data"], cwd, OMP_NUM_THREADS="1"
+        [sys.executable, "-m", "spurbench", "build", "--recipe", "smoke", "--out", "data"],
+        cwd,
+        OMP_NUM_THREADS="1",
+        SPURBENCH_PROGRESS_INTERVAL="0",  # a line at every update, however fast this machine runs the build
     )
     seconds = time.perf_counter() - start
     assert proc.returncode == 0, proc.stderr[-4000:]

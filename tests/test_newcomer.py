@@ -128,6 +128,26 @@ def test_progress_written_to_a_file_is_plain_lines(tmp_path, monkeypatch):
     assert (tmp_path / "quick").read_text() == ""
 
 
+@pytest.mark.parametrize("value", ["soon", "-1", "inf", "nan"])
+def test_progress_interval_that_is_not_seconds_is_a_one_line_error(value, monkeypatch, capsys):
+    monkeypatch.setenv("SPURBENCH_PROGRESS_INTERVAL", value)
+    assert cli.main(["leaderboard", "--leaderboard", "absent-board.json"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "$SPURBENCH_PROGRESS_INTERVAL=" in err and "seconds >= 0" in err
+
+
+def test_progress_interval_from_the_environment(tmp_path, monkeypatch):
+    from spurbench import progress
+
+    monkeypatch.setenv("SPURBENCH_PROGRESS_INTERVAL", "0")
+    with open(tmp_path / "log", "w") as log, progress.plain_progress_in_logs(log):
+        assert progress.INTERVAL_S == 0.0
+        for _ in progress.PlainProgress(range(2), desc="short", file=log):
+            pass
+    assert progress.INTERVAL_S == 30.0  # restored after the command
+    assert (tmp_path / "log").read_text().splitlines()[-1].startswith("short: 100% 2/2")
+
+
 def test_progress_on_a_terminal_stays_tqdms_own():
     import tqdm.auto
 
