@@ -83,16 +83,55 @@ def evaluate(
     calibration on CPU); the entry's `loop` records what was used and why, and the decode path.
     Nothing is written: see `record` for the predictions CSV and the leaderboard.
     """
-    from spurbench.evaluate import metrics, validity
-    from spurbench.evaluate.leaderboard import predictions_relpath
+    from spurbench.evaluate import metrics
 
+    _check_options(preprocessing, batch_size, workers)
+    dev = resolve_device(device)
+    data, positives, clf = _open_inputs(
+        classifier, data, positives, split=split, revision=revision, limit=limit, group_by=group_by
+    )
+    class_mask = _class_mask(class_subset, data, positives)
+    data_config, spurious_tf, positive_tf = _transforms(clf, preprocessing)
+    loop, run, size = _plan_loop(clf, data, positives, data_config, batch_size, workers, dev, amp, class_mask)
+    preds = _predict_split(clf, data, spurious_tf, run, size, decode, loop)
+    rates = metrics.spurious_rates(preds.label, preds.top5, preds.target_prob)
+    pos_preds = _predict_positives(clf, positives, positive_tf, run, size, decode)
+    score = _positive_scores(preds, pos_preds)
+    entry = _build_entry(
+        clf, data, positives, preds, pos_preds, rates, score, run, loop, preprocessing, class_subset, command
+    )
+    _mark_validity(entry, data)
+    if _scores_control(data):
+        entry["control"] = _control_block(clf, data, preds, spurious_tf, run, size, decode)
+    if data.kind == "shift":
+        entry.update(_shift_blocks(clf, data, preds, run, positive_tf, size, entry["metrics"], decode, resamples))
+    else:
+        _add_spurious_uncertainty(entry, data, preds, pos_preds, score, resamples)
+    return entry, preds
+
+
+def _check_options(preprocessing: str, batch_size: int | None, workers: int) -> None:
+    """The options checked before anything is opened or loaded."""
     if preprocessing not in PREPROCESSING:
         raise SpurbenchError(f"unknown preprocessing '{preprocessing}'; use one of {', '.join(PREPROCESSING)}")
     if batch_size is not None and batch_size < 1:
         raise SpurbenchError(f"--batch-size must be at least 1, got {batch_size}")
     if workers < 0:
         raise SpurbenchError(f"--workers must be 0 (decode in the main process) or more, got {workers}")
-    dev = resolve_device(device)
+
+
+def _open_inputs(
+    classifier: ClassifierSpec | LoadedClassifier,
+    data: SpuriousSet | str | Path,
+    positives: Positives | str | Path | None,
+    *,
+    split: str,
+    revision: str | None,
+    limit: int | None,
+    group_by: str | None,
+) -> tuple[SpuriousSet, Positives | None, LoadedClassifier]:
+    """Opens the split, the positives and the classifier (each unless already opened), and checks that the
+    classifier's outputs fit the split's labels."""
     if not isinstance(data, SpuriousSet):
         data = open_dataset(data, split=split, revision=revision, limit=limit, group_by=group_by)
     if positives is not None and not isinstance(positives, Positives):
@@ -102,20 +141,27 @@ def evaluate(
         if isinstance(classifier, LoadedClassifier)
         else create_classifier(classifier, "cpu", num_classes=data.num_classes, label_names=data.label_names)
     )
-    name = clf.spec.display_name
     check_outputs(clf, data)
-    class_mask = None
-    if class_subset is not None:
-        if data.label_names is not None:
-            raise SpurbenchError(
-                f"--class-subset names ImageNet classes, but dataset '{data.source}' has its own label set "
-                f"{data.info.get('label_set')!r}; drop --class-subset"
-            )
-        class_subset.check_labels(data.labels, f"dataset '{data.source}' split '{data.split}'")
-        if positives is not None:
-            class_subset.check_labels(positives.labels, f"positives '{positives.source}'")
-        class_mask = class_subset.mask()
+    return data, positives, clf
 
+
+def _class_mask(class_subset: Any, data: SpuriousSet, positives: Positives | None) -> Any:
+    """The `--class-subset` mask over the logits (None without one), after checking every label is in it."""
+    if class_subset is None:
+        return None
+    if data.label_names is not None:
+        raise SpurbenchError(
+            f"--class-subset names ImageNet classes, but dataset '{data.source}' has its own label set "
+            f"{data.info.get('label_set')!r}; drop --class-subset"
+        )
+    class_subset.check_labels(data.labels, f"dataset '{data.source}' split '{data.split}'")
+    if positives is not None:
+        class_subset.check_labels(positives.labels, f"positives '{positives.source}'")
+    return class_subset.mask()
+
+
+def _transforms(clf: LoadedClassifier, preprocessing: str) -> tuple[dict, Any, Any]:
+    """(data_config, transform of the split's images, transform of the positives)."""
     if clf.transform is not None and preprocessing == "timm":
         # another zoo's model: the library's own eval preprocessing (spurbench/zoo/), uint8 or float items
         data_config = dict(clf.data_config)
@@ -124,6 +170,22 @@ def evaluate(
         # the size actually used: for spurious-imagenet the model's test_input_size when declared
         data_config = dict(clf.data_config) if clf.transform is not None else data_config_for(clf.model, preprocessing)
         spurious_tf, positive_tf = build_uint8_transforms(data_config, preprocessing)
+    return data_config, spurious_tf, positive_tf
+
+
+def _plan_loop(
+    clf: LoadedClassifier,
+    data: SpuriousSet,
+    positives: Positives | None,
+    data_config: dict,
+    batch_size: int | None,
+    workers: int,
+    dev: torch.device,
+    amp: bool,
+    class_mask: Any,
+) -> tuple[dict, dict, tuple]:
+    """(loop, run, size): the batch size and memory format chosen for the device, the `predict` arguments
+    every pass of this evaluation shares, and the input size."""
     size = tuple(data_config["input_size"][-2:])
     # the images this model will score (a shift set's reference photos aside): decides whether calibrating pays
     scored = len(data.labels) + (len(positives) if positives is not None else 0)
@@ -137,26 +199,51 @@ def evaluate(
         memory_format=loop["memory_format"],
         class_mask=class_mask,
     )
-    items = ImageItems(spurious_tf, data.labels, rows=data.rows, size=size, decode=decode)
+    return loop, run, size
+
+
+def _predict_split(
+    clf: LoadedClassifier, data: SpuriousSet, transform: Any, run: dict, size: tuple, decode: str, loop: dict
+) -> Predictions:
+    """The model's predictions on the split's images; records the decode path used in `loop`."""
+    items = ImageItems(transform, data.labels, rows=data.rows, size=size, decode=decode)
     loop["decode"] = items.decode
     preds = predict(clf, items, **run, what=f"image of dataset '{data.source}' split '{data.split}'")
     if data.row_index is not None:  # predictions name split rows, also when verification left some out
         preds.index = data.row_index[preds.index]
     preds.split = data.split
-    rates = metrics.spurious_rates(preds.label, preds.top5, preds.target_prob)
-    pos_preds = None
-    if positives is not None and len(positives):
-        items = ImageItems(
-            positive_tf, positives.labels, rows=positives.rows, paths=positives.paths, size=size, decode=decode
-        )
-        pos_preds = predict(
-            clf, items, **run, what=f"positive image of '{positives.source}'", desc=f"{name} (positives)"
-        )
-    if pos_preds is not None:
-        score = metrics.spurious_score_per_class(preds.label, preds.target_prob, pos_preds.label, pos_preds.target_prob)
-    else:
-        score = {"per_class": {}, "ap": None, "auroc": None}
+    return preds
 
+
+def _predict_positives(
+    clf: LoadedClassifier, positives: Positives | None, transform: Any, run: dict, size: tuple, decode: str
+) -> Predictions | None:
+    """The model's predictions on the positives (None without any)."""
+    if positives is None or not len(positives):
+        return None
+    items = ImageItems(
+        transform, positives.labels, rows=positives.rows, paths=positives.paths, size=size, decode=decode
+    )
+    return predict(
+        clf,
+        items,
+        **run,
+        what=f"positive image of '{positives.source}'",
+        desc=f"{clf.spec.display_name} (positives)",
+    )
+
+
+def _positive_scores(preds: Predictions, pos_preds: Predictions | None) -> dict[str, Any]:
+    """Spurious score (AP, AUROC) per class and overall against the positives; empty without positives."""
+    from spurbench.evaluate import metrics
+
+    if pos_preds is None:
+        return {"per_class": {}, "ap": None, "auroc": None}
+    return metrics.spurious_score_per_class(preds.label, preds.target_prob, pos_preds.label, pos_preds.target_prob)
+
+
+def _per_class(rates: dict, score: dict) -> dict[str, dict[str, Any]]:
+    """The entry's `per_class`: the spurious rates of each class with its spurious score."""
     per_class = {}
     for k, c in rates["per_class"].items():
         s = score["per_class"].get(k, {})
@@ -169,14 +256,35 @@ def evaluate(
             "spurious_score_auroc": s.get("auroc"),
             "num_positives": s.get("num_positives", 0),
         }
+    return per_class
+
+
+def _build_entry(
+    clf: LoadedClassifier,
+    data: SpuriousSet,
+    positives: Positives | None,
+    preds: Predictions,
+    pos_preds: Predictions | None,
+    rates: dict,
+    score: dict,
+    run: dict,
+    loop: dict,
+    preprocessing: str,
+    class_subset: Any,
+    command: str | None,
+) -> dict[str, Any]:
+    """The leaderboard entry of the split's scores: the model, how it was run, metrics and per class."""
+    from spurbench.evaluate.leaderboard import predictions_relpath
+
+    name, dev = clf.spec.display_name, run["device"]
     entry = {
         "model": name,
         "architecture": clf.spec.model if clf.info is None else public_name(clf.spec.model),  # zoo: no local paths
         "weights": dict(clf.weights),
         "num_params": int(clf.num_params),
-        "data_config": _jsonable(data_config),
+        "data_config": _jsonable(run["data_config"]),
         "preprocessing": preprocessing,
-        "precision": precision_for(dev, amp)[0],
+        "precision": precision_for(dev, run["amp"])[0],
         **({"temperature": clf.temperature} if clf.temperature != 1.0 else {}),
         **({"note": clf.spec.note} if clf.spec.note else {}),
         **({"zoo": clf.info} if clf.info else {}),
@@ -193,7 +301,7 @@ def evaluate(
             "num_positives": int(len(pos_preds.label)) if pos_preds is not None else 0,
             "num_excluded": data.num_excluded,
         },
-        "per_class": per_class,
+        "per_class": _per_class(rates, score),
         "rows": rows_block(data),
         "predictions": predictions_relpath(name),
         "positives": ds_contract.dataset_display_name(positives.source) if positives is not None else None,
@@ -205,39 +313,67 @@ def evaluate(
     }
     if data.kind != ds_contract.DEFAULT_KIND:
         entry["kind"] = data.kind
+    return entry
+
+
+def _mark_validity(entry: dict, data: SpuriousSet) -> None:
+    """Adds `used_in_build` and `transfer` from the set's provenance (evaluate/validity.py) where they apply."""
+    from spurbench.evaluate import validity
+
     roles = validity.used_in_build(entry, data.info.get("provenance"))
     if roles:  # its model chose or shaped the set's images: marked and ranked apart (evaluate/validity.py)
         entry["used_in_build"] = roles
     transfer = validity.transfer_block(entry, data.info.get("provenance"))
     if transfer:  # a mined set: a held-out model's rate is its transfer rate from the surrogates
         entry["transfer"] = transfer
-    if data.kind == ds_contract.DEFAULT_KIND and data.split == ds_contract.DEFAULT_SPLIT and validity.has_control(data):
-        # the control split scored beside test: the lift over what the pipeline alone does (evaluate/validity.py)
-        ctrl = open_dataset(
-            data.dataset, split=validity.CONTROL_SPLIT, limit=data.limit, include_unverified=data.include_unverified
-        )
-        items = ImageItems(spurious_tf, ctrl.labels, rows=ctrl.rows, size=size, decode=decode)
-        cp = predict(
-            clf, items, **run, what=f"image of dataset '{data.source}' split 'control'", desc=f"{name} (control)"
-        )
-        cp.index = cp.index if ctrl.row_index is None else ctrl.row_index[cp.index]
-        entry["control"] = validity.control_block(data, preds.fooled_top1, preds.index, ctrl, cp.fooled_top1, cp.index)
-    if data.kind == "shift":
-        entry.update(_shift_blocks(clf, data, preds, run, positive_tf, size, entry["metrics"], decode, resamples))
-    else:
-        classes = sorted(score["per_class"]) if pos_preds is not None else []
-        entry["uncertainty"] = uncertainty.spurious_uncertainty(
-            preds.label,
-            preds.fooled_top1,
-            preds.fooled_top5,
-            preds.target_prob,
-            [score["per_class"][k]["ap"] for k in classes] if classes else None,
-            [score["per_class"][k]["auroc"] for k in classes] if classes else None,
-            resamples=resamples,
-        )
-        if data.groups is not None:  # --group-by on a spurious set: spurious rates per group
-            entry["per_group"] = _spurious_groups(preds, data)
-    return entry, preds
+
+
+def _scores_control(data: SpuriousSet) -> bool:
+    """Whether the set's control split is scored beside this split (a spurious set's default split only)."""
+    from spurbench.evaluate import validity
+
+    return (
+        data.kind == ds_contract.DEFAULT_KIND and data.split == ds_contract.DEFAULT_SPLIT and validity.has_control(data)
+    )
+
+
+def _control_block(
+    clf: LoadedClassifier, data: SpuriousSet, preds: Predictions, transform: Any, run: dict, size: tuple, decode: str
+) -> dict[str, Any]:
+    """The control split scored beside test: the lift over what the pipeline alone does (evaluate/validity.py)."""
+    from spurbench.evaluate import validity
+
+    ctrl = open_dataset(
+        data.dataset, split=validity.CONTROL_SPLIT, limit=data.limit, include_unverified=data.include_unverified
+    )
+    items = ImageItems(transform, ctrl.labels, rows=ctrl.rows, size=size, decode=decode)
+    cp = predict(
+        clf,
+        items,
+        **run,
+        what=f"image of dataset '{data.source}' split 'control'",
+        desc=f"{clf.spec.display_name} (control)",
+    )
+    cp.index = cp.index if ctrl.row_index is None else ctrl.row_index[cp.index]
+    return validity.control_block(data, preds.fooled_top1, preds.index, ctrl, cp.fooled_top1, cp.index)
+
+
+def _add_spurious_uncertainty(
+    entry: dict, data: SpuriousSet, preds: Predictions, pos_preds: Predictions | None, score: dict, resamples: int
+) -> None:
+    """A spurious set's intervals (evaluate/uncertainty.py) and, with --group-by, its rates per group."""
+    classes = sorted(score["per_class"]) if pos_preds is not None else []
+    entry["uncertainty"] = uncertainty.spurious_uncertainty(
+        preds.label,
+        preds.fooled_top1,
+        preds.fooled_top5,
+        preds.target_prob,
+        [score["per_class"][k]["ap"] for k in classes] if classes else None,
+        [score["per_class"][k]["auroc"] for k in classes] if classes else None,
+        resamples=resamples,
+    )
+    if data.groups is not None:  # --group-by on a spurious set: spurious rates per group
+        entry["per_group"] = _spurious_groups(preds, data)
 
 
 def rows_block(data: SpuriousSet) -> dict[str, Any]:
