@@ -13,10 +13,14 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from spurbench.errors import SpurbenchError
 from spurbench.generate.methods import CardParts
+
+if TYPE_CHECKING:  # for the hints of the plan helpers only: plan() imports these where it runs
+    from spurbench.generate.cost import Memory, Photos, Plan, SDArch
+    from spurbench.generate.dreambooth import TrainConfig
 
 KIND = "spurious"
 STAGES = "3-4/5 fine-tune and generate"
@@ -472,6 +476,18 @@ def plan(p, r, classes: list) -> None:
     batch_memory = (
         cost.sampling_memory(arch, r.resolution, g.batch_size, g.guidance_scale > 1, p.precision) if p.memory else None
     )
+    _plan_priors(p, r, classes, cfg, sample, weights, png, batch_memory)
+    _plan_fine_tune(p, r, classes, cfg, arch, feature, weights)
+    n, control = _plan_sampling(p, r, classes, sample, batch_memory)
+    _plan_mining(p, r, n)
+    photos = _plan_reference_photos(p, r, classes)
+    _plan_disk(p, r, classes, photos, n, control, png, weights)
+
+
+def _plan_priors(
+    p: Plan, r: Any, classes: list, cfg: TrainConfig, sample: int, weights: int, png: int, batch_memory: Memory | None
+) -> None:
+    """Stage 2: the class-prior images, sampled once per noun with the base model (prior preservation only)."""
     nouns = {c.noun for c in classes}
     if cfg.with_prior_preservation and r.num_class_images:
         p.extra_images += len(nouns) * r.num_class_images
@@ -480,7 +496,7 @@ def plan(p, r, classes: list) -> None:
             p.extra_images,
             "image",
             sample,
-            f"{len(nouns)} noun(s) x {r.num_class_images}, batch {g.batch_size}",
+            f"{len(nouns)} noun(s) x {r.num_class_images}, batch {r.generation.batch_size}",
             kind="sample",
             reads=weights,
             builds=1,
@@ -488,6 +504,14 @@ def plan(p, r, classes: list) -> None:
             memory=batch_memory,
         )
         p.add_disk("class priors (work/priors)", "work", p.extra_images * png, f"{png:,} B each")
+
+
+def _plan_fine_tune(
+    p: Plan, r: Any, classes: list, cfg: TrainConfig, arch: SDArch, feature: str | None, weights: int
+) -> None:
+    """Stage 3: DreamBooth's steps per class and, with SFSL, the similarity loss's extra cost on its steps."""
+    from spurbench.generate import cost
+
     steps = len(classes) * cfg.max_train_steps
     step = cost.dreambooth_step(
         arch,
@@ -545,6 +569,11 @@ def plan(p, r, classes: list) -> None:
             f"steps with t < {t_max} of 1000 (uniform t)" if t_max is not None else "every step",
             kind="train",
         )
+
+
+def _plan_sampling(p: Plan, r: Any, classes: list, sample: int, batch_memory: Memory | None) -> tuple[int, int]:
+    """Stage 4: the fine-tuned models' images and the control split's (base model); returns both counts."""
+    g = r.generation
     n = len(classes) * len(r.prompts.generation) * g.images_per_prompt
     p.images += n
     p.add(
@@ -569,7 +598,14 @@ def plan(p, r, classes: list) -> None:
             kind="sample",
             memory=batch_memory,
         )
-    if r.mine is not None:  # the mine: stage, one forward of each surrogate per generated image
+    return n, control
+
+
+def _plan_mining(p: Plan, r: Any, n: int) -> None:
+    """The mine: stage, one forward of each surrogate per generated image (recipes with `mine:` only)."""
+    from spurbench.generate import cost
+
+    if r.mine is not None:
         from spurbench.generate.recipe import mine_specs
 
         for spec in mine_specs(r.mine):
@@ -582,6 +618,12 @@ def plan(p, r, classes: list) -> None:
                 "keeps images fooling >= k",
                 kind="vision",
             )
+
+
+def _plan_reference_photos(p: Plan, r: Any, classes: list) -> Photos:
+    """The reference photos of each class (the reference split's rows), counted or assumed where not on disk."""
+    from spurbench.generate import cost
+
     photos = cost.Photos()
     for c in classes:
         ref = c.references
@@ -594,6 +636,13 @@ def plan(p, r, classes: list) -> None:
             folder = cost.spurious_imagenet_folder(r.references.spurious_imagenet.root, c.index)
             photos.add(c.index, folder=folder, limit=limit, assumed=cost.SPURIOUS_IMAGENET_PER_CLASS)
     p.reference_rows += photos.rows
+    return photos
+
+
+def _plan_disk(p: Plan, r: Any, classes: list, photos: Photos, n: int, control: int, png: int, weights: int) -> None:
+    """Every file the build writes after the priors: work folder and export, on `p.disk`."""
+    from spurbench.generate import cost
+
     if photos.written:
         p.add_disk("built-in reference photos (work/references)", "work", sum(photos.written.values()))
     p.add_disk("generated images (work/classes)", "work", n * png, f"{png:,} B each")
