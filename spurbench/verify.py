@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import shlex
 import sys
@@ -212,21 +213,26 @@ class _Split:
         # a path read from the table stays inside the dataset folder
         return inside(self.folder, cell["path"], f"the image of {self.what(row)}").read_bytes()
 
+    def digest(self, row: int) -> str:
+        """sha256 of the row's image bytes (what finds an image again in another version of the set)."""
+        return hashlib.sha256(self.image_bytes(row, row + 1)[0]).hexdigest()
+
     def image_digests(self) -> list[str]:
         """sha256 of every row's image bytes (what carries a decision from one version of a set to the next)."""
-        import hashlib
-
-        out = []
-        for start in range(0, len(self), 256):
-            out += [hashlib.sha256(b).hexdigest() for b in self.image_bytes(start, min(len(self), start + 256))]
-        return out
+        return [
+            hashlib.sha256(b).hexdigest()
+            for start in self._starts()
+            for b in self.image_bytes(start, min(len(self), start + 256))
+        ]
 
     def rows(self, added: Mapping[str, Sequence[Any]]) -> Iterable[dict[str, Any]]:
-        # in chunks, so a large split never sits in Python objects whole
-        for start in range(0, len(self), 256):
-            chunk = self.table.slice(start, 256).to_pylist()
-            for j, row in enumerate(chunk):
+        for start in self._starts():
+            for j, row in enumerate(self.table.slice(start, 256).to_pylist()):
                 yield {**row, **{c: v[start + j] for c, v in added.items()}}
+
+    def _starts(self) -> range:
+        # in chunks, so a large split never sits in Python objects whole
+        return range(0, len(self), 256)
 
 
 def _check_contract(
@@ -315,8 +321,6 @@ class DetectionCache:
 
     @staticmethod
     def key(image: bytes, queries: Sequence[str]) -> str:
-        import hashlib
-
         return hashlib.sha256(image + b"\x00" + "\x1f".join(queries).encode()).hexdigest()
 
     def add(self, items: list[tuple[str, float, list]]) -> None:
@@ -408,18 +412,13 @@ def _audit_lines(audit: Mapping[str, Any]) -> list[str]:
     ]
     if audit.get("not_found"):
         lines += [f"{audit['not_found']} image(s) of the sample are no longer in the set.", ""]
+    present, absent = ("absent", "present") if audit.get("kind") == "shift" else ("present", "absent")
     for verdict, v in audit["verdicts"].items():
         what = (
-            "object present among passed images (leak rate)"
+            f"object {present} among passed images (leak rate)"
             if verdict == "passed"
-            else "object absent among failed images"
+            else f"object {absent} among failed images"
         )
-        if audit.get("kind") == "shift":
-            what = (
-                "object absent among passed images (leak rate)"
-                if verdict == "passed"
-                else "object present among failed images"
-            )
         figure = (
             f"{pct(v['rate'])} [{pct(v['low'])}, {pct(v['high'])}], about {v['set_estimate'][0]:g} "
             f"[{v['set_estimate'][1]:g}, {v['set_estimate'][2]:g}] of its {v['images_in_set']} images"
@@ -478,9 +477,9 @@ def _read_source(
             f"dataset '{source}' has no split {', '.join(map(repr, unknown))}; its splits: {', '.join(names)}"
         )
     data = [_Split(opened, n) for n in names]
-    label_names, _ = _check_contract(folder, data, opened.card())
-    _check_labels(data, label_names)
     card = opened.card()
+    label_names, _ = _check_contract(folder, data, card)
+    _check_labels(data, label_names)
     previous = dict(card.provenance.get(CARD_KEY) or {})
     return _Source(
         opened=opened,
@@ -514,36 +513,6 @@ def _threshold(spec, threshold: float | None, threshold_source: str | None, prev
     if previous.get("detector") == name and "threshold" in previous:
         return float(previous["threshold"]), previous.get("threshold_source", "")
     return spec.default_threshold, spec.threshold_source
-
-
-def _load_detection(src: _Source, name: str, spec, detector, detector_model, detector_revision, device, store_path):
-    """The detector (the weights a verified set was checked with unless others are named), its queries per label,
-    the detections cache, and the detector's part of the card's record."""
-    from spurbench import detection
-
-    model, revision = detector_model, detector_revision
-    previous = src.previous
-    if (
-        model is None
-        and detector is None
-        and spec.builder is None
-        and previous.get("model") not in (None, spec.model_id)
-    ):
-        model, revision = previous["model"], revision or previous.get("revision")  # the weights it was checked with
-    det = detection.load_detector(name, model=model, revision=revision, device=device)
-    queries = label_queries(src.label_names, det.family)
-    store = DetectionCache(store_path, det.describe())
-    record_base = {"detector": name, **{k: v for k, v in det.describe().items() if k in ("model", "revision")}}
-    if record_base.get("model") and Path(str(record_base["model"])).is_absolute():
-        record_base["model"] = ds_contract.portable_path(
-            record_base["model"]
-        )  # a local folder: never its absolute path
-    record_base["queries"] = (
-        "ImageNet-1k lemmas from timm (imagenet_synset_to_lemma.txt), lower-cased"
-        if src.label_names is None
-        else "the label names"
-    ) + (", as 'a photo of a {name}'" if det.family == "owlv2" else ", one phrase each")
-    return det, queries, store, record_base
 
 
 def _score_splits(src: _Source, kind: str, thr: float, detection_run, carry, batch_size: int, progress: bool):
@@ -624,7 +593,33 @@ def verify_dataset(
     set's earlier audit (or `audit_carry`, the audit record of the export a rebuild replaces) is found again by image
     bytes. The record's `audit` holds the sample and, per verdict, the decisions people made on it.
     """
-    from spurbench import __version__, detection
+    from spurbench import detection
+
+    _check_options(threshold, batch_size, audit, audit_seed, detector)
+    src = _read_source(source, out, splits, decisions)
+    kind, previous = src.opened.kind, src.previous
+    name = detector or previous.get("detector") or "owlv2"
+    spec = detection.detector_spec(name)
+    thr, thr_source = _threshold(spec, threshold, threshold_source, previous, name)
+    store_path = cache if cache is not None else resume_file(out)
+    record_base, detection_run = _detection_run(
+        src, name, spec, redetect, detector, detector_model, detector_revision, device, store_path
+    )
+    added, counts, carried = _score_splits(src, kind, thr, detection_run, carry, batch_size, progress)
+    record = _record(record_base, thr, thr_source, previous, counts, command, carry, carried)
+    audited = _audit_record(src, kind, added, audit, audit_seed, audit_carry or previous.get(AUDIT_KEY))
+    if audited is not None:
+        record[AUDIT_KEY] = audited
+    _write_verified(src, out, record, kind, added)
+    if detection_run is not None and cache is None:
+        resume_file(out).unlink(missing_ok=True)  # written by this command, done with
+    return record
+
+
+def _check_options(
+    threshold: float | None, batch_size: int, audit: int | None, audit_seed: int, detector: str | None
+) -> None:
+    from spurbench import detection
 
     if threshold is not None and not 0.0 <= threshold <= 1.0:
         raise SpurbenchError(f"--threshold must be a score between 0 and 1, got {threshold}")
@@ -634,31 +629,64 @@ def verify_dataset(
         parse_audit(audit, audit_seed)
     if detector is not None:
         detection.detector_spec(detector)
-    src = _read_source(source, out, splits, decisions)
-    kind, previous = src.opened.kind, src.previous
+
+
+def _detection_run(
+    src: _Source, name: str, spec, redetect: bool, detector, detector_model, detector_revision, device, store_path
+):
+    """(the detector's part of the record, the detection to run or None). A verified set is detected again only when
+    asked, with another detector, or for splits never checked, with the weights it was checked with unless others
+    are named; otherwise its stored scores are kept."""
+    from spurbench import detection
+
+    previous = src.previous
     same_detector = (detector is None or detector == previous.get("detector")) and (
         detector_model is None or detector_model == previous.get("model")
     )
-    # detect again only when asked, with another detector, or for splits never checked
     detect_now = (
         redetect
         or not src.verified
         or not same_detector
         or not {s.name for s in src.chosen} <= set(previous.get("splits") or {})
     )
-    name = detector or previous.get("detector") or "owlv2"
-    spec = detection.detector_spec(name)
-    thr, thr_source = _threshold(spec, threshold, threshold_source, previous, name)
-    if detect_now:
-        store_path = cache if cache is not None else resume_file(out)
-        det, queries, store, record_base = _load_detection(
-            src, name, spec, detector, detector_model, detector_revision, device, store_path
-        )
-        detection_run = (det, queries, store, src.verified and same_detector)
-    else:
-        record_base = {k: previous.get(k) for k in ("detector", "model", "revision", "queries")}
-        detection_run = None
-    added, counts, carried = _score_splits(src, kind, thr, detection_run, carry, batch_size, progress)
+    if not detect_now:
+        return {k: previous.get(k) for k in ("detector", "model", "revision", "queries")}, None
+    model, revision = detector_model, detector_revision
+    if (
+        model is None
+        and detector is None
+        and spec.builder is None
+        and previous.get("model") not in (None, spec.model_id)
+    ):
+        model, revision = previous["model"], revision or previous.get("revision")  # the weights it was checked with
+    det = detection.load_detector(name, model=model, revision=revision, device=device)
+    record_base = {"detector": name, **{k: v for k, v in det.describe().items() if k in ("model", "revision")}}
+    if record_base.get("model") and Path(str(record_base["model"])).is_absolute():
+        # a local folder: never its absolute path
+        record_base["model"] = ds_contract.portable_path(record_base["model"])
+    record_base["queries"] = (
+        "ImageNet-1k lemmas from timm (imagenet_synset_to_lemma.txt), lower-cased"
+        if src.label_names is None
+        else "the label names"
+    ) + (", as 'a photo of a {name}'" if det.family == "owlv2" else ", one phrase each")
+    queries = label_queries(src.label_names, det.family)
+    store = DetectionCache(store_path, det.describe())
+    return record_base, (det, queries, store, src.verified and same_detector)
+
+
+def _record(
+    record_base: Mapping[str, Any],
+    thr: float,
+    thr_source: str,
+    previous: Mapping[str, Any],
+    counts: Mapping[str, Any],
+    command: str | None,
+    carry: Mapping[str, str] | None,
+    carried: set[str],
+) -> dict[str, Any]:
+    """The card's verification record, but for the audit."""
+    from spurbench import __version__
+
     record = {
         **record_base,
         "threshold": thr,
@@ -672,9 +700,13 @@ def verify_dataset(
         record["command"] = command
     if carry:
         record["decisions_carried"] = {"carried": len(carried), "not_carried": len(set(carry) - carried)}
-    audited = _audit_record(src, kind, added, audit, audit_seed, audit_carry or previous.get(AUDIT_KEY))
-    if audited is not None:
-        record[AUDIT_KEY] = audited
+    return record
+
+
+def _write_verified(
+    src: _Source, out: str | Path, record: dict[str, Any], kind: str, added: Mapping[str, Mapping[str, list[Any]]]
+) -> None:
+    """The dataset again at `out`: same rows, the verification columns added, the record in its card."""
     card = src.card
     card.provenance[CARD_KEY] = record
     card.body = _with_section(card.body, _card_section(record, kind))
@@ -685,9 +717,6 @@ def verify_dataset(
         extra_features=_verify_features(src.data),
         label_names=src.label_names,
     )
-    if detect_now and cache is None:
-        resume_file(out).unlink(missing_ok=True)  # written by this command, done with
-    return record
 
 
 # ---------------------------------------------------------------------------------------------
@@ -754,8 +783,6 @@ def _audit_record(
 ) -> dict[str, Any] | None:
     """The audit's part of the verification record: its sample (split, row, image sha256), drawn now (`audit`) or the
     earlier one found again by image bytes (a rebuild or re-verification keeps it), and the per-verdict figures."""
-    import hashlib
-
     by_name = {s.name: s for s in src.data}
     # the split `spurbench eval` scores (test) when it was checked: the leak rate is a property of the scored images,
     # not of the reference photos beside them
@@ -774,7 +801,7 @@ def _audit_record(
         for (name, i), verdict in verdict_of.items():
             strata.setdefault((int(by_name[name].column("label")[i]), verdict), []).append((name, i))
         rows = draw_audit(strata, audit, seed)
-        images = [[name, i, hashlib.sha256(by_name[name].image_bytes(i, i + 1)[0]).hexdigest()] for name, i in rows]
+        images = [[name, i, by_name[name].digest(i)] for name, i in rows]
         head, lost = {"seed": seed, "size": audit}, 0
     elif earlier and earlier.get("images"):
         images, lost = _find_again(src, earlier["images"])
@@ -798,8 +825,6 @@ def _audit_record(
 def _find_again(src: _Source, images: Sequence[Sequence[Any]]) -> tuple[list[list[Any]], int]:
     """The audit's images in this version of the set, by their bytes: where they were if unchanged, else looked up
     among every row; (found [[split, row, sha256]], how many are gone)."""
-    import hashlib
-
     by_name = {s.name: s for s in src.data}
     found, missing = [], []
     for item in images:
@@ -809,7 +834,7 @@ def _find_again(src: _Source, images: Sequence[Sequence[Any]]) -> tuple[list[lis
             missing.append("")
             continue
         s = by_name.get(name)
-        if s is not None and 0 <= i < len(s) and hashlib.sha256(s.image_bytes(i, i + 1)[0]).hexdigest() == digest:
+        if s is not None and 0 <= i < len(s) and s.digest(i) == digest:
             found.append([name, i, digest])
         else:
             missing.append(digest)
@@ -826,9 +851,12 @@ def _find_again(src: _Source, images: Sequence[Sequence[Any]]) -> tuple[list[lis
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from spurbench.detection import DETECTORS
+    _data_flags(parser.add_argument_group("data"))
+    _detector_flags(parser.add_argument_group("detector"))
+    _review_flags(parser.add_argument_group("review"))
 
-    d = parser.add_argument_group("data")
+
+def _data_flags(d: argparse._ArgumentGroup) -> None:
     d.add_argument(
         "--dataset",
         required=True,
@@ -849,7 +877,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="folder to write the verified dataset to: a new folder, or a spurbench dataset folder such as --dataset itself "
         "(replaced whole at the end); a folder holding other files is refused",
     )
-    m = parser.add_argument_group("detector")
+
+
+def _detector_flags(m: argparse._ArgumentGroup) -> None:
+    from spurbench.detection import DETECTORS
+
     m.add_argument(
         "--detector",
         default=None,
@@ -884,7 +916,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     m.add_argument("--batch-size", type=int, default=8, help="images per detector forward pass")
     m.add_argument("--device", default=None, help="torch device; unset: cuda when available, else cpu")
-    r = parser.add_argument_group("review")
+
+
+def _review_flags(r: argparse._ArgumentGroup) -> None:
     r.add_argument(
         "--decisions",
         metavar="CSV",
@@ -950,6 +984,22 @@ def command_line(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    audit, audit_seed = _check_flags(args)
+    _quiet_progress_bars()
+    target = args.dataset
+    if args.out is not None:
+        _verify_to_out(args, audit, audit_seed)
+        target = args.out
+    if args.page is not None:
+        from spurbench.evaluate.review import render_review_page
+
+        written = render_review_page(target, args.page, margin=args.margin)
+        print(f"review page: {written}")
+    return 0
+
+
+def _check_flags(args: argparse.Namespace) -> tuple[int | None, int]:
+    """(--audit, --audit-seed) as integers, once the flags are known to go together."""
     if args.out is None and args.page is None:
         raise SpurbenchError(
             "nothing to do: give --out DIR (write the verified dataset) and/or --page DIR (the review page)"
@@ -967,6 +1017,10 @@ def run(args: argparse.Namespace) -> int:
         raise SpurbenchError(f"--margin must be between 0 and 1, got {args.margin}")
     if args.out is None and any(v is not None for v in (args.detector, args.detector_model, args.threshold)):
         raise SpurbenchError("--detector, --detector-model and --threshold change the dataset: add --out DIR")
+    return audit, audit_seed
+
+
+def _quiet_progress_bars() -> None:
     if not sys.stderr.isatty():
         import datasets
 
@@ -977,45 +1031,46 @@ def run(args: argparse.Namespace) -> int:
         transformers.utils.logging.disable_progress_bar()
     except ImportError:
         pass
-    target = args.dataset
-    if args.out is not None:
-        try:
-            import transformers  # noqa: F401,F811
-        except ImportError:
-            raise SpurbenchError(
-                '`spurbench verify` runs a detector from transformers: pip install "spurbench[build]"'
-            ) from None
-        record = verify_dataset(
-            args.dataset,
-            args.out,
-            detector=args.detector,
-            detector_model=args.detector_model,
-            detector_revision=args.detector_revision,
-            threshold=args.threshold,
-            splits=args.split,
-            decisions=args.decisions,
-            redetect=args.redetect,
-            batch_size=args.batch_size,
-            device=args.device,
-            command=command_line(args),
-            audit=audit,
-            audit_seed=audit_seed,
-        )
-        for split, c in record["splits"].items():
-            print(
-                f"{split}: {c['checked']} checked, {c['failed']} failed the check, {c['keep']} kept / {c['drop']} dropped by a person"
-            )
-        if AUDIT_KEY in record:
-            a = record[AUDIT_KEY]
-            print(
-                f"audit: {len(a['images'])} image(s) in the sample (seed {a['seed']}); "
-                + (audit_line(record) or "no decisions on them yet: decide them on the review page (--page DIR)")
-            )
-        print(f"verified dataset: {args.out} (detector {record['detector']}, threshold {record['threshold']})")
-        target = args.out
-    if args.page is not None:
-        from spurbench.evaluate.review import render_review_page
 
-        written = render_review_page(target, args.page, margin=args.margin)
-        print(f"review page: {written}")
-    return 0
+
+#: flags `verify_dataset` takes under their own names
+_SAME_NAMED = (
+    "detector",
+    "detector_model",
+    "detector_revision",
+    "threshold",
+    "decisions",
+    "redetect",
+    "batch_size",
+    "device",
+)
+
+
+def _verify_to_out(args: argparse.Namespace, audit: int | None, audit_seed: int) -> None:
+    """Verify --dataset into --out and say what the check found."""
+    try:
+        import transformers  # noqa: F401
+    except ImportError:
+        raise SpurbenchError(
+            '`spurbench verify` runs a detector from transformers: pip install "spurbench[build]"'
+        ) from None
+    record = verify_dataset(
+        args.dataset,
+        args.out,
+        **{k: getattr(args, k) for k in _SAME_NAMED},
+        splits=args.split,
+        command=command_line(args),
+        audit=audit,
+        audit_seed=audit_seed,
+    )
+    for split, c in record["splits"].items():
+        print(
+            f"{split}: {c['checked']} checked, {c['failed']} failed the check, {c['keep']} kept / {c['drop']} dropped by a person"
+        )
+    if AUDIT_KEY in record:
+        a = record[AUDIT_KEY]
+        print(
+            f"audit: {len(a['images'])} image(s) in the sample (seed {a['seed']}); "
+            + (audit_line(record) or "no decisions on them yet: decide them on the review page (--page DIR)")
+        )
+    print(f"verified dataset: {args.out} (detector {record['detector']}, threshold {record['threshold']})")
