@@ -17,12 +17,13 @@ the Parquet files it has just fingerprinted, with pyarrow, into memory).
 from __future__ import annotations
 
 import copy
+import csv
 import hashlib
 import io
 import os
 import re
 import shutil
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -231,7 +232,7 @@ def write_dataset(
     Written into a temporary sibling folder and moved into place at the end, so a crash never
     leaves a half-written dataset at `out_dir`, and an existing dataset there is replaced whole.
     """
-    from datasets import Dataset, DatasetInfo
+    from datasets import DatasetInfo
 
     from spurbench.files import WrittenFolder, remove_stale_temporaries, sha256_of, temporary_name
 
@@ -252,36 +253,9 @@ def write_dataset(
     tmp.mkdir()
     try:
         (tmp / "data").mkdir()
-        counts: dict[str, tuple[int, int]] = {}  # split -> (rows, bytes on disk)
-        files: dict[str, list[str]] = {}  # split -> its shard files, relative to the folder
         record = WrittenFolder(tmp, f"dataset folder '{out_dir}'")
-        empty: list[str] = []
-        for split, rows in splits.items():
-            shard_files: list[Path] = []
-            n = 0
-            for chunk in _chunks(rows, rows_per_shard):
-                encoded = [_row_for(r, feats, None if label_names is None else len(label_names)) for r in chunk]
-                ds = Dataset.from_list(encoded, features=feats)
-                shard = tmp / "data" / f"{split}-{len(shard_files):05d}.parquet.part"
-                ds.to_parquet(str(shard))
-                shard_files.append(shard)
-                n += len(encoded)
-            if n == 0:  # listed in the card without a file, a split makes the folder unreadable: leave it out
-                empty.append(split)
-                continue
-            named = []
-            for i, shard in enumerate(shard_files):
-                digest = sha256_of(shard)
-                named.append(shard.rename(tmp / "data" / shard_name(split, i, len(shard_files), digest)))
-                record.files[f"data/{named[-1].name}"] = digest
-            counts[split] = (n, sum(p.stat().st_size for p in named))
-            files[split] = [f"data/{p.name}" for p in named]
-        if not counts:
-            raise SpurbenchError(
-                f"nothing to write to '{out_dir}': "
-                + (f"split(s) {', '.join(empty)} have no rows" if empty else "no splits")
-                + "; a dataset needs at least one image (nothing was written)"
-            )
+        num_labels = None if label_names is None else len(label_names)
+        counts, files = _write_shards(tmp, out_dir, splits, feats, num_labels, rows_per_shard, record)
         info = DatasetInfo(features=feats)
         for name, text in (
             ("README.md", _card_text(card, info, counts, files)),
@@ -290,19 +264,72 @@ def write_dataset(
             (tmp / name).write_text(text)
             record.files[name] = sha256_of(tmp / name)
         record.save()  # last: a folder holding the record is complete
-        if out_dir.exists() or out_dir.is_symlink():
-            # checked again just before the swap: a file may have appeared there while the rows were written
-            check_out_folder(out_dir, flag="dataset folder", may_be_input=True)
-            old = temporary_name(out_dir)
-            out_dir.rename(old)
-            tmp.rename(out_dir)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(out_dir)
+        _swap_into_place(tmp, out_dir)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
+
+
+def _write_shards(
+    tmp: Path,
+    out_dir: Path,
+    splits: Mapping[str, Iterable[Mapping[str, Any]]],
+    feats: Any,
+    num_labels: int | None,
+    rows_per_shard: int,
+    record: Any,
+) -> tuple[dict[str, tuple[int, int]], dict[str, list[str]]]:
+    """Every split's rows as content-named shards in `tmp/data`, recorded in `record`: ({split: (rows, bytes on
+    disk)}, {split: its shard files relative to the folder})."""
+    from datasets import Dataset
+
+    from spurbench.files import sha256_of
+
+    counts: dict[str, tuple[int, int]] = {}
+    files: dict[str, list[str]] = {}
+    empty: list[str] = []
+    for split, rows in splits.items():
+        shard_files: list[Path] = []
+        n = 0
+        for chunk in _chunks(rows, rows_per_shard):
+            encoded = [_row_for(r, feats, num_labels) for r in chunk]
+            shard = tmp / "data" / f"{split}-{len(shard_files):05d}.parquet.part"
+            Dataset.from_list(encoded, features=feats).to_parquet(str(shard))
+            shard_files.append(shard)
+            n += len(encoded)
+        if n == 0:  # listed in the card without a file, a split makes the folder unreadable: leave it out
+            empty.append(split)
+            continue
+        named = []
+        for i, shard in enumerate(shard_files):
+            digest = sha256_of(shard)
+            named.append(shard.rename(tmp / "data" / shard_name(split, i, len(shard_files), digest)))
+            record.files[f"data/{named[-1].name}"] = digest
+        counts[split] = (n, sum(p.stat().st_size for p in named))
+        files[split] = [f"data/{p.name}" for p in named]
+    if not counts:
+        raise SpurbenchError(
+            f"nothing to write to '{out_dir}': "
+            + (f"split(s) {', '.join(empty)} have no rows" if empty else "no splits")
+            + "; a dataset needs at least one image (nothing was written)"
+        )
+    return counts, files
+
+
+def _swap_into_place(tmp: Path, out_dir: Path) -> None:
+    """The finished folder `tmp` moved to `out_dir`, replacing what is there whole."""
+    from spurbench.files import temporary_name
+
+    if out_dir.exists() or out_dir.is_symlink():
+        # checked again just before the swap: a file may have appeared there while the rows were written
+        check_out_folder(out_dir, flag="dataset folder", may_be_input=True)
+        old = temporary_name(out_dir)
+        out_dir.rename(old)
+        tmp.rename(out_dir)
+        shutil.rmtree(old)
+    else:
+        tmp.rename(out_dir)
 
 
 def check_out_folder(
@@ -705,6 +732,26 @@ def _stat(path: Path) -> tuple[int, int]:
     return st.st_size, st.st_mtime_ns
 
 
+def read_csv_lines(
+    path: Path,
+    required: Iterable[str],
+    lacks: Callable[[list[str]], SpurbenchError],
+    unreadable: Callable[[Exception], SpurbenchError],
+    encoding: str | None = None,
+) -> list[dict[str, str]]:
+    """The lines of a CSV file a user gives, as {column: value}; `lacks(missing columns)` and `unreadable(error)` make
+    the one-line error of a file without a required column, or of one that is no CSV."""
+    try:
+        with open(path, newline="", encoding=encoding) as fh:
+            reader = csv.DictReader(fh)
+            missing = [c for c in required if c not in (reader.fieldnames or [])]
+            if missing:
+                raise lacks(missing)
+            return list(reader)
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise unreadable(err) from None
+
+
 def label_names_of(features: Mapping[str, Any], where: str, why: str) -> list[str]:
     """The names of a split's `label` ClassLabel; one line saying `why` they are needed when it has none."""
     from datasets import ClassLabel
@@ -838,7 +885,13 @@ def _parse_card_meta(text: str, where: str | Path = "dataset") -> dict[str, Any]
 
 
 def _card_meta(folder: str | Path) -> dict[str, Any]:
-    return _checked_card_paths(folder, _parse_card_meta(_read_card_text(folder), folder))
+    return _read_card(folder)[1]
+
+
+def _read_card(folder: str | Path, where: str | Path | None = None) -> tuple[str, dict[str, Any]]:
+    """(README.md's text, its YAML header checked); `where` names the dataset in errors (default: `folder`)."""
+    text = _read_card_text(folder)
+    return text, _checked_card_paths(folder, _parse_card_meta(text, folder if where is None else where))
 
 
 def _checked_card_paths(folder: str | Path, meta: dict[str, Any]) -> dict[str, Any]:
@@ -863,8 +916,8 @@ def _checked_card_paths(folder: str | Path, meta: dict[str, Any]) -> dict[str, A
 def read_card(folder: str | Path) -> DatasetCard:
     """The card of a dataset folder as a DatasetCard (title, body, licence, tags, provenance, kind, label set),
     so a command that rewrites the data can write the same card back with its own additions."""
-    text = _read_card_text(folder)
-    return _card_from(folder, _checked_card_paths(folder, _parse_card_meta(text, folder)), text)
+    text, meta = _read_card(folder)
+    return _card_from(folder, meta, text)
 
 
 def _card_from(folder: str | Path, meta: Mapping[str, Any], text: str) -> DatasetCard:
@@ -1011,6 +1064,5 @@ def open_dataset_folder(source: str | Path | OpenDataset, revision: str | None =
     if isinstance(source, OpenDataset):
         return source
     folder = resolve_dataset(source, revision)
-    text = _read_card_text(folder)
-    meta = _checked_card_paths(folder, _parse_card_meta(text, source))
+    text, meta = _read_card(folder, source)
     return OpenDataset(str(source), folder, revision, text, meta, _split_names(folder, meta))

@@ -24,7 +24,6 @@ with scores and boxes, keep/drop buttons, a decisions.csv download); `--decision
 from __future__ import annotations
 
 import argparse
-import csv
 import hashlib
 import json
 import shlex
@@ -71,19 +70,17 @@ def read_decisions(path: str | Path, split_sizes: Mapping[str, int]) -> dict[tup
         raise SpurbenchError(
             f"decisions file '{path}' does not exist; download it from the review page (`spurbench verify --page DIR`)"
         )
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
-            missing = [c for c in DECISION_COLUMNS if c not in (reader.fieldnames or [])]
-            if missing:
-                raise SpurbenchError(
-                    f"decisions file '{path}' lacks column(s) {', '.join(missing)}; it needs the header index,split,decision"
-                )
-            lines = list(reader)
-    except (UnicodeDecodeError, csv.Error) as err:
-        raise SpurbenchError(
+    lines = ds_contract.read_csv_lines(
+        path,
+        DECISION_COLUMNS,
+        lambda missing: SpurbenchError(
+            f"decisions file '{path}' lacks column(s) {', '.join(missing)}; it needs the header index,split,decision"
+        ),
+        lambda err: SpurbenchError(
             f"cannot read decisions file '{path}' as CSV ({err.__class__.__name__}); use the decisions.csv the review page downloads"
-        ) from None
+        ),
+        encoding="utf-8-sig",
+    )
     out: dict[tuple[str, int], str] = {}
     for n, line in enumerate(lines, start=2):
         split, raw, decision = (

@@ -21,10 +21,23 @@ from pathlib import Path
 from typing import Any
 
 from spurbench import dataset as ds_contract
-from spurbench import untrusted
+from spurbench import imagenet, untrusted
 from spurbench.errors import SpurbenchError
 from spurbench.evaluate.page_common import publish_page
 from spurbench.files import inside
+from spurbench.verification import (
+    AUDIT_KEY,
+    BOXES,
+    DEFAULT_MARGIN,
+    NEAR_DUPLICATE,
+    NEAREST,
+    PRESENT,
+    REVIEWED,
+    SCORE,
+    SIMILARITY,
+    audit_line,
+    failed_check,
+)
 
 THUMB = 256  # longest side of a review thumbnail (shown at 160 px)
 
@@ -65,8 +78,6 @@ class Review:
 
 def _label_name(names: Sequence[str], k: int, imagenet_labels: bool) -> str:
     if imagenet_labels:
-        from spurbench import imagenet
-
         return f"{imagenet.class_name(k)} ({k})"
     return names[k] if 0 <= k < len(names) else str(k)
 
@@ -80,97 +91,102 @@ def collect_review(
     """The images to review in a verified dataset folder, thumbnails written under `images_dir/review/`;
     None when the dataset is not verified. `folder`: the folder, or the dataset opened once (splits read already
     are used)."""
-    from PIL import Image
-
-    from spurbench import imagenet
-    from spurbench.verification import (
-        AUDIT_KEY,
-        BOXES,
-        CARD_KEY,
-        DEFAULT_MARGIN,
-        NEAR_DUPLICATE,
-        NEAREST,
-        PRESENT,
-        REVIEWED,
-        SCORE,
-        SIMILARITY,
-        failed_check,
-    )
-
-    opened = folder if isinstance(folder, ds_contract.OpenDataset) else None
-    folder = opened.folder if opened is not None else Path(folder)
-    record = opened.verification if opened is not None else ds_contract.read_provenance(folder).get(CARD_KEY)
+    opened = ds_contract.open_dataset_folder(folder)
+    record = opened.verification
     if not record:
         return None
-    kind = opened.kind if opened is not None else ds_contract.read_kind(folder)
+    kind = opened.kind
     threshold = float(record["threshold"])
     margin = float(record.get("margin", DEFAULT_MARGIN)) if margin is None else float(margin)
     out = images_dir / "review"
     out.mkdir(parents=True, exist_ok=True)
     audited = _audit_rows(record.get(AUDIT_KEY))
     items: list[ReviewItem] = []
-    for split in opened.split_names if opened is not None else ds_contract.split_names(folder):
-        table, feats = opened.table(split) if opened is not None else ds_contract.read_split_table(folder, split)
-        if PRESENT not in table.column_names:
-            continue
-        names = list(getattr(feats["label"], "names", []) or [])
-        imagenet_labels = names == list(imagenet.wnids()) or not names
-        cols = {
-            c: table.column(c).to_pylist()
-            for c in ("label", SCORE, PRESENT, BOXES, REVIEWED, NEAR_DUPLICATE, SIMILARITY, NEAREST)
-            if c in table.column_names
-        }
-        for i, score in enumerate(cols[SCORE]):
-            near = bool((cols.get(NEAR_DUPLICATE) or [False] * len(cols[SCORE]))[i])
-            if score is None and not near:
-                continue
-            present = bool(cols[PRESENT][i])
-            failed = score is not None and failed_check(kind, present)
-            borderline = score is not None and abs(float(score) - threshold) <= margin
-            reviewed = (cols.get(REVIEWED) or [""] * len(cols[SCORE]))[i] or ""
-            audit = (split, i) in audited
-            if not (failed or borderline or reviewed or audit or near):
-                continue
-            cell = table.column("image")[i].as_py()
-            what = f"split '{split}' row {i}'s image"
-            if cell.get("bytes") is not None:
-                data = cell["bytes"]
-            else:  # a path read from the table stays inside the dataset folder
-                data = inside(folder, cell.get("path") or "", f"{what} in '{folder}'").read_bytes()
-            name = f"{split}-{i:06d}.jpg"
-            with untrusted.open_image(data, f"{what} in '{folder}'") as im:  # refused by name over the size limit
-                im = im.convert("RGB")
-                width, height = im.size
-                im.thumbnail((THUMB, THUMB), Image.Resampling.LANCZOS)
-                im.save(out / name, format="JPEG", quality=85)
-            k = int(cols["label"][i])
-            items.append(
-                ReviewItem(
-                    split=split,
-                    index=i,
-                    label=k,
-                    class_name=_label_name(names, k, imagenet_labels),
-                    score=float(score or 0.0),
-                    present=present,
-                    failed=failed,
-                    borderline=borderline,
-                    boxes=json.loads(cols[BOXES][i]) if cols.get(BOXES) and cols[BOXES][i] else [],
-                    reviewed=reviewed,
-                    width=width,
-                    height=height,
-                    src=f"{rel_prefix}/review/{name}",
-                    audit=audit,
-                    near_duplicate=near,
-                    similarity=None
-                    if SIMILARITY not in cols or cols[SIMILARITY][i] is None
-                    else float(cols[SIMILARITY][i]),
-                    nearest=str((cols.get(NEAREST) or [""] * len(cols[SCORE]))[i] or ""),
-                )
-            )
-    from spurbench.dataset import dataset_display_name
-
+    for split in opened.split_names:
+        items += _split_items(opened, split, kind, threshold, margin, audited, out, rel_prefix)
     # shown on pages that get published: relative to the working directory or by name, never an absolute path
-    return Review(kind=kind, record=dict(record), margin=margin, items=items, dataset=dataset_display_name(folder))
+    return Review(
+        kind=kind,
+        record=dict(record),
+        margin=margin,
+        items=items,
+        dataset=ds_contract.dataset_display_name(opened.folder),
+    )
+
+
+def _split_items(
+    opened: ds_contract.OpenDataset,
+    split: str,
+    kind: str,
+    threshold: float,
+    margin: float,
+    audited: set[tuple[str, int]],
+    out: Path,
+    rel_prefix: str,
+) -> list[ReviewItem]:
+    """The split's images to review (failed, borderline, decided, audited or near-duplicate), thumbnails in `out`."""
+    table, feats = opened.table(split)
+    if PRESENT not in table.column_names:
+        return []
+    names = list(getattr(feats["label"], "names", []) or [])
+    imagenet_labels = names == list(imagenet.wnids()) or not names
+    cols = {c: table.column(c).to_pylist() for c in ("label", SCORE, PRESENT)}
+    for c, default in ((BOXES, None), (REVIEWED, ""), (NEAR_DUPLICATE, False), (SIMILARITY, None), (NEAREST, "")):
+        cols[c] = (table.column(c).to_pylist() if c in table.column_names else None) or [default] * len(cols[SCORE])
+    items = []
+    for i, score in enumerate(cols[SCORE]):
+        near = bool(cols[NEAR_DUPLICATE][i])
+        if score is None and not near:
+            continue
+        present = bool(cols[PRESENT][i])
+        failed = score is not None and failed_check(kind, present)
+        borderline = score is not None and abs(float(score) - threshold) <= margin
+        reviewed = cols[REVIEWED][i] or ""
+        audit = (split, i) in audited
+        if not (failed or borderline or reviewed or audit or near):
+            continue
+        name = f"{split}-{i:06d}.jpg"
+        width, height = _thumbnail(opened.folder, split, i, table.column("image")[i].as_py(), out / name)
+        k = int(cols["label"][i])
+        items.append(
+            ReviewItem(
+                split=split,
+                index=i,
+                label=k,
+                class_name=_label_name(names, k, imagenet_labels),
+                score=float(score or 0.0),
+                present=present,
+                failed=failed,
+                borderline=borderline,
+                boxes=json.loads(cols[BOXES][i]) if cols[BOXES][i] else [],
+                reviewed=reviewed,
+                width=width,
+                height=height,
+                src=f"{rel_prefix}/review/{name}",
+                audit=audit,
+                near_duplicate=near,
+                similarity=None if cols[SIMILARITY][i] is None else float(cols[SIMILARITY][i]),
+                nearest=str(cols[NEAREST][i] or ""),
+            )
+        )
+    return items
+
+
+def _thumbnail(folder: Path, split: str, i: int, cell: dict[str, Any], path: Path) -> tuple[int, int]:
+    """Write the row's image as a JPEG thumbnail at `path`; (width, height) of the image itself."""
+    from PIL import Image
+
+    what = f"split '{split}' row {i}'s image in '{folder}'"
+    if cell.get("bytes") is not None:
+        data = cell["bytes"]
+    else:  # a path read from the table stays inside the dataset folder
+        data = inside(folder, cell.get("path") or "", what).read_bytes()
+    with untrusted.open_image(data, what) as im:  # refused by name over the size limit
+        im = im.convert("RGB")
+        width, height = im.size
+        im.thumbnail((THUMB, THUMB), Image.Resampling.LANCZOS)
+        im.save(path, format="JPEG", quality=85)
+    return width, height
 
 
 def _audit_rows(audit: Any) -> set[tuple[str, int]]:
@@ -270,8 +286,6 @@ def review_section(review: Review, apply_command: str) -> str:
 def audit_queue(review: Review) -> str:
     """The audit queue: the random sample of `spurbench verify --audit N`, apart from the disputed images and shown
     without the detector's score or boxes; empty when the set has no audit sample."""
-    from spurbench.verification import audit_line
-
     items = sorted((it for it in review.items if it.audit), key=lambda it: (it.label, it.split, it.index))
     if not items:
         return ""

@@ -55,3 +55,13 @@ def run(args: argparse.Namespace) -> int:
             f"name the source to import, one of: {known}; e.g. `spurbench import <source> DIR --out DIR`"
         )
     return int(args._import_run(args) or 0)
+
+
+def add_out_argument(parser: argparse.ArgumentParser) -> None:
+    """Every importer's --out."""
+    parser.add_argument(
+        "--out",
+        required=True,
+        metavar="DIR",
+        help="dataset folder to write (a new folder, or a spurbench dataset folder, which is replaced whole)",
+    )

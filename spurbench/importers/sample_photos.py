@@ -12,6 +12,7 @@ import argparse
 
 from spurbench import imagenet
 from spurbench.dataset import DEFAULT_SPLIT, DatasetCard, encode_image, write_dataset
+from spurbench.importers import add_out_argument
 
 BUILDER = "sample_photos"
 
@@ -104,12 +105,7 @@ def import_samples(out: str) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--out",
-        required=True,
-        metavar="DIR",
-        help="dataset folder to write (a new folder, or a spurbench dataset folder, which is replaced whole)",
-    )
+    add_out_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:

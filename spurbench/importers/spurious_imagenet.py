@@ -28,6 +28,7 @@ from spurbench import imagenet
 from spurbench import spurious_imagenet as release
 from spurbench.dataset import DEFAULT_SPLIT, IMAGE_SUFFIXES, DatasetCard, encode_image, write_dataset
 from spurbench.errors import SpurbenchError
+from spurbench.importers import add_out_argument
 
 BUILDER = "spurious_imagenet"
 
@@ -145,12 +146,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="the unpacked release (holding images/<class folders>); with --download, where to download and unpack it",
     )
-    parser.add_argument(
-        "--out",
-        required=True,
-        metavar="DIR",
-        help="dataset folder to write (a new folder, or a spurbench dataset folder, which is replaced whole)",
-    )
+    add_out_argument(parser)
     parser.add_argument(
         "--download",
         action="store_true",

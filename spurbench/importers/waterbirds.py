@@ -18,12 +18,12 @@ stops the import with one line and leaves --out as it was.
 from __future__ import annotations
 
 import argparse
-import csv
 from pathlib import Path
 
-from spurbench.dataset import DatasetCard, encode_image, write_dataset
+from spurbench.dataset import DatasetCard, encode_image, read_csv_lines, write_dataset
 from spurbench.errors import SpurbenchError
 from spurbench.files import inside
+from spurbench.importers import add_out_argument
 
 LABEL_SET = "waterbirds"
 LABEL_NAMES = ("landbird", "waterbird")
@@ -48,20 +48,16 @@ def read_metadata(root: Path) -> list[dict]:
         raise SpurbenchError(
             f"'{root}' has no metadata.csv; give the Waterbirds folder (the one holding metadata.csv and the image folders)"
         )
-    try:
-        with open(meta, newline="") as fh:
-            reader = csv.DictReader(fh)
-            header = reader.fieldnames or []
-            missing = [c for c in REQUIRED if c not in header]
-            if missing:
-                raise SpurbenchError(
-                    f"'{meta}' lacks column(s) {', '.join(missing)}; a Waterbirds metadata.csv has {', '.join(REQUIRED)} (and img_id, place_filename)"
-                )
-            raw = list(reader)
-    except (UnicodeDecodeError, csv.Error) as err:
-        raise SpurbenchError(
+    raw = read_csv_lines(
+        meta,
+        REQUIRED,
+        lambda missing: SpurbenchError(
+            f"'{meta}' lacks column(s) {', '.join(missing)}; a Waterbirds metadata.csv has {', '.join(REQUIRED)} (and img_id, place_filename)"
+        ),
+        lambda err: SpurbenchError(
             f"cannot parse '{meta}' as CSV ({err.__class__.__name__}: {err}); restore the original metadata.csv"
-        ) from None
+        ),
+    )
     if not raw:
         raise SpurbenchError(f"'{meta}' has a header but no rows; restore the original metadata.csv")
     rows = []
@@ -153,12 +149,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "folder", metavar="DIR", help="the Waterbirds folder holding metadata.csv and the images it names"
     )
-    parser.add_argument(
-        "--out",
-        required=True,
-        metavar="DIR",
-        help="dataset folder to write (a new folder, or a spurbench dataset folder, which is replaced whole)",
-    )
+    add_out_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
