@@ -193,6 +193,18 @@ def _row_for(row: Mapping[str, Any], column_names: Iterable[str], num_labels: in
     return out
 
 
+def cell_bytes(folder: str | Path, cell: Mapping[str, Any] | None, what: str) -> bytes | None:
+    """An image cell's encoded bytes: embedded, or read from the file its path names inside `folder` (a path read
+    from a table never leads out of the dataset: `files.inside`); None for a cell with neither."""
+    from spurbench.files import inside
+
+    if cell and cell.get("bytes") is not None:
+        return cell["bytes"]
+    if not cell or not cell.get("path"):
+        return None
+    return inside(folder, cell["path"], what).read_bytes()
+
+
 def image_columns(feats: Any) -> list[str]:
     """The columns of `feats` (a `datasets.Features`) holding images; just `image` for a plain list of names."""
     from datasets import Image

@@ -56,10 +56,6 @@ SEGMENTERS: dict[str, ModelSpec] = {}
 DETECTOR_FAMILIES = ("owlv2", "grounding-dino")
 
 
-def _register(registry: dict[str, ModelSpec], spec: ModelSpec) -> None:
-    registry[spec.name] = spec
-
-
 def detector_spec(name: str) -> ModelSpec:
     try:
         return DETECTORS[name]
@@ -481,51 +477,49 @@ _TINY_VERSION = "v2"
 # - OWLv2 0.1: the score threshold of transformers' Owlv2 post-processing and of the model card's example
 #   (OWL-ViT's own demo uses the same).
 # - Grounding DINO 0.35: the box threshold of the Grounding DINO authors' README demo (box 0.35, text 0.25).
-_register(
-    DETECTORS,
-    ModelSpec(
-        "owlv2",
-        "owlv2",
-        "google/owlv2-base-patch16-ensemble",
-        "cfd3195ba4ea9592eec887ded089f4c08eff231d",
-        0.1,
-        "transformers' Owlv2 post-processing default and the model card's example (threshold=0.1)",
-    ),
+DETECTORS.update(
+    (spec.name, spec)
+    for spec in (
+        ModelSpec(
+            "owlv2",
+            "owlv2",
+            "google/owlv2-base-patch16-ensemble",
+            "cfd3195ba4ea9592eec887ded089f4c08eff231d",
+            0.1,
+            "transformers' Owlv2 post-processing default and the model card's example (threshold=0.1)",
+        ),
+        ModelSpec(
+            "grounding-dino",
+            "grounding-dino",
+            "IDEA-Research/grounding-dino-tiny",
+            "a2bb814dd30d776dcf7e30523b00659f4f141c71",
+            0.35,
+            "the Grounding DINO authors' README demo (box_threshold=0.35, text_threshold=0.25)",
+        ),
+        ModelSpec(
+            "tiny",
+            "owlv2",
+            None,
+            None,
+            0.1,
+            "OWLv2's default; the tiny model's scores mean nothing (plumbing only)",
+            builder=make_tiny_owlv2,
+        ),
+        ModelSpec(
+            "tiny-grounding-dino",
+            "grounding-dino",
+            None,
+            None,
+            0.35,
+            "Grounding DINO's default; the tiny model's scores mean nothing (plumbing only)",
+            builder=make_tiny_grounding_dino,
+        ),
+    )
 )
-_register(
-    DETECTORS,
-    ModelSpec(
-        "grounding-dino",
-        "grounding-dino",
-        "IDEA-Research/grounding-dino-tiny",
-        "a2bb814dd30d776dcf7e30523b00659f4f141c71",
-        0.35,
-        "the Grounding DINO authors' README demo (box_threshold=0.35, text_threshold=0.25)",
-    ),
+SEGMENTERS.update(
+    (spec.name, spec)
+    for spec in (
+        ModelSpec("sam", "sam", "facebook/sam-vit-base", "70c1a07f894ebb5b307fd9eaaee97b9dfc16068f"),
+        ModelSpec("tiny", "sam", None, None, builder=make_tiny_sam),
+    )
 )
-_register(
-    DETECTORS,
-    ModelSpec(
-        "tiny",
-        "owlv2",
-        None,
-        None,
-        0.1,
-        "OWLv2's default; the tiny model's scores mean nothing (plumbing only)",
-        builder=make_tiny_owlv2,
-    ),
-)
-_register(
-    DETECTORS,
-    ModelSpec(
-        "tiny-grounding-dino",
-        "grounding-dino",
-        None,
-        None,
-        0.35,
-        "Grounding DINO's default; the tiny model's scores mean nothing (plumbing only)",
-        builder=make_tiny_grounding_dino,
-    ),
-)
-_register(SEGMENTERS, ModelSpec("sam", "sam", "facebook/sam-vit-base", "70c1a07f894ebb5b307fd9eaaee97b9dfc16068f"))
-_register(SEGMENTERS, ModelSpec("tiny", "sam", None, None, builder=make_tiny_sam))

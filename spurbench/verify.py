@@ -37,7 +37,6 @@ from typing import Any
 from spurbench import dataset as ds_contract
 from spurbench import untrusted
 from spurbench.errors import SpurbenchError
-from spurbench.files import inside
 from spurbench.verification import (
     AUDIT_KEY,
     BOX_FLOOR,
@@ -203,12 +202,10 @@ class _Split:
         return f"row {row} of split '{self.name}' of '{self.folder}'"
 
     def _bytes(self, row: int, cell: Mapping[str, Any] | None) -> bytes:
-        if cell and cell.get("bytes") is not None:
-            return cell["bytes"]
-        if not cell or not cell.get("path"):
+        data = ds_contract.cell_bytes(self.folder, cell, f"the image of {self.what(row)}")
+        if data is None:
             raise SpurbenchError(f"{self.what(row)} has no image (null); remove the row or rebuild the dataset")
-        # a path read from the table stays inside the dataset folder
-        return inside(self.folder, cell["path"], f"the image of {self.what(row)}").read_bytes()
+        return data
 
     def digest(self, row: int) -> str:
         """sha256 of the row's image bytes (what finds an image again in another version of the set)."""

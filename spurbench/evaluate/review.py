@@ -24,7 +24,6 @@ from spurbench import dataset as ds_contract
 from spurbench import imagenet, untrusted
 from spurbench.errors import SpurbenchError
 from spurbench.evaluate.page_common import publish_page
-from spurbench.files import inside
 from spurbench.verification import (
     AUDIT_KEY,
     BOXES,
@@ -172,16 +171,14 @@ def _split_items(
     return items
 
 
-def _thumbnail(folder: Path, split: str, i: int, cell: dict[str, Any], path: Path) -> tuple[int, int]:
+def _thumbnail(folder: Path, split: str, i: int, cell: dict[str, Any] | None, path: Path) -> tuple[int, int]:
     """Write the row's image as a JPEG thumbnail at `path`; (width, height) of the image itself."""
     from PIL import Image
 
     what = f"split '{split}' row {i}'s image in '{folder}'"
-    if cell.get("bytes") is not None:
-        data = cell["bytes"]
-    else:  # a path read from the table stays inside the dataset folder
-        data = inside(folder, cell.get("path") or "", what).read_bytes()
-    with untrusted.open_image(data, what) as im:  # refused by name over the size limit
+    with untrusted.open_image(
+        ds_contract.cell_bytes(folder, cell, what) or b"", what
+    ) as im:  # refused by name over the size limit
         im = im.convert("RGB")
         width, height = im.size
         im.thumbnail((THUMB, THUMB), Image.Resampling.LANCZOS)
