@@ -330,12 +330,10 @@ def _detect_split(
     split: _Split, detector, queries: Mapping[int, list[str]], batch_size: int, bar, cache: DetectionCache
 ) -> tuple[list[float], list[list]]:
     """(score, boxes) of every row: from the cache where known, else from the detector (cached as it goes)."""
-
     from spurbench import detection
 
     labels = split.column("label")
-    scores: list[float] = []
-    boxes: list[list] = []
+    found_rows: list[tuple[float, list]] = []
     chunk = max(batch_size * 4, 32)  # decode a few batches at a time, never the whole split
     for start in range(0, len(split), chunk):
         stop = min(len(split), start + chunk)
@@ -359,12 +357,9 @@ def _detect_split(
                 detector, images, [queries[int(labels[start + j])] for j in todo], batch_size=batch_size, progress=False
             )
             cache.add([(keys[j], d.score, d.to_json()[:BOXES_KEPT]) for j, d in zip(todo, found)])
-        for key in keys:
-            score, b = cache.entries[key]
-            scores.append(score)
-            boxes.append(b)
+        found_rows += [cache.entries[key] for key in keys]
         bar.update(stop - start)
-    return scores, boxes
+    return [score for score, _ in found_rows], [b for _, b in found_rows]
 
 
 def _card_section(record: Mapping[str, Any], kind: str) -> str:
@@ -573,9 +568,6 @@ def verify_dataset(
 ) -> dict[str, Any]:
     """Check a dataset and write it again to `out` with the verification columns; returns the card's record.
 
-    The steps: read the dataset and check it and --out; choose the detector and threshold (a verified set keeps its
-    own unless asked); detect the object in every checked image (or keep the stored scores); record decisions; write
-    the dataset with the card's verification record.
     Everything that can be wrong with the inputs (splits, columns, labels, decisions file, detector
     name, threshold) is checked before any model runs, and nothing is written unless all of it passes.
     `cache`: a JSON-lines file of detections already made (see DetectionCache), for resumable runs; None: a hidden

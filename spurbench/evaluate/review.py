@@ -36,6 +36,7 @@ from spurbench.verification import (
     SIMILARITY,
     audit_line,
     failed_check,
+    is_verified,
 )
 
 THUMB = 256  # longest side of a review thumbnail (shown at 160 px)
@@ -125,7 +126,7 @@ def _split_items(
 ) -> list[ReviewItem]:
     """The split's images to review (failed, borderline, decided, audited or near-duplicate), thumbnails in `out`."""
     table, feats = opened.table(split)
-    if PRESENT not in table.column_names:
+    if not is_verified(table.column_names):
         return []
     names = list(getattr(feats["label"], "names", []) or [])
     imagenet_labels = names == list(imagenet.wnids()) or not names
