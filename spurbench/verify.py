@@ -232,7 +232,8 @@ class _Split:
 def _check_contract(
     folder: Path, splits: Sequence[_Split], card: ds_contract.DatasetCard | None = None
 ) -> tuple[list[str] | None, str]:
-    """(label names for write_dataset or None for ImageNet-1k, the card's label set); one line on what is wrong."""
+    """(label names for write_dataset or None for ImageNet-1k, the card's label set); one line on what is wrong
+    (columns, label names, the card's label set, a row's label)."""
     from spurbench import imagenet
 
     card = card if card is not None else ds_contract.read_card(folder)
@@ -259,6 +260,13 @@ def _check_contract(
         raise SpurbenchError(
             f"dataset '{folder}' card names label set {card.label_set!r} but its `label` column has {len(names)} names; fix the card"
         )
+    n = len(names)
+    for s in splits:  # a query is built per label: every row's label must be one of the set's classes
+        for i, k in enumerate(s.column("label")):
+            if k is None or not 0 <= int(k) < n:
+                raise SpurbenchError(
+                    f"{s.what(i)} has label {k}, not one of the set's {n} classes (0..{n - 1}); fix or remove the row"
+                )
     return (None if is_imagenet else names), card.label_set
 
 
@@ -468,7 +476,6 @@ def _read_source(
     data = [_Split(opened, n) for n in names]
     card = opened.card()
     label_names, _ = _check_contract(folder, data, card)
-    _check_labels(data, label_names)
     previous = dict(card.provenance.get(CARD_KEY) or {})
     return _Source(
         opened=opened,
@@ -480,19 +487,6 @@ def _read_source(
         previous=previous,
         verified=bool(previous) and all(is_verified(s.columns) for s in data),
     )
-
-
-def _check_labels(data: Sequence[_Split], label_names: Sequence[str] | None) -> None:
-    """One line naming the first row whose label is not one of the set's classes (a query is built per label)."""
-    from spurbench import imagenet
-
-    n = len(label_names) if label_names is not None else imagenet.NUM_CLASSES
-    for s in data:
-        for i, k in enumerate(s.column("label")):
-            if k is None or not 0 <= int(k) < n:
-                raise SpurbenchError(
-                    f"{s.what(i)} has label {k}, not one of the set's {n} classes (0..{n - 1}); fix or remove the row"
-                )
 
 
 def _threshold(spec, threshold: float | None, threshold_source: str | None, previous: Mapping[str, Any], name: str):
