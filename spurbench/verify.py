@@ -133,9 +133,7 @@ def decided_images(folder: str | Path) -> dict[str, str]:
             return {}
         decisions = s.column(REVIEWED)
         if any(decisions):
-            for digest, d in zip(s.image_digests(), decisions):
-                if d:
-                    out[digest] = d
+            out.update((digest, d) for digest, d in zip(s.image_digests(), decisions) if d)
     return out
 
 
