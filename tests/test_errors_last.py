@@ -1,0 +1,126 @@
+"""The last one-line errors no other test triggered: each through the path a user (or a damaged file) reaches it by,
+asserting the message and that nothing the user had was lost."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from test_leaderboard_intervals import BOARD_DATASET, _entry
+from test_leaderboard_intervals import board as intervals_board  # noqa: F401 (a fixture)
+from test_waterbirds import make_waterbirds_tree
+
+from spurbench.classifiers import ClassifierSpec, create_classifier
+from spurbench.cli import main
+from spurbench.errors import SpurbenchError
+from spurbench.evaluate import leaderboard as lb
+from spurbench.importers import waterbirds
+
+
+@pytest.fixture()
+def two_class(tmp_path, monkeypatch):
+    """A Waterbirds-style set (label set of 2 classes) and a 2-class timm test_resnet's weights file."""
+    import timm
+    from safetensors.torch import save_file
+
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf"))
+    data = waterbirds.import_waterbirds(make_waterbirds_tree(tmp_path / "src"), tmp_path / "wb")
+    torch.manual_seed(0)
+    model = timm.create_model("test_resnet", pretrained=False, num_classes=2)
+    weights = tmp_path / "two.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
+    return data, weights
+
+
+def _eval(data, weights, board, *extra):
+    return main(
+        ["eval", "--model", "test_resnet", "--weights", str(weights), "--dataset", str(data), "--split", "train"]
+        + ["--leaderboard", str(board), "--workers", "0", *extra]
+    )
+
+
+def test_class_subset_on_a_set_with_its_own_label_set_is_one_line(two_class, tmp_path, capsys):
+    data, weights = two_class
+    board = tmp_path / "board" / "leaderboard.json"
+    assert _eval(data, weights, board, "--class-subset", "spurious-imagenet") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith(
+        "spurbench eval: error: cannot score 'test_resnet+two': --class-subset names ImageNet classes, but dataset"
+    )
+    assert "label set 'waterbirds'; drop --class-subset" in err
+    assert not board.exists()
+
+
+def test_a_loaded_classifier_with_another_head_size_is_one_line(two_class, tmp_path):
+    """The Python API takes an already loaded classifier: its head is checked against the set's label set."""
+    import timm
+    from safetensors.torch import save_file
+
+    from spurbench.evaluate.entry import evaluate
+
+    data, _ = two_class
+    weights = tmp_path / "thousand.safetensors"
+    save_file(timm.create_model("test_resnet", pretrained=False).state_dict(), str(weights))
+    clf = create_classifier(ClassifierSpec("test_resnet", weights={"file": str(weights)}), "cpu")
+    with pytest.raises(
+        SpurbenchError,
+        match=r"classifier 'test_resnet' has 1000 outputs but dataset .* is "
+        r"labelled with label set 'waterbirds' \(2 classes\); score it with a classifier of that label",
+    ):
+        evaluate(clf, data, split="train", workers=0)
+
+
+def test_a_hub_model_with_a_local_weights_file_offline_is_one_line(tmp_path):
+    """timm needs a hf-hub: model's config from the Hub even when the weights are local: offline that is one line."""
+    weights = tmp_path / "w.safetensors"
+    weights.write_bytes(b"not read: the model cannot be built first")
+    with pytest.raises(
+        SpurbenchError,
+        match=r"cannot build 'hf-hub:timm/resnet18.a1_in1k' \(.*\); a hf-hub: model "
+        r"needs its config from the Hub, so offline use a plain timm architecture name with --weights",
+    ):
+        create_classifier(ClassifierSpec("hf-hub:timm/resnet18.a1_in1k", weights={"file": str(weights)}), "cpu")
+
+
+def test_compare_of_entries_on_disjoint_rows_and_without_predictions_is_one_line(intervals_board, capsys):  # noqa: F811 (the fixture)
+    path, hits = intervals_board
+    early = _entry(path.parent, "early", hits["convnext"], with_intervals=False, indices=np.arange(100))
+    late = _entry(path.parent, "late", hits["convnext"], with_intervals=False, indices=np.arange(100, 200))
+    blind = _entry(path.parent, "blind", hits["convnext"])
+    blind["predictions"] = None  # an entry recorded without its per-image file (an older board, the Python API)
+    for e in (early, late, blind):
+        lb.record_entry(path, BOARD_DATASET, e)
+    before = {f: f.read_bytes() for f in path.parent.rglob("*") if f.is_file()}
+    for names, message in (
+        (["early", "late"], "'early' and 'late' share no scored rows"),
+        (["blind", "early"], "entry 'blind' has no predictions file; re-run `spurbench eval` for it"),
+    ):
+        assert main(["leaderboard", "--leaderboard", str(path), "--compare", *names]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and err.endswith(message), err
+    assert {f: f.read_bytes() for f in path.parent.rglob("*") if f.is_file()} == before
+
+
+def test_a_board_on_a_full_disk_is_one_line_and_left_as_it_was(intervals_board, monkeypatch):  # noqa: F811 (the fixture)
+    """A disk that fills up (or a store that turns read-only) under a running record: the OSError of taking the
+    lock is one line and the board is left as it was. A full disk cannot be made here, so the lock's acquire is
+    made to fail the way the OS fails it (test_hostile_store's read-only case runs only as a non-root user)."""
+    import errno
+
+    from filelock import FileLock
+
+    path, hits = intervals_board
+    before = {f: f.read_bytes() for f in path.parent.rglob("*") if f.is_file()}
+
+    def full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(FileLock, "acquire", full)
+    for call in (
+        lambda: lb.export(path),
+        lambda: lb.record_entry(path, BOARD_DATASET, _entry(path.parent, "late", hits["convnext"])),
+    ):
+        with pytest.raises(SpurbenchError, match=r"cannot write the leaderboard in '.*' \(No space left on device\); "):
+            call()
+    assert {f: f.read_bytes() for f in path.parent.rglob("*") if f.is_file() and f.name != "late.csv"} == before
