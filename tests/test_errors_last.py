@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from test_leaderboard import DATASET, make_entry, write_csv
 from test_leaderboard_intervals import BOARD_DATASET, _entry
 from test_leaderboard_intervals import board as intervals_board  # noqa: F401 (a fixture)
 from test_waterbirds import make_waterbirds_tree
@@ -124,3 +125,64 @@ def test_a_board_on_a_full_disk_is_one_line_and_left_as_it_was(intervals_board, 
         with pytest.raises(SpurbenchError, match=r"cannot write the leaderboard in '.*' \(No space left on device\); "):
             call()
     assert {f: f.read_bytes() for f in path.parent.rglob("*") if f.is_file() and f.name != "late.csv"} == before
+
+
+def test_a_page_of_predictions_that_do_not_match_the_dataset_is_one_line(photo_dataset, tmp_path, capsys):
+    """A board whose per-image file names other labels than the dataset it was scored on (edited, or copied
+    from another set with the same fingerprint): the page refuses it instead of marking the wrong images."""
+    from spurbench.dataset import open_dataset_folder
+
+    labels = np.array(photo_dataset.labels)
+    info = {
+        **DATASET,
+        "id": str(photo_dataset.path),
+        "fingerprint": open_dataset_folder(photo_dataset.path).fingerprint("test"),
+        "num_images": len(labels),
+        "classes": sorted(set(labels.tolist())),
+    }
+    path = tmp_path / "lb" / "leaderboard.json"
+    rel = write_csv(path.parent, "shifted", np.zeros(len(labels), bool), labels=labels + 1)
+    lb.record_entry(path, info, make_entry("shifted", 0.0, None, rel))
+    out = tmp_path / "site"
+    assert main(["leaderboard", "--leaderboard", str(path), "--format", "html", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert "predictions of 'shifted' do not match split 'test' of " in err and "at image 0; pass the dataset" in err
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_a_vision_language_model_that_is_no_dual_encoder_is_one_line(tmp_path):
+    """A tiny LLaVA (a vision tower and a language model: text and vision configs, like CLIP's) saved with
+    save_pretrained: it cannot score classes zero-shot, and says so in one line."""
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
+
+    from spurbench.tiny_models import tiny_clip_tokenizer
+
+    folder = tmp_path / "tiny-llava"
+    tokenizer = tiny_clip_tokenizer(tmp_path, model_max_length=77)
+    vocab = len(tokenizer.get_vocab())
+    vision = CLIPVisionConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=8
+    )
+    text = LlamaConfig(
+        vocab_size=vocab + 1, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2
+    )
+    torch.manual_seed(0)
+    LlavaForConditionalGeneration(
+        LlavaConfig(vision_config=vision, text_config=text, image_token_index=vocab)
+    ).save_pretrained(folder)
+    image_processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=8).save_pretrained(folder)
+    with pytest.raises(
+        SpurbenchError,
+        match=r"'transformers:.*tiny-llava' \(LlavaModel\) has no get_text_features / get_image_features; only dual "
+        "encoders like CLIP and SigLIP are scored zero-shot",
+    ):
+        create_classifier(ClassifierSpec(model=f"transformers:{folder}"))
