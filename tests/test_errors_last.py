@@ -3,6 +3,9 @@ asserting the message and that nothing the user had was lost."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -186,3 +189,56 @@ def test_a_vision_language_model_that_is_no_dual_encoder_is_one_line(tmp_path):
         "encoders like CLIP and SigLIP are scored zero-shot",
     ):
         create_classifier(ClassifierSpec(model=f"transformers:{folder}"))
+
+
+def test_build_without_the_builder_stack_is_one_line(tmp_path):
+    """`spurbench build` where accelerate cannot be imported (a plain `pip install spurbench`): one line naming
+    the extra to install, before anything is written. Run in a subprocess, which blocks the import."""
+    out = tmp_path / "out"
+    code = (
+        "import sys; sys.modules['accelerate'] = None\n"
+        "from spurbench.cli import main\n"
+        f"raise SystemExit(main(['build', '--recipe', 'smoke', '--out', {str(out)!r}]))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    err = proc.stderr.strip().splitlines()
+    assert err == [
+        "spurbench build: error: `spurbench build` needs the builder stack (accelerate is missing); install it with: "
+        'pip install "spurbench[build]"'
+    ]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_two_mixed_precisions_in_one_process_is_one_line():
+    """Accelerate fixes its state at the first Accelerator of a process: a second fine-tune in the same process
+    (a notebook) with another mixed precision is one line. In a subprocess, so this process's state stays."""
+    code = (
+        "from spurbench.errors import SpurbenchError\n"
+        "from spurbench.generate.dreambooth import make_accelerator\n"
+        "make_accelerator('no')\n"
+        "try:\n    make_accelerator('bf16')\n"
+        "except SpurbenchError as err:\n    print(err)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("cannot use mixed_precision 'bf16' in this process: "), proc.stdout
+    assert proc.stdout.rstrip().endswith(
+        "; pass the same mixed precision everywhere or create one Accelerator and pass it in"
+    )
+
+
+def test_export_of_classes_another_process_did_not_finish_is_one_line(tmp_path, monkeypatch, capsys):
+    """The main process exports once every process has finished its classes; when one has not (its process died
+    in a multi-process build) the export refuses in one line. Several processes cannot run here, so the class
+    stage is replaced by one that finishes nothing, which is what the main process then finds."""
+    from spurbench.generate import stages
+
+    monkeypatch.setattr(stages, "build_classes", lambda ctx, state: None)
+    out = tmp_path / "out"
+    assert main(["build", "--recipe", "smoke", "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("spurbench build: error: classes ") and "are not finished in '" in err
+    assert err.endswith("; re-run the same command to finish them")
+    assert not out.exists()
