@@ -242,3 +242,30 @@ def test_export_of_classes_another_process_did_not_finish_is_one_line(tmp_path, 
     assert err.startswith("spurbench build: error: classes ") and "are not finished in '" in err
     assert err.endswith("; re-run the same command to finish them")
     assert not out.exists()
+
+
+def test_a_split_that_changes_while_it_is_read_is_one_line(photo_dataset, tmp_path, monkeypatch):
+    """Another process rewrites a shard while spurbench reads the split: the rows read may be half old, half new,
+    so the read is refused in one line. The writer is simulated by touching the shard as the reader finishes."""
+    import os
+    import shutil
+
+    from spurbench import dataset as ds
+
+    folder = tmp_path / "photos"
+    shutil.copytree(photo_dataset.path, folder)
+    real = ds._read_table
+
+    def read_then_rewritten(folder_, split, files):
+        got = real(folder_, split, files)
+        st = files[0].stat()
+        os.utime(files[0], ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+        return got
+
+    monkeypatch.setattr(ds, "_read_table", read_then_rewritten)
+    with pytest.raises(
+        SpurbenchError, match=r"dataset '.*photos' split 'test' changed while it was being read; wait for whatever"
+    ):
+        ds.read_split(folder, "test")
+    monkeypatch.setattr(ds, "_read_table", real)
+    assert len(ds.read_split(folder, "test")[0]) == len(photo_dataset.labels)  # read again once it is still
