@@ -269,3 +269,24 @@ def test_a_split_that_changes_while_it_is_read_is_one_line(photo_dataset, tmp_pa
         ds.read_split(folder, "test")
     monkeypatch.setattr(ds, "_read_table", real)
     assert len(ds.read_split(folder, "test")[0]) == len(photo_dataset.labels)  # read again once it is still
+
+
+def test_a_shift_row_naming_a_reference_photo_that_is_not_there_is_one_line(tmp_path):
+    """A damaged shift set: its test rows name reference rows past the end of the reference split."""
+    import timm
+    from safetensors.torch import save_file
+    from test_shift_eval import SHIFT_PHOTOS, _shift_set
+
+    from spurbench.evaluate.entry import evaluate
+
+    folder = _shift_set(tmp_path, reference_offset=len(SHIFT_PHOTOS))
+    weights = tmp_path / "w.safetensors"
+    save_file(timm.create_model("test_resnet", pretrained=False).state_dict(), str(weights))
+    before = {f: f.read_bytes() for f in folder.rglob("*") if f.is_file()}
+    with pytest.raises(
+        SpurbenchError,
+        match=rf"dataset '.*shift' row 0 names reference_index {len(SHIFT_PHOTOS)}, but split 'reference' has "
+        rf"{len(SHIFT_PHOTOS)} rows; the set is damaged: rebuild or re-export it",
+    ):
+        evaluate(ClassifierSpec("test_resnet", weights={"file": str(weights)}), folder, workers=0)
+    assert {f: f.read_bytes() for f in folder.rglob("*") if f.is_file()} == before
