@@ -290,3 +290,21 @@ def test_a_shift_row_naming_a_reference_photo_that_is_not_there_is_one_line(tmp_
     ):
         evaluate(ClassifierSpec("test_resnet", weights={"file": str(weights)}), folder, workers=0)
     assert {f: f.read_bytes() for f in folder.rglob("*") if f.is_file()} == before
+
+
+def test_eval_results_of_a_board_without_headline_values_is_one_line(tmp_path, capsys):
+    """A board whose entries carry no value for the set's headline metrics (a hand-made board, or one recorded
+    before they were): nothing to export, said in one line, nothing written."""
+    path = tmp_path / "lb" / "leaderboard.json"
+    e = make_entry("m", 0.5, None, write_csv(path.parent, "m", np.ones(12, bool)))
+    e["metrics"]["spurious_rate"] = None
+    lb.record_entry(path, {**DATASET, "id": "org/toy"}, e)
+    before = {f: f.read_bytes() for f in path.parent.rglob("*") if f.is_file()}
+    out = tmp_path / "results"
+    assert main(["leaderboard", "--leaderboard", str(path), "--format", "eval-results", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == [
+        "spurbench leaderboard: error: no entry has a value for the dataset's headline metrics; nothing to write"
+    ]
+    assert not out.exists()
+    assert {f: f.read_bytes() for f in path.parent.rglob("*") if f.is_file()} == before
