@@ -97,7 +97,8 @@ def _photo(name: str) -> np.ndarray:
     return sample_photo(name)
 
 
-def _shift_set(root: Path) -> Path:
+def _shift_set(root: Path, reference_offset: int = 0) -> Path:
+    """A shift set of real photos; `reference_offset` moves every test row's reference_index (a damaged set)."""
     from spurbench.dataset import DatasetCard, write_dataset
 
     def row(img, k, source, **extra):
@@ -131,7 +132,7 @@ def _shift_set(root: Path) -> Path:
                     weather="dry" if shift_name in ("plain", "gray") else "wet",
                     init_image=guide,
                     init_box=[4, 4, 20, 20],
-                    reference_index=r,
+                    reference_index=r + reference_offset,
                 )
             )
     from datasets import Image as ImageFeature
