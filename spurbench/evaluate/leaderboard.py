@@ -473,11 +473,15 @@ def _board_from_index(path: Path, index: Mapping[str, Any], wanted: set[str] | N
             raise _invalid(efile, f"holds model {printable(entry['model'][:200])!r}, the index names it for another")
         _check_paths(entry, path.parent, efile, "its entry")
         entries.append(entry)
-    board = {k: v for k, v in index.items() if k not in ("entries", "export", "board")}
-    board["entries"] = entries
+    board = {**_index_head(index), "entries": entries}
     if wanted is not None:
         board["num_entries"] = len(index["entries"])
     return board  # type: ignore[return-value]
+
+
+def _index_head(index: Mapping[str, Any]) -> dict[str, Any]:
+    """The board's fields an index holds, without its entry rows and the store's own bookkeeping."""
+    return {k: v for k, v in index.items() if k not in ("entries", "export", "board")}
 
 
 def _entry_text(entry: Mapping[str, Any]) -> tuple[str, str]:
@@ -800,12 +804,7 @@ def record_entry(
     costs nothing on a big board). Raises SpurbenchError (nothing written) on a refusal.
     """
     path = Path(path)
-    if not isinstance(dataset.get("fingerprint"), str) or not dataset["fingerprint"]:
-        raise ValueError("dataset must carry its 'fingerprint'")
-    if not isinstance(entry.get("model"), str) or not entry["model"]:
-        raise ValueError("entry must carry a 'model' name")
-    if not isinstance(entry.get("metrics"), Mapping):
-        raise ValueError("entry must carry 'metrics'")
+    _check_record_args(dataset, entry)
     _precheck(path, dataset)
     with _transaction(path) as tx:
         tx.check_dataset(dataset)
@@ -826,30 +825,47 @@ def record_entry(
         if row["predictions"]:
             written.append(hitstore.hits_relpath(row["predictions"]))
         tx.folder.check_replaceable(*written)
-        for i, r in enumerate(rows):
-            if r["model"] == new_entry["model"]:
-                rows[i] = row  # keep its place: re-scoring replaces
-                break
-        else:
-            rows.append(row)
+        _place_row(rows, row)
         board, stale = tx.prepare_export(new_entry)
         # writes: files under names no committed entry uses, then the commit
         new_files = {f"{STORE_DIR}/{rel}": text.encode()}
         if csv_payload is not None:
             new_files[row["predictions"]] = csv_payload
         _write_batch(tx.folder, new_files)
-        hit_files: dict[str, bytes] = {}
-        tx.index["consistency"] = _jsonable(
-            hitstore.update(path.parent, {"dataset": tx.index["dataset"], "entries": rows}, hit_files)
-        )
-        _write_batch(tx.folder, hit_files)
+        _update_consistency(tx, path)
         tx.commit(board, stale)
-        if full:
-            if board is not None:
-                return {**board, "consistency": tx.index["consistency"]}
-            return _board_from_index(path, tx.index)
-        out = {k: v for k, v in tx.index.items() if k not in ("entries", "export", "board")}
-        return {**out, "entries": [new_entry], "num_entries": len(rows)}  # type: ignore[return-value]
+        if not full:
+            return {**_index_head(tx.index), "entries": [new_entry], "num_entries": len(rows)}  # type: ignore[return-value]
+        if board is not None:
+            return {**board, "consistency": tx.index["consistency"]}
+        return _board_from_index(path, tx.index)
+
+
+def _check_record_args(dataset: Mapping[str, Any], entry: Mapping[str, Any]) -> None:
+    """A caller's mistake (not bad input): what `record_entry` needs to be given."""
+    if not isinstance(dataset.get("fingerprint"), str) or not dataset["fingerprint"]:
+        raise ValueError("dataset must carry its 'fingerprint'")
+    if not isinstance(entry.get("model"), str) or not entry["model"]:
+        raise ValueError("entry must carry a 'model' name")
+    if not isinstance(entry.get("metrics"), Mapping):
+        raise ValueError("entry must carry 'metrics'")
+
+
+def _place_row(rows: list[dict[str, Any]], row: dict[str, Any]) -> None:
+    """Re-scoring replaces the model's row in its place; a new model goes last."""
+    for i, r in enumerate(rows):
+        if r["model"] == row["model"]:
+            rows[i] = row
+            return
+    rows.append(row)
+
+
+def _update_consistency(tx: _Transaction, path: Path) -> None:
+    """The consistency over the rows as they will be committed, from the hit store (reading only new CSVs)."""
+    hit_files: dict[str, bytes] = {}
+    board = {"dataset": tx.index["dataset"], "entries": tx.index["entries"]}
+    tx.index["consistency"] = _jsonable(hitstore.update(path.parent, board, hit_files))
+    _write_batch(tx.folder, hit_files)
 
 
 def _write_batch(folder: WrittenFolder, payloads: Mapping[str, bytes]) -> None:
@@ -905,8 +921,7 @@ def record_failure(path: str | Path, dataset: Mapping[str, Any], failure: Mappin
         tx.folder.check_replaceable(f"{STORE_DIR}/index.json")
         board, stale = tx.prepare_export()
         tx.commit(board, stale)
-        out = {k: v for k, v in tx.index.items() if k not in ("entries", "export", "board")}
-        return {**out, "entries": [], "num_entries": len(tx.index["entries"])}  # type: ignore[return-value]
+        return {**_index_head(tx.index), "entries": [], "num_entries": len(tx.index["entries"])}  # type: ignore[return-value]
 
 
 def already_scored(board: Mapping[str, Any], model: str, probe: Mapping[str, Any]) -> bool:
@@ -1183,61 +1198,63 @@ def to_markdown(board: Mapping[str, Any]) -> str:
     if len(groups) > 1:
         lines += [GROUPS_NOTE, ""]
     for g in groups:
-        if len(groups) > 1:
-            lines += [f"### Group {g['id']}: {g['description']} ({len(g['entries'])} model(s))", ""]
-        lines.append(
-            shift.RANKING_NOTE
-            if g["ranked_by"] == shift.RANKED_BY
-            else "Ranked by spurious score AP (higher = less reliance on spurious features)."
-            if g["ranked_by"] == "spurious_score_ap"
-            else "Ranked by spurious rate (macro top-1; lower = fooled less often)."
-        )
-        lines.append("")
-        shown = shown_with_intervals(g)
-        lines += shift.ranking_table(shown, _fmt) if g["ranked_by"] == shift.RANKED_BY else _ranking_table(shown)
-        lines.append("")
-    lines += [uncertainty.method_note(board["entries"]), ""]
-    lines.pop()
+        lines += _markdown_group(g, len(groups) > 1)
+    lines.append(uncertainty.method_note(board["entries"]))
     lines += validity.control_markdown(board["entries"])  # the lift over the control split, when scored
     lines += validity.transfer_markdown(board["entries"])  # a mined set: held-out models' transfer
-    c = board.get("consistency")
-    is_shift = board_kind(board) == "shift"
-    if c:
-        n_models = len(c.get("models") or [])
-        half = math.ceil(n_models / 2)
-        lines += ["", f"## Consistency across {n_models} classifier(s), {_fmt(c.get('num_images'))} images", ""]
-        failed = "wrong" if is_shift else "fooled"  # a shift set's failure is a wrong prediction
-        lines.append(
-            f"| all {failed} | at least half (>= {half} of {n_models}) | mean pairwise Cohen's kappa | Fleiss' kappa |"
-        )
-        lines.append("|---:|---:|---:|---:|")
-        lines.append(
-            "| "
-            + " | ".join(
-                _fmt(c.get(k)) + _consistency_interval(c, k)
-                for k in ("all_fooled_rate", "at_least_half_rate", "mean_pairwise_kappa", "fleiss_kappa")
-            )
-            + " |"
-        )
-        if c.get("intervals"):
-            lines += [
-                "",
-                "Intervals: 95 % percentile bootstrap over classes (1,000 resamples, seed 0) on the images every "
-                "model scored; each model is counted once (its canonical entry).",
-            ]
-        if c.get("pairwise_kappa"):
-            lines += ["", "| pair | Cohen's kappa |", "|---|---:|"]
-            lines += [f"| {_fmt(pair)} | {_fmt(k)} |" for pair, k in c["pairwise_kappa"].items()]
-        lines.append("")
-        lines.append(
-            "Kappa is n/a where it is undefined (every rating the same). "
-            + (shift.CONSISTENCY_NOTE if is_shift else "Fooled = top-1 is the image's label.")
-        )
-        if c.get("note"):
-            lines += ["", f"Note: {c['note']}."]
-        for model, why in (c.get("excluded") or {}).items():
-            lines += ["", f"Left out of the consistency: {_fmt(model)}: {why}"]
+    if board.get("consistency"):
+        lines += _markdown_consistency(board["consistency"], board_kind(board) == "shift")
     return "\n".join(lines) + "\n"
+
+
+#: how a group is ranked, in the md's words
+_RANKING_NOTES = {
+    shift.RANKED_BY: shift.RANKING_NOTE,
+    "spurious_score_ap": "Ranked by spurious score AP (higher = less reliance on spurious features).",
+    "spurious_rate": "Ranked by spurious rate (macro top-1; lower = fooled less often).",
+}
+
+
+def _markdown_group(g: Mapping[str, Any], several: bool) -> list[str]:
+    """One comparable group: its heading (when there are several), how it is ranked, its table."""
+    lines = [f"### Group {g['id']}: {g['description']} ({len(g['entries'])} model(s))", ""] if several else []
+    is_shift = g["ranked_by"] == shift.RANKED_BY
+    return [*lines, _RANKING_NOTES[g["ranked_by"]], "", *_ranking_table(shown_with_intervals(g), is_shift), ""]
+
+
+def _markdown_consistency(c: Mapping[str, Any], is_shift: bool) -> list[str]:
+    """The consistency summary: the four figures (with their intervals), the pairwise kappas, the notes."""
+    n_models = len(c.get("models") or [])
+    half = math.ceil(n_models / 2)
+    failed = "wrong" if is_shift else "fooled"  # a shift set's failure is a wrong prediction
+    figures = ("all_fooled_rate", "at_least_half_rate", "mean_pairwise_kappa", "fleiss_kappa")
+    lines = [
+        "",
+        f"## Consistency across {n_models} classifier(s), {_fmt(c.get('num_images'))} images",
+        "",
+        f"| all {failed} | at least half (>= {half} of {n_models}) | mean pairwise Cohen's kappa | Fleiss' kappa |",
+        "|---:|---:|---:|---:|",
+        "| " + " | ".join(_fmt(c.get(k)) + _consistency_interval(c, k) for k in figures) + " |",
+    ]
+    if c.get("intervals"):
+        lines += [
+            "",
+            "Intervals: 95 % percentile bootstrap over classes (1,000 resamples, seed 0) on the images every "
+            "model scored; each model is counted once (its canonical entry).",
+        ]
+    if c.get("pairwise_kappa"):
+        lines += ["", "| pair | Cohen's kappa |", "|---|---:|"]
+        lines += [f"| {_fmt(pair)} | {_fmt(k)} |" for pair, k in c["pairwise_kappa"].items()]
+    lines.append("")
+    lines.append(
+        "Kappa is n/a where it is undefined (every rating the same). "
+        + (shift.CONSISTENCY_NOTE if is_shift else "Fooled = top-1 is the image's label.")
+    )
+    if c.get("note"):
+        lines += ["", f"Note: {c['note']}."]
+    for model, why in (c.get("excluded") or {}).items():
+        lines += ["", f"Left out of the consistency: {_fmt(model)}: {why}"]
+    return lines
 
 
 def rank_intervals_of(group: Mapping[str, Any]) -> list[tuple[int, int]] | None:
@@ -1274,34 +1291,39 @@ def shown_with_intervals(group: Mapping[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def _ranking_table(entries: Sequence[Mapping[str, Any]]) -> list[str]:
+#: the headline columns of a spurious set's md ranking table, under these titles
+_SPURIOUS_CELLS = (
+    "spurious_rate",
+    "spurious_rate_micro",
+    "spurious_rate_top5",
+    "mean_target_prob",
+    "spurious_score_ap",
+    "spurious_score_auroc",
+)
+_SPURIOUS_TITLES = "spurious rate | micro | top-5 | mean p_k | AP | AUROC"
+
+
+def _ranking_table(entries: Sequence[Mapping[str, Any]], is_shift: bool) -> list[str]:
+    """The md ranking table of one group (a shift set's headline columns from `shift`)."""
+    titles = shift.TABLE_TITLES if is_shift else _SPURIOUS_TITLES
     lines = [
-        "| rank | model | spurious rate | micro | top-5 | mean p_k | AP | AUROC | images | params | img/s | preprocessing | 95 % rank |",
+        f"| rank | model | {titles} | images | params | img/s | preprocessing | 95 % rank |",
         "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
     for rank, e in enumerate(entries, 1):
         m = e["metrics"]
-        lines.append(
-            "| "
-            + " | ".join(
-                [
-                    str(rank),
-                    _fmt(e["model"] + validity.mark(e)),
-                    _fmt(m.get("spurious_rate")),
-                    _fmt(m.get("spurious_rate_micro")),
-                    _fmt(m.get("spurious_rate_top5")),
-                    _fmt(m.get("mean_target_prob")),
-                    _fmt(m.get("spurious_score_ap")),
-                    _fmt(m.get("spurious_score_auroc")),
-                    _fmt(m.get("num_images")),
-                    _fmt(e.get("num_params")),
-                    _fmt(e.get("images_per_second"), 1),
-                    _fmt(e.get("preprocessing", "timm")),
-                    str(e.get("rank_interval", "n/a")),
-                ]
-            )
-            + " |"
-        )
+        headline = shift.table_cells(e, _fmt) if is_shift else [_fmt(m.get(k)) for k in _SPURIOUS_CELLS]
+        cells = [
+            str(rank),
+            _fmt(e["model"] + validity.mark(e)),
+            *headline,
+            _fmt(m.get("num_images")),
+            _fmt(e.get("num_params")),
+            _fmt(e.get("images_per_second"), 1),
+            _fmt(e.get("preprocessing", "timm")),
+            str(e.get("rank_interval", "n/a")),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 
