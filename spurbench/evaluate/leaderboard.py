@@ -1270,11 +1270,7 @@ def with_interval(entry: Mapping[str, Any], metric: str, digits: int = 3) -> str
     if value is None:
         return "n/a"
     ci = uncertainty.entry_interval(entry, metric)
-    return (
-        f"{_fmt(value, digits)} [{_fmt(ci[0], digits)}, {_fmt(ci[1], digits)}]"
-        if ci
-        else f"{_fmt(value, digits)} [n/a]"
-    )
+    return f"{_fmt(value, digits)} " + (f"[{_fmt(ci[0], digits)}, {_fmt(ci[1], digits)}]" if ci else "[n/a]")
 
 
 def shown_with_intervals(group: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -1371,6 +1367,10 @@ def _read_hits(path: Path, e: Mapping[str, Any]) -> dict[str, np.ndarray]:
     return predictions_csv.read_predictions(inside(path.parent, rel, f"leaderboard '{path}'"))
 
 
+#: the per-image columns a spurious entry's paired intervals are recomputed from
+_HITS = ("fooled_top1", "fooled_top5", "target_prob")
+
+
 def compare(path: str | Path, board: Mapping[str, Any], name_a: str, name_b: str) -> str:
     """Two entries on the rows both scored: each headline figure's difference (A - B) with its paired-bootstrap
     95 % interval (the same resamples for both), and an exact McNemar test on their per-image top-1 hits."""
@@ -1392,17 +1392,13 @@ def compare(path: str | Path, board: Mapping[str, Any], name_a: str, name_b: str
         for k in headline:
             ra, rb = uncertainty.entry_replicates(a, k), uncertainty.entry_replicates(b, k)
             rows.append((k, a["metrics"].get(k), b["metrics"].get(k), None if ra is None or rb is None else ra - rb))
-    elif (
-        kind != "shift" and "fooled_top5" in pa and "fooled_top5" in pb and "target_prob" in pa and "target_prob" in pb
-    ):
+    elif kind != "shift" and all(c in p for p in (pa, pb) for c in _HITS):
         method = uncertainty.Method(unit="class")  # recomputed on the shared rows, classes resampled alike
         how = f"{method.resamples} paired resamples of classes over the shared rows, seed {method.seed}"
         labels = pa["label"][ia]
-        _, reps_a = uncertainty.spurious_replicates(
-            labels, pa["fooled_top1"][ia], pa["fooled_top5"][ia], pa["target_prob"][ia], method=method
-        )
-        _, reps_b = uncertainty.spurious_replicates(
-            labels, pb["fooled_top1"][ib], pb["fooled_top5"][ib], pb["target_prob"][ib], method=method
+        reps_a, reps_b = (
+            uncertainty.spurious_replicates(labels, *(p[c][i] for c in _HITS), method=method)[1]
+            for p, i in ((pa, ia), (pb, ib))
         )
         ea, eb = metrics_on(labels, pa, ia), metrics_on(labels, pb, ib)
         rows += [(k, ea[k], eb[k], reps_a[k] - reps_b[k]) for k in headline if k in ea]
