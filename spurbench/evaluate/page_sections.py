@@ -76,90 +76,60 @@ def _model_column() -> _Column:
     return _Column("model", "model", "timm model name", "text", esc, lambda e: e.get("model", "") + validity.mark(e))
 
 
-def _columns(entries: Sequence[Mapping[str, Any]]) -> list[_Column]:
-    def metric(name: str):
-        return lambda e: (e.get("metrics") or {}).get(name)
+def _metric(key: str, title: str, help: str, fmt: Any = fmt_pct) -> _Column:
+    """A numeric column of the entries' `metrics`."""
+    return _Column(key, title, help, "num", fmt, lambda e: (e.get("metrics") or {}).get(key))
 
+
+def _columns(entries: Sequence[Mapping[str, Any]]) -> list[_Column]:
     if shift.is_shift_entries(entries):
-        return _shift_columns(metric)
-    cols = [
-        _Column("rank", "#", "rank on this leaderboard", "num", lambda v: str(v), None),
+        return _shift_columns()
+    scores = [
+        _metric(
+            "spurious_score_ap",
+            "spurious score AP",
+            "average precision of p(k) separating real class-k images (positives) from the spurious ones; higher is better",
+            fmt_num,
+        ),
+        _metric(
+            "spurious_score_auroc",
+            "AUROC",
+            "area under the ROC curve of the same separation; higher is better",
+            fmt_num,
+        ),
+    ]
+    return [
+        _Column("rank", "#", "rank on this leaderboard", "num", str, None),
         _model_column(),
-        _Column(
+        _metric(
             "spurious_rate",
             "spurious rate",
             "fraction of images of class k predicted as k (top-1), mean over classes; lower is better",
-            "num",
-            fmt_pct,
-            metric("spurious_rate"),
         ),
-        _Column(
-            "spurious_rate_micro",
-            "micro",
-            "top-1 spurious rate pooled over all images",
-            "num",
-            fmt_pct,
-            metric("spurious_rate_micro"),
+        _metric("spurious_rate_micro", "micro", "top-1 spurious rate pooled over all images"),
+        _metric(
+            "spurious_rate_top5", "top-5", "fraction of images of class k with k among the top 5, mean over classes"
         ),
-        _Column(
-            "spurious_rate_top5",
-            "top-5",
-            "fraction of images of class k with k among the top 5, mean over classes",
-            "num",
-            fmt_pct,
-            metric("spurious_rate_top5"),
-        ),
-        _Column(
+        _metric(
             "mean_target_prob",
             "mean p(k)",
             "mean probability of the class the image is spurious for, mean over classes",
-            "num",
-            lambda v: fmt_num(v, 3),
-            metric("mean_target_prob"),
+            fmt_num,
         ),
+        *(c for c in scores if any(is_num(c.get(e)) for e in entries)),  # only when some entry has the score
+        *_run_columns(),
     ]
-    if any(is_num((e.get("metrics") or {}).get("spurious_score_ap")) for e in entries):
-        cols.append(
-            _Column(
-                "spurious_score_ap",
-                "spurious score AP",
-                "average precision of p(k) separating real class-k images (positives) from the spurious ones; higher is better",
-                "num",
-                lambda v: fmt_num(v, 3),
-                metric("spurious_score_ap"),
-            )
-        )
-    if any(is_num((e.get("metrics") or {}).get("spurious_score_auroc")) for e in entries):
-        cols.append(
-            _Column(
-                "spurious_score_auroc",
-                "AUROC",
-                "area under the ROC curve of the same separation; higher is better",
-                "num",
-                lambda v: fmt_num(v, 3),
-                metric("spurious_score_auroc"),
-            )
-        )
-    cols += _run_columns()
-    return cols
 
 
-def _shift_columns(metric) -> list[_Column]:
+def _shift_columns() -> list[_Column]:
     """The ranking columns of a shift set (accuracy; evaluate/shift.py)."""
-
-    def worst(e: Mapping[str, Any]) -> Any:
-        return (e.get("metrics") or {}).get("worst_group_accuracy")
-
     return [
-        _Column("rank", "#", "rank on this leaderboard (by worst-group accuracy)", "num", lambda v: str(v), None),
+        _Column("rank", "#", "rank on this leaderboard (by worst-group accuracy)", "num", str, None),
         _model_column(),
-        _Column(
+        _metric(
             "worst_group_accuracy",
             "worst group",
             "top-1 accuracy on the group (e.g. background) where the model does worst; higher is better",
-            "num",
-            fmt_pct,
-            worst,
         ),
         _Column(
             "worst_group",
@@ -169,39 +139,15 @@ def _shift_columns(metric) -> list[_Column]:
             esc,
             lambda e: worst_names(e.get("metrics") or {}),
         ),
-        _Column(
-            "mean_group_accuracy",
-            "mean group",
-            "top-1 accuracy averaged over the groups",
-            "num",
-            fmt_pct,
-            metric("mean_group_accuracy"),
-        ),
-        _Column("accuracy", "accuracy", "top-1 accuracy over all images", "num", fmt_pct, metric("accuracy")),
-        _Column(
-            "accuracy_top5",
-            "top-5",
-            "fraction of images whose class is among the top 5",
-            "num",
-            fmt_pct,
-            metric("accuracy_top5"),
-        ),
-        _Column(
+        _metric("mean_group_accuracy", "mean group", "top-1 accuracy averaged over the groups"),
+        _metric("accuracy", "accuracy", "top-1 accuracy over all images"),
+        _metric("accuracy_top5", "top-5", "fraction of images whose class is among the top 5"),
+        _metric(
             "reference_accuracy",
             "reference",
             "top-1 accuracy on the reference photos the scored images were made from, image by image (else the whole reference split)",
-            "num",
-            fmt_pct,
-            metric("reference_accuracy"),
         ),
-        _Column(
-            "accuracy_drop",
-            "drop",
-            "reference accuracy minus accuracy (positive: the shift hurts)",
-            "num",
-            fmt_pct,
-            metric("accuracy_drop"),
-        ),
+        _metric("accuracy_drop", "drop", "reference accuracy minus accuracy (positive: the shift hurts)"),
         *_run_columns(),
     ]
 
@@ -278,7 +224,7 @@ def _ranking_columns(entries: Sequence[Mapping[str, Any]], grouped: bool) -> lis
                 "group",
                 "entries are ranked only within a group scored alike (same images, same preprocessing)",
                 "num",
-                lambda v: str(v),
+                str,
                 None,
             ),
         )
