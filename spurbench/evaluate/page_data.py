@@ -23,13 +23,6 @@ from spurbench.evaluate.page_common import (
 from spurbench.files import inside
 
 
-def _load_board(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    from spurbench.evaluate.leaderboard import load_leaderboard, ranked_entries
-
-    board = load_leaderboard(path)
-    return board, list(ranked_entries(board))
-
-
 def _find_dataset(
     board: Mapping[str, Any], leaderboard_path: Path, dataset_folder: str | Path | None
 ) -> tuple[OpenDataset | None, str]:
@@ -179,9 +172,10 @@ def _mark(
 
 def gather(leaderboard_path: Path, out_dir: Path, dataset_folder: str | Path | None, images_dir: Path) -> PageData:
     """Everything the page shows: the ranked board and, when its dataset is here, the images marked by the panel."""
-    from spurbench.evaluate.leaderboard import board_kind
+    from spurbench.evaluate.leaderboard import board_kind, load_leaderboard, ranked_entries
 
-    board, entries = _load_board(leaderboard_path)
+    board = load_leaderboard(leaderboard_path)
+    entries = ranked_entries(board)
     info = board.get("dataset") or {}
     consistency = board.get("consistency") or {}
     names = [e.get("model") for e in entries]
