@@ -79,6 +79,9 @@ MAX_ENTRY_BYTES = 16 << 20
 #: characters of strings a dataset's block (its card's provenance) may expand to when copied into a board
 MAX_CARD_CHARS = 1 << 20
 
+#: the canonical entry's preprocessing and precision (hub_results exports that group as the set's result)
+DEFAULT_PREPROCESSING, DEFAULT_PRECISION = "timm", "float32"
+
 _SLUG = re.compile(r"[^A-Za-z0-9._-]")
 
 
@@ -326,12 +329,17 @@ def load_leaderboard(path: str | Path, models: Iterable[str] | None = None) -> B
             continue
     else:
         raise _invalid(_index_path(path), "names entry files that do not exist")
-    data = _read_json(path, MAX_BOARD_BYTES)
-    board = empty_board() if data is None else _validate(data, path)
+    board = _read_board(path) or empty_board()
     if wanted is not None:
         board["num_entries"] = len(board["entries"])  # type: ignore[typeddict-unknown-key]
         board["entries"] = [e for e in board["entries"] if e["model"] in wanted]
     return board
+
+
+def _read_board(path: Path) -> Board | None:
+    """The board in the one JSON file at `path` (schema 1, or an export), checked; None when there is none."""
+    data = _read_json(path, MAX_BOARD_BYTES)
+    return None if data is None else _validate(data, path)
 
 
 def board_exists(path: str | Path) -> bool:
@@ -642,11 +650,9 @@ def _precheck(path: Path, dataset: Mapping[str, Any]) -> None:
     _check_card(dataset)
     board = _read_index(path)
     if board is None:
-        data = _read_json(path, MAX_BOARD_BYTES)
-        if data is None:
-            return
-        board = _validate(data, path)
-    _check_dataset(path, board, dataset)
+        board = _read_board(path)
+    if board is not None:
+        _check_dataset(path, board, dataset)
 
 
 @dataclass
@@ -722,10 +728,9 @@ def _transaction(path: Path) -> Iterator[_Transaction]:
 def _migrate(path: Path, folder: WrittenFolder) -> dict[str, Any]:
     """The index of a board that has no store yet: built from `leaderboard.json` (schema 1, or an export)
     when there is one, entry by entry and unchanged, and committed; else an empty index (not written)."""
-    data = _read_json(path, MAX_BOARD_BYTES)
-    if data is None:
+    board = _read_board(path)
+    if board is None:
         return {**{k: v for k, v in empty_board().items() if k != "entries"}, "entries": [], "export": False}
-    board = _validate(data, path)
     index: dict[str, Any] = {k: v for k, v in board.items() if k != "entries"}
     index["schema_version"] = SCHEMA_VERSION
     index["entries"], files = [], {}
@@ -966,10 +971,6 @@ def rows_identity(
     }
 
 
-#: the canonical entry's preprocessing and precision (hub_results exports that group as the set's result)
-DEFAULT_PREPROCESSING, DEFAULT_PRECISION = "timm", "float32"
-
-
 def _not_canonical(entry: Mapping[str, Any], ds: Mapping[str, Any]) -> str | None:
     """Why an entry is not in the canonical group (None: it may be): the rows, preprocessing or precision."""
     rows, m = entry.get("rows") or {}, entry.get("metrics") or {}
@@ -1040,8 +1041,8 @@ def comparability_key(entry: Mapping[str, Any], dataset: Mapping[str, Any] | Non
         (dataset or {}).get("fingerprint"),
         rows.get("split") or (dataset or {}).get("split"),
         ident,
-        str(entry.get("preprocessing") or "timm"),
-        str(entry.get("precision") or "float32"),
+        str(entry.get("preprocessing") or DEFAULT_PREPROCESSING),
+        str(entry.get("precision") or DEFAULT_PRECISION),
         positives,
         m.get("group_by"),
         (entry.get("class_subset") or {}).get("sha256"),
@@ -1121,7 +1122,7 @@ def comparable_groups(board: Mapping[str, Any]) -> list[dict[str, Any]]:
         first = members[0]
         prep, precision, positives = key[3], key[4], key[5]
         text = (f"{validity.APART_NOTE}, " if built else "") + f"{prep} preprocessing, {describe_rows(first, ds)}"
-        if precision != "float32":
+        if precision != DEFAULT_PRECISION:
             text += f", {precision}"
         if positives:
             text += f", positives {positives[0]} ({_fmt(positives[1])} images)"
