@@ -1091,20 +1091,19 @@ def _by_score(entries: Sequence[Mapping[str, Any]]) -> bool:
     return bool(entries) and all(e["metrics"].get("spurious_score_ap") is not None for e in entries)
 
 
-def _rank(entries: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Best first: by `spurious_score_ap` descending when every entry has it, else by `spurious_rate`
-    ascending (entries without one last). Ties by spurious rate, then by model name."""
-
-    def rate(e: Mapping[str, Any]) -> float:
-        r = e["metrics"].get("spurious_rate")
-        return math.inf if r is None else float(r)
-
-    if shift.is_shift_entries(entries):  # shift sets: worst-group accuracy, higher first
+def _rank(entries: Sequence[Mapping[str, Any]], ranked_by: str) -> list[dict[str, Any]]:
+    """Best first by the group's figure (`_ranked_by`): a shift set's by `shift.rank`; `spurious_score_ap`
+    descending, else `spurious_rate` ascending (entries without one last). Ties by spurious rate, then by name."""
+    if ranked_by == shift.RANKED_BY:
         return shift.rank(entries)
-    if _by_score(entries):
-        key = lambda e: (-float(e["metrics"]["spurious_score_ap"]), rate(e), e["model"])  # noqa: E731
-    else:
-        key = lambda e: (rate(e), e["model"])  # noqa: E731
+
+    def key(e: Mapping[str, Any]) -> tuple:
+        r = e["metrics"].get("spurious_rate")
+        rate = math.inf if r is None else float(r)
+        if ranked_by == "spurious_score_ap":
+            return (-float(e["metrics"]["spurious_score_ap"]), rate, e["model"])
+        return (rate, e["model"])
+
     return sorted(entries, key=key)  # type: ignore[arg-type]
 
 
@@ -1119,7 +1118,7 @@ def comparable_groups(board: Mapping[str, Any]) -> list[dict[str, Any]]:
         groups.setdefault((comparability_key(e, ds), validity.apart(e)), []).append(e)
     out = []
     for i, ((key, built), members) in enumerate(sorted(groups.items(), key=lambda kv: (kv[0][1], -len(kv[1])))):
-        first = members[0]
+        first, ranked_by = members[0], _ranked_by(members)
         prep, precision, positives = key[3], key[4], key[5]
         text = (f"{validity.APART_NOTE}, " if built else "") + f"{prep} preprocessing, {describe_rows(first, ds)}"
         if precision != DEFAULT_PRECISION:
@@ -1140,8 +1139,8 @@ def comparable_groups(board: Mapping[str, Any]) -> list[dict[str, Any]]:
                 "rows": first.get("rows"),
                 "positives": positives[0] if positives else None,
                 "description": text,
-                "ranked_by": _ranked_by(members),
-                "entries": _rank(members),
+                "ranked_by": ranked_by,
+                "entries": _rank(members, ranked_by),
             }
         )
     return out

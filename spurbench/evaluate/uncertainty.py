@@ -420,13 +420,7 @@ def shift_replicates(
     n_img = hit1.size
     ref = np.zeros(0) if reference_hits is None or units is not None else np.asarray(reference_hits, np.float64)
     method = method or _shift_method(units)
-    if units is not None:
-        index, n_units = unit_index(units)
-        counts = bootstrap_counts(n_units, method.resamples, method.seed).astype(np.float64)
-    else:
-        strata = np.concatenate([g, np.full(ref.size, len(gnames))])
-        index, n_units = np.arange(strata.size), strata.size
-        counts = stratified_counts(strata, method.resamples, method.seed).astype(np.float64)
+    index, n_units, counts = _shift_counts(units, g, len(gnames), ref.size, method)
     img = index[:n_img]
     n_g = len(gnames)
     cell = img * n_g + g  # (unit, group) cells: a group's accuracy in a replicate is a ratio of cell sums
@@ -461,6 +455,19 @@ def shift_replicates(
         reps["reference_accuracy"] = _ratio(counts[:, rows] @ ref, counts[:, rows].sum(axis=1))
         reps["accuracy_drop"] = reps["reference_accuracy"] - reps["accuracy"]
     return index, list(gnames), reps | {f"group:{name}": per_group[:, j] for j, name in enumerate(gnames)}
+
+
+def _shift_counts(
+    units: Any | None, g: np.ndarray, n_groups: int, n_ref: int, method: Method
+) -> tuple[np.ndarray, int, np.ndarray]:
+    """(each row's unit, the number of units, counts float[B, units]): source photos drawn whole, else the images
+    within their group and the `n_ref` reference images (after them) within a stratum of their own."""
+    if units is not None:
+        index, n_units = unit_index(units)
+        return index, n_units, bootstrap_counts(n_units, method.resamples, method.seed).astype(np.float64)
+    strata = np.concatenate([g, np.full(n_ref, n_groups)])
+    counts = stratified_counts(strata, method.resamples, method.seed).astype(np.float64)
+    return np.arange(strata.size), strata.size, counts
 
 
 def _shift_method(units: Any | None, resamples: int = DEFAULT_RESAMPLES, seed: int = DEFAULT_SEED) -> Method:
