@@ -663,17 +663,6 @@ class _Transaction:
     index: dict[str, Any]
     folder: WrittenFolder
 
-    def check_dataset(self, dataset: Mapping[str, Any]) -> None:
-        held = self.index["dataset"]
-        _check_dataset(self.path, self.index, dataset)
-        if held is None or not self.index["entries"]:
-            self.index["dataset"] = _jsonable(dataset)
-
-    def drop_failure(self, model: str, fingerprint: str) -> None:
-        self.index["failures"] = [
-            f for f in self.index["failures"] if f.get("model") != model and f.get("fingerprint") == fingerprint
-        ]
-
     def prepare_export(self, replacing: Mapping[str, Any] | None = None) -> tuple[Board | None, bool]:
         """Before any write: (the whole board for the export while it has at most EXPORT_MAX_ENTRIES entries,
         else None; whether an export this store wrote must go), and the export checked replaceable. A missing
@@ -709,9 +698,12 @@ class _Transaction:
 
 
 @contextlib.contextmanager
-def _transaction(path: Path) -> Iterator[_Transaction]:
+def _transaction(path: Path, dataset: Mapping[str, Any] | None = None, model: str = "") -> Iterator[_Transaction]:
     """Lock the board, read (or migrate) its index, clean what killed records left: every record's skeleton. A
-    refusal raised inside happens before anything is written."""
+    refusal raised inside happens before anything is written. A record (`dataset` given) is checked first without
+    the lock (`_precheck`), then under it, and a failure recorded for `model` on that dataset is dropped."""
+    if dataset is not None:
+        _precheck(path, dataset)
     try:
         with _lock(path):
             folder = _written_folder(path)
@@ -720,6 +712,15 @@ def _transaction(path: Path) -> Iterator[_Transaction]:
                 index = _migrate(path, folder)
             else:
                 _remove_unreferenced(folder, index)
+            if dataset is not None:
+                held = index["dataset"]
+                _check_dataset(path, index, dataset)
+                if held is None or not index["entries"]:
+                    index["dataset"] = _jsonable(dataset)
+                fingerprint = dataset["fingerprint"]
+                index["failures"] = [
+                    f for f in index["failures"] if f.get("model") != model and f.get("fingerprint") == fingerprint
+                ]
             yield _Transaction(path, index, folder)
     except OSError as err:
         raise _unwritable(path, err) from None
@@ -810,10 +811,7 @@ def record_entry(
     """
     path = Path(path)
     _check_record_args(dataset, entry)
-    _precheck(path, dataset)
-    with _transaction(path) as tx:
-        tx.check_dataset(dataset)
-        tx.drop_failure(entry["model"], dataset["fingerprint"])
+    with _transaction(path, dataset, entry["model"]) as tx:
         rows = tx.index["entries"]
         new_entry = _jsonable(entry)
         csv_payload = None
@@ -918,10 +916,7 @@ def record_failure(path: str | Path, dataset: Mapping[str, Any], failure: Mappin
     """
     path = Path(path)
     new = _jsonable({**failure, "fingerprint": dataset["fingerprint"]})
-    _precheck(path, dataset)
-    with _transaction(path) as tx:
-        tx.check_dataset(dataset)
-        tx.drop_failure(new["model"], dataset["fingerprint"])
+    with _transaction(path, dataset, new["model"]) as tx:
         tx.index["failures"].append(new)
         tx.folder.check_replaceable(f"{STORE_DIR}/index.json")
         board, stale = tx.prepare_export()
