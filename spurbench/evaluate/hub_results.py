@@ -28,6 +28,7 @@ from spurbench.dataset import _HUB_ID, EVAL_TASKS
 from spurbench.errors import SpurbenchError
 from spurbench.evaluate.leaderboard import (
     _not_canonical,
+    board_kind,
     comparable_groups,
     rank_intervals_of,
     slugify,
@@ -62,8 +63,7 @@ def _cell(x: Any) -> Any:
 
 def to_csv(board: Mapping[str, Any]) -> str:
     """The ranked board as timm's results CSV (headline metrics as fractions, as in the JSON)."""
-    kind = str(((board.get("dataset") or {}).get("provenance") or {}).get("kind", "spurious"))
-    columns = CSV_METRICS.get(kind, CSV_METRICS["spurious"])
+    columns = CSV_METRICS.get(board_kind(board), CSV_METRICS["spurious"])
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(
@@ -137,12 +137,11 @@ def eval_results(
     """The Hub evaluation-results items of one entry: one per headline metric it has a value for; a group
     other than the canonical one names itself in the task id (`<task>--group-<key>`)."""
     ds = board.get("dataset") or {}
-    kind = str((ds.get("provenance") or {}).get("kind", "spurious"))
     notes = f"spurbench eval, {group['description']}, split {ds.get('split', 'test')}"
     if entry.get("positives"):
         notes += f", positives {entry['positives']}"
     items = []
-    for task in EVAL_TASKS.get(kind, ()):
+    for task in EVAL_TASKS.get(board_kind(board), ()):
         value = (entry.get("metrics") or {}).get(task)
         if value is None:
             continue
@@ -177,6 +176,25 @@ def _source() -> dict[str, str]:
     return {"name": f"spurbench {spurbench.__version__}", "url": urls[0] if urls else HOMEPAGE}
 
 
+def _chosen_groups(
+    board: Mapping[str, Any], groups: str | list[int], canonical: dict[str, Any] | None
+) -> list[dict[str, Any]]:
+    """The groups `write_eval_results` exports (`groups`: "canonical", "all" or group ids, checked)."""
+    every = comparable_groups(board)
+    if groups == "canonical":
+        return [canonical] if canonical is not None else []
+    if groups == "all":
+        return every
+    ids = {g["id"] for g in every}
+    unknown = sorted(set(groups) - ids)
+    if unknown:
+        raise SpurbenchError(
+            f"--groups {','.join(map(str, unknown))}: the board has groups {', '.join(map(str, sorted(ids)))} "
+            "(see `spurbench leaderboard`)"
+        )
+    return [g for g in every if g["id"] in set(groups)]
+
+
 def write_eval_results(
     board: Mapping[str, Any], out: str | Path, dataset_id: str | None = None, groups: str | list[int] = "canonical"
 ) -> tuple[list[Path], dict[str, str]]:
@@ -196,20 +214,7 @@ def write_eval_results(
         )
     out = Path(out)
     canonical, left_out = canonical_group(board)
-    every = comparable_groups(board)
-    if groups == "canonical":
-        chosen = [canonical] if canonical is not None else []
-    elif groups == "all":
-        chosen = every
-    else:
-        ids = {g["id"] for g in every}
-        unknown = sorted(set(groups) - ids)
-        if unknown:
-            raise SpurbenchError(
-                f"--groups {','.join(map(str, unknown))}: the board has groups {', '.join(map(str, sorted(ids)))} "
-                "(see `spurbench leaderboard`)"
-            )
-        chosen = [g for g in every if g["id"] in set(groups)]
+    chosen = _chosen_groups(board, groups, canonical)
     if not chosen:
         why = "; ".join(f"{m}: {w}" for m, w in list(left_out.items())[:5])
         raise SpurbenchError(

@@ -79,6 +79,9 @@ MAX_ENTRY_BYTES = 16 << 20
 #: characters of strings a dataset's block (its card's provenance) may expand to when copied into a board
 MAX_CARD_CHARS = 1 << 20
 
+#: the canonical entry's preprocessing and precision (hub_results exports that group as the set's result)
+DEFAULT_PREPROCESSING, DEFAULT_PRECISION = "timm", "float32"
+
 _SLUG = re.compile(r"[^A-Za-z0-9._-]")
 
 
@@ -326,12 +329,17 @@ def load_leaderboard(path: str | Path, models: Iterable[str] | None = None) -> B
             continue
     else:
         raise _invalid(_index_path(path), "names entry files that do not exist")
-    data = _read_json(path, MAX_BOARD_BYTES)
-    board = empty_board() if data is None else _validate(data, path)
+    board = _read_board(path) or empty_board()
     if wanted is not None:
         board["num_entries"] = len(board["entries"])  # type: ignore[typeddict-unknown-key]
         board["entries"] = [e for e in board["entries"] if e["model"] in wanted]
     return board
+
+
+def _read_board(path: Path) -> Board | None:
+    """The board in the one JSON file at `path` (schema 1, or an export), checked; None when there is none."""
+    data = _read_json(path, MAX_BOARD_BYTES)
+    return None if data is None else _validate(data, path)
 
 
 def board_exists(path: str | Path) -> bool:
@@ -473,11 +481,15 @@ def _board_from_index(path: Path, index: Mapping[str, Any], wanted: set[str] | N
             raise _invalid(efile, f"holds model {printable(entry['model'][:200])!r}, the index names it for another")
         _check_paths(entry, path.parent, efile, "its entry")
         entries.append(entry)
-    board = {k: v for k, v in index.items() if k not in ("entries", "export", "board")}
-    board["entries"] = entries
+    board = {**_index_head(index), "entries": entries}
     if wanted is not None:
         board["num_entries"] = len(index["entries"])
     return board  # type: ignore[return-value]
+
+
+def _index_head(index: Mapping[str, Any]) -> dict[str, Any]:
+    """The board's fields an index holds, without its entry rows and the store's own bookkeeping."""
+    return {k: v for k, v in index.items() if k not in ("entries", "export", "board")}
 
 
 def _entry_text(entry: Mapping[str, Any]) -> tuple[str, str]:
@@ -638,11 +650,9 @@ def _precheck(path: Path, dataset: Mapping[str, Any]) -> None:
     _check_card(dataset)
     board = _read_index(path)
     if board is None:
-        data = _read_json(path, MAX_BOARD_BYTES)
-        if data is None:
-            return
-        board = _validate(data, path)
-    _check_dataset(path, board, dataset)
+        board = _read_board(path)
+    if board is not None:
+        _check_dataset(path, board, dataset)
 
 
 @dataclass
@@ -652,17 +662,6 @@ class _Transaction:
     path: Path
     index: dict[str, Any]
     folder: WrittenFolder
-
-    def check_dataset(self, dataset: Mapping[str, Any]) -> None:
-        held = self.index["dataset"]
-        _check_dataset(self.path, self.index, dataset)
-        if held is None or not self.index["entries"]:
-            self.index["dataset"] = _jsonable(dataset)
-
-    def drop_failure(self, model: str, fingerprint: str) -> None:
-        self.index["failures"] = [
-            f for f in self.index["failures"] if f.get("model") != model and f.get("fingerprint") == fingerprint
-        ]
 
     def prepare_export(self, replacing: Mapping[str, Any] | None = None) -> tuple[Board | None, bool]:
         """Before any write: (the whole board for the export while it has at most EXPORT_MAX_ENTRIES entries,
@@ -699,9 +698,12 @@ class _Transaction:
 
 
 @contextlib.contextmanager
-def _transaction(path: Path) -> Iterator[_Transaction]:
+def _transaction(path: Path, dataset: Mapping[str, Any] | None = None, model: str = "") -> Iterator[_Transaction]:
     """Lock the board, read (or migrate) its index, clean what killed records left: every record's skeleton. A
-    refusal raised inside happens before anything is written."""
+    refusal raised inside happens before anything is written. A record (`dataset` given) is checked first without
+    the lock (`_precheck`), then under it, and a failure recorded for `model` on that dataset is dropped."""
+    if dataset is not None:
+        _precheck(path, dataset)
     try:
         with _lock(path):
             folder = _written_folder(path)
@@ -710,6 +712,15 @@ def _transaction(path: Path) -> Iterator[_Transaction]:
                 index = _migrate(path, folder)
             else:
                 _remove_unreferenced(folder, index)
+            if dataset is not None:
+                held = index["dataset"]
+                _check_dataset(path, index, dataset)
+                if held is None or not index["entries"]:
+                    index["dataset"] = _jsonable(dataset)
+                fingerprint = dataset["fingerprint"]
+                index["failures"] = [
+                    f for f in index["failures"] if f.get("model") != model and f.get("fingerprint") == fingerprint
+                ]
             yield _Transaction(path, index, folder)
     except OSError as err:
         raise _unwritable(path, err) from None
@@ -718,10 +729,9 @@ def _transaction(path: Path) -> Iterator[_Transaction]:
 def _migrate(path: Path, folder: WrittenFolder) -> dict[str, Any]:
     """The index of a board that has no store yet: built from `leaderboard.json` (schema 1, or an export)
     when there is one, entry by entry and unchanged, and committed; else an empty index (not written)."""
-    data = _read_json(path, MAX_BOARD_BYTES)
-    if data is None:
+    board = _read_board(path)
+    if board is None:
         return {**{k: v for k, v in empty_board().items() if k != "entries"}, "entries": [], "export": False}
-    board = _validate(data, path)
     index: dict[str, Any] = {k: v for k, v in board.items() if k != "entries"}
     index["schema_version"] = SCHEMA_VERSION
     index["entries"], files = [], {}
@@ -800,16 +810,8 @@ def record_entry(
     costs nothing on a big board). Raises SpurbenchError (nothing written) on a refusal.
     """
     path = Path(path)
-    if not isinstance(dataset.get("fingerprint"), str) or not dataset["fingerprint"]:
-        raise ValueError("dataset must carry its 'fingerprint'")
-    if not isinstance(entry.get("model"), str) or not entry["model"]:
-        raise ValueError("entry must carry a 'model' name")
-    if not isinstance(entry.get("metrics"), Mapping):
-        raise ValueError("entry must carry 'metrics'")
-    _precheck(path, dataset)
-    with _transaction(path) as tx:
-        tx.check_dataset(dataset)
-        tx.drop_failure(entry["model"], dataset["fingerprint"])
+    _check_record_args(dataset, entry)
+    with _transaction(path, dataset, entry["model"]) as tx:
         rows = tx.index["entries"]
         new_entry = _jsonable(entry)
         csv_payload = None
@@ -826,30 +828,47 @@ def record_entry(
         if row["predictions"]:
             written.append(hitstore.hits_relpath(row["predictions"]))
         tx.folder.check_replaceable(*written)
-        for i, r in enumerate(rows):
-            if r["model"] == new_entry["model"]:
-                rows[i] = row  # keep its place: re-scoring replaces
-                break
-        else:
-            rows.append(row)
+        _place_row(rows, row)
         board, stale = tx.prepare_export(new_entry)
         # writes: files under names no committed entry uses, then the commit
         new_files = {f"{STORE_DIR}/{rel}": text.encode()}
         if csv_payload is not None:
             new_files[row["predictions"]] = csv_payload
         _write_batch(tx.folder, new_files)
-        hit_files: dict[str, bytes] = {}
-        tx.index["consistency"] = _jsonable(
-            hitstore.update(path.parent, {"dataset": tx.index["dataset"], "entries": rows}, hit_files)
-        )
-        _write_batch(tx.folder, hit_files)
+        _update_consistency(tx, path)
         tx.commit(board, stale)
-        if full:
-            if board is not None:
-                return {**board, "consistency": tx.index["consistency"]}
-            return _board_from_index(path, tx.index)
-        out = {k: v for k, v in tx.index.items() if k not in ("entries", "export", "board")}
-        return {**out, "entries": [new_entry], "num_entries": len(rows)}  # type: ignore[return-value]
+        if not full:
+            return {**_index_head(tx.index), "entries": [new_entry], "num_entries": len(rows)}  # type: ignore[return-value]
+        if board is not None:
+            return {**board, "consistency": tx.index["consistency"]}
+        return _board_from_index(path, tx.index)
+
+
+def _check_record_args(dataset: Mapping[str, Any], entry: Mapping[str, Any]) -> None:
+    """A caller's mistake (not bad input): what `record_entry` needs to be given."""
+    if not isinstance(dataset.get("fingerprint"), str) or not dataset["fingerprint"]:
+        raise ValueError("dataset must carry its 'fingerprint'")
+    if not isinstance(entry.get("model"), str) or not entry["model"]:
+        raise ValueError("entry must carry a 'model' name")
+    if not isinstance(entry.get("metrics"), Mapping):
+        raise ValueError("entry must carry 'metrics'")
+
+
+def _place_row(rows: list[dict[str, Any]], row: dict[str, Any]) -> None:
+    """Re-scoring replaces the model's row in its place; a new model goes last."""
+    for i, r in enumerate(rows):
+        if r["model"] == row["model"]:
+            rows[i] = row
+            return
+    rows.append(row)
+
+
+def _update_consistency(tx: _Transaction, path: Path) -> None:
+    """The consistency over the rows as they will be committed, from the hit store (reading only new CSVs)."""
+    hit_files: dict[str, bytes] = {}
+    board = {"dataset": tx.index["dataset"], "entries": tx.index["entries"]}
+    tx.index["consistency"] = _jsonable(hitstore.update(path.parent, board, hit_files))
+    _write_batch(tx.folder, hit_files)
 
 
 def _write_batch(folder: WrittenFolder, payloads: Mapping[str, bytes]) -> None:
@@ -897,16 +916,12 @@ def record_failure(path: str | Path, dataset: Mapping[str, Any], failure: Mappin
     """
     path = Path(path)
     new = _jsonable({**failure, "fingerprint": dataset["fingerprint"]})
-    _precheck(path, dataset)
-    with _transaction(path) as tx:
-        tx.check_dataset(dataset)
-        tx.drop_failure(new["model"], dataset["fingerprint"])
+    with _transaction(path, dataset, new["model"]) as tx:
         tx.index["failures"].append(new)
         tx.folder.check_replaceable(f"{STORE_DIR}/index.json")
         board, stale = tx.prepare_export()
         tx.commit(board, stale)
-        out = {k: v for k, v in tx.index.items() if k not in ("entries", "export", "board")}
-        return {**out, "entries": [], "num_entries": len(tx.index["entries"])}  # type: ignore[return-value]
+        return {**_index_head(tx.index), "entries": [], "num_entries": len(tx.index["entries"])}  # type: ignore[return-value]
 
 
 def already_scored(board: Mapping[str, Any], model: str, probe: Mapping[str, Any]) -> bool:
@@ -949,10 +964,6 @@ def rows_identity(
         "num_excluded": int(num_excluded),
         "include_unverified": bool(include_unverified),
     }
-
-
-#: the canonical entry's preprocessing and precision (hub_results exports that group as the set's result)
-DEFAULT_PREPROCESSING, DEFAULT_PRECISION = "timm", "float32"
 
 
 def _not_canonical(entry: Mapping[str, Any], ds: Mapping[str, Any]) -> str | None:
@@ -1025,8 +1036,8 @@ def comparability_key(entry: Mapping[str, Any], dataset: Mapping[str, Any] | Non
         (dataset or {}).get("fingerprint"),
         rows.get("split") or (dataset or {}).get("split"),
         ident,
-        str(entry.get("preprocessing") or "timm"),
-        str(entry.get("precision") or "float32"),
+        str(entry.get("preprocessing") or DEFAULT_PREPROCESSING),
+        str(entry.get("precision") or DEFAULT_PRECISION),
         positives,
         m.get("group_by"),
         (entry.get("class_subset") or {}).get("sha256"),
@@ -1075,20 +1086,19 @@ def _by_score(entries: Sequence[Mapping[str, Any]]) -> bool:
     return bool(entries) and all(e["metrics"].get("spurious_score_ap") is not None for e in entries)
 
 
-def _rank(entries: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Best first: by `spurious_score_ap` descending when every entry has it, else by `spurious_rate`
-    ascending (entries without one last). Ties by spurious rate, then by model name."""
-
-    def rate(e: Mapping[str, Any]) -> float:
-        r = e["metrics"].get("spurious_rate")
-        return math.inf if r is None else float(r)
-
-    if shift.is_shift_entries(entries):  # shift sets: worst-group accuracy, higher first
+def _rank(entries: Sequence[Mapping[str, Any]], ranked_by: str) -> list[dict[str, Any]]:
+    """Best first by the group's figure (`_ranked_by`): a shift set's by `shift.rank`; `spurious_score_ap`
+    descending, else `spurious_rate` ascending (entries without one last). Ties by spurious rate, then by name."""
+    if ranked_by == shift.RANKED_BY:
         return shift.rank(entries)
-    if _by_score(entries):
-        key = lambda e: (-float(e["metrics"]["spurious_score_ap"]), rate(e), e["model"])  # noqa: E731
-    else:
-        key = lambda e: (rate(e), e["model"])  # noqa: E731
+
+    def key(e: Mapping[str, Any]) -> tuple:
+        r = e["metrics"].get("spurious_rate")
+        rate = math.inf if r is None else float(r)
+        if ranked_by == "spurious_score_ap":
+            return (-float(e["metrics"]["spurious_score_ap"]), rate, e["model"])
+        return (rate, e["model"])
+
     return sorted(entries, key=key)  # type: ignore[arg-type]
 
 
@@ -1103,10 +1113,10 @@ def comparable_groups(board: Mapping[str, Any]) -> list[dict[str, Any]]:
         groups.setdefault((comparability_key(e, ds), validity.apart(e)), []).append(e)
     out = []
     for i, ((key, built), members) in enumerate(sorted(groups.items(), key=lambda kv: (kv[0][1], -len(kv[1])))):
-        first = members[0]
+        first, ranked_by = members[0], _ranked_by(members)
         prep, precision, positives = key[3], key[4], key[5]
         text = (f"{validity.APART_NOTE}, " if built else "") + f"{prep} preprocessing, {describe_rows(first, ds)}"
-        if precision != "float32":
+        if precision != DEFAULT_PRECISION:
             text += f", {precision}"
         if positives:
             text += f", positives {positives[0]} ({_fmt(positives[1])} images)"
@@ -1124,8 +1134,8 @@ def comparable_groups(board: Mapping[str, Any]) -> list[dict[str, Any]]:
                 "rows": first.get("rows"),
                 "positives": positives[0] if positives else None,
                 "description": text,
-                "ranked_by": _ranked_by(members),
-                "entries": _rank(members),
+                "ranked_by": ranked_by,
+                "entries": _rank(members, ranked_by),
             }
         )
     return out
@@ -1183,61 +1193,63 @@ def to_markdown(board: Mapping[str, Any]) -> str:
     if len(groups) > 1:
         lines += [GROUPS_NOTE, ""]
     for g in groups:
-        if len(groups) > 1:
-            lines += [f"### Group {g['id']}: {g['description']} ({len(g['entries'])} model(s))", ""]
-        lines.append(
-            shift.RANKING_NOTE
-            if g["ranked_by"] == shift.RANKED_BY
-            else "Ranked by spurious score AP (higher = less reliance on spurious features)."
-            if g["ranked_by"] == "spurious_score_ap"
-            else "Ranked by spurious rate (macro top-1; lower = fooled less often)."
-        )
-        lines.append("")
-        shown = shown_with_intervals(g)
-        lines += shift.ranking_table(shown, _fmt) if g["ranked_by"] == shift.RANKED_BY else _ranking_table(shown)
-        lines.append("")
-    lines += [uncertainty.method_note(board["entries"]), ""]
-    lines.pop()
+        lines += _markdown_group(g, len(groups) > 1)
+    lines.append(uncertainty.method_note(board["entries"]))
     lines += validity.control_markdown(board["entries"])  # the lift over the control split, when scored
     lines += validity.transfer_markdown(board["entries"])  # a mined set: held-out models' transfer
-    c = board.get("consistency")
-    is_shift = board_kind(board) == "shift"
-    if c:
-        n_models = len(c.get("models") or [])
-        half = math.ceil(n_models / 2)
-        lines += ["", f"## Consistency across {n_models} classifier(s), {_fmt(c.get('num_images'))} images", ""]
-        failed = "wrong" if is_shift else "fooled"  # a shift set's failure is a wrong prediction
-        lines.append(
-            f"| all {failed} | at least half (>= {half} of {n_models}) | mean pairwise Cohen's kappa | Fleiss' kappa |"
-        )
-        lines.append("|---:|---:|---:|---:|")
-        lines.append(
-            "| "
-            + " | ".join(
-                _fmt(c.get(k)) + _consistency_interval(c, k)
-                for k in ("all_fooled_rate", "at_least_half_rate", "mean_pairwise_kappa", "fleiss_kappa")
-            )
-            + " |"
-        )
-        if c.get("intervals"):
-            lines += [
-                "",
-                "Intervals: 95 % percentile bootstrap over classes (1,000 resamples, seed 0) on the images every "
-                "model scored; each model is counted once (its canonical entry).",
-            ]
-        if c.get("pairwise_kappa"):
-            lines += ["", "| pair | Cohen's kappa |", "|---|---:|"]
-            lines += [f"| {_fmt(pair)} | {_fmt(k)} |" for pair, k in c["pairwise_kappa"].items()]
-        lines.append("")
-        lines.append(
-            "Kappa is n/a where it is undefined (every rating the same). "
-            + (shift.CONSISTENCY_NOTE if is_shift else "Fooled = top-1 is the image's label.")
-        )
-        if c.get("note"):
-            lines += ["", f"Note: {c['note']}."]
-        for model, why in (c.get("excluded") or {}).items():
-            lines += ["", f"Left out of the consistency: {_fmt(model)}: {why}"]
+    if board.get("consistency"):
+        lines += _markdown_consistency(board["consistency"], board_kind(board) == "shift")
     return "\n".join(lines) + "\n"
+
+
+#: how a group is ranked, in the md's words
+_RANKING_NOTES = {
+    shift.RANKED_BY: shift.RANKING_NOTE,
+    "spurious_score_ap": "Ranked by spurious score AP (higher = less reliance on spurious features).",
+    "spurious_rate": "Ranked by spurious rate (macro top-1; lower = fooled less often).",
+}
+
+
+def _markdown_group(g: Mapping[str, Any], several: bool) -> list[str]:
+    """One comparable group: its heading (when there are several), how it is ranked, its table."""
+    lines = [f"### Group {g['id']}: {g['description']} ({len(g['entries'])} model(s))", ""] if several else []
+    is_shift = g["ranked_by"] == shift.RANKED_BY
+    return [*lines, _RANKING_NOTES[g["ranked_by"]], "", *_ranking_table(shown_with_intervals(g), is_shift), ""]
+
+
+def _markdown_consistency(c: Mapping[str, Any], is_shift: bool) -> list[str]:
+    """The consistency summary: the four figures (with their intervals), the pairwise kappas, the notes."""
+    n_models = len(c.get("models") or [])
+    half = math.ceil(n_models / 2)
+    failed = "wrong" if is_shift else "fooled"  # a shift set's failure is a wrong prediction
+    figures = ("all_fooled_rate", "at_least_half_rate", "mean_pairwise_kappa", "fleiss_kappa")
+    lines = [
+        "",
+        f"## Consistency across {n_models} classifier(s), {_fmt(c.get('num_images'))} images",
+        "",
+        f"| all {failed} | at least half (>= {half} of {n_models}) | mean pairwise Cohen's kappa | Fleiss' kappa |",
+        "|---:|---:|---:|---:|",
+        "| " + " | ".join(_fmt(c.get(k)) + _consistency_interval(c, k) for k in figures) + " |",
+    ]
+    if c.get("intervals"):
+        lines += [
+            "",
+            "Intervals: 95 % percentile bootstrap over classes (1,000 resamples, seed 0) on the images every "
+            "model scored; each model is counted once (its canonical entry).",
+        ]
+    if c.get("pairwise_kappa"):
+        lines += ["", "| pair | Cohen's kappa |", "|---|---:|"]
+        lines += [f"| {_fmt(pair)} | {_fmt(k)} |" for pair, k in c["pairwise_kappa"].items()]
+    lines.append("")
+    lines.append(
+        "Kappa is n/a where it is undefined (every rating the same). "
+        + (shift.CONSISTENCY_NOTE if is_shift else "Fooled = top-1 is the image's label.")
+    )
+    if c.get("note"):
+        lines += ["", f"Note: {c['note']}."]
+    for model, why in (c.get("excluded") or {}).items():
+        lines += ["", f"Left out of the consistency: {_fmt(model)}: {why}"]
+    return lines
 
 
 def rank_intervals_of(group: Mapping[str, Any]) -> list[tuple[int, int]] | None:
@@ -1253,11 +1265,7 @@ def with_interval(entry: Mapping[str, Any], metric: str, digits: int = 3) -> str
     if value is None:
         return "n/a"
     ci = uncertainty.entry_interval(entry, metric)
-    return (
-        f"{_fmt(value, digits)} [{_fmt(ci[0], digits)}, {_fmt(ci[1], digits)}]"
-        if ci
-        else f"{_fmt(value, digits)} [n/a]"
-    )
+    return f"{_fmt(value, digits)} " + (f"[{_fmt(ci[0], digits)}, {_fmt(ci[1], digits)}]" if ci else "[n/a]")
 
 
 def shown_with_intervals(group: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -1274,34 +1282,39 @@ def shown_with_intervals(group: Mapping[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def _ranking_table(entries: Sequence[Mapping[str, Any]]) -> list[str]:
+#: the headline columns of a spurious set's md ranking table, under these titles
+_SPURIOUS_CELLS = (
+    "spurious_rate",
+    "spurious_rate_micro",
+    "spurious_rate_top5",
+    "mean_target_prob",
+    "spurious_score_ap",
+    "spurious_score_auroc",
+)
+_SPURIOUS_TITLES = "spurious rate | micro | top-5 | mean p_k | AP | AUROC"
+
+
+def _ranking_table(entries: Sequence[Mapping[str, Any]], is_shift: bool) -> list[str]:
+    """The md ranking table of one group (a shift set's headline columns from `shift`)."""
+    titles = shift.TABLE_TITLES if is_shift else _SPURIOUS_TITLES
     lines = [
-        "| rank | model | spurious rate | micro | top-5 | mean p_k | AP | AUROC | images | params | img/s | preprocessing | 95 % rank |",
+        f"| rank | model | {titles} | images | params | img/s | preprocessing | 95 % rank |",
         "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
     for rank, e in enumerate(entries, 1):
         m = e["metrics"]
-        lines.append(
-            "| "
-            + " | ".join(
-                [
-                    str(rank),
-                    _fmt(e["model"] + validity.mark(e)),
-                    _fmt(m.get("spurious_rate")),
-                    _fmt(m.get("spurious_rate_micro")),
-                    _fmt(m.get("spurious_rate_top5")),
-                    _fmt(m.get("mean_target_prob")),
-                    _fmt(m.get("spurious_score_ap")),
-                    _fmt(m.get("spurious_score_auroc")),
-                    _fmt(m.get("num_images")),
-                    _fmt(e.get("num_params")),
-                    _fmt(e.get("images_per_second"), 1),
-                    _fmt(e.get("preprocessing", "timm")),
-                    str(e.get("rank_interval", "n/a")),
-                ]
-            )
-            + " |"
-        )
+        headline = shift.table_cells(e, _fmt) if is_shift else [_fmt(m.get(k)) for k in _SPURIOUS_CELLS]
+        cells = [
+            str(rank),
+            _fmt(e["model"] + validity.mark(e)),
+            *headline,
+            _fmt(m.get("num_images")),
+            _fmt(e.get("num_params")),
+            _fmt(e.get("images_per_second"), 1),
+            _fmt(e.get("preprocessing", "timm")),
+            str(e.get("rank_interval", "n/a")),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 
@@ -1349,6 +1362,10 @@ def _read_hits(path: Path, e: Mapping[str, Any]) -> dict[str, np.ndarray]:
     return predictions_csv.read_predictions(inside(path.parent, rel, f"leaderboard '{path}'"))
 
 
+#: the per-image columns a spurious entry's paired intervals are recomputed from
+_HITS = ("fooled_top1", "fooled_top5", "target_prob")
+
+
 def compare(path: str | Path, board: Mapping[str, Any], name_a: str, name_b: str) -> str:
     """Two entries on the rows both scored: each headline figure's difference (A - B) with its paired-bootstrap
     95 % interval (the same resamples for both), and an exact McNemar test on their per-image top-1 hits."""
@@ -1370,17 +1387,13 @@ def compare(path: str | Path, board: Mapping[str, Any], name_a: str, name_b: str
         for k in headline:
             ra, rb = uncertainty.entry_replicates(a, k), uncertainty.entry_replicates(b, k)
             rows.append((k, a["metrics"].get(k), b["metrics"].get(k), None if ra is None or rb is None else ra - rb))
-    elif (
-        kind != "shift" and "fooled_top5" in pa and "fooled_top5" in pb and "target_prob" in pa and "target_prob" in pb
-    ):
+    elif kind != "shift" and all(c in p for p in (pa, pb) for c in _HITS):
         method = uncertainty.Method(unit="class")  # recomputed on the shared rows, classes resampled alike
         how = f"{method.resamples} paired resamples of classes over the shared rows, seed {method.seed}"
         labels = pa["label"][ia]
-        _, reps_a = uncertainty.spurious_replicates(
-            labels, pa["fooled_top1"][ia], pa["fooled_top5"][ia], pa["target_prob"][ia], method=method
-        )
-        _, reps_b = uncertainty.spurious_replicates(
-            labels, pb["fooled_top1"][ib], pb["fooled_top5"][ib], pb["target_prob"][ib], method=method
+        reps_a, reps_b = (
+            uncertainty.spurious_replicates(labels, *(p[c][i] for c in _HITS), method=method)[1]
+            for p, i in ((pa, ia), (pb, ib))
         )
         ea, eb = metrics_on(labels, pa, ia), metrics_on(labels, pb, ib)
         rows += [(k, ea[k], eb[k], reps_a[k] - reps_b[k]) for k in headline if k in ea]

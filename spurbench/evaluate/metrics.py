@@ -492,32 +492,11 @@ def shift_metrics(
     g = group_accuracy(hit1, groups)
     ref = None if reference_correct is None else _as_1d("reference_correct", reference_correct).astype(bool)
     ref_acc = float(ref.mean()) if ref is not None and ref.size else None
-    paired = (
-        None
-        if paired_reference_correct is None
-        else _as_1d("paired_reference_correct", paired_reference_correct).astype(np.int64)
-    )
-    if paired is not None and paired.size != labels.size:
-        raise ValueError(f"{paired.size} paired reference flags for {labels.size} images")
-    if paired is not None and not np.isin(paired, (-1, 0, 1)).all():
-        raise ValueError("paired reference flags must be 1 (right), 0 (wrong) or -1 (not scored)")
-    acc = float(hit1.mean()) if hit1.size else None
-
-    def drop_over(m: np.ndarray) -> tuple[float | None, float | None, int | None]:
-        """(reference accuracy, drop, paired images) over the images selected by `m`."""
-        if paired is None:
-            a = float(hit1[m].mean()) if m.any() else None
-            return ref_acc, (ref_acc - a) if ref_acc is not None and a is not None else None, None
-        both = m & (paired >= 0)
-        if not both.any():
-            return None, None, 0
-        r = float((paired[both] == 1).mean())
-        return r, r - float(hit1[both].mean()), int(both.sum())
-
+    paired = _paired_flags(paired_reference_correct, labels.size)
     per_group: dict[Hashable, dict[str, Any]] = {}
     for key, v in g["per_group"].items():
         m = groups == key
-        r, d, n_p = drop_over(m)
+        r, d, n_p = _drop_over(hit1, m, ref_acc, paired)
         per_group[key] = {
             "n": v["n"],
             "accuracy": v["accuracy"],
@@ -526,9 +505,9 @@ def shift_metrics(
             "accuracy_drop": d,
             **({"num_paired": n_p} if paired is not None else {}),
         }
-    r_all, d_all, n_all = drop_over(np.ones(labels.size, bool))
+    r_all, d_all, n_all = _drop_over(hit1, np.ones(labels.size, bool), ref_acc, paired)
     return {
-        "accuracy": acc,
+        "accuracy": float(hit1.mean()) if hit1.size else None,
         "accuracy_top5": float(hit5.mean()) if hit5.size else None,
         "worst_group": g["worst_group"],
         "worst_groups": g["worst_groups"],
@@ -539,3 +518,30 @@ def shift_metrics(
         "num_paired": n_all,
         "per_group": per_group,
     }
+
+
+def _paired_flags(paired_reference_correct: Any | None, n: int) -> np.ndarray | None:
+    """`shift_metrics`' per-image reference flags, checked (None: the drop is not paired)."""
+    if paired_reference_correct is None:
+        return None
+    paired = _as_1d("paired_reference_correct", paired_reference_correct).astype(np.int64)
+    if paired.size != n:
+        raise ValueError(f"{paired.size} paired reference flags for {n} images")
+    if not np.isin(paired, (-1, 0, 1)).all():
+        raise ValueError("paired reference flags must be 1 (right), 0 (wrong) or -1 (not scored)")
+    return paired
+
+
+def _drop_over(
+    hit1: np.ndarray, m: np.ndarray, ref_acc: float | None, paired: np.ndarray | None
+) -> tuple[float | None, float | None, int | None]:
+    """(reference accuracy, drop, paired images) over the images selected by `m`: against the whole reference
+    split's accuracy `ref_acc`, or image by image when the flags are `paired`."""
+    if paired is None:
+        a = float(hit1[m].mean()) if m.any() else None
+        return ref_acc, (ref_acc - a) if ref_acc is not None and a is not None else None, None
+    both = m & (paired >= 0)
+    if not both.any():
+        return None, None, 0
+    r = float((paired[both] == 1).mean())
+    return r, r - float(hit1[both].mean()), int(both.sum())

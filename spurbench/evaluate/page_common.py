@@ -9,7 +9,7 @@ import html
 import math
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -177,6 +177,78 @@ def rate_color(v: float) -> str:
     g = round(255 - 230 * v)
     b = round(255 - 215 * v)
     return f"rgb({r},{g},{b})"
+
+
+def heatmap_open(width: int, height: int, label: str) -> str:
+    """The opening tag of a heatmap's inline SVG (`label`: its accessible name, HTML)."""
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="heatmap" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" role="img" aria-label="{label}">'
+    )
+
+
+def heatmap_row_head(k: int, left: int, y: int, cell_h: int) -> str:
+    """A heatmap row's class name, linking to the class's images."""
+    return (
+        f'<a href="#{class_anchor(k)}"><text class="rowhead" x="{left - 8}" y="{y + cell_h * 0.68:.0f}" text-anchor="end">'
+        f"{esc(class_label(k))}</text></a>"
+    )
+
+
+def heatmap_cell(
+    x: int, y: int, size: tuple[int, int], fill: str, ink: str, text: str, title: str, attrs: str = ""
+) -> str:
+    """One heatmap cell: its tooltip (`title`, HTML), a square of colour `fill` and `text` centred in it."""
+    cell_w, cell_h = size
+    return (
+        f"<g{attrs}><title>{title}</title>"
+        f'<rect x="{x}" y="{y}" width="{cell_w - 2}" height="{cell_h - 2}" fill="{fill}" stroke="#dde1e8"/>'
+        f'<text x="{x + cell_w / 2 - 1:.0f}" y="{y + cell_h * 0.68:.0f}" text-anchor="middle" class="{ink}">{esc(text)}</text></g>'
+    )
+
+
+def color_scale(lx: int, top: int, label: str, high_first: bool) -> str:
+    """A heatmap's colour scale from 0 to 100 % (`high_first`: the deepest colour at the top)."""
+    rects = "".join(
+        f'<rect x="{lx}" y="{top + 12 * (10 - t if high_first else t)}" width="16" height="12" fill="{rate_color(t / 10)}"/>'
+        for t in range(11)
+    )
+    return (
+        rects + f'<text x="{lx + 22}" y="{top + 10}">100%</text><text x="{lx + 22}" y="{top + 130}">0%</text>'
+        f'<text x="{lx}" y="{top + 150}" class="small">{label}</text>'
+    )
+
+
+def class_nav(classes: Sequence[int]) -> str:
+    """Links to every class's images."""
+    return " · ".join(f'<a href="#{class_anchor(k)}">{esc(class_label(k))}</a>' for k in classes)
+
+
+def class_heading(k: int) -> str:
+    """The opening of a class's section of images: its name and WordNet id."""
+    return (
+        f'<section class="cls" id="{class_anchor(k)}"><h3>{esc(class_label(k))} <small>{esc(wnid_of(k))}</small></h3>'
+    )
+
+
+def reference_sheet(refs: Sequence[Shot], title: str, lazy: bool) -> str:
+    """A class's reference images under `title` ("" when it has none)."""
+    if not refs:
+        return ""
+    return (
+        f'<h4>{title} ({len(refs)})</h4><div class="sheet refs">'
+        + "".join(shot_figure(s, with_mark=False, lazy=lazy) for s in refs)
+        + "</div>"
+    )
+
+
+def image_sheet(heading: str, css: str, figures: Sequence[str]) -> str:
+    """A class's scored images under `heading`, closing the class's section."""
+    return (
+        f'<h4>{heading}</h4><div class="{css}">'
+        + ("".join(figures) or '<p class="note">no images of this class</p>')
+        + "</div></section>"
+    )
 
 
 def mark_class(n_fooled: int, m: int) -> str:

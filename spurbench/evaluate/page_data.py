@@ -23,13 +23,6 @@ from spurbench.evaluate.page_common import (
 from spurbench.files import inside
 
 
-def _load_board(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    from spurbench.evaluate.leaderboard import load_leaderboard, ranked_entries
-
-    board = load_leaderboard(path)
-    return board, list(ranked_entries(board))
-
-
 def _find_dataset(
     board: Mapping[str, Any], leaderboard_path: Path, dataset_folder: str | Path | None
 ) -> tuple[OpenDataset | None, str]:
@@ -178,37 +171,22 @@ def _mark(
 
 
 def gather(leaderboard_path: Path, out_dir: Path, dataset_folder: str | Path | None, images_dir: Path) -> PageData:
-    board, entries = _load_board(leaderboard_path)
+    """Everything the page shows: the ranked board and, when its dataset is here, the images marked by the panel."""
+    from spurbench.evaluate.leaderboard import board_kind, load_leaderboard, ranked_entries
+
+    board = load_leaderboard(leaderboard_path)
+    entries = ranked_entries(board)
     info = board.get("dataset") or {}
-    split = info.get("split") or DEFAULT_SPLIT
     consistency = board.get("consistency") or {}
     names = [e.get("model") for e in entries]
     panel = [m for m in (consistency.get("models") or names) if m in names]
-
+    kind = board_kind(board)
     opened, note = _find_dataset(board, leaderboard_path, dataset_folder)
-    folder = opened.folder if opened is not None else None
     shots: list[Shot] = []
     references: dict[int, list[Shot]] = {}
+    review, guides = "", {}
     if opened is not None:
-        shots = _split_shots(opened, split, images_dir)
-        if split != REFERENCE_SPLIT and opened.reference_split is not None:
-            for s in _split_shots(opened, REFERENCE_SPLIT, images_dir):
-                references.setdefault(s.label, []).append(s)
-        _mark(shots, entries, panel, leaderboard_path.parent, opened.folder, split)
-    from spurbench.evaluate.review import review_block
-
-    review = review_block(opened, images_dir) if opened is not None else ""
-    from spurbench.evaluate.leaderboard import board_kind
-
-    kind = board_kind(board)
-    if opened is not None:
-        _mark_left_out(opened, split, kind, shots)
-    guides = {}
-    if kind == "shift" and opened is not None:
-        from spurbench.evaluate.shift_page import guide_thumbnails
-
-        guides = guide_thumbnails(opened, split, images_dir, THUMB_SIZE)
-
+        shots, references, review, guides = _images(opened, info, kind, entries, panel, leaderboard_path, images_dir)
     by_class: dict[int, list[Shot]] = {}
     for s in shots:
         by_class.setdefault(s.label, []).append(s)
@@ -217,11 +195,9 @@ def gather(leaderboard_path: Path, out_dir: Path, dataset_folder: str | Path | N
         | set(by_class)
         | {int(k) for e in entries for k in (e.get("per_class") or {})}
     )
-
     provenance = dict(info.get("provenance") or {})
     if not provenance and opened is not None:
         provenance = opened.provenance
-
     cmd = [
         "spurbench",
         "leaderboard",
@@ -239,7 +215,7 @@ def gather(leaderboard_path: Path, out_dir: Path, dataset_folder: str | Path | N
         entries=entries,
         panel=panel,
         classes=classes,
-        dataset_folder=folder,
+        dataset_folder=opened.folder if opened is not None else None,
         dataset_note=note,
         shots=by_class,
         references=references,
@@ -251,3 +227,33 @@ def gather(leaderboard_path: Path, out_dir: Path, dataset_folder: str | Path | N
         kind=kind,
         guides=guides,
     )
+
+
+def _images(
+    opened: OpenDataset,
+    info: Mapping[str, Any],
+    kind: str,
+    entries: Sequence[Mapping[str, Any]],
+    panel: Sequence[str],
+    leaderboard_path: Path,
+    images_dir: Path,
+) -> tuple[list[Shot], dict[int, list[Shot]], str, dict[int, dict[str, Any]]]:
+    """(the scored split's thumbnails, marked; the reference images by class; the review block; a shift set's
+    guides), written under images_dir."""
+    from spurbench.evaluate.review import review_block
+
+    split = info.get("split") or DEFAULT_SPLIT
+    shots = _split_shots(opened, split, images_dir)
+    references: dict[int, list[Shot]] = {}
+    if split != REFERENCE_SPLIT and opened.reference_split is not None:
+        for s in _split_shots(opened, REFERENCE_SPLIT, images_dir):
+            references.setdefault(s.label, []).append(s)
+    _mark(shots, entries, panel, leaderboard_path.parent, opened.folder, split)
+    review = review_block(opened, images_dir)
+    _mark_left_out(opened, split, kind, shots)
+    guides = {}
+    if kind == "shift":
+        from spurbench.evaluate.shift_page import guide_thumbnails
+
+        guides = guide_thumbnails(opened, split, images_dir, THUMB_SIZE)
+    return shots, references, review, guides

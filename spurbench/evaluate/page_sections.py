@@ -18,15 +18,22 @@ from spurbench.evaluate.page_common import (
     EAGER_IMAGES,
     PageData,
     class_anchor,
+    class_heading,
     class_label,
+    class_nav,
+    color_scale,
     esc,
     fmt_num,
     fmt_params,
     fmt_pct,
+    heatmap_cell,
+    heatmap_open,
+    heatmap_row_head,
+    image_sheet,
     is_num,
     rate_color,
+    reference_sheet,
     shot_figure,
-    wnid_of,
 )
 from spurbench.evaluate.shift import worst_names
 
@@ -69,90 +76,60 @@ def _model_column() -> _Column:
     return _Column("model", "model", "timm model name", "text", esc, lambda e: e.get("model", "") + validity.mark(e))
 
 
-def _columns(entries: Sequence[Mapping[str, Any]]) -> list[_Column]:
-    def metric(name: str):
-        return lambda e: (e.get("metrics") or {}).get(name)
+def _metric(key: str, title: str, help: str, fmt: Any = fmt_pct) -> _Column:
+    """A numeric column of the entries' `metrics`."""
+    return _Column(key, title, help, "num", fmt, lambda e: (e.get("metrics") or {}).get(key))
 
+
+def _columns(entries: Sequence[Mapping[str, Any]]) -> list[_Column]:
     if shift.is_shift_entries(entries):
-        return _shift_columns(metric)
-    cols = [
-        _Column("rank", "#", "rank on this leaderboard", "num", lambda v: str(v), None),
+        return _shift_columns()
+    scores = [
+        _metric(
+            "spurious_score_ap",
+            "spurious score AP",
+            "average precision of p(k) separating real class-k images (positives) from the spurious ones; higher is better",
+            fmt_num,
+        ),
+        _metric(
+            "spurious_score_auroc",
+            "AUROC",
+            "area under the ROC curve of the same separation; higher is better",
+            fmt_num,
+        ),
+    ]
+    return [
+        _Column("rank", "#", "rank on this leaderboard", "num", str, None),
         _model_column(),
-        _Column(
+        _metric(
             "spurious_rate",
             "spurious rate",
             "fraction of images of class k predicted as k (top-1), mean over classes; lower is better",
-            "num",
-            fmt_pct,
-            metric("spurious_rate"),
         ),
-        _Column(
-            "spurious_rate_micro",
-            "micro",
-            "top-1 spurious rate pooled over all images",
-            "num",
-            fmt_pct,
-            metric("spurious_rate_micro"),
+        _metric("spurious_rate_micro", "micro", "top-1 spurious rate pooled over all images"),
+        _metric(
+            "spurious_rate_top5", "top-5", "fraction of images of class k with k among the top 5, mean over classes"
         ),
-        _Column(
-            "spurious_rate_top5",
-            "top-5",
-            "fraction of images of class k with k among the top 5, mean over classes",
-            "num",
-            fmt_pct,
-            metric("spurious_rate_top5"),
-        ),
-        _Column(
+        _metric(
             "mean_target_prob",
             "mean p(k)",
             "mean probability of the class the image is spurious for, mean over classes",
-            "num",
-            lambda v: fmt_num(v, 3),
-            metric("mean_target_prob"),
+            fmt_num,
         ),
+        *(c for c in scores if any(is_num(c.get(e)) for e in entries)),  # only when some entry has the score
+        *_run_columns(),
     ]
-    if any(is_num((e.get("metrics") or {}).get("spurious_score_ap")) for e in entries):
-        cols.append(
-            _Column(
-                "spurious_score_ap",
-                "spurious score AP",
-                "average precision of p(k) separating real class-k images (positives) from the spurious ones; higher is better",
-                "num",
-                lambda v: fmt_num(v, 3),
-                metric("spurious_score_ap"),
-            )
-        )
-    if any(is_num((e.get("metrics") or {}).get("spurious_score_auroc")) for e in entries):
-        cols.append(
-            _Column(
-                "spurious_score_auroc",
-                "AUROC",
-                "area under the ROC curve of the same separation; higher is better",
-                "num",
-                lambda v: fmt_num(v, 3),
-                metric("spurious_score_auroc"),
-            )
-        )
-    cols += _run_columns()
-    return cols
 
 
-def _shift_columns(metric) -> list[_Column]:
+def _shift_columns() -> list[_Column]:
     """The ranking columns of a shift set (accuracy; evaluate/shift.py)."""
-
-    def worst(e: Mapping[str, Any]) -> Any:
-        return (e.get("metrics") or {}).get("worst_group_accuracy")
-
     return [
-        _Column("rank", "#", "rank on this leaderboard (by worst-group accuracy)", "num", lambda v: str(v), None),
+        _Column("rank", "#", "rank on this leaderboard (by worst-group accuracy)", "num", str, None),
         _model_column(),
-        _Column(
+        _metric(
             "worst_group_accuracy",
             "worst group",
             "top-1 accuracy on the group (e.g. background) where the model does worst; higher is better",
-            "num",
-            fmt_pct,
-            worst,
         ),
         _Column(
             "worst_group",
@@ -162,39 +139,15 @@ def _shift_columns(metric) -> list[_Column]:
             esc,
             lambda e: worst_names(e.get("metrics") or {}),
         ),
-        _Column(
-            "mean_group_accuracy",
-            "mean group",
-            "top-1 accuracy averaged over the groups",
-            "num",
-            fmt_pct,
-            metric("mean_group_accuracy"),
-        ),
-        _Column("accuracy", "accuracy", "top-1 accuracy over all images", "num", fmt_pct, metric("accuracy")),
-        _Column(
-            "accuracy_top5",
-            "top-5",
-            "fraction of images whose class is among the top 5",
-            "num",
-            fmt_pct,
-            metric("accuracy_top5"),
-        ),
-        _Column(
+        _metric("mean_group_accuracy", "mean group", "top-1 accuracy averaged over the groups"),
+        _metric("accuracy", "accuracy", "top-1 accuracy over all images"),
+        _metric("accuracy_top5", "top-5", "fraction of images whose class is among the top 5"),
+        _metric(
             "reference_accuracy",
             "reference",
             "top-1 accuracy on the reference photos the scored images were made from, image by image (else the whole reference split)",
-            "num",
-            fmt_pct,
-            metric("reference_accuracy"),
         ),
-        _Column(
-            "accuracy_drop",
-            "drop",
-            "reference accuracy minus accuracy (positive: the shift hurts)",
-            "num",
-            fmt_pct,
-            metric("accuracy_drop"),
-        ),
+        _metric("accuracy_drop", "drop", "reference accuracy minus accuracy (positive: the shift hurts)"),
         *_run_columns(),
     ]
 
@@ -237,11 +190,33 @@ def _sortable_table(
 
 
 def ranking_section(p: PageData) -> str:
-    from spurbench.evaluate.leaderboard import GROUPS_NOTE, comparable_groups
+    """The models' ranking table (per comparable group), the interval charts and the notes beside them."""
+    from spurbench.evaluate.leaderboard import comparable_groups
 
     groups = comparable_groups(p.board)
-    cols = _columns(p.entries)
-    if len(groups) > 1:  # ranks restart in each group of entries scored alike
+    cols = _ranking_columns(p.entries, grouped=len(groups) > 1)
+    rows, intervals = _ranking_rows(groups, cols, lead=2 if len(groups) > 1 else 1)
+    table = _sortable_table(
+        cols, rows, "ranking", _ranking_caption(p, groups), "rank" if len(groups) <= 1 else None, intervals
+    )
+    table += f'<p class="note">{esc(uncertainty.method_note(p.entries).replace("`", ""))}</p>'
+    table += "".join(interval_chart(g) for g in groups)
+    if not p.entries:
+        table += '<p class="note">No model has been scored on this dataset yet: run <code>spurbench eval</code> (see Reproduce below).</p>'
+    from spurbench.verification import audit_line  # the check's audited error rate, beside the headline
+
+    audited = audit_line((p.provenance or {}).get("verification"))
+    table = (f'<p class="note" id="audit-rate">{esc(audited)} (the check\'s audit)</p>' if audited else "") + table
+    table += validity.page_html(p.entries)  # the lift over the control split, the transfer of a mined set
+    if groups and groups[0]["ranked_by"] == shift.RANKED_BY:  # a shift set's control: its reference photos
+        table += f'<p class="note" id="reference-control">{esc(shift.CONTROL_NOTE)}</p>'
+    return f'<section id="models"><h2>Models</h2>{table}</section>'
+
+
+def _ranking_columns(entries: Sequence[Mapping[str, Any]], grouped: bool) -> list[_Column]:
+    """The entries' columns, with the group (when ranks restart in each group) and the rank interval."""
+    cols = _columns(entries)
+    if grouped:  # ranks restart in each group of entries scored alike
         cols.insert(
             1,
             _Column(
@@ -249,23 +224,29 @@ def ranking_section(p: PageData) -> str:
                 "group",
                 "entries are ranked only within a group scored alike (same images, same preprocessing)",
                 "num",
-                lambda v: str(v),
+                str,
                 None,
             ),
         )
-    lead = 2 if len(groups) > 1 else 1  # columns filled here, not by the entry: rank (and group)
     cols.insert(
-        lead + 1,  # after the model's name
+        (2 if grouped else 1) + 1,  # after the model's name
         _Column(
             "rank_interval",
             "95 % rank",
             "the 2.5-97.5 % range of the model's rank over bootstrap resamples shared by its group; "
             "≈ marks models whose ranks cannot be told apart",
             "text",
-            lambda v: v,  # built below from escaped names
+            lambda v: v,  # built by `_rank_marks` from escaped names
             None,
         ),
     )
+    return cols
+
+
+def _ranking_rows(
+    groups: Sequence[Mapping[str, Any]], cols: Sequence[_Column], lead: int
+) -> tuple[list[list[Any]], list[dict[str, Any]]]:
+    """(each entry's cells, each entry's headline intervals); the first `lead` cells (rank, group) are filled here."""
     headline = set(uncertainty.SPURIOUS_HEADLINE + uncertainty.SHIFT_HEADLINE)
     rows, intervals = [], []
     for g in groups:
@@ -282,38 +263,28 @@ def ranking_section(p: PageData) -> str:
                     if c.key in headline and c.get(e) is not None
                 }
             )
+    return rows, intervals
+
+
+def _ranking_caption(p: PageData, groups: Sequence[Mapping[str, Any]]) -> str:
+    """How the table is ranked: per group when there are several, else the one ranking."""
+    from spurbench.evaluate.leaderboard import GROUPS_NOTE
+
     if len(groups) > 1:
         parts = "; ".join(
             f"group {g['id']}: {esc(g['description'])}, {len(g['entries'])} model(s), ranked by "
             + ("spurious score AP" if g["ranked_by"] == "spurious_score_ap" else "spurious rate")
             for g in groups
         )
-        caption = (
+        return (
             f"{len(p.entries)} model(s). {esc(GROUPS_NOTE.replace('`', ''))} ({parts}). Click a column header to sort."
         )
-    else:
-        by_ap = bool(groups) and groups[0]["ranked_by"] == "spurious_score_ap"
-        how = (
-            "worst-group accuracy (higher first)"
-            if groups and groups[0]["ranked_by"] == "worst_group_accuracy"
-            else "spurious score AP (higher first)"
-            if by_ap
-            else "spurious rate (lower first)"
-        )
-        caption = f"{len(p.entries)} model(s), ranked by {how}. Click a column header to sort."
-    table = _sortable_table(cols, rows, "ranking", caption, "rank" if len(groups) <= 1 else None, intervals)
-    table += f'<p class="note">{esc(uncertainty.method_note(p.entries).replace("`", ""))}</p>'
-    table += "".join(interval_chart(g) for g in groups)
-    if not p.entries:
-        table += '<p class="note">No model has been scored on this dataset yet: run <code>spurbench eval</code> (see Reproduce below).</p>'
-    from spurbench.verification import audit_line  # the check's audited error rate, beside the headline
-
-    audited = audit_line((p.provenance or {}).get("verification"))
-    table = (f'<p class="note" id="audit-rate">{esc(audited)} (the check\'s audit)</p>' if audited else "") + table
-    table += validity.page_html(p.entries)  # the lift over the control split, the transfer of a mined set
-    if groups and groups[0]["ranked_by"] == shift.RANKED_BY:  # a shift set's control: its reference photos
-        table += f'<p class="note" id="reference-control">{esc(shift.CONTROL_NOTE)}</p>'
-    return f'<section id="models"><h2>Models</h2>{table}</section>'
+    ranked_by = groups[0]["ranked_by"] if groups else None
+    how = {
+        "worst_group_accuracy": "worst-group accuracy (higher first)",
+        "spurious_score_ap": "spurious score AP (higher first)",
+    }.get(ranked_by, "spurious rate (lower first)")
+    return f"{len(p.entries)} model(s), ranked by {how}. Click a column header to sort."
 
 
 def _rank_marks(group: Mapping[str, Any]) -> list[str]:
@@ -393,10 +364,7 @@ def heatmap(p: PageData) -> str:
     top = 24 + int(6.2 * max(len(s) for s in short) * 0.72)  # room for names rotated by 45 degrees
     width = left + cell_w * len(models) + 150
     height = top + max(cell_h * len(classes), 160) + 10  # at least the colour scale's height
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" class="heatmap" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}" role="img" aria-label="per-class spurious rate of each model">'
-    ]
+    parts = [heatmap_open(width, height, "per-class spurious rate of each model")]
     for j, (m, s) in enumerate(zip(models, short)):
         x = left + cell_w * j + cell_w / 2
         parts.append(
@@ -404,31 +372,20 @@ def heatmap(p: PageData) -> str:
         )
     for i, k in enumerate(classes):
         y = top + cell_h * i
-        parts.append(
-            f'<a href="#{class_anchor(k)}"><text class="rowhead" x="{left - 8}" y="{y + cell_h * 0.68:.0f}" text-anchor="end">{esc(class_label(k))}</text></a>'
-        )
+        parts.append(heatmap_row_head(k, left, y, cell_h))
         for j, e in enumerate(p.entries):
             v = rate(e, k)
-            x = left + cell_w * j
             n = ((e.get("per_class") or {}).get(str(k)) or {}).get("n")
-            fill = rate_color(v) if is_num(v) else "#eee"
-            ink = "light" if is_num(v) and v > 0.55 else "dark"
             label = fmt_pct(v)
             ci = (((e.get("uncertainty") or {}).get("per_class") or {}).get(str(k)) or {}).get("spurious_rate")
             tip = f"{label} [{fmt_pct(ci[0])}, {fmt_pct(ci[1])}]" if isinstance(ci, list) and len(ci) == 2 else label
-            parts.append(
-                f"<g><title>{esc(models[j])} on {esc(class_label(k))}: spurious rate {tip}"
-                f"{f' of {n} images' if is_num(n) else ''}</title>"
-                f'<rect x="{x}" y="{y}" width="{cell_w - 2}" height="{cell_h - 2}" fill="{fill}" stroke="#dde1e8"/>'
-                f'<text x="{x + cell_w / 2 - 1:.0f}" y="{y + cell_h * 0.68:.0f}" text-anchor="middle" class="{ink}">{esc(label)}</text></g>'
+            title = f"{esc(models[j])} on {esc(class_label(k))}: spurious rate {tip}" + (
+                f" of {n} images" if is_num(n) else ""
             )
-    # colour scale
-    lx = left + cell_w * len(models) + 24
-    for t in range(11):
-        v = t / 10
-        parts.append(f'<rect x="{lx}" y="{top + 12 * (10 - t)}" width="16" height="12" fill="{rate_color(v)}"/>')
-    parts.append(f'<text x="{lx + 22}" y="{top + 10}">100%</text><text x="{lx + 22}" y="{top + 130}">0%</text>')
-    parts.append(f'<text x="{lx}" y="{top + 150}" class="small">spurious rate</text>')
+            fill = rate_color(v) if is_num(v) else "#eee"
+            ink = "light" if is_num(v) and v > 0.55 else "dark"
+            parts.append(heatmap_cell(left + cell_w * j, y, (cell_w, cell_h), fill, ink, label, title))
+    parts.append(color_scale(left + cell_w * len(models) + 24, top, "spurious rate", high_first=True))
     parts.append("</svg>")
     return "".join(parts)
 
@@ -446,14 +403,36 @@ def chart_section(p: PageData) -> str:
     )
 
 
+_NO_CONSISTENCY = (
+    '<section id="consistency"><h2>Cross-classifier consistency</h2>'
+    '<p class="note">Consistency needs at least two models scored on this dataset.</p></section>'
+)
+
+
 def consistency_section(p: PageData) -> str:
+    """The panel's consistency: the four figures as cards, the notes, the pairwise kappa matrix, the per-class table."""
     c = p.board.get("consistency") or {}
-    if not c or len(c.get("models") or []) < 2:
-        return (
-            '<section id="consistency"><h2>Cross-classifier consistency</h2>'
-            '<p class="note">Consistency needs at least two models scored on this dataset.</p></section>'
-        )
-    m = len(c.get("models") or [])
+    models = list(c.get("models") or [])
+    if len(models) < 2:
+        return _NO_CONSISTENCY
+    notes = f'<p class="note">Note: {esc(c["note"])}.</p>' if c.get("note") else ""
+    for model, why in (c.get("excluded") or {}).items():
+        notes += f'<p class="note">Left out of the consistency: {esc(model)}: {esc(why)}</p>'
+    section = (
+        f'<section id="consistency"><h2>Cross-classifier consistency</h2>'
+        f"<p>Over the panel of {len(models)} models ({esc(', '.join(models))}) and {esc(c.get('num_images', ''))} images: how many of the "
+        "models each image fools (top-1 = the class it is spurious for).</p>"
+        f'<div class="cards">{_consistency_cards(c, len(models))}</div>{notes}{_kappa_matrix(c, models)}'
+        f"{_consistency_per_class(p, c)}</section>"
+    )
+    if p.kind == "shift":  # the store counts wrong predictions as the failure on a shift set: say so
+        from spurbench.evaluate.shift_page import reword_consistency
+
+        section = reword_consistency(section)
+    return section
+
+
+def _consistency_cards(c: Mapping[str, Any], m: int) -> str:
     cards = [
         ("fooled by all", fmt_pct(c.get("all_fooled_rate")), f"images whose top-1 is the class for all {m} models"),
         (
@@ -468,27 +447,30 @@ def consistency_section(p: PageData) -> str:
         ),
         ("mean pairwise Cohen's kappa", fmt_num(c.get("mean_pairwise_kappa")), "mean over pairs of models"),
     ]
-    stats = "".join(
+    return "".join(
         f'<div class="card" title="{esc(h)}"><div class="big">{esc(v)}</div><div>{esc(t)}</div></div>'
         for t, v, h in cards
     )
-    # pairwise kappa as a matrix
-    models = list(c.get("models") or [])
+
+
+def _kappa_matrix(c: Mapping[str, Any], models: Sequence[str]) -> str:
+    """The pairwise Cohen's kappas as a model x model matrix."""
     pk = c.get("pairwise_kappa") or {}
-
-    def kappa(a: str, b: str) -> Any:
-        return pk.get(f"{a} vs {b}", pk.get(f"{b} vs {a}"))
-
     head = "".join(f'<th scope="col">{esc(b)}</th>' for b in models)
     rows = []
     for a in models:
         cells = "".join(
-            '<td class="num">—</td>' if a == b else f'<td class="num">{fmt_num(kappa(a, b))}</td>' for b in models
+            '<td class="num">—</td>'
+            if a == b
+            else f'<td class="num">{fmt_num(pk.get(f"{a} vs {b}", pk.get(f"{b} vs {a}")))}</td>'
+            for b in models
         )
         rows.append(f'<tr><th scope="row">{esc(a)}</th>{cells}</tr>')
-    matrix = f'<table class="matrix"><caption>Pairwise Cohen\'s kappa (fooled / not fooled)</caption><thead><tr><th></th>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+    return f'<table class="matrix"><caption>Pairwise Cohen\'s kappa (fooled / not fooled)</caption><thead><tr><th></th>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
 
-    per_class = c.get("per_class") or {}
+
+def _consistency_per_class(p: PageData, c: Mapping[str, Any]) -> str:
+    """The consistency figures of each class, as a sortable table."""
     cols = [
         _Column(
             "class",
@@ -518,28 +500,13 @@ def consistency_section(p: PageData) -> str:
             None,
         ),
     ]
+    per_class = c.get("per_class") or {}
     trs = []
     for k in p.classes:
         block = per_class.get(str(k)) or {}
         n = block.get("num_images", len(p.shots.get(k, [])) or None)
         trs.append([k, n] + [block.get(col.key) for col in cols[2:]])
-    table = _sortable_table(cols, trs, "consistency-per-class", "Per class (click a header to sort)")
-    notes = ""
-    if c.get("note"):
-        notes += f'<p class="note">Note: {esc(c["note"])}.</p>'
-    for model, why in (c.get("excluded") or {}).items():
-        notes += f'<p class="note">Left out of the consistency: {esc(model)}: {esc(why)}</p>'
-    section = (
-        f'<section id="consistency"><h2>Cross-classifier consistency</h2>'
-        f"<p>Over the panel of {m} models ({esc(', '.join(models))}) and {esc(c.get('num_images', ''))} images: how many of the "
-        "models each image fools (top-1 = the class it is spurious for).</p>"
-        f'<div class="cards">{stats}</div>{notes}{matrix}{table}</section>'
-    )
-    if p.kind == "shift":  # the store counts wrong predictions as the failure on a shift set: say so
-        from spurbench.evaluate.shift_page import reword_consistency
-
-        section = reword_consistency(section)
-    return section
+    return _sortable_table(cols, trs, "consistency-per-class", "Per class (click a header to sort)")
 
 
 def contact_sheets(p: PageData) -> str:
@@ -559,8 +526,7 @@ def contact_sheets(p: PageData) -> str:
     # Small pages load every thumbnail at once; big ones (100 classes x 75 images) only as they scroll in.
     total = sum(len(v) for v in p.shots.values()) + sum(len(v) for v in p.references.values())
     lazy = total > EAGER_IMAGES
-    nav = " · ".join(f'<a href="#{class_anchor(k)}">{esc(class_label(k))}</a>' for k in p.classes)
-    out = [f'<section id="images"><h2>Images by class</h2>{intro}<nav class="classnav">{nav}</nav>']
+    out = [f'<section id="images"><h2>Images by class</h2>{intro}<nav class="classnav">{class_nav(p.classes)}</nav>']
     for k in p.classes:
         shots = sorted(p.shots.get(k, []), key=lambda s: (-len(s.fooled_by), s.index))
         feats = Counter(s.spurious_feature for s in shots + p.references.get(k, []) if s.spurious_feature)
@@ -571,27 +537,15 @@ def contact_sheets(p: PageData) -> str:
         )
         cblock = ((p.board.get("consistency") or {}).get("per_class") or {}).get(str(k)) or {}
         out.append(
-            f'<section class="cls" id="{class_anchor(k)}"><h3>{esc(class_label(k))} <small>{esc(wnid_of(k))}</small></h3>'
+            class_heading(k)
             + (f'<p class="feature">spurious feature: <b>{esc(feature)}</b></p>' if feature else "")
             + f'<p class="small">spurious rate — {rates}'
             + (f" · fooled by all: {fmt_pct(cblock.get('all_fooled_rate'))}" if cblock else "")
             + "</p>"
         )
-        refs = p.references.get(k, [])
-        if refs:
-            out.append(
-                f'<h4>Reference images ({len(refs)})</h4><div class="sheet refs">'
-                + "".join(shot_figure(s, with_mark=False, lazy=lazy) for s in refs)
-                + "</div>"
-            )
-        out.append(
-            f'<h4>{esc(split)} split: {len(shots)} image(s)</h4><div class="sheet">'
-            + (
-                "".join(shot_figure(s, with_mark=True, lazy=lazy) for s in shots)
-                or '<p class="note">no images of this class</p>'
-            )
-            + "</div></section>"
-        )
+        out.append(reference_sheet(p.references.get(k, []), "Reference images", lazy))
+        figures = [shot_figure(s, with_mark=True, lazy=lazy) for s in shots]
+        out.append(image_sheet(f"{esc(split)} split: {len(shots)} image(s)", "sheet", figures))
     out.append("</section>")
     return "".join(out)
 

@@ -116,6 +116,26 @@ def run(args: argparse.Namespace) -> int:
         raise SpurbenchError(
             f"no leaderboard at '{path}'; create one with `spurbench eval --model NAME --dataset FOLDER --leaderboard {path}`"
         )
+    _check_flags(args)
+    if args.export:
+        print(export(path))
+        return 0
+    board = load_leaderboard(path)
+    if getattr(args, "compare", None):
+        from spurbench.evaluate.leaderboard import compare
+
+        sys.stdout.write(compare(path, board, *args.compare))
+    elif args.format == "eval-results":
+        _write_eval_results(args, board)
+    elif args.format == "html":
+        _write_page(args, path)
+    else:
+        _write_text(args, board)
+    return 0
+
+
+def _check_flags(args: argparse.Namespace) -> None:
+    """Flags that do not go together, refused before the board is read."""
     if args.dataset is not None and args.format != "html":
         raise SpurbenchError("--dataset is only used by --format html; drop it or add --format html")
     if args.dataset_id is not None and args.format != "eval-results":
@@ -124,51 +144,42 @@ def run(args: argparse.Namespace) -> int:
         raise SpurbenchError("--groups is only used by --format eval-results; drop it or add --format eval-results")
     if args.format == "eval-results" and not args.out:
         raise SpurbenchError("--format eval-results writes one folder per model: add --out DIR")
-    compare_names = getattr(args, "compare", None)
-    if compare_names and (args.format != "md" or args.out or args.export):
+    if getattr(args, "compare", None) and (args.format != "md" or args.out or args.export):
         raise SpurbenchError("--compare prints to the terminal; drop --format, --out and --export")
-    if args.export:
-        print(export(path))
-        return 0
-    board = load_leaderboard(path)
-    if compare_names:
-        from spurbench.evaluate.leaderboard import compare
 
-        sys.stdout.write(compare(path, board, *compare_names))
-        return 0
 
-    if args.format == "eval-results":
-        from spurbench.evaluate.hub_results import write_eval_results
+def _write_eval_results(args: argparse.Namespace, board: Mapping[str, Any]) -> None:
+    from spurbench.evaluate.hub_results import write_eval_results
 
-        groups = getattr(args, "groups", None) or "canonical"
-        if groups not in ("canonical", "all"):
-            try:
-                groups = [int(g) for g in groups.split(",")]
-            except ValueError:
-                raise SpurbenchError(f"--groups {args.groups!r}: give canonical, all, or group ids like 1,3") from None
-        written, left_out = write_eval_results(board, args.out, args.dataset_id, groups)
-        for path_ in written:
-            print(path_)
-        for model, why in left_out.items():
-            print(f"left out {printable(model)}: {printable(why)}", file=sys.stderr)
-        return 0
-
-    if args.format == "html":
-        if args.dataset is not None and not Path(args.dataset).is_dir():
-            raise SpurbenchError(
-                f"--dataset '{args.dataset}' is not a folder; pass the local dataset folder or leave it out"
-            )
+    groups = getattr(args, "groups", None) or "canonical"
+    if groups not in ("canonical", "all"):
         try:
-            from spurbench.evaluate.page import render_page
-        except ImportError as err:
-            raise SpurbenchError(
-                f"HTML rendering is unavailable in this install ({err}); use --format md or json"
-            ) from None
-        out_dir = Path(args.out) if args.out else path.parent / "site"
-        written = render_page(path, out_dir, dataset_folder=args.dataset)
-        print(written)
-        return 0
+            groups = [int(g) for g in groups.split(",")]
+        except ValueError:
+            raise SpurbenchError(f"--groups {args.groups!r}: give canonical, all, or group ids like 1,3") from None
+    written, left_out = write_eval_results(board, args.out, args.dataset_id, groups)
+    for path in written:
+        print(path)
+    for model, why in left_out.items():
+        print(f"left out {printable(model)}: {printable(why)}", file=sys.stderr)
 
+
+def _write_page(args: argparse.Namespace, path: Path) -> None:
+    if args.dataset is not None and not Path(args.dataset).is_dir():
+        raise SpurbenchError(
+            f"--dataset '{args.dataset}' is not a folder; pass the local dataset folder or leave it out"
+        )
+    try:
+        from spurbench.evaluate.page import render_page
+    except ImportError as err:
+        raise SpurbenchError(
+            f"HTML rendering is unavailable in this install ({err}); use --format md or json"
+        ) from None
+    print(render_page(path, Path(args.out) if args.out else path.parent / "site", dataset_folder=args.dataset))
+
+
+def _write_text(args: argparse.Namespace, board: Mapping[str, Any]) -> None:
+    """md, csv or json: printed, or written into --out."""
     if args.format == "md":  # md and csv are read on a terminal: names with newlines or escape codes made visible
         text, name = to_markdown(printable_board(board)), "leaderboard.md"
     elif args.format == "csv":
@@ -181,7 +192,6 @@ def run(args: argparse.Namespace) -> int:
         print(*write_claimed(args.out, {name: text}), sep="\n")
     else:
         sys.stdout.write(text)
-    return 0
 
 
 def printable_board(board: Any) -> Any:

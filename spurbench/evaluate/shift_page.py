@@ -20,14 +20,19 @@ from spurbench.errors import SpurbenchError
 from spurbench.evaluate.page_common import (
     PageData,
     Shot,
-    class_anchor,
+    class_heading,
     class_label,
+    class_nav,
+    color_scale,
     esc,
     fmt_pct,
+    heatmap_cell,
+    heatmap_open,
+    heatmap_row_head,
+    image_sheet,
     is_num,
     rate_color,
-    shot_figure,
-    wnid_of,
+    reference_sheet,
 )
 from spurbench.files import inside
 from spurbench.untrusted import open_image
@@ -174,36 +179,26 @@ def heatmap_section(p: PageData) -> str:
     cell_w, cell_h, left, top = 70, 22, 250, 70
     width = left + cell_w * len(groups) + 150
     height = top + max(cell_h * len(classes), 160) + 10
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" class="heatmap" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}" role="img" aria-label="accuracy per class and {esc(group_by)}">'
-    ]
+    parts = [heatmap_open(width, height, f"accuracy per class and {esc(group_by)}")]
     for j, g in enumerate(groups):
         x = left + cell_w * j + cell_w / 2
         parts.append(f'<text class="colhead" transform="translate({x:.0f},{top - 6}) rotate(-45)">{esc(g)}</text>')
     for i, k in enumerate(classes):
         y = top + cell_h * i
-        parts.append(
-            f'<a href="#{class_anchor(k)}"><text class="rowhead" x="{left - 8}" y="{y + cell_h * 0.68:.0f}" text-anchor="end">'
-            f"{esc(class_label(k))}</text></a>"
-        )
+        parts.append(heatmap_row_head(k, left, y, cell_h))
         for j, g in enumerate(groups):
             v, tips = cell(k, g)
-            x = left + cell_w * j
             # red = often wrong: the scale is the error rate, so the same colours mean "bad" as on spurious pages
             fill = rate_color(1.0 - v) if v is not None else "#eee"
             ink = "light" if v is not None and v < 0.45 else "dark"
-            parts.append(
-                f'<g class="acc"><title>{esc(class_label(k))} / {esc(g)}: accuracy {fmt_pct(v)} (mean over {len(tips)} model(s))\n'
-                f'{esc(chr(10).join(tips))}</title><rect x="{x}" y="{y}" width="{cell_w - 2}" height="{cell_h - 2}" fill="{fill}" '
-                f'stroke="#dde1e8"/><text x="{x + cell_w / 2 - 1:.0f}" y="{y + cell_h * 0.68:.0f}" text-anchor="middle" '
-                f'class="{ink}">{esc(fmt_pct(v))}</text></g>'
+            tip = (
+                f"{esc(class_label(k))} / {esc(g)}: accuracy {fmt_pct(v)} (mean over {len(tips)} model(s))\n"
+                f"{esc(chr(10).join(tips))}"
             )
-    lx = left + cell_w * len(groups) + 24
-    for t in range(11):
-        parts.append(f'<rect x="{lx}" y="{top + 12 * t}" width="16" height="12" fill="{rate_color(t / 10)}"/>')
-    parts.append(f'<text x="{lx + 22}" y="{top + 10}">100%</text><text x="{lx + 22}" y="{top + 130}">0%</text>')
-    parts.append(f'<text x="{lx}" y="{top + 150}" class="small">accuracy</text></svg>')
+            parts.append(
+                heatmap_cell(left + cell_w * j, y, (cell_w, cell_h), fill, ink, fmt_pct(v), tip, ' class="acc"')
+            )
+    parts.append(color_scale(left + cell_w * len(groups) + 24, top, "accuracy", high_first=False) + "</svg>")
     return (
         title + f"<p>Top-1 accuracy of each class's images per {esc(group_by)}, the mean over the {len(p.entries)} "
         "ranked model(s) (hover a cell for each model's). The object is in every image: red cells are where the "
@@ -261,36 +256,20 @@ def pairs_section(p: PageData, lazy: bool) -> str:
         '(<span class="mark f-0">all</span> <span class="mark f-some">some</span> <span class="mark f-all">none</span>). '
         "Check that the object is really there: an image without it is not a test of the shift.</p>"
     )
-    nav = " · ".join(f'<a href="#{class_anchor(k)}">{esc(class_label(k))}</a>' for k in p.classes)
-    out = [f'<section id="images"><h2>{title}</h2>{intro}<nav class="classnav">{nav}</nav>']
+    heading = {"d3s": "Guide | result", "ddb": "Original photo | mask | counterfactual", "none": "Images"}[
+        pair_kind(p.guides)
+    ]
+    out = [f'<section id="images"><h2>{title}</h2>{intro}<nav class="classnav">{class_nav(p.classes)}</nav>']
     for k in p.classes:
         shots = sorted(p.shots.get(k, []), key=lambda s: (len(s.fooled_by), s.index))
         acc = " · ".join(
             f"{esc(e.get('model'))}: {fmt_pct(((e.get('per_class') or {}).get(str(k)) or {}).get('accuracy'))}"
             for e in p.entries
         )
-        out.append(
-            f'<section class="cls" id="{class_anchor(k)}"><h3>{esc(class_label(k))} <small>{esc(wnid_of(k))}</small></h3>'
-            f'<p class="small">accuracy — {acc}</p>'
-        )
-        refs = p.references.get(k, [])
-        if refs:
-            out.append(
-                f'<h4>Reference photos ({len(refs)})</h4><div class="sheet refs">'
-                + "".join(shot_figure(s, with_mark=False, lazy=lazy) for s in refs)
-                + "</div>"
-            )
-        heading = {"d3s": "Guide | result", "ddb": "Original photo | mask | counterfactual", "none": "Images"}[
-            pair_kind(p.guides)
-        ]
-        out.append(
-            f'<h4>{heading}: {len(shots)} image(s)</h4><div class="sheet pairs">'
-            + (
-                "".join(_pair(s, p.guides.get(s.index), m, lazy) for s in shots)
-                or '<p class="note">no images of this class</p>'
-            )
-            + "</div></section>"
-        )
+        out.append(class_heading(k) + f'<p class="small">accuracy — {acc}</p>')
+        out.append(reference_sheet(p.references.get(k, []), "Reference photos", lazy))
+        figures = [_pair(s, p.guides.get(s.index), m, lazy) for s in shots]
+        out.append(image_sheet(f"{heading}: {len(shots)} image(s)", "sheet pairs", figures))
     out.append("</section>")
     return "".join(out)
 

@@ -386,17 +386,14 @@ def spurious_uncertainty(
     method = Method(unit="class", resamples=resamples, seed=seed)
     index, reps = spurious_replicates(labels, hit1, hit5, target_prob, class_ap, class_auroc, method)
     out = _block(method, index, reps, SPURIOUS_HEADLINE)
-    names, (r1, r5, rp) = within_stratum_replicates((hit1, hit5, target_prob), labels, method)
-    out["per_class_unit"] = PER_CLASS_UNIT
-    out["per_class"] = {
-        str(int(k)): {
-            "spurious_rate": _interval(r1[:, j], method),
-            "spurious_rate_top5": _interval(r5[:, j], method),
-            "mean_target_prob": _interval(rp[:, j], method),
-        }
-        for j, k in enumerate(names)
-    }
-    return out
+    per_class = {"spurious_rate": hit1, "spurious_rate_top5": hit5, "mean_target_prob": target_prob}
+    return {**out, "per_class_unit": PER_CLASS_UNIT, "per_class": _per_class(per_class, labels, method)}
+
+
+def _per_class(values: dict[str, Any], labels: Any, method: Method) -> dict[str, dict[str, list[float] | None]]:
+    """{class: {name: interval}} of the per-image `values`, each class's images resampled within it."""
+    names, reps = within_stratum_replicates(list(values.values()), labels, method)
+    return {str(int(k)): {v: _interval(r[:, j], method) for v, r in zip(values, reps)} for j, k in enumerate(names)}
 
 
 def shift_replicates(
@@ -422,25 +419,22 @@ def shift_replicates(
     g = g.reshape(-1)
     n_img = hit1.size
     ref = np.zeros(0) if reference_hits is None or units is not None else np.asarray(reference_hits, np.float64)
-    if units is not None:
-        method = method or Method(unit="reference_index")
-        index, n_units = unit_index(units)
-        counts = bootstrap_counts(n_units, method.resamples, method.seed).astype(np.float64)
-    else:
-        method = method or Method(unit="image-within-group")
-        strata = np.concatenate([g, np.full(ref.size, len(gnames))])
-        index, n_units = np.arange(strata.size), strata.size
-        counts = stratified_counts(strata, method.resamples, method.seed).astype(np.float64)
+    method = method or _shift_method(units)
+    index, n_units, counts = _shift_counts(units, g, len(gnames), ref.size, method)
     img = index[:n_img]
     n_g = len(gnames)
     cell = img * n_g + g  # (unit, group) cells: a group's accuracy in a replicate is a ratio of cell sums
     s_cell = np.bincount(cell, weights=hit1, minlength=n_units * n_g).reshape(n_units, n_g)
     n_cell = np.bincount(cell, minlength=n_units * n_g).reshape(n_units, n_g).astype(np.float64)
     per_group = _ratio(counts @ s_cell, counts @ n_cell)  # [B, G]
-    n_u = per_unit_sums(np.ones(n_img), img, n_units)
+
+    def drawn(values: np.ndarray) -> np.ndarray:  # each replicate's sum of per-image `values`
+        return counts @ per_unit_sums(values, img, n_units)
+
+    n_u = drawn(np.ones(n_img))
     reps = {
-        "accuracy": _ratio(counts @ per_unit_sums(hit1, img, n_units), counts @ n_u),
-        "accuracy_top5": _ratio(counts @ per_unit_sums(hit5, img, n_units), counts @ n_u),
+        "accuracy": _ratio(drawn(hit1), n_u),
+        "accuracy_top5": _ratio(drawn(hit5), n_u),
         "worst_group_accuracy": np.min(np.where(np.isnan(per_group), np.inf, per_group), axis=1),
         "mean_group_accuracy": _ratio(np.nansum(per_group, axis=1), np.isfinite(per_group).sum(axis=1)),
     }
@@ -453,16 +447,32 @@ def shift_replicates(
     if paired_reference is not None:
         pr = np.asarray(paired_reference, dtype=np.int64)
         both = (pr >= 0).astype(np.float64)
-        n_p = counts @ per_unit_sums(both, img, n_units)
-        ref_acc = _ratio(counts @ per_unit_sums(both * (pr == 1), img, n_units), n_p)
-        reps["reference_accuracy"] = ref_acc
-        reps["accuracy_drop"] = ref_acc - _ratio(counts @ per_unit_sums(both * hit1, img, n_units), n_p)
+        n_p = drawn(both)
+        reps["reference_accuracy"] = _ratio(drawn(both * (pr == 1)), n_p)
+        reps["accuracy_drop"] = reps["reference_accuracy"] - _ratio(drawn(both * hit1), n_p)
     elif ref.size:
         rows = index[n_img:]
-        ref_acc = _ratio(counts[:, rows] @ ref, counts[:, rows].sum(axis=1))
-        reps["reference_accuracy"] = ref_acc
-        reps["accuracy_drop"] = ref_acc - reps["accuracy"]
+        reps["reference_accuracy"] = _ratio(counts[:, rows] @ ref, counts[:, rows].sum(axis=1))
+        reps["accuracy_drop"] = reps["reference_accuracy"] - reps["accuracy"]
     return index, list(gnames), reps | {f"group:{name}": per_group[:, j] for j, name in enumerate(gnames)}
+
+
+def _shift_counts(
+    units: Any | None, g: np.ndarray, n_groups: int, n_ref: int, method: Method
+) -> tuple[np.ndarray, int, np.ndarray]:
+    """(each row's unit, the number of units, counts float[B, units]): source photos drawn whole, else the images
+    within their group and the `n_ref` reference images (after them) within a stratum of their own."""
+    if units is not None:
+        index, n_units = unit_index(units)
+        return index, n_units, bootstrap_counts(n_units, method.resamples, method.seed).astype(np.float64)
+    strata = np.concatenate([g, np.full(n_ref, n_groups)])
+    counts = stratified_counts(strata, method.resamples, method.seed).astype(np.float64)
+    return np.arange(strata.size), strata.size, counts
+
+
+def _shift_method(units: Any | None, resamples: int = DEFAULT_RESAMPLES, seed: int = DEFAULT_SEED) -> Method:
+    """A shift set's unit: its source photos when the set has them, else images within their group."""
+    return Method(unit="reference_index" if units is not None else "image-within-group", resamples=resamples, seed=seed)
 
 
 def shift_uncertainty(
@@ -479,21 +489,15 @@ def shift_uncertainty(
 ) -> dict[str, Any]:
     """An entry's `uncertainty` block on a shift set (see `shift_replicates` for the unit); per class, the
     class's images resampled."""
-    method = Method(
-        unit="reference_index" if units is not None else "image-within-group", resamples=resamples, seed=seed
-    )
+    method = _shift_method(units, resamples, seed)
     index, gnames, reps = shift_replicates(
         labels, hit1, hit5, groups, units, paired_reference, reference_hits, group_weights, method
     )
     headline = {k: v for k, v in reps.items() if not k.startswith("group:")}
     out = _block(method, index, headline, SHIFT_HEADLINE)
     out["per_group"] = {str(name): {"accuracy": _interval(reps[f"group:{name}"], method)} for name in gnames}
-    names, (r1, r5) = within_stratum_replicates((hit1, hit5), labels, method)
     out["per_class_unit"] = PER_CLASS_UNIT
-    out["per_class"] = {
-        str(int(k)): {"accuracy": _interval(r1[:, j], method), "accuracy_top5": _interval(r5[:, j], method)}
-        for j, k in enumerate(names)
-    }
+    out["per_class"] = _per_class({"accuracy": hit1, "accuracy_top5": hit5}, labels, method)
     return out
 
 
