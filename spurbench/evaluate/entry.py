@@ -41,8 +41,8 @@ from spurbench.evaluate.predict import (
 )
 from spurbench.evaluate.preprocessing import (
     DEFAULT_DECODE,
-    PREPROCESSING,
     build_uint8_transforms,
+    check_preprocessing,
     data_config_for,
 )
 from spurbench.zoo import public_name
@@ -112,8 +112,7 @@ def evaluate(
 
 def _check_options(preprocessing: str, batch_size: int | None, workers: int) -> None:
     """The options checked before anything is opened or loaded."""
-    if preprocessing not in PREPROCESSING:
-        raise SpurbenchError(f"unknown preprocessing '{preprocessing}'; use one of {', '.join(PREPROCESSING)}")
+    check_preprocessing(preprocessing)
     if batch_size is not None and batch_size < 1:
         raise SpurbenchError(f"--batch-size must be at least 1, got {batch_size}")
     if workers < 0:
