@@ -93,7 +93,8 @@ def evaluate(
     class_mask = _class_mask(class_subset, data, positives)
     data_config, spurious_tf, positive_tf = _transforms(clf, preprocessing)
     loop, run, size = _plan_loop(clf, data, positives, data_config, batch_size, workers, dev, amp, class_mask)
-    preds = _predict_split(clf, data, spurious_tf, run, size, decode, loop)
+    preds, loop["decode"] = _predict_rows(clf, data, spurious_tf, run, size, decode)
+    preds.split = data.split
     rates = metrics.spurious_rates(preds.label, preds.top5, preds.target_prob)
     pos_preds = _predict_positives(clf, positives, positive_tf, run, size, decode)
     score = _positive_scores(preds, pos_preds)
@@ -201,17 +202,21 @@ def _plan_loop(
     return loop, run, size
 
 
-def _predict_split(
-    clf: LoadedClassifier, data: SpuriousSet, transform: Any, run: dict, size: tuple, decode: str, loop: dict
-) -> Predictions:
-    """The model's predictions on the split's images; records the decode path used in `loop`."""
+def _predict_rows(
+    clf: LoadedClassifier,
+    data: SpuriousSet,
+    transform: Any,
+    run: dict,
+    size: tuple,
+    decode: str,
+    desc: str | None = None,
+) -> tuple[Predictions, str]:
+    """The model's predictions on the rows of an opened split, and the decode path used."""
     items = ImageItems(transform, data.labels, rows=data.rows, size=size, decode=decode)
-    loop["decode"] = items.decode
-    preds = predict(clf, items, **run, what=f"image of dataset '{data.source}' split '{data.split}'")
+    preds = predict(clf, items, **run, what=f"image of dataset '{data.source}' split '{data.split}'", desc=desc)
     if data.row_index is not None:  # predictions name split rows, also when verification left some out
         preds.index = data.row_index[preds.index]
-    preds.split = data.split
-    return preds
+    return preds, items.decode
 
 
 def _predict_positives(
@@ -345,15 +350,7 @@ def _control_block(
     ctrl = open_dataset(
         data.dataset, split=validity.CONTROL_SPLIT, limit=data.limit, include_unverified=data.include_unverified
     )
-    items = ImageItems(transform, ctrl.labels, rows=ctrl.rows, size=size, decode=decode)
-    cp = predict(
-        clf,
-        items,
-        **run,
-        what=f"image of dataset '{data.source}' split 'control'",
-        desc=f"{clf.spec.display_name} (control)",
-    )
-    cp.index = cp.index if ctrl.row_index is None else ctrl.row_index[cp.index]
+    cp, _ = _predict_rows(clf, ctrl, transform, run, size, decode, desc=f"{clf.spec.display_name} (control)")
     return validity.control_block(data, preds.fooled_top1, preds.index, ctrl, cp.fooled_top1, cp.index)
 
 
