@@ -51,7 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _classifier_arguments(parser.add_argument_group("classifiers (at least one --model, a --models-file or a --panel)"))
     _zero_shot_arguments(parser.add_argument_group("zero-shot models (open_clip:..., transformers: CLIP / SigLIP)"))
     _data_arguments(parser.add_argument_group("data"))
-    _run_arguments(parser.add_argument_group("run"))
+    run_group = parser.add_argument_group("run")
+    _board_arguments(run_group)
+    _loop_arguments(run_group)
 
 
 def _classifier_arguments(group: argparse._ArgumentGroup) -> None:
@@ -164,7 +166,8 @@ def _data_arguments(group: argparse._ArgumentGroup) -> None:
     )
 
 
-def _run_arguments(group: argparse._ArgumentGroup) -> None:
+def _board_arguments(group: argparse._ArgumentGroup) -> None:
+    """Where the results go and what makes an entry comparable."""
     from spurbench.evaluate.leaderboard import DEFAULT_LEADERBOARD
 
     group.add_argument(
@@ -187,6 +190,10 @@ def _run_arguments(group: argparse._ArgumentGroup) -> None:
         action="store_true",
         help="re-score models already on the leaderboard for the same data, preprocessing and precision (default: skip them)",
     )
+
+
+def _loop_arguments(group: argparse._ArgumentGroup) -> None:
+    """How the forward loop runs: batches, decoding, processes and threads, device and precision."""
     group.add_argument(
         "--batch-size",
         type=int,
