@@ -144,12 +144,8 @@ def _load_state(root: Path, fingerprint: str, kind: str, num_images: int) -> _St
     try:
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(str(z["meta"]))
-            if (meta.get("version"), meta.get("fingerprint"), meta.get("kind"), meta.get("num_images")) != (
-                STATE_VERSION,
-                fingerprint,
-                kind,
-                num_images,
-            ):
+            want = {"version": STATE_VERSION, "fingerprint": fingerprint, "kind": kind, "num_images": num_images}
+            if any(meta.get(k) != v for k, v in want.items()):
                 return fresh
             models = meta["models"]
             st = _State(
@@ -561,10 +557,7 @@ def _consistency_json(st: _State, common: np.ndarray, segments, overall_rows, pe
     all_votes = st.votes  # failures per image, over every model (on common images: all m voted)
     votes = all_votes[common]
     out: dict[str, Any] = {"models": names}
-    if m:
-        out.update(_block(votes, m))
-    else:
-        out.update({"num_images": 0, "all_fooled_rate": None, "at_least_half_rate": None, "fleiss_kappa": None})
+    out.update(_block(votes, m))  # no model: no common image, every figure None
     total, n_pairs = st.kappa_total
     out["mean_pairwise_kappa"] = total / n_pairs if n_pairs else None
     if m:

@@ -79,11 +79,9 @@ def control_block(data: Any, test_hits: Any, test_index: Any, control: Any, cont
     by_image = Method(unit="seed")
     for k in sorted(set(t_lab.tolist()) & set(c_lab.tolist())):
         t, c = t_lab == k, c_lab == k
-        lift = float(t_hits[t].mean() - c_hits[c].mean())
+        t_rate, c_rate = float(t_hits[t].mean()), float(c_hits[c].mean())
         low, high = drop_interval(c_hits[c], c_seed[c], t_hits[t], t_seed[t], by_image)
-        per_class[str(k)] = _lift_record(
-            float(t_hits[t].mean()), float(c_hits[c].mean()), lift, low, high, int(c.sum())
-        )
+        per_class[str(k)] = _lift_record(t_rate, c_rate, t_rate - c_rate, low, high, int(c.sum()))
     lifts = [v["lift"] for v in per_class.values()]
     low, high = unit_mean_interval(lifts, Method(unit="class")) if lifts else (None, None)
     overall = _lift_record(
