@@ -33,7 +33,7 @@ from spurbench.classifiers import (
     load_panel,
 )
 from spurbench.errors import SpurbenchError
-from spurbench.evaluate.entry import evaluate, format_table, probe_entry, summary_line, utc_now
+from spurbench.evaluate.entry import check_batch_size, evaluate, format_table, probe_entry, summary_line, utc_now
 from spurbench.evaluate.inputs import open_dataset, open_positives
 from spurbench.evaluate.predict import ImageDecodeError, default_workers, precision_for, resolve_device
 from spurbench.evaluate.preprocessing import (
@@ -410,8 +410,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _check_run_flags(args: argparse.Namespace) -> None:
-    if args.batch_size is not None and args.batch_size < 1:
-        raise SpurbenchError(f"--batch-size must be at least 1, got {args.batch_size}")
+    check_batch_size(args.batch_size)
     if args.workers is not None and args.workers < 0:
         raise SpurbenchError(f"--workers must be 0 or more, got {args.workers}")
     if args.threads is not None:

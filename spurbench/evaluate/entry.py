@@ -114,10 +114,14 @@ def evaluate(
 def _check_options(preprocessing: str, batch_size: int | None, workers: int) -> None:
     """The options checked before anything is opened or loaded."""
     check_preprocessing(preprocessing)
-    if batch_size is not None and batch_size < 1:
-        raise SpurbenchError(f"--batch-size must be at least 1, got {batch_size}")
+    check_batch_size(batch_size)
     if workers < 0:
         raise SpurbenchError(f"--workers must be 0 (decode in the main process) or more, got {workers}")
+
+
+def check_batch_size(batch_size: int | None) -> None:
+    if batch_size is not None and batch_size < 1:
+        raise SpurbenchError(f"--batch-size must be at least 1, got {batch_size}")
 
 
 def _open_inputs(
