@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from spurbench.errors import SpurbenchError
-from spurbench.files import atomic_write
 
 if TYPE_CHECKING:
     from spurbench.evaluate.predict import Predictions
@@ -48,14 +47,6 @@ def format_predictions(preds: Predictions) -> str:
                 f"{' '.join(str(int(v)) for v in part.top5[r])},{' '.join(f'{v:.6g}' for v in part.top5_probs[r])},{split}\n"
             )
     return "".join(lines)
-
-
-def write_predictions(path: str | Path, preds: Predictions) -> Path:
-    """The predictions CSV (`format_predictions`) written atomically at `path` (which the caller owns)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, format_predictions(preds))
-    return path
 
 
 def looks_like_predictions(path: str | Path) -> bool:
