@@ -160,17 +160,14 @@ def page_html(entries: Any) -> str:
     """The page's validity sections: the lift over the control split, the transfer from the mining surrogates."""
     from html import escape
 
-    transfer = transfer_markdown(entries)
-    html = (
-        ""
-        if not transfer
-        else (
-            f'<div id="transfer"><h3>{escape(transfer[1][3:])}</h3><p class="note">{escape(transfer[3])}</p><ul>'
-            + "".join(f"<li>{escape(line[2:])}</li>" for line in transfer[5:])
-            + "</ul></div>"
-        )
+    transfer = transfer_markdown(entries)  # ["", "## title", "", note, "", "- item", ...]
+    if not transfer:
+        return _control_html(entries)
+    items = "".join(f"<li>{escape(line[2:])}</li>" for line in transfer[5:])
+    title, note = escape(transfer[1][3:]), escape(transfer[3])
+    return (
+        _control_html(entries) + f'<div id="transfer"><h3>{title}</h3><p class="note">{note}</p><ul>{items}</ul></div>'
     )
-    return _control_html(entries) + html
 
 
 def _control_html(entries: Any) -> str:
