@@ -33,7 +33,7 @@ from spurbench.classifiers import (
     load_panel,
 )
 from spurbench.errors import SpurbenchError
-from spurbench.evaluate.entry import evaluate, format_table, probe_entry, summary_line, utc_now
+from spurbench.evaluate.entry import check_batch_size, evaluate, format_table, probe_entry, summary_line, utc_now
 from spurbench.evaluate.inputs import open_dataset, open_positives
 from spurbench.evaluate.predict import ImageDecodeError, default_workers, precision_for, resolve_device
 from spurbench.evaluate.preprocessing import (
@@ -48,11 +48,18 @@ from spurbench.evaluate.record import record
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from spurbench.evaluate.leaderboard import DEFAULT_LEADERBOARD
+    _classifier_arguments(parser.add_argument_group("classifiers (at least one --model, a --models-file or a --panel)"))
+    _zero_shot_arguments(parser.add_argument_group("zero-shot models (open_clip:..., transformers: CLIP / SigLIP)"))
+    _data_arguments(parser.add_argument_group("data"))
+    run_group = parser.add_argument_group("run")
+    _board_arguments(run_group)
+    _loop_arguments(run_group)
+
+
+def _classifier_arguments(group: argparse._ArgumentGroup) -> None:
     from spurbench.resources import shipped_names  # the help lists what ships, never a copy of it
 
-    g = parser.add_argument_group("classifiers (at least one --model, a --models-file or a --panel)")
-    g.add_argument(
+    group.add_argument(
         "--model",
         action="append",
         default=[],
@@ -64,117 +71,113 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "open_clip:hf-hub:org/repo, open_clip:local-dir:DIR (zero-shot), transformers:org/repo or transformers:DIR "
         "(an image classifier, or CLIP / SigLIP zero-shot)",
     )
-    g.add_argument(
+    group.add_argument(
         "--models-file",
         metavar="FILE",
-        default=None,
         help="text file of model names or patterns, one per line (# comments and blank lines ignored)",
     )
-    g.add_argument(
+    group.add_argument(
         "--list", action="store_true", help="print the models this command would score (patterns expanded) and exit"
     )
-    g.add_argument(
+    group.add_argument(
         "--weights",
         metavar="FILE",
-        default=None,
         help="local state dict for the single --model: .safetensors, or a torch file loadable with weights_only=True",
     )
-    g.add_argument(
+    group.add_argument(
         "--key-map",
         default="none",
         metavar="MAP",
         help="how --weights' tensor names map onto the timm model: none, positional, or strip_prefix:<prefix> "
         "(e.g. strip_prefix:module.model. for a robustness-library checkpoint)",
     )
-    g.add_argument(
+    group.add_argument(
         "--temperature",
         type=float,
-        default=None,
         metavar="T",
         help="divide the single --model's logits by T before the softmax (a temperature-calibrated checkpoint)",
     )
-    g.add_argument(
+    group.add_argument(
         "--name",
-        default=None,
         help="name to record the single --model under; unset: the model name, plus '+<file stem>' with --weights",
     )
-    g.add_argument(
+    group.add_argument(
         "--panel",
         metavar="NAME|FILE",
-        default=None,
         help="score every classifier of a panel: a shipped name (" + ", ".join(shipped_names("panel")) + ") or a "
         "YAML file like classifiers/offline.yaml",
     )
-    z = parser.add_argument_group("zero-shot models (open_clip:..., transformers: CLIP / SigLIP)")
-    z.add_argument(
+
+
+def _zero_shot_arguments(group: argparse._ArgumentGroup) -> None:
+    group.add_argument(
         "--templates",
-        default=None,
         metavar="openai|simple|FILE",
         help="prompt templates: open_clip's OPENAI_IMAGENET_TEMPLATES (openai, the default, 80), SIMPLE_IMAGENET_TEMPLATES "
         "(simple), or a JSON file in CLIP_benchmark's format (a list of templates holding {c}, or dataset -> list)",
     )
-    z.add_argument(
+    group.add_argument(
         "--classnames",
-        default=None,
         metavar="FILE",
         help="class names: a JSON list (or CLIP_benchmark's dataset -> list), one per class in label order; default "
         "open_clip's IMAGENET_CLASSNAMES for ImageNet-1k, the dataset's label names for another label set",
     )
-    d = parser.add_argument_group("data")
-    d.add_argument(
+
+
+def _data_arguments(group: argparse._ArgumentGroup) -> None:
+    group.add_argument(
         "--dataset",
-        default=None,
         metavar="ID|FOLDER",
         help="spurious-image dataset: a local folder or a Hugging Face Hub id (required unless --list)",
     )
-    d.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit) of --dataset")
-    d.add_argument("--split", default=ds_contract.DEFAULT_SPLIT, help="split of --dataset to score")
-    d.add_argument(
+    group.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit) of --dataset")
+    group.add_argument("--split", default=ds_contract.DEFAULT_SPLIT, help="split of --dataset to score")
+    group.add_argument(
         "--positives",
-        default=None,
         metavar="FOLDER|ID",
         help="real images of the classes, for the spurious score (AP, AUROC): a folder of <WordNet id>/<image> "
         "or a dataset (folder or Hub id) with an ImageNet-1k `label` column",
     )
-    d.add_argument(
+    group.add_argument(
         "--positives-split",
-        default=None,
         help="split of a --positives dataset; unset: validation, val or test, or its only split",
     )
-    d.add_argument(
+    group.add_argument(
         "--group-by",
-        default=None,
         metavar="COLUMN",
         help="report accuracy (shift sets) or spurious rate (spurious sets) per value of this column; default on a "
         "shift set: its `background` column. Shift sets rank by the worst group's accuracy",
     )
-    d.add_argument(
+    group.add_argument(
         "--limit", type=int, default=None, metavar="N", help="score only the first N images of the split (quick checks)"
     )
-    d.add_argument(
+    group.add_argument(
         "--include-unverified",
         action="store_true",
         help="on a verified set (`spurbench verify`), also score the images whose check failed (spurious set: object "
         "present; shift set: object absent) and those a person dropped; by default they are left out and counted",
     )
-    d.add_argument(
+    group.add_argument(
         "--class-subset",
-        default=None,
         metavar="FILE|spurious-imagenet",
         help="restrict the softmax and the top 5 to these ImageNet classes (timm validate.py's --valid-labels): "
         "spurious-imagenet (its 100 classes) or a text file, one ImageNet index or WordNet id per line; "
         "entries with another subset (or none) are ranked apart",
     )
-    r = parser.add_argument_group("run")
-    r.add_argument(
+
+
+def _board_arguments(group: argparse._ArgumentGroup) -> None:
+    """Where the results go and what makes an entry comparable."""
+    from spurbench.evaluate.leaderboard import DEFAULT_LEADERBOARD
+
+    group.add_argument(
         "--leaderboard",
-        default=None,
         metavar="FILE",
         help=f"leaderboard JSON to add the entries to (a folder means FOLDER/leaderboard.json); predictions go to "
         f"<its folder>/predictions/; unset: {DEFAULT_LEADERBOARD} (a folder's own name or a Hub id with / as --; "
         f"`<name>-<split>` for a split other than test), one board per dataset",
     )
-    r.add_argument(
+    group.add_argument(
         "--preprocessing",
         choices=PREPROCESSING,
         default="timm",
@@ -182,20 +185,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(size = the model's test_input_size if declared, else input_size; spurious images: shorter side to that "
         "size, no crop; positives: resize x256/224 + center crop; bicubic)",
     )
-    r.add_argument(
+    group.add_argument(
         "--force",
         action="store_true",
         help="re-score models already on the leaderboard for the same data, preprocessing and precision (default: skip them)",
     )
-    r.add_argument(
+
+
+def _loop_arguments(group: argparse._ArgumentGroup) -> None:
+    """How the forward loop runs: batches, decoding, processes and threads, device and precision."""
+    group.add_argument(
         "--batch-size",
         type=int,
-        default=None,
         help="images per forward pass; unset: chosen for the device (CPU: a few seconds' calibration of batch size "
         "and memory format, once per model and machine and cached, run only for sets of 256 images or more, smaller "
         "ones use a cached calibration or batch 8; CUDA: 32), recorded in the entry's `loop`",
     )
-    r.add_argument(
+    group.add_argument(
         "--decode",
         choices=DECODE_PATHS,
         default=DEFAULT_DECODE,
@@ -204,26 +210,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(measured tolerance in evaluate/preprocessing.py; it can change a top-1). Recorded in the entry's `loop`; "
         "entries of different decode paths are ranked apart",
     )
-    r.add_argument(
+    group.add_argument(
         "--workers",
         type=int,
-        default=None,
         help="DataLoader worker processes decoding images (0: in the main process); unset: min(8, CPU cores), or 0 on a CPU run with 2 cores or fewer",
     )
-    r.add_argument(
+    group.add_argument(
         "--threads",
         type=int,
-        default=None,
         metavar="N",
         help="torch threads of the scoring process (unset: torch's default, one per core); on a CPU shared with "
         "decoding --workers or other jobs, fewer threads avoid oversubscription (see benchmarks/eval_throughput.py)",
     )
-    r.add_argument(
+    group.add_argument(
         "--device",
-        default=None,
         help="torch device; unset: cuda (cuda:LOCAL_RANK under torchrun / accelerate launch) when available, else cpu",
     )
-    r.add_argument(
+    group.add_argument(
         "--amp",
         action="store_true",
         help="on CUDA, run the model under float16 autocast (faster; default float32, as timm's validate.py and the "
@@ -407,8 +410,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _check_run_flags(args: argparse.Namespace) -> None:
-    if args.batch_size is not None and args.batch_size < 1:
-        raise SpurbenchError(f"--batch-size must be at least 1, got {args.batch_size}")
+    check_batch_size(args.batch_size)
     if args.workers is not None and args.workers < 0:
         raise SpurbenchError(f"--workers must be 0 or more, got {args.workers}")
     if args.threads is not None:

@@ -41,8 +41,8 @@ from spurbench.evaluate.predict import (
 )
 from spurbench.evaluate.preprocessing import (
     DEFAULT_DECODE,
-    PREPROCESSING,
     build_uint8_transforms,
+    check_preprocessing,
     data_config_for,
 )
 from spurbench.zoo import public_name
@@ -93,7 +93,8 @@ def evaluate(
     class_mask = _class_mask(class_subset, data, positives)
     data_config, spurious_tf, positive_tf = _transforms(clf, preprocessing)
     loop, run, size = _plan_loop(clf, data, positives, data_config, batch_size, workers, dev, amp, class_mask)
-    preds = _predict_split(clf, data, spurious_tf, run, size, decode, loop)
+    preds, loop["decode"] = _predict_rows(clf, data, spurious_tf, run, size, decode)
+    preds.split = data.split
     rates = metrics.spurious_rates(preds.label, preds.top5, preds.target_prob)
     pos_preds = _predict_positives(clf, positives, positive_tf, run, size, decode)
     score = _positive_scores(preds, pos_preds)
@@ -112,12 +113,15 @@ def evaluate(
 
 def _check_options(preprocessing: str, batch_size: int | None, workers: int) -> None:
     """The options checked before anything is opened or loaded."""
-    if preprocessing not in PREPROCESSING:
-        raise SpurbenchError(f"unknown preprocessing '{preprocessing}'; use one of {', '.join(PREPROCESSING)}")
-    if batch_size is not None and batch_size < 1:
-        raise SpurbenchError(f"--batch-size must be at least 1, got {batch_size}")
+    check_preprocessing(preprocessing)
+    check_batch_size(batch_size)
     if workers < 0:
         raise SpurbenchError(f"--workers must be 0 (decode in the main process) or more, got {workers}")
+
+
+def check_batch_size(batch_size: int | None) -> None:
+    if batch_size is not None and batch_size < 1:
+        raise SpurbenchError(f"--batch-size must be at least 1, got {batch_size}")
 
 
 def _open_inputs(
@@ -202,17 +206,21 @@ def _plan_loop(
     return loop, run, size
 
 
-def _predict_split(
-    clf: LoadedClassifier, data: SpuriousSet, transform: Any, run: dict, size: tuple, decode: str, loop: dict
-) -> Predictions:
-    """The model's predictions on the split's images; records the decode path used in `loop`."""
+def _predict_rows(
+    clf: LoadedClassifier,
+    data: SpuriousSet,
+    transform: Any,
+    run: dict,
+    size: tuple,
+    decode: str,
+    desc: str | None = None,
+) -> tuple[Predictions, str]:
+    """The model's predictions on the rows of an opened split, and the decode path used."""
     items = ImageItems(transform, data.labels, rows=data.rows, size=size, decode=decode)
-    loop["decode"] = items.decode
-    preds = predict(clf, items, **run, what=f"image of dataset '{data.source}' split '{data.split}'")
+    preds = predict(clf, items, **run, what=f"image of dataset '{data.source}' split '{data.split}'", desc=desc)
     if data.row_index is not None:  # predictions name split rows, also when verification left some out
         preds.index = data.row_index[preds.index]
-    preds.split = data.split
-    return preds
+    return preds, items.decode
 
 
 def _predict_positives(
@@ -346,15 +354,7 @@ def _control_block(
     ctrl = open_dataset(
         data.dataset, split=validity.CONTROL_SPLIT, limit=data.limit, include_unverified=data.include_unverified
     )
-    items = ImageItems(transform, ctrl.labels, rows=ctrl.rows, size=size, decode=decode)
-    cp = predict(
-        clf,
-        items,
-        **run,
-        what=f"image of dataset '{data.source}' split 'control'",
-        desc=f"{clf.spec.display_name} (control)",
-    )
-    cp.index = cp.index if ctrl.row_index is None else ctrl.row_index[cp.index]
+    cp, _ = _predict_rows(clf, ctrl, transform, run, size, decode, desc=f"{clf.spec.display_name} (control)")
     return validity.control_block(data, preds.fooled_top1, preds.index, ctrl, cp.fooled_top1, cp.index)
 
 

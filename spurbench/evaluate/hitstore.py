@@ -84,6 +84,12 @@ class _State:
         hit = np.unpackbits(self.hit_bits[j], count=n).astype(np.int8)
         return np.where(np.unpackbits(self.scored_bits[j], count=n).astype(bool), hit, np.int8(-1))
 
+    def take(self, name: str, rel: str, sig: Any) -> None:
+        """Count model `name` (its CSV `rel` at `sig`) as the state's next row."""
+        self.names.append(name)
+        self.csvs.append(rel)
+        self.sigs.append(sig)
+
 
 # ----------------------------------------------------------------------------------------- kappa kernel
 
@@ -106,24 +112,6 @@ def _kappas_from_counts(n: np.ndarray, a: np.ndarray, b: np.ndarray, n11: np.nda
         k = (po - pe) / (1 - pe)
     undefined = (n == 0) | ((a == n) & (b == n)) | ((a == 0) & (b == 0))
     return np.where(undefined, np.nan, k)
-
-
-def _pair_kappas(others: np.ndarray, new: np.ndarray, segments) -> tuple[np.ndarray, np.ndarray]:
-    """Kappas of `new` (bool[n]) against each row of `others` (bool[r, n]) over the common images:
-    (overall float[r], per class float[r, K]). O(r x n) vectorised, the only per-append work."""
-    order, starts, _ = segments
-    x, y = others[:, order], new[order]
-    both = x & y
-
-    def per(v: np.ndarray) -> np.ndarray:  # sums per class over the last axis
-        if not v.shape[-1]:
-            return np.zeros(v.shape[:-1] + (0,), np.int64)
-        return np.add.reduceat(v, starts, axis=-1, dtype=np.int64)
-
-    a_k, b_k, n11_k = per(x), per(y), per(both)
-    n_k = np.diff(np.append(starts, len(order)))
-    overall = _kappas_from_counts(len(order), a_k.sum(-1), b_k.sum(), n11_k.sum(-1))
-    return overall, _kappas_from_counts(n_k, a_k, b_k, n11_k)
 
 
 # ----------------------------------------------------------------------------------------- state file
@@ -156,12 +144,8 @@ def _load_state(root: Path, fingerprint: str, kind: str, num_images: int) -> _St
     try:
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(str(z["meta"]))
-            if (meta.get("version"), meta.get("fingerprint"), meta.get("kind"), meta.get("num_images")) != (
-                STATE_VERSION,
-                fingerprint,
-                kind,
-                num_images,
-            ):
+            want = {"version": STATE_VERSION, "fingerprint": fingerprint, "kind": kind, "num_images": num_images}
+            if any(meta.get(k) != v for k, v in want.items()):
                 return fresh
             models = meta["models"]
             st = _State(
@@ -310,40 +294,7 @@ def update(root: str | Path, board: Mapping[str, Any], writes: dict[str, bytes] 
     n_img = int(ds.get("num_images") or 0)
     kind = str((ds.get("provenance") or {}).get("kind", "spurious"))
     old = _load_state(root, str(ds.get("fingerprint")), kind, n_img)
-    pos = {name: j for j, name in enumerate(old.names)}
-    excluded: dict[str, dict[str, Any]] = {}
-    csv_owner: dict[str, str] = {}
-    included: list[tuple[str, str, Any, int | None]] = []  # (model, csv, sig, its row in the old state if unchanged)
-    counted = _one_entry_per_model(board["entries"])
-    for e in board["entries"]:
-        name, rel = e["model"], e.get("predictions")
-        if counted.get(name):
-            excluded[name] = {"reason": counted[name]}
-            continue
-        if not rel:
-            excluded[name] = {"reason": "entry names no predictions file"}
-            continue
-        if rel in csv_owner:
-            excluded[name] = {
-                "reason": f"its predictions file '{rel}' is also {csv_owner[rel]}'s (model names whose file names "
-                f"collide); re-run `spurbench eval` for {name} to give it its own file"
-            }
-            continue
-        csv_owner[rel] = name
-        sig = _sig(root / rel)
-        j, prev_ex = pos.get(name), old.excluded.get(name)
-        reuse = j is not None and old.csvs[j] == rel and old.sigs[j] == sig
-        if (
-            not reuse
-            and prev_ex is not None
-            and prev_ex.get("csv") == rel
-            and prev_ex.get("sig") == sig
-            and sig is not None
-        ):
-            excluded[name] = prev_ex
-            continue
-        included.append((name, rel, sig, j if reuse else None))
-
+    included, excluded = _sort_entries(root, board["entries"], old)
     read: dict[str, Any] = {}
 
     def from_csv(rel: str) -> tuple[np.ndarray, np.ndarray] | SpurbenchError:
@@ -372,11 +323,70 @@ def update(root: str | Path, board: Mapping[str, Any], writes: dict[str, bytes] 
     return _rebuild(root, old, included, excluded, from_csv, writes)
 
 
+def _sort_entries(
+    root: Path, entries: Sequence[Mapping[str, Any]], old: _State
+) -> tuple[list[tuple[str, str, Any, int | None]], dict[str, dict[str, Any]]]:
+    """(the entries the consistency counts: (model, csv, sig, its row in the old state if unchanged), {model left
+    out: why}); a CSV the old state left out and that has not changed stays out without being read again."""
+    pos = {name: j for j, name in enumerate(old.names)}
+    excluded: dict[str, dict[str, Any]] = {}
+    csv_owner: dict[str, str] = {}
+    included: list[tuple[str, str, Any, int | None]] = []
+    counted = _one_entry_per_model(entries)
+    for e in entries:
+        name, rel = e["model"], e.get("predictions")
+        if counted.get(name):
+            excluded[name] = {"reason": counted[name]}
+            continue
+        if not rel:
+            excluded[name] = {"reason": "entry names no predictions file"}
+            continue
+        if rel in csv_owner:
+            excluded[name] = {
+                "reason": f"its predictions file '{rel}' is also {csv_owner[rel]}'s (model names whose file names "
+                f"collide); re-run `spurbench eval` for {name} to give it its own file"
+            }
+            continue
+        csv_owner[rel] = name
+        sig = _sig(root / rel)
+        j, prev_ex = pos.get(name), old.excluded.get(name)
+        reuse = j is not None and old.csvs[j] == rel and old.sigs[j] == sig
+        if (
+            not reuse
+            and prev_ex is not None
+            and prev_ex.get("csv") == rel
+            and prev_ex.get("sig") == sig
+            and sig is not None
+        ):
+            excluded[name] = prev_ex
+            continue
+        included.append((name, rel, sig, j if reuse else None))
+    return included, excluded
+
+
+def _agreeing(name: str, rel: str, sig: Any, got: Any, labels: np.ndarray, ref: str, excluded: dict) -> Any:
+    """`got` (hits, labels) of a model; None, with the reason in `excluded`, when its CSV could not be read or
+    its labels disagree with those of the rows before it (`ref` names them)."""
+    from spurbench.errors import SpurbenchError
+
+    if isinstance(got, SpurbenchError):
+        excluded[name] = {"reason": str(got), "csv": rel, "sig": sig}
+        return None
+    row_labels = got[1]
+    shared = (row_labels >= 0) & (labels >= 0)
+    if (row_labels[shared] != labels[shared]).any():
+        excluded[name] = {
+            "reason": f"its labels disagree with {ref}'s on the same images (stale predictions file?)",
+            "csv": rel,
+            "sig": sig,
+        }
+        return None
+    return got
+
+
 def _append(old: _State, new: Sequence[tuple[str, str, Any, int | None]], excluded: dict, from_csv) -> _State | None:
     """The state with `new` models appended, incrementally; None when a new model shrinks the set of
     images every model scored (then everything is recomputed)."""
-    from spurbench.errors import SpurbenchError
-
     st = _State(
         **{
             **old.__dict__,
@@ -388,60 +398,59 @@ def _append(old: _State, new: Sequence[tuple[str, str, Any, int | None]], exclud
         }
     )
     for name, rel, sig, _ in new:
-        got = from_csv(rel)
-        if isinstance(got, SpurbenchError):
-            excluded[name] = {"reason": str(got), "csv": rel, "sig": sig}
+        got = _agreeing(name, rel, sig, from_csv(rel), st.labels, st.names[0], excluded)
+        if got is None:
             continue
-        hits, row_labels = got
-        shared = (row_labels >= 0) & (st.labels >= 0)
-        if (row_labels[shared] != st.labels[shared]).any():
-            excluded[name] = {
-                "reason": f"its labels disagree with {st.names[0]}'s on the same images (stale predictions file?)",
-                "csv": rel,
-                "sig": sig,
-            }
-            continue
-        m = len(st.names)
-        common = st.scored_count == m
-        new_scored, new_fail = hits >= 0, failures(hits, st.kind)
-        if int((common & new_scored).sum()) != st.common_count:
+        if not _append_row(st, *got):
             return None
-        st.labels = np.where(st.labels >= 0, st.labels, row_labels)
-        order, starts, classes = _class_segments(st.labels, common)
-        if not np.array_equal(classes, st.classes):
-            return None
-        y = new_fail[order]
-        n_k = np.diff(np.append(starts, len(order)))
-        b_k = _per_class(y, starts)
-        # the others' failures at the images where the new model fails, straight from the packed bits
-        fpos = np.flatnonzero(y)
-        sel = order[fpos]
-        g = (st.hit_bits[:, sel >> 3] >> (7 - (sel & 7)).astype(np.uint8)) & 1
-        if st.kind == "shift":  # a shift set's failure is a miss (every common image is scored)
-            g = 1 - g
-        n11_k = np.zeros((m, len(classes)), np.int64)
-        if fpos.size:
-            ci = np.searchsorted(starts, fpos, side="right") - 1
-            runs = np.flatnonzero(np.r_[True, ci[1:] != ci[:-1]])
-            n11_k[:, ci[runs]] = np.add.reduceat(g, runs, axis=1, dtype=np.int64)
-        a_k = st.class_fail
-        overall = _kappas_from_counts(len(order), a_k.sum(1), b_k.sum(), n11_k.sum(1))
-        _add_sums(st, classes, overall, _kappas_from_counts(n_k, a_k, b_k, n11_k))
-        st.class_fail = np.vstack([a_k, b_k[None]])
-        st.votes = st.votes + new_fail
-        st.scored_count = st.scored_count + new_scored
-        st.hit_bits = np.vstack([st.hit_bits, np.packbits(hits == 1)[None]])
-        st.scored_bits = np.vstack([st.scored_bits, np.packbits(new_scored)[None]])
-        st.names.append(name)
-        st.csvs.append(rel)
-        st.sigs.append(sig)
+        st.take(name, rel, sig)
     return st
+
+
+def _append_row(st: _State, hits: np.ndarray, row_labels: np.ndarray) -> bool:
+    """Add one model's row and its kappas against every row before it; False when it shrinks the set of images
+    every model scored or its classes (the state is then half-updated: recompute)."""
+    m = len(st.names)
+    common = st.scored_count == m
+    new_scored, new_fail = hits >= 0, failures(hits, st.kind)
+    if int((common & new_scored).sum()) != st.common_count:
+        return False
+    st.labels = np.where(st.labels >= 0, st.labels, row_labels)
+    order, starts, classes = _class_segments(st.labels, common)
+    if not np.array_equal(classes, st.classes):
+        return False
+    y = new_fail[order]
+    b_k = _per_class(y, starts)
+    # the others' failures at the images where the new model fails, straight from the packed bits
+    fpos = np.flatnonzero(y)
+    sel = order[fpos]
+    g = (st.hit_bits[:, sel >> 3] >> (7 - (sel & 7)).astype(np.uint8)) & 1
+    if st.kind == "shift":  # a shift set's failure is a miss (every common image is scored)
+        g = 1 - g
+    n11_k = np.zeros((m, len(classes)), np.int64)
+    if fpos.size:
+        ci = np.searchsorted(starts, fpos, side="right") - 1
+        runs = np.flatnonzero(np.r_[True, ci[1:] != ci[:-1]])
+        n11_k[:, ci[runs]] = np.add.reduceat(g, runs, axis=1, dtype=np.int64)
+    _add_sums(st, classes, *_kappas(order, starts, st.class_fail, b_k, n11_k))
+    st.class_fail = np.vstack([st.class_fail, b_k[None]])
+    st.votes = st.votes + new_fail
+    st.scored_count = st.scored_count + new_scored
+    st.hit_bits = np.vstack([st.hit_bits, np.packbits(hits == 1)[None]])
+    st.scored_bits = np.vstack([st.scored_bits, np.packbits(new_scored)[None]])
+    return True
+
+
+def _kappas(order: np.ndarray, starts: np.ndarray, a_k: np.ndarray, b_k: np.ndarray, n11_k: np.ndarray):
+    """(overall, per class) kappas of a model with per-class failures `b_k` against rows with `a_k`, from the
+    per-class counts of images both fail (`n11_k`) over the common images (`order`, class runs at `starts`)."""
+    n_k = np.diff(np.append(starts, len(order)))
+    overall = _kappas_from_counts(len(order), a_k.sum(-1), b_k.sum(), n11_k.sum(-1))
+    return overall, _kappas_from_counts(n_k, a_k, b_k, n11_k)
 
 
 def _rebuild(root: Path, old: _State, included, excluded: dict, from_csv, writes) -> dict[str, Any]:
     """Everything recomputed from the rows (the old state's for unchanged models, the CSVs for the others)."""
-    from spurbench.errors import SpurbenchError
-
     n_img = old.num_images
     st = _State(old.fingerprint, old.kind, n_img, excluded=excluded)
     labels = np.full(n_img, -1, np.int64)
@@ -449,27 +458,15 @@ def _rebuild(root: Path, old: _State, included, excluded: dict, from_csv, writes
     for name, rel, sig, j in included:
         if j is not None:
             hits = old.row(j)
-            row_labels = np.where(hits >= 0, old.labels, -1)
+            got = (hits, np.where(hits >= 0, old.labels, -1))
         else:
             got = from_csv(rel)
-            if isinstance(got, SpurbenchError):
-                excluded[name] = {"reason": str(got), "csv": rel, "sig": sig}
-                continue
-            hits, row_labels = got
-        shared = (row_labels >= 0) & (labels >= 0)
-        if (row_labels[shared] != labels[shared]).any():
-            ref = st.names[0] if st.names else "the others"
-            excluded[name] = {
-                "reason": f"its labels disagree with {ref}'s on the same images (stale predictions file?)",
-                "csv": rel,
-                "sig": sig,
-            }
+        got = _agreeing(name, rel, sig, got, labels, st.names[0] if st.names else "the others", excluded)
+        if got is None:
             continue
-        labels = np.where(labels >= 0, labels, row_labels)
-        rows.append(hits)
-        st.names.append(name)
-        st.csvs.append(rel)
-        st.sigs.append(sig)
+        labels = np.where(labels >= 0, labels, got[1])
+        rows.append(got[0])
+        st.take(name, rel, sig)
     m = len(rows)
     hits = np.stack(rows) if rows else np.zeros((0, n_img), np.int8)
     scored, fail = hits >= 0, failures(hits, old.kind)
@@ -485,14 +482,11 @@ def _rebuild(root: Path, old: _State, included, excluded: dict, from_csv, writes
     st.classes, st.class_fail = classes.astype(np.int64), _per_class(fail_o, starts)
     st.hit_bits, st.scored_bits = np.packbits(hits == 1, axis=1), np.packbits(scored, axis=1)
     st.common_count = int(common.sum())
-    n_k = np.diff(np.append(starts, len(order)))
     small = m <= PAIRWISE_IN_JSON
     overall_rows, per_class_pairs = [], []
     for j in range(m):
         n11_k = _per_class(fail_o[:j] & fail_o[j], starts)
-        a_k, b_k = st.class_fail[:j], st.class_fail[j]
-        overall = _kappas_from_counts(len(order), a_k.sum(-1), b_k.sum(), n11_k.sum(-1))
-        per = _kappas_from_counts(n_k, a_k, b_k, n11_k)
+        overall, per = _kappas(order, starts, st.class_fail[:j], st.class_fail[j], n11_k)
         _add_sums(st, classes, overall, per)
         if small:
             overall_rows.append(overall)
@@ -563,10 +557,7 @@ def _consistency_json(st: _State, common: np.ndarray, segments, overall_rows, pe
     all_votes = st.votes  # failures per image, over every model (on common images: all m voted)
     votes = all_votes[common]
     out: dict[str, Any] = {"models": names}
-    if m:
-        out.update(_block(votes, m))
-    else:
-        out.update({"num_images": 0, "all_fooled_rate": None, "at_least_half_rate": None, "fleiss_kappa": None})
+    out.update(_block(votes, m))  # no model: no common image, every figure None
     total, n_pairs = st.kappa_total
     out["mean_pairwise_kappa"] = total / n_pairs if n_pairs else None
     if m:

@@ -81,18 +81,55 @@ def open_dataset(
     On a verified set (`spurbench verify`) the rows whose check failed are left out unless
     `include_unverified`; a person's keep/drop decisions override the detector's. `group_by`: the
     column whose values group the images (default on a shift set: `background`, see evaluate/shift.py)."""
-    from datasets import ClassLabel, Image, Value
-
-    from spurbench.evaluate import shift
-
     if limit is not None and limit < 1:
         raise SpurbenchError(f"--limit must be a positive number of images, got {limit}")
     opened = ds_contract.open_dataset_folder(source, revision)
-    source, folder, revision = opened.source, opened.folder, opened.revision
+    source = opened.source
     # the rows come from the very Parquet bytes the fingerprint is computed over (never a stale cache)
     full, fingerprint = opened.read(split)
+    label_names = _other_label_set(source, opened, full.features["label"])
+    all_labels = _checked_labels(full, source, split, label_names)
+    row_index, excluded = _verified_rows(full, opened, include_unverified)
+    rows = _undecoded(full) if row_index is None else _undecoded(full).select(row_index)
+    if limit is not None and limit < len(rows):
+        rows = rows.select(range(limit))
+    scored = all_labels if row_index is None else all_labels[row_index]
+    info = _dataset_info(opened, split, fingerprint, all_labels, label_names)
+    column, groups, ref_index = _groups(full, opened, split, group_by)
+    return SpuriousSet(
+        str(source),
+        opened.folder,
+        split,
+        opened.revision,
+        rows,
+        scored[: len(rows)],
+        info,
+        row_index=None if row_index is None else row_index[: len(rows)],
+        num_excluded=excluded,
+        label_names=label_names,
+        kind=opened.kind,
+        group_by=column,
+        groups=groups,
+        reference_index=ref_index,
+        dataset=opened,
+        limit=limit,
+        include_unverified=include_unverified,
+    )
+
+
+def _undecoded(data: Any) -> Any:
+    """The image and label columns, images left as bytes: workers decode them themselves, so a bad image is
+    named, not fatal."""
+    from datasets import Image
+
+    return data.select_columns(["image", "label"]).cast_column("image", Image(decode=False))
+
+
+def _checked_labels(full: Any, source: Any, split: str, label_names: list[str] | None) -> np.ndarray:
+    """Every row's label, once the `label` and `image` columns are checked to be what a classifier can score."""
+    from datasets import ClassLabel, Image, Value
+
     label_feature = full.features["label"]
-    label_names = _other_label_set(source, opened, label_feature)
     num_classes = imagenet.NUM_CLASSES if label_names is None else len(label_names)
     if isinstance(label_feature, ClassLabel):
         if label_names is None and list(label_feature.names) != list(imagenet.wnids()):
@@ -117,17 +154,18 @@ def open_dataset(
         raise SpurbenchError(
             f"dataset '{source}' row {int(bad[0])} has label {int(all_labels[bad[0]])}, not a class index 0..{num_classes - 1} of its label set"
         )
-    # decode=False: workers get the raw bytes and decode them themselves, so a bad image is named, not fatal
-    rows = full.select_columns(["image", "label"]).cast_column("image", Image(decode=False))
-    row_index, excluded = _verified_rows(full, opened, include_unverified)
-    scored = all_labels if row_index is None else all_labels[row_index]
-    if row_index is not None:
-        rows = rows.select(row_index)
-    if limit is not None and limit < len(rows):
-        rows = rows.select(range(limit))
+    return all_labels
+
+
+def _dataset_info(
+    opened: ds_contract.OpenDataset, split: str, fingerprint: str, all_labels: np.ndarray, label_names: list | None
+) -> dict:
+    """The leaderboard's "dataset" block: the split's identity, fingerprint and classes (over the whole split)."""
     info = {
-        "id": ds_contract.dataset_display_name(source),  # never an absolute local path (published with the results)
-        "revision": revision,
+        "id": ds_contract.dataset_display_name(
+            opened.source
+        ),  # never an absolute local path (published with the results)
+        "revision": opened.revision,
         "split": split,
         "fingerprint": fingerprint,
         "num_images": int(len(all_labels)),
@@ -136,39 +174,27 @@ def open_dataset(
     }
     if label_names is not None:
         info["label_set"] = opened.provenance.get("label_set")
-    kind = opened.kind
+    return info
+
+
+def _groups(
+    full: Any, opened: ds_contract.OpenDataset, split: str, group_by: str | None
+) -> tuple[str | None, np.ndarray | None, np.ndarray | None]:
+    """(group column, every row's group, every row's reference-split row on a shift set) of the split."""
+    from spurbench.evaluate import shift
+
+    kind, source = opened.kind, str(opened.source)
     # the reference split (un-shifted photos) has no groups of its own unless asked
     column = shift.group_column(
-        full.column_names,
-        kind if split != ds_contract.REFERENCE_SPLIT else ds_contract.DEFAULT_KIND,
-        group_by,
-        str(source),
+        full.column_names, kind if split != ds_contract.REFERENCE_SPLIT else ds_contract.DEFAULT_KIND, group_by, source
     )
-    groups = shift.group_values(full[column], column, str(source)) if column else None
+    groups = shift.group_values(full[column], column, source) if column else None
     ref_index = (
         np.asarray(full["reference_index"], dtype=np.int64)
         if kind == "shift" and "reference_index" in full.column_names
         else None
     )
-    return SpuriousSet(
-        str(source),
-        folder,
-        split,
-        revision,
-        rows,
-        scored[: len(rows)],
-        info,
-        row_index=None if row_index is None else row_index[: len(rows)],
-        num_excluded=excluded,
-        label_names=label_names,
-        kind=kind,
-        group_by=column,
-        groups=groups,
-        reference_index=ref_index,
-        dataset=opened,
-        limit=limit,
-        include_unverified=include_unverified,
-    )
+    return column, groups, ref_index
 
 
 def _other_label_set(source: Any, opened: ds_contract.OpenDataset, label_feature: Any) -> list[str] | None:
@@ -241,34 +267,54 @@ def open_positives(
     wanted = set(int(k) for k in classes)
     path = Path(source).expanduser()
     if path.is_dir() and not any(path.glob("**/*.parquet")) and not (path / "dataset_info.json").exists():
-        class_dirs = sorted(p for p in path.iterdir() if p.is_dir())
-        if not class_dirs:
-            raise SpurbenchError(
-                f"positives folder '{source}' has no class sub-folders; expected <folder>/<WordNet id>/<image>, e.g. n01440764/x.jpg"
-            )
-        paths, labels = [], []
-        for d in class_dirs:
-            try:
-                k = imagenet.wnid_to_index(d.name)
-            except SpurbenchError:
-                raise SpurbenchError(
-                    f"positives sub-folder '{d}' is not named by an ImageNet-1k WordNet id (like n01440764); rename or remove it"
-                ) from None
-            if k not in wanted:
-                continue
-            for f in sorted(d.iterdir()):
-                if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS:
-                    paths.append(f)
-                    labels.append(k)
-        return Positives(str(source), np.asarray(labels, dtype=np.int64), paths=paths)
-
+        return _positives_folder(source, path, wanted)
     # a dataset with ImageNet labels (a local Parquet folder or a hub id), e.g. ImageNet's validation split
-    from datasets import ClassLabel, Image, get_dataset_split_names, load_dataset
+    from datasets import ClassLabel
 
     if not path.is_dir() and not ds_contract._HUB_ID.match(str(source)):
         raise SpurbenchError(
             f"positives '{source}' is neither a folder nor a hub dataset id; give <folder>/<WordNet id>/<image> or a dataset with ImageNet labels"
         )
+    data, split = _positives_split(source, path, split, revision)
+    ds_contract.check_columns(data.column_names, f"'{source}' (positives, split {split})")
+    feature = data.features["label"]
+    if isinstance(feature, ClassLabel) and feature.num_classes != imagenet.NUM_CLASSES:
+        raise SpurbenchError(
+            f"positives dataset '{source}' labels {feature.num_classes} classes, not ImageNet-1k's 1000"
+        )
+    all_labels = np.asarray(data["label"], dtype=np.int64)
+    keep = np.flatnonzero(np.isin(all_labels, sorted(wanted)))
+    return Positives(str(source), all_labels[keep], rows=_undecoded(data).select(keep))
+
+
+def _positives_folder(source: str | Path, path: Path, wanted: set[int]) -> Positives:
+    """The images of the wanted classes in a folder of `<wnid>/<image>` files."""
+    class_dirs = sorted(p for p in path.iterdir() if p.is_dir())
+    if not class_dirs:
+        raise SpurbenchError(
+            f"positives folder '{source}' has no class sub-folders; expected <folder>/<WordNet id>/<image>, e.g. n01440764/x.jpg"
+        )
+    paths, labels = [], []
+    for d in class_dirs:
+        try:
+            k = imagenet.wnid_to_index(d.name)
+        except SpurbenchError:
+            raise SpurbenchError(
+                f"positives sub-folder '{d}' is not named by an ImageNet-1k WordNet id (like n01440764); rename or remove it"
+            ) from None
+        if k not in wanted:
+            continue
+        for f in sorted(d.iterdir()):
+            if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS:
+                paths.append(f)
+                labels.append(k)
+    return Positives(str(source), np.asarray(labels, dtype=np.int64), paths=paths)
+
+
+def _positives_split(source: str | Path, path: Path, split: str | None, revision: str | None) -> tuple[Any, str]:
+    """(the rows, the split's name) of a positives dataset; unset split: validation, val or test, or its only one."""
+    from datasets import get_dataset_split_names, load_dataset
+
     where = str(path) if path.is_dir() else str(source)
     local = path.is_dir() and any(path.glob("data/*.parquet"))
     try:
@@ -290,13 +336,4 @@ def open_positives(
             f"cannot load positives dataset '{source}' ({first_line(err)}); "
             "check the folder / hub id and --positives-split"
         ) from None
-    ds_contract.check_columns(data.column_names, f"'{source}' (positives, split {split})")
-    feature = data.features["label"]
-    if isinstance(feature, ClassLabel) and feature.num_classes != imagenet.NUM_CLASSES:
-        raise SpurbenchError(
-            f"positives dataset '{source}' labels {feature.num_classes} classes, not ImageNet-1k's 1000"
-        )
-    all_labels = np.asarray(data["label"], dtype=np.int64)
-    keep = np.flatnonzero(np.isin(all_labels, sorted(wanted)))
-    rows = data.select_columns(["image", "label"]).cast_column("image", Image(decode=False)).select(keep)
-    return Positives(str(source), all_labels[keep], rows=rows)
+    return data, split

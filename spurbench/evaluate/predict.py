@@ -409,13 +409,17 @@ def predict(
 
     device = resolve_device(device)
     cuda = device.type == "cuda"
-    _, autocast_dtype = precision_for(device, amp)
-    temperature = float(getattr(classifier, "temperature", 1.0) or 1.0)
-    data_config = data_config or classifier.data_config
     # channels-last: faster convolutions on CUDA (tensor cores) and, mostly, on CPU (oneDNN) too
     fmt = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}[memory_format]
-    model = classifier.model.to(device).to(memory_format=fmt)
-    mask = class_mask.to(device) if class_mask is not None else None
+    forward = _Forward(
+        classifier.model.to(device).to(memory_format=fmt),
+        device,
+        fmt,
+        precision_for(device, amp)[1],
+        float(getattr(classifier, "temperature", 1.0) or 1.0),
+        class_mask.to(device) if class_mask is not None else None,
+        data_config or classifier.data_config,
+    )
     loader = torch.utils.data.DataLoader(
         items,
         batch_size=batch_size,
@@ -426,60 +430,84 @@ def predict(
         persistent_workers=False,
         prefetch_factor=4 if workers > 0 else None,
     )
-    n = len(items)
-    out_index = np.empty(n, dtype=np.int64)
-    out_label = np.empty(n, dtype=np.int64)
-    out_target = np.empty(n, dtype=np.float64)
-    out_top = np.empty((n, TOPK), dtype=np.int64)
-    out_topp = np.empty((n, TOPK), dtype=np.float64)
-    pos = 0
     start = time.perf_counter()
     with (
         torch.inference_mode(),
-        tqdm(total=n, desc=desc or classifier.spec.display_name, unit="img", disable=None, leave=False) as bar,
+        tqdm(total=len(items), desc=desc or classifier.spec.display_name, unit="img", disable=None, leave=False) as bar,
     ):
-        for groups, y, idx, errors in loader:
-            bad = next((j for j, e in enumerate(errors) if e), None)
-            if bad is not None:
-                i = int(idx[bad])
-                raise ImageDecodeError(f"{what} {items.describe(i)}: {errors[bad]}")
-            b = len(y)
-            y_dev = y.to(device, non_blocking=cuda)
-            packed = torch.empty(b, 1 + 2 * TOPK, device=device)
-            for x, where in groups:  # one forward per image shape in the batch (one group unless shapes differ)
-                x = x.to(device, non_blocking=cuda)
-                if x.dtype == torch.uint8:  # float items (build_transforms) come normalised already
-                    x = normalise_batch(x, data_config)
-                x = x.contiguous(memory_format=fmt)
-                with torch.autocast(
-                    device_type=device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None
-                ):
-                    logits = model(x)
-                logits = logits.float()
-                if temperature != 1.0:
-                    logits = logits / temperature
-                if mask is not None:
-                    logits = logits.masked_fill(~mask, float("-inf"))
-                probs = logits.softmax(dim=-1)
-                top_p, top_i = probs.topk(min(TOPK, probs.shape[-1]), dim=-1)
-                if mask is not None:
-                    top_i = torch.where(mask[top_i], top_i, -1)
-                if top_i.shape[-1] < TOPK:  # a label set of fewer than 5 classes: pad with class -1 at probability 0
-                    top_p = torch.nn.functional.pad(top_p, (0, TOPK - top_i.shape[-1]))
-                    top_i = torch.nn.functional.pad(top_i, (0, TOPK - top_i.shape[-1]), value=-1)
-                where = where.to(device)
-                target = probs.gather(1, y_dev[where].view(-1, 1))
-                # [p_label, top-5 probs, top-5 indices (exact in float32)]
-                packed[where] = torch.cat([target, top_p, top_i.float()], dim=1)
-            packed = packed.cpu().numpy()  # one small device-to-host copy per batch
-            out_index[pos : pos + b] = idx.numpy()
-            out_label[pos : pos + b] = y.numpy()
-            out_target[pos : pos + b] = packed[:, 0]
-            out_topp[pos : pos + b] = packed[:, 1 : 1 + TOPK]
-            out_top[pos : pos + b] = packed[:, 1 + TOPK :].astype(np.int64)
-            pos += b
-            bar.update(b)
+        out = _collect(loader, forward, items, what, bar)
     if cuda:
         torch.cuda.synchronize(device)
-    seconds = time.perf_counter() - start
-    return Predictions(out_index, out_label, out_target, out_top, out_topp, seconds)
+    out.seconds = time.perf_counter() - start
+    return out
+
+
+def _collect(loader: Any, forward: _Forward, items: ImageItems, what: str, bar: Any) -> Predictions:
+    """Every batch of `loader` through `forward`, into the arrays of one Predictions; an image that could not be
+    decoded stops it, named."""
+    n = len(items)
+    out = Predictions(
+        np.empty(n, dtype=np.int64),
+        np.empty(n, dtype=np.int64),
+        np.empty(n, dtype=np.float64),
+        np.empty((n, TOPK), dtype=np.int64),
+        np.empty((n, TOPK), dtype=np.float64),
+    )
+    pos = 0
+    device = forward.device
+    for groups, y, idx, errors in loader:
+        bad = next((j for j, e in enumerate(errors) if e), None)
+        if bad is not None:
+            raise ImageDecodeError(f"{what} {items.describe(int(idx[bad]))}: {errors[bad]}")
+        b = len(y)
+        y_dev = y.to(device, non_blocking=device.type == "cuda")
+        packed = torch.empty(b, 1 + 2 * TOPK, device=device)
+        for x, where in groups:  # one forward per image shape in the batch (one group unless shapes differ)
+            where = where.to(device)
+            packed[where] = forward(x, y_dev[where])
+        packed = packed.cpu().numpy()  # one small device-to-host copy per batch
+        out.index[pos : pos + b] = idx.numpy()
+        out.label[pos : pos + b] = y.numpy()
+        out.target_prob[pos : pos + b] = packed[:, 0]
+        out.top5_probs[pos : pos + b] = packed[:, 1 : 1 + TOPK]
+        out.top5[pos : pos + b] = packed[:, 1 + TOPK :].astype(np.int64)
+        pos += b
+        bar.update(b)
+    return out
+
+
+@dataclass
+class _Forward:
+    """The model on its device and how `predict` runs it on one group of same-shape images."""
+
+    model: torch.nn.Module
+    device: torch.device
+    fmt: torch.memory_format
+    autocast_dtype: torch.dtype | None
+    temperature: float
+    mask: torch.Tensor | None  # bool over the outputs (--class-subset), or None
+    data_config: dict
+
+    def __call__(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """[p_label, top-5 probs, top-5 indices (exact in float32)] of every image of `x`."""
+        x = x.to(self.device, non_blocking=self.device.type == "cuda")
+        if x.dtype == torch.uint8:  # float items (build_transforms) come normalised already
+            x = normalise_batch(x, self.data_config)
+        x = x.contiguous(memory_format=self.fmt)
+        dtype = self.autocast_dtype
+        with torch.autocast(device_type=self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            logits = self.model(x)
+        logits = logits.float()
+        if self.temperature != 1.0:
+            logits = logits / self.temperature
+        if self.mask is not None:
+            logits = logits.masked_fill(~self.mask, float("-inf"))
+        probs = logits.softmax(dim=-1)
+        top_p, top_i = probs.topk(min(TOPK, probs.shape[-1]), dim=-1)
+        if self.mask is not None:
+            top_i = torch.where(self.mask[top_i], top_i, -1)
+        if top_i.shape[-1] < TOPK:  # a label set of fewer than 5 classes: pad with class -1 at probability 0
+            top_p = torch.nn.functional.pad(top_p, (0, TOPK - top_i.shape[-1]))
+            top_i = torch.nn.functional.pad(top_i, (0, TOPK - top_i.shape[-1]), value=-1)
+        target = probs.gather(1, labels.view(-1, 1))
+        return torch.cat([target, top_p, top_i.float()], dim=1)

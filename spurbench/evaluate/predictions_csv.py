@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from spurbench.errors import SpurbenchError
-from spurbench.files import atomic_write
 
 if TYPE_CHECKING:
     from spurbench.evaluate.predict import Predictions
@@ -50,14 +49,6 @@ def format_predictions(preds: Predictions) -> str:
     return "".join(lines)
 
 
-def write_predictions(path: str | Path, preds: Predictions) -> Path:
-    """The predictions CSV (`format_predictions`) written atomically at `path` (which the caller owns)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, format_predictions(preds))
-    return path
-
-
 def looks_like_predictions(path: str | Path) -> bool:
     """Whether `path` is a file starting with a predictions CSV's header (a previous board's own CSV)."""
     try:
@@ -83,25 +74,7 @@ def read_predictions(
     Raises SpurbenchError naming the file when it is missing, lacks a required column or has a bad value.
     """
     path = Path(csv_path)
-    try:
-        with open(path, newline="") as fh:
-            reader = csv.DictReader(fh)
-            fields = reader.fieldnames or []
-            missing = [c for c in ("index", "label", "fooled_top1") if c not in fields]
-            if missing:
-                raise SpurbenchError(
-                    f"predictions file '{path}' lacks column(s) {', '.join(missing)}; re-run `spurbench eval` for that model"
-                )
-            rows = list(reader)
-            if "split" in fields and rows:
-                want = rows[0]["split"] if split is None else split
-                rows = [r for r in rows if r["split"] == want]
-    except FileNotFoundError:
-        raise SpurbenchError(f"predictions file '{path}' is missing; re-run `spurbench eval` for that model") from None
-    except (OSError, UnicodeDecodeError, csv.Error) as err:
-        raise SpurbenchError(
-            f"cannot read predictions file '{path}': {err}; re-run `spurbench eval` for that model"
-        ) from None
+    fields, rows = _read_rows(path, split)
 
     def col(name: str, conv: Any) -> np.ndarray:
         try:
@@ -137,6 +110,25 @@ def read_predictions(
     return out
 
 
-# --------------------------------------------------------------------------------------------------
-# load / validate
-# --------------------------------------------------------------------------------------------------
+def _read_rows(path: Path, split: str | None) -> tuple[list[str], list[dict[str, str]]]:
+    """(the header, the rows of one split as text) of a predictions CSV with the required columns."""
+    try:
+        with open(path, newline="") as fh:
+            reader = csv.DictReader(fh)
+            fields = reader.fieldnames or []
+            missing = [c for c in ("index", "label", "fooled_top1") if c not in fields]
+            if missing:
+                raise SpurbenchError(
+                    f"predictions file '{path}' lacks column(s) {', '.join(missing)}; re-run `spurbench eval` for that model"
+                )
+            rows = list(reader)
+            if "split" in fields and rows:
+                want = rows[0]["split"] if split is None else split
+                rows = [r for r in rows if r["split"] == want]
+    except FileNotFoundError:
+        raise SpurbenchError(f"predictions file '{path}' is missing; re-run `spurbench eval` for that model") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise SpurbenchError(
+            f"cannot read predictions file '{path}': {err}; re-run `spurbench eval` for that model"
+        ) from None
+    return list(fields), rows

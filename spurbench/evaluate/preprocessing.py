@@ -59,6 +59,11 @@ DECODE_MAX_ABS_DIFF = 16
 DECODE_MEAN_ABS_DIFF = 0.25
 
 
+def check_preprocessing(preprocessing: str) -> None:
+    if preprocessing not in PREPROCESSING:
+        raise SpurbenchError(f"unknown preprocessing '{preprocessing}'; use one of {', '.join(PREPROCESSING)}")
+
+
 def tensor_transform(transform: Callable) -> Callable | None:
     """The same transform on a uint8 CHW tensor instead of a PIL image, when every step of `transform` is
     one torchvision applies to tensors as well (Resize, CenterCrop) followed by the PIL-to-uint8 step;
@@ -87,8 +92,7 @@ def data_config_for(model: torch.nn.Module, preprocessing: str) -> dict:
     """timm's resolved data config of `model`; for `spurious-imagenet` at its test size when declared."""
     import timm.data
 
-    if preprocessing not in PREPROCESSING:
-        raise SpurbenchError(f"unknown preprocessing '{preprocessing}'; use one of {', '.join(PREPROCESSING)}")
+    check_preprocessing(preprocessing)
     return dict(timm.data.resolve_data_config(model=model, use_test_size=preprocessing == "spurious-imagenet"))
 
 
@@ -105,8 +109,7 @@ def build_uint8_transforms(data_config: dict, preprocessing: str = "timm") -> tu
         # use_prefetcher=True: timm's eval transform without ToTensor/Normalize, ending in a uint8 tensor
         t = timm.data.create_transform(**data_config, use_prefetcher=True)
         return t, t
-    if preprocessing != "spurious-imagenet":
-        raise SpurbenchError(f"unknown preprocessing '{preprocessing}'; use one of {', '.join(PREPROCESSING)}")
+    check_preprocessing(preprocessing)
     h, w = data_config["input_size"][-2:]
     if h != w:
         raise SpurbenchError(

@@ -79,11 +79,9 @@ def control_block(data: Any, test_hits: Any, test_index: Any, control: Any, cont
     by_image = Method(unit="seed")
     for k in sorted(set(t_lab.tolist()) & set(c_lab.tolist())):
         t, c = t_lab == k, c_lab == k
-        lift = float(t_hits[t].mean() - c_hits[c].mean())
+        t_rate, c_rate = float(t_hits[t].mean()), float(c_hits[c].mean())
         low, high = drop_interval(c_hits[c], c_seed[c], t_hits[t], t_seed[t], by_image)
-        per_class[str(k)] = _lift_record(
-            float(t_hits[t].mean()), float(c_hits[c].mean()), lift, low, high, int(c.sum())
-        )
+        per_class[str(k)] = _lift_record(t_rate, c_rate, t_rate - c_rate, low, high, int(c.sum()))
     lifts = [v["lift"] for v in per_class.values()]
     low, high = unit_mean_interval(lifts, Method(unit="class")) if lifts else (None, None)
     overall = _lift_record(
@@ -162,17 +160,14 @@ def page_html(entries: Any) -> str:
     """The page's validity sections: the lift over the control split, the transfer from the mining surrogates."""
     from html import escape
 
-    transfer = transfer_markdown(entries)
-    html = (
-        ""
-        if not transfer
-        else (
-            f'<div id="transfer"><h3>{escape(transfer[1][3:])}</h3><p class="note">{escape(transfer[3])}</p><ul>'
-            + "".join(f"<li>{escape(line[2:])}</li>" for line in transfer[5:])
-            + "</ul></div>"
-        )
+    transfer = transfer_markdown(entries)  # ["", "## title", "", note, "", "- item", ...]
+    if not transfer:
+        return _control_html(entries)
+    items = "".join(f"<li>{escape(line[2:])}</li>" for line in transfer[5:])
+    title, note = escape(transfer[1][3:]), escape(transfer[3])
+    return (
+        _control_html(entries) + f'<div id="transfer"><h3>{title}</h3><p class="note">{note}</p><ul>{items}</ul></div>'
     )
-    return _control_html(entries) + html
 
 
 def _control_html(entries: Any) -> str:
