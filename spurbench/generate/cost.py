@@ -873,8 +873,11 @@ class Download:
     what: str
     source: str
     params: int
-    bytes: int
     note: str = ""
+
+    @property
+    def bytes(self) -> int:
+        return 4 * self.params  # float32 weights
 
 
 @dataclass
@@ -1129,7 +1132,7 @@ def add_sd_download(p: Plan, what: str, base: Any, resolution: int, inpainting: 
         p.tiny = True
         p.add_disk(f"{what} (tiny, built locally)", "work", pipeline_bytes(arch) + TOKENIZER_BYTES)
     else:
-        p.downloads.append(Download(what, base.id or "tiny", params, 4 * params, note))
+        p.downloads.append(Download(what, base.id or "tiny", params, note))
     return arch
 
 
@@ -1175,13 +1178,12 @@ def add_timm_download(p: Plan, what: str, spec: dict | None) -> str | None:
     params = parameters("timm", {"model": s.model})
     weights = spec.get("weights") if isinstance(spec.get("weights"), dict) else {}
     source = str(weights.get("hub") or weights.get("package") or s.model)
-    p.downloads.append(Download(what, source, params, 4 * params, "weights only; a training checkpoint may be larger"))
+    p.downloads.append(Download(what, source, params, "weights only; a training checkpoint may be larger"))
     return s.model
 
 
 def add_model_download(p: Plan, what: str, source: str, kind: str, config: dict) -> None:
-    params = parameters(kind, config)
-    p.downloads.append(Download(what, source, params, 4 * params))
+    p.downloads.append(Download(what, source, parameters(kind, config)))
 
 
 def plan(

@@ -89,14 +89,17 @@ class Export:
     source_photos: bool = True
 
 
-def reference_control_line(photos: str) -> str:
-    """The card's line naming a method's real photos (split `reference`) as the set's control (issue 24 §2): what a
-    classifier does on the photo before the change is the baseline its failures on the generated image are lifted from."""
-    return (
+def reference_control_lines(recipe, photos: str) -> list[str]:
+    """The card's line naming a method's real photos (split `reference`) as the set's control (issue 24 §2), where the
+    export holds them: what a classifier does on the photo before the change is the baseline its failures on the
+    generated image are lifted from."""
+    if not recipe.export.source_photos:
+        return []
+    return [
         f"- Control: split `reference` ({photos}) is this set's control. The lift, a classifier's failure rate on "
         "`test` minus the same on the `reference` photos (paired: each image against the photo it was made from), is "
         "what the generation changed; a lift of about zero is an artefact of generation, not a learned spurious feature"
-    )
+    ]
 
 
 def generated_row(image: Path, record: dict, **columns: Any) -> dict:

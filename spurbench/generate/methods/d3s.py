@@ -36,7 +36,7 @@ from spurbench.generate.methods import (
     Export,
     flagged_text,
     generated_row,
-    reference_control_line,
+    reference_control_lines,
     reference_offsets,
     reference_row,
 )
@@ -627,11 +627,7 @@ def card_parts(ctx, markers: dict, refs: dict, counts: dict) -> CardParts:
             + _photos_text(r)
         ),
         provenance_lines=[
-            *(
-                [reference_control_line("the class photos pasted onto the backgrounds")]
-                if r.export.source_photos
-                else []
-            ),
+            *reference_control_lines(r, "the class photos pasted onto the backgrounds"),
             f"- Img2img: `{g.scheduler}`, eta {g.eta}, {g.num_inference_steps} steps at strength {g.strength} "
             f"({g.denoising_steps} denoising steps), guidance {g.guidance_scale}, batch size {g.batch_size}",
             f"- Guide: foreground at {r.fg_scale} x {r.resolution} px = {round(r.fg_scale * r.resolution)} px, random position; "

@@ -54,7 +54,7 @@ from spurbench.generate.methods import (
     CardParts,
     Export,
     generated_row,
-    reference_control_line,
+    reference_control_lines,
     reference_offsets,
     reference_row,
     relative_to_recipe,
@@ -875,11 +875,7 @@ def card_parts(ctx, markers: dict, refs: dict, counts: dict) -> CardParts:
             + _photos_text(r)
         ),
         provenance_lines=[
-            *(
-                [reference_control_line("the source photos the counterfactuals were painted from")]
-                if r.export.source_photos
-                else []
-            ),
+            *reference_control_lines(r, "the source photos the counterfactuals were painted from"),
             f"- Inpainting model: `{r.inpainting_name}`, revision `{r.inpainting.revision}`",
             f"- Classifier (source selection, pruning): `{json.dumps(r.classifier, sort_keys=True)}`",
             f"- Segmentation: detector `{r.segmentation.detector}`, segmenter `{r.segmentation.segmenter}`, threshold {r.segmentation.threshold}",
