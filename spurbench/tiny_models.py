@@ -37,6 +37,13 @@ def _byte_level_vocab() -> tuple[dict[str, int], list[tuple[str, str]]]:
     return {t: i for i, t in enumerate(dict.fromkeys(tokens))}, merges
 
 
+def tower_config(hidden: int, intermediate: int, layers: int, heads: int, **more) -> dict:
+    """A transformer tower's sizes under transformers' config names (CLIP text and vision towers, OWLv2's)."""
+    return dict(
+        hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=layers, num_attention_heads=heads, **more
+    )
+
+
 def tiny_unet_config(latent_size: int, in_channels: int = 4) -> dict:
     """UNet2DConditionModel arguments of the tiny model (also what spurbench.generate.cost builds on the meta device)."""
     return dict(
@@ -70,15 +77,15 @@ def tiny_vae_config(image_size: int) -> dict:
 def tiny_text_config(vocab: dict[str, int] | None = None) -> dict:
     """CLIPTextConfig arguments of the tiny model's text encoder."""
     vocab = vocab if vocab is not None else _byte_level_vocab()[0]
-    return dict(
+    return tower_config(
+        TEXT_HIDDEN,
+        37,
+        2,
+        4,
         bos_token_id=vocab["<|startoftext|>"],
         eos_token_id=vocab["<|endoftext|>"],
         pad_token_id=vocab["<|endoftext|>"],
-        hidden_size=TEXT_HIDDEN,
-        intermediate_size=37,
         layer_norm_eps=1e-05,
-        num_attention_heads=4,
-        num_hidden_layers=2,
         vocab_size=max(1000, len(vocab)),
         max_position_embeddings=77,
     )
@@ -169,25 +176,18 @@ def make_tiny_owlv2(out_dir: str | Path, seed: int = 0) -> Path:
     tokenizer = tiny_clip_tokenizer(out_dir, model_max_length=64)
     torch.manual_seed(seed)
     config = Owlv2Config(
-        text_config=dict(
+        text_config=tower_config(
+            32,
+            37,
+            2,
+            4,
             vocab_size=max(1000, len(tokenizer)),
-            hidden_size=32,
-            intermediate_size=37,
-            num_hidden_layers=2,
-            num_attention_heads=4,
             max_position_embeddings=64,
             bos_token_id=tokenizer.bos_token_id,
             eos_token_id=tokenizer.eos_token_id,
             pad_token_id=tokenizer.pad_token_id,
         ),
-        vision_config=dict(
-            image_size=_TINY_IMAGE,
-            patch_size=8,
-            hidden_size=32,
-            intermediate_size=37,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-        ),
+        vision_config=tower_config(32, 37, 2, 4, image_size=_TINY_IMAGE, patch_size=8),
         projection_dim=32,
         # default-scale random weights saturate: most images score 1.0. A tenth of it spreads the scores
         # (about 0.5 to 0.75), so thresholds in tests and smoke builds split a set (the scores still mean nothing).

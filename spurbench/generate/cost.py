@@ -26,6 +26,7 @@ the datasheet bandwidth, DEFAULT_IO). Peak memory per stage: MemTracker on fake 
 from __future__ import annotations
 
 import functools
+import importlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from spurbench.errors import SpurbenchError
+from spurbench.tiny_models import tower_config
 
 __all__ = [
     "GPUS",
@@ -231,34 +233,12 @@ _SD_VAE = dict(
 )
 # text_encoder/config.json: SD v1 uses OpenAI CLIP ViT-L/14's text tower (transformers' CLIPTextConfig defaults
 # are the ViT-B/32 tower: hidden 512, 8 heads)
-_SD1_TEXT = dict(
-    hidden_size=768,
-    intermediate_size=3072,
-    num_hidden_layers=12,
-    num_attention_heads=12,
-    hidden_act="quick_gelu",
-    projection_dim=768,
-)
+_SD1_TEXT = tower_config(768, 3072, 12, 12, hidden_act="quick_gelu", projection_dim=768)
 # SD 2: OpenCLIP ViT-H/14's text tower with its last layer dropped (penultimate layer features): 23 layers
-_SD2_TEXT = dict(
-    hidden_size=1024,
-    intermediate_size=4096,
-    num_hidden_layers=23,
-    num_attention_heads=16,
-    hidden_act="gelu",
-    projection_dim=512,
-)
+_SD2_TEXT = tower_config(1024, 4096, 23, 16, hidden_act="gelu", projection_dim=512)
 # SD v1 repos ship a safety checker (CLIP ViT-L/14 vision tower + projection, safety_checker/config.json),
 # downloaded with the pipeline even where spurbench switches it off
-_SD1_SAFETY = dict(
-    hidden_size=1024,
-    intermediate_size=4096,
-    num_hidden_layers=24,
-    num_attention_heads=16,
-    patch_size=14,
-    image_size=224,
-    projection_dim=768,
-)
+_SD1_SAFETY = tower_config(1024, 4096, 24, 16, patch_size=14, image_size=224, projection_dim=768)
 
 
 @dataclass(frozen=True, eq=False)
@@ -318,7 +298,7 @@ TINY_DECODER_REPO = "madebyollin/taesd"
 # Detection models as spurbench.detection pins them.
 # google/owlv2-base-patch16-ensemble config.json: ViT-B/16 vision tower at 960 px; the text tower is CLIP's
 # (transformers' Owlv2TextConfig defaults: 512 wide, 12 layers, 16 tokens)
-OWLV2_VISION = dict(image_size=960, patch_size=16)
+OWLV2 = dict(vision_config=dict(image_size=960, patch_size=16))
 OWLV2_TOKENS = 16
 # facebook/sam-vit-base: transformers' SamConfig defaults are the ViT-B image encoder at 1024 px
 SAM_IMAGE = 1024
@@ -399,41 +379,31 @@ def _no_grad(fn: Callable[[], Any]) -> int:
     return count_flops(run)
 
 
+#: kind -> (package, model class, its config class; None: a diffusers model, built with `from_config`)
+_MODELS: dict[str, tuple[str, str, str | None]] = {
+    "unet": ("diffusers", "UNet2DConditionModel", None),
+    "vae": ("diffusers", "AutoencoderKL", None),
+    "tiny-vae": ("diffusers", "AutoencoderTiny", None),
+    "text": ("transformers", "CLIPTextModel", "CLIPTextConfig"),
+    "safety": ("transformers", "CLIPVisionModelWithProjection", "CLIPVisionConfig"),
+    "owlv2": ("transformers", "Owlv2ForObjectDetection", "Owlv2Config"),
+    "sam": ("transformers", "SamModel", "SamConfig"),
+}
+
+
 def _build(kind: str, config: dict) -> Any:
     """A new model of `kind` from a config, on the meta device (each call builds a fresh one)."""
-    if kind == "unet":
-        from diffusers import UNet2DConditionModel
-
-        return UNet2DConditionModel.from_config(config)
-    if kind == "vae":
-        from diffusers import AutoencoderKL
-
-        return AutoencoderKL.from_config(config)
-    if kind == "tiny-vae":
-        from diffusers import AutoencoderTiny
-
-        return AutoencoderTiny.from_config(config)
-    if kind == "text":
-        from transformers import CLIPTextConfig, CLIPTextModel
-
-        return CLIPTextModel(CLIPTextConfig(**config))
-    if kind == "safety":
-        from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
-
-        return CLIPVisionModelWithProjection(CLIPVisionConfig(**config))
     if kind == "timm":
         import timm
 
         return timm.create_model(config["model"], pretrained=False)
-    if kind == "owlv2":
-        from transformers import Owlv2Config, Owlv2ForObjectDetection
-
-        return Owlv2ForObjectDetection(Owlv2Config(vision_config=config))
-    if kind == "sam":
-        from transformers import SamConfig, SamModel
-
-        return SamModel(SamConfig())
-    raise ValueError(f"unknown model kind {kind!r}")
+    if kind not in _MODELS:
+        raise ValueError(f"unknown model kind {kind!r}")
+    package, model_class, config_class = _MODELS[kind]
+    module = importlib.import_module(package)
+    if config_class is None:
+        return getattr(module, model_class).from_config(config)
+    return getattr(module, model_class)(getattr(module, config_class)(**config))
 
 
 def model(kind: str, config: dict, train: bool = False) -> Any:
@@ -631,7 +601,7 @@ def owlv2_image() -> int:
     """OWLv2 base/16 at 960 px with one text query of 16 tokens."""
     import torch
 
-    det = model("owlv2", OWLV2_VISION)
+    det = model("owlv2", OWLV2)
     # no attention_mask: transformers' mask helper reads it with .item(), which meta tensors cannot do;
     # an all-ones mask changes no FLOP count
     return _no_grad(
@@ -892,7 +862,6 @@ class Line:
     builds: int = 0
     fixed_note: str = ""
     memory: Memory | None = None
-    memory_note: str = ""
 
     @property
     def flops(self) -> int:
@@ -904,8 +873,11 @@ class Download:
     what: str
     source: str
     params: int
-    bytes: int
     note: str = ""
+
+    @property
+    def bytes(self) -> int:
+        return 4 * self.params  # float32 weights
 
 
 @dataclass
@@ -970,6 +942,29 @@ class Plan:
     def add_disk(self, what: str, where: str, nbytes: int, note: str = "", transient: bool = False) -> None:
         self.disk.append(DiskItem(what, where, int(nbytes), note, transient))
 
+    def batch_memory(self, arch: SDArch, batch_size: int, guidance_scale: float) -> Memory | None:
+        """Peak memory of one sampling batch at the plan's resolution where it estimates memory, else None."""
+        if not self.memory:
+            return None
+        return sampling_memory(arch, self.resolution, batch_size, guidance_scale > 1, self.precision)
+
+    def add_photos_written(self, photos: Photos, what: str) -> None:
+        """The built-in sample photos stage 1 writes into the work folder, if any."""
+        if photos.written:
+            self.add_disk(f"built-in {what} photos (work/references)", "work", sum(photos.written.values()))
+
+    def add_export_end(self, photos: Photos, source_photos: bool = True, left_out: str = "") -> None:
+        """The real photos exported as split `reference` (with `export.source_photos: false`, the note `left_out`
+        instead), then the card, eval.yaml and record."""
+        if source_photos:
+            self.reference_rows += photos.rows
+            self.add_disk(
+                "export: reference split", "export", photos.row_bytes, f"{photos.rows} photos, {photos.note()}"
+            )
+        else:
+            self.notes.append(f"export.source_photos false: {left_out}")
+        self.add_disk("export: card, eval.yaml, record", "export", EXPORT_METADATA_BYTES)
+
     # -- rates and their sources
     def rate(self, kind: str) -> tuple[float, str]:
         """The utilisation of a kind of stage and where it came from."""
@@ -1016,6 +1011,14 @@ class Plan:
     @property
     def disk_peak(self) -> int:
         return self.disk_bytes + max((d.bytes for d in self.disk if d.transient), default=0)
+
+    def disk_in(self, where: str) -> int:
+        """What the build leaves in the work folder ("work") or the export ("export")."""
+        return sum(d.bytes for d in self.disk if d.where == where and not d.transient)
+
+    @property
+    def download_bytes(self) -> int:
+        return sum(d.bytes for d in self.downloads)
 
 
 # PNG bytes per pixel: SD images (measured on SD images: 1.2-1.8); guides and photos the same order; the tiny
@@ -1129,7 +1132,7 @@ def add_sd_download(p: Plan, what: str, base: Any, resolution: int, inpainting: 
         p.tiny = True
         p.add_disk(f"{what} (tiny, built locally)", "work", pipeline_bytes(arch) + TOKENIZER_BYTES)
     else:
-        p.downloads.append(Download(what, base.id or "tiny", params, 4 * params, note))
+        p.downloads.append(Download(what, base.id or "tiny", params, note))
     return arch
 
 
@@ -1175,13 +1178,12 @@ def add_timm_download(p: Plan, what: str, spec: dict | None) -> str | None:
     params = parameters("timm", {"model": s.model})
     weights = spec.get("weights") if isinstance(spec.get("weights"), dict) else {}
     source = str(weights.get("hub") or weights.get("package") or s.model)
-    p.downloads.append(Download(what, source, params, 4 * params, "weights only; a training checkpoint may be larger"))
+    p.downloads.append(Download(what, source, params, "weights only; a training checkpoint may be larger"))
     return s.model
 
 
 def add_model_download(p: Plan, what: str, source: str, kind: str, config: dict) -> None:
-    params = parameters(kind, config)
-    p.downloads.append(Download(what, source, params, 4 * params))
+    p.downloads.append(Download(what, source, parameters(kind, config)))
 
 
 def plan(
@@ -1228,19 +1230,26 @@ def plan(
     )
     get_method(method).plan(p, recipe, classes)
     if recipe_path is not None:
-        from spurbench.generate.verify_stage import load_verify_section
-
-        check = load_verify_section(recipe_path)
-        if check is not None:
-            rows = p.images + p.reference_rows
-            if check.detector == "owlv2" and check.model is None:
-                p.add("verify (OWLv2 on every exported row)", rows, "image", owlv2_image(), kind="vision")
-            else:
-                p.notes.append(f"verify with detector {check.detector!r} is not costed (only the default OWLv2 is)")
-            export = sum(d.bytes for d in p.disk if d.where == "export")
-            p.add_disk("export before verification (work/unverified)", "work", export, "a second copy of the export")
-            p.add_disk("detections (work/verify/detections.jsonl)", "work", rows * DETECTION_RECORD_BYTES)
+        _plan_verify(p, recipe_path)
     return p
+
+
+def _plan_verify(p: Plan, recipe_path: str | Path) -> None:
+    """The recipe's `verify:` stage, if it has one: the detector on every exported row, and what it writes."""
+    from spurbench.generate.verify_stage import load_verify_section
+
+    check = load_verify_section(recipe_path)
+    if check is None:
+        return
+    rows = p.images + p.reference_rows
+    if check.detector == "owlv2" and check.model is None:
+        p.add("verify (OWLv2 on every exported row)", rows, "image", owlv2_image(), kind="vision")
+    else:
+        p.notes.append(f"verify with detector {check.detector!r} is not costed (only the default OWLv2 is)")
+    p.add_disk(
+        "export before verification (work/unverified)", "work", p.disk_in("export"), "a second copy of the export"
+    )
+    p.add_disk("detections (work/verify/detections.jsonl)", "work", rows * DETECTION_RECORD_BYTES)
 
 
 # one row's record in verify/detections.jsonl (measured on the smoke build: 560 bytes)
@@ -1263,7 +1272,7 @@ def _hours(h: float) -> str:
 
 
 def format_plan(p: Plan) -> str:
-    peak_kind = "dense bf16/fp16" if p.precision in ("fp16", "bf16") else "fp32 (mixed_precision no)"
+    """The text `spurbench build --plan` prints: downloads, the stage table and its sources, peak memory, disk."""
     out = [
         f"plan for recipe {p.recipe} (method {p.method}): {p.classes} class(es) at {p.resolution} px, mixed precision {p.precision}",
         "",
@@ -1274,8 +1283,29 @@ def format_plan(p: Plan) -> str:
             f"  {d.what:<34} {d.source:<48} {d.params / 1e6:>8.1f} M params  {d.bytes / 1e9:6.2f} GB"
             + (f"  ({d.note})" if d.note else "")
         )
-    out.append(f"  {'total':<34} {'':<48} {'':>17}  {sum(d.bytes for d in p.downloads) / 1e9:6.2f} GB")
+    out.append(f"  {'total':<34} {'':<48} {'':>17}  {p.download_bytes / 1e9:6.2f} GB")
+    out += _stage_table(p)
+    out += ["", "sources:"] + [f"  {s}" for s in _sources(p)]
+    out += _memory_table(p)
+    out += _disk_table(p)
     out += [
+        "",
+        f"images to make: {p.images:,} exported" + (f" + {p.extra_images:,} class priors" if p.extra_images else ""),
+        f"GPU-hours: {_hours(p.gpu_hours())} on one {p.gpu.name} (wall-clock on N GPUs: / N; classes are sharded)",
+        "FLOPs: counted by torch.utils.flop_counter.FlopCounterMode on the real architectures built on the meta device "
+        "(matmuls, convolutions, attention; 2 FLOPs per multiply-add).",
+    ]
+    out += [f"note: {n}" for n in p.notes]
+    return "\n".join(out)
+
+
+def _seconds_columns(t: Seconds) -> str:
+    return "  ".join(f"{_hours(s / 3600):>8}" for s in (t.compute, t.traffic, t.fixed, t.total))
+
+
+def _stage_table(p: Plan) -> list[str]:
+    """One row per stage (its hours split into compute, traffic and fixed costs) with its details below it."""
+    out = [
         "",
         f"time per stage on one {p.gpu.name} (hours: FLOPs / (peak x utilisation) + memory traffic / bandwidth + fixed "
         "disk and pipeline costs):",
@@ -1290,8 +1320,7 @@ def format_plan(p: Plan) -> str:
         mem = f"{line.memory.total / 1e9:.1f} GB" if line.memory else ""
         out.append(
             f"{line.stage:<44} {line.count:>8,} {line.unit:<5} {_si(line.flops, 'FLOP'):>11}  {util:>5.1%}  "
-            f"{_hours(t.compute / 3600):>8}  {_hours(t.traffic / 3600):>8}  {_hours(t.fixed / 3600):>8}  "
-            f"{_hours(t.total / 3600):>8}  {mem:>8}"
+            f"{_seconds_columns(t)}  {mem:>8}"
         )
         details = [line.note] if line.note else []
         details.append(f"{_si(line.flops_each, 'FLOP')} per {line.unit} ({line.kind} stage)")
@@ -1303,10 +1332,13 @@ def format_plan(p: Plan) -> str:
                 + (f" ({line.fixed_note})" if line.fixed_note else "")
             )
         out += [f"    {d}" for d in details]
-    out.append(
-        f"{'total':<44} {'':>12}  {_si(p.flops, 'FLOP'):>11}  {'':>5}  {_hours(total.compute / 3600):>8}  "
-        f"{_hours(total.traffic / 3600):>8}  {_hours(total.fixed / 3600):>8}  {_hours(total.total / 3600):>8}"
-    )
+    out.append(f"{'total':<44} {'':>12}  {_si(p.flops, 'FLOP'):>11}  {'':>5}  {_seconds_columns(total)}")
+    return out
+
+
+def _sources(p: Plan) -> list[str]:
+    """Where every rate of the table comes from: utilisations, bandwidth, disk and build figures, peak, profile."""
+    peak_kind = "dense bf16/fp16" if p.precision in ("fp16", "bf16") else "fp32 (mixed_precision no)"
     kinds = sorted({line.kind for line in p.lines})
     sources = [f"utilisation of {k} stages {p.rate(k)[0]:.1%}: {p.rate(k)[1]}" for k in kinds]
     bandwidth, source = p.bandwidth()
@@ -1326,47 +1358,49 @@ def format_plan(p: Plan) -> str:
             f"no measured profile for {p.gpu.name} (spurbench/generate/profiles/): the utilisations are stated defaults; "
             "measure one with `python benchmarks/cost_model.py --measure --write-profile FILE` and pass --plan-profile FILE"
         )
-    out += ["", "sources:"] + [f"  {s}" for s in sources]
-    mem_lines = [line for line in p.lines if line.memory is not None]
+    return sources
+
+
+def _memory_table(p: Plan) -> list[str]:
+    """Each stage's peak memory by kind, and which GPUs it fits (or how to ask for the estimate)."""
+    out = []
     if not p.memory:
         out += [
             "",
             "peak memory per stage: give --plan-memory (estimated on fake tensors; minutes for a training step)",
         ]
+    mem_lines = [line for line in p.lines if line.memory is not None]
     if mem_lines:
         out += ["", "peak memory per stage (MemTracker on fake tensors, no GPU used):"]
-        for line in mem_lines:
-            m = line.memory
-            other = ""
-            if m.other is not None:
-                other = f"; {'without' if m.checkpointing else 'with'} gradient checkpointing {m.other / 1e9:.2f} GB"
-            out.append(
-                f"  {line.stage:<42} {m.total / 1e9:7.2f} GB = weights {m.weights / 1e9:.2f} + gradients "
-                f"{m.gradients / 1e9:.2f} + optimizer {m.optimizer / 1e9:.2f} + activations {m.activations / 1e9:.2f}"
-                + (
-                    f" (gradient checkpointing {'on' if m.checkpointing else 'off'})"
-                    if m.checkpointing is not None
-                    else ""
-                )
-                + other
-            )
-            out.append(f"    {line.memory_note or memory_note(m)}")
-    out += ["", "disk (every file the build writes):"]
+    for line in mem_lines:
+        m = line.memory
+        switch = (
+            f" (gradient checkpointing {'on' if m.checkpointing else 'off'})" if m.checkpointing is not None else ""
+        )
+        other = ""
+        if m.other is not None:
+            other = f"; {'without' if m.checkpointing else 'with'} gradient checkpointing {m.other / 1e9:.2f} GB"
+        out.append(
+            f"  {line.stage:<42} {m.total / 1e9:7.2f} GB = weights {m.weights / 1e9:.2f} + gradients "
+            f"{m.gradients / 1e9:.2f} + optimizer {m.optimizer / 1e9:.2f} + activations {m.activations / 1e9:.2f}"
+            + switch
+            + other
+        )
+        out.append(f"    {memory_note(m)}")
+    return out
+
+
+def _disk_table(p: Plan) -> list[str]:
+    out = ["", "disk (every file the build writes):"]
     for d in p.disk:
         out.append(
             f"  {d.where:<6} {d.what:<58} {_si(d.bytes, 'B'):>9}"
             + ("  (deleted during the build)" if d.transient else "")
             + (f"  {d.note}" if d.note else "")
         )
-    out += [
-        f"  total left on disk: {_si(p.disk_bytes, 'B')} (work folder {_si(sum(d.bytes for d in p.disk if d.where == 'work' and not d.transient), 'B')}, "
-        f"export {_si(sum(d.bytes for d in p.disk if d.where == 'export'), 'B')}); peak {_si(p.disk_peak, 'B')}; "
-        f"plus {_si(sum(d.bytes for d in p.downloads), 'B')} of models in the Hugging Face cache",
-        "",
-        f"images to make: {p.images:,} exported" + (f" + {p.extra_images:,} class priors" if p.extra_images else ""),
-        f"GPU-hours: {_hours(p.gpu_hours())} on one {p.gpu.name} (wall-clock on N GPUs: / N; classes are sharded)",
-        "FLOPs: counted by torch.utils.flop_counter.FlopCounterMode on the real architectures built on the meta device "
-        "(matmuls, convolutions, attention; 2 FLOPs per multiply-add).",
-    ]
-    out += [f"note: {n}" for n in p.notes]
-    return "\n".join(out)
+    out.append(
+        f"  total left on disk: {_si(p.disk_bytes, 'B')} (work folder {_si(p.disk_in('work'), 'B')}, "
+        f"export {_si(p.disk_in('export'), 'B')}); peak {_si(p.disk_peak, 'B')}; "
+        f"plus {_si(p.download_bytes, 'B')} of models in the Hugging Face cache"
+    )
+    return out

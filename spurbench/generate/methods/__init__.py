@@ -45,8 +45,11 @@ Adding a method: write `spurbench/generate/methods/<name>.py` with these names, 
 from __future__ import annotations
 
 import importlib
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from spurbench.errors import SpurbenchError
 
@@ -86,14 +89,57 @@ class Export:
     source_photos: bool = True
 
 
-def reference_control_line(photos: str) -> str:
-    """The card's line naming a method's real photos (split `reference`) as the set's control (issue 24 §2): what a
-    classifier does on the photo before the change is the baseline its failures on the generated image are lifted from."""
-    return (
+def reference_control_lines(recipe, photos: str) -> list[str]:
+    """The card's line naming a method's real photos (split `reference`) as the set's control (issue 24 §2), where the
+    export holds them: what a classifier does on the photo before the change is the baseline its failures on the
+    generated image are lifted from."""
+    if not recipe.export.source_photos:
+        return []
+    return [
         f"- Control: split `reference` ({photos}) is this set's control. The lift, a classifier's failure rate on "
         "`test` minus the same on the `reference` photos (paired: each image against the photo it was made from), is "
         "what the generation changed; a lift of about zero is an artefact of generation, not a learned spurious feature"
-    )
+    ]
+
+
+def generated_row(image: Path, record: dict, **columns: Any) -> dict:
+    """An export row of a generated image, with the prompt and seed of its marker `record`."""
+    return dict(image=str(image), source="generated", prompt=record["prompt"], seed=int(record["seed"]), **columns)
+
+
+def reference_row(image: str, **columns: Any) -> dict:
+    """An export row of split `reference`: a real photo, with no prompt and no seed."""
+    return dict(image=image, source="reference", prompt="", seed=-1, **columns)
+
+
+def reference_offsets(classes: list, refs: dict) -> tuple[dict[int, int], int]:
+    """Where each class's photos start in split `reference` (classes in recipe order), and how many rows it has."""
+    offsets, n = {}, 0
+    for entry in classes:
+        offsets[entry.index] = n
+        n += len(refs[entry.index].images)
+    return offsets, n
+
+
+def flagged_text(markers: dict) -> str:
+    """The card's words on the generated images the safety checker blacked out (none: no words)."""
+    flagged = sum(len(m.get("nsfw_flagged", [])) for m in markers.values())
+    return f"; {flagged} generated images were blacked out by the safety checker" if flagged else ""
+
+
+def relative_to_recipe(ctx, spec: dict) -> dict:
+    """A copy of a classifier spec whose local weights file is taken relative to the recipe file."""
+    spec = json.loads(json.dumps(spec))
+    w = spec.get("weights")
+    if (
+        isinstance(w, dict)
+        and "file" in w
+        and "package" not in w
+        and "hub" not in w
+        and not Path(w["file"]).expanduser().is_absolute()
+    ):
+        w["file"] = str((ctx.recipe_path.parent / w["file"]).resolve())
+    return spec
 
 
 def method_name(data: dict) -> str:

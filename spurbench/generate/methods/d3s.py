@@ -30,7 +30,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from spurbench.errors import SpurbenchError
-from spurbench.generate.methods import CardParts, Export, reference_control_line
+from spurbench.generate import cost
+from spurbench.generate.methods import (
+    CardParts,
+    Export,
+    flagged_text,
+    generated_row,
+    reference_control_lines,
+    reference_offsets,
+    reference_row,
+)
 from spurbench.generate.recipe import BaseModel, ReferenceSource
 
 if TYPE_CHECKING:
@@ -183,8 +192,20 @@ def recipe_from_dict(data: Mapping[str, Any]) -> D3SRecipe:
 
 
 def _check(r: D3SRecipe) -> None:
-    from spurbench.generate.recipe import check_class_index
+    _check_numbers(r)
+    _check_prompt(r)
+    _check_backgrounds(r)
+    _check_classes(r)
+    needed = ["base_model", "foregrounds", "backgrounds"]
+    missing = [k for k in needed if not str(r.licenses.get(k) or "").strip()]
+    if missing:
+        raise SpurbenchError(
+            f"key 'licenses' must state the licence of every input: missing {', '.join(f'licenses.{k}' for k in missing)}"
+        )
 
+
+def _check_numbers(r: D3SRecipe) -> None:
+    """The guide's foreground scale, img2img's settings and the images per background."""
     if not 0 < r.fg_scale <= 1:
         raise SpurbenchError(
             f"key 'fg_scale' must be in (0, 1] (the foreground's side over the resolution), got {r.fg_scale}"
@@ -207,6 +228,9 @@ def _check(r: D3SRecipe) -> None:
         raise SpurbenchError(f"key 'generation.eta' must be >= 0 (0: deterministic DDIM), got {g.eta}")
     if r.images_per_background < 1:
         raise SpurbenchError(f"key 'images_per_background' must be >= 1, got {r.images_per_background}")
+
+
+def _check_prompt(r: D3SRecipe) -> None:
     try:
         names = [f for _, f, _, _ in string.Formatter().parse(r.prompt) if f is not None]
     except ValueError as err:
@@ -216,6 +240,10 @@ def _check(r: D3SRecipe) -> None:
         raise SpurbenchError(
             f"key 'prompt': unknown placeholder {{{bad[0]}}}; use {{name}}, {{definition}} and {{background}}"
         )
+
+
+def _check_backgrounds(r: D3SRecipe) -> None:
+    """Where the templates come from, their phrases, and how many templates and photos a build takes."""
     b = r.backgrounds
     if (b.folder is None) == (not b.builtin):
         raise SpurbenchError(
@@ -229,11 +257,17 @@ def _check(r: D3SRecipe) -> None:
                 f"key 'backgrounds.phrases.{word}': a background word (folder name) must map to a phrase string like 'in snow'"
             )
     for key, value in (
-        ("backgrounds.per_background", b.per_background),
+        ("backgrounds.per_background", r.backgrounds.per_background),
         ("foregrounds.per_class", r.foregrounds.per_class),
     ):
         if value is not None and value < 1:
             raise SpurbenchError(f"key '{key}' must be >= 1 or null, got {value}")
+
+
+def _check_classes(r: D3SRecipe) -> None:
+    """Each class once, each with exactly one source of foreground photos."""
+    from spurbench.generate.recipe import check_class_index
+
     if not r.classes:
         raise SpurbenchError("key 'classes' must list at least one class, or be `all`")
     seen: set[int] = set()
@@ -251,12 +285,6 @@ def _check(r: D3SRecipe) -> None:
                 f"key 'classes[{i}]': class {c.index} has no foregrounds; set foregrounds.folder (a folder per WordNet id) "
                 "or the class's own foregrounds"
             )
-    needed = ["base_model", "foregrounds", "backgrounds"]
-    missing = [k for k in needed if not str(r.licenses.get(k) or "").strip()]
-    if missing:
-        raise SpurbenchError(
-            f"key 'licenses' must state the licence of every input: missing {', '.join(f'licenses.{k}' for k in missing)}"
-        )
 
 
 def provenance(recipe: D3SRecipe) -> dict[str, Any]:
@@ -517,10 +545,7 @@ def export_splits(ctx, markers: dict, refs: dict):
     from spurbench.dataset import encode_image
 
     r = ctx.recipe
-    offset, first = 0, {}
-    for entry in ctx.classes:  # the reference split: classes in recipe order, foregrounds in order
-        first[entry.index] = offset
-        offset += len(refs[entry.index].images)
+    first, offset = reference_offsets(ctx.classes, refs)
 
     def common(entry) -> dict:
         return dict(label=entry.index, class_name=imagenet.class_name(entry.index), component=-1, builder=r.builder)
@@ -529,11 +554,9 @@ def export_splits(ctx, markers: dict, refs: dict):
         for entry in ctx.classes:
             folder = ctx.class_dir(entry.index) / "images"
             for im in markers[entry.index]["images"]:
-                yield dict(
-                    image=str(folder / im["file"]),
-                    source="generated",
-                    prompt=im["prompt"],
-                    seed=int(im["seed"]),
+                yield generated_row(
+                    folder / im["file"],
+                    im,
                     spurious_feature=r.backgrounds.phrases[im["background"]],
                     background=im["background"],
                     fg_scale=r.fg_scale,
@@ -547,11 +570,8 @@ def export_splits(ctx, markers: dict, refs: dict):
     def reference_rows():
         for entry in ctx.classes:
             for j, path in enumerate(refs[entry.index].images):
-                yield dict(
-                    image=path,
-                    source="reference",
-                    prompt="",
-                    seed=-1,
+                yield reference_row(
+                    path,
                     spurious_feature="",
                     background=None,
                     fg_scale=None,
@@ -592,7 +612,6 @@ def card_parts(ctx, markers: dict, refs: dict, counts: dict) -> CardParts:
 
     r = ctx.recipe
     g = r.generation
-    flagged = sum(len(m.get("nsfw_flagged", [])) for m in markers.values())
     return CardParts(
         pretty_name=f"spurbench {r.name}: background-shift images (d3s)",
         headline="Background-shift images",
@@ -608,11 +627,7 @@ def card_parts(ctx, markers: dict, refs: dict, counts: dict) -> CardParts:
             + _photos_text(r)
         ),
         provenance_lines=[
-            *(
-                [reference_control_line("the class photos pasted onto the backgrounds")]
-                if r.export.source_photos
-                else []
-            ),
+            *reference_control_lines(r, "the class photos pasted onto the backgrounds"),
             f"- Img2img: `{g.scheduler}`, eta {g.eta}, {g.num_inference_steps} steps at strength {g.strength} "
             f"({g.denoising_steps} denoising steps), guidance {g.guidance_scale}, batch size {g.batch_size}",
             f"- Guide: foreground at {r.fg_scale} x {r.resolution} px = {round(r.fg_scale * r.resolution)} px, random position; "
@@ -633,7 +648,7 @@ def card_parts(ctx, markers: dict, refs: dict, counts: dict) -> CardParts:
                 if r.export.source_photos
                 else f"{sum(len(x.images) for x in refs.values())} foreground photos left out of this export"
             )
-            + (f"; {flagged} generated images were blacked out by the safety checker" if flagged else "")
+            + flagged_text(markers)
         ),
         classes_table=[
             "| k | class | prompt name | foregrounds | generated |",
@@ -655,7 +670,7 @@ def plan(p, r: D3SRecipe, classes: list) -> None:
     """Stage 3 of `classes` into the plan `p` (a spurbench.generate.cost.Plan): the img2img stage with its kind,
     pipeline load and peak memory, and every file the build writes (guides, backgrounds, photos, export with
     `export.source_photos` on or off) on `p.disk`."""
-    from spurbench.generate import cost
+    from spurbench import imagenet
 
     arch = cost.add_sd_download(p, "base model", r.base_model, r.resolution)
     g = r.generation
@@ -671,26 +686,22 @@ def plan(p, r: D3SRecipe, classes: list) -> None:
         reads=cost.pipeline_bytes(arch),
         builds=1,
         fixed_note="the pipeline loaded once per process",
-        memory=cost.sampling_memory(arch, r.resolution, g.batch_size, g.guidance_scale > 1, p.precision)
-        if p.memory
-        else None,
+        memory=p.batch_memory(arch, g.batch_size, g.guidance_scale),
     )
     photos = cost.Photos()
+    limit = r.foregrounds.per_class
     for c in classes:
         src = c.foregrounds
         if src is not None and src.samples:
-            photos.add(c.index, samples=src.samples, limit=r.foregrounds.per_class)
-        else:
-            folder = src.folder if src is not None and src.folder else r.foregrounds.folder
-            if folder and not (src is not None and src.folder):
-                from spurbench import imagenet
-
-                folder = Path(folder).expanduser() / imagenet.wnids()[c.index]
-            photos.add(c.index, folder=folder, limit=r.foregrounds.per_class)
+            photos.add(c.index, samples=src.samples, limit=limit)
+        elif src is not None and src.folder:
+            photos.add(c.index, folder=src.folder, limit=limit)
+        else:  # the class's folder (named by WordNet id) in foregrounds.folder
+            root = r.foregrounds.folder
+            photos.add(c.index, folder=root and Path(root).expanduser() / imagenet.wnids()[c.index], limit=limit)
     png = cost.png_bytes(r.resolution, noise=p.tiny)
     guide = cost.png_bytes(r.resolution)  # a photo pasted on a template: photo-like, not noise
-    if photos.written:
-        p.add_disk("built-in foreground photos (work/references)", "work", sum(photos.written.values()))
+    p.add_photos_written(photos, "foreground")
     if r.backgrounds.builtin:
         p.add_disk(
             "built-in background templates (work/backgrounds)", "work", _builtin_bytes(tuple(r.background_words))
@@ -699,12 +710,8 @@ def plan(p, r: D3SRecipe, classes: list) -> None:
     p.add_disk("init_image guides (work/classes)", "work", n * guide, f"one per image, ~{guide:,} B each")
     p.add_disk("export: test split images", "export", n * png)
     if r.export.source_photos:
-        p.reference_rows += photos.rows
         p.add_disk("export: init_image guides", "export", n * guide, "in every test row")
-        p.add_disk("export: reference split", "export", photos.row_bytes, f"{photos.rows} photos, {photos.note()}")
-    else:
-        p.notes.append("export.source_photos false: no reference split and no init_image guides in the export")
-    p.add_disk("export: card, eval.yaml, record", "export", cost.EXPORT_METADATA_BYTES)
+    p.add_export_end(photos, r.export.source_photos, "no reference split and no init_image guides in the export")
 
 
 @functools.cache

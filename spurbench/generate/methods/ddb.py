@@ -49,7 +49,16 @@ from typing import Any
 
 from spurbench.errors import SpurbenchError
 from spurbench.files import atomic_path
-from spurbench.generate.methods import CardParts, Export, reference_control_line
+from spurbench.generate import cost
+from spurbench.generate.methods import (
+    CardParts,
+    Export,
+    generated_row,
+    reference_control_lines,
+    reference_offsets,
+    reference_row,
+    relative_to_recipe,
+)
 from spurbench.generate.recipe import BaseModel, References, ReferenceSource, TinyBase
 from spurbench.once import build_once
 
@@ -383,7 +392,7 @@ def provenance(recipe: DDBRecipe) -> dict[str, Any]:
 def models_used(ctx) -> list[tuple[str, dict]]:
     """The classifiers this method's build used (stages.models_used): the one that selects the source photos,
     and prunes the counterfactuals when the recipe prunes."""
-    spec = _relative_to_recipe(ctx, ctx.recipe.classifier)
+    spec = relative_to_recipe(ctx, ctx.recipe.classifier)
     return [("selection", spec)] + ([("pruning", spec)] if prunes(ctx.recipe) else [])
 
 
@@ -460,7 +469,7 @@ def prepare(ctx, pending: list, refs: dict, base_model: str, base_revision: str 
     r = ctx.recipe
     names = label_set(r)
     state["classifier"] = create_classifier(
-        ClassifierSpec.from_dict(_relative_to_recipe(ctx, r.classifier)),
+        ClassifierSpec.from_dict(relative_to_recipe(ctx, r.classifier)),
         ctx.device,
         **({"num_classes": len(names[1])} if names else {}),
     )
@@ -469,21 +478,6 @@ def prepare(ctx, pending: list, refs: dict, base_model: str, base_revision: str 
     source, revision = _inpainting_model(ctx)
     state["pipe"] = load_inpainting(source, ctx.device, torch_dtype(ctx.mixed_precision, ctx.device), revision)
     return state
-
-
-def _relative_to_recipe(ctx, spec: dict) -> dict:
-    """A classifier spec whose local weights file is taken relative to the recipe file."""
-    spec = json.loads(json.dumps(spec))
-    w = spec.get("weights")
-    if (
-        isinstance(w, dict)
-        and "file" in w
-        and "package" not in w
-        and "hub" not in w
-        and not Path(w["file"]).expanduser().is_absolute()
-    ):
-        w["file"] = str((ctx.recipe_path.parent / w["file"]).resolve())
-    return spec
 
 
 def _inpainting_model(ctx) -> tuple[str, str | None]:
@@ -748,79 +742,84 @@ def _extra_features(swap: bool) -> dict:
     return {**extra, "group": Value("string")} if swap else extra
 
 
+def _row_columns(r: DDBRecipe, entry, label: int) -> dict:
+    """The columns every row of a class has, for the row's `label` (swap mode: the group too)."""
+    row = dict(
+        label=label,
+        class_name=class_name(r, label),
+        spurious_feature=entry.spurious_feature,
+        component=-1,
+        builder="ddb",
+        feather=r.feather,
+        mask_prompt=entry.mask_prompt,
+    )
+    if r.mode == "swap":
+        row["group"] = f"{class_name(r, label)}/{context_name(r, entry)}"
+    return row
+
+
+def _generated_rows(ctx, markers: dict, offsets: dict, kept: bool):
+    """The repainted images that were kept (`kept`) or pruned, with their masks and scores."""
+    r = ctx.recipe
+    for entry in ctx.classes:
+        cdir = ctx.class_dir(entry.index)
+        label = entry.swap_to if r.mode == "swap" else entry.index
+        mean = float(markers[entry.index]["p_label_mean"])
+        for im in markers[entry.index]["images"]:
+            if im["kept"] != kept:
+                continue
+            # the mask's bytes are embedded (dataset.write_dataset encodes every Image column): nothing
+            # in the export points into the work dir
+            yield generated_row(
+                cdir / "images" / im["file"],
+                im,
+                source_index=offsets[entry.index] + int(im["source"]),
+                mask=str(cdir / "masks" / im["mask_file"]),
+                ig_score=None if im["ig_score"] is None else float(im["ig_score"]),
+                p_label=float(im["p_label"]),
+                p_label_mean=mean,
+                **_row_columns(r, entry, label),
+            )
+
+
+def _reference_rows(ctx, markers: dict, refs: dict, offsets: dict):
+    """The source photos, with p(k) of each and its mean over the class's selected photos."""
+    for entry in ctx.classes:
+        p_ref = markers[entry.index]["p_reference"]
+        mean = float(markers[entry.index]["p_reference_mean"])
+        for i, path in enumerate(refs[entry.index].images):
+            yield reference_row(
+                path,
+                source_index=offsets[entry.index] + i,
+                mask=None,
+                ig_score=None,
+                p_label=float(p_ref[i]),
+                p_label_mean=mean,
+                **_row_columns(ctx.recipe, entry, entry.index),
+            )
+
+
 def export_splits(ctx, markers: dict, refs: dict):
     r = ctx.recipe
-    offsets, n = {}, 0
-    for entry in ctx.classes:
-        offsets[entry.index] = n
-        n += len(refs[entry.index].images)
+    offsets, n = reference_offsets(ctx.classes, refs)
     swap = r.mode == "swap"
-
-    def base(entry, label: int) -> dict:
-        row = dict(
-            label=label,
-            class_name=class_name(r, label),
-            spurious_feature=entry.spurious_feature,
-            component=-1,
-            builder="ddb",
-            feather=r.feather,
-            mask_prompt=entry.mask_prompt,
-        )
-        if swap:
-            row["group"] = f"{class_name(r, label)}/{context_name(r, entry)}"
-        return row
-
-    def generated(kept: bool):
-        for entry in ctx.classes:
-            cdir = ctx.class_dir(entry.index)
-            label = entry.swap_to if swap else entry.index
-            mean = float(markers[entry.index]["p_label_mean"])
-            for im in markers[entry.index]["images"]:
-                if im["kept"] != kept:
-                    continue
-                # the mask's bytes are embedded (dataset.write_dataset encodes every Image column): nothing
-                # in the export points into the work dir
-                yield dict(
-                    image=str(cdir / "images" / im["file"]),
-                    source="generated",
-                    prompt=im["prompt"],
-                    seed=int(im["seed"]),
-                    source_index=offsets[entry.index] + int(im["source"]),
-                    mask=str(cdir / "masks" / im["mask_file"]),
-                    ig_score=None if im["ig_score"] is None else float(im["ig_score"]),
-                    p_label=float(im["p_label"]),
-                    p_label_mean=mean,
-                    **base(entry, label),
-                )
-
-    def reference_rows():
-        for entry in ctx.classes:
-            p_ref = markers[entry.index]["p_reference"]
-            mean = float(markers[entry.index]["p_reference_mean"])
-            for i, path in enumerate(refs[entry.index].images):
-                yield dict(
-                    image=path,
-                    source="reference",
-                    prompt="",
-                    seed=-1,
-                    source_index=offsets[entry.index] + i,
-                    mask=None,
-                    ig_score=None,
-                    p_label=float(p_ref[i]),
-                    p_label_mean=mean,
-                    **base(entry, entry.index),
-                )
-
     kept_split = "train" if swap else "test"
     counts = {
         kept_split: sum(im["kept"] for m in markers.values() for im in m["images"]),
         "pruned": sum(not im["kept"] for m in markers.values() for im in m["images"]),
         "reference": n if r.export.source_photos else 0,
     }
-    extra = _extra_features(swap)
-    splits = {kept_split: generated(True), "pruned": generated(False), "reference": reference_rows()}
+    splits = {
+        kept_split: _generated_rows(ctx, markers, offsets, True),
+        "pruned": _generated_rows(ctx, markers, offsets, False),
+        "reference": _reference_rows(ctx, markers, refs, offsets),
+    }
     # a split with no rows would be listed in the card without a file, which `load_dataset` refuses
-    return {s: rows for s, rows in splits.items() if counts[s]}, extra, {s: n for s, n in counts.items() if n}
+    return (
+        {s: rows for s, rows in splits.items() if counts[s]},
+        _extra_features(swap),
+        {s: n for s, n in counts.items() if n},
+    )
 
 
 def _rule_text(r: DDBRecipe, kept_split: str) -> str:
@@ -876,11 +875,7 @@ def card_parts(ctx, markers: dict, refs: dict, counts: dict) -> CardParts:
             + _photos_text(r)
         ),
         provenance_lines=[
-            *(
-                [reference_control_line("the source photos the counterfactuals were painted from")]
-                if r.export.source_photos
-                else []
-            ),
+            *reference_control_lines(r, "the source photos the counterfactuals were painted from"),
             f"- Inpainting model: `{r.inpainting_name}`, revision `{r.inpainting.revision}`",
             f"- Classifier (source selection, pruning): `{json.dumps(r.classifier, sort_keys=True)}`",
             f"- Segmentation: detector `{r.segmentation.detector}`, segmenter `{r.segmentation.segmenter}`, threshold {r.segmentation.threshold}",
@@ -921,8 +916,6 @@ def card_parts(ctx, markers: dict, refs: dict, counts: dict) -> CardParts:
 
 def _photo_count(classes: list) -> tuple[int, bool]:
     """Source photos of `classes`, and whether a folder absent from this machine was assumed an ImageNet class."""
-    from spurbench.generate.cost import IMAGENET_PHOTOS_PER_CLASS
-
     photos, assumed = 0, False
     for c in classes:
         ref = getattr(c, "references", None)
@@ -932,28 +925,34 @@ def _photo_count(classes: list) -> tuple[int, bool]:
         elif folder and Path(folder).expanduser().is_dir():
             photos += sum(1 for f in Path(folder).expanduser().iterdir() if f.is_file())
         else:
-            photos += IMAGENET_PHOTOS_PER_CLASS
+            photos += cost.IMAGENET_PHOTOS_PER_CLASS
             assumed = True
     return photos, assumed
 
 
 def plan(p, r: DDBRecipe, classes: list) -> None:
     """Stages 3-4 of `classes` into the plan `p` (a spurbench.generate.cost.Plan)."""
-    from spurbench.generate import cost
-    from spurbench.generate.textual_inversion import InversionConfig
-
     base = cost.add_sd_download(p, "base model (textual inversion)", r.base_model, r.resolution)
     paint = cost.add_sd_download(p, "inpainting model", r.inpainting, r.resolution, inpainting=True)
     clf = cost.add_timm_download(p, "classifier (selection, pruning)", r.classifier)
-    seg = r.segmentation
-    if seg.detector == "owlv2":
-        cost.add_model_download(p, "detector", "google/owlv2-base-patch16-ensemble", "owlv2", cost.OWLV2_VISION)
-    if seg.segmenter == "sam":
+    if r.segmentation.detector == "owlv2":
+        cost.add_model_download(p, "detector", "google/owlv2-base-patch16-ensemble", "owlv2", cost.OWLV2)
+    if r.segmentation.segmenter == "sam":
         cost.add_model_download(p, "segmenter", "facebook/sam-vit-base", "sam", {})
+    _plan_textual_inversion(p, r, classes, base)
+    sources = _plan_selection_and_masks(p, r, classes, clf)
+    n = sources * r.images_per_source
+    _plan_repainting(p, r, n, paint, clf)
+    _plan_disk(p, r, classes, sources, n)
+
+
+def _plan_textual_inversion(p: cost.Plan, r: DDBRecipe, classes: list, base) -> None:
+    """Stage 3: one token learned per class on the base model."""
+    from spurbench.generate.textual_inversion import InversionConfig
+
     ti = InversionConfig.from_dict(r.textual_inversion)
     # textual inversion trains the token embeddings only (the embedding table's rows; AdamW over the whole table)
-    embeddings = cost.parameters("text", base.text) and _embedding_parameters(base)
-    traffic, traffic_note = cost.step_traffic(embeddings, p.precision, False, clipping=False)
+    traffic, traffic_note = cost.step_traffic(_embedding_parameters(base), p.precision, False, clipping=False)
     p.add(
         "3 textual inversion (micro-steps)",
         len(classes) * ti.max_train_steps * ti.gradient_accumulation_steps,
@@ -970,6 +969,11 @@ def plan(p, r: DDBRecipe, classes: list) -> None:
         if p.memory
         else None,
     )
+
+
+def _plan_selection_and_masks(p: cost.Plan, r: DDBRecipe, classes: list, clf: str) -> int:
+    """Stages 3-4: the classifier on every photo (to pick the sources), then each source's mask; returns the
+    number of source photos."""
     photos, assumed = _photo_count(classes)
     p.add(
         "3 classifier on every source photo",
@@ -982,6 +986,7 @@ def plan(p, r: DDBRecipe, classes: list) -> None:
         kind="vision",
     )
     sources = min(photos, len(classes) * r.sources_per_class) if r.sources_per_class else photos
+    seg = r.segmentation
     p.add(
         f"4 masks ({seg.detector} + {seg.segmenter})",
         sources,
@@ -990,7 +995,11 @@ def plan(p, r: DDBRecipe, classes: list) -> None:
         "tiny toy models count 0" if "tiny" in (seg.detector, seg.segmenter) else "",
         kind="vision",
     )
-    n = sources * r.images_per_source
+    return sources
+
+
+def _plan_repainting(p: cost.Plan, r: DDBRecipe, n: int, paint, clf: str) -> None:
+    """Stage 4: `n` inpaintings and the pruning of each."""
     paint_cfg = r.inpainting
     p.add(
         "4 inpainting",
@@ -1002,11 +1011,7 @@ def plan(p, r: DDBRecipe, classes: list) -> None:
         reads=cost.pipeline_bytes(paint),
         builds=1,
         fixed_note="the inpainting pipeline loaded once per process",
-        memory=cost.sampling_memory(
-            paint, r.resolution, paint_cfg.batch_size, paint_cfg.guidance_scale > 1, p.precision
-        )
-        if p.memory
-        else None,
+        memory=p.batch_memory(paint, paint_cfg.batch_size, paint_cfg.guidance_scale),
     )
     p.add(
         "4 pruning (integrated gradients + p(source))",
@@ -1017,6 +1022,10 @@ def plan(p, r: DDBRecipe, classes: list) -> None:
         kind="vision",
     )
     p.images += n
+
+
+def _plan_disk(p: cost.Plan, r: DDBRecipe, classes: list, sources: int, n: int) -> None:
+    """Every file the build writes: photos, repainted images and masks in the work folder, and the export."""
     photos = cost.Photos()
     for c in classes:
         ref = getattr(c, "references", None)
@@ -1028,17 +1037,11 @@ def plan(p, r: DDBRecipe, classes: list) -> None:
     # a repainted image is the source photo with its mask repainted, saved as PNG at the photo's size: about the
     # photo's bytes for PNG photos; JPEG photos (ImageNet's) grow about 2.5x as PNG
     repainted = int(each * (1.0 if not photos.assumed else 2.5))
-    if photos.written:
-        p.add_disk("built-in source photos (work/references)", "work", sum(photos.written.values()))
+    p.add_photos_written(photos, "source")
     p.add_disk("repainted images (work/classes)", "work", n * repainted, f"~{repainted:,} B each, {photos.note()}")
     p.add_disk("masks (work/classes)", "work", sources * MASK_BYTES, f"one per source photo, ~{MASK_BYTES:,} B")
     p.add_disk("export: counterfactual rows", "export", n * repainted)
-    if r.export.source_photos:
-        p.reference_rows += photos.rows
-        p.add_disk("export: reference split", "export", photos.row_bytes, f"{photos.rows} photos, {photos.note()}")
-    else:
-        p.notes.append("export.source_photos false: no reference split in the export")
-    p.add_disk("export: card, eval.yaml, record", "export", cost.EXPORT_METADATA_BYTES)
+    p.add_export_end(photos, r.export.source_photos, "no reference split in the export")
 
 
 # a source photo's mask as a PNG (binary, compresses well; ~3 KB measured on the smoke build's photos)

@@ -16,9 +16,10 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from spurbench.errors import SpurbenchError
-from spurbench.generate.methods import CardParts
+from spurbench.generate import cost
+from spurbench.generate.methods import CardParts, flagged_text, generated_row, reference_row, relative_to_recipe
 
-if TYPE_CHECKING:  # for the hints of the plan helpers only: plan() imports these where it runs
+if TYPE_CHECKING:  # for the hints of the plan helpers only
     from spurbench.generate.cost import Memory, Photos, Plan, SDArch
     from spurbench.generate.dreambooth import TrainConfig
 
@@ -99,22 +100,8 @@ def prepare(ctx, pending: list, refs: dict, base_model: str, base_revision: str 
 
 def _feature_spec(ctx) -> dict | None:
     """The recipe's feature model, with a local weights file taken relative to the recipe file."""
-    from pathlib import Path
-
     spec = ctx.recipe.feature_model
-    if spec is None:
-        return None
-    spec = json.loads(json.dumps(spec))
-    w = spec.get("weights")
-    if (
-        isinstance(w, dict)
-        and "file" in w
-        and "package" not in w
-        and "hub" not in w
-        and not Path(w["file"]).expanduser().is_absolute()
-    ):
-        w["file"] = str((ctx.recipe_path.parent / w["file"]).resolve())
-    return spec
+    return None if spec is None else relative_to_recipe(ctx, spec)
 
 
 def _prior_settings(ctx) -> tuple[bool, int]:
@@ -146,29 +133,39 @@ def stage_priors(ctx, pending: list, base_model: str) -> dict[str, list]:
             n,
             r.seed,
             get_pipeline,
-            batch_size=r.generation.batch_size,
-            num_inference_steps=r.generation.num_inference_steps,
-            guidance_scale=r.generation.guidance_scale,
-            resolution=r.resolution,
-            progress=ctx.progress,
+            **_sampling(ctx),
         )
     return out
 
 
-def _base_pipeline(ctx, base_model: str):
-    """A loader of the base (not fine-tuned) pipeline with the recipe's sampler, loaded on first use only."""
+def _sampling(ctx) -> dict[str, Any]:
+    """The recipe's sampling settings, as `sample` and `class_prior_images` take them."""
+    g = ctx.recipe.generation
+    return dict(
+        batch_size=g.batch_size,
+        num_inference_steps=g.num_inference_steps,
+        guidance_scale=g.guidance_scale,
+        resolution=ctx.recipe.resolution,
+        progress=ctx.progress,
+    )
+
+
+def _load_pipeline(ctx, model, device):
+    """A text-to-image pipeline of `model` (base or fine-tuned) with the recipe's sampler."""
     from spurbench.generate.sampling import load_pipeline, torch_dtype
 
+    g = ctx.recipe.generation
+    dtype = torch_dtype(ctx.mixed_precision, device)
+    return load_pipeline(model, device, dtype, scheduler=g.scheduler, safety_checker=g.safety_checker)
+
+
+def _base_pipeline(ctx, base_model: str):
+    """A loader of the base (not fine-tuned) pipeline with the recipe's sampler, loaded on first use only."""
     held: list = []
 
     def get_pipeline():
         if not held:
-            r = ctx.recipe
-            dtype = torch_dtype(ctx.mixed_precision, ctx.device)
-            g = r.generation
-            held.append(
-                load_pipeline(base_model, ctx.device, dtype, scheduler=g.scheduler, safety_checker=g.safety_checker)
-            )
+            held.append(_load_pipeline(ctx, base_model, ctx.device))
         return held[0]
 
     return get_pipeline
@@ -202,7 +199,6 @@ def stage_control(ctx, pending: list, base_model: str) -> None:
 
     if ctx.recipe.control is None or not pending:
         return
-    g = ctx.recipe.generation
     get_pipeline = _base_pipeline(ctx, base_model)
     ctx.log(f"stage 2/5 control: {ctx.recipe.control.images_per_class} base-model image(s) per class")
     for entry in pending:
@@ -211,16 +207,7 @@ def stage_control(ctx, pending: list, base_model: str) -> None:
             continue
         for j in jobs:
             j.path.parent.mkdir(parents=True, exist_ok=True)
-        sample(
-            get_pipeline(),
-            jobs,
-            batch_size=g.batch_size,
-            num_inference_steps=g.num_inference_steps,
-            guidance_scale=g.guidance_scale,
-            resolution=ctx.recipe.resolution,
-            progress=ctx.progress,
-            desc=f"control class {entry.index}",
-        )
+        sample(get_pipeline(), jobs, **_sampling(ctx), desc=f"control class {entry.index}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -247,54 +234,18 @@ def _train_seed(ctx, index: int) -> int:
 
 
 def make_class(ctx, entry, refs: dict, state: dict) -> dict[str, Any]:
-    from spurbench.generate.dreambooth import TrainConfig, finetune_class, make_accelerator
-    from spurbench.generate.recipe import train_config_dict
-    from spurbench.generate.references import load_image
-    from spurbench.generate.sampling import load_pipeline, sample, torch_dtype
+    from spurbench.generate.dreambooth import make_accelerator
+    from spurbench.generate.sampling import sample
 
-    r = ctx.recipe
     if state["accelerator"] is None:
         state["accelerator"] = make_accelerator(ctx.mixed_precision)
     accelerator = state["accelerator"]
     model_dir = ctx.class_dir(entry.index) / "model"
     if not (model_dir / "model_index.json").is_file():
-        cfg = train_config_dict(r)
-        cfg["mixed_precision"] = ctx.mixed_precision
-        cfg["seed"] = _train_seed(ctx, entry.index)
-        config = TrainConfig.from_dict(cfg)
-        instance = [load_image(p) for p in refs[entry.index].images]
-        class_images = [load_image(p) for p in state["priors"].get(entry.noun, [])]
-        finetune_class(
-            ctx.base_model,
-            instance,
-            r.instance_prompt(entry),
-            class_images,
-            r.prior_prompt(entry.noun),
-            entry.index,
-            config,
-            model_dir,
-            feature_model=state["feature_model"],
-            accelerator=accelerator,
-            progress=ctx.progress,
-        )
-    pipe = load_pipeline(
-        model_dir,
-        accelerator.device,
-        torch_dtype(ctx.mixed_precision, accelerator.device),
-        scheduler=r.generation.scheduler,
-        safety_checker=r.generation.safety_checker,
-    )
+        _fine_tune(ctx, entry, refs, state, model_dir)
+    pipe = _load_pipeline(ctx, model_dir, accelerator.device)
     jobs = class_jobs(ctx, entry)
-    flagged = sample(
-        pipe,
-        jobs,
-        batch_size=r.generation.batch_size,
-        num_inference_steps=r.generation.num_inference_steps,
-        guidance_scale=r.generation.guidance_scale,
-        resolution=r.resolution,
-        progress=ctx.progress,
-        desc=f"generate class {entry.index}",
-    )
+    flagged = sample(pipe, jobs, **_sampling(ctx), desc=f"generate class {entry.index}")
     del pipe
     fields = {
         "component": refs[entry.index].component,
@@ -304,6 +255,32 @@ def make_class(ctx, entry, refs: dict, state: dict) -> dict[str, Any]:
         "model": str(model_dir) if ctx.keep_weights else None,
     }
     return fields
+
+
+def _fine_tune(ctx, entry, refs: dict, state: dict, model_dir) -> None:
+    """Stage 3: DreamBooth (+ SFSL) on the class's reference images, the fine-tuned pipeline saved in `model_dir`."""
+    from spurbench.generate.dreambooth import TrainConfig, finetune_class
+    from spurbench.generate.recipe import train_config_dict
+    from spurbench.generate.references import load_image
+
+    r = ctx.recipe
+    cfg = train_config_dict(r)
+    cfg["mixed_precision"] = ctx.mixed_precision
+    cfg["seed"] = _train_seed(ctx, entry.index)
+    config = TrainConfig.from_dict(cfg)
+    finetune_class(
+        ctx.base_model,
+        [load_image(p) for p in refs[entry.index].images],
+        r.instance_prompt(entry),
+        [load_image(p) for p in state["priors"].get(entry.noun, [])],
+        r.prior_prompt(entry.noun),
+        entry.index,
+        config,
+        model_dir,
+        feature_model=state["feature_model"],
+        accelerator=state["accelerator"],
+        progress=ctx.progress,
+    )
 
 
 def _control_record(ctx, entry) -> dict[str, Any]:
@@ -343,29 +320,18 @@ def export_splits(ctx, markers: dict, refs: dict):
             for im in markers[entry.index]["images"]:
                 if kept is not None and (entry.index, im["file"]) not in kept:
                     continue
-                yield dict(
-                    image=str(ctx.class_dir(entry.index) / "images" / im["file"]),
-                    source="generated",
-                    prompt=im["prompt"],
-                    seed=int(im["seed"]),
-                    **common(entry),
-                )
+                yield generated_row(ctx.class_dir(entry.index) / "images" / im["file"], im, **common(entry))
 
     def reference_rows():
         for entry in ctx.classes:
             for path in refs[entry.index].images:
-                yield dict(image=path, source="reference", prompt="", seed=-1, **common(entry))
+                yield reference_row(path, **common(entry))
 
     def control_rows():
         for entry in ctx.classes:
             for im in markers[entry.index].get("control") or []:
-                yield dict(
-                    image=str(ctx.class_dir(entry.index) / "control" / im["file"]),
-                    source="generated",  # by the base model; the split says it is the control
-                    prompt=im["prompt"],
-                    seed=int(im["seed"]),
-                    **common(entry),
-                )
+                # source "generated" (by the base model): the split says it is the control
+                yield generated_row(ctx.class_dir(entry.index) / "control" / im["file"], im, **common(entry))
 
     counts = {
         "test": sum(len(m["images"]) for m in markers.values()) if kept is None else len(kept),
@@ -415,7 +381,6 @@ def card_parts(ctx, markers: dict, refs: dict, counts: dict) -> CardParts:
     from spurbench import imagenet
 
     r = ctx.recipe
-    flagged = sum(len(m.get("nsfw_flagged", [])) for m in markers.values())
     return CardParts(
         pretty_name=f"spurbench {r.name}: spurious images ({r.builder})",
         headline="Spurious images",
@@ -435,7 +400,7 @@ def card_parts(ctx, markers: dict, refs: dict, counts: dict) -> CardParts:
             f"{r.generation.images_per_prompt} images), {counts['reference']} reference"
             + (f", {counts['control']} control (base model)" if "control" in counts else "")
             + (_mine_text(r, markers, counts) if r.mine is not None else "")
-            + (f"; {flagged} generated images were blacked out by the safety checker" if flagged else "")
+            + flagged_text(markers)
         ),
         classes_table=[
             "| k | class | spurious feature | component | noun | references | generated |",
@@ -460,9 +425,8 @@ def sfsl_decoder(recipe: Any) -> str:
 
 
 def plan(p, r, classes: list) -> None:
-    """Stages 2-4 of `classes` into the plan `p` (a spurbench.generate.cost.Plan): per stage its FLOPs, kind, memory
+    """Stages 2-4 of `classes` into the plan `p` (a spurbench.generate.Plan): per stage its FLOPs, kind, memory
     traffic, fixed per-class costs and peak memory; every file the build writes on `p.disk`."""
-    from spurbench.generate import cost
     from spurbench.generate.dreambooth import TrainConfig
     from spurbench.generate.recipe import train_config_dict
 
@@ -473,19 +437,24 @@ def plan(p, r, classes: list) -> None:
     sample = cost.sample_image(arch, r.resolution, g.num_inference_steps, g.guidance_scale)
     weights = cost.pipeline_bytes(arch)
     png = cost.png_bytes(r.resolution, noise=p.tiny)
-    batch_memory = (
-        cost.sampling_memory(arch, r.resolution, g.batch_size, g.guidance_scale > 1, p.precision) if p.memory else None
-    )
+    batch_memory = p.batch_memory(arch, g.batch_size, g.guidance_scale)
     _plan_priors(p, r, classes, cfg, sample, weights, png, batch_memory)
     _plan_fine_tune(p, r, classes, cfg, arch, feature, weights)
     n, control = _plan_sampling(p, r, classes, sample, batch_memory)
     _plan_mining(p, r, n)
-    photos = _plan_reference_photos(p, r, classes)
+    photos = _plan_reference_photos(r, classes)
     _plan_disk(p, r, classes, photos, n, control, png, weights)
 
 
 def _plan_priors(
-    p: Plan, r: Any, classes: list, cfg: TrainConfig, sample: int, weights: int, png: int, batch_memory: Memory | None
+    p: Plan,
+    r: Any,
+    classes: list,
+    cfg: TrainConfig,
+    sample: int,
+    weights: int,
+    png: int,
+    batch_memory: Memory | None,
 ) -> None:
     """Stage 2: the class-prior images, sampled once per noun with the base model (prior preservation only)."""
     nouns = {c.noun for c in classes}
@@ -510,10 +479,9 @@ def _plan_fine_tune(
     p: Plan, r: Any, classes: list, cfg: TrainConfig, arch: SDArch, feature: str | None, weights: int
 ) -> None:
     """Stage 3: DreamBooth's steps per class and, with SFSL, the similarity loss's extra cost on its steps."""
-    from spurbench.generate import cost
-
     steps = len(classes) * cfg.max_train_steps
-    step = cost.dreambooth_step(
+    # what a DreamBooth step is: the same for its FLOPs and its peak memory
+    setting = (
         arch,
         r.resolution,
         cfg.train_batch_size,
@@ -530,7 +498,7 @@ def _plan_fine_tune(
         "3 fine-tune: DreamBooth step",
         steps,
         "step",
-        step,
+        cost.dreambooth_step(*setting),
         f"batch {cfg.train_batch_size}"
         + (" + prior" if cfg.with_prior_preservation else "")
         + (", gradient checkpointing (recomputed forward counted)" if cfg.gradient_checkpointing else ""),
@@ -543,18 +511,7 @@ def _plan_fine_tune(
         writes=len(classes) * weights,
         builds=3 * len(classes),
         fixed_note="per class: base loaded twice (train, save), fine-tuned pipeline saved and loaded to sample",
-        memory=p.memory
-        and cost.train_memory(
-            arch,
-            r.resolution,
-            cfg.train_batch_size,
-            cfg.with_prior_preservation,
-            cfg.train_text_encoder,
-            cfg.gradient_checkpointing,
-            p.precision,
-            (feature, decoder) if use_sfsl else None,
-        )
-        or None,
+        memory=cost.train_memory(*setting, p.precision, (feature, decoder) if use_sfsl else None) if p.memory else None,
     )
     if use_sfsl:
         t_max = cfg.sfsl_max_timestep
@@ -603,8 +560,6 @@ def _plan_sampling(p: Plan, r: Any, classes: list, sample: int, batch_memory: Me
 
 def _plan_mining(p: Plan, r: Any, n: int) -> None:
     """The mine: stage, one forward of each surrogate per generated image (recipes with `mine:` only)."""
-    from spurbench.generate import cost
-
     if r.mine is not None:
         from spurbench.generate.recipe import mine_specs
 
@@ -620,10 +575,8 @@ def _plan_mining(p: Plan, r: Any, n: int) -> None:
             )
 
 
-def _plan_reference_photos(p: Plan, r: Any, classes: list) -> Photos:
+def _plan_reference_photos(r: Any, classes: list) -> Photos:
     """The reference photos of each class (the reference split's rows), counted or assumed where not on disk."""
-    from spurbench.generate import cost
-
     photos = cost.Photos()
     for c in classes:
         ref = c.references
@@ -635,16 +588,12 @@ def _plan_reference_photos(p: Plan, r: Any, classes: list) -> Photos:
         else:
             folder = cost.spurious_imagenet_folder(r.references.spurious_imagenet.root, c.index)
             photos.add(c.index, folder=folder, limit=limit, assumed=cost.SPURIOUS_IMAGENET_PER_CLASS)
-    p.reference_rows += photos.rows
     return photos
 
 
 def _plan_disk(p: Plan, r: Any, classes: list, photos: Photos, n: int, control: int, png: int, weights: int) -> None:
     """Every file the build writes after the priors: work folder and export, on `p.disk`."""
-    from spurbench.generate import cost
-
-    if photos.written:
-        p.add_disk("built-in reference photos (work/references)", "work", sum(photos.written.values()))
+    p.add_photos_written(photos, "reference")
     p.add_disk("generated images (work/classes)", "work", n * png, f"{png:,} B each")
     if r.keep_weights:
         p.add_disk("fine-tuned pipelines (keep_weights)", "work", len(classes) * weights)
@@ -654,5 +603,4 @@ def _plan_disk(p: Plan, r: Any, classes: list, photos: Photos, n: int, control: 
     if control:
         p.add_disk("control images (work)", "work", control * png, f"{png:,} B each")
         p.add_disk("export: control split", "export", control * png)
-    p.add_disk("export: reference split", "export", photos.row_bytes, f"{photos.rows} photos, {photos.note()}")
-    p.add_disk("export: card, eval.yaml, record", "export", cost.EXPORT_METADATA_BYTES)
+    p.add_export_end(photos)
