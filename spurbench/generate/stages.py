@@ -758,14 +758,8 @@ def scheduler_record(ctx: Context) -> dict[str, Any] | None:
     base model, or of the folder the method names with `scheduler_source(ctx) -> (folder or Hub id, revision,
     class name or None)`), re-configured into the recipe's scheduler class where it names one. None if unknown."""
     hook = getattr(ctx.method, "scheduler_source", None)
-    if hook is not None:
-        source, revision, name = hook(ctx)
-    else:
-        source, revision, name = (
-            ctx.base_model,
-            None,
-            getattr(getattr(ctx.recipe, "generation", None), "scheduler", None),
-        )
+    own = getattr(getattr(ctx.recipe, "generation", None), "scheduler", None)
+    source, revision, name = hook(ctx) if hook is not None else (ctx.base_model, None, own)
     if source is None:
         return None
     path = Path(source) / "scheduler" / "scheduler_config.json"

@@ -162,16 +162,7 @@ def _only_the_token_learns(parts: dict, token_id: int, device, weight_dtype) -> 
     return embeddings, (original, frozen_rows)
 
 
-def _train(
-    parts: dict,
-    embeddings: Any,
-    put_back: tuple,
-    latents: torch.Tensor,
-    placeholder: str,
-    config: InversionConfig,
-    weight_dtype,
-    progress: bool,
-) -> list[float]:
+def _train(parts, embeddings, put_back, latents, placeholder, config, weight_dtype, progress) -> list[float]:
     """The optimisation steps (each over `gradient_accumulation_steps` batches); the loss of every step."""
     from tqdm.auto import tqdm
 
