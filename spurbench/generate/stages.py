@@ -258,21 +258,20 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+#: the defaults of the flags: None where --help suppresses it (see add_arguments); the others for a caller building its
+#: own Namespace
+_FLAG_DEFAULTS = {
+    **dict.fromkeys(("out", "work_dir", "classes", "keep_weights", "spurious_imagenet", "foregrounds", "backgrounds")),
+    "push_to_hub": None,
+    "device": "auto",
+    "private": False,
+    "no_progress": False,
+}
+
+
 def _fill_defaults(args: argparse.Namespace) -> None:
-    for name in (
-        "out",
-        "work_dir",
-        "classes",
-        "keep_weights",
-        "spurious_imagenet",
-        "foregrounds",
-        "backgrounds",
-        "push_to_hub",
-    ):
-        if not hasattr(args, name):  # suppressed defaults (see add_arguments)
-            setattr(args, name, None)
-    for name, value in (("device", "auto"), ("private", False), ("no_progress", False)):
-        if not hasattr(args, name):  # a caller building its own Namespace
+    for name, value in _FLAG_DEFAULTS.items():
+        if not hasattr(args, name):
             setattr(args, name, value)
 
 
