@@ -380,15 +380,10 @@ def _open_data(cfg: FinetuneConfig, inputs: RunInputs) -> _Data:
     parts = [(train, np.zeros(len(train.labels), dtype=np.int64))]
     if val.label_names != train.label_names:
         raise SpurbenchError(f"{val.where} and {train.where} have different label sets")
-    same = (
-        inputs.counterfactuals
-        and Path(inputs.counterfactuals).expanduser().resolve() == data.folder.expanduser().resolve()
-    )
-    cf = (
-        open_group_split(data if same else inputs.counterfactuals, cfg.counterfactual_split, cfg.group_column)
-        if inputs.counterfactuals
-        else None
-    )
+    cf = None
+    if inputs.counterfactuals:
+        same = Path(inputs.counterfactuals).expanduser().resolve() == data.folder.expanduser().resolve()
+        cf = open_group_split(data if same else inputs.counterfactuals, cfg.counterfactual_split, cfg.group_column)
     if cf is not None and cf.label_names != train.label_names:
         raise SpurbenchError(
             f"counterfactuals {cf.where} label {len(cf.label_names)} classes, {train.where} {len(train.label_names)}; "
