@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from spurbench.errors import SpurbenchError
+from spurbench.files import atomic_path
 
 LOGIT_SCALE = 100.0
 TEMPLATE_SETS = ("openai", "simple")
@@ -153,9 +154,8 @@ def cached_head(key: dict, compute: Callable[[], torch.Tensor]) -> tuple[torch.T
             pass
     head = compute()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    save_file({"head": head}, str(tmp), metadata={"key": json.dumps(key, sort_keys=True)})
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file({"head": head}, str(tmp), metadata={"key": json.dumps(key, sort_keys=True)})
     return head, False
 
 
