@@ -28,7 +28,8 @@ from spurbench.imagenet import NUM_CLASSES
 #: keys a `weights` mapping may carry
 WEIGHT_SOURCES = ("file", "package", "hub", "url")
 _WEIGHT_KEYS = {"file", "package", "hub", "url", "revision", "key_map", "sha256"}
-_SPEC_KEYS = {"model", "weights", "name", "temperature", "note", "templates", "classnames"}
+_OPTIONAL_KEYS = ("name", "temperature", "note", "templates", "classnames")
+_SPEC_KEYS = {"model", "weights", *_OPTIONAL_KEYS}
 _HF_HUB_MODEL = re.compile(r"^hf[-_]hub:[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
 # checkpoint containers seen in the wild: timm train (`state_dict`), robustness/Madry (`model`), others
 _CONTAINER_KEYS = ("state_dict", "model", "model_state_dict", "state_dict_ema", "module")
@@ -123,21 +124,13 @@ class ClassifierSpec:
         if "model" not in d:
             raise SpurbenchError(f"classifier entry {dict(d)!r} lacks the `model` key (a timm model name)")
         weights = dict(d["weights"]) if isinstance(d.get("weights"), Mapping) else d.get("weights")
-        return cls(
-            model=d["model"],
-            weights=weights,
-            name=d.get("name"),
-            temperature=d.get("temperature"),
-            note=d.get("note"),
-            templates=d.get("templates"),
-            classnames=d.get("classnames"),
-        )
+        return cls(model=d["model"], weights=weights, **{key: d.get(key) for key in _OPTIONAL_KEYS})
 
     def to_dict(self) -> dict:
         out: dict[str, Any] = {"model": self.model}
         if self.weights is not None:
             out["weights"] = dict(self.weights)
-        for key in ("name", "temperature", "note", "templates", "classnames"):
+        for key in _OPTIONAL_KEYS:
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
         return out
@@ -251,57 +244,22 @@ def create_classifier(
     """
     import timm
 
-    from spurbench.zoo import load_zoo_model, zoo_of
+    from spurbench.zoo import zoo_of
 
     if zoo_of(spec.model):
-        if num_classes != NUM_CLASSES and (label_names is None or len(label_names) != num_classes):
-            raise SpurbenchError(f"'{spec.model}' needs the label set's class names to score {num_classes} classes")
-        zm = load_zoo_model(
-            spec.model, device, label_names if num_classes != NUM_CLASSES else None, spec.templates, spec.classnames
-        )
-        return LoadedClassifier(
-            model=zm.model,
-            data_config=dict(zm.data_config),
-            weights=zm.weights,
-            num_params=int(zm.num_params),
-            spec=spec,
-            temperature=spec.temperature or 1.0,
-            transform=zm.transform,
-            info=zm.info,
-        )
-
+        return _create_zoo_classifier(spec, device, num_classes, label_names)
     hub_model = spec.model.startswith(("hf-hub:", "hf_hub:"))
     if hub_model:
         if not _HF_HUB_MODEL.match(spec.model):
             raise SpurbenchError(f"'{spec.model}' is not a valid Hub model name; expected hf-hub:org/repo")
     else:
         check_model_name(spec.model, pretrained=spec.weights is None)
-
     if spec.weights is None:
         if num_classes != NUM_CLASSES:
             raise HeadMismatch(_head_message(spec.display_name, NUM_CLASSES, num_classes))
         model, weights_info = _create_pretrained(spec)
     else:
-        path, source = _weights_file(spec)
-        sha = sha256_file(path)
-        if spec.weights.get("sha256") and spec.weights["sha256"].lower() != sha:
-            raise SpurbenchError(
-                f"weights file '{path}' of '{spec.display_name}' has sha256 {sha}, not the {spec.weights['sha256']} the panel expects; "
-                "replace the file or update the panel's sha256"
-            )
-        try:
-            model = timm.create_model(spec.model, pretrained=False, num_classes=num_classes)
-        except Exception as err:  # hf-hub:... needs config.json from the Hub even without weights
-            raise SpurbenchError(
-                f"cannot build '{spec.model}' ({first_line(err)}); a hf-hub: model needs its config from the Hub, "
-                "so offline use a plain timm architecture name with --weights"
-            ) from None
-        _check_head(model, spec, num_classes)
-        state = _read_state_dict(path)
-        mapped = map_state_dict(state, model, spec.key_map, where=f"weights '{path}' for '{spec.model}'")
-        model.load_state_dict(mapped, strict=True)
-        weights_info = {"source": source, "sha256": sha}
-
+        model, weights_info = _create_from_file(spec, num_classes)
     _check_head(model, spec, num_classes)
     model.eval().requires_grad_(False)
     model.to(device)
@@ -314,6 +272,54 @@ def create_classifier(
         spec=spec,
         temperature=spec.temperature or 1.0,
     )
+
+
+def _create_zoo_classifier(
+    spec: ClassifierSpec, device: str | torch.device, num_classes: int, label_names: list[str] | None
+) -> LoadedClassifier:
+    """Another zoo's model (spurbench/zoo/), scoring the label set."""
+    from spurbench.zoo import load_zoo_model
+
+    if num_classes != NUM_CLASSES and (label_names is None or len(label_names) != num_classes):
+        raise SpurbenchError(f"'{spec.model}' needs the label set's class names to score {num_classes} classes")
+    zm = load_zoo_model(
+        spec.model, device, label_names if num_classes != NUM_CLASSES else None, spec.templates, spec.classnames
+    )
+    return LoadedClassifier(
+        model=zm.model,
+        data_config=dict(zm.data_config),
+        weights=zm.weights,
+        num_params=int(zm.num_params),
+        spec=spec,
+        temperature=spec.temperature or 1.0,
+        transform=zm.transform,
+        info=zm.info,
+    )
+
+
+def _create_from_file(spec: ClassifierSpec, num_classes: int) -> tuple[torch.nn.Module, dict]:
+    """The timm architecture with the spec's weights file (its sha256 checked against the panel's), keys mapped."""
+    import timm
+
+    path, source = _weights_file(spec)
+    sha = sha256_file(path)
+    if spec.weights.get("sha256") and spec.weights["sha256"].lower() != sha:
+        raise SpurbenchError(
+            f"weights file '{path}' of '{spec.display_name}' has sha256 {sha}, not the {spec.weights['sha256']} the panel expects; "
+            "replace the file or update the panel's sha256"
+        )
+    try:
+        model = timm.create_model(spec.model, pretrained=False, num_classes=num_classes)
+    except Exception as err:  # hf-hub:... needs config.json from the Hub even without weights
+        raise SpurbenchError(
+            f"cannot build '{spec.model}' ({first_line(err)}); a hf-hub: model needs its config from the Hub, "
+            "so offline use a plain timm architecture name with --weights"
+        ) from None
+    _check_head(model, spec, num_classes)
+    state = _read_state_dict(path)
+    mapped = map_state_dict(state, model, spec.key_map, where=f"weights '{path}' for '{spec.model}'")
+    model.load_state_dict(mapped, strict=True)
+    return model, {"source": source, "sha256": sha}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -534,25 +540,7 @@ def map_state_dict(
     """
     target = model.state_dict()
     if key_map == "positional":
-        if len(state) != len(target):
-            raise SpurbenchError(
-                f"{where}: key_map positional needs as many tensors as the model has; file has {len(state)}, model has {len(target)}"
-            )
-        mapped = {}
-        for i, ((src, tensor), (dst, ref)) in enumerate(zip(state.items(), target.items())):
-            head = _classifier_prefix(model)
-            if tensor.shape != ref.shape and head and dst.startswith(head + ".") and tensor.ndim >= 1:
-                raise HeadMismatch(
-                    f"{where}: the file's classifier head has {tensor.shape[0]} outputs, the {ref.shape[0]} classes "
-                    "asked for need as many; use a classifier trained on those classes"
-                )
-            if tensor.shape != ref.shape:
-                raise SpurbenchError(
-                    f"{where}: tensor #{i} '{src}' has shape {tuple(tensor.shape)} but the model's '{dst}' has {tuple(ref.shape)}; "
-                    "the file is not this architecture"
-                )
-            mapped[dst] = tensor
-        return mapped
+        return _map_positional(state, model, target, where)
     if key_map.startswith("strip_prefix:"):
         prefix = key_map[len("strip_prefix:") :]
         state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
@@ -560,21 +548,10 @@ def map_state_dict(
             raise SpurbenchError(f"{where}: no key starts with '{prefix}'; check the key_map prefix")
     elif key_map != "none":
         raise SpurbenchError(f"{where}: unknown key_map {key_map!r}; use none, positional or strip_prefix:<prefix>")
-    missing = [k for k in target if k not in state]
-    unexpected = [k for k in state if k not in target]
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} model key(s) missing from the file (first: {', '.join(missing[:3])})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} file key(s) not in the model (first: {', '.join(unexpected[:3])})")
-        raise SpurbenchError(
-            f"{where}: {'; '.join(parts)}; use the matching architecture or a key_map (strip_prefix:<p>, positional)"
-        )
+    _check_same_keys(state, target, where)
     for k, ref in target.items():
         if state[k].shape != ref.shape:
-            head = _classifier_prefix(model)
-            if head and k.startswith(head + ".") and state[k].ndim >= 1:
+            if _in_head(model, k, state[k]):
                 n = int(ref.shape[0])
                 raise HeadMismatch(
                     f"{where}: the classifier head has {state[k].shape[0]} classes, not ImageNet-1k's {NUM_CLASSES}; "
@@ -587,6 +564,50 @@ def map_state_dict(
                 f"{where}: '{k}' has shape {tuple(state[k].shape)} in the file but {tuple(ref.shape)} in the model"
             )
     return {k: state[k] for k in target}
+
+
+def _map_positional(
+    state: Mapping[str, torch.Tensor], model: torch.nn.Module, target: dict, where: str
+) -> dict[str, torch.Tensor]:
+    """key_map positional: the i-th tensor to the model's i-th key, every shape checked."""
+    if len(state) != len(target):
+        raise SpurbenchError(
+            f"{where}: key_map positional needs as many tensors as the model has; file has {len(state)}, model has {len(target)}"
+        )
+    mapped = {}
+    for i, ((src, tensor), (dst, ref)) in enumerate(zip(state.items(), target.items())):
+        if tensor.shape != ref.shape and _in_head(model, dst, tensor):
+            raise HeadMismatch(
+                f"{where}: the file's classifier head has {tensor.shape[0]} outputs, the {ref.shape[0]} classes "
+                "asked for need as many; use a classifier trained on those classes"
+            )
+        if tensor.shape != ref.shape:
+            raise SpurbenchError(
+                f"{where}: tensor #{i} '{src}' has shape {tuple(tensor.shape)} but the model's '{dst}' has {tuple(ref.shape)}; "
+                "the file is not this architecture"
+            )
+        mapped[dst] = tensor
+    return mapped
+
+
+def _check_same_keys(state: Mapping[str, torch.Tensor], target: dict, where: str) -> None:
+    missing = [k for k in target if k not in state]
+    unexpected = [k for k in state if k not in target]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} model key(s) missing from the file (first: {', '.join(missing[:3])})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} file key(s) not in the model (first: {', '.join(unexpected[:3])})")
+        raise SpurbenchError(
+            f"{where}: {'; '.join(parts)}; use the matching architecture or a key_map (strip_prefix:<p>, positional)"
+        )
+
+
+def _in_head(model: torch.nn.Module, key: str, tensor: torch.Tensor) -> bool:
+    """Whether `key` (a tensor of at least one dimension) belongs to the model's classifier head."""
+    head = _classifier_prefix(model)
+    return bool(head) and key.startswith(head + ".") and tensor.ndim >= 1
 
 
 def _classifier_prefix(model: torch.nn.Module) -> str | None:

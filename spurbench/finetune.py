@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -180,9 +181,7 @@ def default_minority_groups(train_groups: Sequence[str], cf_groups: Sequence[str
 
     With counterfactuals, the candidates are the counterfactuals' groups (a group the training split
     lacks counts 0; when they all share one group, the second is None); without, the training split's groups."""
-    counts: dict[str, int] = {}
-    for g in train_groups:
-        counts[g] = counts.get(g, 0) + 1
+    counts = Counter(train_groups)
     candidates = sorted(set(cf_groups)) if cf_groups else sorted(counts)
     if cf_groups and len(candidates) == 1:  # every kept counterfactual is in one group: gamma2 weighs nothing
         return [candidates[0], None]
@@ -381,15 +380,10 @@ def _open_data(cfg: FinetuneConfig, inputs: RunInputs) -> _Data:
     parts = [(train, np.zeros(len(train.labels), dtype=np.int64))]
     if val.label_names != train.label_names:
         raise SpurbenchError(f"{val.where} and {train.where} have different label sets")
-    same = (
-        inputs.counterfactuals
-        and Path(inputs.counterfactuals).expanduser().resolve() == data.folder.expanduser().resolve()
-    )
-    cf = (
-        open_group_split(data if same else inputs.counterfactuals, cfg.counterfactual_split, cfg.group_column)
-        if inputs.counterfactuals
-        else None
-    )
+    cf = None
+    if inputs.counterfactuals:
+        same = Path(inputs.counterfactuals).expanduser().resolve() == data.folder.expanduser().resolve()
+        cf = open_group_split(data if same else inputs.counterfactuals, cfg.counterfactual_split, cfg.group_column)
     if cf is not None and cf.label_names != train.label_names:
         raise SpurbenchError(
             f"counterfactuals {cf.where} label {len(cf.label_names)} classes, {train.where} {len(train.label_names)}; "
@@ -410,11 +404,7 @@ def _open_data(cfg: FinetuneConfig, inputs: RunInputs) -> _Data:
     if cf is not None:
         terms = loss_terms(cf.groups, minority)
         parts.append((cf, terms))
-        num_cf = {
-            "gamma1": int((terms == 1).sum()),
-            "gamma2": int((terms == 2).sum()),
-            "other": int((terms == 0).sum()),
-        }
+        num_cf = {name: int((terms == t).sum()) for name, t in (("gamma1", 1), ("gamma2", 2), ("other", 0))}
     return _Data(train, val, parts, minority, num_cf)
 
 
@@ -455,39 +445,6 @@ def _save_weights(written: WrittenFolder, state_dict: dict) -> None:
     _save(written, WEIGHTS, lambda p: save_file(state_dict, str(p), metadata={"format": "pt"}))
 
 
-def _train_epoch(
-    cfg: FinetuneConfig, epoch: int, train_set, model, optimizer, accelerator, workers: int, progress: bool
-):
-    """One epoch over this process's share of the training rows; the mean loss and per-term cross-entropies."""
-    from tqdm.auto import tqdm
-
-    rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
-    # everything random in an epoch comes from (seed, epoch): a resumed run repeats it exactly
-    torch.manual_seed(cfg.seed * 100_003 + epoch)
-    order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)).tolist()
-    per_rank = len(order) // world
-    mine = order[rank * per_rank : (rank + 1) * per_rank] if world > 1 else order
-    loader = torch.utils.data.DataLoader(
-        torch.utils.data.Subset(train_set, mine), batch_size=cfg.batch_size, shuffle=False, num_workers=workers
-    )
-    model.train()
-    sums, batches = {"loss": 0.0}, 0
-    for x, y, term in tqdm(
-        loader, desc=f"epoch {epoch + 1}", leave=False, disable=not progress or not accelerator.is_main_process
-    ):
-        x, y, term = x.to(device), y.to(device), term.to(device)
-        optimizer.zero_grad(set_to_none=True)
-        loss, parts_ce = balanced_loss(model(x), y, term, cfg.gamma1, cfg.gamma2)
-        accelerator.backward(loss)
-        optimizer.step()
-        sums["loss"] += float(loss.detach())
-        for term, ce in parts_ce.items():
-            key = f"ce_{TERM_NAMES[term]}"
-            sums[key] = sums.get(key, 0.0) + ce
-        batches += 1
-    return {k: v / max(batches, 1) for k, v in sums.items()}
-
-
 def _summary(cfg: FinetuneConfig, inputs: RunInputs, d: _Data, new_head: bool, best: dict, log: list) -> dict:
     """What finetune.json records: the chosen epoch and its accuracy, the starting model's, and how it was run."""
     names = d.train.label_names
@@ -515,6 +472,129 @@ def _summary(cfg: FinetuneConfig, inputs: RunInputs, d: _Data, new_head: bool, b
     }
 
 
+def _best(epoch: int, row: dict) -> dict:
+    return {
+        "epoch": epoch,
+        "worst_group_accuracy": row["val_worst_group_accuracy"],
+        "pooled_accuracy": row["val_pooled_accuracy"],
+    }
+
+
+class _Run:
+    """One fine-tune's model, optimizer, loaders and state (epochs done, best epoch, log), on the accelerator."""
+
+    def __init__(self, cfg: FinetuneConfig, inputs: RunInputs, d: _Data, written: WrittenFolder, restart: bool):
+        """Load the model and the images, and resume from --out's checkpoint."""
+        from accelerate import Accelerator
+        from timm.data import create_transform
+
+        self.cfg, self.inputs, self.d, self.written = cfg, inputs, d, written
+        self.accelerator = Accelerator(cpu=not torch.cuda.is_available())
+        clf, self.new_head = load_trainable(inputs.spec, len(d.train.label_names), cfg.seed)
+        model = clf.model
+        self.train_set = _Images(d.parts, train_transform(clf.data_config, cfg.augment))
+        val_set = _Images([(d.val, np.zeros(len(d.val.labels), dtype=np.int64))], create_transform(**clf.data_config))
+        self.val_loader = torch.utils.data.DataLoader(val_set, batch_size=cfg.batch_size, num_workers=inputs.workers)
+        optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        self.identity = _run_identity(cfg, inputs, d.minority)
+        self.start, self.best, self.log = _resume(written, self.identity, restart, model, optimizer)
+        self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+        self.device = self.accelerator.device
+        self.main = self.accelerator.is_main_process
+
+    def validate(self, epoch: int) -> dict:
+        return _validation_row(epoch, self.model, self.val_loader, self.d.val, self.device)
+
+    def score_start(self) -> None:
+        """Epoch 0: the starting model on the validation split, the "before" of the run and a candidate."""
+        self.log.append(self.validate(0))
+        self.best = _best(0, self.log[0])
+        if self.main:
+            _save_weights(self.written, _cpu_state(self.accelerator, self.model))
+        if self.cfg.head == "reinit":  # after scoring the model as given; the same on every process (seeded)
+            reinit_head(self.accelerator.unwrap_model(self.model), self.cfg.seed)
+
+    def train(self, progress: bool, stop_after_epochs: int | None) -> None:
+        """Epoch by epoch up to --epochs, keeping the best weights and a checkpoint after each epoch."""
+        from tqdm.auto import tqdm
+
+        cfg = self.cfg
+        done_now = 0
+        epochs = tqdm(
+            range(self.start, cfg.epochs),
+            initial=self.start,
+            total=cfg.epochs,
+            desc="finetune",
+            unit="epoch",
+            disable=not progress or not self.main,
+        )
+        for epoch in epochs:
+            if stop_after_epochs is not None and done_now >= stop_after_epochs:
+                break
+            losses = self.train_epoch(epoch, progress)
+            row = {**self.validate(epoch + 1), **losses}
+            self.log.append(row)
+            self.save_epoch(epoch + 1, row)
+            self.accelerator.wait_for_everyone()
+            epochs.set_postfix(
+                loss=f"{row['loss']:.3f}", val_wga=f"{row['val_worst_group_accuracy']:.3f}", best=self.best["epoch"]
+            )
+            done_now += 1
+        epochs.close()
+
+    def train_epoch(self, epoch: int, progress: bool) -> dict:
+        """One epoch over this process's share of the training rows; the mean loss and per-term cross-entropies."""
+        from tqdm.auto import tqdm
+
+        cfg, accelerator = self.cfg, self.accelerator
+        rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
+        # everything random in an epoch comes from (seed, epoch): a resumed run repeats it exactly
+        seed = cfg.seed * 100_003 + epoch
+        torch.manual_seed(seed)
+        order = torch.randperm(len(self.train_set), generator=torch.Generator().manual_seed(seed)).tolist()
+        per_rank = len(order) // world
+        mine = order[rank * per_rank : (rank + 1) * per_rank] if world > 1 else order
+        loader = torch.utils.data.DataLoader(
+            torch.utils.data.Subset(self.train_set, mine),
+            batch_size=cfg.batch_size,
+            shuffle=False,
+            num_workers=self.inputs.workers,
+        )
+        self.model.train()
+        sums, batches = {"loss": 0.0}, 0
+        for x, y, term in tqdm(loader, desc=f"epoch {epoch + 1}", leave=False, disable=not progress or not self.main):
+            x, y, term = x.to(device), y.to(device), term.to(device)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss, parts_ce = balanced_loss(self.model(x), y, term, cfg.gamma1, cfg.gamma2)
+            accelerator.backward(loss)
+            self.optimizer.step()
+            sums["loss"] += float(loss.detach())
+            for term, ce in parts_ce.items():
+                key = f"ce_{TERM_NAMES[term]}"
+                sums[key] = sums.get(key, 0.0) + ce
+            batches += 1
+        return {k: v / max(batches, 1) for k, v in sums.items()}
+
+    def save_epoch(self, epoch: int, row: dict) -> None:
+        """The weights when `row` beats the best so far; the checkpoint and the log (on the main process)."""
+        state_dict = _cpu_state(self.accelerator, self.model)
+        if row["val_worst_group_accuracy"] > self.best["worst_group_accuracy"]:
+            self.best = _best(epoch, row)
+            if self.main:
+                _save_weights(self.written, state_dict)
+        if self.main:
+            ckpt = {
+                "model": state_dict,
+                "optimizer": self.optimizer.state_dict(),
+                "epoch": epoch,
+                "best": json.dumps(self.best),
+                "log": json.dumps(self.log),
+                "identity": json.dumps(self.identity),
+            }
+            _save(self.written, CHECKPOINT, lambda p: torch.save(ckpt, p))
+            self.written.write(LOG, "".join(json.dumps(r) + "\n" for r in self.log))
+
+
 def finetune(
     cfg: FinetuneConfig,
     inputs: RunInputs,
@@ -529,84 +609,16 @@ def finetune(
     the weights of the best worst-group validation accuracy and a checkpoint after each epoch; write the summary.
     `stop_after_epochs` ends this call after that many epochs of this invocation, as an interruption
     would (for tests of resuming)."""
-    from accelerate import Accelerator
-    from timm.data import create_transform
-    from tqdm.auto import tqdm
-
     cfg.validate()
     _check_out_is_no_input(inputs)
     d = _open_data(cfg, inputs)
     written = WrittenFolder.claim(inputs.out, "--out")
-
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
-    clf, new_head = load_trainable(inputs.spec, len(d.train.label_names), cfg.seed)
-    model = clf.model
-    train_set = _Images(d.parts, train_transform(clf.data_config, cfg.augment))
-    val_set = _Images([(d.val, np.zeros(len(d.val.labels), dtype=np.int64))], create_transform(**clf.data_config))
-    val_loader = torch.utils.data.DataLoader(val_set, batch_size=cfg.batch_size, num_workers=inputs.workers)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-
-    identity = _run_identity(cfg, inputs, d.minority)
-    start, best, log = _resume(written, identity, restart, model, optimizer)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    device = accelerator.device
-    main = accelerator.is_main_process
-
-    if not log:  # epoch 0: the starting model on the validation split, the "before" of the run and a candidate
-        log.append(_validation_row(0, model, val_loader, d.val, device))
-        best = {
-            "epoch": 0,
-            "worst_group_accuracy": log[0]["val_worst_group_accuracy"],
-            "pooled_accuracy": log[0]["val_pooled_accuracy"],
-        }
-        if main:
-            _save_weights(written, _cpu_state(accelerator, model))
-        if cfg.head == "reinit":  # after scoring the model as given; the same on every process (seeded)
-            reinit_head(accelerator.unwrap_model(model), cfg.seed)
-    done_now = 0
-    epochs = tqdm(
-        range(start, cfg.epochs),
-        initial=start,
-        total=cfg.epochs,
-        desc="finetune",
-        unit="epoch",
-        disable=not progress or not main,
-    )
-    for epoch in epochs:
-        if stop_after_epochs is not None and done_now >= stop_after_epochs:
-            break
-        losses = _train_epoch(cfg, epoch, train_set, model, optimizer, accelerator, inputs.workers, progress)
-        row = {**_validation_row(epoch + 1, model, val_loader, d.val, device), **losses}
-        log.append(row)
-        state_dict = _cpu_state(accelerator, model)
-        if row["val_worst_group_accuracy"] > best["worst_group_accuracy"]:
-            best = {
-                "epoch": epoch + 1,
-                "worst_group_accuracy": row["val_worst_group_accuracy"],
-                "pooled_accuracy": row["val_pooled_accuracy"],
-            }
-            if main:
-                _save_weights(written, state_dict)
-        if main:
-            ckpt = {
-                "model": state_dict,
-                "optimizer": optimizer.state_dict(),
-                "epoch": epoch + 1,
-                "best": json.dumps(best),
-                "log": json.dumps(log),
-                "identity": json.dumps(identity),
-            }
-            _save(written, CHECKPOINT, lambda p, c=ckpt: torch.save(c, p))
-            written.write(LOG, "".join(json.dumps(r) + "\n" for r in log))
-        accelerator.wait_for_everyone()
-        epochs.set_postfix(
-            loss=f"{row['loss']:.3f}", val_wga=f"{row['val_worst_group_accuracy']:.3f}", best=best["epoch"]
-        )
-        done_now += 1
-    epochs.close()
-
-    summary = {**_summary(cfg, inputs, d, new_head, best, log), "device": str(device)}  # where it really ran
-    if main:
+    run = _Run(cfg, inputs, d, written, restart)
+    if not run.log:
+        run.score_start()
+    run.train(progress, stop_after_epochs)
+    summary = {**_summary(cfg, inputs, d, run.new_head, run.best, run.log), "device": str(run.device)}  # where it ran
+    if run.main:
         written.write(SUMMARY, json.dumps(summary, indent=2) + "\n")
     return summary
 
@@ -615,10 +627,14 @@ def finetune(
 # command line
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    d0 = FinetuneConfig()
-    # settings flags default to "not given", so that --config's values apply unless a flag overrides them
-    unset = argparse.SUPPRESS
+def _setting(group, flag: str, help: str, **kwargs) -> None:
+    """A flag of a `FinetuneConfig` setting: "not given" by default, so that --config's value applies unless the flag
+    overrides it; its help ends with DDB's default."""
+    default = getattr(FinetuneConfig(), flag[2:].replace("-", "_"))
+    group.add_argument(flag, default=argparse.SUPPRESS, help=f"{help} (default: {default})", **kwargs)
+
+
+def _classifier_arguments(parser: argparse.ArgumentParser) -> None:
     m = parser.add_argument_group("classifier")
     m.add_argument(
         "--model",
@@ -644,6 +660,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="NAME|FILE",
         help="take --model's weights from this panel's entry of that name (e.g. --panel offline --model tf_efficientnet_lite0)",
     )
+
+
+def _data_arguments(parser: argparse.ArgumentParser) -> None:
     d = parser.add_argument_group("data")
     d.add_argument(
         "--data",
@@ -663,18 +682,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="folder for model.safetensors, train_log.jsonl, finetune.json and the resume checkpoint",
     )
-    d.add_argument("--group-column", default=unset, help=f"column naming each row's group (default: {d0.group_column})")
-    d.add_argument("--train-split", default=unset, help=f"split of --data to train on (default: {d0.train_split})")
-    d.add_argument(
-        "--val-split",
-        default=unset,
-        help=f"split of --data whose worst-group accuracy picks the epoch (default: {d0.val_split})",
-    )
-    d.add_argument(
-        "--counterfactual-split",
-        default=unset,
-        help=f"split of --counterfactuals holding the kept rows (default: {d0.counterfactual_split})",
-    )
+    _setting(d, "--group-column", "column naming each row's group")
+    _setting(d, "--train-split", "split of --data to train on")
+    _setting(d, "--val-split", "split of --data whose worst-group accuracy picks the epoch")
+    _setting(d, "--counterfactual-split", "split of --counterfactuals holding the kept rows")
+
+
+def _training_arguments(parser: argparse.ArgumentParser) -> None:
     t = parser.add_argument_group("training (DDB's defaults; a --config file, then flags, override them)")
     t.add_argument(
         "--config",
@@ -682,57 +696,41 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="YAML mapping of these settings by their names (epochs, lr, batch_size, gamma1, gamma2, minority_groups, seed, ...)",
     )
-    t.add_argument(
-        "--epochs",
-        type=int,
-        default=unset,
-        help=f"epochs in all; a resumed run continues up to this (default: {d0.epochs})",
-    )
-    t.add_argument("--lr", type=float, default=unset, help=f"Adam learning rate (default: {d0.lr})")
-    t.add_argument(
-        "--batch-size", type=int, default=unset, help=f"images per batch, per device (default: {d0.batch_size})"
-    )
-    t.add_argument(
-        "--gamma1",
-        type=float,
-        default=unset,
-        help=f"weight of the CE of the first minority group's counterfactuals (default: {d0.gamma1})",
-    )
-    t.add_argument(
-        "--gamma2",
-        type=float,
-        default=unset,
-        help=f"weight of the CE of the second minority group's counterfactuals (default: {d0.gamma2})",
-    )
+    _setting(t, "--epochs", "epochs in all; a resumed run continues up to this", type=int)
+    _setting(t, "--lr", "Adam learning rate", type=float)
+    _setting(t, "--batch-size", "images per batch, per device", type=int)
+    for n, which in ((1, "first"), (2, "second")):
+        _setting(t, f"--gamma{n}", f"weight of the CE of the {which} minority group's counterfactuals", type=float)
     t.add_argument(
         "--minority-groups",
         nargs=2,
-        default=unset,
+        default=argparse.SUPPRESS,
         metavar=("G1", "G2"),
         help="the groups gamma1 and gamma2 weigh (default: the two counterfactual groups rarest in training, the commoner first)",
     )
-    t.add_argument(
-        "--seed",
-        type=int,
-        default=unset,
-        help=f"seed of the shuffling, augmentation, dropout and a new head (default: {d0.seed})",
-    )
-    t.add_argument(
+    _setting(t, "--seed", "seed of the shuffling, augmentation, dropout and a new head", type=int)
+    _setting(
+        t,
         "--head",
+        "reinit: DDB's xavier-uniform head (zero bias) before training; keep: fine-tune the given head",
         choices=HEADS,
-        default=unset,
-        help=f"reinit: DDB's xavier-uniform head (zero bias) before training; keep: fine-tune the given head (default: {d0.head})",
     )
-    t.add_argument(
+    _setting(
+        t,
         "--augment",
+        "ddb: RandomResizedCrop (scale 0.7-1, ratio 3/4-4/3) + horizontal flip on training images, as DDB; "
+        "none: the classifier's eval transform",
         choices=AUGMENTS,
-        default=unset,
-        help="ddb: RandomResizedCrop (scale 0.7-1, ratio 3/4-4/3) + horizontal flip on training images, as DDB; "
-        f"none: the classifier's eval transform (default: {d0.augment})",
     )
     t.add_argument("--workers", type=int, default=0, help="DataLoader worker processes decoding images")
     t.add_argument("--restart", action="store_true", help="discard a run already in --out instead of resuming it")
     t.add_argument("--no-progress", action="store_true", help="no progress bars (logs)")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    _classifier_arguments(parser)
+    _data_arguments(parser)
+    _training_arguments(parser)
 
 
 def config_from(args: argparse.Namespace) -> FinetuneConfig:

@@ -177,7 +177,8 @@ def _recipe_with(classes: list[dict], **top) -> object:
 
 
 def test_references_from_spurious_imagenet_layout(tmp_path):
-    from spurbench.generate.references import parse_spurious_folder_name, resolve_class
+    from spurbench.generate.references import resolve_class
+    from spurbench.spurious_imagenet import parse_folder_name as parse_spurious_folder_name
 
     root = _spurious_layout(tmp_path / "spur")
     assert parse_spurious_folder_name("spurious_imagenet_309_comp_4") == (309, 4)

@@ -16,14 +16,6 @@ from PIL import Image
 DEFAULT_FEATHER = 8
 
 
-def as_mask(mask: Image.Image | np.ndarray) -> np.ndarray:
-    """A boolean (H, W) array from a mask image or array; white / nonzero / True = repaint."""
-    arr = np.asarray(mask.convert("L") if isinstance(mask, Image.Image) else mask)
-    if arr.ndim == 3:
-        arr = arr.max(axis=-1)
-    return arr > (127 if arr.dtype == np.uint8 else 0)
-
-
 def distance_to_mask(mask: np.ndarray) -> np.ndarray:
     """Euclidean distance in pixels from each pixel to the nearest mask pixel (0 inside the mask)."""
     from scipy.ndimage import distance_transform_edt

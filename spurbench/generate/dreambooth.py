@@ -231,6 +231,18 @@ def _load_components(base_model: str | Path, revision: str | None) -> dict[str, 
         ) from e
 
 
+def _accelerator_for(config: TrainConfig, accelerator):
+    """The given Accelerator, checked against the config's mixed precision, or a new one."""
+    if accelerator is None:
+        return make_accelerator(config.mixed_precision)
+    if accelerator.mixed_precision != config.mixed_precision:
+        raise SpurbenchError(
+            f"the Accelerator uses mixed precision {accelerator.mixed_precision!r} but the training config asks "
+            f"for {config.mixed_precision!r}; create the Accelerator with mixed_precision={config.mixed_precision!r}"
+        )
+    return accelerator
+
+
 def _always_save(is_main_process: bool = True) -> bool:
     return True
 
@@ -256,13 +268,7 @@ class DreamBoothTrainer:
                 "sfsl_weight > 0 needs a feature model; set the recipe's feature model or sfsl_weight: 0"
             )
         _prediction_type(noise_scheduler)
-        if accelerator is None:
-            accelerator = make_accelerator(config.mixed_precision)
-        elif accelerator.mixed_precision != config.mixed_precision:
-            raise SpurbenchError(
-                f"the Accelerator uses mixed precision {accelerator.mixed_precision!r} but the training config asks "
-                f"for {config.mixed_precision!r}; create the Accelerator with mixed_precision={config.mixed_precision!r}"
-            )
+        accelerator = _accelerator_for(config, accelerator)
         self.config = config
         self.accelerator = accelerator
         self.device = accelerator.device
@@ -275,6 +281,17 @@ class DreamBoothTrainer:
 
         self.tokenizer = tokenizer
         self.noise_scheduler = noise_scheduler
+        self._place_modules(unet, text_encoder, vae, feature_model)
+        self._make_optimizer()
+        self.order_generator = torch.Generator().manual_seed(config.seed)
+        self.noise_generator = torch.Generator().manual_seed(config.seed + 1)
+        self._order: list[int] = []
+        self.global_step = 0
+        self._prepared = False
+
+    def _place_modules(self, unet, text_encoder, vae, feature_model: FeatureModel | None) -> None:
+        """The models on the device, frozen or in training mode, in their dtype, with gradient checkpointing."""
+        config = self.config
         # (.to(dtype=...) only when it changes something: diffusers warns about any dtype cast)
         self.vae = vae.requires_grad_(False).eval().to(self.device)
         if self.weight_dtype != torch.float32:
@@ -298,6 +315,8 @@ class DreamBoothTrainer:
             if self.use_sfsl:  # the decoder's activations dominate SFSL's memory at 512 px
                 self.vae.enable_gradient_checkpointing()
 
+    def _make_optimizer(self) -> None:
+        config, accelerator = self.config, self.accelerator
         groups = [{"params": [p for p in self.unet.parameters() if p.requires_grad], "lr": config.learning_rate_unet}]
         if config.train_text_encoder:
             groups.append({"params": list(self.text_encoder.parameters()), "lr": config.learning_rate_text_encoder})
@@ -307,12 +326,6 @@ class DreamBoothTrainer:
         # fp16 needs loss scaling. One scaler per trainer (not the Accelerator's shared one), so a class's
         # run does not depend on the scale the previous class ended with.
         self.scaler = torch.amp.GradScaler(self.device.type) if accelerator.mixed_precision == "fp16" else None
-
-        self.order_generator = torch.Generator().manual_seed(config.seed)
-        self.noise_generator = torch.Generator().manual_seed(config.seed + 1)
-        self._order: list[int] = []
-        self.global_step = 0
-        self._prepared = False
 
     @classmethod
     def from_pretrained(

@@ -259,11 +259,8 @@ class Recipe:
 
     def to_dict(self) -> dict[str, Any]:
         d = plain(self)
-        for key in (
-            "features",
-            "control",
-            "mine",
-        ):  # recipes without the key hash (and export) exactly as before it existed
+        # recipes without the key hash (and export) exactly as before it existed
+        for key in ("features", "control", "mine"):
             if getattr(self, key) is None:
                 del d[key]
         return d
@@ -409,9 +406,8 @@ def check_common(r: Any) -> None:
 def _check_semantics(r: Recipe) -> None:
     check_common(r)
     _check_prompts(r)
-    for key in ("num_class_images",):
-        if getattr(r, key) < 0:
-            raise SpurbenchError(f"key '{key}' must be >= 0, got {getattr(r, key)}")
+    if r.num_class_images < 0:
+        raise SpurbenchError(f"key 'num_class_images' must be >= 0, got {r.num_class_images}")
     if r.control is not None and r.control.images_per_class < 1:
         raise SpurbenchError(
             f"key 'control.images_per_class' must be >= 1 (base-model images per class), got {r.control.images_per_class}; "
@@ -559,7 +555,7 @@ def _check_template(template: str, key: str, need_token: bool) -> None:
 _SHARED_TRAINING_KEYS = ("resolution", "mixed_precision", "gradient_checkpointing", "seed")
 
 
-def train_config_dict(recipe: Recipe, class_index: int | None = None) -> dict[str, Any]:
+def train_config_dict(recipe: Recipe) -> dict[str, Any]:
     """The dict given to TrainConfig.from_dict: the `training:` block plus the recipe-level knobs
     TrainConfig knows about (resolution, mixed precision, gradient checkpointing, seed)."""
     from spurbench.generate.dreambooth import TrainConfig

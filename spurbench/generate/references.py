@@ -28,7 +28,7 @@ from spurbench.builtin_photos import sample_photo  # noqa: F401  (the one reader
 from spurbench.dataset import IMAGE_SUFFIXES
 from spurbench.errors import SpurbenchError, first_line
 from spurbench.files import atomic_path
-from spurbench.spurious_imagenet import SpuriousFolder, parse_folder_name, scan
+from spurbench.spurious_imagenet import SpuriousFolder, scan
 from spurbench.untrusted import open_image
 
 if TYPE_CHECKING:
@@ -57,15 +57,6 @@ class ClassReferences:
 
 # ---------------------------------------------------------------------------------------------
 # Spurious ImageNet
-
-
-#: the release's naming rule and scanner live in the shared `spurbench.spurious_imagenet` (the importer uses them too)
-parse_spurious_folder_name = parse_folder_name
-
-
-def scan_spurious_imagenet(root: str | Path, url: str) -> list[SpuriousFolder]:
-    """Every class/component folder of the download, sorted by class then component."""
-    return scan(root, url)
 
 
 def spurious_folder_for(
@@ -183,7 +174,7 @@ def resolve_class(
         root = root if root.is_absolute() else base / root
         cache = _scan_cache if _scan_cache is not None else {}
         if str(root) not in cache:
-            cache[str(root)] = scan_spurious_imagenet(root, recipe.references.spurious_imagenet.url)
+            cache[str(root)] = scan(root, recipe.references.spurious_imagenet.url)
         folder = spurious_folder_for(cache[str(root)], entry.index, entry.component, root)
         component = folder.component
         files = list_images(folder.path)

@@ -258,21 +258,20 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+#: the defaults of the flags: None where --help suppresses it (see add_arguments); the others for a caller building its
+#: own Namespace
+_FLAG_DEFAULTS = {
+    **dict.fromkeys(("out", "work_dir", "classes", "keep_weights", "spurious_imagenet", "foregrounds", "backgrounds")),
+    "push_to_hub": None,
+    "device": "auto",
+    "private": False,
+    "no_progress": False,
+}
+
+
 def _fill_defaults(args: argparse.Namespace) -> None:
-    for name in (
-        "out",
-        "work_dir",
-        "classes",
-        "keep_weights",
-        "spurious_imagenet",
-        "foregrounds",
-        "backgrounds",
-        "push_to_hub",
-    ):
-        if not hasattr(args, name):  # suppressed defaults (see add_arguments)
-            setattr(args, name, None)
-    for name, value in (("device", "auto"), ("private", False), ("no_progress", False)):
-        if not hasattr(args, name):  # a caller building its own Namespace
+    for name, value in _FLAG_DEFAULTS.items():
+        if not hasattr(args, name):
             setattr(args, name, value)
 
 
@@ -641,12 +640,9 @@ def _quiet_libraries() -> None:
 # Stage 5: export
 
 
-def stage_export(ctx: Context, base_revision: str | None, created: str, out: Path | None = None) -> Path:
-    """Write the dataset to `out` (default ctx.out; the verify stage exports into the work dir first)."""
-    from tqdm.auto import tqdm
-
-    from spurbench.dataset import DatasetCard, write_dataset
-    from spurbench.generate import copies
+def _finished_classes(ctx: Context) -> tuple[dict, dict]:
+    """Every class's marker and references, by class index; refused unless every class is done and its references
+    are unchanged."""
     from spurbench.generate.references import ClassReferences, verify_unchanged
 
     missing = [c.index for c in ctx.classes if not _class_done(ctx, c.index)]
@@ -654,7 +650,6 @@ def stage_export(ctx: Context, base_revision: str | None, created: str, out: Pat
         raise SpurbenchError(
             f"classes {', '.join(map(str, missing))} are not finished in '{ctx.work}'; re-run the same command to finish them"
         )
-    r = ctx.recipe
     markers = {c.index: json.loads((ctx.class_dir(c.index) / CLASS_MARKER).read_text()) for c in ctx.classes}
     refs = {
         c.index: ClassReferences.from_json((ctx.work / "references" / f"{c.index}.json").read_text())
@@ -662,16 +657,16 @@ def stage_export(ctx: Context, base_revision: str | None, created: str, out: Pat
     }
     for c in ctx.classes:
         verify_unchanged(refs[c.index])
-    splits, extra_features, counts = ctx.method.export_splits(ctx, markers, refs)
-    splits, extra_features, copied = copies.check_export(ctx, splits, refs, extra_features)
-    parts = ctx.method.card_parts(ctx, markers, refs, counts)
-    total = sum(counts.values())
-    ctx.log(f"stage 5/5 export: {' + '.join(f'{n} {s}' for s, n in counts.items())} images -> {out or ctx.out}")
-    # (name, class names) of a set labelled with another label set than ImageNet-1k (ddb from a Waterbirds import)
-    label_set = ctx.method.label_set(r) if hasattr(ctx.method, "label_set") else None
-    from spurbench.dataset import card_license
+    return markers, refs
 
-    card = DatasetCard(
+
+def _export_card(ctx: Context, parts, base_revision: str | None, created: str, copied, label_set) -> Any:
+    """The dataset card: the method's parts in the shared skeleton, the licences, the provenance record."""
+    from spurbench.dataset import DatasetCard, card_license
+    from spurbench.generate import copies
+
+    r = ctx.recipe
+    return DatasetCard(
         pretty_name=parts.pretty_name,
         body=card_body(ctx, parts, base_revision, created)
         + ("" if copied is None else "\n\n" + copies.card_section(copied)),
@@ -695,7 +690,24 @@ def stage_export(ctx: Context, base_revision: str | None, created: str, out: Pat
         kind=ctx.method.kind_of(r) if hasattr(ctx.method, "kind_of") else ctx.method.KIND,
         **({"label_set": label_set[0]} if label_set else {}),
     )
-    bar = tqdm(total=total, desc="5/5 export", unit="img", disable=not ctx.progress, leave=False)
+
+
+def stage_export(ctx: Context, base_revision: str | None, created: str, out: Path | None = None) -> Path:
+    """Write the dataset to `out` (default ctx.out; the verify stage exports into the work dir first)."""
+    from tqdm.auto import tqdm
+
+    from spurbench.dataset import write_dataset
+    from spurbench.generate import copies
+
+    markers, refs = _finished_classes(ctx)
+    splits, extra_features, counts = ctx.method.export_splits(ctx, markers, refs)
+    splits, extra_features, copied = copies.check_export(ctx, splits, refs, extra_features)
+    parts = ctx.method.card_parts(ctx, markers, refs, counts)
+    ctx.log(f"stage 5/5 export: {' + '.join(f'{n} {s}' for s, n in counts.items())} images -> {out or ctx.out}")
+    # (name, class names) of a set labelled with another label set than ImageNet-1k (ddb from a Waterbirds import)
+    label_set = ctx.method.label_set(ctx.recipe) if hasattr(ctx.method, "label_set") else None
+    card = _export_card(ctx, parts, base_revision, created, copied, label_set)
+    bar = tqdm(total=sum(counts.values()), desc="5/5 export", unit="img", disable=not ctx.progress, leave=False)
 
     def counted(rows: Iterator[dict]) -> Iterator[dict]:
         for row in rows:
@@ -745,14 +757,8 @@ def scheduler_record(ctx: Context) -> dict[str, Any] | None:
     base model, or of the folder the method names with `scheduler_source(ctx) -> (folder or Hub id, revision,
     class name or None)`), re-configured into the recipe's scheduler class where it names one. None if unknown."""
     hook = getattr(ctx.method, "scheduler_source", None)
-    if hook is not None:
-        source, revision, name = hook(ctx)
-    else:
-        source, revision, name = (
-            ctx.base_model,
-            None,
-            getattr(getattr(ctx.recipe, "generation", None), "scheduler", None),
-        )
+    own = getattr(getattr(ctx.recipe, "generation", None), "scheduler", None)
+    source, revision, name = hook(ctx) if hook is not None else (ctx.base_model, None, own)
     if source is None:
         return None
     path = Path(source) / "scheduler" / "scheduler_config.json"

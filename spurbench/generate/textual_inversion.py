@@ -109,9 +109,8 @@ def add_token(tokenizer, text_encoder, placeholder: str, initializer: str) -> in
             f"initializer word {initializer!r} is empty after tokenisation; give a word such as the class's name"
         )
     token_id = tokenizer.convert_tokens_to_ids(placeholder)
-    if (
-        token_id >= text_encoder.get_input_embeddings().num_embeddings
-    ):  # never shrink a matrix larger than the vocabulary
+    # never shrink a matrix larger than the vocabulary
+    if token_id >= text_encoder.get_input_embeddings().num_embeddings:
         text_encoder.resize_token_embeddings(len(tokenizer))
     weight = text_encoder.get_input_embeddings().weight
     with torch.no_grad():
@@ -147,34 +146,10 @@ def _denoising_loss(parts: dict, prompts: list[str], z0: torch.Tensor, gen: torc
     return F.mse_loss(pred.float(), training_target(scheduler, z0, noise, t).float())
 
 
-def learn_token(
-    base_model: str | Path,
-    images: Sequence[Any],
-    placeholder: str,
-    initializer: str,
-    out_dir: str | Path,
-    config: InversionConfig | None = None,
-    revision: str | None = None,
-    device: str | torch.device | None = None,
-    progress: bool = True,
-) -> LearnedToken:
-    """Learn `placeholder` on `images` (PIL) with the Stable Diffusion at `base_model`; save it under `out_dir`."""
-    from safetensors.torch import save_file
-    from tqdm.auto import tqdm
-
-    from spurbench.generate.dreambooth import _load_components
-
-    config = config or InversionConfig()
-    if not images:
-        raise SpurbenchError(f"no images to learn {placeholder!r} from; the class needs at least one source image")
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    parts = _load_components(base_model, revision)
-    tokenizer, text_encoder, vae, unet, scheduler = (
-        parts[k] for k in ("tokenizer", "text_encoder", "vae", "unet", "noise_scheduler")
-    )
-    token_id = add_token(tokenizer, text_encoder, placeholder, initializer)
-
-    weight_dtype = torch.float16 if device.type == "cuda" else torch.float32
+def _only_the_token_learns(parts: dict, token_id: int, device, weight_dtype) -> tuple[Any, tuple]:
+    """Freeze the VAE, the UNet and the text encoder except its token-embedding matrix, on `device`; (the embedding
+    layer, (its original weights, the rows to put back after every step: all but the token's))."""
+    vae, unet, text_encoder = parts["vae"], parts["unet"], parts["text_encoder"]
     vae.requires_grad_(False).to(device, weight_dtype).eval()
     unet.requires_grad_(False).to(device, weight_dtype).eval()
     text_encoder.requires_grad_(False).to(device)
@@ -184,9 +159,15 @@ def learn_token(
     original = embeddings.weight.detach().clone()
     frozen_rows = torch.ones(embeddings.num_embeddings, dtype=torch.bool, device=device)
     frozen_rows[token_id] = False
-    optimizer = torch.optim.AdamW([embeddings.weight], lr=config.effective_lr, weight_decay=config.weight_decay)
+    return embeddings, (original, frozen_rows)
 
-    latents = _encode_images(vae, images, config.resolution, device, weight_dtype)
+
+def _train(parts, embeddings, put_back, latents, placeholder, config, weight_dtype, progress) -> list[float]:
+    """The optimisation steps (each over `gradient_accumulation_steps` batches); the loss of every step."""
+    from tqdm.auto import tqdm
+
+    original, frozen_rows = put_back
+    optimizer = torch.optim.AdamW([embeddings.weight], lr=config.effective_lr, weight_decay=config.weight_decay)
     rng = random.Random(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
     losses: list[float] = []
@@ -206,6 +187,37 @@ def learn_token(
         with torch.no_grad():  # only the new token's row may move
             embeddings.weight[frozen_rows] = original[frozen_rows]
         losses.append(step_loss)
+    return losses
+
+
+def learn_token(
+    base_model: str | Path,
+    images: Sequence[Any],
+    placeholder: str,
+    initializer: str,
+    out_dir: str | Path,
+    config: InversionConfig | None = None,
+    revision: str | None = None,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+) -> LearnedToken:
+    """Learn `placeholder` on `images` (PIL) with the Stable Diffusion at `base_model`; save it under `out_dir`."""
+    from safetensors.torch import save_file
+
+    from spurbench.generate.dreambooth import _load_components
+
+    config = config or InversionConfig()
+    if not images:
+        raise SpurbenchError(f"no images to learn {placeholder!r} from; the class needs at least one source image")
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    parts = _load_components(base_model, revision)
+    tokenizer, text_encoder, vae, unet = (parts[k] for k in ("tokenizer", "text_encoder", "vae", "unet"))
+    token_id = add_token(tokenizer, text_encoder, placeholder, initializer)
+
+    weight_dtype = torch.float16 if device.type == "cuda" else torch.float32
+    embeddings, put_back = _only_the_token_learns(parts, token_id, device, weight_dtype)
+    latents = _encode_images(vae, images, config.resolution, device, weight_dtype)
+    losses = _train(parts, embeddings, put_back, latents, placeholder, config, weight_dtype, progress)
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

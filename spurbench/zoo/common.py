@@ -9,6 +9,8 @@ from typing import Any
 
 import torch
 
+from spurbench.errors import SpurbenchError, first_line, hub_failure_reason
+
 
 @dataclass
 class ZooModel:
@@ -40,3 +42,9 @@ def weights_in_folder(folder: Any, names: tuple[str, ...]) -> Any:
         if (folder / name).is_file():
             return folder / name
     return None
+
+
+def load_failure(what: str, err: Exception, offline: str) -> SpurbenchError:
+    """One line for a model its library could not load: the Hub's reason (or the error's first line), and what to
+    use offline."""
+    return SpurbenchError(f"cannot load {what} ({hub_failure_reason(err, first_line(err))}); offline, use {offline}")

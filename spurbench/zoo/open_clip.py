@@ -19,9 +19,9 @@ from typing import Any
 import torch
 
 from spurbench.download import sha256_file
-from spurbench.errors import SpurbenchError, first_line, hub_failure_reason
+from spurbench.errors import SpurbenchError
 from spurbench.zoo import zero_shot
-from spurbench.zoo.common import ZooModel, hub_cache_record, weights_in_folder
+from spurbench.zoo.common import ZooModel, hub_cache_record, load_failure, weights_in_folder
 
 _WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 
@@ -101,55 +101,11 @@ def _weights_record(rest: str, open_clip: Any) -> dict:
     return {"source": f"open_clip:{rest}", "sha256": sha256_file(path) if path and Path(path).is_file() else None}
 
 
-def load(
-    rest: str, device: str | torch.device, label_names: list[str] | None, templates: str | None, classnames: str | None
-) -> ZooModel:
-    open_clip = _import()
-    names, names_from = zero_shot.load_classnames(classnames, label_names)
-    prompts, prompts_from = zero_shot.load_templates(templates)
-    if rest.startswith(("hf-hub:", "local-dir:")):
-        model_name, tag = (
-            (rest if rest.startswith("hf-hub:") else f"local-dir:{Path(rest[len('local-dir:') :]).expanduser()}"),
-            None,
-        )
-    else:
-        model_name, tag = rest.split("/", 1)
-    try:
-        model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=tag)
-        tokenizer = open_clip.get_tokenizer(model_name)
-        weights = _weights_record(rest, open_clip)
-    except Exception as err:
-        raise SpurbenchError(
-            f"cannot load open_clip model '{rest}' ({hub_failure_reason(err, first_line(err))}); "
-            "offline, use open_clip:local-dir:DIR with the model's open_clip_config.json and weights"
-        ) from None
-    model.eval().requires_grad_(False)
-    dev = zero_shot.head_device(device)
-    model.to(dev)
-
-    def encode_text(texts: list[str]) -> torch.Tensor:
-        return model.encode_text(tokenizer(texts).to(dev), normalize=True)
-
-    key = {
-        "library": "open_clip",
-        "model": rest if not rest.startswith("local-dir:") else "local-dir",
-        "weights_sha256": weights["sha256"],
-        "templates": zero_shot.text_sha256(prompts),
-        "classnames": zero_shot.text_sha256(names),
-    }
-    if rest.startswith(
-        "local-dir:"
-    ):  # a folder is known by its files: the config (text tower, tokenizer) and the weights
-        key["config_sha256"] = sha256_file(Path(model_name[len("local-dir:") :]) / "open_clip_config.json")
-    head, _ = zero_shot.cached_head(
-        key, lambda: zero_shot.build_head(encode_text, names, prompts, desc=f"open_clip:{rest} head")
-    )
-    model.to(device)
-    transform, norm = split_transform(preprocess)
+def _data_config(model: Any, norm: dict | None) -> dict:
     size = model.visual.image_size
     h, w = (size, size) if isinstance(size, int) else tuple(size)
     cfg = dict(getattr(model.visual, "preprocess_cfg", {}) or {})
-    data_config = {
+    return {
         "input_size": (3, int(h), int(w)),
         "mean": norm["mean"] if norm else tuple(cfg.get("mean", ())),
         "std": norm["std"] if norm else tuple(cfg.get("std", ())),
@@ -157,7 +113,46 @@ def load(
         "crop_pct": 1.0,
         "resize_mode": cfg.get("resize_mode", "shortest"),
     }
-    clf = zero_shot.ZeroShotClassifier(model, lambda m, x: m.encode_image(x, normalize=True), head.to(device))
+
+
+def load(
+    rest: str, device: str | torch.device, label_names: list[str] | None, templates: str | None, classnames: str | None
+) -> ZooModel:
+    open_clip = _import()
+    names, names_from = zero_shot.load_classnames(classnames, label_names)
+    prompts, prompts_from = zero_shot.load_templates(templates)
+    if rest.startswith("local-dir:"):
+        model_name, tag = f"local-dir:{Path(rest[len('local-dir:') :]).expanduser()}", None
+    elif rest.startswith("hf-hub:"):
+        model_name, tag = rest, None
+    else:
+        model_name, tag = rest.split("/", 1)
+    try:
+        model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=tag)
+        tokenizer = open_clip.get_tokenizer(model_name)
+        weights = _weights_record(rest, open_clip)
+    except Exception as err:
+        raise load_failure(
+            f"open_clip model '{rest}'",
+            err,
+            "open_clip:local-dir:DIR with the model's open_clip_config.json and weights",
+        ) from None
+    model.eval().requires_grad_(False)
+    local = rest.startswith("local-dir:")
+    key = {"library": "open_clip", "model": "local-dir" if local else rest, "weights_sha256": weights["sha256"]}
+    if local:  # a folder is known by its files: the config (text tower, tokenizer) and the weights
+        key["config_sha256"] = sha256_file(Path(model_name[len("local-dir:") :]) / "open_clip_config.json")
+    clf = zero_shot.zero_shot_model(
+        model,
+        device,
+        key,
+        lambda dev: lambda texts: model.encode_text(tokenizer(texts).to(dev), normalize=True),
+        lambda m, x: m.encode_image(x, normalize=True),
+        names,
+        prompts,
+        f"open_clip:{rest} head",
+    )
+    transform, norm = split_transform(preprocess)
     info = {
         "library": "open_clip",
         "version": open_clip.__version__,
@@ -166,7 +161,7 @@ def load(
     }
     return ZooModel(
         model=clf,
-        data_config=data_config,
+        data_config=_data_config(model, norm),
         transform=transform,
         weights=weights,
         num_params=sum(p.numel() for p in model.parameters()),

@@ -12,6 +12,7 @@ over the normalised float tensor), so the model sees exactly what the processor 
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +20,9 @@ import torch
 
 from spurbench import imagenet
 from spurbench.download import sha256_file
-from spurbench.errors import SpurbenchError, first_line, hub_failure_reason
+from spurbench.errors import SpurbenchError
 from spurbench.zoo import zero_shot
-from spurbench.zoo.common import ZooModel, hub_cache_record, weights_in_folder
+from spurbench.zoo.common import ZooModel, hub_cache_record, load_failure, weights_in_folder
 
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
@@ -188,87 +189,114 @@ def _data_config(image_processor: Any) -> dict:
     }
 
 
-def load(
-    rest: str, device: str | torch.device, label_names: list[str] | None, templates: str | None, classnames: str | None
-) -> ZooModel:
-    import transformers
+def _is_dual_encoder(config: Any) -> bool:
+    """A dual encoder, unless its checkpoint is a classifier built on one (CLIPForImageClassification)."""
+    return (
+        hasattr(config, "text_config")
+        and hasattr(config, "vision_config")
+        and not any(str(a).endswith("ForImageClassification") for a in (getattr(config, "architectures", None) or []))
+    )
+
+
+@dataclass
+class _Checkpoint:
+    rest: str
+    where: str  # what from_pretrained gets
+    local: bool
+    config: Any
+    model: Any  # eval mode, frozen
+    image_processor: Any
+    processor: Any = None  # a dual encoder's AutoProcessor
+    tokenizer: Any = None
+    weights: dict = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return f"transformers:{self.rest}"
+
+
+def _from_pretrained(rest: str) -> _Checkpoint:
     from transformers import AutoConfig, AutoImageProcessor
 
     where, local = _where(rest)
-    name = f"transformers:{rest}"
     try:
         config = AutoConfig.from_pretrained(where)
-        # a dual encoder, unless its checkpoint is a classifier built on one (CLIPForImageClassification)
-        dual = (
-            hasattr(config, "text_config")
-            and hasattr(config, "vision_config")
-            and not any(
-                str(a).endswith("ForImageClassification") for a in (getattr(config, "architectures", None) or [])
-            )
-        )
-        if dual:
+        if _is_dual_encoder(config):
             from transformers import AutoModel, AutoProcessor
 
             model = AutoModel.from_pretrained(where)
             processor = AutoProcessor.from_pretrained(where)
-            image_processor, tokenizer = processor.image_processor, processor.tokenizer
+            ck = _Checkpoint(
+                rest, where, local, config, model, processor.image_processor, processor, processor.tokenizer
+            )
         else:
             from transformers import AutoModelForImageClassification
 
             model = AutoModelForImageClassification.from_pretrained(where)
-            image_processor = AutoImageProcessor.from_pretrained(where)
-        weights = _weights_record(rest, where, local)
+            ck = _Checkpoint(rest, where, local, config, model, AutoImageProcessor.from_pretrained(where))
+        ck.weights = _weights_record(rest, where, local)
     except SpurbenchError:
         raise
     except Exception as err:
-        raise SpurbenchError(
-            f"cannot load '{name}' ({hub_failure_reason(err, first_line(err))}); offline, use transformers:FOLDER "
-            "with the files save_pretrained writes (config, weights, preprocessor_config.json)"
+        raise load_failure(
+            f"'transformers:{rest}'",
+            err,
+            "transformers:FOLDER with the files save_pretrained writes (config, weights, preprocessor_config.json)",
         ) from None
-    model.eval().requires_grad_(False)
+    ck.model.eval().requires_grad_(False)
+    return ck
+
+
+def _zero_shot(ck: _Checkpoint, device, label_names, templates, classnames) -> tuple[torch.nn.Module, dict]:
+    """A dual encoder scored zero-shot, and what the entry records about its head."""
+    model, tokenizer = ck.model, ck.tokenizer
+    if not (hasattr(model, "get_text_features") and hasattr(model, "get_image_features")):
+        raise SpurbenchError(
+            f"'{ck.name}' ({type(model).__name__}) has no get_text_features / get_image_features; only dual "
+            "encoders like CLIP and SigLIP are scored zero-shot"
+        )
+    names, names_from = zero_shot.load_classnames(classnames, label_names)
+    prompts, prompts_from = zero_shot.load_templates(templates)
+
+    def text_encoder(dev: torch.device):
+        pad = text_padding(model, ck.processor, tokenizer, ck.config, dev)
+        return lambda texts: _features(model.get_text_features(**tokenizer(texts, return_tensors="pt", **pad).to(dev)))
+
+    key = {"library": "transformers", "model": "local" if ck.local else ck.rest, "weights_sha256": ck.weights["sha256"]}
+    if ck.local:  # a folder is known by its files: the config and the tokenizer's, with the weights
+        key["files_sha256"] = {
+            p.name: sha256_file(p)
+            for p in sorted(Path(ck.where).iterdir())
+            if p.is_file() and p.suffix in (".json", ".txt", ".model")
+        }
+    clf = zero_shot.zero_shot_model(
+        model,
+        device,
+        key,
+        text_encoder,
+        lambda m, x: _features(m.get_image_features(pixel_values=x)),
+        names,
+        prompts,
+        f"{ck.name} head",
+    )
+    return clf, zero_shot.describe(prompts, prompts_from, names, names_from)
+
+
+def load(
+    rest: str, device: str | torch.device, label_names: list[str] | None, templates: str | None, classnames: str | None
+) -> ZooModel:
+    import transformers
+
+    ck = _from_pretrained(rest)
+    model, image_processor, name = ck.model, ck.image_processor, ck.name
     info: dict[str, Any] = {
         "library": "transformers",
         "version": transformers.__version__,
         "model_class": type(model).__name__,
         "image_processor": type(image_processor).__name__,
     }
-    if dual:
-        if not (hasattr(model, "get_text_features") and hasattr(model, "get_image_features")):
-            raise SpurbenchError(
-                f"'{name}' ({type(model).__name__}) has no get_text_features / get_image_features; only dual "
-                "encoders like CLIP and SigLIP are scored zero-shot"
-            )
-        names, names_from = zero_shot.load_classnames(classnames, label_names)
-        prompts, prompts_from = zero_shot.load_templates(templates)
-        dev = zero_shot.head_device(device)
-        model.to(dev)
-        pad = text_padding(model, processor, tokenizer, config, dev)
-
-        def encode_text(texts: list[str]) -> torch.Tensor:
-            inputs = tokenizer(texts, return_tensors="pt", **pad).to(dev)
-            return _features(model.get_text_features(**inputs))
-
-        key = {
-            "library": "transformers",
-            "model": rest if not local else "local",
-            "weights_sha256": weights["sha256"],
-            "templates": zero_shot.text_sha256(prompts),
-            "classnames": zero_shot.text_sha256(names),
-        }
-        if local:  # a folder is known by its files: the config and the tokenizer's, with the weights
-            key["files_sha256"] = {
-                p.name: sha256_file(p)
-                for p in sorted(Path(where).iterdir())
-                if p.is_file() and p.suffix in (".json", ".txt", ".model")
-            }
-        head, _ = zero_shot.cached_head(
-            key, lambda: zero_shot.build_head(encode_text, names, prompts, desc=f"{name} head")
-        )
-        model.to(device)
-        clf: torch.nn.Module = zero_shot.ZeroShotClassifier(
-            model, lambda m, x: _features(m.get_image_features(pixel_values=x)), head.to(device)
-        )
-        info["zero_shot"] = zero_shot.describe(prompts, prompts_from, names, names_from)
+    if ck.processor is not None:
+        clf, info["zero_shot"] = _zero_shot(ck, device, label_names, templates, classnames)
     else:
         if templates is not None or classnames is not None:
             raise SpurbenchError(
@@ -282,7 +310,7 @@ def load(
         model=clf,
         data_config=_data_config(image_processor),
         transform=ProcessorTransform(image_processor),
-        weights=weights,
+        weights=ck.weights,
         num_params=sum(p.numel() for p in model.parameters()),
         info=info,
     )

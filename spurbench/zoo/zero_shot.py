@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from spurbench.errors import SpurbenchError
+from spurbench.files import atomic_path
 
 LOGIT_SCALE = 100.0
 TEMPLATE_SETS = ("openai", "simple")
@@ -153,9 +154,8 @@ def cached_head(key: dict, compute: Callable[[], torch.Tensor]) -> tuple[torch.T
             pass
     head = compute()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    save_file({"head": head}, str(tmp), metadata={"key": json.dumps(key, sort_keys=True)})
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file({"head": head}, str(tmp), metadata={"key": json.dumps(key, sort_keys=True)})
     return head, False
 
 
@@ -186,3 +186,24 @@ def head_device(device: str | torch.device) -> torch.device:
     if dev.type == "cpu" and torch.cuda.is_available():
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0") or 0) % torch.cuda.device_count())
     return dev
+
+
+def zero_shot_model(
+    model: torch.nn.Module,
+    device: str | torch.device,
+    key: dict,
+    text_encoder: Callable[[torch.device], Callable[[list[str]], torch.Tensor]],
+    encode_image: Callable[[torch.nn.Module, torch.Tensor], torch.Tensor],
+    names: list[str],
+    prompts: list[str],
+    desc: str,
+) -> ZeroShotClassifier:
+    """`model` scored zero-shot on `device`: its head of class embeddings, cached under `key` (what identifies the
+    model) with the prompts' and class names' hashes, the prompts encoded by `text_encoder(head_device(device))`."""
+    dev = head_device(device)
+    model.to(dev)
+    encode_text = text_encoder(dev)
+    key = {**key, "templates": text_sha256(prompts), "classnames": text_sha256(names)}
+    head, _ = cached_head(key, lambda: build_head(encode_text, names, prompts, desc=desc))
+    model.to(device)
+    return ZeroShotClassifier(model, encode_image, head.to(device))
