@@ -233,8 +233,8 @@ def write_eval_results(
             if items:
                 # safe_filename on top of slugify: a model named `..` or `.x` must not leave or hide in --out
                 path = f"{safe_filename(slugify(e['model']))}/.eval_results/{name}.yaml"
-                if path in files:  # one model in two groups cannot be: a model has one entry
-                    raise SpurbenchError(f"two exported groups write '{path}'")
+                if path in files:  # a bug, not a user mistake: a model has one entry and slugs are distinct
+                    raise RuntimeError(f"two exported entries would write '{path}'")
                 files[path] = yaml.safe_dump(items, sort_keys=False, allow_unicode=True, width=1000)
     if not files:
         raise SpurbenchError("no entry has a value for the dataset's headline metrics; nothing to write")
