@@ -33,7 +33,7 @@ PACKAGE = ROOT / "spurbench"
 # (2026-12-05, the first full run of the merged suite: 347 of 423 sites triggered, 82.0 %; the branch's union of
 # partial logs had said 340 of 407), so at most 18 % untriggered. Lower it whenever tests cover
 # more (it only ratchets down); never raise it to make a run pass. The target is <= 0.10.
-ALLOWED_UNCOVERED = 0.06  # the merged full run of 2026-12-05 left 3.8 % (17 of 448) untriggered
+ALLOWED_UNCOVERED = 0.01  # the full run of 2026-12-06 triggered all 444 sites; room for ~4 while a change is made
 
 TEST_MARK = "# test "
 FULL_RUN_MARK = "# full run"
